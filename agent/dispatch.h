@@ -1,0 +1,23 @@
+/* dispatch: the agent's request path. Every request is verified as a command
+ * before anything acts on it; every answer is a signed Reply bound to the hash of
+ * the command it answers, including refusals. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "envelope.h"
+#include "hv.h"
+#include "keys.h"
+#include "txn.h"
+
+struct dispatch;
+
+/* Borrows everything it is given; all must outlive the dispatcher. */
+int dispatch_new(const struct cfg_agent *cfg, const struct keys_secret *key, struct env_verifier *v, struct hv *hv,
+                 struct txn_mgr *txns, struct dispatch **ret, lserr *err);
+struct dispatch *dispatch_free(struct dispatch *d);
+
+/* A transport_handler: arg is the struct dispatch. */
+int dispatch_handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, size_t *ret_len);

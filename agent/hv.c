@@ -1,0 +1,103 @@
+/* hv: picks the backend named in the config and forwards every call to it. */
+#include "hv.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "hv_backend.h"
+
+struct hv {
+        const struct hv_ops *ops;
+        void *be;
+};
+
+int hv_open(const struct cfg_agent *cfg, struct hv **ret, lserr *err)
+{
+        const struct hv_ops *ops;
+        struct hv *hv;
+        int r;
+
+        /* The simulated backend only ever runs when asked for by name. */
+        if (!cfg->backend || strcmp(cfg->backend, "libvirt") == 0)
+                ops = &hv_libvirt_ops;
+        else if (strcmp(cfg->backend, "sim") == 0)
+                ops = &hv_sim_ops;
+        else
+                return lserr_set(err, -EINVAL, "backend \"%s\" is unknown (libvirt or sim)", cfg->backend);
+        hv = calloc(1, sizeof(*hv));
+        if (!hv)
+                return -ENOMEM;
+        hv->ops = ops;
+        r = ops->open(cfg, &hv->be, err);
+        if (r < 0) {
+                free(hv);
+                return r;
+        }
+        *ret = hv;
+        return 0;
+}
+
+struct hv *hv_close(struct hv *hv)
+{
+        if (!hv)
+                return NULL;
+        hv->ops->close(hv->be);
+        free(hv);
+        return NULL;
+}
+
+const char *hv_backend_name(const struct hv *hv)
+{
+        return hv->ops->name;
+}
+
+int hv_list(struct hv *hv, struct hv_domain **ret, size_t *ret_n, lserr *err)
+{
+        return hv->ops->list(hv->be, ret, ret_n, err);
+}
+
+int hv_lookup(struct hv *hv, const char *vm, struct hv_domain *ret, lserr *err)
+{
+        return hv->ops->lookup(hv->be, vm, ret, err);
+}
+
+int hv_check(struct hv *hv, const char *vm, const char *snap, int quiesce, lserr *err)
+{
+        return hv->ops->check(hv->be, vm, snap, quiesce, err);
+}
+
+int hv_ga_ping(struct hv *hv, const char *vm, int timeout_s, lserr *err)
+{
+        return hv->ops->ga_ping(hv->be, vm, timeout_s, err);
+}
+
+int hv_freeze(struct hv *hv, const char *vm, lserr *err)
+{
+        return hv->ops->freeze(hv->be, vm, err);
+}
+
+int hv_thaw(struct hv *hv, const char *vm, lserr *err)
+{
+        return hv->ops->thaw(hv->be, vm, err);
+}
+
+int hv_suspend(struct hv *hv, const char *vm, lserr *err)
+{
+        return hv->ops->suspend(hv->be, vm, err);
+}
+
+int hv_resume(struct hv *hv, const char *vm, lserr *err)
+{
+        return hv->ops->resume(hv->be, vm, err);
+}
+
+int hv_snapshot(struct hv *hv, const char *vm, const char *snap, int with_memory, struct hv_image *ret,
+                size_t *ret_n, lserr *err)
+{
+        return hv->ops->snapshot(hv->be, vm, snap, with_memory, ret, ret_n, err);
+}
+
+int hv_discard(struct hv *hv, const char *vm, const char *snap, const struct hv_image *imgs, size_t n, lserr *err)
+{
+        return hv->ops->discard(hv->be, vm, snap, imgs, n, err);
+}

@@ -1,0 +1,26 @@
+/* hv_backend: what a hypervisor backend implements; only hv.c and the backends
+ * include this. The first argument of every op is the backend's own state. */
+#pragma once
+
+#include "hv.h"
+
+struct hv_ops {
+        const char *name;
+        int (*open)(const struct cfg_agent *cfg, void **ret, lserr *err);
+        void (*close)(void *be);
+        int (*list)(void *be, struct hv_domain **ret, size_t *ret_n, lserr *err);
+        int (*lookup)(void *be, const char *vm, struct hv_domain *ret, lserr *err);
+        int (*check)(void *be, const char *vm, const char *snap, int quiesce, lserr *err);
+        int (*ga_ping)(void *be, const char *vm, int timeout_s, lserr *err);
+        int (*freeze)(void *be, const char *vm, lserr *err);
+        int (*thaw)(void *be, const char *vm, lserr *err);
+        int (*suspend)(void *be, const char *vm, lserr *err);
+        int (*resume)(void *be, const char *vm, lserr *err);
+        int (*snapshot)(void *be, const char *vm, const char *snap, int with_memory, struct hv_image *ret,
+                        size_t *ret_n, lserr *err);
+        int (*discard)(void *be, const char *vm, const char *snap, const struct hv_image *imgs, size_t n,
+                       lserr *err);
+};
+
+extern const struct hv_ops hv_libvirt_ops;
+extern const struct hv_ops hv_sim_ops;

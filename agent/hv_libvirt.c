@@ -1,0 +1,693 @@
+/* hv_libvirt: the real backend. libvirt for domains, the guest agent, external
+ * disk-only snapshots and block commit; libxml2 to read domain XML. */
+#include <libvirt/libvirt-qemu.h>
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+#include <libxml/xpath.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "fsutil.h"
+#include "hv_backend.h"
+
+#define LOCKSTEP_NS "https://lockstep.dev/xmlns/member/1"
+/* Room an overlay needs before it is created; it grows with the guest's writes. */
+#define MIN_FREE_BYTES (64ULL * 1024 * 1024)
+#define PIVOT_TIMEOUT_US (120LL * 1000000)
+
+struct lv {
+        char *uri;
+        unsigned ga_timeout_s;
+        pthread_mutex_t lock; /* guards conn replacement */
+        virConnectPtr conn;
+};
+
+static void quiet(void *data, virErrorPtr e)
+{
+        (void)data;
+        (void)e; /* errors are read with virGetLastError and reported once */
+}
+
+static const char *last_error(void)
+{
+        virErrorPtr e = virGetLastError();
+
+        return e && e->message ? e->message : "unknown libvirt error";
+}
+
+/* Maps the thread's last libvirt error onto the protocol's codes. */
+static int last_code(void)
+{
+        virErrorPtr e = virGetLastError();
+
+        if (!e)
+                return LS_EHV;
+        switch (e->code) {
+        case VIR_ERR_NO_DOMAIN:
+                return LS_ENODOMAIN;
+        case VIR_ERR_AGENT_UNRESPONSIVE:
+        case VIR_ERR_AGENT_UNSYNCED:
+                /* libvirt 9.0 has no code of its own for a command timeout. */
+                return strstr(last_error(), "timeout") || strstr(last_error(), "timed out") ? LS_EGATIMEOUT
+                                                                                             : LS_ENOGA;
+        case VIR_ERR_OPERATION_TIMEOUT:
+                return LS_EGATIMEOUT;
+        case VIR_ERR_OPERATION_INVALID:
+                return strstr(last_error(), "not running") ? LS_ENOTRUNNING : LS_EHV;
+        default:
+                return LS_EHV;
+        }
+}
+
+static int fail(lserr *err, const char *vm, const char *step)
+{
+        int code = last_code();
+
+        return lserr_set(err, code, "%s: %s: %s", vm, step, last_error());
+}
+
+static int lv_open(const struct cfg_agent *cfg, void **ret, lserr *err)
+{
+        struct lv *lv = calloc(1, sizeof(*lv));
+
+        if (!lv)
+                return -ENOMEM;
+        virSetErrorFunc(NULL, quiet);
+        lv->uri = strdup(cfg->libvirt_uri ? cfg->libvirt_uri : "qemu:///system");
+        lv->ga_timeout_s = cfg->guest_agent_timeout_s ? cfg->guest_agent_timeout_s : 10;
+        pthread_mutex_init(&lv->lock, NULL);
+        lv->conn = lv->uri ? virConnectOpen(lv->uri) : NULL;
+        if (!lv->conn) {
+                int r = lserr_set(err, LS_EHV, "libvirt \"%s\": connect: %s", cfg->libvirt_uri, last_error());
+                pthread_mutex_destroy(&lv->lock);
+                free(lv->uri);
+                free(lv);
+                return r;
+        }
+        *ret = lv;
+        return 0;
+}
+
+static void lv_close(void *be)
+{
+        struct lv *lv = be;
+
+        if (!lv)
+                return;
+        if (lv->conn)
+                virConnectClose(lv->conn);
+        pthread_mutex_destroy(&lv->lock);
+        free(lv->uri);
+        free(lv);
+}
+
+/* The connection, reopened if libvirtd restarted. The caller owns a reference. */
+static virConnectPtr conn_get(struct lv *lv, lserr *err)
+{
+        virConnectPtr c;
+
+        pthread_mutex_lock(&lv->lock);
+        if (!lv->conn || virConnectIsAlive(lv->conn) != 1) {
+                if (lv->conn)
+                        virConnectClose(lv->conn);
+                lv->conn = virConnectOpen(lv->uri);
+        }
+        c = lv->conn;
+        if (c)
+                virConnectRef(c);
+        pthread_mutex_unlock(&lv->lock);
+        if (!c)
+                lserr_set(err, LS_EHV, "libvirt \"%s\": connect: %s", lv->uri, last_error());
+        return c;
+}
+
+/* The named domain; its reference is the caller's. Returns 0 or a code. */
+static int dom_get(struct lv *lv, const char *vm, const char *step, virDomainPtr *ret, lserr *err)
+{
+        virConnectPtr c = conn_get(lv, err);
+        virDomainPtr d;
+
+        if (!c)
+                return LS_EHV;
+        d = virDomainLookupByName(c, vm);
+        virConnectClose(c); /* the domain holds its own reference */
+        if (!d)
+                return fail(err, vm, step);
+        *ret = d;
+        return 0;
+}
+
+/* ---- domain XML ---------------------------------------------------------- */
+
+static char *xattr(xmlNodePtr n, const char *name)
+{
+        return n ? (char *)xmlGetProp(n, (const xmlChar *)name) : NULL;
+}
+
+static xmlNodePtr child(xmlNodePtr n, const char *name)
+{
+        for (xmlNodePtr c = n ? n->children : NULL; c; c = c->next)
+                if (c->type == XML_ELEMENT_NODE && !xmlStrcmp(c->name, (const xmlChar *)name))
+                        return c;
+        return NULL;
+}
+
+/* A disk lockstep snapshots: a writable device='disk'. Its eligibility for an
+ * external qcow2 overlay is checked separately so the error can say why. */
+static int is_member_disk(xmlNodePtr disk)
+{
+        char *device = xattr(disk, "device");
+        int yes = (!device || !strcmp(device, "disk")) && !child(disk, "readonly") && !child(disk, "shareable");
+
+        xmlFree(device);
+        return yes;
+}
+
+struct parsed_disk {
+        char target[HV_TARGET_MAX];
+        char path[HV_PATH_MAX];
+        char format[16];
+        char type[16];
+};
+
+static void copy_attr(char *dst, size_t n, xmlNodePtr node, const char *attr)
+{
+        char *v = xattr(node, attr);
+
+        snprintf(dst, n, "%s", v ? v : "");
+        xmlFree(v);
+}
+
+/* Fills ret from a domain XML document. */
+static int parse_domain(const char *vm, const char *xml, struct hv_domain *ret, struct parsed_disk *pd,
+                        lserr *err)
+{
+        xmlDocPtr doc = xmlReadMemory(xml, (int)strlen(xml), "domain.xml", NULL, XML_PARSE_NONET | XML_PARSE_NOERROR |
+                                                                                    XML_PARSE_NOWARNING);
+        xmlNodePtr root, devices, meta;
+
+        if (!doc)
+                return lserr_set(err, LS_EHV, "%s: read domain XML: does not parse", vm);
+        root = xmlDocGetRootElement(doc);
+        devices = child(root, "devices");
+        meta = child(root, "metadata");
+        for (xmlNodePtr m = meta ? meta->children : NULL; m; m = m->next) {
+                if (m->type != XML_ELEMENT_NODE || !m->ns || xmlStrcmp(m->ns->href, (const xmlChar *)LOCKSTEP_NS))
+                        continue;
+                copy_attr(ret->group, sizeof(ret->group), m, "group");
+                copy_attr(ret->tier, sizeof(ret->tier), m, "tier");
+        }
+        ret->n_disks = 0;
+        for (xmlNodePtr d = devices ? devices->children : NULL; d; d = d->next) {
+                struct parsed_disk *p;
+                if (d->type != XML_ELEMENT_NODE || xmlStrcmp(d->name, (const xmlChar *)"disk") || !is_member_disk(d))
+                        continue;
+                if (ret->n_disks == HV_MAX_DISKS) {
+                        xmlFreeDoc(doc);
+                        return lserr_set(err, LS_EDISK, "%s: more than %d disks", vm, HV_MAX_DISKS);
+                }
+                p = &pd[ret->n_disks];
+                copy_attr(p->target, sizeof(p->target), child(d, "target"), "dev");
+                copy_attr(p->type, sizeof(p->type), d, "type");
+                copy_attr(p->format, sizeof(p->format), child(d, "driver"), "type");
+                copy_attr(p->path, sizeof(p->path), child(d, "source"), !strcmp(p->type, "block") ? "dev" : "file");
+                snprintf(ret->disks[ret->n_disks].target, HV_TARGET_MAX, "%s", p->target);
+                snprintf(ret->disks[ret->n_disks].path, HV_PATH_MAX, "%s", p->path);
+                snprintf(ret->disks[ret->n_disks].format, sizeof(ret->disks[0].format), "%s", p->format);
+                ret->n_disks++;
+        }
+        xmlFreeDoc(doc);
+        return 0;
+}
+
+static enum hv_state map_state(int s)
+{
+        switch (s) {
+        case VIR_DOMAIN_RUNNING:
+                return HV_RUNNING;
+        case VIR_DOMAIN_PAUSED:
+                return HV_PAUSED;
+        case VIR_DOMAIN_SHUTOFF:
+                return HV_SHUTOFF;
+        default:
+                return HV_OTHER;
+        }
+}
+
+static int describe(virDomainPtr d, struct hv_domain *ret, struct parsed_disk *pd, lserr *err)
+{
+        const char *vm = virDomainGetName(d);
+        int state = 0, reason = 0, r;
+        char *xml;
+
+        memset(ret, 0, sizeof(*ret));
+        snprintf(ret->name, sizeof(ret->name), "%s", vm);
+        if (virDomainGetState(d, &state, &reason, 0) < 0)
+                return fail(err, vm, "get state");
+        ret->state = map_state(state);
+        xml = virDomainGetXMLDesc(d, 0);
+        if (!xml)
+                return fail(err, vm, "get XML");
+        r = parse_domain(vm, xml, ret, pd, err);
+        free(xml);
+        return r;
+}
+
+static int lv_lookup(void *be, const char *vm, struct hv_domain *ret, lserr *err)
+{
+        struct parsed_disk pd[HV_MAX_DISKS];
+        virDomainPtr d = NULL;
+        int dr = dom_get(be, vm, "lookup", &d, err);
+        int r;
+
+        if (dr < 0)
+                return dr;
+        r = describe(d, ret, pd, err);
+        virDomainFree(d);
+        return r;
+}
+
+static int lv_list(void *be, struct hv_domain **ret, size_t *ret_n, lserr *err)
+{
+        struct parsed_disk pd[HV_MAX_DISKS];
+        virConnectPtr c = conn_get(be, err);
+        virDomainPtr *doms = NULL;
+        struct hv_domain *out;
+        int n, k = 0;
+
+        if (!c)
+                return LS_EHV;
+        n = virConnectListAllDomains(c, &doms, 0);
+        virConnectClose(c);
+        if (n < 0)
+                return lserr_set(err, LS_EHV, "list domains: %s", last_error());
+        out = calloc(n ? (size_t)n : 1, sizeof(*out));
+        for (int i = 0; i < n; i++) {
+                /* A domain that vanished while listing is simply left out. */
+                if (out && describe(doms[i], &out[k], pd, NULL) == 0 && names_valid(out[k].name))
+                        k++;
+                virDomainFree(doms[i]);
+        }
+        free(doms);
+        if (!out)
+                return -ENOMEM;
+        *ret = out;
+        *ret_n = (size_t)k;
+        return 0;
+}
+
+/* ---- checks --------------------------------------------------------------- */
+
+static int overlay_path(const char *vm, const char *image, const char *snap, const char *ext, char *out,
+                        lserr *err)
+{
+        if (snprintf(out, HV_PATH_MAX, "%s.%s.%s", image, snap, ext) >= HV_PATH_MAX)
+                return lserr_set(err, LS_EDISK, "%s: overlay path for \"%s\" is too long", vm, image);
+        return 0;
+}
+
+static int lv_check(void *be, const char *vm, const char *snap, int quiesce, lserr *err)
+{
+        struct parsed_disk pd[HV_MAX_DISKS];
+        struct hv_domain dom;
+        virDomainPtr d = NULL;
+        int dr = dom_get(be, vm, "validate", &d, err);
+        int r;
+
+        if (dr < 0)
+                return dr;
+        r = describe(d, &dom, pd, err);
+        virDomainFree(d);
+        if (r < 0)
+                return r;
+        if (dom.state == HV_PAUSED && quiesce)
+                return lserr_set(err, LS_EPAUSED, "%s: validate: domain is paused: fsfreeze cannot run in it", vm);
+        if (dom.state != HV_RUNNING && dom.state != HV_PAUSED)
+                return lserr_set(err, LS_ENOTRUNNING, "%s: validate: domain is not running", vm);
+        if (dom.n_disks == 0)
+                return lserr_set(err, LS_EDISK, "%s: validate: no writable disk to snapshot", vm);
+        for (unsigned i = 0; i < dom.n_disks; i++) {
+                char overlay[HV_PATH_MAX], dir[HV_PATH_MAX];
+                struct statvfs vfs;
+                if (strcmp(pd[i].type, "file") != 0)
+                        return lserr_set(err, LS_EDISK,
+                                         "%s: validate: disk %s: type \"%s\" cannot take an external qcow2 overlay "
+                                         "(only file disks can)",
+                                         vm, pd[i].target, pd[i].type);
+                if (strcmp(pd[i].format, "qcow2") != 0 && strcmp(pd[i].format, "raw") != 0)
+                        return lserr_set(err, LS_EDISK, "%s: validate: disk %s: format \"%s\" is not qcow2 or raw", vm,
+                                         pd[i].target, pd[i].format);
+                r = overlay_path(vm, pd[i].path, snap, "qcow2", overlay, err);
+                if (r < 0)
+                        return r;
+                if (access(overlay, F_OK) == 0)
+                        return lserr_set(err, LS_EOVERLAYEXISTS, "%s: validate: disk %s: overlay \"%s\" already exists",
+                                         vm, pd[i].target, overlay);
+                snprintf(dir, sizeof(dir), "%s", pd[i].path);
+                if (strrchr(dir, '/'))
+                        *strrchr(dir, '/') = '\0';
+                if (statvfs(dir[0] ? dir : "/", &vfs) < 0)
+                        return lserr_set(err, -errno, "%s: validate: disk %s: statvfs \"%s\": %m", vm, pd[i].target,
+                                         dir);
+                if ((unsigned long long)vfs.f_bavail * vfs.f_frsize < MIN_FREE_BYTES)
+                        return lserr_set(err, LS_ENOSPACE,
+                                         "%s: validate: disk %s: only %llu MiB free in \"%s\", an overlay needs %llu MiB",
+                                         vm, pd[i].target,
+                                         (unsigned long long)vfs.f_bavail * vfs.f_frsize / (1024 * 1024), dir,
+                                         MIN_FREE_BYTES / (1024 * 1024));
+        }
+        return 0;
+}
+
+/* ---- guest agent ---------------------------------------------------------- */
+
+static int lv_ga_ping(void *be, const char *vm, int timeout_s, lserr *err)
+{
+        virDomainPtr d = NULL;
+        int dr = dom_get(be, vm, "guest-ping", &d, err);
+        char *out;
+
+        if (dr < 0)
+                return dr;
+        out = virDomainQemuAgentCommand(d, "{\"execute\":\"guest-ping\"}", timeout_s > 0 ? timeout_s : 5, 0);
+        if (!out) {
+                int code = last_code();
+                int r = lserr_set(err, code == LS_EHV ? LS_ENOGA : code, "%s: guest-ping: %s", vm, last_error());
+                virDomainFree(d);
+                return r;
+        }
+        free(out);
+        virDomainFree(d);
+        return 0;
+}
+
+static int ga_call(struct lv *lv, const char *vm, const char *step, int thaw, lserr *err)
+{
+        virDomainPtr d = NULL;
+        int dr = dom_get(lv, vm, step, &d, err);
+        int r;
+
+        if (dr < 0)
+                return dr;
+        /* Every guest-agent call has a deadline: a hung guest is a "no" vote. */
+        virDomainAgentSetResponseTimeout(d, (int)lv->ga_timeout_s, 0);
+        r = thaw ? virDomainFSThaw(d, NULL, 0, 0) : virDomainFSFreeze(d, NULL, 0, 0);
+        if (r < 0)
+                r = fail(err, vm, step);
+        virDomainFree(d);
+        return r;
+}
+
+static int lv_freeze(void *be, const char *vm, lserr *err)
+{
+        return ga_call(be, vm, "fsfreeze", 0, err);
+}
+
+static int lv_thaw(void *be, const char *vm, lserr *err)
+{
+        return ga_call(be, vm, "fsthaw", 1, err);
+}
+
+static int lv_suspend(void *be, const char *vm, lserr *err)
+{
+        virDomainPtr d = NULL;
+        int dr = dom_get(be, vm, "suspend", &d, err);
+        int r;
+
+        if (dr < 0)
+                return dr;
+        r = virDomainSuspend(d) < 0 ? fail(err, vm, "suspend") : 0;
+        virDomainFree(d);
+        return r;
+}
+
+static int lv_resume(void *be, const char *vm, lserr *err)
+{
+        virDomainPtr d = NULL;
+        int dr = dom_get(be, vm, "resume", &d, err);
+        int state = 0, reason = 0, r = 0;
+
+        if (dr < 0)
+                return dr;
+        /* Resuming a running domain is an error in libvirt; here it is done. */
+        if (virDomainGetState(d, &state, &reason, 0) == 0 && state == VIR_DOMAIN_PAUSED && virDomainResume(d) < 0)
+                r = fail(err, vm, "resume");
+        virDomainFree(d);
+        return r;
+}
+
+/* ---- snapshots ------------------------------------------------------------- */
+
+static int xml_escape(const char *in, char *out, size_t n)
+{
+        size_t o = 0;
+
+        for (; *in; in++) {
+                const char *rep = NULL;
+                char ch[2] = {*in, 0};
+                switch (*in) {
+                case '&': rep = "&amp;"; break;
+                case '<': rep = "&lt;"; break;
+                case '>': rep = "&gt;"; break;
+                case '\'': rep = "&apos;"; break;
+                case '"': rep = "&quot;"; break;
+                default: rep = ch; break;
+                }
+                size_t l = strlen(rep);
+                if (o + l >= n)
+                        return -ENAMETOOLONG;
+                memcpy(out + o, rep, l);
+                o += l;
+        }
+        out[o] = '\0';
+        return 0;
+}
+
+static int lv_snapshot(void *be, const char *vm, const char *snap, int with_memory, struct hv_image *ret,
+                       size_t *ret_n, lserr *err)
+{
+        struct parsed_disk pd[HV_MAX_DISKS];
+        struct hv_domain dom;
+        char *xml = NULL, esc[HV_PATH_MAX * 6];
+        size_t cap = 1024 + HV_MAX_DISKS * (sizeof(esc) + 256), off = 0;
+        virDomainPtr d = NULL;
+        int dr = dom_get(be, vm, "snapshot", &d, err);
+        virDomainSnapshotPtr s = NULL;
+        unsigned flags = VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC;
+        int r;
+
+        if (dr < 0)
+                return dr;
+        r = describe(d, &dom, pd, err);
+        if (r < 0)
+                goto out;
+        xml = malloc(cap);
+        if (!xml) {
+                r = -ENOMEM;
+                goto out;
+        }
+        off += (size_t)snprintf(xml + off, cap - off, "<domainsnapshot><name>%s</name>", snap);
+        if (with_memory) {
+                char mem[HV_PATH_MAX];
+                r = overlay_path(vm, pd[0].path, snap, "mem", mem, err);
+                if (r < 0 || (r = xml_escape(mem, esc, sizeof(esc))) < 0)
+                        goto out;
+                off += (size_t)snprintf(xml + off, cap - off, "<memory snapshot='external' file='%s'/>", esc);
+        } else {
+                flags |= VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY;
+        }
+        off += (size_t)snprintf(xml + off, cap - off, "<disks>");
+        for (unsigned i = 0; i < dom.n_disks; i++) {
+                r = overlay_path(vm, pd[i].path, snap, "qcow2", ret[i].after, err);
+                if (r < 0)
+                        goto out;
+                snprintf(ret[i].target, HV_TARGET_MAX, "%s", pd[i].target);
+                snprintf(ret[i].before, HV_PATH_MAX, "%s", pd[i].path);
+                if (xml_escape(ret[i].after, esc, sizeof(esc)) < 0) {
+                        r = lserr_set(err, LS_EDISK, "%s: snapshot: overlay path too long", vm);
+                        goto out;
+                }
+                off += (size_t)snprintf(xml + off, cap - off,
+                                        "<disk name='%s' snapshot='external' type='file'><driver type='qcow2'/>"
+                                        "<source file='%s'/></disk>",
+                                        pd[i].target, esc);
+        }
+        snprintf(xml + off, cap - off, "</disks></domainsnapshot>");
+        s = virDomainSnapshotCreateXML(d, xml, flags);
+        if (!s) {
+                virErrorPtr e = virGetLastError();
+                int nospace = e && e->message && strstr(e->message, "No space left");
+                r = lserr_set(err, nospace ? LS_ENOSPACE : LS_EHV, "%s: external snapshot \"%s\": %s", vm, snap,
+                              last_error());
+                goto out;
+        }
+        *ret_n = dom.n_disks;
+        r = 0;
+out:
+        if (s)
+                virDomainSnapshotFree(s);
+        free(xml);
+        virDomainFree(d);
+        return r;
+}
+
+/* ---- discard -------------------------------------------------------------- */
+
+/* Active commit of the overlay into its backing image, then pivot, so the
+ * running domain writes to the before image again. */
+static int commit_active(virDomainPtr d, const char *vm, const struct hv_image *im, lserr *err)
+{
+        long long deadline = fsutil_mono_us() + PIVOT_TIMEOUT_US;
+
+        if (virDomainBlockCommit(d, im->target, NULL, NULL, 0, VIR_DOMAIN_BLOCK_COMMIT_ACTIVE) < 0)
+                return lserr_set(err, LS_EHV, "%s: discard: disk %s: block commit: %s", vm, im->target, last_error());
+        for (;;) {
+                virDomainBlockJobInfo info;
+                int r = virDomainGetBlockJobInfo(d, im->target, &info, 0);
+                if (r < 0)
+                        return lserr_set(err, LS_EHV, "%s: discard: disk %s: block job: %s", vm, im->target,
+                                         last_error());
+                if (r == 1 && info.cur == info.end &&
+                    virDomainBlockJobAbort(d, im->target, VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT) == 0)
+                        break;
+                if (fsutil_mono_us() > deadline) {
+                        virDomainBlockJobAbort(d, im->target, 0);
+                        return lserr_set(err, LS_EHV, "%s: discard: disk %s: commit did not become ready to pivot: %s",
+                                         vm, im->target, last_error());
+                }
+                usleep(20000);
+        }
+        /* The pivot finishes asynchronously: wait until the job is gone. */
+        while (fsutil_mono_us() < deadline) {
+                virDomainBlockJobInfo info;
+                if (virDomainGetBlockJobInfo(d, im->target, &info, 0) == 0)
+                        return 0;
+                usleep(20000);
+        }
+        return lserr_set(err, LS_EHV, "%s: discard: disk %s: pivot did not finish", vm, im->target);
+}
+
+static int run_qemu_img_commit(const char *vm, const char *overlay, lserr *err)
+{
+        pid_t pid = fork();
+        int status;
+
+        if (pid < 0)
+                return lserr_set(err, -errno, "%s: discard: fork: %m", vm);
+        if (pid == 0) {
+                execlp("qemu-img", "qemu-img", "commit", "-q", overlay, (char *)NULL);
+                _exit(127);
+        }
+        if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                return lserr_set(err, LS_EHV, "%s: discard: qemu-img commit \"%s\" failed", vm, overlay);
+        return 0;
+}
+
+/* Points the persistent definition's disk back at its before image. */
+static int redefine_disk(virDomainPtr d, const char *vm, const struct hv_image *im, lserr *err)
+{
+        char *xml = virDomainGetXMLDesc(d, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE);
+        xmlDocPtr doc;
+        xmlChar *out = NULL;
+        int len = 0, r = 0;
+        virDomainPtr nd;
+
+        if (!xml)
+                return fail(err, vm, "discard: read definition");
+        doc = xmlReadMemory(xml, (int)strlen(xml), "domain.xml", NULL, XML_PARSE_NONET);
+        free(xml);
+        if (!doc)
+                return lserr_set(err, LS_EHV, "%s: discard: definition does not parse", vm);
+        for (xmlNodePtr n = child(child(xmlDocGetRootElement(doc), "devices"), "disk"); n; n = n->next) {
+                xmlNodePtr tgt = child(n, "target"), src = child(n, "source"), bs = child(n, "backingStore");
+                char *dev = xattr(tgt, "dev");
+                if (n->type == XML_ELEMENT_NODE && dev && !strcmp(dev, im->target) && src) {
+                        xmlSetProp(src, (const xmlChar *)"file", (const xmlChar *)im->before);
+                        if (bs) {
+                                xmlUnlinkNode(bs);
+                                xmlFreeNode(bs);
+                        }
+                }
+                xmlFree(dev);
+        }
+        xmlDocDumpMemory(doc, &out, &len);
+        xmlFreeDoc(doc);
+        nd = out ? virDomainDefineXML(virDomainGetConnect(d), (const char *)out) : NULL;
+        if (!nd)
+                r = fail(err, vm, "discard: redefine");
+        else
+                virDomainFree(nd);
+        xmlFree(out);
+        return r;
+}
+
+static int lv_discard(void *be, const char *vm, const char *snap, const struct hv_image *imgs, size_t n,
+                      lserr *err)
+{
+        struct parsed_disk pd[HV_MAX_DISKS];
+        struct hv_domain dom;
+        virDomainPtr d = NULL;
+        int dr = dom_get(be, vm, "discard", &d, err);
+        virDomainSnapshotPtr s;
+        int r = 0;
+
+        if (dr < 0)
+                return dr;
+        r = describe(d, &dom, pd, err);
+        for (size_t k = 0; r == 0 && k < n; k++) {
+                const struct hv_image *im = &imgs[k];
+                int on_overlay = 0;
+                for (unsigned i = 0; i < dom.n_disks; i++)
+                        if (!strcmp(dom.disks[i].target, im->target) && !strcmp(dom.disks[i].path, im->after))
+                                on_overlay = 1;
+                if (on_overlay) {
+                        if (dom.state == HV_RUNNING || dom.state == HV_PAUSED) {
+                                r = commit_active(d, vm, im, err);
+                        } else {
+                                r = run_qemu_img_commit(vm, im->after, err);
+                                if (r == 0)
+                                        r = redefine_disk(d, vm, im, err);
+                        }
+                }
+                if (r == 0 && unlink(im->after) < 0 && errno != ENOENT)
+                        r = lserr_set(err, -errno, "%s: discard: remove \"%s\": %m", vm, im->after);
+        }
+        if (r == 0) {
+                char mem[HV_PATH_MAX];
+                if (n && overlay_path(vm, imgs[0].before, snap, "mem", mem, NULL) == 0)
+                        unlink(mem);
+                s = virDomainSnapshotLookupByName(d, snap, 0);
+                if (s) {
+                        if (virDomainSnapshotDelete(s, VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY) < 0)
+                                r = fail(err, vm, "discard: drop snapshot metadata");
+                        virDomainSnapshotFree(s);
+                }
+        }
+        virDomainFree(d);
+        return r;
+}
+
+const struct hv_ops hv_libvirt_ops = {
+        .name = "libvirt",
+        .open = lv_open,
+        .close = lv_close,
+        .list = lv_list,
+        .lookup = lv_lookup,
+        .check = lv_check,
+        .ga_ping = lv_ga_ping,
+        .freeze = lv_freeze,
+        .thaw = lv_thaw,
+        .suspend = lv_suspend,
+        .resume = lv_resume,
+        .snapshot = lv_snapshot,
+        .discard = lv_discard,
+};

@@ -1,0 +1,557 @@
+/* hv_sim: simulated hosts for scale and fault tests. Domains, latencies and
+ * failure points come from a text file that is re-read on every call, so a test
+ * can inject a fault while the agent runs. Domain state lives in files (one per
+ * domain) so that the guardian process and a restarted agent see it too.
+ *
+ *   state_dir DIR                  where domain state and fake images live
+ *   domain NAME [group=G] [tier=T] [disks=vda,vdb] [state=running|paused|shutoff] [ga=yes|no]
+ *   latency OP=MS ...              OP: check ga_ping freeze thaw snapshot discard suspend resume
+ *   fail OP VM                     OP returns an error for VM
+ *   hang OP VM                     OP takes longer than the guest agent deadline
+ *   thaw_early VM                  the guest thaws on its own: thaw finds nothing frozen
+ *   nospace VM                     check reports no room for overlays
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fsutil.h"
+#include "hv_backend.h"
+
+#define SIM_FILE_MAX (1024 * 1024)
+#define SIM_MAX_DOMAINS 4096
+
+struct sim {
+        char *path;        /* the sim config */
+        unsigned ga_timeout_s;
+};
+
+/* Per-call view of the config. */
+struct simcfg {
+        char state_dir[HV_PATH_MAX];
+        char *text; /* the config, for fail/hang lookups */
+};
+
+struct simdom {
+        int exists;
+        char group[LS_NAME_MAX + 1], tier[LS_NAME_MAX + 1];
+        char disks[HV_MAX_DISKS][HV_TARGET_MAX];
+        unsigned n_disks;
+        enum hv_state initial;
+        int ga;
+};
+
+/* Mutable state of one domain, in <state_dir>/<vm>.state. */
+struct simstate {
+        enum hv_state state;
+        int frozen;
+        char cur[HV_MAX_DISKS][HV_PATH_MAX];
+};
+
+static int sim_open(const struct cfg_agent *cfg, void **ret, lserr *err)
+{
+        struct sim *s;
+
+        if (!cfg->sim_config)
+                return lserr_set(err, -EINVAL, "sim backend: sim_config is not set");
+        if (access(cfg->sim_config, R_OK) < 0)
+                return lserr_set(err, -errno, "sim backend: \"%s\": %m", cfg->sim_config);
+        s = calloc(1, sizeof(*s));
+        if (!s || !(s->path = strdup(cfg->sim_config))) {
+                free(s);
+                return -ENOMEM;
+        }
+        s->ga_timeout_s = cfg->guest_agent_timeout_s ? cfg->guest_agent_timeout_s : 10;
+        *ret = s;
+        return 0;
+}
+
+static void sim_close(void *be)
+{
+        struct sim *s = be;
+
+        if (s)
+                free(s->path);
+        free(s);
+}
+
+static int load(struct sim *s, struct simcfg *c, lserr *err)
+{
+        size_t len;
+        char *line, *save = NULL, *copy;
+        int r = fsutil_read_all(s->path, SIM_FILE_MAX, &c->text, &len, err);
+
+        if (r < 0)
+                return r;
+        c->state_dir[0] = '\0';
+        copy = strdup(c->text);
+        if (!copy)
+                return -ENOMEM;
+        for (line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+                if (sscanf(line, "state_dir %1023s", c->state_dir) == 1)
+                        break;
+        free(copy);
+        if (!c->state_dir[0]) {
+                free(c->text);
+                return lserr_set(err, -EINVAL, "sim config \"%s\": no state_dir line", s->path);
+        }
+        return fsutil_mkdir_p(c->state_dir, 0700, err);
+}
+
+/* Does the config hold the line "<word> <a> <b>" (b may be NULL)? */
+static int has_line(const struct simcfg *c, const char *word, const char *a, const char *b)
+{
+        char want[256];
+        const char *p = c->text;
+        size_t n;
+
+        if (b)
+                snprintf(want, sizeof(want), "%s %s %s", word, a, b);
+        else
+                snprintf(want, sizeof(want), "%s %s", word, a);
+        n = strlen(want);
+        while (p && *p) {
+                const char *end = strchr(p, '\n');
+                size_t len = end ? (size_t)(end - p) : strlen(p);
+                while (len && (p[len - 1] == ' ' || p[len - 1] == '\r'))
+                        len--;
+                if (len == n && memcmp(p, want, n) == 0)
+                        return 1;
+                p = end ? end + 1 : NULL;
+        }
+        return 0;
+}
+
+static unsigned latency_ms(const struct simcfg *c, const char *op)
+{
+        char key[64];
+        const char *p = c->text;
+
+        snprintf(key, sizeof(key), " %s=", op);
+        while (p && (p = strstr(p, "latency ")) != NULL) {
+                const char *end = strchr(p, '\n'), *k = strstr(p, key);
+                if (k && (!end || k < end))
+                        return (unsigned)strtoul(k + strlen(key), NULL, 10);
+                p = end;
+        }
+        return 0;
+}
+
+static int find_domain(const struct simcfg *c, const char *vm, struct simdom *d)
+{
+        const char *p = c->text;
+        size_t vl = strlen(vm);
+
+        memset(d, 0, sizeof(*d));
+        while (p && *p) {
+                const char *end = strchr(p, '\n');
+                if (strncmp(p, "domain ", 7) == 0 && strncmp(p + 7, vm, vl) == 0 &&
+                    (p[7 + vl] == ' ' || p[7 + vl] == '\n' || p[7 + vl] == '\0')) {
+                        char line[1024], *tok, *save = NULL;
+                        size_t len = end ? (size_t)(end - p) : strlen(p);
+                        snprintf(line, sizeof(line), "%.*s", (int)len, p);
+                        d->exists = 1;
+                        d->ga = 1;
+                        d->initial = HV_RUNNING;
+                        for (tok = strtok_r(line + 7 + vl, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
+                                if (!strncmp(tok, "group=", 6))
+                                        snprintf(d->group, sizeof(d->group), "%s", tok + 6);
+                                else if (!strncmp(tok, "tier=", 5))
+                                        snprintf(d->tier, sizeof(d->tier), "%s", tok + 5);
+                                else if (!strcmp(tok, "ga=no"))
+                                        d->ga = 0;
+                                else if (!strcmp(tok, "state=paused"))
+                                        d->initial = HV_PAUSED;
+                                else if (!strcmp(tok, "state=shutoff"))
+                                        d->initial = HV_SHUTOFF;
+                                else if (!strncmp(tok, "disks=", 6)) {
+                                        char *dsave = NULL;
+                                        for (char *dk = strtok_r(tok + 6, ",", &dsave);
+                                             dk && d->n_disks < HV_MAX_DISKS; dk = strtok_r(NULL, ",", &dsave))
+                                                snprintf(d->disks[d->n_disks++], HV_TARGET_MAX, "%s", dk);
+                                }
+                        }
+                        if (d->n_disks == 0)
+                                snprintf(d->disks[d->n_disks++], HV_TARGET_MAX, "vda");
+                        return 0;
+                }
+                p = end ? end + 1 : NULL;
+        }
+        return LS_ENODOMAIN;
+}
+
+/* Serialises state changes across the agent, its guardian and restarts. */
+static int lock_state(const struct simcfg *c)
+{
+        char path[HV_PATH_MAX + 16];
+        int fd;
+
+        snprintf(path, sizeof(path), "%s/.lock", c->state_dir);
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (fd >= 0)
+                flock(fd, LOCK_EX);
+        return fd;
+}
+
+static void unlock_state(int fd)
+{
+        if (fd >= 0)
+                close(fd); /* drops the flock */
+}
+
+static int read_state(const struct simcfg *c, const char *vm, const struct simdom *d, struct simstate *st)
+{
+        char path[HV_PATH_MAX + 80], *buf = NULL, *line, *save = NULL;
+        size_t len;
+
+        memset(st, 0, sizeof(*st));
+        st->state = d->initial;
+        for (unsigned i = 0; i < d->n_disks; i++)
+                snprintf(st->cur[i], HV_PATH_MAX, "%.600s/img/%s-%s.qcow2", c->state_dir, vm, d->disks[i]);
+        snprintf(path, sizeof(path), "%s/%s.state", c->state_dir, vm);
+        if (fsutil_read_all(path, 65536, &buf, &len, NULL) < 0)
+                return 0;
+        for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+                unsigned i, v;
+                char p[HV_PATH_MAX];
+                if (sscanf(line, "state %u", &v) == 1)
+                        st->state = (enum hv_state)v;
+                else if (sscanf(line, "frozen %u", &v) == 1)
+                        st->frozen = (int)v;
+                else if (sscanf(line, "disk %u %1023s", &i, p) == 2 && i < HV_MAX_DISKS)
+                        snprintf(st->cur[i], HV_PATH_MAX, "%s", p);
+        }
+        free(buf);
+        return 0;
+}
+
+static int write_state(const struct simcfg *c, const char *vm, const struct simdom *d, const struct simstate *st,
+                       lserr *err)
+{
+        char path[HV_PATH_MAX + 80], text[HV_MAX_DISKS * (HV_PATH_MAX + 16) + 64];
+        int n = snprintf(text, sizeof(text), "state %u\nfrozen %d\n", (unsigned)st->state, st->frozen);
+
+        for (unsigned i = 0; i < d->n_disks; i++)
+                n += snprintf(text + n, sizeof(text) - (size_t)n, "disk %u %s\n", i, st->cur[i]);
+        snprintf(path, sizeof(path), "%s/%s.state", c->state_dir, vm);
+        return fsutil_write_atomic(path, text, (size_t)n, 0600, 0, err);
+}
+
+/* Common prologue: config, domain, latency, injected failure or hang. */
+static int enter(struct sim *s, struct simcfg *c, struct simdom *d, const char *vm, const char *op, lserr *err)
+{
+        unsigned ms;
+        int r = load(s, c, err);
+
+        if (r < 0)
+                return r;
+        if (find_domain(c, vm, d) < 0) {
+                free(c->text);
+                return lserr_set(err, LS_ENODOMAIN, "%s: %s: no such domain", vm, op);
+        }
+        ms = latency_ms(c, op);
+        if (ms)
+                usleep(ms * 1000);
+        if (has_line(c, "hang", op, vm)) {
+                sleep(s->ga_timeout_s);
+                free(c->text);
+                return lserr_set(err, LS_EGATIMEOUT, "%s: %s: guest agent did not answer within %u s", vm, op,
+                                 s->ga_timeout_s);
+        }
+        if (has_line(c, "fail", op, vm)) {
+                free(c->text);
+                return lserr_set(err, LS_EHV, "%s: %s: injected failure", vm, op);
+        }
+        return 0;
+}
+
+static void fill_domain(const char *vm, const struct simdom *d, const struct simstate *st, struct hv_domain *ret)
+{
+        memset(ret, 0, sizeof(*ret));
+        snprintf(ret->name, sizeof(ret->name), "%s", vm);
+        ret->state = st->state;
+        snprintf(ret->group, sizeof(ret->group), "%s", d->group);
+        snprintf(ret->tier, sizeof(ret->tier), "%s", d->tier);
+        ret->n_disks = d->n_disks;
+        for (unsigned i = 0; i < d->n_disks; i++) {
+                snprintf(ret->disks[i].target, HV_TARGET_MAX, "%s", d->disks[i]);
+                snprintf(ret->disks[i].path, HV_PATH_MAX, "%s", st->cur[i]);
+                snprintf(ret->disks[i].format, sizeof(ret->disks[i].format), "qcow2");
+        }
+}
+
+static int sim_lookup(void *be, const char *vm, struct hv_domain *ret, lserr *err)
+{
+        struct simcfg c;
+        struct simdom d;
+        struct simstate st;
+        int r = enter(be, &c, &d, vm, "lookup", err), fd;
+
+        if (r < 0)
+                return r;
+        fd = lock_state(&c);
+        read_state(&c, vm, &d, &st);
+        unlock_state(fd);
+        fill_domain(vm, &d, &st, ret);
+        free(c.text);
+        return 0;
+}
+
+static int sim_list(void *be, struct hv_domain **ret, size_t *ret_n, lserr *err)
+{
+        struct sim *s = be;
+        struct simcfg c;
+        struct hv_domain *out;
+        size_t n = 0;
+        const char *p;
+        int r = load(s, &c, err);
+
+        if (r < 0)
+                return r;
+        out = calloc(SIM_MAX_DOMAINS, sizeof(*out));
+        if (!out) {
+                free(c.text);
+                return -ENOMEM;
+        }
+        for (p = c.text; p && *p && n < SIM_MAX_DOMAINS;) {
+                const char *end = strchr(p, '\n');
+                char vm[LS_NAME_MAX + 1];
+                if (sscanf(p, "domain %64s", vm) == 1) {
+                        struct simdom d;
+                        struct simstate st;
+                        int fd = lock_state(&c);
+                        find_domain(&c, vm, &d);
+                        read_state(&c, vm, &d, &st);
+                        unlock_state(fd);
+                        fill_domain(vm, &d, &st, &out[n++]);
+                }
+                p = end ? end + 1 : NULL;
+        }
+        free(c.text);
+        *ret = out;
+        *ret_n = n;
+        return 0;
+}
+
+static int sim_check(void *be, const char *vm, const char *snap, int quiesce, lserr *err)
+{
+        struct simcfg c;
+        struct simdom d;
+        struct simstate st;
+        int r = enter(be, &c, &d, vm, "check", err), fd;
+
+        if (r < 0)
+                return r;
+        fd = lock_state(&c);
+        read_state(&c, vm, &d, &st);
+        unlock_state(fd);
+        if (st.state == HV_PAUSED && quiesce)
+                r = lserr_set(err, LS_EPAUSED, "%s: check: domain is paused, fsfreeze cannot run in it", vm);
+        else if (st.state != HV_RUNNING && st.state != HV_PAUSED)
+                r = lserr_set(err, LS_ENOTRUNNING, "%s: check: domain is not running", vm);
+        else if (has_line(&c, "nospace", vm, NULL))
+                r = lserr_set(err, LS_ENOSPACE, "%s: check: disk %s: no space for the overlay", vm, d.disks[0]);
+        for (unsigned i = 0; r == 0 && i < d.n_disks; i++) {
+                char overlay[HV_PATH_MAX + LS_NAME_MAX + 16];
+                snprintf(overlay, sizeof(overlay), "%s.%s.qcow2", st.cur[i], snap);
+                if (access(overlay, F_OK) == 0)
+                        r = lserr_set(err, LS_EOVERLAYEXISTS, "%s: check: disk %s: overlay \"%s\" exists", vm,
+                                      d.disks[i], overlay);
+        }
+        free(c.text);
+        return r;
+}
+
+static int sim_ga_ping(void *be, const char *vm, int timeout_s, lserr *err)
+{
+        struct simcfg c;
+        struct simdom d;
+        int r = enter(be, &c, &d, vm, "ga_ping", err);
+
+        (void)timeout_s;
+        if (r < 0)
+                return r;
+        if (!d.ga)
+                r = lserr_set(err, LS_ENOGA, "%s: guest-ping: guest agent is not connected", vm);
+        free(c.text);
+        return r;
+}
+
+/* Applies one state change under the lock. */
+static int change(struct sim *s, const char *vm, const char *op, int (*fn)(const char *, struct simdom *,
+                                                                            struct simstate *, lserr *),
+                  lserr *err)
+{
+        struct simcfg c;
+        struct simdom d;
+        struct simstate st;
+        int r = enter(s, &c, &d, vm, op, err), fd, w;
+
+        if (r < 0)
+                return r;
+        fd = lock_state(&c);
+        read_state(&c, vm, &d, &st);
+        r = fn(vm, &d, &st, err);
+        if (r >= 0 && has_line(&c, "thaw_early", vm, NULL) && !strcmp(op, "thaw"))
+                r = 0;
+        w = write_state(&c, vm, &d, &st, err);
+        unlock_state(fd);
+        free(c.text);
+        return w < 0 ? w : r;
+}
+
+static int do_freeze(const char *vm, struct simdom *d, struct simstate *st, lserr *err)
+{
+        if (!d->ga)
+                return lserr_set(err, LS_ENOGA, "%s: fsfreeze: guest agent is not connected", vm);
+        if (st->state != HV_RUNNING)
+                return lserr_set(err, st->state == HV_PAUSED ? LS_EPAUSED : LS_ENOTRUNNING,
+                                 "%s: fsfreeze: domain is not running", vm);
+        st->frozen = 1;
+        return (int)d->n_disks;
+}
+
+static int do_thaw(const char *vm, struct simdom *d, struct simstate *st, lserr *err)
+{
+        int was = st->frozen;
+
+        (void)vm;
+        (void)err;
+        st->frozen = 0;
+        return was ? (int)d->n_disks : 0;
+}
+
+static int do_suspend(const char *vm, struct simdom *d, struct simstate *st, lserr *err)
+{
+        (void)d;
+        if (st->state != HV_RUNNING && st->state != HV_PAUSED)
+                return lserr_set(err, LS_ENOTRUNNING, "%s: suspend: domain is not running", vm);
+        st->state = HV_PAUSED;
+        return 0;
+}
+
+static int do_resume(const char *vm, struct simdom *d, struct simstate *st, lserr *err)
+{
+        (void)d;
+        if (st->state == HV_PAUSED)
+                st->state = HV_RUNNING;
+        else if (st->state != HV_RUNNING)
+                return lserr_set(err, LS_ENOTRUNNING, "%s: resume: domain is not running", vm);
+        return 0;
+}
+
+static int sim_freeze(void *be, const char *vm, lserr *err)
+{
+        return change(be, vm, "freeze", do_freeze, err);
+}
+
+static int sim_thaw(void *be, const char *vm, lserr *err)
+{
+        return change(be, vm, "thaw", do_thaw, err);
+}
+
+static int sim_suspend(void *be, const char *vm, lserr *err)
+{
+        return change(be, vm, "suspend", do_suspend, err);
+}
+
+static int sim_resume(void *be, const char *vm, lserr *err)
+{
+        return change(be, vm, "resume", do_resume, err);
+}
+
+static int touch(const char *path, lserr *err)
+{
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+
+        if (fd < 0)
+                return lserr_set(err, errno == EEXIST ? LS_EOVERLAYEXISTS : -errno, "\"%s\": create: %m", path);
+        close(fd);
+        return 0;
+}
+
+static int sim_snapshot(void *be, const char *vm, const char *snap, int with_memory, struct hv_image *ret,
+                        size_t *ret_n, lserr *err)
+{
+        struct simcfg c;
+        struct simdom d;
+        struct simstate st;
+        char dir[HV_PATH_MAX + 8];
+        int r = enter(be, &c, &d, vm, "snapshot", err), fd;
+
+        (void)with_memory;
+        if (r < 0)
+                return r;
+        snprintf(dir, sizeof(dir), "%s/img", c.state_dir);
+        r = fsutil_mkdir_p(dir, 0700, err);
+        fd = lock_state(&c);
+        read_state(&c, vm, &d, &st);
+        if (r == 0 && st.state != HV_RUNNING && st.state != HV_PAUSED)
+                r = lserr_set(err, LS_ENOTRUNNING, "%s: snapshot: domain is not running", vm);
+        for (unsigned i = 0; r == 0 && i < d.n_disks; i++) {
+                /* The base image exists as a file so overlay checks are real. */
+                if (access(st.cur[i], F_OK) < 0)
+                        r = touch(st.cur[i], err);
+                snprintf(ret[i].target, HV_TARGET_MAX, "%s", d.disks[i]);
+                snprintf(ret[i].before, HV_PATH_MAX, "%s", st.cur[i]);
+                if (snprintf(ret[i].after, HV_PATH_MAX, "%s.%s.qcow2", st.cur[i], snap) >= HV_PATH_MAX)
+                        r = lserr_set(err, LS_EDISK, "%s: snapshot: disk %s: overlay path too long", vm, d.disks[i]);
+                if (r == 0)
+                        r = touch(ret[i].after, err);
+        }
+        if (r == 0) {
+                for (unsigned i = 0; i < d.n_disks; i++)
+                        snprintf(st.cur[i], HV_PATH_MAX, "%s", ret[i].after);
+                r = write_state(&c, vm, &d, &st, err);
+                *ret_n = d.n_disks;
+        }
+        unlock_state(fd);
+        free(c.text);
+        return r;
+}
+
+static int sim_discard(void *be, const char *vm, const char *snap, const struct hv_image *imgs, size_t n,
+                       lserr *err)
+{
+        struct simcfg c;
+        struct simdom d;
+        struct simstate st;
+        int r = enter(be, &c, &d, vm, "discard", err), fd;
+
+        (void)snap;
+        if (r < 0)
+                return r;
+        fd = lock_state(&c);
+        read_state(&c, vm, &d, &st);
+        for (size_t k = 0; k < n; k++)
+                for (unsigned i = 0; i < d.n_disks; i++)
+                        if (!strcmp(d.disks[i], imgs[k].target) && !strcmp(st.cur[i], imgs[k].after))
+                                snprintf(st.cur[i], HV_PATH_MAX, "%s", imgs[k].before);
+        r = write_state(&c, vm, &d, &st, err);
+        for (size_t k = 0; r == 0 && k < n; k++)
+                if (unlink(imgs[k].after) < 0 && errno != ENOENT)
+                        r = lserr_set(err, -errno, "%s: discard: remove \"%s\": %m", vm, imgs[k].after);
+        unlock_state(fd);
+        free(c.text);
+        return r;
+}
+
+const struct hv_ops hv_sim_ops = {
+        .name = "sim",
+        .open = sim_open,
+        .close = sim_close,
+        .list = sim_list,
+        .lookup = sim_lookup,
+        .check = sim_check,
+        .ga_ping = sim_ga_ping,
+        .freeze = sim_freeze,
+        .thaw = sim_thaw,
+        .suspend = sim_suspend,
+        .resume = sim_resume,
+        .snapshot = sim_snapshot,
+        .discard = sim_discard,
+};

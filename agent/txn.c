@@ -1,0 +1,1179 @@
+/* txn: per-transaction state, the three snapshot steps, the lease thread and
+ * recovery from the journal. */
+#include "txn.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "envelope.h"
+#include "fsutil.h"
+#include "journal.h"
+#include "log.h"
+#include "names.h"
+
+#define MAX_PARALLEL 16
+#define MSG_MAX 600
+
+struct member {
+        char vm[LS_NAME_MAX + 1];
+        unsigned tier;
+        int crash;       /* consistency: crash, paused instead of frozen */
+        int want_freeze; /* fsfreeze is part of this member's cut */
+        int want_pause;  /* vCPUs are suspended for this member's cut */
+        int quiesced;    /* frozen by us and not yet thawed */
+        int paused;      /* paused by us and not yet resumed */
+        struct hv_image imgs[HV_MAX_DISKS];
+        size_t n_imgs;
+        long long freeze_us, snapshot_us, thaw_us, frozen_at_us, thawed_at_us;
+        long long freeze_start_mono, thaw_done_mono;
+        int code; /* Lockstep__ErrorCode */
+        char msg[MSG_MAX];
+};
+
+struct stored {
+        Lockstep__Step step;
+        uint8_t *buf;
+        size_t len;
+};
+
+struct txn {
+        char txid[LS_NAME_MAX + 1];
+        char snap[LS_NAME_MAX + 1];
+        Lockstep__Mode mode;
+        Lockstep__JournalState state;
+        int decided, lease_expired;
+        long long lease_deadline_mono, lease_deadline_unix;
+        long long finished_mono; /* when it reached COMMITTED/ABORTED, for pruning */
+        struct member *m;
+        size_t n;
+        struct stored replies[4];
+        size_t n_replies;
+        pthread_mutex_t lock; /* one step at a time */
+        struct txn *next;
+};
+
+struct txn_mgr {
+        const struct cfg_agent *cfg;
+        struct hv *hv;
+        struct guardian *g;
+        pthread_mutex_t lock; /* the list and member ownership */
+        struct txn *list;
+        pthread_t reaper;
+        pthread_cond_t wake;
+        int stop, reaper_started;
+};
+
+/* ---- helpers ---------------------------------------------------------- */
+
+static int hold_members(const Lockstep__JournalState s, int decided)
+{
+        /* Members stay held while frozen or while overlays wait for a decision. */
+        return s == LOCKSTEP__JOURNAL_STATE__J_FREEZING || s == LOCKSTEP__JOURNAL_STATE__J_FROZEN ||
+               s == LOCKSTEP__JOURNAL_STATE__J_SNAPPING || (s == LOCKSTEP__JOURNAL_STATE__J_SNAPPED && !decided);
+}
+
+static Lockstep__TxnState wire_state(Lockstep__JournalState s)
+{
+        switch (s) {
+        case LOCKSTEP__JOURNAL_STATE__J_FREEZING:
+        case LOCKSTEP__JOURNAL_STATE__J_FROZEN:
+                return LOCKSTEP__TXN_STATE__TXN_FROZEN;
+        case LOCKSTEP__JOURNAL_STATE__J_SNAPPING:
+        case LOCKSTEP__JOURNAL_STATE__J_SNAPPED:
+                return LOCKSTEP__TXN_STATE__TXN_SNAPPED;
+        case LOCKSTEP__JOURNAL_STATE__J_COMMITTED:
+                return LOCKSTEP__TXN_STATE__TXN_COMMITTED;
+        case LOCKSTEP__JOURNAL_STATE__J_ABORTED:
+                return LOCKSTEP__TXN_STATE__TXN_ABORTED;
+        default:
+                return LOCKSTEP__TXN_STATE__TXN_IDLE;
+        }
+}
+
+static Lockstep__ErrorCode wire_code(int r)
+{
+        switch (r) {
+        case 0: return LOCKSTEP__ERROR_CODE__OK;
+        case LS_ENODOMAIN: return LOCKSTEP__ERROR_CODE__E_NO_DOMAIN;
+        case LS_ENOTRUNNING: return LOCKSTEP__ERROR_CODE__E_NOT_RUNNING;
+        case LS_EPAUSED: return LOCKSTEP__ERROR_CODE__E_PAUSED;
+        case LS_ENOGA: return LOCKSTEP__ERROR_CODE__E_NO_GUEST_AGENT;
+        case LS_EGATIMEOUT: return LOCKSTEP__ERROR_CODE__E_GUEST_AGENT_TIMEOUT;
+        case LS_EDISK: return LOCKSTEP__ERROR_CODE__E_DISK_UNSUPPORTED;
+        case LS_EOVERLAYEXISTS: return LOCKSTEP__ERROR_CODE__E_OVERLAY_EXISTS;
+        case LS_ENOSPACE: case -ENOSPC: return LOCKSTEP__ERROR_CODE__E_NO_SPACE;
+        case LS_ETHAWEDEARLY: return LOCKSTEP__ERROR_CODE__E_THAWED_EARLY;
+        default: return LOCKSTEP__ERROR_CODE__E_INTERNAL;
+        }
+}
+
+static void member_fail(const struct txn_mgr *mg, struct member *mb, Lockstep__ErrorCode code, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
+
+/* Records the first failure of a member, prefixed "<vm>@<host>: ". */
+static void member_fail(const struct txn_mgr *mg, struct member *mb, Lockstep__ErrorCode code, const char *fmt, ...)
+{
+        char text[MSG_MAX - 2 * LS_NAME_MAX - 8]; /* room for the "<vm>@<host>: " prefix */
+        va_list ap;
+
+        if (mb->code != LOCKSTEP__ERROR_CODE__OK)
+                return;
+        va_start(ap, fmt);
+        vsnprintf(text, sizeof(text), fmt, ap);
+        va_end(ap);
+        mb->code = code;
+        snprintf(mb->msg, sizeof(mb->msg), "%s@%s: %s", mb->vm, mg->cfg->id, text);
+}
+
+static struct txn *find_txn(struct txn_mgr *mg, const char *txid)
+{
+        for (struct txn *t = mg->list; t; t = t->next)
+                if (!strcmp(t->txid, txid))
+                        return t;
+        return NULL;
+}
+
+/* Which open transaction holds vm, if any (mg->lock held). */
+static struct txn *holder(struct txn_mgr *mg, const char *vm, const struct txn *except)
+{
+        for (struct txn *t = mg->list; t; t = t->next) {
+                if (t == except || !hold_members(t->state, t->decided))
+                        continue;
+                for (size_t i = 0; i < t->n; i++)
+                        if (!strcmp(t->m[i].vm, vm))
+                                return t;
+        }
+        return NULL;
+}
+
+static struct txn *txn_new(const char *txid)
+{
+        struct txn *t = calloc(1, sizeof(*t));
+
+        if (!t)
+                return NULL;
+        snprintf(t->txid, sizeof(t->txid), "%s", txid);
+        pthread_mutex_init(&t->lock, NULL);
+        return t;
+}
+
+static void txn_free(struct txn *t)
+{
+        for (size_t i = 0; i < t->n_replies; i++)
+                free(t->replies[i].buf);
+        pthread_mutex_destroy(&t->lock);
+        free(t->m);
+        free(t);
+}
+
+static const struct stored *stored_reply(const struct txn *t, Lockstep__Step step)
+{
+        for (size_t i = 0; i < t->n_replies; i++)
+                if (t->replies[i].step == step)
+                        return &t->replies[i];
+        return NULL;
+}
+
+/* ---- journal and replies ------------------------------------------------ */
+
+/* The reply of a step, from the transaction's members. Packed, malloc'd. */
+static int pack_reply(const struct txn_mgr *mg, const struct txn *t, Lockstep__Step step, Lockstep__ErrorCode code,
+                      const char *message, uint8_t **ret, size_t *ret_len)
+{
+        Lockstep__Reply rep = LOCKSTEP__REPLY__INIT;
+        Lockstep__MemberResult *mr = calloc(t->n ? t->n : 1, sizeof(*mr));
+        Lockstep__MemberResult **mrp = calloc(t->n ? t->n : 1, sizeof(*mrp));
+        Lockstep__Timings *tm = calloc(t->n ? t->n : 1, sizeof(*tm));
+        Lockstep__DiskImage *di = calloc(t->n * HV_MAX_DISKS + 1, sizeof(*di));
+        Lockstep__DiskImage **dip = calloc(t->n * HV_MAX_DISKS + 1, sizeof(*dip));
+        size_t nd = 0, n;
+        int r = 0;
+
+        (void)mg;
+        if (!mr || !mrp || !tm || !di || !dip) {
+                r = -ENOMEM;
+                goto out;
+        }
+        for (size_t i = 0; i < t->n; i++) {
+                const struct member *mb = &t->m[i];
+                lockstep__member_result__init(&mr[i]);
+                lockstep__timings__init(&tm[i]);
+                tm[i].freeze_us = (uint64_t)mb->freeze_us;
+                tm[i].snapshot_us = (uint64_t)mb->snapshot_us;
+                tm[i].thaw_us = (uint64_t)mb->thaw_us;
+                tm[i].frozen_at_us = mb->frozen_at_us;
+                tm[i].thawed_at_us = mb->thawed_at_us;
+                if (mb->thaw_done_mono && mb->freeze_start_mono)
+                        tm[i].frozen_for_us = (uint64_t)(mb->thaw_done_mono - mb->freeze_start_mono);
+                mr[i].vm = (char *)mb->vm;
+                mr[i].code = mb->code;
+                mr[i].message = (char *)mb->msg;
+                mr[i].timings = &tm[i];
+                mr[i].disks = &dip[nd];
+                for (size_t k = 0; k < mb->n_imgs; k++) {
+                        lockstep__disk_image__init(&di[nd]);
+                        di[nd].disk = (char *)mb->imgs[k].target;
+                        di[nd].before = (char *)mb->imgs[k].before;
+                        di[nd].after = (char *)mb->imgs[k].after;
+                        dip[nd] = &di[nd];
+                        nd++;
+                        mr[i].n_disks++;
+                }
+                mrp[i] = &mr[i];
+        }
+        rep.txid = (char *)t->txid;
+        rep.step = step;
+        rep.code = code;
+        rep.message = (char *)(message ? message : "");
+        rep.state = wire_state(t->state);
+        rep.n_members = t->n;
+        rep.members = mrp;
+        n = lockstep__reply__get_packed_size(&rep);
+        *ret = malloc(n ? n : 1);
+        if (!*ret) {
+                r = -ENOMEM;
+                goto out;
+        }
+        lockstep__reply__pack(&rep, *ret);
+        *ret_len = n;
+out:
+        free(mr);
+        free(mrp);
+        free(tm);
+        free(di);
+        free(dip);
+        return r;
+}
+
+/* Writes the transaction's journal record. */
+static int persist(struct txn_mgr *mg, const struct txn *t, lserr *err)
+{
+        Lockstep__JournalTxn jt = LOCKSTEP__JOURNAL_TXN__INIT;
+        Lockstep__JournalMember *jm = calloc(t->n ? t->n : 1, sizeof(*jm));
+        Lockstep__JournalMember **jmp = calloc(t->n ? t->n : 1, sizeof(*jmp));
+        Lockstep__Member *mem = calloc(t->n ? t->n : 1, sizeof(*mem));
+        Lockstep__Timings *tm = calloc(t->n ? t->n : 1, sizeof(*tm));
+        Lockstep__DiskImage *di = calloc(t->n * HV_MAX_DISKS + 1, sizeof(*di));
+        Lockstep__DiskImage **dip = calloc(t->n * HV_MAX_DISKS + 1, sizeof(*dip));
+        Lockstep__JournalReply jr[4], *jrp[4];
+        size_t nd = 0;
+        int r;
+
+        if (!jm || !jmp || !mem || !tm || !di || !dip) {
+                r = lserr_set(err, -ENOMEM, "journal: out of memory");
+                goto out;
+        }
+        for (size_t i = 0; i < t->n; i++) {
+                const struct member *mb = &t->m[i];
+                lockstep__journal_member__init(&jm[i]);
+                lockstep__member__init(&mem[i]);
+                lockstep__timings__init(&tm[i]);
+                mem[i].vm = (char *)mb->vm;
+                mem[i].tier = mb->tier;
+                mem[i].consistency = mb->crash ? LOCKSTEP__CONSISTENCY__CONSISTENCY_CRASH
+                                               : LOCKSTEP__CONSISTENCY__CONSISTENCY_QUIESCE;
+                tm[i].freeze_us = (uint64_t)mb->freeze_us;
+                tm[i].snapshot_us = (uint64_t)mb->snapshot_us;
+                tm[i].thaw_us = (uint64_t)mb->thaw_us;
+                tm[i].frozen_at_us = mb->frozen_at_us;
+                tm[i].thawed_at_us = mb->thawed_at_us;
+                jm[i].member = &mem[i];
+                /* Intent, not only fact: recovery undoes what may have happened. */
+                jm[i].quiesced = mb->quiesced || (t->state == LOCKSTEP__JOURNAL_STATE__J_FREEZING && mb->want_freeze);
+                jm[i].paused = mb->paused || (t->state == LOCKSTEP__JOURNAL_STATE__J_FREEZING && mb->want_pause);
+                jm[i].timings = &tm[i];
+                jm[i].code = mb->code;
+                jm[i].message = (char *)mb->msg;
+                jm[i].disks = &dip[nd];
+                for (size_t k = 0; k < mb->n_imgs; k++) {
+                        lockstep__disk_image__init(&di[nd]);
+                        di[nd].disk = (char *)mb->imgs[k].target;
+                        di[nd].before = (char *)mb->imgs[k].before;
+                        di[nd].after = (char *)mb->imgs[k].after;
+                        dip[nd] = &di[nd];
+                        nd++;
+                        jm[i].n_disks++;
+                }
+                jmp[i] = &jm[i];
+        }
+        for (size_t i = 0; i < t->n_replies; i++) {
+                lockstep__journal_reply__init(&jr[i]);
+                jr[i].step = t->replies[i].step;
+                jr[i].reply.data = t->replies[i].buf;
+                jr[i].reply.len = t->replies[i].len;
+                jrp[i] = &jr[i];
+        }
+        jt.version = JOURNAL_VERSION;
+        jt.txid = (char *)t->txid;
+        jt.snapshot = (char *)t->snap;
+        jt.mode = t->mode;
+        jt.state = t->state;
+        jt.lease_deadline_us = t->lease_deadline_unix;
+        jt.n_members = t->n;
+        jt.members = jmp;
+        jt.n_replies = t->n_replies;
+        jt.replies = jrp;
+        jt.decided = t->decided;
+        jt.lease_expired = t->lease_expired;
+        jt.updated_us = fsutil_now_us();
+        r = journal_write(mg->cfg->journal_dir, &jt, err);
+out:
+        free(jm);
+        free(jmp);
+        free(mem);
+        free(tm);
+        free(di);
+        free(dip);
+        return r;
+}
+
+/* Journals, or logs loudly: a journal that cannot be written is a disk problem
+ * the operator must see, but the guests must still be thawed. */
+static int persist_or_log(struct txn_mgr *mg, const struct txn *t)
+{
+        lserr err = {0};
+        int r = persist(mg, t, &err);
+
+        if (r < 0)
+                log_err("txid=%s journal write failed: %s", t->txid, err.msg);
+        return r;
+}
+
+/* Stores the reply of a step and journals it with the state, then hands a copy
+ * to the caller. */
+static int finish_step(struct txn_mgr *mg, struct txn *t, Lockstep__Step step, Lockstep__ErrorCode code,
+                       const char *message, uint8_t **ret, size_t *ret_len)
+{
+        uint8_t *buf;
+        size_t len;
+        int r = pack_reply(mg, t, step, code, message, &buf, &len);
+
+        if (r < 0)
+                return r;
+        if (t->n_replies < 4) {
+                t->replies[t->n_replies].step = step;
+                t->replies[t->n_replies].buf = buf;
+                t->replies[t->n_replies].len = len;
+                t->n_replies++;
+        }
+        persist_or_log(mg, t);
+        *ret = malloc(len ? len : 1);
+        if (!*ret)
+                return -ENOMEM;
+        memcpy(*ret, buf, len);
+        *ret_len = len;
+        if (t->n_replies == 0 || t->replies[t->n_replies - 1].buf != buf)
+                free(buf);
+        return 0;
+}
+
+/* A reply for a command that never became a transaction step. */
+static int plain_reply(const char *txid, Lockstep__Step step, Lockstep__ErrorCode code, const char *message,
+                       uint8_t **ret, size_t *ret_len)
+{
+        Lockstep__Reply rep = LOCKSTEP__REPLY__INIT;
+        size_t n;
+
+        rep.txid = (char *)txid;
+        rep.step = step;
+        rep.code = code;
+        rep.message = (char *)message;
+        n = lockstep__reply__get_packed_size(&rep);
+        *ret = malloc(n ? n : 1);
+        if (!*ret)
+                return -ENOMEM;
+        lockstep__reply__pack(&rep, *ret);
+        *ret_len = n;
+        return 0;
+}
+
+/* ---- undo: thaw and resume ---------------------------------------------- */
+
+/* Thaws/resumes one member. Returns 0 when nothing of ours is left on it. */
+static int undo_member(struct txn_mgr *mg, struct txn *t, struct member *mb, int report_early)
+{
+        lserr err = {0};
+        long long t0 = fsutil_mono_us();
+        int r, rc = 0;
+
+        if (mb->paused) {
+                r = hv_resume(mg->hv, mb->vm, &err);
+                if (r < 0 && r != LS_ENODOMAIN) {
+                        member_fail(mg, mb, LOCKSTEP__ERROR_CODE__E_THAW_FAILED, "resume: %s", err.msg);
+                        log_err("txid=%s vm=%s resume failed, will retry: %s", t->txid, mb->vm, err.msg);
+                        rc = r;
+                } else {
+                        mb->paused = 0;
+                }
+        }
+        if (mb->quiesced) {
+                lserr_clear(&err);
+                r = hv_thaw(mg->hv, mb->vm, &err);
+                if (r < 0 && r != LS_ENODOMAIN) {
+                        member_fail(mg, mb, LOCKSTEP__ERROR_CODE__E_THAW_FAILED, "thaw: %s", err.msg);
+                        log_err("txid=%s vm=%s thaw failed, will retry: %s", t->txid, mb->vm, err.msg);
+                        rc = rc ? rc : r;
+                } else {
+                        mb->quiesced = 0;
+                        /* A guest that thawed on its own before its snapshot makes
+                         * that snapshot untrusted. */
+                        if (r == 0 && report_early)
+                                member_fail(mg, mb, LOCKSTEP__ERROR_CODE__E_THAWED_EARLY,
+                                            "thaw: filesystems were no longer frozen: the guest thawed on its own "
+                                            "before the snapshot");
+                }
+        }
+        if (rc == 0) {
+                mb->thaw_us = fsutil_mono_us() - t0;
+                mb->thaw_done_mono = fsutil_mono_us();
+                mb->thawed_at_us = fsutil_now_us();
+                if (mg->g)
+                        guardian_disarm(mg->g, t->txid, mb->vm);
+        }
+        return rc;
+}
+
+static void undo_all(struct txn_mgr *mg, struct txn *t)
+{
+        for (size_t i = t->n; i-- > 0;)
+                if (t->m[i].quiesced || t->m[i].paused)
+                        undo_member(mg, t, &t->m[i], 0);
+}
+
+/* ---- parallel helpers ----------------------------------------------------- */
+
+struct job {
+        struct txn_mgr *mg;
+        struct txn *t;
+        struct member *mb;
+        int (*fn)(struct txn_mgr *, struct txn *, struct member *);
+        int result;
+};
+
+static void *job_main(void *p)
+{
+        struct job *j = p;
+
+        j->result = j->fn(j->mg, j->t, j->mb);
+        return NULL;
+}
+
+/* Runs fn on every member of tier `tier`, up to MAX_PARALLEL at once. */
+static void run_tier(struct txn_mgr *mg, struct txn *t, unsigned tier,
+                     int (*fn)(struct txn_mgr *, struct txn *, struct member *))
+{
+        struct job jobs[MAX_PARALLEL];
+        pthread_t th[MAX_PARALLEL];
+        size_t i = 0;
+
+        while (i < t->n) {
+                int k = 0;
+                for (; i < t->n && k < MAX_PARALLEL; i++) {
+                        if (t->m[i].tier != tier)
+                                continue;
+                        jobs[k] = (struct job){.mg = mg, .t = t, .mb = &t->m[i], .fn = fn};
+                        if (pthread_create(&th[k], NULL, job_main, &jobs[k]) != 0)
+                                job_main(&jobs[k]), th[k] = 0;
+                        k++;
+                }
+                for (int j = 0; j < k; j++)
+                        if (th[j])
+                                pthread_join(th[j], NULL);
+        }
+}
+
+static unsigned max_tier(const struct txn *t)
+{
+        unsigned mx = 0;
+
+        for (size_t i = 0; i < t->n; i++)
+                if (t->m[i].tier > mx)
+                        mx = t->m[i].tier;
+        return mx;
+}
+
+/* ---- FREEZE --------------------------------------------------------------- */
+
+static int validate_member(struct txn_mgr *mg, struct txn *t, struct member *mb)
+{
+        lserr err = {0};
+        int r = hv_check(mg->hv, mb->vm, t->snap, 1, &err);
+
+        if (r < 0) {
+                member_fail(mg, mb, wire_code(r), "validate: %s", err.msg);
+                return r;
+        }
+        mb->want_pause = mb->crash || t->mode != LOCKSTEP__MODE__MODE_QUIESCE;
+        mb->want_freeze = !mb->crash && t->mode != LOCKSTEP__MODE__MODE_MEMORY;
+        if (!mb->want_freeze)
+                return 0;
+        lserr_clear(&err);
+        r = hv_ga_ping(mg->hv, mb->vm, (int)mg->cfg->guest_agent_timeout_s, &err);
+        if (r < 0 && t->mode == LOCKSTEP__MODE__MODE_PAUSE) {
+                /* Pause mode freezes filesystems only where a guest agent answers. */
+                mb->want_freeze = 0;
+                return 0;
+        }
+        if (r < 0)
+                member_fail(mg, mb, wire_code(r), "validate: %s", err.msg);
+        return r;
+}
+
+static int freeze_member(struct txn_mgr *mg, struct txn *t, struct member *mb)
+{
+        lserr err = {0};
+        int r;
+
+        mb->freeze_start_mono = fsutil_mono_us();
+        mb->frozen_at_us = fsutil_now_us();
+        /* No guest is frozen unless the lease outlives this process. */
+        if (mg->g && guardian_arm(mg->g, t->txid, mb->vm, t->lease_deadline_mono + TXN_TICK_US * 10, mb->want_freeze,
+                                  mb->want_pause) < 0) {
+                member_fail(mg, mb, LOCKSTEP__ERROR_CODE__E_INTERNAL,
+                            "freeze: the lease guardian process is gone; refusing to freeze without it");
+                return -EPIPE;
+        }
+        if (mb->want_freeze) {
+                /* Marked before the call: a freeze that times out may still land. */
+                mb->quiesced = 1;
+                r = hv_freeze(mg->hv, mb->vm, &err);
+                if (r < 0) {
+                        member_fail(mg, mb, r == LS_EGATIMEOUT ? LOCKSTEP__ERROR_CODE__E_GUEST_AGENT_TIMEOUT
+                                                               : LOCKSTEP__ERROR_CODE__E_FREEZE_FAILED,
+                                    "freeze: %s", err.msg);
+                        return r;
+                }
+        }
+        if (mb->want_pause) {
+                lserr_clear(&err);
+                mb->paused = 1;
+                r = hv_suspend(mg->hv, mb->vm, &err);
+                if (r < 0) {
+                        mb->paused = 0;
+                        member_fail(mg, mb, LOCKSTEP__ERROR_CODE__E_FREEZE_FAILED, "suspend: %s", err.msg);
+                        return r;
+                }
+        }
+        mb->freeze_us = fsutil_mono_us() - mb->freeze_start_mono;
+        log_info("txid=%s step=FREEZE vm=%s %s dur_ms=%.1f", t->txid, mb->vm,
+                 mb->want_freeze && mb->want_pause ? "frozen+paused" : mb->want_pause ? "paused" : "frozen",
+                 (double)mb->freeze_us / 1000.0);
+        return 0;
+}
+
+static int do_freeze(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t **ret, size_t *ret_len)
+{
+        const Lockstep__FreezeRequest *fr = cmd->freeze;
+        unsigned lease_ms = fr->lease_ms;
+        char message[MSG_MAX] = "";
+        struct txn *t;
+        int failed = 0;
+
+        if (lease_ms > mg->cfg->lease_max_s * 1000u)
+                lease_ms = mg->cfg->lease_max_s * 1000u;
+        if (fr->n_members == 0)
+                return plain_reply(cmd->txid, cmd->step, LOCKSTEP__ERROR_CODE__E_BAD_STATE,
+                                   "freeze: no members given", ret, ret_len);
+        t = txn_new(cmd->txid);
+        if (!t)
+                return -ENOMEM;
+        t->m = calloc(fr->n_members, sizeof(*t->m));
+        if (!t->m) {
+                txn_free(t);
+                return -ENOMEM;
+        }
+        snprintf(t->snap, sizeof(t->snap), "%s", fr->snapshot);
+        t->mode = fr->mode;
+        t->n = fr->n_members;
+        t->state = LOCKSTEP__JOURNAL_STATE__J_NONE;
+        for (size_t i = 0; i < t->n; i++) {
+                snprintf(t->m[i].vm, sizeof(t->m[i].vm), "%s", fr->members[i]->vm);
+                t->m[i].tier = fr->members[i]->tier;
+                t->m[i].crash = fr->members[i]->consistency == LOCKSTEP__CONSISTENCY__CONSISTENCY_CRASH;
+                for (size_t k = 0; k < i; k++)
+                        if (!strcmp(t->m[k].vm, t->m[i].vm))
+                                member_fail(mg, &t->m[i], LOCKSTEP__ERROR_CODE__E_BAD_STATE,
+                                            "freeze: listed twice in one transaction");
+        }
+
+        /* Take the members or refuse: a member in another open transaction. */
+        pthread_mutex_lock(&mg->lock);
+        if (find_txn(mg, cmd->txid)) {
+                /* Raced with a resend of the same FREEZE: the caller retries and
+                 * gets the stored reply. */
+                pthread_mutex_unlock(&mg->lock);
+                txn_free(t);
+                return plain_reply(cmd->txid, cmd->step, LOCKSTEP__ERROR_CODE__E_BUSY,
+                                   "freeze: this transaction is being prepared; resend", ret, ret_len);
+        }
+        for (size_t i = 0; i < t->n; i++) {
+                struct txn *h = holder(mg, t->m[i].vm, NULL);
+                if (h) {
+                        member_fail(mg, &t->m[i], LOCKSTEP__ERROR_CODE__E_BUSY, "freeze: held by transaction %s",
+                                    h->txid);
+                        failed = 1;
+                }
+        }
+        pthread_mutex_lock(&t->lock);
+        t->state = failed ? LOCKSTEP__JOURNAL_STATE__J_ABORTED : LOCKSTEP__JOURNAL_STATE__J_FREEZING;
+        t->next = mg->list;
+        mg->list = t;
+        pthread_mutex_unlock(&mg->lock);
+
+        for (size_t i = 0; i < t->n; i++)
+                failed |= t->m[i].code != LOCKSTEP__ERROR_CODE__OK;
+        /* Validate everything before touching any guest. */
+        for (unsigned tier = 0; !failed && tier <= max_tier(t); tier++)
+                run_tier(mg, t, tier, validate_member);
+        for (size_t i = 0; i < t->n; i++)
+                failed |= t->m[i].code != LOCKSTEP__ERROR_CODE__OK;
+
+        if (!failed) {
+                t->lease_deadline_mono = fsutil_mono_us() + (long long)lease_ms * 1000;
+                t->lease_deadline_unix = fsutil_now_us() + (long long)lease_ms * 1000;
+                t->state = LOCKSTEP__JOURNAL_STATE__J_FREEZING;
+                if (persist_or_log(mg, t) < 0) {
+                        snprintf(message, sizeof(message), "%s: freeze: journal cannot be written; nothing frozen",
+                                 mg->cfg->id);
+                        failed = 1;
+                }
+        }
+        /* Front tiers first; members of one tier in parallel. */
+        for (unsigned tier = 0; !failed && tier <= max_tier(t); tier++) {
+                run_tier(mg, t, tier, freeze_member);
+                for (size_t i = 0; i < t->n; i++)
+                        failed |= t->m[i].code != LOCKSTEP__ERROR_CODE__OK;
+        }
+        if (failed) {
+                /* A partial freeze is undone before voting no. */
+                undo_all(mg, t);
+                t->state = LOCKSTEP__JOURNAL_STATE__J_ABORTED;
+                t->finished_mono = fsutil_mono_us();
+                if (!message[0])
+                        snprintf(message, sizeof(message), "%s: freeze: voted no", mg->cfg->id);
+                log_warn("txid=%s step=FREEZE voted no", t->txid);
+        } else {
+                t->state = LOCKSTEP__JOURNAL_STATE__J_FROZEN;
+                log_info("txid=%s step=FREEZE voted yes members=%zu lease_ms=%u", t->txid, t->n, lease_ms);
+        }
+        int r = finish_step(mg, t, cmd->step, failed ? LOCKSTEP__ERROR_CODE__E_FREEZE_FAILED : LOCKSTEP__ERROR_CODE__OK,
+                            message, ret, ret_len);
+        pthread_mutex_unlock(&t->lock);
+        return r;
+}
+
+/* ---- SNAPSHOT ------------------------------------------------------------- */
+
+static void expire_lease(struct txn_mgr *mg, struct txn *t)
+{
+        undo_all(mg, t);
+        t->lease_expired = 1;
+        t->state = LOCKSTEP__JOURNAL_STATE__J_ABORTED;
+        t->finished_mono = fsutil_mono_us();
+        persist_or_log(mg, t);
+        log_warn("txid=%s lease expired while frozen: thawed, the transaction can only abort", t->txid);
+}
+
+static int snapshot_member(struct txn_mgr *mg, struct txn *t, struct member *mb)
+{
+        lserr err = {0};
+        long long t0;
+        int r;
+
+        /* A late snapshot would break the cut: never take one after the lease. */
+        if (fsutil_mono_us() >= t->lease_deadline_mono) {
+                member_fail(mg, mb, LOCKSTEP__ERROR_CODE__E_LEASE_EXPIRED, "snapshot: lease expired before it");
+                return LS_ETIMEDOUT;
+        }
+        t0 = fsutil_mono_us();
+        r = hv_snapshot(mg->hv, mb->vm, t->snap, t->mode == LOCKSTEP__MODE__MODE_MEMORY, mb->imgs, &mb->n_imgs, &err);
+        mb->snapshot_us = fsutil_mono_us() - t0;
+        if (r < 0)
+                member_fail(mg, mb, r == LS_ENOSPACE || r == -ENOSPC ? LOCKSTEP__ERROR_CODE__E_NO_SPACE
+                                                                     : LOCKSTEP__ERROR_CODE__E_SNAPSHOT_FAILED,
+                            "snapshot: %s", err.msg);
+        /* Thaw at once: a member is frozen only until its own snapshot. */
+        undo_member(mg, t, mb, r == 0);
+        log_info("txid=%s step=SNAPSHOT vm=%s %s snap_ms=%.1f thaw_ms=%.1f frozen_ms=%.1f", t->txid, mb->vm,
+                 mb->code == LOCKSTEP__ERROR_CODE__OK ? "ok" : "failed", (double)mb->snapshot_us / 1000.0,
+                 (double)mb->thaw_us / 1000.0, (double)(mb->thaw_done_mono - mb->freeze_start_mono) / 1000.0);
+        return r;
+}
+
+static int do_snapshot(struct txn_mgr *mg, struct txn *t, const Lockstep__Command *cmd, uint8_t **ret,
+                       size_t *ret_len)
+{
+        char message[MSG_MAX] = "";
+        int failed = 0;
+
+        if (t->state != LOCKSTEP__JOURNAL_STATE__J_FROZEN || t->lease_expired ||
+            fsutil_mono_us() >= t->lease_deadline_mono) {
+                int expired = t->lease_expired || t->state == LOCKSTEP__JOURNAL_STATE__J_FROZEN;
+                if (t->state == LOCKSTEP__JOURNAL_STATE__J_FROZEN)
+                        expire_lease(mg, t);
+                snprintf(message, sizeof(message), "%s: snapshot: %s", mg->cfg->id,
+                         expired ? "lease expired: members were thawed, the cut can only abort"
+                                 : "refused: the transaction is not frozen");
+                return finish_step(mg, t, cmd->step,
+                                   expired ? LOCKSTEP__ERROR_CODE__E_LEASE_EXPIRED : LOCKSTEP__ERROR_CODE__E_BAD_STATE,
+                                   message, ret, ret_len);
+        }
+        t->state = LOCKSTEP__JOURNAL_STATE__J_SNAPPING;
+        if (persist_or_log(mg, t) < 0) {
+                undo_all(mg, t);
+                t->state = LOCKSTEP__JOURNAL_STATE__J_ABORTED;
+                t->finished_mono = fsutil_mono_us();
+                snprintf(message, sizeof(message), "%s: snapshot: journal cannot be written; thawed", mg->cfg->id);
+                return finish_step(mg, t, cmd->step, LOCKSTEP__ERROR_CODE__E_INTERNAL, message, ret, ret_len);
+        }
+        /* Back tiers first; one member at a time, each thawed right after its own
+         * snapshot. */
+        for (unsigned tier = max_tier(t) + 1; tier-- > 0;)
+                for (size_t i = 0; i < t->n; i++)
+                        if (t->m[i].tier == tier && snapshot_member(mg, t, &t->m[i]) < 0)
+                                failed = 1;
+        for (size_t i = 0; i < t->n; i++)
+                failed |= t->m[i].code != LOCKSTEP__ERROR_CODE__OK;
+        undo_all(mg, t); /* anything a failure left frozen */
+        t->state = LOCKSTEP__JOURNAL_STATE__J_SNAPPED;
+        if (failed)
+                snprintf(message, sizeof(message), "%s: snapshot: failed for at least one member", mg->cfg->id);
+        return finish_step(mg, t, cmd->step, failed ? LOCKSTEP__ERROR_CODE__E_SNAPSHOT_FAILED : LOCKSTEP__ERROR_CODE__OK,
+                           message, ret, ret_len);
+}
+
+/* ---- DECIDE --------------------------------------------------------------- */
+
+static int discard_member(struct txn_mgr *mg, struct txn *t, struct member *mb)
+{
+        lserr err = {0};
+        int r;
+
+        if (mb->n_imgs == 0)
+                return 0;
+        r = hv_discard(mg->hv, mb->vm, t->snap, mb->imgs, mb->n_imgs, &err);
+        if (r < 0) {
+                /* Keep the images: a resent ABORT tries again. */
+                log_err("txid=%s vm=%s discard failed: %s", t->txid, mb->vm, err.msg);
+                snprintf(mb->msg, sizeof(mb->msg), "%s@%s: discard: %s", mb->vm, mg->cfg->id, err.msg);
+                mb->code = LOCKSTEP__ERROR_CODE__E_DISCARD_FAILED;
+                return r;
+        }
+        log_info("txid=%s step=DECIDE vm=%s discarded %zu overlay(s)", t->txid, mb->vm, mb->n_imgs);
+        mb->n_imgs = 0;
+        return 0;
+}
+
+static int do_decide(struct txn_mgr *mg, struct txn *t, const Lockstep__Command *cmd, uint8_t **ret,
+                     size_t *ret_len)
+{
+        int commit = cmd->decide->decision == LOCKSTEP__DECISION__DECISION_COMMIT;
+        char message[MSG_MAX] = "";
+        int failed = 0;
+
+        if (commit) {
+                int ok = t->state == LOCKSTEP__JOURNAL_STATE__J_SNAPPED;
+                for (size_t i = 0; ok && i < t->n; i++)
+                        ok = t->m[i].code == LOCKSTEP__ERROR_CODE__OK;
+                if (!ok) {
+                        snprintf(message, sizeof(message),
+                                 "%s: decide: cannot commit transaction %s: it is not fully snapshotted", mg->cfg->id,
+                                 t->txid);
+                        return plain_reply(t->txid, cmd->step, LOCKSTEP__ERROR_CODE__E_BAD_STATE, message, ret,
+                                           ret_len);
+                }
+                t->decided = 1;
+                t->state = LOCKSTEP__JOURNAL_STATE__J_COMMITTED;
+                log_info("txid=%s step=DECIDE committed", t->txid);
+        } else {
+                undo_all(mg, t);
+                for (size_t i = 0; i < t->n; i++)
+                        if (discard_member(mg, t, &t->m[i]) < 0)
+                                failed = 1;
+                if (failed) {
+                        /* Not stored: a resent ABORT must try again. */
+                        persist_or_log(mg, t);
+                        snprintf(message, sizeof(message), "%s: decide: abort could not discard every overlay",
+                                 mg->cfg->id);
+                        return pack_reply(mg, t, cmd->step, LOCKSTEP__ERROR_CODE__E_DISCARD_FAILED, message, ret,
+                                          ret_len);
+                }
+                t->decided = 1;
+                t->state = LOCKSTEP__JOURNAL_STATE__J_ABORTED;
+                log_info("txid=%s step=DECIDE aborted", t->txid);
+        }
+        t->finished_mono = fsutil_mono_us();
+        return finish_step(mg, t, cmd->step, LOCKSTEP__ERROR_CODE__OK, message, ret, ret_len);
+}
+
+/* ---- entry points ---------------------------------------------------------- */
+
+int txn_step(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t **ret, size_t *ret_len)
+{
+        const struct stored *s;
+        struct txn *t;
+        char message[MSG_MAX];
+        int r;
+
+        pthread_mutex_lock(&mg->lock);
+        t = find_txn(mg, cmd->txid);
+        pthread_mutex_unlock(&mg->lock);
+        if (!t) {
+                if (cmd->step == LOCKSTEP__STEP__STEP_FREEZE)
+                        return do_freeze(mg, cmd, ret, ret_len);
+                if (cmd->step == LOCKSTEP__STEP__STEP_DECIDE &&
+                    cmd->decide->decision == LOCKSTEP__DECISION__DECISION_ABORT) {
+                        /* Presumed abort: nothing of it ever happened here. */
+                        snprintf(message, sizeof(message), "%s: decide: unknown transaction, nothing to undo",
+                                 mg->cfg->id);
+                        return plain_reply(cmd->txid, cmd->step, LOCKSTEP__ERROR_CODE__OK, message, ret, ret_len);
+                }
+                snprintf(message, sizeof(message), "%s: %s: unknown transaction \"%s\"", mg->cfg->id,
+                         env_step_name(cmd->step), cmd->txid);
+                return plain_reply(cmd->txid, cmd->step, LOCKSTEP__ERROR_CODE__E_UNKNOWN_TXN, message, ret, ret_len);
+        }
+        /* Lists are only ever prepended and pruned by the reaper under both
+         * locks, so t stays valid while we wait for its lock. */
+        pthread_mutex_lock(&t->lock);
+        s = stored_reply(t, cmd->step);
+        if (s) {
+                *ret = malloc(s->len ? s->len : 1);
+                r = *ret ? 0 : -ENOMEM;
+                if (r == 0) {
+                        memcpy(*ret, s->buf, s->len);
+                        *ret_len = s->len;
+                }
+                log_info("txid=%s step=%s resent: same reply", t->txid, env_step_name(cmd->step));
+        } else if (cmd->step == LOCKSTEP__STEP__STEP_SNAPSHOT) {
+                r = do_snapshot(mg, t, cmd, ret, ret_len);
+        } else if (cmd->step == LOCKSTEP__STEP__STEP_DECIDE) {
+                r = do_decide(mg, t, cmd, ret, ret_len);
+        } else {
+                snprintf(message, sizeof(message), "%s: %s: not allowed for transaction %s in its state",
+                         mg->cfg->id, env_step_name(cmd->step), t->txid);
+                r = plain_reply(t->txid, cmd->step, LOCKSTEP__ERROR_CODE__E_BAD_STATE, message, ret, ret_len);
+        }
+        pthread_mutex_unlock(&t->lock);
+        return r;
+}
+
+int txn_in_doubt(struct txn_mgr *mg, Lockstep__InDoubt ***ret, size_t *ret_n)
+{
+        Lockstep__InDoubt **v = NULL;
+        size_t n = 0, cap = 0;
+        int r = 0;
+
+        pthread_mutex_lock(&mg->lock);
+        for (struct txn *t = mg->list; t; t = t->next) {
+                Lockstep__InDoubt *d;
+                if (t->decided || t->state == LOCKSTEP__JOURNAL_STATE__J_NONE)
+                        continue;
+                if (n == cap) {
+                        void *nv = realloc(v, (cap = cap ? cap * 2 : 8) * sizeof(*v));
+                        if (!nv) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        v = nv;
+                }
+                d = calloc(1, sizeof(*d));
+                if (!d) {
+                        r = -ENOMEM;
+                        break;
+                }
+                lockstep__in_doubt__init(d);
+                d->txid = strdup(t->txid);
+                d->state = wire_state(t->state);
+                d->vms = calloc(t->n ? t->n : 1, sizeof(char *));
+                v[n++] = d;
+                if (!d->txid || !d->vms) {
+                        r = -ENOMEM;
+                        break;
+                }
+                for (size_t i = 0; i < t->n; i++)
+                        if ((d->vms[d->n_vms] = strdup(t->m[i].vm)))
+                                d->n_vms++;
+        }
+        pthread_mutex_unlock(&mg->lock);
+        if (r < 0) {
+                txn_in_doubt_free(v, n);
+                return r;
+        }
+        *ret = v;
+        *ret_n = n;
+        return 0;
+}
+
+void txn_in_doubt_free(Lockstep__InDoubt **v, size_t n)
+{
+        for (size_t i = 0; i < n; i++) {
+                for (size_t k = 0; k < v[i]->n_vms; k++)
+                        free(v[i]->vms[k]);
+                free(v[i]->vms);
+                free(v[i]->txid);
+                free(v[i]);
+        }
+        free(v);
+}
+
+/* ---- the lease thread ------------------------------------------------------ */
+
+static void tick(struct txn_mgr *mg)
+{
+        long long now = fsutil_mono_us();
+        struct txn **pp;
+
+        pthread_mutex_lock(&mg->lock);
+        for (pp = &mg->list; *pp;) {
+                struct txn *t = *pp;
+                /* A step in progress checks the lease itself. */
+                if (pthread_mutex_trylock(&t->lock) != 0) {
+                        pp = &t->next;
+                        continue;
+                }
+                if (t->state == LOCKSTEP__JOURNAL_STATE__J_FROZEN && now >= t->lease_deadline_mono)
+                        expire_lease(mg, t);
+                /* Hung guests: keep trying until what we froze is thawed. */
+                for (size_t i = 0; i < t->n; i++)
+                        if ((t->m[i].quiesced || t->m[i].paused) && t->state != LOCKSTEP__JOURNAL_STATE__J_FROZEN &&
+                            t->state != LOCKSTEP__JOURNAL_STATE__J_FREEZING &&
+                            t->state != LOCKSTEP__JOURNAL_STATE__J_SNAPPING && undo_member(mg, t, &t->m[i], 0) == 0)
+                                persist_or_log(mg, t);
+                if (t->finished_mono && t->decided && now - t->finished_mono > TXN_KEEP_US) {
+                        lserr err = {0};
+                        *pp = t->next;
+                        journal_remove(mg->cfg->journal_dir, t->txid, &err);
+                        pthread_mutex_unlock(&t->lock);
+                        txn_free(t);
+                        continue;
+                }
+                pthread_mutex_unlock(&t->lock);
+                pp = &t->next;
+        }
+        pthread_mutex_unlock(&mg->lock);
+}
+
+static void *reaper_main(void *p)
+{
+        struct txn_mgr *mg = p;
+
+        pthread_mutex_lock(&mg->lock);
+        while (!mg->stop) {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_nsec += TXN_TICK_US * 1000;
+                if (ts.tv_nsec >= 1000000000L) {
+                        ts.tv_sec++;
+                        ts.tv_nsec -= 1000000000L;
+                }
+                pthread_cond_timedwait(&mg->wake, &mg->lock, &ts);
+                if (mg->stop)
+                        break;
+                pthread_mutex_unlock(&mg->lock);
+                tick(mg);
+                pthread_mutex_lock(&mg->lock);
+        }
+        pthread_mutex_unlock(&mg->lock);
+        return NULL;
+}
+
+int txn_mgr_new(const struct cfg_agent *cfg, struct hv *hv, struct guardian *g, struct txn_mgr **ret, lserr *err)
+{
+        struct txn_mgr *mg;
+        int r = journal_open(cfg->journal_dir, err);
+
+        if (r < 0)
+                return r;
+        mg = calloc(1, sizeof(*mg));
+        if (!mg)
+                return -ENOMEM;
+        mg->cfg = cfg;
+        mg->hv = hv;
+        mg->g = g;
+        pthread_mutex_init(&mg->lock, NULL);
+        pthread_cond_init(&mg->wake, NULL);
+        if (pthread_create(&mg->reaper, NULL, reaper_main, mg) != 0) {
+                txn_mgr_free(mg);
+                return lserr_set(err, -EAGAIN, "transactions: cannot start the lease thread");
+        }
+        mg->reaper_started = 1;
+        *ret = mg;
+        return 0;
+}
+
+void txn_mgr_shutdown(struct txn_mgr *mg)
+{
+        pthread_mutex_lock(&mg->lock);
+        for (struct txn *t = mg->list; t; t = t->next) {
+                pthread_mutex_lock(&t->lock);
+                if (t->state == LOCKSTEP__JOURNAL_STATE__J_FROZEN || t->state == LOCKSTEP__JOURNAL_STATE__J_FREEZING) {
+                        log_warn("txid=%s agent stopping while frozen: thawing", t->txid);
+                        expire_lease(mg, t);
+                } else {
+                        undo_all(mg, t);
+                }
+                pthread_mutex_unlock(&t->lock);
+        }
+        pthread_mutex_unlock(&mg->lock);
+}
+
+struct txn_mgr *txn_mgr_free(struct txn_mgr *mg)
+{
+        if (!mg)
+                return NULL;
+        if (mg->reaper_started) {
+                pthread_mutex_lock(&mg->lock);
+                mg->stop = 1;
+                pthread_cond_signal(&mg->wake);
+                pthread_mutex_unlock(&mg->lock);
+                pthread_join(mg->reaper, NULL);
+        }
+        while (mg->list) {
+                struct txn *t = mg->list;
+                mg->list = t->next;
+                txn_free(t);
+        }
+        pthread_cond_destroy(&mg->wake);
+        pthread_mutex_destroy(&mg->lock);
+        free(mg);
+        return NULL;
+}
+
+/* ---- recovery -------------------------------------------------------------- */
+
+struct recover_ctx {
+        struct txn_mgr *mg;
+        int bad;
+};
+
+/* Finds overlays named for this snapshot that the domain runs on now: what a
+ * crash during SNAPPING may have left. */
+static void find_overlays(struct txn_mgr *mg, struct txn *t, struct member *mb)
+{
+        struct hv_domain d;
+        char suffix[LS_NAME_MAX + 16];
+        lserr err = {0};
+        size_t sl;
+
+        if (mb->n_imgs || hv_lookup(mg->hv, mb->vm, &d, &err) < 0)
+                return;
+        snprintf(suffix, sizeof(suffix), ".%s.qcow2", t->snap);
+        sl = strlen(suffix);
+        for (unsigned k = 0; k < d.n_disks && mb->n_imgs < HV_MAX_DISKS; k++) {
+                size_t pl = strlen(d.disks[k].path);
+                if (pl <= sl || strcmp(d.disks[k].path + pl - sl, suffix) != 0)
+                        continue;
+                struct hv_image *im = &mb->imgs[mb->n_imgs++];
+                snprintf(im->target, sizeof(im->target), "%s", d.disks[k].target);
+                snprintf(im->after, sizeof(im->after), "%s", d.disks[k].path);
+                snprintf(im->before, sizeof(im->before), "%.*s", (int)(pl - sl), d.disks[k].path);
+        }
+}
+
+static void recover_one(void *arg, const Lockstep__JournalTxn *jt)
+{
+        struct recover_ctx *rc = arg;
+        struct txn_mgr *mg = rc->mg;
+        struct txn *t = txn_new(jt->txid);
+
+        if (!t || !(t->m = calloc(jt->n_members ? jt->n_members : 1, sizeof(*t->m)))) {
+                if (t)
+                        txn_free(t);
+                rc->bad++;
+                return;
+        }
+        snprintf(t->snap, sizeof(t->snap), "%s", jt->snapshot);
+        t->mode = jt->mode;
+        t->state = jt->state;
+        t->decided = jt->decided;
+        t->lease_expired = jt->lease_expired;
+        t->lease_deadline_unix = jt->lease_deadline_us;
+        t->n = jt->n_members;
+        for (size_t i = 0; i < t->n; i++) {
+                const Lockstep__JournalMember *jm = jt->members[i];
+                struct member *mb = &t->m[i];
+                snprintf(mb->vm, sizeof(mb->vm), "%s", jm->member->vm);
+                mb->tier = jm->member->tier;
+                mb->crash = jm->member->consistency == LOCKSTEP__CONSISTENCY__CONSISTENCY_CRASH;
+                mb->quiesced = jm->quiesced;
+                mb->paused = jm->paused;
+                mb->code = jm->code;
+                snprintf(mb->msg, sizeof(mb->msg), "%s", jm->message);
+                if (jm->timings) {
+                        mb->freeze_us = (long long)jm->timings->freeze_us;
+                        mb->snapshot_us = (long long)jm->timings->snapshot_us;
+                        mb->thaw_us = (long long)jm->timings->thaw_us;
+                        mb->frozen_at_us = jm->timings->frozen_at_us;
+                        mb->thawed_at_us = jm->timings->thawed_at_us;
+                }
+                for (size_t k = 0; k < jm->n_disks && k < HV_MAX_DISKS; k++) {
+                        snprintf(mb->imgs[k].target, HV_TARGET_MAX, "%s", jm->disks[k]->disk);
+                        snprintf(mb->imgs[k].before, HV_PATH_MAX, "%s", jm->disks[k]->before);
+                        snprintf(mb->imgs[k].after, HV_PATH_MAX, "%s", jm->disks[k]->after);
+                        mb->n_imgs++;
+                }
+        }
+        for (size_t i = 0; i < jt->n_replies && t->n_replies < 4; i++) {
+                struct stored *s = &t->replies[t->n_replies];
+                s->buf = malloc(jt->replies[i]->reply.len ? jt->replies[i]->reply.len : 1);
+                if (!s->buf)
+                        continue;
+                memcpy(s->buf, jt->replies[i]->reply.data, jt->replies[i]->reply.len);
+                s->len = jt->replies[i]->reply.len;
+                s->step = jt->replies[i]->step;
+                t->n_replies++;
+        }
+
+        switch (t->state) {
+        case LOCKSTEP__JOURNAL_STATE__J_FREEZING:
+        case LOCKSTEP__JOURNAL_STATE__J_FROZEN:
+                /* The lease cannot be trusted across a restart: thaw, abort only. */
+                log_warn("txid=%s recovered FROZEN: thawing, the transaction can only abort", t->txid);
+                expire_lease(mg, t);
+                break;
+        case LOCKSTEP__JOURNAL_STATE__J_SNAPPING:
+                /* Its reply was never sent, so no COMMIT can exist: discard. */
+                log_warn("txid=%s recovered while snapshotting: thawing and discarding", t->txid);
+                undo_all(mg, t);
+                for (size_t i = 0; i < t->n; i++) {
+                        find_overlays(mg, t, &t->m[i]);
+                        discard_member(mg, t, &t->m[i]);
+                }
+                t->lease_expired = 1;
+                t->state = LOCKSTEP__JOURNAL_STATE__J_ABORTED;
+                t->finished_mono = fsutil_mono_us();
+                persist_or_log(mg, t);
+                break;
+        case LOCKSTEP__JOURNAL_STATE__J_SNAPPED:
+                undo_all(mg, t);
+                if (!t->decided)
+                        log_info("txid=%s recovered SNAPPED: overlays pending, waiting for the decision", t->txid);
+                break;
+        default:
+                undo_all(mg, t);
+                t->finished_mono = fsutil_mono_us();
+                break;
+        }
+        pthread_mutex_lock(&mg->lock);
+        t->next = mg->list;
+        mg->list = t;
+        pthread_mutex_unlock(&mg->lock);
+}
+
+static void recover_bad(void *arg, const char *path, const char *why)
+{
+        struct recover_ctx *rc = arg;
+
+        rc->bad++;
+        log_err("journal: \"%s\": %s; left in place for inspection", path, why);
+}
+
+int txn_mgr_recover(struct txn_mgr *mg, lserr *err)
+{
+        struct recover_ctx rc = {.mg = mg};
+
+        return journal_load(mg->cfg->journal_dir, recover_one, recover_bad, &rc, err);
+}

@@ -1,0 +1,53 @@
+/* txn: the agent's transactions, one state machine:
+ *   IDLE -> FROZEN -> SNAPPED -> COMMITTED | ABORTED
+ * FREEZE validates every member, then freezes them (front tiers first); a
+ * partial freeze is undone before voting no. SNAPSHOT is accepted only in
+ * FROZEN and within the lease; it snapshots each member (back tiers first) and
+ * thaws it at once. DECIDE commits or discards. A member held by one open
+ * transaction is refused by another. Every (txid, step) is answered once and
+ * the same reply is returned for a resent command. Every state change is
+ * journaled before it is acted on; the lease is enforced here and, should the
+ * agent die, by the guardian. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "guardian.h"
+#include "hv.h"
+#include "lockstep.pb-c.h"
+#include "lserr.h"
+
+struct txn_mgr;
+
+/* Borrows cfg, hv and g (g may be NULL in tests: no guardian). Starts the lease
+ * thread. */
+int txn_mgr_new(const struct cfg_agent *cfg, struct hv *hv, struct guardian *g, struct txn_mgr **ret,
+                lserr *err);
+
+/* Reads the journal back: thaws what was frozen (the transaction can then only
+ * abort), discards what a crash cut short while snapshotting, keeps SNAPPED
+ * overlays pending. Call once, before serving. */
+int txn_mgr_recover(struct txn_mgr *m, lserr *err);
+
+/* Thaws and resumes everything this agent froze or paused (SIGTERM). */
+void txn_mgr_shutdown(struct txn_mgr *m);
+
+struct txn_mgr *txn_mgr_free(struct txn_mgr *m);
+
+/* Runs FREEZE, SNAPSHOT or DECIDE of cmd (already verified), or returns the
+ * stored reply of that (txid, step). *ret is a packed Reply without agent,
+ * command hash or time (the caller adds them and signs), malloc'd, the
+ * caller's. Returns < 0 only when no reply can be made (out of memory). */
+int txn_step(struct txn_mgr *m, const Lockstep__Command *cmd, uint8_t **ret, size_t *ret_len);
+
+/* Transactions whose decision has not arrived. *ret is the caller's: free with
+ * txn_in_doubt_free. */
+int txn_in_doubt(struct txn_mgr *m, Lockstep__InDoubt ***ret, size_t *ret_n);
+void txn_in_doubt_free(Lockstep__InDoubt **v, size_t n);
+
+/* Lease checks run every this many microseconds. */
+#define TXN_TICK_US 100000LL
+/* Finished transactions are remembered this long for resent commands. */
+#define TXN_KEEP_US (3600LL * 1000000LL)

@@ -1,0 +1,96 @@
+/* agentlink: signed request/verified reply with one agent. */
+#include "agentlink.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fsutil.h"
+#include "names.h"
+
+struct agentlink {
+        char id[LS_NAME_MAX + 1];
+        char *url;
+        struct keys_public pinned;
+        const struct keys_secret *key;
+        struct counter *ctr;
+        nng_socket sock;
+};
+
+int agentlink_open(const char *agent_id, const char *url, const struct keys_public *pinned,
+                   const struct keys_secret *key, struct counter *ctr, const struct transport_tls *tls,
+                   struct agentlink **ret, lserr *err)
+{
+        struct agentlink *l;
+        int r;
+
+        if (!names_valid(agent_id))
+                return lserr_set(err, -EINVAL, "agent id \"%s\" is not a valid name", agent_id);
+        l = calloc(1, sizeof(*l));
+        if (!l || !(l->url = strdup(url))) {
+                free(l);
+                return -ENOMEM;
+        }
+        snprintf(l->id, sizeof(l->id), "%s", agent_id);
+        l->pinned = *pinned;
+        l->key = key;
+        l->ctr = ctr;
+        r = transport_dial(url, ENV_MAX_DEFAULT, tls, &l->sock, err);
+        if (r < 0) {
+                free(l->url);
+                free(l);
+                return r;
+        }
+        *ret = l;
+        return 0;
+}
+
+struct agentlink *agentlink_close(struct agentlink *l)
+{
+        if (!l)
+                return NULL;
+        nng_close(l->sock);
+        free(l->url);
+        free(l);
+        return NULL;
+}
+
+const char *agentlink_id(const struct agentlink *l)
+{
+        return l->id;
+}
+
+int agentlink_call(struct agentlink *l, Lockstep__Command *cmd, int timeout_ms, Lockstep__Reply **ret, lserr *err)
+{
+        uint8_t nonce[REPLAY_NONCE_LEN], hash[ENV_HASH_LEN];
+        uint8_t *req = NULL, *resp = NULL;
+        size_t req_len = 0, resp_len = 0;
+        Lockstep__Reply *rep = NULL;
+        uint64_t counter;
+        lserr e = {0};
+        int r;
+
+        cmd->target = l->id;
+        r = counter_next(l->ctr, &counter, &e);
+        if (r >= 0)
+                r = env_seal_command(l->key, cmd, counter, fsutil_now_us(), nonce, &req, &req_len, hash, &e);
+        if (r < 0)
+                return lserr_set(err, r, "agent \"%s\": %s: %s", l->id, env_step_name(cmd->step), e.msg);
+        r = transport_call(l->sock, req, req_len, timeout_ms, &resp, &resp_len, &e);
+        free(req);
+        if (r < 0)
+                return lserr_set(err, r, "agent \"%s\" (%s): %s: %s", l->id, l->url, env_step_name(cmd->step), e.msg);
+        r = env_verify_reply(resp, resp_len, ENV_MAX_DEFAULT, &l->pinned, l->id, hash, &rep, &e);
+        free(resp);
+        if (r < 0)
+                return lserr_set(err, r, "agent \"%s\": %s: reply ignored: %s", l->id, env_step_name(cmd->step), e.msg);
+        if (rep->code != LOCKSTEP__ERROR_CODE__E_REJECTED &&
+            (strcmp(rep->txid, cmd->txid) != 0 || rep->step != cmd->step)) {
+                r = lserr_set(err, LS_EPEER, "agent \"%s\": %s: reply ignored: it answers transaction \"%.64s\" step %s",
+                              l->id, env_step_name(cmd->step), rep->txid, env_step_name(rep->step));
+                lockstep__reply__free_unpacked(rep, NULL);
+                return r;
+        }
+        *ret = rep;
+        return 0;
+}

@@ -1,0 +1,29 @@
+/* agentlink: the coordinator's side of one agent: a socket dialed to it, its
+ * pinned public key, and calls that seal a command (fresh nonce, next counter)
+ * and accept only a reply that verifies against that key, names that agent and
+ * answers that very command. */
+#pragma once
+
+#include "counter.h"
+#include "envelope.h"
+#include "keys.h"
+#include "lockstep.pb-c.h"
+#include "lserr.h"
+#include "transport.h"
+
+struct agentlink;
+
+/* Borrows key and ctr (shared by every link of a coordinator); copies the rest. */
+int agentlink_open(const char *agent_id, const char *url, const struct keys_public *pinned,
+                   const struct keys_secret *key, struct counter *ctr, const struct transport_tls *tls,
+                   struct agentlink **ret, lserr *err);
+struct agentlink *agentlink_close(struct agentlink *l);
+
+const char *agentlink_id(const struct agentlink *l);
+
+/* Sends cmd (its target, time, nonce and counter are filled in here) and waits
+ * up to timeout_ms for the verified reply; *ret is the caller's
+ * (lockstep__reply__free_unpacked). A reply that does not verify, or answers
+ * another transaction or step, is refused with LS_EPEER / the verify code and
+ * never returned. Thread-safe: calls to one agent may overlap. */
+int agentlink_call(struct agentlink *l, Lockstep__Command *cmd, int timeout_ms, Lockstep__Reply **ret, lserr *err);

@@ -1,0 +1,105 @@
+/* config: agent.yaml and coordinator.yaml, parsed with a libcyaml schema and then
+ * checked for meaning; every error names the file, the line and the field. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "lserr.h"
+
+enum cfg_role {
+        CFG_ROLE_SNAPSHOT = 1u << 0,
+        CFG_ROLE_REVERT = 1u << 1,
+        CFG_ROLE_DELETE = 1u << 2,
+        CFG_ROLE_ADMIN = 1u << 3,
+};
+
+enum cfg_mode {
+        CFG_MODE_QUIESCE = 0,
+        CFG_MODE_PAUSE = 1,
+        CFG_MODE_MEMORY = 2,
+};
+
+/* A coordinator key that an agent accepts commands from. */
+struct cfg_authorized {
+        char *name;     /* label used in logs, a valid name */
+        char *pubkey;   /* "lockstep-pub-v1 <base64>" inline, or a path to a .pub file */
+        unsigned roles; /* bitmask of enum cfg_role, at least one */
+};
+
+struct cfg_agent {
+        char *id;          /* agent id, a valid name */
+        char *listen;      /* tcp://, tls+tcp:// or ipc:// URL */
+        char *key;         /* path of the agent's secret key file */
+        struct cfg_authorized *authorized;
+        unsigned n_authorized; /* >= 1 */
+        char *libvirt_uri;     /* default "qemu:///system" */
+        char *backend;         /* "libvirt" (default) or "sim" */
+        char *sim_config;      /* path, required iff backend is "sim" */
+        char *journal_dir;     /* required */
+        char *state_dir;       /* replay counters; default: journal_dir */
+        unsigned lease_max_s;  /* default 60, 1..3600 */
+        unsigned time_window_s; /* default 30, 1..3600 */
+        unsigned guest_agent_timeout_s; /* default 10, 1..300 */
+        char *tls_cert;        /* optional, for tls+tcp:// */
+        char *tls_key;         /* optional */
+};
+
+struct cfg_peer {
+        char *id;     /* agent id, a valid name, unique */
+        char *url;    /* tcp://, tls+tcp:// or ipc:// URL */
+        char *pubkey; /* inline "lockstep-pub-v1 <base64>" or path to a .pub file */
+};
+
+/* One member after the "vm@agent" string was split and checked. */
+struct cfg_member {
+        char *vm;      /* a valid name */
+        char *agent;   /* id of a configured agent */
+        unsigned tier; /* index into the group's tiers, 0 = front */
+};
+
+struct cfg_retention {
+        unsigned keep_last, hourly, daily, weekly, monthly; /* 0 = not set */
+};
+
+struct cfg_group {
+        char *name;
+        /* Tier names front to back; a group given with plain `members:` has one
+         * tier named "default". */
+        char **tiers;
+        unsigned n_tiers;
+        struct cfg_member *members; /* flattened, in config order */
+        unsigned n_members;         /* >= 1 */
+        enum cfg_mode mode;         /* default quiesce */
+        unsigned lease_s;           /* default 30, 1..3600 */
+        char *schedule;             /* optional, stored as written */
+        struct cfg_retention retention;
+};
+
+struct cfg_coord {
+        char *control;    /* ipc:// URL of the control socket */
+        char *key;        /* path of the coordinator's secret key */
+        char *catalog;    /* SQLite file path */
+        char *counter_file; /* default: catalog path + ".counter" */
+        unsigned step_timeout_s; /* default 30, 1..3600 */
+        struct cfg_peer *agents;
+        unsigned n_agents;
+        struct cfg_group *groups;
+        unsigned n_groups;
+};
+
+/* Loads and checks path. On success *ret is owned by the caller (free with
+ * cfg_agent_free); on failure *ret is untouched and err says "<file>:<line>: <field>: <why>". */
+int cfg_agent_load(const char *path, struct cfg_agent **ret, lserr *err);
+struct cfg_agent *cfg_agent_free(struct cfg_agent *c);
+
+int cfg_coord_load(const char *path, struct cfg_coord **ret, lserr *err);
+struct cfg_coord *cfg_coord_free(struct cfg_coord *c);
+
+/* Lookups, NULL when absent. */
+const struct cfg_group *cfg_coord_group(const struct cfg_coord *c, const char *name);
+const struct cfg_peer *cfg_coord_agent(const struct cfg_coord *c, const char *id);
+
+/* Role names "snapshot", "revert", "delete", "admin". */
+const char *cfg_role_name(enum cfg_role r);
+const char *cfg_mode_name(enum cfg_mode m);

@@ -1,0 +1,75 @@
+/* envelope: signing and verifying lockstep messages. A command is checked in a
+ * fixed order, each refusal with its own code: size -> envelope unpack -> known
+ * key -> signature -> body unpack and field checks -> target -> time window ->
+ * nonce -> counter -> role. Nothing is remembered for a refused command. */
+#pragma once
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "keys.h"
+#include "lockstep.pb-c.h"
+#include "lserr.h"
+#include "names.h"
+#include "replay.h"
+
+#define ENV_VERSION 1
+#define ENV_MAX_DEFAULT (1024 * 1024)
+#define ENV_HASH_LEN 32
+#define ENV_SIG_LEN 64
+#define ENV_WINDOW_DEFAULT_US (30LL * 1000000LL)
+
+enum env_kind {
+        ENV_COMMAND,
+        ENV_REPLY,
+};
+
+/* A coordinator key an agent trusts, with the roles it holds (enum cfg_role bits). */
+struct env_trusted {
+        struct keys_public pub;
+        unsigned roles;
+        char name[LS_NAME_MAX + 1];
+};
+
+/* Signs body under kind's tag and packs the envelope. *ret is malloc'd, the
+ * caller's. */
+int env_seal(enum env_kind kind, const struct keys_secret *key, const uint8_t *body, size_t body_len,
+             uint8_t **ret, size_t *ret_len, lserr *err);
+
+/* Fills cmd's issue time (now_us), a fresh random nonce (stored in nonce_buf,
+ * which must outlive the pack) and counter, then packs and seals it. ret_hash
+ * gets the hash a reply must carry. */
+int env_seal_command(const struct keys_secret *key, Lockstep__Command *cmd, uint64_t counter, long long now_us,
+                     uint8_t nonce_buf[REPLAY_NONCE_LEN], uint8_t **ret, size_t *ret_len,
+                     uint8_t ret_hash[ENV_HASH_LEN], lserr *err);
+
+int env_seal_reply(const struct keys_secret *key, const Lockstep__Reply *reply, uint8_t **ret, size_t *ret_len,
+                   lserr *err);
+
+struct env_verifier;
+
+/* keys are copied; rp is borrowed and must outlive the verifier. */
+int env_verifier_new(const char *self_id, const struct env_trusted *keys, size_t n_keys, struct replay *rp,
+                     long long window_us, size_t max_size, struct env_verifier **ret, lserr *err);
+struct env_verifier *env_verifier_free(struct env_verifier *v);
+
+/* Thread-safe. On success *ret_cmd (free with lockstep__command__free_unpacked)
+ * and *ret_key (points into the verifier) are set and the nonce and counter are
+ * remembered durably. On failure the outputs are untouched and err says why. */
+int env_verify_command(struct env_verifier *v, const uint8_t *buf, size_t len, long long now_us,
+                       Lockstep__Command **ret_cmd, const struct env_trusted **ret_key, lserr *err);
+
+/* Checks a reply against the agent's pinned key, its id and the hash of the
+ * command it must answer. *ret is the caller's (lockstep__reply__free_unpacked). */
+int env_verify_reply(const uint8_t *buf, size_t len, size_t max_size, const struct keys_public *pinned,
+                     const char *agent_id, const uint8_t cmd_hash[ENV_HASH_LEN], Lockstep__Reply **ret,
+                     lserr *err);
+
+/* Hash of an envelope's body, so a refused command can still be answered. */
+int env_body_hash(const uint8_t *buf, size_t len, size_t max_size, uint8_t ret_hash[ENV_HASH_LEN]);
+
+/* Roles (enum cfg_role bits) any of which allows the step. */
+unsigned env_step_roles(Lockstep__Step step);
+const char *env_step_name(Lockstep__Step step);

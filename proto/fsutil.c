@@ -1,0 +1,172 @@
+/* fsutil: crash-safe small-file writes and bounded reads. */
+#include "fsutil.h"
+
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static int fsync_dir_of(const char *path)
+{
+        char *copy = strdup(path);
+        int fd, r = 0;
+
+        if (!copy)
+                return -ENOMEM;
+        fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                r = -errno;
+        else if (fsync(fd) < 0)
+                r = -errno;
+        if (fd >= 0)
+                close(fd);
+        free(copy);
+        return r;
+}
+
+int fsutil_write_atomic(const char *path, const void *buf, size_t len, mode_t mode, int excl, lserr *err)
+{
+        char tmp[4096];
+        int fd = -1, r;
+        size_t off = 0;
+
+        if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof(tmp))
+                return lserr_set(err, -ENAMETOOLONG, "\"%s\": path too long", path);
+        if (excl && access(path, F_OK) == 0)
+                return lserr_set(err, -EEXIST, "\"%s\": already exists, refusing to overwrite", path);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+        if (fd < 0) {
+                r = lserr_set(err, -errno, "\"%s\": create: %m", tmp);
+                goto out;
+        }
+        /* open() honours the umask; the mode asked for is the mode wanted. */
+        if (fchmod(fd, mode) < 0) {
+                r = lserr_set(err, -errno, "\"%s\": chmod: %m", tmp);
+                goto out;
+        }
+        while (off < len) {
+                ssize_t n = write(fd, (const char *)buf + off, len - off);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        r = lserr_set(err, -errno, "\"%s\": write: %m", tmp);
+                        goto out;
+                }
+                off += (size_t)n;
+        }
+        if (fsync(fd) < 0) {
+                r = lserr_set(err, -errno, "\"%s\": fsync: %m", tmp);
+                goto out;
+        }
+        close(fd);
+        fd = -1;
+        if (excl ? renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) < 0 : rename(tmp, path) < 0) {
+                r = lserr_set(err, -errno, "\"%s\": rename into place: %m", path);
+                goto out;
+        }
+        r = fsync_dir_of(path);
+        if (r < 0)
+                lserr_set(err, r, "\"%s\": fsync of directory: %s", path, strerror(-r));
+        return r;
+out:
+        if (fd >= 0)
+                close(fd);
+        unlink(tmp);
+        return r;
+}
+
+int fsutil_read_all(const char *path, size_t max, char **ret_buf, size_t *ret_len, lserr *err)
+{
+        struct stat st;
+        char *buf = NULL;
+        size_t off = 0;
+        int fd, r;
+
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return lserr_set(err, -errno, "\"%s\": open: %m", path);
+        if (fstat(fd, &st) < 0) {
+                r = lserr_set(err, -errno, "\"%s\": stat: %m", path);
+                goto out;
+        }
+        if (!S_ISREG(st.st_mode)) {
+                r = lserr_set(err, -EINVAL, "\"%s\": not a regular file", path);
+                goto out;
+        }
+        if ((size_t)st.st_size > max) {
+                r = lserr_set(err, -EFBIG, "\"%s\": %lld bytes, larger than the %zu allowed", path,
+                              (long long)st.st_size, max);
+                goto out;
+        }
+        buf = malloc((size_t)st.st_size + 1);
+        if (!buf) {
+                r = -ENOMEM;
+                goto out;
+        }
+        for (;;) {
+                ssize_t n = read(fd, buf + off, (size_t)st.st_size - off);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0) {
+                        r = lserr_set(err, -errno, "\"%s\": read: %m", path);
+                        goto out;
+                }
+                if (n == 0)
+                        break;
+                off += (size_t)n;
+                if (off == (size_t)st.st_size)
+                        break;
+        }
+        buf[off] = '\0';
+        *ret_buf = buf;
+        *ret_len = off;
+        buf = NULL;
+        r = 0;
+out:
+        free(buf);
+        close(fd);
+        return r;
+}
+
+int fsutil_mkdir_p(const char *dir, mode_t mode, lserr *err)
+{
+        char path[4096];
+        size_t n = strlen(dir);
+
+        if (n == 0 || n >= sizeof(path))
+                return lserr_set(err, -EINVAL, "\"%s\": bad directory path", dir);
+        memcpy(path, dir, n + 1);
+        for (char *p = path + 1; *p; p++) {
+                if (*p != '/')
+                        continue;
+                *p = '\0';
+                if (mkdir(path, mode) < 0 && errno != EEXIST)
+                        return lserr_set(err, -errno, "\"%s\": mkdir: %m", path);
+                *p = '/';
+        }
+        if (mkdir(path, mode) < 0 && errno != EEXIST)
+                return lserr_set(err, -errno, "\"%s\": mkdir: %m", path);
+        return 0;
+}
+
+static long long clock_us(clockid_t id)
+{
+        struct timespec ts;
+
+        clock_gettime(id, &ts);
+        return (long long)ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
+}
+
+long long fsutil_now_us(void)
+{
+        return clock_us(CLOCK_REALTIME);
+}
+
+long long fsutil_mono_us(void)
+{
+        return clock_us(CLOCK_MONOTONIC);
+}

@@ -1,0 +1,34 @@
+/* replay: what an agent remembers to refuse a command it has already seen: a
+ * bounded cache of nonces (kept for the time window) and, per coordinator key,
+ * the highest command counter accepted, stored durably.
+ *
+ * Counters are checked WireGuard-style: anything at or below (highest - 64) is
+ * refused, and inside that window each counter is accepted once. The window lets
+ * commands that were sent in order but verified on two threads in the other
+ * order both pass; after a restart the window is unknown and everything at or
+ * below the stored highest is refused. Not thread-safe: the caller serialises. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keys.h"
+#include "lserr.h"
+
+#define REPLAY_NONCE_LEN 16
+#define REPLAY_WINDOW 64
+
+struct replay;
+
+/* state_dir holds one file per key ("counter-<hex id>"); max_nonces bounds memory. */
+int replay_open(const char *state_dir, size_t max_nonces, long long window_us, struct replay **ret, lserr *err);
+struct replay *replay_free(struct replay *r);
+
+/* Read-only checks; nothing is remembered until replay_commit(). */
+int replay_check_nonce(struct replay *r, const uint8_t nonce[REPLAY_NONCE_LEN], long long now_us, lserr *err);
+int replay_check_counter(struct replay *r, const uint8_t key_id[KEYS_ID_LEN], uint64_t counter, lserr *err);
+
+/* Remembers the nonce (until issued_at + window) and the counter; a new highest
+ * counter is on disk before this returns. On failure nothing is remembered. */
+int replay_commit(struct replay *r, const uint8_t key_id[KEYS_ID_LEN], const uint8_t nonce[REPLAY_NONCE_LEN],
+                  long long issued_at_us, uint64_t counter, long long now_us, lserr *err);

@@ -1,0 +1,389 @@
+/* transport: nng sockets, deadlines and the worker pool. */
+#include "transport.h"
+
+#include <nng/protocol/reqrep0/rep.h>
+#include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/tls/tls.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fsutil.h"
+
+struct worker {
+        struct transport_server *srv;
+        pthread_t thread;
+        nng_ctx ctx;
+        int started;
+};
+
+struct transport_server {
+        nng_socket sock;
+        transport_handler handler;
+        void *arg;
+        unsigned n;
+        struct worker *workers;
+};
+
+static int nng_fail(lserr *err, int rv, const char *url, const char *step)
+{
+        int code = rv == NNG_ETIMEDOUT ? LS_ETIMEDOUT : rv == NNG_EMSGSIZE ? LS_EOVERSIZE : -EIO;
+
+        return lserr_set(err, code, "\"%s\": %s: %s", url, step, nng_strerror(rv));
+}
+
+/* The lserr code for an nng failure of a call. */
+static int call_code(int rv)
+{
+        switch (rv) {
+        case NNG_ETIMEDOUT:
+                return LS_ETIMEDOUT;
+        case NNG_ECONNSHUT:
+        case NNG_ECONNRESET:
+        case NNG_ECONNREFUSED:
+        case NNG_ECLOSED:
+                return -ECONNRESET;
+        default:
+                return -EIO;
+        }
+}
+
+static int is_tls(const char *url)
+{
+        return strncmp(url, "tls+tcp://", 10) == 0;
+}
+
+static int check_scheme(const char *url, lserr *err)
+{
+        if (strncmp(url, "tcp://", 6) == 0 || is_tls(url) || strncmp(url, "ipc://", 6) == 0)
+                return 0;
+        return lserr_set(err, -EINVAL, "\"%s\": only tcp://, tls+tcp:// and ipc:// are supported", url);
+}
+
+static int make_tls(const char *url, const struct transport_tls *tls, int server, nng_tls_config **ret, lserr *err)
+{
+        nng_tls_config *cfg = NULL;
+        int rv, r;
+
+        if (!tls || (server && (!tls->cert || !tls->key)))
+                return lserr_set(err, -EINVAL, "\"%s\": tls+tcp:// needs %s", url,
+                                 server ? "tls_cert and tls_key" : "a CA file");
+        rv = nng_tls_config_alloc(&cfg, server ? NNG_TLS_MODE_SERVER : NNG_TLS_MODE_CLIENT);
+        if (rv)
+                return nng_fail(err, rv, url, "TLS setup");
+        if (server) {
+                char *cert = NULL, *key = NULL;
+                size_t n;
+                lserr e2 = {0};
+
+                r = fsutil_read_all(tls->cert, 1 << 20, &cert, &n, &e2);
+                if (r >= 0)
+                        r = fsutil_read_all(tls->key, 1 << 20, &key, &n, &e2);
+                rv = r < 0 ? NNG_EINVAL : nng_tls_config_own_cert(cfg, cert, key, NULL);
+                if (key)
+                        sodium_memzero(key, strlen(key));
+                free(cert);
+                free(key);
+                if (rv) {
+                        nng_tls_config_free(cfg);
+                        return lserr_set(err, -EINVAL, "\"%s\": TLS certificate/key \"%s\": %s", url, tls->cert,
+                                         r < 0 ? e2.msg : nng_strerror(rv));
+                }
+        } else {
+                if (tls->ca) {
+                        rv = nng_tls_config_ca_file(cfg, tls->ca);
+                        if (!rv)
+                                rv = nng_tls_config_auth_mode(cfg, NNG_TLS_AUTH_MODE_REQUIRED);
+                } else {
+                        /* Trust comes from the signed envelopes; TLS then only hides content. */
+                        rv = nng_tls_config_auth_mode(cfg, NNG_TLS_AUTH_MODE_NONE);
+                }
+                if (!rv && tls->server_name)
+                        rv = nng_tls_config_server_name(cfg, tls->server_name);
+                if (rv) {
+                        nng_tls_config_free(cfg);
+                        return lserr_set(err, -EINVAL, "\"%s\": TLS CA \"%s\": %s", url, tls->ca ? tls->ca : "-",
+                                         nng_strerror(rv));
+                }
+        }
+        *ret = cfg;
+        return 0;
+}
+
+int transport_listen(const char *url, size_t max_recv, int ipc_mode, const struct transport_tls *tls,
+                     nng_socket *ret, lserr *err)
+{
+        nng_socket s = NNG_SOCKET_INITIALIZER;
+        nng_listener l;
+        nng_tls_config *cfg = NULL;
+        int rv, r;
+
+        r = check_scheme(url, err);
+        if (r < 0)
+                return r;
+        rv = nng_rep0_open(&s);
+        if (rv)
+                return nng_fail(err, rv, url, "open rep socket");
+        rv = nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, max_recv);
+        if (!rv)
+                rv = nng_listener_create(&l, s, url);
+        if (rv) {
+                r = nng_fail(err, rv, url, "listen");
+                goto out;
+        }
+        if (ipc_mode && strncmp(url, "ipc://", 6) == 0) {
+                rv = nng_listener_set_int(l, NNG_OPT_IPC_PERMISSIONS, ipc_mode);
+                if (rv) {
+                        r = nng_fail(err, rv, url, "set socket permissions");
+                        goto out;
+                }
+        }
+        if (is_tls(url)) {
+                r = make_tls(url, tls, 1, &cfg, err);
+                if (r < 0)
+                        goto out;
+                rv = nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, cfg);
+                nng_tls_config_free(cfg); /* the listener holds its own reference */
+                if (rv) {
+                        r = nng_fail(err, rv, url, "TLS on listener");
+                        goto out;
+                }
+        }
+        rv = nng_listener_start(l, 0);
+        if (rv) {
+                r = nng_fail(err, rv, url, "listen");
+                goto out;
+        }
+        *ret = s;
+        return 0;
+out:
+        nng_close(s);
+        return r;
+}
+
+int transport_dial(const char *url, size_t max_recv, const struct transport_tls *tls, nng_socket *ret,
+                   lserr *err)
+{
+        nng_socket s = NNG_SOCKET_INITIALIZER;
+        nng_dialer d;
+        nng_tls_config *cfg = NULL;
+        int rv, r;
+
+        r = check_scheme(url, err);
+        if (r < 0)
+                return r;
+        rv = nng_req0_open(&s);
+        if (rv)
+                return nng_fail(err, rv, url, "open req socket");
+        rv = nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, max_recv);
+        if (!rv)
+                rv = nng_socket_set_ms(s, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+        if (!rv)
+                rv = nng_socket_set_ms(s, NNG_OPT_RECONNMINT, 50);
+        if (!rv)
+                rv = nng_socket_set_ms(s, NNG_OPT_RECONNMAXT, 2000);
+        if (!rv)
+                rv = nng_dialer_create(&d, s, url);
+        if (rv) {
+                r = nng_fail(err, rv, url, "dial");
+                goto out;
+        }
+        if (is_tls(url)) {
+                r = make_tls(url, tls, 0, &cfg, err);
+                if (r < 0)
+                        goto out;
+                rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, cfg);
+                nng_tls_config_free(cfg);
+                if (rv) {
+                        r = nng_fail(err, rv, url, "TLS on dialer");
+                        goto out;
+                }
+        }
+        /* Non-blocking: an agent that is down now may be up for the call. */
+        rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK);
+        if (rv) {
+                r = nng_fail(err, rv, url, "dial");
+                goto out;
+        }
+        *ret = s;
+        return 0;
+out:
+        nng_close(s);
+        return r;
+}
+
+/* nng 1.5 has no blocking context send/recv: wait on an aio instead.
+ * timeout_ms < 0 waits forever. On success a sent message belongs to nng. */
+static int ctx_send(nng_ctx ctx, nng_msg *msg, int timeout_ms)
+{
+        nng_aio *aio;
+        int rv = nng_aio_alloc(&aio, NULL, NULL);
+
+        if (rv)
+                return rv;
+        nng_aio_set_timeout(aio, timeout_ms < 0 ? NNG_DURATION_INFINITE : timeout_ms);
+        nng_aio_set_msg(aio, msg);
+        nng_ctx_send(ctx, aio);
+        nng_aio_wait(aio);
+        rv = nng_aio_result(aio);
+        nng_aio_free(aio);
+        return rv;
+}
+
+static int ctx_recv(nng_ctx ctx, nng_msg **ret, int timeout_ms)
+{
+        nng_aio *aio;
+        int rv = nng_aio_alloc(&aio, NULL, NULL);
+
+        if (rv)
+                return rv;
+        nng_aio_set_timeout(aio, timeout_ms < 0 ? NNG_DURATION_INFINITE : timeout_ms);
+        nng_ctx_recv(ctx, aio);
+        nng_aio_wait(aio);
+        rv = nng_aio_result(aio);
+        if (rv == 0)
+                *ret = nng_aio_get_msg(aio);
+        nng_aio_free(aio);
+        return rv;
+}
+
+int transport_call(nng_socket s, const void *req, size_t len, int timeout_ms, uint8_t **ret, size_t *ret_len,
+                   lserr *err)
+{
+        nng_ctx ctx;
+        nng_msg *msg = NULL;
+        uint8_t *out;
+        long long t0 = fsutil_mono_us();
+        int rv, r = 0;
+
+        rv = nng_ctx_open(&ctx, s);
+        if (rv)
+                return lserr_set(err, -EIO, "request: open context: %s", nng_strerror(rv));
+        rv = nng_msg_alloc(&msg, len);
+        if (rv) {
+                r = lserr_set(err, -ENOMEM, "request: %s", nng_strerror(rv));
+                goto out;
+        }
+        memcpy(nng_msg_body(msg), req, len);
+        rv = ctx_send(ctx, msg, timeout_ms);
+        if (rv) {
+                nng_msg_free(msg);
+                msg = NULL;
+                r = lserr_set(err, call_code(rv), "send: %s", nng_strerror(rv));
+                goto out;
+        }
+        msg = NULL;
+        {
+                /* One deadline for the whole call, not one per half. */
+                long long left = timeout_ms - (fsutil_mono_us() - t0) / 1000;
+                rv = ctx_recv(ctx, &msg, left > 0 ? (int)left : 0);
+        }
+        if (rv) {
+                r = lserr_set(err, call_code(rv), "no reply: %s", nng_strerror(rv));
+                goto out;
+        }
+        out = malloc(nng_msg_len(msg) ? nng_msg_len(msg) : 1);
+        if (!out) {
+                r = -ENOMEM;
+                goto out;
+        }
+        memcpy(out, nng_msg_body(msg), nng_msg_len(msg));
+        *ret = out;
+        *ret_len = nng_msg_len(msg);
+out:
+        if (msg)
+                nng_msg_free(msg);
+        nng_ctx_close(ctx);
+        return r;
+}
+
+static void *worker_main(void *p)
+{
+        struct worker *w = p;
+        nng_msg *msg;
+
+        for (;;) {
+                uint8_t *resp = NULL;
+                size_t resp_len = 0;
+                int rv = ctx_recv(w->ctx, &msg, -1);
+
+                if (rv == NNG_ECLOSED)
+                        break;
+                if (rv)
+                        continue;
+                if (w->srv->handler(w->srv->arg, nng_msg_body(msg), nng_msg_len(msg), &resp, &resp_len) >= 0 &&
+                    resp) {
+                        nng_msg_clear(msg);
+                        if (nng_msg_append(msg, resp, resp_len) == 0 && ctx_send(w->ctx, msg, 5000) == 0)
+                                msg = NULL;
+                }
+                free(resp);
+                if (msg)
+                        nng_msg_free(msg);
+        }
+        return NULL;
+}
+
+int transport_serve(nng_socket s, unsigned n_workers, transport_handler h, void *arg,
+                    struct transport_server **ret, lserr *err)
+{
+        struct transport_server *srv;
+        int r = 0;
+
+        if (n_workers == 0 || n_workers > 64)
+                return lserr_set(err, -EINVAL, "server: %u workers out of range (1..64)", n_workers);
+        srv = calloc(1, sizeof(*srv));
+        if (!srv)
+                return -ENOMEM;
+        srv->workers = calloc(n_workers, sizeof(*srv->workers));
+        if (!srv->workers) {
+                free(srv);
+                return -ENOMEM;
+        }
+        srv->sock = s;
+        srv->handler = h;
+        srv->arg = arg;
+        srv->n = n_workers;
+        for (unsigned i = 0; i < n_workers; i++) {
+                struct worker *w = &srv->workers[i];
+                int rv = nng_ctx_open(&w->ctx, s);
+                w->srv = srv;
+                if (rv) {
+                        r = lserr_set(err, -EIO, "server: open context: %s", nng_strerror(rv));
+                        break;
+                }
+                if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+                        nng_ctx_close(w->ctx);
+                        r = lserr_set(err, -EAGAIN, "server: cannot start worker thread");
+                        break;
+                }
+                w->started = 1;
+        }
+        if (r < 0) {
+                /* The socket stays the caller's: close only our contexts. */
+                for (unsigned i = 0; i < n_workers; i++)
+                        if (srv->workers[i].started) {
+                                nng_ctx_close(srv->workers[i].ctx);
+                                pthread_join(srv->workers[i].thread, NULL);
+                        }
+                free(srv->workers);
+                free(srv);
+                return r;
+        }
+        *ret = srv;
+        return 0;
+}
+
+struct transport_server *transport_server_stop(struct transport_server *srv)
+{
+        if (!srv)
+                return NULL;
+        nng_close(srv->sock);
+        for (unsigned i = 0; i < srv->n; i++)
+                if (srv->workers[i].started)
+                        pthread_join(srv->workers[i].thread, NULL);
+        free(srv->workers);
+        free(srv);
+        return NULL;
+}

@@ -1,0 +1,49 @@
+/* transport: nng req/rep over tcp://, tls+tcp:// and ipc:// with a receive size
+ * limit set before any byte is parsed, per-call deadlines, and a small pool of
+ * worker threads so one long request does not block the others. */
+#pragma once
+
+#include <nng/nng.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lserr.h"
+
+#define TRANSPORT_MAX_DEFAULT (1024 * 1024)
+
+/* Optional TLS material (PEM files). Server: cert + key. Client: ca (required
+ * for verification) and server_name. */
+struct transport_tls {
+        const char *cert;
+        const char *key;
+        const char *ca;
+        const char *server_name;
+};
+
+/* Rep socket listening on url. ipc_mode (e.g. 0660) applies to ipc:// only; 0
+ * keeps nng's default. tls may be NULL (needed for tls+tcp://). */
+int transport_listen(const char *url, size_t max_recv, int ipc_mode, const struct transport_tls *tls,
+                     nng_socket *ret, lserr *err);
+
+/* Req socket dialing url in the background (reconnects on its own). */
+int transport_dial(const char *url, size_t max_recv, const struct transport_tls *tls, nng_socket *ret,
+                   lserr *err);
+
+/* One request and its reply within timeout_ms, on its own context so calls may
+ * run in parallel on one socket. *ret is malloc'd, the caller's. Never resends:
+ * a resent command must carry a fresh nonce, so resending is the caller's job. */
+int transport_call(nng_socket s, const void *req, size_t len, int timeout_ms, uint8_t **ret, size_t *ret_len,
+                   lserr *err);
+
+/* Handler for one request: fills *ret (malloc'd; the server frees it) or
+ * returns < 0 to send nothing. Runs on a worker thread. */
+typedef int (*transport_handler)(void *arg, const uint8_t *req, size_t len, uint8_t **ret, size_t *ret_len);
+
+struct transport_server;
+
+/* Starts n_workers threads serving s. s stays the caller's until stop. */
+int transport_serve(nng_socket s, unsigned n_workers, transport_handler h, void *arg,
+                    struct transport_server **ret, lserr *err);
+
+/* Closes the socket, waits for the workers and frees the server. */
+struct transport_server *transport_server_stop(struct transport_server *srv);

@@ -1,0 +1,216 @@
+/* lockstep-send: drives one agent with signed commands from a shell, the way the
+ * coordinator does, and prints the verified reply as JSON. For tests and for
+ * operators debugging an agent; not a replacement for lockstepd.
+ *
+ *   lockstep-send -k COORD.key -p AGENT.pub -u URL -a AGENT [-C COUNTER] [-t MS] STEP ...
+ *   STEP: status | discover
+ *         freeze TXID SNAPSHOT MODE LEASE_MS VM[:TIER[:crash]]...
+ *         snapshot TXID | commit TXID | abort TXID
+ * Exit: 0 reply code OK, 1 other reply code, 2 usage, 3 no verified reply. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agentlink.h"
+#include "json.h"
+
+static const char *code_name(int code)
+{
+        const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(&lockstep__error_code__descriptor, code);
+
+        return v ? v->name : "UNKNOWN";
+}
+
+static const char *state_name(int s)
+{
+        const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(&lockstep__txn_state__descriptor, s);
+
+        return v ? v->name : "UNKNOWN";
+}
+
+static void print_reply(const Lockstep__Reply *r)
+{
+        struct json j;
+
+        json_init(&j, stdout);
+        json_obj_begin(&j, NULL);
+        json_str(&j, "agent", r->agent);
+        json_str(&j, "txid", r->txid);
+        json_str(&j, "step", env_step_name(r->step));
+        json_str(&j, "code", code_name(r->code));
+        json_str(&j, "message", r->message);
+        json_str(&j, "reject_reason", r->code == LOCKSTEP__ERROR_CODE__E_REJECTED ? lserr_name(r->reject_reason) : NULL);
+        json_str(&j, "state", state_name(r->state));
+        json_str(&j, "version", r->version);
+        json_int(&j, "now_us", r->now_us);
+        json_arr_begin(&j, "members");
+        for (size_t i = 0; i < r->n_members; i++) {
+                const Lockstep__MemberResult *m = r->members[i];
+                json_obj_begin(&j, NULL);
+                json_str(&j, "vm", m->vm);
+                json_str(&j, "code", code_name(m->code));
+                json_str(&j, "message", m->message);
+                json_str(&j, "state", m->state);
+                json_str(&j, "group", m->group_label);
+                json_str(&j, "tier", m->tier_label);
+                if (m->timings) {
+                        json_uint(&j, "freeze_us", m->timings->freeze_us);
+                        json_uint(&j, "snapshot_us", m->timings->snapshot_us);
+                        json_uint(&j, "thaw_us", m->timings->thaw_us);
+                        json_uint(&j, "frozen_for_us", m->timings->frozen_for_us);
+                        json_int(&j, "frozen_at_us", m->timings->frozen_at_us);
+                        json_int(&j, "thawed_at_us", m->timings->thawed_at_us);
+                }
+                json_arr_begin(&j, "disks");
+                for (size_t k = 0; k < m->n_disks; k++) {
+                        json_obj_begin(&j, NULL);
+                        json_str(&j, "disk", m->disks[k]->disk);
+                        json_str(&j, "before", m->disks[k]->before);
+                        json_str(&j, "after", m->disks[k]->after);
+                        json_obj_end(&j);
+                }
+                json_arr_end(&j);
+                json_obj_end(&j);
+        }
+        json_arr_end(&j);
+        json_arr_begin(&j, "in_doubt");
+        for (size_t i = 0; i < r->n_in_doubt; i++) {
+                json_obj_begin(&j, NULL);
+                json_str(&j, "txid", r->in_doubt[i]->txid);
+                json_str(&j, "state", state_name(r->in_doubt[i]->state));
+                json_arr_begin(&j, "vms");
+                for (size_t k = 0; k < r->in_doubt[i]->n_vms; k++)
+                        json_str(&j, NULL, r->in_doubt[i]->vms[k]);
+                json_arr_end(&j);
+                json_obj_end(&j);
+        }
+        json_arr_end(&j);
+        json_obj_end(&j);
+        json_end(&j);
+}
+
+static int usage(void)
+{
+        fprintf(stderr, "usage: lockstep-send -k KEY -p AGENT.pub -u URL -a AGENT [-C COUNTER] [-t MS] STEP ...\n"
+                        "  status | discover | snapshot TXID | commit TXID | abort TXID\n"
+                        "  freeze TXID SNAPSHOT quiesce|pause|memory LEASE_MS VM[:TIER[:crash]]...\n");
+        return 2;
+}
+
+int main(int argc, char **argv)
+{
+        const char *keyf = NULL, *pubf = NULL, *url = NULL, *agent = NULL, *ctrf = NULL;
+        int timeout = 30000, c, r, rc = 3;
+        struct keys_secret *key = NULL;
+        struct keys_public pub;
+        struct counter *ctr = NULL;
+        struct agentlink *l = NULL;
+        Lockstep__Command cmd = LOCKSTEP__COMMAND__INIT;
+        Lockstep__StatusRequest st = LOCKSTEP__STATUS_REQUEST__INIT;
+        Lockstep__DiscoverRequest di = LOCKSTEP__DISCOVER_REQUEST__INIT;
+        Lockstep__FreezeRequest fz = LOCKSTEP__FREEZE_REQUEST__INIT;
+        Lockstep__SnapshotRequest sn = LOCKSTEP__SNAPSHOT_REQUEST__INIT;
+        Lockstep__DecideRequest de = LOCKSTEP__DECIDE_REQUEST__INIT;
+        Lockstep__Member *mem = NULL, **memp = NULL;
+        Lockstep__Reply *rep = NULL;
+        char ctrbuf[4200];
+        lserr err = {0};
+
+        while ((c = getopt(argc, argv, "k:p:u:a:C:t:")) != -1) {
+                switch (c) {
+                case 'k': keyf = optarg; break;
+                case 'p': pubf = optarg; break;
+                case 'u': url = optarg; break;
+                case 'a': agent = optarg; break;
+                case 'C': ctrf = optarg; break;
+                case 't': timeout = atoi(optarg); break;
+                default: return usage();
+                }
+        }
+        if (!keyf || !pubf || !url || !agent || optind >= argc)
+                return usage();
+        if (!ctrf) {
+                snprintf(ctrbuf, sizeof(ctrbuf), "%s.counter", keyf);
+                ctrf = ctrbuf;
+        }
+        const char *step = argv[optind++];
+        cmd.txid = "";
+        if (!strcmp(step, "status")) {
+                cmd.step = LOCKSTEP__STEP__STEP_STATUS;
+                cmd.payload_case = LOCKSTEP__COMMAND__PAYLOAD_STATUS;
+                cmd.status = &st;
+        } else if (!strcmp(step, "discover")) {
+                cmd.step = LOCKSTEP__STEP__STEP_DISCOVER;
+                cmd.payload_case = LOCKSTEP__COMMAND__PAYLOAD_DISCOVER;
+                cmd.discover = &di;
+        } else if (!strcmp(step, "freeze") && argc - optind >= 5) {
+                size_t n = (size_t)(argc - optind - 4);
+                cmd.txid = argv[optind];
+                fz.snapshot = argv[optind + 1];
+                fz.mode = !strcmp(argv[optind + 2], "pause")    ? LOCKSTEP__MODE__MODE_PAUSE
+                          : !strcmp(argv[optind + 2], "memory") ? LOCKSTEP__MODE__MODE_MEMORY
+                                                                : LOCKSTEP__MODE__MODE_QUIESCE;
+                fz.lease_ms = (uint32_t)strtoul(argv[optind + 3], NULL, 10);
+                mem = calloc(n, sizeof(*mem));
+                memp = calloc(n, sizeof(*memp));
+                if (!mem || !memp)
+                        return 3;
+                for (size_t i = 0; i < n; i++) {
+                        char *spec = argv[optind + 4 + (int)i], *colon;
+                        lockstep__member__init(&mem[i]);
+                        colon = strchr(spec, ':');
+                        if (colon) {
+                                *colon = '\0';
+                                mem[i].tier = (uint32_t)strtoul(colon + 1, NULL, 10);
+                                if (strstr(colon + 1, ":crash"))
+                                        mem[i].consistency = LOCKSTEP__CONSISTENCY__CONSISTENCY_CRASH;
+                        }
+                        mem[i].vm = spec;
+                        memp[i] = &mem[i];
+                }
+                fz.n_members = n;
+                fz.members = memp;
+                cmd.step = LOCKSTEP__STEP__STEP_FREEZE;
+                cmd.payload_case = LOCKSTEP__COMMAND__PAYLOAD_FREEZE;
+                cmd.freeze = &fz;
+        } else if (!strcmp(step, "snapshot") && argc - optind == 1) {
+                cmd.txid = argv[optind];
+                cmd.step = LOCKSTEP__STEP__STEP_SNAPSHOT;
+                cmd.payload_case = LOCKSTEP__COMMAND__PAYLOAD_SNAPSHOT;
+                cmd.snapshot = &sn;
+        } else if ((!strcmp(step, "commit") || !strcmp(step, "abort")) && argc - optind == 1) {
+                cmd.txid = argv[optind];
+                de.decision = !strcmp(step, "commit") ? LOCKSTEP__DECISION__DECISION_COMMIT
+                                                      : LOCKSTEP__DECISION__DECISION_ABORT;
+                cmd.step = LOCKSTEP__STEP__STEP_DECIDE;
+                cmd.payload_case = LOCKSTEP__COMMAND__PAYLOAD_DECIDE;
+                cmd.decide = &de;
+        } else {
+                return usage();
+        }
+
+        r = keys_load_secret(keyf, &key, &err);
+        if (r >= 0)
+                r = keys_load_public(pubf, &pub, &err);
+        if (r >= 0)
+                r = counter_open(ctrf, &ctr, &err);
+        if (r >= 0)
+                r = agentlink_open(agent, url, &pub, key, ctr, NULL, &l, &err);
+        if (r >= 0)
+                r = agentlink_call(l, &cmd, timeout, &rep, &err);
+        if (r < 0) {
+                fprintf(stderr, "lockstep-send: %s\n", err.msg);
+                goto out;
+        }
+        print_reply(rep);
+        rc = rep->code == LOCKSTEP__ERROR_CODE__OK ? 0 : 1;
+        lockstep__reply__free_unpacked(rep, NULL);
+out:
+        agentlink_close(l);
+        counter_free(ctr);
+        keys_secret_free(key);
+        free(mem);
+        free(memp);
+        return rc;
+}

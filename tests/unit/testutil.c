@@ -1,0 +1,47 @@
+/* testutil: temp dirs for tests. */
+#include "testutil.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+char *tu_mkdtemp(void)
+{
+        const char *base = getenv("TMPDIR");
+        char *p = NULL;
+
+        if (asprintf(&p, "%s/lockstep-test-XXXXXX", base ? base : "/tmp") < 0)
+                abort();
+        if (!mkdtemp(p))
+                abort();
+        return p;
+}
+
+void tu_rmtree(char *dir)
+{
+        char *cmd = NULL;
+
+        if (!dir)
+                return;
+        if (asprintf(&cmd, "rm -rf '%s'", dir) >= 0 && system(cmd) != 0)
+                fprintf(stderr, "warning: could not remove %s\n", dir);
+        free(cmd);
+        free(dir);
+}
+
+char *tu_write(const char *dir, const char *name, const char *text, int mode)
+{
+        char *p = NULL;
+        int fd;
+
+        if (asprintf(&p, "%s/%s", dir, name) < 0)
+                abort();
+        fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, mode);
+        if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text) || fchmod(fd, (mode_t)mode) < 0)
+                abort();
+        close(fd);
+        return p;
+}

@@ -1,0 +1,10 @@
+/* testutil: temporary directories and small file helpers for the unit tests. */
+#pragma once
+
+#include <stddef.h>
+
+/* A fresh directory under $TMPDIR (or /tmp), removed with its files by tu_rmtree. */
+char *tu_mkdtemp(void);
+void tu_rmtree(char *dir);
+/* Writes text to dir/name with mode and returns the malloc'd path. */
+char *tu_write(const char *dir, const char *name, const char *text, int mode);
