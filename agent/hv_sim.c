@@ -126,19 +126,21 @@ static int has_line(const struct simcfg *c, const char *word, const char *a, con
         return 0;
 }
 
+/* The last "latency" line naming op wins, so a test can override by appending. */
 static unsigned latency_ms(const struct simcfg *c, const char *op)
 {
         char key[64];
         const char *p = c->text;
+        unsigned ms = 0;
 
         snprintf(key, sizeof(key), " %s=", op);
         while (p && (p = strstr(p, "latency ")) != NULL) {
                 const char *end = strchr(p, '\n'), *k = strstr(p, key);
                 if (k && (!end || k < end))
-                        return (unsigned)strtoul(k + strlen(key), NULL, 10);
+                        ms = (unsigned)strtoul(k + strlen(key), NULL, 10);
                 p = end;
         }
-        return 0;
+        return ms;
 }
 
 static int find_domain(const struct simcfg *c, const char *vm, struct simdom *d)

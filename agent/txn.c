@@ -839,7 +839,14 @@ int txn_step(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t **ret, si
          * locks, so t stays valid while we wait for its lock. */
         pthread_mutex_lock(&t->lock);
         s = stored_reply(t, cmd->step);
-        if (s) {
+        if (s && cmd->step == LOCKSTEP__STEP__STEP_DECIDE &&
+            (cmd->decide->decision == LOCKSTEP__DECISION__DECISION_COMMIT) !=
+                    (t->state == LOCKSTEP__JOURNAL_STATE__J_COMMITTED)) {
+                /* Same step, other decision: never pretend it went the asked way. */
+                snprintf(message, sizeof(message), "%s: decide: transaction %s was already %s", mg->cfg->id, t->txid,
+                         t->state == LOCKSTEP__JOURNAL_STATE__J_COMMITTED ? "committed" : "aborted");
+                r = plain_reply(t->txid, cmd->step, LOCKSTEP__ERROR_CODE__E_BAD_STATE, message, ret, ret_len);
+        } else if (s) {
                 *ret = malloc(s->len ? s->len : 1);
                 r = *ret ? 0 : -ENOMEM;
                 if (r == 0) {

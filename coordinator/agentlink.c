@@ -70,7 +70,8 @@ int agentlink_call(struct agentlink *l, Lockstep__Command *cmd, int timeout_ms, 
         lserr e = {0};
         int r;
 
-        cmd->target = l->id;
+        if (!cmd->target || !cmd->target[0])
+                cmd->target = l->id;
         r = counter_next(l->ctr, &counter, &e);
         if (r >= 0)
                 r = env_seal_command(l->key, cmd, counter, fsutil_now_us(), nonce, &req, &req_len, hash, &e);

@@ -21,7 +21,8 @@ struct agentlink *agentlink_close(struct agentlink *l);
 
 const char *agentlink_id(const struct agentlink *l);
 
-/* Sends cmd (its target, time, nonce and counter are filled in here) and waits
+/* Sends cmd (its time, nonce and counter are filled in here, its target too
+ * unless set) and waits
  * up to timeout_ms for the verified reply; *ret is the caller's
  * (lockstep__reply__free_unpacked). A reply that does not verify, or answers
  * another transaction or step, is refused with LS_EPEER / the verify code and

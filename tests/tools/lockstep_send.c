@@ -2,7 +2,7 @@
  * coordinator does, and prints the verified reply as JSON. For tests and for
  * operators debugging an agent; not a replacement for lockstepd.
  *
- *   lockstep-send -k COORD.key -p AGENT.pub -u URL -a AGENT [-C COUNTER] [-t MS] STEP ...
+ *   lockstep-send -k COORD.key -p AGENT.pub -u URL -a AGENT [-C COUNTER] [-t MS] [-T TARGET] STEP ...
  *   STEP: status | discover
  *         freeze TXID SNAPSHOT MODE LEASE_MS VM[:TIER[:crash]]...
  *         snapshot TXID | commit TXID | abort TXID
@@ -100,7 +100,7 @@ static int usage(void)
 
 int main(int argc, char **argv)
 {
-        const char *keyf = NULL, *pubf = NULL, *url = NULL, *agent = NULL, *ctrf = NULL;
+        const char *keyf = NULL, *pubf = NULL, *url = NULL, *agent = NULL, *ctrf = NULL, *target = NULL;
         int timeout = 30000, c, r, rc = 3;
         struct keys_secret *key = NULL;
         struct keys_public pub;
@@ -117,7 +117,7 @@ int main(int argc, char **argv)
         char ctrbuf[4200];
         lserr err = {0};
 
-        while ((c = getopt(argc, argv, "k:p:u:a:C:t:")) != -1) {
+        while ((c = getopt(argc, argv, "k:p:u:a:C:t:T:")) != -1) {
                 switch (c) {
                 case 'k': keyf = optarg; break;
                 case 'p': pubf = optarg; break;
@@ -125,6 +125,7 @@ int main(int argc, char **argv)
                 case 'a': agent = optarg; break;
                 case 'C': ctrf = optarg; break;
                 case 't': timeout = atoi(optarg); break;
+                case 'T': target = optarg; break; /* address another agent: tests refusals */
                 default: return usage();
                 }
         }
@@ -136,6 +137,7 @@ int main(int argc, char **argv)
         }
         const char *step = argv[optind++];
         cmd.txid = "";
+        cmd.target = (char *)target;
         if (!strcmp(step, "status")) {
                 cmd.step = LOCKSTEP__STEP__STEP_STATUS;
                 cmd.payload_case = LOCKSTEP__COMMAND__PAYLOAD_STATUS;

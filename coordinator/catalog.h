@@ -1,0 +1,145 @@
+/* catalog: the coordinator's durable state in SQLite (WAL, synchronous=FULL,
+ * versioned schema with migrations): agents, groups, cuts (snapshots) with their
+ * members, images and timings, the transaction/decision log, and an audit of
+ * every command sent and every reply. One connection per struct catalog; the
+ * functions are thread-safe (one mutex around the connection). */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lserr.h"
+
+#define CAT_SCHEMA_VERSION 1
+
+struct catalog;
+
+/* Opens (creating and migrating as needed) the catalog file. A file whose
+ * schema is newer than this program is refused. */
+int cat_open(const char *path, struct catalog **ret, lserr *err);
+struct catalog *cat_close(struct catalog *c);
+
+/* ---- transactions (the decision log) ---------------------------------- */
+
+enum cat_txn_state {
+        CAT_TXN_STARTED,   /* logged before anything is sent */
+        CAT_TXN_COMMIT,    /* decision logged: commit */
+        CAT_TXN_ABORT,     /* decision logged: abort */
+        CAT_TXN_DONE,      /* every agent acknowledged the decision */
+};
+
+enum cat_kind {
+        CAT_KIND_SNAPSHOT, /* a cut */
+        CAT_KIND_REVERT,
+        CAT_KIND_DELETE,
+};
+
+struct cat_txn {
+        char txid[65];
+        enum cat_kind kind;
+        char group[65];
+        char name[65];        /* snapshot name (overlay file suffix) */
+        char mode[16];        /* quiesce, pause, memory */
+        enum cat_txn_state state;
+        int committed;        /* for DONE: which decision it was */
+        char reason[512];     /* why it aborted, "" otherwise */
+        long long started_us, decided_us, finished_us;
+        unsigned lease_ms;
+};
+
+/* Logs a new transaction in state STARTED, durably, before any agent hears of it. */
+int cat_txn_begin(struct catalog *c, const struct cat_txn *t, lserr *err);
+
+/* Logs the decision durably (fsync'd by SQLite before this returns). Allowed
+ * only from STARTED; deciding again the same way is a no-op, the other way is
+ * refused with -EBUSY. */
+int cat_txn_decide(struct catalog *c, const char *txid, int commit, const char *reason, lserr *err);
+
+/* Marks a decided transaction DONE (every agent answered the decision). */
+int cat_txn_finish(struct catalog *c, const char *txid, lserr *err);
+
+/* -ENOENT when unknown. */
+int cat_txn_get(struct catalog *c, const char *txid, struct cat_txn *ret, lserr *err);
+
+/* Transactions not DONE, oldest first. *ret is malloc'd, the caller's. */
+int cat_txn_unresolved(struct catalog *c, struct cat_txn **ret, size_t *ret_n, lserr *err);
+
+/* ---- cut contents ---------------------------------------------------------- */
+
+struct cat_member {
+        char agent[65];
+        char vm[65];
+        unsigned tier;
+        char tier_name[65];
+        int code;             /* Lockstep__ErrorCode of its last step */
+        char message[600];
+        uint64_t freeze_us, snapshot_us, thaw_us, frozen_for_us;
+        long long frozen_at_us, thawed_at_us;
+};
+
+struct cat_image {
+        char agent[65];
+        char vm[65];
+        char disk[32];
+        char before[1024];    /* the cut's image */
+        char after[1024];     /* overlay the domain ran on after the cut */
+};
+
+/* Records (insert or replace by txid+agent+vm) one member's outcome. */
+int cat_put_member(struct catalog *c, const char *txid, const struct cat_member *m, lserr *err);
+/* Records (insert or replace by txid+agent+vm+disk) one disk image. */
+int cat_put_image(struct catalog *c, const char *txid, const struct cat_image *im, lserr *err);
+
+int cat_members(struct catalog *c, const char *txid, struct cat_member **ret, size_t *ret_n, lserr *err);
+int cat_images(struct catalog *c, const char *txid, struct cat_image **ret, size_t *ret_n, lserr *err);
+
+/* Cuts (transactions of kind SNAPSHOT), newest first; group NULL = all. */
+int cat_cuts(struct catalog *c, const char *group, struct cat_txn **ret, size_t *ret_n, lserr *err);
+
+/* ---- agents ---------------------------------------------------------------- */
+
+struct cat_agent {
+        char id[65];
+        char url[512];
+        char fingerprint[24];
+        char version[32];
+        int reachable;
+        char last_error[512];
+        long long last_seen_us;   /* last verified reply, 0 = never */
+        long long checked_us;     /* last health check */
+        unsigned in_doubt;        /* transactions the agent reports in doubt */
+};
+
+/* Insert or replace by id. */
+int cat_agent_put(struct catalog *c, const struct cat_agent *a, lserr *err);
+int cat_agents(struct catalog *c, struct cat_agent **ret, size_t *ret_n, lserr *err);
+
+/* ---- groups (as configured, recorded for history) ----------------------------- */
+
+/* Records the group and its member list as "vm@agent" strings; replaces. */
+int cat_group_put(struct catalog *c, const char *name, const char *mode, const char *const *members, size_t n,
+                  lserr *err);
+
+/* ---- audit ----------------------------------------------------------------- */
+
+enum cat_dir {
+        CAT_SENT,
+        CAT_RECEIVED,
+        CAT_IGNORED,   /* a reply refused: bad signature, wrong agent/txid... */
+};
+
+struct cat_audit {
+        long long at_us;
+        char txid[65];
+        char agent[65];
+        char step[32];
+        enum cat_dir dir;
+        int code;             /* reply code, or lserr code for CAT_IGNORED */
+        char detail[600];
+        char hash_hex[65];    /* command hash */
+};
+
+int cat_audit_add(struct catalog *c, const struct cat_audit *a, lserr *err);
+/* Audit rows of one transaction ("" = all), oldest first, at most limit. */
+int cat_audit_list(struct catalog *c, const char *txid, size_t limit, struct cat_audit **ret, size_t *ret_n,
+                   lserr *err);

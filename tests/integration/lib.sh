@@ -1,0 +1,110 @@
+# lib.sh: helpers for integration tests: real lockstep-agent processes (sim
+# backend) on loopback, driven with signed commands by lockstep-send.
+# Needs BUILD (the build directory) in the environment.
+set -euo pipefail
+
+: "${BUILD:?BUILD must point at the build directory}"
+AGENT_BIN=$BUILD/agent/lockstep-agent
+SEND_BIN=$BUILD/tests/lockstep-send
+LOCKSTEP_BIN=$BUILD/coordinator/lockstep
+LOCKSTEPD_BIN=$BUILD/coordinator/lockstepd
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/ls-it-XXXXXX")
+PIDS=()
+fails=0
+
+cleanup() {
+        for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+        # Guardians end on their own once their agent is gone and nothing is armed.
+        pkill -9 -f -- "--guardian [0-9]+ -c $T/" 2>/dev/null || true
+        if [ "$fails" -eq 0 ] && [ -z "${KEEP:-}" ]; then rm -rf "$T"; else echo "# kept $T"; fi
+}
+trap cleanup EXIT
+
+ok() { echo "ok - $*"; }
+not_ok() { echo "not ok - $*"; fails=$((fails + 1)); }
+check() { # check "name" cmd...
+        local name=$1; shift
+        if "$@"; then ok "$name"; else not_ok "$name"; fi
+}
+finish() {
+        # Sanitizer reports in any daemon's log fail the test.
+        if grep -l 'ERROR: AddressSanitizer\|runtime error:\|ERROR: LeakSanitizer' "$T"/*/*.log "$T"/*.log 2>/dev/null; then
+                not_ok "sanitizer reports in daemon logs (above)"
+        fi
+        if [ "$fails" -ne 0 ]; then echo "# $fails check(s) failed"; exit 1; fi
+        echo "# all checks passed"
+}
+
+# free_port: a TCP port nobody listens on now.
+free_port() {
+        local p
+        while :; do
+                p=$((20000 + RANDOM % 30000))
+                (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo "$p"; return; }
+        done
+}
+
+keygen() { "$LOCKSTEP_BIN" keygen --out "$T/$1" >/dev/null; }
+
+# sim_agent ID DOMAIN-LINES...: writes the agent's sim config and agent.yaml.
+sim_agent() {
+        local id=$1; shift
+        local port; port=$(free_port)
+        mkdir -p "$T/$id"
+        keygen "$id"
+        {
+                echo "state_dir $T/$id/sim"
+                for d in "$@"; do echo "$d"; done
+        } > "$T/$id/sim.txt"
+        cat > "$T/$id/agent.yaml" <<YAML
+id: $id
+listen: tcp://127.0.0.1:$port
+key: $T/$id.key
+authorized:
+  - name: coordinator
+    pubkey: $T/coord.pub
+    roles: [snapshot, revert, delete, admin]
+  - name: reader
+    pubkey: $T/reader.pub
+    roles: [delete]
+backend: sim
+sim_config: $T/$id/sim.txt
+journal_dir: $T/$id/journal
+lease_max_s: 60
+guest_agent_timeout_s: 2
+YAML
+        echo "$port" > "$T/$id/port"
+}
+
+start_agent() { # start_agent ID
+        local id=$1
+        "$AGENT_BIN" -c "$T/$id/agent.yaml" >> "$T/$id/agent.log" 2>&1 &
+        echo $! > "$T/$id/pid"
+        PIDS+=("$!")
+        # Ready when it answers a signed status.
+        for _ in $(seq 1 100); do
+                send "$id" status >/dev/null 2>&1 && return 0
+                sleep 0.05
+        done
+        echo "agent $id did not come up; log:"; cat "$T/$id/agent.log"; return 1
+}
+
+kill9_agent() { kill -9 "$(cat "$T/$1/pid")"; wait "$(cat "$T/$1/pid")" 2>/dev/null || true; }
+stop_agent() { kill -TERM "$(cat "$T/$1/pid")"; wait "$(cat "$T/$1/pid")" 2>/dev/null || true; }
+
+# send ID STEP ARGS...: prints the reply JSON; exit 0 only for code OK.
+send() {
+        local id=$1; shift
+        "$SEND_BIN" -k "$T/${KEY:-coord}.key" -p "$T/$id.pub" -u "tcp://127.0.0.1:$(cat "$T/$id/port")" \
+                -a "$id" ${TARGET:+-T "$TARGET"} -C "$T/${KEY:-coord}.counter" -t 20000 "$@"
+}
+
+# frozen ID VM: 1 if the simulated guest is frozen now.
+frozen() { grep -q '^frozen 1' "$T/$1/sim/$2.state" 2>/dev/null; }
+paused() { grep -q '^state 1' "$T/$1/sim/$2.state" 2>/dev/null; }
+jqr() { jq -r "$1"; }
+
+keygen coord
+keygen reader
+keygen stranger
