@@ -60,12 +60,19 @@ const char *agentlink_id(const struct agentlink *l)
         return l->id;
 }
 
-int agentlink_call(struct agentlink *l, Lockstep__Command *cmd, int timeout_ms, Lockstep__Reply **ret, lserr *err)
+nng_socket agentlink_socket(const struct agentlink *l)
 {
-        uint8_t nonce[REPLAY_NONCE_LEN], hash[ENV_HASH_LEN];
-        uint8_t *req = NULL, *resp = NULL;
-        size_t req_len = 0, resp_len = 0;
-        Lockstep__Reply *rep = NULL;
+        return l->sock;
+}
+
+const char *agentlink_url(const struct agentlink *l)
+{
+        return l->url;
+}
+
+int agentlink_seal(struct agentlink *l, Lockstep__Command *cmd, struct agentlink_req *ret, lserr *err)
+{
+        uint8_t nonce[REPLAY_NONCE_LEN];
         uint64_t counter;
         lserr e = {0};
         int r;
@@ -74,15 +81,22 @@ int agentlink_call(struct agentlink *l, Lockstep__Command *cmd, int timeout_ms, 
                 cmd->target = l->id;
         r = counter_next(l->ctr, &counter, &e);
         if (r >= 0)
-                r = env_seal_command(l->key, cmd, counter, fsutil_now_us(), nonce, &req, &req_len, hash, &e);
+                r = env_seal_command(l->key, cmd, counter, fsutil_now_us(), nonce, &ret->buf, &ret->len, ret->hash, &e);
+        /* The nonce lived on this stack: the packed bytes hold the copy. */
+        cmd->nonce.data = NULL;
+        cmd->nonce.len = 0;
         if (r < 0)
                 return lserr_set(err, r, "agent \"%s\": %s: %s", l->id, env_step_name(cmd->step), e.msg);
-        r = transport_call(l->sock, req, req_len, timeout_ms, &resp, &resp_len, &e);
-        free(req);
-        if (r < 0)
-                return lserr_set(err, r, "agent \"%s\" (%s): %s: %s", l->id, l->url, env_step_name(cmd->step), e.msg);
-        r = env_verify_reply(resp, resp_len, ENV_MAX_DEFAULT, &l->pinned, l->id, hash, &rep, &e);
-        free(resp);
+        return 0;
+}
+
+int agentlink_accept(struct agentlink *l, const Lockstep__Command *cmd, const struct agentlink_req *req,
+                     const uint8_t *resp, size_t resp_len, Lockstep__Reply **ret, lserr *err)
+{
+        Lockstep__Reply *rep = NULL;
+        lserr e = {0};
+        int r = env_verify_reply(resp, resp_len, ENV_MAX_DEFAULT, &l->pinned, l->id, req->hash, &rep, &e);
+
         if (r < 0)
                 return lserr_set(err, r, "agent \"%s\": %s: reply ignored: %s", l->id, env_step_name(cmd->step), e.msg);
         if (rep->code != LOCKSTEP__ERROR_CODE__E_REJECTED &&
@@ -94,4 +108,24 @@ int agentlink_call(struct agentlink *l, Lockstep__Command *cmd, int timeout_ms, 
         }
         *ret = rep;
         return 0;
+}
+
+int agentlink_call(struct agentlink *l, Lockstep__Command *cmd, int timeout_ms, Lockstep__Reply **ret, lserr *err)
+{
+        struct agentlink_req req = {0};
+        uint8_t *resp = NULL;
+        size_t resp_len = 0;
+        lserr e = {0};
+        int r = agentlink_seal(l, cmd, &req, err);
+
+        if (r < 0)
+                return r;
+        r = transport_call(l->sock, req.buf, req.len, timeout_ms, &resp, &resp_len, &e);
+        if (r < 0)
+                r = lserr_set(err, r, "agent \"%s\" (%s): %s: %s", l->id, l->url, env_step_name(cmd->step), e.msg);
+        else
+                r = agentlink_accept(l, cmd, &req, resp, resp_len, ret, err);
+        free(req.buf);
+        free(resp);
+        return r;
 }

@@ -28,3 +28,15 @@ const char *agentlink_id(const struct agentlink *l);
  * another transaction or step, is refused with LS_EPEER / the verify code and
  * never returned. Thread-safe: calls to one agent may overlap. */
 int agentlink_call(struct agentlink *l, Lockstep__Command *cmd, int timeout_ms, Lockstep__Reply **ret, lserr *err);
+
+/* The two halves of agentlink_call, for sending to many agents at once. */
+struct agentlink_req {
+        uint8_t *buf; /* sealed command, malloc'd */
+        size_t len;
+        uint8_t hash[ENV_HASH_LEN];
+};
+int agentlink_seal(struct agentlink *l, Lockstep__Command *cmd, struct agentlink_req *ret, lserr *err);
+int agentlink_accept(struct agentlink *l, const Lockstep__Command *cmd, const struct agentlink_req *req,
+                     const uint8_t *resp, size_t resp_len, Lockstep__Reply **ret, lserr *err);
+nng_socket agentlink_socket(const struct agentlink *l);
+const char *agentlink_url(const struct agentlink *l);

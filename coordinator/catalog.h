@@ -66,12 +66,15 @@ int cat_txn_unresolved(struct catalog *c, struct cat_txn **ret, size_t *ret_n, l
 
 /* ---- cut contents ---------------------------------------------------------- */
 
+/* cat_member.code of a member whose agent has not answered (yet). */
+#define CAT_PENDING (-1)
+
 struct cat_member {
         char agent[65];
         char vm[65];
         unsigned tier;
         char tier_name[65];
-        int code;             /* Lockstep__ErrorCode of its last step */
+        int code;             /* Lockstep__ErrorCode of its last step, or CAT_PENDING */
         char message[600];
         uint64_t freeze_us, snapshot_us, thaw_us, frozen_for_us;
         long long frozen_at_us, thawed_at_us;

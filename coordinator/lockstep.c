@@ -1,25 +1,39 @@
 /* lockstep: the command-line client. keygen works alone; every other command
- * talks to lockstepd over its control socket. */
+ * talks to lockstepd over its control socket (the `control:` URL of
+ * coordinator.yaml). Exit codes: 0 committed/ok, 1 aborted (or not all
+ * settled), 2 usage or configuration, 3 coordinator unreachable. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "config.h"
 #include "keys.h"
+#include "lockstep.pb-c.h"
+#include "transport.h"
 
-/* Exit codes, documented in README. */
 enum {
-        EXIT_COMMITTED = 0,
+        EXIT_OK = 0,
         EXIT_ABORTED = 1,
         EXIT_USAGE = 2,
         EXIT_UNREACHABLE = 3,
 };
 
+#define POLL_US 100000
+
 static void usage(FILE *f)
 {
-        fprintf(f, "usage: lockstep [-c coordinator.yaml] COMMAND [ARGS]\n"
-                   "commands:\n"
-                   "  keygen --out PREFIX     write PREFIX.key (0600) and PREFIX.pub\n");
+        fprintf(f,
+                "usage: lockstep [-c coordinator.yaml] COMMAND [ARGS]\n"
+                "  keygen --out PREFIX                          write PREFIX.key (0600) and PREFIX.pub\n"
+                "  snapshot create GROUP [--name N] [--mode quiesce|pause|memory] [--lease S] [--json]\n"
+                "  snapshot list [GROUP] [--json]\n"
+                "  snapshot show ID [--json]\n"
+                "  agents [--json]                              reachability, version, key, in-doubt\n"
+                "  groups [--json]\n"
+                "  recover                                      finish unresolved transactions now\n"
+                "exit: 0 ok/committed, 1 aborted, 2 usage/config, 3 coordinator unreachable\n");
 }
 
 static int cmd_keygen(int argc, char **argv)
@@ -54,23 +68,184 @@ static int cmd_keygen(int argc, char **argv)
         keys_fingerprint(keys_secret_public(k)->id, fpr);
         printf("wrote %s.key (secret, mode 0600) and %s.pub\nkey id %s\n", prefix, prefix, fpr);
         keys_secret_free(k);
+        return EXIT_OK;
+}
+
+struct client {
+        nng_socket sock;
+        const char *url;
+};
+
+/* One control call. *ret is the caller's. */
+static int call(struct client *c, Lockstep__ControlRequest *q, int timeout_ms, Lockstep__ControlReply **ret)
+{
+        size_t n = lockstep__control_request__get_packed_size(q), rn = 0;
+        uint8_t *buf = malloc(n ? n : 1), *resp = NULL;
+        lserr err = {0};
+        int r;
+
+        if (!buf)
+                return EXIT_UNREACHABLE;
+        lockstep__control_request__pack(q, buf);
+        r = transport_call(c->sock, buf, n, timeout_ms, &resp, &rn, &err);
+        free(buf);
+        if (r < 0) {
+                fprintf(stderr, "lockstep: lockstepd at %s: %s (is lockstepd running?)\n", c->url, err.msg);
+                return EXIT_UNREACHABLE;
+        }
+        *ret = lockstep__control_reply__unpack(NULL, rn, resp);
+        free(resp);
+        if (!*ret) {
+                fprintf(stderr, "lockstep: lockstepd at %s: reply does not unpack\n", c->url);
+                return EXIT_UNREACHABLE;
+        }
         return 0;
+}
+
+static int finish(Lockstep__ControlReply *rep, int as_json)
+{
+        int code = rep->exit_code;
+
+        if (rep->error && rep->error[0])
+                fprintf(stderr, "lockstep: %s\n", rep->error);
+        if (as_json && rep->json && rep->json[0])
+                fputs(rep->json, stdout);
+        else if (!as_json && rep->text && rep->text[0])
+                fputs(rep->text, stdout);
+        lockstep__control_reply__free_unpacked(rep, NULL);
+        return code;
+}
+
+/* snapshot create: start it, then follow its progress. */
+static int snapshot_create(struct client *c, Lockstep__ControlRequest *q, int as_json)
+{
+        Lockstep__ControlReply *rep = NULL;
+        Lockstep__ControlRequest poll = LOCKSTEP__CONTROL_REQUEST__INIT;
+        char *op;
+        int live = !as_json && isatty(STDOUT_FILENO), r;
+
+        r = call(c, q, 10000, &rep);
+        if (r)
+                return r;
+        if (!rep->op || !rep->op[0])
+                return finish(rep, as_json);
+        op = strdup(rep->op);
+        lockstep__control_reply__free_unpacked(rep, NULL);
+        if (!op)
+                return EXIT_UNREACHABLE;
+        poll.command = "op.poll";
+        poll.n_args = 1;
+        poll.args = &op;
+        for (;;) {
+                r = call(c, &poll, 10000, &rep);
+                if (r) {
+                        free(op);
+                        return r;
+                }
+                for (size_t i = 0; i < rep->n_events; i++)
+                        if (live)
+                                printf("  %s\n", rep->events[i]);
+                if (live)
+                        fflush(stdout);
+                poll.from = rep->next;
+                if (rep->done)
+                        break;
+                lockstep__control_reply__free_unpacked(rep, NULL);
+                usleep(POLL_US);
+        }
+        free(op);
+        if (live)
+                printf("\n");
+        return finish(rep, as_json);
 }
 
 int main(int argc, char **argv)
 {
-        int i = 1;
+        static const struct option opts[] = {
+                {"config", required_argument, NULL, 'c'}, {"json", no_argument, NULL, 'j'},
+                {"name", required_argument, NULL, 'n'},   {"mode", required_argument, NULL, 'm'},
+                {"lease", required_argument, NULL, 'l'},  {"help", no_argument, NULL, 'h'},
+                {"version", no_argument, NULL, 'V'},      {0},
+        };
+        const char *path = "/etc/lockstep/coordinator.yaml";
+        Lockstep__ControlRequest q = LOCKSTEP__CONTROL_REQUEST__INIT;
+        Lockstep__ControlReply *rep = NULL;
+        struct cfg_coord *cfg = NULL;
+        struct client cl = {0};
+        char *options[3], opt_buf[3][96];
+        char **args;
+        size_t n_opt = 0;
+        int as_json = 0, c, r, nargs;
+        lserr err = {0};
 
-        if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
-                usage(stdout);
-                return 0;
+        if (argc > 1 && !strcmp(argv[1], "keygen"))
+                return cmd_keygen(argc - 1, argv + 1);
+        /* Options may come anywhere; the rest are the command and its arguments. */
+        while ((c = getopt_long(argc, argv, "c:jh", opts, NULL)) != -1) {
+                switch (c) {
+                case 'c': path = optarg; break;
+                case 'j': as_json = 1; break;
+                case 'n':
+                case 'm':
+                case 'l':
+                        snprintf(opt_buf[n_opt], sizeof(opt_buf[0]), "%s=%.80s",
+                                 c == 'n' ? "name" : c == 'm' ? "mode" : "lease", optarg);
+                        options[n_opt] = opt_buf[n_opt];
+                        n_opt++;
+                        break;
+                case 'h': usage(stdout); return EXIT_OK;
+                case 'V': printf("lockstep %s\n", LOCKSTEP_VERSION); return EXIT_OK;
+                default: usage(stderr); return EXIT_USAGE;
+                }
         }
-        if (argc > 1 && !strcmp(argv[1], "--version")) {
-                printf("lockstep %s\n", LOCKSTEP_VERSION);
-                return 0;
+        args = argv + optind;
+        nargs = argc - optind;
+        if (nargs < 1) {
+                usage(stderr);
+                return EXIT_USAGE;
         }
-        if (i < argc && !strcmp(argv[i], "keygen"))
-                return cmd_keygen(argc - i, argv + i);
-        usage(stderr);
-        return EXIT_USAGE;
+        if (!strcmp(args[0], "snapshot") && nargs >= 2 &&
+            (!strcmp(args[1], "create") || !strcmp(args[1], "list") || !strcmp(args[1], "show"))) {
+                static char cmd[32];
+                snprintf(cmd, sizeof(cmd), "snapshot.%s", args[1]);
+                q.command = cmd;
+                q.args = args + 2;
+                q.n_args = (size_t)(nargs - 2);
+        } else if (!strcmp(args[0], "agents") || !strcmp(args[0], "groups") || !strcmp(args[0], "recover")) {
+                q.command = args[0];
+                q.args = args + 1;
+                q.n_args = (size_t)(nargs - 1);
+        } else {
+                usage(stderr);
+                return EXIT_USAGE;
+        }
+        if (n_opt && strcmp(q.command, "snapshot.create") != 0) {
+                fprintf(stderr, "lockstep: --name, --mode and --lease go with snapshot create\n");
+                return EXIT_USAGE;
+        }
+        q.options = options;
+        q.n_options = n_opt;
+
+        r = cfg_coord_load(path, &cfg, &err);
+        if (r < 0) {
+                fprintf(stderr, "lockstep: %s\n", err.msg);
+                return EXIT_USAGE;
+        }
+        cl.url = cfg->control;
+        r = transport_dial(cl.url, 16 * 1024 * 1024, NULL, &cl.sock, &err);
+        if (r < 0) {
+                fprintf(stderr, "lockstep: %s\n", err.msg);
+                cfg_coord_free(cfg);
+                return EXIT_UNREACHABLE;
+        }
+        if (!strcmp(q.command, "snapshot.create")) {
+                r = snapshot_create(&cl, &q, as_json);
+        } else {
+                r = call(&cl, &q, !strcmp(q.command, "recover") ? 600000 : 30000, &rep);
+                if (r == 0)
+                        r = finish(rep, as_json);
+        }
+        nng_close(cl.sock);
+        cfg_coord_free(cfg);
+        return r;
 }

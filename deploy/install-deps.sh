@@ -15,7 +15,7 @@ packages=(
         libcyaml-dev libyaml-dev libsqlite3-dev libvirt-dev libxml2-dev libcmocka-dev
         # run: the agent's hypervisor and the lab's guests
         libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
-        qemu-guest-agent busybox-static e2fsprogs cpio kmod iproute2
+        qemu-guest-agent busybox-static e2fsprogs cpio kmod iproute2 libc6-dev gzip
         # tests
         openssl jq procps psmisc sqlite3 util-linux
 )

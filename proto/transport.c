@@ -298,6 +298,101 @@ out:
         return r;
 }
 
+struct call_group {
+        pthread_mutex_t lock;
+        pthread_cond_t done;
+        size_t pending;
+        long long deadline_us;
+};
+
+static void call_done(struct transport_call *c, int rc)
+{
+        struct call_group *g = c->group;
+
+        c->rc = rc;
+        pthread_mutex_lock(&g->lock);
+        g->pending--;
+        pthread_cond_signal(&g->done);
+        pthread_mutex_unlock(&g->lock);
+}
+
+/* Runs on an nng thread: send finished -> start receiving; reply in -> done. */
+static void call_step(void *arg)
+{
+        struct transport_call *c = arg;
+        struct call_group *g = c->group;
+        int rv = nng_aio_result(c->aio);
+
+        if (rv) {
+                if (c->phase == 0 && nng_aio_get_msg(c->aio))
+                        nng_msg_free(nng_aio_get_msg(c->aio)); /* an unsent message is ours again */
+                call_done(c, call_code(rv));
+                return;
+        }
+        if (c->phase == 0) {
+                long long left = (g->deadline_us - fsutil_mono_us()) / 1000;
+                c->phase = 1;
+                nng_aio_set_timeout(c->aio, left > 0 ? (nng_duration)left : 1);
+                nng_ctx_recv(c->ctx, c->aio);
+                return;
+        }
+        nng_msg *msg = nng_aio_get_msg(c->aio);
+        c->resp_len = nng_msg_len(msg);
+        c->resp = malloc(c->resp_len ? c->resp_len : 1);
+        if (c->resp)
+                memcpy(c->resp, nng_msg_body(msg), c->resp_len);
+        nng_msg_free(msg);
+        call_done(c, c->resp ? 0 : -ENOMEM);
+}
+
+int transport_call_all(struct transport_call *calls, size_t n, int timeout_ms)
+{
+        struct call_group g = {.pending = 0, .deadline_us = fsutil_mono_us() + (long long)timeout_ms * 1000};
+
+        pthread_mutex_init(&g.lock, NULL);
+        pthread_cond_init(&g.done, NULL);
+        for (size_t i = 0; i < n; i++) {
+                struct transport_call *c = &calls[i];
+                nng_msg *msg = NULL;
+                c->group = &g;
+                c->phase = 0;
+                c->resp = NULL;
+                c->resp_len = 0;
+                c->aio = NULL;
+                c->rc = -EIO;
+                if (nng_ctx_open(&c->ctx, c->sock) != 0)
+                        continue;
+                if (nng_aio_alloc(&c->aio, call_step, c) != 0 || nng_msg_alloc(&msg, c->len) != 0) {
+                        nng_ctx_close(c->ctx);
+                        nng_aio_free(c->aio);
+                        c->aio = NULL;
+                        c->rc = -ENOMEM;
+                        continue;
+                }
+                memcpy(nng_msg_body(msg), c->req, c->len);
+                nng_aio_set_msg(c->aio, msg);
+                nng_aio_set_timeout(c->aio, timeout_ms);
+                pthread_mutex_lock(&g.lock);
+                g.pending++;
+                pthread_mutex_unlock(&g.lock);
+                nng_ctx_send(c->ctx, c->aio);
+        }
+        pthread_mutex_lock(&g.lock);
+        while (g.pending)
+                pthread_cond_wait(&g.done, &g.lock);
+        pthread_mutex_unlock(&g.lock);
+        for (size_t i = 0; i < n; i++) {
+                if (!calls[i].aio)
+                        continue;
+                nng_aio_free(calls[i].aio);
+                nng_ctx_close(calls[i].ctx);
+                calls[i].aio = NULL;
+        }
+        pthread_cond_destroy(&g.done);
+        pthread_mutex_destroy(&g.lock);
+        return 0;
+}
+
 static void *worker_main(void *p)
 {
         struct worker *w = p;

@@ -35,6 +35,27 @@ int transport_dial(const char *url, size_t max_recv, const struct transport_tls 
 int transport_call(nng_socket s, const void *req, size_t len, int timeout_ms, uint8_t **ret, size_t *ret_len,
                    lserr *err);
 
+/* One of several requests sent at once by transport_call_all. */
+struct transport_call {
+        nng_socket sock;
+        const uint8_t *req;
+        size_t len;
+        /* results */
+        int rc;          /* 0, LS_ETIMEDOUT, -ECONNRESET, -EIO */
+        uint8_t *resp;   /* malloc'd, the caller's */
+        size_t resp_len;
+        /* private */
+        nng_ctx ctx;
+        nng_aio *aio;
+        int phase;
+        void *group;
+};
+
+/* Sends every request at once with nng aio (no thread per call) and waits until
+ * each has its reply or the shared deadline passed. Returns < 0 only when the
+ * calls could not be started at all; each call has its own rc. */
+int transport_call_all(struct transport_call *calls, size_t n, int timeout_ms);
+
 /* Handler for one request: fills *ret (malloc'd; the server frees it) or
  * returns < 0 to send nothing. Runs on a worker thread. */
 typedef int (*transport_handler)(void *arg, const uint8_t *req, size_t len, uint8_t **ret, size_t *ret_len);

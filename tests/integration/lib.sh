@@ -108,3 +108,40 @@ jqr() { jq -r "$1"; }
 keygen coord
 keygen reader
 keygen stranger
+
+# coordinator AGENT...: writes coordinator.yaml naming the given sim agents;
+# the group comes from GROUP_YAML (indented under groups:).
+coordinator() {
+        {
+                echo "control: ipc://$T/control.sock"
+                echo "key: $T/coord.key"
+                echo "catalog: $T/catalog.db"
+                echo "counter_file: $T/coord.counter"
+                echo "step_timeout_s: ${STEP_TIMEOUT:-5}"
+                echo "agents:"
+                for a in "$@"; do
+                        echo "  - id: $a"
+                        echo "    url: tcp://127.0.0.1:$(cat "$T/$a/port")"
+                        echo "    pubkey: $T/$a.pub"
+                done
+                echo "groups:"
+                echo "$GROUP_YAML"
+        } > "$T/coordinator.yaml"
+}
+
+start_lockstepd() {
+        "$LOCKSTEPD_BIN" -c "$T/coordinator.yaml" >> "$T/lockstepd.log" 2>&1 &
+        echo $! > "$T/lockstepd.pid"
+        PIDS+=("$!")
+        for _ in $(seq 1 100); do
+                [ -S "$T/control.sock" ] && "$LOCKSTEP_BIN" -c "$T/coordinator.yaml" groups >/dev/null 2>&1 && return 0
+                sleep 0.05
+        done
+        echo "lockstepd did not come up; log:"; cat "$T/lockstepd.log"; return 1
+}
+kill9_lockstepd() { kill -9 "$(cat "$T/lockstepd.pid")"; wait "$(cat "$T/lockstepd.pid")" 2>/dev/null || true; rm -f "$T/control.sock"; }
+
+ls_cli() { "$LOCKSTEP_BIN" -c "$T/coordinator.yaml" "$@"; }
+
+# nothing_frozen: no simulated guest of any agent frozen or paused, no overlay pending.
+nothing_frozen() { ! grep -q '^frozen 1\|^state 1' "$T"/*/sim/*.state 2>/dev/null; }

@@ -1,0 +1,729 @@
+/* engine: FREEZE / SNAPSHOT / DECIDE across agents, recovery, health. */
+#include "engine.h"
+
+#include <pthread.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "agentlink.h"
+#include "counter.h"
+#include "fsutil.h"
+#include "lockstep.pb-c.h"
+#include "log.h"
+#include "names.h"
+#include "transport.h"
+
+#define DECIDE_TRIES 3
+
+struct engine {
+        const struct cfg_coord *cfg;
+        const struct keys_secret *key;
+        struct catalog *cat;
+        struct counter *ctr;
+        struct agentlink **links; /* one per cfg->agents[i] */
+        size_t n_links;
+        pthread_mutex_t lock;     /* busy groups */
+        char **busy;
+        size_t n_busy;
+};
+
+/* One agent's part of one step. */
+struct item {
+        struct agentlink *link;
+        Lockstep__Command cmd;
+        Lockstep__FreezeRequest freeze;
+        Lockstep__SnapshotRequest snapshot;
+        Lockstep__DecideRequest decide;
+        Lockstep__StatusRequest status;
+        Lockstep__Member *members; /* freeze payload */
+        Lockstep__Member **memberp;
+        struct agentlink_req req;
+        struct transport_call *call; /* its slot in the current fan-out */
+        Lockstep__Reply *rep;      /* verified reply, or NULL */
+        lserr err;                 /* why there is none */
+};
+
+static void emit(engine_event_fn ev, void *arg, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void emit(engine_event_fn ev, void *arg, const char *fmt, ...)
+{
+        char line[1024];
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(line, sizeof(line), fmt, ap);
+        va_end(ap);
+        log_info("%s", line);
+        if (ev)
+                ev(arg, line);
+}
+
+static struct agentlink *link_of(struct engine *e, const char *agent)
+{
+        for (size_t i = 0; i < e->n_links; i++)
+                if (!strcmp(agentlink_id(e->links[i]), agent))
+                        return e->links[i];
+        return NULL;
+}
+
+int engine_new(const struct cfg_coord *cfg, const struct keys_secret *key, struct catalog *cat, struct engine **ret,
+               lserr *err)
+{
+        struct engine *e = calloc(1, sizeof(*e));
+        int r = 0;
+
+        if (!e)
+                return -ENOMEM;
+        e->cfg = cfg;
+        e->key = key;
+        e->cat = cat;
+        pthread_mutex_init(&e->lock, NULL);
+        r = counter_open(cfg->counter_file, &e->ctr, err);
+        if (r < 0)
+                goto fail;
+        e->links = calloc(cfg->n_agents ? cfg->n_agents : 1, sizeof(*e->links));
+        if (!e->links) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        for (unsigned i = 0; i < cfg->n_agents; i++) {
+                const struct cfg_peer *p = &cfg->agents[i];
+                struct keys_public pub;
+                lserr e2 = {0};
+                r = keys_load_public(p->pubkey, &pub, &e2);
+                if (r < 0) {
+                        lserr_set(err, r, "agent \"%s\": public key: %s", p->id, e2.msg);
+                        goto fail;
+                }
+                r = agentlink_open(p->id, p->url, &pub, key, e->ctr, NULL, &e->links[i], err);
+                if (r < 0)
+                        goto fail;
+                e->n_links++;
+        }
+        *ret = e;
+        return 0;
+fail:
+        engine_free(e);
+        return r;
+}
+
+struct engine *engine_free(struct engine *e)
+{
+        if (!e)
+                return NULL;
+        for (size_t i = 0; i < e->n_links; i++)
+                agentlink_close(e->links[i]);
+        free(e->links);
+        counter_free(e->ctr);
+        free(e->busy);
+        pthread_mutex_destroy(&e->lock);
+        free(e);
+        return NULL;
+}
+
+/* ---- fan-out ------------------------------------------------------------- */
+
+static void hex(const uint8_t *b, size_t n, char *out)
+{
+        for (size_t i = 0; i < n; i++)
+                snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
+static void audit(struct engine *e, const struct item *it, enum cat_dir dir, int code, const char *detail)
+{
+        struct cat_audit a = {.at_us = fsutil_now_us(), .dir = dir, .code = code};
+        lserr err = {0};
+
+        snprintf(a.txid, sizeof(a.txid), "%s", it->cmd.txid ? it->cmd.txid : "");
+        snprintf(a.agent, sizeof(a.agent), "%s", agentlink_id(it->link));
+        snprintf(a.step, sizeof(a.step), "%s", env_step_name(it->cmd.step));
+        snprintf(a.detail, sizeof(a.detail), "%s", detail ? detail : "");
+        hex(it->req.hash, ENV_HASH_LEN, a.hash_hex);
+        if (cat_audit_add(e->cat, &a, &err) < 0)
+                log_err("audit: %s", err.msg);
+}
+
+/* Sends every item's command at once and collects verified replies. */
+static void fan_out(struct engine *e, struct item *items, size_t n, int timeout_ms)
+{
+        struct transport_call *calls = calloc(n ? n : 1, sizeof(*calls));
+        size_t k = 0;
+
+        if (!calls) {
+                for (size_t i = 0; i < n; i++)
+                        lserr_set(&items[i].err, -ENOMEM, "out of memory");
+                return;
+        }
+        for (size_t i = 0; i < n; i++) {
+                struct item *it = &items[i];
+                lserr_clear(&it->err);
+                it->rep = NULL;
+                free(it->req.buf);
+                it->req.buf = NULL;
+                if (agentlink_seal(it->link, &it->cmd, &it->req, &it->err) < 0)
+                        continue;
+                audit(e, it, CAT_SENT, 0, NULL);
+                calls[k].sock = agentlink_socket(it->link);
+                calls[k].req = it->req.buf;
+                calls[k].len = it->req.len;
+                it->call = &calls[k];
+                k++;
+        }
+        transport_call_all(calls, k, timeout_ms);
+        for (size_t i = 0; i < n; i++) {
+                struct item *it = &items[i];
+                struct transport_call *c = it->call;
+                it->call = NULL;
+                if (!c)
+                        continue;
+                if (c->rc < 0) {
+                        lserr_set(&it->err, c->rc, "agent \"%s\" (%s): %s: %s", agentlink_id(it->link),
+                                  agentlink_url(it->link), env_step_name(it->cmd.step),
+                                  c->rc == LS_ETIMEDOUT ? "no answer before the deadline" : "connection failed");
+                        audit(e, it, CAT_IGNORED, c->rc, it->err.msg);
+                } else if (agentlink_accept(it->link, &it->cmd, &it->req, c->resp, c->resp_len, &it->rep, &it->err) < 0) {
+                        log_warn("%s", it->err.msg);
+                        audit(e, it, CAT_IGNORED, it->err.code, it->err.msg);
+                } else {
+                        audit(e, it, CAT_RECEIVED, it->rep->code, it->rep->message);
+                }
+                free(c->resp);
+        }
+        free(calls);
+}
+
+static void items_free(struct item *items, size_t n)
+{
+        for (size_t i = 0; items && i < n; i++) {
+                free(items[i].req.buf);
+                free(items[i].members);
+                free(items[i].memberp);
+                if (items[i].rep)
+                        lockstep__reply__free_unpacked(items[i].rep, NULL);
+        }
+        free(items);
+}
+
+static void set_step(struct item *it, const char *txid, Lockstep__Step step)
+{
+        lockstep__command__init(&it->cmd);
+        it->cmd.txid = (char *)txid;
+        it->cmd.step = step;
+        if (it->rep)
+                lockstep__reply__free_unpacked(it->rep, NULL);
+        it->rep = NULL;
+        switch (step) {
+        case LOCKSTEP__STEP__STEP_FREEZE:
+                it->cmd.payload_case = LOCKSTEP__COMMAND__PAYLOAD_FREEZE;
+                it->cmd.freeze = &it->freeze;
+                break;
+        case LOCKSTEP__STEP__STEP_SNAPSHOT:
+                lockstep__snapshot_request__init(&it->snapshot);
+                it->cmd.payload_case = LOCKSTEP__COMMAND__PAYLOAD_SNAPSHOT;
+                it->cmd.snapshot = &it->snapshot;
+                break;
+        case LOCKSTEP__STEP__STEP_DECIDE:
+                it->cmd.payload_case = LOCKSTEP__COMMAND__PAYLOAD_DECIDE;
+                it->cmd.decide = &it->decide;
+                break;
+        default:
+                lockstep__status_request__init(&it->status);
+                it->cmd.payload_case = LOCKSTEP__COMMAND__PAYLOAD_STATUS;
+                it->cmd.status = &it->status;
+                break;
+        }
+}
+
+static int item_ok(const struct item *it)
+{
+        return it->rep && it->rep->code == LOCKSTEP__ERROR_CODE__OK;
+}
+
+/* The first reason an agent's answer was not a yes, for the log and the user. */
+static void why_not(const struct item *it, char *out, size_t n)
+{
+        if (!it->rep) {
+                snprintf(out, n, "%s", it->err.msg);
+                return;
+        }
+        for (size_t i = 0; i < it->rep->n_members; i++)
+                if (it->rep->members[i]->code != LOCKSTEP__ERROR_CODE__OK && it->rep->members[i]->message[0]) {
+                        snprintf(out, n, "%s", it->rep->members[i]->message);
+                        return;
+                }
+        snprintf(out, n, "%s", it->rep->message[0] ? it->rep->message : "refused");
+}
+
+/* ---- catalog records ------------------------------------------------------- */
+
+static void record_reply(struct engine *e, const char *txid, const struct item *it, const struct cfg_group *g)
+{
+        lserr err = {0};
+
+        if (!it->rep)
+                return;
+        for (size_t i = 0; i < it->rep->n_members; i++) {
+                const Lockstep__MemberResult *mr = it->rep->members[i];
+                struct cat_member m = {0};
+                snprintf(m.agent, sizeof(m.agent), "%s", agentlink_id(it->link));
+                snprintf(m.vm, sizeof(m.vm), "%s", mr->vm);
+                for (unsigned k = 0; k < g->n_members; k++)
+                        if (!strcmp(g->members[k].vm, mr->vm) && !strcmp(g->members[k].agent, m.agent)) {
+                                m.tier = g->members[k].tier;
+                                snprintf(m.tier_name, sizeof(m.tier_name), "%s", g->tiers[m.tier]);
+                        }
+                m.code = mr->code;
+                snprintf(m.message, sizeof(m.message), "%s", mr->message);
+                if (mr->timings) {
+                        m.freeze_us = mr->timings->freeze_us;
+                        m.snapshot_us = mr->timings->snapshot_us;
+                        m.thaw_us = mr->timings->thaw_us;
+                        m.frozen_for_us = mr->timings->frozen_for_us;
+                        m.frozen_at_us = mr->timings->frozen_at_us;
+                        m.thawed_at_us = mr->timings->thawed_at_us;
+                }
+                if (cat_put_member(e->cat, txid, &m, &err) < 0)
+                        log_err("%s", err.msg);
+                for (size_t d = 0; d < mr->n_disks; d++) {
+                        struct cat_image im = {0};
+                        snprintf(im.agent, sizeof(im.agent), "%s", m.agent);
+                        snprintf(im.vm, sizeof(im.vm), "%s", mr->vm);
+                        snprintf(im.disk, sizeof(im.disk), "%s", mr->disks[d]->disk);
+                        snprintf(im.before, sizeof(im.before), "%s", mr->disks[d]->before);
+                        snprintf(im.after, sizeof(im.after), "%s", mr->disks[d]->after);
+                        if (cat_put_image(e->cat, txid, &im, &err) < 0)
+                                log_err("%s", err.msg);
+                }
+        }
+}
+
+/* Members whose agent gave no verified answer (yet): code CAT_PENDING and the
+ * reason, if any. Also written at BEGIN so recovery knows every agent. */
+static void record_silence(struct engine *e, const char *txid, const struct item *it)
+{
+        for (size_t i = 0; i < it->freeze.n_members; i++) {
+                struct cat_member m = {0};
+                lserr err = {0};
+                snprintf(m.agent, sizeof(m.agent), "%s", agentlink_id(it->link));
+                snprintf(m.vm, sizeof(m.vm), "%s", it->freeze.members[i]->vm);
+                m.tier = it->freeze.members[i]->tier;
+                m.code = CAT_PENDING;
+                snprintf(m.message, sizeof(m.message), "%s", it->err.msg);
+                if (cat_put_member(e->cat, txid, &m, &err) < 0)
+                        log_err("%s", err.msg);
+        }
+}
+
+/* ---- the cut ---------------------------------------------------------------- */
+
+static int busy_take(struct engine *e, const char *group, lserr *err)
+{
+        int r = 0;
+
+        pthread_mutex_lock(&e->lock);
+        for (size_t i = 0; i < e->n_busy; i++)
+                if (!strcmp(e->busy[i], group))
+                        r = lserr_set(err, -EBUSY, "group \"%s\": a cut of it is already running", group);
+        if (r == 0) {
+                char **nb = realloc(e->busy, (e->n_busy + 1) * sizeof(*nb));
+                if (!nb)
+                        r = -ENOMEM;
+                else {
+                        e->busy = nb;
+                        e->busy[e->n_busy++] = (char *)group;
+                }
+        }
+        pthread_mutex_unlock(&e->lock);
+        return r;
+}
+
+static void busy_drop(struct engine *e, const char *group)
+{
+        pthread_mutex_lock(&e->lock);
+        for (size_t i = 0; i < e->n_busy; i++)
+                if (!strcmp(e->busy[i], group)) {
+                        e->busy[i] = e->busy[--e->n_busy];
+                        break;
+                }
+        pthread_mutex_unlock(&e->lock);
+}
+
+static void make_txid(char out[65])
+{
+        struct timespec ts;
+        struct tm tm;
+        uint8_t rnd[3];
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        gmtime_r(&ts.tv_sec, &tm);
+        randombytes_buf(rnd, sizeof(rnd));
+        snprintf(out, 65, "ls-%04d%02d%02dT%02d%02d%02d-%02x%02x%02x", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                 tm.tm_hour, tm.tm_min, tm.tm_sec, rnd[0], rnd[1], rnd[2]);
+}
+
+/* One item per agent holding members of g. */
+static int build_items(struct engine *e, const struct cfg_group *g, const char *snap, Lockstep__Mode mode,
+                       unsigned lease_ms, struct item **ret, size_t *ret_n, lserr *err)
+{
+        struct item *items = calloc(g->n_members, sizeof(*items));
+        size_t n = 0;
+
+        if (!items)
+                return -ENOMEM;
+        for (unsigned i = 0; i < g->n_members; i++) {
+                const struct cfg_member *m = &g->members[i];
+                struct item *it = NULL;
+                for (size_t k = 0; k < n; k++)
+                        if (!strcmp(agentlink_id(items[k].link), m->agent))
+                                it = &items[k];
+                if (!it) {
+                        it = &items[n++];
+                        it->link = link_of(e, m->agent);
+                        if (!it->link) {
+                                items_free(items, n);
+                                return lserr_set(err, -EINVAL, "group \"%s\": member %s@%s: agent not configured",
+                                                 g->name, m->vm, m->agent);
+                        }
+                        lockstep__freeze_request__init(&it->freeze);
+                        it->freeze.snapshot = (char *)snap;
+                        it->freeze.mode = mode;
+                        it->freeze.lease_ms = lease_ms;
+                        it->members = calloc(g->n_members, sizeof(*it->members));
+                        it->memberp = calloc(g->n_members, sizeof(*it->memberp));
+                        if (!it->members || !it->memberp) {
+                                items_free(items, n);
+                                return -ENOMEM;
+                        }
+                        it->freeze.members = it->memberp;
+                }
+                Lockstep__Member *mm = &it->members[it->freeze.n_members];
+                lockstep__member__init(mm);
+                mm->vm = m->vm;
+                mm->tier = m->tier;
+                it->memberp[it->freeze.n_members++] = mm;
+        }
+        *ret = items;
+        *ret_n = n;
+        return 0;
+}
+
+/* Tells every agent the decision, retrying the ones that did not confirm.
+ * Returns how many agents still have not. */
+static size_t send_decision(struct engine *e, const char *txid, struct item *items, size_t n, int commit,
+                            engine_event_fn ev, void *arg)
+{
+        size_t left = n;
+        int *done = calloc(n ? n : 1, sizeof(*done));
+
+        if (!done)
+                return n;
+        for (int attempt = 0; attempt < DECIDE_TRIES && left; attempt++) {
+                struct item *sub = calloc(left, sizeof(*sub));
+                size_t k = 0;
+                if (!sub)
+                        break;
+                for (size_t i = 0; i < n; i++)
+                        if (!done[i]) {
+                                sub[k].link = items[i].link;
+                                set_step(&sub[k], txid, LOCKSTEP__STEP__STEP_DECIDE);
+                                lockstep__decide_request__init(&sub[k].decide);
+                                sub[k].decide.decision = commit ? LOCKSTEP__DECISION__DECISION_COMMIT
+                                                                : LOCKSTEP__DECISION__DECISION_ABORT;
+                                k++;
+                        }
+                fan_out(e, sub, k, (int)e->cfg->step_timeout_s * 1000);
+                for (size_t j = 0; j < k; j++) {
+                        size_t i = 0;
+                        while (items[i].link != sub[j].link)
+                                i++;
+                        if (item_ok(&sub[j])) {
+                                done[i] = 1;
+                                left--;
+                                emit(ev, arg, "DECIDE   %-12s %s", agentlink_id(sub[j].link),
+                                     commit ? "committed" : "aborted, nothing left behind");
+                        } else {
+                                char why[700];
+                                why_not(&sub[j], why, sizeof(why));
+                                emit(ev, arg, "DECIDE   %-12s not confirmed (try %d of %d): %s",
+                                     agentlink_id(sub[j].link), attempt + 1, DECIDE_TRIES, why);
+                        }
+                }
+                items_free(sub, k);
+        }
+        free(done);
+        return left;
+}
+
+static const char *mode_wire_name(Lockstep__Mode m)
+{
+        return m == LOCKSTEP__MODE__MODE_PAUSE ? "pause" : m == LOCKSTEP__MODE__MODE_MEMORY ? "memory" : "quiesce";
+}
+
+int engine_snapshot(struct engine *e, const struct engine_cut_req *req, engine_event_fn ev, void *arg,
+                    char ret_txid[65], lserr *err)
+{
+        const struct cfg_group *g = cfg_coord_group(e->cfg, req->group);
+        struct cat_txn t = {0};
+        struct item *items = NULL;
+        size_t n = 0, left;
+        char reason[700] = "";
+        int mode, commit = 0, r;
+        unsigned lease_s;
+
+        if (!g)
+                return lserr_set(err, -ENOENT, "group \"%s\" is not in the configuration", req->group);
+        if (req->name && !names_valid(req->name))
+                return lserr_set(err, -EINVAL, "snapshot name \"%s\" is not a valid name ([A-Za-z0-9._-], 1..64)",
+                                 req->name);
+        mode = req->mode >= 0 ? req->mode : (int)g->mode;
+        lease_s = req->lease_s ? req->lease_s : g->lease_s;
+        if (lease_s == 0 || lease_s > 3600)
+                return lserr_set(err, -EINVAL, "lease of %u s is out of range (1..3600)", lease_s);
+        r = busy_take(e, g->name, err);
+        if (r < 0)
+                return r;
+
+        make_txid(t.txid);
+        t.kind = CAT_KIND_SNAPSHOT;
+        snprintf(t.group, sizeof(t.group), "%s", g->name);
+        snprintf(t.name, sizeof(t.name), "%s", req->name ? req->name : t.txid);
+        snprintf(t.mode, sizeof(t.mode), "%s", cfg_mode_name((enum cfg_mode)mode));
+        t.started_us = fsutil_now_us();
+        t.lease_ms = lease_s * 1000;
+        r = build_items(e, g, t.name, (Lockstep__Mode)mode, t.lease_ms, &items, &n, err);
+        if (r < 0)
+                goto out;
+        /* Logged before anything is sent: a crash from here on is presumed abort. */
+        r = cat_txn_begin(e->cat, &t, err);
+        if (r < 0)
+                goto out;
+        snprintf(ret_txid, 65, "%s", t.txid);
+        for (size_t i = 0; i < n; i++)
+                record_silence(e, t.txid, &items[i]); /* placeholders until each agent answers */
+        emit(ev, arg, "BEGIN    %s: group %s, %u member(s) on %zu agent(s), mode %s, lease %u s", t.txid, g->name,
+             g->n_members, n, mode_wire_name((Lockstep__Mode)mode), lease_s);
+
+        /* Phase 1: every agent validates and freezes its members, then votes. */
+        for (size_t i = 0; i < n; i++)
+                set_step(&items[i], t.txid, LOCKSTEP__STEP__STEP_FREEZE);
+        fan_out(e, items, n, (int)e->cfg->step_timeout_s * 1000);
+        commit = 1;
+        for (size_t i = 0; i < n; i++) {
+                struct item *it = &items[i];
+                if (it->rep)
+                        record_reply(e, t.txid, it, g);
+                else
+                        record_silence(e, t.txid, it);
+                if (item_ok(it)) {
+                        char detail[512] = "";
+                        size_t off = 0;
+                        for (size_t k = 0; k < it->rep->n_members && off < sizeof(detail) - 1; k++)
+                                off += (size_t)snprintf(detail + off, sizeof(detail) - off, "%s%s %.0f ms",
+                                                        k ? ", " : "", it->rep->members[k]->vm,
+                                                        it->rep->members[k]->timings
+                                                                ? (double)it->rep->members[k]->timings->freeze_us / 1000.0
+                                                                : 0.0);
+                        emit(ev, arg, "FREEZE   %-12s yes (%s)", agentlink_id(it->link), detail);
+                } else {
+                        why_not(it, reason, sizeof(reason));
+                        emit(ev, arg, "FREEZE   %-12s NO: %s", agentlink_id(it->link), reason);
+                        commit = 0;
+                }
+        }
+
+        /* Phase 2: only once every member is frozen. */
+        if (commit) {
+                for (size_t i = 0; i < n; i++)
+                        set_step(&items[i], t.txid, LOCKSTEP__STEP__STEP_SNAPSHOT);
+                fan_out(e, items, n, (int)e->cfg->step_timeout_s * 1000);
+                for (size_t i = 0; i < n; i++) {
+                        struct item *it = &items[i];
+                        if (it->rep)
+                                record_reply(e, t.txid, it, g);
+                        else
+                                record_silence(e, t.txid, it);
+                        if (item_ok(it)) {
+                                emit(ev, arg, "SNAPSHOT %-12s done, %zu member(s) thawed", agentlink_id(it->link),
+                                     it->rep->n_members);
+                        } else {
+                                why_not(it, reason, sizeof(reason));
+                                emit(ev, arg, "SNAPSHOT %-12s FAILED: %s", agentlink_id(it->link), reason);
+                                commit = 0;
+                        }
+                }
+        }
+
+        /* Phase 3: the decision is durable before any agent hears it. */
+        r = cat_txn_decide(e->cat, t.txid, commit, commit ? "" : reason, err);
+        if (r < 0) {
+                /* Nothing was decided: agents will hear ABORT from recovery. */
+                emit(ev, arg, "DECIDE   cannot log the decision: %s", err->msg);
+                goto out;
+        }
+        emit(ev, arg, "DECIDE   %s logged", commit ? "COMMIT" : "ABORT");
+        left = send_decision(e, t.txid, items, n, commit, ev, arg);
+        if (left == 0) {
+                lserr e2 = {0};
+                if (cat_txn_finish(e->cat, t.txid, &e2) < 0)
+                        log_err("%s", e2.msg);
+        } else {
+                emit(ev, arg, "DECIDE   %zu agent(s) did not confirm; lockstepd keeps retrying (lockstep recover)", left);
+        }
+        r = commit ? 0 : 1;
+out:
+        items_free(items, n);
+        busy_drop(e, g->name);
+        return r;
+}
+
+/* ---- recovery and health -------------------------------------------------- */
+
+/* Sends a logged decision (or decides abort) for one transaction. */
+static int settle(struct engine *e, struct cat_txn *t, engine_event_fn ev, void *arg, lserr *err)
+{
+        struct cat_member *m = NULL;
+        size_t nm = 0, n = 0, left;
+        struct item *items = NULL;
+        int r, commit;
+
+        if (t->state == CAT_TXN_STARTED) {
+                r = cat_txn_decide(e->cat, t->txid, 0, "presumed abort: no decision was logged before a restart", err);
+                if (r < 0)
+                        return r;
+                t->state = CAT_TXN_ABORT;
+                emit(ev, arg, "RECOVER  %s: no decision logged, presumed abort", t->txid);
+        }
+        commit = t->state == CAT_TXN_COMMIT;
+        r = cat_members(e->cat, t->txid, &m, &nm, err);
+        if (r < 0)
+                return r;
+        items = calloc(nm ? nm : 1, sizeof(*items));
+        if (!items) {
+                free(m);
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < nm; i++) {
+                struct agentlink *l = link_of(e, m[i].agent);
+                int seen = 0;
+                for (size_t k = 0; k < n; k++)
+                        seen |= items[k].link == l;
+                if (l && !seen)
+                        items[n++].link = l;
+        }
+        free(m);
+        emit(ev, arg, "RECOVER  %s: sending %s to %zu agent(s)", t->txid, commit ? "COMMIT" : "ABORT", n);
+        left = send_decision(e, t->txid, items, n, commit, ev, arg);
+        items_free(items, n);
+        if (left)
+                return 1;
+        return cat_txn_finish(e->cat, t->txid, err);
+}
+
+int engine_recover(struct engine *e, engine_event_fn ev, void *arg, unsigned *ret_left, lserr *err)
+{
+        struct cat_txn *ts = NULL;
+        size_t n = 0;
+        unsigned left = 0;
+        int r = cat_txn_unresolved(e->cat, &ts, &n, err);
+
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                lserr e2 = {0};
+                /* A cut still running in this process is not ours to settle. */
+                int running = 0;
+                pthread_mutex_lock(&e->lock);
+                for (size_t k = 0; k < e->n_busy; k++)
+                        running |= !strcmp(e->busy[k], ts[i].group);
+                pthread_mutex_unlock(&e->lock);
+                if (running)
+                        continue;
+                r = settle(e, &ts[i], ev, arg, &e2);
+                if (r != 0) {
+                        left++;
+                        if (r < 0)
+                                emit(ev, arg, "RECOVER  %s: %s", ts[i].txid, e2.msg);
+                }
+        }
+        free(ts);
+
+        /* What agents hold in doubt that the catalog has already settled, or
+         * never heard of (presumed abort). */
+        struct item *items = calloc(e->n_links ? e->n_links : 1, sizeof(*items));
+        if (!items)
+                return -ENOMEM;
+        for (size_t i = 0; i < e->n_links; i++) {
+                items[i].link = e->links[i];
+                set_step(&items[i], "", LOCKSTEP__STEP__STEP_STATUS);
+        }
+        fan_out(e, items, e->n_links, 5000);
+        for (size_t i = 0; i < e->n_links; i++) {
+                if (!items[i].rep)
+                        continue;
+                for (size_t k = 0; k < items[i].rep->n_in_doubt; k++) {
+                        const char *txid = items[i].rep->in_doubt[k]->txid;
+                        struct cat_txn t;
+                        lserr e2 = {0};
+                        struct item one = {.link = items[i].link};
+                        int commit = 0;
+                        if (cat_txn_get(e->cat, txid, &t, &e2) == 0) {
+                                if (t.state == CAT_TXN_STARTED)
+                                        continue; /* being decided right now */
+                                commit = t.state == CAT_TXN_COMMIT || (t.state == CAT_TXN_DONE && t.committed);
+                        }
+                        emit(ev, arg, "RECOVER  %s in doubt on %s: sending %s", txid, agentlink_id(one.link),
+                             commit ? "COMMIT" : "ABORT");
+                        if (send_decision(e, txid, &one, 1, commit, ev, arg))
+                                left++;
+                        if (one.rep)
+                                lockstep__reply__free_unpacked(one.rep, NULL);
+                }
+        }
+        items_free(items, e->n_links);
+        if (ret_left)
+                *ret_left = left;
+        return 0;
+}
+
+int engine_poll_agents(struct engine *e, lserr *err)
+{
+        struct item *items = calloc(e->n_links ? e->n_links : 1, sizeof(*items));
+
+        (void)err;
+        if (!items)
+                return -ENOMEM;
+        for (size_t i = 0; i < e->n_links; i++) {
+                items[i].link = e->links[i];
+                set_step(&items[i], "", LOCKSTEP__STEP__STEP_STATUS);
+        }
+        fan_out(e, items, e->n_links, 5000);
+        for (size_t i = 0; i < e->n_links; i++) {
+                struct cat_agent a = {0};
+                const struct cfg_peer *p = cfg_coord_agent(e->cfg, agentlink_id(items[i].link));
+                struct keys_public pub;
+                lserr e2 = {0};
+                snprintf(a.id, sizeof(a.id), "%s", p->id);
+                snprintf(a.url, sizeof(a.url), "%s", p->url);
+                if (keys_load_public(p->pubkey, &pub, &e2) == 0)
+                        keys_fingerprint(pub.id, a.fingerprint);
+                a.checked_us = fsutil_now_us();
+                a.reachable = items[i].rep && items[i].rep->code == LOCKSTEP__ERROR_CODE__OK;
+                if (items[i].rep) {
+                        snprintf(a.version, sizeof(a.version), "%s", items[i].rep->version);
+                        a.in_doubt = (unsigned)items[i].rep->n_in_doubt;
+                        a.last_seen_us = a.checked_us;
+                        if (!a.reachable)
+                                snprintf(a.last_error, sizeof(a.last_error), "%s", items[i].rep->message);
+                } else {
+                        snprintf(a.last_error, sizeof(a.last_error), "%s", items[i].err.msg);
+                }
+                if (cat_agent_put(e->cat, &a, &e2) < 0)
+                        log_err("%s", e2.msg);
+        }
+        items_free(items, e->n_links);
+        return 0;
+}

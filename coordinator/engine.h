@@ -1,0 +1,46 @@
+/* engine: the coordinator's side of the snapshot protocol. It logs every
+ * transaction before sending anything, fans each step out to all agents of the
+ * group at once, counts an answer only when it verifies, logs the decision
+ * durably before any agent hears it, and finishes whatever a crash left
+ * unresolved (presumed abort). */
+#pragma once
+
+#include <stddef.h>
+
+#include "catalog.h"
+#include "config.h"
+#include "keys.h"
+#include "lserr.h"
+
+struct engine;
+
+/* Borrows cfg, key and cat; they must outlive the engine. Opens one link per
+ * configured agent and the command counter (cfg->counter_file). */
+int engine_new(const struct cfg_coord *cfg, const struct keys_secret *key, struct catalog *cat, struct engine **ret,
+               lserr *err);
+struct engine *engine_free(struct engine *e);
+
+/* Progress, one line per event (step and agent), for a live display. */
+typedef void (*engine_event_fn)(void *arg, const char *line);
+
+struct engine_cut_req {
+        const char *group;
+        const char *name; /* NULL: the txid */
+        int mode;         /* enum cfg_mode, or -1 for the group's */
+        unsigned lease_s; /* 0: the group's */
+};
+
+/* Takes one cut of a group. ret_txid gets its id as soon as it is logged.
+ * Returns 0 when committed, 1 when aborted (reasons in the catalog), < 0 when
+ * it could not start (unknown group, a cut of it already running...). */
+int engine_snapshot(struct engine *e, const struct engine_cut_req *req, engine_event_fn ev, void *arg,
+                    char ret_txid[65], lserr *err);
+
+/* Finishes every unresolved transaction: no decision -> abort; decided but not
+ * acknowledged by every agent -> the decision is sent again. Then asks every
+ * agent for its in-doubt transactions and settles those too. *ret_left counts
+ * what could not be finished now (agent unreachable). */
+int engine_recover(struct engine *e, engine_event_fn ev, void *arg, unsigned *ret_left, lserr *err);
+
+/* Asks every agent for its status at once and records it in the catalog. */
+int engine_poll_agents(struct engine *e, lserr *err);

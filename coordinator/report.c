@@ -1,0 +1,317 @@
+/* report: JSON and text renderings of the catalog. */
+#include "report.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lockstep.pb-c.h"
+
+static void iso_time(long long us, char *out, size_t n)
+{
+        time_t s = (time_t)(us / 1000000);
+        struct tm tm;
+
+        if (us <= 0) {
+                snprintf(out, n, "-");
+                return;
+        }
+        gmtime_r(&s, &tm);
+        snprintf(out, n, "%04d-%02d-%02dT%02d:%02d:%02d.%03lldZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                 tm.tm_hour, tm.tm_min, tm.tm_sec, (us % 1000000) / 1000);
+}
+
+const char *report_state_name(const struct cat_txn *t)
+{
+        switch (t->state) {
+        case CAT_TXN_STARTED: return "in-doubt";
+        case CAT_TXN_COMMIT: return "committing";
+        case CAT_TXN_ABORT: return "aborting";
+        default: return t->committed ? "committed" : "aborted";
+        }
+}
+
+static const char *code_name(int code)
+{
+        const ProtobufCEnumValue *v;
+
+        if (code == CAT_PENDING)
+                return "PENDING";
+        v = protobuf_c_enum_descriptor_get_value(&lockstep__error_code__descriptor, code);
+        return v ? v->name : "UNKNOWN";
+}
+
+/* First freeze to last thaw, and first freeze to last freeze, over the members
+ * that have both times. */
+static void window(const struct cat_member *m, size_t n, double *ret_window_ms, double *ret_skew_ms,
+                   double *ret_max_frozen_ms)
+{
+        long long first = 0, last_freeze = 0, last_thaw = 0;
+        double max_frozen = 0;
+
+        for (size_t i = 0; i < n; i++) {
+                if (!m[i].frozen_at_us)
+                        continue;
+                if (!first || m[i].frozen_at_us < first)
+                        first = m[i].frozen_at_us;
+                if (m[i].frozen_at_us > last_freeze)
+                        last_freeze = m[i].frozen_at_us;
+                if (m[i].thawed_at_us > last_thaw)
+                        last_thaw = m[i].thawed_at_us;
+                if ((double)m[i].frozen_for_us / 1000.0 > max_frozen)
+                        max_frozen = (double)m[i].frozen_for_us / 1000.0;
+        }
+        *ret_window_ms = first && last_thaw > first ? (double)(last_thaw - first) / 1000.0 : 0;
+        *ret_skew_ms = first ? (double)(last_freeze - first) / 1000.0 : 0;
+        *ret_max_frozen_ms = max_frozen;
+}
+
+static void cut_json(struct json *j, const struct cat_txn *t, const struct cat_member *m, size_t nm,
+                     const struct cat_image *im, size_t ni)
+{
+        char ts[40];
+        double win, skew, maxf;
+
+        window(m, nm, &win, &skew, &maxf);
+        json_obj_begin(j, NULL);
+        json_str(j, "id", t->txid);
+        json_str(j, "group", t->group);
+        json_str(j, "name", t->name);
+        json_str(j, "mode", t->mode);
+        json_str(j, "state", report_state_name(t));
+        json_str(j, "reason", t->reason);
+        iso_time(t->started_us, ts, sizeof(ts));
+        json_str(j, "started_at", ts);
+        iso_time(t->decided_us, ts, sizeof(ts));
+        json_str(j, "decided_at", t->decided_us ? ts : NULL);
+        json_uint(j, "lease_ms", t->lease_ms);
+        json_double(j, "group_window_ms", win);
+        json_double(j, "freeze_skew_ms", skew);
+        json_double(j, "max_frozen_ms", maxf);
+        json_arr_begin(j, "members");
+        for (size_t i = 0; i < nm; i++) {
+                json_obj_begin(j, NULL);
+                json_str(j, "vm", m[i].vm);
+                json_str(j, "agent", m[i].agent);
+                json_uint(j, "tier", m[i].tier);
+                json_str(j, "tier_name", m[i].tier_name);
+                json_str(j, "code", code_name(m[i].code));
+                json_str(j, "message", m[i].message);
+                json_double(j, "freeze_ms", (double)m[i].freeze_us / 1000.0);
+                json_double(j, "snapshot_ms", (double)m[i].snapshot_us / 1000.0);
+                json_double(j, "thaw_ms", (double)m[i].thaw_us / 1000.0);
+                json_double(j, "frozen_ms", (double)m[i].frozen_for_us / 1000.0);
+                json_arr_begin(j, "disks");
+                for (size_t k = 0; k < ni; k++) {
+                        if (strcmp(im[k].vm, m[i].vm) || strcmp(im[k].agent, m[i].agent))
+                                continue;
+                        json_obj_begin(j, NULL);
+                        json_str(j, "disk", im[k].disk);
+                        json_str(j, "image", im[k].before);
+                        json_str(j, "overlay", im[k].after);
+                        json_obj_end(j);
+                }
+                json_arr_end(j);
+                json_obj_end(j);
+        }
+        json_arr_end(j);
+        json_obj_end(j);
+}
+
+static void cut_text(FILE *f, const struct cat_txn *t, const struct cat_member *m, size_t nm,
+                     const struct cat_image *im, size_t ni)
+{
+        char ts[40];
+        double win, skew, maxf;
+
+        window(m, nm, &win, &skew, &maxf);
+        iso_time(t->started_us, ts, sizeof(ts));
+        fprintf(f, "cut %s  group %s  name %s  mode %s  %s\n", t->txid, t->group, t->name, t->mode,
+                report_state_name(t));
+        fprintf(f, "  started %s", ts);
+        if (t->decided_us)
+                fprintf(f, ", decided %.0f ms later", (double)(t->decided_us - t->started_us) / 1000.0);
+        fprintf(f, "\n");
+        if (t->reason[0])
+                fprintf(f, "  reason: %s\n", t->reason);
+        fprintf(f, "  group window %.1f ms (first freeze to last thaw), freeze skew %.1f ms, longest frozen %.1f ms\n",
+                win, skew, maxf);
+        fprintf(f, "  %-14s %-12s %-8s %10s %9s %9s %8s  %s\n", "MEMBER", "AGENT", "TIER", "FROZEN ms", "FREEZE",
+                "SNAPSHOT", "THAW", "RESULT");
+        for (size_t i = 0; i < nm; i++)
+                fprintf(f, "  %-14s %-12s %-8s %10.1f %9.1f %9.1f %8.1f  %s\n", m[i].vm, m[i].agent,
+                        m[i].tier_name[0] ? m[i].tier_name : "-", (double)m[i].frozen_for_us / 1000.0,
+                        (double)m[i].freeze_us / 1000.0, (double)m[i].snapshot_us / 1000.0,
+                        (double)m[i].thaw_us / 1000.0, m[i].code == 0 ? "ok" : m[i].message[0] ? m[i].message
+                                                                                              : code_name(m[i].code));
+        if (ni)
+                fprintf(f, "  images (the cut's image, then the overlay the VM runs on since):\n");
+        for (size_t k = 0; k < ni; k++)
+                fprintf(f, "    %s@%s %s: %s\n      -> %s\n", im[k].vm, im[k].agent, im[k].disk, im[k].before,
+                        im[k].after);
+}
+
+int report_cut(struct catalog *cat, const char *txid, int as_json, FILE *out, lserr *err)
+{
+        struct cat_txn t;
+        struct cat_member *m = NULL;
+        struct cat_image *im = NULL;
+        size_t nm = 0, ni = 0;
+        int r = cat_txn_get(cat, txid, &t, err);
+
+        if (r < 0)
+                return r;
+        r = cat_members(cat, txid, &m, &nm, err);
+        if (r >= 0)
+                r = cat_images(cat, txid, &im, &ni, err);
+        if (r >= 0) {
+                if (as_json) {
+                        struct json j;
+                        json_init(&j, out);
+                        cut_json(&j, &t, m, nm, im, ni);
+                        json_end(&j);
+                } else {
+                        cut_text(out, &t, m, nm, im, ni);
+                }
+        }
+        free(m);
+        free(im);
+        return r;
+}
+
+int report_cuts(struct catalog *cat, const char *group, int as_json, FILE *out, lserr *err)
+{
+        struct cat_txn *ts = NULL;
+        size_t n = 0;
+        struct json j;
+        int r = cat_cuts(cat, group, &ts, &n, err);
+
+        if (r < 0)
+                return r;
+        if (as_json) {
+                json_init(&j, out);
+                json_arr_begin(&j, NULL);
+        } else {
+                fprintf(out, "%-30s %-12s %-24s %-8s %-10s %s\n", "ID", "GROUP", "NAME", "MODE", "STATE", "STARTED");
+        }
+        for (size_t i = 0; i < n; i++) {
+                char ts_[40];
+                iso_time(ts[i].started_us, ts_, sizeof(ts_));
+                if (as_json) {
+                        json_obj_begin(&j, NULL);
+                        json_str(&j, "id", ts[i].txid);
+                        json_str(&j, "group", ts[i].group);
+                        json_str(&j, "name", ts[i].name);
+                        json_str(&j, "mode", ts[i].mode);
+                        json_str(&j, "state", report_state_name(&ts[i]));
+                        json_str(&j, "reason", ts[i].reason);
+                        json_str(&j, "started_at", ts_);
+                        json_obj_end(&j);
+                } else {
+                        fprintf(out, "%-30s %-12s %-24s %-8s %-10s %s\n", ts[i].txid, ts[i].group, ts[i].name,
+                                ts[i].mode, report_state_name(&ts[i]), ts_);
+                }
+        }
+        if (as_json) {
+                json_arr_end(&j);
+                json_end(&j);
+        }
+        free(ts);
+        return 0;
+}
+
+int report_agents(struct catalog *cat, int as_json, FILE *out, lserr *err)
+{
+        struct cat_agent *a = NULL;
+        size_t n = 0;
+        struct json j;
+        int r = cat_agents(cat, &a, &n, err);
+
+        if (r < 0)
+                return r;
+        if (as_json) {
+                json_init(&j, out);
+                json_arr_begin(&j, NULL);
+        } else {
+                fprintf(out, "%-12s %-28s %-9s %-9s %-23s %-8s %s\n", "AGENT", "URL", "REACHABLE", "VERSION",
+                        "KEY", "IN-DOUBT", "LAST ERROR");
+        }
+        for (size_t i = 0; i < n; i++) {
+                char seen[40];
+                iso_time(a[i].last_seen_us, seen, sizeof(seen));
+                if (as_json) {
+                        json_obj_begin(&j, NULL);
+                        json_str(&j, "id", a[i].id);
+                        json_str(&j, "url", a[i].url);
+                        json_bool(&j, "reachable", a[i].reachable);
+                        json_str(&j, "version", a[i].version);
+                        json_str(&j, "key_fingerprint", a[i].fingerprint);
+                        json_uint(&j, "in_doubt", a[i].in_doubt);
+                        json_str(&j, "last_seen_at", a[i].last_seen_us ? seen : NULL);
+                        json_str(&j, "last_error", a[i].last_error);
+                        json_obj_end(&j);
+                } else {
+                        fprintf(out, "%-12s %-28s %-9s %-9s %-23s %-8u %s\n", a[i].id, a[i].url,
+                                a[i].reachable ? "yes" : "NO", a[i].version[0] ? a[i].version : "-", a[i].fingerprint,
+                                a[i].in_doubt, a[i].last_error);
+                }
+        }
+        if (as_json) {
+                json_arr_end(&j);
+                json_end(&j);
+        }
+        free(a);
+        return 0;
+}
+
+int report_groups(const struct cfg_coord *cfg, int as_json, FILE *out)
+{
+        struct json j;
+
+        if (as_json) {
+                json_init(&j, out);
+                json_arr_begin(&j, NULL);
+        }
+        for (unsigned i = 0; i < cfg->n_groups; i++) {
+                const struct cfg_group *g = &cfg->groups[i];
+                if (as_json) {
+                        json_obj_begin(&j, NULL);
+                        json_str(&j, "name", g->name);
+                        json_str(&j, "mode", cfg_mode_name(g->mode));
+                        json_uint(&j, "lease_s", g->lease_s);
+                        json_str(&j, "schedule", g->schedule);
+                        json_arr_begin(&j, "tiers");
+                        for (unsigned t = 0; t < g->n_tiers; t++) {
+                                json_obj_begin(&j, NULL);
+                                json_str(&j, "name", g->tiers[t]);
+                                json_arr_begin(&j, "members");
+                                for (unsigned m = 0; m < g->n_members; m++)
+                                        if (g->members[m].tier == t) {
+                                                char who[140];
+                                                snprintf(who, sizeof(who), "%s@%s", g->members[m].vm,
+                                                         g->members[m].agent);
+                                                json_str(&j, NULL, who);
+                                        }
+                                json_arr_end(&j);
+                                json_obj_end(&j);
+                        }
+                        json_arr_end(&j);
+                        json_obj_end(&j);
+                } else {
+                        fprintf(out, "%s (mode %s, lease %u s%s%s)\n", g->name, cfg_mode_name(g->mode), g->lease_s,
+                                g->schedule ? ", schedule " : "", g->schedule ? g->schedule : "");
+                        for (unsigned t = 0; t < g->n_tiers; t++) {
+                                fprintf(out, "  tier %-8s", g->tiers[t]);
+                                for (unsigned m = 0; m < g->n_members; m++)
+                                        if (g->members[m].tier == t)
+                                                fprintf(out, " %s@%s", g->members[m].vm, g->members[m].agent);
+                                fprintf(out, "\n");
+                        }
+                }
+        }
+        if (as_json) {
+                json_arr_end(&j);
+                json_end(&j);
+        }
+        return 0;
+}

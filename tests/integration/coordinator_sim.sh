@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# coordinator_sim: lockstepd + the lockstep CLI against 3 real agent processes
+# (sim backend) on loopback: cuts, faults, crashes of the coordinator.
+. "$(dirname "$0")/lib.sh"
+
+hosts=(host-a host-b host-c)
+GROUP_YAML="  - name: shop
+    tiers:"
+i=0
+for h in "${hosts[@]}"; do
+        doms=()
+        for v in 1 2 3 4 5; do doms+=("domain ${h#host-}vm$v"); done
+        sim_agent "$h" "${doms[@]}" "latency freeze=30 snapshot=20 thaw=5"
+        start_agent "$h"
+done
+GROUP_YAML+="
+      - name: web
+        members: [avm1@host-a, avm2@host-a, bvm1@host-b, cvm1@host-c, cvm2@host-c]
+      - name: app
+        members: [avm3@host-a, bvm2@host-b, bvm3@host-b, cvm3@host-c]
+      - name: db
+        members: [avm4@host-a, avm5@host-a, bvm4@host-b, bvm5@host-b, cvm4@host-c, cvm5@host-c]
+    lease_s: 10"
+coordinator "${hosts[@]}"
+start_lockstepd
+
+# 1. 3 agents x 5 VMs: committed, catalog complete, --json parsed back.
+out=$(ls_cli snapshot create shop --name first --json) && rc=0 || rc=$?
+check "snapshot create exits 0 when committed" [ "$rc" = 0 ]
+check "state committed" [ "$(jqr .state <<<"$out")" = committed ]
+check "15 members recorded" [ "$(jq '.members | length' <<<"$out")" = 15 ]
+check "every member ok with timings" [ "$(jq '[.members[] | .code == "OK" and .frozen_ms > 0 and .snapshot_ms > 0] | all' <<<"$out")" = true ]
+check "every member has its overlay" [ "$(jq '[.members[] | (.disks | length) == 1] | all' <<<"$out")" = true ]
+check "group window and skew reported" [ "$(jq '.group_window_ms > 0 and .freeze_skew_ms >= 0' <<<"$out")" = true ]
+id=$(jqr .id <<<"$out")
+check "snapshot show returns the same cut" [ "$(ls_cli snapshot show "$id" --json | jq -c '[.id,.state,(.members|length)]')" = "[\"$id\",\"committed\",15]" ]
+check "snapshot list has it" [ "$(ls_cli snapshot list shop --json | jq -r '.[0].id')" = "$id" ]
+check "nothing frozen afterwards" nothing_frozen
+check "overlays exist on every agent" bash -c "ls $T/host-*/sim/img/*.first.qcow2 | wc -l | grep -qx 15"
+out=$(ls_cli agents --json)
+check "agents: 3 reachable with version and key" [ "$(jq '[.[] | .reachable and .version != "" and (.key_fingerprint | length) == 23] | all and length == 3' <<<"$out")" = true ]
+check "groups lists shop" [ "$(ls_cli groups --json | jq -r '.[0].tiers | map(.name) | join(",")')" = "web,app,db" ]
+check "text output names the window" bash -c "'$LOCKSTEP_BIN' -c '$T/coordinator.yaml' snapshot show $id | grep -q 'group window'"
+check "catalog audit has every command and reply" [ "$(sqlite3 "$T/catalog.db" "select count(*) from audit where txid='$id'" 2>/dev/null || echo 0)" -ge 18 ]
+
+# 2. One agent refuses freeze: aborted, nothing frozen or pending anywhere.
+echo "fail freeze bvm3" >> "$T/host-b/sim.txt"
+out=$(ls_cli snapshot create shop --name f2 --json) && rc=0 || rc=$?
+check "refused freeze: exit 1" [ "$rc" = 1 ]
+check "... aborted with the reason naming VM and host" bash -c "jq -r .reason <<<'$(jq -c . <<<"$out")' | grep -q 'bvm3@host-b'"
+check "... nothing frozen" nothing_frozen
+check "... no overlay left" bash -c "! ls $T/host-*/sim/img/*.f2.qcow2 2>/dev/null"
+sed -i '/fail freeze bvm3/d' "$T/host-b/sim.txt"
+
+# 3. One agent fails one snapshot: aborted, the others' overlays discarded.
+echo "fail snapshot cvm4" >> "$T/host-c/sim.txt"
+out=$(ls_cli snapshot create shop --name f3 --json) && rc=0 || rc=$?
+check "failed snapshot: exit 1" [ "$rc" = 1 ]
+check "... nothing frozen" nothing_frozen
+check "... no overlay left on any agent" bash -c "! ls $T/host-*/sim/img/*.f3.qcow2 2>/dev/null"
+sed -i '/fail snapshot cvm4/d' "$T/host-c/sim.txt"
+
+# 4. One agent killed during FREEZE: aborted; its guardian thaws its guests.
+echo "latency freeze=2500" >> "$T/host-a/sim.txt"
+(ls_cli snapshot create shop --name f4 --json > "$T/f4.json" && echo 0 > "$T/f4.rc" || echo $? > "$T/f4.rc") &
+sleep 1
+kill9_agent host-a
+wait
+sed -i '/latency freeze=2500/d' "$T/host-a/sim.txt"
+check "agent killed in FREEZE: exit 1" [ "$(cat "$T/f4.rc")" = 1 ]
+sleep 1
+check "... nothing frozen anywhere" nothing_frozen
+start_agent host-a
+ls_cli recover >/dev/null || true
+check "... after restart and recover, no overlay left" bash -c "! ls $T/host-*/sim/img/*.f4.qcow2 2>/dev/null"
+check "... and nothing in doubt" [ "$(ls_cli agents --json | jq '[.[].in_doubt] | add')" = 0 ]
+
+# 5. One agent's replies dropped (it answers after the step deadline): aborted cleanly.
+echo "latency snapshot=6000" >> "$T/host-b/sim.txt"
+out=$(ls_cli snapshot create shop --name f5 --json) && rc=0 || rc=$?
+sed -i '/latency snapshot=6000/d' "$T/host-b/sim.txt"
+check "agent too slow in SNAPSHOT: exit 1" [ "$rc" = 1 ]
+sleep 2
+check "... nothing frozen" nothing_frozen
+ls_cli recover >/dev/null || true
+check "... no overlay left once settled" bash -c "! ls $T/host-*/sim/img/*.f5.qcow2 2>/dev/null"
+
+# 6. A reply signed by the wrong key is ignored and logged.
+cp "$T/host-c.pub" "$T/host-c.pub.real"
+keygen impostor; cp "$T/impostor.pub" "$T/host-c.pub"
+kill9_lockstepd; start_lockstepd
+out=$(ls_cli snapshot create shop --name f6 --json) && rc=0 || rc=$?
+check "reply under the wrong key: aborted" [ "$rc" = 1 ]
+check "... logged as ignored" grep -q 'reply ignored' "$T/lockstepd.log"
+check "... audit records it" [ "$(sqlite3 "$T/catalog.db" "select count(*) from audit where dir=2" 2>/dev/null || echo 0)" -ge 1 ]
+cp "$T/host-c.pub.real" "$T/host-c.pub"
+kill9_lockstepd; start_lockstepd
+ls_cli recover >/dev/null || true
+check "... host-c's half was settled by recover" bash -c "! ls $T/host-c/sim/img/*.f6.qcow2 2>/dev/null"
+
+# 7. lockstepd killed -9 right after SNAPSHOT: restart -> presumed abort, agents discard.
+echo "latency thaw=1500" >> "$T/host-c/sim.txt"
+(ls_cli snapshot create shop --name f7 >/dev/null 2>&1 || true) &
+for _ in $(seq 1 100); do grep -q 'SNAPSHOT .*host-a' "$T/lockstepd.log" 2>/dev/null && break; sleep 0.05; done
+sleep 0.5
+kill9_lockstepd
+wait || true
+sed -i '/latency thaw=1500/d' "$T/host-c/sim.txt"
+sleep 2
+start_lockstepd
+sleep 0.5
+ls_cli recover >/dev/null || true
+check "coordinator killed after SNAPSHOT: presumed abort" [ "$(ls_cli snapshot list shop --json | jq -r '.[] | select(.name=="f7") | .state')" = aborted ]
+check "... agents discarded their overlays" bash -c "! ls $T/host-*/sim/img/*.f7.qcow2 2>/dev/null"
+check "... nothing frozen" nothing_frozen
+
+# 8. lockstepd killed -9 right after logging COMMIT: restart -> commit completes.
+echo "latency thaw=200" >> "$T/host-a/sim.txt"
+(ls_cli snapshot create shop --name f8 >/dev/null 2>&1 || true) &
+for _ in $(seq 1 200); do grep -q 'DECIDE   COMMIT logged' "$T/lockstepd.log" 2>/dev/null && break; sleep 0.01; done
+kill9_lockstepd
+wait || true
+sed -i '/latency thaw=200/d' "$T/host-a/sim.txt"
+start_lockstepd
+ls_cli recover >/dev/null || true
+check "coordinator killed after COMMIT logged: commit completes" [ "$(ls_cli snapshot list shop --json | jq -r '.[] | select(.name=="f8") | .state')" = committed ]
+check "... overlays kept on every agent" bash -c "ls $T/host-*/sim/img/*.f8.qcow2 | wc -l | grep -qx 15"
+check "... nothing in doubt" [ "$(ls_cli agents --json | jq '[.[].in_doubt] | add')" = 0 ]
+
+# 9. Bad input: unknown group, bad mode, coordinator down.
+ls_cli snapshot create nosuch >/dev/null 2>&1 && rc=0 || rc=$?
+check "unknown group: exit 2" [ "$rc" = 2 ]
+ls_cli snapshot create shop --mode sideways >/dev/null 2>&1 && rc=0 || rc=$?
+check "bad mode: exit 2" [ "$rc" = 2 ]
+kill9_lockstepd
+ls_cli snapshot list >/dev/null 2>&1 && rc=0 || rc=$?
+check "coordinator unreachable: exit 3" [ "$rc" = 3 ]
+
+finish
