@@ -69,7 +69,7 @@ static void window(const struct cat_member *m, size_t n, double *ret_window_ms, 
 static void cut_json(struct json *j, const struct cat_txn *t, const struct cat_member *m, size_t nm,
                      const struct cat_image *im, size_t ni)
 {
-        char ts[40];
+        char ts[128];
         double win, skew, maxf;
 
         window(m, nm, &win, &skew, &maxf);
@@ -121,7 +121,7 @@ static void cut_json(struct json *j, const struct cat_txn *t, const struct cat_m
 static void cut_text(FILE *f, const struct cat_txn *t, const struct cat_member *m, size_t nm,
                      const struct cat_image *im, size_t ni)
 {
-        char ts[40];
+        char ts[128];
         double win, skew, maxf;
 
         window(m, nm, &win, &skew, &maxf);
@@ -195,7 +195,7 @@ int report_cuts(struct catalog *cat, const char *group, int as_json, FILE *out, 
                 fprintf(out, "%-30s %-12s %-24s %-8s %-10s %s\n", "ID", "GROUP", "NAME", "MODE", "STATE", "STARTED");
         }
         for (size_t i = 0; i < n; i++) {
-                char ts_[40];
+                char ts_[128];
                 iso_time(ts[i].started_us, ts_, sizeof(ts_));
                 if (as_json) {
                         json_obj_begin(&j, NULL);
@@ -237,7 +237,7 @@ int report_agents(struct catalog *cat, int as_json, FILE *out, lserr *err)
                         "KEY", "IN-DOUBT", "LAST ERROR");
         }
         for (size_t i = 0; i < n; i++) {
-                char seen[40];
+                char seen[128];
                 iso_time(a[i].last_seen_us, seen, sizeof(seen));
                 if (as_json) {
                         json_obj_begin(&j, NULL);
