@@ -548,7 +548,10 @@ static int commit_active(virDomainPtr d, const char *vm, const struct hv_image *
 {
         long long deadline = fsutil_mono_us() + PIVOT_TIMEOUT_US;
 
-        if (virDomainBlockCommit(d, im->target, NULL, NULL, 0, VIR_DOMAIN_BLOCK_COMMIT_ACTIVE) < 0)
+        /* SHALLOW: into the overlay's own backing image only. Without it a NULL
+         * base means the bottom of the chain, and older cuts would be merged away. */
+        if (virDomainBlockCommit(d, im->target, NULL, NULL, 0,
+                                 VIR_DOMAIN_BLOCK_COMMIT_ACTIVE | VIR_DOMAIN_BLOCK_COMMIT_SHALLOW) < 0)
                 return lserr_set(err, LS_EHV, "%s: discard: disk %s: block commit: %s", vm, im->target, last_error());
         for (;;) {
                 virDomainBlockJobInfo info;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "agentlink.h"
 #include "counter.h"
@@ -46,6 +47,21 @@ struct item {
         Lockstep__Reply *rep;      /* verified reply, or NULL */
         lserr err;                 /* why there is none */
 };
+
+/* Fault injection for crash tests: LOCKSTEP_FAILPOINT=<name> stops the
+ * coordinator at that point (it sleeps until killed), so a test can kill -9 it
+ * exactly there. Names: "after-snapshot" (replies in, nothing decided),
+ * "after-decide" (decision logged, not yet sent). */
+static void failpoint(const char *name)
+{
+        const char *fp = getenv("LOCKSTEP_FAILPOINT");
+
+        if (!fp || strcmp(fp, name) != 0)
+                return;
+        log_warn("failpoint %s reached: stopping here until killed", name);
+        for (;;)
+                pause();
+}
 
 static void emit(engine_event_fn ev, void *arg, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -557,6 +573,7 @@ int engine_snapshot(struct engine *e, const struct engine_cut_req *req, engine_e
                 }
         }
 
+        failpoint("after-snapshot");
         /* Phase 3: the decision is durable before any agent hears it. */
         r = cat_txn_decide(e->cat, t.txid, commit, commit ? "" : reason, err);
         if (r < 0) {
@@ -565,6 +582,7 @@ int engine_snapshot(struct engine *e, const struct engine_cut_req *req, engine_e
                 goto out;
         }
         emit(ev, arg, "DECIDE   %s logged", commit ? "COMMIT" : "ABORT");
+        failpoint("after-decide");
         left = send_decision(e, t.txid, items, n, commit, ev, arg);
         if (left == 0) {
                 lserr e2 = {0};

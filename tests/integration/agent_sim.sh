@@ -162,9 +162,10 @@ check "... overlay kept" test -f "$T/host-a/sim/img/db1-vda.qcow2.s1.qcow2.s15.q
 inject "latency snapshot=1500"
 send host-a freeze t16 s16 quiesce 30000 web1:0 db1:1 >/dev/null
 (send host-a snapshot t16 >/dev/null 2>&1 || true) &
+bg=$!
 sleep 2
 kill9_agent host-a
-wait || true
+wait "$bg" || true
 uninject "latency snapshot=1500"
 for _ in $(seq 1 40); do grep -q '^frozen 1' "$T"/host-a/sim/*.state || break; sleep 0.05; done
 check "killed mid-snapshot: nothing frozen" bash -c "! grep -q '^frozen 1' $T/host-a/sim/*.state"
@@ -177,9 +178,10 @@ send host-a abort t16 >/dev/null
 # 14. kill -9 in the middle of FREEZE.
 inject "latency freeze=1500"
 (send host-a freeze t17 s17 quiesce 30000 web1:0 db1:0 >/dev/null 2>&1 || true) &
+bg=$!
 sleep 0.7
 kill9_agent host-a
-wait || true
+wait "$bg" || true
 uninject "latency freeze=1500"
 sleep 1.5
 check "killed mid-freeze: nothing left frozen" bash -c "! grep -q '^frozen 1' $T/host-a/sim/*.state"

@@ -63,9 +63,10 @@ sed -i '/fail snapshot cvm4/d' "$T/host-c/sim.txt"
 # 4. One agent killed during FREEZE: aborted; its guardian thaws its guests.
 echo "latency freeze=2500" >> "$T/host-a/sim.txt"
 (ls_cli snapshot create shop --name f4 --json > "$T/f4.json" && echo 0 > "$T/f4.rc" || echo $? > "$T/f4.rc") &
+bg=$!
 sleep 1
 kill9_agent host-a
-wait
+wait "$bg" || true
 sed -i '/latency freeze=2500/d' "$T/host-a/sim.txt"
 check "agent killed in FREEZE: exit 1" [ "$(cat "$T/f4.rc")" = 1 ]
 sleep 1
@@ -92,38 +93,38 @@ kill9_lockstepd; start_lockstepd
 out=$(ls_cli snapshot create shop --name f6 --json) && rc=0 || rc=$?
 check "reply under the wrong key: aborted" [ "$rc" = 1 ]
 check "... logged as ignored" grep -q 'reply ignored' "$T/lockstepd.log"
-check "... audit records it" [ "$(sqlite3 "$T/catalog.db" "select count(*) from audit where dir=2" 2>/dev/null || echo 0)" -ge 1 ]
+check "... audit records it" [ "$(sqlite3 "$T/catalog.db" "select count(*) from audit where dir='ignored'" 2>/dev/null || echo 0)" -ge 1 ]
 cp "$T/host-c.pub.real" "$T/host-c.pub"
 kill9_lockstepd; start_lockstepd
 ls_cli recover >/dev/null || true
 check "... host-c's half was settled by recover" bash -c "! ls $T/host-c/sim/img/*.f6.qcow2 2>/dev/null"
 
 # 7. lockstepd killed -9 right after SNAPSHOT: restart -> presumed abort, agents discard.
-echo "latency thaw=1500" >> "$T/host-c/sim.txt"
+kill9_lockstepd; start_lockstepd after-snapshot
 (ls_cli snapshot create shop --name f7 >/dev/null 2>&1 || true) &
-for _ in $(seq 1 100); do grep -q 'SNAPSHOT .*host-a' "$T/lockstepd.log" 2>/dev/null && break; sleep 0.05; done
-sleep 0.5
+bg=$!
+for _ in $(seq 1 600); do grep -q 'failpoint after-snapshot reached' "$T/lockstepd.log" && break; sleep 0.05; done
+check "coordinator stopped after SNAPSHOT, before deciding" grep -q 'failpoint after-snapshot reached' "$T/lockstepd.log"
 kill9_lockstepd
-wait || true
-sed -i '/latency thaw=1500/d' "$T/host-c/sim.txt"
-sleep 2
+wait "$bg" || true
+check "... the agents hold the cut pending" bash -c "ls $T/host-*/sim/img/*.f7.qcow2 | wc -l | grep -qx 15"
 start_lockstepd
-sleep 0.5
-ls_cli recover >/dev/null || true
-check "coordinator killed after SNAPSHOT: presumed abort" [ "$(ls_cli snapshot list shop --json | jq -r '.[] | select(.name=="f7") | .state')" = aborted ]
+check "... restart: presumed abort" [ "$(ls_cli snapshot list shop --json | jq -r '.[] | select(.name=="f7") | .state')" = aborted ]
 check "... agents discarded their overlays" bash -c "! ls $T/host-*/sim/img/*.f7.qcow2 2>/dev/null"
 check "... nothing frozen" nothing_frozen
 
 # 8. lockstepd killed -9 right after logging COMMIT: restart -> commit completes.
-echo "latency thaw=200" >> "$T/host-a/sim.txt"
+kill9_lockstepd; start_lockstepd after-decide
 (ls_cli snapshot create shop --name f8 >/dev/null 2>&1 || true) &
-for _ in $(seq 1 200); do grep -q 'DECIDE   COMMIT logged' "$T/lockstepd.log" 2>/dev/null && break; sleep 0.01; done
+bg=$!
+for _ in $(seq 1 600); do grep -q 'failpoint after-decide reached' "$T/lockstepd.log" && break; sleep 0.05; done
+check "coordinator stopped after logging COMMIT, before sending it" grep -q 'DECIDE   COMMIT logged' "$T/lockstepd.log"
 kill9_lockstepd
-wait || true
-sed -i '/latency thaw=200/d' "$T/host-a/sim.txt"
+wait "$bg" || true
+r=$(send host-a status)
+check "... agents hold it in doubt, snapped" [ "$(jq -r '[.in_doubt[] | .state] | unique | join(",")' <<<"$r")" = TXN_SNAPPED ]
 start_lockstepd
-ls_cli recover >/dev/null || true
-check "coordinator killed after COMMIT logged: commit completes" [ "$(ls_cli snapshot list shop --json | jq -r '.[] | select(.name=="f8") | .state')" = committed ]
+check "... restart: commit completes" [ "$(ls_cli snapshot list shop --json | jq -r '.[] | select(.name=="f8") | .state')" = committed ]
 check "... overlays kept on every agent" bash -c "ls $T/host-*/sim/img/*.f8.qcow2 | wc -l | grep -qx 15"
 check "... nothing in doubt" [ "$(ls_cli agents --json | jq '[.[].in_doubt] | add')" = 0 ]
 

@@ -129,8 +129,8 @@ coordinator() {
         } > "$T/coordinator.yaml"
 }
 
-start_lockstepd() {
-        "$LOCKSTEPD_BIN" -c "$T/coordinator.yaml" >> "$T/lockstepd.log" 2>&1 &
+start_lockstepd() { # [FAILPOINT]
+        LOCKSTEP_FAILPOINT=${1:-} "$LOCKSTEPD_BIN" -c "$T/coordinator.yaml" >> "$T/lockstepd.log" 2>&1 &
         echo $! > "$T/lockstepd.pid"
         PIDS+=("$!")
         for _ in $(seq 1 100); do
