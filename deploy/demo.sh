@@ -32,3 +32,4 @@ The lab stays up. Try next (as root):
   $lab sequential-cut        # today's way again: look for orphans
   $lab restart app1 --noga   # a guest without its agent: the next cut aborts, nothing stays frozen
   $lab down                  # remove everything the lab made
+EOF
