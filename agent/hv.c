@@ -101,3 +101,8 @@ int hv_discard(struct hv *hv, const char *vm, const char *snap, const struct hv_
 {
         return hv->ops->discard(hv->be, vm, snap, imgs, n, err);
 }
+
+int hv_delete_cut(struct hv *hv, const char *vm, const char *snap, struct hv_image *ret, size_t *ret_n, lserr *err)
+{
+        return hv->ops->delete_cut(hv->be, vm, snap, ret, ret_n, err);
+}

@@ -94,3 +94,13 @@ int hv_snapshot(struct hv *hv, const char *vm, const char *snap, int with_memory
  * removed. Idempotent: images already discarded are skipped. */
 int hv_discard(struct hv *hv, const char *vm, const char *snap, const struct hv_image *imgs, size_t n,
                lserr *err);
+
+/* Deletes a committed cut of one domain: on every disk the overlay named for
+ * snap ("<image>.<snap>.qcow2", found by walking the disk's backing chain) is
+ * merged into its backing image while the domain keeps running (active or
+ * intermediate block commit; qemu-img commit/rebase when off), then removed with
+ * the snapshot metadata. Every step leaves a valid chain; running it again
+ * finishes a half-done delete. ret gets one hv_image per disk merged now (after:
+ * the layer removed, before: the image it was merged into; a later cut that held
+ * the removed layer holds that image now); none when the cut was already gone. */
+int hv_delete_cut(struct hv *hv, const char *vm, const char *snap, struct hv_image *ret, size_t *ret_n, lserr *err);

@@ -20,6 +20,8 @@ struct hv_ops {
                         size_t *ret_n, lserr *err);
         int (*discard)(void *be, const char *vm, const char *snap, const struct hv_image *imgs, size_t n,
                        lserr *err);
+        int (*delete_cut)(void *be, const char *vm, const char *snap, struct hv_image *ret, size_t *ret_n,
+                          lserr *err);
 };
 
 extern const struct hv_ops hv_libvirt_ops;

@@ -679,6 +679,189 @@ static int lv_discard(void *be, const char *vm, const char *snap, const struct h
         return r;
 }
 
+/* ---- delete ----------------------------------------------------------------- */
+
+/* The backing file named in a qcow2 header, resolved against the image's
+ * directory; "" for raw images and qcow2 without a backing file. Read from the
+ * header so it works whether or not the domain runs. */
+static int qcow2_backing(const char *path, char *out, size_t n, lserr *err)
+{
+        unsigned char hdr[20];
+        char name[HV_PATH_MAX];
+        unsigned long long off = 0;
+        unsigned len = 0;
+        FILE *f = fopen(path, "rb");
+        int r = 0;
+
+        out[0] = '\0';
+        if (!f)
+                return lserr_set(err, -errno, "\"%s\": open: %m", path);
+        if (fread(hdr, 1, sizeof(hdr), f) != sizeof(hdr) || memcmp(hdr, "QFI\xfb", 4) != 0)
+                goto out; /* raw (or too short to be qcow2): end of the chain */
+        for (int i = 0; i < 8; i++)
+                off = off << 8 | hdr[8 + i];
+        for (int i = 0; i < 4; i++)
+                len = len << 8 | hdr[16 + i];
+        if (off == 0 || len == 0)
+                goto out;
+        if (len >= sizeof(name) || fseeko(f, (off_t)off, SEEK_SET) != 0 || fread(name, 1, len, f) != len) {
+                r = lserr_set(err, LS_EHV, "\"%s\": qcow2 backing file name unreadable", path);
+                goto out;
+        }
+        name[len] = '\0';
+        {
+                const char *slash = strrchr(path, '/');
+                int dl = name[0] == '/' || !slash ? 0 : (int)(slash - path + 1);
+                if (snprintf(out, n, "%.*s%s", dl, path, name) >= (int)n)
+                        r = lserr_set(err, LS_EHV, "\"%s\": backing file path too long", path);
+        }
+out:
+        fclose(f);
+        return r;
+}
+
+static int run(const char *vm, const char *const argv[], lserr *err)
+{
+        pid_t pid = fork();
+        int status;
+
+        if (pid < 0)
+                return lserr_set(err, -errno, "%s: fork: %m", vm);
+        if (pid == 0) {
+                execvp(argv[0], (char *const *)argv);
+                _exit(127);
+        }
+        if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                return lserr_set(err, LS_EHV, "%s: %s %s %s failed", vm, argv[0], argv[1], argv[2]);
+        return 0;
+}
+
+/* Waits until a non-active commit's job is gone (it ends on its own). */
+static int wait_job_gone(virDomainPtr d, const char *vm, const char *disk, lserr *err)
+{
+        long long deadline = fsutil_mono_us() + PIVOT_TIMEOUT_US;
+
+        while (fsutil_mono_us() < deadline) {
+                virDomainBlockJobInfo info;
+                int r = virDomainGetBlockJobInfo(d, disk, &info, 0);
+                if (r == 0)
+                        return 0;
+                if (r < 0)
+                        return lserr_set(err, LS_EHV, "%s: delete: disk %s: block job: %s", vm, disk, last_error());
+                usleep(20000);
+        }
+        return lserr_set(err, LS_EHV, "%s: delete: disk %s: block commit did not finish", vm, disk);
+}
+
+static int delete_disk(virDomainPtr d, const char *vm, int running, const struct parsed_disk *pd, const char *suffix,
+                       struct hv_image *ret, size_t *merged, lserr *err)
+{
+        char layer[HV_PATH_MAX], child[HV_PATH_MAX] = "", base[HV_PATH_MAX];
+        size_t sl = strlen(suffix);
+        int r;
+
+        snprintf(layer, sizeof(layer), "%s", pd->path);
+        /* Down the chain to the layer named for the cut. */
+        for (int depth = 0;; depth++) {
+                size_t pl = strlen(layer);
+                if (pl > sl && !strcmp(layer + pl - sl, suffix))
+                        break;
+                r = qcow2_backing(layer, base, sizeof(base), err);
+                if (r < 0)
+                        return r;
+                if (!base[0] || depth > 256)
+                        return 0; /* not in this disk's chain: already deleted */
+                snprintf(child, sizeof(child), "%s", layer);
+                snprintf(layer, sizeof(layer), "%s", base);
+        }
+        r = qcow2_backing(layer, base, sizeof(base), err);
+        if (r < 0)
+                return r;
+        if (!base[0])
+                return lserr_set(err, LS_EHV, "%s: delete: disk %s: \"%s\" has no backing image", vm, pd->target, layer);
+        if (running && !child[0]) {
+                struct hv_image im = {0};
+                snprintf(im.target, sizeof(im.target), "%s", pd->target);
+                r = commit_active(d, vm, &im, err);
+        } else if (running) {
+                r = virDomainBlockCommit(d, pd->target, NULL, layer, 0, VIR_DOMAIN_BLOCK_COMMIT_SHALLOW) < 0
+                            ? lserr_set(err, LS_EHV, "%s: delete: disk %s: block commit of \"%s\": %s", vm, pd->target,
+                                        layer, last_error())
+                            : wait_job_gone(d, vm, pd->target, err);
+        } else {
+                const char *commit[] = {"qemu-img", "commit", "-q", layer, NULL};
+                r = run(vm, commit, err);
+                if (r == 0 && child[0]) {
+                        const char *fmt = strcmp(pd->format, "raw") ? "qcow2" : "raw";
+                        char bfmt[16];
+                        /* The base's own format: raw only at the very bottom. */
+                        snprintf(bfmt, sizeof(bfmt), "%s", fmt);
+                        {
+                                char below[HV_PATH_MAX];
+                                lserr e2 = {0};
+                                if (qcow2_backing(base, below, sizeof(below), &e2) == 0 && !below[0]) {
+                                        FILE *f = fopen(base, "rb");
+                                        unsigned char m[4] = {0};
+                                        if (f) {
+                                                if (fread(m, 1, 4, f) != 4)
+                                                        m[0] = 0;
+                                                fclose(f);
+                                        }
+                                        snprintf(bfmt, sizeof(bfmt), "%s", memcmp(m, "QFI\xfb", 4) ? "raw" : "qcow2");
+                                }
+                        }
+                        const char *rebase[] = {"qemu-img", "rebase", "-u", "-b", base, "-F", bfmt, child, NULL};
+                        r = run(vm, rebase, err);
+                } else if (r == 0) {
+                        struct hv_image im = {0};
+                        snprintf(im.target, sizeof(im.target), "%s", pd->target);
+                        snprintf(im.before, sizeof(im.before), "%s", base);
+                        r = redefine_disk(d, vm, &im, err);
+                }
+        }
+        if (r < 0)
+                return r;
+        if (unlink(layer) < 0 && errno != ENOENT)
+                return lserr_set(err, -errno, "%s: delete: disk %s: remove \"%s\": %m", vm, pd->target, layer);
+        snprintf(ret[*merged].target, HV_TARGET_MAX, "%s", pd->target);
+        snprintf(ret[*merged].before, HV_PATH_MAX, "%s", base);
+        snprintf(ret[*merged].after, HV_PATH_MAX, "%s", layer);
+        (*merged)++;
+        return 0;
+}
+
+static int lv_delete_cut(void *be, const char *vm, const char *snap, struct hv_image *ret, size_t *ret_n,
+                         lserr *err)
+{
+        struct parsed_disk pd[HV_MAX_DISKS];
+        struct hv_domain dom;
+        char suffix[LS_NAME_MAX + 16];
+        virDomainPtr d = NULL;
+        virDomainSnapshotPtr s;
+        size_t merged = 0;
+        int r = dom_get(be, vm, "delete", &d, err);
+
+        if (r < 0)
+                return r;
+        r = describe(d, &dom, pd, err);
+        snprintf(suffix, sizeof(suffix), ".%s.qcow2", snap);
+        for (unsigned i = 0; r == 0 && i < dom.n_disks; i++)
+                r = delete_disk(d, vm, dom.state == HV_RUNNING || dom.state == HV_PAUSED, &pd[i], suffix, ret, &merged,
+                                err);
+        if (r == 0) {
+                s = virDomainSnapshotLookupByName(d, snap, 0);
+                if (s) {
+                        if (virDomainSnapshotDelete(s, VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY) < 0)
+                                r = fail(err, vm, "delete: drop snapshot metadata");
+                        virDomainSnapshotFree(s);
+                }
+        }
+        virDomainFree(d);
+        if (r == 0)
+                *ret_n = merged;
+        return r;
+}
+
 const struct hv_ops hv_libvirt_ops = {
         .name = "libvirt",
         .open = lv_open,
@@ -693,4 +876,5 @@ const struct hv_ops hv_libvirt_ops = {
         .resume = lv_resume,
         .snapshot = lv_snapshot,
         .discard = lv_discard,
+        .delete_cut = lv_delete_cut,
 };

@@ -46,10 +46,16 @@ struct simdom {
 };
 
 /* Mutable state of one domain, in <state_dir>/<vm>.state. */
+#define SIM_MAX_LINKS 32
+
 struct simstate {
         enum hv_state state;
         int frozen;
         char cur[HV_MAX_DISKS][HV_PATH_MAX];
+        /* Backing relations of overlays: link[k] is backed by backing[k]. */
+        char link[SIM_MAX_LINKS][HV_PATH_MAX];
+        char backing[SIM_MAX_LINKS][HV_PATH_MAX];
+        unsigned n_links;
 };
 
 static int sim_open(const struct cfg_agent *cfg, void **ret, lserr *err)
@@ -215,12 +221,15 @@ static int read_state(const struct simcfg *c, const char *vm, const struct simdo
         for (unsigned i = 0; i < d->n_disks; i++)
                 snprintf(st->cur[i], HV_PATH_MAX, "%.600s/img/%s-%s.qcow2", c->state_dir, vm, d->disks[i]);
         snprintf(path, sizeof(path), "%s/%s.state", c->state_dir, vm);
-        if (fsutil_read_all(path, 65536, &buf, &len, NULL) < 0)
+        if (fsutil_read_all(path, 1 << 20, &buf, &len, NULL) < 0)
                 return 0;
         for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
                 unsigned i, v;
-                char p[HV_PATH_MAX];
-                if (sscanf(line, "state %u", &v) == 1)
+                char p[HV_PATH_MAX], b[HV_PATH_MAX];
+                if (sscanf(line, "backing %1023s %1023s", p, b) == 2 && st->n_links < SIM_MAX_LINKS) {
+                        snprintf(st->link[st->n_links], HV_PATH_MAX, "%s", p);
+                        snprintf(st->backing[st->n_links++], HV_PATH_MAX, "%s", b);
+                } else if (sscanf(line, "state %u", &v) == 1)
                         st->state = (enum hv_state)v;
                 else if (sscanf(line, "frozen %u", &v) == 1)
                         st->frozen = (int)v;
@@ -234,13 +243,22 @@ static int read_state(const struct simcfg *c, const char *vm, const struct simdo
 static int write_state(const struct simcfg *c, const char *vm, const struct simdom *d, const struct simstate *st,
                        lserr *err)
 {
-        char path[HV_PATH_MAX + 80], text[HV_MAX_DISKS * (HV_PATH_MAX + 16) + 64];
-        int n = snprintf(text, sizeof(text), "state %u\nfrozen %d\n", (unsigned)st->state, st->frozen);
+        char path[HV_PATH_MAX + 80];
+        size_t cap = (HV_MAX_DISKS + 2 * SIM_MAX_LINKS) * (2 * HV_PATH_MAX + 16) + 64;
+        char *text = malloc(cap);
+        int n, r;
 
+        if (!text)
+                return -ENOMEM;
+        n = snprintf(text, cap, "state %u\nfrozen %d\n", (unsigned)st->state, st->frozen);
         for (unsigned i = 0; i < d->n_disks; i++)
-                n += snprintf(text + n, sizeof(text) - (size_t)n, "disk %u %s\n", i, st->cur[i]);
+                n += snprintf(text + n, cap - (size_t)n, "disk %u %s\n", i, st->cur[i]);
+        for (unsigned k = 0; k < st->n_links; k++)
+                n += snprintf(text + n, cap - (size_t)n, "backing %s %s\n", st->link[k], st->backing[k]);
         snprintf(path, sizeof(path), "%s/%s.state", c->state_dir, vm);
-        return fsutil_write_atomic(path, text, (size_t)n, 0600, 0, err);
+        r = fsutil_write_atomic(path, text, (size_t)n, 0600, 0, err);
+        free(text);
+        return r;
 }
 
 /* Common prologue: config, domain, latency, injected failure or hang. */
@@ -505,14 +523,97 @@ static int sim_snapshot(void *be, const char *vm, const char *snap, int with_mem
                 if (r == 0)
                         r = touch(ret[i].after, err);
         }
+        if (r == 0 && st.n_links + d.n_disks > SIM_MAX_LINKS)
+                r = lserr_set(err, LS_EDISK, "%s: snapshot: the simulated chain is full", vm);
         if (r == 0) {
-                for (unsigned i = 0; i < d.n_disks; i++)
+                for (unsigned i = 0; i < d.n_disks; i++) {
                         snprintf(st.cur[i], HV_PATH_MAX, "%s", ret[i].after);
+                        snprintf(st.link[st.n_links], HV_PATH_MAX, "%s", ret[i].after);
+                        snprintf(st.backing[st.n_links++], HV_PATH_MAX, "%s", ret[i].before);
+                }
                 r = write_state(&c, vm, &d, &st, err);
                 *ret_n = d.n_disks;
         }
         unlock_state(fd);
         free(c.text);
+        return r;
+}
+
+static int find_link(const struct simstate *st, const char *path)
+{
+        for (unsigned k = 0; k < st->n_links; k++)
+                if (!strcmp(st->link[k], path))
+                        return (int)k;
+        return -1;
+}
+
+static void drop_link(struct simstate *st, const char *path)
+{
+        int k = find_link(st, path);
+
+        if (k < 0)
+                return;
+        st->n_links--;
+        if ((unsigned)k != st->n_links) {
+                memcpy(st->link[k], st->link[st->n_links], HV_PATH_MAX);
+                memcpy(st->backing[k], st->backing[st->n_links], HV_PATH_MAX);
+        }
+}
+
+/* Merges the overlay named for snap into its backing image, on every disk:
+ * the active layer goes back to the backing image, a deeper layer's child is
+ * re-pointed at it. Already merged: nothing to do. */
+static int sim_delete_cut(void *be, const char *vm, const char *snap, struct hv_image *ret, size_t *ret_n,
+                          lserr *err)
+{
+        struct simcfg c;
+        struct simdom d;
+        struct simstate st;
+        char suffix[LS_NAME_MAX + 16];
+        unsigned merged = 0;
+        int r = enter(be, &c, &d, vm, "delete", err), fd;
+
+        if (r < 0)
+                return r;
+        snprintf(suffix, sizeof(suffix), ".%s.qcow2", snap);
+        fd = lock_state(&c);
+        read_state(&c, vm, &d, &st);
+        for (unsigned i = 0; i < d.n_disks; i++) {
+                /* Walk the chain from the active layer down. */
+                const char *child = NULL, *layer = st.cur[i];
+                int k;
+                while ((k = find_link(&st, layer)) >= 0) {
+                        size_t pl = strlen(layer), sl = strlen(suffix);
+                        if (pl > sl && !strcmp(layer + pl - sl, suffix))
+                                break;
+                        child = layer;
+                        layer = st.backing[k];
+                }
+                if (k < 0)
+                        continue;
+                char gone[HV_PATH_MAX], base[HV_PATH_MAX];
+                snprintf(gone, sizeof(gone), "%s", layer);
+                snprintf(base, sizeof(base), "%s", st.backing[k]);
+                if (!child)
+                        snprintf(st.cur[i], HV_PATH_MAX, "%s", base);
+                else
+                        snprintf(st.backing[find_link(&st, child)], HV_PATH_MAX, "%s", base);
+                drop_link(&st, gone);
+                if (unlink(gone) < 0 && errno != ENOENT) {
+                        r = lserr_set(err, -errno, "%s: delete: disk %s: remove \"%s\": %m", vm, d.disks[i], gone);
+                        break;
+                }
+                snprintf(ret[merged].target, HV_TARGET_MAX, "%s", d.disks[i]);
+                snprintf(ret[merged].before, HV_PATH_MAX, "%s", base);
+                snprintf(ret[merged].after, HV_PATH_MAX, "%s", gone);
+                merged++;
+        }
+        if (r == 0)
+                r = write_state(&c, vm, &d, &st, err);
+        unlock_state(fd);
+        free(c.text);
+        if (r == 0)
+                *ret_n = merged;
         return r;
 }
 
@@ -533,6 +634,8 @@ static int sim_discard(void *be, const char *vm, const char *snap, const struct 
                 for (unsigned i = 0; i < d.n_disks; i++)
                         if (!strcmp(d.disks[i], imgs[k].target) && !strcmp(st.cur[i], imgs[k].after))
                                 snprintf(st.cur[i], HV_PATH_MAX, "%s", imgs[k].before);
+        for (size_t k = 0; k < n; k++)
+                drop_link(&st, imgs[k].after);
         r = write_state(&c, vm, &d, &st, err);
         for (size_t k = 0; r == 0 && k < n; k++)
                 if (unlink(imgs[k].after) < 0 && errno != ENOENT)
@@ -556,4 +659,5 @@ const struct hv_ops hv_sim_ops = {
         .resume = sim_resume,
         .snapshot = sim_snapshot,
         .discard = sim_discard,
+        .delete_cut = sim_delete_cut,
 };

@@ -72,7 +72,8 @@ static int hold_members(const Lockstep__JournalState s, int decided)
 {
         /* Members stay held while frozen or while overlays wait for a decision. */
         return s == LOCKSTEP__JOURNAL_STATE__J_FREEZING || s == LOCKSTEP__JOURNAL_STATE__J_FROZEN ||
-               s == LOCKSTEP__JOURNAL_STATE__J_SNAPPING || (s == LOCKSTEP__JOURNAL_STATE__J_SNAPPED && !decided);
+               s == LOCKSTEP__JOURNAL_STATE__J_SNAPPING || s == LOCKSTEP__JOURNAL_STATE__J_DELETING ||
+               (s == LOCKSTEP__JOURNAL_STATE__J_SNAPPED && !decided);
 }
 
 static Lockstep__TxnState wire_state(Lockstep__JournalState s)
@@ -809,6 +810,81 @@ static int do_decide(struct txn_mgr *mg, struct txn *t, const Lockstep__Command 
         return finish_step(mg, t, cmd->step, LOCKSTEP__ERROR_CODE__OK, message, ret, ret_len);
 }
 
+/* ---- DELETE ------------------------------------------------------------- */
+
+/* Merges a committed cut's overlays into their backing images, member by
+ * member. Each member's chain stays valid at every step and a resent or
+ * repeated DELETE finishes what a failure left, so nothing is journaled but the
+ * reply. Members are held while it runs. */
+static int do_delete(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t **ret, size_t *ret_len)
+{
+        const Lockstep__DeleteRequest *dr = cmd->delete_;
+        char message[MSG_MAX] = "";
+        struct txn *t;
+        int failed = 0;
+
+        if (dr->n_members == 0)
+                return plain_reply(cmd->txid, cmd->step, LOCKSTEP__ERROR_CODE__E_BAD_STATE, "delete: no members given",
+                                   ret, ret_len);
+        t = txn_new(cmd->txid);
+        if (!t || !(t->m = calloc(dr->n_members, sizeof(*t->m)))) {
+                if (t)
+                        txn_free(t);
+                return -ENOMEM;
+        }
+        snprintf(t->snap, sizeof(t->snap), "%s", dr->snapshot);
+        t->n = dr->n_members;
+        for (size_t i = 0; i < t->n; i++) {
+                snprintf(t->m[i].vm, sizeof(t->m[i].vm), "%s", dr->members[i]->vm);
+                t->m[i].tier = dr->members[i]->tier;
+        }
+        pthread_mutex_lock(&mg->lock);
+        if (find_txn(mg, cmd->txid)) {
+                pthread_mutex_unlock(&mg->lock);
+                txn_free(t);
+                return plain_reply(cmd->txid, cmd->step, LOCKSTEP__ERROR_CODE__E_BUSY,
+                                   "delete: this transaction is in progress; resend", ret, ret_len);
+        }
+        for (size_t i = 0; i < t->n; i++) {
+                struct txn *h = holder(mg, t->m[i].vm, NULL);
+                if (h) {
+                        member_fail(mg, &t->m[i], LOCKSTEP__ERROR_CODE__E_BUSY,
+                                    "delete: held by transaction %s; try again when it is finished", h->txid);
+                        failed = 1;
+                }
+        }
+        pthread_mutex_lock(&t->lock);
+        t->state = failed ? LOCKSTEP__JOURNAL_STATE__J_ABORTED : LOCKSTEP__JOURNAL_STATE__J_DELETING;
+        t->next = mg->list;
+        mg->list = t;
+        pthread_mutex_unlock(&mg->lock);
+
+        for (size_t i = 0; !failed && i < t->n; i++) {
+                struct member *mb = &t->m[i];
+                lserr err = {0};
+                long long t0 = fsutil_mono_us();
+                /* The reply lists each layer removed and the image it went into. */
+                int r = hv_delete_cut(mg->hv, mb->vm, t->snap, mb->imgs, &mb->n_imgs, &err);
+                mb->snapshot_us = fsutil_mono_us() - t0;
+                if (r < 0) {
+                        member_fail(mg, mb, LOCKSTEP__ERROR_CODE__E_DELETE_FAILED, "delete: %s", err.msg);
+                        failed = 1;
+                }
+                log_info("txid=%s step=DELETE vm=%s cut=%s %s merged=%zu dur_ms=%.1f", t->txid, mb->vm, t->snap,
+                         r < 0 ? "failed" : "ok", mb->n_imgs, (double)mb->snapshot_us / 1000.0);
+        }
+        t->decided = 1;
+        t->state = failed ? LOCKSTEP__JOURNAL_STATE__J_ABORTED : LOCKSTEP__JOURNAL_STATE__J_COMMITTED;
+        t->finished_mono = fsutil_mono_us();
+        if (failed)
+                snprintf(message, sizeof(message), "%s: delete of cut %s did not finish; every chain is valid, "
+                         "deleting again finishes it", mg->cfg->id, t->snap);
+        int r = finish_step(mg, t, cmd->step, failed ? LOCKSTEP__ERROR_CODE__E_DELETE_FAILED : LOCKSTEP__ERROR_CODE__OK,
+                            message, ret, ret_len);
+        pthread_mutex_unlock(&t->lock);
+        return r;
+}
+
 /* ---- entry points ---------------------------------------------------------- */
 
 int txn_step(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t **ret, size_t *ret_len)
@@ -824,6 +900,8 @@ int txn_step(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t **ret, si
         if (!t) {
                 if (cmd->step == LOCKSTEP__STEP__STEP_FREEZE)
                         return do_freeze(mg, cmd, ret, ret_len);
+                if (cmd->step == LOCKSTEP__STEP__STEP_DELETE)
+                        return do_delete(mg, cmd, ret, ret_len);
                 if (cmd->step == LOCKSTEP__STEP__STEP_DECIDE &&
                     cmd->decide->decision == LOCKSTEP__DECISION__DECISION_ABORT) {
                         /* Presumed abort: nothing of it ever happened here. */

@@ -36,7 +36,7 @@ void txn_mgr_shutdown(struct txn_mgr *m);
 
 struct txn_mgr *txn_mgr_free(struct txn_mgr *m);
 
-/* Runs FREEZE, SNAPSHOT or DECIDE of cmd (already verified), or returns the
+/* Runs FREEZE, SNAPSHOT, DECIDE or DELETE of cmd (already verified), or returns the
  * stored reply of that (txid, step). *ret is a packed Reply without agent,
  * command hash or time (the caller adds them and signs), malloc'd, the
  * caller's. Returns < 0 only when no reply can be made (out of memory). */

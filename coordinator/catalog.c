@@ -121,6 +121,10 @@ static const char *const migrations[] = {
         "        hash_hex TEXT NOT NULL\n"
         ");\n"
         "CREATE INDEX audit_txid ON audit (txid, at_us);\n",
+        /* 2: what became of a cut after it was taken (deleted, delete-failed). */
+        "ALTER TABLE txns ADD COLUMN cut_status TEXT NOT NULL DEFAULT ''\n"
+        "        CHECK (cut_status IN ('', 'deleted', 'delete-failed'));\n"
+        "ALTER TABLE txns ADD COLUMN cut_status_reason TEXT NOT NULL DEFAULT '';\n",
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == CAT_SCHEMA_VERSION,
@@ -554,7 +558,8 @@ struct catalog *cat_close(struct catalog *c)
 /* ---- transactions -------------------------------------------------------------- */
 
 #define TXN_COLUMNS                                                                                                   \
-        "txid, kind, group_name, name, mode, state, committed, reason, started_us, decided_us, finished_us, lease_ms"
+        "txid, kind, group_name, name, mode, state, committed, reason, started_us, decided_us, finished_us, lease_ms, " \
+        "cut_status, cut_status_reason"
 
 static int decode_txn(sqlite3_stmt *st, void *row)
 {
@@ -576,6 +581,8 @@ static int decode_txn(sqlite3_stmt *st, void *row)
         t->decided_us = sqlite3_column_int64(st, 9);
         t->finished_us = sqlite3_column_int64(st, 10);
         t->lease_ms = (unsigned)sqlite3_column_int64(st, 11);
+        col_str(st, 12, t->cut_status, sizeof(t->cut_status));
+        col_str(st, 13, t->cut_status_reason, sizeof(t->cut_status_reason));
         return 0;
 }
 
@@ -1346,6 +1353,63 @@ int cat_audit_list(struct catalog *c, const char *txid, size_t limit, struct cat
         *ret = v;
         *ret_n = n;
 out:
+        sqlite3_finalize(st);
+        pthread_mutex_unlock(&c->lock);
+        return r;
+}
+
+int cat_cut_set_status(struct catalog *c, const char *txid, const char *status, const char *reason, lserr *err)
+{
+        sqlite3_stmt *st = NULL;
+        int rc, r = 0;
+
+        if (!id_fits(txid, ID_FIELD, 0))
+                return lserr_set(err, -EINVAL, "catalog \"%s\": cut status: transaction id empty or too long", c->path);
+        if (strcmp(status, "") && strcmp(status, "deleted") && strcmp(status, "delete-failed"))
+                return lserr_set(err, -EINVAL, "catalog \"%s\": cut status \"%s\" unknown", c->path, status);
+        pthread_mutex_lock(&c->lock);
+        rc = sqlite3_prepare_v2(c->db,
+                                "UPDATE txns SET cut_status = ?2, cut_status_reason = ?3 WHERE txid = ?1 AND kind = 'snapshot'",
+                                -1, &st, NULL);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_text(st, 1, txid, -1, SQLITE_TRANSIENT);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_text(st, 2, status, -1, SQLITE_TRANSIENT);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_text(st, 3, reason ? reason : "", -1, SQLITE_TRANSIENT);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE)
+                r = lserr_set(err, rc_errno(rc), "catalog \"%s\": cut \"%s\": set status: %s", c->path, txid, why(c, rc));
+        else if (sqlite3_changes(c->db) == 0)
+                r = lserr_set(err, -ENOENT, "catalog \"%s\": no cut \"%s\"", c->path, txid);
+        sqlite3_finalize(st);
+        pthread_mutex_unlock(&c->lock);
+        return r;
+}
+
+int cat_image_repath(struct catalog *c, const char *agent, const char *vm, const char *old_path, const char *new_path,
+                     lserr *err)
+{
+        sqlite3_stmt *st = NULL;
+        int rc, r = 0;
+
+        pthread_mutex_lock(&c->lock);
+        rc = sqlite3_prepare_v2(c->db, "UPDATE images SET before = ?4 WHERE agent = ?1 AND vm = ?2 AND before = ?3", -1,
+                                &st, NULL);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_text(st, 1, agent, -1, SQLITE_TRANSIENT);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_text(st, 2, vm, -1, SQLITE_TRANSIENT);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_text(st, 3, old_path, -1, SQLITE_TRANSIENT);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_text(st, 4, new_path, -1, SQLITE_TRANSIENT);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE)
+                r = lserr_set(err, rc_errno(rc), "catalog \"%s\": %s@%s: repath images: %s", c->path, vm, agent,
+                              why(c, rc));
         sqlite3_finalize(st);
         pthread_mutex_unlock(&c->lock);
         return r;

@@ -10,7 +10,7 @@
 
 #include "lserr.h"
 
-#define CAT_SCHEMA_VERSION 1
+#define CAT_SCHEMA_VERSION 2
 
 struct catalog;
 
@@ -45,6 +45,8 @@ struct cat_txn {
         char reason[512];     /* why it aborted, "" otherwise */
         long long started_us, decided_us, finished_us;
         unsigned lease_ms;
+        char cut_status[16];         /* snapshots: "", "deleted", "delete-failed" */
+        char cut_status_reason[512];
 };
 
 /* Logs a new transaction in state STARTED, durably, before any agent hears of it. */
@@ -95,6 +97,15 @@ int cat_put_image(struct catalog *c, const char *txid, const struct cat_image *i
 
 int cat_members(struct catalog *c, const char *txid, struct cat_member **ret, size_t *ret_n, lserr *err);
 int cat_images(struct catalog *c, const char *txid, struct cat_image **ret, size_t *ret_n, lserr *err);
+
+/* Records what became of a cut: "" (kept), "deleted", "delete-failed" (with
+ * the reason). -ENOENT when txid is not a cut. */
+int cat_cut_set_status(struct catalog *c, const char *txid, const char *status, const char *reason, lserr *err);
+
+/* After a delete merged layer old_path into new_path on agent/vm: every cut
+ * image recorded as old_path is now new_path (same content). */
+int cat_image_repath(struct catalog *c, const char *agent, const char *vm, const char *old_path, const char *new_path,
+                     lserr *err);
 
 /* Cuts (transactions of kind SNAPSHOT), newest first; group NULL = all. */
 int cat_cuts(struct catalog *c, const char *group, struct cat_txn **ret, size_t *ret_n, lserr *err);

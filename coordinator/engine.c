@@ -16,6 +16,7 @@
 #include "lockstep.pb-c.h"
 #include "log.h"
 #include "names.h"
+#include "report.h"
 #include "transport.h"
 
 #define DECIDE_TRIES 3
@@ -39,6 +40,7 @@ struct item {
         Lockstep__FreezeRequest freeze;
         Lockstep__SnapshotRequest snapshot;
         Lockstep__DecideRequest decide;
+        Lockstep__DeleteRequest del;
         Lockstep__StatusRequest status;
         Lockstep__Member *members; /* freeze payload */
         Lockstep__Member **memberp;
@@ -598,6 +600,126 @@ out:
         return r;
 }
 
+/* ---- delete ------------------------------------------------------------------ */
+
+int engine_delete(struct engine *e, const char *cut_txid, engine_event_fn ev, void *arg, char ret_txid[65],
+                  lserr *err)
+{
+        struct cat_txn cut, t = {0};
+        struct cat_member *m = NULL;
+        struct item *items = NULL;
+        size_t nm = 0, n = 0;
+        char reason[700] = "";
+        int ok = 1, r;
+
+        r = cat_txn_get(e->cat, cut_txid, &cut, err);
+        if (r == -ENOENT)
+                return lserr_set(err, -ENOENT, "no cut \"%s\" in the catalog", cut_txid);
+        if (r < 0)
+                return r;
+        if (cut.kind != CAT_KIND_SNAPSHOT || !cut.committed || cut.state != CAT_TXN_DONE)
+                return lserr_set(err, -EINVAL, "\"%s\" is not a committed cut (it is %s)", cut_txid,
+                                 cut.kind != CAT_KIND_SNAPSHOT ? "not a snapshot" : report_state_word(&cut));
+        if (!strcmp(cut.cut_status, "deleted"))
+                return lserr_set(err, -EALREADY, "cut \"%s\" is already deleted", cut_txid);
+        r = busy_take(e, cut.group, err);
+        if (r < 0)
+                return r;
+        r = cat_members(e->cat, cut_txid, &m, &nm, err);
+        if (r < 0)
+                goto out;
+        items = calloc(nm ? nm : 1, sizeof(*items));
+        if (!items) {
+                r = -ENOMEM;
+                goto out;
+        }
+        for (size_t i = 0; i < nm; i++) {
+                struct agentlink *l = link_of(e, m[i].agent);
+                struct item *it = NULL;
+                if (!l) {
+                        r = lserr_set(err, -EINVAL, "cut \"%s\": member %s@%s: agent no longer configured", cut_txid,
+                                      m[i].vm, m[i].agent);
+                        goto out;
+                }
+                for (size_t k = 0; k < n; k++)
+                        if (items[k].link == l)
+                                it = &items[k];
+                if (!it) {
+                        it = &items[n++];
+                        it->link = l;
+                        it->members = calloc(nm, sizeof(*it->members));
+                        it->memberp = calloc(nm, sizeof(*it->memberp));
+                        if (!it->members || !it->memberp) {
+                                r = -ENOMEM;
+                                goto out;
+                        }
+                }
+                Lockstep__Member *mm = &it->members[it->freeze.n_members];
+                lockstep__member__init(mm);
+                mm->vm = m[i].vm;
+                mm->tier = m[i].tier;
+                it->memberp[it->freeze.n_members++] = mm;
+        }
+        make_txid(t.txid);
+        t.kind = CAT_KIND_DELETE;
+        snprintf(t.group, sizeof(t.group), "%s", cut.group);
+        snprintf(t.name, sizeof(t.name), "%s", cut.txid); /* the cut it deletes */
+        snprintf(t.mode, sizeof(t.mode), "%s", cut.mode);
+        t.started_us = fsutil_now_us();
+        r = cat_txn_begin(e->cat, &t, err);
+        if (r < 0)
+                goto out;
+        snprintf(ret_txid, 65, "%s", t.txid);
+        emit(ev, arg, "DELETE   %s: cut %s (%s) of group %s on %zu agent(s)", t.txid, cut.txid, cut.name, cut.group, n);
+        for (size_t i = 0; i < n; i++) {
+                Lockstep__DeleteRequest *dr = &items[i].del;
+                set_step(&items[i], t.txid, LOCKSTEP__STEP__STEP_DELETE);
+                lockstep__delete_request__init(dr);
+                dr->cut_txid = cut.txid;
+                dr->snapshot = cut.name;
+                dr->n_members = items[i].freeze.n_members;
+                dr->members = items[i].memberp;
+                items[i].cmd.payload_case = LOCKSTEP__COMMAND__PAYLOAD_DELETE;
+                items[i].cmd.delete_ = dr;
+        }
+        /* Merging can take a while on big overlays: a longer deadline. */
+        fan_out(e, items, n, (int)e->cfg->step_timeout_s * 1000 * 10);
+        for (size_t i = 0; i < n; i++) {
+                /* Later cuts that held a merged layer hold its base now. */
+                for (size_t k = 0; items[i].rep && k < items[i].rep->n_members; k++) {
+                        const Lockstep__MemberResult *mr = items[i].rep->members[k];
+                        for (size_t dd = 0; dd < mr->n_disks; dd++) {
+                                lserr e2 = {0};
+                                if (cat_image_repath(e->cat, agentlink_id(items[i].link), mr->vm, mr->disks[dd]->after,
+                                                     mr->disks[dd]->before, &e2) < 0)
+                                        log_err("%s", e2.msg);
+                        }
+                }
+                if (item_ok(&items[i])) {
+                        emit(ev, arg, "DELETE   %-12s merged, %zu member(s)", agentlink_id(items[i].link),
+                             items[i].rep->n_members);
+                } else {
+                        why_not(&items[i], reason, sizeof(reason));
+                        emit(ev, arg, "DELETE   %-12s FAILED: %s", agentlink_id(items[i].link), reason);
+                        ok = 0;
+                }
+        }
+        {
+                lserr e2 = {0};
+                if (cat_txn_decide(e->cat, t.txid, ok, ok ? "" : reason, &e2) < 0 ||
+                    cat_txn_finish(e->cat, t.txid, &e2) < 0 ||
+                    cat_cut_set_status(e->cat, cut.txid, ok ? "deleted" : "delete-failed", ok ? "" : reason, &e2) < 0)
+                        log_err("%s", e2.msg);
+        }
+        emit(ev, arg, "DELETE   cut %s %s", cut.txid, ok ? "deleted" : "NOT deleted: every chain is valid; delete it again");
+        r = ok ? 0 : 1;
+out:
+        items_free(items, n);
+        free(m);
+        busy_drop(e, cut.group);
+        return r;
+}
+
 /* ---- recovery and health -------------------------------------------------- */
 
 /* Sends a logged decision (or decides abort) for one transaction. */
@@ -608,6 +730,20 @@ static int settle(struct engine *e, struct cat_txn *t, engine_event_fn ev, void 
         struct item *items = NULL;
         int r, commit;
 
+        if (t->kind == CAT_KIND_DELETE) {
+                /* A delete cut short: every chain is valid; the cut says so. */
+                if (t->state == CAT_TXN_STARTED)
+                        r = cat_txn_decide(e->cat, t->txid, 0, "interrupted by a restart", err);
+                else
+                        r = 0;
+                if (r >= 0)
+                        r = cat_txn_finish(e->cat, t->txid, err);
+                if (r >= 0)
+                        r = cat_cut_set_status(e->cat, t->name, "delete-failed",
+                                               "the delete was interrupted by a restart; delete it again", err);
+                emit(ev, arg, "RECOVER  %s: interrupted delete of cut %s marked delete-failed", t->txid, t->name);
+                return r < 0 ? r : 0;
+        }
         if (t->state == CAT_TXN_STARTED) {
                 r = cat_txn_decide(e->cat, t->txid, 0, "presumed abort: no decision was logged before a restart", err);
                 if (r < 0)

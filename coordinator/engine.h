@@ -36,6 +36,13 @@ struct engine_cut_req {
 int engine_snapshot(struct engine *e, const struct engine_cut_req *req, engine_event_fn ev, void *arg,
                     char ret_txid[65], lserr *err);
 
+/* Deletes a committed cut: every member's overlay of it is merged into its
+ * backing image while the VMs run. All members or the cut is marked
+ * delete-failed with the reason; deleting again finishes it. Returns 0 when
+ * deleted, 1 when not (reasons in the catalog), < 0 when it could not start. */
+int engine_delete(struct engine *e, const char *cut_txid, engine_event_fn ev, void *arg, char ret_txid[65],
+                  lserr *err);
+
 /* Finishes every unresolved transaction: no decision -> abort; decided but not
  * acknowledged by every agent -> the decision is sent again. Then asks every
  * agent for its in-doubt transactions and settles those too. *ret_left counts

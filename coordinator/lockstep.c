@@ -30,6 +30,7 @@ static void usage(FILE *f)
                 "  snapshot create GROUP [--name N] [--mode quiesce|pause|memory] [--lease S] [--json]\n"
                 "  snapshot list [GROUP] [--json]\n"
                 "  snapshot show ID [--json]\n"
+                "  snapshot delete ID [--json]                  merge a cut into its images, VMs keep running\n"
                 "  agents [--json]                              reachability, version, key, in-doubt\n"
                 "  groups [--json]\n"
                 "  recover                                      finish unresolved transactions now\n"
@@ -116,7 +117,7 @@ static int finish(Lockstep__ControlReply *rep, int as_json)
         return code;
 }
 
-/* snapshot create: start it, then follow its progress. */
+/* snapshot create / delete: start it, then follow its progress. */
 static int snapshot_create(struct client *c, Lockstep__ControlRequest *q, int as_json)
 {
         Lockstep__ControlReply *rep = NULL;
@@ -205,7 +206,8 @@ int main(int argc, char **argv)
                 return EXIT_USAGE;
         }
         if (!strcmp(args[0], "snapshot") && nargs >= 2 &&
-            (!strcmp(args[1], "create") || !strcmp(args[1], "list") || !strcmp(args[1], "show"))) {
+            (!strcmp(args[1], "create") || !strcmp(args[1], "list") || !strcmp(args[1], "show") ||
+             !strcmp(args[1], "delete"))) {
                 static char cmd[32];
                 snprintf(cmd, sizeof(cmd), "snapshot.%s", args[1]);
                 q.command = cmd;
@@ -238,7 +240,7 @@ int main(int argc, char **argv)
                 cfg_coord_free(cfg);
                 return EXIT_UNREACHABLE;
         }
-        if (!strcmp(q.command, "snapshot.create")) {
+        if (!strcmp(q.command, "snapshot.create") || !strcmp(q.command, "snapshot.delete")) {
                 r = snapshot_create(&cl, &q, as_json);
         } else {
                 r = call(&cl, &q, !strcmp(q.command, "recover") ? 600000 : 30000, &rep);

@@ -28,6 +28,8 @@
 /* A long operation the CLI follows by polling. */
 struct op {
         char id[24];
+        int is_delete;            /* snapshot.delete of cut `target` */
+        char target[65];
         char group[LS_NAME_MAX + 1];
         char name[LS_NAME_MAX + 1];
         int mode;
@@ -123,12 +125,15 @@ static void *op_main(void *p)
                                      .lease_s = op->lease_s};
         char txid[65] = "";
         lserr err = {0};
-        int r = engine_snapshot(d->eng, &req, op_event, op, txid, &err);
+        int r = op->is_delete ? engine_delete(d->eng, op->target, op_event, op, txid, &err)
+                              : engine_snapshot(d->eng, &req, op_event, op, txid, &err);
         char *text = NULL, *json = NULL, *error = NULL;
+        /* A delete's result is the cut it deleted, as it stands now. */
+        const char *shown = op->is_delete ? op->target : txid;
 
         if (txid[0]) {
-                text = render(r_cut, d, txid, 0, &err);
-                json = render(r_cut, d, txid, 1, &err);
+                text = render(r_cut, d, shown, 0, &err);
+                json = render(r_cut, d, shown, 1, &err);
         }
         if (r < 0)
                 error = strdup(err.msg);
@@ -178,9 +183,14 @@ static int start_snapshot(struct daemon *d, const Lockstep__ControlRequest *q, L
                           char **owned)
 {
         const char *mode = option(q, "mode"), *lease = option(q, "lease"), *name = option(q, "name");
+        int is_delete = !strcmp(q->command, "snapshot.delete");
         struct op *op;
         int slot;
 
+        if (is_delete && q->n_args != 1) {
+                reply_error(rep, 2, "usage: snapshot delete ID", owned);
+                return 0;
+        }
         if (q->n_args != 1) {
                 reply_error(rep, 2, "usage: snapshot create GROUP [--name N] [--mode quiesce|pause|memory] [--lease S]",
                             owned);
@@ -189,6 +199,8 @@ static int start_snapshot(struct daemon *d, const Lockstep__ControlRequest *q, L
         op = calloc(1, sizeof(*op));
         if (!op)
                 return -ENOMEM;
+        op->is_delete = is_delete;
+        snprintf(op->target, sizeof(op->target), "%.64s", q->args[0]);
         snprintf(op->group, sizeof(op->group), "%.64s", q->args[0]);
         snprintf(op->name, sizeof(op->name), "%.64s", name ? name : "");
         op->mode = !mode ? -1 : !strcmp(mode, "quiesce") ? CFG_MODE_QUIESCE : !strcmp(mode, "pause") ? CFG_MODE_PAUSE
@@ -285,7 +297,7 @@ static int control(void *arg, const uint8_t *req, size_t len, uint8_t **ret, siz
         if (!q) {
                 rep.exit_code = 2;
                 rep.error = (char *)"control request does not unpack";
-        } else if (!strcmp(q->command, "snapshot.create")) {
+        } else if (!strcmp(q->command, "snapshot.create") || !strcmp(q->command, "snapshot.delete")) {
                 r = start_snapshot(d, q, &rep, &owned);
         } else if (!strcmp(q->command, "op.poll")) {
                 r = poll_op(d, q, &rep, &strs, &n_strs);

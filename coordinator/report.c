@@ -23,6 +23,13 @@ static void iso_time(long long us, char *out, size_t n)
 
 const char *report_state_name(const struct cat_txn *t)
 {
+        if (t->kind == CAT_KIND_SNAPSHOT && t->cut_status[0])
+                return t->cut_status;
+        return report_state_word(t);
+}
+
+const char *report_state_word(const struct cat_txn *t)
+{
         switch (t->state) {
         case CAT_TXN_STARTED: return "in-doubt";
         case CAT_TXN_COMMIT: return "committing";
@@ -79,7 +86,7 @@ static void cut_json(struct json *j, const struct cat_txn *t, const struct cat_m
         json_str(j, "name", t->name);
         json_str(j, "mode", t->mode);
         json_str(j, "state", report_state_name(t));
-        json_str(j, "reason", t->reason);
+        json_str(j, "reason", t->cut_status_reason[0] ? t->cut_status_reason : t->reason);
         iso_time(t->started_us, ts, sizeof(ts));
         json_str(j, "started_at", ts);
         iso_time(t->decided_us, ts, sizeof(ts));

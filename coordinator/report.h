@@ -20,5 +20,8 @@ int report_agents(struct catalog *cat, int as_json, FILE *out, lserr *err);
 /* Groups as configured. */
 int report_groups(const struct cfg_coord *cfg, int as_json, FILE *out);
 
-/* "committed", "aborted", "in-doubt", "committing", "aborting". */
+/* "committed", "aborted", "in-doubt", "committing", "aborting"; for a cut, its
+ * later fate when it has one: "deleted", "delete-failed". */
 const char *report_state_name(const struct cat_txn *t);
+/* The same without the cut's fate. */
+const char *report_state_word(const struct cat_txn *t);

@@ -128,7 +128,45 @@ check "... restart: commit completes" [ "$(ls_cli snapshot list shop --json | jq
 check "... overlays kept on every agent" bash -c "ls $T/host-*/sim/img/*.f8.qcow2 | wc -l | grep -qx 15"
 check "... nothing in doubt" [ "$(ls_cli agents --json | jq '[.[].in_doubt] | add')" = 0 ]
 
-# 9. Bad input: unknown group, bad mode, coordinator down.
+# 9. Delete: merge a cut's overlays while the VMs run; neighbours stay intact.
+ls_cli snapshot create shop --name dA >/dev/null
+ls_cli snapshot create shop --name dB >/dev/null
+idA=$(ls_cli snapshot list shop --json | jq -r '.[] | select(.name=="dA") | .id')
+idB=$(ls_cli snapshot list shop --json | jq -r '.[] | select(.name=="dB") | .id')
+out=$(ls_cli snapshot delete "$idB" --json) && rc=0 || rc=$?
+check "delete the newest cut: exit 0" [ "$rc" = 0 ]
+check "... marked deleted" [ "$(ls_cli snapshot show "$idB" --json | jq -r .state)" = deleted ]
+check "... its overlays merged and gone on every agent" bash -c "! ls $T/host-*/sim/img/*.dB.qcow2 2>/dev/null"
+check "... VMs write to cut A's overlay again" grep -q 'dA.qcow2$' "$T/host-b/sim/bvm1.state"
+check "... cut A untouched" bash -c "ls $T/host-*/sim/img/*.dA.qcow2 | wc -l | grep -qx 15"
+ls_cli snapshot create shop --name dC >/dev/null
+idC=$(ls_cli snapshot list shop --json | jq -r '.[] | select(.name=="dC") | .id')
+out=$(ls_cli snapshot delete "$idA" --json) && rc=0 || rc=$?
+check "delete an older cut under a newer one: exit 0" [ "$rc" = 0 ]
+check "... its overlays gone" bash -c "! ls $T/host-*/sim/img/*.dA.qcow2 2>/dev/null"
+check "... the newer cut C now sits on A's image" bash -c "grep -q 'backing .*dC.qcow2 .*f8.qcow2\$' $T/host-a/sim/avm1.state"
+check "... cut C still committed and its overlays in place" bash -c "[ \"\$('$LOCKSTEP_BIN' -c '$T/coordinator.yaml' snapshot show $idC --json | jq -r .state)\" = committed ] && ls $T/host-*/sim/img/*.dC.qcow2 | wc -l | grep -qx 15"
+echo "fail delete bvm2" >> "$T/host-b/sim.txt"
+out=$(ls_cli snapshot delete "$idC" --json) && rc=0 || rc=$?
+check "delete failing on one member: exit 1" [ "$rc" = 1 ]
+check "... cut marked delete-failed, reason names the VM" bash -c "[ \"\$(jq -r .state <<<'$(jq -c . <<<"$out")')\" = delete-failed ] && jq -r .reason <<<'$(jq -c . <<<"$out")' | grep -q bvm2@host-b"
+check "... every chain still valid (files of its layers exist)" bash -c "for f in $T/host-*/sim/*.state; do for p in \$(awk '/^disk|^backing/ {print \$NF}' \$f); do case \$p in *-vda.qcow2) ;; *) [ -e \$p ] || exit 1;; esac; done; done"
+sed -i '/fail delete bvm2/d' "$T/host-b/sim.txt"
+out=$(ls_cli snapshot delete "$idC" --json) && rc=0 || rc=$?
+check "... deleting again finishes it" [ "$rc/$(jq -r .state <<<"$out")" = 0/deleted ]
+check "... no overlay of C left" bash -c "! ls $T/host-*/sim/img/*.dC.qcow2 2>/dev/null"
+ls_cli snapshot delete "$idC" >/dev/null 2>&1 && rc=0 || rc=$?
+check "deleting a deleted cut is refused: exit 2" [ "$rc" = 2 ]
+echo "latency freeze=3000" >> "$T/host-a/sim.txt"
+(ls_cli snapshot create shop --name dD >/dev/null 2>&1 || true) &
+bg=$!
+sleep 1
+ls_cli snapshot delete "$id" 2>"$T/busy.err" >/dev/null && rc=0 || rc=$?
+check "delete refused while a cut of the group runs, with the reason" bash -c "[ $rc = 2 ] && grep -q 'already running' $T/busy.err"
+wait "$bg" || true
+sed -i '/latency freeze=3000/d' "$T/host-a/sim.txt"
+
+# 10. Bad input: unknown group, bad mode, coordinator down.
 ls_cli snapshot create nosuch >/dev/null 2>&1 && rc=0 || rc=$?
 check "unknown group: exit 2" [ "$rc" = 2 ]
 ls_cli snapshot create shop --mode sideways >/dev/null 2>&1 && rc=0 || rc=$?

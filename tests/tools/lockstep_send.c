@@ -6,6 +6,7 @@
  *   STEP: status | discover
  *         freeze TXID SNAPSHOT MODE LEASE_MS VM[:TIER[:crash]]...
  *         snapshot TXID | commit TXID | abort TXID
+ *         delete TXID CUT_TXID SNAPSHOT VM...
  * Exit: 0 reply code OK, 1 other reply code, 2 usage, 3 no verified reply. */
 #include <getopt.h>
 #include <stdio.h>
@@ -94,7 +95,8 @@ static int usage(void)
 {
         fprintf(stderr, "usage: lockstep-send -k KEY -p AGENT.pub -u URL -a AGENT [-C COUNTER] [-t MS] STEP ...\n"
                         "  status | discover | snapshot TXID | commit TXID | abort TXID\n"
-                        "  freeze TXID SNAPSHOT quiesce|pause|memory LEASE_MS VM[:TIER[:crash]]...\n");
+                        "  freeze TXID SNAPSHOT quiesce|pause|memory LEASE_MS VM[:TIER[:crash]]...\n"
+                        "  delete TXID CUT_TXID SNAPSHOT VM...\n");
         return 2;
 }
 
@@ -112,6 +114,7 @@ int main(int argc, char **argv)
         Lockstep__FreezeRequest fz = LOCKSTEP__FREEZE_REQUEST__INIT;
         Lockstep__SnapshotRequest sn = LOCKSTEP__SNAPSHOT_REQUEST__INIT;
         Lockstep__DecideRequest de = LOCKSTEP__DECIDE_REQUEST__INIT;
+        Lockstep__DeleteRequest dl = LOCKSTEP__DELETE_REQUEST__INIT;
         Lockstep__Member *mem = NULL, **memp = NULL;
         Lockstep__Reply *rep = NULL;
         char ctrbuf[4200];
@@ -176,6 +179,25 @@ int main(int argc, char **argv)
                 cmd.step = LOCKSTEP__STEP__STEP_FREEZE;
                 cmd.payload_case = LOCKSTEP__COMMAND__PAYLOAD_FREEZE;
                 cmd.freeze = &fz;
+        } else if (!strcmp(step, "delete") && argc - optind >= 4) {
+                size_t n = (size_t)(argc - optind - 3);
+                cmd.txid = argv[optind];
+                dl.cut_txid = argv[optind + 1];
+                dl.snapshot = argv[optind + 2];
+                mem = calloc(n, sizeof(*mem));
+                memp = calloc(n, sizeof(*memp));
+                if (!mem || !memp)
+                        return 3;
+                for (size_t i = 0; i < n; i++) {
+                        lockstep__member__init(&mem[i]);
+                        mem[i].vm = argv[optind + 3 + (int)i];
+                        memp[i] = &mem[i];
+                }
+                dl.n_members = n;
+                dl.members = memp;
+                cmd.step = LOCKSTEP__STEP__STEP_DELETE;
+                cmd.payload_case = LOCKSTEP__COMMAND__PAYLOAD_DELETE;
+                cmd.delete_ = &dl;
         } else if (!strcmp(step, "snapshot") && argc - optind == 1) {
                 cmd.txid = argv[optind];
                 cmd.step = LOCKSTEP__STEP__STEP_SNAPSHOT;
