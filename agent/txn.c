@@ -496,6 +496,36 @@ static unsigned max_tier(const struct txn *t)
         return mx;
 }
 
+/* Adds a new transaction to the open ones, taking its members: a member that
+ * another open transaction holds is marked E_BUSY. Returns with t->lock held,
+ * t in state `state` (or ABORTED when a member was busy) and 1 when a member
+ * was busy; -EEXIST (t not added) when the same txid is being worked on by a
+ * resend right now: the caller answers "resend" and frees t. */
+static int enlist(struct txn_mgr *mg, struct txn *t, Lockstep__JournalState state, const char *step)
+{
+        int busy = 0;
+
+        pthread_mutex_lock(&mg->lock);
+        if (find_txn(mg, t->txid)) {
+                pthread_mutex_unlock(&mg->lock);
+                return -EEXIST;
+        }
+        for (size_t i = 0; i < t->n; i++) {
+                struct txn *h = holder(mg, t->m[i].vm, NULL);
+                if (h) {
+                        member_fail(mg, &t->m[i], LOCKSTEP__ERROR_CODE__E_BUSY,
+                                    "%s: held by transaction %s; try again when it is finished", step, h->txid);
+                        busy = 1;
+                }
+        }
+        pthread_mutex_lock(&t->lock);
+        t->state = busy ? LOCKSTEP__JOURNAL_STATE__J_ABORTED : state;
+        t->next = mg->list;
+        mg->list = t;
+        pthread_mutex_unlock(&mg->lock);
+        return busy;
+}
+
 /* ---- FREEZE --------------------------------------------------------------- */
 
 static int validate_member(struct txn_mgr *mg, struct txn *t, struct member *mb)
@@ -601,29 +631,14 @@ static int do_freeze(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t *
         }
 
         /* Take the members or refuse: a member in another open transaction. */
-        pthread_mutex_lock(&mg->lock);
-        if (find_txn(mg, cmd->txid)) {
+        failed = enlist(mg, t, LOCKSTEP__JOURNAL_STATE__J_FREEZING, "freeze");
+        if (failed < 0) {
                 /* Raced with a resend of the same FREEZE: the caller retries and
                  * gets the stored reply. */
-                pthread_mutex_unlock(&mg->lock);
                 txn_free(t);
                 return plain_reply(cmd->txid, cmd->step, LOCKSTEP__ERROR_CODE__E_BUSY,
                                    "freeze: this transaction is being prepared; resend", ret, ret_len);
         }
-        for (size_t i = 0; i < t->n; i++) {
-                struct txn *h = holder(mg, t->m[i].vm, NULL);
-                if (h) {
-                        member_fail(mg, &t->m[i], LOCKSTEP__ERROR_CODE__E_BUSY, "freeze: held by transaction %s",
-                                    h->txid);
-                        failed = 1;
-                }
-        }
-        pthread_mutex_lock(&t->lock);
-        t->state = failed ? LOCKSTEP__JOURNAL_STATE__J_ABORTED : LOCKSTEP__JOURNAL_STATE__J_FREEZING;
-        t->next = mg->list;
-        mg->list = t;
-        pthread_mutex_unlock(&mg->lock);
-
         for (size_t i = 0; i < t->n; i++)
                 failed |= t->m[i].code != LOCKSTEP__ERROR_CODE__OK;
         /* Validate everything before touching any guest. */
@@ -838,26 +853,12 @@ static int do_delete(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t *
                 snprintf(t->m[i].vm, sizeof(t->m[i].vm), "%s", dr->members[i]->vm);
                 t->m[i].tier = dr->members[i]->tier;
         }
-        pthread_mutex_lock(&mg->lock);
-        if (find_txn(mg, cmd->txid)) {
-                pthread_mutex_unlock(&mg->lock);
+        failed = enlist(mg, t, LOCKSTEP__JOURNAL_STATE__J_DELETING, "delete");
+        if (failed < 0) {
                 txn_free(t);
                 return plain_reply(cmd->txid, cmd->step, LOCKSTEP__ERROR_CODE__E_BUSY,
                                    "delete: this transaction is in progress; resend", ret, ret_len);
         }
-        for (size_t i = 0; i < t->n; i++) {
-                struct txn *h = holder(mg, t->m[i].vm, NULL);
-                if (h) {
-                        member_fail(mg, &t->m[i], LOCKSTEP__ERROR_CODE__E_BUSY,
-                                    "delete: held by transaction %s; try again when it is finished", h->txid);
-                        failed = 1;
-                }
-        }
-        pthread_mutex_lock(&t->lock);
-        t->state = failed ? LOCKSTEP__JOURNAL_STATE__J_ABORTED : LOCKSTEP__JOURNAL_STATE__J_DELETING;
-        t->next = mg->list;
-        mg->list = t;
-        pthread_mutex_unlock(&mg->lock);
 
         for (size_t i = 0; !failed && i < t->n; i++) {
                 struct member *mb = &t->m[i];
