@@ -175,6 +175,11 @@ int dispatch_handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, si
         case LOCKSTEP__STEP__STEP_SNAPSHOT:
         case LOCKSTEP__STEP__STEP_DECIDE:
         case LOCKSTEP__STEP__STEP_DELETE:
+        case LOCKSTEP__STEP__STEP_REVERT_PREPARE:
+        case LOCKSTEP__STEP__STEP_REVERT_STOP:
+        case LOCKSTEP__STEP__STEP_REVERT_SWITCH:
+        case LOCKSTEP__STEP__STEP_REVERT_START:
+        case LOCKSTEP__STEP__STEP_REVERT_DECIDE:
                 r = handle_txn(d, cmd, hash, ret, ret_len);
                 log_info("txid=%s step=%s key=%s dur_ms=%.1f", cmd->txid, env_step_name(cmd->step), key->name,
                          (double)(fsutil_mono_us() - t0) / 1000.0);

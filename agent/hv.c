@@ -106,3 +106,28 @@ int hv_delete_cut(struct hv *hv, const char *vm, const char *snap, struct hv_ima
 {
         return hv->ops->delete_cut(hv->be, vm, snap, ret, ret_n, err);
 }
+
+int hv_cut_images(struct hv *hv, const char *vm, const char *snap, struct hv_image *ret, size_t *ret_n, lserr *err)
+{
+        return hv->ops->cut_images(hv->be, vm, snap, ret, ret_n, err);
+}
+
+int hv_check_images(struct hv *hv, const char *vm, const struct hv_image *imgs, size_t n, lserr *err)
+{
+        return hv->ops->check_images(hv->be, vm, imgs, n, err);
+}
+
+int hv_stop(struct hv *hv, const char *vm, unsigned timeout_ms, lserr *err)
+{
+        return hv->ops->stop(hv->be, vm, timeout_ms, err);
+}
+
+int hv_start(struct hv *hv, const char *vm, lserr *err)
+{
+        return hv->ops->start(hv->be, vm, err);
+}
+
+int hv_point_disks(struct hv *hv, const char *vm, struct hv_image *imgs, size_t n, const char *tag, lserr *err)
+{
+        return hv->ops->point_disks(hv->be, vm, imgs, n, tag, err);
+}

@@ -46,6 +46,7 @@ struct hv_image {
         char target[HV_TARGET_MAX];
         char before[HV_PATH_MAX];
         char after[HV_PATH_MAX];
+        char branch[HV_PATH_MAX]; /* revert: the image the disk ran on before */
 };
 
 struct hv;
@@ -104,3 +105,25 @@ int hv_discard(struct hv *hv, const char *vm, const char *snap, const struct hv_
  * the layer removed, before: the image it was merged into; a later cut that held
  * the removed layer holds that image now); none when the cut was already gone. */
 int hv_delete_cut(struct hv *hv, const char *vm, const char *snap, struct hv_image *ret, size_t *ret_n, lserr *err);
+
+/* ---- revert ------------------------------------------------------------- */
+
+/* The images a committed cut holds for one domain: per disk, before = the
+ * cut's image (the backing image of the layer named for snap), branch = what
+ * the disk runs on now. Every cut image must exist and pass "qemu-img check"
+ * (LS_EIMAGE / LS_ECORRUPT, naming the file). */
+int hv_cut_images(struct hv *hv, const char *vm, const char *snap, struct hv_image *ret, size_t *ret_n,
+                  lserr *err);
+
+/* Checks that each path exists and passes "qemu-img check". */
+int hv_check_images(struct hv *hv, const char *vm, const struct hv_image *imgs, size_t n, lserr *err);
+
+/* Stops a domain: graceful shutdown (guest agent, then ACPI) for up to
+ * timeout_ms, then destroy. Already off: nothing to do. */
+int hv_stop(struct hv *hv, const char *vm, unsigned timeout_ms, lserr *err);
+int hv_start(struct hv *hv, const char *vm, lserr *err);
+
+/* Points a shut-off domain's disks: with tag, at new overlays
+ * "<before>.<tag>.qcow2" created on each imgs[i].before (written to
+ * imgs[i].after); without, at imgs[i].before itself. Persistent definition. */
+int hv_point_disks(struct hv *hv, const char *vm, struct hv_image *imgs, size_t n, const char *tag, lserr *err);

@@ -20,6 +20,12 @@ struct hv_ops {
                         size_t *ret_n, lserr *err);
         int (*discard)(void *be, const char *vm, const char *snap, const struct hv_image *imgs, size_t n,
                        lserr *err);
+        int (*cut_images)(void *be, const char *vm, const char *snap, struct hv_image *ret, size_t *ret_n,
+                          lserr *err);
+        int (*check_images)(void *be, const char *vm, const struct hv_image *imgs, size_t n, lserr *err);
+        int (*stop)(void *be, const char *vm, unsigned timeout_ms, lserr *err);
+        int (*start)(void *be, const char *vm, lserr *err);
+        int (*point_disks)(void *be, const char *vm, struct hv_image *imgs, size_t n, const char *tag, lserr *err);
         int (*delete_cut)(void *be, const char *vm, const char *snap, struct hv_image *ret, size_t *ret_n,
                           lserr *err);
 };

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "fsutil.h"
@@ -595,8 +596,33 @@ static int run_qemu_img_commit(const char *vm, const char *overlay, lserr *err)
         return 0;
 }
 
-/* Points the persistent definition's disk back at its before image. */
+static int redefine_disks(virDomainPtr d, const char *vm, const struct hv_image *imgs, size_t n, int use_after,
+                          lserr *err);
+
+/* Points the persistent definition's disk im->target at im->before. */
 static int redefine_disk(virDomainPtr d, const char *vm, const struct hv_image *im, lserr *err)
+{
+        return redefine_disks(d, vm, im, 1, 0, err);
+}
+
+/* First bytes of an image: qcow2 or raw. */
+static const char *image_format(const char *path)
+{
+        unsigned char m[4] = {0};
+        FILE *f = fopen(path, "rb");
+
+        if (f) {
+                if (fread(m, 1, sizeof(m), f) != sizeof(m))
+                        m[0] = 0;
+                fclose(f);
+        }
+        return memcmp(m, "QFI\xfb", 4) ? "raw" : "qcow2";
+}
+
+/* Points each listed disk of the persistent definition at imgs[i].after (use_after)
+ * or imgs[i].before, with the driver format of that file. */
+static int redefine_disks(virDomainPtr d, const char *vm, const struct hv_image *imgs, size_t n, int use_after,
+                          lserr *err)
 {
         char *xml = virDomainGetXMLDesc(d, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE);
         xmlDocPtr doc;
@@ -605,19 +631,27 @@ static int redefine_disk(virDomainPtr d, const char *vm, const struct hv_image *
         virDomainPtr nd;
 
         if (!xml)
-                return fail(err, vm, "discard: read definition");
+                return fail(err, vm, "read definition");
         doc = xmlReadMemory(xml, (int)strlen(xml), "domain.xml", NULL, XML_PARSE_NONET);
         free(xml);
         if (!doc)
-                return lserr_set(err, LS_EHV, "%s: discard: definition does not parse", vm);
-        for (xmlNodePtr n = child(child(xmlDocGetRootElement(doc), "devices"), "disk"); n; n = n->next) {
-                xmlNodePtr tgt = child(n, "target"), src = child(n, "source"), bs = child(n, "backingStore");
+                return lserr_set(err, LS_EHV, "%s: definition does not parse", vm);
+        for (xmlNodePtr node = child(child(xmlDocGetRootElement(doc), "devices"), "disk"); node; node = node->next) {
+                xmlNodePtr tgt = child(node, "target"), src = child(node, "source"), bs = child(node, "backingStore"),
+                           drv = child(node, "driver");
                 char *dev = xattr(tgt, "dev");
-                if (n->type == XML_ELEMENT_NODE && dev && !strcmp(dev, im->target) && src) {
-                        xmlSetProp(src, (const xmlChar *)"file", (const xmlChar *)im->before);
+                for (size_t i = 0; dev && src && node->type == XML_ELEMENT_NODE && i < n; i++) {
+                        const char *path = use_after ? imgs[i].after : imgs[i].before;
+                        if (strcmp(dev, imgs[i].target))
+                                continue;
+                        xmlSetProp(src, (const xmlChar *)"file", (const xmlChar *)path);
+                        if (drv)
+                                xmlSetProp(drv, (const xmlChar *)"type", (const xmlChar *)image_format(path));
+                        /* libvirt reads the chain again from the image itself. */
                         if (bs) {
                                 xmlUnlinkNode(bs);
                                 xmlFreeNode(bs);
+                                bs = NULL;
                         }
                 }
                 xmlFree(dev);
@@ -720,7 +754,8 @@ out:
         return r;
 }
 
-static int run(const char *vm, const char *const argv[], lserr *err)
+/* Runs a helper program (qemu-img); with quiet its stdout goes to /dev/null. */
+static int run_program(const char *vm, const char *const argv[], int quiet, lserr *err)
 {
         pid_t pid = fork();
         int status;
@@ -728,12 +763,25 @@ static int run(const char *vm, const char *const argv[], lserr *err)
         if (pid < 0)
                 return lserr_set(err, -errno, "%s: fork: %m", vm);
         if (pid == 0) {
+                int fd = quiet ? open("/dev/null", O_WRONLY) : -1;
+                if (fd >= 0)
+                        dup2(fd, STDOUT_FILENO);
                 execvp(argv[0], (char *const *)argv);
                 _exit(127);
         }
         if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
                 return lserr_set(err, LS_EHV, "%s: %s %s %s failed", vm, argv[0], argv[1], argv[2]);
         return 0;
+}
+
+static int run(const char *vm, const char *const argv[], lserr *err)
+{
+        return run_program(vm, argv, 0, err);
+}
+
+static int run_quiet(const char *vm, const char *const argv[], lserr *err)
+{
+        return run_program(vm, argv, 1, err);
 }
 
 /* Waits until a non-active commit's job is gone (it ends on its own). */
@@ -862,6 +910,146 @@ static int lv_delete_cut(void *be, const char *vm, const char *snap, struct hv_i
         return r;
 }
 
+/* ---- revert ----------------------------------------------------------------- */
+
+static int lv_check_images(void *be, const char *vm, const struct hv_image *imgs, size_t n, lserr *err)
+{
+        (void)be;
+        for (size_t i = 0; i < n; i++) {
+                if (access(imgs[i].before, R_OK) < 0)
+                        return lserr_set(err, LS_EIMAGE, "%s: prepare: disk %s: image \"%s\": %m", vm, imgs[i].target,
+                                         imgs[i].before);
+                /* -U: the image is in use read-only as a backing file. */
+                const char *check[] = {"qemu-img", "check", "-U", "-q", imgs[i].before, NULL};
+                const char *chain[] = {"qemu-img", "info", "-U", "--backing-chain", imgs[i].before, NULL};
+                lserr e2 = {0};
+                if (strcmp(image_format(imgs[i].before), "qcow2") == 0 && run(vm, check, &e2) < 0)
+                        return lserr_set(err, LS_ECORRUPT, "%s: prepare: disk %s: image \"%s\" fails qemu-img check", vm,
+                                         imgs[i].target, imgs[i].before);
+                if (run_quiet(vm, chain, &e2) < 0)
+                        return lserr_set(err, LS_ECORRUPT, "%s: prepare: disk %s: backing chain of \"%s\" is broken", vm,
+                                         imgs[i].target, imgs[i].before);
+        }
+        return 0;
+}
+
+static int lv_cut_images(void *be, const char *vm, const char *snap, struct hv_image *ret, size_t *ret_n,
+                         lserr *err)
+{
+        struct parsed_disk pd[HV_MAX_DISKS];
+        struct hv_domain dom;
+        char suffix[LS_NAME_MAX + 16];
+        virDomainPtr d = NULL;
+        int r = dom_get(be, vm, "prepare", &d, err);
+
+        if (r < 0)
+                return r;
+        r = describe(d, &dom, pd, err);
+        virDomainFree(d);
+        if (r < 0)
+                return r;
+        snprintf(suffix, sizeof(suffix), ".%s.qcow2", snap);
+        for (unsigned i = 0; i < dom.n_disks; i++) {
+                char layer[HV_PATH_MAX], base[HV_PATH_MAX];
+                size_t sl = strlen(suffix);
+                snprintf(layer, sizeof(layer), "%s", pd[i].path);
+                for (int depth = 0;; depth++) {
+                        size_t pl = strlen(layer);
+                        if (pl > sl && !strcmp(layer + pl - sl, suffix))
+                                break;
+                        r = qcow2_backing(layer, base, sizeof(base), err);
+                        if (r < 0)
+                                return r;
+                        if (!base[0] || depth > 256)
+                                return lserr_set(err, LS_EIMAGE, "%s: prepare: disk %s: no layer of cut \"%s\" in its chain",
+                                                 vm, pd[i].target, snap);
+                        snprintf(layer, sizeof(layer), "%s", base);
+                }
+                memset(&ret[i], 0, sizeof(ret[i]));
+                r = qcow2_backing(layer, ret[i].before, sizeof(ret[i].before), err);
+                if (r < 0)
+                        return r;
+                if (!ret[i].before[0])
+                        return lserr_set(err, LS_EIMAGE, "%s: prepare: disk %s: \"%s\" has no backing image", vm,
+                                         pd[i].target, layer);
+                snprintf(ret[i].target, HV_TARGET_MAX, "%s", pd[i].target);
+                snprintf(ret[i].branch, HV_PATH_MAX, "%s", pd[i].path);
+        }
+        *ret_n = dom.n_disks;
+        return lv_check_images(be, vm, ret, dom.n_disks, err);
+}
+
+static int lv_stop(void *be, const char *vm, unsigned timeout_ms, lserr *err)
+{
+        virDomainPtr d = NULL;
+        long long deadline = fsutil_mono_us() + (long long)timeout_ms * 1000;
+        int state = 0, reason = 0, r = dom_get(be, vm, "stop", &d, err);
+
+        if (r < 0)
+                return r;
+        if (virDomainGetState(d, &state, &reason, 0) == 0 && state == VIR_DOMAIN_SHUTOFF)
+                goto out;
+        /* Guest agent first (the lab's guests ignore ACPI), then ACPI. */
+        if (virDomainShutdownFlags(d, VIR_DOMAIN_SHUTDOWN_GUEST_AGENT) < 0)
+                virDomainShutdownFlags(d, VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN);
+        while (fsutil_mono_us() < deadline) {
+                if (virDomainGetState(d, &state, &reason, 0) == 0 && state == VIR_DOMAIN_SHUTOFF)
+                        goto out;
+                usleep(100000);
+        }
+        if (virDomainDestroy(d) < 0 && (virDomainGetState(d, &state, &reason, 0) < 0 || state != VIR_DOMAIN_SHUTOFF))
+                r = fail(err, vm, "stop: destroy");
+out:
+        virDomainFree(d);
+        return r;
+}
+
+static int lv_start(void *be, const char *vm, lserr *err)
+{
+        virDomainPtr d = NULL;
+        int state = 0, reason = 0, r = dom_get(be, vm, "start", &d, err);
+
+        if (r < 0)
+                return r;
+        if (!(virDomainGetState(d, &state, &reason, 0) == 0 && state == VIR_DOMAIN_RUNNING) && virDomainCreate(d) < 0)
+                r = fail(err, vm, "start");
+        virDomainFree(d);
+        return r;
+}
+
+static int lv_point_disks(void *be, const char *vm, struct hv_image *imgs, size_t n, const char *tag, lserr *err)
+{
+        virDomainPtr d = NULL;
+        int state = 0, reason = 0, r = dom_get(be, vm, "switch", &d, err);
+
+        if (r < 0)
+                return r;
+        if (virDomainGetState(d, &state, &reason, 0) < 0 || state != VIR_DOMAIN_SHUTOFF) {
+                r = lserr_set(err, LS_EHV, "%s: switch: domain is not shut off", vm);
+                goto out;
+        }
+        for (size_t i = 0; i < n; i++) {
+                if (!tag) {
+                        snprintf(imgs[i].after, HV_PATH_MAX, "%s", imgs[i].before);
+                        continue;
+                }
+                r = overlay_path(vm, imgs[i].before, tag, "qcow2", imgs[i].after, err);
+                if (r < 0)
+                        goto out;
+                if (access(imgs[i].after, F_OK) == 0)
+                        continue; /* made by an earlier attempt of this same revert */
+                const char *create[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-b", imgs[i].before, "-F",
+                                        image_format(imgs[i].before), imgs[i].after, NULL};
+                r = run(vm, create, err);
+                if (r < 0)
+                        goto out;
+        }
+        r = redefine_disks(d, vm, imgs, n, 1, err);
+out:
+        virDomainFree(d);
+        return r;
+}
+
 const struct hv_ops hv_libvirt_ops = {
         .name = "libvirt",
         .open = lv_open,
@@ -877,4 +1065,9 @@ const struct hv_ops hv_libvirt_ops = {
         .snapshot = lv_snapshot,
         .discard = lv_discard,
         .delete_cut = lv_delete_cut,
+        .cut_images = lv_cut_images,
+        .check_images = lv_check_images,
+        .stop = lv_stop,
+        .start = lv_start,
+        .point_disks = lv_point_disks,
 };

@@ -617,6 +617,143 @@ static int sim_delete_cut(void *be, const char *vm, const char *snap, struct hv_
         return r;
 }
 
+/* Walks disk i's chain to the layer named for snap; -1 when it is not there. */
+static int layer_of(const struct simstate *st, unsigned i, const char *snap)
+{
+        char suffix[LS_NAME_MAX + 16];
+        const char *layer = st->cur[i];
+        size_t sl;
+        int k;
+
+        snprintf(suffix, sizeof(suffix), ".%s.qcow2", snap);
+        sl = strlen(suffix);
+        while ((k = find_link(st, layer)) >= 0) {
+                size_t pl = strlen(layer);
+                if (pl > sl && !strcmp(layer + pl - sl, suffix))
+                        return k;
+                layer = st->backing[k];
+        }
+        return -1;
+}
+
+static int sim_check_images(void *be, const char *vm, const struct hv_image *imgs, size_t n, lserr *err)
+{
+        struct simcfg c;
+        struct simdom d;
+        int r = enter(be, &c, &d, vm, "check_images", err);
+
+        if (r < 0)
+                return r;
+        for (size_t i = 0; r == 0 && i < n; i++) {
+                if (access(imgs[i].before, F_OK) < 0)
+                        r = lserr_set(err, LS_EIMAGE, "%s: prepare: disk %s: image \"%s\" is missing", vm,
+                                      imgs[i].target, imgs[i].before);
+                else if (has_line(&c, "corrupt", vm, NULL))
+                        r = lserr_set(err, LS_ECORRUPT, "%s: prepare: disk %s: image \"%s\" fails its check", vm,
+                                      imgs[i].target, imgs[i].before);
+        }
+        free(c.text);
+        return r;
+}
+
+static int sim_cut_images(void *be, const char *vm, const char *snap, struct hv_image *ret, size_t *ret_n,
+                          lserr *err)
+{
+        struct simcfg c;
+        struct simdom d;
+        struct simstate st;
+        int r = enter(be, &c, &d, vm, "cut_images", err), fd;
+
+        if (r < 0)
+                return r;
+        fd = lock_state(&c);
+        read_state(&c, vm, &d, &st);
+        unlock_state(fd);
+        free(c.text);
+        for (unsigned i = 0; i < d.n_disks; i++) {
+                int k = layer_of(&st, i, snap);
+                if (k < 0)
+                        return lserr_set(err, LS_EIMAGE, "%s: prepare: disk %s: no layer of cut \"%s\" in its chain", vm,
+                                         d.disks[i], snap);
+                memset(&ret[i], 0, sizeof(ret[i]));
+                snprintf(ret[i].target, HV_TARGET_MAX, "%s", d.disks[i]);
+                snprintf(ret[i].before, HV_PATH_MAX, "%s", st.backing[k]);
+                snprintf(ret[i].branch, HV_PATH_MAX, "%s", st.cur[i]);
+        }
+        *ret_n = d.n_disks;
+        return sim_check_images(be, vm, ret, d.n_disks, err);
+}
+
+static int do_stop(const char *vm, struct simdom *d, struct simstate *st, lserr *err)
+{
+        (void)vm;
+        (void)d;
+        (void)err;
+        st->state = HV_SHUTOFF;
+        st->frozen = 0;
+        return 0;
+}
+
+static int do_start(const char *vm, struct simdom *d, struct simstate *st, lserr *err)
+{
+        (void)d;
+        if (st->state == HV_RUNNING)
+                return 0;
+        if (st->state != HV_SHUTOFF)
+                return lserr_set(err, LS_EHV, "%s: start: domain is not shut off", vm);
+        st->state = HV_RUNNING;
+        return 0;
+}
+
+static int sim_stop(void *be, const char *vm, unsigned timeout_ms, lserr *err)
+{
+        (void)timeout_ms;
+        return change(be, vm, "stop", do_stop, err);
+}
+
+static int sim_start(void *be, const char *vm, lserr *err)
+{
+        return change(be, vm, "start", do_start, err);
+}
+
+static int sim_point_disks(void *be, const char *vm, struct hv_image *imgs, size_t n, const char *tag, lserr *err)
+{
+        struct simcfg c;
+        struct simdom d;
+        struct simstate st;
+        int r = enter(be, &c, &d, vm, "point_disks", err), fd;
+
+        if (r < 0)
+                return r;
+        fd = lock_state(&c);
+        read_state(&c, vm, &d, &st);
+        if (st.state != HV_SHUTOFF)
+                r = lserr_set(err, LS_EHV, "%s: switch: domain is not shut off", vm);
+        for (size_t k = 0; r == 0 && k < n; k++) {
+                for (unsigned i = 0; i < d.n_disks; i++) {
+                        if (strcmp(d.disks[i], imgs[k].target))
+                                continue;
+                        if (tag) {
+                                snprintf(imgs[k].after, HV_PATH_MAX, "%.900s.%s.qcow2", imgs[k].before, tag);
+                                if (access(imgs[k].after, F_OK) < 0 && (r = touch(imgs[k].after, err)) < 0)
+                                        break;
+                                if (find_link(&st, imgs[k].after) < 0 && st.n_links < SIM_MAX_LINKS) {
+                                        snprintf(st.link[st.n_links], HV_PATH_MAX, "%s", imgs[k].after);
+                                        snprintf(st.backing[st.n_links++], HV_PATH_MAX, "%s", imgs[k].before);
+                                }
+                        } else {
+                                snprintf(imgs[k].after, HV_PATH_MAX, "%s", imgs[k].before);
+                        }
+                        snprintf(st.cur[i], HV_PATH_MAX, "%s", imgs[k].after);
+                }
+        }
+        if (r == 0)
+                r = write_state(&c, vm, &d, &st, err);
+        unlock_state(fd);
+        free(c.text);
+        return r;
+}
+
 static int sim_discard(void *be, const char *vm, const char *snap, const struct hv_image *imgs, size_t n,
                        lserr *err)
 {
@@ -660,4 +797,9 @@ const struct hv_ops hv_sim_ops = {
         .snapshot = sim_snapshot,
         .discard = sim_discard,
         .delete_cut = sim_delete_cut,
+        .cut_images = sim_cut_images,
+        .check_images = sim_check_images,
+        .stop = sim_stop,
+        .start = sim_start,
+        .point_disks = sim_point_disks,
 };

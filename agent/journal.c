@@ -69,16 +69,18 @@ Lockstep__JournalTxn *journal_parse(const uint8_t *buf, size_t len)
                 return NULL;
         /* Everything later code trusts is checked here, once. */
         if (t->version != JOURNAL_VERSION || !names_valid(t->txid) ||
-            (t->snapshot[0] && !names_valid(t->snapshot)) || (unsigned)t->state > LOCKSTEP__JOURNAL_STATE__J_ABORTED)
+            (t->snapshot[0] && !names_valid(t->snapshot)) || (unsigned)t->state > LOCKSTEP__JOURNAL_STATE__J_R_STARTED ||
+            t->state == LOCKSTEP__JOURNAL_STATE__J_DELETING)
                 goto bad;
         for (size_t i = 0; i < t->n_members; i++) {
                 const Lockstep__JournalMember *m = t->members[i];
                 if (!m->member || !names_valid(m->member->vm))
                         goto bad;
                 for (size_t k = 0; k < m->n_disks; k++)
-                        if (!m->disks[k]->before[0] || !m->disks[k]->after[0] ||
+                        /* after is empty until a revert has switched the disk. */
+                        if (!m->disks[k]->before[0] ||
                             strlen(m->disks[k]->before) >= 1024 || strlen(m->disks[k]->after) >= 1024 ||
-                            strlen(m->disks[k]->disk) >= 32)
+                            strlen(m->disks[k]->disk) >= 32 || strlen(m->disks[k]->branch) >= 1024)
                                 goto bad;
         }
         return t;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "envelope.h"
 #include "fsutil.h"
@@ -31,13 +32,19 @@ struct member {
         long long freeze_start_mono, thaw_done_mono;
         int code; /* Lockstep__ErrorCode */
         char msg[MSG_MAX];
+        int was_running; /* revert: running at PREPARE, started again */
+        int switched;    /* revert: disks point at the cut */
 };
 
 struct stored {
         Lockstep__Step step;
+        uint32_t sub; /* the tier, for revert STOP/START */
         uint8_t *buf;
         size_t len;
 };
+
+/* FREEZE, SNAPSHOT, DECIDE; or PREPARE, STOP and START per tier, SWITCH, DECIDE. */
+#define MAX_STORED (4 + 2 * 65)
 
 struct txn {
         char txid[LS_NAME_MAX + 1];
@@ -49,8 +56,9 @@ struct txn {
         long long finished_mono; /* when it reached COMMITTED/ABORTED, for pruning */
         struct member *m;
         size_t n;
-        struct stored replies[4];
+        struct stored replies[MAX_STORED];
         size_t n_replies;
+        int revert, undo;
         pthread_mutex_t lock; /* one step at a time */
         struct txn *next;
 };
@@ -73,6 +81,7 @@ static int hold_members(const Lockstep__JournalState s, int decided)
         /* Members stay held while frozen or while overlays wait for a decision. */
         return s == LOCKSTEP__JOURNAL_STATE__J_FREEZING || s == LOCKSTEP__JOURNAL_STATE__J_FROZEN ||
                s == LOCKSTEP__JOURNAL_STATE__J_SNAPPING || s == LOCKSTEP__JOURNAL_STATE__J_DELETING ||
+               (s >= LOCKSTEP__JOURNAL_STATE__J_R_PREPARED && s <= LOCKSTEP__JOURNAL_STATE__J_R_STARTED) ||
                (s == LOCKSTEP__JOURNAL_STATE__J_SNAPPED && !decided);
 }
 
@@ -89,6 +98,12 @@ static Lockstep__TxnState wire_state(Lockstep__JournalState s)
                 return LOCKSTEP__TXN_STATE__TXN_COMMITTED;
         case LOCKSTEP__JOURNAL_STATE__J_ABORTED:
                 return LOCKSTEP__TXN_STATE__TXN_ABORTED;
+        case LOCKSTEP__JOURNAL_STATE__J_R_PREPARED:
+        case LOCKSTEP__JOURNAL_STATE__J_R_STOPPED:
+        case LOCKSTEP__JOURNAL_STATE__J_R_SWITCHING:
+        case LOCKSTEP__JOURNAL_STATE__J_R_SWITCHED:
+        case LOCKSTEP__JOURNAL_STATE__J_R_STARTED:
+                return LOCKSTEP__TXN_STATE__TXN_REVERTING;
         default:
                 return LOCKSTEP__TXN_STATE__TXN_IDLE;
         }
@@ -107,6 +122,8 @@ static Lockstep__ErrorCode wire_code(int r)
         case LS_EOVERLAYEXISTS: return LOCKSTEP__ERROR_CODE__E_OVERLAY_EXISTS;
         case LS_ENOSPACE: case -ENOSPC: return LOCKSTEP__ERROR_CODE__E_NO_SPACE;
         case LS_ETHAWEDEARLY: return LOCKSTEP__ERROR_CODE__E_THAWED_EARLY;
+        case LS_EIMAGE: return LOCKSTEP__ERROR_CODE__E_IMAGE_MISSING;
+        case LS_ECORRUPT: return LOCKSTEP__ERROR_CODE__E_IMAGE_CORRUPT;
         default: return LOCKSTEP__ERROR_CODE__E_INTERNAL;
         }
 }
@@ -170,12 +187,22 @@ static void txn_free(struct txn *t)
         free(t);
 }
 
-static const struct stored *stored_reply(const struct txn *t, Lockstep__Step step)
+static const struct stored *stored_reply(const struct txn *t, Lockstep__Step step, uint32_t sub)
 {
         for (size_t i = 0; i < t->n_replies; i++)
-                if (t->replies[i].step == step)
+                if (t->replies[i].step == step && t->replies[i].sub == sub)
                         return &t->replies[i];
         return NULL;
+}
+
+/* The tier a revert STOP/START acts on: it keys the stored reply. */
+static uint32_t step_sub(const Lockstep__Command *cmd)
+{
+        if (cmd->step == LOCKSTEP__STEP__STEP_REVERT_STOP)
+                return cmd->revert_stop->tier;
+        if (cmd->step == LOCKSTEP__STEP__STEP_REVERT_START)
+                return cmd->revert_start->tier;
+        return 0;
 }
 
 /* ---- journal and replies ------------------------------------------------ */
@@ -219,6 +246,7 @@ static int pack_reply(const struct txn_mgr *mg, const struct txn *t, Lockstep__S
                         di[nd].disk = (char *)mb->imgs[k].target;
                         di[nd].before = (char *)mb->imgs[k].before;
                         di[nd].after = (char *)mb->imgs[k].after;
+                        di[nd].branch = (char *)mb->imgs[k].branch;
                         dip[nd] = &di[nd];
                         nd++;
                         mr[i].n_disks++;
@@ -259,7 +287,7 @@ static int persist(struct txn_mgr *mg, const struct txn *t, lserr *err)
         Lockstep__Timings *tm = calloc(t->n ? t->n : 1, sizeof(*tm));
         Lockstep__DiskImage *di = calloc(t->n * HV_MAX_DISKS + 1, sizeof(*di));
         Lockstep__DiskImage **dip = calloc(t->n * HV_MAX_DISKS + 1, sizeof(*dip));
-        Lockstep__JournalReply jr[4], *jrp[4];
+        Lockstep__JournalReply jr[MAX_STORED], *jrp[MAX_STORED];
         size_t nd = 0;
         int r;
 
@@ -288,12 +316,15 @@ static int persist(struct txn_mgr *mg, const struct txn *t, lserr *err)
                 jm[i].timings = &tm[i];
                 jm[i].code = mb->code;
                 jm[i].message = (char *)mb->msg;
+                jm[i].was_running = mb->was_running;
+                jm[i].switched = mb->switched;
                 jm[i].disks = &dip[nd];
                 for (size_t k = 0; k < mb->n_imgs; k++) {
                         lockstep__disk_image__init(&di[nd]);
                         di[nd].disk = (char *)mb->imgs[k].target;
                         di[nd].before = (char *)mb->imgs[k].before;
                         di[nd].after = (char *)mb->imgs[k].after;
+                        di[nd].branch = (char *)mb->imgs[k].branch;
                         dip[nd] = &di[nd];
                         nd++;
                         jm[i].n_disks++;
@@ -303,6 +334,7 @@ static int persist(struct txn_mgr *mg, const struct txn *t, lserr *err)
         for (size_t i = 0; i < t->n_replies; i++) {
                 lockstep__journal_reply__init(&jr[i]);
                 jr[i].step = t->replies[i].step;
+                jr[i].sub = t->replies[i].sub;
                 jr[i].reply.data = t->replies[i].buf;
                 jr[i].reply.len = t->replies[i].len;
                 jrp[i] = &jr[i];
@@ -319,6 +351,8 @@ static int persist(struct txn_mgr *mg, const struct txn *t, lserr *err)
         jt.replies = jrp;
         jt.decided = t->decided;
         jt.lease_expired = t->lease_expired;
+        jt.revert = t->revert;
+        jt.undo = t->undo;
         jt.updated_us = fsutil_now_us();
         r = journal_write(mg->cfg->journal_dir, &jt, err);
 out:
@@ -345,8 +379,8 @@ static int persist_or_log(struct txn_mgr *mg, const struct txn *t)
 
 /* Stores the reply of a step and journals it with the state, then hands a copy
  * to the caller. */
-static int finish_step(struct txn_mgr *mg, struct txn *t, Lockstep__Step step, Lockstep__ErrorCode code,
-                       const char *message, uint8_t **ret, size_t *ret_len)
+static int finish_step_sub(struct txn_mgr *mg, struct txn *t, Lockstep__Step step, uint32_t sub,
+                           Lockstep__ErrorCode code, const char *message, uint8_t **ret, size_t *ret_len)
 {
         uint8_t *buf;
         size_t len;
@@ -354,8 +388,9 @@ static int finish_step(struct txn_mgr *mg, struct txn *t, Lockstep__Step step, L
 
         if (r < 0)
                 return r;
-        if (t->n_replies < 4) {
+        if (t->n_replies < MAX_STORED) {
                 t->replies[t->n_replies].step = step;
+                t->replies[t->n_replies].sub = sub;
                 t->replies[t->n_replies].buf = buf;
                 t->replies[t->n_replies].len = len;
                 t->n_replies++;
@@ -369,6 +404,12 @@ static int finish_step(struct txn_mgr *mg, struct txn *t, Lockstep__Step step, L
         if (t->n_replies == 0 || t->replies[t->n_replies - 1].buf != buf)
                 free(buf);
         return 0;
+}
+
+static int finish_step(struct txn_mgr *mg, struct txn *t, Lockstep__Step step, Lockstep__ErrorCode code,
+                       const char *message, uint8_t **ret, size_t *ret_len)
+{
+        return finish_step_sub(mg, t, step, 0, code, message, ret, ret_len);
 }
 
 /* A reply for a command that never became a transaction step. */
@@ -886,6 +927,315 @@ static int do_delete(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t *
         return r;
 }
 
+/* ---- REVERT ------------------------------------------------------------- */
+
+#define REVERT_START_WAIT_US (120LL * 1000000)
+
+/* Where a revert keeps each member's pre-revert branch, durably and beyond the
+ * journal's pruning, so "revert --undo" can find it months later. */
+static int branch_path(const struct txn_mgr *mg, const char *txid, const char *vm, char *out, size_t n)
+{
+        return snprintf(out, n, "%s/branches/%s.%s", mg->cfg->journal_dir, txid, vm) >= (int)n ? -ENAMETOOLONG : 0;
+}
+
+static int write_branch(struct txn_mgr *mg, const struct txn *t, const struct member *mb, lserr *err)
+{
+        char dir[4200], path[4200], text[HV_MAX_DISKS * (HV_PATH_MAX + HV_TARGET_MAX + 4)];
+        size_t off = 0;
+        int r;
+
+        snprintf(dir, sizeof(dir), "%s/branches", mg->cfg->journal_dir);
+        r = fsutil_mkdir_p(dir, 0700, err);
+        if (r < 0)
+                return r;
+        if (branch_path(mg, t->txid, mb->vm, path, sizeof(path)) < 0)
+                return lserr_set(err, -ENAMETOOLONG, "revert: branch record path too long");
+        for (size_t k = 0; k < mb->n_imgs; k++)
+                off += (size_t)snprintf(text + off, sizeof(text) - off, "%s %s\n", mb->imgs[k].target,
+                                        mb->imgs[k].branch);
+        return fsutil_write_atomic(path, text, off, 0600, 0, err);
+}
+
+/* Undo: the disks go back to what revert `of` found them on. */
+static int read_branch(struct txn_mgr *mg, const char *of, struct member *mb, lserr *err)
+{
+        char path[4200], *buf = NULL, *line, *save = NULL;
+        struct hv_domain d;
+        size_t len;
+        int r;
+
+        if (branch_path(mg, of, mb->vm, path, sizeof(path)) < 0)
+                return lserr_set(err, -ENAMETOOLONG, "revert: branch record path too long");
+        r = fsutil_read_all(path, 1 << 20, &buf, &len, NULL);
+        if (r < 0)
+                return lserr_set(err, LS_EIMAGE, "%s: prepare: no pre-revert branch of revert %s here (\"%s\")", mb->vm,
+                                 of, path);
+        r = hv_lookup(mg->hv, mb->vm, &d, err);
+        mb->n_imgs = 0;
+        for (line = strtok_r(buf, "\n", &save); r == 0 && line; line = strtok_r(NULL, "\n", &save)) {
+                struct hv_image *im = &mb->imgs[mb->n_imgs];
+                char target[HV_TARGET_MAX], p[HV_PATH_MAX];
+                if (mb->n_imgs == HV_MAX_DISKS || sscanf(line, "%31s %1023s", target, p) != 2)
+                        continue;
+                memset(im, 0, sizeof(*im));
+                snprintf(im->target, sizeof(im->target), "%s", target);
+                snprintf(im->before, sizeof(im->before), "%s", p);
+                for (unsigned k = 0; k < d.n_disks; k++)
+                        if (!strcmp(d.disks[k].target, target))
+                                snprintf(im->branch, sizeof(im->branch), "%s", d.disks[k].path);
+                mb->n_imgs++;
+        }
+        free(buf);
+        if (r == 0)
+                r = hv_check_images(mg->hv, mb->vm, mb->imgs, mb->n_imgs, err);
+        return r;
+}
+
+static Lockstep__ErrorCode first_code(const struct txn *t)
+{
+        for (size_t i = 0; i < t->n; i++)
+                if (t->m[i].code != LOCKSTEP__ERROR_CODE__OK)
+                        return t->m[i].code;
+        return LOCKSTEP__ERROR_CODE__OK;
+}
+
+static int do_revert_prepare(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t **ret, size_t *ret_len)
+{
+        const Lockstep__RevertPrepareRequest *rp = cmd->revert_prepare;
+        char message[MSG_MAX] = "";
+        struct txn *t;
+        int failed;
+
+        if (rp->n_members == 0)
+                return plain_reply(cmd->txid, cmd->step, LOCKSTEP__ERROR_CODE__E_BAD_STATE, "revert: no members given",
+                                   ret, ret_len);
+        t = txn_new(cmd->txid);
+        if (!t || !(t->m = calloc(rp->n_members, sizeof(*t->m)))) {
+                if (t)
+                        txn_free(t);
+                return -ENOMEM;
+        }
+        snprintf(t->snap, sizeof(t->snap), "%s", rp->snapshot);
+        t->n = rp->n_members;
+        t->revert = 1;
+        t->undo = rp->undo;
+        for (size_t i = 0; i < t->n; i++) {
+                snprintf(t->m[i].vm, sizeof(t->m[i].vm), "%s", rp->members[i]->vm);
+                t->m[i].tier = rp->members[i]->tier;
+                t->m[i].crash = rp->members[i]->consistency == LOCKSTEP__CONSISTENCY__CONSISTENCY_CRASH;
+        }
+        failed = enlist(mg, t, LOCKSTEP__JOURNAL_STATE__J_R_PREPARED, "revert");
+        if (failed < 0) {
+                txn_free(t);
+                return plain_reply(cmd->txid, cmd->step, LOCKSTEP__ERROR_CODE__E_BUSY,
+                                   "revert: this transaction is being prepared; resend", ret, ret_len);
+        }
+        /* Everything is checked before anything is touched. */
+        for (size_t i = 0; !failed && i < t->n; i++) {
+                struct member *mb = &t->m[i];
+                struct hv_domain d;
+                lserr err = {0};
+                int r = hv_lookup(mg->hv, mb->vm, &d, &err);
+                if (r == 0) {
+                        mb->was_running = d.state == HV_RUNNING || d.state == HV_PAUSED;
+                        r = t->undo ? read_branch(mg, rp->cut_txid, mb, &err)
+                                    : hv_cut_images(mg->hv, mb->vm, t->snap, mb->imgs, &mb->n_imgs, &err);
+                }
+                if (r < 0) {
+                        member_fail(mg, mb, wire_code(r), "%s", err.msg);
+                        failed = 1;
+                }
+        }
+        if (failed) {
+                t->state = LOCKSTEP__JOURNAL_STATE__J_ABORTED;
+                t->finished_mono = fsutil_mono_us();
+                snprintf(message, sizeof(message), "%s: revert: prepare failed; nothing was touched", mg->cfg->id);
+        } else {
+                log_info("txid=%s step=REVERT_PREPARE %s of %s: %zu member(s) ready", t->txid,
+                         t->undo ? "undo" : "revert", rp->cut_txid, t->n);
+        }
+        int r = finish_step(mg, t, cmd->step, failed ? first_code(t) : LOCKSTEP__ERROR_CODE__OK, message, ret,
+                            ret_len);
+        pthread_mutex_unlock(&t->lock);
+        return r;
+}
+
+static int do_revert_stop(struct txn_mgr *mg, struct txn *t, const Lockstep__Command *cmd, uint8_t **ret,
+                          size_t *ret_len)
+{
+        unsigned tier = cmd->revert_stop->tier, timeout = cmd->revert_stop->shutdown_timeout_ms;
+        int failed = 0;
+
+        if (t->state != LOCKSTEP__JOURNAL_STATE__J_R_PREPARED && t->state != LOCKSTEP__JOURNAL_STATE__J_R_STOPPED)
+                return plain_reply(t->txid, cmd->step, LOCKSTEP__ERROR_CODE__E_BAD_STATE,
+                                   "revert: stop is allowed only after prepare", ret, ret_len);
+        t->state = LOCKSTEP__JOURNAL_STATE__J_R_STOPPED;
+        for (size_t i = 0; i < t->n; i++) {
+                struct member *mb = &t->m[i];
+                lserr err = {0};
+                long long t0 = fsutil_mono_us();
+                if (mb->tier != tier)
+                        continue;
+                if (hv_stop(mg->hv, mb->vm, timeout ? timeout : 60000, &err) < 0) {
+                        member_fail(mg, mb, LOCKSTEP__ERROR_CODE__E_INTERNAL, "stop: %s", err.msg);
+                        failed = 1;
+                }
+                log_info("txid=%s step=REVERT_STOP vm=%s tier=%u dur_ms=%.1f", t->txid, mb->vm, tier,
+                         (double)(fsutil_mono_us() - t0) / 1000.0);
+        }
+        return finish_step_sub(mg, t, cmd->step, tier, failed ? first_code(t) : LOCKSTEP__ERROR_CODE__OK, "", ret,
+                               ret_len);
+}
+
+static int do_revert_switch(struct txn_mgr *mg, struct txn *t, const Lockstep__Command *cmd, uint8_t **ret,
+                            size_t *ret_len)
+{
+        int failed = 0;
+
+        if (t->state != LOCKSTEP__JOURNAL_STATE__J_R_STOPPED)
+                return plain_reply(t->txid, cmd->step, LOCKSTEP__ERROR_CODE__E_BAD_STATE,
+                                   "revert: switch is allowed only after stop", ret, ret_len);
+        /* The intent first: a crash from here on goes back to the branch. */
+        t->state = LOCKSTEP__JOURNAL_STATE__J_R_SWITCHING;
+        if (persist_or_log(mg, t) < 0)
+                return finish_step(mg, t, cmd->step, LOCKSTEP__ERROR_CODE__E_INTERNAL,
+                                   "revert: journal cannot be written; nothing switched", ret, ret_len);
+        for (size_t i = 0; !failed && i < t->n; i++) {
+                struct member *mb = &t->m[i];
+                lserr err = {0};
+                int r = write_branch(mg, t, mb, &err);
+                if (r == 0) {
+                        mb->switched = 1; /* before the act: recovery undoes what may have happened */
+                        r = hv_point_disks(mg->hv, mb->vm, mb->imgs, mb->n_imgs, t->undo ? NULL : t->txid, &err);
+                }
+                if (r < 0) {
+                        member_fail(mg, mb, LOCKSTEP__ERROR_CODE__E_INTERNAL, "switch: %s", err.msg);
+                        failed = 1;
+                }
+                log_info("txid=%s step=REVERT_SWITCH vm=%s %s", t->txid, mb->vm, r < 0 ? "failed" : "ok");
+        }
+        t->state = LOCKSTEP__JOURNAL_STATE__J_R_SWITCHED;
+        return finish_step(mg, t, cmd->step, failed ? first_code(t) : LOCKSTEP__ERROR_CODE__OK, "", ret, ret_len);
+}
+
+/* Starts a member and waits until its guest agent answers (crash-consistent
+ * members have none to wait for). */
+static int start_member(struct txn_mgr *mg, struct member *mb, lserr *err)
+{
+        long long deadline = fsutil_mono_us() + REVERT_START_WAIT_US;
+        int r = hv_start(mg->hv, mb->vm, err);
+
+        if (r < 0 || mb->crash)
+                return r;
+        for (;;) {
+                lserr e2 = {0};
+                if (hv_ga_ping(mg->hv, mb->vm, 2, &e2) == 0)
+                        return 0;
+                if (fsutil_mono_us() > deadline)
+                        return lserr_set(err, LS_ENOGA, "%s: start: guest agent did not answer within %lld s", mb->vm,
+                                         REVERT_START_WAIT_US / 1000000);
+                usleep(250000);
+        }
+}
+
+static int do_revert_start(struct txn_mgr *mg, struct txn *t, const Lockstep__Command *cmd, uint8_t **ret,
+                           size_t *ret_len)
+{
+        unsigned tier = cmd->revert_start->tier;
+        int failed = 0;
+
+        if (t->state != LOCKSTEP__JOURNAL_STATE__J_R_SWITCHED && t->state != LOCKSTEP__JOURNAL_STATE__J_R_STARTED)
+                return plain_reply(t->txid, cmd->step, LOCKSTEP__ERROR_CODE__E_BAD_STATE,
+                                   "revert: start is allowed only after switch", ret, ret_len);
+        t->state = LOCKSTEP__JOURNAL_STATE__J_R_STARTED;
+        for (size_t i = 0; i < t->n; i++) {
+                struct member *mb = &t->m[i];
+                lserr err = {0};
+                long long t0 = fsutil_mono_us();
+                /* Members that were shut off at cut time stay off. */
+                if (mb->tier != tier || !mb->was_running)
+                        continue;
+                if (start_member(mg, mb, &err) < 0) {
+                        member_fail(mg, mb, wire_code(err.code), "start: %s", err.msg);
+                        failed = 1;
+                }
+                log_info("txid=%s step=REVERT_START vm=%s tier=%u dur_ms=%.1f", t->txid, mb->vm, tier,
+                         (double)(fsutil_mono_us() - t0) / 1000.0);
+        }
+        return finish_step_sub(mg, t, cmd->step, tier, failed ? first_code(t) : LOCKSTEP__ERROR_CODE__OK, "", ret,
+                               ret_len);
+}
+
+/* Puts every switched member back on its pre-revert branch and starts what was
+ * running: the one undo path, for ABORT and for recovery. */
+static int revert_rollback(struct txn_mgr *mg, struct txn *t)
+{
+        int failed = 0;
+
+        for (size_t i = 0; i < t->n; i++) {
+                struct member *mb = &t->m[i];
+                struct hv_image back[HV_MAX_DISKS];
+                lserr err = {0};
+                int r = 0;
+                if (mb->switched) {
+                        r = hv_stop(mg->hv, mb->vm, 30000, &err);
+                        for (size_t k = 0; k < mb->n_imgs; k++) {
+                                memset(&back[k], 0, sizeof(back[k]));
+                                snprintf(back[k].target, HV_TARGET_MAX, "%s", mb->imgs[k].target);
+                                snprintf(back[k].before, HV_PATH_MAX, "%s", mb->imgs[k].branch);
+                        }
+                        if (r == 0)
+                                r = hv_point_disks(mg->hv, mb->vm, back, mb->n_imgs, NULL, &err);
+                        /* The overlay made on the cut is ours to remove; an undo made none. */
+                        for (size_t k = 0; r == 0 && !t->undo && k < mb->n_imgs; k++)
+                                if (mb->imgs[k].after[0] && strcmp(mb->imgs[k].after, mb->imgs[k].branch) &&
+                                    unlink(mb->imgs[k].after) < 0 && errno != ENOENT)
+                                        r = lserr_set(&err, -errno, "remove \"%s\": %m", mb->imgs[k].after);
+                        if (r == 0)
+                                mb->switched = 0;
+                }
+                if (r == 0 && mb->was_running) {
+                        struct hv_domain d;
+                        if (hv_lookup(mg->hv, mb->vm, &d, &err) == 0 && d.state == HV_SHUTOFF)
+                                r = hv_start(mg->hv, mb->vm, &err);
+                }
+                if (r < 0) {
+                        log_err("txid=%s vm=%s rollback to the pre-revert branch failed: %s", t->txid, mb->vm, err.msg);
+                        failed = 1;
+                }
+        }
+        persist_or_log(mg, t);
+        return failed ? -EIO : 0;
+}
+
+static int do_revert_decide(struct txn_mgr *mg, struct txn *t, const Lockstep__Command *cmd, uint8_t **ret,
+                            size_t *ret_len)
+{
+        int commit = cmd->revert_decide->decision == LOCKSTEP__DECISION__DECISION_COMMIT;
+        char message[MSG_MAX] = "";
+
+        if (commit) {
+                if (t->state != LOCKSTEP__JOURNAL_STATE__J_R_STARTED && t->state != LOCKSTEP__JOURNAL_STATE__J_R_SWITCHED) {
+                        snprintf(message, sizeof(message), "%s: revert %s cannot commit: not switched", mg->cfg->id,
+                                 t->txid);
+                        return plain_reply(t->txid, cmd->step, LOCKSTEP__ERROR_CODE__E_BAD_STATE, message, ret, ret_len);
+                }
+                t->state = LOCKSTEP__JOURNAL_STATE__J_COMMITTED;
+                log_info("txid=%s step=REVERT_DECIDE committed", t->txid);
+        } else {
+                if (revert_rollback(mg, t) < 0) {
+                        snprintf(message, sizeof(message), "%s: revert %s: rollback to the pre-revert branch failed",
+                                 mg->cfg->id, t->txid);
+                        return pack_reply(mg, t, cmd->step, LOCKSTEP__ERROR_CODE__E_INTERNAL, message, ret, ret_len);
+                }
+                t->state = LOCKSTEP__JOURNAL_STATE__J_ABORTED;
+                log_info("txid=%s step=REVERT_DECIDE aborted: members back on their pre-revert branch", t->txid);
+        }
+        t->decided = 1;
+        t->finished_mono = fsutil_mono_us();
+        return finish_step(mg, t, cmd->step, LOCKSTEP__ERROR_CODE__OK, message, ret, ret_len);
+}
+
 /* ---- entry points ---------------------------------------------------------- */
 
 int txn_step(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t **ret, size_t *ret_len)
@@ -903,6 +1253,14 @@ int txn_step(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t **ret, si
                         return do_freeze(mg, cmd, ret, ret_len);
                 if (cmd->step == LOCKSTEP__STEP__STEP_DELETE)
                         return do_delete(mg, cmd, ret, ret_len);
+                if (cmd->step == LOCKSTEP__STEP__STEP_REVERT_PREPARE)
+                        return do_revert_prepare(mg, cmd, ret, ret_len);
+                if (cmd->step == LOCKSTEP__STEP__STEP_REVERT_DECIDE &&
+                    cmd->revert_decide->decision == LOCKSTEP__DECISION__DECISION_ABORT) {
+                        snprintf(message, sizeof(message), "%s: revert: unknown transaction, nothing to undo",
+                                 mg->cfg->id);
+                        return plain_reply(cmd->txid, cmd->step, LOCKSTEP__ERROR_CODE__OK, message, ret, ret_len);
+                }
                 if (cmd->step == LOCKSTEP__STEP__STEP_DECIDE &&
                     cmd->decide->decision == LOCKSTEP__DECISION__DECISION_ABORT) {
                         /* Presumed abort: nothing of it ever happened here. */
@@ -917,10 +1275,10 @@ int txn_step(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t **ret, si
         /* Lists are only ever prepended and pruned by the reaper under both
          * locks, so t stays valid while we wait for its lock. */
         pthread_mutex_lock(&t->lock);
-        s = stored_reply(t, cmd->step);
-        if (s && cmd->step == LOCKSTEP__STEP__STEP_DECIDE &&
-            (cmd->decide->decision == LOCKSTEP__DECISION__DECISION_COMMIT) !=
-                    (t->state == LOCKSTEP__JOURNAL_STATE__J_COMMITTED)) {
+        s = stored_reply(t, cmd->step, step_sub(cmd));
+        if (s && (cmd->step == LOCKSTEP__STEP__STEP_DECIDE || cmd->step == LOCKSTEP__STEP__STEP_REVERT_DECIDE) &&
+            ((cmd->step == LOCKSTEP__STEP__STEP_DECIDE ? cmd->decide->decision : cmd->revert_decide->decision) ==
+             LOCKSTEP__DECISION__DECISION_COMMIT) != (t->state == LOCKSTEP__JOURNAL_STATE__J_COMMITTED)) {
                 /* Same step, other decision: never pretend it went the asked way. */
                 snprintf(message, sizeof(message), "%s: decide: transaction %s was already %s", mg->cfg->id, t->txid,
                          t->state == LOCKSTEP__JOURNAL_STATE__J_COMMITTED ? "committed" : "aborted");
@@ -933,9 +1291,17 @@ int txn_step(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t **ret, si
                         *ret_len = s->len;
                 }
                 log_info("txid=%s step=%s resent: same reply", t->txid, env_step_name(cmd->step));
-        } else if (cmd->step == LOCKSTEP__STEP__STEP_SNAPSHOT) {
+        } else if (t->revert && cmd->step == LOCKSTEP__STEP__STEP_REVERT_STOP) {
+                r = do_revert_stop(mg, t, cmd, ret, ret_len);
+        } else if (t->revert && cmd->step == LOCKSTEP__STEP__STEP_REVERT_SWITCH) {
+                r = do_revert_switch(mg, t, cmd, ret, ret_len);
+        } else if (t->revert && cmd->step == LOCKSTEP__STEP__STEP_REVERT_START) {
+                r = do_revert_start(mg, t, cmd, ret, ret_len);
+        } else if (t->revert && cmd->step == LOCKSTEP__STEP__STEP_REVERT_DECIDE) {
+                r = do_revert_decide(mg, t, cmd, ret, ret_len);
+        } else if (!t->revert && cmd->step == LOCKSTEP__STEP__STEP_SNAPSHOT) {
                 r = do_snapshot(mg, t, cmd, ret, ret_len);
-        } else if (cmd->step == LOCKSTEP__STEP__STEP_DECIDE) {
+        } else if (!t->revert && cmd->step == LOCKSTEP__STEP__STEP_DECIDE) {
                 r = do_decide(mg, t, cmd, ret, ret_len);
         } else {
                 snprintf(message, sizeof(message), "%s: %s: not allowed for transaction %s in its state",
@@ -973,6 +1339,7 @@ int txn_in_doubt(struct txn_mgr *mg, Lockstep__InDoubt ***ret, size_t *ret_n)
                 lockstep__in_doubt__init(d);
                 d->txid = strdup(t->txid);
                 d->state = wire_state(t->state);
+                d->revert = t->revert;
                 d->vms = calloc(t->n ? t->n : 1, sizeof(char *));
                 v[n++] = d;
                 if (!d->txid || !d->vms) {
@@ -1188,6 +1555,8 @@ static void recover_one(void *arg, const Lockstep__JournalTxn *jt)
                 mb->paused = jm->paused;
                 mb->code = jm->code;
                 snprintf(mb->msg, sizeof(mb->msg), "%s", jm->message);
+                mb->was_running = jm->was_running;
+                mb->switched = jm->switched;
                 if (jm->timings) {
                         mb->freeze_us = (long long)jm->timings->freeze_us;
                         mb->snapshot_us = (long long)jm->timings->snapshot_us;
@@ -1199,10 +1568,13 @@ static void recover_one(void *arg, const Lockstep__JournalTxn *jt)
                         snprintf(mb->imgs[k].target, HV_TARGET_MAX, "%s", jm->disks[k]->disk);
                         snprintf(mb->imgs[k].before, HV_PATH_MAX, "%s", jm->disks[k]->before);
                         snprintf(mb->imgs[k].after, HV_PATH_MAX, "%s", jm->disks[k]->after);
+                        snprintf(mb->imgs[k].branch, HV_PATH_MAX, "%s", jm->disks[k]->branch);
                         mb->n_imgs++;
                 }
         }
-        for (size_t i = 0; i < jt->n_replies && t->n_replies < 4; i++) {
+        t->revert = jt->revert;
+        t->undo = jt->undo;
+        for (size_t i = 0; i < jt->n_replies && t->n_replies < MAX_STORED; i++) {
                 struct stored *s = &t->replies[t->n_replies];
                 s->buf = malloc(jt->replies[i]->reply.len ? jt->replies[i]->reply.len : 1);
                 if (!s->buf)
@@ -1210,9 +1582,34 @@ static void recover_one(void *arg, const Lockstep__JournalTxn *jt)
                 memcpy(s->buf, jt->replies[i]->reply.data, jt->replies[i]->reply.len);
                 s->len = jt->replies[i]->reply.len;
                 s->step = jt->replies[i]->step;
+                s->sub = jt->replies[i]->sub;
                 t->n_replies++;
         }
 
+        if (t->revert) {
+                switch (t->state) {
+                case LOCKSTEP__JOURNAL_STATE__J_R_PREPARED:
+                case LOCKSTEP__JOURNAL_STATE__J_R_STOPPED:
+                case LOCKSTEP__JOURNAL_STATE__J_R_SWITCHING:
+                case LOCKSTEP__JOURNAL_STATE__J_R_SWITCHED:
+                        /* Not started on the cut yet: back to the pre-revert branch,
+                         * every member, never a mix. */
+                        log_warn("txid=%s recovered a revert before START: back to the pre-revert branch", t->txid);
+                        revert_rollback(mg, t);
+                        t->state = LOCKSTEP__JOURNAL_STATE__J_ABORTED;
+                        t->finished_mono = fsutil_mono_us();
+                        persist_or_log(mg, t);
+                        break;
+                case LOCKSTEP__JOURNAL_STATE__J_R_STARTED:
+                        if (!t->decided)
+                                log_info("txid=%s recovered a started revert: waiting for the decision", t->txid);
+                        break;
+                default:
+                        t->finished_mono = fsutil_mono_us();
+                        break;
+                }
+                goto listed;
+        }
         switch (t->state) {
         case LOCKSTEP__JOURNAL_STATE__J_FREEZING:
         case LOCKSTEP__JOURNAL_STATE__J_FROZEN:
@@ -1243,6 +1640,7 @@ static void recover_one(void *arg, const Lockstep__JournalTxn *jt)
                 t->finished_mono = fsutil_mono_us();
                 break;
         }
+listed:
         pthread_mutex_lock(&mg->lock);
         t->next = mg->list;
         mg->list = t;

@@ -837,13 +837,13 @@ int cat_cuts(struct catalog *c, const char *group, struct cat_txn **ret, size_t 
         pthread_mutex_lock(&c->lock);
         if (group) {
                 rc = sqlite3_prepare_v2(c->db,
-                                        "SELECT " TXN_COLUMNS " FROM txns WHERE kind = 'snapshot' AND group_name = ?1"
+                                        "SELECT " TXN_COLUMNS " FROM txns WHERE kind IN ('snapshot', 'revert') AND group_name = ?1"
                                         " ORDER BY started_us DESC, rowid DESC",
                                         -1, &st, NULL);
                 bind_id(st, 1, group, &rc);
         } else {
                 rc = sqlite3_prepare_v2(c->db,
-                                        "SELECT " TXN_COLUMNS " FROM txns WHERE kind = 'snapshot'"
+                                        "SELECT " TXN_COLUMNS " FROM txns WHERE kind IN ('snapshot', 'revert')"
                                         " ORDER BY started_us DESC, rowid DESC",
                                         -1, &st, NULL);
         }

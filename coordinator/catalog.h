@@ -107,7 +107,8 @@ int cat_cut_set_status(struct catalog *c, const char *txid, const char *status, 
 int cat_image_repath(struct catalog *c, const char *agent, const char *vm, const char *old_path, const char *new_path,
                      lserr *err);
 
-/* Cuts (transactions of kind SNAPSHOT), newest first; group NULL = all. */
+/* Cuts (transactions of kind SNAPSHOT) and reverts (their pre-revert branches),
+ * newest first; group NULL = all. */
 int cat_cuts(struct catalog *c, const char *group, struct cat_txn **ret, size_t *ret_n, lserr *err);
 
 /* ---- agents ---------------------------------------------------------------- */

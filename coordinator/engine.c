@@ -41,6 +41,11 @@ struct item {
         Lockstep__SnapshotRequest snapshot;
         Lockstep__DecideRequest decide;
         Lockstep__DeleteRequest del;
+        Lockstep__RevertPrepareRequest rprep;
+        Lockstep__RevertStopRequest rstop;
+        Lockstep__RevertSwitchRequest rswitch;
+        Lockstep__RevertStartRequest rstart;
+        Lockstep__RevertDecideRequest rdecide;
         Lockstep__StatusRequest status;
         Lockstep__Member *members; /* freeze payload */
         Lockstep__Member **memberp;
@@ -248,6 +253,27 @@ static void set_step(struct item *it, const char *txid, Lockstep__Step step)
                 it->cmd.payload_case = LOCKSTEP__COMMAND__PAYLOAD_DECIDE;
                 it->cmd.decide = &it->decide;
                 break;
+        case LOCKSTEP__STEP__STEP_REVERT_PREPARE:
+                it->cmd.payload_case = LOCKSTEP__COMMAND__PAYLOAD_REVERT_PREPARE;
+                it->cmd.revert_prepare = &it->rprep;
+                break;
+        case LOCKSTEP__STEP__STEP_REVERT_STOP:
+                it->cmd.payload_case = LOCKSTEP__COMMAND__PAYLOAD_REVERT_STOP;
+                it->cmd.revert_stop = &it->rstop;
+                break;
+        case LOCKSTEP__STEP__STEP_REVERT_SWITCH:
+                lockstep__revert_switch_request__init(&it->rswitch);
+                it->cmd.payload_case = LOCKSTEP__COMMAND__PAYLOAD_REVERT_SWITCH;
+                it->cmd.revert_switch = &it->rswitch;
+                break;
+        case LOCKSTEP__STEP__STEP_REVERT_START:
+                it->cmd.payload_case = LOCKSTEP__COMMAND__PAYLOAD_REVERT_START;
+                it->cmd.revert_start = &it->rstart;
+                break;
+        case LOCKSTEP__STEP__STEP_REVERT_DECIDE:
+                it->cmd.payload_case = LOCKSTEP__COMMAND__PAYLOAD_REVERT_DECIDE;
+                it->cmd.revert_decide = &it->rdecide;
+                break;
         default:
                 lockstep__status_request__init(&it->status);
                 it->cmd.payload_case = LOCKSTEP__COMMAND__PAYLOAD_STATUS;
@@ -311,7 +337,9 @@ static void record_reply(struct engine *e, const char *txid, const struct item *
                         snprintf(im.agent, sizeof(im.agent), "%s", m.agent);
                         snprintf(im.vm, sizeof(im.vm), "%s", mr->vm);
                         snprintf(im.disk, sizeof(im.disk), "%s", mr->disks[d]->disk);
-                        snprintf(im.before, sizeof(im.before), "%s", mr->disks[d]->before);
+                        /* A revert records the pre-revert branch: what --undo goes back to. */
+                        snprintf(im.before, sizeof(im.before), "%s",
+                                 mr->disks[d]->branch[0] ? mr->disks[d]->branch : mr->disks[d]->before);
                         snprintf(im.after, sizeof(im.after), "%s", mr->disks[d]->after);
                         if (cat_put_image(e->cat, txid, &im, &err) < 0)
                                 log_err("%s", err.msg);
@@ -431,8 +459,8 @@ static int build_items(struct engine *e, const struct cfg_group *g, const char *
 
 /* Tells every agent the decision, retrying the ones that did not confirm.
  * Returns how many agents still have not. */
-static size_t send_decision(struct engine *e, const char *txid, struct item *items, size_t n, int commit,
-                            engine_event_fn ev, void *arg)
+static size_t send_decision_step(struct engine *e, const char *txid, struct item *items, size_t n, int commit,
+                                 int revert, engine_event_fn ev, void *arg)
 {
         size_t left = n;
         int *done = calloc(n ? n : 1, sizeof(*done));
@@ -447,10 +475,12 @@ static size_t send_decision(struct engine *e, const char *txid, struct item *ite
                 for (size_t i = 0; i < n; i++)
                         if (!done[i]) {
                                 sub[k].link = items[i].link;
-                                set_step(&sub[k], txid, LOCKSTEP__STEP__STEP_DECIDE);
+                                set_step(&sub[k], txid,
+                                         revert ? LOCKSTEP__STEP__STEP_REVERT_DECIDE : LOCKSTEP__STEP__STEP_DECIDE);
                                 lockstep__decide_request__init(&sub[k].decide);
-                                sub[k].decide.decision = commit ? LOCKSTEP__DECISION__DECISION_COMMIT
-                                                                : LOCKSTEP__DECISION__DECISION_ABORT;
+                                lockstep__revert_decide_request__init(&sub[k].rdecide);
+                                sub[k].decide.decision = sub[k].rdecide.decision =
+                                        commit ? LOCKSTEP__DECISION__DECISION_COMMIT : LOCKSTEP__DECISION__DECISION_ABORT;
                                 k++;
                         }
                 fan_out(e, sub, k, (int)e->cfg->step_timeout_s * 1000);
@@ -462,7 +492,9 @@ static size_t send_decision(struct engine *e, const char *txid, struct item *ite
                                 done[i] = 1;
                                 left--;
                                 emit(ev, arg, "DECIDE   %-12s %s", agentlink_id(sub[j].link),
-                                     commit ? "committed" : "aborted, nothing left behind");
+                                     commit   ? "committed"
+                                     : revert ? "aborted, members back on their pre-revert branch"
+                                              : "aborted, nothing left behind");
                         } else {
                                 char why[700];
                                 why_not(&sub[j], why, sizeof(why));
@@ -474,6 +506,12 @@ static size_t send_decision(struct engine *e, const char *txid, struct item *ite
         }
         free(done);
         return left;
+}
+
+static size_t send_decision(struct engine *e, const char *txid, struct item *items, size_t n, int commit,
+                            engine_event_fn ev, void *arg)
+{
+        return send_decision_step(e, txid, items, n, commit, 0, ev, arg);
 }
 
 static const char *mode_wire_name(Lockstep__Mode m)
@@ -720,6 +758,178 @@ out:
         return r;
 }
 
+/* ---- revert ------------------------------------------------------------------ */
+
+/* Runs one revert step on every agent; 1 when all said yes. */
+static int revert_round(struct engine *e, const char *txid, struct item *items, size_t n, Lockstep__Step step,
+                        unsigned tier, int timeout_ms, const struct cfg_group *g, engine_event_fn ev, void *arg,
+                        char *reason, size_t reason_n)
+{
+        int ok = 1;
+
+        for (size_t i = 0; i < n; i++) {
+                set_step(&items[i], txid, step);
+                lockstep__revert_stop_request__init(&items[i].rstop);
+                lockstep__revert_start_request__init(&items[i].rstart);
+                items[i].rstop.tier = items[i].rstart.tier = tier;
+                items[i].rstop.shutdown_timeout_ms = 60000;
+        }
+        fan_out(e, items, n, timeout_ms);
+        for (size_t i = 0; i < n; i++) {
+                if (items[i].rep && g)
+                        record_reply(e, txid, &items[i], g);
+                if (item_ok(&items[i]))
+                        continue;
+                why_not(&items[i], reason, reason_n);
+                emit(ev, arg, "%-8s %-12s FAILED: %s", env_step_name(step) + strlen("REVERT_"),
+                     agentlink_id(items[i].link), reason);
+                ok = 0;
+        }
+        return ok;
+}
+
+int engine_revert(struct engine *e, const char *id, int undo, engine_event_fn ev, void *arg, char ret_txid[65],
+                  lserr *err)
+{
+        struct cat_txn target, t = {0};
+        struct cat_member *m = NULL;
+        struct item *items = NULL;
+        const struct cfg_group *g;
+        size_t nm = 0, n = 0, left;
+        char reason[700] = "";
+        unsigned max_tier = 0;
+        int ok, r;
+
+        r = cat_txn_get(e->cat, id, &target, err);
+        if (r == -ENOENT)
+                return lserr_set(err, -ENOENT, "no %s \"%s\" in the catalog", undo ? "revert" : "cut", id);
+        if (r < 0)
+                return r;
+        if (undo ? target.kind != CAT_KIND_REVERT : target.kind != CAT_KIND_SNAPSHOT)
+                return lserr_set(err, -EINVAL, "\"%s\" is not a %s", id, undo ? "revert (give the revert's ID to --undo)" : "cut");
+        if (!target.committed || target.state != CAT_TXN_DONE)
+                return lserr_set(err, -EINVAL, "\"%s\" is %s, not committed", id, report_state_word(&target));
+        if (!undo && target.cut_status[0])
+                return lserr_set(err, -EINVAL, "cut \"%s\" is %s", id, target.cut_status);
+        g = cfg_coord_group(e->cfg, target.group);
+        r = busy_take(e, target.group, err);
+        if (r < 0)
+                return r;
+        r = cat_members(e->cat, id, &m, &nm, err);
+        if (r < 0)
+                goto out;
+        items = calloc(nm ? nm : 1, sizeof(*items));
+        if (!items) {
+                r = -ENOMEM;
+                goto out;
+        }
+        for (size_t i = 0; i < nm; i++) {
+                struct agentlink *l = link_of(e, m[i].agent);
+                struct item *it = NULL;
+                if (!l) {
+                        r = lserr_set(err, -EINVAL, "%s: member %s@%s: agent no longer configured", id, m[i].vm,
+                                      m[i].agent);
+                        goto out;
+                }
+                for (size_t k = 0; k < n; k++)
+                        if (items[k].link == l)
+                                it = &items[k];
+                if (!it) {
+                        it = &items[n++];
+                        it->link = l;
+                        it->members = calloc(nm, sizeof(*it->members));
+                        it->memberp = calloc(nm, sizeof(*it->memberp));
+                        if (!it->members || !it->memberp) {
+                                r = -ENOMEM;
+                                goto out;
+                        }
+                }
+                Lockstep__Member *mm = &it->members[it->freeze.n_members];
+                lockstep__member__init(mm);
+                mm->vm = m[i].vm;
+                mm->tier = m[i].tier;
+                it->memberp[it->freeze.n_members++] = mm;
+                if (m[i].tier > max_tier)
+                        max_tier = m[i].tier;
+        }
+        make_txid(t.txid);
+        t.kind = CAT_KIND_REVERT;
+        snprintf(t.group, sizeof(t.group), "%s", target.group);
+        snprintf(t.name, sizeof(t.name), "%s", id);
+        snprintf(t.mode, sizeof(t.mode), "%s", undo ? "undo" : "revert");
+        t.started_us = fsutil_now_us();
+        r = cat_txn_begin(e->cat, &t, err);
+        if (r < 0)
+                goto out;
+        snprintf(ret_txid, 65, "%s", t.txid);
+        emit(ev, arg, "BEGIN    %s: %s group %s to %s (%s), %zu member(s) on %zu agent(s)", t.txid,
+             undo ? "undo: back" : "revert", target.group, undo ? "its pre-revert branch of" : "cut", id, nm, n);
+
+        for (size_t i = 0; i < n; i++) {
+                set_step(&items[i], t.txid, LOCKSTEP__STEP__STEP_REVERT_PREPARE);
+                lockstep__revert_prepare_request__init(&items[i].rprep);
+                items[i].rprep.cut_txid = (char *)id;
+                items[i].rprep.snapshot = undo ? (char *)id : target.name;
+                items[i].rprep.undo = undo;
+                items[i].rprep.n_members = items[i].freeze.n_members;
+                items[i].rprep.members = items[i].memberp;
+        }
+        fan_out(e, items, n, (int)e->cfg->step_timeout_s * 1000);
+        ok = 1;
+        for (size_t i = 0; i < n; i++) {
+                if (items[i].rep && g)
+                        record_reply(e, t.txid, &items[i], g);
+                if (item_ok(&items[i])) {
+                        emit(ev, arg, "PREPARE  %-12s ready: images there and sound", agentlink_id(items[i].link));
+                } else {
+                        why_not(&items[i], reason, sizeof(reason));
+                        emit(ev, arg, "PREPARE  %-12s NO: %s", agentlink_id(items[i].link), reason);
+                        ok = 0;
+                }
+        }
+        /* Front tiers stop first; back tiers start first. */
+        for (unsigned tier = 0; ok && tier <= max_tier; tier++) {
+                ok = revert_round(e, t.txid, items, n, LOCKSTEP__STEP__STEP_REVERT_STOP, tier, 120000, NULL, ev, arg,
+                                  reason, sizeof(reason));
+                if (ok)
+                        emit(ev, arg, "STOP     tier %u (%s) stopped", tier, g && tier < g->n_tiers ? g->tiers[tier] : "-");
+        }
+        if (ok) {
+                ok = revert_round(e, t.txid, items, n, LOCKSTEP__STEP__STEP_REVERT_SWITCH, 0,
+                                  (int)e->cfg->step_timeout_s * 1000, g, ev, arg, reason, sizeof(reason));
+                if (ok)
+                        emit(ev, arg, "SWITCH   every member now on %s", undo ? "its pre-revert branch"
+                                                                           : "a new overlay on the cut's image");
+        }
+        for (unsigned tier = max_tier + 1; ok && tier-- > 0;) {
+                ok = revert_round(e, t.txid, items, n, LOCKSTEP__STEP__STEP_REVERT_START, tier, 180000, NULL, ev, arg,
+                                  reason, sizeof(reason));
+                if (ok)
+                        emit(ev, arg, "START    tier %u (%s) running, guest agents answer", tier,
+                             g && tier < g->n_tiers ? g->tiers[tier] : "-");
+        }
+        r = cat_txn_decide(e->cat, t.txid, ok, ok ? "" : reason, err);
+        if (r < 0) {
+                emit(ev, arg, "DECIDE   cannot log the decision: %s", err->msg);
+                goto out;
+        }
+        emit(ev, arg, "DECIDE   %s logged", ok ? "COMMIT" : "ABORT");
+        left = send_decision_step(e, t.txid, items, n, ok, 1, ev, arg);
+        if (left == 0) {
+                lserr e2 = {0};
+                if (cat_txn_finish(e->cat, t.txid, &e2) < 0)
+                        log_err("%s", e2.msg);
+        } else {
+                emit(ev, arg, "DECIDE   %zu agent(s) did not confirm; lockstepd keeps retrying (lockstep recover)", left);
+        }
+        r = ok ? 0 : 1;
+out:
+        items_free(items, n);
+        free(m);
+        busy_drop(e, target.group);
+        return r;
+}
+
 /* ---- recovery and health -------------------------------------------------- */
 
 /* Sends a logged decision (or decides abort) for one transaction. */
@@ -770,7 +980,7 @@ static int settle(struct engine *e, struct cat_txn *t, engine_event_fn ev, void 
         }
         free(m);
         emit(ev, arg, "RECOVER  %s: sending %s to %zu agent(s)", t->txid, commit ? "COMMIT" : "ABORT", n);
-        left = send_decision(e, t->txid, items, n, commit, ev, arg);
+        left = send_decision_step(e, t->txid, items, n, commit, t->kind == CAT_KIND_REVERT, ev, arg);
         items_free(items, n);
         if (left)
                 return 1;
@@ -831,7 +1041,7 @@ int engine_recover(struct engine *e, engine_event_fn ev, void *arg, unsigned *re
                         }
                         emit(ev, arg, "RECOVER  %s in doubt on %s: sending %s", txid, agentlink_id(one.link),
                              commit ? "COMMIT" : "ABORT");
-                        if (send_decision(e, txid, &one, 1, commit, ev, arg))
+                        if (send_decision_step(e, txid, &one, 1, commit, items[i].rep->in_doubt[k]->revert, ev, arg))
                                 left++;
                         if (one.rep)
                                 lockstep__reply__free_unpacked(one.rep, NULL);

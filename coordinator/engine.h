@@ -43,6 +43,16 @@ int engine_snapshot(struct engine *e, const struct engine_cut_req *req, engine_e
 int engine_delete(struct engine *e, const char *cut_txid, engine_event_fn ev, void *arg, char ret_txid[65],
                   lserr *err);
 
+/* Puts a group back on a committed cut (undo: back on the pre-revert branch
+ * that revert `id` kept), all-or-nothing across hosts: PREPARE everywhere
+ * (images there and sound, nothing touched on failure), STOP front tiers
+ * first, SWITCH, START back tiers first (each tier once the previous one's
+ * guest agents answer), then the decision. A failure before it is decided puts
+ * every member back on its pre-revert branch. Returns 0 when reverted, 1 when
+ * not, < 0 when it could not start. */
+int engine_revert(struct engine *e, const char *id, int undo, engine_event_fn ev, void *arg, char ret_txid[65],
+                  lserr *err);
+
 /* Finishes every unresolved transaction: no decision -> abort; decided but not
  * acknowledged by every agent -> the decision is sent again. Then asks every
  * agent for its in-doubt transactions and settles those too. *ret_left counts

@@ -31,6 +31,8 @@ static void usage(FILE *f)
                 "  snapshot list [GROUP] [--json]\n"
                 "  snapshot show ID [--json]\n"
                 "  snapshot delete ID [--json]                  merge a cut into its images, VMs keep running\n"
+                "  snapshot revert ID [--yes] [--json]          put the whole group back on cut ID\n"
+                "  snapshot revert --undo REVERT_ID [--yes]     back to what revert REVERT_ID replaced\n"
                 "  agents [--json]                              reachability, version, key, in-doubt\n"
                 "  groups [--json]\n"
                 "  recover                                      finish unresolved transactions now\n"
@@ -166,17 +168,18 @@ int main(int argc, char **argv)
                 {"config", required_argument, NULL, 'c'}, {"json", no_argument, NULL, 'j'},
                 {"name", required_argument, NULL, 'n'},   {"mode", required_argument, NULL, 'm'},
                 {"lease", required_argument, NULL, 'l'},  {"help", no_argument, NULL, 'h'},
-                {"version", no_argument, NULL, 'V'},      {0},
+                {"version", no_argument, NULL, 'V'},      {"yes", no_argument, NULL, 'y'},
+                {"undo", no_argument, NULL, 'u'},         {0},
         };
         const char *path = "/etc/lockstep/coordinator.yaml";
         Lockstep__ControlRequest q = LOCKSTEP__CONTROL_REQUEST__INIT;
         Lockstep__ControlReply *rep = NULL;
         struct cfg_coord *cfg = NULL;
         struct client cl = {0};
-        char *options[3], opt_buf[3][96];
+        char *options[4], opt_buf[4][96];
         char **args;
         size_t n_opt = 0;
-        int as_json = 0, c, r, nargs;
+        int as_json = 0, yes = 0, c, r, nargs;
         lserr err = {0};
 
         if (argc > 1 && !strcmp(argv[1], "keygen"))
@@ -194,6 +197,12 @@ int main(int argc, char **argv)
                         options[n_opt] = opt_buf[n_opt];
                         n_opt++;
                         break;
+                case 'y': yes = 1; break;
+                case 'u':
+                        snprintf(opt_buf[n_opt], sizeof(opt_buf[0]), "undo=1");
+                        options[n_opt] = opt_buf[n_opt];
+                        n_opt++;
+                        break;
                 case 'h': usage(stdout); return EXIT_OK;
                 case 'V': printf("lockstep %s\n", LOCKSTEP_VERSION); return EXIT_OK;
                 default: usage(stderr); return EXIT_USAGE;
@@ -207,7 +216,7 @@ int main(int argc, char **argv)
         }
         if (!strcmp(args[0], "snapshot") && nargs >= 2 &&
             (!strcmp(args[1], "create") || !strcmp(args[1], "list") || !strcmp(args[1], "show") ||
-             !strcmp(args[1], "delete"))) {
+             !strcmp(args[1], "delete") || !strcmp(args[1], "revert"))) {
                 static char cmd[32];
                 snprintf(cmd, sizeof(cmd), "snapshot.%s", args[1]);
                 q.command = cmd;
@@ -221,9 +230,28 @@ int main(int argc, char **argv)
                 usage(stderr);
                 return EXIT_USAGE;
         }
-        if (n_opt && strcmp(q.command, "snapshot.create") != 0) {
-                fprintf(stderr, "lockstep: --name, --mode and --lease go with snapshot create\n");
+        if (n_opt && strcmp(q.command, "snapshot.create") != 0 &&
+            !(n_opt == 1 && !strcmp(options[0], "undo=1") && !strcmp(q.command, "snapshot.revert"))) {
+                fprintf(stderr, "lockstep: --name, --mode and --lease go with snapshot create, --undo with revert\n");
                 return EXIT_USAGE;
+        }
+        if (!strcmp(q.command, "snapshot.revert") && !yes) {
+                char answer[16] = "";
+                /* A revert stops every VM of the group: never without a yes. */
+                if (!isatty(STDIN_FILENO)) {
+                        fprintf(stderr, "lockstep: revert stops and restarts every VM of the group; "
+                                        "confirm with --yes when not on a terminal\n");
+                        return EXIT_USAGE;
+                }
+                printf("This stops every VM of the group and restarts it on %s %s.\nAnything written since is "
+                       "kept on its pre-revert branch (lockstep snapshot revert --undo brings it back).\n"
+                       "Revert? [y/N] ",
+                       n_opt ? "the pre-revert branch of" : "cut", q.n_args ? q.args[0] : "?");
+                fflush(stdout);
+                if (!fgets(answer, sizeof(answer), stdin) || (answer[0] != 'y' && answer[0] != 'Y')) {
+                        fprintf(stderr, "lockstep: revert not confirmed; nothing done\n");
+                        return EXIT_ABORTED;
+                }
         }
         q.options = options;
         q.n_options = n_opt;
@@ -240,7 +268,8 @@ int main(int argc, char **argv)
                 cfg_coord_free(cfg);
                 return EXIT_UNREACHABLE;
         }
-        if (!strcmp(q.command, "snapshot.create") || !strcmp(q.command, "snapshot.delete")) {
+        if (!strcmp(q.command, "snapshot.create") || !strcmp(q.command, "snapshot.delete") ||
+            !strcmp(q.command, "snapshot.revert")) {
                 r = snapshot_create(&cl, &q, as_json);
         } else {
                 r = call(&cl, &q, !strcmp(q.command, "recover") ? 600000 : 30000, &rep);

@@ -29,6 +29,7 @@
 struct op {
         char id[24];
         int is_delete;            /* snapshot.delete of cut `target` */
+        int is_revert, undo;      /* snapshot.revert to `target` */
         char target[65];
         char group[LS_NAME_MAX + 1];
         char name[LS_NAME_MAX + 1];
@@ -125,10 +126,12 @@ static void *op_main(void *p)
                                      .lease_s = op->lease_s};
         char txid[65] = "";
         lserr err = {0};
-        int r = op->is_delete ? engine_delete(d->eng, op->target, op_event, op, txid, &err)
-                              : engine_snapshot(d->eng, &req, op_event, op, txid, &err);
+        int r = op->is_revert ? engine_revert(d->eng, op->target, op->undo, op_event, op, txid, &err)
+                : op->is_delete ? engine_delete(d->eng, op->target, op_event, op, txid, &err)
+                                : engine_snapshot(d->eng, &req, op_event, op, txid, &err);
         char *text = NULL, *json = NULL, *error = NULL;
-        /* A delete's result is the cut it deleted, as it stands now. */
+        /* A delete's result is the cut it deleted, as it stands now; a
+         * revert's is the revert (its pre-revert branch). */
         const char *shown = op->is_delete ? op->target : txid;
 
         if (txid[0]) {
@@ -183,12 +186,12 @@ static int start_snapshot(struct daemon *d, const Lockstep__ControlRequest *q, L
                           char **owned)
 {
         const char *mode = option(q, "mode"), *lease = option(q, "lease"), *name = option(q, "name");
-        int is_delete = !strcmp(q->command, "snapshot.delete");
+        int is_delete = !strcmp(q->command, "snapshot.delete"), is_revert = !strcmp(q->command, "snapshot.revert");
         struct op *op;
         int slot;
 
-        if (is_delete && q->n_args != 1) {
-                reply_error(rep, 2, "usage: snapshot delete ID", owned);
+        if ((is_delete || is_revert) && q->n_args != 1) {
+                reply_error(rep, 2, is_delete ? "usage: snapshot delete ID" : "usage: snapshot revert ID [--undo]", owned);
                 return 0;
         }
         if (q->n_args != 1) {
@@ -200,6 +203,8 @@ static int start_snapshot(struct daemon *d, const Lockstep__ControlRequest *q, L
         if (!op)
                 return -ENOMEM;
         op->is_delete = is_delete;
+        op->is_revert = is_revert;
+        op->undo = option(q, "undo") != NULL;
         snprintf(op->target, sizeof(op->target), "%.64s", q->args[0]);
         snprintf(op->group, sizeof(op->group), "%.64s", q->args[0]);
         snprintf(op->name, sizeof(op->name), "%.64s", name ? name : "");
@@ -297,7 +302,8 @@ static int control(void *arg, const uint8_t *req, size_t len, uint8_t **ret, siz
         if (!q) {
                 rep.exit_code = 2;
                 rep.error = (char *)"control request does not unpack";
-        } else if (!strcmp(q->command, "snapshot.create") || !strcmp(q->command, "snapshot.delete")) {
+        } else if (!strcmp(q->command, "snapshot.create") || !strcmp(q->command, "snapshot.delete") ||
+                   !strcmp(q->command, "snapshot.revert")) {
                 r = start_snapshot(d, q, &rep, &owned);
         } else if (!strcmp(q->command, "op.poll")) {
                 r = poll_op(d, q, &rep, &strs, &n_strs);

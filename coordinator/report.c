@@ -21,6 +21,13 @@ static void iso_time(long long us, char *out, size_t n)
                  tm.tm_hour, tm.tm_min, tm.tm_sec, (us % 1000000) / 1000);
 }
 
+/* A revert is listed as the pre-revert branch it keeps: its images are what
+ * "revert --undo" goes back to. */
+static const char *kind_name(const struct cat_txn *t)
+{
+        return t->kind == CAT_KIND_REVERT ? "pre-revert" : t->kind == CAT_KIND_DELETE ? "delete" : "snapshot";
+}
+
 const char *report_state_name(const struct cat_txn *t)
 {
         if (t->kind == CAT_KIND_SNAPSHOT && t->cut_status[0])
@@ -82,6 +89,7 @@ static void cut_json(struct json *j, const struct cat_txn *t, const struct cat_m
         window(m, nm, &win, &skew, &maxf);
         json_obj_begin(j, NULL);
         json_str(j, "id", t->txid);
+        json_str(j, "kind", kind_name(t));
         json_str(j, "group", t->group);
         json_str(j, "name", t->name);
         json_str(j, "mode", t->mode);
@@ -133,8 +141,8 @@ static void cut_text(FILE *f, const struct cat_txn *t, const struct cat_member *
 
         window(m, nm, &win, &skew, &maxf);
         iso_time(t->started_us, ts, sizeof(ts));
-        fprintf(f, "cut %s  group %s  name %s  mode %s  %s\n", t->txid, t->group, t->name, t->mode,
-                report_state_name(t));
+        fprintf(f, "%s %s  group %s  %s %s  mode %s  %s\n", t->kind == CAT_KIND_REVERT ? "revert" : "cut", t->txid,
+                t->group, t->kind == CAT_KIND_REVERT ? "to" : "name", t->name, t->mode, report_state_name(t));
         fprintf(f, "  started %s", ts);
         if (t->decided_us)
                 fprintf(f, ", decided %.0f ms later", (double)(t->decided_us - t->started_us) / 1000.0);
@@ -152,7 +160,9 @@ static void cut_text(FILE *f, const struct cat_txn *t, const struct cat_member *
                         (double)m[i].thaw_us / 1000.0, m[i].code == 0 ? "ok" : m[i].message[0] ? m[i].message
                                                                                               : code_name(m[i].code));
         if (ni)
-                fprintf(f, "  images (the cut's image, then the overlay the VM runs on since):\n");
+                fprintf(f, t->kind == CAT_KIND_REVERT
+                                   ? "  images (the pre-revert branch kept for --undo, then the disk the VM runs on since):\n"
+                                   : "  images (the cut's image, then the overlay the VM runs on since):\n");
         for (size_t k = 0; k < ni; k++)
                 fprintf(f, "    %s@%s %s: %s\n      -> %s\n", im[k].vm, im[k].agent, im[k].disk, im[k].before,
                         im[k].after);
@@ -199,7 +209,8 @@ int report_cuts(struct catalog *cat, const char *group, int as_json, FILE *out, 
                 json_init(&j, out);
                 json_arr_begin(&j, NULL);
         } else {
-                fprintf(out, "%-30s %-12s %-24s %-8s %-10s %s\n", "ID", "GROUP", "NAME", "MODE", "STATE", "STARTED");
+                fprintf(out, "%-30s %-10s %-12s %-30s %-8s %-13s %s\n", "ID", "KIND", "GROUP", "NAME", "MODE", "STATE",
+                        "STARTED");
         }
         for (size_t i = 0; i < n; i++) {
                 char ts_[128];
@@ -207,6 +218,7 @@ int report_cuts(struct catalog *cat, const char *group, int as_json, FILE *out, 
                 if (as_json) {
                         json_obj_begin(&j, NULL);
                         json_str(&j, "id", ts[i].txid);
+                        json_str(&j, "kind", kind_name(&ts[i]));
                         json_str(&j, "group", ts[i].group);
                         json_str(&j, "name", ts[i].name);
                         json_str(&j, "mode", ts[i].mode);
@@ -215,8 +227,8 @@ int report_cuts(struct catalog *cat, const char *group, int as_json, FILE *out, 
                         json_str(&j, "started_at", ts_);
                         json_obj_end(&j);
                 } else {
-                        fprintf(out, "%-30s %-12s %-24s %-8s %-10s %s\n", ts[i].txid, ts[i].group, ts[i].name,
-                                ts[i].mode, report_state_name(&ts[i]), ts_);
+                        fprintf(out, "%-30s %-10s %-12s %-30s %-8s %-13s %s\n", ts[i].txid, kind_name(&ts[i]),
+                                ts[i].group, ts[i].name, ts[i].mode, report_state_name(&ts[i]), ts_);
                 }
         }
         if (as_json) {

@@ -52,6 +52,8 @@ static const char *const names[] = {
         [LS_EOVERLAYEXISTS - LS_E_BASE] = "overlay-exists",
         [LS_ENOSPACE - LS_E_BASE] = "no-space",
         [LS_ETHAWEDEARLY - LS_E_BASE] = "thawed-early",
+        [LS_EIMAGE - LS_E_BASE] = "image-missing",
+        [LS_ECORRUPT - LS_E_BASE] = "image-corrupt",
         [LS_EHV - LS_E_BASE] = "hypervisor",
 };
 

@@ -82,9 +82,10 @@ start_agent() { # start_agent ID
         "$AGENT_BIN" -c "$T/$id/agent.yaml" >> "$T/$id/agent.log" 2>&1 &
         echo $! > "$T/$id/pid"
         PIDS+=("$!")
-        # Ready when it answers a signed status.
+        # Ready when it answers a signed status. Asked with the reader key: a
+        # key's counter belongs to one process, and lockstepd owns coord's.
         for _ in $(seq 1 100); do
-                send "$id" status >/dev/null 2>&1 && return 0
+                KEY=reader send "$id" status >/dev/null 2>&1 && return 0
                 sleep 0.05
         done
         echo "agent $id did not come up; log:"; cat "$T/$id/agent.log"; return 1

@@ -463,25 +463,31 @@ static void test_cuts_by_group_newest_first(void **state)
         assert_int_equal(cat_txn_begin(f->c, &t, &err), 0);
         t = txn("wr", CAT_KIND_REVERT, "web", 400);
         assert_int_equal(cat_txn_begin(f->c, &t, &err), 0);
+        t = txn("wd", CAT_KIND_DELETE, "web", 500);
+        assert_int_equal(cat_txn_begin(f->c, &t, &err), 0);
         t = txn("w3", CAT_KIND_SNAPSHOT, "web", 200);
         assert_int_equal(cat_txn_begin(f->c, &t, &err), 0);
         assert_int_equal(cat_txn_decide(f->c, "w3", 1, NULL, &err), 0);
         assert_int_equal(cat_txn_finish(f->c, "w3", &err), 0);
 
+        /* Reverts are listed too (as their pre-revert branches); deletes are not. */
         assert_int_equal(cat_cuts(f->c, "web", &v, &n, &err), 0);
-        assert_int_equal(n, 3);
-        assert_string_equal(v[0].txid, "w2");
-        assert_string_equal(v[1].txid, "w3");
-        assert_int_equal(v[1].state, CAT_TXN_DONE);
-        assert_string_equal(v[2].txid, "w1");
+        assert_int_equal(n, 4);
+        assert_string_equal(v[0].txid, "wr");
+        assert_int_equal(v[0].kind, CAT_KIND_REVERT);
+        assert_string_equal(v[1].txid, "w2");
+        assert_string_equal(v[2].txid, "w3");
+        assert_int_equal(v[2].state, CAT_TXN_DONE);
+        assert_string_equal(v[3].txid, "w1");
         free(v);
 
         assert_int_equal(cat_cuts(f->c, NULL, &v, &n, &err), 0);
-        assert_int_equal(n, 4);
-        assert_string_equal(v[0].txid, "w2");
-        assert_string_equal(v[1].txid, "w3");
-        assert_string_equal(v[2].txid, "d1");
-        assert_string_equal(v[3].txid, "w1");
+        assert_int_equal(n, 5);
+        assert_string_equal(v[0].txid, "wr");
+        assert_string_equal(v[1].txid, "w2");
+        assert_string_equal(v[2].txid, "w3");
+        assert_string_equal(v[3].txid, "d1");
+        assert_string_equal(v[4].txid, "w1");
         free(v);
 
         assert_int_equal(cat_cuts(f->c, "none", &v, &n, &err), 0);
