@@ -1,0 +1,93 @@
+#!/bin/bash
+# lab test "revert": cut A, let the workload run, cut B, revert the group to A:
+# every member runs on a new overlay over A's image, its workload log starts
+# exactly with A's (nothing from after A), tiers started back first; --undo
+# brings back the pre-revert disks; a revert with one cut image missing or
+# corrupt changes nothing.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+t_need_lab
+for b in coordinator/lockstep coordinator/lockstepd agent/lockstep-agent; do
+        [ -x "$LOCKSTEP_BUILD_DIR/$b" ] || t_skip "$LOCKSTEP_BUILD_DIR/$b is not built"
+done
+t_up
+D=$LOCKSTEP_LAB_DIR
+W=$(mktemp -d /tmp/lab-revert.XXXXXX)
+trap 't_down; rm -rf "$W" "$T_LOG"' EXIT
+ls_cli() { "$LOCKSTEP_BUILD_DIR/coordinator/lockstep" -c "$D/coordinator.yaml" "$@"; }
+disk_of() { "$LAB" virsh "$1" domblklist "$1" | awk '$1 == "vda" { print $2 }'; }
+qpid() { pgrep -f "guest=$1,debug-threads" | head -1; }
+dump_log() { # image out: the guest's /workload.log as the image holds it
+        qemu-img convert -U -O raw "$1" "$W/raw"
+        debugfs -R "dump /workload.log $2" "$W/raw" > /dev/null 2>&1
+        rm -f "$W/raw"
+        [ -s "$2" ]
+}
+VMS="web1 app1 db1"
+for vm in $VMS; do
+        for _ in $(seq 1 60); do [ "$(t_records "$vm")" -gt 5 ] 2> /dev/null && break; sleep 0.5; done
+done
+
+ls_cli snapshot create shop --name A > /dev/null || t_fail "cut A"
+sleep 4
+ls_cli snapshot create shop --name B > /dev/null || t_fail "cut B"
+sleep 2
+A=$(ls_cli snapshot list shop --json | jq -r '.[] | select(.name == "A") | .id')
+declare -A imgA pre
+for vm in $VMS; do
+        imgA[$vm]=$(ls_cli snapshot show "$A" --json | jq -r --arg v "$vm" '.members[] | select(.vm == $v) | .disks[] | select(.disk == "vda") | .image')
+        pre[$vm]=$(disk_of "$vm")
+done
+
+# 1. Bad images change nothing.
+mv "${imgA[app1]}" "${imgA[app1]}.away"
+pid_app1=$(qpid app1)
+ls_cli snapshot revert "$A" --yes > "$T_LOG.r1" 2>&1 && t_fail "revert with a missing image went through"
+mv "${imgA[app1]}.away" "${imgA[app1]}"
+grep -q "app1@.*${imgA[app1]}" "$T_LOG.r1" || { cat "$T_LOG.r1"; t_fail "the refusal does not name app1, its host and the file"; }
+for vm in $VMS; do [ "$(disk_of "$vm")" = "${pre[$vm]}" ] || t_fail "$vm's disk changed after a refused revert"; done
+[ "$(qpid app1)" = "$pid_app1" ] || t_fail "app1 was restarted by a refused revert"
+t_ok "revert with a missing cut image refused, naming app1, its host and the file; nothing changed"
+cp "${imgA[db1]}" "$W/db1-A.keep"
+printf '\x00\x00\x00\x63' | dd of="${imgA[db1]}" bs=1 seek=4 conv=notrunc status=none # qcow2 version 99
+ls_cli snapshot revert "$A" --yes > "$T_LOG.r2" 2>&1 && rc=0 || rc=$?
+dd if="$W/db1-A.keep" of="${imgA[db1]}" bs=1 count=8 conv=notrunc status=none
+((rc != 0)) || t_fail "revert with a corrupt image went through"
+for vm in $VMS; do [ "$(disk_of "$vm")" = "${pre[$vm]}" ] || t_fail "$vm's disk changed after a refused revert"; done
+t_ok "revert with a corrupt cut image refused ($(grep -o 'fails qemu-img check' "$T_LOG.r2" | head -1)); nothing changed"
+
+# 2. Revert to A.
+ls_cli snapshot revert "$A" --yes --json > "$T_LOG.rev" || { cat "$T_LOG.rev"; t_fail "revert to A failed"; }
+R=$(jq -r .id "$T_LOG.rev")
+for vm in $VMS; do
+        now=$(disk_of "$vm")
+        [ "$now" = "${imgA[$vm]}.$R.qcow2" ] || t_fail "$vm runs on $now, not a new overlay over A's image"
+        [ "$("$LAB" virsh "$vm" domstate "$vm")" = running ] || t_fail "$vm is not running after the revert"
+done
+order=$(grep 'START    tier' "$D/logs/lockstepd.log" | tail -3 | sed 's/.*tier \([0-9]\).*/\1/' | tr -d '\n')
+[ "$order" = 210 ] || t_fail "tiers started in order $order, not back tiers first (210)"
+t_ok "reverted to A: every member on a new overlay over A's image, running; tiers started db, app, web"
+sleep 3
+for vm in $VMS; do
+        dump_log "${imgA[$vm]}" "$W/$vm.A.log" || t_fail "cannot read $vm's log in A's image"
+        dump_log "$(disk_of "$vm")" "$W/$vm.now.log" || t_fail "cannot read $vm's log after the revert"
+        n=$(wc -l < "$W/$vm.A.log")
+        head -n "$n" "$W/$vm.now.log" | cmp -s - "$W/$vm.A.log" || t_fail "$vm's log after the revert does not start with A's $n records"
+        dump_log "${pre[$vm]}" "$W/$vm.pre.log" || t_fail "cannot read $vm's pre-revert log"
+        [ "$(sed -n "$((n + 1))p" "$W/$vm.pre.log")" != "$(sed -n "$((n + 1))p" "$W/$vm.now.log")" ] ||
+                t_fail "$vm's log after the revert holds a record from after A"
+        t_info "$vm: A ended at record $n; after the revert the guest went on from there ($(wc -l < "$W/$vm.now.log") now)"
+done
+t_ok "every guest's log starts exactly with A's and holds nothing written after A"
+
+# 3. Undo.
+ls_cli snapshot revert --undo "$R" --yes > "$T_LOG.undo" 2>&1 || { cat "$T_LOG.undo"; t_fail "undo failed"; }
+for vm in $VMS; do
+        [ "$(disk_of "$vm")" = "${pre[$vm]}" ] || t_fail "$vm runs on $(disk_of "$vm") after undo, not ${pre[$vm]}"
+        [ "$("$LAB" virsh "$vm" domstate "$vm")" = running ] || t_fail "$vm is not running after undo"
+done
+sleep 2
+dump_log "${pre[web1]}" "$W/web1.undo.log"
+n=$(wc -l < "$W/web1.pre.log")
+head -n "$n" "$W/web1.undo.log" | cmp -s - "$W/web1.pre.log" || t_fail "web1's log after undo lost pre-revert records"
+t_ok "undo: every member back on its pre-revert disk with everything written before the revert"
