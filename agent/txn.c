@@ -630,6 +630,11 @@ static int freeze_member(struct txn_mgr *mg, struct txn *t, struct member *mb)
                 }
         }
         mb->freeze_us = fsutil_mono_us() - mb->freeze_start_mono;
+        /* Said in the result, so the report shows how each member was held. */
+        if (mb->crash)
+                snprintf(mb->msg, sizeof(mb->msg), "paused, not frozen (consistency: crash, no guest agent)");
+        else if (mb->want_pause)
+                snprintf(mb->msg, sizeof(mb->msg), "%s", mb->want_freeze ? "frozen and paused" : "paused (no guest agent answered)");
         log_info("txid=%s step=FREEZE vm=%s %s dur_ms=%.1f", t->txid, mb->vm,
                  mb->want_freeze && mb->want_pause ? "frozen+paused" : mb->want_pause ? "paused" : "frozen",
                  (double)mb->freeze_us / 1000.0);

@@ -450,6 +450,8 @@ static int build_items(struct engine *e, const struct cfg_group *g, const char *
                 lockstep__member__init(mm);
                 mm->vm = m->vm;
                 mm->tier = m->tier;
+                mm->consistency = m->crash ? LOCKSTEP__CONSISTENCY__CONSISTENCY_CRASH
+                                           : LOCKSTEP__CONSISTENCY__CONSISTENCY_QUIESCE;
                 it->memberp[it->freeze.n_members++] = mm;
         }
         *ret = items;

@@ -157,7 +157,7 @@ static void cut_text(FILE *f, const struct cat_txn *t, const struct cat_member *
                 fprintf(f, "  %-14s %-12s %-8s %10.1f %9.1f %9.1f %8.1f  %s\n", m[i].vm, m[i].agent,
                         m[i].tier_name[0] ? m[i].tier_name : "-", (double)m[i].frozen_for_us / 1000.0,
                         (double)m[i].freeze_us / 1000.0, (double)m[i].snapshot_us / 1000.0,
-                        (double)m[i].thaw_us / 1000.0, m[i].code == 0 ? "ok" : m[i].message[0] ? m[i].message
+                        (double)m[i].thaw_us / 1000.0, m[i].message[0] ? m[i].message : m[i].code == 0 ? "ok"
                                                                                               : code_name(m[i].code));
         if (ni)
                 fprintf(f, t->kind == CAT_KIND_REVERT

@@ -96,6 +96,8 @@ struct raw_group {
         char *lease_s;
         char *schedule;
         struct raw_retention *retention;
+        char **crash;
+        unsigned n_crash;
 };
 
 struct raw_coord {
@@ -195,6 +197,8 @@ static const cyaml_schema_field_t group_fields[] = {
         OPT_STR("schedule", struct raw_group, schedule),
         CYAML_FIELD_MAPPING_PTR("retention", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_group,
                                 retention, retention_fields),
+        CYAML_FIELD_SEQUENCE_COUNT("crash_consistent", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_group,
+                                   crash, n_crash, &str_entry, 0, MEMBERS_MAX),
         CYAML_FIELD_END,
 };
 
@@ -1302,6 +1306,21 @@ static int group_build(const struct ld *ld, const struct raw_coord *rc, unsigned
                                         return r;
                         }
                 }
+        }
+
+        /* Members without a guest agent, paused instead of frozen: never a
+         * silent fallback, so each must be named here. */
+        for (unsigned j = 0; j < rg->n_crash; j++) {
+                const char *want = rg->crash[j], *at = strchr(want, '@');
+                unsigned k;
+                for (k = 0; at && k < g->n_members; k++)
+                        if (strlen(g->members[k].vm) == (size_t)(at - want) &&
+                            !strncmp(g->members[k].vm, want, (size_t)(at - want)) && !strcmp(g->members[k].agent, at + 1))
+                                break;
+                if (!at || k == g->n_members)
+                        return bad(ld, fp(f, "groups[%u].crash_consistent[%u]", i, j),
+                                   "%s is not a member of this group (give it as vm@agent)", qs(qb, want));
+                g->members[k].crash = 1;
         }
 
         if (rg->mode) {

@@ -56,6 +56,7 @@ struct cfg_member {
         char *vm;      /* a valid name */
         char *agent;   /* id of a configured agent */
         unsigned tier; /* index into the group's tiers, 0 = front */
+        int crash;     /* listed in crash_consistent: paused, not frozen */
 };
 
 struct cfg_retention {

@@ -10,6 +10,7 @@ i=0
 for h in "${hosts[@]}"; do
         doms=()
         for v in 1 2 3 4 5; do doms+=("domain ${h#host-}vm$v"); done
+        doms+=("domain ${h#host-}noga ga=no")
         sim_agent "$h" "${doms[@]}" "latency freeze=30 snapshot=20 thaw=5"
         start_agent "$h"
 done
@@ -20,7 +21,12 @@ GROUP_YAML+="
         members: [avm3@host-a, bvm2@host-b, bvm3@host-b, cvm3@host-c]
       - name: db
         members: [avm4@host-a, avm5@host-a, bvm4@host-b, bvm5@host-b, cvm4@host-c, cvm5@host-c]
-    lease_s: 10"
+    lease_s: 10
+  - name: crashy
+    members: [anoga@host-a, bvm1@host-b]
+    crash_consistent: [anoga@host-a]
+  - name: noga
+    members: [anoga@host-a, bvm1@host-b]"
 coordinator "${hosts[@]}"
 start_lockstepd
 
@@ -166,7 +172,23 @@ check "delete refused while a cut of the group runs, with the reason" bash -c "[
 wait "$bg" || true
 sed -i '/latency freeze=3000/d' "$T/host-a/sim.txt"
 
-# 10. Bad input: unknown group, bad mode, coordinator down.
+# 10. A member without a guest agent: paused when the config says so, else the cut fails.
+echo "latency suspend=800" >> "$T/host-a/sim.txt"
+(ls_cli snapshot create crashy --json > "$T/crashy.json" 2>&1 || true) &
+bg=$!
+for _ in $(seq 1 100); do paused host-a anoga && break; sleep 0.02; done
+check "crash-consistent member paused during the cut" paused host-a anoga
+wait "$bg" || true
+sed -i '/latency suspend=800/d' "$T/host-a/sim.txt"
+check "... the cut committed" [ "$(jq -r .state "$T/crashy.json")" = committed ]
+check "... the report says it was paused, not frozen" bash -c "jq -r '.members[] | select(.vm==\"anoga\") | .message' $T/crashy.json | grep -q 'paused, not frozen'"
+check "... and it runs again" bash -c "! grep -q '^state 1' $T/host-a/sim/anoga.state"
+out=$(ls_cli snapshot create noga --json) && rc=0 || rc=$?
+check "same member without crash_consistent: the cut fails (exit 1)" [ "$rc" = 1 ]
+check "... with E_NO_GUEST_AGENT" [ "$(jq -r '.members[] | select(.vm=="anoga") | .code' <<<"$out")" = E_NO_GUEST_AGENT ]
+check "... nothing left paused or frozen" nothing_frozen
+
+# 11. Bad input: unknown group, bad mode, coordinator down.
 ls_cli snapshot create nosuch >/dev/null 2>&1 && rc=0 || rc=$?
 check "unknown group: exit 2" [ "$rc" = 2 ]
 ls_cli snapshot create shop --mode sideways >/dev/null 2>&1 && rc=0 || rc=$?

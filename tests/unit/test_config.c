@@ -406,6 +406,12 @@ static const struct refusal refusals[] = {
           "    members: [vm1@host-a, vm2@host-z]\n",
           13, "groups[0].members[1]",
           "member \"vm2@host-z\" names agent \"host-z\", which is not listed under agents" },
+        { "crash-consistent-not-a-member", COORD,
+          COORD_MIN
+          "  - name: solo\n"
+          "    members: [vm1@host-a]\n"
+          "    crash_consistent: [vm9@host-a]\n",
+          14, "groups[0].crash_consistent[0]", "\"vm9@host-a\" is not a member of this group" },
         { "member-without-at", COORD,
           COORD_MIN
           "  - name: solo\n"
@@ -766,6 +772,7 @@ static void test_coord_full(void **state)
                   "    lease_s: 90\n"
                   "    schedule: \"*/15 * * * *\"\n"
                   "    retention: {keep_last: 4, hourly: 24, daily: 7, weekly: 4, monthly: 12}\n"
+                  "    crash_consistent: [app1@host-b]\n"
                   "  - name: solo\n"
                   "    members: [vm1@host-a]\n"
                   "    mode: pause\n"
@@ -798,6 +805,9 @@ static void test_coord_full(void **state)
         assert_int_equal(g->n_members, 4);
         assert_string_equal(g->members[0].vm, "web1");
         assert_string_equal(g->members[0].agent, "host-a");
+        assert_int_equal(g->members[0].crash, 0);
+        assert_string_equal(g->members[2].vm, "app1");
+        assert_int_equal(g->members[2].crash, 1);
         assert_int_equal(g->members[0].tier, 0);
         assert_string_equal(g->members[1].vm, "web2");
         assert_string_equal(g->members[1].agent, "host-b");
