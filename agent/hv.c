@@ -131,3 +131,8 @@ int hv_point_disks(struct hv *hv, const char *vm, struct hv_image *imgs, size_t 
 {
         return hv->ops->point_disks(hv->be, vm, imgs, n, tag, err);
 }
+
+int hv_guest_run(struct hv *hv, const char *vm, const char *command, unsigned timeout_ms, lserr *err)
+{
+        return hv->ops->guest_run(hv->be, vm, command, timeout_ms, err);
+}

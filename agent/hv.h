@@ -127,3 +127,8 @@ int hv_start(struct hv *hv, const char *vm, lserr *err);
  * "<before>.<tag>.qcow2" created on each imgs[i].before (written to
  * imgs[i].after); without, at imgs[i].before itself. Persistent definition. */
 int hv_point_disks(struct hv *hv, const char *vm, struct hv_image *imgs, size_t n, const char *tag, lserr *err);
+
+/* Runs "/bin/sh -c command" in the guest through its guest agent and waits
+ * up to timeout_ms for it to exit. 0 when it exited 0; LS_EHOOK otherwise
+ * (err says the exit code or the timeout). */
+int hv_guest_run(struct hv *hv, const char *vm, const char *command, unsigned timeout_ms, lserr *err);

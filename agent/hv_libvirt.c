@@ -910,6 +910,110 @@ static int lv_delete_cut(void *be, const char *vm, const char *snap, struct hv_i
         return r;
 }
 
+/* ---- guest hooks ---------------------------------------------------------------- */
+
+/* A JSON string literal of s (quotes included). */
+static int json_quote(const char *s, char *out, size_t n)
+{
+        size_t o = 0;
+
+        if (n < 3)
+                return -ENAMETOOLONG;
+        out[o++] = '"';
+        for (; *s; s++) {
+                char esc[8];
+                const char *rep = esc;
+                if (*s == '"' || *s == '\\')
+                        snprintf(esc, sizeof(esc), "\\%c", *s);
+                else if ((unsigned char)*s < 0x20)
+                        snprintf(esc, sizeof(esc), "\\u%04x", (unsigned char)*s);
+                else
+                        snprintf(esc, sizeof(esc), "%c", *s);
+                size_t l = strlen(rep);
+                if (o + l + 2 > n)
+                        return -ENAMETOOLONG;
+                memcpy(out + o, rep, l);
+                o += l;
+        }
+        out[o++] = '"';
+        out[o] = '\0';
+        return 0;
+}
+
+/* The integer after "key": in a guest agent answer, or -1. The answers are
+ * small, fixed-shape objects from qemu-ga. */
+static long long json_int_field(const char *json, const char *key)
+{
+        char pat[64];
+        const char *p;
+
+        snprintf(pat, sizeof(pat), "\"%s\":", key);
+        p = strstr(json, pat);
+        if (!p)
+                return -1;
+        p += strlen(pat);
+        while (*p == ' ')
+                p++;
+        return strtoll(p, NULL, 10);
+}
+
+static int lv_guest_run(void *be, const char *vm, const char *command, unsigned timeout_ms, lserr *err)
+{
+        char quoted[2200], req[2400];
+        long long deadline = fsutil_mono_us() + (long long)timeout_ms * 1000, pid;
+        virDomainPtr d = NULL;
+        char *out;
+        int r = dom_get(be, vm, "hook", &d, err);
+
+        if (r < 0)
+                return r;
+        if (json_quote(command, quoted, sizeof(quoted)) < 0) {
+                r = lserr_set(err, LS_EHOOK, "%s: hook: command too long", vm);
+                goto out;
+        }
+        snprintf(req, sizeof(req),
+                 "{\"execute\":\"guest-exec\",\"arguments\":{\"path\":\"/bin/sh\",\"arg\":[\"-c\",%s],"
+                 "\"capture-output\":true}}",
+                 quoted);
+        out = virDomainQemuAgentCommand(d, req, 10, 0);
+        if (!out) {
+                r = lserr_set(err, last_code() == LS_EHV ? LS_ENOGA : last_code(), "%s: hook: guest-exec: %s", vm,
+                              last_error());
+                goto out;
+        }
+        pid = json_int_field(out, "pid");
+        free(out);
+        if (pid < 0) {
+                r = lserr_set(err, LS_EHOOK, "%s: hook: guest-exec gave no pid", vm);
+                goto out;
+        }
+        for (;;) {
+                snprintf(req, sizeof(req), "{\"execute\":\"guest-exec-status\",\"arguments\":{\"pid\":%lld}}", pid);
+                out = virDomainQemuAgentCommand(d, req, 10, 0);
+                if (!out) {
+                        r = lserr_set(err, LS_EHOOK, "%s: hook: guest-exec-status: %s", vm, last_error());
+                        goto out;
+                }
+                if (strstr(out, "\"exited\":true") || strstr(out, "\"exited\": true")) {
+                        long long code = json_int_field(out, "exitcode");
+                        free(out);
+                        if (code != 0)
+                                r = lserr_set(err, LS_EHOOK, "%s: hook \"%.200s\": exit code %lld", vm, command, code);
+                        goto out;
+                }
+                free(out);
+                if (fsutil_mono_us() > deadline) {
+                        r = lserr_set(err, LS_EHOOK, "%s: hook \"%.200s\": still running after %u ms", vm, command,
+                                      timeout_ms);
+                        goto out;
+                }
+                usleep(50000);
+        }
+out:
+        virDomainFree(d);
+        return r;
+}
+
 /* ---- revert ----------------------------------------------------------------- */
 
 static int lv_check_images(void *be, const char *vm, const struct hv_image *imgs, size_t n, lserr *err)
@@ -1070,4 +1174,5 @@ const struct hv_ops hv_libvirt_ops = {
         .stop = lv_stop,
         .start = lv_start,
         .point_disks = lv_point_disks,
+        .guest_run = lv_guest_run,
 };

@@ -59,6 +59,8 @@ struct txn {
         struct stored replies[MAX_STORED];
         size_t n_replies;
         int revert, undo;
+        char *pre_hook, *post_hook; /* FREEZE's guest hooks, NULL for none */
+        unsigned hook_timeout_ms;
         pthread_mutex_t lock; /* one step at a time */
         struct txn *next;
 };
@@ -122,6 +124,7 @@ static Lockstep__ErrorCode wire_code(int r)
         case LS_EOVERLAYEXISTS: return LOCKSTEP__ERROR_CODE__E_OVERLAY_EXISTS;
         case LS_ENOSPACE: case -ENOSPC: return LOCKSTEP__ERROR_CODE__E_NO_SPACE;
         case LS_ETHAWEDEARLY: return LOCKSTEP__ERROR_CODE__E_THAWED_EARLY;
+        case LS_EHOOK: return LOCKSTEP__ERROR_CODE__E_HOOK_FAILED;
         case LS_EIMAGE: return LOCKSTEP__ERROR_CODE__E_IMAGE_MISSING;
         case LS_ECORRUPT: return LOCKSTEP__ERROR_CODE__E_IMAGE_CORRUPT;
         default: return LOCKSTEP__ERROR_CODE__E_INTERNAL;
@@ -180,6 +183,8 @@ static struct txn *txn_new(const char *txid)
 
 static void txn_free(struct txn *t)
 {
+        free(t->pre_hook);
+        free(t->post_hook);
         for (size_t i = 0; i < t->n_replies; i++)
                 free(t->replies[i].buf);
         pthread_mutex_destroy(&t->lock);
@@ -608,6 +613,15 @@ static int freeze_member(struct txn_mgr *mg, struct txn *t, struct member *mb)
                             "freeze: the lease guardian process is gone; refusing to freeze without it");
                 return -EPIPE;
         }
+        /* The group's pre-freeze hook (flush a database...): a failure is a no. */
+        if (t->pre_hook && !mb->crash) {
+                r = hv_guest_run(mg->hv, mb->vm, t->pre_hook, t->hook_timeout_ms, &err);
+                if (r < 0) {
+                        member_fail(mg, mb, LOCKSTEP__ERROR_CODE__E_HOOK_FAILED, "pre-freeze hook: %s", err.msg);
+                        return r;
+                }
+                lserr_clear(&err);
+        }
         if (mb->want_freeze) {
                 /* Marked before the call: a freeze that times out may still land. */
                 mb->quiesced = 1;
@@ -664,6 +678,9 @@ static int do_freeze(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t *
         }
         snprintf(t->snap, sizeof(t->snap), "%s", fr->snapshot);
         t->mode = fr->mode;
+        t->pre_hook = fr->pre_freeze_hook[0] ? strdup(fr->pre_freeze_hook) : NULL;
+        t->post_hook = fr->post_thaw_hook[0] ? strdup(fr->post_thaw_hook) : NULL;
+        t->hook_timeout_ms = fr->hook_timeout_ms ? fr->hook_timeout_ms : 10000;
         t->n = fr->n_members;
         t->state = LOCKSTEP__JOURNAL_STATE__J_NONE;
         for (size_t i = 0; i < t->n; i++) {
@@ -759,6 +776,14 @@ static int snapshot_member(struct txn_mgr *mg, struct txn *t, struct member *mb)
                             "snapshot: %s", err.msg);
         /* Thaw at once: a member is frozen only until its own snapshot. */
         undo_member(mg, t, mb, r == 0);
+        if (t->post_hook && !mb->crash && !mb->quiesced && !mb->paused) {
+                lserr hook_err = {0};
+                /* After the thaw: a failure is reported, the cut stands. */
+                if (hv_guest_run(mg->hv, mb->vm, t->post_hook, t->hook_timeout_ms, &hook_err) < 0) {
+                        log_warn("txid=%s vm=%s post-thaw hook failed: %s", t->txid, mb->vm, hook_err.msg);
+                        snprintf(mb->msg, sizeof(mb->msg), "post-thaw hook failed: %.400s", hook_err.msg);
+                }
+        }
         log_info("txid=%s step=SNAPSHOT vm=%s %s snap_ms=%.1f thaw_ms=%.1f frozen_ms=%.1f", t->txid, mb->vm,
                  mb->code == LOCKSTEP__ERROR_CODE__OK ? "ok" : "failed", (double)mb->snapshot_us / 1000.0,
                  (double)mb->thaw_us / 1000.0, (double)(mb->thaw_done_mono - mb->freeze_start_mono) / 1000.0);

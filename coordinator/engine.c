@@ -438,6 +438,9 @@ static int build_items(struct engine *e, const struct cfg_group *g, const char *
                         it->freeze.snapshot = (char *)snap;
                         it->freeze.mode = mode;
                         it->freeze.lease_ms = lease_ms;
+                        it->freeze.pre_freeze_hook = g->hook_pre_freeze ? g->hook_pre_freeze : (char *)"";
+                        it->freeze.post_thaw_hook = g->hook_post_thaw ? g->hook_post_thaw : (char *)"";
+                        it->freeze.hook_timeout_ms = g->hook_timeout_s * 1000;
                         it->members = calloc(g->n_members, sizeof(*it->members));
                         it->memberp = calloc(g->n_members, sizeof(*it->memberp));
                         if (!it->members || !it->memberp) {

@@ -86,6 +86,12 @@ struct raw_retention {
         char *monthly;
 };
 
+struct raw_hooks {
+        char *pre_freeze;
+        char *post_thaw;
+        char *timeout_s;
+};
+
 struct raw_group {
         char *name;
         char **members;
@@ -98,6 +104,7 @@ struct raw_group {
         struct raw_retention *retention;
         char **crash;
         unsigned n_crash;
+        struct raw_hooks *hooks;
 };
 
 struct raw_coord {
@@ -186,6 +193,13 @@ static const cyaml_schema_field_t retention_fields[] = {
         CYAML_FIELD_END,
 };
 
+static const cyaml_schema_field_t hooks_fields[] = {
+        OPT_STR("pre_freeze", struct raw_hooks, pre_freeze),
+        OPT_STR("post_thaw", struct raw_hooks, post_thaw),
+        OPT_STR("timeout_s", struct raw_hooks, timeout_s),
+        CYAML_FIELD_END,
+};
+
 static const cyaml_schema_field_t group_fields[] = {
         REQ_STR("name", struct raw_group, name),
         CYAML_FIELD_SEQUENCE_COUNT("members", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_group,
@@ -199,6 +213,8 @@ static const cyaml_schema_field_t group_fields[] = {
                                 retention, retention_fields),
         CYAML_FIELD_SEQUENCE_COUNT("crash_consistent", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_group,
                                    crash, n_crash, &str_entry, 0, MEMBERS_MAX),
+        CYAML_FIELD_MAPPING_PTR("hooks", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_group, hooks,
+                                hooks_fields),
         CYAML_FIELD_END,
 };
 
@@ -1323,6 +1339,30 @@ static int group_build(const struct ld *ld, const struct raw_coord *rc, unsigned
                 g->members[k].crash = 1;
         }
 
+        if (rg->hooks) {
+                const struct raw_hooks *h = rg->hooks;
+                if (h->pre_freeze) {
+                        r = check_text(ld, fp(f, "groups[%u].hooks.pre_freeze", i), h->pre_freeze);
+                        if (r < 0)
+                                return r;
+                        if (strlen(h->pre_freeze) > 1024)
+                                return bad(ld, f, "longer than 1024 bytes");
+                        g->hook_pre_freeze = sdup(h->pre_freeze, &oom);
+                }
+                if (h->post_thaw) {
+                        r = check_text(ld, fp(f, "groups[%u].hooks.post_thaw", i), h->post_thaw);
+                        if (r < 0)
+                                return r;
+                        if (strlen(h->post_thaw) > 1024)
+                                return bad(ld, f, "longer than 1024 bytes");
+                        g->hook_post_thaw = sdup(h->post_thaw, &oom);
+                }
+                r = check_num(ld, fp(f, "groups[%u].hooks.timeout_s", i), h->timeout_s, 10, 1, 300,
+                              &g->hook_timeout_s);
+                if (r < 0)
+                        return r;
+        }
+
         if (rg->mode) {
                 for (mode = 0; mode < sizeof(mode_names) / sizeof(mode_names[0]); mode++)
                         if (strcmp(rg->mode, mode_names[mode]) == 0)
@@ -1542,6 +1582,8 @@ struct cfg_coord *cfg_coord_free(struct cfg_coord *c)
                 free(g->members);
                 free(g->name);
                 free(g->schedule);
+                free(g->hook_pre_freeze);
+                free(g->hook_post_thaw);
         }
         free(c->groups);
         free(c->control);

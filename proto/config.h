@@ -75,6 +75,12 @@ struct cfg_group {
         unsigned lease_s;           /* default 30, 1..3600 */
         char *schedule;             /* optional, stored as written */
         struct cfg_retention retention;
+        /* Commands run in each guest (through its guest agent, by /bin/sh -c)
+         * before its freeze and after its thaw; NULL when not set. A failed
+         * pre_freeze hook is a "no" vote. */
+        char *hook_pre_freeze;
+        char *hook_post_thaw;
+        unsigned hook_timeout_s;    /* default 10, 1..300 */
 };
 
 struct cfg_coord {

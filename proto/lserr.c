@@ -52,6 +52,7 @@ static const char *const names[] = {
         [LS_EOVERLAYEXISTS - LS_E_BASE] = "overlay-exists",
         [LS_ENOSPACE - LS_E_BASE] = "no-space",
         [LS_ETHAWEDEARLY - LS_E_BASE] = "thawed-early",
+        [LS_EHOOK - LS_E_BASE] = "hook-failed",
         [LS_EIMAGE - LS_E_BASE] = "image-missing",
         [LS_ECORRUPT - LS_E_BASE] = "image-corrupt",
         [LS_EHV - LS_E_BASE] = "hypervisor",

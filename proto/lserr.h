@@ -35,6 +35,7 @@ enum {
         LS_EOVERLAYEXISTS, /* the overlay file the agent would create exists */
         LS_ENOSPACE,       /* not enough free space for the overlay */
         LS_ETHAWEDEARLY,   /* guest was no longer frozen at thaw */
+        LS_EHOOK,          /* a guest hook failed or timed out */
         LS_EIMAGE,         /* an image a revert needs is missing */
         LS_ECORRUPT,       /* an image fails its check */
         LS_EHV,            /* other hypervisor failure */

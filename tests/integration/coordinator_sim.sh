@@ -26,7 +26,10 @@ GROUP_YAML+="
     members: [anoga@host-a, bvm1@host-b]
     crash_consistent: [anoga@host-a]
   - name: noga
-    members: [anoga@host-a, bvm1@host-b]"
+    members: [anoga@host-a, bvm1@host-b]
+  - name: hooked
+    members: [avm1@host-a, bvm1@host-b]
+    hooks: {pre_freeze: \"sync; echo flushed\", post_thaw: \"echo resumed\", timeout_s: 5}"
 coordinator "${hosts[@]}"
 start_lockstepd
 
@@ -188,7 +191,19 @@ check "same member without crash_consistent: the cut fails (exit 1)" [ "$rc" = 1
 check "... with E_NO_GUEST_AGENT" [ "$(jq -r '.members[] | select(.vm=="anoga") | .code' <<<"$out")" = E_NO_GUEST_AGENT ]
 check "... nothing left paused or frozen" nothing_frozen
 
-# 11. Bad input: unknown group, bad mode, coordinator down.
+# 11. Guest hooks: run before each freeze and after each thaw; a failed pre-freeze hook is a no.
+out=$(ls_cli snapshot create hooked --json) && rc=0 || rc=$?
+check "hooked group: committed" [ "$rc/$(jqr .state <<<"$out")" = 0/committed ]
+check "... pre-freeze hook ran in each guest" bash -c "grep -qx 'avm1 sync; echo flushed' $T/host-a/sim/hooks.log && grep -qx 'bvm1 sync; echo flushed' $T/host-b/sim/hooks.log"
+check "... post-thaw hook ran in each guest" bash -c "grep -qx 'avm1 echo resumed' $T/host-a/sim/hooks.log && grep -qx 'bvm1 echo resumed' $T/host-b/sim/hooks.log"
+echo "fail guest_run bvm1" >> "$T/host-b/sim.txt"
+out=$(ls_cli snapshot create hooked --json) && rc=0 || rc=$?
+sed -i '/fail guest_run bvm1/d' "$T/host-b/sim.txt"
+check "failing pre-freeze hook: the cut aborts (exit 1)" [ "$rc" = 1 ]
+check "... with E_HOOK_FAILED on that member" [ "$(jq -r '.members[] | select(.vm=="bvm1") | .code' <<<"$out")" = E_HOOK_FAILED ]
+check "... nothing left frozen" nothing_frozen
+
+# 12. Bad input: unknown group, bad mode, coordinator down.
 ls_cli snapshot create nosuch >/dev/null 2>&1 && rc=0 || rc=$?
 check "unknown group: exit 2" [ "$rc" = 2 ]
 ls_cli snapshot create shop --mode sideways >/dev/null 2>&1 && rc=0 || rc=$?
