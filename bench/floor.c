@@ -76,7 +76,7 @@ struct round {
         char snap[SNAP_MAX];
         char started_at[40];
         long long t0, t_prepared, t_end, cleanup_ns;
-        int ok;
+        int ok, per_host;
         char cleanup_err[ERR_MAX];
 };
 
@@ -348,7 +348,7 @@ static void thaw_member(struct member *m)
         m->thawed_fs = n;
         /* Nothing to thaw means the guest thawed on its own: the snapshot taken
          * meanwhile is not quiesced (lockstep votes no on this too). */
-        if (m->snapped && n == 0)
+        if (m->snapped && m->frozen_fs > 0 && n == 0)
                 member_fail(m, -ESTALE, "%s: fsthaw: filesystems were no longer frozen before the snapshot", m->vm);
 }
 
@@ -365,8 +365,61 @@ static int overlay_name(struct disk *d, const char *snap)
         return 0;
 }
 
+/* The members one thread snapshots and thaws in turn: all of them, or those of
+ * one connection (conn set). */
+struct lane {
+        struct member *ms;
+        size_t n;
+        const struct conn *conn;
+        const char *snap;
+        int failed; /* no snapshot after a failure, only thaws */
+};
+
+static void *snap_thaw(void *arg)
+{
+        struct lane *l = arg;
+
+        for (size_t i = 0; i < l->n; i++) {
+                struct member *m = &l->ms[i];
+                if (l->conn && m->conn != l->conn)
+                        continue;
+                if (!l->failed && snapshot_member(m, l->snap) < 0)
+                        l->failed = 1;
+                if (m->freeze_tried)
+                        thaw_member(m);
+        }
+        return NULL;
+}
+
+/* One lane per libvirt connection, in parallel, as lockstep's agents work one
+ * per host. A lane that cannot get a thread runs here, so every guest is thawed. */
+static void snap_thaw_per_host(struct member *ms, size_t n, const char *snap, int failed)
+{
+        struct lane lanes[MAX_MEMBERS];
+        pthread_t th[MAX_MEMBERS];
+        int running[MAX_MEMBERS] = {0};
+        size_t k = 0;
+
+        for (size_t i = 0; i < n; i++) {
+                int seen = 0;
+                for (size_t j = 0; j < k; j++)
+                        seen |= lanes[j].conn == ms[i].conn;
+                if (!seen)
+                        lanes[k++] = (struct lane){.ms = ms, .n = n, .conn = ms[i].conn, .snap = snap, .failed = failed};
+        }
+        for (size_t j = 0; j < k; j++)
+                running[j] = pthread_create(&th[j], NULL, snap_thaw, &lanes[j]) == 0;
+        for (size_t j = 0; j < k; j++) {
+                if (running[j])
+                        pthread_join(th[j], NULL);
+                else
+                        snap_thaw(&lanes[j]);
+        }
+}
+
 /* One cut: read the disks, freeze all in parallel, then snapshot and thaw each
- * in turn. Never returns with a guest frozen by it. 0, or the first failure. */
+ * in turn (rd->per_host: each connection's members in turn, connections in
+ * parallel). Never returns with a guest frozen by it. 0, or the first failure. */
 static int round_run(struct member *ms, size_t n, struct round *rd)
 {
         sigset_t block, old;
@@ -401,12 +454,10 @@ static int round_run(struct member *ms, size_t n, struct round *rd)
         failed = started != n;
         for (size_t i = 0; i < n; i++)
                 failed |= ms[i].err[0] != '\0';
-        for (size_t i = 0; i < n; i++) {
-                if (!failed && snapshot_member(&ms[i], rd->snap) < 0)
-                        failed = 1;
-                if (ms[i].freeze_tried)
-                        thaw_member(&ms[i]);
-        }
+        if (rd->per_host)
+                snap_thaw_per_host(ms, n, rd->snap, failed);
+        else
+                snap_thaw(&(struct lane){.ms = ms, .n = n, .snap = rd->snap, .failed = failed});
         rd->t_end = mono_ns();
         pthread_sigmask(SIG_SETMASK, &old, NULL);
 
@@ -575,7 +626,8 @@ static void print_round(FILE *f, const struct member *ms, size_t n, const struct
                 if (m->thaw_t1 - m->freeze_t0 > max_frozen)
                         max_frozen = m->thaw_t1 - m->freeze_t0;
         }
-        fprintf(f, "{\"method\":\"floor\",\"round\":%u,\"snapshot\":", rd->index);
+        fprintf(f, "{\"method\":\"floor\",\"order\":\"%s\",\"round\":%u,\"snapshot\":",
+                rd->per_host ? "per-host" : "serial", rd->index);
         json_str(f, rd->snap);
         fprintf(f, ",\"ok\":%s,\"error\":", rd->ok ? "true" : "false");
         json_str(f, error);
@@ -630,6 +682,8 @@ static void usage(FILE *f)
                 "  -p, --prefix P         snapshot name prefix, up to 24 characters (default bench-floor)\n"
                 "  -g, --gap-ms MS        pause between rounds (default 1000)\n"
                 "  -k, --keep             keep each cut's overlays (no discard)\n"
+                "  -P, --per-host         snapshot + thaw the members of each URI in turn, URIs in\n"
+                "                         parallel (default: all members in turn)\n"
                 "  -d, --discard SNAP     take no cut; discard snapshot SNAP's overlays on the members\n"
                 "One JSON object per round (or per discard) on stdout.\n");
 }
@@ -685,7 +739,7 @@ static void iso_now(char out[40])
 
 struct opts {
         unsigned rounds, ga_timeout_s, gap_ms;
-        int keep;
+        int keep, per_host;
         const char *prefix, *discard;
         char *member_arg[MAX_MEMBERS];
         const char *member_uri[MAX_MEMBERS];
@@ -698,14 +752,14 @@ static int parse_args(int argc, char **argv, struct opts *o)
                 {"uri", required_argument, NULL, 'u'},     {"rounds", required_argument, NULL, 'n'},
                 {"ga-timeout", required_argument, NULL, 't'}, {"prefix", required_argument, NULL, 'p'},
                 {"gap-ms", required_argument, NULL, 'g'},  {"keep", no_argument, NULL, 'k'},
-                {"discard", required_argument, NULL, 'd'}, {"help", no_argument, NULL, 'h'},
-                {0},
+                {"discard", required_argument, NULL, 'd'}, {"per-host", no_argument, NULL, 'P'},
+                {"help", no_argument, NULL, 'h'},          {0},
         };
         const char *uri = NULL;
         int c;
 
         /* "-" first: member names come back in order, each with the --uri before it. */
-        while ((c = getopt_long(argc, argv, "-u:n:t:p:g:kd:h", longs, NULL)) != -1) {
+        while ((c = getopt_long(argc, argv, "-u:n:t:p:g:kd:Ph", longs, NULL)) != -1) {
                 switch (c) {
                 case 1: {
                         char *eq = strchr(optarg, '=');
@@ -739,6 +793,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
                         break;
                 case 'p': o->prefix = optarg; break;
                 case 'k': o->keep = 1; break;
+                case 'P': o->per_host = 1; break;
                 case 'd': o->discard = optarg; break;
                 case 'h': usage(stdout); exit(0);
                 default: return -EINVAL;
@@ -762,7 +817,7 @@ static int run_rounds(struct member *ms, size_t n, const struct opts *o)
         gmtime_r(&now, &tm);
         strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%S", &tm);
         for (unsigned i = 1; i <= o->rounds && rc == 0; i++) {
-                struct round rd = {.index = i};
+                struct round rd = {.index = i, .per_host = o->per_host};
                 unsigned k = 0;
                 long long c0;
                 snprintf(rd.snap, sizeof(rd.snap), "%s-%s-%ld-%u", o->prefix, stamp, (long)getpid(), i);

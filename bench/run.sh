@@ -19,11 +19,11 @@ GROUP=shop
 FLAT_GROUP=shop-flat
 
 ROUNDS=10 WARMUP=1 HOSTS=2 VMS=3 SETTLE=20 GAP=2 WAIT=0
-FLAT=auto KEEP_CUTS=0 KEEP_LAB=0 OUT= REFERENCE=0
+FLAT=auto KEEP_CUTS=0 KEEP_LAB=0 OUT='' REFERENCE=0 FLOOR_ORDER=--per-host
 
 say() { printf 'bench: %s\n' "$*" >&2; }
-die() {
-        printf 'bench: error: %s\n' "$*" >&2
+die() { # message [exit code]
+        printf 'bench: error: %s\n' "$1" >&2
         exit "${2:-1}"
 }
 
@@ -40,6 +40,9 @@ usage: bench/run.sh [options]        (as root)
   --gap S         seconds between two rounds (default $GAP)
   --flat          also time lockstep on a one-tier group "$FLAT_GROUP" (restarts the lab's
   --no-flat       lockstepd with it); default: on when this script brought the lab up
+  --serial-floor  the floor snapshots + thaws every VM in turn, whatever its host (default:
+                  hosts in parallel, each host's VMs in turn, as lockstep's agents do; the
+                  same thing on one host)
   --keep-cuts     leave lockstep's overlays in the chains (default: discard each cut)
   --keep-lab      leave a lab this script brought up running
   --wait S        if another lab is up, poll up to S seconds for it to go (default $WAIT)
@@ -65,6 +68,7 @@ while (($#)); do
         --wait) WAIT=${2:?}; shift 2 ;;
         --flat) FLAT=1; shift ;;
         --no-flat) FLAT=0; shift ;;
+        --serial-floor) FLOOR_ORDER=''; shift ;;
         --keep-cuts) KEEP_CUTS=1; shift ;;
         --keep-lab) KEEP_LAB=1; shift ;;
         --out) OUT=${2:?}; shift 2 ;;
@@ -87,7 +91,7 @@ command -v sqlite3 > /dev/null || {
         say "sqlite3 is missing: lockstep's time breakdown (from its catalog) is left out"
 }
 
-now_us() { printf '%s' "${EPOCHREALTIME/./}"; }
+now_us() { printf '%s' "${EPOCHREALTIME/[.,]/}"; }
 
 # ---- binaries ------------------------------------------------------------------
 
@@ -104,10 +108,26 @@ if grep -qE '^[^#]*add_subdirectory\(bench\)' "$REPO/CMakeLists.txt" && [ -f "$B
         cmake --build "$BUILD" --target lockstep-bench-floor > /dev/null || die "building the floor failed"
         FLOOR=$BUILD/bench/lockstep-bench-floor
 else
-        cmake -S "$BENCH" -B "$BUILD/bench-floor" > /dev/null &&
-                cmake --build "$BUILD/bench-floor" > /dev/null || die "building the floor (bench/CMakeLists.txt) failed"
+        if ! cmake -S "$BENCH" -B "$BUILD/bench-floor" > /dev/null || ! cmake --build "$BUILD/bench-floor" > /dev/null; then
+                die "building the floor (bench/CMakeLists.txt) failed"
+        fi
         FLOOR=$BUILD/bench-floor/lockstep-bench-floor
 fi
+
+# The revision of the tree the build dir was configured from (its binaries are
+# assumed built from it), or LOCKSTEP_BENCH_SOURCE_REV.
+git_rev() {
+        local src
+        src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$BUILD/CMakeCache.txt" 2> /dev/null || true)
+        if [ -n "$src" ] && git -C "$src" rev-parse HEAD > /dev/null 2>&1; then
+                printf '%s%s' "$(git -C "$src" rev-parse --short HEAD)" \
+                        "$(git -C "$src" diff --quiet HEAD -- . ':!bench' 2> /dev/null || echo '+uncommitted changes')"
+        else
+                printf '%s' "${LOCKSTEP_BENCH_SOURCE_REV:-unknown}"
+        fi
+}
+# Taken now, not at the end: the tree may change while the rounds run.
+SOURCE_REV=$(git_rev)
 
 # ---- the lab -------------------------------------------------------------------
 
@@ -175,8 +195,9 @@ else
         fi
 fi
 pid=$(tr -dc 0-9 < "$LAB/pids/lockstepd.pid" 2> /dev/null || true)
-[ -n "$pid" ] && grep -q lockstepd "/proc/$pid/cmdline" 2> /dev/null ||
+if [ -z "$pid" ] || ! grep -q lockstepd "/proc/$pid/cmdline" 2> /dev/null; then
         die "lockstepd does not run in the lab $LAB (was lockstep built before lab up?)"
+fi
 
 WORK=$(mktemp -d /tmp/lockstep-bench.XXXXXX)
 CONFIG=$LAB/coordinator.yaml
@@ -244,13 +265,18 @@ RAW=$WORK/rounds.jsonl
 floor_round() { # pair warmup
         local out t0 t1
         t0=$(now_us)
-        out=$("$FLOOR" --rounds 1 --prefix bench-floor "${MEMBERS[@]}") || {
+        out=$("$FLOOR" --rounds 1 --prefix bench-floor ${FLOOR_ORDER:+"$FLOOR_ORDER"} "${MEMBERS[@]}") || {
                 printf '%s\n' "$out" >&2
                 return 1
         }
         t1=$(now_us)
-        jq -c --argjson pair "$1" --argjson warm "$2" --argjson wall "$(((t1 - t0) / 1000))" \
-                '. + {pair: $pair, warmup: $warm, process_wall_ms: $wall}' <<< "$out" >> "$RAW"
+        jq -c --argjson pair "$1" --argjson warm "$2" --argjson t0 "$t0" --argjson t1 "$t1" \
+                '. + {pair: $pair, warmup: $warm, process_wall_ms: (($t1 - $t0) / 1000),
+                      phases: {before_first_freeze: (.e2e_ms - .group_window_ms), freeze_all: .all_frozen_ms,
+                               frozen_to_first_snapshot: 0,
+                               snapshots_and_thaws: (.group_window_ms - .all_frozen_ms), after_last_thaw: 0}
+                              | map_values(. * 1000 | round / 1000)}' \
+                <<< "$out" >> "$RAW"
 }
 
 # lockstep's phases for one cut, from its catalog (lockstepd's, agents' and the
@@ -284,7 +310,8 @@ breakdown() { # txid cli_start_us cli_end_us
                  freeze_reply_to_snapshot_sent: ms(.fr; .ss), snapshot_sent_to_last_thaw: ms(.ss; .te),
                  last_thaw_to_snapshot_reply: ms(.te; .sr), snapshot_reply_to_decided: ms(.sr; .d),
                  decided_to_decide_reply: ms(.d; .dr), decide_reply_to_finished: ms(.dr; .f),
-                 finished_to_cli_result: ms(.f; $c1), group_window: ms(.f0; .te), cli_total: ms($c0; $c1)}' <<< "$row"
+                 finished_to_cli_result: ms(.f; $c1), cli_total: ms($c0; $c1)}
+                | map_values(. * 1000 | round / 1000)' <<< "$row"
 }
 
 # One lockstep cut through the CLI, timed from its start to its result; then its
@@ -309,13 +336,22 @@ lockstep_round() { # method group pair warmup
                         return 1
                 }
         fi
-        jq -c --arg m "$1" --argjson pair "$3" --argjson warm "$4" --argjson e2e "$(((t1 - t0) / 1000))" \
+        jq -c --arg m "$1" --argjson pair "$3" --argjson warm "$4" --argjson t0 "$t0" --argjson t1 "$t1" \
                 --argjson bd "$bd" --argjson disc "$disc" \
                 '{method: $m, pair: $pair, warmup: $warm, ok: (.state == "committed"), snapshot: .id,
-                  e2e_ms: ($e2e), group_window_ms, freeze_skew_ms, max_frozen_ms,
+                  e2e_ms: (($t1 - $t0) / 1000), group_window_ms, freeze_skew_ms, max_frozen_ms,
                   all_frozen_ms: ($bd.first_freeze_to_all_frozen // null),
                   members: [.members[] | {vm, agent, tier, freeze_ms, snapshot_ms, thaw_ms, frozen_ms}],
-                  breakdown: $bd, discard: $disc, cut: .}' <<< "$out" >> "$RAW"
+                  breakdown: $bd,
+                  phases: (if $bd == null then null else
+                    {before_first_freeze: ($bd.cli_to_begin + $bd.begin_to_freeze_sent + $bd.freeze_sent_to_first_freeze),
+                     freeze_all: $bd.first_freeze_to_all_frozen,
+                     frozen_to_first_snapshot: ($bd.all_frozen_to_freeze_reply + $bd.freeze_reply_to_snapshot_sent),
+                     snapshots_and_thaws: $bd.snapshot_sent_to_last_thaw,
+                     after_last_thaw: ($bd.last_thaw_to_snapshot_reply + $bd.snapshot_reply_to_decided +
+                                       $bd.decided_to_decide_reply + $bd.decide_reply_to_finished +
+                                       $bd.finished_to_cli_result)} | map_values(. * 1000 | round / 1000) end),
+                  discard: $disc, cut: .}' <<< "$out" >> "$RAW"
 }
 
 METHODS=(floor lockstep)
@@ -341,41 +377,34 @@ done
 
 # ---- results -------------------------------------------------------------------
 
-git_rev() {
-        local src
-        src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$BUILD/CMakeCache.txt" 2> /dev/null || true)
-        if [ -n "$src" ] && git -C "$src" rev-parse HEAD > /dev/null 2>&1; then
-                printf '%s%s' "$(git -C "$src" rev-parse --short HEAD)" \
-                        "$(git -C "$src" diff --quiet HEAD -- . ':!bench' 2> /dev/null || echo '+uncommitted changes')"
-        else
-                printf '%s' "${LOCKSTEP_BENCH_SOURCE_REV:-unknown}"
-        fi
-}
-
 machine=$(jq -n --arg cpu "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)" \
         --argjson cpus "$(nproc)" --argjson mem "$(awk '/^MemTotal/ { print int($2 / 1024) }' /proc/meminfo)" \
-        --arg kernel "$(uname -r)" --arg os "$(. /etc/os-release && echo "$PRETTY_NAME")" \
+        --arg kernel "$(uname -r)" --arg os "$(sed -n 's/^PRETTY_NAME="\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' /etc/os-release)" \
         --arg libvirt "$(libvirtd --version 2> /dev/null | awk '{ print $NF }')" \
         --arg qemu "$(qemu-system-x86_64 --version | head -n 1 | awk '{ print $4 }')" \
-        --arg kvm "$([ -e /dev/kvm ] && echo yes || echo 'no (TCG)')" \
+        --arg kvm "$([ -e /dev/kvm ] && echo yes || echo no)" \
         '{cpu: $cpu, cpus: $cpus, memory_mib: $mem, kernel: $kernel, os: $os, libvirt: $libvirt,
-          qemu: $qemu, kvm: $kvm}')
+          qemu: $qemu, dev_kvm: $kvm, guests: "TCG (the lab defines its domains with type qemu)"}')
 params=$(jq -n --argjson rounds "$ROUNDS" --argjson warmup "$WARMUP" --argjson gap "$GAP" \
         --argjson settle "$SETTLE" --argjson hosts "$HOSTS" \
         --argjson vms "$(awk '$1 == "vm"' "$LAB/lab.state" | wc -l)" \
-        --argjson keep "$KEEP_CUTS" --arg rev "$(git_rev)" --arg build "$BUILD" \
+        --argjson keep "$KEEP_CUTS" --arg rev "$SOURCE_REV" --arg build "$BUILD" \
         --arg placement "$(awk '$1 == "vm" { printf "%s%s@%s", n++ ? " " : "", $2, $4 }' "$LAB/lab.state")" \
         --arg methods "${METHODS[*]}" --argjson complete "$((1 - failed))" \
+        --arg order "$([ -n "$FLOOR_ORDER" ] && echo per-host || echo serial)" \
         '{rounds: $rounds, warmup: $warmup, gap_s: $gap, settle_s: $settle, hosts: $hosts, vms: $vms,
-          placement: $placement, methods: ($methods | split(" ")), lockstep_cuts_discarded: ($keep == 0),
+          placement: $placement, methods: ($methods | split(" ")), floor_order: $order,
+          lockstep_cuts_discarded: ($keep == 0),
           source_rev: $rev, build_dir: $build, complete: ($complete == 1)}')
 
+# shellcheck disable=SC2016 # jq's own $variables
 SUMMARY_JQ='
 def median: sort | if length == 0 then null elif length % 2 == 1 then .[(length - 1) / 2]
             else (.[length / 2 - 1] + .[length / 2]) / 2 end;
 def p90: sort | if length == 0 then null else .[((length * 0.9) | ceil) - 1] end;
-def stats: map(select(. != null)) | {median: median, p90: p90, min: min, max: max, n: length};
 def r2: if . == null then null else (. * 100 | round) / 100 end;
+def r3: if . == null then null else (. * 1000 | round) / 1000 end;
+def stats: map(select(. != null)) | {median: (median | r3), p90: (p90 | r3), min: min, max: max, n: length};
 [.[] | select(.warmup | not)] as $r
 | reduce ($r | map(.method) | unique)[] as $m ({};
     ([$r[] | select(.method == $m)]) as $x
@@ -390,9 +419,10 @@ def r2: if . == null then null else (. * 100 | round) / 100 end;
         snapshot_ms: ([$x[].members[].snapshot_ms] | stats),
         thaw_ms: ([$x[].members[].thaw_ms] | stats),
         frozen_ms: ([$x[].members[].frozen_ms] | stats),
+        phases_ms: (if ($x[0].phases // null) == null then null else
+          reduce ($x[0].phases | keys_unsorted[]) as $k ({}; .[$k] = ([$x[].phases[$k]] | stats)) end),
         breakdown_ms: (if ($x[0].breakdown // null) == null then null else
-          ([$x[0].breakdown | keys_unsorted[]] as $k
-           | reduce $k[] as $kk ({}; .[$kk] = ([$x[].breakdown[$kk]] | stats))) end)
+          reduce ($x[0].breakdown | keys_unsorted[]) as $k ({}; .[$k] = ([$x[].breakdown[$k]] | stats)) end)
       })
 | . as $s
 | .ratios = (reduce (keys[] | select(. != "floor")) as $m ({};
@@ -409,27 +439,38 @@ jq -s --argjson machine "$machine" --argjson params "$params" --argjson summary 
         '{measured_at: $at, machine: $machine, params: $params, summary: $summary, rounds: .}' "$RAW" > "$OUT"
 ((REFERENCE)) && cp "$OUT" "$BENCH/results/reference.json"
 
-# The table: median (p90) per method, and lockstep's ratio to the floor.
-jq -r --argjson s "$summary" --argjson p "$params" -n '
-def f: if . == null then "-" else (. * 10 | round / 10 | tostring) end;
-def cell($m; $k): if $s[$m] == null then "-" else "\($s[$m][$k].median | f) (\($s[$m][$k].p90 | f))" end;
-def ratio($m; $k): ($s.ratios[$m + "/floor"][$k] // null) | if . == null then "-" else "x\(.)" end;
-($s | keys | map(select(. != "floor" and . != "ratios"))) as $ms
-| "\($p.rounds) rounds, \($p.vms) guests on \($p.hosts) host(s) [\($p.placement)]; median (p90), ms",
-  ([ "metric", "floor" ] + ($ms | map(., "ratio")) | @tsv),
-  (["group window", "group_window_ms"], ["freeze skew", "freeze_skew_ms"], ["all frozen after", "all_frozen_ms"],
-   ["max frozen (a VM)", "max_frozen_ms"], ["freeze (per VM)", "freeze_ms"], ["snapshot (per VM)", "snapshot_ms"],
-   ["thaw (per VM)", "thaw_ms"], ["frozen (per VM)", "frozen_ms"], ["end-to-end", "e2e_ms"]) as [$label, $k]
-  | [$label, cell("floor"; $k)] + ([$ms[] | cell(.; $k), ratio(.; $k)]) | @tsv' |
-        column -t -s $'\t'
+# The tables: median (p90) per method; each lockstep method's ratio to the floor's
+# median and what it adds to it.
+jq -r --argjson p "$params" -n '"\($p.rounds) rounds, \($p.vms) guests on \($p.hosts) host(s) [\($p.placement)]; ms, median (p90)"'
 jq -r --argjson s "$summary" -n '
 def f: if . == null then "-" else (. * 10 | round / 10 | tostring) end;
+def cell($m; $k): "\($s[$m][$k].median | f) (\($s[$m][$k].p90 | f))";
+def ratio($m; $k): if ($s.floor[$k].median // 0) < 1 then "-" else "x\($s.ratios[$m + "/floor"][$k])" end;
+def plus($m; $k): ($s[$m][$k].median - $s.floor[$k].median) | if . >= 0 then "+\(f)" else f end;
 ($s | keys | map(select(startswith("lockstep")))) as $ms
-| select(($ms | length) > 0 and $s[$ms[0]].breakdown_ms != null)
-| "", "where lockstep'"'"'s end-to-end time goes (median ms; catalog audit + agent timings):",
-  ([ "phase" ] + $ms | @tsv),
-  ($s[$ms[0]].breakdown_ms | keys_unsorted[]) as $k
-  | [$k] + [$ms[] | $s[.].breakdown_ms[$k].median | f] | @tsv' | column -t -s $'\t'
+| (["metric", "floor"] + ($ms | map(., "ratio", "added")) | @tsv),
+  (["group window", "group_window_ms"], ["freeze skew", "freeze_skew_ms"], ["all frozen after", "all_frozen_ms"],
+   ["max frozen (a VM)", "max_frozen_ms"], ["freeze (per VM)", "freeze_ms"], ["snapshot (per VM)", "snapshot_ms"],
+   ["thaw (per VM)", "thaw_ms"], ["frozen (per VM)", "frozen_ms"], ["end-to-end", "e2e_ms"]) as [$name, $k]
+  | [$name, cell("floor"; $k)] + [$ms[] | cell(.; $k), ratio(.; $k), plus(.; $k)] | @tsv' | column -t -s $'\t'
+if [ "$(jq -r '.lockstep.phases_ms != null' <<< "$summary")" = true ]; then
+        echo
+        echo "end-to-end by phase, ms, median (the floor has no votes and no result to wait for):"
+        jq -r --argjson s "$summary" -n '
+        def f: if . == null then "-" else (. * 10 | round / 10 | tostring) end;
+        ($s | keys | map(select(. != "ratios"))) as $ms
+        | (["phase"] + $ms | @tsv),
+          (($s.lockstep.phases_ms | keys_unsorted[]) as $k
+           | [$k] + [$ms[] | $s[.].phases_ms[$k].median | f] | @tsv)' | column -t -s $'\t'
+        echo
+        echo "lockstep step by step (lockstepd's catalog audit times, agents' member times), ms, median:"
+        jq -r --argjson s "$summary" -n '
+        def f: if . == null then "-" else (. * 10 | round / 10 | tostring) end;
+        ($s | keys | map(select(startswith("lockstep")))) as $ms
+        | (["step"] + $ms | @tsv),
+          (($s.lockstep.breakdown_ms | keys_unsorted[]) as $k
+           | [$k] + [$ms[] | $s[.].breakdown_ms[$k].median | f] | @tsv)' | column -t -s $'\t'
+fi
 echo
 echo "raw results: $OUT"
 ((failed == 0))

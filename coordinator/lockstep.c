@@ -20,7 +20,9 @@ enum {
         EXIT_UNREACHABLE = 3,
 };
 
-#define POLL_US 100000
+/* lockstepd holds each poll until there is news (long poll, up to 1 s), so
+ * this is only the pause after a poll that brought some. */
+#define POLL_US 0
 
 static void usage(FILE *f)
 {
@@ -154,7 +156,8 @@ static int snapshot_create(struct client *c, Lockstep__ControlRequest *q, int as
                 if (rep->done)
                         break;
                 lockstep__control_reply__free_unpacked(rep, NULL);
-                usleep(POLL_US);
+                if (POLL_US)
+                        usleep(POLL_US);
         }
         free(op);
         if (live)

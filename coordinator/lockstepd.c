@@ -48,6 +48,7 @@ struct daemon {
         struct catalog *cat;
         struct engine *eng;
         pthread_mutex_t lock; /* ops */
+        pthread_cond_t op_changed; /* an op has a new event or is done */
         struct op *ops[MAX_OPS];
         unsigned next_op;
         int stop;
@@ -72,6 +73,7 @@ static void op_event(void *arg, const char *line)
                         copy = NULL;
                 }
         }
+        pthread_cond_broadcast(&the_daemon->op_changed);
         pthread_mutex_unlock(&the_daemon->lock);
         free(copy);
 }
@@ -147,6 +149,7 @@ static void *op_main(void *p)
         op->error = error;
         op->exit_code = r == 0 ? 0 : r == 1 ? 1 : 2;
         op->done = 1;
+        pthread_cond_broadcast(&d->op_changed);
         pthread_mutex_unlock(&d->lock);
         return NULL;
 }
@@ -259,6 +262,15 @@ static int poll_op(struct daemon *d, const Lockstep__ControlRequest *q, Lockstep
                 rep->exit_code = 2;
                 rep->error = (char *)"no such operation";
                 return 0;
+        }
+        /* A long poll: the CLI hears of each step as it happens, not on a tick. */
+        {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_sec += 1;
+                while (!op->done && q->from >= op->n_events &&
+                       pthread_cond_timedwait(&d->op_changed, &d->lock, &ts) == 0)
+                        ;
         }
         size_t from = q->from < op->n_events ? q->from : op->n_events;
         *strs = calloc(op->n_events - from + 4, sizeof(char *));
@@ -432,6 +444,7 @@ int main(int argc, char **argv)
         log_setup("lockstepd", level);
         the_daemon = &d;
         pthread_mutex_init(&d.lock, NULL);
+        pthread_cond_init(&d.op_changed, NULL);
         pthread_mutex_init(&d.stop_lock, NULL);
         pthread_cond_init(&d.stop_cond, NULL);
         r = cfg_coord_load(path, &d.cfg, &err);

@@ -67,18 +67,24 @@ done
 order=$(grep 'START    tier' "$D/logs/lockstepd.log" | tail -3 | sed 's/.*tier \([0-9]\).*/\1/' | tr -d '\n')
 [ "$order" = 210 ] || t_fail "tiers started in order $order, not back tiers first (210)"
 t_ok "reverted to A: every member on a new overlay over A's image, running; tiers started db, app, web"
-sleep 3
 for vm in $VMS; do
         dump_log "${imgA[$vm]}" "$W/$vm.A.log" || t_fail "cannot read $vm's log in A's image"
-        dump_log "$(disk_of "$vm")" "$W/$vm.now.log" || t_fail "cannot read $vm's log after the revert"
         n=$(wc -l < "$W/$vm.A.log")
+        # The application comes back: the guest writes again, after A's records.
+        for _ in $(seq 1 60); do
+                dump_log "$(disk_of "$vm")" "$W/$vm.now.log" || t_fail "cannot read $vm's log after the revert"
+                (($(wc -l < "$W/$vm.now.log") > n)) && break
+                sleep 0.5
+        done
+        (($(wc -l < "$W/$vm.now.log") > n)) || t_fail "$vm wrote nothing in 30 s after the revert"
         head -n "$n" "$W/$vm.now.log" | cmp -s - "$W/$vm.A.log" || t_fail "$vm's log after the revert does not start with A's $n records"
+        # What it writes next may equal what it wrote after A the first time
+        # (its state is A's again), so the prefix is what proves the revert.
         dump_log "${pre[$vm]}" "$W/$vm.pre.log" || t_fail "cannot read $vm's pre-revert log"
-        [ "$(sed -n "$((n + 1))p" "$W/$vm.pre.log")" != "$(sed -n "$((n + 1))p" "$W/$vm.now.log")" ] ||
-                t_fail "$vm's log after the revert holds a record from after A"
+        (($(wc -l < "$W/$vm.pre.log") > n)) || t_fail "$vm's pre-revert log is not longer than A's: no test"
         t_info "$vm: A ended at record $n; after the revert the guest went on from there ($(wc -l < "$W/$vm.now.log") now)"
 done
-t_ok "every guest's log starts exactly with A's and holds nothing written after A"
+t_ok "every guest's log starts exactly with A's (the pre-revert logs went further) and grows again"
 
 # 3. Undo.
 ls_cli snapshot revert --undo "$R" --yes > "$T_LOG.undo" 2>&1 || { cat "$T_LOG.undo"; t_fail "undo failed"; }
