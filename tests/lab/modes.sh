@@ -1,0 +1,58 @@
+#!/bin/bash
+# lab test "modes": a pause-mode cut of real guests (frozen and vCPUs suspended
+# across the cut) commits with 0 orphans and leaves every guest running and
+# thawed; a guest without qemu-ga fails the cut, unless the group names it in
+# crash_consistent, and then it is paused, snapshotted and resumed.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+t_need_lab
+for b in coordinator/lockstep coordinator/lockstepd agent/lockstep-agent; do
+        [ -x "$LOCKSTEP_BUILD_DIR/$b" ] || t_skip "$LOCKSTEP_BUILD_DIR/$b is not built"
+done
+t_up
+D=$LOCKSTEP_LAB_DIR
+ls_cli() { "$LOCKSTEP_BUILD_DIR/coordinator/lockstep" -c "$D/coordinator.yaml" "$@"; }
+VMS="web1 app1 db1"
+all_running_thawed() {
+        local vm st
+        for vm in $VMS; do
+                [ "$("$LAB" virsh "$vm" domstate "$vm")" = running ] || return 1
+                [ "$vm" = "${1:-}" ] && continue # no guest agent to ask
+                st=$("$LAB" virsh "$vm" qemu-agent-command "$vm" '{"execute":"guest-fsfreeze-status"}' | jq -r .return)
+                [ "$st" = thawed ] || return 1
+        done
+}
+for vm in $VMS; do
+        for _ in $(seq 1 60); do [ "$(t_records "$vm")" -gt 5 ] 2> /dev/null && break; sleep 0.5; done
+done
+
+# 1. Pause mode.
+j=$(ls_cli snapshot create shop --mode pause --name paused --json) || t_fail "pause-mode cut: $(jq -r .reason <<< "$j")"
+[ "$(jq -r '[.members[].message] | all(. == "frozen and paused")' <<< "$j")" = true ] ||
+        t_fail "pause mode: members not reported frozen and paused: $(jq -c '[.members[].message]' <<< "$j")"
+mapfile -t imgs < <(jq -r '.members[] | .vm as $v | .disks[] | "\($v)=\(.image)"' <<< "$j")
+out=$("$LAB" check --json "${imgs[@]}") || t_fail "pause-mode cut fails the checks"
+[ "$(jq -r .orphans <<< "$out")" = 0 ] || t_fail "pause-mode cut has orphans"
+all_running_thawed || t_fail "a guest is left paused or frozen after the pause-mode cut"
+t_ok "pause mode: committed, every member frozen and paused across the cut, 0 orphans, all resumed (window $(jq -r .group_window_ms <<< "$j") ms)"
+
+# 2. A guest without its guest agent.
+"$LAB" restart app1 --noga > /dev/null 2>> "$T_LOG"
+host=$(awk '$1 == "vm" && $2 == "app1" { print $4 }' "$D/lab.state")
+j=$(ls_cli snapshot create shop --json) && t_fail "a cut with app1 lacking qemu-ga went through"
+[ "$(jq -r '.members[] | select(.vm == "app1") | .code' <<< "$j")" = E_NO_GUEST_AGENT ] ||
+        t_fail "app1 without qemu-ga: $(jq -c '.members[] | select(.vm == "app1")' <<< "$j")"
+all_running_thawed app1 || t_fail "a guest is left paused or frozen after the failed cut"
+t_ok "app1 without qemu-ga and not crash-consistent: the cut fails (E_NO_GUEST_AGENT), nothing left paused or frozen"
+
+echo "    crash_consistent: [app1@$host]" >> "$D/coordinator.yaml"
+kill "$(cat "$D/pids/lockstepd.pid")"
+for _ in $(seq 1 50); do [ -e "$D/control.sock" ] || break; sleep 0.1; done
+setsid "$LOCKSTEP_BUILD_DIR/coordinator/lockstepd" -c "$D/coordinator.yaml" >> "$D/logs/lockstepd.log" 2>&1 < /dev/null &
+echo $! > "$D/pids/lockstepd.pid"
+for _ in $(seq 1 50); do ls_cli groups > /dev/null 2>&1 && break; sleep 0.1; done
+j=$(ls_cli snapshot create shop --json) || t_fail "crash-consistent cut: $(jq -r .reason <<< "$j")"
+msg=$(jq -r '.members[] | select(.vm == "app1") | .message' <<< "$j")
+[[ "$msg" == "paused, not frozen"* ]] || t_fail "app1 not reported paused: $msg"
+all_running_thawed app1 || t_fail "a guest is left paused or frozen after the crash-consistent cut"
+t_ok "app1 in crash_consistent: paused, snapshotted and resumed; the cut committed"
