@@ -136,3 +136,8 @@ int hv_guest_run(struct hv *hv, const char *vm, const char *command, unsigned ti
 {
         return hv->ops->guest_run(hv->be, vm, command, timeout_ms, err);
 }
+
+int hv_restore(struct hv *hv, const char *vm, const char *memfile, lserr *err)
+{
+        return hv->ops->restore(hv->be, vm, memfile, err);
+}

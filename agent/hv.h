@@ -132,3 +132,7 @@ int hv_point_disks(struct hv *hv, const char *vm, struct hv_image *imgs, size_t 
  * up to timeout_ms for it to exit. 0 when it exited 0; LS_EHOOK otherwise
  * (err says the exit code or the timeout). */
 int hv_guest_run(struct hv *hv, const char *vm, const char *command, unsigned timeout_ms, lserr *err);
+
+/* Starts a shut-off domain from a memory state saved by a memory-mode cut
+ * (its disks as the persistent definition has them now), running. */
+int hv_restore(struct hv *hv, const char *vm, const char *memfile, lserr *err);

@@ -26,6 +26,7 @@ struct hv_ops {
         int (*stop)(void *be, const char *vm, unsigned timeout_ms, lserr *err);
         int (*start)(void *be, const char *vm, lserr *err);
         int (*point_disks)(void *be, const char *vm, struct hv_image *imgs, size_t n, const char *tag, lserr *err);
+        int (*restore)(void *be, const char *vm, const char *memfile, lserr *err);
         int (*guest_run)(void *be, const char *vm, const char *command, unsigned timeout_ms, lserr *err);
         int (*delete_cut)(void *be, const char *vm, const char *snap, struct hv_image *ret, size_t *ret_n,
                           lserr *err);

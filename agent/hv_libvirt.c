@@ -1121,6 +1121,26 @@ static int lv_start(void *be, const char *vm, lserr *err)
         return r;
 }
 
+static int lv_restore(void *be, const char *vm, const char *memfile, lserr *err)
+{
+        virDomainPtr d = NULL;
+        char *xml;
+        int r = dom_get(be, vm, "restore", &d, err);
+
+        if (r < 0)
+                return r;
+        /* The saved state's own XML names the disks of the cut time; the
+         * definition now names the new overlays on the cut's images. */
+        xml = virDomainGetXMLDesc(d, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE);
+        if (!xml)
+                r = fail(err, vm, "restore: read definition");
+        else if (virDomainRestoreFlags(virDomainGetConnect(d), memfile, xml, VIR_DOMAIN_SAVE_RUNNING) < 0)
+                r = lserr_set(err, LS_EHV, "%s: restore of memory state \"%s\": %s", vm, memfile, last_error());
+        free(xml);
+        virDomainFree(d);
+        return r;
+}
+
 static int lv_point_disks(void *be, const char *vm, struct hv_image *imgs, size_t n, const char *tag, lserr *err)
 {
         virDomainPtr d = NULL;
@@ -1175,4 +1195,5 @@ const struct hv_ops hv_libvirt_ops = {
         .start = lv_start,
         .point_disks = lv_point_disks,
         .guest_run = lv_guest_run,
+        .restore = lv_restore,
 };

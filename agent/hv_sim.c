@@ -503,7 +503,6 @@ static int sim_snapshot(void *be, const char *vm, const char *snap, int with_mem
         char dir[HV_PATH_MAX + 8];
         int r = enter(be, &c, &d, vm, "snapshot", err), fd;
 
-        (void)with_memory;
         if (r < 0)
                 return r;
         snprintf(dir, sizeof(dir), "%s/img", c.state_dir);
@@ -525,6 +524,11 @@ static int sim_snapshot(void *be, const char *vm, const char *snap, int with_mem
         }
         if (r == 0 && st.n_links + d.n_disks > SIM_MAX_LINKS)
                 r = lserr_set(err, LS_EDISK, "%s: snapshot: the simulated chain is full", vm);
+        if (r == 0 && with_memory) {
+                char mem[HV_PATH_MAX + LS_NAME_MAX + 8];
+                snprintf(mem, sizeof(mem), "%s.%s.mem", ret[0].before, snap);
+                r = touch(mem, err);
+        }
         if (r == 0) {
                 for (unsigned i = 0; i < d.n_disks; i++) {
                         snprintf(st.cur[i], HV_PATH_MAX, "%s", ret[i].after);
@@ -716,6 +720,13 @@ static int sim_start(void *be, const char *vm, lserr *err)
         return change(be, vm, "start", do_start, err);
 }
 
+static int sim_restore(void *be, const char *vm, const char *memfile, lserr *err)
+{
+        if (access(memfile, F_OK) < 0)
+                return lserr_set(err, LS_EIMAGE, "%s: restore: memory state \"%s\": %m", vm, memfile);
+        return change(be, vm, "start", do_start, err);
+}
+
 static int sim_point_disks(void *be, const char *vm, struct hv_image *imgs, size_t n, const char *tag, lserr *err)
 {
         struct simcfg c;
@@ -828,4 +839,5 @@ const struct hv_ops hv_sim_ops = {
         .start = sim_start,
         .point_disks = sim_point_disks,
         .guest_run = sim_guest_run,
+        .restore = sim_restore,
 };

@@ -938,6 +938,12 @@ static int do_delete(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t *
                 /* The reply lists each layer removed and the image it went into. */
                 int r = hv_delete_cut(mg->hv, mb->vm, t->snap, mb->imgs, &mb->n_imgs, &err);
                 mb->snapshot_us = fsutil_mono_us() - t0;
+                /* A memory-mode cut's saved state goes with it. */
+                if (r == 0 && mb->n_imgs) {
+                        char mem[HV_PATH_MAX + LS_NAME_MAX + 8];
+                        snprintf(mem, sizeof(mem), "%s.%s.mem", mb->imgs[0].before, t->snap);
+                        unlink(mem);
+                }
                 if (r < 0) {
                         member_fail(mg, mb, LOCKSTEP__ERROR_CODE__E_DELETE_FAILED, "delete: %s", err.msg);
                         failed = 1;
@@ -1150,10 +1156,22 @@ static int do_revert_switch(struct txn_mgr *mg, struct txn *t, const Lockstep__C
 
 /* Starts a member and waits until its guest agent answers (crash-consistent
  * members have none to wait for). */
-static int start_member(struct txn_mgr *mg, struct member *mb, lserr *err)
+static int start_member(struct txn_mgr *mg, struct txn *t, struct member *mb, lserr *err)
 {
         long long deadline = fsutil_mono_us() + REVERT_START_WAIT_US;
-        int r = hv_start(mg->hv, mb->vm, err);
+        char mem[HV_PATH_MAX + LS_NAME_MAX + 8] = "";
+        int r;
+
+        /* A memory-mode cut saved the memory state beside its first image: the
+         * guest comes back running from it, without a reboot. */
+        if (!t->undo && mb->n_imgs)
+                snprintf(mem, sizeof(mem), "%s.%s.mem", mb->imgs[0].before, t->snap);
+        if (mem[0] && access(mem, R_OK) == 0) {
+                r = hv_restore(mg->hv, mb->vm, mem, err);
+                log_info("txid=%s vm=%s restored from memory state %s: %s", t->txid, mb->vm, mem, r < 0 ? "failed" : "ok");
+        } else {
+                r = hv_start(mg->hv, mb->vm, err);
+        }
 
         if (r < 0 || mb->crash)
                 return r;
@@ -1185,7 +1203,7 @@ static int do_revert_start(struct txn_mgr *mg, struct txn *t, const Lockstep__Co
                 /* Members that were shut off at cut time stay off. */
                 if (mb->tier != tier || !mb->was_running)
                         continue;
-                if (start_member(mg, mb, &err) < 0) {
+                if (start_member(mg, t, mb, &err) < 0) {
                         member_fail(mg, mb, wire_code(err.code), "start: %s", err.msg);
                         failed = 1;
                 }
