@@ -58,7 +58,8 @@ struct item {
 /* Fault injection for crash tests: LOCKSTEP_FAILPOINT=<name> stops the
  * coordinator at that point (it sleeps until killed), so a test can kill -9 it
  * exactly there. Names: "after-snapshot" (replies in, nothing decided),
- * "after-decide" (decision logged, not yet sent). */
+ * "after-decide" (decision logged, not yet sent), "revert-after-switch" (disks
+ * switched, nothing started or decided). */
 static void failpoint(const char *name)
 {
         const char *fp = getenv("LOCKSTEP_FAILPOINT");
@@ -905,6 +906,7 @@ int engine_revert(struct engine *e, const char *id, int undo, engine_event_fn ev
                 if (ok)
                         emit(ev, arg, "SWITCH   every member now on %s", undo ? "its pre-revert branch"
                                                                            : "a new overlay on the cut's image");
+                failpoint("revert-after-switch");
         }
         for (unsigned tier = max_tier + 1; ok && tier-- > 0;) {
                 ok = revert_round(e, t.txid, items, n, LOCKSTEP__STEP__STEP_REVERT_START, tier, 180000, NULL, ev, arg,

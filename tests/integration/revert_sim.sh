@@ -93,6 +93,23 @@ check "agent killed in SWITCH: every member back on its pre-revert branch, no mi
 check "... all running" bash -c "for f in $T/host-*/sim/*.state; do grep -q '^state 0' \$f || exit 1; done"
 check "... nothing in doubt" [ "$(ls_cli agents --json | jq '[.[].in_doubt] | add')" = 0 ]
 
+# 5b. lockstepd killed after SWITCH (disks on the cut, members stopped): on
+# restart, presumed abort puts every member back on its branch and starts it.
+before=$(snapshot_disks)
+kill9_lockstepd; start_lockstepd revert-after-switch
+(ls_cli snapshot revert "$C" --yes >/dev/null 2>&1 || true) &
+bg=$!
+for _ in $(seq 1 200); do grep -q 'failpoint revert-after-switch reached' "$T/lockstepd.log" && break; sleep 0.05; done
+check "coordinator stopped after SWITCH" grep -q 'failpoint revert-after-switch reached' "$T/lockstepd.log"
+check "... members are off, on the cut's overlays" bash -c "[ '$(state_of host-a web1)' = 2 ] && [ '$(cur host-a web1)' != '$(echo "$before" | awk '$2=="web1" {print $3}')' ]"
+kill9_lockstepd
+wait "$bg" || true
+start_lockstepd
+ls_cli recover >/dev/null || true
+check "... restart: every member back on its pre-revert branch" [ "$(snapshot_disks)" = "$before" ]
+check "... and running" bash -c "for f in $T/host-*/sim/*.state; do grep -q '^state 0' \$f || exit 1; done"
+check "... the revert is aborted in the catalog" bash -c "'$LOCKSTEP_BIN' -c '$T/coordinator.yaml' snapshot list shop --json | jq -e '[.[] | select(.kind==\"pre-revert\")][0].state == \"aborted\"' >/dev/null"
+
 # 6. A member that was off at revert time stays off.
 sed -i 's/^state 0/state 2/' "$T/host-b/sim/web2.state"
 out=$(ls_cli snapshot revert "$C" --yes --json) && rc=0 || rc=$?
