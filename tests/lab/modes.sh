@@ -56,3 +56,41 @@ msg=$(jq -r '.members[] | select(.vm == "app1") | .message' <<< "$j")
 [[ "$msg" == "paused, not frozen"* ]] || t_fail "app1 not reported paused: $msg"
 all_running_thawed app1 || t_fail "a guest is left paused or frozen after the crash-consistent cut"
 t_ok "app1 in crash_consistent: paused, snapshotted and resumed; the cut committed"
+
+# 3. Guest hooks run in the guests through their agents (app1 has none: skipped).
+cat >> "$D/coordinator.yaml" << 'YAML'
+    hooks: {pre_freeze: "echo pre >> /data/hooks.log", post_thaw: "echo post >> /data/hooks.log", timeout_s: 10}
+YAML
+kill "$(cat "$D/pids/lockstepd.pid")"
+for _ in $(seq 1 50); do [ -e "$D/control.sock" ] || break; sleep 0.1; done
+setsid "$LOCKSTEP_BUILD_DIR/coordinator/lockstepd" -c "$D/coordinator.yaml" >> "$D/logs/lockstepd.log" 2>&1 < /dev/null &
+echo $! > "$D/pids/lockstepd.pid"
+for _ in $(seq 1 50); do ls_cli groups > /dev/null 2>&1 && break; sleep 0.1; done
+j=$(ls_cli snapshot create shop --name hooked --json) || t_fail "cut with hooks: $(jq -r .reason <<< "$j")"
+hooklog() { # vm: /data/hooks.log inside the guest
+        local pid out
+        pid=$("$LAB" virsh "$1" qemu-agent-command "$1" \
+                '{"execute":"guest-exec","arguments":{"path":"/bin/cat","arg":["/data/hooks.log"],"capture-output":true}}' |
+                jq -r .return.pid)
+        for _ in $(seq 1 40); do
+                out=$("$LAB" virsh "$1" qemu-agent-command "$1" "{\"execute\":\"guest-exec-status\",\"arguments\":{\"pid\":$pid}}")
+                [ "$(jq -r .return.exited <<< "$out")" = true ] && break
+                sleep 0.1
+        done
+        jq -r '.return["out-data"] // ""' <<< "$out" | base64 -d
+}
+for vm in web1 db1; do
+        [ "$(hooklog "$vm" | tr '\n' ' ')" = "pre post " ] || t_fail "$vm: hooks ran as \"$(hooklog "$vm" | tr '\n' ' ')\", not pre then post"
+done
+j=$(ls_cli snapshot create shop --name hooked2 --json) || t_fail "second cut with hooks"
+sed -i 's|pre_freeze: "echo pre >> /data/hooks.log"|pre_freeze: "exit 3"|' "$D/coordinator.yaml"
+kill "$(cat "$D/pids/lockstepd.pid")"
+for _ in $(seq 1 50); do [ -e "$D/control.sock" ] || break; sleep 0.1; done
+setsid "$LOCKSTEP_BUILD_DIR/coordinator/lockstepd" -c "$D/coordinator.yaml" >> "$D/logs/lockstepd.log" 2>&1 < /dev/null &
+echo $! > "$D/pids/lockstepd.pid"
+for _ in $(seq 1 50); do ls_cli groups > /dev/null 2>&1 && break; sleep 0.1; done
+j=$(ls_cli snapshot create shop --json) && t_fail "a cut whose pre-freeze hook fails went through"
+[ "$(jq -r '.members[] | select(.vm == "web1") | .code' <<< "$j")" = E_HOOK_FAILED ] ||
+        t_fail "failing hook: web1 is $(jq -r '.members[] | select(.vm == "web1") | .code' <<< "$j")"
+all_running_thawed app1 || t_fail "a guest is left paused or frozen after the failed hook"
+t_ok "guest hooks: pre-freeze then post-thaw ran in web1 and db1; a failing pre-freeze hook (exit 3) voted no"
