@@ -1148,7 +1148,15 @@ static int do_revert_switch(struct txn_mgr *mg, struct txn *t, const Lockstep__C
                         member_fail(mg, mb, LOCKSTEP__ERROR_CODE__E_INTERNAL, "switch: %s", err.msg);
                         failed = 1;
                 }
+                persist_or_log(mg, t); /* which members are switched, and onto what */
                 log_info("txid=%s step=REVERT_SWITCH vm=%s %s", t->txid, mb->vm, r < 0 ? "failed" : "ok");
+                /* Crash tests: LOCKSTEP_FAILPOINT=agent-mid-switch stops the agent
+                 * with one member switched and the others not, to be killed there. */
+                if (i == 0 && getenv("LOCKSTEP_FAILPOINT") && !strcmp(getenv("LOCKSTEP_FAILPOINT"), "agent-mid-switch")) {
+                        log_warn("failpoint agent-mid-switch reached: stopping here until killed");
+                        for (;;)
+                                pause();
+                }
         }
         t->state = LOCKSTEP__JOURNAL_STATE__J_R_SWITCHED;
         return finish_step(mg, t, cmd->step, failed ? first_code(t) : LOCKSTEP__ERROR_CODE__OK, "", ret, ret_len);
@@ -1636,12 +1644,26 @@ static void recover_one(void *arg, const Lockstep__JournalTxn *jt)
 
         if (t->revert) {
                 switch (t->state) {
-                case LOCKSTEP__JOURNAL_STATE__J_R_PREPARED:
-                case LOCKSTEP__JOURNAL_STATE__J_R_STOPPED:
                 case LOCKSTEP__JOURNAL_STATE__J_R_SWITCHING:
                 case LOCKSTEP__JOURNAL_STATE__J_R_SWITCHED:
-                        /* Not started on the cut yet: back to the pre-revert branch,
-                         * every member, never a mix. */
+                        /* A crash may have hit between a switch and its journal
+                         * record: treat every member as switched (pointing a disk at
+                         * its branch again is harmless) onto the overlay the switch
+                         * names for this revert. */
+                        for (size_t i = 0; i < t->n; i++) {
+                                t->m[i].switched = 1;
+                                for (size_t k = 0; !t->undo && k < t->m[i].n_imgs; k++) {
+                                        struct hv_image *im = &t->m[i].imgs[k];
+                                        char o[HV_PATH_MAX];
+                                        if (im->after[0])
+                                                continue;
+                                        snprintf(o, sizeof(o), "%.900s.%s.qcow2", im->before, t->txid);
+                                        memcpy(im->after, o, sizeof(o));
+                                }
+                        }
+                        /* fall through */
+                case LOCKSTEP__JOURNAL_STATE__J_R_PREPARED:
+                case LOCKSTEP__JOURNAL_STATE__J_R_STOPPED:
                         log_warn("txid=%s recovered a revert before START: back to the pre-revert branch", t->txid);
                         revert_rollback(mg, t);
                         t->state = LOCKSTEP__JOURNAL_STATE__J_ABORTED;

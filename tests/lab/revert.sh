@@ -97,3 +97,29 @@ dump_log "${pre[web1]}" "$W/web1.undo.log"
 n=$(wc -l < "$W/web1.pre.log")
 head -n "$n" "$W/web1.undo.log" | cmp -s - "$W/web1.pre.log" || t_fail "web1's log after undo lost pre-revert records"
 t_ok "undo: every member back on its pre-revert disk with everything written before the revert"
+
+# 4. kill -9 of an agent during SWITCH: after its restart every member is back
+# on its pre-revert disk and running, never a mix across members.
+H=$(awk '$1 == "vm" && $2 == "web1" { print $4 }' "$D/lab.state")
+kill -9 "$(cat "$D/hosts/$H/agent.pid")"
+ip netns exec "lslab-$H" env LOCKSTEP_FAILPOINT=agent-mid-switch setsid "$LOCKSTEP_BUILD_DIR/agent/lockstep-agent" \
+        -c "$D/hosts/$H/agent.yaml" >> "$D/hosts/$H/agent.log" 2>&1 < /dev/null &
+echo $! > "$D/hosts/$H/agent.pid"
+sleep 1
+for vm in $VMS; do pre[$vm]=$(disk_of "$vm"); done
+ls_cli snapshot revert "$A" --yes > "$T_LOG.kill" 2>&1 &
+bg=$!
+for _ in $(seq 1 600); do grep -q 'failpoint agent-mid-switch reached' "$D/hosts/$H/agent.log" && break; sleep 0.1; done
+grep -q 'failpoint agent-mid-switch reached' "$D/hosts/$H/agent.log" || t_fail "the agent never reached the middle of SWITCH"
+kill -9 "$(cat "$D/hosts/$H/agent.pid")"
+wait "$bg" && t_fail "the revert went through although an agent died in SWITCH"
+ip netns exec "lslab-$H" setsid "$LOCKSTEP_BUILD_DIR/agent/lockstep-agent" -c "$D/hosts/$H/agent.yaml" \
+        >> "$D/hosts/$H/agent.log" 2>&1 < /dev/null &
+echo $! > "$D/hosts/$H/agent.pid"
+for _ in $(seq 1 60); do ls_cli recover > /dev/null 2>&1 && break; sleep 1; done
+for vm in $VMS; do
+        [ "$(disk_of "$vm")" = "${pre[$vm]}" ] || t_fail "$vm runs on $(disk_of "$vm") after the crash, not its pre-revert ${pre[$vm]}"
+        for _ in $(seq 1 60); do [ "$("$LAB" virsh "$vm" domstate "$vm")" = running ] && break; sleep 1; done
+        [ "$("$LAB" virsh "$vm" domstate "$vm")" = running ] || t_fail "$vm is not running after the recovery"
+done
+t_ok "agent killed during SWITCH: after its restart every member is back on its pre-revert disk and running"
