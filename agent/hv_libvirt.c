@@ -801,30 +801,43 @@ static int wait_job_gone(virDomainPtr d, const char *vm, const char *disk, lserr
         return lserr_set(err, LS_EHV, "%s: delete: disk %s: block commit did not finish", vm, disk);
 }
 
-static int delete_disk(virDomainPtr d, const char *vm, int running, const struct parsed_disk *pd, const char *suffix,
-                       struct hv_image *ret, size_t *merged, lserr *err)
+/* Walks a disk's backing chain down from its active image top to the layer
+ * named for cut snap ("*.<snap>.qcow2"). Returns 1 with that layer, the layer
+ * above it (child, "" when it is top) and the image below it (base, "" when it
+ * has none); 0 when no layer of the chain is named for the cut. Each path is
+ * HV_PATH_MAX bytes. */
+static int find_cut_layer(const char *top, const char *snap, char *layer, char *child, char *base, lserr *err)
 {
-        char layer[HV_PATH_MAX], child[HV_PATH_MAX] = "", base[HV_PATH_MAX];
-        size_t sl = strlen(suffix);
+        char suffix[LS_NAME_MAX + 16];
+        size_t sl;
         int r;
 
-        snprintf(layer, sizeof(layer), "%s", pd->path);
-        /* Down the chain to the layer named for the cut. */
+        snprintf(suffix, sizeof(suffix), ".%s.qcow2", snap);
+        sl = strlen(suffix);
+        snprintf(layer, HV_PATH_MAX, "%s", top);
+        child[0] = '\0';
         for (int depth = 0;; depth++) {
                 size_t pl = strlen(layer);
-                if (pl > sl && !strcmp(layer + pl - sl, suffix))
-                        break;
-                r = qcow2_backing(layer, base, sizeof(base), err);
+                r = qcow2_backing(layer, base, HV_PATH_MAX, err);
                 if (r < 0)
                         return r;
+                if (pl > sl && !strcmp(layer + pl - sl, suffix))
+                        return 1;
                 if (!base[0] || depth > 256)
-                        return 0; /* not in this disk's chain: already deleted */
-                snprintf(child, sizeof(child), "%s", layer);
-                snprintf(layer, sizeof(layer), "%s", base);
+                        return 0;
+                snprintf(child, HV_PATH_MAX, "%s", layer);
+                snprintf(layer, HV_PATH_MAX, "%s", base);
         }
-        r = qcow2_backing(layer, base, sizeof(base), err);
-        if (r < 0)
-                return r;
+}
+
+static int delete_disk(virDomainPtr d, const char *vm, int running, const struct parsed_disk *pd, const char *snap,
+                       struct hv_image *ret, size_t *merged, lserr *err)
+{
+        char layer[HV_PATH_MAX], child[HV_PATH_MAX], base[HV_PATH_MAX];
+        int r = find_cut_layer(pd->path, snap, layer, child, base, err);
+
+        if (r <= 0)
+                return r; /* 0: not in this disk's chain, already deleted */
         if (!base[0])
                 return lserr_set(err, LS_EHV, "%s: delete: disk %s: \"%s\" has no backing image", vm, pd->target, layer);
         if (running && !child[0]) {
@@ -883,7 +896,6 @@ static int lv_delete_cut(void *be, const char *vm, const char *snap, struct hv_i
 {
         struct parsed_disk pd[HV_MAX_DISKS];
         struct hv_domain dom;
-        char suffix[LS_NAME_MAX + 16];
         virDomainPtr d = NULL;
         virDomainSnapshotPtr s;
         size_t merged = 0;
@@ -892,9 +904,8 @@ static int lv_delete_cut(void *be, const char *vm, const char *snap, struct hv_i
         if (r < 0)
                 return r;
         r = describe(d, &dom, pd, err);
-        snprintf(suffix, sizeof(suffix), ".%s.qcow2", snap);
         for (unsigned i = 0; r == 0 && i < dom.n_disks; i++)
-                r = delete_disk(d, vm, dom.state == HV_RUNNING || dom.state == HV_PAUSED, &pd[i], suffix, ret, &merged,
+                r = delete_disk(d, vm, dom.state == HV_RUNNING || dom.state == HV_PAUSED, &pd[i], snap, ret, &merged,
                                 err);
         if (r == 0) {
                 s = virDomainSnapshotLookupByName(d, snap, 0);
@@ -1042,7 +1053,6 @@ static int lv_cut_images(void *be, const char *vm, const char *snap, struct hv_i
 {
         struct parsed_disk pd[HV_MAX_DISKS];
         struct hv_domain dom;
-        char suffix[LS_NAME_MAX + 16];
         virDomainPtr d = NULL;
         int r = dom_get(be, vm, "prepare", &d, err);
 
@@ -1052,27 +1062,15 @@ static int lv_cut_images(void *be, const char *vm, const char *snap, struct hv_i
         virDomainFree(d);
         if (r < 0)
                 return r;
-        snprintf(suffix, sizeof(suffix), ".%s.qcow2", snap);
         for (unsigned i = 0; i < dom.n_disks; i++) {
-                char layer[HV_PATH_MAX], base[HV_PATH_MAX];
-                size_t sl = strlen(suffix);
-                snprintf(layer, sizeof(layer), "%s", pd[i].path);
-                for (int depth = 0;; depth++) {
-                        size_t pl = strlen(layer);
-                        if (pl > sl && !strcmp(layer + pl - sl, suffix))
-                                break;
-                        r = qcow2_backing(layer, base, sizeof(base), err);
-                        if (r < 0)
-                                return r;
-                        if (!base[0] || depth > 256)
-                                return lserr_set(err, LS_EIMAGE, "%s: prepare: disk %s: no layer of cut \"%s\" in its chain",
-                                                 vm, pd[i].target, snap);
-                        snprintf(layer, sizeof(layer), "%s", base);
-                }
+                char layer[HV_PATH_MAX], child[HV_PATH_MAX];
                 memset(&ret[i], 0, sizeof(ret[i]));
-                r = qcow2_backing(layer, ret[i].before, sizeof(ret[i].before), err);
+                r = find_cut_layer(pd[i].path, snap, layer, child, ret[i].before, err);
                 if (r < 0)
                         return r;
+                if (r == 0)
+                        return lserr_set(err, LS_EIMAGE, "%s: prepare: disk %s: no layer of cut \"%s\" in its chain", vm,
+                                         pd[i].target, snap);
                 if (!ret[i].before[0])
                         return lserr_set(err, LS_EIMAGE, "%s: prepare: disk %s: \"%s\" has no backing image", vm,
                                          pd[i].target, layer);

@@ -646,32 +646,20 @@ out:
 
 /* ---- delete ------------------------------------------------------------------ */
 
-int engine_delete(struct engine *e, const char *cut_txid, engine_event_fn ev, void *arg, char ret_txid[65],
-                  lserr *err)
+/* One item per agent of a recorded transaction's members, each with its
+ * members (vm, tier) in it->members. The members point into *ret_m: the caller
+ * frees *ret (items_free) and then *ret_m (free). */
+static int items_of(struct engine *e, const char *txid, struct cat_member **ret_m, struct item **ret, size_t *ret_n,
+                    size_t *ret_members, unsigned *ret_max_tier, lserr *err)
 {
-        struct cat_txn cut, t = {0};
         struct cat_member *m = NULL;
         struct item *items = NULL;
         size_t nm = 0, n = 0;
-        char reason[700] = "";
-        int ok = 1, r;
+        unsigned max_tier = 0;
+        int r = cat_members(e->cat, txid, &m, &nm, err);
 
-        r = cat_txn_get(e->cat, cut_txid, &cut, err);
-        if (r == -ENOENT)
-                return lserr_set(err, -ENOENT, "no cut \"%s\" in the catalog", cut_txid);
         if (r < 0)
                 return r;
-        if (cut.kind != CAT_KIND_SNAPSHOT || !cut.committed || cut.state != CAT_TXN_DONE)
-                return lserr_set(err, -EINVAL, "\"%s\" is not a committed cut (it is %s)", cut_txid,
-                                 cut.kind != CAT_KIND_SNAPSHOT ? "not a snapshot" : report_state_word(&cut));
-        if (!strcmp(cut.cut_status, "deleted"))
-                return lserr_set(err, -EALREADY, "cut \"%s\" is already deleted", cut_txid);
-        r = busy_take(e, cut.group, err);
-        if (r < 0)
-                return r;
-        r = cat_members(e->cat, cut_txid, &m, &nm, err);
-        if (r < 0)
-                goto out;
         items = calloc(nm ? nm : 1, sizeof(*items));
         if (!items) {
                 r = -ENOMEM;
@@ -681,8 +669,8 @@ int engine_delete(struct engine *e, const char *cut_txid, engine_event_fn ev, vo
                 struct agentlink *l = link_of(e, m[i].agent);
                 struct item *it = NULL;
                 if (!l) {
-                        r = lserr_set(err, -EINVAL, "cut \"%s\": member %s@%s: agent no longer configured", cut_txid,
-                                      m[i].vm, m[i].agent);
+                        r = lserr_set(err, -EINVAL, "%s: member %s@%s: agent no longer configured", txid, m[i].vm,
+                                      m[i].agent);
                         goto out;
                 }
                 for (size_t k = 0; k < n; k++)
@@ -703,7 +691,49 @@ int engine_delete(struct engine *e, const char *cut_txid, engine_event_fn ev, vo
                 mm->vm = m[i].vm;
                 mm->tier = m[i].tier;
                 it->memberp[it->freeze.n_members++] = mm;
+                if (m[i].tier > max_tier)
+                        max_tier = m[i].tier;
         }
+        *ret_m = m;
+        *ret = items;
+        *ret_n = n;
+        if (ret_members)
+                *ret_members = nm;
+        if (ret_max_tier)
+                *ret_max_tier = max_tier;
+        return 0;
+out:
+        items_free(items, n);
+        free(m);
+        return r;
+}
+
+int engine_delete(struct engine *e, const char *cut_txid, engine_event_fn ev, void *arg, char ret_txid[65],
+                  lserr *err)
+{
+        struct cat_txn cut, t = {0};
+        struct cat_member *m = NULL;
+        struct item *items = NULL;
+        size_t n = 0;
+        char reason[700] = "";
+        int ok = 1, r;
+
+        r = cat_txn_get(e->cat, cut_txid, &cut, err);
+        if (r == -ENOENT)
+                return lserr_set(err, -ENOENT, "no cut \"%s\" in the catalog", cut_txid);
+        if (r < 0)
+                return r;
+        if (cut.kind != CAT_KIND_SNAPSHOT || !cut.committed || cut.state != CAT_TXN_DONE)
+                return lserr_set(err, -EINVAL, "\"%s\" is not a committed cut (it is %s)", cut_txid,
+                                 cut.kind != CAT_KIND_SNAPSHOT ? "not a snapshot" : report_state_word(&cut));
+        if (!strcmp(cut.cut_status, "deleted"))
+                return lserr_set(err, -EALREADY, "cut \"%s\" is already deleted", cut_txid);
+        r = busy_take(e, cut.group, err);
+        if (r < 0)
+                return r;
+        r = items_of(e, cut_txid, &m, &items, &n, NULL, NULL, err);
+        if (r < 0)
+                goto out;
         make_txid(t.txid);
         t.kind = CAT_KIND_DELETE;
         snprintf(t.group, sizeof(t.group), "%s", cut.group);
@@ -821,43 +851,9 @@ int engine_revert(struct engine *e, const char *id, int undo, engine_event_fn ev
         r = busy_take(e, target.group, err);
         if (r < 0)
                 return r;
-        r = cat_members(e->cat, id, &m, &nm, err);
+        r = items_of(e, id, &m, &items, &n, &nm, &max_tier, err);
         if (r < 0)
                 goto out;
-        items = calloc(nm ? nm : 1, sizeof(*items));
-        if (!items) {
-                r = -ENOMEM;
-                goto out;
-        }
-        for (size_t i = 0; i < nm; i++) {
-                struct agentlink *l = link_of(e, m[i].agent);
-                struct item *it = NULL;
-                if (!l) {
-                        r = lserr_set(err, -EINVAL, "%s: member %s@%s: agent no longer configured", id, m[i].vm,
-                                      m[i].agent);
-                        goto out;
-                }
-                for (size_t k = 0; k < n; k++)
-                        if (items[k].link == l)
-                                it = &items[k];
-                if (!it) {
-                        it = &items[n++];
-                        it->link = l;
-                        it->members = calloc(nm, sizeof(*it->members));
-                        it->memberp = calloc(nm, sizeof(*it->memberp));
-                        if (!it->members || !it->memberp) {
-                                r = -ENOMEM;
-                                goto out;
-                        }
-                }
-                Lockstep__Member *mm = &it->members[it->freeze.n_members];
-                lockstep__member__init(mm);
-                mm->vm = m[i].vm;
-                mm->tier = m[i].tier;
-                it->memberp[it->freeze.n_members++] = mm;
-                if (m[i].tier > max_tier)
-                        max_tier = m[i].tier;
-        }
         make_txid(t.txid);
         t.kind = CAT_KIND_REVERT;
         snprintf(t.group, sizeof(t.group), "%s", target.group);
