@@ -9,9 +9,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 t_need_lab
-for b in coordinator/lockstep agent/lockstep-agent tests/lockstep-send; do
-        [ -x "$LOCKSTEP_BUILD_DIR/$b" ] || t_skip "$LOCKSTEP_BUILD_DIR/$b is not built"
-done
+t_need_built coordinator/lockstep agent/lockstep-agent tests/lockstep-send
 t_up
 D=$LOCKSTEP_LAB_DIR
 # This test is the coordinator: lockstepd would settle our transactions itself.

@@ -62,3 +62,11 @@ t_up() {
 t_records() { # vm
         "$LAB" peek --json "$1" | jq -r '.members[0].log.records'
 }
+
+# Skips (one line) when one of the given build outputs is not built.
+t_need_built() {
+        local b
+        for b in "$@"; do
+                [ -x "$LOCKSTEP_BUILD_DIR/$b" ] || t_skip "$LOCKSTEP_BUILD_DIR/$b is not built"
+        done
+}

@@ -6,9 +6,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 t_need_lab
-for b in coordinator/lockstep coordinator/lockstepd agent/lockstep-agent; do
-        [ -x "$LOCKSTEP_BUILD_DIR/$b" ] || t_skip "$LOCKSTEP_BUILD_DIR/$b is not built"
-done
+t_need_built coordinator/lockstep coordinator/lockstepd agent/lockstep-agent
 t_up
 D=$LOCKSTEP_LAB_DIR
 ls_cli() { "$LOCKSTEP_BUILD_DIR/coordinator/lockstep" -c "$D/coordinator.yaml" "$@"; }
