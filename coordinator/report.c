@@ -116,6 +116,10 @@ static void cut_json(struct json *j, const struct cat_txn *t, const struct cat_m
                 json_double(j, "snapshot_ms", (double)m[i].snapshot_us / 1000.0);
                 json_double(j, "thaw_ms", (double)m[i].thaw_us / 1000.0);
                 json_double(j, "frozen_ms", (double)m[i].frozen_for_us / 1000.0);
+                /* Unix microseconds on the agent's clock: where a member's hold
+                 * sits in time, for lining cuts up with other logs. */
+                json_int(j, "frozen_at_us", m[i].frozen_at_us);
+                json_int(j, "thawed_at_us", m[i].thawed_at_us);
                 json_arr_begin(j, "disks");
                 for (size_t k = 0; k < ni; k++) {
                         if (strcmp(im[k].vm, m[i].vm) || strcmp(im[k].agent, m[i].agent))
@@ -131,6 +135,11 @@ static void cut_json(struct json *j, const struct cat_txn *t, const struct cat_m
         }
         json_arr_end(j);
         json_obj_end(j);
+}
+
+static const char *member_result(const struct cat_member *m)
+{
+        return m->message[0] ? m->message : m->code == 0 ? "ok" : code_name(m->code);
 }
 
 static void cut_text(FILE *f, const struct cat_txn *t, const struct cat_member *m, size_t nm,
@@ -149,16 +158,23 @@ static void cut_text(FILE *f, const struct cat_txn *t, const struct cat_member *
         fprintf(f, "\n");
         if (t->reason[0])
                 fprintf(f, "  reason: %s\n", t->reason);
-        fprintf(f, "  group window %.1f ms (first freeze to last thaw), freeze skew %.1f ms, longest frozen %.1f ms\n",
-                win, skew, maxf);
-        fprintf(f, "  %-14s %-12s %-8s %10s %9s %9s %8s  %s\n", "MEMBER", "AGENT", "TIER", "FROZEN ms", "FREEZE",
-                "SNAPSHOT", "THAW", "RESULT");
-        for (size_t i = 0; i < nm; i++)
-                fprintf(f, "  %-14s %-12s %-8s %10.1f %9.1f %9.1f %8.1f  %s\n", m[i].vm, m[i].agent,
-                        m[i].tier_name[0] ? m[i].tier_name : "-", (double)m[i].frozen_for_us / 1000.0,
-                        (double)m[i].freeze_us / 1000.0, (double)m[i].snapshot_us / 1000.0,
-                        (double)m[i].thaw_us / 1000.0, m[i].message[0] ? m[i].message : m[i].code == 0 ? "ok"
-                                                                                              : code_name(m[i].code));
+        if (t->kind == CAT_KIND_REVERT) {
+                /* Nothing is frozen in a revert: no timing columns to show. */
+                fprintf(f, "  %-14s %-12s %-8s  %s\n", "MEMBER", "AGENT", "TIER", "RESULT");
+                for (size_t i = 0; i < nm; i++)
+                        fprintf(f, "  %-14s %-12s %-8s  %s\n", m[i].vm, m[i].agent,
+                                m[i].tier_name[0] ? m[i].tier_name : "-", member_result(&m[i]));
+        } else {
+                fprintf(f, "  group window %.1f ms (first freeze to last thaw), freeze skew %.1f ms, longest frozen %.1f ms\n",
+                        win, skew, maxf);
+                fprintf(f, "  %-14s %-12s %-8s %10s %9s %9s %8s  %s\n", "MEMBER", "AGENT", "TIER", "FROZEN ms",
+                        "FREEZE", "SNAPSHOT", "THAW", "RESULT");
+                for (size_t i = 0; i < nm; i++)
+                        fprintf(f, "  %-14s %-12s %-8s %10.1f %9.1f %9.1f %8.1f  %s\n", m[i].vm, m[i].agent,
+                                m[i].tier_name[0] ? m[i].tier_name : "-", (double)m[i].frozen_for_us / 1000.0,
+                                (double)m[i].freeze_us / 1000.0, (double)m[i].snapshot_us / 1000.0,
+                                (double)m[i].thaw_us / 1000.0, member_result(&m[i]));
+        }
         if (ni)
                 fprintf(f, t->kind == CAT_KIND_REVERT
                                    ? "  images (the pre-revert branch kept for --undo, then the disk the VM runs on since):\n"

@@ -79,6 +79,31 @@ expect 1 "torn tail" "${SET3[@]}"
 grep -q 'torn record' "$W/out" || t_fail "torn tail: not named"
 t_ok "torn last record: exit 1, named"
 
+# Records carry the host time they were made at (guest's estimate +- error):
+# --not-after T fails a log with a record surely later than T, passes one whose
+# only later record is within its error, and fails a log whose last record has
+# no time (nothing can be proved).
+T=1764115200000000
+{ rec 1 tick - "$((T - 300000))~500"; rec 2 sent web1:1 "$((T - 200000))~500"; } > "$W/web1.log"
+{ rec 1 recv web1:1 "$((T - 100000))~500"; rec 2 tick - "$((T + 400))~500"; } > "$W/app1.log"
+{ rec 1 tick - "$((T - 50000))~800"; } > "$W/db1.log"
+expect 0 "records within the bound" --not-after "$T" "${SET3[@]}"
+grep -qx 'late: 0' "$W/out" || t_fail "within the bound: want 'late: 0'"
+rec 3 tick - "$((T + 20000))~500" >> "$W/app1.log"
+expect 8 "a record after the bound" --not-after "$T" "${SET3[@]}"
+grep -q 'seq 3 (tick) was made 20.000 ms' "$W/out" || t_fail "late record: not named"
+"$CHECK" --logs --json --not-after "$T" "${SET3[@]}" > "$W/json" || true
+[ "$(jq -r '.late_records, .in_time, .consistent, .intact, (.members[] | select(.vm == "app1") | .late)' "$W/json" | tr '\n' ' ')" = "1 false false true 1 " ] ||
+        t_fail "late record: JSON says $(cat "$W/json")"
+[ "$(jq -r '.members[] | select(.vm == "app1") | "\(.log.last_at_us) \(.log.last_err_us)"' "$W/json")" = "$((T + 20000)) 500" ] ||
+        t_fail "late record: JSON log.last_at_us/last_err_us wrong: $(cat "$W/json")"
+expect 0 "the same logs without a bound" "${SET3[@]}"
+rec 2 tick - >> "$W/db1.log"
+expect 8 "untimed last record" --not-after "$((T + 30000))" "${SET3[@]}"
+grep -q 'db1: the last record carries no host time' "$W/out" || t_fail "untimed record: not named"
+t_ok "--not-after: a record 20 ms late exits 8 and is named, 0.4 ms within its error passes, an untimed tail cannot pass"
+
 # Usage errors are not verdicts.
 expect 2 "bad argument" "not-a-pair"
+expect 2 "bad bound" --not-after 12x "${SET3[@]}"
 t_ok "bad arguments: exit 2"

@@ -1,7 +1,8 @@
 #!/bin/bash
 # lab test "modes": a pause-mode cut of real guests (frozen and vCPUs suspended
-# across the cut) commits with 0 orphans and leaves every guest running and
-# thawed; a guest without qemu-ga fails the cut, unless the group names it in
+# across the cut) commits with 0 orphans, no record in any image made after the
+# first member was released (a sequential virsh cut fails that check), and leaves
+# every guest running and thawed; a guest without qemu-ga fails the cut, unless the group names it in
 # crash_consistent, and then it is paused, snapshotted and resumed.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -34,6 +35,35 @@ out=$("$LAB" check --json "${imgs[@]}") || t_fail "pause-mode cut fails the chec
 all_running_thawed || t_fail "a guest is left paused or frozen after the pause-mode cut"
 t_ok "pause mode: committed, every member frozen and paused across the cut, 0 orphans, all resumed (window $(jq -r .group_window_ms <<< "$j") ms)"
 
+# One instant held every member: the last hold began before the first release,
+# and no record in any image was made after that first release (the workload
+# stamps records with host time, +- its own error).
+last_hold=$(jq '[.members[].frozen_at_us] | max' <<< "$j")
+first_release=$(jq '[.members[].thawed_at_us] | min' <<< "$j")
+((last_hold < first_release)) ||
+        t_fail "pause mode: no instant held all members (last hold began at $last_hold, first release at $first_release)"
+rc=0
+out=$("$LAB" check --json --not-after "$first_release" "${imgs[@]}") || rc=$?
+((rc == 0)) || t_fail "pause mode: a record is later than the first release (exit $rc): $(jq -c '[.members[] | {vm, late, late_reason}]' <<< "$out")"
+[ "$(jq -r '[.members[].log.last_at_us != null] | all' <<< "$out")" = true ] ||
+        t_fail "pause mode: a member's last record carries no time"
+margin=$(jq -r --argjson b "$first_release" '[.members[] | .log.last_at_us + .log.last_err_us] | max | ($b - .) / 1000' <<< "$out")
+err=$(jq -r '[.members[].log.last_err_us] | max / 1000' <<< "$out")
+t_ok "pause mode: all $(jq '.members | length' <<< "$j") members held together for $(((first_release - last_hold) / 1000)) ms; the newest record in any image is $margin ms before the first release (clock error <= $err ms)"
+
+# The same check on today's way of cutting (virsh --quiesce VM after VM) must
+# fail: the later VMs' images hold records made after the first VM ran again.
+rc=0
+seqj=$("$LAB" sequential-cut --json 2>> "$T_LOG") || rc=$?
+((rc == 0)) || t_fail "sequential virsh cut failed (exit $rc)"
+cut=$(jq -r .cut <<< "$seqj")
+first=$(awk '$1 == "released" { print $2, $3; exit }' "$D/cuts/$cut/manifest")
+rc=0
+out=$("$LAB" check --json --not-after "${first#* }" --cut "$cut") || rc=$?
+((rc & 8)) || t_fail "sequential cut: no record later than ${first% *}'s release (exit $rc): the timestamp check cannot tell"
+late=$(jq -r '[.members[] | select(.late > 0) | "\(.vm): \(.late)"] | join(", ")' <<< "$out")
+t_ok "control: a sequential virsh cut has records made after ${first% *} was released ($late late), exit $rc"
+
 # 2. A guest without its guest agent.
 "$LAB" restart app1 --noga > /dev/null 2>> "$T_LOG"
 host=$(awk '$1 == "vm" && $2 == "app1" { print $4 }' "$D/lab.state")
@@ -44,11 +74,7 @@ all_running_thawed app1 || t_fail "a guest is left paused or frozen after the fa
 t_ok "app1 without qemu-ga and not crash-consistent: the cut fails (E_NO_GUEST_AGENT), nothing left paused or frozen"
 
 echo "    crash_consistent: [app1@$host]" >> "$D/coordinator.yaml"
-kill "$(cat "$D/pids/lockstepd.pid")"
-for _ in $(seq 1 50); do [ -e "$D/control.sock" ] || break; sleep 0.1; done
-setsid "$LOCKSTEP_BUILD_DIR/coordinator/lockstepd" -c "$D/coordinator.yaml" >> "$D/logs/lockstepd.log" 2>&1 < /dev/null &
-echo $! > "$D/pids/lockstepd.pid"
-for _ in $(seq 1 50); do ls_cli groups > /dev/null 2>&1 && break; sleep 0.1; done
+t_lockstepd_restart
 j=$(ls_cli snapshot create shop --json) || t_fail "crash-consistent cut: $(jq -r .reason <<< "$j")"
 msg=$(jq -r '.members[] | select(.vm == "app1") | .message' <<< "$j")
 [[ "$msg" == "paused, not frozen"* ]] || t_fail "app1 not reported paused: $msg"
@@ -59,11 +85,7 @@ t_ok "app1 in crash_consistent: paused, snapshotted and resumed; the cut committ
 cat >> "$D/coordinator.yaml" << 'YAML'
     hooks: {pre_freeze: "echo pre >> /data/hooks.log", post_thaw: "echo post >> /data/hooks.log", timeout_s: 10}
 YAML
-kill "$(cat "$D/pids/lockstepd.pid")"
-for _ in $(seq 1 50); do [ -e "$D/control.sock" ] || break; sleep 0.1; done
-setsid "$LOCKSTEP_BUILD_DIR/coordinator/lockstepd" -c "$D/coordinator.yaml" >> "$D/logs/lockstepd.log" 2>&1 < /dev/null &
-echo $! > "$D/pids/lockstepd.pid"
-for _ in $(seq 1 50); do ls_cli groups > /dev/null 2>&1 && break; sleep 0.1; done
+t_lockstepd_restart
 j=$(ls_cli snapshot create shop --name hooked --json) || t_fail "cut with hooks: $(jq -r .reason <<< "$j")"
 hooklog() { # vm: /data/hooks.log inside the guest
         local pid out
@@ -82,11 +104,7 @@ for vm in web1 db1; do
 done
 j=$(ls_cli snapshot create shop --name hooked2 --json) || t_fail "second cut with hooks"
 sed -i 's|pre_freeze: "echo pre >> /data/hooks.log"|pre_freeze: "exit 3"|' "$D/coordinator.yaml"
-kill "$(cat "$D/pids/lockstepd.pid")"
-for _ in $(seq 1 50); do [ -e "$D/control.sock" ] || break; sleep 0.1; done
-setsid "$LOCKSTEP_BUILD_DIR/coordinator/lockstepd" -c "$D/coordinator.yaml" >> "$D/logs/lockstepd.log" 2>&1 < /dev/null &
-echo $! > "$D/pids/lockstepd.pid"
-for _ in $(seq 1 50); do ls_cli groups > /dev/null 2>&1 && break; sleep 0.1; done
+t_lockstepd_restart
 j=$(ls_cli snapshot create shop --json) && t_fail "a cut whose pre-freeze hook fails went through"
 [ "$(jq -r '.members[] | select(.vm == "web1") | .code' <<< "$j")" = E_HOOK_FAILED ] ||
         t_fail "failing hook: web1 is $(jq -r '.members[] | select(.vm == "web1") | .code' <<< "$j")"

@@ -53,10 +53,12 @@ cut_images() { # cut -> "vm=image" arguments for lab-check
 
 # Checks a recorded cut; prints lab-check's report (or its JSON, with the cut's
 # name, method and timings added in front) and returns lab-check's exit code.
-check_cut() { # cut json(0/1)
+check_cut() { # cut json(0/1) [lab-check options...]
         local cut=$1 json=$2 args=() out rc=0 method timings
+        shift 2
         mapfile -t args < <(cut_images "$cut")
         ((${#args[@]})) || die "cut $cut: empty manifest"
+        args=("$@" "${args[@]}")
         if ((json)); then
                 out=$("$LAB_CHECK" --json "${args[@]}") || rc=$?
                 method=$(awk '$1 == "method" { print $2 }' "$LAB_DIR/cuts/$cut/manifest")
@@ -90,6 +92,9 @@ lab_sequential_cut() {
                 snapshot_vm "$cut" "$vm" --quiesce ||
                         die "$vm@$(vm_host "$vm"): snapshot-create-as --quiesce failed (cut $cut)"
                 t1=$(now_ms)
+                # When virsh returns, this VM is thawed again: a bound for
+                # lab check --not-after (the later VMs' images go past it).
+                printf 'released %s %s\n' "$vm" "$(date +%s%6N)" >> "$LAB_DIR/cuts/$cut/manifest"
                 timing "$cut" "$vm.snapshot_ms" $((t1 - t0))
                 summary+=("$vm $((t1 - t0)) ms")
         done
@@ -160,7 +165,7 @@ lab_group_cut_virsh() {
 # The product: one cut through lockstepd and the agents (lockstep snapshot create),
 # then the same checks. Needs the lab to have been brought up with them built.
 lab_lockstep_cut() {
-        local json=0 out rc=0 id state cut per=()
+        local json=0 out rc=0 id state cut per=() bound
         [ "${1:-}" = --json ] && json=1
         need_root "lab lockstep-cut"
         need_lab
@@ -186,37 +191,44 @@ lab_lockstep_cut() {
                 jq -r '.members[] | "timing \(.vm).freeze_ms \(.freeze_ms)\ntiming \(.vm).snapshot_ms \(.snapshot_ms)\ntiming \(.vm).thaw_ms \(.thaw_ms)\ntiming \(.vm).frozen_ms \(.frozen_ms)"' <<< "$out"
                 jq -r '"timing window_ms \(.group_window_ms)\ntiming freeze_skew_ms \(.freeze_skew_ms)\ntiming max_frozen_ms \(.max_frozen_ms)"' <<< "$out"
         } > "$LAB_DIR/cuts/$cut/manifest"
+        # The first member to run again bounds what any image may hold.
+        bound=$(jq -r '[.members[].thawed_at_us] | min' <<< "$out")
+        echo "bound $bound" >> "$LAB_DIR/cuts/$cut/manifest"
         mapfile -t per < <(jq -r '.members[] | "\(.vm) \(.freeze_ms|floor)/\(.snapshot_ms|floor)/\(.thaw_ms|floor)"' <<< "$out")
         say "lockstep cut $cut: committed; freeze/snapshot/thaw ms: $(IFS=,; echo "${per[*]}" | sed 's/,/, /g'); window $(jq -r '.group_window_ms|floor' <<< "$out") ms, freeze skew $(jq -r '.freeze_skew_ms|floor' <<< "$out") ms"
         rc=0
-        check_cut "$cut" "$json" || rc=$?
+        check_cut "$cut" "$json" --not-after "$bound" || rc=$?
         return $rc
 }
 
 lab_check() {
-        local json=0 args=()
+        local json=0 args=() opts=() cut=""
         need_root "lab check" # qemu-img -U on images of root's QEMU, e2fsck on copies
         while (($#)); do
                 case "$1" in
                 --json) json=1 ;;
-                --cut)
-                        need_lab
-                        lab_tools
-                        [ -f "$LAB_DIR/cuts/${2:?--cut needs a name}/manifest" ] ||
-                                die "check: no cut '$2' in $LAB_DIR/cuts"
-                        check_cut "$2" "$json"
-                        return
+                --not-after)
+                        opts+=(--not-after "${2:?--not-after needs Unix microseconds}")
+                        shift
                         ;;
+                --cut) cut=${2:?--cut needs a name}; shift ;;
                 *) args+=("$1") ;;
                 esac
                 shift
         done
+        if [ -n "$cut" ]; then
+                need_lab
+                lab_tools
+                [ -f "$LAB_DIR/cuts/$cut/manifest" ] || die "check: no cut '$cut' in $LAB_DIR/cuts"
+                check_cut "$cut" "$json" "${opts[@]}"
+                return
+        fi
         ((${#args[@]})) || die "check: give images (IMAGE or VM=IMAGE) or --cut NAME"
         if state_exists; then lab_tools; else tools_build; fi
         if ((json)); then
-                "$LAB_CHECK" --json "${args[@]}"
+                "$LAB_CHECK" --json "${opts[@]}" "${args[@]}"
         else
-                "$LAB_CHECK" "${args[@]}"
+                "$LAB_CHECK" "${opts[@]}" "${args[@]}"
         fi
 }
 

@@ -1,6 +1,7 @@
 /* lab-check: verifies one cut of the lab: each disk image's ext4 (e2fsck -fn, no
  * journal recovery pending), each workload log and page store, and counts orphan
- * ring messages (received in the cut, sent outside it) across the members. */
+ * ring messages (received in the cut, sent outside it) across the members; with
+ * --not-after, also that no record in any image was made after a given host time. */
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -25,7 +26,7 @@
 /* A lab log grows by a few dozen records a second; this bounds a runaway file. */
 #define MAX_LOG_BYTES (256u << 20)
 
-enum { EXIT_OK = 0, EXIT_BROKEN = 1, EXIT_USAGE = 2, EXIT_ORPHANS = 4 };
+enum { EXIT_OK = 0, EXIT_BROKEN = 1, EXIT_USAGE = 2, EXIT_ORPHANS = 4, EXIT_LATE = 8 };
 
 struct disk {
         const char *image;
@@ -48,6 +49,11 @@ struct member {
         uint64_t records, last_seq, n_sent, n_recv, n_tick;
         uint64_t bad_records, seq_holes;
         bool torn_tail;
+        bool last_timed;          /* the last record carries a host time */
+        int64_t last_at_us;
+        uint32_t last_err_us;
+        uint64_t late;            /* records made after --not-after for sure */
+        char late_msg[256];       /* the first of them, or why none could be checked */
         enum lab_kind *kinds; /* kinds[seq-1], for the page check */
         uint64_t *sent;       /* own message counters, sorted */
         size_t n_sent_alloc;
@@ -65,7 +71,8 @@ struct member {
 static struct member members[MAX_MEMBERS];
 static int n_members;
 static char workdir[1024];
-static bool opt_json, opt_logs_only, opt_quiet, opt_live;
+static bool opt_json, opt_logs_only, opt_quiet, opt_live, opt_has_not_after;
+static int64_t opt_not_after; /* host Unix us */
 static const char *opt_keep;
 
 static void member_error(struct member *m, const char *fmt, ...)
@@ -334,6 +341,18 @@ static void log_verify(struct member *m)
                         continue;
                 }
                 m->records++;
+                m->last_timed = rec.timed;
+                m->last_at_us = rec.at_us;
+                m->last_err_us = rec.err_us;
+                /* Only what is later beyond the record's own uncertainty counts. */
+                if (opt_has_not_after && rec.timed &&
+                    rec.at_us - (int64_t)rec.err_us > opt_not_after && m->late++ == 0)
+                        snprintf(m->late_msg, sizeof(m->late_msg),
+                                 "workload log line %" PRIu64 ": seq %" PRIu64
+                                 " (%s) was made %.3f ms (+-%.3f) after the bound",
+                                 lineno, rec.seq, lab_kind_name(rec.kind),
+                                 (double)(rec.at_us - opt_not_after) / 1000.0,
+                                 (double)rec.err_us / 1000.0);
                 if (rec.seq != expect) {
                         if (m->seq_holes++ == 0)
                                 member_error(m, "workload log line %" PRIu64 ": seq %" PRIu64
@@ -380,6 +399,9 @@ static void log_verify(struct member *m)
                 }
         }
         free(buf);
+        if (opt_has_not_after && m->records && !m->last_timed && !m->late_msg[0])
+                snprintf(m->late_msg, sizeof(m->late_msg),
+                         "the last record carries no host time: cannot check the bound");
         if (m->n_sent)
                 qsort(m->sent, m->n_sent, sizeof(*m->sent), cmp_u64);
         m->n_sent_alloc = cap_sent;
@@ -477,6 +499,28 @@ static bool member_ok(const struct member *m)
         return m->n_errors == 0;
 }
 
+static bool member_in_time(const struct member *m)
+{
+        return !m->late_msg[0];
+}
+
+static bool all_in_time(void)
+{
+        for (int i = 0; i < n_members; i++)
+                if (!member_in_time(&members[i]))
+                        return false;
+        return true;
+}
+
+static uint64_t total_late(void)
+{
+        uint64_t n = 0;
+
+        for (int i = 0; i < n_members; i++)
+                n += members[i].late;
+        return n;
+}
+
 static void print_text(void)
 {
         for (int i = 0; i < n_members; i++) {
@@ -495,11 +539,15 @@ static void print_text(void)
                         printf(" pages %d ok/%d empty/%d bad/%d ahead,", m->pages_valid,
                                m->pages_empty, m->pages_bad, m->pages_ahead);
                 printf(" orphans %" PRIu64, m->orphans);
+                if (opt_has_not_after)
+                        printf(", late %" PRIu64, m->late);
                 if (m->unverified)
                         printf(" (%" PRIu64 " recv from VMs not in the cut)", m->unverified);
                 printf(" -> %s\n", member_ok(m) ? "OK" : "FAILED");
                 for (int e = 0; e < m->n_errors; e++)
                         printf("  %s: %s\n", m->vm, m->errors[e]);
+                if (m->late_msg[0])
+                        printf("  %s: %s\n", m->vm, m->late_msg);
         }
         if (n_orphan_ids) {
                 printf("orphan messages (received, never sent in this cut):");
@@ -508,6 +556,9 @@ static void print_text(void)
                 printf("%s\n", (uint64_t)n_orphan_ids < total_orphans ? " ..." : "");
         }
         printf("orphans: %" PRIu64 "\n", total_orphans);
+        if (opt_has_not_after)
+                printf("late: %" PRIu64 "%s\n", total_late(),
+                       all_in_time() ? "" : " (or not checkable)");
 }
 
 static void print_json(void)
@@ -535,15 +586,24 @@ static void print_json(void)
                 printf("],\"log\":{\"found\":%s,\"records\":%" PRIu64 ",\"last_seq\":%" PRIu64
                        ",\"tick\":%" PRIu64 ",\"sent\":%" PRIu64 ",\"recv\":%" PRIu64
                        ",\"bad_records\":%" PRIu64 ",\"seq_holes\":%" PRIu64
-                       ",\"torn_tail\":%s}",
+                       ",\"torn_tail\":%s",
                        m->log_found ? "true" : "false", m->records, m->last_seq, m->n_tick,
                        m->n_sent, m->n_recv, m->bad_records, m->seq_holes,
                        m->torn_tail ? "true" : "false");
+                if (m->last_timed)
+                        printf(",\"last_at_us\":%" PRId64 ",\"last_err_us\":%" PRIu32,
+                               m->last_at_us, m->last_err_us);
+                putchar('}');
                 if (m->pages_path[0])
                         printf(",\"pages\":{\"valid\":%d,\"empty\":%d,\"bad\":%d,\"ahead\":%d}",
                                m->pages_valid, m->pages_empty, m->pages_bad, m->pages_ahead);
-                printf(",\"orphans\":%" PRIu64 ",\"unverified\":%" PRIu64 ",\"ok\":%s,\"errors\":[",
-                       m->orphans, m->unverified, member_ok(m) ? "true" : "false");
+                printf(",\"orphans\":%" PRIu64 ",\"unverified\":%" PRIu64, m->orphans, m->unverified);
+                if (opt_has_not_after) {
+                        printf(",\"late\":%" PRIu64 ",\"in_time\":%s,\"late_reason\":", m->late,
+                               member_in_time(m) ? "true" : "false");
+                        json_str(m->late_msg);
+                }
+                printf(",\"ok\":%s,\"errors\":[", member_ok(m) ? "true" : "false");
                 for (int e = 0; e < m->n_errors; e++) {
                         if (e)
                                 putchar(',');
@@ -557,8 +617,13 @@ static void print_json(void)
                         putchar(',');
                 json_str(orphan_ids[k]);
         }
-        printf("],\"intact\":%s,\"consistent\":%s}\n", all_ok ? "true" : "false",
-               all_ok && total_orphans == 0 ? "true" : "false");
+        printf("]");
+        if (opt_has_not_after)
+                printf(",\"not_after_us\":%" PRId64 ",\"late_records\":%" PRIu64
+                       ",\"in_time\":%s", opt_not_after, total_late(),
+                       all_in_time() ? "true" : "false");
+        printf(",\"intact\":%s,\"consistent\":%s}\n", all_ok ? "true" : "false",
+               all_ok && total_orphans == 0 && all_in_time() ? "true" : "false");
 }
 
 static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
@@ -575,16 +640,17 @@ static void cleanup(void)
                 nftw(workdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-/* --record SEQ KIND MSGID: prints one well-formed record, so tests can write
- * logs (with a damage of their choosing) without a CRC-32 of their own. */
+/* --record SEQ KIND MSGID [US~ERR]: prints one well-formed record, so tests can
+ * write logs (with a damage of their choosing) without a CRC-32 of their own. */
 static int print_record(int argc, char **argv)
 {
         char line[LAB_REC_MAX + 2], *end;
+        struct lab_rec rec = { 0 };
         enum lab_kind kind;
         uint64_t seq;
 
-        if (argc != 3) {
-                fprintf(stderr, "lab-check: --record wants SEQ KIND MSGID\n");
+        if (argc != 3 && argc != 4) {
+                fprintf(stderr, "lab-check: --record wants SEQ KIND MSGID [US~ERR]\n");
                 return EXIT_USAGE;
         }
         errno = 0;
@@ -607,7 +673,14 @@ static int print_record(int argc, char **argv)
                 fprintf(stderr, "lab-check: --record: '%s' is not VM:COUNTER\n", argv[2]);
                 return EXIT_USAGE;
         }
-        if (lab_rec_format(line, sizeof(line), seq, kind, argv[2]) < 0)
+        if (argc == 4 && lab_time_parse(argv[3], strlen(argv[3]), &rec) < 0) {
+                fprintf(stderr, "lab-check: --record: '%s' is not US~ERR or -\n", argv[3]);
+                return EXIT_USAGE;
+        }
+        rec.seq = seq;
+        rec.kind = kind;
+        snprintf(rec.msgid, sizeof(rec.msgid), "%s", argv[2]);
+        if (lab_rec_format(line, sizeof(line), &rec) < 0)
                 return EXIT_USAGE;
         fputs(line, stdout);
         return EXIT_OK;
@@ -616,16 +689,19 @@ static int print_record(int argc, char **argv)
 static void usage(FILE *f)
 {
         fprintf(f,
-                "usage: lab-check [--json] [--keep DIR] [--live] [VM=]IMAGE...\n"
-                "       lab-check --logs [--json] VM=LOGFILE[,PAGESFILE]...\n"
-                "       lab-check --record SEQ KIND MSGID   (prints one record line)\n"
+                "usage: lab-check [--json] [--keep DIR] [--live] [--not-after US] [VM=]IMAGE...\n"
+                "       lab-check --logs [--json] [--not-after US] VM=LOGFILE[,PAGESFILE]...\n"
+                "       lab-check --record SEQ KIND MSGID [US~ERR]   (prints one record line)\n"
                 "Checks one cut: every image's ext4 with e2fsck -fn (no journal recovery may be\n"
                 "pending), the workload log and page store in it, and orphan messages across\n"
                 "the members. An image names its VM in /lslab-id; VM= overrides that, and\n"
                 "several images of one VM (vda, vdb) are grouped. --live reads images of\n"
                 "running VMs: the journal is replayed on a copy and e2fsck is skipped.\n"
+                "--not-after US: no record may have been made after that host Unix time\n"
+                "(microseconds; records carry the guest's estimate of host time and its error).\n"
                 "Exit: 0 consistent, 1 an image or log is damaged, 2 usage or tool failure,\n"
-                "      4 intact but orphan messages (not a consistent cut).\n");
+                "      4 intact but orphan messages (not a consistent cut), 8 a record later\n"
+                "      than --not-after or none that can be checked (4 and 8 add up).\n");
 }
 
 static struct member *member_get(const char *vm)
@@ -662,6 +738,7 @@ int main(int argc, char **argv)
                 { "quiet", no_argument, NULL, 'q' },
                 { "live", no_argument, NULL, 'l' },
                 { "record", no_argument, NULL, 'R' },
+                { "not-after", required_argument, NULL, 'N' },
                 { "help", no_argument, NULL, 'h' },
                 { 0 },
         };
@@ -675,6 +752,18 @@ int main(int argc, char **argv)
                 case 'q': opt_quiet = true; break;
                 case 'l': opt_live = true; break;
                 case 'R': return print_record(argc - optind, argv + optind);
+                case 'N': {
+                        char *end;
+                        errno = 0;
+                        opt_not_after = strtoll(optarg, &end, 10);
+                        if (errno || *end || end == optarg || opt_not_after <= 0) {
+                                fprintf(stderr, "lab-check: --not-after: '%s' is not Unix microseconds\n",
+                                        optarg);
+                                return EXIT_USAGE;
+                        }
+                        opt_has_not_after = true;
+                        break;
+                }
                 case 'h': usage(stdout); return EXIT_OK;
                 default: usage(stderr); return EXIT_USAGE;
                 }
@@ -800,5 +889,5 @@ int main(int argc, char **argv)
                 print_text();
         if (!all_ok)
                 return EXIT_BROKEN;
-        return total_orphans ? EXIT_ORPHANS : EXIT_OK;
+        return (total_orphans ? EXIT_ORPHANS : 0) | (all_in_time() ? 0 : EXIT_LATE);
 }

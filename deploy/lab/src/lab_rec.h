@@ -12,9 +12,14 @@
 
 #include "lab_crc32.h"
 
-/* A record line is "<seq> <kind> <msgid> <crc32 of the rest, 8 hex>\n"; "the rest"
- * is everything before the last space. A tick has msgid "-". */
-#define LAB_REC_MAX 128
+/* A record line is "<seq> <kind> <msgid> <time> <crc32 of the rest, 8 hex>\n";
+ * "the rest" is everything before the last space. A tick has msgid "-". <time>
+ * is "<us>~<err>": the host's Unix time in microseconds when the record was
+ * made, as the guest estimates it from its exchanges with the host relay, and
+ * the estimate's half-width; "-" while the guest has no estimate yet. Host time
+ * is what lets a checker compare records of different guests with the times the
+ * agents report for a cut. */
+#define LAB_REC_MAX 160
 #define LAB_MSGID_MAX 64
 #define LAB_NAME_MAX 32
 
@@ -24,6 +29,9 @@ struct lab_rec {
         uint64_t seq;
         enum lab_kind kind;
         char msgid[LAB_MSGID_MAX + 1];
+        bool timed;
+        int64_t at_us;     /* host Unix time, when timed */
+        uint32_t err_us;   /* at_us is right within +-err_us */
 };
 
 static inline const char *lab_kind_name(enum lab_kind k)
@@ -62,11 +70,15 @@ static inline bool lab_msgid_valid(const char *s, size_t len)
 }
 
 /* Writes one record with its newline into buf; returns its length, or -ENOSPC. */
-static inline int lab_rec_format(char *buf, size_t n, uint64_t seq, enum lab_kind kind,
-                                 const char *msgid)
+static inline int lab_rec_format(char *buf, size_t n, const struct lab_rec *r)
 {
-        int body = snprintf(buf, n, "%" PRIu64 " %s %s", seq, lab_kind_name(kind),
-                            kind == LAB_TICK ? "-" : msgid);
+        char at[48] = "-";
+        int body;
+
+        if (r->timed)
+                snprintf(at, sizeof(at), "%" PRId64 "~%" PRIu32, r->at_us, r->err_us);
+        body = snprintf(buf, n, "%" PRIu64 " %s %s %s", r->seq, lab_kind_name(r->kind),
+                        r->kind == LAB_TICK ? "-" : r->msgid, at);
         if (body < 0 || (size_t)body + 10 >= n)
                 return -ENOSPC;
         uint32_t crc = lab_crc32(buf, (size_t)body);
@@ -76,14 +88,45 @@ static inline int lab_rec_format(char *buf, size_t n, uint64_t seq, enum lab_kin
         return body + all;
 }
 
+static inline bool lab_digits(const char *s, size_t len, size_t max)
+{
+        if (len == 0 || len > max)
+                return false;
+        for (size_t i = 0; i < len; i++)
+                if (s[i] < '0' || s[i] > '9')
+                        return false;
+        return true;
+}
+
+/* "-" or "<us>~<err>", both decimal; a time before 1970 is not a lab time. */
+static inline int lab_time_parse(const char *s, size_t len, struct lab_rec *r)
+{
+        const char *tilde = memchr(s, '~', len);
+
+        if (len == 1 && s[0] == '-') {
+                r->timed = false;
+                r->at_us = 0;
+                r->err_us = 0;
+                return 0;
+        }
+        if (!tilde || !lab_digits(s, (size_t)(tilde - s), 18) ||
+            !lab_digits(tilde + 1, len - (size_t)(tilde - s) - 1, 9))
+                return -EINVAL;
+        r->timed = true;
+        r->at_us = (int64_t)strtoll(s, NULL, 10);
+        r->err_us = (uint32_t)strtoul(tilde + 1, NULL, 10);
+        return 0;
+}
+
 /* Parses one line without its newline. -EINVAL: not the record grammar;
  * -EBADMSG: the grammar holds but the checksum does not. */
 static inline int lab_rec_parse(const char *line, size_t len, struct lab_rec *ret)
 {
         char tmp[LAB_REC_MAX + 1];
-        const char *sp1, *sp2, *sp3;
-        struct lab_rec r;
-        char *end;
+        const char *f[5];
+        size_t fl[5];
+        struct lab_rec r = { 0 };
+        int nf = 0;
 
         if (len == 0 || len > LAB_REC_MAX)
                 return -EINVAL;
@@ -91,50 +134,54 @@ static inline int lab_rec_parse(const char *line, size_t len, struct lab_rec *re
         tmp[len] = '\0';
         if (memchr(tmp, '\0', len))
                 return -EINVAL;
-        sp1 = strchr(tmp, ' ');
-        if (!sp1)
-                return -EINVAL;
-        sp2 = strchr(sp1 + 1, ' ');
-        if (!sp2)
-                return -EINVAL;
-        sp3 = strchr(sp2 + 1, ' ');
-        if (!sp3 || strchr(sp3 + 1, ' '))
-                return -EINVAL;
-
-        if (sp1 == tmp || tmp[0] < '0' || tmp[0] > '9')
+        for (const char *p = tmp;;) {
+                const char *sp = strchr(p, ' ');
+                if (nf == 5)
+                        return -EINVAL;
+                f[nf] = p;
+                fl[nf] = sp ? (size_t)(sp - p) : strlen(p);
+                if (fl[nf] == 0)
+                        return -EINVAL;
+                nf++;
+                if (!sp)
+                        break;
+                p = sp + 1;
+        }
+        if (nf != 5 || !lab_digits(f[0], fl[0], 20))
                 return -EINVAL;
         errno = 0;
-        r.seq = strtoull(tmp, &end, 10);
-        if (errno || end != sp1)
+        r.seq = strtoull(f[0], NULL, 10);
+        if (errno)
                 return -EINVAL;
 
-        size_t klen = (size_t)(sp2 - sp1 - 1);
-        if (klen == 4 && !memcmp(sp1 + 1, "tick", 4))
+        if (fl[1] == 4 && !memcmp(f[1], "tick", 4))
                 r.kind = LAB_TICK;
-        else if (klen == 4 && !memcmp(sp1 + 1, "sent", 4))
+        else if (fl[1] == 4 && !memcmp(f[1], "sent", 4))
                 r.kind = LAB_SENT;
-        else if (klen == 4 && !memcmp(sp1 + 1, "recv", 4))
+        else if (fl[1] == 4 && !memcmp(f[1], "recv", 4))
                 r.kind = LAB_RECV;
         else
                 return -EINVAL;
 
-        size_t mlen = (size_t)(sp3 - sp2 - 1);
         if (r.kind == LAB_TICK) {
-                if (mlen != 1 || sp2[1] != '-')
+                if (fl[2] != 1 || f[2][0] != '-')
                         return -EINVAL;
-        } else if (!lab_msgid_valid(sp2 + 1, mlen)) {
+        } else if (!lab_msgid_valid(f[2], fl[2])) {
                 return -EINVAL;
         }
-        memcpy(r.msgid, sp2 + 1, mlen);
-        r.msgid[mlen] = '\0';
+        memcpy(r.msgid, f[2], fl[2]);
+        r.msgid[fl[2]] = '\0';
 
-        if (strlen(sp3 + 1) != 8)
+        if (lab_time_parse(f[3], fl[3], &r) < 0)
                 return -EINVAL;
-        for (const char *h = sp3 + 1; *h; h++)
-                if (!((*h >= '0' && *h <= '9') || (*h >= 'a' && *h <= 'f')))
+
+        if (fl[4] != 8)
+                return -EINVAL;
+        for (size_t i = 0; i < 8; i++)
+                if (!((f[4][i] >= '0' && f[4][i] <= '9') || (f[4][i] >= 'a' && f[4][i] <= 'f')))
                         return -EINVAL;
-        uint32_t want = (uint32_t)strtoul(sp3 + 1, NULL, 16);
-        if (lab_crc32(tmp, (size_t)(sp3 - tmp)) != want)
+        uint32_t want = (uint32_t)strtoul(f[4], NULL, 16);
+        if (lab_crc32(tmp, (size_t)(f[4] - 1 - tmp)) != want)
                 return -EBADMSG;
 
         *ret = r;

@@ -56,6 +56,14 @@ static uint64_t now_ms(void)
         return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+static int64_t unix_us(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 static void on_signal(int sig)
 {
         if (sig == SIGUSR1)
@@ -181,7 +189,15 @@ static void member_read(struct member *m, uint64_t t)
                         continue;
                 const char *l = m->in + start;
                 size_t len = i - start;
-                if (len > 2 && l[0] == 'M' && l[1] == ' ' && lab_msgid_valid(l + 2, len - 2)) {
+                if (len > 2 && l[0] == 'T' && l[1] == ' ' && lab_digits(l + 2, len - 2, 20)) {
+                        /* A guest asks for the host's time: answer it alone,
+                         * echoing its own clock so it can bound the delay. */
+                        char ans[64];
+                        int an = snprintf(ans, sizeof(ans), "%.*s %" PRId64 "\n", (int)len, l,
+                                          unix_us());
+                        if (an > 0 && (size_t)an < sizeof(ans))
+                                enqueue(m, ans, (size_t)an);
+                } else if (len > 2 && l[0] == 'M' && l[1] == ' ' && lab_msgid_valid(l + 2, len - 2)) {
                         struct member *to = pick_target(m->tier_idx);
                         m->n_in++;
                         if (to) {
@@ -215,7 +231,8 @@ static void print_stats(void)
 static void usage(FILE *f)
 {
         fprintf(f, "usage: lab-relay --tiers T1,T2,... TIER:VM:SOCKET...\n"
-                   "Passes 'M <vm>:<n>' lines from each VM to a VM of the next tier;\n"
+                   "Passes 'M <vm>:<n>' lines from each VM to a VM of the next tier and\n"
+                   "answers 'T <guest us>' with 'T <guest us> <host Unix us>';\n"
                    "SIGUSR1 prints counters, SIGTERM stops.\n");
 }
 

@@ -22,6 +22,12 @@
 /* While the host end of the port is closed, read() gives end-of-file and poll()
  * reports POLLHUP at once, so the port is looked at again only after this pause. */
 #define PORT_RETRY_MS 100
+/* How often the guest asks the relay for the host's time. A paused guest's clock
+ * stands still, so after a pause its records carry a stale estimate until the
+ * next answer: short enough for that to be brief, long enough to cost nothing. */
+#define SYNC_MS 250
+/* An answer slower than this says little about the host's time: ignored. */
+#define SYNC_MAX_RTT_US 200000
 
 struct wl {
         const char *vm;
@@ -37,6 +43,9 @@ struct wl {
         char out[OUT_MAX];
         size_t out_len;
         uint64_t n_sent, n_recv, n_bad;
+        /* host Unix us - guest monotonic us lies in [off_lo, off_hi] when synced */
+        bool synced;
+        int64_t off_lo, off_hi;
 };
 
 static uint64_t now_ms(void)
@@ -45,6 +54,37 @@ static uint64_t now_ms(void)
 
         clock_gettime(CLOCK_MONOTONIC, &ts);
         return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static int64_t mono_us(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* An answer "T <t1> <host>" to our "T <t1>" says that at some guest instant in
+ * [t1, now] the host's clock read <host>, so the offset lies in [host - now,
+ * host - t1]. Answers narrow the interval down; one that does not overlap it
+ * means the guest's clock stood still (a pause) or drifted: start over from it. */
+static void sync_answer(struct wl *w, int64_t t1, int64_t host)
+{
+        int64_t t2 = mono_us();
+
+        if (t1 > t2 || t2 - t1 > SYNC_MAX_RTT_US)
+                return;
+        int64_t lo = host - t2, hi = host - t1;
+        if (!w->synced || lo > w->off_hi || hi < w->off_lo) {
+                w->off_lo = lo;
+                w->off_hi = hi;
+                w->synced = true;
+                return;
+        }
+        if (lo > w->off_lo)
+                w->off_lo = lo;
+        if (hi < w->off_hi)
+                w->off_hi = hi;
 }
 
 static int write_all(int fd, const void *buf, size_t len)
@@ -69,9 +109,17 @@ static int write_all(int fd, const void *buf, size_t len)
 static int log_append(struct wl *w, enum lab_kind kind, const char *msgid)
 {
         char line[LAB_REC_MAX + 2];
+        struct lab_rec rec = { .seq = w->seq + 1, .kind = kind, .timed = w->synced };
         int n, r;
 
-        n = lab_rec_format(line, sizeof(line), w->seq + 1, kind, msgid);
+        if (msgid)
+                snprintf(rec.msgid, sizeof(rec.msgid), "%s", msgid);
+        if (w->synced) {
+                int64_t half = (w->off_hi - w->off_lo) / 2;
+                rec.at_us = mono_us() + w->off_lo + half;
+                rec.err_us = (uint32_t)(half + 1);
+        }
+        n = lab_rec_format(line, sizeof(line), &rec);
         if (n < 0)
                 return n;
         r = write_all(w->log_fd, line, (size_t)n);
@@ -202,8 +250,18 @@ static int port_read(struct wl *w)
                                 continue;
                         const char *l = w->in + start;
                         size_t len = i - start;
-                        if (len > 2 && l[0] == 'M' && l[1] == ' ' &&
-                            lab_msgid_valid(l + 2, len - 2)) {
+                        long long t1, host;
+                        char tail;
+                        if (len > 2 && l[0] == 'T' && l[1] == ' ' && len < 64) {
+                                char tl[64];
+                                memcpy(tl, l, len);
+                                tl[len] = '\0';
+                                if (sscanf(tl, "T %lld %lld%c", &t1, &host, &tail) == 2)
+                                        sync_answer(w, t1, host);
+                                else
+                                        w->n_bad++;
+                        } else if (len > 2 && l[0] == 'M' && l[1] == ' ' &&
+                                   lab_msgid_valid(l + 2, len - 2)) {
                                 char id[LAB_MSGID_MAX + 1];
                                 memcpy(id, l + 2, len - 2);
                                 id[len - 2] = '\0';
@@ -236,7 +294,18 @@ static int send_next(struct wl *w)
                 return r;
         w->counter++;
         w->n_sent++;
-        n = snprintf(w->out, sizeof(w->out), "M %s\n", id);
+        n = snprintf(w->out + w->out_len, sizeof(w->out) - w->out_len, "M %s\n", id);
+        if (n < 0 || (size_t)n >= sizeof(w->out) - w->out_len)
+                return -ENOBUFS; /* cannot happen: sent only with out empty */
+        w->out_len += (size_t)n;
+        return port_flush(w);
+}
+
+/* Asks the relay for the host's time; skipped while output is pending. */
+static int sync_ask(struct wl *w)
+{
+        int n = snprintf(w->out, sizeof(w->out), "T %" PRId64 "\n", mono_us());
+
         w->out_len = (size_t)n;
         return port_flush(w);
 }
@@ -337,6 +406,7 @@ int main(int argc, char **argv)
         uint64_t next_send = send_ms ? t + send_ms : UINT64_MAX;
         uint64_t next_port = t;
         uint64_t next_stats = stats_s ? t + stats_s * 1000ull : UINT64_MAX;
+        uint64_t next_sync = t;
 
         for (;;) {
                 struct pollfd pfd = { .fd = -1 };
@@ -349,6 +419,8 @@ int main(int argc, char **argv)
                                 next_port = t + PORT_RETRY_MS;
                 }
                 wake = next_tick < next_send ? next_tick : next_send;
+                if (next_sync < wake && w.port_fd >= 0 && t >= next_port && w.out_len == 0)
+                        wake = next_sync;
                 if (next_stats < wake)
                         wake = next_stats;
                 if (w.port_fd >= 0 && t >= next_port) {
@@ -414,10 +486,21 @@ int main(int argc, char **argv)
                                 }
                         }
                 }
+                if (t >= next_sync && w.port_fd >= 0 && t >= next_port && w.out_len == 0) {
+                        next_sync = t + SYNC_MS;
+                        r = sync_ask(&w);
+                        if (r < 0 && r != -EPIPE) {
+                                fprintf(stderr, "lab-workload: %s: time sync: %s\n", w.vm,
+                                        strerror(-r));
+                                return 1;
+                        }
+                }
                 if (t >= next_stats) {
                         printf("lab-workload: %s: seq %" PRIu64 " sent %" PRIu64
-                               " recv %" PRIu64 " bad %" PRIu64 "\n",
-                               w.vm, w.seq, w.n_sent, w.n_recv, w.n_bad);
+                               " recv %" PRIu64 " bad %" PRIu64 " clock %s+-%" PRId64 " us\n",
+                               w.vm, w.seq, w.n_sent, w.n_recv, w.n_bad,
+                               w.synced ? "synced " : "unsynced ",
+                               w.synced ? (w.off_hi - w.off_lo) / 2 : 0);
                         fflush(stdout);
                         next_stats = t + stats_s * 1000ull;
                 }
