@@ -149,6 +149,21 @@ static void member_fail(const struct txn_mgr *mg, struct member *mb, Lockstep__E
         snprintf(mb->msg, sizeof(mb->msg), "%s@%s: %s", mb->vm, mg->cfg->id, text);
 }
 
+static void member_note(struct member *mb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* What a step did to a member that went well: the operator's progress per
+ * member. A failure's message (member_fail) is never overwritten. */
+static void member_note(struct member *mb, const char *fmt, ...)
+{
+        va_list ap;
+
+        if (mb->code != LOCKSTEP__ERROR_CODE__OK)
+                return;
+        va_start(ap, fmt);
+        vsnprintf(mb->msg, sizeof(mb->msg), fmt, ap);
+        va_end(ap);
+}
+
 static struct txn *find_txn(struct txn_mgr *mg, const char *txid)
 {
         for (struct txn *t = mg->list; t; t = t->next)
@@ -1035,6 +1050,44 @@ static Lockstep__ErrorCode first_code(const struct txn *t)
         return LOCKSTEP__ERROR_CODE__OK;
 }
 
+static const Lockstep__MemberDisks *images_of(const Lockstep__RevertPrepareRequest *rp, const char *vm)
+{
+        for (size_t i = 0; i < rp->n_images; i++)
+                if (rp->images[i]->vm && !strcmp(rp->images[i]->vm, vm))
+                        return rp->images[i];
+        return NULL;
+}
+
+/* The cut's images as the coordinator's catalog records them: they hold the
+ * cut wherever the disks point now (the cut reverted to once already, a cut on
+ * a pre-revert branch). Every disk of the domain must be named once. */
+static int given_images(struct txn_mgr *mg, struct member *mb, const struct hv_domain *d,
+                        const Lockstep__MemberDisks *md, lserr *err)
+{
+        if (md->n_disks != d->n_disks)
+                return lserr_set(err, LS_EIMAGE, "%s: prepare: the cut has %zu disk(s), the domain has %u", mb->vm,
+                                 md->n_disks, d->n_disks);
+        for (unsigned i = 0; i < d->n_disks; i++) {
+                const Lockstep__DiskImage *di = NULL;
+                for (size_t k = 0; k < md->n_disks; k++)
+                        if (md->disks[k]->disk && !strcmp(md->disks[k]->disk, d->disks[i].target))
+                                di = md->disks[k];
+                if (!di)
+                        return lserr_set(err, LS_EIMAGE, "%s: prepare: disk %s is not in the cut", mb->vm,
+                                         d->disks[i].target);
+                if (!di->before || di->before[0] != '/' || strlen(di->before) >= HV_PATH_MAX ||
+                    strpbrk(di->before, "\n\r"))
+                        return lserr_set(err, LS_EIMAGE, "%s: prepare: disk %s: the cut's image is not an absolute path",
+                                         mb->vm, d->disks[i].target);
+                memset(&mb->imgs[i], 0, sizeof(mb->imgs[i]));
+                snprintf(mb->imgs[i].target, HV_TARGET_MAX, "%s", d->disks[i].target);
+                snprintf(mb->imgs[i].before, HV_PATH_MAX, "%s", di->before);
+                snprintf(mb->imgs[i].branch, HV_PATH_MAX, "%s", d->disks[i].path);
+        }
+        mb->n_imgs = d->n_disks;
+        return hv_check_images(mg->hv, mb->vm, mb->imgs, mb->n_imgs, err);
+}
+
 static int do_revert_prepare(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t **ret, size_t *ret_len)
 {
         const Lockstep__RevertPrepareRequest *rp = cmd->revert_prepare;
@@ -1073,9 +1126,14 @@ static int do_revert_prepare(struct txn_mgr *mg, const Lockstep__Command *cmd, u
                 lserr err = {0};
                 int r = hv_lookup(mg->hv, mb->vm, &d, &err);
                 if (r == 0) {
+                        const Lockstep__MemberDisks *md = images_of(rp, mb->vm);
                         mb->was_running = d.state == HV_RUNNING || d.state == HV_PAUSED;
-                        r = t->undo ? read_branch(mg, rp->cut_txid, mb, &err)
-                                    : hv_cut_images(mg->hv, mb->vm, t->snap, mb->imgs, &mb->n_imgs, &err);
+                        if (t->undo)
+                                r = read_branch(mg, rp->cut_txid, mb, &err);
+                        else if (md)
+                                r = given_images(mg, mb, &d, md, &err);
+                        else
+                                r = hv_cut_images(mg->hv, mb->vm, t->snap, mb->imgs, &mb->n_imgs, &err);
                 }
                 if (r < 0) {
                         member_fail(mg, mb, wire_code(r), "%s", err.msg);
@@ -1115,6 +1173,10 @@ static int do_revert_stop(struct txn_mgr *mg, struct txn *t, const Lockstep__Com
                 if (hv_stop(mg->hv, mb->vm, timeout ? timeout : 60000, &err) < 0) {
                         member_fail(mg, mb, LOCKSTEP__ERROR_CODE__E_INTERNAL, "stop: %s", err.msg);
                         failed = 1;
+                } else if (mb->was_running) {
+                        member_note(mb, "stopped in %.1f s", (double)(fsutil_mono_us() - t0) / 1e6);
+                } else {
+                        member_note(mb, "was shut off already");
                 }
                 log_info("txid=%s step=REVERT_STOP vm=%s tier=%u dur_ms=%.1f", t->txid, mb->vm, tier,
                          (double)(fsutil_mono_us() - t0) / 1000.0);
@@ -1147,6 +1209,9 @@ static int do_revert_switch(struct txn_mgr *mg, struct txn *t, const Lockstep__C
                 if (r < 0) {
                         member_fail(mg, mb, LOCKSTEP__ERROR_CODE__E_INTERNAL, "switch: %s", err.msg);
                         failed = 1;
+                } else if (mb->n_imgs) {
+                        member_note(mb, "%zu disk(s) on %s", mb->n_imgs,
+                                    t->undo || !mb->imgs[0].after[0] ? mb->imgs[0].before : mb->imgs[0].after);
                 }
                 persist_or_log(mg, t); /* which members are switched, and onto what */
                 log_info("txid=%s step=REVERT_SWITCH vm=%s %s", t->txid, mb->vm, r < 0 ? "failed" : "ok");
@@ -1163,8 +1228,8 @@ static int do_revert_switch(struct txn_mgr *mg, struct txn *t, const Lockstep__C
 }
 
 /* Starts a member and waits until its guest agent answers (crash-consistent
- * members have none to wait for). */
-static int start_member(struct txn_mgr *mg, struct txn *t, struct member *mb, lserr *err)
+ * members have none to wait for); *ret_how says how it came back. */
+static int start_member(struct txn_mgr *mg, struct txn *t, struct member *mb, const char **ret_how, lserr *err)
 {
         long long deadline = fsutil_mono_us() + REVERT_START_WAIT_US;
         char mem[HV_PATH_MAX + LS_NAME_MAX + 8] = "";
@@ -1174,7 +1239,9 @@ static int start_member(struct txn_mgr *mg, struct txn *t, struct member *mb, ls
          * guest comes back running from it, without a reboot. */
         if (!t->undo && mb->n_imgs)
                 snprintf(mem, sizeof(mem), "%s.%s.mem", mb->imgs[0].before, t->snap);
+        *ret_how = "booted";
         if (mem[0] && access(mem, R_OK) == 0) {
+                *ret_how = "restored running from its memory state";
                 r = hv_restore(mg->hv, mb->vm, mem, err);
                 log_info("txid=%s vm=%s restored from memory state %s: %s", t->txid, mb->vm, mem, r < 0 ? "failed" : "ok");
         } else {
@@ -1206,14 +1273,23 @@ static int do_revert_start(struct txn_mgr *mg, struct txn *t, const Lockstep__Co
         t->state = LOCKSTEP__JOURNAL_STATE__J_R_STARTED;
         for (size_t i = 0; i < t->n; i++) {
                 struct member *mb = &t->m[i];
+                const char *how = "";
                 lserr err = {0};
                 long long t0 = fsutil_mono_us();
-                /* Members that were shut off at cut time stay off. */
-                if (mb->tier != tier || !mb->was_running)
+                if (mb->tier != tier)
                         continue;
-                if (start_member(mg, t, mb, &err) < 0) {
+                /* Members that were shut off at cut time stay off. */
+                if (!mb->was_running) {
+                        member_note(mb, "left shut off, as it was");
+                        continue;
+                }
+                if (start_member(mg, t, mb, &how, &err) < 0) {
                         member_fail(mg, mb, wire_code(err.code), "start: %s", err.msg);
                         failed = 1;
+                } else {
+                        member_note(mb, "%s, %s after %.1f s", how,
+                                    mb->crash ? "running (no guest agent to wait for)" : "guest agent answered",
+                                    (double)(fsutil_mono_us() - t0) / 1e6);
                 }
                 log_info("txid=%s step=REVERT_START vm=%s tier=%u dur_ms=%.1f", t->txid, mb->vm, tier,
                          (double)(fsutil_mono_us() - t0) / 1000.0);

@@ -798,6 +798,37 @@ out:
         return r;
 }
 
+int cat_reverted_to(struct catalog *c, const char *cut_txid, char ret_txid[65], lserr *err)
+{
+        sqlite3_stmt *st = NULL;
+        int rc, r = 0;
+
+        if (!id_fits(cut_txid, ID_FIELD, 0))
+                return lserr_set(err, -EINVAL, "catalog \"%s\": reverts: transaction id empty or too long", c->path);
+        pthread_mutex_lock(&c->lock);
+        rc = sqlite3_prepare_v2(c->db,
+                                "SELECT txid, (SELECT count(*) FROM txns WHERE kind = 'revert' AND mode = 'revert'"
+                                "        AND name = ?1 AND committed = 1)"
+                                " FROM txns WHERE kind = 'revert' AND mode = 'revert' AND name = ?1 AND committed = 1"
+                                " ORDER BY started_us DESC LIMIT 1",
+                                -1, &st, NULL);
+        bind_id(st, 1, cut_txid, &rc);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+                snprintf(ret_txid, 65, "%s", (const char *)sqlite3_column_text(st, 0));
+                r = sqlite3_column_int(st, 1);
+        } else if (rc == SQLITE_DONE) {
+                ret_txid[0] = '\0';
+        } else {
+                r = lserr_set(err, rc_errno(rc), "catalog \"%s\": reverts to \"%s\": %s", c->path, cut_txid,
+                              why(c, rc));
+        }
+        sqlite3_finalize(st);
+        pthread_mutex_unlock(&c->lock);
+        return r;
+}
+
 int cat_txn_unresolved(struct catalog *c, struct cat_txn **ret, size_t *ret_n, lserr *err)
 {
         sqlite3_stmt *st = NULL;

@@ -1,6 +1,7 @@
 /* engine: FREEZE / SNAPSHOT / DECIDE across agents, recovery, health. */
 #include "engine.h"
 
+#include <limits.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdarg.h>
@@ -49,6 +50,11 @@ struct item {
         Lockstep__StatusRequest status;
         Lockstep__Member *members; /* freeze payload */
         Lockstep__Member **memberp;
+        Lockstep__MemberDisks *mdisks; /* revert prepare: the cut's images */
+        Lockstep__MemberDisks **mdiskp;
+        size_t n_mdisks;
+        Lockstep__DiskImage *dimgs;
+        Lockstep__DiskImage **dimgp;
         struct agentlink_req req;
         struct transport_call *call; /* its slot in the current fan-out */
         Lockstep__Reply *rep;      /* verified reply, or NULL */
@@ -226,6 +232,10 @@ static void items_free(struct item *items, size_t n)
                 free(items[i].req.buf);
                 free(items[i].members);
                 free(items[i].memberp);
+                free(items[i].mdisks);
+                free(items[i].mdiskp);
+                free(items[i].dimgs);
+                free(items[i].dimgp);
                 if (items[i].rep)
                         lockstep__reply__free_unpacked(items[i].rep, NULL);
         }
@@ -646,11 +656,20 @@ out:
 
 /* ---- delete ------------------------------------------------------------------ */
 
+/* Whether the group's config lists vm@agent in crash_consistent. */
+static int crash_member(const struct cfg_group *g, const char *vm, const char *agent)
+{
+        for (unsigned i = 0; g && i < g->n_members; i++)
+                if (!strcmp(g->members[i].vm, vm) && !strcmp(g->members[i].agent, agent))
+                        return g->members[i].crash;
+        return 0;
+}
+
 /* One item per agent of a recorded transaction's members, each with its
  * members (vm, tier) in it->members. The members point into *ret_m: the caller
  * frees *ret (items_free) and then *ret_m (free). */
-static int items_of(struct engine *e, const char *txid, struct cat_member **ret_m, struct item **ret, size_t *ret_n,
-                    size_t *ret_members, unsigned *ret_max_tier, lserr *err)
+static int items_of(struct engine *e, const char *txid, const struct cfg_group *g, struct cat_member **ret_m,
+                    struct item **ret, size_t *ret_n, size_t *ret_members, unsigned *ret_max_tier, lserr *err)
 {
         struct cat_member *m = NULL;
         struct item *items = NULL;
@@ -690,6 +709,9 @@ static int items_of(struct engine *e, const char *txid, struct cat_member **ret_
                 lockstep__member__init(mm);
                 mm->vm = m[i].vm;
                 mm->tier = m[i].tier;
+                mm->consistency = crash_member(g, m[i].vm, m[i].agent)
+                                          ? LOCKSTEP__CONSISTENCY__CONSISTENCY_CRASH
+                                          : LOCKSTEP__CONSISTENCY__CONSISTENCY_QUIESCE;
                 it->memberp[it->freeze.n_members++] = mm;
                 if (m[i].tier > max_tier)
                         max_tier = m[i].tier;
@@ -728,10 +750,24 @@ int engine_delete(struct engine *e, const char *cut_txid, engine_event_fn ev, vo
                                  cut.kind != CAT_KIND_SNAPSHOT ? "not a snapshot" : report_state_word(&cut));
         if (!strcmp(cut.cut_status, "deleted"))
                 return lserr_set(err, -EALREADY, "cut \"%s\" is already deleted", cut_txid);
+        {
+                char rev[65];
+                r = cat_reverted_to(e->cat, cut_txid, rev, err);
+                if (r < 0)
+                        return r;
+                /* A revert's overlay (the disks run on it, or it is kept as a
+                 * branch) has the cut's images as its base: merging into them
+                 * would change what that branch holds. */
+                if (r > 0)
+                        return lserr_set(err, -EBUSY,
+                                         "cut \"%s\" is the base of %d revert(s) (newest %s), whose disks sit on its "
+                                         "images; it cannot be deleted while they are kept",
+                                         cut_txid, r, rev);
+        }
         r = busy_take(e, cut.group, err);
         if (r < 0)
                 return r;
-        r = items_of(e, cut_txid, &m, &items, &n, NULL, NULL, err);
+        r = items_of(e, cut_txid, NULL, &m, &items, &n, NULL, NULL, err);
         if (r < 0)
                 goto out;
         make_txid(t.txid);
@@ -796,6 +832,70 @@ out:
 
 /* ---- revert ------------------------------------------------------------------ */
 
+/* Gives each agent the cut's image per disk from the catalog (repathed by
+ * deletes), so a cut can be reverted to from any branch. The payload points
+ * into *ret_im, which the caller frees after the requests went out. */
+static int attach_cut_images(struct engine *e, const char *txid, struct item *items, size_t n,
+                             struct cat_image **ret_im, lserr *err)
+{
+        struct cat_image *im = NULL;
+        size_t ni = 0;
+        int r = cat_images(e->cat, txid, &im, &ni, err);
+
+        if (r < 0)
+                return r;
+        *ret_im = im;
+        for (size_t i = 0; i < n; i++) {
+                struct item *it = &items[i];
+                size_t nm = it->freeze.n_members, nd = 0;
+                it->mdisks = calloc(nm ? nm : 1, sizeof(*it->mdisks));
+                it->mdiskp = calloc(nm ? nm : 1, sizeof(*it->mdiskp));
+                it->dimgs = calloc(ni ? ni : 1, sizeof(*it->dimgs));
+                it->dimgp = calloc(ni ? ni : 1, sizeof(*it->dimgp));
+                if (!it->mdisks || !it->mdiskp || !it->dimgs || !it->dimgp)
+                        return lserr_set(err, -ENOMEM, "revert of %s: out of memory", txid);
+                for (size_t k = 0; k < nm; k++) {
+                        Lockstep__MemberDisks *md = &it->mdisks[k];
+                        lockstep__member_disks__init(md);
+                        md->vm = it->memberp[k]->vm;
+                        md->disks = &it->dimgp[nd];
+                        for (size_t q = 0; q < ni; q++) {
+                                if (strcmp(im[q].vm, md->vm) || strcmp(im[q].agent, agentlink_id(it->link)))
+                                        continue;
+                                Lockstep__DiskImage *di = &it->dimgs[nd];
+                                lockstep__disk_image__init(di);
+                                di->disk = im[q].disk;
+                                di->before = im[q].before;
+                                it->dimgp[nd++] = di;
+                                md->n_disks++;
+                        }
+                        /* No images recorded: the agent looks in the chain. */
+                        if (md->n_disks)
+                                it->mdiskp[it->n_mdisks++] = md;
+                }
+        }
+        return 0;
+}
+
+/* One progress line per member the step acted on (a STOP or START acts on
+ * one tier; SWITCH, tier UINT_MAX, on all). */
+static void emit_members(const struct item *it, Lockstep__Step step, unsigned tier, engine_event_fn ev, void *arg)
+{
+        for (size_t k = 0; it->rep && k < it->rep->n_members; k++) {
+                const Lockstep__MemberResult *mr = it->rep->members[k];
+                unsigned mt = UINT_MAX;
+                char who[160];
+                for (size_t q = 0; q < it->freeze.n_members; q++)
+                        if (!strcmp(it->memberp[q]->vm, mr->vm))
+                                mt = it->memberp[q]->tier;
+                if (tier != UINT_MAX && mt != tier)
+                        continue;
+                snprintf(who, sizeof(who), "%s@%s", mr->vm, agentlink_id(it->link));
+                emit(ev, arg, "%-8s %-20s %s", env_step_name(step) + strlen("REVERT_"), who,
+                     mr->code == LOCKSTEP__ERROR_CODE__OK ? (mr->message[0] ? mr->message : "done") : "FAILED");
+        }
+}
+
 /* Runs one revert step on every agent; 1 when all said yes. */
 static int revert_round(struct engine *e, const char *txid, struct item *items, size_t n, Lockstep__Step step,
                         unsigned tier, int timeout_ms, const struct cfg_group *g, engine_event_fn ev, void *arg,
@@ -814,6 +914,7 @@ static int revert_round(struct engine *e, const char *txid, struct item *items, 
         for (size_t i = 0; i < n; i++) {
                 if (items[i].rep && g)
                         record_reply(e, txid, &items[i], g);
+                emit_members(&items[i], step, step == LOCKSTEP__STEP__STEP_REVERT_SWITCH ? UINT_MAX : tier, ev, arg);
                 if (item_ok(&items[i]))
                         continue;
                 why_not(&items[i], reason, reason_n);
@@ -829,6 +930,7 @@ int engine_revert(struct engine *e, const char *id, int undo, engine_event_fn ev
 {
         struct cat_txn target, t = {0};
         struct cat_member *m = NULL;
+        struct cat_image *im = NULL;
         struct item *items = NULL;
         const struct cfg_group *g;
         size_t nm = 0, n = 0, left;
@@ -851,7 +953,11 @@ int engine_revert(struct engine *e, const char *id, int undo, engine_event_fn ev
         r = busy_take(e, target.group, err);
         if (r < 0)
                 return r;
-        r = items_of(e, id, &m, &items, &n, &nm, &max_tier, err);
+        r = items_of(e, id, g, &m, &items, &n, &nm, &max_tier, err);
+        if (r < 0)
+                goto out;
+        if (!undo)
+                r = attach_cut_images(e, id, items, n, &im, err);
         if (r < 0)
                 goto out;
         make_txid(t.txid);
@@ -864,8 +970,12 @@ int engine_revert(struct engine *e, const char *id, int undo, engine_event_fn ev
         if (r < 0)
                 goto out;
         snprintf(ret_txid, 65, "%s", t.txid);
-        emit(ev, arg, "BEGIN    %s: %s group %s to %s (%s), %zu member(s) on %zu agent(s)", t.txid,
-             undo ? "undo: back" : "revert", target.group, undo ? "its pre-revert branch of" : "cut", id, nm, n);
+        if (undo)
+                emit(ev, arg, "BEGIN    %s: undo: group %s back to the pre-revert branch kept by %s, %zu member(s) on %zu agent(s)",
+                     t.txid, target.group, id, nm, n);
+        else
+                emit(ev, arg, "BEGIN    %s: revert group %s to cut %s (%s), %zu member(s) on %zu agent(s)", t.txid,
+                     target.group, id, target.name, nm, n);
 
         for (size_t i = 0; i < n; i++) {
                 set_step(&items[i], t.txid, LOCKSTEP__STEP__STEP_REVERT_PREPARE);
@@ -875,6 +985,8 @@ int engine_revert(struct engine *e, const char *id, int undo, engine_event_fn ev
                 items[i].rprep.undo = undo;
                 items[i].rprep.n_members = items[i].freeze.n_members;
                 items[i].rprep.members = items[i].memberp;
+                items[i].rprep.n_images = items[i].n_mdisks;
+                items[i].rprep.images = items[i].mdiskp;
         }
         fan_out(e, items, n, (int)e->cfg->step_timeout_s * 1000);
         ok = 1;
@@ -929,6 +1041,7 @@ int engine_revert(struct engine *e, const char *id, int undo, engine_event_fn ev
 out:
         items_free(items, n);
         free(m);
+        free(im);
         busy_drop(e, target.group);
         return r;
 }

@@ -40,6 +40,10 @@ check "... backed by A's image" grep -q "^backing $imgA_web1.$R.qcow2 $imgA_web1
 check "every member running again" bash -c "for f in $T/host-*/sim/*.state; do grep -q '^state 0' \$f || exit 1; done"
 check "stopped front tier first" bash -c "grep -n 'STOP     tier' $T/lockstepd.log | tail -3 | awk -F'tier ' '{print \$2}' | cut -c1 | tr -d '\n' | grep -qx 012"
 check "started back tier first" bash -c "grep -n 'START    tier' $T/lockstepd.log | tail -3 | awk -F'tier ' '{print \$2}' | cut -c1 | tr -d '\n' | grep -qx 210"
+check "progress per member: each stopped, switched and started" bash -c "for vm in web1@host-a app1@host-a db1@host-a web2@host-b app2@host-b db2@host-b; do
+        grep -q \"STOP     \$vm  *stopped in\" $T/lockstepd.log && grep -q \"SWITCH   \$vm  *1 disk(s) on .*$R\" $T/lockstepd.log &&
+        grep -q \"START    \$vm  *booted, guest agent answered\" $T/lockstepd.log || exit 1; done"
+check "... db1 started before app1 before web1" bash -c "grep -o 'START    [a-z]*1@host-a' $T/lockstepd.log | tail -3 | awk '{print \$2}' | tr '\n' ' ' | grep -qx 'db1@host-a app1@host-a web1@host-a '"
 check "the pre-revert branch is listed, kind pre-revert" [ "$(ls_cli snapshot list shop --json | jq -r --arg r "$R" '.[] | select(.id==$r) | .kind')" = pre-revert ]
 check "... its images are what the VMs ran on before" [ "$(ls_cli snapshot show "$R" --json | jq -r '.members[] | select(.vm=="db2") | .disks[0].image')" = "$(echo "$before_revert" | awk '$2=="db2" {print $3}')" ]
 
@@ -48,6 +52,28 @@ out=$(ls_cli snapshot revert --undo "$R" --yes --json) && rc=0 || rc=$?
 check "undo: exit 0" [ "$rc" = 0 ]
 check "undo: every member back on its pre-revert branch" [ "$(snapshot_disks)" = "$before_revert" ]
 check "... and running" bash -c "for f in $T/host-*/sim/*.state; do grep -q '^state 0' \$f || exit 1; done"
+
+# 2b. Revert to A, then to A again from there (A's layer is no longer in the
+# disks' chains: the catalog's images are used), then to B (on the pre-revert
+# branch now), then undo all the way back.
+B=$(id_of B)
+imgB_web1=$(ls_cli snapshot show "$B" --json | jq -r '.members[] | select(.vm=="web1") | .disks[0].image')
+out=$(ls_cli snapshot revert "$A" --yes --json) && rc=0 || rc=$?
+R1=$(jqr .id <<<"$out")
+out=$(ls_cli snapshot revert "$A" --yes --json) && rc=0 || rc=$?
+check "revert to A again from the reverted disks: exit 0 ($(jqr .reason <<<"$out"))" [ "$rc" = 0 ]
+R2=$(jqr .id <<<"$out")
+check "... web1 on a second new overlay over A's image" [ "$(cur host-a web1)" = "$imgA_web1.$R2.qcow2" ]
+out=$(ls_cli snapshot revert "$B" --yes --json) && rc=0 || rc=$?
+check "revert to B, a cut on another branch: exit 0 ($(jqr .reason <<<"$out"))" [ "$rc" = 0 ]
+R3=$(jqr .id <<<"$out")
+check "... web1 on a new overlay over B's image" [ "$(cur host-a web1)" = "$imgB_web1.$R3.qcow2" ]
+out=$(ls_cli snapshot delete "$A" 2>&1) && rc=0 || rc=$?
+check "delete of A, the base of reverts' disks: refused, exit 2" [ "$rc" = 2 ]
+check "... with the reason" grep -q "cut \"$A\" is the base of 3 revert(s)" <<<"$out"
+check "... A's images untouched" [ -e "$imgA_web1" ]
+out=$(ls_cli snapshot revert --undo "$R1" --yes --json) && rc=0 || rc=$?
+check "undo of the first revert after two more: back on the disks before it" [ "$rc:$(snapshot_disks)" = "0:$before_revert" ]
 
 # 3. A cut image missing on one host: nothing is touched.
 ls_cli snapshot create shop --name C >/dev/null

@@ -70,3 +70,22 @@ t_need_built() {
                 [ -x "$LOCKSTEP_BUILD_DIR/$b" ] || t_skip "$LOCKSTEP_BUILD_DIR/$b is not built"
         done
 }
+
+# Restarts the lab's lockstepd (its config re-read), optionally with environment
+# settings (LOCKSTEP_FAILPOINT=...), and waits until it answers. A lockstepd
+# started with a failpoint may never answer: "--nowait" returns at once.
+t_lockstepd_restart() { # [--nowait] [VAR=value...]
+        local d=$LOCKSTEP_LAB_DIR wait=1
+        [ "${1:-}" = --nowait ] && { wait=0; shift; }
+        kill "$(cat "$d/pids/lockstepd.pid")" 2> /dev/null || true
+        for _ in $(seq 1 50); do [ -e "$d/control.sock" ] || break; sleep 0.1; done
+        env "$@" setsid "$LOCKSTEP_BUILD_DIR/coordinator/lockstepd" -c "$d/coordinator.yaml" \
+                >> "$d/logs/lockstepd.log" 2>&1 < /dev/null &
+        echo $! > "$d/pids/lockstepd.pid"
+        ((wait)) || return 0
+        for _ in $(seq 1 50); do
+                "$LOCKSTEP_BUILD_DIR/coordinator/lockstep" -c "$d/coordinator.yaml" groups > /dev/null 2>&1 && return 0
+                sleep 0.1
+        done
+        t_fail "lockstepd does not answer after its restart (log: $d/logs/lockstepd.log)"
+}

@@ -2,8 +2,10 @@
 # lab test "revert": cut A, let the workload run, cut B, revert the group to A:
 # every member runs on a new overlay over A's image, its workload log starts
 # exactly with A's (nothing from after A), tiers started back first; --undo
-# brings back the pre-revert disks; a revert with one cut image missing or
-# corrupt changes nothing.
+# brings back the pre-revert disks, also after a second revert to B (a cut that
+# is then in no disk's chain); a revert with one cut image missing or
+# corrupt changes nothing; kill -9 of an agent mid-SWITCH or of lockstepd after
+# SWITCH ends with every member back on its pre-revert disk, running.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 t_need_lab
@@ -74,8 +76,15 @@ for vm in $VMS; do
                 dump_log "$(disk_of "$vm")" "$W/$vm.now.log" || t_fail "cannot read $vm's log after the revert"
                 (($(wc -l < "$W/$vm.now.log") > n)) && break
                 if ((SECONDS > deadline)); then
-                        tail -n 15 "$D"/hosts/*/console/"$vm".log 2> /dev/null || true
-                        t_fail "$vm wrote nothing in 90 s after the revert (its console above)"
+                        # What is needed to tell a guest that never came back from
+                        # one that writes elsewhere (its pre-revert disk).
+                        tail -n 25 "$D"/hosts/*/console/"$vm".log 2> /dev/null || true
+                        "$LAB" virsh "$vm" dominfo "$vm" 2>&1 | grep -E 'State|CPU time' || true
+                        "$LAB" virsh "$vm" domblklist "$vm" 2>&1 || true
+                        ps -o pid,lstart,args -p "$(qpid "$vm")" 2>&1 | cut -c1-160 || true
+                        dump_log "${pre[$vm]}" "$W/$vm.pre-now.log" && echo "pre-revert disk log: $(wc -l < "$W/$vm.pre-now.log") records"
+                        grep "vm=$vm" "$D"/hosts/*/agent.log | tail -n 12 || true
+                        t_fail "$vm wrote nothing in 90 s after the revert (console, domain and agent log above)"
                 fi
                 sleep 1
         done
@@ -87,6 +96,28 @@ for vm in $VMS; do
         t_info "$vm: A ended at record $n; after the revert the guest went on from there ($(wc -l < "$W/$vm.now.log") now)"
 done
 t_ok "every guest's log starts exactly with A's (the pre-revert logs went further) and grows again"
+
+# 2b. Revert to B, a cut that is now on the pre-revert branch, not in the
+# disks' chains: its images come from the catalog.
+B=$(ls_cli snapshot list shop --json | jq -r '.[] | select(.name == "B") | .id')
+declare -A imgB
+for vm in $VMS; do
+        imgB[$vm]=$(ls_cli snapshot show "$B" --json | jq -r --arg v "$vm" '.members[] | select(.vm == $v) | .disks[] | select(.disk == "vda") | .image')
+done
+ls_cli snapshot revert "$B" --yes --json > "$T_LOG.revB" || { cat "$T_LOG.revB"; t_fail "revert to B from A's branch failed"; }
+RB=$(jq -r .id "$T_LOG.revB")
+for vm in $VMS; do
+        [ "$(disk_of "$vm")" = "${imgB[$vm]}.$RB.qcow2" ] || t_fail "$vm runs on $(disk_of "$vm"), not a new overlay over B's image"
+        dump_log "${imgB[$vm]}" "$W/$vm.B.log" || t_fail "cannot read $vm's log in B's image"
+        n=$(wc -l < "$W/$vm.B.log")
+        for _ in $(seq 1 90); do
+                dump_log "$(disk_of "$vm")" "$W/$vm.now.log" && (($(wc -l < "$W/$vm.now.log") > n)) && break
+                sleep 1
+        done
+        head -n "$n" "$W/$vm.now.log" | cmp -s - "$W/$vm.B.log" || t_fail "$vm's log after the revert to B does not start with B's $n records"
+        (($(wc -l < "$W/$vm.now.log") > n)) || t_fail "$vm wrote nothing in 90 s after the revert to B"
+done
+t_ok "reverted to B from A's branch (B's layers are in no current chain): every log starts with B's and grows"
 
 # 3. Undo.
 ls_cli snapshot revert --undo "$R" --yes > "$T_LOG.undo" 2>&1 || { cat "$T_LOG.undo"; t_fail "undo failed"; }
@@ -125,3 +156,31 @@ for vm in $VMS; do
         [ "$("$LAB" virsh "$vm" domstate "$vm")" = running ] || t_fail "$vm is not running after the recovery"
 done
 t_ok "agent killed during SWITCH: after its restart every member is back on its pre-revert disk and running"
+
+# 5. kill -9 of lockstepd after SWITCH (members stopped, disks on the cut's new
+# overlays, nothing decided): its restart presumes abort, and every member is
+# back on its pre-revert disk and running.
+for vm in $VMS; do pre[$vm]=$(disk_of "$vm"); done
+t_lockstepd_restart --nowait LOCKSTEP_FAILPOINT=revert-after-switch
+for _ in $(seq 1 50); do ls_cli groups > /dev/null 2>&1 && break; sleep 0.1; done
+ls_cli snapshot revert "$A" --yes > "$T_LOG.kill2" 2>&1 &
+bg=$!
+for _ in $(seq 1 1200); do grep -q 'failpoint revert-after-switch reached' "$D/logs/lockstepd.log" && break; sleep 0.1; done
+grep -q 'failpoint revert-after-switch reached' "$D/logs/lockstepd.log" || t_fail "lockstepd never reached the end of SWITCH"
+for vm in $VMS; do
+        [ "$(disk_of "$vm")" != "${pre[$vm]}" ] || t_fail "$vm is not switched when lockstepd stops after SWITCH: no test"
+        [ "$("$LAB" virsh "$vm" domstate "$vm")" = "shut off" ] || t_fail "$vm is not stopped when lockstepd stops after SWITCH"
+done
+kill -9 "$(cat "$D/pids/lockstepd.pid")"
+wait "$bg" && t_fail "the revert went through although lockstepd died after SWITCH"
+t_lockstepd_restart
+ls_cli recover > /dev/null 2>&1 || true
+for vm in $VMS; do
+        for _ in $(seq 1 60); do [ "$(disk_of "$vm")" = "${pre[$vm]}" ] && break; sleep 1; done
+        [ "$(disk_of "$vm")" = "${pre[$vm]}" ] || t_fail "$vm runs on $(disk_of "$vm") after lockstepd's restart, not its pre-revert ${pre[$vm]}"
+        for _ in $(seq 1 60); do [ "$("$LAB" virsh "$vm" domstate "$vm")" = running ] && break; sleep 1; done
+        [ "$("$LAB" virsh "$vm" domstate "$vm")" = running ] || t_fail "$vm is not running after lockstepd's recovery"
+done
+st=$(ls_cli snapshot list shop --json | jq -r '[.[] | select(.kind == "pre-revert")][0].state')
+[ "$st" = aborted ] || t_fail "the interrupted revert is '$st' in the catalog, not aborted"
+t_ok "lockstepd killed after SWITCH: its restart aborted the revert; every member back on its pre-revert disk and running"
