@@ -10,9 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <yaml.h>
 
+#include "cron.h"
 #include "names.h"
 
 #define CFG_FILE_MAX (1024 * 1024)
@@ -101,6 +103,8 @@ struct raw_group {
         char *mode;
         char *lease_s;
         char *schedule;
+        char *random_delay_s;
+        char *catch_up;
         struct raw_retention *retention;
         char **crash;
         unsigned n_crash;
@@ -113,6 +117,9 @@ struct raw_coord {
         char *catalog;
         char *counter_file;
         char *step_timeout_s;
+        char *max_cuts;
+        char *max_cuts_per_agent;
+        char *metrics;
         struct raw_peer *agents;
         unsigned n_agents;
         struct raw_group *groups;
@@ -209,6 +216,8 @@ static const cyaml_schema_field_t group_fields[] = {
         OPT_STR("mode", struct raw_group, mode),
         OPT_STR("lease_s", struct raw_group, lease_s),
         OPT_STR("schedule", struct raw_group, schedule),
+        OPT_STR("random_delay_s", struct raw_group, random_delay_s),
+        OPT_STR("catch_up", struct raw_group, catch_up),
         CYAML_FIELD_MAPPING_PTR("retention", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_group,
                                 retention, retention_fields),
         CYAML_FIELD_SEQUENCE_COUNT("crash_consistent", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_group,
@@ -228,6 +237,9 @@ static const cyaml_schema_field_t coord_fields[] = {
         REQ_STR("catalog", struct raw_coord, catalog),
         OPT_STR("counter_file", struct raw_coord, counter_file),
         OPT_STR("step_timeout_s", struct raw_coord, step_timeout_s),
+        OPT_STR("max_cuts", struct raw_coord, max_cuts),
+        OPT_STR("max_cuts_per_agent", struct raw_coord, max_cuts_per_agent),
+        OPT_STR("metrics", struct raw_coord, metrics),
         CYAML_FIELD_SEQUENCE_COUNT("agents", CYAML_FLAG_POINTER, struct raw_coord, agents, n_agents,
                                    &peer_entry, 1, AGENTS_MAX),
         /* "groups:" left empty means none, as when groups come from libvirt metadata. */
@@ -1060,6 +1072,22 @@ static int check_num(const struct ld *ld, const char *field, const char *s, unsi
         return 0;
 }
 
+/* YAML's usual spellings; anything else is refused rather than guessed. */
+static int check_bool(const struct ld *ld, const char *field, const char *s, int def, int *ret)
+{
+        char qb[Q_MAX];
+
+        if (!s)
+                *ret = def;
+        else if (!strcmp(s, "true") || !strcmp(s, "yes") || !strcmp(s, "on"))
+                *ret = 1;
+        else if (!strcmp(s, "false") || !strcmp(s, "no") || !strcmp(s, "off"))
+                *ret = 0;
+        else
+                return bad(ld, field, "expected true or false, got %s", qs(qb, s));
+        return 0;
+}
+
 static int agent_authorized(const struct ld *ld, const struct raw_agent *ra, unsigned i, struct cfg_authorized *a)
 {
         const struct raw_authorized *rz = &ra->authorized[i];
@@ -1376,11 +1404,23 @@ static int group_build(const struct ld *ld, const struct raw_coord *rc, unsigned
         if (r < 0)
                 return r;
         if (rg->schedule) {
+                struct cron cr;
+                lserr ce = {0};
                 r = check_text(ld, fp(f, "groups[%u].schedule", i), rg->schedule);
                 if (r < 0)
                         return r;
+                if (cron_parse(rg->schedule, &cr, &ce) < 0)
+                        return bad(ld, f, "%s", ce.msg);
+                if (cron_next(&cr, (long long)time(NULL)) < 0)
+                        return bad(ld, f, "schedule %s never falls due", qs(qb, rg->schedule));
                 g->schedule = sdup(rg->schedule, &oom);
         }
+        r = check_num(ld, fp(f, "groups[%u].random_delay_s", i), rg->random_delay_s, 0, 0, 3600, &g->random_delay_s);
+        if (r < 0)
+                return r;
+        r = check_bool(ld, fp(f, "groups[%u].catch_up", i), rg->catch_up, 1, &g->catch_up);
+        if (r < 0)
+                return r;
         if (rr) {
                 const struct {
                         const char *key;
@@ -1437,6 +1477,22 @@ static int coord_build(const struct ld *ld, const struct raw_coord *rc, struct c
         r = check_num(ld, "step_timeout_s", rc->step_timeout_s, 30, 1, 3600, &c->step_timeout_s);
         if (r < 0)
                 goto out;
+        r = check_num(ld, "max_cuts", rc->max_cuts, 8, 1, 1024, &c->max_cuts);
+        if (r < 0)
+                goto out;
+        r = check_num(ld, "max_cuts_per_agent", rc->max_cuts_per_agent, 2, 1, 64, &c->max_cuts_per_agent);
+        if (r < 0)
+                goto out;
+        if (rc->metrics) {
+                r = check_text(ld, "metrics", rc->metrics);
+                if (r < 0)
+                        goto out;
+                if (!startswith(rc->metrics, "http://")) {
+                        r = bad(ld, "metrics", "expected http://HOST:PORT, got %s", qs(qb, rc->metrics));
+                        goto out;
+                }
+                c->metrics = sdup(rc->metrics, &oom);
+        }
 
         c->agents = calloc(rc->n_agents, sizeof(*c->agents));
         if (!c->agents) {
@@ -1590,6 +1646,7 @@ struct cfg_coord *cfg_coord_free(struct cfg_coord *c)
         free(c->key);
         free(c->catalog);
         free(c->counter_file);
+        free(c->metrics);
         free(c);
         return NULL;
 }

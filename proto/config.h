@@ -73,7 +73,9 @@ struct cfg_group {
         unsigned n_members;         /* >= 1 */
         enum cfg_mode mode;         /* default quiesce */
         unsigned lease_s;           /* default 30, 1..3600 */
-        char *schedule;             /* optional, stored as written */
+        char *schedule;             /* optional: 5-field cron or @hourly..., UTC */
+        unsigned random_delay_s;    /* a scheduled cut starts up to this much later, 0..3600 */
+        int catch_up;               /* one run for what was missed while down; default 1 */
         struct cfg_retention retention;
         /* Commands run in each guest (through its guest agent, by /bin/sh -c)
          * before its freeze and after its thaw; NULL when not set. A failed
@@ -89,6 +91,9 @@ struct cfg_coord {
         char *catalog;    /* SQLite file path */
         char *counter_file; /* default: catalog path + ".counter" */
         unsigned step_timeout_s; /* default 30, 1..3600 */
+        unsigned max_cuts;           /* cuts running at once in the fleet, default 8 */
+        unsigned max_cuts_per_agent; /* ... that involve one agent, default 2 */
+        char *metrics;               /* http://HOST:PORT of the /metrics endpoint; NULL: off */
         struct cfg_peer *agents;
         unsigned n_agents;
         struct cfg_group *groups;

@@ -400,6 +400,36 @@ static const struct refusal refusals[] = {
           9, NULL, "a mapping key must be a plain string" },
 
         /* ---- coordinator.yaml ---- */
+        { "bad-schedule", COORD,
+          COORD_MIN
+          "  - name: solo\n"
+          "    members: [vm1@host-a]\n"
+          "    schedule: \"61 * * * *\"\n",
+          14, "groups[0].schedule", "minute: 61 is out of 0-59" },
+        { "schedule-never-due", COORD,
+          COORD_MIN
+          "  - name: solo\n"
+          "    members: [vm1@host-a]\n"
+          "    schedule: \"0 0 30 2 *\"\n",
+          14, "groups[0].schedule", "schedule \"0 0 30 2 *\" never falls due" },
+        { "schedule-reboot", COORD,
+          COORD_MIN
+          "  - name: solo\n"
+          "    members: [vm1@host-a]\n"
+          "    schedule: \"@reboot\"\n",
+          14, "groups[0].schedule", "@reboot" },
+        { "catch-up-not-bool", COORD,
+          COORD_MIN
+          "  - name: solo\n"
+          "    members: [vm1@host-a]\n"
+          "    catch_up: sometimes\n",
+          14, "groups[0].catch_up", "expected true or false, got \"sometimes\"" },
+        { "random-delay-too-long", COORD,
+          COORD_MIN
+          "  - name: solo\n"
+          "    members: [vm1@host-a]\n"
+          "    random_delay_s: 3601\n",
+          14, "groups[0].random_delay_s", "out of range (0..3600)" },
         { "unknown-agent-in-member", COORD,
           COORD_MIN
           "  - name: solo\n"
@@ -752,6 +782,9 @@ static void test_coord_full(void **state)
                   "catalog: /var/lib/lockstep/catalog.db\n"
                   "counter_file: /var/lib/lockstep/counter\n"
                   "step_timeout_s: 45\n"
+                  "max_cuts: 5\n"
+                  "max_cuts_per_agent: 1\n"
+                  "metrics: http://127.0.0.1:9464\n"
                   "agents:\n"
                   "  - id: host-a\n"
                   "    url: tcp://10.77.0.2:7400\n"
@@ -771,6 +804,8 @@ static void test_coord_full(void **state)
                   "    mode: memory\n"
                   "    lease_s: 90\n"
                   "    schedule: \"*/15 * * * *\"\n"
+                  "    random_delay_s: 60\n"
+                  "    catch_up: false\n"
                   "    retention: {keep_last: 4, hourly: 24, daily: 7, weekly: 4, monthly: 12}\n"
                   "    crash_consistent: [app1@host-b]\n"
                   "  - name: solo\n"
@@ -820,6 +855,11 @@ static void test_coord_full(void **state)
         assert_int_equal(g->mode, CFG_MODE_MEMORY);
         assert_int_equal(g->lease_s, 90);
         assert_string_equal(g->schedule, "*/15 * * * *");
+        assert_int_equal(c->max_cuts, 5);
+        assert_int_equal(c->max_cuts_per_agent, 1);
+        assert_string_equal(c->metrics, "http://127.0.0.1:9464");
+        assert_int_equal(g->random_delay_s, 60);
+        assert_int_equal(g->catch_up, 0);
         assert_int_equal(g->retention.keep_last, 4);
         assert_int_equal(g->retention.hourly, 24);
         assert_int_equal(g->retention.daily, 7);
@@ -858,6 +898,11 @@ static void test_coord_defaults(void **state)
         assert_int_equal(cfg_coord_load(path, &c, &err), 0);
         assert_string_equal(c->counter_file, "/var/lib/lockstep/catalog.db.counter");
         assert_int_equal(c->step_timeout_s, 30);
+        assert_int_equal(c->max_cuts, 8);
+        assert_int_equal(c->max_cuts_per_agent, 2);
+        assert_null(c->metrics);
+        assert_int_equal(c->groups[0].random_delay_s, 0);
+        assert_int_equal(c->groups[0].catch_up, 1);
         assert_int_equal(c->groups[0].mode, CFG_MODE_QUIESCE);
         assert_int_equal(c->groups[0].lease_s, 30);
         assert_null(c->groups[0].schedule);
