@@ -125,6 +125,26 @@ static const char *const migrations[] = {
         "ALTER TABLE txns ADD COLUMN cut_status TEXT NOT NULL DEFAULT ''\n"
         "        CHECK (cut_status IN ('', 'deleted', 'delete-failed'));\n"
         "ALTER TABLE txns ADD COLUMN cut_status_reason TEXT NOT NULL DEFAULT '';\n",
+        /* 3: the daemon's event log, and each schedule's last run (so a
+         * restart knows what it missed). */
+        "CREATE TABLE events (\n"
+        "        id INTEGER PRIMARY KEY,\n"
+        "        at_us INTEGER NOT NULL,\n"
+        "        kind TEXT NOT NULL,\n"
+        "        group_name TEXT NOT NULL,\n"
+        "        txid TEXT NOT NULL,\n"
+        "        message TEXT NOT NULL\n"
+        ");\n"
+        "CREATE TABLE schedules (\n"
+        "        group_name TEXT PRIMARY KEY NOT NULL,\n"
+        "        last_due_s INTEGER NOT NULL,\n"
+        "        last_run_us INTEGER NOT NULL,\n"
+        "        outcome TEXT NOT NULL,\n"
+        "        txid TEXT NOT NULL,\n"
+        "        reason TEXT NOT NULL,\n"
+        "        runs INTEGER NOT NULL,\n"
+        "        skipped INTEGER NOT NULL\n"
+        ");\n",
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == CAT_SCHEMA_VERSION,
@@ -1440,6 +1460,147 @@ int cat_image_repath(struct catalog *c, const char *agent, const char *vm, const
                 rc = sqlite3_step(st);
         if (rc != SQLITE_DONE)
                 r = lserr_set(err, rc_errno(rc), "catalog \"%s\": %s@%s: repath images: %s", c->path, vm, agent,
+                              why(c, rc));
+        sqlite3_finalize(st);
+        pthread_mutex_unlock(&c->lock);
+        return r;
+}
+
+/* ---- events and schedules ------------------------------------------------- */
+
+int cat_event_add(struct catalog *c, const struct cat_event *ev, long long *ret_id, lserr *err)
+{
+        sqlite3_stmt *st = NULL;
+        int rc, r = 0;
+
+        if (!id_fits(ev->kind, sizeof(ev->kind), 0) || !id_fits(ev->group, sizeof(ev->group), 1) ||
+            !id_fits(ev->txid, sizeof(ev->txid), 1))
+                return lserr_set(err, -EINVAL, "catalog \"%s\": event: kind empty or a field too long", c->path);
+        pthread_mutex_lock(&c->lock);
+        rc = sqlite3_prepare_v2(c->db,
+                                "INSERT INTO events (at_us, kind, group_name, txid, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+                                -1, &st, NULL);
+        bind_int(st, 1, ev->at_us ? ev->at_us : now_us(), &rc);
+        bind_id(st, 2, ev->kind, &rc);
+        bind_id(st, 3, ev->group, &rc);
+        bind_id(st, 4, ev->txid, &rc);
+        bind_text(st, 5, ev->message, text_len(ev->message, sizeof(ev->message)), &rc);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE)
+                r = lserr_set(err, rc_errno(rc), "catalog \"%s\": event %s: %s", c->path, ev->kind, why(c, rc));
+        else if (ret_id)
+                *ret_id = sqlite3_last_insert_rowid(c->db);
+        sqlite3_finalize(st);
+        pthread_mutex_unlock(&c->lock);
+        return r;
+}
+
+static int decode_event(sqlite3_stmt *st, void *row)
+{
+        struct cat_event *e = row;
+
+        e->id = sqlite3_column_int64(st, 0);
+        e->at_us = sqlite3_column_int64(st, 1);
+        col_str(st, 2, e->kind, sizeof(e->kind));
+        col_str(st, 3, e->group, sizeof(e->group));
+        col_str(st, 4, e->txid, sizeof(e->txid));
+        col_str(st, 5, e->message, sizeof(e->message));
+        return 0;
+}
+
+int cat_events(struct catalog *c, long long after_id, size_t limit, int newest, struct cat_event **ret,
+               size_t *ret_n, lserr *err)
+{
+        sqlite3_stmt *st = NULL;
+        void *v = NULL;
+        size_t n = 0;
+        int rc, r = 0;
+
+        pthread_mutex_lock(&c->lock);
+        /* "newest": the last `limit` events, still returned oldest first. */
+        rc = sqlite3_prepare_v2(c->db,
+                                newest ? "SELECT * FROM (SELECT id, at_us, kind, group_name, txid, message FROM events"
+                                         " WHERE id > ?1 ORDER BY id DESC LIMIT ?2) ORDER BY id"
+                                       : "SELECT id, at_us, kind, group_name, txid, message FROM events"
+                                         " WHERE id > ?1 ORDER BY id LIMIT ?2",
+                                -1, &st, NULL);
+        bind_int(st, 1, after_id, &rc);
+        bind_int(st, 2, limit > (size_t)INT64_MAX ? INT64_MAX : (long long)limit, &rc);
+        if (rc == SQLITE_OK)
+                rc = collect(st, sizeof(struct cat_event), decode_event, &v, &n);
+        if (rc != SQLITE_DONE) {
+                r = lserr_set(err, rc_errno(rc), "catalog \"%s\": list events: %s", c->path, why(c, rc));
+                goto out;
+        }
+        *ret = v;
+        *ret_n = n;
+out:
+        sqlite3_finalize(st);
+        pthread_mutex_unlock(&c->lock);
+        return r;
+}
+
+int cat_sched_get(struct catalog *c, const char *group, struct cat_sched *ret, lserr *err)
+{
+        sqlite3_stmt *st = NULL;
+        int rc, r = 0;
+
+        if (!id_fits(group, sizeof(ret->group), 0))
+                return lserr_set(err, -EINVAL, "catalog \"%s\": schedule: group name empty or too long", c->path);
+        pthread_mutex_lock(&c->lock);
+        rc = sqlite3_prepare_v2(c->db,
+                                "SELECT group_name, last_due_s, last_run_us, outcome, txid, reason, runs, skipped"
+                                " FROM schedules WHERE group_name = ?1",
+                                -1, &st, NULL);
+        bind_id(st, 1, group, &rc);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+                memset(ret, 0, sizeof(*ret));
+                col_str(st, 0, ret->group, sizeof(ret->group));
+                ret->last_due_s = sqlite3_column_int64(st, 1);
+                ret->last_run_us = sqlite3_column_int64(st, 2);
+                col_str(st, 3, ret->outcome, sizeof(ret->outcome));
+                col_str(st, 4, ret->txid, sizeof(ret->txid));
+                col_str(st, 5, ret->reason, sizeof(ret->reason));
+                ret->runs = (unsigned)sqlite3_column_int64(st, 6);
+                ret->skipped = (unsigned)sqlite3_column_int64(st, 7);
+        } else if (rc == SQLITE_DONE) {
+                r = -ENOENT;
+        } else {
+                r = lserr_set(err, rc_errno(rc), "catalog \"%s\": schedule of \"%s\": %s", c->path, group, why(c, rc));
+        }
+        sqlite3_finalize(st);
+        pthread_mutex_unlock(&c->lock);
+        return r;
+}
+
+int cat_sched_put(struct catalog *c, const struct cat_sched *s, lserr *err)
+{
+        sqlite3_stmt *st = NULL;
+        int rc, r = 0;
+
+        if (!id_fits(s->group, sizeof(s->group), 0) || !id_fits(s->outcome, sizeof(s->outcome), 1) ||
+            !id_fits(s->txid, sizeof(s->txid), 1))
+                return lserr_set(err, -EINVAL, "catalog \"%s\": schedule: a field empty or too long", c->path);
+        pthread_mutex_lock(&c->lock);
+        rc = sqlite3_prepare_v2(c->db,
+                                "INSERT OR REPLACE INTO schedules (group_name, last_due_s, last_run_us, outcome, txid,"
+                                " reason, runs, skipped) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                -1, &st, NULL);
+        bind_id(st, 1, s->group, &rc);
+        bind_int(st, 2, s->last_due_s, &rc);
+        bind_int(st, 3, s->last_run_us, &rc);
+        bind_id(st, 4, s->outcome, &rc);
+        bind_id(st, 5, s->txid, &rc);
+        bind_text(st, 6, s->reason, text_len(s->reason, sizeof(s->reason)), &rc);
+        bind_int(st, 7, s->runs, &rc);
+        bind_int(st, 8, s->skipped, &rc);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE)
+                r = lserr_set(err, rc_errno(rc), "catalog \"%s\": schedule of \"%s\": %s", c->path, s->group,
                               why(c, rc));
         sqlite3_finalize(st);
         pthread_mutex_unlock(&c->lock);

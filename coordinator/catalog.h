@@ -10,7 +10,7 @@
 
 #include "lserr.h"
 
-#define CAT_SCHEMA_VERSION 2
+#define CAT_SCHEMA_VERSION 3
 
 struct catalog;
 
@@ -162,3 +162,36 @@ int cat_audit_add(struct catalog *c, const struct cat_audit *a, lserr *err);
 /* Audit rows of one transaction ("" = all), oldest first, at most limit. */
 int cat_audit_list(struct catalog *c, const char *txid, size_t limit, struct cat_audit **ret, size_t *ret_n,
                    lserr *err);
+
+/* ---- events and schedules ------------------------------------------------- */
+
+/* One line of the daemon's event log (cuts, schedules, prunes, reloads). */
+struct cat_event {
+        long long id;       /* assigned by cat_event_add */
+        long long at_us;    /* 0: now */
+        char kind[32];      /* "cut", "schedule", "prune", "reload", ... */
+        char group[65];     /* "" when none */
+        char txid[65];      /* "" when none */
+        char message[600];
+};
+
+int cat_event_add(struct catalog *c, const struct cat_event *ev, long long *ret_id, lserr *err);
+/* Events with id > after_id, oldest first, at most limit; newest != 0 gives
+ * the last `limit` of them instead of the first. *ret is the caller's. */
+int cat_events(struct catalog *c, long long after_id, size_t limit, int newest, struct cat_event **ret,
+               size_t *ret_n, lserr *err);
+
+/* A schedule's last run, kept across restarts. */
+struct cat_sched {
+        char group[65];
+        long long last_due_s;  /* the due time (Unix s) of the last run or skip */
+        long long last_run_us; /* when it started, 0 if skipped */
+        char outcome[32];      /* committed, aborted, skipped, failed */
+        char txid[65];
+        char reason[600];
+        unsigned runs, skipped;
+};
+
+/* -ENOENT (err untouched) when the group never ran on a schedule. */
+int cat_sched_get(struct catalog *c, const char *group, struct cat_sched *ret, lserr *err);
+int cat_sched_put(struct catalog *c, const struct cat_sched *s, lserr *err);

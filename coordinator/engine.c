@@ -18,6 +18,7 @@
 #include "log.h"
 #include "names.h"
 #include "report.h"
+#include "slots.h"
 #include "transport.h"
 
 #define DECIDE_TRIES 3
@@ -26,12 +27,10 @@ struct engine {
         const struct cfg_coord *cfg;
         const struct keys_secret *key;
         struct catalog *cat;
-        struct counter *ctr;
+        struct counter *ctr;      /* borrowed: it outlives a config reload */
+        struct slots *slots;      /* borrowed, as the counter */
         struct agentlink **links; /* one per cfg->agents[i] */
         size_t n_links;
-        pthread_mutex_t lock;     /* busy groups */
-        char **busy;
-        size_t n_busy;
 };
 
 /* One agent's part of one step. */
@@ -100,8 +99,8 @@ static struct agentlink *link_of(struct engine *e, const char *agent)
         return NULL;
 }
 
-int engine_new(const struct cfg_coord *cfg, const struct keys_secret *key, struct catalog *cat, struct engine **ret,
-               lserr *err)
+int engine_new(const struct cfg_coord *cfg, const struct keys_secret *key, struct catalog *cat, struct counter *ctr,
+               struct slots *slots, struct engine **ret, lserr *err)
 {
         struct engine *e = calloc(1, sizeof(*e));
         int r = 0;
@@ -111,10 +110,8 @@ int engine_new(const struct cfg_coord *cfg, const struct keys_secret *key, struc
         e->cfg = cfg;
         e->key = key;
         e->cat = cat;
-        pthread_mutex_init(&e->lock, NULL);
-        r = counter_open(cfg->counter_file, &e->ctr, err);
-        if (r < 0)
-                goto fail;
+        e->ctr = ctr;
+        e->slots = slots;
         e->links = calloc(cfg->n_agents ? cfg->n_agents : 1, sizeof(*e->links));
         if (!e->links) {
                 r = -ENOMEM;
@@ -148,9 +145,6 @@ struct engine *engine_free(struct engine *e)
         for (size_t i = 0; i < e->n_links; i++)
                 agentlink_close(e->links[i]);
         free(e->links);
-        counter_free(e->ctr);
-        free(e->busy);
-        pthread_mutex_destroy(&e->lock);
         free(e);
         return NULL;
 }
@@ -377,36 +371,79 @@ static void record_silence(struct engine *e, const char *txid, const struct item
 
 /* ---- the cut ---------------------------------------------------------------- */
 
-static int busy_take(struct engine *e, const char *group, lserr *err)
-{
-        int r = 0;
+/* How long a transaction waits for the fleet limits or a shared member. */
+#define SLOT_WAIT_MS (10 * 60 * 1000)
 
-        pthread_mutex_lock(&e->lock);
-        for (size_t i = 0; i < e->n_busy; i++)
-                if (!strcmp(e->busy[i], group))
-                        r = lserr_set(err, -EBUSY, "group \"%s\": a cut of it is already running", group);
-        if (r == 0) {
-                char **nb = realloc(e->busy, (e->n_busy + 1) * sizeof(*nb));
-                if (!nb)
-                        r = -ENOMEM;
-                else {
-                        e->busy = nb;
-                        e->busy[e->n_busy++] = (char *)group;
-                }
+/* Takes the group's slot for members vm[i]@agent[i]; says so in the progress
+ * when it has to wait for the limits or another group's hold on a member. */
+static int take_slot(struct engine *e, const char *group, const char *const *vm, const char *const *agent, size_t n,
+                     engine_event_fn ev, void *arg, lserr *err)
+{
+        const char **members = calloc(n ? n : 1, sizeof(*members)), **agents = calloc(n ? n : 1, sizeof(*agents));
+        char *buf = calloc(n ? n : 1, 2 * (LS_NAME_MAX + 1) + 2);
+        struct slots_need need = {.group = group, .agents = agents, .members = members, .n_members = n};
+        lserr why = {0};
+        int r = -ENOMEM;
+
+        if (!members || !agents || !buf)
+                goto out;
+        for (size_t i = 0; i < n; i++) {
+                char *m = buf + i * (2 * (LS_NAME_MAX + 1) + 2);
+                int dup = 0;
+                snprintf(m, 2 * (LS_NAME_MAX + 1) + 2, "%s@%s", vm[i], agent[i]);
+                members[i] = m;
+                for (size_t k = 0; k < need.n_agents; k++)
+                        dup |= !strcmp(agents[k], agent[i]);
+                if (!dup)
+                        agents[need.n_agents++] = agent[i];
         }
-        pthread_mutex_unlock(&e->lock);
+        r = slots_take(e->slots, &need, 0, &why);
+        if (r == -EAGAIN) {
+                emit(ev, arg, "WAIT     %s", why.msg);
+                r = slots_take(e->slots, &need, SLOT_WAIT_MS, err);
+        } else if (r < 0) {
+                lserr_set(err, r, "%s", why.msg);
+        }
+out:
+        free(members);
+        free(agents);
+        free(buf);
         return r;
 }
 
-static void busy_drop(struct engine *e, const char *group)
+static int take_slot_cfg(struct engine *e, const struct cfg_group *g, engine_event_fn ev, void *arg, lserr *err)
 {
-        pthread_mutex_lock(&e->lock);
-        for (size_t i = 0; i < e->n_busy; i++)
-                if (!strcmp(e->busy[i], group)) {
-                        e->busy[i] = e->busy[--e->n_busy];
-                        break;
+        const char **vm = calloc(g->n_members, sizeof(*vm)), **ag = calloc(g->n_members, sizeof(*ag));
+        int r = -ENOMEM;
+
+        if (vm && ag) {
+                for (unsigned i = 0; i < g->n_members; i++) {
+                        vm[i] = g->members[i].vm;
+                        ag[i] = g->members[i].agent;
                 }
-        pthread_mutex_unlock(&e->lock);
+                r = take_slot(e, g->name, vm, ag, g->n_members, ev, arg, err);
+        }
+        free(vm);
+        free(ag);
+        return r;
+}
+
+static int take_slot_cat(struct engine *e, const char *group, const struct cat_member *m, size_t n,
+                         engine_event_fn ev, void *arg, lserr *err)
+{
+        const char **vm = calloc(n ? n : 1, sizeof(*vm)), **ag = calloc(n ? n : 1, sizeof(*ag));
+        int r = -ENOMEM;
+
+        if (vm && ag) {
+                for (size_t i = 0; i < n; i++) {
+                        vm[i] = m[i].vm;
+                        ag[i] = m[i].agent;
+                }
+                r = take_slot(e, group, vm, ag, n, ev, arg, err);
+        }
+        free(vm);
+        free(ag);
+        return r;
 }
 
 static void make_txid(char out[65])
@@ -555,7 +592,7 @@ int engine_snapshot(struct engine *e, const struct engine_cut_req *req, engine_e
         lease_s = req->lease_s ? req->lease_s : g->lease_s;
         if (lease_s == 0 || lease_s > 3600)
                 return lserr_set(err, -EINVAL, "lease of %u s is out of range (1..3600)", lease_s);
-        r = busy_take(e, g->name, err);
+        r = take_slot_cfg(e, g, ev, arg, err);
         if (r < 0)
                 return r;
 
@@ -650,7 +687,7 @@ int engine_snapshot(struct engine *e, const struct engine_cut_req *req, engine_e
         r = commit ? 0 : 1;
 out:
         items_free(items, n);
-        busy_drop(e, g->name);
+        slots_drop(e->slots, g->name);
         return r;
 }
 
@@ -736,7 +773,7 @@ int engine_delete(struct engine *e, const char *cut_txid, engine_event_fn ev, vo
         struct cat_txn cut, t = {0};
         struct cat_member *m = NULL;
         struct item *items = NULL;
-        size_t n = 0;
+        size_t n = 0, nm = 0;
         char reason[700] = "";
         int ok = 1, r;
 
@@ -764,12 +801,15 @@ int engine_delete(struct engine *e, const char *cut_txid, engine_event_fn ev, vo
                                          "images; it cannot be deleted while they are kept",
                                          cut_txid, r, rev);
         }
-        r = busy_take(e, cut.group, err);
+        r = items_of(e, cut_txid, NULL, &m, &items, &n, &nm, NULL, err);
         if (r < 0)
                 return r;
-        r = items_of(e, cut_txid, NULL, &m, &items, &n, NULL, NULL, err);
-        if (r < 0)
-                goto out;
+        r = take_slot_cat(e, cut.group, m, nm, ev, arg, err);
+        if (r < 0) {
+                items_free(items, n);
+                free(m);
+                return r;
+        }
         make_txid(t.txid);
         t.kind = CAT_KIND_DELETE;
         snprintf(t.group, sizeof(t.group), "%s", cut.group);
@@ -826,7 +866,7 @@ int engine_delete(struct engine *e, const char *cut_txid, engine_event_fn ev, vo
 out:
         items_free(items, n);
         free(m);
-        busy_drop(e, cut.group);
+        slots_drop(e->slots, cut.group);
         return r;
 }
 
@@ -950,12 +990,15 @@ int engine_revert(struct engine *e, const char *id, int undo, engine_event_fn ev
         if (!undo && target.cut_status[0])
                 return lserr_set(err, -EINVAL, "cut \"%s\" is %s", id, target.cut_status);
         g = cfg_coord_group(e->cfg, target.group);
-        r = busy_take(e, target.group, err);
-        if (r < 0)
-                return r;
         r = items_of(e, id, g, &m, &items, &n, &nm, &max_tier, err);
         if (r < 0)
-                goto out;
+                return r;
+        r = take_slot_cat(e, target.group, m, nm, ev, arg, err);
+        if (r < 0) {
+                items_free(items, n);
+                free(m);
+                return r;
+        }
         if (!undo)
                 r = attach_cut_images(e, id, items, n, &im, err);
         if (r < 0)
@@ -1042,7 +1085,7 @@ out:
         items_free(items, n);
         free(m);
         free(im);
-        busy_drop(e, target.group);
+        slots_drop(e->slots, target.group);
         return r;
 }
 
@@ -1115,12 +1158,7 @@ int engine_recover(struct engine *e, engine_event_fn ev, void *arg, unsigned *re
         for (size_t i = 0; i < n; i++) {
                 lserr e2 = {0};
                 /* A cut still running in this process is not ours to settle. */
-                int running = 0;
-                pthread_mutex_lock(&e->lock);
-                for (size_t k = 0; k < e->n_busy; k++)
-                        running |= !strcmp(e->busy[k], ts[i].group);
-                pthread_mutex_unlock(&e->lock);
-                if (running)
+                if (slots_busy(e->slots, ts[i].group))
                         continue;
                 r = settle(e, &ts[i], ev, arg, &e2);
                 if (r != 0) {

@@ -8,16 +8,20 @@
 #include <stddef.h>
 
 #include "catalog.h"
+#include "counter.h"
 #include "config.h"
 #include "keys.h"
 #include "lserr.h"
+#include "slots.h"
 
 struct engine;
 
-/* Borrows cfg, key and cat; they must outlive the engine. Opens one link per
- * configured agent and the command counter (cfg->counter_file). */
-int engine_new(const struct cfg_coord *cfg, const struct keys_secret *key, struct catalog *cat, struct engine **ret,
-               lserr *err);
+/* Borrows cfg, key, cat, the command counter and the slots (fleet limits);
+ * they must outlive the engine. The counter and slots are the daemon's, so
+ * that an engine rebuilt on a config reload goes on where the last one was.
+ * Opens one link per configured agent. */
+int engine_new(const struct cfg_coord *cfg, const struct keys_secret *key, struct catalog *cat, struct counter *ctr,
+               struct slots *slots, struct engine **ret, lserr *err);
 struct engine *engine_free(struct engine *e);
 
 /* Progress, one line per event (step and agent), for a live display. */

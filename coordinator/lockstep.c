@@ -37,6 +37,10 @@ static void usage(FILE *f)
                 "  snapshot revert --undo REVERT_ID [--yes]     back to what revert REVERT_ID replaced\n"
                 "  agents [--json]                              reachability, version, key, in-doubt\n"
                 "  groups [--json]\n"
+                "  schedules [--json]                           next and last scheduled run per group\n"
+                "  prune GROUP [--dry-run] [--json]             apply the group's retention (deletes cuts)\n"
+                "  events [--follow] [--limit N] [--json]       lockstepd's event log (JSON: one object a line)\n"
+                "  reload                                       re-read coordinator.yaml (as SIGHUP does)\n"
                 "  recover                                      finish unresolved transactions now\n"
                 "exit: 0 ok/committed, 1 aborted, 2 usage/config, 3 coordinator unreachable\n");
 }
@@ -165,6 +169,66 @@ static int snapshot_create(struct client *c, Lockstep__ControlRequest *q, int as
         return finish(rep, as_json);
 }
 
+/* The control URL alone, from a file that does not load as a whole: the first
+ * "control:" line, quotes stripped. 1 when found. */
+static int control_url(const char *path, char *out, size_t n)
+{
+        char line[1024];
+        FILE *f = fopen(path, "re");
+        int found = 0;
+
+        while (f && !found && fgets(line, sizeof(line), f)) {
+                char *p = line, *e;
+                if (strncmp(p, "control:", 8))
+                        continue;
+                p += 8;
+                p += strspn(p, " \t\"'");
+                e = p + strcspn(p, "\"' \t\r\n#");
+                *e = '\0';
+                if (!strncmp(p, "ipc://", 6) && strlen(p) < n) {
+                        snprintf(out, n, "%s", p);
+                        found = 1;
+                }
+        }
+        if (f)
+                fclose(f);
+        return found;
+}
+
+/* events: the newest page, then (--follow) what comes after it, polling. */
+static int events(struct client *c, Lockstep__ControlRequest *q, int as_json, int follow)
+{
+        Lockstep__ControlReply *rep = NULL;
+        static char since[] = "since=1";
+        char *opts[6];
+        int r;
+
+        for (size_t i = 0; i < q->n_options && i < 4; i++)
+                opts[i] = q->options[i];
+        for (;;) {
+                r = call(c, q, 10000, &rep);
+                if (r)
+                        return r;
+                if (rep->exit_code) {
+                        return finish(rep, as_json);
+                }
+                fputs(as_json ? (rep->json ? rep->json : "") : (rep->text ? rep->text : ""), stdout);
+                fflush(stdout);
+                q->from = rep->next;
+                lockstep__control_reply__free_unpacked(rep, NULL);
+                if (!follow)
+                        return EXIT_OK;
+                if (q->options != opts) {
+                        /* From now on: everything after the last id, oldest first. */
+                        size_t n = q->n_options < 4 ? q->n_options : 4;
+                        opts[n] = since;
+                        q->options = opts;
+                        q->n_options = n + 1;
+                }
+                usleep(500000);
+        }
+}
+
 int main(int argc, char **argv)
 {
         static const struct option opts[] = {
@@ -172,17 +236,19 @@ int main(int argc, char **argv)
                 {"name", required_argument, NULL, 'n'},   {"mode", required_argument, NULL, 'm'},
                 {"lease", required_argument, NULL, 'l'},  {"help", no_argument, NULL, 'h'},
                 {"version", no_argument, NULL, 'V'},      {"yes", no_argument, NULL, 'y'},
-                {"undo", no_argument, NULL, 'u'},         {0},
+                {"undo", no_argument, NULL, 'u'},         {"dry-run", no_argument, NULL, 'D'},
+                {"follow", no_argument, NULL, 'f'},       {"limit", required_argument, NULL, 'L'},
+                {0},
         };
         const char *path = "/etc/lockstep/coordinator.yaml";
         Lockstep__ControlRequest q = LOCKSTEP__CONTROL_REQUEST__INIT;
         Lockstep__ControlReply *rep = NULL;
         struct cfg_coord *cfg = NULL;
         struct client cl = {0};
-        char *options[4], opt_buf[4][96];
+        char *options[4], opt_buf[4][96], control[512];
         char **args;
         size_t n_opt = 0;
-        int as_json = 0, yes = 0, c, r, nargs;
+        int as_json = 0, yes = 0, follow = 0, c, r, nargs;
         lserr err = {0};
 
         if (argc > 1 && !strcmp(argv[1], "keygen"))
@@ -206,6 +272,17 @@ int main(int argc, char **argv)
                         options[n_opt] = opt_buf[n_opt];
                         n_opt++;
                         break;
+                case 'D':
+                        snprintf(opt_buf[n_opt], sizeof(opt_buf[0]), "dry_run=1");
+                        options[n_opt] = opt_buf[n_opt];
+                        n_opt++;
+                        break;
+                case 'f': follow = 1; break;
+                case 'L':
+                        snprintf(opt_buf[n_opt], sizeof(opt_buf[0]), "limit=%.80s", optarg);
+                        options[n_opt] = opt_buf[n_opt];
+                        n_opt++;
+                        break;
                 case 'h': usage(stdout); return EXIT_OK;
                 case 'V': printf("lockstep %s\n", LOCKSTEP_VERSION); return EXIT_OK;
                 default: usage(stderr); return EXIT_USAGE;
@@ -225,7 +302,9 @@ int main(int argc, char **argv)
                 q.command = cmd;
                 q.args = args + 2;
                 q.n_args = (size_t)(nargs - 2);
-        } else if (!strcmp(args[0], "agents") || !strcmp(args[0], "groups") || !strcmp(args[0], "recover")) {
+        } else if (!strcmp(args[0], "agents") || !strcmp(args[0], "groups") || !strcmp(args[0], "recover") ||
+                   !strcmp(args[0], "schedules") || !strcmp(args[0], "prune") || !strcmp(args[0], "events") ||
+                   !strcmp(args[0], "reload")) {
                 q.command = args[0];
                 q.args = args + 1;
                 q.n_args = (size_t)(nargs - 1);
@@ -233,9 +312,22 @@ int main(int argc, char **argv)
                 usage(stderr);
                 return EXIT_USAGE;
         }
-        if (n_opt && strcmp(q.command, "snapshot.create") != 0 &&
-            !(n_opt == 1 && !strcmp(options[0], "undo=1") && !strcmp(q.command, "snapshot.revert"))) {
-                fprintf(stderr, "lockstep: --name, --mode and --lease go with snapshot create, --undo with revert\n");
+        for (size_t i = 0; i < n_opt; i++) {
+                const char *o = options[i], *cmd = q.command;
+                int ok = !strcmp(cmd, "snapshot.create") ? strncmp(o, "undo", 4) && strncmp(o, "dry_run", 7) &&
+                                                                   strncmp(o, "limit", 5)
+                         : !strcmp(cmd, "snapshot.revert") ? !strcmp(o, "undo=1")
+                         : !strcmp(cmd, "prune")           ? !strcmp(o, "dry_run=1")
+                         : !strcmp(cmd, "events")          ? !strncmp(o, "limit=", 6)
+                                                           : 0;
+                if (!ok) {
+                        fprintf(stderr, "lockstep: --name, --mode and --lease go with snapshot create, --undo with "
+                                        "revert, --dry-run with prune, --limit with events\n");
+                        return EXIT_USAGE;
+                }
+        }
+        if (follow && strcmp(q.command, "events") != 0) {
+                fprintf(stderr, "lockstep: --follow goes with events\n");
                 return EXIT_USAGE;
         }
         if (!strcmp(q.command, "snapshot.revert") && !yes) {
@@ -261,10 +353,17 @@ int main(int argc, char **argv)
 
         r = cfg_coord_load(path, &cfg, &err);
         if (r < 0) {
-                fprintf(stderr, "lockstep: %s\n", err.msg);
-                return EXIT_USAGE;
+                /* After a bad edit lockstepd still runs on its last good file:
+                 * reach it anyway, and say what is wrong with this one. */
+                if (!control_url(path, control, sizeof(control))) {
+                        fprintf(stderr, "lockstep: %s\n", err.msg);
+                        return EXIT_USAGE;
+                }
+                fprintf(stderr, "lockstep: warning: %s\n", err.msg);
+                cl.url = control;
+        } else {
+                cl.url = cfg->control;
         }
-        cl.url = cfg->control;
         r = transport_dial(cl.url, 16 * 1024 * 1024, NULL, &cl.sock, &err);
         if (r < 0) {
                 fprintf(stderr, "lockstep: %s\n", err.msg);
@@ -274,6 +373,10 @@ int main(int argc, char **argv)
         if (!strcmp(q.command, "snapshot.create") || !strcmp(q.command, "snapshot.delete") ||
             !strcmp(q.command, "snapshot.revert")) {
                 r = snapshot_create(&cl, &q, as_json);
+        } else if (!strcmp(q.command, "prune") && !(n_opt && !strcmp(options[0], "dry_run=1"))) {
+                r = snapshot_create(&cl, &q, as_json); /* a prune runs deletes: followed like one */
+        } else if (!strcmp(q.command, "events")) {
+                r = events(&cl, &q, as_json, follow);
         } else {
                 r = call(&cl, &q, !strcmp(q.command, "recover") ? 600000 : 30000, &rep);
                 if (r == 0)

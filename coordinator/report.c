@@ -6,8 +6,9 @@
 #include <time.h>
 
 #include "lockstep.pb-c.h"
+#include "prune.h"
 
-static void iso_time(long long us, char *out, size_t n)
+void report_iso_time(long long us, char *out, size_t n)
 {
         time_t s = (time_t)(us / 1000000);
         struct tm tm;
@@ -95,9 +96,9 @@ static void cut_json(struct json *j, const struct cat_txn *t, const struct cat_m
         json_str(j, "mode", t->mode);
         json_str(j, "state", report_state_name(t));
         json_str(j, "reason", t->cut_status_reason[0] ? t->cut_status_reason : t->reason);
-        iso_time(t->started_us, ts, sizeof(ts));
+        report_iso_time(t->started_us, ts, sizeof(ts));
         json_str(j, "started_at", ts);
-        iso_time(t->decided_us, ts, sizeof(ts));
+        report_iso_time(t->decided_us, ts, sizeof(ts));
         json_str(j, "decided_at", t->decided_us ? ts : NULL);
         json_uint(j, "lease_ms", t->lease_ms);
         json_double(j, "group_window_ms", win);
@@ -149,7 +150,7 @@ static void cut_text(FILE *f, const struct cat_txn *t, const struct cat_member *
         double win, skew, maxf;
 
         window(m, nm, &win, &skew, &maxf);
-        iso_time(t->started_us, ts, sizeof(ts));
+        report_iso_time(t->started_us, ts, sizeof(ts));
         fprintf(f, "%s %s  group %s  %s %s  mode %s  %s\n", t->kind == CAT_KIND_REVERT ? "revert" : "cut", t->txid,
                 t->group, t->kind == CAT_KIND_REVERT ? "to" : "name", t->name, t->mode, report_state_name(t));
         fprintf(f, "  started %s", ts);
@@ -230,7 +231,7 @@ int report_cuts(struct catalog *cat, const char *group, int as_json, FILE *out, 
         }
         for (size_t i = 0; i < n; i++) {
                 char ts_[128];
-                iso_time(ts[i].started_us, ts_, sizeof(ts_));
+                report_iso_time(ts[i].started_us, ts_, sizeof(ts_));
                 if (as_json) {
                         json_obj_begin(&j, NULL);
                         json_str(&j, "id", ts[i].txid);
@@ -273,7 +274,7 @@ int report_agents(struct catalog *cat, int as_json, FILE *out, lserr *err)
         }
         for (size_t i = 0; i < n; i++) {
                 char seen[128];
-                iso_time(a[i].last_seen_us, seen, sizeof(seen));
+                report_iso_time(a[i].last_seen_us, seen, sizeof(seen));
                 if (as_json) {
                         json_obj_begin(&j, NULL);
                         json_str(&j, "id", a[i].id);
@@ -347,6 +348,132 @@ int report_groups(const struct cfg_coord *cfg, int as_json, FILE *out)
         if (as_json) {
                 json_arr_end(&j);
                 json_end(&j);
+        }
+        return 0;
+}
+
+int report_schedules(const struct report_sched *s, size_t n, int as_json, FILE *out)
+{
+        char a[40], b[40], c[40];
+
+        if (as_json) {
+                struct json j;
+                json_init(&j, out);
+                json_arr_begin(&j, NULL);
+                for (size_t i = 0; i < n; i++) {
+                        json_obj_begin(&j, NULL);
+                        json_str(&j, "group", s[i].group);
+                        json_str(&j, "schedule", s[i].schedule);
+                        report_iso_time(s[i].next_due_s * 1000000, a, sizeof(a));
+                        json_str(&j, "next_due_at", s[i].next_due_s > 0 ? a : NULL);
+                        report_iso_time(s[i].next_start_s * 1000000, a, sizeof(a));
+                        json_str(&j, "next_start_at", s[i].next_start_s > 0 ? a : NULL);
+                        json_bool(&j, "running", s[i].running);
+                        report_iso_time(s[i].last.last_due_s * 1000000, a, sizeof(a));
+                        json_str(&j, "last_due_at", s[i].has_last && s[i].last.outcome[0] ? a : NULL);
+                        report_iso_time(s[i].last.last_run_us, a, sizeof(a));
+                        json_str(&j, "last_run_at", s[i].has_last && s[i].last.last_run_us ? a : NULL);
+                        json_str(&j, "last_outcome", s[i].has_last && s[i].last.outcome[0] ? s[i].last.outcome : NULL);
+                        json_str(&j, "last_txid", s[i].has_last ? s[i].last.txid : NULL);
+                        json_str(&j, "last_reason", s[i].has_last ? s[i].last.reason : NULL);
+                        /* How late the last run started against its due time. */
+                        json_double(&j, "last_lag_s",
+                                    s[i].has_last && s[i].last.last_run_us
+                                            ? (double)(s[i].last.last_run_us - s[i].last.last_due_s * 1000000) / 1e6
+                                            : 0.0);
+                        json_uint(&j, "runs", s[i].has_last ? s[i].last.runs : 0);
+                        json_uint(&j, "skipped", s[i].has_last ? s[i].last.skipped : 0);
+                        json_obj_end(&j);
+                }
+                json_arr_end(&j);
+                json_end(&j);
+                return 0;
+        }
+        fprintf(out, "%-16s %-18s %-25s %-25s %-10s %5s %7s\n", "GROUP", "SCHEDULE", "NEXT", "LAST RUN", "OUTCOME",
+                "RUNS", "SKIPPED");
+        for (size_t i = 0; i < n; i++) {
+                report_iso_time(s[i].next_start_s * 1000000, a, sizeof(a));
+                report_iso_time(s[i].has_last ? s[i].last.last_run_us : 0, b, sizeof(b));
+                snprintf(c, sizeof(c), "%s",
+                         s[i].running ? "running" : s[i].has_last && s[i].last.outcome[0] ? s[i].last.outcome : "-");
+                fprintf(out, "%-16s %-18s %-25s %-25s %-10s %5u %7u\n", s[i].group, s[i].schedule,
+                        s[i].next_start_s > 0 ? a : "never", b, c, s[i].has_last ? s[i].last.runs : 0,
+                        s[i].has_last ? s[i].last.skipped : 0);
+                if (s[i].has_last && s[i].last.reason[0])
+                        fprintf(out, "  last: %s\n", s[i].last.reason);
+        }
+        return 0;
+}
+
+int report_events(const struct cat_event *ev, size_t n, int as_json, FILE *out)
+{
+        char ts[40];
+
+        if (as_json) {
+                for (size_t i = 0; i < n; i++) {
+                        /* One object a line, so --follow can be piped into jq. */
+                        struct json j;
+                        json_init(&j, out);
+                        json_obj_begin(&j, NULL);
+                        json_int(&j, "id", ev[i].id);
+                        report_iso_time(ev[i].at_us, ts, sizeof(ts));
+                        json_str(&j, "at", ts);
+                        json_str(&j, "kind", ev[i].kind);
+                        json_str(&j, "group", ev[i].group[0] ? ev[i].group : NULL);
+                        json_str(&j, "txid", ev[i].txid[0] ? ev[i].txid : NULL);
+                        json_str(&j, "message", ev[i].message);
+                        json_obj_end(&j);
+                        json_end(&j);
+                }
+                return 0;
+        }
+        for (size_t i = 0; i < n; i++) {
+                report_iso_time(ev[i].at_us, ts, sizeof(ts));
+                fprintf(out, "%s %-9s %-12s %s%s%s\n", ts, ev[i].kind, ev[i].group[0] ? ev[i].group : "-",
+                        ev[i].txid[0] ? ev[i].txid : "", ev[i].txid[0] ? " " : "", ev[i].message);
+        }
+        return 0;
+}
+
+int report_prune(const char *group, const struct prune_item *it, size_t n, int dry_run, int as_json, FILE *out)
+{
+        char ts[40];
+        size_t keep = 0;
+
+        for (size_t i = 0; i < n; i++)
+                keep += it[i].keep ? 1 : 0;
+        if (as_json) {
+                struct json j;
+                json_init(&j, out);
+                json_obj_begin(&j, NULL);
+                json_str(&j, "group", group);
+                json_bool(&j, "dry_run", dry_run);
+                json_uint(&j, "kept", keep);
+                json_uint(&j, "removed", n - keep);
+                json_arr_begin(&j, "cuts");
+                for (size_t i = 0; i < n; i++) {
+                        json_obj_begin(&j, NULL);
+                        json_str(&j, "id", it[i].txid);
+                        json_str(&j, "name", it[i].name);
+                        report_iso_time(it[i].started_us, ts, sizeof(ts));
+                        json_str(&j, "started_at", ts);
+                        json_str(&j, "action", it[i].keep ? "keep" : dry_run ? "remove" : it[i].done ? "removed" : "failed");
+                        json_str(&j, "why", it[i].why);
+                        json_str(&j, "error", it[i].error[0] ? it[i].error : NULL);
+                        json_obj_end(&j);
+                }
+                json_arr_end(&j);
+                json_obj_end(&j);
+                json_end(&j);
+                return 0;
+        }
+        fprintf(out, "group %s: %zu cut(s), %zu kept, %zu %s\n", group, n, keep, n - keep,
+                dry_run ? "would be removed" : "removed or failed");
+        for (size_t i = 0; i < n; i++) {
+                report_iso_time(it[i].started_us, ts, sizeof(ts));
+                fprintf(out, "  %-7s %-28s %-24s %s%s%s\n",
+                        it[i].keep ? "keep" : dry_run ? "remove" : it[i].done ? "removed" : "FAILED", it[i].txid, ts,
+                        it[i].why, it[i].error[0] ? ": " : "", it[i].error);
         }
         return 0;
 }

@@ -25,3 +25,24 @@ int report_groups(const struct cfg_coord *cfg, int as_json, FILE *out);
 const char *report_state_name(const struct cat_txn *t);
 /* The same without the cut's fate. */
 const char *report_state_word(const struct cat_txn *t);
+
+/* Unix microseconds as 2026-11-25T21:40:00.123Z ("-" for 0 or less). */
+void report_iso_time(long long us, char *out, size_t n);
+
+/* One scheduled group as lockstepd sees it now. */
+struct report_sched {
+        char group[65];
+        char schedule[128];
+        long long next_due_s, next_start_s; /* -1: never */
+        int has_last;
+        struct cat_sched last;
+        int running;
+};
+int report_schedules(const struct report_sched *s, size_t n, int as_json, FILE *out);
+
+/* Events oldest first. */
+int report_events(const struct cat_event *ev, size_t n, int as_json, FILE *out);
+
+struct prune_item;
+/* A prune's plan (dry run) or outcome. */
+int report_prune(const char *group, const struct prune_item *it, size_t n, int dry_run, int as_json, FILE *out);

@@ -119,6 +119,7 @@ coordinator() {
                 echo "catalog: $T/catalog.db"
                 echo "counter_file: $T/coord.counter"
                 echo "step_timeout_s: ${STEP_TIMEOUT:-5}"
+                [ -z "${COORD_EXTRA:-}" ] || echo "$COORD_EXTRA"
                 echo "agents:"
                 for a in "$@"; do
                         echo "  - id: $a"
@@ -131,7 +132,8 @@ coordinator() {
 }
 
 start_lockstepd() { # [FAILPOINT]
-        LOCKSTEP_FAILPOINT=${1:-} "$LOCKSTEPD_BIN" -c "$T/coordinator.yaml" >> "$T/lockstepd.log" 2>&1 &
+        LOCKSTEP_FAILPOINT=${1:-} LOCKSTEP_CLOCK_FILE=${CLOCK_FILE:-} \
+                "$LOCKSTEPD_BIN" -c "$T/coordinator.yaml" >> "$T/lockstepd.log" 2>&1 &
         echo $! > "$T/lockstepd.pid"
         PIDS+=("$!")
         for _ in $(seq 1 100); do

@@ -731,6 +731,73 @@ static void test_concurrent_threads(void **state)
         assert_int_equal(raw_int(f->path, "SELECT count(*) FROM audit"), THREADS * PER_THREAD);
 }
 
+/* The event log pages oldest first from an id, or gives the newest page; a
+ * schedule's record survives reopening; reverts to a cut are counted. */
+static void test_events_schedules_reverts(void **state)
+{
+        struct fixture *f = *state;
+        struct cat_event ev = {0}, *got = NULL;
+        struct cat_sched cs = {0}, back;
+        size_t n = 0;
+        long long id = 0;
+        char rev[65];
+        lserr err = {0};
+
+        for (int i = 1; i <= 5; i++) {
+                snprintf(ev.kind, sizeof(ev.kind), "cut");
+                snprintf(ev.group, sizeof(ev.group), "shop");
+                snprintf(ev.message, sizeof(ev.message), "event %d", i);
+                assert_int_equal(cat_event_add(f->c, &ev, &id, &err), 0);
+        }
+        assert_int_equal(id, 5);
+        assert_int_equal(cat_events(f->c, 2, 2, 0, &got, &n, &err), 0);
+        assert_int_equal(n, 2);
+        assert_string_equal(got[0].message, "event 3");
+        assert_string_equal(got[1].message, "event 4");
+        free(got);
+        assert_int_equal(cat_events(f->c, 0, 2, 1, &got, &n, &err), 0);
+        assert_int_equal(n, 2);
+        assert_string_equal(got[0].message, "event 4"); /* the newest two, oldest first */
+        assert_string_equal(got[1].message, "event 5");
+        free(got);
+        ev.kind[0] = '\0';
+        assert_int_equal(cat_event_add(f->c, &ev, NULL, &err), -EINVAL);
+
+        assert_int_equal(cat_sched_get(f->c, "shop", &back, &err), -ENOENT);
+        snprintf(cs.group, sizeof(cs.group), "shop");
+        cs.last_due_s = 1767262500;
+        cs.last_run_us = 1767262500123456LL;
+        snprintf(cs.outcome, sizeof(cs.outcome), "committed");
+        cs.runs = 3;
+        cs.skipped = 1;
+        assert_int_equal(cat_sched_put(f->c, &cs, &err), 0);
+        cat_close(f->c);
+        assert_int_equal(cat_open(f->path, &f->c, &err), 0);
+        assert_int_equal(cat_sched_get(f->c, "shop", &back, &err), 0);
+        assert_int_equal(back.last_due_s, 1767262500);
+        assert_int_equal(back.last_run_us, 1767262500123456LL);
+        assert_string_equal(back.outcome, "committed");
+        assert_int_equal(back.runs, 3);
+        assert_int_equal(back.skipped, 1);
+
+        struct cat_txn cut = txn("cut-A", CAT_KIND_SNAPSHOT, "shop", 1000);
+        struct cat_txn r1 = txn("rev-1", CAT_KIND_REVERT, "shop", 2000), r2 = txn("rev-2", CAT_KIND_REVERT, "shop", 3000);
+        snprintf(r1.name, sizeof(r1.name), "cut-A");
+        snprintf(r2.name, sizeof(r2.name), "cut-A");
+        snprintf(r1.mode, sizeof(r1.mode), "revert");
+        snprintf(r2.mode, sizeof(r2.mode), "revert");
+        assert_int_equal(cat_txn_begin(f->c, &cut, &err), 0);
+        assert_int_equal(cat_reverted_to(f->c, "cut-A", rev, &err), 0);
+        assert_string_equal(rev, "");
+        assert_int_equal(cat_txn_begin(f->c, &r1, &err), 0);
+        assert_int_equal(cat_txn_begin(f->c, &r2, &err), 0);
+        assert_int_equal(cat_txn_decide(f->c, "rev-1", 1, "", &err), 0);
+        assert_int_equal(cat_txn_decide(f->c, "rev-2", 0, "prepare failed", &err), 0);
+        /* Only committed reverts put disks on the cut's images. */
+        assert_int_equal(cat_reverted_to(f->c, "cut-A", rev, &err), 1);
+        assert_string_equal(rev, "rev-1");
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -751,6 +818,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_decision_visible_to_second_connection, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_decision_survives_dying_process, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_concurrent_threads, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_events_schedules_reverts, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

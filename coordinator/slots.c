@@ -1,0 +1,240 @@
+/* slots: admission of transactions under the fleet limits, all-or-nothing. */
+#include "slots.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct holder {
+        char *group;
+        char **agents;
+        size_t n_agents;
+        char **members;
+        size_t n_members;
+};
+
+struct slots {
+        pthread_mutex_t lock;
+        pthread_cond_t changed; /* a slot was dropped or the limits changed */
+        unsigned fleet_max, agent_max;
+        struct holder *h;
+        size_t n, cap;
+        size_t waiting;
+};
+
+int slots_new(unsigned fleet_max, unsigned agent_max, struct slots **ret)
+{
+        struct slots *s = calloc(1, sizeof(*s));
+        pthread_condattr_t ca;
+
+        if (!s)
+                return -ENOMEM;
+        pthread_mutex_init(&s->lock, NULL);
+        /* Deadlines on the monotonic clock: a clock step must not stretch a wait. */
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&s->changed, &ca);
+        pthread_condattr_destroy(&ca);
+        s->fleet_max = fleet_max;
+        s->agent_max = agent_max;
+        *ret = s;
+        return 0;
+}
+
+static void holder_clear(struct holder *h)
+{
+        for (size_t i = 0; i < h->n_agents; i++)
+                free(h->agents[i]);
+        for (size_t i = 0; i < h->n_members; i++)
+                free(h->members[i]);
+        free(h->agents);
+        free(h->members);
+        free(h->group);
+        memset(h, 0, sizeof(*h));
+}
+
+void slots_free(struct slots *s)
+{
+        if (!s)
+                return;
+        for (size_t i = 0; i < s->n; i++)
+                holder_clear(&s->h[i]);
+        free(s->h);
+        pthread_cond_destroy(&s->changed);
+        pthread_mutex_destroy(&s->lock);
+        free(s);
+}
+
+void slots_set_limits(struct slots *s, unsigned fleet_max, unsigned agent_max)
+{
+        pthread_mutex_lock(&s->lock);
+        s->fleet_max = fleet_max;
+        s->agent_max = agent_max;
+        pthread_cond_broadcast(&s->changed);
+        pthread_mutex_unlock(&s->lock);
+}
+
+static int holds(char *const *list, size_t n, const char *x)
+{
+        for (size_t i = 0; i < n; i++)
+                if (!strcmp(list[i], x))
+                        return 1;
+        return 0;
+}
+
+static struct holder *holder_of(struct slots *s, const char *group)
+{
+        for (size_t i = 0; i < s->n; i++)
+                if (!strcmp(s->h[i].group, group))
+                        return &s->h[i];
+        return NULL;
+}
+
+/* 0 when need fits now; else -EAGAIN with the first thing in the way in err. */
+static int fits(struct slots *s, const struct slots_need *need, lserr *err)
+{
+        if (s->fleet_max && s->n >= s->fleet_max)
+                return lserr_set(err, -EAGAIN, "group \"%s\" waits: %zu cuts run in the fleet (max_cuts %u)",
+                                 need->group, s->n, s->fleet_max);
+        for (size_t a = 0; s->agent_max && a < need->n_agents; a++) {
+                unsigned on = 0;
+                for (size_t i = 0; i < s->n; i++)
+                        on += (unsigned)holds(s->h[i].agents, s->h[i].n_agents, need->agents[a]);
+                if (on >= s->agent_max)
+                        return lserr_set(err, -EAGAIN,
+                                         "group \"%s\" waits: %u cuts run on agent %s (max_cuts_per_agent %u)",
+                                         need->group, on, need->agents[a], s->agent_max);
+        }
+        for (size_t m = 0; m < need->n_members; m++)
+                for (size_t i = 0; i < s->n; i++)
+                        if (holds(s->h[i].members, s->h[i].n_members, need->members[m]))
+                                return lserr_set(err, -EAGAIN,
+                                                 "group \"%s\" waits: its member %s is in a transaction of group \"%s\"",
+                                                 need->group, need->members[m], s->h[i].group);
+        return 0;
+}
+
+static char **copy_list(const char *const *src, size_t n)
+{
+        char **out = calloc(n ? n : 1, sizeof(*out));
+
+        for (size_t i = 0; out && i < n; i++) {
+                out[i] = strdup(src[i]);
+                if (!out[i]) {
+                        while (i-- > 0)
+                                free(out[i]);
+                        free(out);
+                        return NULL;
+                }
+        }
+        return out;
+}
+
+static int add_holder(struct slots *s, const struct slots_need *need)
+{
+        struct holder h = {0};
+
+        if (s->n == s->cap) {
+                size_t cap = s->cap ? s->cap * 2 : 8;
+                struct holder *nh = realloc(s->h, cap * sizeof(*nh));
+                if (!nh)
+                        return -ENOMEM;
+                s->h = nh;
+                s->cap = cap;
+        }
+        h.group = strdup(need->group);
+        h.agents = copy_list(need->agents, need->n_agents);
+        h.members = copy_list(need->members, need->n_members);
+        h.n_agents = need->n_agents;
+        h.n_members = need->n_members;
+        if (!h.group || !h.agents || !h.members) {
+                if (!h.agents)
+                        h.n_agents = 0;
+                if (!h.members)
+                        h.n_members = 0;
+                holder_clear(&h);
+                return -ENOMEM;
+        }
+        s->h[s->n++] = h;
+        return 0;
+}
+
+int slots_take(struct slots *s, const struct slots_need *need, int wait_ms, lserr *err)
+{
+        struct timespec deadline;
+        lserr why = {0};
+        int r;
+
+        clock_gettime(CLOCK_MONOTONIC, &deadline);
+        deadline.tv_sec += wait_ms / 1000;
+        deadline.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+        if (deadline.tv_nsec >= 1000000000L) {
+                deadline.tv_sec++;
+                deadline.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&s->lock);
+        s->waiting++;
+        for (;;) {
+                if (holder_of(s, need->group)) {
+                        r = lserr_set(err, -EBUSY, "group \"%s\": a transaction of it is already running",
+                                      need->group);
+                        break;
+                }
+                lserr_clear(&why);
+                r = fits(s, need, &why);
+                if (r == 0) {
+                        r = add_holder(s, need);
+                        break;
+                }
+                if (wait_ms <= 0) {
+                        r = lserr_set(err, -EAGAIN, "%s", why.msg);
+                        break;
+                }
+                if (pthread_cond_timedwait(&s->changed, &s->lock, &deadline) == ETIMEDOUT) {
+                        lserr_clear(&why);
+                        if (!holder_of(s, need->group) && fits(s, need, &why) == 0) {
+                                r = add_holder(s, need);
+                                break;
+                        }
+                        r = lserr_set(err, -ETIMEDOUT, "%s (gave up after %d s)", why.msg[0] ? why.msg : need->group,
+                                      wait_ms / 1000);
+                        break;
+                }
+        }
+        s->waiting--;
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+void slots_drop(struct slots *s, const char *group)
+{
+        pthread_mutex_lock(&s->lock);
+        for (size_t i = 0; i < s->n; i++)
+                if (!strcmp(s->h[i].group, group)) {
+                        holder_clear(&s->h[i]);
+                        s->h[i] = s->h[--s->n];
+                        break;
+                }
+        pthread_cond_broadcast(&s->changed);
+        pthread_mutex_unlock(&s->lock);
+}
+
+int slots_busy(struct slots *s, const char *group)
+{
+        int r;
+
+        pthread_mutex_lock(&s->lock);
+        r = holder_of(s, group) != NULL;
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+void slots_counts(struct slots *s, size_t *ret_running, size_t *ret_waiting)
+{
+        pthread_mutex_lock(&s->lock);
+        *ret_running = s->n;
+        *ret_waiting = s->waiting;
+        pthread_mutex_unlock(&s->lock);
+}

@@ -1,0 +1,143 @@
+/* test_slots: admission under the fleet limits: one transaction per group, a
+ * VM never in two, K per agent, N in the fleet, waiting and giving up. */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "slots.h"
+
+static const char *const ab[] = {"host-a", "host-b"};
+static const char *const a_only[] = {"host-a"};
+static const char *const c_only[] = {"host-c"};
+
+static struct slots_need need(const char *group, const char *const *agents, size_t na, const char *const *members,
+                              size_t nm)
+{
+        struct slots_need n = {group, agents, na, members, nm};
+        return n;
+}
+
+static void test_one_per_group(void **state)
+{
+        static const char *const m1[] = {"web1@host-a"};
+        struct slots *s = NULL;
+        struct slots_need n = need("shop", a_only, 1, m1, 1);
+        lserr err = {0};
+
+        (void)state;
+        assert_int_equal(slots_new(0, 0, &s), 0);
+        assert_int_equal(slots_take(s, &n, 0, &err), 0);
+        assert_true(slots_busy(s, "shop"));
+        /* A second of the same group is refused at once, even with time to wait. */
+        assert_int_equal(slots_take(s, &n, 2000, &err), -EBUSY);
+        assert_non_null(strstr(err.msg, "group \"shop\": a transaction of it is already running"));
+        slots_drop(s, "shop");
+        assert_false(slots_busy(s, "shop"));
+        lserr_clear(&err);
+        assert_int_equal(slots_take(s, &n, 0, &err), 0);
+        slots_free(s);
+}
+
+static void test_limits_and_shared_members(void **state)
+{
+        static const char *const m1[] = {"web1@host-a", "db1@host-b"};
+        static const char *const m2[] = {"web2@host-a"};
+        static const char *const m3[] = {"db1@host-b"};
+        static const char *const m4[] = {"x@host-c"};
+        struct slots *s = NULL;
+        struct slots_need g1 = need("g1", ab, 2, m1, 2), g2 = need("g2", a_only, 1, m2, 1),
+                          g3 = need("g3", ab + 1, 1, m3, 1), g4 = need("g4", c_only, 1, m4, 1);
+        size_t running, waiting;
+        lserr err = {0};
+
+        (void)state;
+        assert_int_equal(slots_new(2, 1, &s), 0);
+        assert_int_equal(slots_take(s, &g1, 0, &err), 0);
+        /* host-a is at its limit of 1. */
+        assert_int_equal(slots_take(s, &g2, 0, &err), -EAGAIN);
+        assert_non_null(strstr(err.msg, "1 cuts run on agent host-a (max_cuts_per_agent 1)"));
+        lserr_clear(&err);
+        /* g3 shares db1@host-b with g1 (and host-b is full too: limits first). */
+        slots_set_limits(s, 2, 2);
+        assert_int_equal(slots_take(s, &g3, 0, &err), -EAGAIN);
+        assert_non_null(strstr(err.msg, "its member db1@host-b is in a transaction of group \"g1\""));
+        lserr_clear(&err);
+        assert_int_equal(slots_take(s, &g4, 0, &err), 0);
+        /* The fleet holds 2 = max_cuts. */
+        assert_int_equal(slots_take(s, &g2, 0, &err), -EAGAIN);
+        assert_non_null(strstr(err.msg, "2 cuts run in the fleet (max_cuts 2)"));
+        lserr_clear(&err);
+        /* Waiting gives up with the reason. */
+        assert_int_equal(slots_take(s, &g2, 200, &err), -ETIMEDOUT);
+        assert_non_null(strstr(err.msg, "gave up"));
+        slots_counts(s, &running, &waiting);
+        assert_int_equal(running, 2);
+        assert_int_equal(waiting, 0);
+        slots_drop(s, "g4");
+        lserr_clear(&err);
+        assert_int_equal(slots_take(s, &g2, 0, &err), 0);
+        slots_free(s);
+}
+
+struct waiter {
+        struct slots *s;
+        struct slots_need n;
+        int r;
+};
+
+static void *wait_main(void *p)
+{
+        struct waiter *w = p;
+        lserr err = {0};
+
+        w->r = slots_take(w->s, &w->n, 5000, &err);
+        return NULL;
+}
+
+/* A waiter is let in as soon as what held it is dropped, well before its deadline. */
+static void test_waiter_woken_by_drop(void **state)
+{
+        static const char *const m1[] = {"vm@host-a"};
+        static const char *const m2[] = {"vm2@host-a"};
+        struct slots *s = NULL;
+        struct slots_need g1 = need("g1", a_only, 1, m1, 1);
+        struct waiter w = {0};
+        size_t running = 0, waiting = 0;
+        pthread_t th;
+        lserr err = {0};
+
+        (void)state;
+        assert_int_equal(slots_new(1, 0, &s), 0);
+        assert_int_equal(slots_take(s, &g1, 0, &err), 0);
+        w.s = s;
+        w.n = need("g2", a_only, 1, m2, 1);
+        w.r = 1;
+        assert_int_equal(pthread_create(&th, NULL, wait_main, &w), 0);
+        for (int i = 0; i < 200 && waiting == 0; i++) {
+                usleep(5000);
+                slots_counts(s, &running, &waiting);
+        }
+        assert_int_equal(waiting, 1);
+        slots_drop(s, "g1");
+        pthread_join(th, NULL);
+        assert_int_equal(w.r, 0);
+        assert_true(slots_busy(s, "g2"));
+        slots_free(s);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_one_per_group),
+                cmocka_unit_test(test_limits_and_shared_members),
+                cmocka_unit_test(test_waiter_woken_by_drop),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
