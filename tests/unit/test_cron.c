@@ -233,7 +233,14 @@ static void test_parse_sets(void **state)
         for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
                 assert_int_equal(cron_parse(pairs[i][0], &c, NULL), 0);
                 assert_int_equal(cron_parse(pairs[i][1], &d, NULL), 0);
-                assert_memory_equal(&c, &d, sizeof(c));
+                /* Field by field: the struct has padding, whose bytes mean nothing. */
+                assert_true(c.minutes == d.minutes);
+                assert_int_equal(c.hours, d.hours);
+                assert_int_equal(c.mdays, d.mdays);
+                assert_int_equal(c.months, d.months);
+                assert_int_equal(c.wdays, d.wdays);
+                assert_int_equal(c.mday_any, d.mday_any);
+                assert_int_equal(c.wday_any, d.wday_any);
         }
 }
 
