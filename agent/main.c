@@ -14,6 +14,7 @@
 #include "hv.h"
 #include "keys.h"
 #include "log.h"
+#include "notify.h"
 #include "replay.h"
 #include "transport.h"
 #include "txn.h"
@@ -158,6 +159,11 @@ int main(int argc, char **argv)
         log_info("agent \"%s\" listening on %s (key %s, %u authorized key%s, backend %s, guardian pid %d)", cfg->id,
                  cfg->listen, fpr, cfg->n_authorized, cfg->n_authorized == 1 ? "" : "s", hv_backend_name(hv),
                  guardian_pid(g));
+        {
+                char st[160];
+                snprintf(st, sizeof(st), "agent %s on %s, backend %s", cfg->id, cfg->listen, hv_backend_name(hv));
+                notify_ready(st);
+        }
 
         for (;;) {
                 if (sigwait(&set, &sig) != 0)
@@ -165,6 +171,7 @@ int main(int argc, char **argv)
                 if (sig == SIGHUP)
                         continue;
                 log_info("agent \"%s\": signal %s, stopping", cfg->id, strsignal(sig));
+                notify_stopping();
                 break;
         }
         rc = 0;

@@ -13,6 +13,7 @@
 #include "fsutil.h"
 #include "journal.h"
 #include "log.h"
+#include "notify.h"
 #include "names.h"
 
 #define MAX_PARALLEL 16
@@ -1544,6 +1545,9 @@ static void tick(struct txn_mgr *mg)
 static void *reaper_main(void *p)
 {
         struct txn_mgr *mg = p;
+        /* The systemd watchdog watches this loop: it is the one that ends
+         * leases, so a stall here is what must get the agent restarted. */
+        long long wd_us = (long long)notify_watchdog_ms() * 500, last_ping = 0;
 
         pthread_mutex_lock(&mg->lock);
         while (!mg->stop) {
@@ -1559,6 +1563,10 @@ static void *reaper_main(void *p)
                         break;
                 pthread_mutex_unlock(&mg->lock);
                 tick(mg);
+                if (wd_us && fsutil_mono_us() - last_ping >= wd_us) {
+                        notify_watchdog();
+                        last_ping = fsutil_mono_us();
+                }
                 pthread_mutex_lock(&mg->lock);
         }
         pthread_mutex_unlock(&mg->lock);

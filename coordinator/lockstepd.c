@@ -22,6 +22,7 @@
 #include "lockstep.pb-c.h"
 #include "log.h"
 #include "metrics.h"
+#include "notify.h"
 #include "prune.h"
 #include "report.h"
 #include "schedule.h"
@@ -763,6 +764,7 @@ static int reload(struct daemon *d, int wait_ms, int *ret_applied, lserr *err)
                 r = engine_new(cfg, d->key, d->cat, d->ctr, d->slots, &eng, err);
         if (r < 0) {
                 cfg_coord_free(cfg);
+                log_err("reload of %s refused: %s", d->cfg_path, err->msg);
                 event(d, "reload", NULL, NULL, "refused, the running configuration stays: %s", err->msg);
                 return r;
         }
@@ -784,6 +786,11 @@ static void *sched_main(void *p)
         struct daemon *d = p;
         /* A test clock moves in jumps: look often. */
         int tick_ms = getenv("LOCKSTEP_CLOCK_FILE") ? 100 : 1000;
+        /* The systemd watchdog watches this loop: it starts every scheduled cut. */
+        unsigned wd_ms = notify_watchdog_ms();
+
+        if (wd_ms && (unsigned)tick_ms > wd_ms / 2)
+                tick_ms = (int)(wd_ms / 2);
 
         pthread_mutex_lock(&d->stop_lock);
         while (!d->stop) {
@@ -800,6 +807,8 @@ static void *sched_main(void *p)
                 pthread_rwlock_rdlock(&d->gen);
                 sched_tick(d);
                 pthread_rwlock_unlock(&d->gen);
+                if (wd_ms)
+                        notify_watchdog();
                 pthread_mutex_lock(&d->stop_lock);
         }
         pthread_mutex_unlock(&d->stop_lock);
@@ -1169,6 +1178,12 @@ int main(int argc, char **argv)
                 sched_started = 1;
         log_info("lockstepd %s: control %s, catalog %s, %u agents, %u groups, %zu scheduled", LOCKSTEP_VERSION,
                  d.cfg->control, d.cfg->catalog, d.cfg->n_agents, d.cfg->n_groups, d.n_sched);
+        {
+                char st[160];
+                snprintf(st, sizeof(st), "%u agents, %u groups, %zu scheduled", d.cfg->n_agents, d.cfg->n_groups,
+                         d.n_sched);
+                notify_ready(st);
+        }
         for (;;) {
                 if (sigwait(&set, &sig) != 0)
                         continue;
@@ -1176,10 +1191,15 @@ int main(int argc, char **argv)
                         int applied = 0;
                         lserr e2 = {0};
                         log_info("signal SIGHUP: reloading %s", path);
+                        notify_reloading();
                         reload(&d, 0, &applied, &e2); /* refusals are logged as events */
+                        notify_ready(applied ? "configuration reloaded"
+                                     : e2.msg[0] ? "reload refused; running configuration kept"
+                                                 : "reload waits for running operations");
                         continue;
                 }
                 log_info("signal %s: stopping", strsignal(sig));
+                notify_stopping();
                 break;
         }
         rc = 0;

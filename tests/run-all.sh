@@ -13,7 +13,7 @@ step() { printf '\n== %s ==\n' "$*"; }
 
 step "gcc build + unit tests"
 CC=gcc "$top/deploy/build.sh" "$top/build-gcc"
-ctest --test-dir "$top/build-gcc" -L unit --output-on-failure -j2
+ctest --test-dir "$top/build-gcc" -L 'unit|package' --output-on-failure -j2
 
 step "clang build + unit tests"
 CC=clang "$top/deploy/build.sh" "$top/build-clang"
