@@ -818,21 +818,20 @@ out:
         return r;
 }
 
-int cat_reverted_to(struct catalog *c, const char *cut_txid, char ret_txid[65], lserr *err)
+int cat_reverts_since(struct catalog *c, const char *group, long long since_us, char ret_txid[65], lserr *err)
 {
         sqlite3_stmt *st = NULL;
         int rc, r = 0;
 
-        if (!id_fits(cut_txid, ID_FIELD, 0))
-                return lserr_set(err, -EINVAL, "catalog \"%s\": reverts: transaction id empty or too long", c->path);
+        if (!id_fits(group, ID_FIELD, 0))
+                return lserr_set(err, -EINVAL, "catalog \"%s\": reverts: group name empty or too long", c->path);
         pthread_mutex_lock(&c->lock);
         rc = sqlite3_prepare_v2(c->db,
-                                "SELECT txid, (SELECT count(*) FROM txns WHERE kind = 'revert' AND mode = 'revert'"
-                                "        AND name = ?1 AND committed = 1)"
-                                " FROM txns WHERE kind = 'revert' AND mode = 'revert' AND name = ?1 AND committed = 1"
-                                " ORDER BY started_us DESC LIMIT 1",
+                                "SELECT txid, count(*) OVER () FROM txns WHERE kind = 'revert' AND group_name = ?1"
+                                " AND committed = 1 AND started_us > ?2 ORDER BY started_us DESC LIMIT 1",
                                 -1, &st, NULL);
-        bind_id(st, 1, cut_txid, &rc);
+        bind_id(st, 1, group, &rc);
+        bind_int(st, 2, since_us, &rc);
         if (rc == SQLITE_OK)
                 rc = sqlite3_step(st);
         if (rc == SQLITE_ROW) {
@@ -841,8 +840,7 @@ int cat_reverted_to(struct catalog *c, const char *cut_txid, char ret_txid[65], 
         } else if (rc == SQLITE_DONE) {
                 ret_txid[0] = '\0';
         } else {
-                r = lserr_set(err, rc_errno(rc), "catalog \"%s\": reverts to \"%s\": %s", c->path, cut_txid,
-                              why(c, rc));
+                r = lserr_set(err, rc_errno(rc), "catalog \"%s\": reverts of \"%s\": %s", c->path, group, why(c, rc));
         }
         sqlite3_finalize(st);
         pthread_mutex_unlock(&c->lock);

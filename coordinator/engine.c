@@ -789,17 +789,18 @@ int engine_delete(struct engine *e, const char *cut_txid, engine_event_fn ev, vo
                 return lserr_set(err, -EALREADY, "cut \"%s\" is already deleted", cut_txid);
         {
                 char rev[65];
-                r = cat_reverted_to(e->cat, cut_txid, rev, err);
+                r = cat_reverts_since(e->cat, cut.group, cut.started_us, rev, err);
                 if (r < 0)
                         return r;
-                /* A revert's overlay (the disks run on it, or it is kept as a
-                 * branch) has the cut's images as its base: merging into them
-                 * would change what that branch holds. */
+                /* The chains branched at the revert: this cut's layers are in
+                 * the pre-revert branch it kept (and a revert's overlay may sit
+                 * on them). Merging would change what that branch holds. */
                 if (r > 0)
                         return lserr_set(err, -EBUSY,
-                                         "cut \"%s\" is the base of %d revert(s) (newest %s), whose disks sit on its "
-                                         "images; it cannot be deleted while they are kept",
-                                         cut_txid, r, rev);
+                                         "cut \"%s\" is older than %d revert(s) of group \"%s\" (newest %s): its "
+                                         "layers are shared with the pre-revert branch kept for --undo; it cannot be "
+                                         "deleted while that branch is kept",
+                                         cut_txid, r, cut.group, rev);
         }
         r = items_of(e, cut_txid, NULL, &m, &items, &n, &nm, NULL, err);
         if (r < 0)

@@ -20,8 +20,9 @@ struct prune_item {
 };
 
 /* Every committed cut of the group that is not deleted, newest first, with
- * the policy's verdict. A cut a revert went to is always kept (pinned): the
- * revert's disks sit on its images. *ret is the caller's (free). */
+ * the policy's verdict. A cut older than a committed revert of the group is
+ * always kept (pinned): its layers are shared with the pre-revert branch the
+ * revert kept. *ret is the caller's (free). */
 int prune_plan(struct catalog *cat, const struct cfg_group *g, struct prune_item **ret, size_t *ret_n, lserr *err);
 
 /* Deletes the items not kept, oldest first, through engine_delete (so each is

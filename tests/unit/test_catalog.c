@@ -787,15 +787,17 @@ static void test_events_schedules_reverts(void **state)
         snprintf(r1.mode, sizeof(r1.mode), "revert");
         snprintf(r2.mode, sizeof(r2.mode), "revert");
         assert_int_equal(cat_txn_begin(f->c, &cut, &err), 0);
-        assert_int_equal(cat_reverted_to(f->c, "cut-A", rev, &err), 0);
+        assert_int_equal(cat_reverts_since(f->c, "shop", 1000, rev, &err), 0);
         assert_string_equal(rev, "");
         assert_int_equal(cat_txn_begin(f->c, &r1, &err), 0);
         assert_int_equal(cat_txn_begin(f->c, &r2, &err), 0);
         assert_int_equal(cat_txn_decide(f->c, "rev-1", 1, "", &err), 0);
         assert_int_equal(cat_txn_decide(f->c, "rev-2", 0, "prepare failed", &err), 0);
-        /* Only committed reverts put disks on the cut's images. */
-        assert_int_equal(cat_reverted_to(f->c, "cut-A", rev, &err), 1);
+        /* Only committed reverts branch the chains; only later ones count. */
+        assert_int_equal(cat_reverts_since(f->c, "shop", 1000, rev, &err), 1);
         assert_string_equal(rev, "rev-1");
+        assert_int_equal(cat_reverts_since(f->c, "shop", 2000, rev, &err), 0);
+        assert_int_equal(cat_reverts_since(f->c, "other", 0, rev, &err), 0);
 }
 
 int main(void)
