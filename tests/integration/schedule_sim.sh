@@ -169,6 +169,13 @@ printf '  - name: added\n    members: [evm1@host-e]\n    schedule: "@daily"\n' >
 out=$(ls_cli reload 2>&1) && rc=0 || rc=$?
 check "lockstep reload with a good file: applied ($out)" [ "$rc:$(sched added .next_due_at)" = "0:2026-01-02T00:00:00.000Z" ]
 check "... and the group can be cut" ls_cli snapshot create added
+ls_cli events --follow --json > "$T/follow.jsonl" 2> "$T/follow.err" &
+follower=$!
+followed() { jq -s -e --arg n "$1" 'any(.[]; .kind == "cut" and .group == "added" and (.message | test("committed"))) and ([.[] | select(.kind == "cut" and .group == "added")] | length) == ($n | tonumber)' "$T/follow.jsonl" > /dev/null; }
+check "events --follow starts with the newest events" wait_for 10 followed 1
+ls_cli snapshot create added > /dev/null
+check "... and shows the next cut as it happens" wait_for 10 followed 2
+kill "$follower"; wait "$follower" 2> /dev/null || true
 check "... nocatch's missed run still counted once after the reload" is "0 1" sched nocatch '"\(.runs) \(.skipped)"'
 
 finish
