@@ -292,8 +292,12 @@ static void *op_main(void *p)
                               r == 0 ? "committed" : r == 1 ? "aborted" : "failed", have && t.reason[0] ? ": " : "",
                               have ? t.reason : "");
                 } else if (op->is_delete) {
-                        event(d, "delete", NULL, op->target, "%s%s%s", r == 0 ? "deleted" : "not deleted",
-                              r < 0 ? ": " : "", r < 0 ? err.msg : "");
+                        struct cat_txn t;
+                        lserr e2 = {0};
+                        int have = cat_txn_get(d->cat, op->target, &t, &e2) == 0;
+                        event(d, "delete", have ? t.group : NULL, op->target, "%s%s%s",
+                              r == 0 ? "deleted" : "not deleted", r < 0 ? ": " : "",
+                              r < 0 ? err.msg : have && r == 1 ? t.cut_status_reason : "");
                 }
                 if (op->scheduled) {
                         struct cat_txn t;
