@@ -1114,6 +1114,10 @@ int main(int argc, char **argv)
                 default: usage(stderr); return 2;
                 }
         }
+        if (optind != argc) {
+                usage(stderr);
+                return 2;
+        }
         log_setup("lockstepd", level);
         the_daemon = &d;
         pthread_mutex_init(&d.lock, NULL);
