@@ -1,0 +1,285 @@
+/* control: lockstepd's control socket: one request, one reply, for the CLI.
+ * Long operations are started here and followed with op.poll. */
+#include "daemon.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "prune.h"
+#include "report.h"
+
+static const char *option(const Lockstep__ControlRequest *q, const char *key)
+{
+        size_t kl = strlen(key);
+
+        for (size_t i = 0; i < q->n_options; i++)
+                if (!strncmp(q->options[i], key, kl) && q->options[i][kl] == '=')
+                        return q->options[i] + kl + 1;
+        return NULL;
+}
+
+static void reply_error(Lockstep__ControlReply *rep, int code, const char *msg, char **owned)
+{
+        rep->exit_code = code;
+        *owned = strdup(msg);
+        rep->error = *owned ? *owned : (char *)"out of memory";
+}
+
+static int launch_reply(struct daemon *d, struct op *op, Lockstep__ControlReply *rep, char **owned);
+
+static int start_snapshot(struct daemon *d, const Lockstep__ControlRequest *q, Lockstep__ControlReply *rep,
+                          char **owned)
+{
+        const char *mode = option(q, "mode"), *lease = option(q, "lease"), *name = option(q, "name");
+        int is_delete = !strcmp(q->command, "snapshot.delete"), is_revert = !strcmp(q->command, "snapshot.revert");
+        struct op *op;
+
+        if ((is_delete || is_revert) && q->n_args != 1) {
+                reply_error(rep, 2, is_delete ? "usage: snapshot delete ID" : "usage: snapshot revert ID [--undo]", owned);
+                return 0;
+        }
+        if (q->n_args != 1) {
+                reply_error(rep, 2, "usage: snapshot create GROUP [--name N] [--mode quiesce|pause|memory] [--lease S]",
+                            owned);
+                return 0;
+        }
+        op = calloc(1, sizeof(*op));
+        if (!op)
+                return -ENOMEM;
+        op->is_delete = is_delete;
+        op->is_revert = is_revert;
+        op->undo = option(q, "undo") != NULL;
+        snprintf(op->target, sizeof(op->target), "%.64s", q->args[0]);
+        snprintf(op->group, sizeof(op->group), "%.64s", q->args[0]);
+        snprintf(op->name, sizeof(op->name), "%.64s", name ? name : "");
+        op->mode = !mode ? -1 : !strcmp(mode, "quiesce") ? CFG_MODE_QUIESCE : !strcmp(mode, "pause") ? CFG_MODE_PAUSE
+                                                       : !strcmp(mode, "memory")                     ? CFG_MODE_MEMORY
+                                                                                                     : -2;
+        op->lease_s = lease ? (unsigned)strtoul(lease, NULL, 10) : 0;
+        if (op->mode == -2 || (lease && op->lease_s == 0)) {
+                free(op);
+                reply_error(rep, 2, "snapshot create: --mode must be quiesce, pause or memory; --lease a number of seconds",
+                            owned);
+                return 0;
+        }
+        return launch_reply(d, op, rep, owned);
+}
+
+static int launch_reply(struct daemon *d, struct op *op, Lockstep__ControlReply *rep, char **owned)
+{
+        lserr err = {0};
+
+        if (ops_launch(d, op, &err) < 0) {
+                reply_error(rep, 2, err.msg, owned);
+                return 0;
+        }
+        *owned = strdup(op->id);
+        rep->op = *owned;
+        return 0;
+}
+
+static int events_reply(struct daemon *d, const Lockstep__ControlRequest *q, Lockstep__ControlReply *rep,
+                        char **text, char **json, lserr *err)
+{
+        const char *lim = option(q, "limit");
+        struct cat_event *ev = NULL;
+        size_t n = 0, tl = 0, jl = 0;
+        long long after = q->from;
+        /* The first call of a listing shows the newest; a follow asks from its last id on. */
+        int newest = option(q, "since") == NULL;
+        size_t limit = lim ? strtoul(lim, NULL, 10) : 50;
+        int r;
+
+        if (limit == 0 || limit > EVENTS_PAGE)
+                limit = EVENTS_PAGE;
+        r = cat_events(d->cat, after, limit, newest, &ev, &n, err);
+        if (r < 0)
+                return r;
+        FILE *tf = open_memstream(text, &tl), *jf = open_memstream(json, &jl);
+        if (tf) {
+                report_events(ev, n, 0, tf);
+                fclose(tf);
+        }
+        if (jf) {
+                report_events(ev, n, 1, jf);
+                fclose(jf);
+        }
+        rep->text = *text;
+        rep->json = *json;
+        rep->next = n ? (uint32_t)ev[n - 1].id : (uint32_t)after;
+        rep->done = 1;
+        free(ev);
+        return 0;
+}
+
+static int prune_reply(struct daemon *d, const Lockstep__ControlRequest *q, Lockstep__ControlReply *rep,
+                       char **owned, char **text, char **json)
+{
+        const struct cfg_group *g = q->n_args == 1 ? cfg_coord_group(d->cfg, q->args[0]) : NULL;
+        struct prune_item *items = NULL;
+        size_t n = 0, tl = 0, jl = 0;
+        lserr err = {0};
+
+        if (q->n_args != 1) {
+                reply_error(rep, 2, "usage: prune GROUP [--dry-run]", owned);
+                return 0;
+        }
+        if (!g) {
+                char msg[128];
+                snprintf(msg, sizeof(msg), "group \"%.64s\" is not in the configuration", q->args[0]);
+                reply_error(rep, 2, msg, owned);
+                return 0;
+        }
+        if (!option(q, "dry_run")) {
+                struct op *op = calloc(1, sizeof(*op));
+                if (!op)
+                        return -ENOMEM;
+                op->is_prune = 1;
+                snprintf(op->group, sizeof(op->group), "%s", g->name);
+                return launch_reply(d, op, rep, owned);
+        }
+        if (prune_plan(d->cat, g, &items, &n, &err) < 0) {
+                reply_error(rep, 2, err.msg, owned);
+                return 0;
+        }
+        FILE *tf = open_memstream(text, &tl), *jf = open_memstream(json, &jl);
+        if (tf) {
+                report_prune(g->name, items, n, 1, 0, tf);
+                fclose(tf);
+        }
+        if (jf) {
+                report_prune(g->name, items, n, 1, 1, jf);
+                fclose(jf);
+        }
+        free(items);
+        rep->text = *text;
+        rep->json = *json;
+        rep->done = 1;
+        return 0;
+}
+
+static void recover_event(void *arg, const char *line)
+{
+        FILE *f = arg;
+        fprintf(f, "%s\n", line);
+}
+
+/* Commands that read the running configuration or use its engine; they hold
+ * gen so that a reload waits for them. */
+static int control_gen(struct daemon *d, const Lockstep__ControlRequest *q, Lockstep__ControlReply *rep,
+                       char **owned, char **text, char **json)
+{
+        lserr err = {0};
+        int r = 0;
+
+        if (!strcmp(q->command, "snapshot.create") || !strcmp(q->command, "snapshot.delete") ||
+            !strcmp(q->command, "snapshot.revert")) {
+                r = start_snapshot(d, q, rep, owned);
+        } else if (!strcmp(q->command, "snapshot.list") || !strcmp(q->command, "snapshot.show") ||
+                   !strcmp(q->command, "agents") || !strcmp(q->command, "groups") ||
+                   !strcmp(q->command, "schedules")) {
+                int (*fn)(struct daemon *, const void *, int, FILE *, lserr *) =
+                        !strcmp(q->command, "snapshot.list")   ? ops_r_cuts
+                        : !strcmp(q->command, "snapshot.show") ? ops_r_cut
+                        : !strcmp(q->command, "agents")        ? ops_r_agents
+                        : !strcmp(q->command, "schedules")     ? service_r_schedules
+                                                               : ops_r_groups;
+                const char *a = q->n_args ? q->args[0] : NULL;
+                if (fn == ops_r_cut && !a) {
+                        rep->exit_code = 2;
+                        rep->error = (char *)"usage: snapshot show ID";
+                } else {
+                        if (fn == ops_r_agents)
+                                engine_poll_agents(d->eng, &err);
+                        *text = ops_render(fn, d, a, 0, &err);
+                        *json = ops_render(fn, d, a, 1, &err);
+                        rep->text = *text;
+                        rep->json = *json;
+                        if (!*text || !*json)
+                                reply_error(rep, 2, err.msg[0] ? err.msg : "cannot render", owned);
+                }
+                rep->done = 1;
+        } else if (!strcmp(q->command, "prune")) {
+                r = prune_reply(d, q, rep, owned, text, json);
+        } else if (!strcmp(q->command, "recover")) {
+                unsigned left = 0;
+                size_t tl = 0;
+                FILE *f = open_memstream(text, &tl);
+                r = f ? engine_recover(d->eng, recover_event, f, &left, &err) : -ENOMEM;
+                if (f) {
+                        fprintf(f, "%s\n", r < 0 ? err.msg
+                                          : left  ? "some transactions could not be finished yet: an agent is unreachable"
+                                                  : "nothing left unresolved");
+                        fclose(f);
+                }
+                rep->text = *text;
+                rep->exit_code = r < 0 || left ? 1 : 0;
+                rep->done = 1;
+                r = 0;
+        } else {
+                rep->exit_code = 2;
+                rep->error = (char *)"unknown command";
+        }
+        return r;
+}
+
+int control_handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, size_t *ret_len)
+{
+        struct daemon *d = arg;
+        Lockstep__ControlReply rep = LOCKSTEP__CONTROL_REPLY__INIT;
+        Lockstep__ControlRequest *q = lockstep__control_request__unpack(NULL, len, req);
+        char *owned = NULL, *text = NULL, *json = NULL, **strs = NULL;
+        size_t n_strs = 0;
+        lserr err = {0};
+        int r = 0;
+
+        if (!q) {
+                rep.exit_code = 2;
+                rep.error = (char *)"control request does not unpack";
+        } else if (!strcmp(q->command, "op.poll")) {
+                r = ops_poll(d, q, &rep, &strs, &n_strs);
+        } else if (!strcmp(q->command, "events")) {
+                if (events_reply(d, q, &rep, &text, &json, &err) < 0)
+                        reply_error(&rep, 2, err.msg, &owned);
+        } else if (!strcmp(q->command, "reload")) {
+                int applied = 0;
+                size_t tl = 0;
+                FILE *f;
+                /* Not under gen: the reload itself has to take it. */
+                if (service_reload(d, 5000, &applied, &err) < 0) {
+                        reply_error(&rep, 1, err.msg, &owned);
+                } else if ((f = open_memstream(&text, &tl))) {
+                        fprintf(f, applied ? "configuration %s reloaded\n"
+                                           : "configuration %s is valid; it applies once the running operations finish\n",
+                                d->cfg_path);
+                        fclose(f);
+                        rep.text = text;
+                }
+                rep.done = 1;
+        } else {
+                pthread_rwlock_rdlock(&d->gen);
+                r = control_gen(d, q, &rep, &owned, &text, &json);
+                pthread_rwlock_unlock(&d->gen);
+        }
+        if (r >= 0) {
+                size_t n = lockstep__control_reply__get_packed_size(&rep);
+                *ret = malloc(n ? n : 1);
+                if (*ret) {
+                        lockstep__control_reply__pack(&rep, *ret);
+                        *ret_len = n;
+                } else {
+                        r = -ENOMEM;
+                }
+        }
+        for (size_t i = 0; i < n_strs; i++)
+                free(strs[i]);
+        free(strs);
+        free(owned);
+        free(text);
+        free(json);
+        if (q)
+                lockstep__control_request__free_unpacked(q, NULL);
+        return r;
+}

@@ -1,0 +1,123 @@
+/* daemon: lockstepd's shared state and the functions its parts call on each
+ * other: ops.c (long operations the CLI follows), service.c (schedules, reload,
+ * metrics), control.c (the control socket), lockstepd.c (main). */
+#pragma once
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "catalog.h"
+#include "config.h"
+#include "counter.h"
+#include "engine.h"
+#include "keys.h"
+#include "lockstep.pb-c.h"
+#include "lserr.h"
+#include "metrics.h"
+#include "names.h"
+#include "schedule.h"
+#include "slots.h"
+
+#define MAX_OPS 64
+#define MAX_EVENTS 4096
+#define EVENTS_PAGE 500
+
+/* A long operation the CLI follows by polling. */
+struct op {
+        char id[24];
+        int is_delete;            /* snapshot.delete of cut `target` */
+        int is_revert, undo;      /* snapshot.revert to `target` */
+        int is_prune;             /* prune of `group` */
+        int scheduled;            /* a scheduled cut of `group`, due at due_s */
+        long long due_s, started_us;
+        char target[65];
+        char group[LS_NAME_MAX + 1];
+        char name[LS_NAME_MAX + 1];
+        int mode;
+        unsigned lease_s;
+        char txid[65];
+        char **events;
+        size_t n_events;
+        int done, exit_code;
+        char *text, *json, *error;
+        pthread_t thread;
+};
+
+struct daemon {
+        const char *cfg_path;
+        /* cfg and eng are replaced by a reload: whoever uses them holds gen
+         * for reading; the reload swaps them holding it for writing. */
+        pthread_rwlock_t gen;
+        struct cfg_coord *cfg;
+        struct engine *eng;
+        struct cfg_coord *pending_cfg; /* a validated reload waiting for running ops */
+        struct engine *pending_eng;
+        struct catalog *cat;
+        struct keys_secret *key;
+        struct counter *ctr; /* outlive reloads, shared by every engine */
+        struct slots *slots;
+        struct metrics *metrics;
+        char metrics_url[256]; /* where it serves now, "" when off */
+        struct schedule *sched; /* one per scheduled group; under lock */
+        size_t n_sched;
+        pthread_mutex_t lock; /* ops, sched, pending */
+        pthread_cond_t op_changed; /* an op has a new event or is done */
+        struct op *ops[MAX_OPS];
+        unsigned next_op;
+        int stop;
+        pthread_mutex_t stop_lock;
+        pthread_cond_t stop_cond;
+};
+
+/* The one daemon of this process, for callbacks that only get their op. */
+extern struct daemon *daemon_self;
+
+/* ---- ops.c ---- */
+
+/* One line in the catalog's event log (lockstep events) and in the log. */
+void ops_event(struct daemon *d, const char *kind, const char *group, const char *txid, const char *fmt, ...)
+        __attribute__((format(printf, 5, 6)));
+/* An engine progress line for the op given as arg. */
+void ops_progress(void *arg, const char *line);
+
+typedef int (*ops_render_fn)(struct daemon *d, const void *a, int as_json, FILE *f, lserr *err);
+/* fn's output as a malloc'd string (the caller's), NULL on failure. */
+char *ops_render(ops_render_fn fn, struct daemon *d, const void *a, int as_json, lserr *err);
+int ops_r_cut(struct daemon *d, const void *a, int j, FILE *f, lserr *err);
+int ops_r_cuts(struct daemon *d, const void *a, int j, FILE *f, lserr *err);
+int ops_r_agents(struct daemon *d, const void *a, int j, FILE *f, lserr *err);
+int ops_r_groups(struct daemon *d, const void *a, int j, FILE *f, lserr *err);
+
+/* Starts op in its own thread; the daemon owns it from here on, also on failure. */
+int ops_launch(struct daemon *d, struct op *op, lserr *err);
+/* Joins and frees a finished op. */
+void ops_free(struct op *op);
+/* Whether an operation of the group is running (or waits for its slot). */
+int ops_group_running(struct daemon *d, const char *group);
+/* op.poll: events from q->from on, and the result once done. */
+int ops_poll(struct daemon *d, const Lockstep__ControlRequest *q, Lockstep__ControlReply *rep, char ***strs,
+             size_t *n_strs);
+
+/* ---- service.c ---- */
+
+/* Scheduling time: the real clock, or LOCKSTEP_CLOCK_FILE's for tests. */
+long long service_now_s(void);
+/* Plans every scheduled group of cfg; replaces d->sched. Caller holds gen. */
+void service_sched_build(struct daemon *d, const struct cfg_coord *cfg);
+void service_groups_to_catalog(struct daemon *d, const struct cfg_coord *cfg);
+/* Serves /metrics where the configuration says, moving it on a reload. */
+void service_metrics_apply(struct daemon *d);
+/* 1 when a validated reload is in place (or none waits), 0 while ops still use the old. */
+int service_apply_pending(struct daemon *d);
+/* Reads and checks the configuration again: refused (running one stays) or
+ * applied within wait_ms, or once the running operations finish. */
+int service_reload(struct daemon *d, int wait_ms, int *ret_applied, lserr *err);
+/* The scheduler thread. */
+void *service_sched_main(void *p);
+int service_r_schedules(struct daemon *d, const void *a, int j, FILE *f, lserr *err);
+
+/* ---- control.c ---- */
+
+/* The control socket's handler (transport_serve). */
+int control_handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, size_t *ret_len);

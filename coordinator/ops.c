@@ -1,0 +1,337 @@
+/* ops: lockstepd's long operations (cuts, deletes, reverts, prunes, scheduled
+ * cuts) run in their own threads, their progress for the CLI, the event log. */
+#include "daemon.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fsutil.h"
+#include "log.h"
+#include "prune.h"
+#include "report.h"
+
+struct daemon *daemon_self;
+
+/* One line in the catalog's event log (lockstep events) and in the log. */
+void ops_event(struct daemon *d, const char *kind, const char *group, const char *txid, const char *fmt, ...)
+{
+        struct cat_event ev = {0};
+        lserr err = {0};
+        va_list ap;
+
+        snprintf(ev.kind, sizeof(ev.kind), "%s", kind);
+        snprintf(ev.group, sizeof(ev.group), "%s", group ? group : "");
+        snprintf(ev.txid, sizeof(ev.txid), "%s", txid ? txid : "");
+        va_start(ap, fmt);
+        vsnprintf(ev.message, sizeof(ev.message), fmt, ap);
+        va_end(ap);
+        log_info("event=%s group=%s txid=%s %s", kind, ev.group[0] ? ev.group : "-", ev.txid[0] ? ev.txid : "-",
+                 ev.message);
+        if (cat_event_add(d->cat, &ev, NULL, &err) < 0)
+                log_err("%s", err.msg);
+}
+
+void ops_progress(void *arg, const char *line)
+{
+        struct op *op = arg;
+        char *copy = strdup(line);
+
+        pthread_mutex_lock(&daemon_self->lock);
+        if (copy && op->n_events < MAX_EVENTS) {
+                char **ne = realloc(op->events, (op->n_events + 1) * sizeof(*ne));
+                if (ne) {
+                        op->events = ne;
+                        op->events[op->n_events++] = copy;
+                        copy = NULL;
+                }
+        }
+        pthread_cond_broadcast(&daemon_self->op_changed);
+        pthread_mutex_unlock(&daemon_self->lock);
+        free(copy);
+}
+
+/* Renders into a malloc'd string. */
+char *ops_render(int (*fn)(struct daemon *, const void *, int, FILE *, lserr *), struct daemon *d, const void *a,
+                    int as_json, lserr *err)
+{
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+
+        if (!f)
+                return NULL;
+        if (fn(d, a, as_json, f, err) < 0) {
+                fclose(f);
+                free(buf);
+                return NULL;
+        }
+        fclose(f);
+        return buf;
+}
+
+int ops_r_cut(struct daemon *d, const void *a, int j, FILE *f, lserr *err)
+{
+        return report_cut(d->cat, a, j, f, err);
+}
+
+int ops_r_cuts(struct daemon *d, const void *a, int j, FILE *f, lserr *err)
+{
+        return report_cuts(d->cat, a, j, f, err);
+}
+
+int ops_r_agents(struct daemon *d, const void *a, int j, FILE *f, lserr *err)
+{
+        (void)a;
+        return report_agents(d->cat, j, f, err);
+}
+
+int ops_r_groups(struct daemon *d, const void *a, int j, FILE *f, lserr *err)
+{
+        (void)a;
+        (void)err;
+        return report_groups(d->cfg, j, f);
+}
+
+/* After a scheduled cut: its schedule's record, and retention. */
+static void after_scheduled(struct daemon *d, struct op *op, int r, const char *txid, const char *why)
+{
+        const struct cfg_group *g = cfg_coord_group(d->cfg, op->group);
+        struct cat_sched cs = {0};
+        lserr err = {0};
+
+        if (cat_sched_get(d->cat, op->group, &cs, &err) < 0)
+                snprintf(cs.group, sizeof(cs.group), "%s", op->group);
+        /* A run skipped while this one ran is later than it: keep the latest. */
+        if (op->due_s > cs.last_due_s)
+                cs.last_due_s = op->due_s;
+        cs.last_run_us = op->started_us;
+        snprintf(cs.outcome, sizeof(cs.outcome), "%s", r == 0 ? "committed" : r == 1 ? "aborted" : "failed");
+        snprintf(cs.txid, sizeof(cs.txid), "%s", txid);
+        snprintf(cs.reason, sizeof(cs.reason), "%s", why);
+        cs.runs++;
+        if (cat_sched_put(d->cat, &cs, &err) < 0)
+                log_err("%s", err.msg);
+        ops_event(d, "schedule", op->group, txid, "scheduled cut %s%s%s", cs.outcome, why[0] ? ": " : "", why);
+        if (r != 0 || !g || (!g->retention.keep_last && !g->retention.hourly && !g->retention.daily &&
+                             !g->retention.weekly && !g->retention.monthly))
+                return;
+        struct prune_item *items = NULL;
+        size_t n = 0, failed;
+        if (prune_plan(d->cat, g, &items, &n, &err) < 0) {
+                ops_event(d, "prune", op->group, "", "retention not applied: %s", err.msg);
+                return;
+        }
+        failed = prune_run(d->eng, items, n, ops_progress, op);
+        for (size_t i = 0; i < n; i++)
+                if (!items[i].keep)
+                        ops_event(d, "prune", op->group, items[i].txid, "%s (%s)%s%s",
+                              items[i].done ? "removed" : "NOT removed", items[i].why, items[i].error[0] ? ": " : "",
+                              items[i].error);
+        if (failed)
+                log_warn("group %s: retention: %zu cut(s) could not be deleted", op->group, failed);
+        free(items);
+}
+
+static void *op_main(void *p)
+{
+        struct op *op = p;
+        struct daemon *d = daemon_self;
+        struct engine_cut_req req = {.group = op->group, .name = op->name[0] ? op->name : NULL, .mode = op->mode,
+                                     .lease_s = op->lease_s};
+        char txid[65] = "";
+        lserr err = {0};
+        char *text = NULL, *json = NULL, *error = NULL;
+        int r;
+
+        pthread_rwlock_rdlock(&d->gen);
+        op->started_us = fsutil_now_us();
+        if (op->is_prune) {
+                const struct cfg_group *g = cfg_coord_group(d->cfg, op->group);
+                struct prune_item *items = NULL;
+                size_t n = 0;
+                r = !g ? lserr_set(&err, -ENOENT, "group \"%s\" is not in the configuration", op->group)
+                       : prune_plan(d->cat, g, &items, &n, &err);
+                if (r == 0) {
+                        r = prune_run(d->eng, items, n, ops_progress, op) ? 1 : 0;
+                        for (size_t i = 0; i < n; i++)
+                                if (!items[i].keep)
+                                        ops_event(d, "prune", op->group, items[i].txid, "%s (%s)%s%s",
+                                              items[i].done ? "removed" : "NOT removed", items[i].why,
+                                              items[i].error[0] ? ": " : "", items[i].error);
+                        size_t tl = 0, jl = 0;
+                        FILE *tf = open_memstream(&text, &tl), *jf = open_memstream(&json, &jl);
+                        if (tf) {
+                                report_prune(op->group, items, n, 0, 0, tf);
+                                fclose(tf);
+                        }
+                        if (jf) {
+                                report_prune(op->group, items, n, 0, 1, jf);
+                                fclose(jf);
+                        }
+                }
+                free(items);
+        } else {
+                r = op->is_revert ? engine_revert(d->eng, op->target, op->undo, ops_progress, op, txid, &err)
+                    : op->is_delete ? engine_delete(d->eng, op->target, ops_progress, op, txid, &err)
+                                    : engine_snapshot(d->eng, &req, ops_progress, op, txid, &err);
+                /* A delete's result is the cut it deleted, as it stands now; a
+                 * revert's is the revert (its pre-revert branch). */
+                const char *shown = op->is_delete ? op->target : txid;
+                if (txid[0]) {
+                        text = ops_render(ops_r_cut, d, shown, 0, &err);
+                        json = ops_render(ops_r_cut, d, shown, 1, &err);
+                }
+                if (txid[0] && !op->is_delete && !op->is_revert) {
+                        struct cat_member *mb = NULL;
+                        size_t nm = 0;
+                        lserr e2 = {0};
+                        if (cat_members(d->cat, txid, &mb, &nm, &e2) == 0)
+                                metrics_cut(d->metrics, op->group, r == 0 ? "committed" : r == 1 ? "aborted" : "failed",
+                                            mb, nm);
+                        free(mb);
+                }
+                if (txid[0] && !op->is_delete) {
+                        struct cat_txn t;
+                        lserr e2 = {0};
+                        int have = cat_txn_get(d->cat, txid, &t, &e2) == 0;
+                        ops_event(d, op->is_revert ? "revert" : "cut", op->group[0] ? op->group : NULL, txid, "%s%s%s",
+                              r == 0 ? "committed" : r == 1 ? "aborted" : "failed", have && t.reason[0] ? ": " : "",
+                              have ? t.reason : "");
+                } else if (op->is_delete) {
+                        struct cat_txn t;
+                        lserr e2 = {0};
+                        int have = cat_txn_get(d->cat, op->target, &t, &e2) == 0;
+                        ops_event(d, "delete", have ? t.group : NULL, op->target, "%s%s%s",
+                              r == 0 ? "deleted" : "not deleted", r < 0 ? ": " : "",
+                              r < 0 ? err.msg : have && r == 1 ? t.cut_status_reason : "");
+                }
+                if (op->scheduled) {
+                        struct cat_txn t;
+                        lserr e2 = {0};
+                        const char *why = r < 0 ? err.msg : "";
+                        if (r == 1 && cat_txn_get(d->cat, txid, &t, &e2) == 0)
+                                why = t.reason;
+                        after_scheduled(d, op, r, txid, why);
+                }
+        }
+        pthread_rwlock_unlock(&d->gen);
+        if (r < 0)
+                error = strdup(err.msg);
+        pthread_mutex_lock(&d->lock);
+        snprintf(op->txid, sizeof(op->txid), "%s", txid);
+        op->text = text;
+        op->json = json;
+        op->error = error;
+        op->exit_code = r == 0 ? 0 : r == 1 ? 1 : 2;
+        op->done = 1;
+        pthread_cond_broadcast(&d->op_changed);
+        pthread_mutex_unlock(&d->lock);
+        return NULL;
+}
+
+void ops_free(struct op *op)
+{
+        if (!op)
+                return;
+        pthread_join(op->thread, NULL);
+        for (size_t i = 0; i < op->n_events; i++)
+                free(op->events[i]);
+        free(op->events);
+        free(op->text);
+        free(op->json);
+        free(op->error);
+        free(op);
+}
+
+/* Starts op in its own thread; the daemon owns it from here on, also on
+ * failure. */
+int ops_launch(struct daemon *d, struct op *op, lserr *err)
+{
+        int slot;
+
+        pthread_mutex_lock(&d->lock);
+        slot = (int)(d->next_op % MAX_OPS);
+        snprintf(op->id, sizeof(op->id), "op-%u", d->next_op++);
+        if (d->ops[slot] && !d->ops[slot]->done) {
+                pthread_mutex_unlock(&d->lock);
+                free(op);
+                return lserr_set(err, -EBUSY, "too many operations running (%d)", MAX_OPS);
+        }
+        struct op *old = d->ops[slot];
+        d->ops[slot] = op;
+        pthread_mutex_unlock(&d->lock);
+        ops_free(old);
+        if (pthread_create(&op->thread, NULL, op_main, op) != 0) {
+                pthread_mutex_lock(&d->lock);
+                op->done = 1;
+                op->exit_code = 2;
+                pthread_mutex_unlock(&d->lock);
+                return lserr_set(err, -EAGAIN, "cannot start a thread for the operation");
+        }
+        return 0;
+}
+
+/* Whether an operation of the group is running (or waits for its slot). */
+int ops_group_running(struct daemon *d, const char *group)
+{
+        int r = slots_busy(d->slots, group);
+
+        pthread_mutex_lock(&d->lock);
+        for (int i = 0; i < MAX_OPS && !r; i++)
+                r = d->ops[i] && !d->ops[i]->done && !d->ops[i]->is_delete && !d->ops[i]->is_revert &&
+                    !strcmp(d->ops[i]->group, group);
+        pthread_mutex_unlock(&d->lock);
+        return r;
+}
+
+/* op.poll: events from `from` on, and the result once done. Strings are copied
+ * so the op may be replaced while the reply is packed. */
+int ops_poll(struct daemon *d, const Lockstep__ControlRequest *q, Lockstep__ControlReply *rep, char ***strs,
+                   size_t *n_strs)
+{
+        struct op *op = NULL;
+        size_t n = 0;
+
+        pthread_mutex_lock(&d->lock);
+        for (int i = 0; i < MAX_OPS; i++)
+                if (d->ops[i] && q->n_args == 1 && !strcmp(d->ops[i]->id, q->args[0]))
+                        op = d->ops[i];
+        if (!op) {
+                pthread_mutex_unlock(&d->lock);
+                rep->exit_code = 2;
+                rep->error = (char *)"no such operation";
+                return 0;
+        }
+        /* A long poll: the CLI hears of each step as it happens, not on a tick. */
+        {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_sec += 1;
+                while (!op->done && q->from >= op->n_events &&
+                       pthread_cond_timedwait(&d->op_changed, &d->lock, &ts) == 0)
+                        ;
+        }
+        size_t from = q->from < op->n_events ? q->from : op->n_events;
+        *strs = calloc(op->n_events - from + 4, sizeof(char *));
+        if (!*strs) {
+                pthread_mutex_unlock(&d->lock);
+                return -ENOMEM;
+        }
+        rep->events = *strs;
+        for (size_t i = from; i < op->n_events; i++)
+                (*strs)[n++] = strdup(op->events[i]);
+        rep->n_events = n;
+        rep->next = (uint32_t)op->n_events;
+        rep->done = op->done;
+        if (op->done) {
+                rep->exit_code = op->exit_code;
+                rep->text = (*strs)[n] = strdup(op->text ? op->text : "");
+                rep->json = (*strs)[n + 1] = strdup(op->json ? op->json : "");
+                rep->error = (*strs)[n + 2] = strdup(op->error ? op->error : "");
+        }
+        *n_strs = n + 3;
+        pthread_mutex_unlock(&d->lock);
+        return 0;
+}
