@@ -15,6 +15,12 @@ struct holder {
         size_t n_members;
 };
 
+/* A taker that is waiting; the list is in arrival order. */
+struct waiter {
+        const struct slots_need *need;
+        struct waiter *next;
+};
+
 struct slots {
         pthread_mutex_t lock;
         pthread_cond_t changed; /* a slot was dropped or the limits changed */
@@ -22,6 +28,7 @@ struct slots {
         struct holder *h;
         size_t n, cap;
         size_t waiting;
+        struct waiter *waiters; /* oldest first */
 };
 
 int slots_new(unsigned fleet_max, unsigned agent_max, struct slots **ret)
@@ -116,6 +123,32 @@ static int fits(struct slots *s, const struct slots_need *need, lserr *err)
         return 0;
 }
 
+static int shares(const char *const *a, size_t na, const char *const *b, size_t nb)
+{
+        for (size_t i = 0; i < na; i++)
+                for (size_t k = 0; k < nb; k++)
+                        if (!strcmp(a[i], b[k]))
+                                return 1;
+        return 0;
+}
+
+/* First come, first served among those that compete: a waiter that fits now
+ * steps back for an older one that fits too and wants an agent, a member or
+ * the last fleet slot it wants. Without it, a group that needs much could wait
+ * forever behind a stream of small ones. */
+static const struct waiter *older_rival(struct slots *s, const struct waiter *me)
+{
+        for (const struct waiter *o = s->waiters; o && o != me; o = o->next) {
+                lserr e = {0};
+                int rival = shares(o->need->agents, o->need->n_agents, me->need->agents, me->need->n_agents) ||
+                            shares(o->need->members, o->need->n_members, me->need->members, me->need->n_members) ||
+                            (s->fleet_max && s->n + 1 >= s->fleet_max);
+                if (rival && !holder_of(s, o->need->group) && fits(s, o->need, &e) == 0)
+                        return o;
+        }
+        return NULL;
+}
+
 static char **copy_list(const char *const *src, size_t n)
 {
         char **out = calloc(n ? n : 1, sizeof(*out));
@@ -167,6 +200,9 @@ int slots_take(struct slots *s, const struct slots_need *need, int wait_ms, lser
         lserr why = {0};
         int r;
 
+        struct waiter me = {.need = need}, **pp;
+        const struct waiter *rival;
+
         clock_gettime(CLOCK_MONOTONIC, &deadline);
         deadline.tv_sec += wait_ms / 1000;
         deadline.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
@@ -176,6 +212,9 @@ int slots_take(struct slots *s, const struct slots_need *need, int wait_ms, lser
         }
         pthread_mutex_lock(&s->lock);
         s->waiting++;
+        for (pp = &s->waiters; *pp; pp = &(*pp)->next)
+                ;
+        *pp = &me;
         for (;;) {
                 if (holder_of(s, need->group)) {
                         r = lserr_set(err, -EBUSY, "group \"%s\": a transaction of it is already running",
@@ -184,6 +223,9 @@ int slots_take(struct slots *s, const struct slots_need *need, int wait_ms, lser
                 }
                 lserr_clear(&why);
                 r = fits(s, need, &why);
+                if (r == 0 && (rival = older_rival(s, &me)) != NULL)
+                        r = lserr_set(&why, -EAGAIN, "group \"%s\" waits: group \"%s\" asked first",
+                                      need->group, rival->need->group);
                 if (r == 0) {
                         r = add_holder(s, need);
                         break;
@@ -194,7 +236,7 @@ int slots_take(struct slots *s, const struct slots_need *need, int wait_ms, lser
                 }
                 if (pthread_cond_timedwait(&s->changed, &s->lock, &deadline) == ETIMEDOUT) {
                         lserr_clear(&why);
-                        if (!holder_of(s, need->group) && fits(s, need, &why) == 0) {
+                        if (!holder_of(s, need->group) && fits(s, need, &why) == 0 && !older_rival(s, &me)) {
                                 r = add_holder(s, need);
                                 break;
                         }
@@ -203,7 +245,12 @@ int slots_take(struct slots *s, const struct slots_need *need, int wait_ms, lser
                         break;
                 }
         }
+        for (pp = &s->waiters; *pp != &me; pp = &(*pp)->next)
+                ;
+        *pp = me.next;
         s->waiting--;
+        /* Whoever stepped back for this one looks again. */
+        pthread_cond_broadcast(&s->changed);
         pthread_mutex_unlock(&s->lock);
         return r;
 }

@@ -1,7 +1,8 @@
 /* slots: which transactions may run now. One per group at a time, a VM never in
  * two at once (groups may share VMs), at most K involving one agent and N in the
  * fleet. A taker gets everything it needs at once or nothing, so waiters never
- * hold a slot while they wait for another: no deadlock, whatever groups share. */
+ * hold a slot while they wait for another: no deadlock, whatever groups share.
+ * Among waiters that compete, the one that came first goes first. */
 #pragma once
 
 #include <stddef.h>

@@ -132,12 +132,57 @@ static void test_waiter_woken_by_drop(void **state)
         slots_free(s);
 }
 
+static void wait_until_waiting(struct slots *s, size_t n)
+{
+        size_t running = 0, waiting = 0;
+
+        for (int i = 0; i < 400 && waiting < n; i++) {
+                usleep(5000);
+                slots_counts(s, &running, &waiting);
+        }
+        assert_int_equal(waiting, n);
+}
+
+/* First come, first served among rivals: the older waiter gets host-a when it
+ * frees, however the threads happen to wake; the younger one after it. */
+static void test_older_waiter_first(void **state)
+{
+        static const char *const mh[] = {"h@host-a"}, *const mo[] = {"o@host-a"}, *const my[] = {"y@host-a"};
+        struct slots *s = NULL;
+        struct slots_need h = need("holder", a_only, 1, mh, 1);
+        struct waiter o = {0}, y = {0};
+        pthread_t to, ty;
+        lserr err = {0};
+
+        (void)state;
+        for (int round = 0; round < 5; round++) {
+                assert_int_equal(slots_new(0, 1, &s), 0);
+                assert_int_equal(slots_take(s, &h, 0, &err), 0);
+                o = (struct waiter){.s = s, .n = need("older", a_only, 1, mo, 1), .r = 1};
+                y = (struct waiter){.s = s, .n = need("younger", a_only, 1, my, 1), .r = 1};
+                assert_int_equal(pthread_create(&to, NULL, wait_main, &o), 0);
+                wait_until_waiting(s, 1);
+                assert_int_equal(pthread_create(&ty, NULL, wait_main, &y), 0);
+                wait_until_waiting(s, 2);
+                slots_drop(s, "holder");
+                pthread_join(to, NULL);
+                assert_int_equal(o.r, 0);
+                assert_true(slots_busy(s, "older"));
+                assert_false(slots_busy(s, "younger"));
+                slots_drop(s, "older");
+                pthread_join(ty, NULL);
+                assert_int_equal(y.r, 0);
+                slots_free(s);
+        }
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_one_per_group),
                 cmocka_unit_test(test_limits_and_shared_members),
                 cmocka_unit_test(test_waiter_woken_by_drop),
+                cmocka_unit_test(test_older_waiter_first),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
