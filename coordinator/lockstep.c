@@ -251,8 +251,15 @@ int main(int argc, char **argv)
         int as_json = 0, yes = 0, follow = 0, c, r, nargs;
         lserr err = {0};
 
-        if (argc > 1 && !strcmp(argv[1], "keygen"))
-                return cmd_keygen(argc - 1, argv + 1);
+        /* keygen needs no lockstepd and no config: it may follow -c all the same. */
+        for (int i = 1; i < argc; i++) {
+                if (!strcmp(argv[i], "keygen"))
+                        return cmd_keygen(argc - i, argv + i);
+                if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config"))
+                        i++;
+                else if (argv[i][0] != '-')
+                        break;
+        }
         /* Options may come anywhere; the rest are the command and its arguments. */
         while ((c = getopt_long(argc, argv, "c:jh", opts, NULL)) != -1) {
                 switch (c) {
