@@ -818,19 +818,24 @@ out:
         return r;
 }
 
-int cat_reverts_since(struct catalog *c, const char *group, long long since_us, char ret_txid[65], lserr *err)
+int cat_reverts_since(struct catalog *c, const char *cut_txid, long long since_us, char ret_txid[65], lserr *err)
 {
         sqlite3_stmt *st = NULL;
         int rc, r = 0;
 
-        if (!id_fits(group, ID_FIELD, 0))
-                return lserr_set(err, -EINVAL, "catalog \"%s\": reverts: group name empty or too long", c->path);
+        if (!id_fits(cut_txid, ID_FIELD, 0))
+                return lserr_set(err, -EINVAL, "catalog \"%s\": reverts: transaction id empty or too long", c->path);
         pthread_mutex_lock(&c->lock);
+        /* By member, not by group: groups may share VMs, and a revert of any
+         * group that holds one of this cut's VMs branched that VM's chain. */
         rc = sqlite3_prepare_v2(c->db,
-                                "SELECT txid, count(*) OVER () FROM txns WHERE kind = 'revert' AND group_name = ?1"
-                                " AND committed = 1 AND started_us > ?2 ORDER BY started_us DESC LIMIT 1",
+                                "SELECT t.txid, count(*) OVER () FROM txns t WHERE t.kind = 'revert'"
+                                " AND t.committed = 1 AND t.started_us > ?2 AND EXISTS ("
+                                "  SELECT 1 FROM members rm JOIN members cm ON rm.vm = cm.vm AND rm.agent = cm.agent"
+                                "  WHERE rm.txid = t.txid AND cm.txid = ?1)"
+                                " ORDER BY t.started_us DESC LIMIT 1",
                                 -1, &st, NULL);
-        bind_id(st, 1, group, &rc);
+        bind_id(st, 1, cut_txid, &rc);
         bind_int(st, 2, since_us, &rc);
         if (rc == SQLITE_OK)
                 rc = sqlite3_step(st);
@@ -840,7 +845,8 @@ int cat_reverts_since(struct catalog *c, const char *group, long long since_us, 
         } else if (rc == SQLITE_DONE) {
                 ret_txid[0] = '\0';
         } else {
-                r = lserr_set(err, rc_errno(rc), "catalog \"%s\": reverts of \"%s\": %s", c->path, group, why(c, rc));
+                r = lserr_set(err, rc_errno(rc), "catalog \"%s\": reverts after \"%s\": %s", c->path, cut_txid,
+                              why(c, rc));
         }
         sqlite3_finalize(st);
         pthread_mutex_unlock(&c->lock);

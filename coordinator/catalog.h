@@ -98,11 +98,12 @@ int cat_put_image(struct catalog *c, const char *txid, const struct cat_image *i
 int cat_members(struct catalog *c, const char *txid, struct cat_member **ret, size_t *ret_n, lserr *err);
 int cat_images(struct catalog *c, const char *txid, struct cat_image **ret, size_t *ret_n, lserr *err);
 
-/* How many committed reverts (and undos) of the group started after since_us;
- * the newest one's txid in ret_txid ("" when none). A cut older than a revert
- * has its layers in the chain the revert kept as a pre-revert branch (and the
- * revert's overlay may sit on them): changing them would change that branch. */
-int cat_reverts_since(struct catalog *c, const char *group, long long since_us, char ret_txid[65], lserr *err);
+/* How many committed reverts (and undos) that started after since_us hold a
+ * VM of cut_txid (any group: groups may share VMs); the newest one's txid in
+ * ret_txid ("" when none). The cut's layers of that VM are then in the chain
+ * the revert kept as a pre-revert branch (and its overlay may sit on them):
+ * changing them would change that branch. */
+int cat_reverts_since(struct catalog *c, const char *cut_txid, long long since_us, char ret_txid[65], lserr *err);
 
 /* Records what became of a cut: "" (kept), "deleted", "delete-failed" (with
  * the reason). -ENOENT when txid is not a cut. */

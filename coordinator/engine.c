@@ -789,7 +789,7 @@ int engine_delete(struct engine *e, const char *cut_txid, engine_event_fn ev, vo
                 return lserr_set(err, -EALREADY, "cut \"%s\" is already deleted", cut_txid);
         {
                 char rev[65];
-                r = cat_reverts_since(e->cat, cut.group, cut.started_us, rev, err);
+                r = cat_reverts_since(e->cat, cut.txid, cut.started_us, rev, err);
                 if (r < 0)
                         return r;
                 /* The chains branched at the revert: this cut's layers are in
@@ -797,10 +797,10 @@ int engine_delete(struct engine *e, const char *cut_txid, engine_event_fn ev, vo
                  * on them). Merging would change what that branch holds. */
                 if (r > 0)
                         return lserr_set(err, -EBUSY,
-                                         "cut \"%s\" is older than %d revert(s) of group \"%s\" (newest %s): its "
+                                         "cut \"%s\" is older than %d revert(s) of its VMs (newest %s): its "
                                          "layers are shared with the pre-revert branch kept for --undo; it cannot be "
                                          "deleted while that branch is kept",
-                                         cut_txid, r, cut.group, rev);
+                                         cut_txid, r, rev);
         }
         r = items_of(e, cut_txid, NULL, &m, &items, &n, &nm, NULL, err);
         if (r < 0)
@@ -810,6 +810,27 @@ int engine_delete(struct engine *e, const char *cut_txid, engine_event_fn ev, vo
                 items_free(items, n);
                 free(m);
                 return r;
+        }
+        /* Checked again with the slot held: while this waited for it, another
+         * delete (a prune) may have finished the cut, or a revert branched it. */
+        {
+                char rev[65];
+                struct cat_txn now;
+                if (cat_txn_get(e->cat, cut_txid, &now, err) < 0) {
+                        r = -EIO;
+                        goto out;
+                }
+                if (!strcmp(now.cut_status, "deleted")) {
+                        r = lserr_set(err, -EALREADY, "cut \"%s\" was deleted while this waited", cut_txid);
+                        goto out;
+                }
+                r = cat_reverts_since(e->cat, cut_txid, cut.started_us, rev, err);
+                if (r != 0) {
+                        r = r < 0 ? r
+                                  : lserr_set(err, -EBUSY, "cut \"%s\": revert %s of its VMs committed while this waited",
+                                              cut_txid, rev);
+                        goto out;
+                }
         }
         make_txid(t.txid);
         t.kind = CAT_KIND_DELETE;
@@ -900,7 +921,8 @@ static int attach_cut_images(struct engine *e, const char *txid, struct item *it
                         lockstep__member_disks__init(md);
                         md->vm = it->memberp[k]->vm;
                         md->disks = &it->dimgp[nd];
-                        for (size_t q = 0; q < ni; q++) {
+                        /* nd < ni: each image goes to one member, but never trust that. */
+                        for (size_t q = 0; q < ni && nd < ni; q++) {
                                 if (strcmp(im[q].vm, md->vm) || strcmp(im[q].agent, agentlink_id(it->link)))
                                         continue;
                                 Lockstep__DiskImage *di = &it->dimgs[nd];
@@ -999,6 +1021,18 @@ int engine_revert(struct engine *e, const char *id, int undo, engine_event_fn ev
                 items_free(items, n);
                 free(m);
                 return r;
+        }
+        /* A delete may have finished the cut while this waited for the slot. */
+        {
+                struct cat_txn now;
+                if (cat_txn_get(e->cat, id, &now, err) < 0) {
+                        r = -EIO;
+                        goto out;
+                }
+                if (!undo && now.cut_status[0]) {
+                        r = lserr_set(err, -EINVAL, "cut \"%s\" became %s while this waited", id, now.cut_status);
+                        goto out;
+                }
         }
         if (!undo)
                 r = attach_cut_images(e, id, items, n, &im, err);

@@ -268,28 +268,29 @@ int main(int argc, char **argv)
                 case 'n':
                 case 'm':
                 case 'l':
-                        snprintf(opt_buf[n_opt], sizeof(opt_buf[0]), "%s=%.80s",
-                                 c == 'n' ? "name" : c == 'm' ? "mode" : "lease", optarg);
+                case 'u':
+                case 'D':
+                case 'L':
+                        /* Each option once: a repeat is a mistake, and the buffer has one slot each. */
+                        if (n_opt == sizeof(options) / sizeof(options[0])) {
+                                fprintf(stderr, "lockstep: too many options\n");
+                                return EXIT_USAGE;
+                        }
+                        if (c == 'u' || c == 'D')
+                                snprintf(opt_buf[n_opt], sizeof(opt_buf[0]), "%s", c == 'u' ? "undo=1" : "dry_run=1");
+                        else
+                                snprintf(opt_buf[n_opt], sizeof(opt_buf[0]), "%s=%.80s",
+                                         c == 'n' ? "name" : c == 'm' ? "mode" : c == 'l' ? "lease" : "limit", optarg);
+                        for (size_t i = 0; i < n_opt; i++)
+                                if (!strncmp(options[i], opt_buf[n_opt], strcspn(opt_buf[n_opt], "=") + 1)) {
+                                        fprintf(stderr, "lockstep: an option is given twice\n");
+                                        return EXIT_USAGE;
+                                }
                         options[n_opt] = opt_buf[n_opt];
                         n_opt++;
                         break;
                 case 'y': yes = 1; break;
-                case 'u':
-                        snprintf(opt_buf[n_opt], sizeof(opt_buf[0]), "undo=1");
-                        options[n_opt] = opt_buf[n_opt];
-                        n_opt++;
-                        break;
-                case 'D':
-                        snprintf(opt_buf[n_opt], sizeof(opt_buf[0]), "dry_run=1");
-                        options[n_opt] = opt_buf[n_opt];
-                        n_opt++;
-                        break;
                 case 'f': follow = 1; break;
-                case 'L':
-                        snprintf(opt_buf[n_opt], sizeof(opt_buf[0]), "limit=%.80s", optarg);
-                        options[n_opt] = opt_buf[n_opt];
-                        n_opt++;
-                        break;
                 case 'h': usage(stdout); return EXIT_OK;
                 case 'V': printf("lockstep %s\n", LOCKSTEP_VERSION); return EXIT_OK;
                 default: usage(stderr); return EXIT_USAGE;

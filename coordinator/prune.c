@@ -31,7 +31,7 @@ int prune_plan(struct catalog *cat, const struct cfg_group *g, struct prune_item
                 if (ts[i].kind != CAT_KIND_SNAPSHOT || ts[i].state != CAT_TXN_DONE || !ts[i].committed ||
                     !strcmp(ts[i].cut_status, "deleted"))
                         continue;
-                pinned = cat_reverts_since(cat, g->name, ts[i].started_us, rev, err);
+                pinned = cat_reverts_since(cat, ts[i].txid, ts[i].started_us, rev, err);
                 if (pinned < 0) {
                         r = pinned;
                         goto out;

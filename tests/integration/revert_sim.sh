@@ -70,7 +70,7 @@ R3=$(jqr .id <<<"$out")
 check "... web1 on a new overlay over B's image" [ "$(cur host-a web1)" = "$imgB_web1.$R3.qcow2" ]
 out=$(ls_cli snapshot delete "$A" 2>&1) && rc=0 || rc=$?
 check "delete of A, older than the reverts: refused, exit 2" [ "$rc" = 2 ]
-check "... with the reason" grep -q "cut \"$A\" is older than [0-9]* revert(s) of group \"shop\".*shared with the pre-revert branch" <<<"$out"
+check "... with the reason" grep -q "cut \"$A\" is older than [0-9]* revert(s) of its VMs.*shared with the pre-revert branch" <<<"$out"
 out=$(ls_cli snapshot delete "$B" 2>&1) && rc=0 || rc=$?
 check "delete of B (on the kept pre-revert branch): refused too" grep -q "cut \"$B\" is older than" <<<"$out"
 check "... A's images untouched" [ -e "$imgA_web1" ]

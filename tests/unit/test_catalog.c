@@ -786,18 +786,36 @@ static void test_events_schedules_reverts(void **state)
         snprintf(r2.name, sizeof(r2.name), "cut-A");
         snprintf(r1.mode, sizeof(r1.mode), "revert");
         snprintf(r2.mode, sizeof(r2.mode), "revert");
+        struct cat_txn r3 = txn("rev-3", CAT_KIND_REVERT, "other", 4000);
+        struct cat_member m = {.tier = 0, .code = 0};
+        snprintf(r3.mode, sizeof(r3.mode), "revert");
         assert_int_equal(cat_txn_begin(f->c, &cut, &err), 0);
-        assert_int_equal(cat_reverts_since(f->c, "shop", 1000, rev, &err), 0);
+        snprintf(m.agent, sizeof(m.agent), "host-a");
+        snprintf(m.vm, sizeof(m.vm), "web1");
+        assert_int_equal(cat_put_member(f->c, "cut-A", &m, &err), 0);
+        assert_int_equal(cat_reverts_since(f->c, "cut-A", 1000, rev, &err), 0);
         assert_string_equal(rev, "");
         assert_int_equal(cat_txn_begin(f->c, &r1, &err), 0);
         assert_int_equal(cat_txn_begin(f->c, &r2, &err), 0);
+        assert_int_equal(cat_put_member(f->c, "rev-1", &m, &err), 0);
+        assert_int_equal(cat_put_member(f->c, "rev-2", &m, &err), 0);
         assert_int_equal(cat_txn_decide(f->c, "rev-1", 1, "", &err), 0);
         assert_int_equal(cat_txn_decide(f->c, "rev-2", 0, "prepare failed", &err), 0);
         /* Only committed reverts branch the chains; only later ones count. */
-        assert_int_equal(cat_reverts_since(f->c, "shop", 1000, rev, &err), 1);
+        assert_int_equal(cat_reverts_since(f->c, "cut-A", 1000, rev, &err), 1);
         assert_string_equal(rev, "rev-1");
-        assert_int_equal(cat_reverts_since(f->c, "shop", 2000, rev, &err), 0);
-        assert_int_equal(cat_reverts_since(f->c, "other", 0, rev, &err), 0);
+        assert_int_equal(cat_reverts_since(f->c, "cut-A", 2000, rev, &err), 0);
+        /* A revert of another group that holds web1@host-a counts too; one
+         * that holds other VMs does not. */
+        assert_int_equal(cat_txn_begin(f->c, &r3, &err), 0);
+        snprintf(m.vm, sizeof(m.vm), "db9");
+        assert_int_equal(cat_put_member(f->c, "rev-3", &m, &err), 0);
+        assert_int_equal(cat_txn_decide(f->c, "rev-3", 1, "", &err), 0);
+        assert_int_equal(cat_reverts_since(f->c, "cut-A", 2000, rev, &err), 0);
+        snprintf(m.vm, sizeof(m.vm), "web1");
+        assert_int_equal(cat_put_member(f->c, "rev-3", &m, &err), 0);
+        assert_int_equal(cat_reverts_since(f->c, "cut-A", 2000, rev, &err), 1);
+        assert_string_equal(rev, "rev-3");
 }
 
 int main(void)
