@@ -69,13 +69,14 @@ static int start_snapshot(struct daemon *d, const Lockstep__ControlRequest *q, L
 
 static int launch_reply(struct daemon *d, struct op *op, Lockstep__ControlReply *rep, char **owned)
 {
+        char id[24];
         lserr err = {0};
 
-        if (ops_launch(d, op, &err) < 0) {
+        if (ops_launch(d, op, id, &err) < 0) {
                 reply_error(rep, 2, err.msg, owned);
                 return 0;
         }
-        *owned = strdup(op->id);
+        *owned = strdup(id);
         rep->op = *owned;
         return 0;
 }

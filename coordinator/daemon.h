@@ -42,6 +42,9 @@ struct op {
         int done, exit_code;
         char *text, *json, *error;
         pthread_t thread;
+        int started;           /* thread created: join it */
+        int pollers;           /* op.poll calls waiting on it: not to be replaced */
+        unsigned seq;          /* launch order, to replace the oldest finished op */
 };
 
 struct daemon {
@@ -89,8 +92,9 @@ int ops_r_cuts(struct daemon *d, const void *a, int j, FILE *f, lserr *err);
 int ops_r_agents(struct daemon *d, const void *a, int j, FILE *f, lserr *err);
 int ops_r_groups(struct daemon *d, const void *a, int j, FILE *f, lserr *err);
 
-/* Starts op in its own thread; the daemon owns it from here on, also on failure. */
-int ops_launch(struct daemon *d, struct op *op, lserr *err);
+/* Starts op in its own thread; the daemon owns it from here on, also on
+ * failure. ret_id (may be NULL) gets its id for op.poll. */
+int ops_launch(struct daemon *d, struct op *op, char ret_id[24], lserr *err);
 /* Joins and frees a finished op. */
 void ops_free(struct op *op);
 /* Whether an operation of the group is running (or waits for its slot). */

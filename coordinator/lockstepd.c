@@ -137,25 +137,27 @@ int main(int argc, char **argv)
         else if (left)
                 log_warn("recover at start: %u transaction(s) wait for unreachable agents; retrying every %d s", left,
                          HEALTH_INTERVAL_S);
-        r = transport_listen(d.cfg->control, CONTROL_MAX, 0660, NULL, &sock, &err);
-        if (r >= 0)
-                r = transport_serve(sock, 4, control_handle, &d, &srv, &err);
-        if (r < 0) {
-                log_err("control socket: %s", err.msg);
-                goto out;
-        }
+        /* Everything that reads d.cfg unlocked happens before the control
+         * socket serves: from then on a reload may swap it. */
         service_sched_build(&d, d.cfg);
         service_metrics_apply(&d);
-        if (pthread_create(&health, NULL, health_main, &d) == 0)
-                health_started = 1;
-        if (pthread_create(&sched, NULL, service_sched_main, &d) == 0)
-                sched_started = 1;
-        log_info("lockstepd %s: control %s, catalog %s, %u agents, %u groups, %zu scheduled", LOCKSTEP_VERSION,
-                 d.cfg->control, d.cfg->catalog, d.cfg->n_agents, d.cfg->n_groups, d.n_sched);
         {
                 char st[160];
                 snprintf(st, sizeof(st), "%u agents, %u groups, %zu scheduled", d.cfg->n_agents, d.cfg->n_groups,
                          d.n_sched);
+                log_info("lockstepd %s: control %s, catalog %s, %s", LOCKSTEP_VERSION, d.cfg->control,
+                         d.cfg->catalog, st);
+                r = transport_listen(d.cfg->control, CONTROL_MAX, 0660, NULL, &sock, &err);
+                if (r >= 0)
+                        r = transport_serve(sock, 4, control_handle, &d, &srv, &err);
+                if (r < 0) {
+                        log_err("control socket: %s", err.msg);
+                        goto out;
+                }
+                if (pthread_create(&health, NULL, health_main, &d) == 0)
+                        health_started = 1;
+                if (pthread_create(&sched, NULL, service_sched_main, &d) == 0)
+                        sched_started = 1;
                 notify_ready(st);
         }
         for (;;) {

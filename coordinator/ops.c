@@ -196,7 +196,8 @@ static void *op_main(void *p)
                         struct cat_txn t;
                         lserr e2 = {0};
                         int have = cat_txn_get(d->cat, txid, &t, &e2) == 0;
-                        ops_event(d, op->is_revert ? "revert" : "cut", op->group[0] ? op->group : NULL, txid, "%s%s%s",
+                        /* For a revert, op->group holds the ID it was given: the catalog knows the group. */
+                        ops_event(d, op->is_revert ? "revert" : "cut", have ? t.group : op->group, txid, "%s%s%s",
                               r == 0 ? "committed" : r == 1 ? "aborted" : "failed", have && t.reason[0] ? ": " : "",
                               have ? t.reason : "");
                 } else if (op->is_delete) {
@@ -235,7 +236,8 @@ void ops_free(struct op *op)
 {
         if (!op)
                 return;
-        pthread_join(op->thread, NULL);
+        if (op->started)
+                pthread_join(op->thread, NULL);
         for (size_t i = 0; i < op->n_events; i++)
                 free(op->events[i]);
         free(op->events);
@@ -247,24 +249,39 @@ void ops_free(struct op *op)
 
 /* Starts op in its own thread; the daemon owns it from here on, also on
  * failure. */
-int ops_launch(struct daemon *d, struct op *op, lserr *err)
+int ops_launch(struct daemon *d, struct op *op, char ret_id[24], lserr *err)
 {
-        int slot;
+        int slot = -1;
 
         pthread_mutex_lock(&d->lock);
-        slot = (int)(d->next_op % MAX_OPS);
-        snprintf(op->id, sizeof(op->id), "op-%u", d->next_op++);
-        if (d->ops[slot] && !d->ops[slot]->done) {
+        /* An empty entry, else the oldest finished op nobody is polling: the
+         * table bounds running operations, not how many ran. */
+        for (int i = 0; i < MAX_OPS && slot < 0; i++)
+                if (!d->ops[i])
+                        slot = i;
+        if (slot < 0)
+                for (int i = 0; i < MAX_OPS; i++)
+                        if (d->ops[i]->done && !d->ops[i]->pollers &&
+                            (slot < 0 || d->ops[i]->seq - d->ops[slot]->seq > (1u << 31)))
+                                slot = i;
+        if (slot < 0) {
                 pthread_mutex_unlock(&d->lock);
                 free(op);
                 return lserr_set(err, -EBUSY, "too many operations running (%d)", MAX_OPS);
         }
+        op->seq = d->next_op;
+        snprintf(op->id, sizeof(op->id), "op-%u", d->next_op++);
+        if (ret_id)
+                snprintf(ret_id, 24, "%s", op->id);
         struct op *old = d->ops[slot];
         d->ops[slot] = op;
         pthread_mutex_unlock(&d->lock);
         ops_free(old);
+        /* Set before the thread exists: it may finish and be replaced at once. */
+        op->started = 1;
         if (pthread_create(&op->thread, NULL, op_main, op) != 0) {
                 pthread_mutex_lock(&d->lock);
+                op->started = 0;
                 op->done = 1;
                 op->exit_code = 2;
                 pthread_mutex_unlock(&d->lock);
@@ -309,9 +326,12 @@ int ops_poll(struct daemon *d, const Lockstep__ControlRequest *q, Lockstep__Cont
                 struct timespec ts;
                 clock_gettime(CLOCK_REALTIME, &ts);
                 ts.tv_sec += 1;
+                /* While it waits the lock is let go: a launch must not replace the op. */
+                op->pollers++;
                 while (!op->done && q->from >= op->n_events &&
                        pthread_cond_timedwait(&d->op_changed, &d->lock, &ts) == 0)
                         ;
+                op->pollers--;
         }
         size_t from = q->from < op->n_events ? q->from : op->n_events;
         *strs = calloc(op->n_events - from + 4, sizeof(char *));

@@ -227,7 +227,7 @@ static void sched_tick(struct daemon *d)
                          tm.tm_mday, tm.tm_hour, tm.tm_min);
                 ops_event(d, "schedule", sc.group, "", "%s run due %s starts (%lld s after its due time)",
                       sc.catch_up_run ? "catch-up" : "scheduled", op->name + 6, now - sc.due_s);
-                if (ops_launch(d, op, &err) < 0)
+                if (ops_launch(d, op, NULL, &err) < 0)
                         sched_skip(d, &sc, err.msg);
         }
 }

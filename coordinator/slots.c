@@ -132,20 +132,19 @@ static int shares(const char *const *a, size_t na, const char *const *b, size_t 
         return 0;
 }
 
-/* First come, first served among those that compete: a waiter that fits now
- * steps back for an older one that fits too and wants an agent, a member or
- * the last fleet slot it wants. Without it, a group that needs much could wait
- * forever behind a stream of small ones. */
+/* First come, first served among those that compete: a waiter steps back for
+ * every older waiter that wants one of its agents or members, or when it would
+ * take the last fleet slot while an older one waits, whether or not that older
+ * one could go now. So what an old waiter needs is never taken by a younger
+ * one while it waits for the rest: a group that needs much is not starved by
+ * a stream of small ones. The oldest waiter never steps back: no livelock. */
 static const struct waiter *older_rival(struct slots *s, const struct waiter *me)
 {
-        for (const struct waiter *o = s->waiters; o && o != me; o = o->next) {
-                lserr e = {0};
-                int rival = shares(o->need->agents, o->need->n_agents, me->need->agents, me->need->n_agents) ||
-                            shares(o->need->members, o->need->n_members, me->need->members, me->need->n_members) ||
-                            (s->fleet_max && s->n + 1 >= s->fleet_max);
-                if (rival && !holder_of(s, o->need->group) && fits(s, o->need, &e) == 0)
+        for (const struct waiter *o = s->waiters; o && o != me; o = o->next)
+                if (shares(o->need->agents, o->need->n_agents, me->need->agents, me->need->n_agents) ||
+                    shares(o->need->members, o->need->n_members, me->need->members, me->need->n_members) ||
+                    (s->fleet_max && s->n + 1 >= s->fleet_max))
                         return o;
-        }
         return NULL;
 }
 

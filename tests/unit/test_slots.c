@@ -176,6 +176,42 @@ static void test_older_waiter_first(void **state)
         }
 }
 
+/* A group that needs host-a and host-b, waiting while they are never free
+ * together, is not overtaken on host-a by a younger group that needs only it. */
+static void test_large_group_not_starved(void **state)
+{
+        static const char *const mh1[] = {"h1@host-a"}, *const mh2[] = {"h2@host-b"},
+                                 *const ml[] = {"l1@host-a", "l2@host-b"}, *const my[] = {"y@host-a"};
+        struct slots *s = NULL;
+        struct slots_need h1 = need("h1", a_only, 1, mh1, 1), h2 = need("h2", ab + 1, 1, mh2, 1);
+        struct waiter l = {0}, y = {0};
+        pthread_t tl, ty;
+        lserr err = {0};
+
+        (void)state;
+        assert_int_equal(slots_new(0, 1, &s), 0);
+        assert_int_equal(slots_take(s, &h1, 0, &err), 0);
+        assert_int_equal(slots_take(s, &h2, 0, &err), 0);
+        l = (struct waiter){.s = s, .n = need("large", ab, 2, ml, 2), .r = 1};
+        y = (struct waiter){.s = s, .n = need("small", a_only, 1, my, 1), .r = 1};
+        assert_int_equal(pthread_create(&tl, NULL, wait_main, &l), 0);
+        wait_until_waiting(s, 1);
+        assert_int_equal(pthread_create(&ty, NULL, wait_main, &y), 0);
+        wait_until_waiting(s, 2);
+        /* host-a frees; "large" cannot go yet (host-b is held), "small" could. */
+        slots_drop(s, "h1");
+        usleep(100000);
+        assert_false(slots_busy(s, "small"));
+        slots_drop(s, "h2");
+        pthread_join(tl, NULL);
+        assert_int_equal(l.r, 0);
+        assert_true(slots_busy(s, "large"));
+        slots_drop(s, "large");
+        pthread_join(ty, NULL);
+        assert_int_equal(y.r, 0);
+        slots_free(s);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -183,6 +219,7 @@ int main(void)
                 cmocka_unit_test(test_limits_and_shared_members),
                 cmocka_unit_test(test_waiter_woken_by_drop),
                 cmocka_unit_test(test_older_waiter_first),
+                cmocka_unit_test(test_large_group_not_starved),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
