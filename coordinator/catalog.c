@@ -1610,3 +1610,23 @@ int cat_sched_put(struct catalog *c, const struct cat_sched *s, lserr *err)
         pthread_mutex_unlock(&c->lock);
         return r;
 }
+
+int cat_events_trim(struct catalog *c, long long keep, lserr *err)
+{
+        sqlite3_stmt *st = NULL;
+        int rc, r = 0;
+
+        pthread_mutex_lock(&c->lock);
+        rc = sqlite3_prepare_v2(c->db, "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?1", -1, &st,
+                                NULL);
+        bind_int(st, 1, keep, &rc);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE)
+                r = lserr_set(err, rc_errno(rc), "catalog \"%s\": trim events: %s", c->path, why(c, rc));
+        else
+                r = sqlite3_changes(c->db);
+        sqlite3_finalize(st);
+        pthread_mutex_unlock(&c->lock);
+        return r;
+}

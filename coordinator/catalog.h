@@ -184,6 +184,9 @@ int cat_event_add(struct catalog *c, const struct cat_event *ev, long long *ret_
 int cat_events(struct catalog *c, long long after_id, size_t limit, int newest, struct cat_event **ret,
                size_t *ret_n, lserr *err);
 
+/* Keeps the newest `keep` events; returns how many went. */
+int cat_events_trim(struct catalog *c, long long keep, lserr *err);
+
 /* A schedule's last run, kept across restarts. */
 struct cat_sched {
         char group[65];

@@ -65,6 +65,7 @@ struct daemon {
         struct schedule *sched; /* one per scheduled group; under lock */
         size_t n_sched;
         pthread_mutex_t lock; /* ops, sched, pending */
+        pthread_mutex_t sched_rows; /* read-modify-write of a catalog schedule row */
         pthread_cond_t op_changed; /* an op has a new event or is done */
         struct op *ops[MAX_OPS];
         unsigned next_op;

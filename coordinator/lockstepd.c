@@ -19,6 +19,7 @@
 #include "transport.h"
 
 #define HEALTH_INTERVAL_S 10
+#define EVENTS_KEEP 200000
 #define CONTROL_MAX (256 * 1024)
 
 static void *health_main(void *p)
@@ -42,6 +43,9 @@ static void *health_main(void *p)
                 if (engine_recover(d->eng, NULL, NULL, &left, &err) < 0)
                         log_err("recover: %s", err.msg);
                 pthread_rwlock_unlock(&d->gen);
+                /* The event log is for reading back weeks, not for ever. */
+                if (cat_events_trim(d->cat, EVENTS_KEEP, &err) < 0)
+                        log_err("%s", err.msg);
                 pthread_mutex_lock(&d->stop_lock);
         }
         pthread_mutex_unlock(&d->stop_lock);
@@ -87,6 +91,7 @@ int main(int argc, char **argv)
         log_setup("lockstepd", level);
         daemon_self = &d;
         pthread_mutex_init(&d.lock, NULL);
+        pthread_mutex_init(&d.sched_rows, NULL);
         pthread_cond_init(&d.op_changed, NULL);
         pthread_mutex_init(&d.stop_lock, NULL);
         pthread_cond_init(&d.stop_cond, NULL);
@@ -181,6 +186,9 @@ int main(int argc, char **argv)
         rc = 0;
 out:
         transport_server_stop(srv);
+        /* Operations waiting for a slot give up now, so the joins below are quick. */
+        if (d.slots)
+                slots_cancel(d.slots);
         pthread_mutex_lock(&d.stop_lock);
         d.stop = 1;
         pthread_cond_broadcast(&d.stop_cond);

@@ -101,18 +101,22 @@ static void after_scheduled(struct daemon *d, struct op *op, int r, const char *
         struct cat_sched cs = {0};
         lserr err = {0};
 
+        pthread_mutex_lock(&d->sched_rows);
         if (cat_sched_get(d->cat, op->group, &cs, &err) < 0)
                 snprintf(cs.group, sizeof(cs.group), "%s", op->group);
-        /* A run skipped while this one ran is later than it: keep the latest. */
-        if (op->due_s > cs.last_due_s)
+        /* A run skipped while this one ran is later than it: that record (due
+         * time, no start) stays the last; this run still counts. */
+        if (op->due_s >= cs.last_due_s) {
                 cs.last_due_s = op->due_s;
-        cs.last_run_us = op->started_us;
+                cs.last_run_us = op->started_us;
+                snprintf(cs.txid, sizeof(cs.txid), "%s", txid);
+        }
         snprintf(cs.outcome, sizeof(cs.outcome), "%s", r == 0 ? "committed" : r == 1 ? "aborted" : "failed");
-        snprintf(cs.txid, sizeof(cs.txid), "%s", txid);
         snprintf(cs.reason, sizeof(cs.reason), "%s", why);
         cs.runs++;
         if (cat_sched_put(d->cat, &cs, &err) < 0)
                 log_err("%s", err.msg);
+        pthread_mutex_unlock(&d->sched_rows);
         ops_event(d, "schedule", op->group, txid, "scheduled cut %s%s%s", cs.outcome, why[0] ? ": " : "", why);
         if (r != 0 || !g || (!g->retention.keep_last && !g->retention.hourly && !g->retention.daily &&
                              !g->retention.weekly && !g->retention.monthly))

@@ -37,6 +37,19 @@ int schedule_plan(struct schedule *s, const struct cfg_group *g, const struct ca
                                 break;
                 }
         }
+        if (s->missed == MISSED_COUNT_MAX) {
+                /* Stopped counting early: find the latest missed time from
+                 * just before now instead, widening the look back. */
+                static const long long back[] = {60, 3600, 86400, 32 * 86400LL, 367 * 86400LL};
+                for (size_t i = 0; i < sizeof(back) / sizeof(back[0]); i++) {
+                        long long t0 = cron_next(&s->cron, now_s - back[i]);
+                        if (t0 < 0 || t0 > now_s)
+                                continue;
+                        for (prev = t0; (t = cron_next(&s->cron, prev)) >= 0 && t <= now_s;)
+                                prev = t;
+                        break;
+                }
+        }
         s->missed_last_s = prev;
         if (prev >= 0 && s->catch_up) {
                 s->due_s = prev;

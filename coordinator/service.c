@@ -128,8 +128,12 @@ void service_sched_build(struct daemon *d, const struct cfg_coord *cfg)
                 int have;
                 if (!g->schedule)
                         continue;
-                have = cat_sched_get(d->cat, g->name, &last, &err) == 0;
-                if (!have) {
+                pthread_mutex_lock(&d->sched_rows);
+                int gr = cat_sched_get(d->cat, g->name, &last, &err);
+                have = gr == 0;
+                /* Only a group that never ran gets a fresh record: a read
+                 * error must not overwrite its history. */
+                if (gr == -ENOENT) {
                         /* Known from now on, so that a restart can tell what it missed. */
                         memset(&last, 0, sizeof(last));
                         snprintf(last.group, sizeof(last.group), "%s", g->name);
@@ -140,6 +144,7 @@ void service_sched_build(struct daemon *d, const struct cfg_coord *cfg)
                                 have = 1;
                 }
                 if (schedule_plan(&sc[n], g, have ? &last : NULL, now, &err) < 0) {
+                        pthread_mutex_unlock(&d->sched_rows);
                         ops_event(d, "schedule", g->name, "", "not scheduled: %s", err.msg);
                         continue;
                 }
@@ -156,6 +161,7 @@ void service_sched_build(struct daemon *d, const struct cfg_coord *cfg)
                         ops_event(d, "schedule", g->name, "", "%u run(s) missed while lockstepd was down: one catch-up run now",
                               sc[n].missed);
                 }
+                pthread_mutex_unlock(&d->sched_rows);
                 n++;
         }
         pthread_mutex_lock(&d->lock);
@@ -170,6 +176,7 @@ static void sched_skip(struct daemon *d, const struct schedule *sc, const char *
         struct cat_sched cs = {0};
         lserr err = {0};
 
+        pthread_mutex_lock(&d->sched_rows);
         if (cat_sched_get(d->cat, sc->group, &cs, &err) < 0)
                 snprintf(cs.group, sizeof(cs.group), "%s", sc->group);
         cs.last_due_s = sc->due_s;
@@ -180,6 +187,7 @@ static void sched_skip(struct daemon *d, const struct schedule *sc, const char *
         cs.skipped++;
         if (cat_sched_put(d->cat, &cs, &err) < 0)
                 log_err("%s", err.msg);
+        pthread_mutex_unlock(&d->sched_rows);
         char due[40];
         report_iso_time(sc->due_s * 1000000, due, sizeof(due));
         ops_event(d, "schedule", sc->group, "", "run due %s skipped: %s", due, why);
@@ -290,12 +298,36 @@ int service_apply_pending(struct daemon *d)
 /* Reads and checks the configuration again. A bad file is refused and the
  * running configuration stays; a good one is applied at once, or as soon as
  * the operations running on the old one are done. */
+/* What the process opened at start (its key, catalog, counter and control
+ * socket) does not change with a reload: a file that changes it is refused,
+ * rather than reported as applied while the old values stay in use. */
+static int fixed_unchanged(struct daemon *d, const struct cfg_coord *c, lserr *err)
+{
+        const char *what = NULL;
+
+        pthread_rwlock_rdlock(&d->gen);
+        if (strcmp(c->key, d->cfg->key))
+                what = "key";
+        else if (strcmp(c->catalog, d->cfg->catalog))
+                what = "catalog";
+        else if (strcmp(c->counter_file, d->cfg->counter_file))
+                what = "counter_file";
+        else if (strcmp(c->control, d->cfg->control))
+                what = "control";
+        pthread_rwlock_unlock(&d->gen);
+        if (what)
+                return lserr_set(err, -EINVAL, "%s: %s changed; that takes a restart of lockstepd", d->cfg_path, what);
+        return 0;
+}
+
 int service_reload(struct daemon *d, int wait_ms, int *ret_applied, lserr *err)
 {
         struct cfg_coord *cfg = NULL;
         struct engine *eng = NULL;
         int r = cfg_coord_load(d->cfg_path, &cfg, err);
 
+        if (r >= 0)
+                r = fixed_unchanged(d, cfg, err);
         if (r >= 0)
                 r = engine_new(cfg, d->key, d->cat, d->ctr, d->slots, &eng, err);
         if (r < 0) {

@@ -29,6 +29,7 @@ struct slots {
         size_t n, cap;
         size_t waiting;
         struct waiter *waiters; /* oldest first */
+        int cancelled;
 };
 
 int slots_new(unsigned fleet_max, unsigned agent_max, struct slots **ret)
@@ -215,6 +216,10 @@ int slots_take(struct slots *s, const struct slots_need *need, int wait_ms, lser
                 ;
         *pp = &me;
         for (;;) {
+                if (s->cancelled) {
+                        r = lserr_set(err, -ECANCELED, "group \"%s\": lockstepd is stopping", need->group);
+                        break;
+                }
                 if (holder_of(s, need->group)) {
                         r = lserr_set(err, -EBUSY, "group \"%s\": a transaction of it is already running",
                                       need->group);
@@ -263,6 +268,14 @@ void slots_drop(struct slots *s, const char *group)
                         s->h[i] = s->h[--s->n];
                         break;
                 }
+        pthread_cond_broadcast(&s->changed);
+        pthread_mutex_unlock(&s->lock);
+}
+
+void slots_cancel(struct slots *s)
+{
+        pthread_mutex_lock(&s->lock);
+        s->cancelled = 1;
         pthread_cond_broadcast(&s->changed);
         pthread_mutex_unlock(&s->lock);
 }

@@ -34,6 +34,9 @@ void slots_set_limits(struct slots *s, unsigned fleet_max, unsigned agent_max);
 int slots_take(struct slots *s, const struct slots_need *need, int wait_ms, lserr *err);
 void slots_drop(struct slots *s, const char *group);
 
+/* Shutting down: every waiter returns -ECANCELED now, and every later take. */
+void slots_cancel(struct slots *s);
+
 /* Whether the group runs a transaction now. */
 int slots_busy(struct slots *s, const char *group);
 

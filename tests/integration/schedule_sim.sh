@@ -164,6 +164,9 @@ check "... the old schedule stays" [ "$("$LOCKSTEP_BIN" -c "$T/good.yaml" schedu
 out=$(ls_cli reload 2>&1) && rc=0 || rc=$?
 check "lockstep reload with the bad file: exit 1, says why" bash -c "[ $rc = 1 ] && grep -q 'coordinator.yaml:[0-9]*.*schedule' <<<'$out'"
 check "... the CLI still reaches lockstepd despite the bad file" bash -c "grep -q 'warning: .*coordinator.yaml' <<<'$out'"
+sed "s|^catalog: .*|catalog: $T/other.db|" "$T/good.yaml" > "$T/coordinator.yaml"
+out=$(ls_cli reload 2>&1) && rc=0 || rc=$?
+check "reload that moves the catalog: refused, takes a restart" bash -c "[ $rc = 1 ] && grep -q 'catalog changed; that takes a restart' <<<'$out'"
 cp "$T/good.yaml" "$T/coordinator.yaml"
 printf '  - name: added\n    members: [evm1@host-e]\n    schedule: "@daily"\n' >> "$T/coordinator.yaml"
 out=$(ls_cli reload 2>&1) && rc=0 || rc=$?

@@ -762,6 +762,11 @@ static void test_events_schedules_reverts(void **state)
         free(got);
         ev.kind[0] = '\0';
         assert_int_equal(cat_event_add(f->c, &ev, NULL, &err), -EINVAL);
+        assert_int_equal(cat_events_trim(f->c, 3, &err), 2); /* 5 events, the newest 3 stay */
+        assert_int_equal(cat_events(f->c, 0, 10, 0, &got, &n, &err), 0);
+        assert_int_equal(n, 3);
+        assert_string_equal(got[0].message, "event 3");
+        free(got);
 
         assert_int_equal(cat_sched_get(f->c, "shop", &back, &err), -ENOENT);
         snprintf(cs.group, sizeof(cs.group), "shop");

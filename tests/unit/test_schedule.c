@@ -110,6 +110,22 @@ static void test_random_delay_bounded(void **state)
         assert_true(hi - lo > 60);
 }
 
+/* Down for a year on a per-minute schedule: counting stops at a bound, but the
+ * latest missed minute is still the one before now. */
+static void test_long_downtime(void **state)
+{
+        struct cfg_group g = group((char *)"* * * * *", 0, 0);
+        struct cat_sched last = {.last_due_s = at("2025-01-01T00:00:00Z")};
+        struct schedule s;
+        lserr err = {0};
+
+        (void)state;
+        assert_int_equal(schedule_plan(&s, &g, &last, at("2026-01-01T10:30:30Z"), &err), 0);
+        assert_int_equal(s.missed, 100000);
+        assert_true(s.missed_last_s == at("2026-01-01T10:30:00Z"));
+        assert_true(s.due_s == at("2026-01-01T10:31:00Z"));
+}
+
 static void test_bad_schedule(void **state)
 {
         struct cfg_group g = group((char *)"61 * * * *", 0, 1), never = group((char *)"0 0 30 2 *", 0, 1);
@@ -132,6 +148,7 @@ int main(void)
                 cmocka_unit_test(test_missed_without_catch_up),
                 cmocka_unit_test(test_advance_after_a_long_run),
                 cmocka_unit_test(test_random_delay_bounded),
+                cmocka_unit_test(test_long_downtime),
                 cmocka_unit_test(test_bad_schedule),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -129,6 +129,16 @@ static void test_waiter_woken_by_drop(void **state)
         pthread_join(th, NULL);
         assert_int_equal(w.r, 0);
         assert_true(slots_busy(s, "g2"));
+        /* Stopping: a waiter returns at once, and later takes are refused. */
+        w.n = need("g3", a_only, 1, m1, 1);
+        w.r = 1;
+        assert_int_equal(pthread_create(&th, NULL, wait_main, &w), 0);
+        for (int i = 0; i < 200 && (slots_counts(s, &running, &waiting), waiting == 0); i++)
+                usleep(5000);
+        slots_cancel(s);
+        pthread_join(th, NULL);
+        assert_int_equal(w.r, -ECANCELED);
+        assert_int_equal(slots_take(s, &g1, 0, &err), -ECANCELED);
         slots_free(s);
 }
 
