@@ -357,5 +357,9 @@ int ops_poll(struct daemon *d, const Lockstep__ControlRequest *q, Lockstep__Cont
         }
         *n_strs = n + 3;
         pthread_mutex_unlock(&d->lock);
+        /* A NULL among the strings would crash the packer: no reply instead. */
+        for (size_t i = 0; i < n + (rep->done ? 3 : 0); i++)
+                if (!(*strs)[i])
+                        return -ENOMEM;
         return 0;
 }
