@@ -253,7 +253,7 @@ int control_handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, siz
                         reply_error(&rep, 1, err.msg, &owned);
                 } else if ((f = open_memstream(&text, &tl))) {
                         fprintf(f, applied ? "configuration %s reloaded\n"
-                                           : "configuration %s is valid; it applies once the running operations finish\n",
+                                           : "configuration %s is valid; it applies within a few seconds\n",
                                 d->cfg_path);
                         fclose(f);
                         rep.text = text;

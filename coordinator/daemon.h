@@ -47,13 +47,26 @@ struct op {
         unsigned seq;          /* launch order, to replace the oldest finished op */
 };
 
-struct daemon {
-        const char *cfg_path;
-        /* cfg and eng are replaced by a reload: whoever uses them holds gen
-         * for reading; the reload swaps them holding it for writing. */
-        pthread_rwlock_t gen;
+/* One configuration and the engine built on it. An operation holds a
+ * reference for its whole run, so a reload puts a new one in place at once and
+ * the old one goes when the last operation on it ends. */
+struct gen {
         struct cfg_coord *cfg;
         struct engine *eng;
+        unsigned refs;
+        int retired; /* replaced by a reload: freed at its last put */
+};
+
+struct daemon {
+        const char *cfg_path;
+        /* The current configuration and engine. Short users (control
+         * requests, the scheduler tick, the health check) read cfg and eng
+         * holding gen for reading; a reload swaps them holding it for writing.
+         * Operations, which run long, hold a reference on cur instead. */
+        pthread_rwlock_t gen;
+        struct gen *cur;
+        struct cfg_coord *cfg; /* == cur->cfg */
+        struct engine *eng;    /* == cur->eng */
         struct cfg_coord *pending_cfg; /* a validated reload waiting for running ops */
         struct engine *pending_eng;
         struct catalog *cat;
@@ -78,6 +91,12 @@ struct daemon {
 extern struct daemon *daemon_self;
 
 /* ---- ops.c ---- */
+
+/* A reference on the current configuration and engine (ops_gen_put ends it). */
+struct gen *ops_gen_get(struct daemon *d);
+void ops_gen_put(struct daemon *d, struct gen *g);
+/* Frees a configuration and engine nobody uses. */
+void ops_gen_free(struct gen *g);
 
 /* One line in the catalog's event log (lockstep events) and in the log. */
 void ops_event(struct daemon *d, const char *kind, const char *group, const char *txid, const char *fmt, ...)

@@ -131,6 +131,12 @@ int main(int argc, char **argv)
                 r = metrics_new(&d.metrics);
         if (r >= 0)
                 r = engine_new(d.cfg, d.key, d.cat, d.ctr, d.slots, &d.eng, &err);
+        if (r >= 0 && !(d.cur = calloc(1, sizeof(*d.cur))))
+                r = -ENOMEM;
+        if (r >= 0) {
+                d.cur->cfg = d.cfg;
+                d.cur->eng = d.eng;
+        }
         if (r < 0) {
                 log_err("start: %s", err.msg[0] ? err.msg : strerror(-r));
                 goto out;
@@ -199,7 +205,11 @@ out:
                 pthread_join(sched, NULL);
         for (int i = 0; i < MAX_OPS; i++)
                 ops_free(d.ops[i]);
-        engine_free(d.eng);
+        /* Every op was joined above and put its reference: only cur is left. */
+        if (d.cur)
+                ops_gen_free(d.cur);
+        else
+                engine_free(d.eng);
         engine_free(d.pending_eng);
         cfg_coord_free(d.pending_cfg);
         metrics_free(d.metrics);
@@ -208,6 +218,7 @@ out:
         cat_close(d.cat);
         keys_secret_free(d.key);
         free(d.sched);
-        cfg_coord_free(d.cfg);
+        if (!d.cur)
+                cfg_coord_free(d.cfg);
         return rc;
 }

@@ -95,9 +95,10 @@ int ops_r_groups(struct daemon *d, const void *a, int j, FILE *f, lserr *err)
 }
 
 /* After a scheduled cut: its schedule's record, and retention. */
-static void after_scheduled(struct daemon *d, struct op *op, int r, const char *txid, const char *why)
+static void after_scheduled(struct daemon *d, struct gen *gn, struct op *op, int r, const char *txid,
+                            const char *why)
 {
-        const struct cfg_group *g = cfg_coord_group(d->cfg, op->group);
+        const struct cfg_group *g = cfg_coord_group(gn->cfg, op->group);
         struct cat_sched cs = {0};
         lserr err = {0};
 
@@ -127,7 +128,7 @@ static void after_scheduled(struct daemon *d, struct op *op, int r, const char *
                 ops_event(d, "prune", op->group, "", "retention not applied: %s", err.msg);
                 return;
         }
-        failed = prune_run(d->eng, items, n, ops_progress, op);
+        failed = prune_run(gn->eng, items, n, ops_progress, op);
         for (size_t i = 0; i < n; i++)
                 if (!items[i].keep)
                         ops_event(d, "prune", op->group, items[i].txid, "%s (%s)%s%s",
@@ -136,6 +137,37 @@ static void after_scheduled(struct daemon *d, struct op *op, int r, const char *
         if (failed)
                 log_warn("group %s: retention: %zu cut(s) could not be deleted", op->group, failed);
         free(items);
+}
+
+struct gen *ops_gen_get(struct daemon *d)
+{
+        struct gen *g;
+
+        pthread_mutex_lock(&d->lock);
+        g = d->cur;
+        g->refs++;
+        pthread_mutex_unlock(&d->lock);
+        return g;
+}
+
+void ops_gen_free(struct gen *g)
+{
+        if (!g)
+                return;
+        engine_free(g->eng);
+        cfg_coord_free(g->cfg);
+        free(g);
+}
+
+void ops_gen_put(struct daemon *d, struct gen *g)
+{
+        int last;
+
+        pthread_mutex_lock(&d->lock);
+        last = --g->refs == 0 && g->retired;
+        pthread_mutex_unlock(&d->lock);
+        if (last)
+                ops_gen_free(g);
 }
 
 static void *op_main(void *p)
@@ -149,16 +181,17 @@ static void *op_main(void *p)
         char *text = NULL, *json = NULL, *error = NULL;
         int r;
 
-        pthread_rwlock_rdlock(&d->gen);
+        /* A reference, not the lock: a reload need not wait for this op. */
+        struct gen *gn = ops_gen_get(d);
         op->started_us = fsutil_now_us();
         if (op->is_prune) {
-                const struct cfg_group *g = cfg_coord_group(d->cfg, op->group);
+                const struct cfg_group *g = cfg_coord_group(gn->cfg, op->group);
                 struct prune_item *items = NULL;
                 size_t n = 0;
                 r = !g ? lserr_set(&err, -ENOENT, "group \"%s\" is not in the configuration", op->group)
                        : prune_plan(d->cat, g, &items, &n, &err);
                 if (r == 0) {
-                        r = prune_run(d->eng, items, n, ops_progress, op) ? 1 : 0;
+                        r = prune_run(gn->eng, items, n, ops_progress, op) ? 1 : 0;
                         for (size_t i = 0; i < n; i++)
                                 if (!items[i].keep)
                                         ops_event(d, "prune", op->group, items[i].txid, "%s (%s)%s%s",
@@ -177,9 +210,9 @@ static void *op_main(void *p)
                 }
                 free(items);
         } else {
-                r = op->is_revert ? engine_revert(d->eng, op->target, op->undo, ops_progress, op, txid, &err)
-                    : op->is_delete ? engine_delete(d->eng, op->target, ops_progress, op, txid, &err)
-                                    : engine_snapshot(d->eng, &req, ops_progress, op, txid, &err);
+                r = op->is_revert ? engine_revert(gn->eng, op->target, op->undo, ops_progress, op, txid, &err)
+                    : op->is_delete ? engine_delete(gn->eng, op->target, ops_progress, op, txid, &err)
+                                    : engine_snapshot(gn->eng, &req, ops_progress, op, txid, &err);
                 /* A delete's result is the cut it deleted, as it stands now; a
                  * revert's is the revert (its pre-revert branch). */
                 const char *shown = op->is_delete ? op->target : txid;
@@ -218,10 +251,10 @@ static void *op_main(void *p)
                         const char *why = r < 0 ? err.msg : "";
                         if (r == 1 && cat_txn_get(d->cat, txid, &t, &e2) == 0)
                                 why = t.reason;
-                        after_scheduled(d, op, r, txid, why);
+                        after_scheduled(d, gn, op, r, txid, why);
                 }
         }
-        pthread_rwlock_unlock(&d->gen);
+        ops_gen_put(d, gn);
         if (r < 0)
                 error = strdup(err.msg);
         pthread_mutex_lock(&d->lock);

@@ -265,23 +265,41 @@ void service_groups_to_catalog(struct daemon *d, const struct cfg_coord *cfg)
  * 1 applied (or nothing pending), 0 still waiting for running operations. */
 int service_apply_pending(struct daemon *d)
 {
-        struct cfg_coord *old_cfg;
-        struct engine *old_eng;
+        struct gen *old, *g = calloc(1, sizeof(*g));
+        int free_old;
 
+        if (!g)
+                return 0;
         pthread_mutex_lock(&d->lock);
         int pending = d->pending_cfg != NULL;
         pthread_mutex_unlock(&d->lock);
-        if (!pending)
+        if (!pending) {
+                free(g);
                 return 1;
-        if (pthread_rwlock_trywrlock(&d->gen) != 0)
+        }
+        /* Only short users hold gen (operations hold references): this waits
+         * for a control request or a scheduler tick at most. */
+        if (pthread_rwlock_wrlock(&d->gen) != 0) {
+                free(g);
                 return 0;
+        }
         pthread_mutex_lock(&d->lock);
-        old_cfg = d->cfg;
-        old_eng = d->eng;
-        d->cfg = d->pending_cfg;
-        d->eng = d->pending_eng;
+        g->cfg = d->pending_cfg;
+        g->eng = d->pending_eng;
         d->pending_cfg = NULL;
         d->pending_eng = NULL;
+        if (!g->cfg) { /* another reload applied it meanwhile */
+                pthread_mutex_unlock(&d->lock);
+                pthread_rwlock_unlock(&d->gen);
+                free(g);
+                return 1;
+        }
+        old = d->cur;
+        d->cur = g;
+        d->cfg = g->cfg;
+        d->eng = g->eng;
+        old->retired = 1;
+        free_old = old->refs == 0;
         pthread_mutex_unlock(&d->lock);
         slots_set_limits(d->slots, d->cfg->max_cuts, d->cfg->max_cuts_per_agent);
         service_metrics_apply(d);
@@ -290,8 +308,9 @@ int service_apply_pending(struct daemon *d)
         ops_event(d, "reload", NULL, NULL, "configuration %s applied: %u agents, %u groups, %zu scheduled", d->cfg_path,
               d->cfg->n_agents, d->cfg->n_groups, d->n_sched);
         pthread_rwlock_unlock(&d->gen);
-        engine_free(old_eng);
-        cfg_coord_free(old_cfg);
+        /* Else the last operation on it frees it (ops_gen_put). */
+        if (free_old)
+                ops_gen_free(old);
         return 1;
 }
 
@@ -345,7 +364,7 @@ int service_reload(struct daemon *d, int wait_ms, int *ret_applied, lserr *err)
         for (int waited = 0; !(*ret_applied = service_apply_pending(d)) && waited < wait_ms; waited += 100)
                 usleep(100000);
         if (!*ret_applied)
-                ops_event(d, "reload", NULL, NULL, "configuration valid; applied once the running operations finish");
+                ops_event(d, "reload", NULL, NULL, "configuration valid; not applied yet");
         return 0;
 }
 

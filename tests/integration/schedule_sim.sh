@@ -169,8 +169,19 @@ out=$(ls_cli reload 2>&1) && rc=0 || rc=$?
 check "reload that moves the catalog: refused, takes a restart" bash -c "[ $rc = 1 ] && grep -q 'catalog changed; that takes a restart' <<<'$out'"
 cp "$T/good.yaml" "$T/coordinator.yaml"
 printf '  - name: added\n    members: [evm1@host-e]\n    schedule: "@daily"\n' >> "$T/coordinator.yaml"
+# A cut in progress (slow freeze) does not hold the reload back: it finishes
+# on the configuration it started with.
+echo "latency freeze=3000" >> "$T/host-a/sim.txt"
+ls_cli snapshot create f0 --json > "$T/slow.json" 2>&1 &
+slow=$!
+wait_for 10 grep -q 'BEGIN .*group f0' "$T/lockstepd.log"
+t0=$SECONDS
 out=$(ls_cli reload 2>&1) && rc=0 || rc=$?
-check "lockstep reload with a good file: applied ($out)" [ "$rc:$(sched added .next_due_at)" = "0:2026-01-02T00:00:00.000Z" ]
+check "lockstep reload with a good file while a cut runs: applied at once ($out)" [ "$rc:$(sched added .next_due_at)" = "0:2026-01-02T00:00:00.000Z" ]
+check "... without waiting for the cut ($((SECONDS - t0)) s)" [ $((SECONDS - t0)) -le 2 ]
+wait "$slow" && rc=0 || rc=$?
+check "... and the cut that was running commits" [ "$rc:$(jq -r .state "$T/slow.json")" = "0:committed" ]
+sed -i '/latency freeze=3000/d' "$T/host-a/sim.txt"
 check "... and the group can be cut" ls_cli snapshot create added
 ls_cli events --follow --json > "$T/follow.jsonl" 2> "$T/follow.err" &
 follower=$!
