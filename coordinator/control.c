@@ -120,7 +120,7 @@ static int prune_reply(struct daemon *d, const Lockstep__ControlRequest *q, Lock
 {
         const struct cfg_group *g = q->n_args == 1 ? cfg_coord_group(d->cfg, q->args[0]) : NULL;
         struct prune_item *items = NULL;
-        size_t n = 0, tl = 0, jl = 0;
+        size_t n = 0;
         lserr err = {0};
 
         if (q->n_args != 1) {
@@ -145,15 +145,7 @@ static int prune_reply(struct daemon *d, const Lockstep__ControlRequest *q, Lock
                 reply_error(rep, 2, err.msg, owned);
                 return 0;
         }
-        FILE *tf = open_memstream(text, &tl), *jf = open_memstream(json, &jl);
-        if (tf) {
-                report_prune(g->name, items, n, 1, 0, tf);
-                fclose(tf);
-        }
-        if (jf) {
-                report_prune(g->name, items, n, 1, 1, jf);
-                fclose(jf);
-        }
+        report_prune_pair(g->name, items, n, 1, text, json);
         free(items);
         rep->text = *text;
         rep->json = *json;

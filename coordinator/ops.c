@@ -197,16 +197,7 @@ static void *op_main(void *p)
                                         ops_event(d, "prune", op->group, items[i].txid, "%s (%s)%s%s",
                                               items[i].done ? "removed" : "NOT removed", items[i].why,
                                               items[i].error[0] ? ": " : "", items[i].error);
-                        size_t tl = 0, jl = 0;
-                        FILE *tf = open_memstream(&text, &tl), *jf = open_memstream(&json, &jl);
-                        if (tf) {
-                                report_prune(op->group, items, n, 0, 0, tf);
-                                fclose(tf);
-                        }
-                        if (jf) {
-                                report_prune(op->group, items, n, 0, 1, jf);
-                                fclose(jf);
-                        }
+                        report_prune_pair(op->group, items, n, 0, &text, &json);
                 }
                 free(items);
         } else {

@@ -477,3 +477,20 @@ int report_prune(const char *group, const struct prune_item *it, size_t n, int d
         }
         return 0;
 }
+
+void report_prune_pair(const char *group, const struct prune_item *it, size_t n, int dry_run, char **ret_text,
+                       char **ret_json)
+{
+        char **out[2] = {ret_text, ret_json};
+
+        for (int j = 0; j < 2; j++) {
+                size_t len = 0;
+                FILE *f = open_memstream(out[j], &len);
+                if (!f) {
+                        *out[j] = NULL;
+                        continue;
+                }
+                report_prune(group, it, n, dry_run, j, f);
+                fclose(f);
+        }
+}

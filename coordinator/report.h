@@ -46,3 +46,6 @@ int report_events(const struct cat_event *ev, size_t n, int as_json, FILE *out);
 struct prune_item;
 /* A prune's plan (dry run) or outcome. */
 int report_prune(const char *group, const struct prune_item *it, size_t n, int dry_run, int as_json, FILE *out);
+/* Both renderings at once, malloc'd (the caller's; NULL when out of memory). */
+void report_prune_pair(const char *group, const struct prune_item *it, size_t n, int dry_run, char **ret_text,
+                       char **ret_json);

@@ -9,7 +9,6 @@ t_need_lab
 t_need_built coordinator/lockstep coordinator/lockstepd agent/lockstep-agent
 t_up
 D=$LOCKSTEP_LAB_DIR
-ls_cli() { "$LOCKSTEP_BUILD_DIR/coordinator/lockstep" -c "$D/coordinator.yaml" "$@"; }
 qpid() { pgrep -f "guest=$1,debug-threads" | head -1; }
 declare -A pid0
 for vm in web1 app1 db1; do

@@ -71,6 +71,9 @@ t_need_built() {
         done
 }
 
+# The lockstep CLI against the test lab's lockstepd.
+ls_cli() { "$LOCKSTEP_BUILD_DIR/coordinator/lockstep" -c "$LOCKSTEP_LAB_DIR/coordinator.yaml" "$@"; }
+
 # Restarts the lab's lockstepd (its config re-read), optionally with environment
 # settings (LOCKSTEP_FAILPOINT=...), and waits until it answers. A lockstepd
 # started with a failpoint may never answer: "--nowait" returns at once.

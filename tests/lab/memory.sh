@@ -8,7 +8,6 @@ t_need_lab
 t_need_built coordinator/lockstep coordinator/lockstepd agent/lockstep-agent
 t_up
 D=$LOCKSTEP_LAB_DIR
-ls_cli() { "$LOCKSTEP_BUILD_DIR/coordinator/lockstep" -c "$D/coordinator.yaml" "$@"; }
 uptime_of() { # seconds since the guest booted, read inside it through its agent
         local pid out
         pid=$("$LAB" virsh "$1" qemu-agent-command "$1" \

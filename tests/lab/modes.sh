@@ -10,7 +10,6 @@ t_need_lab
 t_need_built coordinator/lockstep coordinator/lockstepd agent/lockstep-agent
 t_up
 D=$LOCKSTEP_LAB_DIR
-ls_cli() { "$LOCKSTEP_BUILD_DIR/coordinator/lockstep" -c "$D/coordinator.yaml" "$@"; }
 VMS="web1 app1 db1"
 all_running_thawed() {
         local vm st

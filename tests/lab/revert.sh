@@ -14,7 +14,6 @@ t_up
 D=$LOCKSTEP_LAB_DIR
 W=$(mktemp -d /tmp/lab-revert.XXXXXX)
 trap 't_down; rm -rf "$W" "$T_LOG"' EXIT
-ls_cli() { "$LOCKSTEP_BUILD_DIR/coordinator/lockstep" -c "$D/coordinator.yaml" "$@"; }
 disk_of() { "$LAB" virsh "$1" domblklist "$1" | awk '$1 == "vda" { print $2 }'; }
 qpid() { pgrep -f "guest=$1,debug-threads" | head -1; }
 dump_log() { # image out: the guest's /workload.log as the image holds it
