@@ -11,7 +11,6 @@ set -euo pipefail
 t_need_lab
 t_need_built coordinator/lockstep agent/lockstep-agent tests/lockstep-send
 t_up
-D=$LOCKSTEP_LAB_DIR
 # This test is the coordinator: lockstepd would settle our transactions itself.
 kill "$(cat "$D/pids/lockstepd.pid")" 2> /dev/null || true
 

@@ -5,11 +5,7 @@
 # process, still running, their logs still growing).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-t_need_lab
-t_need_built coordinator/lockstep coordinator/lockstepd agent/lockstep-agent
-t_up
-D=$LOCKSTEP_LAB_DIR
-qpid() { pgrep -f "guest=$1,debug-threads" | head -1; }
+t_up_product
 declare -A pid0
 for vm in web1 app1 db1; do
         for _ in $(seq 1 60); do [ "$(t_records "$vm")" -gt 5 ] 2> /dev/null && break; sleep 0.5; done

@@ -71,6 +71,19 @@ t_need_built() {
         done
 }
 
+# The lab dir, for tests that read its files.
+D=$LOCKSTEP_LAB_DIR
+
+# A lab with the product on it: lockstepd and one agent per host, built first.
+t_up_product() { # [lab up args]
+        t_need_lab
+        t_need_built coordinator/lockstep coordinator/lockstepd agent/lockstep-agent
+        t_up "$@"
+}
+
+# The QEMU process of a guest (its pid tells a restart from a running guest).
+qpid() { pgrep -f "guest=$1,debug-threads" | head -1; }
+
 # The lockstep CLI against the test lab's lockstepd.
 ls_cli() { "$LOCKSTEP_BUILD_DIR/coordinator/lockstep" -c "$LOCKSTEP_LAB_DIR/coordinator.yaml" "$@"; }
 

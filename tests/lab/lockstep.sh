@@ -6,9 +6,7 @@
 # frozen.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-t_need_lab
-t_need_built coordinator/lockstep coordinator/lockstepd agent/lockstep-agent
-t_up --vms 4
+t_up_product --vms 4
 
 status=$("$LAB" status) || true
 [ "$(echo "$status" | grep -c 'agent running')" = 2 ] || t_fail "agents not running: $status"

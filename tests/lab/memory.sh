@@ -4,10 +4,7 @@
 # memory state, without a reboot (their uptime goes on from the cut's).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-t_need_lab
-t_need_built coordinator/lockstep coordinator/lockstepd agent/lockstep-agent
-t_up
-D=$LOCKSTEP_LAB_DIR
+t_up_product
 uptime_of() { # seconds since the guest booted, read inside it through its agent
         local pid out
         pid=$("$LAB" virsh "$1" qemu-agent-command "$1" \

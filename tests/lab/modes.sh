@@ -6,10 +6,7 @@
 # crash_consistent, and then it is paused, snapshotted and resumed.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-t_need_lab
-t_need_built coordinator/lockstep coordinator/lockstepd agent/lockstep-agent
-t_up
-D=$LOCKSTEP_LAB_DIR
+t_up_product
 VMS="web1 app1 db1"
 all_running_thawed() {
         local vm st

@@ -8,14 +8,10 @@
 # SWITCH ends with every member back on its pre-revert disk, running.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-t_need_lab
-t_need_built coordinator/lockstep coordinator/lockstepd agent/lockstep-agent
-t_up
-D=$LOCKSTEP_LAB_DIR
+t_up_product
 W=$(mktemp -d /tmp/lab-revert.XXXXXX)
 trap 't_down; rm -rf "$W" "$T_LOG"' EXIT
 disk_of() { "$LAB" virsh "$1" domblklist "$1" | awk '$1 == "vda" { print $2 }'; }
-qpid() { pgrep -f "guest=$1,debug-threads" | head -1; }
 dump_log() { # image out: the guest's /workload.log as the image holds it
         qemu-img convert -U -O raw "$1" "$W/raw"
         debugfs -R "dump /workload.log $2" "$W/raw" > /dev/null 2>&1

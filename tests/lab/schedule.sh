@@ -6,11 +6,7 @@
 # thawed, still writing, and both kept cuts pass the lab's checks.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-t_need_lab
-t_need_built coordinator/lockstep coordinator/lockstepd agent/lockstep-agent
-t_up
-D=$LOCKSTEP_LAB_DIR
-qpid() { pgrep -f "guest=$1,debug-threads" | head -1; }
+t_up_product
 VMS="web1 app1 db1"
 declare -A pid0
 for vm in $VMS; do
