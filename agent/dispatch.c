@@ -143,9 +143,10 @@ int dispatch_handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, si
         size_t n_in_doubt = 0;
         struct hv_domain *doms = NULL;
         Lockstep__MemberResult **found = NULL;
+        uint64_t counter_seen = 0;
         int r;
 
-        r = env_verify_command(d->v, req, len, fsutil_now_us(), &cmd, &key, &err);
+        r = env_verify_command(d->v, req, len, fsutil_now_us(), &cmd, &key, &counter_seen, &err);
         if (r < 0) {
                 /* Answer refusals too: the coordinator learns why at once instead
                  * of waiting for its deadline. */
@@ -154,6 +155,12 @@ int dispatch_handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, si
                 rep.code = LOCKSTEP__ERROR_CODE__E_REJECTED;
                 rep.reject_reason = r;
                 rep.message = msg;
+                /* Set only after the signature checked out, so only a holder of
+                 * the key learns it; it lets that coordinator resume above another
+                 * process signing with the same key instead of being refused
+                 * until it restarts. */
+                if (r == LS_ECOUNTER)
+                        rep.counter_seen = counter_seen;
                 return sign_reply(d, &rep, hash, have_hash, ret, ret_len);
         }
         rep.txid = cmd->txid;
@@ -180,6 +187,7 @@ int dispatch_handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, si
         case LOCKSTEP__STEP__STEP_REVERT_SWITCH:
         case LOCKSTEP__STEP__STEP_REVERT_START:
         case LOCKSTEP__STEP__STEP_REVERT_DECIDE:
+        case LOCKSTEP__STEP__STEP_CHECK:
                 r = handle_txn(d, cmd, hash, ret, ret_len);
                 log_info("txid=%s step=%s key=%s dur_ms=%.1f", cmd->txid, env_step_name(cmd->step), key->name,
                          (double)(fsutil_mono_us() - t0) / 1000.0);

@@ -61,9 +61,9 @@ int hv_lookup(struct hv *hv, const char *vm, struct hv_domain *ret, lserr *err)
         return hv->ops->lookup(hv->be, vm, ret, err);
 }
 
-int hv_check(struct hv *hv, const char *vm, const char *snap, int quiesce, lserr *err)
+int hv_check(struct hv *hv, const char *vm, const char *txid, unsigned flags, lserr *err)
 {
-        return hv->ops->check(hv->be, vm, snap, quiesce, err);
+        return hv->ops->check(hv->be, vm, txid, flags, err);
 }
 
 int hv_ga_ping(struct hv *hv, const char *vm, int timeout_s, lserr *err)
@@ -102,14 +102,16 @@ int hv_discard(struct hv *hv, const char *vm, const char *snap, const struct hv_
         return hv->ops->discard(hv->be, vm, snap, imgs, n, err);
 }
 
-int hv_delete_cut(struct hv *hv, const char *vm, const char *snap, struct hv_image *ret, size_t *ret_n, lserr *err)
+int hv_delete_cut(struct hv *hv, const char *vm, const char *txid, const char *legacy,
+                  const struct hv_delete_hints *hints, struct hv_image *ret, size_t *ret_n, lserr *err)
 {
-        return hv->ops->delete_cut(hv->be, vm, snap, ret, ret_n, err);
+        return hv->ops->delete_cut(hv->be, vm, txid, legacy, hints, ret, ret_n, err);
 }
 
-int hv_cut_images(struct hv *hv, const char *vm, const char *snap, struct hv_image *ret, size_t *ret_n, lserr *err)
+int hv_cut_images(struct hv *hv, const char *vm, const char *txid, const char *legacy, struct hv_image *ret,
+                  size_t *ret_n, lserr *err)
 {
-        return hv->ops->cut_images(hv->be, vm, snap, ret, ret_n, err);
+        return hv->ops->cut_images(hv->be, vm, txid, legacy, ret, ret_n, err);
 }
 
 int hv_check_images(struct hv *hv, const char *vm, const struct hv_image *imgs, size_t n, lserr *err)
@@ -140,4 +142,10 @@ int hv_guest_run(struct hv *hv, const char *vm, const char *command, unsigned ti
 int hv_restore(struct hv *hv, const char *vm, const char *memfile, lserr *err)
 {
         return hv->ops->restore(hv->be, vm, memfile, err);
+}
+
+int hv_drop_branch(struct hv *hv, const char *vm, const struct hv_image *branch, size_t n, const char *const *keep,
+                   size_t n_keep, struct hv_removed **ret, size_t *ret_n, lserr *err)
+{
+        return hv->ops->drop_branch(hv->be, vm, branch, n, keep, n_keep, ret, ret_n, err);
 }

@@ -29,6 +29,7 @@ enum hv_state {
 struct hv_disk {
         char target[HV_TARGET_MAX]; /* "vda" */
         char path[HV_PATH_MAX];     /* image the domain writes to now */
+        char backing[HV_PATH_MAX];  /* the image below it, as the hypervisor reports it; "" none */
         char format[16];            /* "qcow2", "raw" */
 };
 
@@ -62,12 +63,20 @@ int hv_list(struct hv *hv, struct hv_domain **ret, size_t *ret_n, lserr *err);
 /* One domain's state, labels and disks. LS_ENODOMAIN when it does not exist. */
 int hv_lookup(struct hv *hv, const char *vm, struct hv_domain *ret, lserr *err);
 
-/* Everything a snapshot named snap needs, checked without changing anything:
- * the domain runs (LS_ENOTRUNNING; LS_EPAUSED when quiesce is asked of a paused
- * domain), every disk is a file in a format that can take an external qcow2
- * overlay (LS_EDISK), no overlay file exists yet (LS_EOVERLAYEXISTS), and the
- * overlays' directories have room (LS_ENOSPACE). */
-int hv_check(struct hv *hv, const char *vm, const char *snap, int quiesce, lserr *err);
+/* What hv_check validates beyond the files. */
+enum {
+        HV_CHECK_QUIESCE = 1u << 0, /* fsfreeze will run: a paused domain is refused */
+        HV_CHECK_MEMORY = 1u << 1,  /* a memory state will be saved: room for the guest's RAM */
+};
+
+/* Everything the snapshot of transaction txid needs, checked without changing
+ * anything: the domain runs (LS_ENOTRUNNING; LS_EPAUSED with HV_CHECK_QUIESCE
+ * on a paused domain), every disk is a file in a format that can take an
+ * external qcow2 overlay (LS_EDISK), and every file the snapshot will create
+ * (see imgfile.h) can be: name and path lengths, absent (LS_EOVERLAYEXISTS),
+ * directory writable, min_free_mb free, plus the guest's RAM for a memory
+ * state (LS_ENOSPACE). */
+int hv_check(struct hv *hv, const char *vm, const char *txid, unsigned flags, lserr *err);
 
 /* Guest agent answers within timeout_s (LS_ENOGA / LS_EGATIMEOUT otherwise). */
 int hv_ga_ping(struct hv *hv, const char *vm, int timeout_s, lserr *err);
@@ -82,38 +91,71 @@ int hv_thaw(struct hv *hv, const char *vm, lserr *err);
 int hv_suspend(struct hv *hv, const char *vm, lserr *err);
 int hv_resume(struct hv *hv, const char *vm, lserr *err);
 
-/* External disk-only snapshot of all disks at once (atomic), overlays at
- * "<current image>.<snap>.qcow2", computed here, never taken from the wire. With
- * with_memory the memory state goes to "<first image>.<snap>.mem". ret gets one
- * hv_image per disk (at most HV_MAX_DISKS). */
-int hv_snapshot(struct hv *hv, const char *vm, const char *snap, int with_memory, struct hv_image *ret,
+/* External disk-only snapshot of all disks at once (atomic), named txid, the
+ * overlays named by imgfile_overlay() beside each disk's current image. With
+ * with_memory the memory state goes to imgfile_memory() beside the first
+ * disk's image. ret gets one hv_image per disk (at most HV_MAX_DISKS). */
+int hv_snapshot(struct hv *hv, const char *vm, const char *txid, int with_memory, struct hv_image *ret,
                 size_t *ret_n, lserr *err);
 
 /* Undoes a pending snapshot: the domain goes back to writing the before images
  * (block commit of the overlay + pivot while running; qemu-img commit and a
  * redefined domain when off), the overlay files and the snapshot metadata are
  * removed. Idempotent: images already discarded are skipped. */
-int hv_discard(struct hv *hv, const char *vm, const char *snap, const struct hv_image *imgs, size_t n,
+int hv_discard(struct hv *hv, const char *vm, const char *txid, const struct hv_image *imgs, size_t n,
                lserr *err);
 
-/* Deletes a committed cut of one domain: on every disk the overlay named for
- * snap ("<image>.<snap>.qcow2", found by walking the disk's backing chain) is
+/* Deletes a committed cut of one domain: on every disk the overlay of cut txid
+ * (imgfile_is_layer; for cuts made before names stopped growing, the one named
+ * for the cut's name `legacy`), found by walking the disk's backing chain, is
  * merged into its backing image while the domain keeps running (active or
  * intermediate block commit; qemu-img commit/rebase when off), then removed with
  * the snapshot metadata. Every step leaves a valid chain; running it again
  * finishes a half-done delete. ret gets one hv_image per disk merged now (after:
  * the layer removed, before: the image it was merged into; a later cut that held
- * the removed layer holds that image now); none when the cut was already gone. */
-int hv_delete_cut(struct hv *hv, const char *vm, const char *snap, struct hv_image *ret, size_t *ret_n, lserr *err);
+ * the removed layer holds that image now); none when the cut was already gone.
+ * When no layer of the cut is in a disk's chain but the cut's image is (a
+ * revert put its own overlay on it), the layer above that image is merged into
+ * it: hints name each disk's cut image (target, before) as the coordinator
+ * recorded it, and one is used only when it is a file of that disk's chain and
+ * the layer above it is the overlay of one of hints->reverts. ret and *ret_n
+ * list what was merged also when a later disk fails. */
+struct hv_delete_hints {
+        const struct hv_image *images; /* the cut's image per disk: target, before */
+        size_t n_images;
+        const char *const *reverts; /* reverts to the cut: only their overlays may be merged */
+        size_t n_reverts;
+};
+int hv_delete_cut(struct hv *hv, const char *vm, const char *txid, const char *legacy,
+                  const struct hv_delete_hints *hints, struct hv_image *ret, size_t *ret_n, lserr *err);
+
+/* One file hv_drop_branch removed. */
+struct hv_removed {
+        char target[HV_TARGET_MAX];
+        char path[HV_PATH_MAX];
+};
+
+/* Drops a pre-revert branch of one domain: per disk, the chain from
+ * branch[i].branch (the branch's top) down to the first image that the domain
+ * runs on (its current chain) or that a kept branch holds (the chains from
+ * keep[], other branches' tops) is removed, top first, with the memory states
+ * and snapshot metadata of the cuts whose images went with it. A branch whose
+ * top is gone is dropped already: nothing to do. Only files lockstep named are
+ * removed: a branch that reaches any other file before a kept chain is refused
+ * whole. Files go bottom up, so a drop cut short is finished by the next. *ret
+ * (malloc'd, the caller's) lists every file removed now, also on failure. */
+int hv_drop_branch(struct hv *hv, const char *vm, const struct hv_image *branch, size_t n, const char *const *keep,
+                   size_t n_keep, struct hv_removed **ret, size_t *ret_n, lserr *err);
 
 /* ---- revert ------------------------------------------------------------- */
 
 /* The images a committed cut holds for one domain: per disk, before = the
- * cut's image (the backing image of the layer named for snap), branch = what
+ * cut's image (the backing image of the layer of cut txid, or of the layer
+ * named for `legacy` for older cuts), branch = what
  * the disk runs on now. Every cut image must exist and pass "qemu-img check"
  * (LS_EIMAGE / LS_ECORRUPT, naming the file). */
-int hv_cut_images(struct hv *hv, const char *vm, const char *snap, struct hv_image *ret, size_t *ret_n,
-                  lserr *err);
+int hv_cut_images(struct hv *hv, const char *vm, const char *txid, const char *legacy, struct hv_image *ret,
+                  size_t *ret_n, lserr *err);
 
 /* Checks that each path exists and passes "qemu-img check". */
 int hv_check_images(struct hv *hv, const char *vm, const struct hv_image *imgs, size_t n, lserr *err);
@@ -123,8 +165,8 @@ int hv_check_images(struct hv *hv, const char *vm, const struct hv_image *imgs, 
 int hv_stop(struct hv *hv, const char *vm, unsigned timeout_ms, lserr *err);
 int hv_start(struct hv *hv, const char *vm, lserr *err);
 
-/* Points a shut-off domain's disks: with tag, at new overlays
- * "<before>.<tag>.qcow2" created on each imgs[i].before (written to
+/* Points a shut-off domain's disks: with tag (the revert's txid), at new
+ * overlays imgfile_overlay(before, vm, target, tag) created on each imgs[i].before (written to
  * imgs[i].after); without, at imgs[i].before itself. Persistent definition. */
 int hv_point_disks(struct hv *hv, const char *vm, struct hv_image *imgs, size_t n, const char *tag, lserr *err);
 

@@ -10,26 +10,28 @@ struct hv_ops {
         void (*close)(void *be);
         int (*list)(void *be, struct hv_domain **ret, size_t *ret_n, lserr *err);
         int (*lookup)(void *be, const char *vm, struct hv_domain *ret, lserr *err);
-        int (*check)(void *be, const char *vm, const char *snap, int quiesce, lserr *err);
+        int (*check)(void *be, const char *vm, const char *txid, unsigned flags, lserr *err);
         int (*ga_ping)(void *be, const char *vm, int timeout_s, lserr *err);
         int (*freeze)(void *be, const char *vm, lserr *err);
         int (*thaw)(void *be, const char *vm, lserr *err);
         int (*suspend)(void *be, const char *vm, lserr *err);
         int (*resume)(void *be, const char *vm, lserr *err);
-        int (*snapshot)(void *be, const char *vm, const char *snap, int with_memory, struct hv_image *ret,
+        int (*snapshot)(void *be, const char *vm, const char *txid, int with_memory, struct hv_image *ret,
                         size_t *ret_n, lserr *err);
-        int (*discard)(void *be, const char *vm, const char *snap, const struct hv_image *imgs, size_t n,
+        int (*discard)(void *be, const char *vm, const char *txid, const struct hv_image *imgs, size_t n,
                        lserr *err);
-        int (*cut_images)(void *be, const char *vm, const char *snap, struct hv_image *ret, size_t *ret_n,
-                          lserr *err);
+        int (*cut_images)(void *be, const char *vm, const char *txid, const char *legacy, struct hv_image *ret,
+                          size_t *ret_n, lserr *err);
         int (*check_images)(void *be, const char *vm, const struct hv_image *imgs, size_t n, lserr *err);
         int (*stop)(void *be, const char *vm, unsigned timeout_ms, lserr *err);
         int (*start)(void *be, const char *vm, lserr *err);
         int (*point_disks)(void *be, const char *vm, struct hv_image *imgs, size_t n, const char *tag, lserr *err);
         int (*restore)(void *be, const char *vm, const char *memfile, lserr *err);
         int (*guest_run)(void *be, const char *vm, const char *command, unsigned timeout_ms, lserr *err);
-        int (*delete_cut)(void *be, const char *vm, const char *snap, struct hv_image *ret, size_t *ret_n,
-                          lserr *err);
+        int (*drop_branch)(void *be, const char *vm, const struct hv_image *branch, size_t n, const char *const *keep,
+                           size_t n_keep, struct hv_removed **ret, size_t *ret_n, lserr *err);
+        int (*delete_cut)(void *be, const char *vm, const char *txid, const char *legacy,
+                          const struct hv_delete_hints *hints, struct hv_image *ret, size_t *ret_n, lserr *err);
 };
 
 extern const struct hv_ops hv_libvirt_ops;

@@ -17,17 +17,19 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "branch.h"
 #include "fsutil.h"
 #include "hv_backend.h"
+#include "imgfile.h"
 
 #define LOCKSTEP_NS "https://lockstep.dev/xmlns/member/1"
-/* Room an overlay needs before it is created; it grows with the guest's writes. */
-#define MIN_FREE_BYTES (64ULL * 1024 * 1024)
 #define PIVOT_TIMEOUT_US (120LL * 1000000)
 
 struct lv {
         char *uri;
         unsigned ga_timeout_s;
+        /* Room an overlay needs before it is created; it grows with the guest's writes. */
+        unsigned long long min_free;
         pthread_mutex_t lock; /* guards conn replacement */
         virConnectPtr conn;
 };
@@ -85,6 +87,7 @@ static int lv_open(const struct cfg_agent *cfg, void **ret, lserr *err)
         virSetErrorFunc(NULL, quiet);
         lv->uri = strdup(cfg->libvirt_uri ? cfg->libvirt_uri : "qemu:///system");
         lv->ga_timeout_s = cfg->guest_agent_timeout_s ? cfg->guest_agent_timeout_s : 10;
+        lv->min_free = (unsigned long long)(cfg->min_free_mb ? cfg->min_free_mb : 64) * 1024 * 1024;
         pthread_mutex_init(&lv->lock, NULL);
         lv->conn = lv->uri ? virConnectOpen(lv->uri) : NULL;
         if (!lv->conn) {
@@ -180,12 +183,14 @@ struct parsed_disk {
         char type[16];
 };
 
-static void copy_attr(char *dst, size_t n, xmlNodePtr node, const char *attr)
+/* -ENAMETOOLONG when the value does not fit: a cut path is never a prefix of the real one. */
+static int copy_attr(char *dst, size_t n, xmlNodePtr node, const char *attr)
 {
         char *v = xattr(node, attr);
+        int len = snprintf(dst, n, "%s", v ? v : "");
 
-        snprintf(dst, n, "%s", v ? v : "");
         xmlFree(v);
+        return (size_t)len < n ? 0 : -ENAMETOOLONG;
 }
 
 /* Fills ret from a domain XML document. */
@@ -220,9 +225,18 @@ static int parse_domain(const char *vm, const char *xml, struct hv_domain *ret, 
                 copy_attr(p->target, sizeof(p->target), child(d, "target"), "dev");
                 copy_attr(p->type, sizeof(p->type), d, "type");
                 copy_attr(p->format, sizeof(p->format), child(d, "driver"), "type");
-                copy_attr(p->path, sizeof(p->path), child(d, "source"), !strcmp(p->type, "block") ? "dev" : "file");
+                if (copy_attr(p->path, sizeof(p->path), child(d, "source"), !strcmp(p->type, "block") ? "dev" : "file") <
+                    0) {
+                        xmlFreeDoc(doc);
+                        return lserr_set(err, LS_EDISK, "%s: disk %s: image path is longer than %d bytes", vm, p->target,
+                                         HV_PATH_MAX - 1);
+                }
                 snprintf(ret->disks[ret->n_disks].target, HV_TARGET_MAX, "%s", p->target);
                 snprintf(ret->disks[ret->n_disks].path, HV_PATH_MAX, "%s", p->path);
+                /* libvirt's own view of the chain (running domains): never a guess from the image. */
+                if (copy_attr(ret->disks[ret->n_disks].backing, HV_PATH_MAX, child(child(d, "backingStore"), "source"),
+                              "file") < 0)
+                        ret->disks[ret->n_disks].backing[0] = '\0';
                 snprintf(ret->disks[ret->n_disks].format, sizeof(ret->disks[0].format), "%s", p->format);
                 ret->n_disks++;
         }
@@ -308,18 +322,12 @@ static int lv_list(void *be, struct hv_domain **ret, size_t *ret_n, lserr *err)
 
 /* ---- checks --------------------------------------------------------------- */
 
-static int overlay_path(const char *vm, const char *image, const char *snap, const char *ext, char *out,
-                        lserr *err)
+static int lv_check(void *be, const char *vm, const char *txid, unsigned flags, lserr *err)
 {
-        if (snprintf(out, HV_PATH_MAX, "%s.%s.%s", image, snap, ext) >= HV_PATH_MAX)
-                return lserr_set(err, LS_EDISK, "%s: overlay path for \"%s\" is too long", vm, image);
-        return 0;
-}
-
-static int lv_check(void *be, const char *vm, const char *snap, int quiesce, lserr *err)
-{
+        struct lv *lv = be;
         struct parsed_disk pd[HV_MAX_DISKS];
         struct hv_domain dom;
+        virDomainInfo info = {0};
         virDomainPtr d = NULL;
         int dr = dom_get(be, vm, "validate", &d, err);
         int r;
@@ -327,18 +335,20 @@ static int lv_check(void *be, const char *vm, const char *snap, int quiesce, lse
         if (dr < 0)
                 return dr;
         r = describe(d, &dom, pd, err);
+        if (r == 0 && (flags & HV_CHECK_MEMORY) && virDomainGetInfo(d, &info) < 0)
+                r = fail(err, vm, "validate: domain info");
         virDomainFree(d);
         if (r < 0)
                 return r;
-        if (dom.state == HV_PAUSED && quiesce)
+        if (dom.state == HV_PAUSED && (flags & HV_CHECK_QUIESCE))
                 return lserr_set(err, LS_EPAUSED, "%s: validate: domain is paused: fsfreeze cannot run in it", vm);
         if (dom.state != HV_RUNNING && dom.state != HV_PAUSED)
                 return lserr_set(err, LS_ENOTRUNNING, "%s: validate: domain is not running", vm);
         if (dom.n_disks == 0)
                 return lserr_set(err, LS_EDISK, "%s: validate: no writable disk to snapshot", vm);
         for (unsigned i = 0; i < dom.n_disks; i++) {
-                char overlay[HV_PATH_MAX], dir[HV_PATH_MAX];
-                struct statvfs vfs;
+                char overlay[HV_PATH_MAX];
+                lserr e2 = {0};
                 if (strcmp(pd[i].type, "file") != 0)
                         return lserr_set(err, LS_EDISK,
                                          "%s: validate: disk %s: type \"%s\" cannot take an external qcow2 overlay "
@@ -347,24 +357,23 @@ static int lv_check(void *be, const char *vm, const char *snap, int quiesce, lse
                 if (strcmp(pd[i].format, "qcow2") != 0 && strcmp(pd[i].format, "raw") != 0)
                         return lserr_set(err, LS_EDISK, "%s: validate: disk %s: format \"%s\" is not qcow2 or raw", vm,
                                          pd[i].target, pd[i].format);
-                r = overlay_path(vm, pd[i].path, snap, "qcow2", overlay, err);
+                if (imgfile_overlay(pd[i].path, vm, pd[i].target, txid, overlay, sizeof(overlay)) < 0)
+                        return lserr_set(err, LS_EDISK, "%s: validate: disk %s: overlay path beside \"%s\" is longer "
+                                         "than %d bytes", vm, pd[i].target, pd[i].path, HV_PATH_MAX - 1);
+                r = imgfile_check_new("overlay", overlay, HV_PATH_MAX, lv->min_free, &e2);
                 if (r < 0)
-                        return r;
-                if (access(overlay, F_OK) == 0)
-                        return lserr_set(err, LS_EOVERLAYEXISTS, "%s: validate: disk %s: overlay \"%s\" already exists",
-                                         vm, pd[i].target, overlay);
-                snprintf(dir, sizeof(dir), "%s", pd[i].path);
-                if (strrchr(dir, '/'))
-                        *strrchr(dir, '/') = '\0';
-                if (statvfs(dir[0] ? dir : "/", &vfs) < 0)
-                        return lserr_set(err, -errno, "%s: validate: disk %s: statvfs \"%s\": %m", vm, pd[i].target,
-                                         dir);
-                if ((unsigned long long)vfs.f_bavail * vfs.f_frsize < MIN_FREE_BYTES)
-                        return lserr_set(err, LS_ENOSPACE,
-                                         "%s: validate: disk %s: only %llu MiB free in \"%s\", an overlay needs %llu MiB",
-                                         vm, pd[i].target,
-                                         (unsigned long long)vfs.f_bavail * vfs.f_frsize / (1024 * 1024), dir,
-                                         MIN_FREE_BYTES / (1024 * 1024));
+                        return lserr_set(err, r, "%s: validate: disk %s: %s", vm, pd[i].target, e2.msg);
+        }
+        if (flags & HV_CHECK_MEMORY) {
+                char mem[HV_PATH_MAX];
+                lserr e2 = {0};
+                if (imgfile_memory(pd[0].path, vm, txid, mem, sizeof(mem)) < 0)
+                        return lserr_set(err, LS_EDISK, "%s: validate: memory state path beside \"%s\" is too long",
+                                         vm, pd[0].path);
+                /* The state holds the guest's RAM (info.memory is in KiB). */
+                r = imgfile_check_new("memory state", mem, HV_PATH_MAX, lv->min_free + info.memory * 1024ULL, &e2);
+                if (r < 0)
+                        return lserr_set(err, r, "%s: validate: %s", vm, e2.msg);
         }
         return 0;
 }
@@ -473,7 +482,7 @@ static int xml_escape(const char *in, char *out, size_t n)
         return 0;
 }
 
-static int lv_snapshot(void *be, const char *vm, const char *snap, int with_memory, struct hv_image *ret,
+static int lv_snapshot(void *be, const char *vm, const char *txid, int with_memory, struct hv_image *ret,
                        size_t *ret_n, lserr *err)
 {
         struct parsed_disk pd[HV_MAX_DISKS];
@@ -496,21 +505,24 @@ static int lv_snapshot(void *be, const char *vm, const char *snap, int with_memo
                 r = -ENOMEM;
                 goto out;
         }
-        off += (size_t)snprintf(xml + off, cap - off, "<domainsnapshot><name>%s</name>", snap);
+        off += (size_t)snprintf(xml + off, cap - off, "<domainsnapshot><name>%s</name>", txid);
         if (with_memory) {
                 char mem[HV_PATH_MAX];
-                r = overlay_path(vm, pd[0].path, snap, "mem", mem, err);
-                if (r < 0 || (r = xml_escape(mem, esc, sizeof(esc))) < 0)
+                if (imgfile_memory(pd[0].path, vm, txid, mem, sizeof(mem)) < 0 ||
+                    xml_escape(mem, esc, sizeof(esc)) < 0) {
+                        r = lserr_set(err, LS_EDISK, "%s: snapshot: memory state path too long", vm);
                         goto out;
+                }
                 off += (size_t)snprintf(xml + off, cap - off, "<memory snapshot='external' file='%s'/>", esc);
         } else {
                 flags |= VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY;
         }
         off += (size_t)snprintf(xml + off, cap - off, "<disks>");
         for (unsigned i = 0; i < dom.n_disks; i++) {
-                r = overlay_path(vm, pd[i].path, snap, "qcow2", ret[i].after, err);
-                if (r < 0)
+                if (imgfile_overlay(pd[i].path, vm, pd[i].target, txid, ret[i].after, HV_PATH_MAX) < 0) {
+                        r = lserr_set(err, LS_EDISK, "%s: snapshot: disk %s: overlay path too long", vm, pd[i].target);
                         goto out;
+                }
                 snprintf(ret[i].target, HV_TARGET_MAX, "%s", pd[i].target);
                 snprintf(ret[i].before, HV_PATH_MAX, "%s", pd[i].path);
                 if (xml_escape(ret[i].after, esc, sizeof(esc)) < 0) {
@@ -527,7 +539,7 @@ static int lv_snapshot(void *be, const char *vm, const char *snap, int with_memo
         if (!s) {
                 virErrorPtr e = virGetLastError();
                 int nospace = e && e->message && strstr(e->message, "No space left");
-                r = lserr_set(err, nospace ? LS_ENOSPACE : LS_EHV, "%s: external snapshot \"%s\": %s", vm, snap,
+                r = lserr_set(err, nospace ? LS_ENOSPACE : LS_EHV, "%s: external snapshot \"%s\": %s", vm, txid,
                               last_error());
                 goto out;
         }
@@ -667,7 +679,7 @@ static int redefine_disks(virDomainPtr d, const char *vm, const struct hv_image 
         return r;
 }
 
-static int lv_discard(void *be, const char *vm, const char *snap, const struct hv_image *imgs, size_t n,
+static int lv_discard(void *be, const char *vm, const char *txid, const struct hv_image *imgs, size_t n,
                       lserr *err)
 {
         struct parsed_disk pd[HV_MAX_DISKS];
@@ -700,9 +712,9 @@ static int lv_discard(void *be, const char *vm, const char *snap, const struct h
         }
         if (r == 0) {
                 char mem[HV_PATH_MAX];
-                if (n && overlay_path(vm, imgs[0].before, snap, "mem", mem, NULL) == 0)
+                if (n && imgfile_memory(imgs[0].before, vm, txid, mem, sizeof(mem)) == 0)
                         unlink(mem);
-                s = virDomainSnapshotLookupByName(d, snap, 0);
+                s = virDomainSnapshotLookupByName(d, txid, 0);
                 if (s) {
                         if (virDomainSnapshotDelete(s, VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY) < 0)
                                 r = fail(err, vm, "discard: drop snapshot metadata");
@@ -802,26 +814,24 @@ static int wait_job_gone(virDomainPtr d, const char *vm, const char *disk, lserr
 }
 
 /* Walks a disk's backing chain down from its active image top to the layer
- * named for cut snap ("*.<snap>.qcow2"). Returns 1 with that layer, the layer
- * above it (child, "" when it is top) and the image below it (base, "" when it
- * has none); 0 when no layer of the chain is named for the cut. Each path is
+ * of cut `cut` (imgfile_is_layer). Returns 1 with that layer, the layer above
+ * it (child, "" when it is top) and the image below it (base, "" when it has
+ * none); 0 when no layer of the chain belongs to the cut. Each path is
  * HV_PATH_MAX bytes. */
-static int find_cut_layer(const char *top, const char *snap, char *layer, char *child, char *base, lserr *err)
+static int walk_to_layer(const char *top, const char *cut, int legacy, char *layer, char *child, char *base,
+                         lserr *err)
 {
-        char suffix[LS_NAME_MAX + 16];
-        size_t sl;
-        int r;
-
-        snprintf(suffix, sizeof(suffix), ".%s.qcow2", snap);
-        sl = strlen(suffix);
         snprintf(layer, HV_PATH_MAX, "%s", top);
         child[0] = '\0';
         for (int depth = 0;; depth++) {
-                size_t pl = strlen(layer);
-                r = qcow2_backing(layer, base, HV_PATH_MAX, err);
+                char old[HV_PATH_MAX];
+                int r = qcow2_backing(layer, base, HV_PATH_MAX, err);
                 if (r < 0)
                         return r;
-                if (pl > sl && !strcmp(layer + pl - sl, suffix))
+                /* An older cut's overlay is exactly "<its base>.<name>.qcow2":
+                 * a name may repeat, that whole path does not. */
+                if (legacy ? imgfile_legacy(base, cut, "qcow2", old, sizeof(old)) == 0 && !strcmp(old, layer)
+                           : imgfile_is_layer(layer, cut))
                         return 1;
                 if (!base[0] || depth > 256)
                         return 0;
@@ -830,11 +840,60 @@ static int find_cut_layer(const char *top, const char *snap, char *layer, char *
         }
 }
 
-static int delete_disk(virDomainPtr d, const char *vm, int running, const struct parsed_disk *pd, const char *snap,
+/* The layer of cut txid; for a cut made before names stopped growing, the
+ * layer named for its name `legacy` ("<image>.<name>.qcow2"). */
+static int find_cut_layer(const char *top, const char *txid, const char *legacy, char *layer, char *child, char *base,
+                          lserr *err)
+{
+        int r = walk_to_layer(top, txid, 0, layer, child, base, err);
+
+        if (r == 0 && legacy && legacy[0] && strcmp(legacy, txid))
+                r = walk_to_layer(top, legacy, 1, layer, child, base, err);
+        return r;
+}
+
+/* Walks a disk's chain from top to the file `image`: 1 with the layer right
+ * above it (layer), the one above that (child, "" when layer is top) and image
+ * itself (base); 0 when image is not in the chain or nothing sits on it. */
+static int walk_to_image(const char *top, const char *image, char *layer, char *child, char *base, lserr *err)
+{
+        char cur[HV_PATH_MAX], next[HV_PATH_MAX];
+
+        layer[0] = child[0] = '\0';
+        snprintf(cur, sizeof(cur), "%s", top);
+        for (int depth = 0; cur[0] && depth <= 256; depth++) {
+                int r;
+                if (!strcmp(cur, image)) {
+                        if (!layer[0])
+                                return 0;
+                        snprintf(base, HV_PATH_MAX, "%s", image);
+                        return 1;
+                }
+                r = qcow2_backing(cur, next, sizeof(next), err);
+                if (r < 0)
+                        return r;
+                snprintf(child, HV_PATH_MAX, "%s", layer);
+                snprintf(layer, HV_PATH_MAX, "%s", cur);
+                snprintf(cur, sizeof(cur), "%s", next);
+        }
+        return 0;
+}
+
+static int delete_disk(virDomainPtr d, const char *vm, int running, const struct parsed_disk *pd, const char *txid,
+                       const char *legacy, const char *hint, const struct hv_delete_hints *hints,
                        struct hv_image *ret, size_t *merged, lserr *err)
 {
         char layer[HV_PATH_MAX], child[HV_PATH_MAX], base[HV_PATH_MAX];
-        int r = find_cut_layer(pd->path, snap, layer, child, base, err);
+        int r = find_cut_layer(pd->path, txid, legacy, layer, child, base, err);
+
+        /* The cut's own layer left the chain with a pre-revert branch; a
+         * revert's overlay sits on its image instead: that is what goes, and
+         * nothing else (above that image may be another cut's data). */
+        if (r == 0 && hint && hints) {
+                r = walk_to_image(pd->path, hint, layer, child, base, err);
+                if (r == 1 && !imgfile_is_overlay_of(layer, vm, pd->target, hints->reverts, hints->n_reverts))
+                        r = 0;
+        }
 
         if (r <= 0)
                 return r; /* 0: not in this disk's chain, already deleted */
@@ -891,8 +950,8 @@ static int delete_disk(virDomainPtr d, const char *vm, int running, const struct
         return 0;
 }
 
-static int lv_delete_cut(void *be, const char *vm, const char *snap, struct hv_image *ret, size_t *ret_n,
-                         lserr *err)
+static int lv_delete_cut(void *be, const char *vm, const char *txid, const char *legacy,
+                         const struct hv_delete_hints *hints, struct hv_image *ret, size_t *ret_n, lserr *err)
 {
         struct parsed_disk pd[HV_MAX_DISKS];
         struct hv_domain dom;
@@ -904,20 +963,136 @@ static int lv_delete_cut(void *be, const char *vm, const char *snap, struct hv_i
         if (r < 0)
                 return r;
         r = describe(d, &dom, pd, err);
-        for (unsigned i = 0; r == 0 && i < dom.n_disks; i++)
-                r = delete_disk(d, vm, dom.state == HV_RUNNING || dom.state == HV_PAUSED, &pd[i], snap, ret, &merged,
-                                err);
-        if (r == 0) {
-                s = virDomainSnapshotLookupByName(d, snap, 0);
-                if (s) {
-                        if (virDomainSnapshotDelete(s, VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY) < 0)
-                                r = fail(err, vm, "delete: drop snapshot metadata");
-                        virDomainSnapshotFree(s);
-                }
+        for (unsigned i = 0; r == 0 && i < dom.n_disks; i++) {
+                const char *hint = NULL;
+                for (size_t k = 0; hints && k < hints->n_images; k++)
+                        if (!strcmp(hints->images[k].target, pd[i].target))
+                                hint = hints->images[k].before;
+                r = delete_disk(d, vm, dom.state == HV_RUNNING || dom.state == HV_PAUSED, &pd[i], txid, legacy, hint,
+                                hints, ret, &merged, err);
+        }
+        /* The metadata is named for the txid; an older cut's, for its name,
+         * looked for only when there is none of the first kind. */
+        s = r == 0 ? virDomainSnapshotLookupByName(d, txid, 0) : NULL;
+        if (r == 0 && !s && legacy && legacy[0])
+                s = virDomainSnapshotLookupByName(d, legacy, 0);
+        if (s) {
+                if (virDomainSnapshotDelete(s, VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY) < 0)
+                        r = fail(err, vm, "delete: drop snapshot metadata");
+                virDomainSnapshotFree(s);
         }
         virDomainFree(d);
-        if (r == 0)
-                *ret_n = merged;
+        /* Also on failure: what was merged must reach the catalog (repath). */
+        *ret_n = merged;
+        return r;
+}
+
+/* ---- pre-revert branches ------------------------------------------------------- */
+
+struct branch_ctx {
+        const char *vm, *target;
+};
+
+/* Only overlays lockstep named (cuts' and reverts') are a branch's own. */
+static int lv_ours(void *ctx, const char *path)
+{
+        const struct branch_ctx *b = ctx;
+        char id[LS_NAME_MAX + 1];
+
+        return imgfile_layer_txid(path, b->vm, b->target, id, sizeof(id)) == 0;
+}
+
+static int lv_backing(void *ctx, const char *path, char *out, lserr *err)
+{
+        (void)ctx;
+        if (access(path, F_OK) < 0)
+                return -ENOENT;
+        return qcow2_backing(path, out, HV_PATH_MAX, err);
+}
+
+/* Appends one removed file to the growing result. */
+static int note_removed(struct hv_removed **v, size_t *n, const char *target, const char *path)
+{
+        struct hv_removed *p = realloc(*v, (*n + 1) * sizeof(**v));
+
+        if (!p)
+                return -ENOMEM;
+        *v = p;
+        snprintf(p[*n].target, sizeof(p[*n].target), "%s", target);
+        snprintf(p[*n].path, sizeof(p[*n].path), "%s", path);
+        (*n)++;
+        return 0;
+}
+
+static int lv_drop_branch(void *be, const char *vm, const struct hv_image *branch, size_t n, const char *const *keep,
+                          size_t n_keep, struct hv_removed **ret, size_t *ret_n, lserr *err)
+{
+        struct parsed_disk pd[HV_MAX_DISKS];
+        struct hv_domain dom;
+        struct hv_removed *out = NULL;
+        const char **roots = NULL;
+        char(*own)[HV_PATH_MAX] = NULL;
+        size_t n_out = 0, n_own = 0, n_roots = 0;
+        virDomainPtr d = NULL;
+        int r = dom_get(be, vm, "drop branch", &d, err);
+
+        if (r < 0)
+                return r;
+        r = describe(d, &dom, pd, err);
+        if (r < 0)
+                goto out;
+        roots = calloc(dom.n_disks + n_keep + 1, sizeof(*roots));
+        if (!roots) {
+                r = -ENOMEM;
+                goto out;
+        }
+        /* Whatever the domain runs on, and every other kept branch, stays. */
+        for (unsigned i = 0; i < dom.n_disks; i++)
+                roots[n_roots++] = pd[i].path;
+        for (size_t i = 0; i < n_keep; i++)
+                roots[n_roots++] = keep[i];
+        for (size_t i = 0; r == 0 && i < n; i++) {
+                free(own);
+                own = NULL;
+                lserr e2 = {0};
+                struct branch_ctx bc = {vm, branch[i].target};
+                r = branch_own_files(branch[i].branch, roots, n_roots, lv_backing, lv_ours, &bc, &own, &n_own, &e2);
+                if (r < 0) {
+                        r = lserr_set(err, r, "%s: drop branch: disk %s: %s", vm, branch[i].target, e2.msg);
+                        break;
+                }
+                /* Bottom up: the top goes last, so a drop cut short is found
+                 * again from the top and finished. */
+                for (size_t k = n_own; r == 0 && k-- > 0;) {
+                        char cut[LS_NAME_MAX + 1], mem[HV_PATH_MAX];
+                        if (unlink(own[k]) < 0 && errno != ENOENT) {
+                                r = lserr_set(err, -errno, "%s: drop branch: disk %s: remove \"%s\": %m", vm,
+                                              branch[i].target, own[k]);
+                                break;
+                        }
+                        r = note_removed(&out, &n_out, branch[i].target, own[k]);
+                        /* The cut this file is the overlay of lived on the file
+                         * below it: when that went too, so do its memory state
+                         * and metadata. */
+                        if (r < 0 || k + 1 == n_own ||
+                            imgfile_layer_txid(own[k], vm, branch[i].target, cut, sizeof(cut)) < 0)
+                                continue;
+                        if (imgfile_memory(own[k], vm, cut, mem, sizeof(mem)) == 0)
+                                unlink(mem);
+                        virDomainSnapshotPtr s = virDomainSnapshotLookupByName(d, cut, 0);
+                        if (s) {
+                                virDomainSnapshotDelete(s, VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY);
+                                virDomainSnapshotFree(s);
+                        }
+                }
+        }
+out:
+        free(own);
+        free(roots);
+        virDomainFree(d);
+        /* Also on failure: what was removed must reach the catalog. */
+        *ret = out;
+        *ret_n = n_out;
         return r;
 }
 
@@ -1048,8 +1223,8 @@ static int lv_check_images(void *be, const char *vm, const struct hv_image *imgs
         return 0;
 }
 
-static int lv_cut_images(void *be, const char *vm, const char *snap, struct hv_image *ret, size_t *ret_n,
-                         lserr *err)
+static int lv_cut_images(void *be, const char *vm, const char *txid, const char *legacy, struct hv_image *ret,
+                         size_t *ret_n, lserr *err)
 {
         struct parsed_disk pd[HV_MAX_DISKS];
         struct hv_domain dom;
@@ -1065,12 +1240,12 @@ static int lv_cut_images(void *be, const char *vm, const char *snap, struct hv_i
         for (unsigned i = 0; i < dom.n_disks; i++) {
                 char layer[HV_PATH_MAX], child[HV_PATH_MAX];
                 memset(&ret[i], 0, sizeof(ret[i]));
-                r = find_cut_layer(pd[i].path, snap, layer, child, ret[i].before, err);
+                r = find_cut_layer(pd[i].path, txid, legacy, layer, child, ret[i].before, err);
                 if (r < 0)
                         return r;
                 if (r == 0)
-                        return lserr_set(err, LS_EIMAGE, "%s: prepare: disk %s: no layer of cut \"%s\" in its chain", vm,
-                                         pd[i].target, snap);
+                        return lserr_set(err, LS_EIMAGE, "%s: prepare: disk %s: no layer of cut %s in its chain", vm,
+                                         pd[i].target, txid);
                 if (!ret[i].before[0])
                         return lserr_set(err, LS_EIMAGE, "%s: prepare: disk %s: \"%s\" has no backing image", vm,
                                          pd[i].target, layer);
@@ -1155,9 +1330,10 @@ static int lv_point_disks(void *be, const char *vm, struct hv_image *imgs, size_
                         snprintf(imgs[i].after, HV_PATH_MAX, "%s", imgs[i].before);
                         continue;
                 }
-                r = overlay_path(vm, imgs[i].before, tag, "qcow2", imgs[i].after, err);
-                if (r < 0)
+                if (imgfile_overlay(imgs[i].before, vm, imgs[i].target, tag, imgs[i].after, HV_PATH_MAX) < 0) {
+                        r = lserr_set(err, LS_EDISK, "%s: switch: disk %s: overlay path too long", vm, imgs[i].target);
                         goto out;
+                }
                 if (access(imgs[i].after, F_OK) == 0)
                         continue; /* made by an earlier attempt of this same revert */
                 const char *create[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-b", imgs[i].before, "-F",
@@ -1187,6 +1363,7 @@ const struct hv_ops hv_libvirt_ops = {
         .snapshot = lv_snapshot,
         .discard = lv_discard,
         .delete_cut = lv_delete_cut,
+        .drop_branch = lv_drop_branch,
         .cut_images = lv_cut_images,
         .check_images = lv_check_images,
         .stop = lv_stop,

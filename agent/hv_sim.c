@@ -19,8 +19,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "branch.h"
 #include "fsutil.h"
 #include "hv_backend.h"
+#include "imgfile.h"
 
 #define SIM_FILE_MAX (1024 * 1024)
 #define SIM_MAX_DOMAINS 4096
@@ -28,6 +30,7 @@
 struct sim {
         char *path;        /* the sim config */
         unsigned ga_timeout_s;
+        unsigned long long min_free;
 };
 
 /* Per-call view of the config. */
@@ -72,6 +75,7 @@ static int sim_open(const struct cfg_agent *cfg, void **ret, lserr *err)
                 return -ENOMEM;
         }
         s->ga_timeout_s = cfg->guest_agent_timeout_s ? cfg->guest_agent_timeout_s : 10;
+        s->min_free = (unsigned long long)(cfg->min_free_mb ? cfg->min_free_mb : 64) * 1024 * 1024;
         *ret = s;
         return 0;
 }
@@ -226,7 +230,10 @@ static int read_state(const struct simcfg *c, const char *vm, const struct simdo
         for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
                 unsigned i, v;
                 char p[HV_PATH_MAX], b[HV_PATH_MAX];
-                if (sscanf(line, "backing %1023s %1023s", p, b) == 2 && st->n_links < SIM_MAX_LINKS) {
+                /* A link whose file is gone (an overlay removed outside the sim,
+                 * as a revert's rollback does) is dropped, not carried along. */
+                if (sscanf(line, "backing %1023s %1023s", p, b) == 2 && st->n_links < SIM_MAX_LINKS &&
+                    access(p, F_OK) == 0) {
                         snprintf(st->link[st->n_links], HV_PATH_MAX, "%s", p);
                         snprintf(st->backing[st->n_links++], HV_PATH_MAX, "%s", b);
                 } else if (sscanf(line, "state %u", &v) == 1)
@@ -289,8 +296,12 @@ static int enter(struct sim *s, struct simcfg *c, struct simdom *d, const char *
         return 0;
 }
 
+static int find_link(const struct simstate *st, const char *path);
+
 static void fill_domain(const char *vm, const struct simdom *d, const struct simstate *st, struct hv_domain *ret)
 {
+        int k;
+
         memset(ret, 0, sizeof(*ret));
         snprintf(ret->name, sizeof(ret->name), "%s", vm);
         ret->state = st->state;
@@ -300,6 +311,8 @@ static void fill_domain(const char *vm, const struct simdom *d, const struct sim
         for (unsigned i = 0; i < d->n_disks; i++) {
                 snprintf(ret->disks[i].target, HV_TARGET_MAX, "%s", d->disks[i]);
                 snprintf(ret->disks[i].path, HV_PATH_MAX, "%s", st->cur[i]);
+                k = find_link(st, st->cur[i]);
+                snprintf(ret->disks[i].backing, HV_PATH_MAX, "%s", k >= 0 ? st->backing[k] : "");
                 snprintf(ret->disks[i].format, sizeof(ret->disks[i].format), "qcow2");
         }
 }
@@ -357,11 +370,13 @@ static int sim_list(void *be, struct hv_domain **ret, size_t *ret_n, lserr *err)
         return 0;
 }
 
-static int sim_check(void *be, const char *vm, const char *snap, int quiesce, lserr *err)
+static int sim_check(void *be, const char *vm, const char *txid, unsigned flags, lserr *err)
 {
+        struct sim *s = be;
         struct simcfg c;
         struct simdom d;
         struct simstate st;
+        char dir[HV_PATH_MAX + 8];
         int r = enter(be, &c, &d, vm, "check", err), fd;
 
         if (r < 0)
@@ -369,18 +384,23 @@ static int sim_check(void *be, const char *vm, const char *snap, int quiesce, ls
         fd = lock_state(&c);
         read_state(&c, vm, &d, &st);
         unlock_state(fd);
-        if (st.state == HV_PAUSED && quiesce)
+        /* Overlays go beside the images: their directory exists before the first one. */
+        snprintf(dir, sizeof(dir), "%s/img", c.state_dir);
+        r = fsutil_mkdir_p(dir, 0700, err);
+        if (r == 0 && st.state == HV_PAUSED && (flags & HV_CHECK_QUIESCE))
                 r = lserr_set(err, LS_EPAUSED, "%s: check: domain is paused, fsfreeze cannot run in it", vm);
-        else if (st.state != HV_RUNNING && st.state != HV_PAUSED)
+        else if (r == 0 && st.state != HV_RUNNING && st.state != HV_PAUSED)
                 r = lserr_set(err, LS_ENOTRUNNING, "%s: check: domain is not running", vm);
-        else if (has_line(&c, "nospace", vm, NULL))
+        else if (r == 0 && has_line(&c, "nospace", vm, NULL))
                 r = lserr_set(err, LS_ENOSPACE, "%s: check: disk %s: no space for the overlay", vm, d.disks[0]);
         for (unsigned i = 0; r == 0 && i < d.n_disks; i++) {
-                char overlay[HV_PATH_MAX + LS_NAME_MAX + 16];
-                snprintf(overlay, sizeof(overlay), "%s.%s.qcow2", st.cur[i], snap);
-                if (access(overlay, F_OK) == 0)
-                        r = lserr_set(err, LS_EOVERLAYEXISTS, "%s: check: disk %s: overlay \"%s\" exists", vm,
-                                      d.disks[i], overlay);
+                char overlay[HV_PATH_MAX];
+                lserr e2 = {0};
+                /* The simulated images are real files: the file checks are the real ones. */
+                if (imgfile_overlay(st.cur[i], vm, d.disks[i], txid, overlay, sizeof(overlay)) < 0)
+                        r = lserr_set(err, LS_EDISK, "%s: validate: disk %s: overlay path too long", vm, d.disks[i]);
+                else if ((r = imgfile_check_new("overlay", overlay, HV_PATH_MAX, s->min_free, &e2)) < 0)
+                        r = lserr_set(err, r, "%s: validate: disk %s: %s", vm, d.disks[i], e2.msg);
         }
         free(c.text);
         return r;
@@ -494,7 +514,7 @@ static int touch(const char *path, lserr *err)
         return 0;
 }
 
-static int sim_snapshot(void *be, const char *vm, const char *snap, int with_memory, struct hv_image *ret,
+static int sim_snapshot(void *be, const char *vm, const char *txid, int with_memory, struct hv_image *ret,
                         size_t *ret_n, lserr *err)
 {
         struct simcfg c;
@@ -517,7 +537,7 @@ static int sim_snapshot(void *be, const char *vm, const char *snap, int with_mem
                         r = touch(st.cur[i], err);
                 snprintf(ret[i].target, HV_TARGET_MAX, "%s", d.disks[i]);
                 snprintf(ret[i].before, HV_PATH_MAX, "%s", st.cur[i]);
-                if (snprintf(ret[i].after, HV_PATH_MAX, "%s.%s.qcow2", st.cur[i], snap) >= HV_PATH_MAX)
+                if (imgfile_overlay(st.cur[i], vm, d.disks[i], txid, ret[i].after, HV_PATH_MAX) < 0)
                         r = lserr_set(err, LS_EDISK, "%s: snapshot: disk %s: overlay path too long", vm, d.disks[i]);
                 if (r == 0)
                         r = touch(ret[i].after, err);
@@ -525,9 +545,10 @@ static int sim_snapshot(void *be, const char *vm, const char *snap, int with_mem
         if (r == 0 && st.n_links + d.n_disks > SIM_MAX_LINKS)
                 r = lserr_set(err, LS_EDISK, "%s: snapshot: the simulated chain is full", vm);
         if (r == 0 && with_memory) {
-                char mem[HV_PATH_MAX + LS_NAME_MAX + 8];
-                snprintf(mem, sizeof(mem), "%s.%s.mem", ret[0].before, snap);
-                r = touch(mem, err);
+                char mem[HV_PATH_MAX];
+                r = imgfile_memory(ret[0].before, vm, txid, mem, sizeof(mem)) < 0
+                            ? lserr_set(err, LS_EDISK, "%s: snapshot: memory state path too long", vm)
+                            : touch(mem, err);
         }
         if (r == 0) {
                 for (unsigned i = 0; i < d.n_disks; i++) {
@@ -564,37 +585,87 @@ static void drop_link(struct simstate *st, const char *path)
         }
 }
 
-/* Merges the overlay named for snap into its backing image, on every disk:
- * the active layer goes back to the backing image, a deeper layer's child is
+/* Walks disk i's chain from the active layer down to the layer of cut `cut`:
+ * its link index, and in *ret_child the layer above it (NULL when it is the
+ * active one); -1 when it is not there. */
+static int walk_to_layer(const struct simstate *st, unsigned i, const char *cut, int legacy, const char **ret_child)
+{
+        const char *layer = st->cur[i];
+        int k;
+
+        *ret_child = NULL;
+        while ((k = find_link(st, layer)) >= 0) {
+                char old[HV_PATH_MAX];
+                /* An older cut's overlay is exactly "<its base>.<name>.qcow2". */
+                if (legacy ? imgfile_legacy(st->backing[k], cut, "qcow2", old, sizeof(old)) == 0 && !strcmp(old, layer)
+                           : imgfile_is_layer(layer, cut))
+                        return k;
+                *ret_child = layer;
+                layer = st->backing[k];
+        }
+        return -1;
+}
+
+/* The link of the layer right above file `image` in disk i's chain, and in
+ * *ret_child the layer above that (NULL when it is the active one); -1 when
+ * image is not in the chain or nothing sits on it. */
+static int layer_above(const struct simstate *st, unsigned i, const char *image, const char **ret_child)
+{
+        const char *layer = st->cur[i];
+        int k;
+
+        *ret_child = NULL;
+        while ((k = find_link(st, layer)) >= 0) {
+                if (!strcmp(st->backing[k], image))
+                        return k;
+                *ret_child = layer;
+                layer = st->backing[k];
+        }
+        return -1;
+}
+
+/* The layer of cut txid, or of an older cut's name `legacy`. */
+static int layer_of(const struct simstate *st, unsigned i, const char *txid, const char *legacy,
+                    const char **ret_child)
+{
+        int k = walk_to_layer(st, i, txid, 0, ret_child);
+
+        if (k < 0 && legacy && legacy[0] && strcmp(legacy, txid))
+                k = walk_to_layer(st, i, legacy, 1, ret_child);
+        return k;
+}
+
+/* Merges the overlay of cut txid into its backing image, on every disk: the
+ * active layer goes back to the backing image, a deeper layer's child is
  * re-pointed at it. Already merged: nothing to do. */
-static int sim_delete_cut(void *be, const char *vm, const char *snap, struct hv_image *ret, size_t *ret_n,
-                          lserr *err)
+static int sim_delete_cut(void *be, const char *vm, const char *txid, const char *legacy,
+                          const struct hv_delete_hints *hints, struct hv_image *ret, size_t *ret_n, lserr *err)
 {
         struct simcfg c;
         struct simdom d;
         struct simstate st;
-        char suffix[LS_NAME_MAX + 16];
         unsigned merged = 0;
         int r = enter(be, &c, &d, vm, "delete", err), fd;
 
         if (r < 0)
                 return r;
-        snprintf(suffix, sizeof(suffix), ".%s.qcow2", snap);
         fd = lock_state(&c);
         read_state(&c, vm, &d, &st);
         for (unsigned i = 0; i < d.n_disks; i++) {
-                /* Walk the chain from the active layer down. */
-                const char *child = NULL, *layer = st.cur[i];
-                int k;
-                while ((k = find_link(&st, layer)) >= 0) {
-                        size_t pl = strlen(layer), sl = strlen(suffix);
-                        if (pl > sl && !strcmp(layer + pl - sl, suffix))
-                                break;
-                        child = layer;
-                        layer = st.backing[k];
-                }
+                const char *child;
+                int k = layer_of(&st, i, txid, legacy, &child);
+                /* No layer of the cut left, but its image with a revert's
+                 * overlay on it: that overlay goes (see hv_delete_cut). */
+                for (size_t h = 0; k < 0 && hints && h < hints->n_images; h++)
+                        if (!strcmp(hints->images[h].target, d.disks[i])) {
+                                k = layer_above(&st, i, hints->images[h].before, &child);
+                                if (k >= 0 && !imgfile_is_overlay_of(st.link[k], vm, d.disks[i], hints->reverts,
+                                                                     hints->n_reverts))
+                                        k = -1;
+                        }
                 if (k < 0)
                         continue;
+                const char *layer = st.link[k];
                 char gone[HV_PATH_MAX], base[HV_PATH_MAX];
                 snprintf(gone, sizeof(gone), "%s", layer);
                 snprintf(base, sizeof(base), "%s", st.backing[k]);
@@ -616,28 +687,102 @@ static int sim_delete_cut(void *be, const char *vm, const char *snap, struct hv_
                 r = write_state(&c, vm, &d, &st, err);
         unlock_state(fd);
         free(c.text);
-        if (r == 0)
-                *ret_n = merged;
+        *ret_n = merged;
         return r;
 }
 
-/* Walks disk i's chain to the layer named for snap; -1 when it is not there. */
-static int layer_of(const struct simstate *st, unsigned i, const char *snap)
+static int sim_backing(void *ctx, const char *path, char *out, lserr *err)
 {
-        char suffix[LS_NAME_MAX + 16];
-        const char *layer = st->cur[i];
-        size_t sl;
-        int k;
+        const struct simstate *st = ctx;
+        int k = find_link(st, path);
 
-        snprintf(suffix, sizeof(suffix), ".%s.qcow2", snap);
-        sl = strlen(suffix);
-        while ((k = find_link(st, layer)) >= 0) {
-                size_t pl = strlen(layer);
-                if (pl > sl && !strcmp(layer + pl - sl, suffix))
-                        return k;
-                layer = st->backing[k];
+        (void)err;
+        if (access(path, F_OK) < 0)
+                return -ENOENT;
+        snprintf(out, HV_PATH_MAX, "%s", k >= 0 ? st->backing[k] : "");
+        return 0;
+}
+
+struct sim_branch_ctx {
+        const struct simstate *st;
+        const char *vm, *target;
+};
+
+static int sim_ours(void *ctx, const char *path)
+{
+        const struct sim_branch_ctx *b = ctx;
+        char id[LS_NAME_MAX + 1];
+
+        return imgfile_layer_txid(path, b->vm, b->target, id, sizeof(id)) == 0;
+}
+
+static int sim_backing_of(void *ctx, const char *path, char *out, lserr *err)
+{
+        const struct sim_branch_ctx *b = ctx;
+
+        return sim_backing((void *)b->st, path, out, err);
+}
+
+static int sim_drop_branch(void *be, const char *vm, const struct hv_image *branch, size_t n, const char *const *keep,
+                           size_t n_keep, struct hv_removed **ret, size_t *ret_n, lserr *err)
+{
+        struct simcfg c;
+        struct simdom d;
+        struct simstate st;
+        struct hv_removed *out = NULL;
+        const char *roots[HV_MAX_DISKS + 64];
+        char(*own)[HV_PATH_MAX] = NULL;
+        size_t n_out = 0, n_own = 0, n_roots = 0;
+        int r = enter(be, &c, &d, vm, "drop_branch", err), fd;
+
+        if (r < 0)
+                return r;
+        if (n_keep > 64) {
+                free(c.text);
+                return lserr_set(err, -E2BIG, "%s: drop branch: more than 64 kept branches", vm);
         }
-        return -1;
+        fd = lock_state(&c);
+        read_state(&c, vm, &d, &st);
+        for (unsigned i = 0; i < d.n_disks; i++)
+                roots[n_roots++] = st.cur[i];
+        for (size_t i = 0; i < n_keep; i++)
+                roots[n_roots++] = keep[i];
+        for (size_t i = 0; r == 0 && i < n; i++) {
+                free(own);
+                own = NULL;
+                struct sim_branch_ctx bc = {&st, vm, branch[i].target};
+                r = branch_own_files(branch[i].branch, roots, n_roots, sim_backing_of, sim_ours, &bc, &own, &n_own,
+                                     err);
+                for (size_t k = n_own; r == 0 && k-- > 0;) {
+                        char cut[LS_NAME_MAX + 1], mem[HV_PATH_MAX];
+                        struct hv_removed *p;
+                        if (unlink(own[k]) < 0 && errno != ENOENT) {
+                                r = lserr_set(err, -errno, "%s: drop branch: remove \"%s\": %m", vm, own[k]);
+                                break;
+                        }
+                        drop_link(&st, own[k]);
+                        p = realloc(out, (n_out + 1) * sizeof(*out));
+                        if (!p) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        out = p;
+                        snprintf(out[n_out].target, HV_TARGET_MAX, "%s", branch[i].target);
+                        snprintf(out[n_out].path, HV_PATH_MAX, "%s", own[k]);
+                        n_out++;
+                        if (k + 1 < n_own && imgfile_layer_txid(own[k], vm, branch[i].target, cut, sizeof(cut)) == 0 &&
+                            imgfile_memory(own[k], vm, cut, mem, sizeof(mem)) == 0)
+                                unlink(mem);
+                }
+        }
+        if (r == 0)
+                r = write_state(&c, vm, &d, &st, err);
+        unlock_state(fd);
+        free(c.text);
+        free(own);
+        *ret = out;
+        *ret_n = n_out;
+        return r;
 }
 
 static int sim_check_images(void *be, const char *vm, const struct hv_image *imgs, size_t n, lserr *err)
@@ -660,8 +805,8 @@ static int sim_check_images(void *be, const char *vm, const struct hv_image *img
         return r;
 }
 
-static int sim_cut_images(void *be, const char *vm, const char *snap, struct hv_image *ret, size_t *ret_n,
-                          lserr *err)
+static int sim_cut_images(void *be, const char *vm, const char *txid, const char *legacy, struct hv_image *ret,
+                          size_t *ret_n, lserr *err)
 {
         struct simcfg c;
         struct simdom d;
@@ -675,10 +820,11 @@ static int sim_cut_images(void *be, const char *vm, const char *snap, struct hv_
         unlock_state(fd);
         free(c.text);
         for (unsigned i = 0; i < d.n_disks; i++) {
-                int k = layer_of(&st, i, snap);
+                const char *child;
+                int k = layer_of(&st, i, txid, legacy, &child);
                 if (k < 0)
-                        return lserr_set(err, LS_EIMAGE, "%s: prepare: disk %s: no layer of cut \"%s\" in its chain", vm,
-                                         d.disks[i], snap);
+                        return lserr_set(err, LS_EIMAGE, "%s: prepare: disk %s: no layer of cut %s in its chain", vm,
+                                         d.disks[i], txid);
                 memset(&ret[i], 0, sizeof(ret[i]));
                 snprintf(ret[i].target, HV_TARGET_MAX, "%s", d.disks[i]);
                 snprintf(ret[i].before, HV_PATH_MAX, "%s", st.backing[k]);
@@ -745,7 +891,12 @@ static int sim_point_disks(void *be, const char *vm, struct hv_image *imgs, size
                         if (strcmp(d.disks[i], imgs[k].target))
                                 continue;
                         if (tag) {
-                                snprintf(imgs[k].after, HV_PATH_MAX, "%.900s.%s.qcow2", imgs[k].before, tag);
+                                if (imgfile_overlay(imgs[k].before, vm, imgs[k].target, tag, imgs[k].after,
+                                                    HV_PATH_MAX) < 0) {
+                                        r = lserr_set(err, LS_EDISK, "%s: switch: disk %s: overlay path too long", vm,
+                                                      imgs[k].target);
+                                        break;
+                                }
                                 if (access(imgs[k].after, F_OK) < 0 && (r = touch(imgs[k].after, err)) < 0)
                                         break;
                                 if (find_link(&st, imgs[k].after) < 0 && st.n_links < SIM_MAX_LINKS) {
@@ -790,7 +941,7 @@ static int sim_guest_run(void *be, const char *vm, const char *command, unsigned
         return r;
 }
 
-static int sim_discard(void *be, const char *vm, const char *snap, const struct hv_image *imgs, size_t n,
+static int sim_discard(void *be, const char *vm, const char *txid, const struct hv_image *imgs, size_t n,
                        lserr *err)
 {
         struct simcfg c;
@@ -798,9 +949,13 @@ static int sim_discard(void *be, const char *vm, const char *snap, const struct 
         struct simstate st;
         int r = enter(be, &c, &d, vm, "discard", err), fd;
 
-        (void)snap;
         if (r < 0)
                 return r;
+        if (n) {
+                char mem[HV_PATH_MAX];
+                if (imgfile_memory(imgs[0].before, vm, txid, mem, sizeof(mem)) == 0)
+                        unlink(mem);
+        }
         fd = lock_state(&c);
         read_state(&c, vm, &d, &st);
         for (size_t k = 0; k < n; k++)
@@ -833,6 +988,7 @@ const struct hv_ops hv_sim_ops = {
         .snapshot = sim_snapshot,
         .discard = sim_discard,
         .delete_cut = sim_delete_cut,
+        .drop_branch = sim_drop_branch,
         .cut_images = sim_cut_images,
         .check_images = sim_check_images,
         .stop = sim_stop,

@@ -2,6 +2,7 @@
  * recovery from the journal. */
 #include "txn.h"
 
+#include <dirent.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 
 #include "envelope.h"
 #include "fsutil.h"
+#include "imgfile.h"
 #include "journal.h"
 #include "log.h"
 #include "notify.h"
@@ -35,6 +37,8 @@ struct member {
         char msg[MSG_MAX];
         int was_running; /* revert: running at PREPARE, started again */
         int switched;    /* revert: disks point at the cut */
+        struct hv_removed *removed; /* branch delete: the files removed (malloc'd) */
+        size_t n_removed;
 };
 
 struct stored {
@@ -49,7 +53,8 @@ struct stored {
 
 struct txn {
         char txid[LS_NAME_MAX + 1];
-        char snap[LS_NAME_MAX + 1];
+        char snap[LS_NAME_MAX + 1]; /* the cut's name: only older cuts' files carry it */
+        char cut[LS_NAME_MAX + 1];  /* the cut's txid (delete, revert): files carry it */
         Lockstep__Mode mode;
         Lockstep__JournalState state;
         int decided, lease_expired;
@@ -60,6 +65,8 @@ struct txn {
         struct stored replies[MAX_STORED];
         size_t n_replies;
         int revert, undo;
+        int check; /* a CHECK: validated only, never listed */
+        int branch; /* a DELETE of revert `cut`'s pre-revert branch */
         char *pre_hook, *post_hook; /* FREEZE's guest hooks, NULL for none */
         unsigned hook_timeout_ms;
         pthread_mutex_t lock; /* one step at a time */
@@ -165,6 +172,14 @@ static void member_note(struct member *mb, const char *fmt, ...)
         va_end(ap);
 }
 
+static Lockstep__ErrorCode first_code(const struct txn *t)
+{
+        for (size_t i = 0; i < t->n; i++)
+                if (t->m[i].code != LOCKSTEP__ERROR_CODE__OK)
+                        return t->m[i].code;
+        return LOCKSTEP__ERROR_CODE__OK;
+}
+
 static struct txn *find_txn(struct txn_mgr *mg, const char *txid)
 {
         for (struct txn *t = mg->list; t; t = t->next)
@@ -204,6 +219,8 @@ static void txn_free(struct txn *t)
         for (size_t i = 0; i < t->n_replies; i++)
                 free(t->replies[i].buf);
         pthread_mutex_destroy(&t->lock);
+        for (size_t i = 0; t->m && i < t->n; i++)
+                free(t->m[i].removed);
         free(t->m);
         free(t);
 }
@@ -236,12 +253,14 @@ static int pack_reply(const struct txn_mgr *mg, const struct txn *t, Lockstep__S
         Lockstep__MemberResult *mr = calloc(t->n ? t->n : 1, sizeof(*mr));
         Lockstep__MemberResult **mrp = calloc(t->n ? t->n : 1, sizeof(*mrp));
         Lockstep__Timings *tm = calloc(t->n ? t->n : 1, sizeof(*tm));
-        Lockstep__DiskImage *di = calloc(t->n * HV_MAX_DISKS + 1, sizeof(*di));
-        Lockstep__DiskImage **dip = calloc(t->n * HV_MAX_DISKS + 1, sizeof(*dip));
+        size_t n_removed = 0;
+        for (size_t i = 0; i < t->n; i++)
+                n_removed += t->m[i].n_removed;
+        Lockstep__DiskImage *di = calloc(t->n * HV_MAX_DISKS + n_removed + 1, sizeof(*di));
+        Lockstep__DiskImage **dip = calloc(t->n * HV_MAX_DISKS + n_removed + 1, sizeof(*dip));
         size_t nd = 0, n;
         int r = 0;
 
-        (void)mg;
         if (!mr || !mrp || !tm || !di || !dip) {
                 r = -ENOMEM;
                 goto out;
@@ -272,6 +291,15 @@ static int pack_reply(const struct txn_mgr *mg, const struct txn *t, Lockstep__S
                         nd++;
                         mr[i].n_disks++;
                 }
+                /* A branch delete lists each file it removed as an "after". */
+                for (size_t k = 0; k < mb->n_removed; k++) {
+                        lockstep__disk_image__init(&di[nd]);
+                        di[nd].disk = (char *)mb->removed[k].target;
+                        di[nd].after = (char *)mb->removed[k].path;
+                        dip[nd] = &di[nd];
+                        nd++;
+                        mr[i].n_disks++;
+                }
                 mrp[i] = &mr[i];
         }
         rep.txid = (char *)t->txid;
@@ -279,6 +307,7 @@ static int pack_reply(const struct txn_mgr *mg, const struct txn *t, Lockstep__S
         rep.code = code;
         rep.message = (char *)(message ? message : "");
         rep.state = wire_state(t->state);
+        rep.lease_max_ms = t->check ? mg->cfg->lease_max_s * 1000u : 0;
         rep.n_members = t->n;
         rep.members = mrp;
         n = lockstep__reply__get_packed_size(&rep);
@@ -363,6 +392,7 @@ static int persist(struct txn_mgr *mg, const struct txn *t, lserr *err)
         jt.version = JOURNAL_VERSION;
         jt.txid = (char *)t->txid;
         jt.snapshot = (char *)t->snap;
+        jt.cut_txid = (char *)t->cut;
         jt.mode = t->mode;
         jt.state = t->state;
         jt.lease_deadline_us = t->lease_deadline_unix;
@@ -593,14 +623,20 @@ static int enlist(struct txn_mgr *mg, struct txn *t, Lockstep__JournalState stat
 static int validate_member(struct txn_mgr *mg, struct txn *t, struct member *mb)
 {
         lserr err = {0};
-        int r = hv_check(mg->hv, mb->vm, t->snap, 1, &err);
+        int r;
 
+        mb->want_pause = mb->crash || t->mode != LOCKSTEP__MODE__MODE_QUIESCE;
+        mb->want_freeze = !mb->crash && t->mode != LOCKSTEP__MODE__MODE_MEMORY;
+        /* Every file the cut will create is checked here, before any guest of
+         * this agent is frozen: a cut that cannot succeed freezes nobody. */
+        r = hv_check(mg->hv, mb->vm, t->txid,
+                     (mb->want_freeze ? HV_CHECK_QUIESCE : 0u) |
+                             (t->mode == LOCKSTEP__MODE__MODE_MEMORY ? HV_CHECK_MEMORY : 0u),
+                     &err);
         if (r < 0) {
                 member_fail(mg, mb, wire_code(r), "validate: %s", err.msg);
                 return r;
         }
-        mb->want_pause = mb->crash || t->mode != LOCKSTEP__MODE__MODE_QUIESCE;
-        mb->want_freeze = !mb->crash && t->mode != LOCKSTEP__MODE__MODE_MEMORY;
         if (!mb->want_freeze)
                 return 0;
         lserr_clear(&err);
@@ -693,6 +729,7 @@ static int do_freeze(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t *
                 return -ENOMEM;
         }
         snprintf(t->snap, sizeof(t->snap), "%s", fr->snapshot);
+        snprintf(t->cut, sizeof(t->cut), "%s", cmd->txid);
         t->mode = fr->mode;
         t->pre_hook = fr->pre_freeze_hook[0] ? strdup(fr->pre_freeze_hook) : NULL;
         t->post_hook = fr->post_thaw_hook[0] ? strdup(fr->post_thaw_hook) : NULL;
@@ -760,6 +797,63 @@ static int do_freeze(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t *
         return r;
 }
 
+/* ---- CHECK ---------------------------------------------------------------- */
+
+/* FREEZE's validation of every member, and nothing else: no member is taken,
+ * frozen or journaled, and nothing is remembered of the check. A member that
+ * an open transaction holds is reported busy, as FREEZE would find it. */
+static int do_check(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t **ret, size_t *ret_len)
+{
+        const Lockstep__CheckRequest *cr = cmd->check;
+        char message[MSG_MAX] = "";
+        Lockstep__ErrorCode code = LOCKSTEP__ERROR_CODE__OK;
+        struct txn *t;
+        int r;
+
+        if (cr->n_members == 0)
+                return plain_reply(cmd->txid, cmd->step, LOCKSTEP__ERROR_CODE__E_BAD_STATE, "check: no members given",
+                                   ret, ret_len);
+        t = txn_new(cmd->txid);
+        if (!t || !(t->m = calloc(cr->n_members, sizeof(*t->m)))) {
+                if (t)
+                        txn_free(t);
+                return -ENOMEM;
+        }
+        t->check = 1;
+        t->mode = cr->mode;
+        snprintf(t->cut, sizeof(t->cut), "%s", cmd->txid);
+        t->n = cr->n_members;
+        pthread_mutex_lock(&mg->lock);
+        for (size_t i = 0; i < t->n; i++) {
+                struct txn *h;
+                snprintf(t->m[i].vm, sizeof(t->m[i].vm), "%s", cr->members[i]->vm);
+                t->m[i].tier = cr->members[i]->tier;
+                t->m[i].crash = cr->members[i]->consistency == LOCKSTEP__CONSISTENCY__CONSISTENCY_CRASH;
+                h = holder(mg, t->m[i].vm, NULL);
+                if (h)
+                        member_fail(mg, &t->m[i], LOCKSTEP__ERROR_CODE__E_BUSY,
+                                    "check: held by transaction %s; a cut now would be refused", h->txid);
+        }
+        pthread_mutex_unlock(&mg->lock);
+        for (unsigned tier = 0; tier <= max_tier(t); tier++)
+                run_tier(mg, t, tier, validate_member);
+        /* FREEZE would quietly shorten a longer lease: the operator should know
+         * first, on every member it would hold. */
+        for (size_t i = 0; cr->lease_ms > mg->cfg->lease_max_s * 1000u && i < t->n; i++)
+                member_fail(mg, &t->m[i], LOCKSTEP__ERROR_CODE__E_BAD_STATE,
+                            "check: lease of %u s is above this agent's lease_max_s %u: a cut would be held at most "
+                            "%u s",
+                            cr->lease_ms / 1000, mg->cfg->lease_max_s, mg->cfg->lease_max_s);
+        code = first_code(t);
+        if (code != LOCKSTEP__ERROR_CODE__OK)
+                snprintf(message, sizeof(message), "%s: check: a cut would be refused", mg->cfg->id);
+        r = pack_reply(mg, t, cmd->step, code, message, ret, ret_len);
+        log_info("txid=%s step=CHECK members=%zu %s", t->txid, t->n,
+                 code == LOCKSTEP__ERROR_CODE__OK ? "ok" : "would refuse");
+        txn_free(t);
+        return r;
+}
+
 /* ---- SNAPSHOT ------------------------------------------------------------- */
 
 static void expire_lease(struct txn_mgr *mg, struct txn *t)
@@ -784,7 +878,7 @@ static int snapshot_member(struct txn_mgr *mg, struct txn *t, struct member *mb)
                 return LS_ETIMEDOUT;
         }
         t0 = fsutil_mono_us();
-        r = hv_snapshot(mg->hv, mb->vm, t->snap, t->mode == LOCKSTEP__MODE__MODE_MEMORY, mb->imgs, &mb->n_imgs, &err);
+        r = hv_snapshot(mg->hv, mb->vm, t->txid, t->mode == LOCKSTEP__MODE__MODE_MEMORY, mb->imgs, &mb->n_imgs, &err);
         mb->snapshot_us = fsutil_mono_us() - t0;
         if (r < 0)
                 member_fail(mg, mb, r == LS_ENOSPACE || r == -ENOSPC ? LOCKSTEP__ERROR_CODE__E_NO_SPACE
@@ -857,7 +951,7 @@ static int discard_member(struct txn_mgr *mg, struct txn *t, struct member *mb)
 
         if (mb->n_imgs == 0)
                 return 0;
-        r = hv_discard(mg->hv, mb->vm, t->snap, mb->imgs, mb->n_imgs, &err);
+        r = hv_discard(mg->hv, mb->vm, t->txid, mb->imgs, mb->n_imgs, &err);
         if (r < 0) {
                 /* Keep the images: a resent ABORT tries again. */
                 log_err("txid=%s vm=%s discard failed: %s", t->txid, mb->vm, err.msg);
@@ -914,6 +1008,33 @@ static int do_decide(struct txn_mgr *mg, struct txn *t, const Lockstep__Command 
 
 /* ---- DELETE ------------------------------------------------------------- */
 
+static int drop_branch(struct txn_mgr *mg, struct txn *t, struct member *mb, lserr *err);
+
+/* The catalog's image of each of vm's disks, as hints for the backend, which
+ * uses one only when it names a file of that disk's chain. Anything that is
+ * not a plain absolute path is left out. */
+static size_t delete_hints(const Lockstep__DeleteRequest *dr, const char *vm, struct hv_image *ret)
+{
+        size_t n = 0;
+
+        for (size_t i = 0; i < dr->n_images; i++) {
+                const Lockstep__MemberDisks *md = dr->images[i];
+                if (!md->vm || strcmp(md->vm, vm))
+                        continue;
+                for (size_t k = 0; k < md->n_disks && n < HV_MAX_DISKS; k++) {
+                        const Lockstep__DiskImage *di = md->disks[k];
+                        if (!di->disk || !di->before || di->before[0] != '/' || strlen(di->before) >= HV_PATH_MAX ||
+                            strlen(di->disk) >= HV_TARGET_MAX || strpbrk(di->before, "\n\r"))
+                                continue;
+                        memset(&ret[n], 0, sizeof(ret[n]));
+                        snprintf(ret[n].target, HV_TARGET_MAX, "%s", di->disk);
+                        snprintf(ret[n].before, HV_PATH_MAX, "%s", di->before);
+                        n++;
+                }
+        }
+        return n;
+}
+
 /* Merges a committed cut's overlays into their backing images, member by
  * member. Each member's chain stays valid at every step and a resent or
  * repeated DELETE finishes what a failure left, so nothing is journaled but the
@@ -935,6 +1056,8 @@ static int do_delete(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t *
                 return -ENOMEM;
         }
         snprintf(t->snap, sizeof(t->snap), "%s", dr->snapshot);
+        snprintf(t->cut, sizeof(t->cut), "%s", dr->cut_txid);
+        t->branch = dr->branch;
         t->n = dr->n_members;
         for (size_t i = 0; i < t->n; i++) {
                 snprintf(t->m[i].vm, sizeof(t->m[i].vm), "%s", dr->members[i]->vm);
@@ -947,24 +1070,44 @@ static int do_delete(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t *
                                    "delete: this transaction is in progress; resend", ret, ret_len);
         }
 
-        for (size_t i = 0; !failed && i < t->n; i++) {
+        for (size_t i = 0; t->branch && !failed && i < t->n; i++) {
                 struct member *mb = &t->m[i];
                 lserr err = {0};
                 long long t0 = fsutil_mono_us();
-                /* The reply lists each layer removed and the image it went into. */
-                int r = hv_delete_cut(mg->hv, mb->vm, t->snap, mb->imgs, &mb->n_imgs, &err);
+                int r = drop_branch(mg, t, mb, &err);
                 mb->snapshot_us = fsutil_mono_us() - t0;
-                /* A memory-mode cut's saved state goes with it. */
+                if (r < 0) {
+                        member_fail(mg, mb, LOCKSTEP__ERROR_CODE__E_DELETE_FAILED, "delete branch: %s", err.msg);
+                        failed = 1;
+                }
+                log_info("txid=%s step=DELETE vm=%s branch of %s %s removed=%zu dur_ms=%.1f", t->txid, mb->vm, t->cut,
+                         r < 0 ? "failed" : "ok", mb->n_removed, (double)mb->snapshot_us / 1000.0);
+        }
+        for (size_t i = 0; !t->branch && !failed && i < t->n; i++) {
+                struct member *mb = &t->m[i];
+                lserr err = {0};
+                long long t0 = fsutil_mono_us();
+                struct hv_image hint_imgs[HV_MAX_DISKS];
+                struct hv_delete_hints hints = {.images = hint_imgs,
+                                                .n_images = delete_hints(dr, mb->vm, hint_imgs),
+                                                .reverts = (const char *const *)dr->reverts,
+                                                .n_reverts = dr->n_reverts};
+                /* The reply lists each layer removed and the image it went into. */
+                int r = hv_delete_cut(mg->hv, mb->vm, t->cut, t->snap, &hints, mb->imgs, &mb->n_imgs, &err);
+                mb->snapshot_us = fsutil_mono_us() - t0;
+                /* A memory-mode cut's saved state goes with it, under either scheme's name. */
                 if (r == 0 && mb->n_imgs) {
-                        char mem[HV_PATH_MAX + LS_NAME_MAX + 8];
-                        snprintf(mem, sizeof(mem), "%s.%s.mem", mb->imgs[0].before, t->snap);
-                        unlink(mem);
+                        char mem[HV_PATH_MAX];
+                        if (imgfile_memory(mb->imgs[0].before, mb->vm, t->cut, mem, sizeof(mem)) == 0)
+                                unlink(mem);
+                        if (imgfile_legacy(mb->imgs[0].before, t->snap, "mem", mem, sizeof(mem)) == 0)
+                                unlink(mem);
                 }
                 if (r < 0) {
                         member_fail(mg, mb, LOCKSTEP__ERROR_CODE__E_DELETE_FAILED, "delete: %s", err.msg);
                         failed = 1;
                 }
-                log_info("txid=%s step=DELETE vm=%s cut=%s %s merged=%zu dur_ms=%.1f", t->txid, mb->vm, t->snap,
+                log_info("txid=%s step=DELETE vm=%s cut=%s %s merged=%zu dur_ms=%.1f", t->txid, mb->vm, t->cut,
                          r < 0 ? "failed" : "ok", mb->n_imgs, (double)mb->snapshot_us / 1000.0);
         }
         t->decided = 1;
@@ -972,7 +1115,7 @@ static int do_delete(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t *
         t->finished_mono = fsutil_mono_us();
         if (failed)
                 snprintf(message, sizeof(message), "%s: delete of cut %s did not finish; every chain is valid, "
-                         "deleting again finishes it", mg->cfg->id, t->snap);
+                         "deleting again finishes it", mg->cfg->id, t->cut);
         int r = finish_step(mg, t, cmd->step, failed ? LOCKSTEP__ERROR_CODE__E_DELETE_FAILED : LOCKSTEP__ERROR_CODE__OK,
                             message, ret, ret_len);
         pthread_mutex_unlock(&t->lock);
@@ -1008,6 +1151,104 @@ static int write_branch(struct txn_mgr *mg, const struct txn *t, const struct me
         return fsutil_write_atomic(path, text, off, 0600, 0, err);
 }
 
+/* The disk tops a branch record of revert `of` names for mb ("target path" lines);
+ * 0 with n 0 when there is no record. */
+static int branch_record(struct txn_mgr *mg, const char *of, const char *vm, struct hv_image *ret, size_t *ret_n,
+                         lserr *err)
+{
+        char path[4200], *buf = NULL, *line, *save = NULL;
+        size_t len;
+        int r;
+
+        *ret_n = 0;
+        if (branch_path(mg, of, vm, path, sizeof(path)) < 0)
+                return lserr_set(err, -ENAMETOOLONG, "branch record path too long");
+        r = fsutil_read_all(path, 1 << 20, &buf, &len, NULL);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return lserr_set(err, r, "%s: branch record \"%s\": cannot read it", vm, path);
+        for (line = strtok_r(buf, "\n", &save); line && *ret_n < HV_MAX_DISKS; line = strtok_r(NULL, "\n", &save)) {
+                struct hv_image *im = &ret[*ret_n];
+                char target[HV_TARGET_MAX], p[HV_PATH_MAX];
+                if (sscanf(line, "%31s %1023s", target, p) != 2)
+                        continue;
+                memset(im, 0, sizeof(*im));
+                snprintf(im->target, sizeof(im->target), "%s", target);
+                snprintf(im->branch, sizeof(im->branch), "%s", p);
+                (*ret_n)++;
+        }
+        free(buf);
+        return 0;
+}
+
+/* Deletes the pre-revert branch revert t->cut kept for mb: what only it holds
+ * goes, what the domain runs on or another kept branch holds stays. Done when
+ * the record is gone, so a resent DELETE finds nothing left to do. */
+static int drop_branch(struct txn_mgr *mg, struct txn *t, struct member *mb, lserr *err)
+{
+        struct hv_image tops[HV_MAX_DISKS], other[HV_MAX_DISKS];
+        char dirpath[4200], rec[4200], suffix[LS_NAME_MAX + 2];
+        char(*keep)[HV_PATH_MAX] = NULL;
+        const char **keepp = NULL;
+        size_t n = 0, n_keep = 0, cap = 0, sl;
+        DIR *dir = NULL;
+        struct dirent *de;
+        int r = branch_record(mg, t->cut, mb->vm, tops, &n, err);
+
+        if (r < 0 || n == 0) {
+                if (r == 0)
+                        member_note(mb, "no pre-revert branch of %s here (deleted already)", t->cut);
+                return r;
+        }
+        /* Every other branch record of this VM: those branches stay whole. */
+        snprintf(dirpath, sizeof(dirpath), "%s/branches", mg->cfg->journal_dir);
+        snprintf(suffix, sizeof(suffix), ".%s", mb->vm);
+        sl = strlen(suffix);
+        dir = opendir(dirpath);
+        while (dir && (de = readdir(dir))) {
+                size_t nl = strlen(de->d_name), k = 0;
+                char of[LS_NAME_MAX + 1];
+                if (nl <= sl || strcmp(de->d_name + nl - sl, suffix) || nl - sl > LS_NAME_MAX)
+                        continue;
+                snprintf(of, sizeof(of), "%.*s", (int)(nl - sl), de->d_name);
+                if (!strcmp(of, t->cut))
+                        continue;
+                r = branch_record(mg, of, mb->vm, other, &k, err);
+                for (size_t j = 0; r == 0 && j < k; j++) {
+                        if (n_keep == cap) {
+                                void *p = realloc(keep, (cap = cap ? cap * 2 : 16) * sizeof(*keep));
+                                if (!p) {
+                                        r = -ENOMEM;
+                                        break;
+                                }
+                                keep = p;
+                        }
+                        memcpy(keep[n_keep++], other[j].branch, HV_PATH_MAX);
+                }
+                if (r < 0)
+                        goto out;
+        }
+        keepp = calloc(n_keep + 1, sizeof(*keepp));
+        if (!keepp) {
+                r = -ENOMEM;
+                goto out;
+        }
+        for (size_t j = 0; j < n_keep; j++)
+                keepp[j] = keep[j];
+        r = hv_drop_branch(mg->hv, mb->vm, tops, n, keepp, n_keep, &mb->removed, &mb->n_removed, err);
+        if (r == 0 && branch_path(mg, t->cut, mb->vm, rec, sizeof(rec)) == 0 && unlink(rec) < 0 && errno != ENOENT)
+                r = lserr_set(err, -errno, "%s: drop branch: remove its record \"%s\": %m", mb->vm, rec);
+        if (r == 0)
+                member_note(mb, "pre-revert branch of %s deleted: %zu file(s) removed", t->cut, mb->n_removed);
+out:
+        if (dir)
+                closedir(dir);
+        free(keep);
+        free(keepp);
+        return r;
+}
+
 /* Undo: the disks go back to what revert `of` found them on. */
 static int read_branch(struct txn_mgr *mg, const char *of, struct member *mb, lserr *err)
 {
@@ -1041,14 +1282,6 @@ static int read_branch(struct txn_mgr *mg, const char *of, struct member *mb, ls
         if (r == 0)
                 r = hv_check_images(mg->hv, mb->vm, mb->imgs, mb->n_imgs, err);
         return r;
-}
-
-static Lockstep__ErrorCode first_code(const struct txn *t)
-{
-        for (size_t i = 0; i < t->n; i++)
-                if (t->m[i].code != LOCKSTEP__ERROR_CODE__OK)
-                        return t->m[i].code;
-        return LOCKSTEP__ERROR_CODE__OK;
 }
 
 static const Lockstep__MemberDisks *images_of(const Lockstep__RevertPrepareRequest *rp, const char *vm)
@@ -1106,6 +1339,7 @@ static int do_revert_prepare(struct txn_mgr *mg, const Lockstep__Command *cmd, u
                 return -ENOMEM;
         }
         snprintf(t->snap, sizeof(t->snap), "%s", rp->snapshot);
+        snprintf(t->cut, sizeof(t->cut), "%s", rp->cut_txid);
         t->n = rp->n_members;
         t->revert = 1;
         t->undo = rp->undo;
@@ -1134,7 +1368,7 @@ static int do_revert_prepare(struct txn_mgr *mg, const Lockstep__Command *cmd, u
                         else if (md)
                                 r = given_images(mg, mb, &d, md, &err);
                         else
-                                r = hv_cut_images(mg->hv, mb->vm, t->snap, mb->imgs, &mb->n_imgs, &err);
+                                r = hv_cut_images(mg->hv, mb->vm, t->cut, t->snap, mb->imgs, &mb->n_imgs, &err);
                 }
                 if (r < 0) {
                         member_fail(mg, mb, wire_code(r), "%s", err.msg);
@@ -1233,13 +1467,16 @@ static int do_revert_switch(struct txn_mgr *mg, struct txn *t, const Lockstep__C
 static int start_member(struct txn_mgr *mg, struct txn *t, struct member *mb, const char **ret_how, lserr *err)
 {
         long long deadline = fsutil_mono_us() + REVERT_START_WAIT_US;
-        char mem[HV_PATH_MAX + LS_NAME_MAX + 8] = "";
+        char mem[HV_PATH_MAX] = "";
         int r;
 
         /* A memory-mode cut saved the memory state beside its first image: the
-         * guest comes back running from it, without a reboot. */
-        if (!t->undo && mb->n_imgs)
-                snprintf(mem, sizeof(mem), "%s.%s.mem", mb->imgs[0].before, t->snap);
+         * guest comes back running from it, without a reboot. Cuts made before
+         * names stopped growing named it after the image and the cut's name. */
+        if (!t->undo && mb->n_imgs &&
+            (imgfile_memory(mb->imgs[0].before, mb->vm, t->cut, mem, sizeof(mem)) < 0 || access(mem, R_OK) < 0) &&
+            imgfile_legacy(mb->imgs[0].before, t->snap, "mem", mem, sizeof(mem)) < 0)
+                mem[0] = '\0';
         *ret_how = "booted";
         if (mem[0] && access(mem, R_OK) == 0) {
                 *ret_how = "restored running from its memory state";
@@ -1337,6 +1574,12 @@ static int revert_rollback(struct txn_mgr *mg, struct txn *t)
                         failed = 1;
                 }
         }
+        /* Back on the branches: no record of them is left to keep. */
+        for (size_t i = 0; !failed && i < t->n; i++) {
+                char rec[4200];
+                if (branch_path(mg, t->txid, t->m[i].vm, rec, sizeof(rec)) == 0)
+                        unlink(rec);
+        }
         persist_or_log(mg, t);
         return failed ? -EIO : 0;
 }
@@ -1355,6 +1598,13 @@ static int do_revert_decide(struct txn_mgr *mg, struct txn *t, const Lockstep__C
                 }
                 t->state = LOCKSTEP__JOURNAL_STATE__J_COMMITTED;
                 log_info("txid=%s step=REVERT_DECIDE committed", t->txid);
+                /* After an undo the VMs run on what revert t->cut kept: no
+                 * branch of its is left to keep (this undo keeps its own). */
+                for (size_t i = 0; t->undo && i < t->n; i++) {
+                        char rec[4200];
+                        if (branch_path(mg, t->cut, t->m[i].vm, rec, sizeof(rec)) == 0)
+                                unlink(rec);
+                }
         } else {
                 if (revert_rollback(mg, t) < 0) {
                         snprintf(message, sizeof(message), "%s: revert %s: rollback to the pre-revert branch failed",
@@ -1384,6 +1634,8 @@ int txn_step(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t **ret, si
         if (!t) {
                 if (cmd->step == LOCKSTEP__STEP__STEP_FREEZE)
                         return do_freeze(mg, cmd, ret, ret_len);
+                if (cmd->step == LOCKSTEP__STEP__STEP_CHECK)
+                        return do_check(mg, cmd, ret, ret_len);
                 if (cmd->step == LOCKSTEP__STEP__STEP_DELETE)
                         return do_delete(mg, cmd, ret, ret_len);
                 if (cmd->step == LOCKSTEP__STEP__STEP_REVERT_PREPARE)
@@ -1528,6 +1780,21 @@ static void tick(struct txn_mgr *mg)
                             t->state != LOCKSTEP__JOURNAL_STATE__J_FREEZING &&
                             t->state != LOCKSTEP__JOURNAL_STATE__J_SNAPPING && undo_member(mg, t, &t->m[i], 0) == 0)
                                 persist_or_log(mg, t);
+                /* A decided transaction only answers resends from its stored
+                 * replies: its members (tens of KiB each) go a second later, so
+                 * an hour of remembered transactions stays small. */
+                if (t->m && t->finished_mono && t->decided && now - t->finished_mono > TXN_COMPACT_US) {
+                        int held = 0;
+                        for (size_t i = 0; i < t->n; i++)
+                                held |= t->m[i].quiesced || t->m[i].paused;
+                        for (size_t i = 0; !held && i < t->n; i++)
+                                free(t->m[i].removed);
+                        if (!held) {
+                                free(t->m);
+                                t->m = NULL;
+                                t->n = 0;
+                        }
+                }
                 if (t->finished_mono && t->decided && now - t->finished_mono > TXN_KEEP_US) {
                         lserr err = {0};
                         *pp = t->next;
@@ -1642,27 +1909,23 @@ struct recover_ctx {
         int bad;
 };
 
-/* Finds overlays named for this snapshot that the domain runs on now: what a
- * crash during SNAPPING may have left. */
+/* Finds the overlays of this transaction that the domain runs on now, with
+ * the images below them as the hypervisor reports them: what a crash during
+ * SNAPPING may have left. */
 static void find_overlays(struct txn_mgr *mg, struct txn *t, struct member *mb)
 {
         struct hv_domain d;
-        char suffix[LS_NAME_MAX + 16];
         lserr err = {0};
-        size_t sl;
 
         if (mb->n_imgs || hv_lookup(mg->hv, mb->vm, &d, &err) < 0)
                 return;
-        snprintf(suffix, sizeof(suffix), ".%s.qcow2", t->snap);
-        sl = strlen(suffix);
         for (unsigned k = 0; k < d.n_disks && mb->n_imgs < HV_MAX_DISKS; k++) {
-                size_t pl = strlen(d.disks[k].path);
-                if (pl <= sl || strcmp(d.disks[k].path + pl - sl, suffix) != 0)
+                if (!imgfile_is_layer(d.disks[k].path, t->txid) || !d.disks[k].backing[0])
                         continue;
                 struct hv_image *im = &mb->imgs[mb->n_imgs++];
                 snprintf(im->target, sizeof(im->target), "%s", d.disks[k].target);
                 snprintf(im->after, sizeof(im->after), "%s", d.disks[k].path);
-                snprintf(im->before, sizeof(im->before), "%.*s", (int)(pl - sl), d.disks[k].path);
+                snprintf(im->before, sizeof(im->before), "%s", d.disks[k].backing);
         }
 }
 
@@ -1679,6 +1942,7 @@ static void recover_one(void *arg, const Lockstep__JournalTxn *jt)
                 return;
         }
         snprintf(t->snap, sizeof(t->snap), "%s", jt->snapshot);
+        snprintf(t->cut, sizeof(t->cut), "%s", jt->cut_txid);
         t->mode = jt->mode;
         t->state = jt->state;
         t->decided = jt->decided;
@@ -1738,11 +2002,10 @@ static void recover_one(void *arg, const Lockstep__JournalTxn *jt)
                                 t->m[i].switched = 1;
                                 for (size_t k = 0; !t->undo && k < t->m[i].n_imgs; k++) {
                                         struct hv_image *im = &t->m[i].imgs[k];
-                                        char o[HV_PATH_MAX];
-                                        if (im->after[0])
-                                                continue;
-                                        snprintf(o, sizeof(o), "%.900s.%s.qcow2", im->before, t->txid);
-                                        memcpy(im->after, o, sizeof(o));
+                                        if (!im->after[0] &&
+                                            imgfile_overlay(im->before, t->m[i].vm, im->target, t->txid, im->after,
+                                                            sizeof(im->after)) < 0)
+                                                im->after[0] = '\0';
                                 }
                         }
                         /* fall through */

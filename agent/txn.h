@@ -49,5 +49,8 @@ void txn_in_doubt_free(Lockstep__InDoubt **v, size_t n);
 
 /* Lease checks run every this many microseconds. */
 #define TXN_TICK_US 100000LL
-/* Finished transactions are remembered this long for resent commands. */
+/* Finished transactions are remembered this long for resent commands (with
+ * their journal files: the agent holds at most one hour of transactions)... */
 #define TXN_KEEP_US (3600LL * 1000000LL)
+/* ... and their members only this long: then only their stored replies. */
+#define TXN_COMPACT_US (1LL * 1000000LL)

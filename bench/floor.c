@@ -352,8 +352,9 @@ static void thaw_member(struct member *m)
                 member_fail(m, -ESTALE, "%s: fsthaw: filesystems were no longer frozen before the snapshot", m->vm);
 }
 
-/* The overlay next to the image, named after the snapshot, as lockstep's agent
- * names its own: "<image>.<snap>.qcow2". */
+/* The overlay next to the image, named after the snapshot: "<image>.<snap>.qcow2".
+ * The floor discards it after every round, so the name never grows; lockstep's
+ * agent names its own "<vm>-<disk>.<txid>.qcow2", which ends the same way. */
 static int overlay_name(struct disk *d, const char *snap)
 {
         char buf[PATH_BUF];
@@ -523,7 +524,7 @@ out:
         return r;
 }
 
-/* Puts every disk whose active image is snap's overlay ("<image>.<snap>.qcow2")
+/* Puts every disk whose active image is snap's overlay (its name ends in ".<snap>.qcow2")
  * back on the image under it, removes the overlay file and snap's metadata.
  * Disks not on such an overlay are left alone. */
 static int discard(struct member *m, const char *snap, unsigned *ret_n, char *err, size_t errn)

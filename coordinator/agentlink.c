@@ -1,11 +1,13 @@
 /* agentlink: signed request/verified reply with one agent. */
 #include "agentlink.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fsutil.h"
+#include "log.h"
 #include "names.h"
 
 struct agentlink {
@@ -110,7 +112,27 @@ int agentlink_accept(struct agentlink *l, const Lockstep__Command *cmd, const st
         return 0;
 }
 
-int agentlink_call(struct agentlink *l, Lockstep__Command *cmd, int timeout_ms, Lockstep__Reply **ret, lserr *err)
+int agentlink_heal_counter(struct agentlink *l, const Lockstep__Command *cmd, const Lockstep__Reply *rep, lserr *err)
+{
+        lserr e = {0};
+        int r;
+
+        if (rep->code != LOCKSTEP__ERROR_CODE__E_REJECTED || rep->reject_reason != LS_ECOUNTER ||
+            rep->counter_seen == 0)
+                return 0;
+        r = counter_advance(l->ctr, rep->counter_seen, &e);
+        if (r < 0)
+                return lserr_set(err, r,
+                                 "agent \"%s\": %s: counter %" PRIu64 " refused as stale, agent reports %" PRIu64 ": %s",
+                                 l->id, env_step_name(cmd->step), cmd->counter, rep->counter_seen, e.msg);
+        log_warn("agent \"%s\": %s: counter %" PRIu64 " refused as stale, the agent has accepted %" PRIu64
+                 " from this key (another process signs with it, or the counter file went back): counter moved "
+                 "past it, sending once more",
+                 l->id, env_step_name(cmd->step), cmd->counter, rep->counter_seen);
+        return 1;
+}
+
+static int call_once(struct agentlink *l, Lockstep__Command *cmd, int timeout_ms, Lockstep__Reply **ret, lserr *err)
 {
         struct agentlink_req req = {0};
         uint8_t *resp = NULL;
@@ -128,4 +150,28 @@ int agentlink_call(struct agentlink *l, Lockstep__Command *cmd, int timeout_ms, 
         free(req.buf);
         free(resp);
         return r;
+}
+
+int agentlink_call(struct agentlink *l, Lockstep__Command *cmd, int timeout_ms, Lockstep__Reply **ret, lserr *err)
+{
+        Lockstep__Reply *rep = NULL;
+        int r = call_once(l, cmd, timeout_ms, &rep, err);
+
+        if (r < 0)
+                return r;
+        /* Once only: should the agent refuse again, that refusal is the answer,
+         * so a peer cannot keep this call looping. */
+        r = agentlink_heal_counter(l, cmd, rep, err);
+        if (r > 0) {
+                lockstep__reply__free_unpacked(rep, NULL);
+                rep = NULL;
+                r = call_once(l, cmd, timeout_ms, &rep, err);
+        }
+        if (r < 0) {
+                if (rep)
+                        lockstep__reply__free_unpacked(rep, NULL);
+                return r;
+        }
+        *ret = rep;
+        return 0;
 }

@@ -26,8 +26,19 @@ const char *agentlink_id(const struct agentlink *l);
  * up to timeout_ms for the verified reply; *ret is the caller's
  * (lockstep__reply__free_unpacked). A reply that does not verify, or answers
  * another transaction or step, is refused with LS_EPEER / the verify code and
- * never returned. Thread-safe: calls to one agent may overlap. */
+ * never returned. A stale-counter refusal is healed and the command sent once
+ * more, with a deadline of its own (agentlink_heal_counter); a second one is
+ * the reply returned. Thread-safe: calls to one agent may overlap. */
 int agentlink_call(struct agentlink *l, Lockstep__Command *cmd, int timeout_ms, Lockstep__Reply **ret, lserr *err);
+
+/* For rep, the verified reply to cmd as last sealed: when the agent refused it
+ * for a stale counter (E_REJECTED, stale-counter, with the highest counter it
+ * accepted from our key), moves the shared counter past that value, logs the
+ * move at warning and returns 1: the caller seals cmd again (fresh nonce, new
+ * counter) and sends it once more, once. Returns 0 for any other reply, and
+ * < 0 when the counter cannot move (a report too far ahead, see
+ * counter_advance; the counter file): err says why and the counter is as it was. */
+int agentlink_heal_counter(struct agentlink *l, const Lockstep__Command *cmd, const Lockstep__Reply *rep, lserr *err);
 
 /* The two halves of agentlink_call, for sending to many agents at once. */
 struct agentlink_req {

@@ -145,6 +145,13 @@ static const char *const migrations[] = {
         "        runs INTEGER NOT NULL,\n"
         "        skipped INTEGER NOT NULL\n"
         ");\n",
+        /* 4: what became of a revert's pre-revert branch: kept (''), undone (the
+         * VMs run on it again), deleted, delete-failed. */
+        "ALTER TABLE txns ADD COLUMN branch_status TEXT NOT NULL DEFAULT ''\n"
+        "        CHECK (branch_status IN ('', 'undone', 'deleted', 'delete-failed'));\n"
+        "ALTER TABLE txns ADD COLUMN branch_reason TEXT NOT NULL DEFAULT '';\n"
+        /* Deletes and branch deletes look cuts up by image. */
+        "CREATE INDEX images_before ON images (agent, vm, before);\n",
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == CAT_SCHEMA_VERSION,
@@ -579,7 +586,7 @@ struct catalog *cat_close(struct catalog *c)
 
 #define TXN_COLUMNS                                                                                                   \
         "txid, kind, group_name, name, mode, state, committed, reason, started_us, decided_us, finished_us, lease_ms, " \
-        "cut_status, cut_status_reason"
+        "cut_status, cut_status_reason, branch_status, branch_reason"
 
 static int decode_txn(sqlite3_stmt *st, void *row)
 {
@@ -603,6 +610,8 @@ static int decode_txn(sqlite3_stmt *st, void *row)
         t->lease_ms = (unsigned)sqlite3_column_int64(st, 11);
         col_str(st, 12, t->cut_status, sizeof(t->cut_status));
         col_str(st, 13, t->cut_status_reason, sizeof(t->cut_status_reason));
+        col_str(st, 14, t->branch_status, sizeof(t->branch_status));
+        col_str(st, 15, t->branch_reason, sizeof(t->branch_reason));
         return 0;
 }
 
@@ -830,7 +839,8 @@ int cat_reverts_since(struct catalog *c, const char *cut_txid, long long since_u
          * group that holds one of this cut's VMs branched that VM's chain. */
         rc = sqlite3_prepare_v2(c->db,
                                 "SELECT t.txid, count(*) OVER () FROM txns t WHERE t.kind = 'revert'"
-                                " AND t.committed = 1 AND t.started_us > ?2 AND EXISTS ("
+                                " AND t.committed = 1 AND t.started_us > ?2"
+                                " AND t.branch_status IN ('', 'delete-failed') AND EXISTS ("
                                 "  SELECT 1 FROM members rm JOIN members cm ON rm.vm = cm.vm AND rm.agent = cm.agent"
                                 "  WHERE rm.txid = t.txid AND cm.txid = ?1)"
                                 " ORDER BY t.started_us DESC LIMIT 1",
@@ -1443,6 +1453,145 @@ int cat_cut_set_status(struct catalog *c, const char *txid, const char *status, 
         return r;
 }
 
+int cat_branch_set_status(struct catalog *c, const char *txid, const char *status, const char *reason, lserr *err)
+{
+        sqlite3_stmt *st = NULL;
+        int rc, r = 0;
+
+        if (!id_fits(txid, ID_FIELD, 0))
+                return lserr_set(err, -EINVAL, "catalog \"%s\": branch status: transaction id empty or too long", c->path);
+        if (strcmp(status, "") && strcmp(status, "undone") && strcmp(status, "deleted") && strcmp(status, "delete-failed"))
+                return lserr_set(err, -EINVAL, "catalog \"%s\": branch status \"%s\" unknown", c->path, status);
+        pthread_mutex_lock(&c->lock);
+        rc = sqlite3_prepare_v2(c->db,
+                                "UPDATE txns SET branch_status = ?2, branch_reason = ?3 WHERE txid = ?1 AND kind = 'revert'",
+                                -1, &st, NULL);
+        bind_id(st, 1, txid, &rc);
+        bind_id(st, 2, status, &rc);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_text(st, 3, reason ? reason : "", -1, SQLITE_TRANSIENT);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE)
+                r = lserr_set(err, rc_errno(rc), "catalog \"%s\": revert \"%s\": set branch status: %s", c->path, txid,
+                              why(c, rc));
+        else if (sqlite3_changes(c->db) == 0)
+                r = lserr_set(err, -ENOENT, "catalog \"%s\": no revert \"%s\"", c->path, txid);
+        sqlite3_finalize(st);
+        pthread_mutex_unlock(&c->lock);
+        return r;
+}
+
+int cat_cuts_on_image(struct catalog *c, const char *agent, const char *vm, const char *path, char (**ret)[65],
+                      size_t *ret_n, lserr *err)
+{
+        sqlite3_stmt *st = NULL;
+        char(*v)[65] = NULL;
+        size_t n = 0;
+        int rc;
+
+        pthread_mutex_lock(&c->lock);
+        rc = sqlite3_prepare_v2(c->db,
+                                "SELECT DISTINCT t.txid FROM txns t JOIN images i ON i.txid = t.txid"
+                                " WHERE t.kind = 'snapshot' AND t.cut_status <> 'deleted'"
+                                " AND i.agent = ?1 AND i.vm = ?2 AND i.before = ?3",
+                                -1, &st, NULL);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_text(st, 1, agent, -1, SQLITE_TRANSIENT);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_text(st, 2, vm, -1, SQLITE_TRANSIENT);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_text(st, 3, path, -1, SQLITE_TRANSIENT);
+        while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+                void *p = realloc(v, (n + 1) * sizeof(*v));
+                if (!p) {
+                        rc = SQLITE_NOMEM;
+                        break;
+                }
+                v = p;
+                col_str(st, 0, v[n++], 65);
+                rc = SQLITE_OK;
+        }
+        sqlite3_finalize(st);
+        pthread_mutex_unlock(&c->lock);
+        if (rc != SQLITE_DONE) {
+                free(v);
+                return lserr_set(err, rc_errno(rc), "catalog \"%s\": %s@%s: cuts on \"%s\": %s", c->path, vm, agent,
+                                 path, sqlite3_errstr(rc));
+        }
+        *ret = v;
+        *ret_n = n;
+        return 0;
+}
+
+int cat_reverts_to(struct catalog *c, const char *cut_txid, char (**ret)[65], size_t *ret_n, lserr *err)
+{
+        sqlite3_stmt *st = NULL;
+        char(*v)[65] = NULL;
+        size_t n = 0;
+        int rc;
+
+        pthread_mutex_lock(&c->lock);
+        rc = sqlite3_prepare_v2(c->db,
+                                "SELECT txid FROM txns WHERE kind = 'revert' AND mode = 'revert' AND committed = 1"
+                                " AND name = ?1 ORDER BY started_us DESC LIMIT 1024",
+                                -1, &st, NULL);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_text(st, 1, cut_txid, -1, SQLITE_TRANSIENT);
+        while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+                void *p = realloc(v, (n + 1) * sizeof(*v));
+                if (!p) {
+                        rc = SQLITE_NOMEM;
+                        break;
+                }
+                v = p;
+                col_str(st, 0, v[n++], 65);
+                rc = SQLITE_OK;
+        }
+        sqlite3_finalize(st);
+        pthread_mutex_unlock(&c->lock);
+        if (rc != SQLITE_DONE) {
+                free(v);
+                return lserr_set(err, rc_errno(rc), "catalog \"%s\": reverts to \"%s\": %s", c->path, cut_txid,
+                                 sqlite3_errstr(rc));
+        }
+        *ret = v;
+        *ret_n = n;
+        return 0;
+}
+
+int cat_image_users(struct catalog *c, const char *agent, const char *vm, const char *path, const char *except_txid,
+                    lserr *err)
+{
+        sqlite3_stmt *st = NULL;
+        int rc, r = 0;
+
+        pthread_mutex_lock(&c->lock);
+        rc = sqlite3_prepare_v2(c->db,
+                                "SELECT count(*) FROM images i JOIN txns t ON t.txid = i.txid"
+                                " WHERE i.agent = ?1 AND i.vm = ?2 AND i.before = ?3 AND i.txid <> ?4"
+                                " AND t.kind = 'snapshot' AND t.cut_status <> 'deleted'",
+                                -1, &st, NULL);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_text(st, 1, agent, -1, SQLITE_TRANSIENT);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_text(st, 2, vm, -1, SQLITE_TRANSIENT);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_text(st, 3, path, -1, SQLITE_TRANSIENT);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_bind_text(st, 4, except_txid, -1, SQLITE_TRANSIENT);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+                r = sqlite3_column_int(st, 0);
+        else
+                r = lserr_set(err, rc_errno(rc), "catalog \"%s\": %s@%s: users of \"%s\": %s", c->path, vm, agent, path,
+                              why(c, rc));
+        sqlite3_finalize(st);
+        pthread_mutex_unlock(&c->lock);
+        return r;
+}
+
 int cat_image_repath(struct catalog *c, const char *agent, const char *vm, const char *old_path, const char *new_path,
                      lserr *err)
 {
@@ -1609,6 +1758,52 @@ int cat_sched_put(struct catalog *c, const struct cat_sched *s, lserr *err)
         sqlite3_finalize(st);
         pthread_mutex_unlock(&c->lock);
         return r;
+}
+
+/* Transactions that are only history now: nothing lives on them. */
+#define ENDED_TXNS                                                                                                    \
+        "SELECT txid FROM txns WHERE state = 'done' AND (kind = 'delete'"                                            \
+        " OR (kind = 'snapshot' AND (committed = 0 OR cut_status = 'deleted'))"                                       \
+        " OR (kind = 'revert' AND (committed = 0 OR branch_status IN ('undone', 'deleted'))))"                         \
+        " ORDER BY started_us DESC LIMIT -1 OFFSET ?1"
+
+/* Runs one statement with ?1 = v; the number of rows it changed, or < 0. */
+static int exec_int(struct catalog *c, const char *sql, long long v)
+{
+        sqlite3_stmt *st = NULL;
+        int rc = sqlite3_prepare_v2(c->db, sql, -1, &st, NULL);
+
+        bind_int(st, 1, v, &rc);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+        return rc == SQLITE_DONE ? sqlite3_changes(c->db) : -rc;
+}
+
+int cat_history_trim(struct catalog *c, long long keep_txns, long long keep_audit, lserr *err)
+{
+        int rc, gone = 0, n;
+
+        pthread_mutex_lock(&c->lock);
+        rc = txn_begin(c);
+        if (rc != SQLITE_OK)
+                goto out;
+        /* Audit rows go with their transaction (members and images cascade). */
+        n = exec_int(c, "DELETE FROM audit WHERE txid IN (" ENDED_TXNS ")", keep_txns);
+        if (n >= 0)
+                n = exec_int(c, "DELETE FROM txns WHERE txid IN (" ENDED_TXNS ")", keep_txns);
+        gone = n;
+        /* Status polls and the audit of live transactions: the newest keep_audit rows. */
+        if (n >= 0)
+                n = exec_int(c, "DELETE FROM audit WHERE id <= (SELECT max(id) FROM audit) - ?1", keep_audit);
+        rc = n < 0 ? -n : txn_commit(c);
+out:
+        if (rc != SQLITE_OK) {
+                txn_rollback(c);
+                gone = lserr_set(err, rc_errno(rc), "catalog \"%s\": trim history: %s", c->path, why(c, rc));
+        }
+        pthread_mutex_unlock(&c->lock);
+        return gone;
 }
 
 int cat_events_trim(struct catalog *c, long long keep, lserr *err)

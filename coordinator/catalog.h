@@ -10,7 +10,7 @@
 
 #include "lserr.h"
 
-#define CAT_SCHEMA_VERSION 3
+#define CAT_SCHEMA_VERSION 4
 
 struct catalog;
 
@@ -47,6 +47,8 @@ struct cat_txn {
         unsigned lease_ms;
         char cut_status[16];         /* snapshots: "", "deleted", "delete-failed" */
         char cut_status_reason[512];
+        char branch_status[16];      /* reverts: "" (kept), "undone", "deleted", "delete-failed" */
+        char branch_reason[512];
 };
 
 /* Logs a new transaction in state STARTED, durably, before any agent hears of it. */
@@ -108,6 +110,26 @@ int cat_reverts_since(struct catalog *c, const char *cut_txid, long long since_u
 /* Records what became of a cut: "" (kept), "deleted", "delete-failed" (with
  * the reason). -ENOENT when txid is not a cut. */
 int cat_cut_set_status(struct catalog *c, const char *txid, const char *status, const char *reason, lserr *err);
+
+/* Records what became of a revert's pre-revert branch: "" (kept), "undone"
+ * (an undo put the VMs back on it), "deleted", "delete-failed". Only a kept
+ * (or delete-failed) branch pins the cuts older than the revert. -ENOENT when
+ * txid is not a revert. */
+int cat_branch_set_status(struct catalog *c, const char *txid, const char *status, const char *reason, lserr *err);
+
+/* The cuts (not deleted) one of whose images is file path of agent/vm. *ret
+ * (65 bytes each, malloc'd) is the caller's. */
+int cat_cuts_on_image(struct catalog *c, const char *agent, const char *vm, const char *path, char (**ret)[65],
+                      size_t *ret_n, lserr *err);
+
+/* The committed reverts (not undos) to cut_txid, newest first. *ret (65 bytes
+ * each, malloc'd) is the caller's. */
+int cat_reverts_to(struct catalog *c, const char *cut_txid, char (**ret)[65], size_t *ret_n, lserr *err);
+
+/* How many cuts other than except_txid, not deleted, hold file path of
+ * agent/vm as an image. */
+int cat_image_users(struct catalog *c, const char *agent, const char *vm, const char *path, const char *except_txid,
+                    lserr *err);
 
 /* After a delete merged layer old_path into new_path on agent/vm: every cut
  * image recorded as old_path is now new_path (same content). */
@@ -183,6 +205,13 @@ int cat_event_add(struct catalog *c, const struct cat_event *ev, long long *ret_
  * the last `limit` of them instead of the first. *ret is the caller's. */
 int cat_events(struct catalog *c, long long after_id, size_t limit, int newest, struct cat_event **ret,
                size_t *ret_n, lserr *err);
+
+/* Keeps the newest keep_txns transactions that are only history (deletes,
+ * aborted or deleted cuts, aborted, undone or deleted reverts), with their
+ * members, images and audit; removes older ones. Live ones (committed cuts,
+ * kept branches, anything unresolved) are never touched. Then keeps the newest
+ * keep_audit audit rows. Returns how many transactions went. */
+int cat_history_trim(struct catalog *c, long long keep_txns, long long keep_audit, lserr *err);
 
 /* Keeps the newest `keep` events; returns how many went. */
 int cat_events_trim(struct catalog *c, long long keep, lserr *err);

@@ -153,6 +153,45 @@ static int prune_reply(struct daemon *d, const Lockstep__ControlRequest *q, Lock
         return 0;
 }
 
+static int check_reply(struct daemon *d, const Lockstep__ControlRequest *q, Lockstep__ControlReply *rep,
+                       char **owned, char **text, char **json)
+{
+        const char *mode = option(q, "mode"), *lease = option(q, "lease");
+        struct engine_check_member *m = NULL;
+        size_t n = 0, tl = 0, jl = 0;
+        int md = !mode ? -1 : !strcmp(mode, "quiesce") ? CFG_MODE_QUIESCE : !strcmp(mode, "pause") ? CFG_MODE_PAUSE
+                                                      : !strcmp(mode, "memory")                     ? CFG_MODE_MEMORY
+                                                                                                    : -2;
+        unsigned lease_s = lease ? (unsigned)strtoul(lease, NULL, 10) : 0;
+        lserr err = {0};
+        FILE *f;
+        int r;
+
+        if (q->n_args != 1 || md == -2 || (lease && (lease_s == 0 || lease_s > 3600))) {
+                reply_error(rep, 2, "usage: check GROUP [--mode quiesce|pause|memory] [--lease 1..3600]", owned);
+                return 0;
+        }
+        r = engine_check(d->eng, q->args[0], md, lease_s, &m, &n, &err);
+        if (r < 0) {
+                reply_error(rep, 2, err.msg, owned);
+                return 0;
+        }
+        if ((f = open_memstream(text, &tl))) {
+                report_check(q->args[0], m, n, 0, f);
+                fclose(f);
+        }
+        if ((f = open_memstream(json, &jl))) {
+                report_check(q->args[0], m, n, 1, f);
+                fclose(f);
+        }
+        free(m);
+        rep->text = *text;
+        rep->json = *json;
+        rep->exit_code = r;
+        rep->done = 1;
+        return 0;
+}
+
 static void recover_event(void *arg, const char *line)
 {
         FILE *f = arg;
@@ -196,6 +235,8 @@ static int control_gen(struct daemon *d, const Lockstep__ControlRequest *q, Lock
                 rep->done = 1;
         } else if (!strcmp(q->command, "prune")) {
                 r = prune_reply(d, q, rep, owned, text, json);
+        } else if (!strcmp(q->command, "check")) {
+                r = check_reply(d, q, rep, owned, text, json);
         } else if (!strcmp(q->command, "recover")) {
                 unsigned left = 0;
                 size_t tl = 0;

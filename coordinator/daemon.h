@@ -99,6 +99,11 @@ void ops_gen_put(struct daemon *d, struct gen *g);
 void ops_gen_free(struct gen *g);
 
 /* One line in the catalog's event log (lockstep events) and in the log. */
+/* Trims what grows with the catalog's age to cfg's bounds: the event log
+ * (events_keep), the history of ended transactions (history_keep) and the
+ * audit (audit_keep). Failures are logged. */
+void ops_trim_catalog(struct daemon *d, const struct cfg_coord *cfg);
+
 void ops_event(struct daemon *d, const char *kind, const char *group, const char *txid, const char *fmt, ...)
         __attribute__((format(printf, 5, 6)));
 /* An engine progress line for the op given as arg. */

@@ -47,6 +47,7 @@ struct item {
         Lockstep__RevertStartRequest rstart;
         Lockstep__RevertDecideRequest rdecide;
         Lockstep__StatusRequest status;
+        Lockstep__CheckRequest check;
         Lockstep__Member *members; /* freeze payload */
         Lockstep__Member **memberp;
         Lockstep__MemberDisks *mdisks; /* revert prepare: the cut's images */
@@ -171,32 +172,28 @@ static void audit(struct engine *e, const struct item *it, enum cat_dir dir, int
                 log_err("audit: %s", err.msg);
 }
 
-/* Sends every item's command at once and collects verified replies. */
-static void fan_out(struct engine *e, struct item *items, size_t n, int timeout_ms)
+/* Seals an item's command into call c and records the send. On failure the
+ * item's err says why and c is not to be sent. */
+static int fan_out_seal(struct engine *e, struct item *it, struct transport_call *c)
 {
-        struct transport_call *calls = calloc(n ? n : 1, sizeof(*calls));
-        size_t k = 0;
+        int r;
 
-        if (!calls) {
-                for (size_t i = 0; i < n; i++)
-                        lserr_set(&items[i].err, -ENOMEM, "out of memory");
-                return;
-        }
-        for (size_t i = 0; i < n; i++) {
-                struct item *it = &items[i];
-                lserr_clear(&it->err);
-                it->rep = NULL;
-                free(it->req.buf);
-                it->req.buf = NULL;
-                if (agentlink_seal(it->link, &it->cmd, &it->req, &it->err) < 0)
-                        continue;
-                audit(e, it, CAT_SENT, 0, NULL);
-                calls[k].sock = agentlink_socket(it->link);
-                calls[k].req = it->req.buf;
-                calls[k].len = it->req.len;
-                it->call = &calls[k];
-                k++;
-        }
+        free(it->req.buf);
+        it->req.buf = NULL;
+        r = agentlink_seal(it->link, &it->cmd, &it->req, &it->err);
+        if (r < 0)
+                return r;
+        audit(e, it, CAT_SENT, 0, NULL);
+        *c = (struct transport_call){.sock = agentlink_socket(it->link), .req = it->req.buf, .len = it->req.len};
+        it->call = c;
+        return 0;
+}
+
+/* Sends the k sealed calls at once and gives every item that had one its
+ * verified reply or the reason it has none. */
+static void fan_out_round(struct engine *e, struct item *items, size_t n, struct transport_call *calls, size_t k,
+                          int timeout_ms)
+{
         transport_call_all(calls, k, timeout_ms);
         for (size_t i = 0; i < n; i++) {
                 struct item *it = &items[i];
@@ -217,6 +214,49 @@ static void fan_out(struct engine *e, struct item *items, size_t n, int timeout_
                 }
                 free(c->resp);
         }
+}
+
+/* Sends every item's command at once and collects verified replies. An agent
+ * that refused its command for a stale counter gets it once more, sealed past
+ * the counter it reported, in a second round for those agents only. That round
+ * has a deadline of its own: a slow agent may have used up the first. */
+static void fan_out(struct engine *e, struct item *items, size_t n, int timeout_ms)
+{
+        struct transport_call *calls = calloc(n ? n : 1, sizeof(*calls));
+        size_t k = 0;
+
+        if (!calls) {
+                for (size_t i = 0; i < n; i++)
+                        lserr_set(&items[i].err, -ENOMEM, "out of memory");
+                return;
+        }
+        for (size_t i = 0; i < n; i++) {
+                lserr_clear(&items[i].err);
+                items[i].rep = NULL;
+                if (fan_out_seal(e, &items[i], &calls[k]) == 0)
+                        k++;
+        }
+        fan_out_round(e, items, n, calls, k, timeout_ms);
+        /* Once only: a second stale-counter refusal is the item's reply, so a
+         * peer cannot keep a step looping. */
+        k = 0;
+        for (size_t i = 0; i < n; i++) {
+                struct item *it = &items[i];
+                int r = it->rep ? agentlink_heal_counter(it->link, &it->cmd, it->rep, &it->err) : 0;
+                if (r == 0)
+                        continue;
+                lockstep__reply__free_unpacked(it->rep, NULL);
+                it->rep = NULL;
+                if (r < 0) {
+                        log_err("%s", it->err.msg);
+                        audit(e, it, CAT_IGNORED, r, it->err.msg);
+                        continue;
+                }
+                if (fan_out_seal(e, it, &calls[k]) == 0)
+                        k++;
+        }
+        if (k)
+                fan_out_round(e, items, n, calls, k, timeout_ms);
         free(calls);
 }
 
@@ -278,6 +318,10 @@ static void set_step(struct item *it, const char *txid, Lockstep__Step step)
         case LOCKSTEP__STEP__STEP_REVERT_DECIDE:
                 it->cmd.payload_case = LOCKSTEP__COMMAND__PAYLOAD_REVERT_DECIDE;
                 it->cmd.revert_decide = &it->rdecide;
+                break;
+        case LOCKSTEP__STEP__STEP_CHECK:
+                it->cmd.payload_case = LOCKSTEP__COMMAND__PAYLOAD_CHECK;
+                it->cmd.check = &it->check;
                 break;
         default:
                 lockstep__status_request__init(&it->status);
@@ -691,6 +735,88 @@ out:
         return r;
 }
 
+/* ---- check -------------------------------------------------------------------- */
+
+/* One result line: the member's own answer, or why its agent gave none. */
+static void check_result(const struct item *it, const Lockstep__Member *m, struct engine_check_member *out)
+{
+        snprintf(out->vm, sizeof(out->vm), "%s", m->vm);
+        snprintf(out->agent, sizeof(out->agent), "%s", agentlink_id(it->link));
+        if (!it->rep) {
+                snprintf(out->code, sizeof(out->code), "UNREACHABLE");
+                snprintf(out->message, sizeof(out->message), "%s", it->err.msg);
+                return;
+        }
+        if (it->rep->code == LOCKSTEP__ERROR_CODE__E_REJECTED) {
+                /* The agent answered but refused us: unknown key, role, clock... */
+                snprintf(out->code, sizeof(out->code), "E_REJECTED");
+                snprintf(out->message, sizeof(out->message), "%s", it->rep->message);
+                return;
+        }
+        for (size_t k = 0; k < it->rep->n_members; k++) {
+                const Lockstep__MemberResult *mr = it->rep->members[k];
+                if (strcmp(mr->vm, m->vm) != 0)
+                        continue;
+                out->ok = mr->code == LOCKSTEP__ERROR_CODE__OK;
+                snprintf(out->code, sizeof(out->code), "%s", report_code_name(mr->code));
+                snprintf(out->message, sizeof(out->message), "%s", mr->message);
+                return;
+        }
+        snprintf(out->code, sizeof(out->code), "E_INTERNAL");
+        snprintf(out->message, sizeof(out->message), "%s: the agent's answer does not name this member",
+                 agentlink_id(it->link));
+}
+
+int engine_check(struct engine *e, const char *group, int mode, unsigned lease_s, struct engine_check_member **ret,
+                 size_t *ret_n, lserr *err)
+{
+        const struct cfg_group *g = cfg_coord_group(e->cfg, group);
+        struct engine_check_member *out = NULL;
+        struct item *items = NULL;
+        char txid[65];
+        size_t n = 0, k = 0;
+        int r, failed = 0;
+
+        if (!g)
+                return lserr_set(err, -ENOENT, "group \"%s\" is not in the configuration", group);
+        if (mode < 0)
+                mode = (int)g->mode;
+        if (!lease_s)
+                lease_s = g->lease_s;
+        /* Shaped like a cut's txid, so every file name checked is as long as a cut's. */
+        make_txid(txid);
+        txid[0] = 'c';
+        txid[1] = 'k';
+        r = build_items(e, g, txid, (Lockstep__Mode)mode, lease_s * 1000, &items, &n, err);
+        if (r < 0)
+                return r;
+        out = calloc(g->n_members ? g->n_members : 1, sizeof(*out));
+        if (!out) {
+                items_free(items, n);
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < n; i++) {
+                lockstep__check_request__init(&items[i].check);
+                items[i].check.mode = (Lockstep__Mode)mode;
+                items[i].check.lease_ms = lease_s * 1000;
+                items[i].check.members = items[i].freeze.members;
+                items[i].check.n_members = items[i].freeze.n_members;
+                set_step(&items[i], txid, LOCKSTEP__STEP__STEP_CHECK);
+        }
+        /* A guest agent ping may take its whole deadline on a hung guest. */
+        fan_out(e, items, n, (int)e->cfg->step_timeout_s * 1000);
+        for (size_t i = 0; i < n; i++)
+                for (size_t m = 0; m < items[i].check.n_members; m++) {
+                        check_result(&items[i], items[i].check.members[m], &out[k]);
+                        failed |= !out[k].ok;
+                        k++;
+                }
+        items_free(items, n);
+        *ret = out;
+        *ret_n = k;
+        return failed ? 1 : 0;
+}
+
 /* ---- delete ------------------------------------------------------------------ */
 
 /* Whether the group's config lists vm@agent in crash_consistent. */
@@ -767,11 +893,219 @@ out:
         return r;
 }
 
+static int attach_cut_images(struct engine *e, const char *txid, struct item *items, size_t n,
+                             struct cat_image **ret_im, lserr *err);
+
+/* The cut's images as hints for its delete (see DeleteRequest.images), but
+ * only those no other live cut holds: above such an image sits that cut's
+ * data, never something this delete may merge. */
+static int attach_delete_hints(struct engine *e, const char *txid, struct item *items, size_t n,
+                               struct cat_image **ret_im, lserr *err)
+{
+        int r = attach_cut_images(e, txid, items, n, ret_im, err);
+
+        for (size_t i = 0; r == 0 && i < n; i++) {
+                struct item *it = &items[i];
+                for (size_t k = 0; k < it->n_mdisks; k++) {
+                        Lockstep__MemberDisks *md = it->mdiskp[k];
+                        size_t keep = 0;
+                        for (size_t d = 0; d < md->n_disks; d++) {
+                                lserr e2 = {0};
+                                int users = cat_image_users(e->cat, agentlink_id(it->link), md->vm,
+                                                            md->disks[d]->before, txid, &e2);
+                                if (users == 0)
+                                        md->disks[keep++] = md->disks[d];
+                                else if (users < 0)
+                                        log_err("%s", e2.msg);
+                        }
+                        md->n_disks = keep;
+                }
+        }
+        return r;
+}
+
+/* An undo put the VMs back on what revert `id` kept: that branch is the live
+ * chain now, it no longer pins older cuts and cannot be deleted as a branch. */
+static void mark_undone(struct engine *e, const char *id)
+{
+        lserr e2 = {0};
+
+        if (cat_branch_set_status(e->cat, id, "undone", "", &e2) < 0)
+                log_err("%s", e2.msg);
+}
+
+/* Whether the replies list file path of agent/vm as removed. */
+static int was_removed(const struct item *items, size_t n, const char *agent, const char *vm, const char *path)
+{
+        for (size_t i = 0; i < n; i++) {
+                if (!items[i].rep || strcmp(agentlink_id(items[i].link), agent))
+                        continue;
+                for (size_t k = 0; k < items[i].rep->n_members; k++) {
+                        const Lockstep__MemberResult *mr = items[i].rep->members[k];
+                        for (size_t d = 0; !strcmp(mr->vm, vm) && d < mr->n_disks; d++)
+                                if (!strcmp(mr->disks[d]->after, path))
+                                        return 1;
+                }
+        }
+        return 0;
+}
+
+/* A branch delete removed files: every cut one of whose images was among them
+ * cannot be restored any more. It is deleted when all its images went;
+ * delete-failed otherwise, so that deleting it merges what is left of it (on a
+ * VM the branch did not hold). Returns how many cuts became deleted. */
+static int drop_cuts_on(struct engine *e, const struct item *items, size_t n, const char *why)
+{
+        int dropped = 0;
+
+        for (size_t i = 0; i < n; i++)
+                for (size_t k = 0; items[i].rep && k < items[i].rep->n_members; k++) {
+                        const Lockstep__MemberResult *mr = items[i].rep->members[k];
+                        for (size_t d = 0; d < mr->n_disks; d++) {
+                                char(*cuts)[65] = NULL;
+                                size_t nc = 0;
+                                lserr e2 = {0};
+                                if (cat_cuts_on_image(e->cat, agentlink_id(items[i].link), mr->vm, mr->disks[d]->after,
+                                                      &cuts, &nc, &e2) < 0)
+                                        log_err("%s", e2.msg);
+                                for (size_t c = 0; c < nc; c++) {
+                                        struct cat_image *im = NULL;
+                                        size_t ni = 0;
+                                        int all = 1;
+                                        if (cat_images(e->cat, cuts[c], &im, &ni, &e2) < 0) {
+                                                log_err("%s", e2.msg);
+                                                continue;
+                                        }
+                                        for (size_t q = 0; q < ni; q++)
+                                                all &= was_removed(items, n, im[q].agent, im[q].vm, im[q].before);
+                                        free(im);
+                                        if (cat_cut_set_status(e->cat, cuts[c], all ? "deleted" : "delete-failed", why,
+                                                               &e2) < 0)
+                                                log_err("%s", e2.msg);
+                                        dropped += all;
+                                }
+                                free(cuts);
+                        }
+                }
+        return dropped;
+}
+
+/* Why a revert's pre-revert branch cannot be deleted now, or NULL. */
+static const char *branch_not_deletable(const struct cat_txn *rev)
+{
+        if (!rev->committed || rev->state != CAT_TXN_DONE)
+                return "it is not a committed revert";
+        if (!strcmp(rev->branch_status, "deleted"))
+                return "its pre-revert branch is already deleted";
+        if (!strcmp(rev->branch_status, "undone"))
+                return "it was undone: the VMs run on its pre-revert branch again, there is no other branch to delete";
+        return NULL;
+}
+
+/* Deletes the pre-revert branch that revert rev kept: on every agent the
+ * files only that branch holds are removed; the cuts whose images were among
+ * them are marked deleted; the cuts older than the revert are no longer
+ * pinned by it. */
+static int delete_branch(struct engine *e, const struct cat_txn *rev, engine_event_fn ev, void *arg,
+                         char ret_txid[65], lserr *err)
+{
+        struct cat_txn t = {0}, now;
+        struct cat_member *m = NULL;
+        struct item *items = NULL;
+        size_t n = 0, nm = 0, removed = 0;
+        char reason[700] = "", why_gone[200];
+        const char *no = branch_not_deletable(rev);
+        int ok = 1, dropped = 0, r;
+
+        if (no)
+                return lserr_set(err, !strcmp(rev->branch_status, "deleted") ? -EALREADY : -EINVAL, "revert \"%s\": %s",
+                                 rev->txid, no);
+        r = items_of(e, rev->txid, NULL, &m, &items, &n, &nm, NULL, err);
+        if (r < 0)
+                return r;
+        r = take_slot_cat(e, rev->group, m, nm, ev, arg, err);
+        if (r < 0) {
+                items_free(items, n);
+                free(m);
+                return r;
+        }
+        /* Checked again with the slot held: an undo or a prune may have run. */
+        if (cat_txn_get(e->cat, rev->txid, &now, err) < 0) {
+                r = -EIO;
+                goto out;
+        }
+        if ((no = branch_not_deletable(&now))) {
+                r = lserr_set(err, -EINVAL, "revert \"%s\": %s", rev->txid, no);
+                goto out;
+        }
+        make_txid(t.txid);
+        t.kind = CAT_KIND_DELETE;
+        snprintf(t.group, sizeof(t.group), "%s", rev->group);
+        snprintf(t.name, sizeof(t.name), "%s", rev->txid);
+        snprintf(t.mode, sizeof(t.mode), "branch");
+        t.started_us = fsutil_now_us();
+        r = cat_txn_begin(e->cat, &t, err);
+        if (r < 0)
+                goto out;
+        snprintf(ret_txid, 65, "%s", t.txid);
+        emit(ev, arg, "DELETE   %s: pre-revert branch of revert %s (group %s) on %zu agent(s)", t.txid, rev->txid,
+             rev->group, n);
+        for (size_t i = 0; i < n; i++) {
+                Lockstep__DeleteRequest *dr = &items[i].del;
+                set_step(&items[i], t.txid, LOCKSTEP__STEP__STEP_DELETE);
+                lockstep__delete_request__init(dr);
+                dr->cut_txid = (char *)rev->txid;
+                dr->snapshot = (char *)rev->txid;
+                dr->branch = 1;
+                dr->n_members = items[i].freeze.n_members;
+                dr->members = items[i].memberp;
+                items[i].cmd.payload_case = LOCKSTEP__COMMAND__PAYLOAD_DELETE;
+                items[i].cmd.delete_ = dr;
+        }
+        fan_out(e, items, n, (int)e->cfg->step_timeout_s * 1000 * 10);
+        snprintf(why_gone, sizeof(why_gone), "its images were on the pre-revert branch of %s, deleted by %s", rev->txid,
+                 t.txid);
+        for (size_t i = 0; i < n; i++) {
+                for (size_t k = 0; items[i].rep && k < items[i].rep->n_members; k++)
+                        removed += items[i].rep->members[k]->n_disks;
+        }
+        dropped = drop_cuts_on(e, items, n, why_gone);
+        for (size_t i = 0; i < n; i++) {
+                if (item_ok(&items[i])) {
+                        emit(ev, arg, "DELETE   %-12s branch removed, %zu member(s)", agentlink_id(items[i].link),
+                             items[i].rep->n_members);
+                } else {
+                        why_not(&items[i], reason, sizeof(reason));
+                        emit(ev, arg, "DELETE   %-12s FAILED: %s", agentlink_id(items[i].link), reason);
+                        ok = 0;
+                }
+        }
+        {
+                lserr e2 = {0};
+                if (cat_txn_decide(e->cat, t.txid, ok, ok ? "" : reason, &e2) < 0 ||
+                    cat_txn_finish(e->cat, t.txid, &e2) < 0 ||
+                    cat_branch_set_status(e->cat, rev->txid, ok ? "deleted" : "delete-failed", ok ? "" : reason, &e2) < 0)
+                        log_err("%s", e2.msg);
+        }
+        emit(ev, arg, "DELETE   pre-revert branch of %s %s: %zu file(s) removed, %d cut(s) that only it held marked deleted",
+             rev->txid, ok ? "deleted" : "NOT fully deleted (delete it again)", removed, dropped);
+        r = ok ? 0 : 1;
+out:
+        items_free(items, n);
+        free(m);
+        slots_drop(e->slots, rev->group);
+        return r;
+}
+
 int engine_delete(struct engine *e, const char *cut_txid, engine_event_fn ev, void *arg, char ret_txid[65],
                   lserr *err)
 {
         struct cat_txn cut, t = {0};
         struct cat_member *m = NULL;
+        struct cat_image *im = NULL;
+        char(*reverts)[65] = NULL;
+        char **revp = NULL;
+        size_t n_reverts = 0;
         struct item *items = NULL;
         size_t n = 0, nm = 0;
         char reason[700] = "";
@@ -782,6 +1116,8 @@ int engine_delete(struct engine *e, const char *cut_txid, engine_event_fn ev, vo
                 return lserr_set(err, -ENOENT, "no cut \"%s\" in the catalog", cut_txid);
         if (r < 0)
                 return r;
+        if (cut.kind == CAT_KIND_REVERT)
+                return delete_branch(e, &cut, ev, arg, ret_txid, err);
         if (cut.kind != CAT_KIND_SNAPSHOT || !cut.committed || cut.state != CAT_TXN_DONE)
                 return lserr_set(err, -EINVAL, "\"%s\" is not a committed cut (it is %s)", cut_txid,
                                  cut.kind != CAT_KIND_SNAPSHOT ? "not a snapshot" : report_state_word(&cut));
@@ -832,6 +1168,17 @@ int engine_delete(struct engine *e, const char *cut_txid, engine_event_fn ev, vo
                         goto out;
                 }
         }
+        /* Hints only where a revert to this cut may have left its overlay on
+         * the cut's image: the agent merges nothing but such an overlay. */
+        r = cat_reverts_to(e->cat, cut_txid, &reverts, &n_reverts, err);
+        if (r == 0 && n_reverts) {
+                revp = calloc(n_reverts, sizeof(*revp));
+                r = revp ? attach_delete_hints(e, cut_txid, items, n, &im, err) : -ENOMEM;
+                for (size_t i = 0; revp && i < n_reverts; i++)
+                        revp[i] = reverts[i];
+        }
+        if (r < 0)
+                goto out;
         make_txid(t.txid);
         t.kind = CAT_KIND_DELETE;
         snprintf(t.group, sizeof(t.group), "%s", cut.group);
@@ -851,6 +1198,10 @@ int engine_delete(struct engine *e, const char *cut_txid, engine_event_fn ev, vo
                 dr->snapshot = cut.name;
                 dr->n_members = items[i].freeze.n_members;
                 dr->members = items[i].memberp;
+                dr->n_images = revp ? items[i].n_mdisks : 0;
+                dr->images = revp ? items[i].mdiskp : NULL;
+                dr->n_reverts = revp ? n_reverts : 0;
+                dr->reverts = revp;
                 items[i].cmd.payload_case = LOCKSTEP__COMMAND__PAYLOAD_DELETE;
                 items[i].cmd.delete_ = dr;
         }
@@ -888,6 +1239,9 @@ int engine_delete(struct engine *e, const char *cut_txid, engine_event_fn ev, vo
 out:
         items_free(items, n);
         free(m);
+        free(im);
+        free(reverts);
+        free(revp);
         slots_drop(e->slots, cut.group);
         return r;
 }
@@ -1012,6 +1366,11 @@ int engine_revert(struct engine *e, const char *id, int undo, engine_event_fn ev
                 return lserr_set(err, -EINVAL, "\"%s\" is %s, not committed", id, report_state_word(&target));
         if (!undo && target.cut_status[0])
                 return lserr_set(err, -EINVAL, "cut \"%s\" is %s", id, target.cut_status);
+        if (undo && target.branch_status[0])
+                return lserr_set(err, -EINVAL, "revert \"%s\" cannot be undone: its pre-revert branch was %s", id,
+                                 !strcmp(target.branch_status, "undone")    ? "put back already (undone)"
+                                 : !strcmp(target.branch_status, "deleted") ? "deleted"
+                                                                            : "partly deleted (delete it again)");
         g = cfg_coord_group(e->cfg, target.group);
         r = items_of(e, id, g, &m, &items, &n, &nm, &max_tier, err);
         if (r < 0)
@@ -1107,6 +1466,8 @@ int engine_revert(struct engine *e, const char *id, int undo, engine_event_fn ev
                 goto out;
         }
         emit(ev, arg, "DECIDE   %s logged", ok ? "COMMIT" : "ABORT");
+        if (ok && undo)
+                mark_undone(e, id);
         left = send_decision_step(e, t.txid, items, n, ok, 1, ev, arg);
         if (left == 0) {
                 lserr e2 = {0};
@@ -1142,10 +1503,14 @@ static int settle(struct engine *e, struct cat_txn *t, engine_event_fn ev, void 
                         r = 0;
                 if (r >= 0)
                         r = cat_txn_finish(e->cat, t->txid, err);
-                if (r >= 0)
+                /* A branch delete names its revert; a delete, its cut. */
+                if (r >= 0 && !strcmp(t->mode, "branch"))
+                        r = cat_branch_set_status(e->cat, t->name, "delete-failed",
+                                                  "the branch delete was interrupted by a restart; delete it again", err);
+                else if (r >= 0)
                         r = cat_cut_set_status(e->cat, t->name, "delete-failed",
                                                "the delete was interrupted by a restart; delete it again", err);
-                emit(ev, arg, "RECOVER  %s: interrupted delete of cut %s marked delete-failed", t->txid, t->name);
+                emit(ev, arg, "RECOVER  %s: interrupted delete of %s marked delete-failed", t->txid, t->name);
                 return r < 0 ? r : 0;
         }
         if (t->state == CAT_TXN_STARTED) {
@@ -1156,6 +1521,9 @@ static int settle(struct engine *e, struct cat_txn *t, engine_event_fn ev, void 
                 emit(ev, arg, "RECOVER  %s: no decision logged, presumed abort", t->txid);
         }
         commit = t->state == CAT_TXN_COMMIT;
+        /* A committed undo interrupted before it was recorded as such. */
+        if (commit && t->kind == CAT_KIND_REVERT && !strcmp(t->mode, "undo"))
+                mark_undone(e, t->name);
         r = cat_members(e->cat, t->txid, &m, &nm, err);
         if (r < 0)
                 return r;

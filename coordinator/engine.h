@@ -40,6 +40,24 @@ struct engine_cut_req {
 int engine_snapshot(struct engine *e, const struct engine_cut_req *req, engine_event_fn ev, void *arg,
                     char ret_txid[65], lserr *err);
 
+/* One member's preflight result. */
+struct engine_check_member {
+        char vm[65], agent[65];
+        int ok;
+        char code[32];     /* OK, E_NO_GUEST_AGENT..., UNREACHABLE, E_REJECTED */
+        char message[700]; /* why not, naming VM, host and step */
+};
+
+/* Runs FREEZE's validation on every member of a group without freezing
+ * anything (CHECK, to every agent at once): the files a cut would create,
+ * formats, free space, guest agents, members busy in another transaction, the
+ * lease against each agent's lease_max, and that every agent answers and
+ * trusts our key. *ret (one per member, malloc'd, the caller's) is set unless
+ * < 0. Returns 0 when a cut would be accepted, 1 when not, < 0 when the check
+ * could not run (unknown group). mode -1 and lease_s 0 mean the group's. */
+int engine_check(struct engine *e, const char *group, int mode, unsigned lease_s, struct engine_check_member **ret,
+                 size_t *ret_n, lserr *err);
+
 /* Deletes a committed cut: every member's overlay of it is merged into its
  * backing image while the VMs run. All members or the cut is marked
  * delete-failed with the reason; deleting again finishes it. Returns 0 when

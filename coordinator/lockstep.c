@@ -35,6 +35,7 @@ static void usage(FILE *f)
                 "  snapshot delete ID [--json]                  merge a cut into its images, VMs keep running\n"
                 "  snapshot revert ID [--yes] [--json]          put the whole group back on cut ID\n"
                 "  snapshot revert --undo REVERT_ID [--yes]     back to what revert REVERT_ID replaced\n"
+                "  check GROUP [--mode M] [--lease S] [--json]  preflight: would a cut be accepted now? nothing frozen\n"
                 "  agents [--json]                              reachability, version, key, in-doubt\n"
                 "  groups [--json]\n"
                 "  schedules [--json]                           next and last scheduled run per group\n"
@@ -312,7 +313,7 @@ int main(int argc, char **argv)
                 q.n_args = (size_t)(nargs - 2);
         } else if (!strcmp(args[0], "agents") || !strcmp(args[0], "groups") || !strcmp(args[0], "recover") ||
                    !strcmp(args[0], "schedules") || !strcmp(args[0], "prune") || !strcmp(args[0], "events") ||
-                   !strcmp(args[0], "reload")) {
+                   !strcmp(args[0], "reload") || !strcmp(args[0], "check")) {
                 q.command = args[0];
                 q.args = args + 1;
                 q.n_args = (size_t)(nargs - 1);
@@ -327,10 +328,12 @@ int main(int argc, char **argv)
                          : !strcmp(cmd, "snapshot.revert") ? !strcmp(o, "undo=1")
                          : !strcmp(cmd, "prune")           ? !strcmp(o, "dry_run=1")
                          : !strcmp(cmd, "events")          ? !strncmp(o, "limit=", 6)
+                         : !strcmp(cmd, "check")           ? !strncmp(o, "mode=", 5) || !strncmp(o, "lease=", 6)
                                                            : 0;
                 if (!ok) {
-                        fprintf(stderr, "lockstep: --name, --mode and --lease go with snapshot create, --undo with "
-                                        "revert, --dry-run with prune, --limit with events\n");
+                        fprintf(stderr, "lockstep: --name, --mode and --lease go with snapshot create (--mode and "
+                                        "--lease also with check), --undo with revert, --dry-run with prune, --limit "
+                                        "with events\n");
                         return EXIT_USAGE;
                 }
         }
@@ -386,7 +389,7 @@ int main(int argc, char **argv)
         } else if (!strcmp(q.command, "events")) {
                 r = events(&cl, &q, as_json, follow);
         } else {
-                r = call(&cl, &q, !strcmp(q.command, "recover") ? 600000 : 30000, &rep);
+                r = call(&cl, &q, !strcmp(q.command, "recover") || !strcmp(q.command, "check") ? 600000 : 30000, &rep);
                 if (r == 0)
                         r = finish(rep, as_json);
         }

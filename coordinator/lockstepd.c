@@ -19,7 +19,6 @@
 #include "transport.h"
 
 #define HEALTH_INTERVAL_S 10
-#define EVENTS_KEEP 200000
 #define CONTROL_MAX (256 * 1024)
 
 static void *health_main(void *p)
@@ -43,9 +42,9 @@ static void *health_main(void *p)
                 if (engine_recover(d->eng, NULL, NULL, &left, &err) < 0)
                         log_err("recover: %s", err.msg);
                 pthread_rwlock_unlock(&d->gen);
-                /* The event log is for reading back weeks, not for ever. */
-                if (cat_events_trim(d->cat, EVENTS_KEEP, &err) < 0)
-                        log_err("%s", err.msg);
+                pthread_rwlock_rdlock(&d->gen);
+                ops_trim_catalog(d, d->cfg);
+                pthread_rwlock_unlock(&d->gen);
                 pthread_mutex_lock(&d->stop_lock);
         }
         pthread_mutex_unlock(&d->stop_lock);

@@ -15,6 +15,19 @@
 struct daemon *daemon_self;
 
 /* One line in the catalog's event log (lockstep events) and in the log. */
+void ops_trim_catalog(struct daemon *d, const struct cfg_coord *cfg)
+{
+        lserr err = {0};
+
+        /* The event log is for reading back weeks, not for ever; nor is the
+         * history of ended transactions, nor the audit of every command. */
+        if (cat_events_trim(d->cat, cfg->events_keep, &err) < 0)
+                log_err("%s", err.msg);
+        lserr_clear(&err);
+        if (cat_history_trim(d->cat, cfg->history_keep, cfg->audit_keep, &err) < 0)
+                log_err("%s", err.msg);
+}
+
 void ops_event(struct daemon *d, const char *kind, const char *group, const char *txid, const char *fmt, ...)
 {
         struct cat_event ev = {0};
@@ -119,8 +132,7 @@ static void after_scheduled(struct daemon *d, struct gen *gn, struct op *op, int
                 log_err("%s", err.msg);
         pthread_mutex_unlock(&d->sched_rows);
         ops_event(d, "schedule", op->group, txid, "scheduled cut %s%s%s", cs.outcome, why[0] ? ": " : "", why);
-        if (r != 0 || !g || (!g->retention.keep_last && !g->retention.hourly && !g->retention.daily &&
-                             !g->retention.weekly && !g->retention.monthly))
+        if (r != 0 || !g || !prune_has_policy(g))
                 return;
         struct prune_item *items = NULL;
         size_t n = 0, failed;
@@ -128,15 +140,16 @@ static void after_scheduled(struct daemon *d, struct gen *gn, struct op *op, int
                 ops_event(d, "prune", op->group, "", "retention not applied: %s", err.msg);
                 return;
         }
-        failed = prune_run(gn->eng, items, n, ops_progress, op);
+        failed = prune_run(gn->eng, d->cat, g, &items, &n, ops_progress, op);
         for (size_t i = 0; i < n; i++)
                 if (!items[i].keep)
                         ops_event(d, "prune", op->group, items[i].txid, "%s (%s)%s%s",
                               items[i].done ? "removed" : "NOT removed", items[i].why, items[i].error[0] ? ": " : "",
                               items[i].error);
         if (failed)
-                log_warn("group %s: retention: %zu cut(s) could not be deleted", op->group, failed);
+                log_warn("group %s: retention: %zu cut(s) or branch(es) could not be deleted", op->group, failed);
         free(items);
+        ops_trim_catalog(d, gn->cfg);
 }
 
 struct gen *ops_gen_get(struct daemon *d)
@@ -191,13 +204,14 @@ static void *op_main(void *p)
                 r = !g ? lserr_set(&err, -ENOENT, "group \"%s\" is not in the configuration", op->group)
                        : prune_plan(d->cat, g, &items, &n, &err);
                 if (r == 0) {
-                        r = prune_run(gn->eng, items, n, ops_progress, op) ? 1 : 0;
+                        r = prune_run(gn->eng, d->cat, g, &items, &n, ops_progress, op) ? 1 : 0;
                         for (size_t i = 0; i < n; i++)
                                 if (!items[i].keep)
                                         ops_event(d, "prune", op->group, items[i].txid, "%s (%s)%s%s",
                                               items[i].done ? "removed" : "NOT removed", items[i].why,
                                               items[i].error[0] ? ": " : "", items[i].error);
                         report_prune_pair(op->group, items, n, 0, &text, &json);
+                        ops_trim_catalog(d, gn->cfg);
                 }
                 free(items);
         } else {

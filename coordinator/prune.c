@@ -1,6 +1,7 @@
 /* prune: retention verdicts for a group's cuts, and their deletes. */
 #include "prune.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +15,7 @@ int prune_plan(struct catalog *cat, const struct cfg_group *g, struct prune_item
         struct cat_txn *ts = NULL;
         struct prune_item *items = NULL;
         struct retention_cut *rc = NULL;
-        size_t nt = 0, n = 0;
+        size_t nt = 0, n = 0, nb = 0, branches = 0;
         int r = cat_cuts(cat, g->name, &ts, &nt, err);
 
         if (r < 0)
@@ -25,6 +26,25 @@ int prune_plan(struct catalog *cat, const struct cfg_group *g, struct prune_item
                 r = lserr_set(err, -ENOMEM, "group \"%s\": prune: out of memory", g->name);
                 goto out;
         }
+        /* Branches first, newest first: the newest keep_branches stay. */
+        for (size_t i = 0; i < nt; i++) {
+                struct prune_item *it = &items[n];
+                if (ts[i].kind != CAT_KIND_REVERT || ts[i].state != CAT_TXN_DONE || !ts[i].committed ||
+                    (ts[i].branch_status[0] && strcmp(ts[i].branch_status, "delete-failed")))
+                        continue;
+                it->branch = 1;
+                snprintf(it->txid, sizeof(it->txid), "%s", ts[i].txid);
+                snprintf(it->name, sizeof(it->name), "%s", ts[i].name);
+                it->started_us = ts[i].started_us;
+                it->keep = branches++ < g->retention.keep_branches;
+                if (g->retention.keep_branches == UINT_MAX)
+                        snprintf(it->why, sizeof(it->why), "no retention policy: every branch is kept");
+                else
+                        snprintf(it->why, sizeof(it->why), "%s keep_branches %u", it->keep ? "within" : "beyond",
+                                 g->retention.keep_branches);
+                n++;
+        }
+        nb = n;
         for (size_t i = 0; i < nt; i++) {
                 char rev[65] = "";
                 int pinned;
@@ -39,14 +59,19 @@ int prune_plan(struct catalog *cat, const struct cfg_group *g, struct prune_item
                 snprintf(items[n].txid, sizeof(items[n].txid), "%s", ts[i].txid);
                 snprintf(items[n].name, sizeof(items[n].name), "%s", ts[i].name);
                 items[n].started_us = ts[i].started_us;
-                rc[n].t_us = ts[i].started_us;
-                rc[n].pinned = pinned > 0;
+                rc[n - nb].t_us = ts[i].started_us;
+                rc[n - nb].pinned = pinned > 0;
+                /* Half gone already (a delete cut short, a branch that took
+                 * some of its images): finish it whatever the policy says. */
+                items[n].done = !strcmp(ts[i].cut_status, "delete-failed");
                 n++;
         }
-        retention_apply(&pol, rc, n);
-        for (size_t i = 0; i < n; i++) {
-                items[i].keep = rc[i].keep;
-                snprintf(items[i].why, sizeof(items[i].why), "%s", rc[i].why);
+        retention_apply(&pol, rc, n - nb);
+        for (size_t i = nb; i < n; i++) {
+                items[i].keep = rc[i - nb].keep && !items[i].done;
+                snprintf(items[i].why, sizeof(items[i].why), "%s",
+                         items[i].done ? "a delete of it did not finish: finishing it" : rc[i - nb].why);
+                items[i].done = 0;
         }
         *ret = items;
         *ret_n = n;
@@ -59,7 +84,16 @@ out:
         return r;
 }
 
-size_t prune_run(struct engine *e, struct prune_item *items, size_t n, engine_event_fn ev, void *arg)
+int prune_has_policy(const struct cfg_group *g)
+{
+        const struct cfg_retention *p = &g->retention;
+
+        return p->keep_last || p->hourly || p->daily || p->weekly || p->monthly || p->keep_branches != UINT_MAX;
+}
+
+/* Deletes the items of one kind that are not kept, oldest first. */
+static size_t run_kind(struct engine *e, struct prune_item *items, size_t n, int branch, size_t *ret_done,
+                       engine_event_fn ev, void *arg)
 {
         size_t failed = 0;
 
@@ -68,16 +102,53 @@ size_t prune_run(struct engine *e, struct prune_item *items, size_t n, engine_ev
                 char txid[65] = "";
                 lserr err = {0};
                 int r;
-                if (items[i].keep)
+                if (items[i].keep || items[i].branch != branch)
                         continue;
                 r = engine_delete(e, items[i].txid, ev, arg, txid, &err);
                 if (r == 0) {
                         items[i].done = 1;
+                        (*ret_done)++;
                 } else {
                         snprintf(items[i].error, sizeof(items[i].error), "%s",
-                                 r < 0 ? err.msg : "the delete failed; the cut is marked delete-failed");
+                                 r < 0 ? err.msg
+                                 : branch ? "the delete failed; the branch is marked delete-failed"
+                                          : "the delete failed; the cut is marked delete-failed");
                         failed++;
                 }
         }
         return failed;
+}
+
+size_t prune_run(struct engine *e, struct catalog *cat, const struct cfg_group *g, struct prune_item **items,
+                 size_t *n, engine_event_fn ev, void *arg)
+{
+        size_t failed, gone = 0, cuts_done = 0;
+
+        failed = run_kind(e, *items, *n, 1, &gone, ev, arg);
+        if (gone) {
+                /* The cuts those branches pinned may go now: plan them again,
+                 * keeping the branches' lines as they ended. */
+                struct prune_item *again = NULL, *merged;
+                size_t na = 0, nb = 0;
+                lserr err = {0};
+                if (prune_plan(cat, g, &again, &na, &err) == 0) {
+                        for (size_t i = 0; i < *n; i++)
+                                nb += (*items)[i].branch;
+                        merged = calloc(nb + na + 1, sizeof(*merged));
+                        if (merged) {
+                                size_t k = 0;
+                                for (size_t i = 0; i < *n; i++)
+                                        if ((*items)[i].branch)
+                                                merged[k++] = (*items)[i];
+                                for (size_t i = 0; i < na; i++)
+                                        if (!again[i].branch)
+                                                merged[k++] = again[i];
+                                free(*items);
+                                *items = merged;
+                                *n = k;
+                        }
+                        free(again);
+                }
+        }
+        return failed + run_kind(e, *items, *n, 0, &cuts_done, ev, arg);
 }

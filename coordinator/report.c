@@ -33,6 +33,9 @@ const char *report_state_name(const struct cat_txn *t)
 {
         if (t->kind == CAT_KIND_SNAPSHOT && t->cut_status[0])
                 return t->cut_status;
+        /* A revert is listed as its branch: what became of that. */
+        if (t->kind == CAT_KIND_REVERT && t->branch_status[0])
+                return t->branch_status;
         return report_state_word(t);
 }
 
@@ -46,7 +49,7 @@ const char *report_state_word(const struct cat_txn *t)
         }
 }
 
-static const char *code_name(int code)
+const char *report_code_name(int code)
 {
         const ProtobufCEnumValue *v;
 
@@ -111,7 +114,7 @@ static void cut_json(struct json *j, const struct cat_txn *t, const struct cat_m
                 json_str(j, "agent", m[i].agent);
                 json_uint(j, "tier", m[i].tier);
                 json_str(j, "tier_name", m[i].tier_name);
-                json_str(j, "code", code_name(m[i].code));
+                json_str(j, "code", report_code_name(m[i].code));
                 json_str(j, "message", m[i].message);
                 json_double(j, "freeze_ms", (double)m[i].freeze_us / 1000.0);
                 json_double(j, "snapshot_ms", (double)m[i].snapshot_us / 1000.0);
@@ -140,7 +143,7 @@ static void cut_json(struct json *j, const struct cat_txn *t, const struct cat_m
 
 static const char *member_result(const struct cat_member *m)
 {
-        return m->message[0] ? m->message : m->code == 0 ? "ok" : code_name(m->code);
+        return m->message[0] ? m->message : m->code == 0 ? "ok" : report_code_name(m->code);
 }
 
 static void cut_text(FILE *f, const struct cat_txn *t, const struct cat_member *m, size_t nm,
@@ -438,10 +441,12 @@ int report_events(const struct cat_event *ev, size_t n, int as_json, FILE *out)
 int report_prune(const char *group, const struct prune_item *it, size_t n, int dry_run, int as_json, FILE *out)
 {
         char ts[40];
-        size_t keep = 0;
+        size_t keep = 0, branches = 0;
 
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
                 keep += it[i].keep ? 1 : 0;
+                branches += it[i].branch ? 1 : 0;
+        }
         if (as_json) {
                 struct json j;
                 json_init(&j, out);
@@ -454,6 +459,7 @@ int report_prune(const char *group, const struct prune_item *it, size_t n, int d
                 for (size_t i = 0; i < n; i++) {
                         json_obj_begin(&j, NULL);
                         json_str(&j, "id", it[i].txid);
+                        json_str(&j, "kind", it[i].branch ? "branch" : "cut");
                         json_str(&j, "name", it[i].name);
                         report_iso_time(it[i].started_us, ts, sizeof(ts));
                         json_str(&j, "started_at", ts);
@@ -467,13 +473,14 @@ int report_prune(const char *group, const struct prune_item *it, size_t n, int d
                 json_end(&j);
                 return 0;
         }
-        fprintf(out, "group %s: %zu cut(s), %zu kept, %zu %s\n", group, n, keep, n - keep,
-                dry_run ? "would be removed" : "removed or failed");
+        fprintf(out, "group %s: %zu cut(s) and %zu pre-revert branch(es), %zu kept, %zu %s\n", group, n - branches,
+                branches, keep, n - keep, dry_run ? "would be removed" : "removed or failed");
         for (size_t i = 0; i < n; i++) {
                 report_iso_time(it[i].started_us, ts, sizeof(ts));
-                fprintf(out, "  %-7s %-28s %-24s %s%s%s\n",
-                        it[i].keep ? "keep" : dry_run ? "remove" : it[i].done ? "removed" : "FAILED", it[i].txid, ts,
-                        it[i].why, it[i].error[0] ? ": " : "", it[i].error);
+                fprintf(out, "  %-7s %-6s %-28s %-24s %s%s%s\n",
+                        it[i].keep ? "keep" : dry_run ? "remove" : it[i].done ? "removed" : "FAILED",
+                        it[i].branch ? "branch" : "cut", it[i].txid, ts, it[i].why, it[i].error[0] ? ": " : "",
+                        it[i].error);
         }
         return 0;
 }
@@ -493,4 +500,46 @@ void report_prune_pair(const char *group, const struct prune_item *it, size_t n,
                 report_prune(group, it, n, dry_run, j, f);
                 fclose(f);
         }
+}
+
+int report_check(const char *group, const struct engine_check_member *m, size_t n, int as_json, FILE *out)
+{
+        size_t bad = 0;
+
+        for (size_t i = 0; i < n; i++)
+                bad += !m[i].ok;
+        if (as_json) {
+                struct json j;
+                json_init(&j, out);
+                json_obj_begin(&j, NULL);
+                json_str(&j, "group", group);
+                json_bool(&j, "ok", bad == 0);
+                json_arr_begin(&j, "members");
+                for (size_t i = 0; i < n; i++) {
+                        json_obj_begin(&j, NULL);
+                        json_str(&j, "vm", m[i].vm);
+                        json_str(&j, "agent", m[i].agent);
+                        json_bool(&j, "ok", m[i].ok);
+                        json_str(&j, "code", m[i].code);
+                        json_str(&j, "message", m[i].message);
+                        json_obj_end(&j);
+                }
+                json_arr_end(&j);
+                json_obj_end(&j);
+                json_end(&j);
+                return 0;
+        }
+        for (size_t i = 0; i < n; i++) {
+                char who[140];
+                snprintf(who, sizeof(who), "%s@%s", m[i].vm, m[i].agent);
+                if (m[i].ok)
+                        fprintf(out, "OK    %-28s%s%s\n", who, m[i].message[0] ? " " : "", m[i].message);
+                else
+                        fprintf(out, "FAIL  %-28s %s: %s\n", who, m[i].code, m[i].message);
+        }
+        if (bad)
+                fprintf(out, "group %s: %zu of %zu member(s) would refuse a cut\n", group, bad, n);
+        else
+                fprintf(out, "group %s: all %zu member(s) ready, a cut would be accepted\n", group, n);
+        return 0;
 }

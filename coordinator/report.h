@@ -6,6 +6,7 @@
 
 #include "catalog.h"
 #include "config.h"
+#include "engine.h"
 #include "json.h"
 
 /* One cut with its members, timings and images. */
@@ -21,10 +22,18 @@ int report_agents(struct catalog *cat, int as_json, FILE *out, lserr *err);
 int report_groups(const struct cfg_coord *cfg, int as_json, FILE *out);
 
 /* "committed", "aborted", "in-doubt", "committing", "aborting"; for a cut, its
- * later fate when it has one: "deleted", "delete-failed". */
+ * later fate when it has one: "deleted", "delete-failed"; for a revert (listed
+ * as its pre-revert branch), its branch's: "undone", "deleted", "delete-failed". */
 const char *report_state_name(const struct cat_txn *t);
 /* The same without the cut's fate. */
 const char *report_state_word(const struct cat_txn *t);
+
+/* An ErrorCode's name ("OK", "E_NO_GUEST_AGENT"; "PENDING" for CAT_PENDING). */
+const char *report_code_name(int code);
+
+/* A preflight's result: one line per member (OK or the reason), or JSON
+ * {group, ok, members: [{vm, agent, ok, code, message}]}. */
+int report_check(const char *group, const struct engine_check_member *m, size_t n, int as_json, FILE *out);
 
 /* Unix microseconds as 2026-11-25T21:40:00.123Z ("-" for 0 or less). */
 void report_iso_time(long long us, char *out, size_t n);

@@ -5,6 +5,7 @@
 #include <cyaml/cyaml.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,6 +65,7 @@ struct raw_agent {
         char *lease_max_s;
         char *time_window_s;
         char *guest_agent_timeout_s;
+        char *min_free_mb;
         char *tls_cert;
         char *tls_key;
 };
@@ -86,6 +88,7 @@ struct raw_retention {
         char *daily;
         char *weekly;
         char *monthly;
+        char *keep_branches;
 };
 
 struct raw_hooks {
@@ -119,6 +122,9 @@ struct raw_coord {
         char *step_timeout_s;
         char *max_cuts;
         char *max_cuts_per_agent;
+        char *history_keep;
+        char *audit_keep;
+        char *events_keep;
         char *metrics;
         struct raw_peer *agents;
         unsigned n_agents;
@@ -160,6 +166,7 @@ static const cyaml_schema_field_t agent_fields[] = {
         OPT_STR("lease_max_s", struct raw_agent, lease_max_s),
         OPT_STR("time_window_s", struct raw_agent, time_window_s),
         OPT_STR("guest_agent_timeout_s", struct raw_agent, guest_agent_timeout_s),
+        OPT_STR("min_free_mb", struct raw_agent, min_free_mb),
         OPT_STR("tls_cert", struct raw_agent, tls_cert),
         OPT_STR("tls_key", struct raw_agent, tls_key),
         CYAML_FIELD_END,
@@ -197,6 +204,7 @@ static const cyaml_schema_field_t retention_fields[] = {
         OPT_STR("daily", struct raw_retention, daily),
         OPT_STR("weekly", struct raw_retention, weekly),
         OPT_STR("monthly", struct raw_retention, monthly),
+        OPT_STR("keep_branches", struct raw_retention, keep_branches),
         CYAML_FIELD_END,
 };
 
@@ -239,6 +247,9 @@ static const cyaml_schema_field_t coord_fields[] = {
         OPT_STR("step_timeout_s", struct raw_coord, step_timeout_s),
         OPT_STR("max_cuts", struct raw_coord, max_cuts),
         OPT_STR("max_cuts_per_agent", struct raw_coord, max_cuts_per_agent),
+        OPT_STR("history_keep", struct raw_coord, history_keep),
+        OPT_STR("audit_keep", struct raw_coord, audit_keep),
+        OPT_STR("events_keep", struct raw_coord, events_keep),
         OPT_STR("metrics", struct raw_coord, metrics),
         CYAML_FIELD_SEQUENCE_COUNT("agents", CYAML_FLAG_POINTER, struct raw_coord, agents, n_agents,
                                    &peer_entry, 1, AGENTS_MAX),
@@ -1198,6 +1209,9 @@ static int agent_build(const struct ld *ld, const struct raw_agent *ra, struct c
                       &c->guest_agent_timeout_s);
         if (r < 0)
                 goto out;
+        r = check_num(ld, "min_free_mb", ra->min_free_mb, 64, 1, 1048576, &c->min_free_mb);
+        if (r < 0)
+                goto out;
 
         /* A certificate next to a plain tcp:// listener would look like TLS and not be. */
         tls = startswith(ra->listen, "tls+tcp://") != NULL;
@@ -1421,6 +1435,14 @@ static int group_build(const struct ld *ld, const struct raw_coord *rc, unsigned
         r = check_bool(ld, fp(f, "groups[%u].catch_up", i), rg->catch_up, 1, &g->catch_up);
         if (r < 0)
                 return r;
+        /* Without a policy every pre-revert branch is kept, as every cut is. */
+        g->retention.keep_branches = UINT_MAX;
+        if (rr) {
+                r = check_num(ld, fp(f, "groups[%u].retention.keep_branches", i), rr->keep_branches, 1, 0, RETENTION_MAX,
+                              &g->retention.keep_branches);
+                if (r < 0)
+                        return r;
+        }
         if (rr) {
                 const struct {
                         const char *key;
@@ -1481,6 +1503,15 @@ static int coord_build(const struct ld *ld, const struct raw_coord *rc, struct c
         if (r < 0)
                 goto out;
         r = check_num(ld, "max_cuts_per_agent", rc->max_cuts_per_agent, 2, 1, 64, &c->max_cuts_per_agent);
+        if (r < 0)
+                goto out;
+        r = check_num(ld, "history_keep", rc->history_keep, 10000, 10, 10000000, &c->history_keep);
+        if (r < 0)
+                goto out;
+        r = check_num(ld, "audit_keep", rc->audit_keep, 200000, 100, 100000000, &c->audit_keep);
+        if (r < 0)
+                goto out;
+        r = check_num(ld, "events_keep", rc->events_keep, 200000, 100, 100000000, &c->events_keep);
         if (r < 0)
                 goto out;
         if (rc->metrics) {

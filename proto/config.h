@@ -41,6 +41,7 @@ struct cfg_agent {
         unsigned lease_max_s;  /* default 60, 1..3600 */
         unsigned time_window_s; /* default 30, 1..3600 */
         unsigned guest_agent_timeout_s; /* default 10, 1..300 */
+        unsigned min_free_mb;  /* free space a new overlay needs; default 64, 1..1048576 */
         char *tls_cert;        /* optional, for tls+tcp:// */
         char *tls_key;         /* optional */
 };
@@ -61,6 +62,9 @@ struct cfg_member {
 
 struct cfg_retention {
         unsigned keep_last, hourly, daily, weekly, monthly; /* 0 = not set */
+        /* Pre-revert branches kept, newest first: default 1 with a policy,
+         * UINT_MAX (every one) without. */
+        unsigned keep_branches;
 };
 
 struct cfg_group {
@@ -93,6 +97,9 @@ struct cfg_coord {
         unsigned step_timeout_s; /* default 30, 1..3600 */
         unsigned max_cuts;           /* cuts running at once in the fleet, default 8 */
         unsigned max_cuts_per_agent; /* ... that involve one agent, default 2 */
+        unsigned history_keep;       /* ended transactions kept in the catalog, default 10000 */
+        unsigned audit_keep;         /* audit rows kept, default 200000 */
+        unsigned events_keep;        /* event log rows kept, default 200000 */
         char *metrics;               /* http://HOST:PORT of the /metrics endpoint; NULL: off */
         struct cfg_peer *agents;
         unsigned n_agents;

@@ -93,3 +93,37 @@ int counter_next(struct counter *c, uint64_t *ret, lserr *err)
         pthread_mutex_unlock(&c->lock);
         return r;
 }
+
+int counter_advance(struct counter *c, uint64_t past, lserr *err)
+{
+        uint64_t now = (uint64_t)fsutil_now_us(), base;
+        int r = 0;
+
+        pthread_mutex_lock(&c->lock);
+        /* A restart would start at the current time: a peer that is ahead of an
+         * idle counter by no more than that is not suspicious. */
+        base = c->next > now ? c->next : now;
+        if (past < c->next)
+                goto out;
+        if (past > base && past - base > COUNTER_JUMP_MAX) {
+                r = lserr_set(err, -ERANGE,
+                              "counter file \"%s\": advance: %" PRIu64 " ahead of this coordinator's %" PRIu64
+                              ", more than the %llu allowed in one jump; not moving",
+                              c->path, past - base, base, (unsigned long long)COUNTER_JUMP_MAX);
+                goto out;
+        }
+        if (past >= UINT64_MAX - COUNTER_BLOCK) {
+                r = lserr_set(err, -ERANGE, "counter file \"%s\": advance: past %" PRIu64 " the counter would wrap",
+                              c->path, past);
+                goto out;
+        }
+        if (past + 1 >= c->reserved) {
+                r = reserve(c, past + 1 + COUNTER_BLOCK, err);
+                if (r < 0)
+                        goto out;
+        }
+        c->next = past + 1;
+out:
+        pthread_mutex_unlock(&c->lock);
+        return r;
+}

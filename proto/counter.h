@@ -9,6 +9,9 @@
 #include "lserr.h"
 
 #define COUNTER_BLOCK 4096
+/* How far counter_advance may move ahead of what this counter would hand out
+ * if it started now: 2^40 µs is about 12.7 days of clock skew or idle time. */
+#define COUNTER_JUMP_MAX (1ULL << 40)
 
 struct counter;
 
@@ -17,3 +20,12 @@ struct counter *counter_free(struct counter *c);
 
 /* Thread-safe. Each value is returned once, ever, for this file. */
 int counter_next(struct counter *c, uint64_t *ret, lserr *err);
+
+/* Thread-safe. Moves the counter so that every later counter_next returns a value
+ * above past, durably (the new reservation is on disk before this returns); for
+ * when an agent reports that another process signing with the same key got
+ * ahead. Never moves back: a past below the next value changes nothing. past
+ * comes from a peer, so a jump of more than COUNTER_JUMP_MAX above the larger of
+ * the next value and the current Unix time in µs is refused with -ERANGE. On
+ * failure the counter is unchanged. */
+int counter_advance(struct counter *c, uint64_t past, lserr *err);

@@ -11,6 +11,8 @@
 #define MAX_MEMBERS 1024
 #define MAX_TIER 64
 #define MAX_LEASE_MS (3600u * 1000u)
+/* Reverts to one cut a delete names; far more than retention ever keeps. */
+#define MAX_REVERTS 1024
 #define MAX_HOOK 1024
 
 struct env_verifier {
@@ -245,6 +247,7 @@ static const Lockstep__Command__PayloadCase step_payload[] = {
         [LOCKSTEP__STEP__STEP_REVERT_START] = LOCKSTEP__COMMAND__PAYLOAD_REVERT_START,
         [LOCKSTEP__STEP__STEP_REVERT_DECIDE] = LOCKSTEP__COMMAND__PAYLOAD_REVERT_DECIDE,
         [LOCKSTEP__STEP__STEP_DELETE] = LOCKSTEP__COMMAND__PAYLOAD_DELETE,
+        [LOCKSTEP__STEP__STEP_CHECK] = LOCKSTEP__COMMAND__PAYLOAD_CHECK,
 };
 
 /* Every field a peer controls, checked before anything reads it. */
@@ -299,9 +302,21 @@ static int check_command_fields(const Lockstep__Command *c, lserr *err)
                 r = check_name("delete.cut_txid", c->delete_->cut_txid, 0, err);
                 if (r >= 0)
                         r = check_name("delete.snapshot", c->delete_->snapshot, 0, err);
+                if (r >= 0 && c->delete_->n_reverts > MAX_REVERTS)
+                        r = lserr_set(err, LS_EMALFORMED, "field delete.reverts: %zu names, at most %d",
+                                      c->delete_->n_reverts, MAX_REVERTS);
+                for (size_t i = 0; r >= 0 && i < c->delete_->n_reverts; i++)
+                        r = check_name("delete.reverts", c->delete_->reverts[i], 0, err);
                 if (r >= 0)
                         r = check_members(c->delete_->n_members, c->delete_->members, err);
                 return r;
+        case LOCKSTEP__COMMAND__PAYLOAD_CHECK:
+                if ((unsigned)c->check->mode > LOCKSTEP__MODE__MODE_MEMORY)
+                        return lserr_set(err, LS_EMALFORMED, "field check.mode: unknown mode %d", c->check->mode);
+                if (c->check->lease_ms > MAX_LEASE_MS)
+                        return lserr_set(err, LS_EMALFORMED, "field check.lease_ms: %u out of range (0..%u)",
+                                         c->check->lease_ms, MAX_LEASE_MS);
+                return check_members(c->check->n_members, c->check->members, err);
         case LOCKSTEP__COMMAND__PAYLOAD_REVERT_STOP:
                 if (c->revert_stop->tier > MAX_TIER)
                         return lserr_set(err, LS_EMALFORMED, "field revert_stop.tier out of range");
@@ -316,7 +331,8 @@ static int check_command_fields(const Lockstep__Command *c, lserr *err)
 }
 
 int env_verify_command(struct env_verifier *v, const uint8_t *buf, size_t len, long long now_us,
-                       Lockstep__Command **ret_cmd, const struct env_trusted **ret_key, lserr *err)
+                       Lockstep__Command **ret_cmd, const struct env_trusted **ret_key, uint64_t *ret_counter_seen,
+                       lserr *err)
 {
         Lockstep__Envelope *env = NULL;
         Lockstep__Command *cmd = NULL;
@@ -363,7 +379,7 @@ int env_verify_command(struct env_verifier *v, const uint8_t *buf, size_t len, l
         pthread_mutex_lock(&v->lock);
         r = replay_check_nonce(v->rp, cmd->nonce.data, now_us, err);
         if (r >= 0)
-                r = replay_check_counter(v->rp, key->pub.id, cmd->counter, err);
+                r = replay_check_counter(v->rp, key->pub.id, cmd->counter, ret_counter_seen, err);
         if (r >= 0 && !(env_step_roles(cmd->step) & key->roles))
                 r = lserr_set(err, LS_EROLE, "key \"%s\" has no role that allows step %s", key->name,
                               env_step_name(cmd->step));
@@ -442,6 +458,7 @@ unsigned env_step_roles(Lockstep__Step step)
         switch (step) {
         case LOCKSTEP__STEP__STEP_STATUS:
         case LOCKSTEP__STEP__STEP_DISCOVER:
+        case LOCKSTEP__STEP__STEP_CHECK:
                 return CFG_ROLE_SNAPSHOT | CFG_ROLE_REVERT | CFG_ROLE_DELETE | CFG_ROLE_ADMIN;
         case LOCKSTEP__STEP__STEP_FREEZE:
         case LOCKSTEP__STEP__STEP_SNAPSHOT:

@@ -57,9 +57,13 @@ struct env_verifier *env_verifier_free(struct env_verifier *v);
 
 /* Thread-safe. On success *ret_cmd (free with lockstep__command__free_unpacked)
  * and *ret_key (points into the verifier) are set and the nonce and counter are
- * remembered durably. On failure the outputs are untouched and err says why. */
+ * remembered durably. On failure the outputs are untouched and err says why,
+ * except that a counter refusal (LS_ECOUNTER) sets *ret_counter_seen (may be
+ * NULL) to the highest counter accepted from the signing key: the refusal's
+ * reply carries it so the coordinator can move past it. */
 int env_verify_command(struct env_verifier *v, const uint8_t *buf, size_t len, long long now_us,
-                       Lockstep__Command **ret_cmd, const struct env_trusted **ret_key, lserr *err);
+                       Lockstep__Command **ret_cmd, const struct env_trusted **ret_key, uint64_t *ret_counter_seen,
+                       lserr *err);
 
 /* Checks a reply against the agent's pinned key, its id and the hash of the
  * command it must answer. *ret is the caller's (lockstep__reply__free_unpacked). */

@@ -144,7 +144,8 @@ static int key_state(struct replay *r, const uint8_t id[KEYS_ID_LEN], struct key
         return 0;
 }
 
-int replay_check_counter(struct replay *r, const uint8_t key_id[KEYS_ID_LEN], uint64_t counter, lserr *err)
+int replay_check_counter(struct replay *r, const uint8_t key_id[KEYS_ID_LEN], uint64_t counter,
+                         uint64_t *ret_highest, lserr *err)
 {
         struct key_counter *k;
         int e = key_state(r, key_id, &k, err);
@@ -152,15 +153,17 @@ int replay_check_counter(struct replay *r, const uint8_t key_id[KEYS_ID_LEN], ui
         if (e < 0)
                 return e;
         if (counter == 0)
-                return lserr_set(err, LS_ECOUNTER, "command counter 0 is never valid");
-        if (counter > k->highest)
+                e = lserr_set(err, LS_ECOUNTER, "command counter 0 is never valid");
+        else if (counter > k->highest)
                 return 0;
-        if (k->highest - counter >= REPLAY_WINDOW || (k->seen >> (k->highest - counter)) & 1)
-                return lserr_set(err, LS_ECOUNTER,
-                                 "command counter %" PRIu64 " is not above the %" PRIu64
-                                 " already accepted from this key: replayed or stale",
-                                 counter, k->highest);
-        return 0;
+        else if (k->highest - counter >= REPLAY_WINDOW || (k->seen >> (k->highest - counter)) & 1)
+                e = lserr_set(err, LS_ECOUNTER,
+                              "command counter %" PRIu64 " is not above the %" PRIu64
+                              " already accepted from this key: replayed or stale",
+                              counter, k->highest);
+        if (e < 0 && ret_highest)
+                *ret_highest = k->highest;
+        return e;
 }
 
 int replay_commit(struct replay *r, const uint8_t key_id[KEYS_ID_LEN], const uint8_t nonce[REPLAY_NONCE_LEN],
@@ -168,7 +171,7 @@ int replay_commit(struct replay *r, const uint8_t key_id[KEYS_ID_LEN], const uin
 {
         struct key_counter *k;
         struct nonce_entry *n;
-        int e = replay_check_counter(r, key_id, counter, err);
+        int e = replay_check_counter(r, key_id, counter, NULL, err);
 
         if (e < 0)
                 return e;

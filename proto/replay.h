@@ -26,7 +26,11 @@ struct replay *replay_free(struct replay *r);
 
 /* Read-only checks; nothing is remembered until replay_commit(). */
 int replay_check_nonce(struct replay *r, const uint8_t nonce[REPLAY_NONCE_LEN], long long now_us, lserr *err);
-int replay_check_counter(struct replay *r, const uint8_t key_id[KEYS_ID_LEN], uint64_t counter, lserr *err);
+/* On LS_ECOUNTER, *ret_highest (may be NULL) gets the highest counter accepted
+ * from the key, so the refusal can tell the sender where to resume; it is
+ * untouched on success and on any other failure. */
+int replay_check_counter(struct replay *r, const uint8_t key_id[KEYS_ID_LEN], uint64_t counter,
+                         uint64_t *ret_highest, lserr *err);
 
 /* Remembers the nonce (until issued_at + window) and the counter; a new highest
  * counter is on disk before this returns. On failure nothing is remembered. */

@@ -27,7 +27,7 @@ r=$(send host-a snapshot t1)
 check "snapshot ok" [ "$(jqr .code <<<"$r")" = OK ]
 check "state SNAPPED" [ "$(jqr .state <<<"$r")" = TXN_SNAPPED ]
 check "web1 has two disks snapshotted" [ "$(jq '.members[] | select(.vm=="web1") | .disks | length' <<<"$r")" = 2 ]
-check "overlay files exist" test -f "$T/host-a/sim/img/web1-vda.qcow2.s1.qcow2" -a -f "$T/host-a/sim/img/db1-vda.qcow2.s1.qcow2"
+check "overlay files exist" test -f "$T/host-a/sim/img/web1-vda.t1.qcow2" -a -f "$T/host-a/sim/img/db1-vda.t1.qcow2"
 check "thawed after snapshot" bash -c "! grep -q '^frozen 1' $T/host-a/sim/*.state"
 check "timings reported" [ "$(jq '[.members[].timings // .members[] | .freeze_us > 0 and .snapshot_us > 0 and .thaw_us > 0 and .frozen_for_us > 0] | all' <<<"$r")" = true ]
 check "back tier thawed first" [ "$(jq '(.members[] | select(.vm=="db1") | .thawed_at_us) < (.members[] | select(.vm=="web1") | .thawed_at_us)' <<<"$r")" = true ]
@@ -39,7 +39,7 @@ r=$(send host-a commit t1)
 check "resent commit: same answer" [ "$(jqr .code <<<"$r")/$(jqr .state <<<"$r")" = OK/TXN_COMMITTED ]
 r=$(send host-a abort t1 || true)
 check "abort after commit refused" [ "$(jqr .code <<<"$r")" = E_BAD_STATE ]
-check "domain now runs on the overlay" grep -q "web1-vda.qcow2.s1.qcow2" "$T/host-a/sim/web1.state"
+check "domain now runs on the overlay" grep -q "^disk 0 .*/web1-vda.t1.qcow2$" "$T/host-a/sim/web1.state"
 r=$(send host-a status)
 check "nothing in doubt after commit" [ "$(jq '.in_doubt | length' <<<"$r")" = 0 ]
 
@@ -108,7 +108,7 @@ sleep 1.3
 check "lease expired: thawed" bash -c "! grep -q '^frozen 1' $T/host-a/sim/*.state"
 r=$(send host-a snapshot t10 || true)
 check "snapshot after the lease refused" [ "$(jqr .code <<<"$r")" = E_LEASE_EXPIRED ]
-check "... and no overlay made" bash -c "! ls $T/host-a/sim/img/*.s10.qcow2 2>/dev/null"
+check "... and no overlay made" bash -c "! ls $T/host-a/sim/img/*.t10.qcow2 2>/dev/null"
 send host-a abort t10 >/dev/null
 
 # 9. A guest that thawed on its own before its snapshot fails the cut.
@@ -119,8 +119,8 @@ check "thawed-early member fails the snapshot" [ "$(jq -r '.members[] | select(.
 uninject "thaw_early web1"
 r=$(send host-a abort t11)
 check "abort after snapshot" [ "$(jqr .state <<<"$r")" = TXN_ABORTED ]
-check "... overlays removed" bash -c "! ls $T/host-a/sim/img/*.s11.qcow2 2>/dev/null"
-check "... domain back on its previous image" bash -c "grep -q 'web1-vda.qcow2.s1.qcow2\$' $T/host-a/sim/web1.state"
+check "... overlays removed" bash -c "! ls $T/host-a/sim/img/*.t11.qcow2 2>/dev/null"
+check "... domain back on its previous image" bash -c "grep -q '^disk 0 .*/web1-vda.t1.qcow2\$' $T/host-a/sim/web1.state"
 
 # 10. Pause mode and crash-consistent members.
 send host-a freeze t12 s12 pause 10000 web1:0 crash1:1:crash >/dev/null
@@ -156,7 +156,7 @@ r=$(send host-a status)
 check "pending snapshot reported in doubt after restart" [ "$(jq -r '.in_doubt[] | select(.txid=="t15") | .state' <<<"$r")" = TXN_SNAPPED ]
 r=$(send host-a commit t15)
 check "... and commits" [ "$(jqr .state <<<"$r")" = TXN_COMMITTED ]
-check "... overlay kept" test -f "$T/host-a/sim/img/db1-vda.qcow2.s1.qcow2.s15.qcow2"
+check "... overlay kept" test -f "$T/host-a/sim/img/db1-vda.t15.qcow2"
 
 # 13. kill -9 in the middle of SNAPSHOT: restart discards what was made.
 inject "latency snapshot=1500"
@@ -170,7 +170,7 @@ uninject "latency snapshot=1500"
 for _ in $(seq 1 40); do grep -q '^frozen 1' "$T"/host-a/sim/*.state || break; sleep 0.05; done
 check "killed mid-snapshot: nothing frozen" bash -c "! grep -q '^frozen 1' $T/host-a/sim/*.state"
 start_agent host-a
-check "restart discarded the half-made cut" bash -c "! ls $T/host-a/sim/img/*.s16.qcow2 2>/dev/null"
+check "restart discarded the half-made cut" bash -c "! ls $T/host-a/sim/img/*.t16.qcow2 2>/dev/null"
 r=$(send host-a status)
 check "... reported in doubt as aborted" [ "$(jq -r '.in_doubt[] | select(.txid=="t16") | .state' <<<"$r")" = TXN_ABORTED ]
 send host-a abort t16 >/dev/null

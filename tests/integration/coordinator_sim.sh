@@ -33,6 +33,13 @@ GROUP_YAML+="
 coordinator "${hosts[@]}"
 start_lockstepd
 
+# idof NAME: the txid of the cut named NAME; overlay files carry it.
+idof() {
+        local id
+        id=$(ls_cli snapshot list --json | jq -r --arg n "$1" '[.[] | select(.name==$n) | .id][0] // empty')
+        echo "${id:-no-cut-named-$1}"
+}
+
 # 1. 3 agents x 5 VMs: committed, catalog complete, --json parsed back.
 out=$(ls_cli snapshot create shop --name first --json) && rc=0 || rc=$?
 check "snapshot create exits 0 when committed" [ "$rc" = 0 ]
@@ -45,7 +52,7 @@ id=$(jqr .id <<<"$out")
 check "snapshot show returns the same cut" [ "$(ls_cli snapshot show "$id" --json | jq -c '[.id,.state,(.members|length)]')" = "[\"$id\",\"committed\",15]" ]
 check "snapshot list has it" [ "$(ls_cli snapshot list shop --json | jq -r '.[0].id')" = "$id" ]
 check "nothing frozen afterwards" nothing_frozen
-check "overlays exist on every agent" bash -c "ls $T/host-*/sim/img/*.first.qcow2 | wc -l | grep -qx 15"
+check "overlays exist on every agent" bash -c "ls $T/host-*/sim/img/*.$(idof first).qcow2 | wc -l | grep -qx 15"
 out=$(ls_cli agents --json)
 check "agents: 3 reachable with version and key" [ "$(jq '[.[] | .reachable and .version != "" and (.key_fingerprint | length) == 23] | all and length == 3' <<<"$out")" = true ]
 check "groups lists shop" [ "$(ls_cli groups --json | jq -r '.[0].tiers | map(.name) | join(",")')" = "web,app,db" ]
@@ -58,7 +65,7 @@ out=$(ls_cli snapshot create shop --name f2 --json) && rc=0 || rc=$?
 check "refused freeze: exit 1" [ "$rc" = 1 ]
 check "... aborted with the reason naming VM and host" bash -c "jq -r .reason <<<'$(jq -c . <<<"$out")' | grep -q 'bvm3@host-b'"
 check "... nothing frozen" nothing_frozen
-check "... no overlay left" bash -c "! ls $T/host-*/sim/img/*.f2.qcow2 2>/dev/null"
+check "... no overlay left" bash -c "! ls $T/host-*/sim/img/*.$(idof f2).qcow2 2>/dev/null"
 sed -i '/fail freeze bvm3/d' "$T/host-b/sim.txt"
 
 # 3. One agent fails one snapshot: aborted, the others' overlays discarded.
@@ -66,7 +73,7 @@ echo "fail snapshot cvm4" >> "$T/host-c/sim.txt"
 out=$(ls_cli snapshot create shop --name f3 --json) && rc=0 || rc=$?
 check "failed snapshot: exit 1" [ "$rc" = 1 ]
 check "... nothing frozen" nothing_frozen
-check "... no overlay left on any agent" bash -c "! ls $T/host-*/sim/img/*.f3.qcow2 2>/dev/null"
+check "... no overlay left on any agent" bash -c "! ls $T/host-*/sim/img/*.$(idof f3).qcow2 2>/dev/null"
 sed -i '/fail snapshot cvm4/d' "$T/host-c/sim.txt"
 
 # 4. One agent killed during FREEZE: aborted; its guardian thaws its guests.
@@ -82,7 +89,7 @@ sleep 1
 check "... nothing frozen anywhere" nothing_frozen
 start_agent host-a
 ls_cli recover >/dev/null || true
-check "... after restart and recover, no overlay left" bash -c "! ls $T/host-*/sim/img/*.f4.qcow2 2>/dev/null"
+check "... after restart and recover, no overlay left" bash -c "! ls $T/host-*/sim/img/*.$(idof f4).qcow2 2>/dev/null"
 check "... and nothing in doubt" [ "$(ls_cli agents --json | jq '[.[].in_doubt] | add')" = 0 ]
 
 # 5. One agent's replies dropped (it answers after the step deadline): aborted cleanly.
@@ -93,7 +100,7 @@ check "agent too slow in SNAPSHOT: exit 1" [ "$rc" = 1 ]
 sleep 2
 check "... nothing frozen" nothing_frozen
 ls_cli recover >/dev/null || true
-check "... no overlay left once settled" bash -c "! ls $T/host-*/sim/img/*.f5.qcow2 2>/dev/null"
+check "... no overlay left once settled" bash -c "! ls $T/host-*/sim/img/*.$(idof f5).qcow2 2>/dev/null"
 
 # 6. A reply signed by the wrong key is ignored and logged.
 cp "$T/host-c.pub" "$T/host-c.pub.real"
@@ -106,7 +113,7 @@ check "... audit records it" [ "$(sqlite3 "$T/catalog.db" "select count(*) from 
 cp "$T/host-c.pub.real" "$T/host-c.pub"
 kill9_lockstepd; start_lockstepd
 ls_cli recover >/dev/null || true
-check "... host-c's half was settled by recover" bash -c "! ls $T/host-c/sim/img/*.f6.qcow2 2>/dev/null"
+check "... host-c's half was settled by recover" bash -c "! ls $T/host-c/sim/img/*.$(idof f6).qcow2 2>/dev/null"
 
 # 7. lockstepd killed -9 right after SNAPSHOT: restart -> presumed abort, agents discard.
 kill9_lockstepd; start_lockstepd after-snapshot
@@ -114,12 +121,13 @@ kill9_lockstepd; start_lockstepd after-snapshot
 bg=$!
 for _ in $(seq 1 600); do grep -q 'failpoint after-snapshot reached' "$T/lockstepd.log" && break; sleep 0.05; done
 check "coordinator stopped after SNAPSHOT, before deciding" grep -q 'failpoint after-snapshot reached' "$T/lockstepd.log"
+f7id=$(grep -o 'BEGIN    ls-[^:]*' "$T/lockstepd.log" | tail -1 | awk '{print $2}')
 kill9_lockstepd
 wait "$bg" || true
-check "... the agents hold the cut pending" bash -c "ls $T/host-*/sim/img/*.f7.qcow2 | wc -l | grep -qx 15"
+check "... the agents hold the cut pending" bash -c "ls $T/host-*/sim/img/*.${f7id:-none}.qcow2 | wc -l | grep -qx 15"
 start_lockstepd
 check "... restart: presumed abort" [ "$(ls_cli snapshot list shop --json | jq -r '.[] | select(.name=="f7") | .state')" = aborted ]
-check "... agents discarded their overlays" bash -c "! ls $T/host-*/sim/img/*.f7.qcow2 2>/dev/null"
+check "... agents discarded their overlays" bash -c "! ls $T/host-*/sim/img/*.$(idof f7).qcow2 2>/dev/null"
 check "... nothing frozen" nothing_frozen
 
 # 8. lockstepd killed -9 right after logging COMMIT: restart -> commit completes.
@@ -134,7 +142,7 @@ r=$(send host-a status)
 check "... agents hold it in doubt, snapped" [ "$(jq -r '[.in_doubt[] | .state] | unique | join(",")' <<<"$r")" = TXN_SNAPPED ]
 start_lockstepd
 check "... restart: commit completes" [ "$(ls_cli snapshot list shop --json | jq -r '.[] | select(.name=="f8") | .state')" = committed ]
-check "... overlays kept on every agent" bash -c "ls $T/host-*/sim/img/*.f8.qcow2 | wc -l | grep -qx 15"
+check "... overlays kept on every agent" bash -c "ls $T/host-*/sim/img/*.$(idof f8).qcow2 | wc -l | grep -qx 15"
 check "... nothing in doubt" [ "$(ls_cli agents --json | jq '[.[].in_doubt] | add')" = 0 ]
 
 # 9. Delete: merge a cut's overlays while the VMs run; neighbours stay intact.
@@ -145,16 +153,16 @@ idB=$(ls_cli snapshot list shop --json | jq -r '.[] | select(.name=="dB") | .id'
 out=$(ls_cli snapshot delete "$idB" --json) && rc=0 || rc=$?
 check "delete the newest cut: exit 0" [ "$rc" = 0 ]
 check "... marked deleted" [ "$(ls_cli snapshot show "$idB" --json | jq -r .state)" = deleted ]
-check "... its overlays merged and gone on every agent" bash -c "! ls $T/host-*/sim/img/*.dB.qcow2 2>/dev/null"
-check "... VMs write to cut A's overlay again" grep -q 'dA.qcow2$' "$T/host-b/sim/bvm1.state"
-check "... cut A untouched" bash -c "ls $T/host-*/sim/img/*.dA.qcow2 | wc -l | grep -qx 15"
+check "... its overlays merged and gone on every agent" bash -c "! ls $T/host-*/sim/img/*.$(idof dB).qcow2 2>/dev/null"
+check "... VMs write to cut A's overlay again" grep -q "$(idof dA).qcow2\$" "$T/host-b/sim/bvm1.state"
+check "... cut A untouched" bash -c "ls $T/host-*/sim/img/*.$(idof dA).qcow2 | wc -l | grep -qx 15"
 ls_cli snapshot create shop --name dC >/dev/null
 idC=$(ls_cli snapshot list shop --json | jq -r '.[] | select(.name=="dC") | .id')
 out=$(ls_cli snapshot delete "$idA" --json) && rc=0 || rc=$?
 check "delete an older cut under a newer one: exit 0" [ "$rc" = 0 ]
-check "... its overlays gone" bash -c "! ls $T/host-*/sim/img/*.dA.qcow2 2>/dev/null"
-check "... the newer cut C now sits on A's image" bash -c "grep -q 'backing .*dC.qcow2 .*f8.qcow2\$' $T/host-a/sim/avm1.state"
-check "... cut C still committed and its overlays in place" bash -c "[ \"\$('$LOCKSTEP_BIN' -c '$T/coordinator.yaml' snapshot show $idC --json | jq -r .state)\" = committed ] && ls $T/host-*/sim/img/*.dC.qcow2 | wc -l | grep -qx 15"
+check "... its overlays gone" bash -c "! ls $T/host-*/sim/img/*.$(idof dA).qcow2 2>/dev/null"
+check "... the newer cut C now sits on A's image" bash -c "grep -q 'backing .*$(idof dC).qcow2 .*$(idof f8).qcow2\$' $T/host-a/sim/avm1.state"
+check "... cut C still committed and its overlays in place" bash -c "[ \"\$('$LOCKSTEP_BIN' -c '$T/coordinator.yaml' snapshot show $idC --json | jq -r .state)\" = committed ] && ls $T/host-*/sim/img/*.$(idof dC).qcow2 | wc -l | grep -qx 15"
 echo "fail delete bvm2" >> "$T/host-b/sim.txt"
 out=$(ls_cli snapshot delete "$idC" --json) && rc=0 || rc=$?
 check "delete failing on one member: exit 1" [ "$rc" = 1 ]
@@ -163,7 +171,7 @@ check "... every chain still valid (files of its layers exist)" bash -c "for f i
 sed -i '/fail delete bvm2/d' "$T/host-b/sim.txt"
 out=$(ls_cli snapshot delete "$idC" --json) && rc=0 || rc=$?
 check "... deleting again finishes it" [ "$rc/$(jq -r .state <<<"$out")" = 0/deleted ]
-check "... no overlay of C left" bash -c "! ls $T/host-*/sim/img/*.dC.qcow2 2>/dev/null"
+check "... no overlay of C left" bash -c "! ls $T/host-*/sim/img/*.$(idof dC).qcow2 2>/dev/null"
 ls_cli snapshot delete "$idC" >/dev/null 2>&1 && rc=0 || rc=$?
 check "deleting a deleted cut is refused: exit 2" [ "$rc" = 2 ]
 echo "latency freeze=3000" >> "$T/host-a/sim.txt"
@@ -202,6 +210,29 @@ sed -i '/fail guest_run bvm1/d' "$T/host-b/sim.txt"
 check "failing pre-freeze hook: the cut aborts (exit 1)" [ "$rc" = 1 ]
 check "... with E_HOOK_FAILED on that member" [ "$(jq -r '.members[] | select(.vm=="bvm1") | .code' <<<"$out")" = E_HOOK_FAILED ]
 check "... nothing left frozen" nothing_frozen
+
+# 11b. Preflight: lockstep check validates without freezing anything.
+out=$(ls_cli check shop) && rc=0 || rc=$?
+check "check of a healthy group: exit 0, 15 OK lines" [ "$rc/$(grep -c '^OK ' <<<"$out")" = 0/15 ]
+echo "nospace bvm2" >> "$T/host-b/sim.txt"
+out=$(ls_cli check shop) && rc=0 || rc=$?
+named=$(grep -c '^FAIL  bvm2@host-b .*E_NO_SPACE' <<<"$out" || true)
+check "check with bvm2's directory full: exit 1, bvm2 named with E_NO_SPACE" [ "$rc/$named" = 1/1 ]
+check "... nothing frozen by the check" nothing_frozen
+sed -i '/nospace bvm2/d' "$T/host-b/sim.txt"
+out=$(ls_cli check noga --json) && rc=0 || rc=$?
+check "check of a member without guest agent: exit 1, E_NO_GUEST_AGENT on anoga" [ "$rc/$(jq -r '.ok, (.members[] | select(.vm == "anoga") | .code)' <<<"$out" | tr '\n' ' ')" = "1/false E_NO_GUEST_AGENT " ]
+out=$(ls_cli check crashy) && rc=0 || rc=$?
+check "... the same member listed crash-consistent: exit 0" [ "$rc" = 0 ]
+out=$(ls_cli check shop --lease 120) && rc=0 || rc=$?
+named=$(grep -c "above this agent's lease_max_s 60" <<<"$out" || true)
+check "check with a lease above lease_max_s 60: exit 1, saying so on every member" [ "$rc/$named" = 1/15 ]
+stop_agent host-c
+out=$(ls_cli check shop --json) && rc=0 || rc=$?
+check "check with host-c down: exit 1, its members UNREACHABLE" [ "$rc/$(jq '[.members[] | select(.agent == "host-c") | .code == "UNREACHABLE"] | all' <<<"$out")/$(jq '[.members[] | select(.agent != "host-c") | .ok] | all' <<<"$out")" = 1/true/true ]
+start_agent host-c
+ls_cli check nosuch >/dev/null 2>&1 && rc=0 || rc=$?
+check "check of an unknown group: exit 2" [ "$rc" = 2 ]
 
 # 12. Bad input: unknown group, bad mode, coordinator down.
 ls_cli snapshot create nosuch >/dev/null 2>&1 && rc=0 || rc=$?

@@ -23,6 +23,9 @@ state_of() { awk '$1 == "state" { print $2 }' "$T/$1/sim/$2.state"; }
 VMS="host-a:web1 host-a:app1 host-a:db1 host-b:web2 host-b:app2 host-b:db2"
 snapshot_disks() { for hv in $VMS; do echo "${hv%%:*} ${hv#*:} $(cur "${hv%%:*}" "${hv#*:}")"; done; }
 id_of() { ls_cli snapshot list shop --json | jq -r --arg n "$1" '.[] | select(.name == $n) | .id'; }
+# The overlay a revert REV makes for web1's vda beside IMAGE: named for the VM,
+# the disk and the revert, never for the image it sits on.
+revert_ovl() { echo "$(dirname "$1")/web1-vda.$2.qcow2"; }
 
 ls_cli snapshot create shop --name A >/dev/null
 ls_cli snapshot create shop --name B >/dev/null
@@ -35,8 +38,8 @@ out=$(ls_cli snapshot revert "$A" --yes --json) && rc=0 || rc=$?
 check "revert to A: exit 0" [ "$rc" = 0 ]
 R=$(jqr .id <<<"$out")
 check "revert committed" [ "$(jqr .state <<<"$out")" = committed ]
-check "web1 runs on a new overlay over A's image" [ "$(cur host-a web1)" = "$imgA_web1.$R.qcow2" ]
-check "... backed by A's image" grep -q "^backing $imgA_web1.$R.qcow2 $imgA_web1\$" "$T/host-a/sim/web1.state"
+check "web1 runs on a new overlay over A's image" [ "$(cur host-a web1)" = "$(revert_ovl "$imgA_web1" "$R")" ]
+check "... backed by A's image" grep -q "^backing $(revert_ovl "$imgA_web1" "$R") $imgA_web1\$" "$T/host-a/sim/web1.state"
 check "every member running again" bash -c "for f in $T/host-*/sim/*.state; do grep -q '^state 0' \$f || exit 1; done"
 check "stopped front tier first" bash -c "grep -n 'STOP     tier' $T/lockstepd.log | tail -3 | awk -F'tier ' '{print \$2}' | cut -c1 | tr -d '\n' | grep -qx 012"
 check "started back tier first" bash -c "grep -n 'START    tier' $T/lockstepd.log | tail -3 | awk -F'tier ' '{print \$2}' | cut -c1 | tr -d '\n' | grep -qx 210"
@@ -63,11 +66,11 @@ R1=$(jqr .id <<<"$out")
 out=$(ls_cli snapshot revert "$A" --yes --json) && rc=0 || rc=$?
 check "revert to A again from the reverted disks: exit 0 ($(jqr .reason <<<"$out"))" [ "$rc" = 0 ]
 R2=$(jqr .id <<<"$out")
-check "... web1 on a second new overlay over A's image" [ "$(cur host-a web1)" = "$imgA_web1.$R2.qcow2" ]
+check "... web1 on a second new overlay over A's image" [ "$(cur host-a web1)" = "$(revert_ovl "$imgA_web1" "$R2")" ]
 out=$(ls_cli snapshot revert "$B" --yes --json) && rc=0 || rc=$?
 check "revert to B, a cut on another branch: exit 0 ($(jqr .reason <<<"$out"))" [ "$rc" = 0 ]
 R3=$(jqr .id <<<"$out")
-check "... web1 on a new overlay over B's image" [ "$(cur host-a web1)" = "$imgB_web1.$R3.qcow2" ]
+check "... web1 on a new overlay over B's image" [ "$(cur host-a web1)" = "$(revert_ovl "$imgB_web1" "$R3")" ]
 out=$(ls_cli snapshot delete "$A" 2>&1) && rc=0 || rc=$?
 check "delete of A, older than the reverts: refused, exit 2" [ "$rc" = 2 ]
 check "... with the reason" grep -q "cut \"$A\" is older than [0-9]* revert(s) of its VMs.*shared with the pre-revert branch" <<<"$out"
@@ -144,6 +147,95 @@ out=$(ls_cli snapshot revert "$C" --yes --json) && rc=0 || rc=$?
 check "revert with web2 shut off: exit 0" [ "$rc" = 0 ]
 check "... web2 stays off" [ "$(state_of host-b web2)" = 2 ]
 check "... the others run" [ "$(state_of host-a web1)$(state_of host-b db2)" = 00 ]
+
+# 8. Pre-revert branches: deleted by "snapshot delete REVERT_ID" and by
+# retention (keep_branches); the cuts they pinned can go then, and at the end
+# every image file is in a VM's chain: nothing leaked.
+kept_branches() { ls_cli snapshot list shop --json | jq -r '.[] | select(.kind == "pre-revert" and .state == "committed") | .id'; }
+branch_tops() { ls_cli snapshot show "$1" --json | jq -r '.members[] | .disks[] | .image'; }
+# Every sim image file of a VM that its chain (active layer down) does not hold.
+leaked() {
+        local h vm f cur chain
+        for hv in $VMS; do
+                h=${hv%%:*} vm=${hv#*:}
+                chain=" $(cur "$h" "$vm")"
+                cur=$(cur "$h" "$vm")
+                while b=$(awk -v p="$cur" '$1 == "backing" && $2 == p { print $3 }' "$T/$h/sim/$vm.state") && [ -n "$b" ]; do
+                        chain+=" $b"
+                        cur=$b
+                done
+                for f in "$T/$h/sim/img/$vm"-*; do
+                        [[ " $chain " == *" $f "* ]] || echo "$f"
+                done
+        done
+}
+mapfile -t branches < <(kept_branches)
+check "reverts R2, R3, the undo and the revert with web2 off keep branches (${#branches[@]})" [ "${#branches[@]}" -ge 3 ]
+out=$(ls_cli snapshot revert --undo "$R1" --yes 2>&1) && rc=0 || rc=$?
+check "undo of an undone revert refused (exit 2), saying why" bash -c "[ $rc = 2 ] && grep -q 'put back already' <<<'$out'"
+victim=$R2
+mapfile -t tops < <(branch_tops "$victim")
+disks_now=$(snapshot_disks)
+out=$(ls_cli snapshot delete "$victim" --json) && rc=0 || rc=$?
+check "delete the branch of R2: exit 0" [ "$rc" = 0 ]
+check "... listed as deleted" [ "$(ls_cli snapshot show "$victim" --json | jq -r .state)" = deleted ]
+check "... its files gone (${#tops[@]} tops)" bash -c "for f in ${tops[*]}; do [ ! -e \$f ] || exit 1; done"
+check "... what the VMs run on untouched" [ "$(snapshot_disks)" = "$disks_now" ]
+check "... every chain still valid" bash -c "for f in $T/host-*/sim/*.state; do for p in \$(awk '/^disk|^backing/ {print \$NF}' \$f); do [ -e \$p ] || exit 1; done; done"
+ls_cli snapshot delete "$victim" >/dev/null 2>&1 && rc=0 || rc=$?
+check "deleting it again: refused, exit 2" [ "$rc" = 2 ]
+out=$(ls_cli snapshot revert --undo "$victim" --yes 2>&1) && rc=0 || rc=$?
+check "undo of a revert whose branch is deleted: refused, exit 2" bash -c "[ $rc = 2 ] && grep -q 'deleted' <<<'$out'"
+out=$(ls_cli snapshot delete "$A" 2>&1) && rc=0 || rc=$?
+check "A is still pinned by the other kept branches" grep -q "cut \"$A\" is older than" <<<"$out"
+
+# keep_branches: 1 through retention, applied by prune.
+echo "    retention: {keep_last: 1, keep_branches: 1}" >> "$T/coordinator.yaml"
+ls_cli reload >/dev/null
+n_before=$(kept_branches | wc -l)
+out=$(ls_cli prune shop --dry-run --json)
+check "prune --dry-run: $((n_before - 1)) branch(es) would go, the newest stays" [ "$(jq '[.cuts[] | select(.kind == "branch" and .action == "remove")] | length' <<<"$out")/$(jq -r '[.cuts[] | select(.kind == "branch" and .action == "keep")][0].id' <<<"$out")" = "$((n_before - 1))/$(kept_branches | head -1)" ]
+ls_cli prune shop >/dev/null && rc=0 || rc=$?
+check "prune: exit 0" [ "$rc" = 0 ]
+check "... one branch kept" [ "$(kept_branches | wc -l)" = 1 ]
+for id in $(kept_branches); do ls_cli snapshot delete "$id" >/dev/null; done
+check "the last branch deleted by hand" [ "$(kept_branches | wc -l)" = 0 ]
+ls_cli prune shop >/dev/null && rc=0 || rc=$?
+check "no branch left: prune removes the cuts they pinned (keep_last 1)" [ "$rc/$(ls_cli snapshot list shop --json | jq '[.[] | select(.kind == "snapshot" and .state == "committed")] | length')" = 0/1 ]
+check "... nothing leaked: every image file is in its VM's chain" [ -z "$(leaked)" ]
+check "... no branch record left on the agents" bash -c "[ -z \"\$(ls $T/host-*/journal/branches/ 2>/dev/null | grep -v '^/\|^\$')\" ]"
+
+# 9. A group reverted again and again stays bounded: once a revert's branch is
+# deleted, deleting the cut it reverted to merges the revert's own overlay into
+# that cut's image (the cut's layer left with the branch). A delete that fails
+# on one host and is run again never merges a live cut's data.
+sed -i 's/^state 2/state 0/' "$T/host-b/sim/web2.state"
+ls_cli snapshot create shop --name X9 >/dev/null
+X9=$(id_of X9)
+imgX9_web1=$(ls_cli snapshot show "$X9" --json | jq -r '.members[] | select(.vm=="web1") | .disks[0].image')
+out=$(ls_cli snapshot revert "$X9" --yes --json) && rc=0 || rc=$?
+R9=$(jqr .id <<<"$out")
+oR9=$(revert_ovl "$imgX9_web1" "$R9")
+check "revert to X9: web1 on the revert's overlay" [ "$rc/$(cur host-a web1)" = "0/$oR9" ]
+ls_cli snapshot create shop --name Z9 >/dev/null
+Z9=$(id_of Z9)
+ls_cli snapshot delete "$R9" >/dev/null && rc=0 || rc=$?
+check "the branch of R9 deleted" [ "$rc" = 0 ]
+echo "fail delete web2" >> "$T/host-b/sim.txt"
+ls_cli snapshot delete "$X9" >/dev/null 2>&1 && rc=0 || rc=$?
+sed -i '/fail delete web2/d' "$T/host-b/sim.txt"
+check "delete X9 failing on host-b: exit 1" [ "$rc" = 1 ]
+check "... on host-a the revert's overlay was merged into X9's image" bash -c "[ ! -e $oR9 ] && grep -q '^backing .* $imgX9_web1\$' $T/host-a/sim/web1.state"
+zimg=$(ls_cli snapshot show "$Z9" --json | jq -r '.members[] | select(.vm=="web1") | .disks[0].image')
+check "... and Z9's image on host-a is X9's image now (same content)" [ "$zimg" = "$imgX9_web1" ]
+chain_before=$(snapshot_disks; cat $T/host-a/sim/web1.state)
+out=$(ls_cli snapshot delete "$X9" --json) && rc=0 || rc=$?
+check "deleting X9 again finishes it: exit 0" [ "$rc/$(jqr .state <<<"$out")" = 0/deleted ]
+check "... host-a's chain untouched by the retry (Z9's data is above X9's image now)" bash -c "grep -q '^backing .* $imgX9_web1\$' $T/host-a/sim/web1.state && [ -e $imgX9_web1 ]"
+check "... host-b's revert overlay merged too" bash -c "! ls $T/host-b/sim/img/*.$R9.qcow2 2>/dev/null"
+check "... Z9 still committed" [ "$(ls_cli snapshot show "$Z9" --json | jq -r .state)" = committed ]
+check "... no revert overlay left in any chain, every chain valid" bash -c "! grep -q '$R9' $T/host-*/sim/*.state && for f in $T/host-*/sim/*.state; do for p in \$(awk '/^disk|^backing/ {print \$NF}' \$f); do [ -e \$p ] || exit 1; done; done"
+check "... nothing leaked" [ -z "$(leaked)" ]
 
 # 7. Refusals.
 ls_cli snapshot revert "$C" >/dev/null 2>&1 </dev/null && rc=0 || rc=$?

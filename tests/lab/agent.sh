@@ -23,6 +23,9 @@ send() { # host step args...
 }
 fsstatus() { "$LAB" virsh "$1" qemu-agent-command "$1" '{"execute":"guest-fsfreeze-status"}' 2> /dev/null | jq -r .return; }
 disk_of() { "$LAB" virsh "$1" domblklist "$1" | awk -v d="$2" '$1 == d { print $2 }'; }
+# The overlay transaction TXID makes for VM's vda beside IMAGE: named for the VM,
+# the disk and the transaction, never for the image it sits on.
+ovl() { echo "$(dirname "$1")/$2-vda.$3.qcow2"; }
 H=$(awk '$1 == "vm" && $2 == "web1" { print $4 }' "$D/lab.state")  # web1's host
 other=$(awk -v h="$H" '$1 == "vm" && $4 == h && $2 != "web1" { print $2; exit }' "$D/lab.state")
 [ -n "$other" ] || t_fail "need two VMs on $H (lab placement changed?)"
@@ -40,7 +43,7 @@ r=$(send "$H" snapshot t1) || t_fail "snapshot: $r"
 r=$(send "$H" commit t1) || t_fail "commit: $r"
 t1r=$r
 after=$(disk_of web1 vda)
-[ "$after" = "$before.s1.qcow2" ] || t_fail "web1 runs on $after, expected $before.s1.qcow2"
+[ "$after" = "$(ovl "$before" web1 t1)" ] || t_fail "web1 runs on $after, expected $(ovl "$before" web1 t1)"
 [ "$("$LAB" virsh web1 domstate web1)" = running ] || t_fail "web1 not running after commit"
 args=()
 while read -r vm img; do args+=("$vm=$img"); done < <(jq -r '.members[] | .vm as $v | .disks[] | "\($v) \(.before)"' <<< "$r")
@@ -54,7 +57,7 @@ sleep 2.2
 [ "$(fsstatus web1)" = thawed ] || t_fail "lease expired but web1 still frozen"
 r=$(send "$H" snapshot t2) && t_fail "snapshot after the lease was accepted"
 [ "$(jq -r .code <<< "$r")" = E_LEASE_EXPIRED ] || t_fail "late snapshot: $(jq -r .code <<< "$r")"
-[ ! -e "$(disk_of web1 vda).s2.qcow2" ] || t_fail "an overlay was made after the lease"
+[ ! -e "$(ovl "$(disk_of web1 vda)" web1 t2)" ] || t_fail "an overlay was made after the lease"
 send "$H" abort t2 > /dev/null
 t_ok "lease expiry thawed web1; the late SNAPSHOT was refused with E_LEASE_EXPIRED"
 
@@ -65,11 +68,11 @@ t1_sum=$(md5sum < "$t1_image")
 before=$(disk_of web1 vda)
 send "$H" freeze t3 s3 quiesce 30000 web1:0 > /dev/null || t_fail "freeze t3"
 send "$H" snapshot t3 > /dev/null || t_fail "snapshot t3"
-[ "$(disk_of web1 vda)" = "$before.s3.qcow2" ] || t_fail "web1 not on its overlay after SNAPSHOT"
+[ "$(disk_of web1 vda)" = "$(ovl "$before" web1 t3)" ] || t_fail "web1 not on its overlay after SNAPSHOT"
 send "$H" abort t3 > /dev/null || t_fail "abort t3"
 [ "$(disk_of web1 vda)" = "$before" ] || t_fail "after abort web1 runs on $(disk_of web1 vda), not $before"
-[ ! -e "$before.s3.qcow2" ] || t_fail "the discarded overlay $before.s3.qcow2 still exists"
-[ -z "$("$LAB" virsh web1 snapshot-list web1 --name | grep -x s3 || true)" ] || t_fail "snapshot metadata s3 left"
+[ ! -e "$(ovl "$before" web1 t3)" ] || t_fail "the discarded overlay $(ovl "$before" web1 t3) still exists"
+[ -z "$("$LAB" virsh web1 snapshot-list web1 --name | grep -x t3 || true)" ] || t_fail "snapshot metadata t3 left"
 [ "$("$LAB" virsh web1 domstate web1)" = running ] || t_fail "web1 not running after abort"
 [ "$(md5sum < "$t1_image")" = "$t1_sum" ] || t_fail "the discard changed the older cut's image $t1_image"
 t_ok "abort after snapshot: web1 back on $before, overlay and metadata gone, still running, t1's image unchanged"

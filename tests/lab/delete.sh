@@ -29,14 +29,14 @@ n_before=$(t_records web1)
 
 j=$(ls_cli snapshot delete "$B" --json) || t_fail "delete B: $(jq -r .reason <<< "$j")"
 [ "$(jq -r .state <<< "$j")" = deleted ] || t_fail "B is $(jq -r .state <<< "$j"), not deleted"
-ls "$D"/hosts/*/images/*.cutB.qcow2 > /dev/null 2>&1 && t_fail "B's overlays still exist"
+ls "$D"/hosts/*/images/*."$B".qcow2 > /dev/null 2>&1 && t_fail "B's overlays still exist"
 check_cut "$A" "cut A after deleting B"
 t_ok "deleted B while running: overlays merged, A intact and clean"
 
 ls_cli snapshot create shop --name cutC > /dev/null || t_fail "cut C"
 C=$(ls_cli snapshot list shop --json | jq -r '.[] | select(.name == "cutC") | .id')
 j=$(ls_cli snapshot delete "$A" --json) || t_fail "delete A: $(jq -r .reason <<< "$j")"
-ls "$D"/hosts/*/images/*.cutA.qcow2 > /dev/null 2>&1 && t_fail "A's overlays still exist"
+ls "$D"/hosts/*/images/*."$A".qcow2 > /dev/null 2>&1 && t_fail "A's overlays still exist"
 check_cut "$C" "cut C after deleting A"
 t_ok "deleted A under C while running: C's images (now A's merged base) intact and clean"
 

@@ -29,7 +29,8 @@ M=$(jq -r .id <<< "$j")
 u0=$(uptime_of web1)
 for vm in web1 app1 db1; do
         img=$(jq -r --arg v "$vm" '.members[] | select(.vm == $v) | .disks[0].image' <<< "$j")
-        [ -s "$img.M.mem" ] || t_fail "$vm: no memory state at $img.M.mem"
+        mem=$(dirname "$img")/$vm.$M.mem
+        [ -s "$mem" ] || t_fail "$vm: no memory state at $mem"
         [ "$("$LAB" virsh "$vm" domstate "$vm")" = running ] || t_fail "$vm not running after the memory cut"
 done
 t_ok "memory-mode cut committed: memory state saved beside each guest's image (window $(jq -r .group_window_ms <<< "$j") ms); web1 up ${u0} s"

@@ -56,7 +56,9 @@ ls_cli snapshot revert "$A" --yes --json > "$T_LOG.rev" || { cat "$T_LOG.rev"; t
 R=$(jq -r .id "$T_LOG.rev")
 for vm in $VMS; do
         now=$(disk_of "$vm")
-        [ "$now" = "${imgA[$vm]}.$R.qcow2" ] || t_fail "$vm runs on $now, not a new overlay over A's image"
+        [ "$now" = "$(dirname "${imgA[$vm]}")/$vm-vda.$R.qcow2" ] || t_fail "$vm runs on $now, not a new overlay over A's image"
+        [ "$(qemu-img info -U --output=json "$now" | jq -r '.["full-backing-filename"]')" = "${imgA[$vm]}" ] ||
+                t_fail "$vm's new overlay $now is not backed by A's image ${imgA[$vm]}"
         [ "$("$LAB" virsh "$vm" domstate "$vm")" = running ] || t_fail "$vm is not running after the revert"
 done
 order=$(grep 'START    tier' "$D/logs/lockstepd.log" | tail -3 | sed 's/.*tier \([0-9]\).*/\1/' | tr -d '\n')
@@ -102,7 +104,7 @@ done
 ls_cli snapshot revert "$B" --yes --json > "$T_LOG.revB" || { cat "$T_LOG.revB"; t_fail "revert to B from A's branch failed"; }
 RB=$(jq -r .id "$T_LOG.revB")
 for vm in $VMS; do
-        [ "$(disk_of "$vm")" = "${imgB[$vm]}.$RB.qcow2" ] || t_fail "$vm runs on $(disk_of "$vm"), not a new overlay over B's image"
+        [ "$(disk_of "$vm")" = "$(dirname "${imgB[$vm]}")/$vm-vda.$RB.qcow2" ] || t_fail "$vm runs on $(disk_of "$vm"), not a new overlay over B's image"
         dump_log "${imgB[$vm]}" "$W/$vm.B.log" || t_fail "cannot read $vm's log in B's image"
         n=$(wc -l < "$W/$vm.B.log")
         for _ in $(seq 1 90); do

@@ -5,6 +5,7 @@
  *   lockstep-send -k COORD.key -p AGENT.pub -u URL -a AGENT [-C COUNTER] [-t MS] [-T TARGET] STEP ...
  *   STEP: status | discover
  *         freeze TXID SNAPSHOT MODE LEASE_MS VM[:TIER[:crash]]...
+ *         check TXID MODE LEASE_MS VM[:TIER[:crash]]...
  *         snapshot TXID | commit TXID | abort TXID
  *         delete TXID CUT_TXID SNAPSHOT VM...
  * Exit: 0 reply code OK, 1 other reply code, 2 usage, 3 no verified reply. */
@@ -15,6 +16,42 @@
 
 #include "agentlink.h"
 #include "json.h"
+
+static Lockstep__Mode mode_of(const char *word)
+{
+        return !strcmp(word, "pause") ? LOCKSTEP__MODE__MODE_PAUSE
+               : !strcmp(word, "memory") ? LOCKSTEP__MODE__MODE_MEMORY
+                                         : LOCKSTEP__MODE__MODE_QUIESCE;
+}
+
+/* "VM[:TIER[:crash]]" words into members; the arrays are the caller's. */
+static int members_of(char **specs, size_t n, Lockstep__Member **ret_mem, Lockstep__Member ***ret_memp)
+{
+        Lockstep__Member *mem = calloc(n, sizeof(*mem));
+        Lockstep__Member **memp = calloc(n, sizeof(*memp));
+
+        if (!mem || !memp) {
+                free(mem);
+                free(memp);
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < n; i++) {
+                char *spec = specs[i], *colon;
+                lockstep__member__init(&mem[i]);
+                colon = strchr(spec, ':');
+                if (colon) {
+                        *colon = '\0';
+                        mem[i].tier = (uint32_t)strtoul(colon + 1, NULL, 10);
+                        if (strstr(colon + 1, ":crash"))
+                                mem[i].consistency = LOCKSTEP__CONSISTENCY__CONSISTENCY_CRASH;
+                }
+                mem[i].vm = spec;
+                memp[i] = &mem[i];
+        }
+        *ret_mem = mem;
+        *ret_memp = memp;
+        return 0;
+}
 
 static const char *code_name(int code)
 {
@@ -42,6 +79,8 @@ static void print_reply(const Lockstep__Reply *r)
         json_str(&j, "code", code_name(r->code));
         json_str(&j, "message", r->message);
         json_str(&j, "reject_reason", r->code == LOCKSTEP__ERROR_CODE__E_REJECTED ? lserr_name(r->reject_reason) : NULL);
+        if (r->counter_seen)
+                json_uint(&j, "counter_seen", r->counter_seen);
         json_str(&j, "state", state_name(r->state));
         json_str(&j, "version", r->version);
         json_int(&j, "now_us", r->now_us);
@@ -96,6 +135,7 @@ static int usage(void)
         fprintf(stderr, "usage: lockstep-send -k KEY -p AGENT.pub -u URL -a AGENT [-C COUNTER] [-t MS] STEP ...\n"
                         "  status | discover | snapshot TXID | commit TXID | abort TXID\n"
                         "  freeze TXID SNAPSHOT quiesce|pause|memory LEASE_MS VM[:TIER[:crash]]...\n"
+                        "  check TXID quiesce|pause|memory LEASE_MS VM[:TIER[:crash]]...\n"
                         "  delete TXID CUT_TXID SNAPSHOT VM...\n");
         return 2;
 }
@@ -112,6 +152,7 @@ int main(int argc, char **argv)
         Lockstep__StatusRequest st = LOCKSTEP__STATUS_REQUEST__INIT;
         Lockstep__DiscoverRequest di = LOCKSTEP__DISCOVER_REQUEST__INIT;
         Lockstep__FreezeRequest fz = LOCKSTEP__FREEZE_REQUEST__INIT;
+        Lockstep__CheckRequest ck = LOCKSTEP__CHECK_REQUEST__INIT;
         Lockstep__SnapshotRequest sn = LOCKSTEP__SNAPSHOT_REQUEST__INIT;
         Lockstep__DecideRequest de = LOCKSTEP__DECIDE_REQUEST__INIT;
         Lockstep__DeleteRequest dl = LOCKSTEP__DELETE_REQUEST__INIT;
@@ -153,32 +194,27 @@ int main(int argc, char **argv)
                 size_t n = (size_t)(argc - optind - 4);
                 cmd.txid = argv[optind];
                 fz.snapshot = argv[optind + 1];
-                fz.mode = !strcmp(argv[optind + 2], "pause")    ? LOCKSTEP__MODE__MODE_PAUSE
-                          : !strcmp(argv[optind + 2], "memory") ? LOCKSTEP__MODE__MODE_MEMORY
-                                                                : LOCKSTEP__MODE__MODE_QUIESCE;
+                fz.mode = mode_of(argv[optind + 2]);
                 fz.lease_ms = (uint32_t)strtoul(argv[optind + 3], NULL, 10);
-                mem = calloc(n, sizeof(*mem));
-                memp = calloc(n, sizeof(*memp));
-                if (!mem || !memp)
+                if (members_of(argv + optind + 4, n, &mem, &memp) < 0)
                         return 3;
-                for (size_t i = 0; i < n; i++) {
-                        char *spec = argv[optind + 4 + (int)i], *colon;
-                        lockstep__member__init(&mem[i]);
-                        colon = strchr(spec, ':');
-                        if (colon) {
-                                *colon = '\0';
-                                mem[i].tier = (uint32_t)strtoul(colon + 1, NULL, 10);
-                                if (strstr(colon + 1, ":crash"))
-                                        mem[i].consistency = LOCKSTEP__CONSISTENCY__CONSISTENCY_CRASH;
-                        }
-                        mem[i].vm = spec;
-                        memp[i] = &mem[i];
-                }
                 fz.n_members = n;
                 fz.members = memp;
                 cmd.step = LOCKSTEP__STEP__STEP_FREEZE;
                 cmd.payload_case = LOCKSTEP__COMMAND__PAYLOAD_FREEZE;
                 cmd.freeze = &fz;
+        } else if (!strcmp(step, "check") && argc - optind >= 4) {
+                size_t n = (size_t)(argc - optind - 3);
+                cmd.txid = argv[optind];
+                ck.mode = mode_of(argv[optind + 1]);
+                ck.lease_ms = (uint32_t)strtoul(argv[optind + 2], NULL, 10);
+                if (members_of(argv + optind + 3, n, &mem, &memp) < 0)
+                        return 3;
+                ck.n_members = n;
+                ck.members = memp;
+                cmd.step = LOCKSTEP__STEP__STEP_CHECK;
+                cmd.payload_case = LOCKSTEP__COMMAND__PAYLOAD_CHECK;
+                cmd.check = &ck;
         } else if (!strcmp(step, "delete") && argc - optind >= 4) {
                 size_t n = (size_t)(argc - optind - 3);
                 cmd.txid = argv[optind];

@@ -821,6 +821,139 @@ static void test_events_schedules_reverts(void **state)
         assert_int_equal(cat_put_member(f->c, "rev-3", &m, &err), 0);
         assert_int_equal(cat_reverts_since(f->c, "cut-A", 2000, rev, &err), 1);
         assert_string_equal(rev, "rev-3");
+
+        /* A branch that was undone or deleted pins nothing; delete-failed still does. */
+        assert_int_equal(cat_branch_set_status(f->c, "rev-3", "deleted", "", &err), 0);
+        assert_int_equal(cat_reverts_since(f->c, "cut-A", 2000, rev, &err), 0);
+        assert_int_equal(cat_branch_set_status(f->c, "rev-3", "delete-failed", "web1@host-a: busy", &err), 0);
+        assert_int_equal(cat_reverts_since(f->c, "cut-A", 2000, rev, &err), 1);
+        assert_int_equal(cat_branch_set_status(f->c, "rev-1", "undone", "", &err), 0);
+        assert_int_equal(cat_reverts_since(f->c, "cut-A", 1000, rev, &err), 1);
+        assert_string_equal(rev, "rev-3");
+        struct cat_txn back3;
+        assert_int_equal(cat_txn_get(f->c, "rev-3", &back3, &err), 0);
+        assert_string_equal(back3.branch_status, "delete-failed");
+        assert_string_equal(back3.branch_reason, "web1@host-a: busy");
+        /* Only reverts have branches, and only the four words are statuses. */
+        assert_int_equal(cat_branch_set_status(f->c, "cut-A", "deleted", "", &err), -ENOENT);
+        lserr_clear(&err);
+        assert_int_equal(cat_branch_set_status(f->c, "rev-1", "gone", "", &err), -EINVAL);
+        lserr_clear(&err);
+}
+
+static void test_branch_drops_cuts_on_its_images(void **state)
+{
+        struct fixture *f = *state;
+        struct cat_txn x = txn("cut-X", CAT_KIND_SNAPSHOT, "shop", 1000), y = txn("cut-Y", CAT_KIND_SNAPSHOT, "shop", 2000),
+                       back;
+        struct cat_image im = {0};
+        lserr err = {0};
+
+        assert_int_equal(cat_txn_begin(f->c, &x, &err), 0);
+        assert_int_equal(cat_txn_begin(f->c, &y, &err), 0);
+        snprintf(im.agent, sizeof(im.agent), "host-a");
+        snprintf(im.vm, sizeof(im.vm), "web1");
+        snprintf(im.disk, sizeof(im.disk), "vda");
+        snprintf(im.before, sizeof(im.before), "/img/web1-vda.qcow2");
+        snprintf(im.after, sizeof(im.after), "/img/web1-vda.cut-X.qcow2");
+        assert_int_equal(cat_put_image(f->c, "cut-X", &im, &err), 0);
+        snprintf(im.before, sizeof(im.before), "/img/web1-vda.cut-X.qcow2");
+        snprintf(im.after, sizeof(im.after), "/img/web1-vda.cut-Y.qcow2");
+        assert_int_equal(cat_put_image(f->c, "cut-Y", &im, &err), 0);
+        char(*ids)[65] = NULL;
+        size_t n = 0;
+        /* X's image is the base, Y's is X's overlay: one cut each. */
+        assert_int_equal(cat_cuts_on_image(f->c, "host-a", "web1", "/img/web1-vda.cut-X.qcow2", &ids, &n, &err), 0);
+        assert_int_equal(n, 1);
+        assert_string_equal(ids[0], "cut-Y");
+        free(ids);
+        assert_int_equal(cat_cuts_on_image(f->c, "host-a", "web1", "/img/web1-vda.cut-Y.qcow2", &ids, &n, &err), 0);
+        assert_int_equal(n, 0);
+        free(ids);
+        /* Another VM's file of that name is not this one's; deleted cuts are not listed. */
+        assert_int_equal(cat_cuts_on_image(f->c, "host-a", "web2", "/img/web1-vda.qcow2", &ids, &n, &err), 0);
+        assert_int_equal(n, 0);
+        free(ids);
+        assert_int_equal(cat_cut_set_status(f->c, "cut-Y", "deleted", "", &err), 0);
+        assert_int_equal(cat_cuts_on_image(f->c, "host-a", "web1", "/img/web1-vda.cut-X.qcow2", &ids, &n, &err), 0);
+        assert_int_equal(n, 0);
+        free(ids);
+        (void)back;
+}
+
+/* A transaction logged, decided and finished, with one member, one image and
+ * two audit rows. */
+static void done_txn(struct fixture *f, const char *txid, enum cat_kind kind, long long at, int commit)
+{
+        struct cat_txn t = txn(txid, kind, "shop", at);
+        struct cat_member m = {.code = 0};
+        struct cat_image im = {0};
+        struct cat_audit a = {.at_us = at, .dir = CAT_SENT};
+        lserr err = {0};
+
+        snprintf(t.mode, sizeof(t.mode), "%s", kind == CAT_KIND_REVERT ? "revert" : "quiesce");
+        assert_int_equal(cat_txn_begin(f->c, &t, &err), 0);
+        snprintf(m.agent, sizeof(m.agent), "host-a");
+        snprintf(m.vm, sizeof(m.vm), "web1");
+        assert_int_equal(cat_put_member(f->c, txid, &m, &err), 0);
+        snprintf(im.agent, sizeof(im.agent), "host-a");
+        snprintf(im.vm, sizeof(im.vm), "web1");
+        snprintf(im.disk, sizeof(im.disk), "vda");
+        snprintf(im.before, sizeof(im.before), "/img/%s", txid);
+        assert_int_equal(cat_put_image(f->c, txid, &im, &err), 0);
+        snprintf(a.txid, sizeof(a.txid), "%s", txid);
+        snprintf(a.agent, sizeof(a.agent), "host-a");
+        snprintf(a.step, sizeof(a.step), "FREEZE");
+        assert_int_equal(cat_audit_add(f->c, &a, &err), 0);
+        a.dir = CAT_RECEIVED;
+        assert_int_equal(cat_audit_add(f->c, &a, &err), 0);
+        assert_int_equal(cat_txn_decide(f->c, txid, commit, commit ? "" : "no", &err), 0);
+        assert_int_equal(cat_txn_finish(f->c, txid, &err), 0);
+}
+
+static void test_history_trim_keeps_what_lives(void **state)
+{
+        struct fixture *f = *state;
+        struct cat_txn got;
+        lserr err = {0};
+        char id[16];
+
+        /* 40 rounds of history: a cut deleted by a delete, and an aborted cut. */
+        for (int i = 0; i < 40; i++) {
+                snprintf(id, sizeof(id), "cut-%02d", i);
+                done_txn(f, id, CAT_KIND_SNAPSHOT, 1000 + i * 10, 1);
+                assert_int_equal(cat_cut_set_status(f->c, id, "deleted", "", &err), 0);
+                snprintf(id, sizeof(id), "del-%02d", i);
+                done_txn(f, id, CAT_KIND_DELETE, 1001 + i * 10, 1);
+                snprintf(id, sizeof(id), "ab-%02d", i);
+                done_txn(f, id, CAT_KIND_SNAPSHOT, 1002 + i * 10, 0);
+        }
+        /* What lives, all older than the history: a kept cut, a kept branch,
+         * an undecided transaction. An undone revert is history. */
+        done_txn(f, "live-cut", CAT_KIND_SNAPSHOT, 10, 1);
+        done_txn(f, "live-rev", CAT_KIND_REVERT, 11, 1);
+        done_txn(f, "undone-rev", CAT_KIND_REVERT, 12, 1);
+        assert_int_equal(cat_branch_set_status(f->c, "undone-rev", "undone", "", &err), 0);
+        struct cat_txn open = txn("open", CAT_KIND_SNAPSHOT, "shop", 13);
+        assert_int_equal(cat_txn_begin(f->c, &open, &err), 0);
+
+        /* 121 ended, 30 kept: 91 go, with their members, images and audit. */
+        assert_int_equal(cat_history_trim(f->c, 30, 100000, &err), 91);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM txns"), 30 + 3);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM members"), 30 + 2);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM images"), 30 + 2);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM audit"), 2 * (30 + 2));
+        assert_int_equal(cat_txn_get(f->c, "live-cut", &got, &err), 0);
+        assert_int_equal(cat_txn_get(f->c, "live-rev", &got, &err), 0);
+        assert_int_equal(cat_txn_get(f->c, "open", &got, &err), 0);
+        assert_int_equal(cat_txn_get(f->c, "undone-rev", &got, NULL), -ENOENT);
+        assert_int_equal(cat_txn_get(f->c, "cut-00", &got, NULL), -ENOENT);
+        assert_int_equal(cat_txn_get(f->c, "ab-39", &got, &err), 0); /* the newest history stays */
+        /* Again: nothing more to do. The audit cap keeps the newest rows. */
+        assert_int_equal(cat_history_trim(f->c, 30, 100000, &err), 0);
+        assert_int_equal(cat_history_trim(f->c, 30, 10, &err), 0);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM audit"), 10);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM audit WHERE txid = 'ab-39'"), 2);
 }
 
 int main(void)
@@ -844,6 +977,8 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_decision_survives_dying_process, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_concurrent_threads, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_events_schedules_reverts, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_branch_drops_cuts_on_its_images, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_history_trim_keeps_what_lives, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

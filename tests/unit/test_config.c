@@ -328,6 +328,10 @@ static const struct refusal refusals[] = {
           "time_window_s: 30\n"
           "guest_agent_timeout_s: 301\n",
           10, "guest_agent_timeout_s", "\"301\" is out of range (1..300)" },
+        { "min-free-zero", AGENT,
+          AGENT_MIN
+          "min_free_mb: 0\n",
+          9, "min_free_mb", "\"0\" is out of range (1..1048576)" },
         { "range-huge", AGENT,
           AGENT_MIN
           "lease_max_s: 99999999999999999999999\n",
@@ -547,7 +551,20 @@ static const struct refusal refusals[] = {
           "    retention:\n"
           "      keep_last: 4\n"
           "      yearly: 1\n",
-          16, "groups[0].retention.yearly", "unknown key \"yearly\" (known: keep_last, hourly, daily, weekly, monthly)" },
+          16, "groups[0].retention.yearly",
+          "unknown key \"yearly\" (known: keep_last, hourly, daily, weekly, monthly, keep_branches)" },
+        { "retention-branches-bad", COORD,
+          COORD_MIN
+          "  - name: solo\n"
+          "    members: [vm1@host-a]\n"
+          "    retention: {keep_last: 2, keep_branches: many}\n",
+          14, "groups[0].retention.keep_branches", "expected a whole number, got \"many\"" },
+        { "history-keep-low", COORD,
+          "history_keep: 5\n"
+          COORD_MIN
+          "  - name: solo\n"
+          "    members: [vm1@host-a]\n",
+          1, "history_keep", "\"5\" is out of range (10..10000000)" },
         { "control-not-ipc", COORD,
           "control: tcp://127.0.0.1:7300\n"
           "key: /k\n"
@@ -693,6 +710,7 @@ static void test_agent_full(void **state)
                   "lease_max_s: 3600\n"
                   "time_window_s: 1\n"
                   "guest_agent_timeout_s: 300\n"
+                  "min_free_mb: 2048\n"
                   "tls_cert: /etc/lockstep/agent.crt\n"
                   "tls_key: /etc/lockstep/agent-tls.key\n");
         assert_int_equal(cfg_agent_load(path, &c, &err), 0);
@@ -715,6 +733,7 @@ static void test_agent_full(void **state)
         assert_int_equal(c->lease_max_s, 3600);
         assert_int_equal(c->time_window_s, 1);
         assert_int_equal(c->guest_agent_timeout_s, 300);
+        assert_int_equal(c->min_free_mb, 2048);
         assert_string_equal(c->tls_cert, "/etc/lockstep/agent.crt");
         assert_string_equal(c->tls_key, "/etc/lockstep/agent-tls.key");
         assert_null(cfg_agent_free(c));
@@ -737,6 +756,7 @@ static void test_agent_defaults(void **state)
         assert_int_equal(c->lease_max_s, 60);
         assert_int_equal(c->time_window_s, 30);
         assert_int_equal(c->guest_agent_timeout_s, 10);
+        assert_int_equal(c->min_free_mb, 64);
         assert_null(c->tls_cert);
         assert_null(c->tls_key);
         assert_int_equal(err.code, 0);
@@ -865,6 +885,7 @@ static void test_coord_full(void **state)
         assert_int_equal(g->retention.daily, 7);
         assert_int_equal(g->retention.weekly, 4);
         assert_int_equal(g->retention.monthly, 12);
+        assert_int_equal(g->retention.keep_branches, 1); /* the default with a policy */
 
         g = cfg_coord_group(c, "solo");
         assert_ptr_equal(g, &c->groups[1]);
@@ -900,6 +921,8 @@ static void test_coord_defaults(void **state)
         assert_int_equal(c->step_timeout_s, 30);
         assert_int_equal(c->max_cuts, 8);
         assert_int_equal(c->max_cuts_per_agent, 2);
+        assert_int_equal(c->history_keep, 10000);
+        assert_int_equal(c->audit_keep, 200000);
         assert_null(c->metrics);
         assert_int_equal(c->groups[0].random_delay_s, 0);
         assert_int_equal(c->groups[0].catch_up, 1);
@@ -910,6 +933,8 @@ static void test_coord_defaults(void **state)
                                  c->groups[0].retention.daily + c->groups[0].retention.weekly +
                                  c->groups[0].retention.monthly,
                          0);
+        /* No policy: every pre-revert branch is kept, as every cut is. */
+        assert_int_equal(c->groups[0].retention.keep_branches, UINT_MAX);
         cfg_coord_free(c);
 }
 

@@ -110,7 +110,7 @@ static int verify(struct fx *f, const uint8_t *buf, size_t len, long long now, l
 {
         Lockstep__Command *out = NULL;
         const struct env_trusted *key = NULL;
-        int r = env_verify_command(f->v, buf, len, now, &out, &key, err);
+        int r = env_verify_command(f->v, buf, len, now, &out, &key, NULL, err);
 
         if (r == 0) {
                 assert_non_null(out);
@@ -134,7 +134,7 @@ static void test_freeze_round_trip(void **state)
 
         freeze_cmd(&c, SELF);
         seal(f, &c, &buf, &len);
-        assert_int_equal(env_verify_command(f->v, buf, len, NOW, &out, &key, &err), 0);
+        assert_int_equal(env_verify_command(f->v, buf, len, NOW, &out, &key, NULL, &err), 0);
         assert_string_equal(out->target, SELF);
         assert_string_equal(out->txid, "tx-0001");
         assert_int_equal(out->step, LOCKSTEP__STEP__STEP_FREEZE);
@@ -205,7 +205,7 @@ static void test_every_step_round_trip(void **state)
                 case LOCKSTEP__STEP__STEP_DELETE: c.payload_case = LOCKSTEP__COMMAND__PAYLOAD_DELETE; c.delete_ = &dl; break;
                 }
                 seal(f, &c, &buf, &len);
-                assert_int_equal(env_verify_command(f->v, buf, len, NOW, &out, &key, &err), 0);
+                assert_int_equal(env_verify_command(f->v, buf, len, NOW, &out, &key, NULL, &err), 0);
                 assert_int_equal(out->step, step);
                 assert_int_equal(out->payload_case, c.payload_case);
                 switch (step) {
@@ -460,6 +460,77 @@ static void test_counter_window(void **state)
         free(b3);
 }
 
+/* A counter refusal says how far the key got, so its coordinator can move past
+ * it; no other refusal does, the role check still comes after the counter, and
+ * nothing of the refused command is remembered. */
+static void test_counter_refusal_reports_highest(void **state)
+{
+        static const uint64_t stale[] = {4000, 5000, 0};
+        struct fx *f = *state;
+        Lockstep__Command c, *out = NULL;
+        const struct env_trusted *key = NULL;
+        uint64_t seen;
+        uint8_t *buf;
+        size_t len;
+        lserr err = {0};
+
+        freeze_cmd(&c, SELF);
+        seal_with(f->coord, &c, 5000, NOW, &buf, &len);
+        assert_int_equal(verify(f, buf, len, NOW, &err), 0);
+        free(buf);
+
+        /* Below the window, inside it but already seen, and 0: all say 5000. */
+        for (size_t i = 0; i < sizeof(stale) / sizeof(stale[0]); i++) {
+                seen = 42;
+                seal_with(f->coord, &c, stale[i], NOW, &buf, &len);
+                lserr_clear(&err);
+                assert_int_equal(env_verify_command(f->v, buf, len, NOW, &out, &key, &seen, &err), LS_ECOUNTER);
+                assert_null(out);
+                assert_int_equal(seen, 5000);
+                free(buf);
+        }
+
+        /* A refusal before the counter check leaves it alone. */
+        freeze_cmd(&c, "host-b");
+        seal_with(f->coord, &c, 4000, NOW, &buf, &len);
+        seen = 42;
+        lserr_clear(&err);
+        assert_int_equal(env_verify_command(f->v, buf, len, NOW, &out, &key, &seen, &err), LS_ETARGET);
+        assert_int_equal(seen, 42);
+        free(buf);
+
+        /* A key without the role: a stale counter is still what it hears first;
+         * a fresh one is refused for the role, and that says nothing of counters. */
+        env_verifier_free(f->v);
+        replay_free(f->rp);
+        make_verifier(f, CFG_ROLE_DELETE);
+        freeze_cmd(&c, SELF);
+        seal_with(f->coord, &c, 4999, NOW, &buf, &len);
+        lserr_clear(&err);
+        assert_int_equal(env_verify_command(f->v, buf, len, NOW, &out, &key, &seen, &err), LS_ECOUNTER);
+        assert_int_equal(seen, 5000);
+        free(buf);
+        seal_with(f->coord, &c, 5001, NOW, &buf, &len);
+        seen = 42;
+        lserr_clear(&err);
+        assert_int_equal(env_verify_command(f->v, buf, len, NOW, &out, &key, &seen, &err), LS_EROLE);
+        assert_int_equal(seen, 42);
+        free(buf);
+
+        /* The refusals burnt nothing: 5001 still passes once the role allows it. */
+        env_verifier_free(f->v);
+        replay_free(f->rp);
+        make_verifier(f, CFG_ROLE_SNAPSHOT);
+        seal_with(f->coord, &c, 5001, NOW, &buf, &len);
+        seen = 42;
+        lserr_clear(&err);
+        assert_int_equal(env_verify_command(f->v, buf, len, NOW, &out, &key, &seen, &err), 0);
+        assert_int_equal(seen, 42);
+        assert_int_equal(out->counter, 5001);
+        lockstep__command__free_unpacked(out, NULL);
+        free(buf);
+}
+
 static void test_reply_passed_off_as_command(void **state)
 {
         struct fx *f = *state;
@@ -619,6 +690,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_replayed_nonce, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_counter_survives_restart_and_clock_jumps, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_counter_window, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_counter_refusal_reports_highest, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_reply_passed_off_as_command, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_oversize_and_truncated, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_random_bytes, setup, teardown),

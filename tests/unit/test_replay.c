@@ -1,5 +1,6 @@
-/* test_replay: the nonce cache bound and expiry, and the coordinator counter's
- * durability across restarts. */
+/* test_replay: the nonce cache bound and expiry, the highest counter a counter
+ * refusal reports, and the coordinator counter's durability across restarts and
+ * its bounded advance past a counter an agent reports. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -52,10 +53,110 @@ static void test_counter_file_corrupt_refused(void **state)
         (void)state;
         f = tu_write(dir, "counter-abcd000000000000", "garbage\n", 0600);
         assert_int_equal(replay_open(dir, 16, W, &r, &err), 0);
-        assert_int_equal(replay_check_counter(r, id, 7, &err), -EINVAL);
+        assert_int_equal(replay_check_counter(r, id, 7, NULL, &err), -EINVAL);
         assert_non_null(strstr(err.msg, f));
         free(f);
         replay_free(r);
+        tu_rmtree(dir);
+}
+
+/* A counter refusal hands out the highest accepted, a pass does not, and after
+ * a restart the stored highest is what is reported. */
+static void test_counter_refusal_reports_highest(void **state)
+{
+        char *dir = tu_mkdtemp();
+        struct replay *r = NULL;
+        uint8_t id[KEYS_ID_LEN] = {7}, other[KEYS_ID_LEN] = {8}, nonce[REPLAY_NONCE_LEN] = {0};
+        uint64_t seen = 42;
+        lserr err = {0};
+
+        (void)state;
+        assert_int_equal(replay_open(dir, 16, W, &r, &err), 0);
+        assert_int_equal(replay_commit(r, id, nonce, 1000, 900, 1000, &err), 0);
+        assert_int_equal(replay_check_counter(r, id, 901, &seen, &err), 0);
+        assert_int_equal(seen, 42);
+        assert_int_equal(replay_check_counter(r, id, 899, &seen, &err), 0); /* in the window, unseen */
+        assert_int_equal(seen, 42);
+        assert_int_equal(replay_check_counter(r, id, 900, &seen, &err), LS_ECOUNTER);
+        assert_int_equal(seen, 900);
+        seen = 42;
+        lserr_clear(&err);
+        assert_int_equal(replay_check_counter(r, id, 900 - REPLAY_WINDOW, &seen, &err), LS_ECOUNTER);
+        assert_int_equal(seen, 900);
+        /* Another key has its own counter: nothing accepted yet, 0 is still refused. */
+        seen = 42;
+        lserr_clear(&err);
+        assert_int_equal(replay_check_counter(r, other, 0, &seen, &err), LS_ECOUNTER);
+        assert_int_equal(seen, 0);
+        replay_free(r);
+
+        assert_int_equal(replay_open(dir, 16, W, &r, &err), 0);
+        lserr_clear(&err);
+        assert_int_equal(replay_check_counter(r, id, 899, &seen, &err), LS_ECOUNTER);
+        assert_int_equal(seen, 900);
+        assert_non_null(strstr(err.msg, "900"));
+        replay_free(r);
+        tu_rmtree(dir);
+}
+
+/* counter_advance: past a reported counter, durably, never back, and not
+ * arbitrarily far: a peer's word cannot push the counter to its end. */
+static void test_coordinator_counter_advance(void **state)
+{
+        char *dir = tu_mkdtemp(), *path = NULL;
+        struct counter *c = NULL;
+        uint64_t a, b, past;
+        lserr err = {0};
+
+        (void)state;
+        assert_true(asprintf(&path, "%s/counter", dir) > 0);
+        assert_int_equal(counter_open(path, &c, &err), 0);
+        assert_int_equal(counter_next(c, &a, &err), 0);
+
+        /* Well past the reserved block: the next value is above it. */
+        past = a + 10ULL * COUNTER_BLOCK + 7;
+        assert_int_equal(counter_advance(c, past, &err), 0);
+        assert_int_equal(counter_next(c, &b, &err), 0);
+        assert_int_equal(b, past + 1);
+        /* Never back: an older report changes nothing. */
+        assert_int_equal(counter_advance(c, a, &err), 0);
+        assert_int_equal(counter_advance(c, past, &err), 0);
+        assert_int_equal(counter_next(c, &b, &err), 0);
+        assert_int_equal(b, past + 2);
+        counter_free(c);
+        /* Durable: a restart starts above it. */
+        assert_int_equal(counter_open(path, &c, &err), 0);
+        assert_int_equal(counter_next(c, &b, &err), 0);
+        assert_true(b > past + 2);
+        a = b;
+
+        /* The end of the range, or just beyond the bound: refused, unchanged. */
+        static const uint64_t huge[] = {UINT64_MAX, UINT64_MAX - 1, UINT64_MAX - COUNTER_BLOCK};
+        for (size_t i = 0; i < sizeof(huge) / sizeof(huge[0]); i++) {
+                lserr_clear(&err);
+                assert_int_equal(counter_advance(c, huge[i], &err), -ERANGE);
+                assert_non_null(strstr(err.msg, path));
+        }
+        lserr_clear(&err);
+        past = (uint64_t)fsutil_now_us() + COUNTER_JUMP_MAX + 60ULL * 1000000;
+        assert_int_equal(counter_advance(c, past, &err), -ERANGE);
+        assert_non_null(strstr(err.msg, "more than"));
+        assert_int_equal(counter_next(c, &b, &err), 0);
+        assert_int_equal(b, a + 1);
+        counter_free(c);
+        assert_int_equal(counter_open(path, &c, &err), 0);
+        assert_int_equal(counter_next(c, &b, &err), 0);
+        assert_true(b < past - COUNTER_JUMP_MAX);
+
+        /* Within the bound, measured from the current time for an idle counter:
+         * another process that started days later is still followed. */
+        past = (uint64_t)fsutil_now_us() + COUNTER_JUMP_MAX - 60ULL * 1000000;
+        lserr_clear(&err);
+        assert_int_equal(counter_advance(c, past, &err), 0);
+        assert_int_equal(counter_next(c, &b, &err), 0);
+        assert_int_equal(b, past + 1);
+        counter_free(c);
+        free(path);
         tu_rmtree(dir);
 }
 
@@ -104,7 +205,9 @@ int main(void)
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_nonce_cache_bounded_and_expiring),
                 cmocka_unit_test(test_counter_file_corrupt_refused),
+                cmocka_unit_test(test_counter_refusal_reports_highest),
                 cmocka_unit_test(test_coordinator_counter),
+                cmocka_unit_test(test_coordinator_counter_advance),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
