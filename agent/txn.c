@@ -1171,7 +1171,7 @@ static int branch_record(struct txn_mgr *mg, const char *of, const char *vm, str
         for (line = strtok_r(buf, "\n", &save); line && *ret_n < HV_MAX_DISKS; line = strtok_r(NULL, "\n", &save)) {
                 struct hv_image *im = &ret[*ret_n];
                 char target[HV_TARGET_MAX], p[HV_PATH_MAX];
-                if (sscanf(line, "%31s %1023s", target, p) != 2)
+                if (sscanf(line, "%31s %1023[^\n]", target, p) != 2)
                         continue;
                 memset(im, 0, sizeof(*im));
                 snprintf(im->target, sizeof(im->target), "%s", target);
@@ -1268,7 +1268,7 @@ static int read_branch(struct txn_mgr *mg, const char *of, struct member *mb, ls
         for (line = strtok_r(buf, "\n", &save); r == 0 && line; line = strtok_r(NULL, "\n", &save)) {
                 struct hv_image *im = &mb->imgs[mb->n_imgs];
                 char target[HV_TARGET_MAX], p[HV_PATH_MAX];
-                if (mb->n_imgs == HV_MAX_DISKS || sscanf(line, "%31s %1023s", target, p) != 2)
+                if (mb->n_imgs == HV_MAX_DISKS || sscanf(line, "%31s %1023[^\n]", target, p) != 2)
                         continue;
                 memset(im, 0, sizeof(*im));
                 snprintf(im->target, sizeof(im->target), "%s", target);

@@ -1482,6 +1482,21 @@ int cat_branch_set_status(struct catalog *c, const char *txid, const char *statu
         return r;
 }
 
+/* The first column of every row of a bound statement, as transaction ids
+ * (*v grows, the caller's); SQLITE_DONE when all were read. */
+static int collect_ids(sqlite3_stmt *st, int rc, char (**v)[65], size_t *n)
+{
+        while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+                void *p = realloc(*v, (*n + 1) * sizeof(**v));
+                if (!p)
+                        return SQLITE_NOMEM;
+                *v = p;
+                col_str(st, 0, (*v)[(*n)++], 65);
+                rc = SQLITE_OK;
+        }
+        return rc;
+}
+
 int cat_cuts_on_image(struct catalog *c, const char *agent, const char *vm, const char *path, char (**ret)[65],
                       size_t *ret_n, lserr *err)
 {
@@ -1502,16 +1517,7 @@ int cat_cuts_on_image(struct catalog *c, const char *agent, const char *vm, cons
                 rc = sqlite3_bind_text(st, 2, vm, -1, SQLITE_TRANSIENT);
         if (rc == SQLITE_OK)
                 rc = sqlite3_bind_text(st, 3, path, -1, SQLITE_TRANSIENT);
-        while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-                void *p = realloc(v, (n + 1) * sizeof(*v));
-                if (!p) {
-                        rc = SQLITE_NOMEM;
-                        break;
-                }
-                v = p;
-                col_str(st, 0, v[n++], 65);
-                rc = SQLITE_OK;
-        }
+        rc = collect_ids(st, rc, &v, &n);
         sqlite3_finalize(st);
         pthread_mutex_unlock(&c->lock);
         if (rc != SQLITE_DONE) {
@@ -1538,16 +1544,7 @@ int cat_reverts_to(struct catalog *c, const char *cut_txid, char (**ret)[65], si
                                 -1, &st, NULL);
         if (rc == SQLITE_OK)
                 rc = sqlite3_bind_text(st, 1, cut_txid, -1, SQLITE_TRANSIENT);
-        while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-                void *p = realloc(v, (n + 1) * sizeof(*v));
-                if (!p) {
-                        rc = SQLITE_NOMEM;
-                        break;
-                }
-                v = p;
-                col_str(st, 0, v[n++], 65);
-                rc = SQLITE_OK;
-        }
+        rc = collect_ids(st, rc, &v, &n);
         sqlite3_finalize(st);
         pthread_mutex_unlock(&c->lock);
         if (rc != SQLITE_DONE) {

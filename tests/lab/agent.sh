@@ -14,13 +14,7 @@ t_up
 # This test is the coordinator: lockstepd would settle our transactions itself.
 kill "$(cat "$D/pids/lockstepd.pid")" 2> /dev/null || true
 
-send() { # host step args...
-        local h=$1
-        shift
-        "$LOCKSTEP_BUILD_DIR/tests/lockstep-send" -k "$D/keys/coordinator.key" -p "$D/keys/$h.pub" \
-                -u "tcp://$(awk -v h="$h" '$1 == "host" && $2 == h { print $3 }' "$D/lab.state"):7400" -a "$h" \
-                -C "$D/keys/test.counter" -t 60000 "$@"
-}
+send() { t_send "$@"; }
 fsstatus() { "$LAB" virsh "$1" qemu-agent-command "$1" '{"execute":"guest-fsfreeze-status"}' 2> /dev/null | jq -r .return; }
 disk_of() { "$LAB" virsh "$1" domblklist "$1" | awk -v d="$2" '$1 == d { print $2 }'; }
 # The overlay transaction TXID makes for VM's vda beside IMAGE: named for the VM,

@@ -84,6 +84,17 @@ t_up_product() { # [lab up args]
 # The QEMU process of a guest (its pid tells a restart from a running guest).
 qpid() { pgrep -f "guest=$1,debug-threads" | head -1; }
 
+# Drives one lab agent with signed commands (lockstep-send), with lockstepd's
+# own key and a counter file of the test's: when both sign, lockstepd moves its
+# counter past the test's (stale-counter heals itself).
+t_send() { # host step args...
+        local h=$1
+        shift
+        "$LOCKSTEP_BUILD_DIR/tests/lockstep-send" -k "$D/keys/coordinator.key" -p "$D/keys/$h.pub" \
+                -u "tcp://$(awk -v h="$h" '$1 == "host" && $2 == h { print $3 }' "$D/lab.state"):7400" -a "$h" \
+                -C "$D/keys/test.counter" -t 60000 "$@"
+}
+
 # The lockstep CLI against the test lab's lockstepd.
 ls_cli() { "$LOCKSTEP_BUILD_DIR/coordinator/lockstep" -c "$LOCKSTEP_LAB_DIR/coordinator.yaml" "$@"; }
 

@@ -13,15 +13,7 @@ t_up_product
 host_of() { awk -v v="$1" '$1 == "vm" && $2 == v { print $4 }' "$D/lab.state"; }
 disk_of() { "$LAB" virsh "$1" domblklist "$1" | awk -v d="$2" '$1 == d { print $2 }'; }
 fsstatus() { "$LAB" virsh "$1" qemu-agent-command "$1" '{"execute":"guest-fsfreeze-status"}' 2> /dev/null | jq -r .return; }
-# Signed with lockstepd's own key (and its own counter file): lockstepd moves
-# its counter past ours when the agent says stale-counter.
-send() { # host step args...
-        local h=$1
-        shift
-        "$LOCKSTEP_BUILD_DIR/tests/lockstep-send" -k "$D/keys/coordinator.key" -p "$D/keys/$h.pub" \
-                -u "tcp://$(awk -v h="$h" '$1 == "host" && $2 == h { print $3 }' "$D/lab.state"):7400" -a "$h" \
-                -C "$D/keys/test.counter" -t 60000 "$@"
-}
+send() { t_send "$@"; }
 VMS=$(awk '$1 == "vm" { print $2 }' "$D/lab.state" | tr '\n' ' ')
 HA=$(host_of web1)
 HB=$(host_of app1)

@@ -14,6 +14,10 @@ trap 't_down; rm -rf "$W" "$T_LOG"' EXIT
 disk_of() { "$LAB" virsh "$1" domblklist "$1" | awk '$1 == "vda" { print $2 }'; }
 dump_log() { # image out: the guest's /workload.log as the image holds it
         qemu-img convert -U -O raw "$1" "$W/raw"
+        # Appends of a running guest may sit in ext4's journal for a long while:
+        # replay it on the copy, or debugfs reads the file as of the last
+        # checkpoint (a guest that writes looked silent for 90 s).
+        e2fsck -E journal_only -y "$W/raw" > /dev/null 2>&1 || true
         debugfs -R "dump /workload.log $2" "$W/raw" > /dev/null 2>&1
         rm -f "$W/raw"
         [ -s "$2" ]
