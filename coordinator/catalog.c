@@ -1511,12 +1511,9 @@ int cat_cuts_on_image(struct catalog *c, const char *agent, const char *vm, cons
                                 " WHERE t.kind = 'snapshot' AND t.cut_status <> 'deleted'"
                                 " AND i.agent = ?1 AND i.vm = ?2 AND i.before = ?3",
                                 -1, &st, NULL);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_bind_text(st, 1, agent, -1, SQLITE_TRANSIENT);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_bind_text(st, 2, vm, -1, SQLITE_TRANSIENT);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_bind_text(st, 3, path, -1, SQLITE_TRANSIENT);
+        bind_id(st, 1, agent, &rc);
+        bind_id(st, 2, vm, &rc);
+        bind_id(st, 3, path, &rc);
         rc = collect_ids(st, rc, &v, &n);
         sqlite3_finalize(st);
         pthread_mutex_unlock(&c->lock);
@@ -1542,8 +1539,7 @@ int cat_reverts_to(struct catalog *c, const char *cut_txid, char (**ret)[65], si
                                 "SELECT txid FROM txns WHERE kind = 'revert' AND mode = 'revert' AND committed = 1"
                                 " AND name = ?1 ORDER BY started_us DESC LIMIT 1024",
                                 -1, &st, NULL);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_bind_text(st, 1, cut_txid, -1, SQLITE_TRANSIENT);
+        bind_id(st, 1, cut_txid, &rc);
         rc = collect_ids(st, rc, &v, &n);
         sqlite3_finalize(st);
         pthread_mutex_unlock(&c->lock);
@@ -1569,14 +1565,10 @@ int cat_image_users(struct catalog *c, const char *agent, const char *vm, const 
                                 " WHERE i.agent = ?1 AND i.vm = ?2 AND i.before = ?3 AND i.txid <> ?4"
                                 " AND t.kind = 'snapshot' AND t.cut_status <> 'deleted'",
                                 -1, &st, NULL);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_bind_text(st, 1, agent, -1, SQLITE_TRANSIENT);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_bind_text(st, 2, vm, -1, SQLITE_TRANSIENT);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_bind_text(st, 3, path, -1, SQLITE_TRANSIENT);
-        if (rc == SQLITE_OK)
-                rc = sqlite3_bind_text(st, 4, except_txid, -1, SQLITE_TRANSIENT);
+        bind_id(st, 1, agent, &rc);
+        bind_id(st, 2, vm, &rc);
+        bind_id(st, 3, path, &rc);
+        bind_id(st, 4, except_txid, &rc);
         if (rc == SQLITE_OK)
                 rc = sqlite3_step(st);
         if (rc == SQLITE_ROW)

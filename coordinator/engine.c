@@ -323,6 +323,10 @@ static void set_step(struct item *it, const char *txid, Lockstep__Step step)
                 it->cmd.payload_case = LOCKSTEP__COMMAND__PAYLOAD_CHECK;
                 it->cmd.check = &it->check;
                 break;
+        case LOCKSTEP__STEP__STEP_DELETE:
+                it->cmd.payload_case = LOCKSTEP__COMMAND__PAYLOAD_DELETE;
+                it->cmd.delete_ = &it->del;
+                break;
         default:
                 lockstep__status_request__init(&it->status);
                 it->cmd.payload_case = LOCKSTEP__COMMAND__PAYLOAD_STATUS;
@@ -934,6 +938,30 @@ static void mark_undone(struct engine *e, const char *id)
                 log_err("%s", e2.msg);
 }
 
+/* A delete's (or branch delete's) outcome: one line per agent, then the
+ * decision logged and finished. Returns 1 when every agent succeeded; reason
+ * gets the first failure. */
+static int delete_outcome(struct engine *e, const char *txid, struct item *items, size_t n, const char *done,
+                          char *reason, size_t rn, engine_event_fn ev, void *arg)
+{
+        lserr e2 = {0};
+        int ok = 1;
+
+        for (size_t i = 0; i < n; i++) {
+                if (item_ok(&items[i])) {
+                        emit(ev, arg, "DELETE   %-12s %s, %zu member(s)", agentlink_id(items[i].link), done,
+                             items[i].rep->n_members);
+                } else {
+                        why_not(&items[i], reason, rn);
+                        emit(ev, arg, "DELETE   %-12s FAILED: %s", agentlink_id(items[i].link), reason);
+                        ok = 0;
+                }
+        }
+        if (cat_txn_decide(e->cat, txid, ok, ok ? "" : reason, &e2) < 0 || cat_txn_finish(e->cat, txid, &e2) < 0)
+                log_err("%s", e2.msg);
+        return ok;
+}
+
 /* Whether the replies list file path of agent/vm as removed. */
 static int was_removed(const struct item *items, size_t n, const char *agent, const char *vm, const char *path)
 {
@@ -953,14 +981,16 @@ static int was_removed(const struct item *items, size_t n, const char *agent, co
 /* A branch delete removed files: every cut one of whose images was among them
  * cannot be restored any more. It is deleted when all its images went;
  * delete-failed otherwise, so that deleting it merges what is left of it (on a
- * VM the branch did not hold). Returns how many cuts became deleted. */
-static int drop_cuts_on(struct engine *e, const struct item *items, size_t n, const char *why)
+ * VM the branch did not hold). Returns how many cuts became deleted; adds the
+ * files removed to *ret_removed. */
+static int drop_cuts_on(struct engine *e, const struct item *items, size_t n, const char *why, size_t *ret_removed)
 {
         int dropped = 0;
 
         for (size_t i = 0; i < n; i++)
                 for (size_t k = 0; items[i].rep && k < items[i].rep->n_members; k++) {
                         const Lockstep__MemberResult *mr = items[i].rep->members[k];
+                        *ret_removed += mr->n_disks;
                         for (size_t d = 0; d < mr->n_disks; d++) {
                                 char(*cuts)[65] = NULL;
                                 size_t nc = 0;
@@ -1052,39 +1082,22 @@ static int delete_branch(struct engine *e, const struct cat_txn *rev, engine_eve
              rev->group, n);
         for (size_t i = 0; i < n; i++) {
                 Lockstep__DeleteRequest *dr = &items[i].del;
-                set_step(&items[i], t.txid, LOCKSTEP__STEP__STEP_DELETE);
                 lockstep__delete_request__init(dr);
                 dr->cut_txid = (char *)rev->txid;
                 dr->snapshot = (char *)rev->txid;
                 dr->branch = 1;
                 dr->n_members = items[i].freeze.n_members;
                 dr->members = items[i].memberp;
-                items[i].cmd.payload_case = LOCKSTEP__COMMAND__PAYLOAD_DELETE;
-                items[i].cmd.delete_ = dr;
+                set_step(&items[i], t.txid, LOCKSTEP__STEP__STEP_DELETE);
         }
         fan_out(e, items, n, (int)e->cfg->step_timeout_s * 1000 * 10);
         snprintf(why_gone, sizeof(why_gone), "its images were on the pre-revert branch of %s, deleted by %s", rev->txid,
                  t.txid);
-        for (size_t i = 0; i < n; i++) {
-                for (size_t k = 0; items[i].rep && k < items[i].rep->n_members; k++)
-                        removed += items[i].rep->members[k]->n_disks;
-        }
-        dropped = drop_cuts_on(e, items, n, why_gone);
-        for (size_t i = 0; i < n; i++) {
-                if (item_ok(&items[i])) {
-                        emit(ev, arg, "DELETE   %-12s branch removed, %zu member(s)", agentlink_id(items[i].link),
-                             items[i].rep->n_members);
-                } else {
-                        why_not(&items[i], reason, sizeof(reason));
-                        emit(ev, arg, "DELETE   %-12s FAILED: %s", agentlink_id(items[i].link), reason);
-                        ok = 0;
-                }
-        }
+        dropped = drop_cuts_on(e, items, n, why_gone, &removed);
+        ok = delete_outcome(e, t.txid, items, n, "branch removed", reason, sizeof(reason), ev, arg);
         {
                 lserr e2 = {0};
-                if (cat_txn_decide(e->cat, t.txid, ok, ok ? "" : reason, &e2) < 0 ||
-                    cat_txn_finish(e->cat, t.txid, &e2) < 0 ||
-                    cat_branch_set_status(e->cat, rev->txid, ok ? "deleted" : "delete-failed", ok ? "" : reason, &e2) < 0)
+                if (cat_branch_set_status(e->cat, rev->txid, ok ? "deleted" : "delete-failed", ok ? "" : reason, &e2) < 0)
                         log_err("%s", e2.msg);
         }
         emit(ev, arg, "DELETE   pre-revert branch of %s %s: %zu file(s) removed, %d cut(s) that only it held marked deleted",
@@ -1192,7 +1205,6 @@ int engine_delete(struct engine *e, const char *cut_txid, engine_event_fn ev, vo
         emit(ev, arg, "DELETE   %s: cut %s (%s) of group %s on %zu agent(s)", t.txid, cut.txid, cut.name, cut.group, n);
         for (size_t i = 0; i < n; i++) {
                 Lockstep__DeleteRequest *dr = &items[i].del;
-                set_step(&items[i], t.txid, LOCKSTEP__STEP__STEP_DELETE);
                 lockstep__delete_request__init(dr);
                 dr->cut_txid = cut.txid;
                 dr->snapshot = cut.name;
@@ -1202,8 +1214,7 @@ int engine_delete(struct engine *e, const char *cut_txid, engine_event_fn ev, vo
                 dr->images = revp ? items[i].mdiskp : NULL;
                 dr->n_reverts = revp ? n_reverts : 0;
                 dr->reverts = revp;
-                items[i].cmd.payload_case = LOCKSTEP__COMMAND__PAYLOAD_DELETE;
-                items[i].cmd.delete_ = dr;
+                set_step(&items[i], t.txid, LOCKSTEP__STEP__STEP_DELETE);
         }
         /* Merging can take a while on big overlays: a longer deadline. */
         fan_out(e, items, n, (int)e->cfg->step_timeout_s * 1000 * 10);
@@ -1218,20 +1229,11 @@ int engine_delete(struct engine *e, const char *cut_txid, engine_event_fn ev, vo
                                         log_err("%s", e2.msg);
                         }
                 }
-                if (item_ok(&items[i])) {
-                        emit(ev, arg, "DELETE   %-12s merged, %zu member(s)", agentlink_id(items[i].link),
-                             items[i].rep->n_members);
-                } else {
-                        why_not(&items[i], reason, sizeof(reason));
-                        emit(ev, arg, "DELETE   %-12s FAILED: %s", agentlink_id(items[i].link), reason);
-                        ok = 0;
-                }
         }
+        ok = delete_outcome(e, t.txid, items, n, "merged", reason, sizeof(reason), ev, arg);
         {
                 lserr e2 = {0};
-                if (cat_txn_decide(e->cat, t.txid, ok, ok ? "" : reason, &e2) < 0 ||
-                    cat_txn_finish(e->cat, t.txid, &e2) < 0 ||
-                    cat_cut_set_status(e->cat, cut.txid, ok ? "deleted" : "delete-failed", ok ? "" : reason, &e2) < 0)
+                if (cat_cut_set_status(e->cat, cut.txid, ok ? "deleted" : "delete-failed", ok ? "" : reason, &e2) < 0)
                         log_err("%s", e2.msg);
         }
         emit(ev, arg, "DELETE   cut %s %s", cut.txid, ok ? "deleted" : "NOT deleted: every chain is valid; delete it again");
