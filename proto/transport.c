@@ -474,10 +474,15 @@ struct transport_server *transport_server_stop(struct transport_server *srv)
 {
         if (!srv)
                 return NULL;
-        nng_close(srv->sock);
+        /* Contexts first, socket last: nng 1.5 can free the socket under a
+         * worker still inside nng_ctx_send when the socket is closed first
+         * (a panic in nni_ctx_rele), so no worker may be in nng by then. */
         for (unsigned i = 0; i < srv->n; i++)
-                if (srv->workers[i].started)
+                if (srv->workers[i].started) {
+                        nng_ctx_close(srv->workers[i].ctx);
                         pthread_join(srv->workers[i].thread, NULL);
+                }
+        nng_close(srv->sock);
         free(srv->workers);
         free(srv);
         return NULL;

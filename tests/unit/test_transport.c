@@ -38,11 +38,15 @@ struct srv {
         struct transport_server *server;
 };
 
+/* url NULL: tcp:// on an ephemeral port. */
 static void start(struct srv *s, const char *url, size_t max)
 {
         lserr err = {0};
 
-        snprintf(s->url, sizeof(s->url), "%s", url);
+        if (url)
+                snprintf(s->url, sizeof(s->url), "%s", url);
+        else
+                snprintf(s->url, sizeof(s->url), "tcp://127.0.0.1:%d", tu_tcp_port());
         assert_int_equal(transport_listen(s->url, max, 0660, NULL, &s->rep, &err), 0);
         assert_int_equal(transport_serve(s->rep, 2, echo, NULL, &s->server, &err), 0);
         assert_int_equal(transport_dial(s->url, TRANSPORT_MAX_DEFAULT, NULL, &s->req, &err), 0);
@@ -109,7 +113,7 @@ static void test_tcp_deadline_and_parallel(void **state)
         long long t0;
 
         (void)state;
-        start(&s, "tcp://127.0.0.1:47391", TRANSPORT_MAX_DEFAULT);
+        start(&s, NULL, TRANSPORT_MAX_DEFAULT);
         call_ok(&s, "ping");
 
         /* No answer: the call ends at its deadline with a timeout. */
@@ -141,7 +145,7 @@ static void test_oversize_dropped(void **state)
         lserr err = {0};
 
         (void)state;
-        start(&s, "tcp://127.0.0.1:47392", 1024);
+        start(&s, NULL, 1024);
         /* Over the server's limit: nng drops it before we ever see it. */
         {
                 int r = transport_call(s.req, big, 4096, 500, &out, &n, &err);
@@ -192,7 +196,7 @@ static void test_tls(void **state)
         tls.key = key;
         ctls.ca = cert;
         ctls.server_name = "localhost";
-        snprintf(s.url, sizeof(s.url), "tls+tcp://127.0.0.1:47394");
+        snprintf(s.url, sizeof(s.url), "tls+tcp://127.0.0.1:%d", tu_tcp_port());
         assert_int_equal(transport_listen(s.url, TRANSPORT_MAX_DEFAULT, 0, &tls, &s.rep, &err), 0);
         assert_int_equal(transport_serve(s.rep, 1, echo, NULL, &s.server, &err), 0);
         assert_int_equal(transport_dial(s.url, TRANSPORT_MAX_DEFAULT, &ctls, &s.req, &err), 0);

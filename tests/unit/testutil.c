@@ -1,7 +1,10 @@
 /* testutil: temp dirs for tests. */
 #include "testutil.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,4 +47,17 @@ char *tu_write(const char *dir, const char *name, const char *text, int mode)
                 abort();
         close(fd);
         return p;
+}
+
+int tu_tcp_port(void)
+{
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t len = sizeof(a);
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+        if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+            getsockname(fd, (struct sockaddr *)&a, &len) < 0)
+                abort();
+        close(fd);
+        return ntohs(a.sin_port);
 }

@@ -8,3 +8,5 @@ char *tu_mkdtemp(void);
 void tu_rmtree(char *dir);
 /* Writes text to dir/name with mode and returns the malloc'd path. */
 char *tu_write(const char *dir, const char *name, const char *text, int mode);
+/* A TCP port on 127.0.0.1 that the kernel just chose and nothing holds. */
+int tu_tcp_port(void);
