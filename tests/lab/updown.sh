@@ -29,7 +29,9 @@ machine_state() {
 lab_processes() {
         local p
         for p in /proc/[0-9]*; do
-                tr '\0' ' ' < "$p/cmdline" 2>/dev/null | grep -E "$LOCKSTEP_LAB_DIR|lab-relay|lockstep-agent -c|lockstepd -c" |
+                # Only this lab's processes: its daemons run on configs in the lab
+                # dir, and other lockstep daemons on the machine are not ours.
+                tr '\0' ' ' 2>/dev/null < "$p/cmdline" | grep -E "$LOCKSTEP_LAB_DIR|lab-relay" |
                         grep -v -E 'grep|updown.sh' || true
         done
 }
