@@ -15,7 +15,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
+#include "agent_config.h"
+#include "coord_config.h"
 
 /* Where deploy/config lives: the build may say; otherwise it is found from this
  * file's own path (absolute under CMake, relative to the source tree by hand). */
