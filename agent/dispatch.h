@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
+#include "agent_config.h"
 #include "envelope.h"
 #include "hv.h"
 #include "keys.h"

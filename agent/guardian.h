@@ -6,7 +6,7 @@
  * works. It exits once nothing is armed and the agent is gone. */
 #pragma once
 
-#include "config.h"
+#include "agent_config.h"
 #include "lserr.h"
 
 struct guardian;

@@ -11,7 +11,7 @@
 #include <limits.h>
 #include <stddef.h>
 
-#include "config.h"
+#include "agent_config.h"
 #include "lserr.h"
 #include "names.h"
 

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
+#include "agent_config.h"
 #include "dispatch.h"
 #include "envelope.h"
 #include "guardian.h"

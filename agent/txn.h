@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
+#include "agent_config.h"
 #include "guardian.h"
 #include "hv.h"
 #include "lockstep.pb-c.h"

@@ -8,7 +8,7 @@
 #include <stdio.h>
 
 #include "catalog.h"
-#include "config.h"
+#include "coord_config.h"
 #include "counter.h"
 #include "engine.h"
 #include "keys.h"

@@ -9,7 +9,7 @@
 
 #include "catalog.h"
 #include "counter.h"
-#include "config.h"
+#include "coord_config.h"
 #include "keys.h"
 #include "lserr.h"
 #include "slots.h"

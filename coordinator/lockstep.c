@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
+#include "coord_config.h"
 #include "keys.h"
 #include "lockstep.pb-c.h"
 #include "transport.h"

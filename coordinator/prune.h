@@ -5,7 +5,7 @@
 #include <stddef.h>
 
 #include "catalog.h"
-#include "config.h"
+#include "coord_config.h"
 #include "engine.h"
 #include "lserr.h"
 

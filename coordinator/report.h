@@ -5,7 +5,7 @@
 #include <stdio.h>
 
 #include "catalog.h"
-#include "config.h"
+#include "coord_config.h"
 #include "engine.h"
 #include "json.h"
 

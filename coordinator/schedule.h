@@ -3,7 +3,7 @@
 #pragma once
 
 #include "catalog.h"
-#include "config.h"
+#include "coord_config.h"
 #include "cron.h"
 #include "lserr.h"
 

@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
+#include "roles.h"
 #include "keys.h"
 #include "lockstep.pb-c.h"
 #include "lserr.h"

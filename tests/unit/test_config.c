@@ -15,7 +15,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
+#include "agent_config.h"
+#include "coord_config.h"
 
 /* Where deploy/config lives: the build may say; otherwise it is found from this
  * file's own path (absolute under CMake, relative to the source tree by hand). */
@@ -403,7 +404,139 @@ static const struct refusal refusals[] = {
           ": 1\n",
           9, NULL, "a mapping key must be a plain string" },
 
+
+        /* ---- shape, found on libyaml's document: each at its own line ---- */
+        { "unknown-key-flow", AGENT,
+          AGENT_MIN
+          "  - {name: backup, pubkey: /p, roles: [admin], rolez: [delete]}\n",
+          9, "authorized[1].rolez", "unknown key \"rolez\" (known: name, pubkey, roles)" },
+        { "unknown-key-empty", AGENT,
+          AGENT_MIN
+          "\"\": 1\n",
+          9, NULL, "unknown key \"\" (known: id, listen, " },
+        { "unknown-key-first-of-two", AGENT,
+          AGENT_MIN
+          "bogus: 1\n"
+          "bogus: 2\n",
+          9, "bogus", "unknown key \"bogus\"" },
+        { "unknown-key-before-missing", AGENT,
+          AGENT_HEAD
+          "authorized:\n"
+          "  - name: coordinator\n"
+          "    roles: [admin]\n"
+          "    pubkee: /p\n",
+          8, "authorized[0].pubkee", "unknown key \"pubkee\" (known: name, pubkey, roles)" },
+        { "duplicate-key-nested", AGENT,
+          AGENT_MIN
+          "  - name: backup\n"
+          "    pubkey: /p\n"
+          "    name: backup2\n"
+          "    roles: [admin]\n",
+          11, "authorized[1].name", "duplicate key (first given on line 9)" },
+        { "wrong-type-null-list", AGENT,
+          AGENT_HEAD
+          "authorized: ~\n",
+          5, "authorized", "wrong type: expected a list, got a single value" },
+        { "wrong-type-list-entry", AGENT,
+          AGENT_MIN
+          "  - backup\n",
+          9, "authorized[1]", "wrong type: expected a mapping (key: value), got a single value" },
+        { "nested-before-missing-top", AGENT,
+          "id: host-a\n"
+          "listen: tcp://10.77.0.2:7400\n"
+          "key: /k\n"
+          "authorized:\n"
+          "  - name: coordinator\n"
+          "    pubkey: /p\n"
+          "    roles: []\n",
+          7, "authorized[0].roles", "must not be empty" },
+        { "too-many-roles", AGENT,
+          AGENT_MIN
+          "  - name: backup\n"
+          "    pubkey: /p\n"
+          "    roles:\n"
+          "      - admin\n" "      - admin\n" "      - admin\n" "      - admin\n"
+          "      - admin\n" "      - admin\n" "      - admin\n" "      - admin\n"
+          "      - admin\n" "      - admin\n" "      - admin\n" "      - admin\n"
+          "      - admin\n" "      - admin\n" "      - admin\n" "      - admin\n"
+          "      - admin\n",
+          28, "authorized[1].roles[16]", "too many items (at most 16)" },
+        { "item-without-dash-line", AGENT,
+          AGENT_MIN
+          "  -\n"
+          "    name: backup\n"
+          "    roles: [admin]\n",
+          10, "authorized[1].pubkey", "required field is missing" },
+
         /* ---- coordinator.yaml ---- */
+        { "unknown-key-hooks", COORD,
+          COORD_MIN
+          "  - name: solo\n"
+          "    members: [vm1@host-a]\n"
+          "    hooks:\n"
+          "      pre_freeze: sync\n"
+          "      post_thwa: true\n",
+          16, "groups[0].hooks.post_thwa", "unknown key \"post_thwa\" (known: pre_freeze, post_thaw, timeout_s)" },
+        { "unknown-key-tier", COORD,
+          COORD_MIN
+          "  - name: shop\n"
+          "    tiers:\n"
+          "      - name: web\n"
+          "        members: [web1@host-a]\n"
+          "      - name: db\n"
+          "        member: [db1@host-b]\n",
+          17, "groups[0].tiers[1].member", "unknown key \"member\" (known: name, members)" },
+        { "unknown-key-agent", COORD,
+          "control: ipc:///run/lockstep/control.sock\n"
+          "key: /k\n"
+          "catalog: /c\n"
+          "agents:\n"
+          "  - id: host-a\n"
+          "    url: tcp://10.77.0.2:7400\n"
+          "    pubkey: /a.pub\n"
+          "    port: 7400\n",
+          8, "agents[0].port", "unknown key \"port\" (known: id, url, pubkey)" },
+        { "duplicate-key-retention", COORD,
+          COORD_MIN
+          "  - name: solo\n"
+          "    members: [vm1@host-a]\n"
+          "    retention:\n"
+          "      daily: 7\n"
+          "      hourly: 24\n"
+          "      daily: 3\n",
+          17, "groups[0].retention.daily", "duplicate key (first given on line 15)" },
+        { "wrong-type-retention", COORD,
+          COORD_MIN
+          "  - name: solo\n"
+          "    members: [vm1@host-a]\n"
+          "    retention: 7\n",
+          14, "groups[0].retention", "wrong type: expected a mapping (key: value), got a single value" },
+        { "wrong-type-groups", COORD,
+          COORD_MIN
+          "  - solo\n",
+          12, "groups[0]", "wrong type: expected a mapping (key: value), got a single value" },
+        { "wrong-type-members", COORD,
+          COORD_MIN
+          "  - name: solo\n"
+          "    members: {vm1: host-a}\n",
+          13, "groups[0].members", "wrong type: expected a list, got a mapping (key: value)" },
+        { "wrong-type-groups-null", COORD,
+          COORD_MIN
+          "  ~\n",
+          11, "groups", "wrong type: expected a list, got a single value" },
+        { "tier-missing-members", COORD,
+          COORD_MIN
+          "  - name: shop\n"
+          "    tiers:\n"
+          "      - name: web\n"
+          "        members: [web1@host-a]\n"
+          "      - name: db\n",
+          16, "groups[0].tiers[1].members", "required field is missing" },
+        { "empty-tiers", COORD,
+          COORD_MIN
+          "  - name: shop\n"
+          "    tiers: []\n",
+          13, "groups[0].tiers", "must not be empty" },
         { "bad-schedule", COORD,
           COORD_MIN
           "  - name: solo\n"
@@ -647,6 +780,42 @@ static void test_refusal_whole_message(void **state)
         assert_null(c);
         snprintf(want, sizeof(want),
                  "%s:11: authorized[1].roles[0]: unknown role \"snapshoot\" (one of snapshot, revert, delete, admin)",
+                 path);
+        assert_string_equal(err.msg, want);
+}
+
+/* An unknown key, found by walking libyaml's document against the schema: the
+ * message lists every key the mapping knows, and nothing is written to stderr
+ * (libcyaml's own log stays off). */
+static void test_refusal_unknown_key_whole(void **state)
+{
+        char path[PATH_MAX], errpath[PATH_MAX], want[PATH_MAX + 400];
+        struct cfg_agent *c = NULL;
+        lserr err = { 0 };
+        int saved, fd;
+        FILE *f;
+
+        (void)state;
+        write_cfg(path, "unknown-whole.yaml", AGENT_MIN "lease_max: 30\n");
+        tmp_path(errpath, "stderr.txt");
+        fflush(stderr);
+        saved = dup(2);
+        assert_true(saved >= 0);
+        f = fopen(errpath, "w");
+        assert_non_null(f);
+        fd = fileno(f);
+        assert_int_equal(dup2(fd, 2), 2);
+        assert_int_equal(cfg_agent_load(path, &c, &err), LS_ECONFIG);
+        fflush(stderr);
+        assert_int_equal(dup2(saved, 2), 2);
+        close(saved);
+        assert_int_equal(ftell(f), 0);
+        fclose(f);
+        assert_null(c);
+        snprintf(want, sizeof(want),
+                 "%s:9: lease_max: unknown key \"lease_max\" (known: id, listen, key, authorized, libvirt_uri, "
+                 "backend, sim_config, journal_dir, state_dir, lease_max_s, time_window_s, guest_agent_timeout_s, "
+                 "min_free_mb, tls_cert, tls_key)",
                  path);
         assert_string_equal(err.msg, want);
 }
@@ -976,6 +1145,18 @@ static void test_coord_no_groups(void **state)
         if (cfg_coord_load(path, &c, &err) < 0)
                 fail_msg("%s", err.msg);
         assert_int_equal(c->n_groups, 0);
+        c = cfg_coord_free(c);
+
+        /* Any empty value is no groups, quoted or not. */
+        write_cfg(path, "coord-quotedgroups.yaml",
+                  "control: ipc:///run/lockstep/control.sock\n"
+                  "key: /k\n"
+                  "catalog: /c\n"
+                  "agents: [{id: host-a, url: tcp://10.77.0.2:7400, pubkey: /a.pub}]\n"
+                  "groups: \"\"\n");
+        if (cfg_coord_load(path, &c, &err) < 0)
+                fail_msg("%s", err.msg);
+        assert_int_equal(c->n_groups, 0);
         cfg_coord_free(c);
 }
 
@@ -1100,6 +1281,7 @@ int main(void)
                 cmocka_unit_test(test_size_limit),
                 cmocka_unit_test(test_names),
                 cmocka_unit_test(test_refusal_whole_message),
+                cmocka_unit_test(test_refusal_unknown_key_whole),
                 cmocka_unit_test(test_refusal_too_many_tiers),
                 cmocka_unit_test(test_refusal_long_string),
         };

@@ -1,49 +1,13 @@
-/* config: agent.yaml and coordinator.yaml, parsed with a libcyaml schema and then
- * checked for meaning; every error names the file, the line and the field. */
+/* coord_config: coordinator.yaml, its schema, the checks on what it means, and the
+ * groups built from it. */
 #pragma once
 
-#include <stdbool.h>
-#include <stdint.h>
-
 #include "lserr.h"
-
-enum cfg_role {
-        CFG_ROLE_SNAPSHOT = 1u << 0,
-        CFG_ROLE_REVERT = 1u << 1,
-        CFG_ROLE_DELETE = 1u << 2,
-        CFG_ROLE_ADMIN = 1u << 3,
-};
 
 enum cfg_mode {
         CFG_MODE_QUIESCE = 0,
         CFG_MODE_PAUSE = 1,
         CFG_MODE_MEMORY = 2,
-};
-
-/* A coordinator key that an agent accepts commands from. */
-struct cfg_authorized {
-        char *name;     /* label used in logs, a valid name */
-        char *pubkey;   /* "lockstep-pub-v1 <base64>" inline, or a path to a .pub file */
-        unsigned roles; /* bitmask of enum cfg_role, at least one */
-};
-
-struct cfg_agent {
-        char *id;          /* agent id, a valid name */
-        char *listen;      /* tcp://, tls+tcp:// or ipc:// URL */
-        char *key;         /* path of the agent's secret key file */
-        struct cfg_authorized *authorized;
-        unsigned n_authorized; /* >= 1 */
-        char *libvirt_uri;     /* default "qemu:///system" */
-        char *backend;         /* "libvirt" (default) or "sim" */
-        char *sim_config;      /* path, required iff backend is "sim" */
-        char *journal_dir;     /* required */
-        char *state_dir;       /* replay counters; default: journal_dir */
-        unsigned lease_max_s;  /* default 60, 1..3600 */
-        unsigned time_window_s; /* default 30, 1..3600 */
-        unsigned guest_agent_timeout_s; /* default 10, 1..300 */
-        unsigned min_free_mb;  /* free space a new overlay needs; default 64, 1..1048576 */
-        char *tls_cert;        /* optional, for tls+tcp:// */
-        char *tls_key;         /* optional */
 };
 
 struct cfg_peer {
@@ -108,17 +72,17 @@ struct cfg_coord {
 };
 
 /* Loads and checks path. On success *ret is owned by the caller (free with
- * cfg_agent_free); on failure *ret is untouched and err says "<file>:<line>: <field>: <why>". */
-int cfg_agent_load(const char *path, struct cfg_agent **ret, lserr *err);
-struct cfg_agent *cfg_agent_free(struct cfg_agent *c);
-
+ * cfg_coord_free); on failure *ret is untouched and err says "<file>:<line>: <field>: <why>". */
 int cfg_coord_load(const char *path, struct cfg_coord **ret, lserr *err);
 struct cfg_coord *cfg_coord_free(struct cfg_coord *c);
+static inline void cfg_coord_freep(struct cfg_coord **c)
+{
+        cfg_coord_free(*c);
+}
 
 /* Lookups, NULL when absent. */
 const struct cfg_group *cfg_coord_group(const struct cfg_coord *c, const char *name);
 const struct cfg_peer *cfg_coord_agent(const struct cfg_coord *c, const char *id);
 
-/* Role names "snapshot", "revert", "delete", "admin". */
-const char *cfg_role_name(enum cfg_role r);
+/* "quiesce", "pause" or "memory"; NULL for anything else. */
 const char *cfg_mode_name(enum cfg_mode m);
