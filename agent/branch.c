@@ -1,10 +1,18 @@
-/* branch: a branch's own files, above its forks from every other chain. */
+/* branch: pre-revert branch records, and a branch's own files above its forks
+ * from every other chain. */
 #include "branch.h"
 
+#include <assert.h>
+#include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "cleanup.h"
+#include "fsutil.h"
+#include "names.h"
 
 struct pathset {
         char (*p)[HV_PATH_MAX];
@@ -100,5 +108,122 @@ int branch_own_files(const char *top, const char *const *roots, size_t n_roots, 
         }
         *ret = own.p;
         *ret_n = own.n;
+        return 0;
+}
+
+/* ---- records ---- */
+
+int branch_record_path(const char *journal_dir, const char *txid, const char *vm, char *out, size_t n)
+{
+        int len = snprintf(out, n, "%s/branches/%s.%s", journal_dir, txid, vm);
+
+        return len < 0 || (size_t)len >= n ? -ENAMETOOLONG : 0;
+}
+
+int branch_record_write(const char *journal_dir, const char *txid, const char *vm, const struct hv_image *imgs,
+                        size_t n, lserr *err)
+{
+        char dir[4200], path[4200], text[HV_MAX_DISKS * (HV_PATH_MAX + HV_TARGET_MAX + 4)];
+        size_t off = 0;
+        int r;
+
+        assert(n <= HV_MAX_DISKS);
+        snprintf(dir, sizeof(dir), "%s/branches", journal_dir);
+        r = fsutil_mkdir_p(dir, 0700, err);
+        if (r < 0)
+                return r;
+        if (branch_record_path(journal_dir, txid, vm, path, sizeof(path)) < 0)
+                return lserr_set(err, -ENAMETOOLONG, "branch record path too long");
+        for (size_t k = 0; k < n; k++)
+                off += (size_t)snprintf(text + off, sizeof(text) - off, "%s %s\n", imgs[k].target, imgs[k].branch);
+        return fsutil_write_atomic(path, text, off, 0600, 0, err);
+}
+
+int branch_record_read(const char *journal_dir, const char *txid, const char *vm, struct hv_image *ret,
+                       size_t *ret_n, lserr *err)
+{
+        char path[4200], *line, *save = NULL;
+        _cleanup_free_ char *buf = NULL;
+        size_t len, n = 0;
+        int r;
+
+        if (branch_record_path(journal_dir, txid, vm, path, sizeof(path)) < 0)
+                return lserr_set(err, -ENAMETOOLONG, "branch record path too long");
+        r = fsutil_read_all(path, 1 << 20, &buf, &len, NULL);
+        if (r == -ENOENT)
+                return r;
+        if (r < 0)
+                return lserr_set(err, r, "branch record \"%s\": cannot read it", path);
+        for (line = strtok_r(buf, "\n", &save); line && n < HV_MAX_DISKS; line = strtok_r(NULL, "\n", &save)) {
+                char target[HV_TARGET_MAX], p[HV_PATH_MAX];
+                if (sscanf(line, "%31s %1023[^\n]", target, p) != 2)
+                        continue;
+                memset(&ret[n], 0, sizeof(ret[n]));
+                snprintf(ret[n].target, sizeof(ret[n].target), "%s", target);
+                snprintf(ret[n].branch, sizeof(ret[n].branch), "%s", p);
+                n++;
+        }
+        *ret_n = n;
+        return 0;
+}
+
+int branch_record_remove(const char *journal_dir, const char *txid, const char *vm, lserr *err)
+{
+        char path[4200];
+
+        if (branch_record_path(journal_dir, txid, vm, path, sizeof(path)) < 0)
+                return lserr_set(err, -ENAMETOOLONG, "branch record path too long");
+        if (unlink(path) < 0 && errno != ENOENT)
+                return lserr_set(err, -errno, "remove branch record \"%s\": %m", path);
+        return 0;
+}
+
+static void closedirp(DIR **d)
+{
+        if (*d)
+                closedir(*d);
+}
+
+/* The txid of record file `name` of vm ("<txid>.<vm>") into of; -EINVAL when
+ * name is not one. */
+static int record_of(const char *name, const char *vm, char *of, size_t n)
+{
+        size_t nl = strlen(name), vl = strlen(vm);
+
+        if (nl <= vl + 1 || name[nl - vl - 1] != '.' || strcmp(name + nl - vl, vm) || nl - vl - 1 >= n)
+                return -EINVAL;
+        snprintf(of, n, "%.*s", (int)(nl - vl - 1), name);
+        return 0;
+}
+
+int branch_record_others(const char *journal_dir, const char *vm, const char *except, char (**ret)[HV_PATH_MAX],
+                         size_t *ret_n, lserr *err)
+{
+        _cleanup_(closedirp) DIR *dir = NULL;
+        struct pathset keep = {0};
+        struct hv_image other[HV_MAX_DISKS];
+        char dirpath[4200];
+        struct dirent *de;
+        int r = 0;
+
+        snprintf(dirpath, sizeof(dirpath), "%s/branches", journal_dir);
+        dir = opendir(dirpath);
+        while (r == 0 && dir && (de = readdir(dir))) {
+                char of[LS_NAME_MAX + 1];
+                size_t k = 0;
+                if (record_of(de->d_name, vm, of, sizeof(of)) < 0 || !strcmp(of, except))
+                        continue;
+                r = branch_record_read(journal_dir, of, vm, other, &k, err);
+                if (r == -ENOENT)
+                        r = 0; /* removed meanwhile */
+                for (size_t j = 0; r == 0 && j < k; j++)
+                        r = set_add(&keep, other[j].branch);
+        }
+        if (r < 0) {
+                free(keep.p);
+                return r;
+        }
+        *ret = keep.p;
+        *ret_n = keep.n;
         return 0;
 }

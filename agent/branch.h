@@ -1,4 +1,6 @@
-/* branch: which files of a pre-revert branch no other chain holds. A branch
+/* branch: a revert's pre-revert branches: the record of each (which file each
+ * disk ran on before the revert, kept beside the journal) and which of its
+ * files no other chain holds. A branch
  * shares its lower layers with the chain the VM runs on and with other kept
  * branches; only what is above every such fork is the branch's own. The
  * backend says how to read a file's backing file. */
@@ -27,3 +29,25 @@ typedef int (*branch_ours_fn)(void *ctx, const char *path);
  * (HV_PATH_MAX bytes each, malloc'd) is the caller's. */
 int branch_own_files(const char *top, const char *const *roots, size_t n_roots, branch_backing_fn backing,
                      branch_ours_fn ours, void *ctx, char (**ret)[HV_PATH_MAX], size_t *ret_n, lserr *err);
+
+/* The record of the branch that revert txid kept for vm:
+ * "<journal_dir>/branches/<txid>.<vm>", one "<target> <path>" line per disk.
+ * It outlives the journal's pruning, so "revert --undo" finds it months later. */
+int branch_record_path(const char *journal_dir, const char *txid, const char *vm, char *out, size_t n);
+
+/* Durably writes the record: imgs[k].target and imgs[k].branch per disk. */
+int branch_record_write(const char *journal_dir, const char *txid, const char *vm, const struct hv_image *imgs,
+                        size_t n, lserr *err);
+
+/* Reads the record into ret[] (HV_MAX_DISKS entries: target and branch set,
+ * the rest zero). -ENOENT, err untouched, when there is none. */
+int branch_record_read(const char *journal_dir, const char *txid, const char *vm, struct hv_image *ret,
+                       size_t *ret_n, lserr *err);
+
+/* Removes the record; none is fine. */
+int branch_record_remove(const char *journal_dir, const char *txid, const char *vm, lserr *err);
+
+/* Every file that vm's other records (of reverts other than except) name:
+ * those branches stay whole. *ret (HV_PATH_MAX bytes each) is the caller's. */
+int branch_record_others(const char *journal_dir, const char *vm, const char *except, char (**ret)[HV_PATH_MAX],
+                         size_t *ret_n, lserr *err);

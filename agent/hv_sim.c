@@ -278,7 +278,7 @@ static int enter(struct sim *s, struct simcfg *c, struct simdom *d, const char *
                 return r;
         if (find_domain(c, vm, d) < 0) {
                 free(c->text);
-                return lserr_set(err, LS_ENODOMAIN, "%s: %s: no such domain", vm, op);
+                return lserr_set(err, LS_ENODOMAIN, "%s: no such domain", op);
         }
         ms = latency_ms(c, op);
         if (ms)
@@ -286,12 +286,12 @@ static int enter(struct sim *s, struct simcfg *c, struct simdom *d, const char *
         if (has_line(c, "hang", op, vm)) {
                 sleep(s->ga_timeout_s);
                 free(c->text);
-                return lserr_set(err, LS_EGATIMEOUT, "%s: %s: guest agent did not answer within %u s", vm, op,
+                return lserr_set(err, LS_EGATIMEOUT, "%s: guest agent did not answer within %u s", op,
                                  s->ga_timeout_s);
         }
         if (has_line(c, "fail", op, vm)) {
                 free(c->text);
-                return lserr_set(err, LS_EHV, "%s: %s: injected failure", vm, op);
+                return lserr_set(err, LS_EHV, "%s: injected failure", op);
         }
         return 0;
 }
@@ -388,19 +388,19 @@ static int sim_check(void *be, const char *vm, const char *txid, unsigned flags,
         snprintf(dir, sizeof(dir), "%s/img", c.state_dir);
         r = fsutil_mkdir_p(dir, 0700, err);
         if (r == 0 && st.state == HV_PAUSED && (flags & HV_CHECK_QUIESCE))
-                r = lserr_set(err, LS_EPAUSED, "%s: check: domain is paused, fsfreeze cannot run in it", vm);
+                r = lserr_set(err, LS_EPAUSED, "check: domain is paused, fsfreeze cannot run in it");
         else if (r == 0 && st.state != HV_RUNNING && st.state != HV_PAUSED)
-                r = lserr_set(err, LS_ENOTRUNNING, "%s: check: domain is not running", vm);
+                r = lserr_set(err, LS_ENOTRUNNING, "check: domain is not running");
         else if (r == 0 && has_line(&c, "nospace", vm, NULL))
-                r = lserr_set(err, LS_ENOSPACE, "%s: check: disk %s: no space for the overlay", vm, d.disks[0]);
+                r = lserr_set(err, LS_ENOSPACE, "check: disk %s: no space for the overlay", d.disks[0]);
         for (unsigned i = 0; r == 0 && i < d.n_disks; i++) {
                 char overlay[HV_PATH_MAX];
                 lserr e2 = {0};
                 /* The simulated images are real files: the file checks are the real ones. */
                 if (imgfile_overlay(st.cur[i], vm, d.disks[i], txid, overlay, sizeof(overlay)) < 0)
-                        r = lserr_set(err, LS_EDISK, "%s: validate: disk %s: overlay path too long", vm, d.disks[i]);
+                        r = lserr_set(err, LS_EDISK, "validate: disk %s: overlay path too long", d.disks[i]);
                 else if ((r = imgfile_check_new("overlay", overlay, HV_PATH_MAX, s->min_free, &e2)) < 0)
-                        r = lserr_set(err, r, "%s: validate: disk %s: %s", vm, d.disks[i], e2.msg);
+                        r = lserr_set(err, r, "validate: disk %s: %s", d.disks[i], e2.msg);
         }
         free(c.text);
         return r;
@@ -416,7 +416,7 @@ static int sim_ga_ping(void *be, const char *vm, int timeout_s, lserr *err)
         if (r < 0)
                 return r;
         if (!d.ga)
-                r = lserr_set(err, LS_ENOGA, "%s: guest-ping: guest agent is not connected", vm);
+                r = lserr_set(err, LS_ENOGA, "guest-ping: guest agent is not connected");
         free(c.text);
         return r;
 }
@@ -447,10 +447,10 @@ static int change(struct sim *s, const char *vm, const char *op, int (*fn)(const
 static int do_freeze(const char *vm, struct simdom *d, struct simstate *st, lserr *err)
 {
         if (!d->ga)
-                return lserr_set(err, LS_ENOGA, "%s: fsfreeze: guest agent is not connected", vm);
+                return lserr_set(err, LS_ENOGA, "fsfreeze: guest agent is not connected");
         if (st->state != HV_RUNNING)
                 return lserr_set(err, st->state == HV_PAUSED ? LS_EPAUSED : LS_ENOTRUNNING,
-                                 "%s: fsfreeze: domain is not running", vm);
+                                 "fsfreeze: domain is not running");
         st->frozen = 1;
         return (int)d->n_disks;
 }
@@ -469,7 +469,7 @@ static int do_suspend(const char *vm, struct simdom *d, struct simstate *st, lse
 {
         (void)d;
         if (st->state != HV_RUNNING && st->state != HV_PAUSED)
-                return lserr_set(err, LS_ENOTRUNNING, "%s: suspend: domain is not running", vm);
+                return lserr_set(err, LS_ENOTRUNNING, "suspend: domain is not running");
         st->state = HV_PAUSED;
         return 0;
 }
@@ -480,7 +480,7 @@ static int do_resume(const char *vm, struct simdom *d, struct simstate *st, lser
         if (st->state == HV_PAUSED)
                 st->state = HV_RUNNING;
         else if (st->state != HV_RUNNING)
-                return lserr_set(err, LS_ENOTRUNNING, "%s: resume: domain is not running", vm);
+                return lserr_set(err, LS_ENOTRUNNING, "resume: domain is not running");
         return 0;
 }
 
@@ -530,7 +530,7 @@ static int sim_snapshot(void *be, const char *vm, const char *txid, int with_mem
         fd = lock_state(&c);
         read_state(&c, vm, &d, &st);
         if (r == 0 && st.state != HV_RUNNING && st.state != HV_PAUSED)
-                r = lserr_set(err, LS_ENOTRUNNING, "%s: snapshot: domain is not running", vm);
+                r = lserr_set(err, LS_ENOTRUNNING, "snapshot: domain is not running");
         for (unsigned i = 0; r == 0 && i < d.n_disks; i++) {
                 /* The base image exists as a file so overlay checks are real. */
                 if (access(st.cur[i], F_OK) < 0)
@@ -538,16 +538,16 @@ static int sim_snapshot(void *be, const char *vm, const char *txid, int with_mem
                 snprintf(ret[i].target, HV_TARGET_MAX, "%s", d.disks[i]);
                 snprintf(ret[i].before, HV_PATH_MAX, "%s", st.cur[i]);
                 if (imgfile_overlay(st.cur[i], vm, d.disks[i], txid, ret[i].after, HV_PATH_MAX) < 0)
-                        r = lserr_set(err, LS_EDISK, "%s: snapshot: disk %s: overlay path too long", vm, d.disks[i]);
+                        r = lserr_set(err, LS_EDISK, "snapshot: disk %s: overlay path too long", d.disks[i]);
                 if (r == 0)
                         r = touch(ret[i].after, err);
         }
         if (r == 0 && st.n_links + d.n_disks > SIM_MAX_LINKS)
-                r = lserr_set(err, LS_EDISK, "%s: snapshot: the simulated chain is full", vm);
+                r = lserr_set(err, LS_EDISK, "snapshot: the simulated chain is full");
         if (r == 0 && with_memory) {
                 char mem[HV_PATH_MAX];
                 r = imgfile_memory(ret[0].before, vm, txid, mem, sizeof(mem)) < 0
-                            ? lserr_set(err, LS_EDISK, "%s: snapshot: memory state path too long", vm)
+                            ? lserr_set(err, LS_EDISK, "snapshot: memory state path too long")
                             : touch(mem, err);
         }
         if (r == 0) {
@@ -675,7 +675,7 @@ static int sim_delete_cut(void *be, const char *vm, const char *txid, const char
                         snprintf(st.backing[find_link(&st, child)], HV_PATH_MAX, "%s", base);
                 drop_link(&st, gone);
                 if (unlink(gone) < 0 && errno != ENOENT) {
-                        r = lserr_set(err, -errno, "%s: delete: disk %s: remove \"%s\": %m", vm, d.disks[i], gone);
+                        r = lserr_set(err, -errno, "delete: disk %s: remove \"%s\": %m", d.disks[i], gone);
                         break;
                 }
                 snprintf(ret[merged].target, HV_TARGET_MAX, "%s", d.disks[i]);
@@ -739,7 +739,7 @@ static int sim_drop_branch(void *be, const char *vm, const struct hv_image *bran
                 return r;
         if (n_keep > 64) {
                 free(c.text);
-                return lserr_set(err, -E2BIG, "%s: drop branch: more than 64 kept branches", vm);
+                return lserr_set(err, -E2BIG, "drop branch: more than 64 kept branches");
         }
         fd = lock_state(&c);
         read_state(&c, vm, &d, &st);
@@ -757,7 +757,7 @@ static int sim_drop_branch(void *be, const char *vm, const struct hv_image *bran
                         char cut[LS_NAME_MAX + 1], mem[HV_PATH_MAX];
                         struct hv_removed *p;
                         if (unlink(own[k]) < 0 && errno != ENOENT) {
-                                r = lserr_set(err, -errno, "%s: drop branch: remove \"%s\": %m", vm, own[k]);
+                                r = lserr_set(err, -errno, "drop branch: remove \"%s\": %m", own[k]);
                                 break;
                         }
                         drop_link(&st, own[k]);
@@ -795,10 +795,10 @@ static int sim_check_images(void *be, const char *vm, const struct hv_image *img
                 return r;
         for (size_t i = 0; r == 0 && i < n; i++) {
                 if (access(imgs[i].before, F_OK) < 0)
-                        r = lserr_set(err, LS_EIMAGE, "%s: prepare: disk %s: image \"%s\" is missing", vm,
+                        r = lserr_set(err, LS_EIMAGE, "prepare: disk %s: image \"%s\" is missing",
                                       imgs[i].target, imgs[i].before);
                 else if (has_line(&c, "corrupt", vm, NULL))
-                        r = lserr_set(err, LS_ECORRUPT, "%s: prepare: disk %s: image \"%s\" fails its check", vm,
+                        r = lserr_set(err, LS_ECORRUPT, "prepare: disk %s: image \"%s\" fails its check",
                                       imgs[i].target, imgs[i].before);
         }
         free(c.text);
@@ -823,7 +823,7 @@ static int sim_cut_images(void *be, const char *vm, const char *txid, const char
                 const char *child;
                 int k = layer_of(&st, i, txid, legacy, &child);
                 if (k < 0)
-                        return lserr_set(err, LS_EIMAGE, "%s: prepare: disk %s: no layer of cut %s in its chain", vm,
+                        return lserr_set(err, LS_EIMAGE, "prepare: disk %s: no layer of cut %s in its chain",
                                          d.disks[i], txid);
                 memset(&ret[i], 0, sizeof(ret[i]));
                 snprintf(ret[i].target, HV_TARGET_MAX, "%s", d.disks[i]);
@@ -850,7 +850,7 @@ static int do_start(const char *vm, struct simdom *d, struct simstate *st, lserr
         if (st->state == HV_RUNNING)
                 return 0;
         if (st->state != HV_SHUTOFF)
-                return lserr_set(err, LS_EHV, "%s: start: domain is not shut off", vm);
+                return lserr_set(err, LS_EHV, "start: domain is not shut off");
         st->state = HV_RUNNING;
         return 0;
 }
@@ -869,7 +869,7 @@ static int sim_start(void *be, const char *vm, lserr *err)
 static int sim_restore(void *be, const char *vm, const char *memfile, lserr *err)
 {
         if (access(memfile, F_OK) < 0)
-                return lserr_set(err, LS_EIMAGE, "%s: restore: memory state \"%s\": %m", vm, memfile);
+                return lserr_set(err, LS_EIMAGE, "restore: memory state \"%s\": %m", memfile);
         return change(be, vm, "start", do_start, err);
 }
 
@@ -885,7 +885,7 @@ static int sim_point_disks(void *be, const char *vm, struct hv_image *imgs, size
         fd = lock_state(&c);
         read_state(&c, vm, &d, &st);
         if (st.state != HV_SHUTOFF)
-                r = lserr_set(err, LS_EHV, "%s: switch: domain is not shut off", vm);
+                r = lserr_set(err, LS_EHV, "switch: domain is not shut off");
         for (size_t k = 0; r == 0 && k < n; k++) {
                 for (unsigned i = 0; i < d.n_disks; i++) {
                         if (strcmp(d.disks[i], imgs[k].target))
@@ -893,7 +893,7 @@ static int sim_point_disks(void *be, const char *vm, struct hv_image *imgs, size
                         if (tag) {
                                 if (imgfile_overlay(imgs[k].before, vm, imgs[k].target, tag, imgs[k].after,
                                                     HV_PATH_MAX) < 0) {
-                                        r = lserr_set(err, LS_EDISK, "%s: switch: disk %s: overlay path too long", vm,
+                                        r = lserr_set(err, LS_EDISK, "switch: disk %s: overlay path too long",
                                                       imgs[k].target);
                                         break;
                                 }
@@ -928,9 +928,9 @@ static int sim_guest_run(void *be, const char *vm, const char *command, unsigned
 
         (void)timeout_ms;
         if (r < 0)
-                return r == LS_EHV ? lserr_set(err, LS_EHOOK, "%s: hook: exit code 1", vm) : r;
+                return r == LS_EHV ? lserr_set(err, LS_EHOOK, "hook: exit code 1") : r;
         if (!d.ga)
-                r = lserr_set(err, LS_ENOGA, "%s: hook: guest agent is not connected", vm);
+                r = lserr_set(err, LS_ENOGA, "hook: guest agent is not connected");
         snprintf(path, sizeof(path), "%s/hooks.log", c.state_dir);
         f = r == 0 ? fopen(path, "a") : NULL;
         if (f) {
@@ -967,7 +967,7 @@ static int sim_discard(void *be, const char *vm, const char *txid, const struct 
         r = write_state(&c, vm, &d, &st, err);
         for (size_t k = 0; r == 0 && k < n; k++)
                 if (unlink(imgs[k].after) < 0 && errno != ENOENT)
-                        r = lserr_set(err, -errno, "%s: discard: remove \"%s\": %m", vm, imgs[k].after);
+                        r = lserr_set(err, -errno, "discard: remove \"%s\": %m", imgs[k].after);
         unlock_state(fd);
         free(c.text);
         return r;

@@ -1,0 +1,129 @@
+/* txn_lease: the lease thread: ends leases that ran out, keeps thawing hung
+ * guests, and forgets finished transactions after TXN_KEEP_US. */
+#include <time.h>
+
+#include "fsutil.h"
+#include "journal.h"
+#include "log.h"
+#include "notify.h"
+#include "txn_priv.h"
+
+void txn_expire_lease(struct txn_mgr *mg, struct txn *t)
+{
+        txn_undo_all(mg, t);
+        t->lease_expired = 1;
+        t->state = LOCKSTEP__JOURNAL_STATE__J_ABORTED;
+        t->finished_mono = fsutil_mono_us();
+        txn_persist_or_log(mg, t);
+        log_warn("txid=%s lease expired while frozen: thawed, the transaction can only abort", t->txid);
+}
+
+/* A decided transaction only answers resends from its stored replies: its
+ * members (tens of KiB each) go a second later, so an hour of remembered
+ * transactions stays small. */
+static void compact(struct txn *t, long long now)
+{
+        if (!t->m || !t->finished_mono || !t->decided || now - t->finished_mono <= TXN_COMPACT_US)
+                return;
+        for (size_t i = 0; i < t->n; i++)
+                if (t->m[i].quiesced || t->m[i].paused)
+                        return;
+        for (size_t i = 0; i < t->n; i++)
+                free(t->m[i].removed);
+        free(t->m);
+        t->m = NULL;
+        t->n = 0;
+}
+
+/* One transaction's lease work (t->lock held). */
+static void tick_one(struct txn_mgr *mg, struct txn *t, long long now)
+{
+        if (t->state == LOCKSTEP__JOURNAL_STATE__J_FROZEN && now >= t->lease_deadline_mono)
+                txn_expire_lease(mg, t);
+        /* Hung guests: keep trying until what we froze is thawed. */
+        for (size_t i = 0; i < t->n; i++)
+                if ((t->m[i].quiesced || t->m[i].paused) && t->state != LOCKSTEP__JOURNAL_STATE__J_FROZEN &&
+                    t->state != LOCKSTEP__JOURNAL_STATE__J_FREEZING && t->state != LOCKSTEP__JOURNAL_STATE__J_SNAPPING &&
+                    txn_undo_member(mg, t, &t->m[i], 0) == 0)
+                        txn_persist_or_log(mg, t);
+        compact(t, now);
+}
+
+void txn_lease_tick(struct txn_mgr *mg)
+{
+        long long now = fsutil_mono_us();
+        struct txn **pp;
+
+        pthread_mutex_lock(&mg->lock);
+        for (pp = &mg->list; *pp;) {
+                struct txn *t = *pp;
+                /* A step in progress checks the lease itself. */
+                if (pthread_mutex_trylock(&t->lock) != 0) {
+                        pp = &t->next;
+                        continue;
+                }
+                tick_one(mg, t, now);
+                if (t->finished_mono && t->decided && now - t->finished_mono > TXN_KEEP_US) {
+                        lserr err = {0};
+                        *pp = t->next;
+                        journal_remove(mg->cfg->journal_dir, t->txid, &err);
+                        pthread_mutex_unlock(&t->lock);
+                        txn_free(t);
+                        continue;
+                }
+                pthread_mutex_unlock(&t->lock);
+                pp = &t->next;
+        }
+        pthread_mutex_unlock(&mg->lock);
+}
+
+static void *reaper_main(void *p)
+{
+        struct txn_mgr *mg = p;
+        /* The systemd watchdog watches this loop: it is the one that ends
+         * leases, so a stall here is what must get the agent restarted. */
+        long long wd_us = (long long)notify_watchdog_ms() * 500, last_ping = 0;
+
+        pthread_mutex_lock(&mg->lock);
+        while (!mg->stop) {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_nsec += TXN_TICK_US * 1000;
+                if (ts.tv_nsec >= 1000000000L) {
+                        ts.tv_sec++;
+                        ts.tv_nsec -= 1000000000L;
+                }
+                pthread_cond_timedwait(&mg->wake, &mg->lock, &ts);
+                if (mg->stop)
+                        break;
+                pthread_mutex_unlock(&mg->lock);
+                txn_lease_tick(mg);
+                if (wd_us && fsutil_mono_us() - last_ping >= wd_us) {
+                        notify_watchdog();
+                        last_ping = fsutil_mono_us();
+                }
+                pthread_mutex_lock(&mg->lock);
+        }
+        pthread_mutex_unlock(&mg->lock);
+        return NULL;
+}
+
+int txn_lease_start(struct txn_mgr *mg, lserr *err)
+{
+        if (pthread_create(&mg->reaper, NULL, reaper_main, mg) != 0)
+                return lserr_set(err, -EAGAIN, "transactions: cannot start the lease thread");
+        mg->reaper_started = 1;
+        return 0;
+}
+
+void txn_lease_stop(struct txn_mgr *mg)
+{
+        if (!mg->reaper_started)
+                return;
+        pthread_mutex_lock(&mg->lock);
+        mg->stop = 1;
+        pthread_cond_signal(&mg->wake);
+        pthread_mutex_unlock(&mg->lock);
+        pthread_join(mg->reaper, NULL);
+        mg->reaper_started = 0;
+}

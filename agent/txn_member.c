@@ -1,0 +1,190 @@
+/* txn_member: what every step does to a member: its result and message, thaw
+ * and resume, discard, and running a tier's members in parallel. */
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "fsutil.h"
+#include "log.h"
+#include "txn_priv.h"
+
+Lockstep__ErrorCode txn_wire_code(int r)
+{
+        switch (r) {
+        case 0: return LOCKSTEP__ERROR_CODE__OK;
+        case LS_ENODOMAIN: return LOCKSTEP__ERROR_CODE__E_NO_DOMAIN;
+        case LS_ENOTRUNNING: return LOCKSTEP__ERROR_CODE__E_NOT_RUNNING;
+        case LS_EPAUSED: return LOCKSTEP__ERROR_CODE__E_PAUSED;
+        case LS_ENOGA: return LOCKSTEP__ERROR_CODE__E_NO_GUEST_AGENT;
+        case LS_EGATIMEOUT: return LOCKSTEP__ERROR_CODE__E_GUEST_AGENT_TIMEOUT;
+        case LS_EDISK: return LOCKSTEP__ERROR_CODE__E_DISK_UNSUPPORTED;
+        case LS_EOVERLAYEXISTS: return LOCKSTEP__ERROR_CODE__E_OVERLAY_EXISTS;
+        case LS_ENOSPACE: case -ENOSPC: return LOCKSTEP__ERROR_CODE__E_NO_SPACE;
+        case LS_ETHAWEDEARLY: return LOCKSTEP__ERROR_CODE__E_THAWED_EARLY;
+        case LS_EHOOK: return LOCKSTEP__ERROR_CODE__E_HOOK_FAILED;
+        case LS_EIMAGE: return LOCKSTEP__ERROR_CODE__E_IMAGE_MISSING;
+        case LS_ECORRUPT: return LOCKSTEP__ERROR_CODE__E_IMAGE_CORRUPT;
+        default: return LOCKSTEP__ERROR_CODE__E_INTERNAL;
+        }
+}
+
+void txn_member_fail(const struct txn_mgr *mg, struct member *mb, Lockstep__ErrorCode code, const char *fmt, ...)
+{
+        char text[TXN_MSG_MAX - 2 * LS_NAME_MAX - 8]; /* room for the "<vm>@<host>: " prefix */
+        va_list ap;
+
+        if (mb->code != LOCKSTEP__ERROR_CODE__OK)
+                return;
+        va_start(ap, fmt);
+        vsnprintf(text, sizeof(text), fmt, ap);
+        va_end(ap);
+        mb->code = code;
+        snprintf(mb->msg, sizeof(mb->msg), "%s@%s: %s", mb->vm, mg->cfg->id, text);
+}
+
+void txn_member_note(struct member *mb, const char *fmt, ...)
+{
+        va_list ap;
+
+        if (mb->code != LOCKSTEP__ERROR_CODE__OK)
+                return;
+        va_start(ap, fmt);
+        vsnprintf(mb->msg, sizeof(mb->msg), fmt, ap);
+        va_end(ap);
+}
+
+Lockstep__ErrorCode txn_first_code(const struct txn *t)
+{
+        for (size_t i = 0; i < t->n; i++)
+                if (t->m[i].code != LOCKSTEP__ERROR_CODE__OK)
+                        return t->m[i].code;
+        return LOCKSTEP__ERROR_CODE__OK;
+}
+
+int txn_any_failed(const struct txn *t)
+{
+        return txn_first_code(t) != LOCKSTEP__ERROR_CODE__OK;
+}
+
+/* Thaws (thaw) or resumes a member; 0 when nothing of ours is left of it. */
+static int undo_one(struct txn_mgr *mg, struct txn *t, struct member *mb, int thaw, int report_early)
+{
+        lserr err = {0};
+        int r = thaw ? hv_thaw(mg->hv, mb->vm, &err) : hv_resume(mg->hv, mb->vm, &err);
+
+        if (r < 0 && r != LS_ENODOMAIN) {
+                txn_member_fail(mg, mb, LOCKSTEP__ERROR_CODE__E_THAW_FAILED, "%s", err.msg);
+                if (thaw)
+                        log_err("txid=%s vm=%s thaw failed, will retry: %s", t->txid, mb->vm, err.msg);
+                else
+                        log_err("txid=%s vm=%s resume failed, will retry: %s", t->txid, mb->vm, err.msg);
+                return r;
+        }
+        if (!thaw) {
+                mb->paused = 0;
+                return 0;
+        }
+        mb->quiesced = 0;
+        /* A guest that thawed on its own before its snapshot makes that
+         * snapshot untrusted. */
+        if (r == 0 && report_early)
+                txn_member_fail(mg, mb, LOCKSTEP__ERROR_CODE__E_THAWED_EARLY,
+                                "thaw: filesystems were no longer frozen: the guest thawed on its own before the "
+                                "snapshot");
+        return 0;
+}
+
+int txn_undo_member(struct txn_mgr *mg, struct txn *t, struct member *mb, int report_early)
+{
+        long long t0 = fsutil_mono_us();
+        int r, rc = 0;
+
+        if (mb->paused)
+                rc = undo_one(mg, t, mb, 0, 0);
+        if (mb->quiesced) {
+                r = undo_one(mg, t, mb, 1, report_early);
+                rc = rc ? rc : r;
+        }
+        if (rc == 0) {
+                mb->thaw_us = fsutil_mono_us() - t0;
+                mb->thaw_done_mono = fsutil_mono_us();
+                mb->thawed_at_us = fsutil_now_us();
+                if (mg->g)
+                        guardian_disarm(mg->g, t->txid, mb->vm);
+        }
+        return rc;
+}
+
+void txn_undo_all(struct txn_mgr *mg, struct txn *t)
+{
+        for (size_t i = t->n; i-- > 0;)
+                if (t->m[i].quiesced || t->m[i].paused)
+                        txn_undo_member(mg, t, &t->m[i], 0);
+}
+
+int txn_discard_member(struct txn_mgr *mg, struct txn *t, struct member *mb)
+{
+        lserr err = {0};
+        int r;
+
+        if (mb->n_imgs == 0)
+                return 0;
+        r = hv_discard(mg->hv, mb->vm, t->txid, mb->imgs, mb->n_imgs, &err);
+        if (r < 0) {
+                log_err("txid=%s vm=%s discard failed: %s", t->txid, mb->vm, err.msg);
+                /* This failure is the one to report, whatever came before it. */
+                mb->code = LOCKSTEP__ERROR_CODE__OK;
+                txn_member_fail(mg, mb, LOCKSTEP__ERROR_CODE__E_DISCARD_FAILED, "%s", err.msg);
+                return r;
+        }
+        log_info("txid=%s step=DECIDE vm=%s discarded %zu overlay(s)", t->txid, mb->vm, mb->n_imgs);
+        mb->n_imgs = 0;
+        return 0;
+}
+
+struct job {
+        struct txn_mgr *mg;
+        struct txn *t;
+        struct member *mb;
+        txn_member_fn fn;
+        int result;
+};
+
+static void *job_main(void *p)
+{
+        struct job *j = p;
+
+        j->result = j->fn(j->mg, j->t, j->mb);
+        return NULL;
+}
+
+void txn_run_tier(struct txn_mgr *mg, struct txn *t, unsigned tier, txn_member_fn fn)
+{
+        struct job jobs[TXN_MAX_PARALLEL];
+        pthread_t th[TXN_MAX_PARALLEL];
+        size_t i = 0;
+
+        while (i < t->n) {
+                int k = 0;
+                for (; i < t->n && k < TXN_MAX_PARALLEL; i++) {
+                        if (t->m[i].tier != tier)
+                                continue;
+                        jobs[k] = (struct job){.mg = mg, .t = t, .mb = &t->m[i], .fn = fn};
+                        if (pthread_create(&th[k], NULL, job_main, &jobs[k]) != 0)
+                                job_main(&jobs[k]), th[k] = 0;
+                        k++;
+                }
+                for (int j = 0; j < k; j++)
+                        if (th[j])
+                                pthread_join(th[j], NULL);
+        }
+}
+
+unsigned txn_max_tier(const struct txn *t)
+{
+        unsigned mx = 0;
+
+        for (size_t i = 0; i < t->n; i++)
+                if (t->m[i].tier > mx)
+                        mx = t->m[i].tier;
+        return mx;
+}

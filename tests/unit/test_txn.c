@@ -1,0 +1,1029 @@
+/* test_txn: the agent's transactions on the simulated hypervisor, step by
+ * step: every transition of a cut (freeze yes/no, snapshot, commit, abort,
+ * lease expiry, check, delete) and of a revert (prepare, stop, switch, start,
+ * decide either way, undo, branch delete). After each step the journal record
+ * is read back and must describe the live transaction exactly; crashes are
+ * simulated by dropping the manager and recovering a fresh one. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "branch.h"
+#include "fsutil.h"
+#include "imgfile.h"
+#include "journal.h"
+#include "testutil.h"
+#include "txn_priv.h"
+
+#define SIM_DOMAINS                                                                                                 \
+        "domain web1 disks=vda,vdb\n"                                                                               \
+        "domain db1\n"                                                                                              \
+        "domain noga1 ga=no\n"                                                                                      \
+        "domain crash1 ga=no\n"                                                                                     \
+        "domain paused1 state=paused\n"
+
+struct fx {
+        char *dir, *simcfg;
+        char journal[HV_PATH_MAX], simdir[HV_PATH_MAX];
+        struct cfg_agent cfg;
+        struct hv *hv;
+        struct txn_mgr *mg;
+        uint8_t *last; /* the packed bytes of the last reply */
+        size_t last_len;
+};
+
+static struct fx F;
+
+static int setup(void **state)
+{
+        char text[4096];
+        lserr err = {0};
+
+        (void)state;
+        memset(&F, 0, sizeof(F));
+        F.dir = tu_mkdtemp();
+        snprintf(F.journal, sizeof(F.journal), "%s/journal", F.dir);
+        snprintf(F.simdir, sizeof(F.simdir), "%s/sim", F.dir);
+        snprintf(text, sizeof(text), "state_dir %s\n" SIM_DOMAINS, F.simdir);
+        F.simcfg = tu_write(F.dir, "sim.txt", text, 0600);
+        F.cfg.id = "host-a";
+        F.cfg.backend = "sim";
+        F.cfg.sim_config = F.simcfg;
+        F.cfg.journal_dir = F.journal;
+        F.cfg.lease_max_s = 60;
+        F.cfg.guest_agent_timeout_s = 1;
+        F.cfg.min_free_mb = 1;
+        assert_int_equal(hv_open(&F.cfg, &F.hv, &err), 0);
+        assert_int_equal(txn_mgr_new(&F.cfg, F.hv, NULL, &F.mg, &err), 0);
+        return 0;
+}
+
+static int teardown(void **state)
+{
+        (void)state;
+        F.mg = txn_mgr_free(F.mg);
+        F.hv = hv_close(F.hv);
+        free(F.last);
+        free(F.simcfg);
+        tu_rmtree(F.dir);
+        return 0;
+}
+
+/* ---- the simulated host ---- */
+
+static void sim_add(const char *line)
+{
+        FILE *f = fopen(F.simcfg, "a");
+
+        assert_non_null(f);
+        fprintf(f, "%s\n", line);
+        fclose(f);
+}
+
+/* The value of the first line of vm's state file that starts with key. */
+static int sim_state(const char *vm, const char *key, char *out, size_t n)
+{
+        char path[HV_PATH_MAX + 64], *buf = NULL, *line, *save = NULL;
+        size_t len, kl = strlen(key);
+        int found = 0;
+
+        snprintf(path, sizeof(path), "%s/%s.state", F.simdir, vm);
+        if (fsutil_read_all(path, 1 << 20, &buf, &len, NULL) < 0)
+                return 0;
+        for (line = strtok_r(buf, "\n", &save); line && !found; line = strtok_r(NULL, "\n", &save))
+                if (!strncmp(line, key, kl) && line[kl] == ' ') {
+                        snprintf(out, n, "%s", line + kl + 1);
+                        found = 1;
+                }
+        free(buf);
+        return found;
+}
+
+static int frozen(const char *vm)
+{
+        char v[16];
+
+        return sim_state(vm, "frozen", v, sizeof(v)) && !strcmp(v, "1");
+}
+
+static enum hv_state run_state(const char *vm)
+{
+        char v[16];
+
+        return sim_state(vm, "state", v, sizeof(v)) ? (enum hv_state)atoi(v) : HV_RUNNING;
+}
+
+/* The image disk i of vm runs on now. */
+static const char *disk(const char *vm, unsigned i)
+{
+        static char out[HV_PATH_MAX];
+        char key[16];
+
+        snprintf(key, sizeof(key), "disk %u", i);
+        if (!sim_state(vm, key, out, sizeof(out)))
+                out[0] = '\0';
+        return out;
+}
+
+static const char *base(const char *vm, const char *target)
+{
+        static char out[HV_PATH_MAX];
+
+        assert_true(snprintf(out, sizeof(out), "%.900s/img/%s-%s.qcow2", F.simdir, vm, target) < (int)sizeof(out));
+        return out;
+}
+
+static const char *overlay(const char *image, const char *vm, const char *target, const char *txid)
+{
+        static char out[HV_PATH_MAX];
+
+        assert_int_equal(imgfile_overlay(image, vm, target, txid, out, sizeof(out)), 0);
+        return out;
+}
+
+static int exists(const char *path)
+{
+        return access(path, F_OK) == 0;
+}
+
+/* ---- commands ---- */
+
+struct members {
+        Lockstep__Member m[8], *p[8];
+        char names[8][LS_NAME_MAX + 1];
+        size_t n;
+};
+
+/* "web1:0 db1:1 crash1:0:c": vm, tier, crash consistency. */
+static void members(struct members *ms, const char *spec)
+{
+        char copy[256], *tok, *save = NULL;
+
+        memset(ms, 0, sizeof(*ms));
+        snprintf(copy, sizeof(copy), "%s", spec);
+        for (tok = strtok_r(copy, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
+                Lockstep__Member *m = &ms->m[ms->n];
+                unsigned tier = 0;
+                char crash = 0;
+                lockstep__member__init(m);
+                assert_true(sscanf(tok, "%63[^:]:%u:%c", ms->names[ms->n], &tier, &crash) >= 2);
+                m->vm = ms->names[ms->n];
+                m->tier = tier;
+                m->consistency = crash == 'c' ? LOCKSTEP__CONSISTENCY__CONSISTENCY_CRASH
+                                              : LOCKSTEP__CONSISTENCY__CONSISTENCY_QUIESCE;
+                ms->p[ms->n] = m;
+                ms->n++;
+        }
+}
+
+/* Runs cmd; the reply, unpacked (the caller frees it), its bytes in F.last. */
+static Lockstep__Reply *send(Lockstep__Command *cmd, const char *txid, Lockstep__Step step)
+{
+        Lockstep__Reply *rep;
+
+        cmd->txid = (char *)txid;
+        cmd->step = step;
+        free(F.last);
+        assert_int_equal(txn_step(F.mg, cmd, &F.last, &F.last_len), 0);
+        rep = lockstep__reply__unpack(NULL, F.last_len, F.last);
+        assert_non_null(rep);
+        assert_string_equal(rep->txid, txid);
+        assert_int_equal(rep->step, step);
+        return rep;
+}
+
+static Lockstep__Reply *freeze(const char *txid, Lockstep__Mode mode, unsigned lease_ms, const char *spec)
+{
+        Lockstep__Command c = LOCKSTEP__COMMAND__INIT;
+        Lockstep__FreezeRequest fr = LOCKSTEP__FREEZE_REQUEST__INIT;
+        struct members ms;
+
+        members(&ms, spec);
+        fr.snapshot = "s1";
+        fr.mode = mode;
+        fr.lease_ms = lease_ms;
+        fr.members = ms.p;
+        fr.n_members = ms.n;
+        c.payload_case = LOCKSTEP__COMMAND__PAYLOAD_FREEZE;
+        c.freeze = &fr;
+        return send(&c, txid, LOCKSTEP__STEP__STEP_FREEZE);
+}
+
+static Lockstep__Reply *snapshot(const char *txid)
+{
+        Lockstep__Command c = LOCKSTEP__COMMAND__INIT;
+        Lockstep__SnapshotRequest sr = LOCKSTEP__SNAPSHOT_REQUEST__INIT;
+
+        c.payload_case = LOCKSTEP__COMMAND__PAYLOAD_SNAPSHOT;
+        c.snapshot = &sr;
+        return send(&c, txid, LOCKSTEP__STEP__STEP_SNAPSHOT);
+}
+
+static Lockstep__Decision decision(int commit)
+{
+        return commit ? LOCKSTEP__DECISION__DECISION_COMMIT : LOCKSTEP__DECISION__DECISION_ABORT;
+}
+
+static Lockstep__Reply *decide(const char *txid, int commit)
+{
+        Lockstep__Command c = LOCKSTEP__COMMAND__INIT;
+        Lockstep__DecideRequest dr = LOCKSTEP__DECIDE_REQUEST__INIT;
+
+        dr.decision = decision(commit);
+        c.payload_case = LOCKSTEP__COMMAND__PAYLOAD_DECIDE;
+        c.decide = &dr;
+        return send(&c, txid, LOCKSTEP__STEP__STEP_DECIDE);
+}
+
+static Lockstep__Reply *check(const char *txid, unsigned lease_ms, const char *spec)
+{
+        Lockstep__Command c = LOCKSTEP__COMMAND__INIT;
+        Lockstep__CheckRequest cr = LOCKSTEP__CHECK_REQUEST__INIT;
+        struct members ms;
+
+        members(&ms, spec);
+        cr.mode = LOCKSTEP__MODE__MODE_QUIESCE;
+        cr.lease_ms = lease_ms;
+        cr.members = ms.p;
+        cr.n_members = ms.n;
+        c.payload_case = LOCKSTEP__COMMAND__PAYLOAD_CHECK;
+        c.check = &cr;
+        return send(&c, txid, LOCKSTEP__STEP__STEP_CHECK);
+}
+
+static Lockstep__Reply *delete(const char *txid, const char *cut, int branch, const char *spec)
+{
+        Lockstep__Command c = LOCKSTEP__COMMAND__INIT;
+        Lockstep__DeleteRequest dr = LOCKSTEP__DELETE_REQUEST__INIT;
+        struct members ms;
+
+        members(&ms, spec);
+        dr.cut_txid = (char *)cut;
+        dr.snapshot = "s1";
+        dr.branch = branch;
+        dr.members = ms.p;
+        dr.n_members = ms.n;
+        c.payload_case = LOCKSTEP__COMMAND__PAYLOAD_DELETE;
+        c.delete_ = &dr;
+        return send(&c, txid, LOCKSTEP__STEP__STEP_DELETE);
+}
+
+/* A revert's PREPARE; images (may be NULL) name the cut's image of each disk. */
+static Lockstep__Reply *prepare(const char *txid, const char *cut, int undo, const char *spec,
+                                Lockstep__MemberDisks **images, size_t n_images)
+{
+        Lockstep__Command c = LOCKSTEP__COMMAND__INIT;
+        Lockstep__RevertPrepareRequest rp = LOCKSTEP__REVERT_PREPARE_REQUEST__INIT;
+        struct members ms;
+
+        members(&ms, spec);
+        rp.cut_txid = (char *)cut;
+        rp.snapshot = "s1";
+        rp.undo = undo;
+        rp.members = ms.p;
+        rp.n_members = ms.n;
+        rp.images = images;
+        rp.n_images = n_images;
+        c.payload_case = LOCKSTEP__COMMAND__PAYLOAD_REVERT_PREPARE;
+        c.revert_prepare = &rp;
+        return send(&c, txid, LOCKSTEP__STEP__STEP_REVERT_PREPARE);
+}
+
+static Lockstep__Reply *rstop(const char *txid, unsigned tier)
+{
+        Lockstep__Command c = LOCKSTEP__COMMAND__INIT;
+        Lockstep__RevertStopRequest rs = LOCKSTEP__REVERT_STOP_REQUEST__INIT;
+
+        rs.tier = tier;
+        c.payload_case = LOCKSTEP__COMMAND__PAYLOAD_REVERT_STOP;
+        c.revert_stop = &rs;
+        return send(&c, txid, LOCKSTEP__STEP__STEP_REVERT_STOP);
+}
+
+static Lockstep__Reply *rswitch(const char *txid)
+{
+        Lockstep__Command c = LOCKSTEP__COMMAND__INIT;
+        Lockstep__RevertSwitchRequest rs = LOCKSTEP__REVERT_SWITCH_REQUEST__INIT;
+
+        c.payload_case = LOCKSTEP__COMMAND__PAYLOAD_REVERT_SWITCH;
+        c.revert_switch = &rs;
+        return send(&c, txid, LOCKSTEP__STEP__STEP_REVERT_SWITCH);
+}
+
+static Lockstep__Reply *rstart(const char *txid, unsigned tier)
+{
+        Lockstep__Command c = LOCKSTEP__COMMAND__INIT;
+        Lockstep__RevertStartRequest rs = LOCKSTEP__REVERT_START_REQUEST__INIT;
+
+        rs.tier = tier;
+        c.payload_case = LOCKSTEP__COMMAND__PAYLOAD_REVERT_START;
+        c.revert_start = &rs;
+        return send(&c, txid, LOCKSTEP__STEP__STEP_REVERT_START);
+}
+
+static Lockstep__Reply *rdecide(const char *txid, int commit)
+{
+        Lockstep__Command c = LOCKSTEP__COMMAND__INIT;
+        Lockstep__RevertDecideRequest rd = LOCKSTEP__REVERT_DECIDE_REQUEST__INIT;
+
+        rd.decision = decision(commit);
+        c.payload_case = LOCKSTEP__COMMAND__PAYLOAD_REVERT_DECIDE;
+        c.revert_decide = &rd;
+        return send(&c, txid, LOCKSTEP__STEP__STEP_REVERT_DECIDE);
+}
+
+/* Checks a reply's code and wire state, and frees it. */
+static void expect(Lockstep__Reply *rep, Lockstep__ErrorCode code, Lockstep__TxnState state)
+{
+        if (rep->code != code || rep->state != state)
+                fprintf(stderr, "reply: code %d state %d message \"%s\" (member 0: \"%s\")\n", rep->code, rep->state,
+                        rep->message, rep->n_members ? rep->members[0]->message : "");
+        assert_int_equal(rep->code, code);
+        assert_int_equal(rep->state, state);
+        lockstep__reply__free_unpacked(rep, NULL);
+}
+
+static const Lockstep__MemberResult *member_of(const Lockstep__Reply *rep, const char *vm)
+{
+        for (size_t i = 0; i < rep->n_members; i++)
+                if (!strcmp(rep->members[i]->vm, vm))
+                        return rep->members[i];
+        fail_msg("no member %s in the reply", vm);
+        return NULL;
+}
+
+static int starts_with(const char *s, const char *prefix)
+{
+        return !strncmp(s, prefix, strlen(prefix));
+}
+
+/* ---- the journal ---- */
+
+static struct txn *live(const char *txid)
+{
+        struct txn *t;
+
+        pthread_mutex_lock(&F.mg->lock);
+        t = txn_find(F.mg, txid);
+        pthread_mutex_unlock(&F.mg->lock);
+        assert_non_null(t);
+        return t;
+}
+
+/* The transaction as its journal record describes it: what a restarted
+ * agent would take back. NULL when there is no record. */
+static struct txn *journaled(const char *txid)
+{
+        char path[HV_PATH_MAX + 64], *buf = NULL;
+        Lockstep__JournalTxn *jt;
+        struct txn *t;
+        size_t len;
+
+        snprintf(path, sizeof(path), "%s/%s.txn", F.journal, txid);
+        if (fsutil_read_all(path, JOURNAL_FILE_MAX, &buf, &len, NULL) < 0)
+                return NULL;
+        jt = journal_parse((const uint8_t *)buf, len);
+        free(buf);
+        assert_non_null(jt);
+        t = txn_from_journal(jt);
+        lockstep__journal_txn__free_unpacked(jt, NULL);
+        assert_non_null(t);
+        return t;
+}
+
+static void assert_same_member(const struct member *a, const struct member *b)
+{
+        assert_string_equal(a->vm, b->vm);
+        assert_int_equal(a->tier, b->tier);
+        assert_int_equal(a->crash, b->crash);
+        assert_int_equal(a->quiesced, b->quiesced);
+        assert_int_equal(a->paused, b->paused);
+        assert_int_equal(a->code, b->code);
+        assert_string_equal(a->msg, b->msg);
+        assert_int_equal(a->was_running, b->was_running);
+        assert_int_equal(a->switched, b->switched);
+        assert_int_equal(a->freeze_us, b->freeze_us);
+        assert_int_equal(a->snapshot_us, b->snapshot_us);
+        assert_int_equal(a->thaw_us, b->thaw_us);
+        assert_int_equal(a->frozen_at_us, b->frozen_at_us);
+        assert_int_equal(a->thawed_at_us, b->thawed_at_us);
+        assert_int_equal(a->n_imgs, b->n_imgs);
+        for (size_t k = 0; k < a->n_imgs; k++) {
+                assert_string_equal(a->imgs[k].target, b->imgs[k].target);
+                assert_string_equal(a->imgs[k].before, b->imgs[k].before);
+                assert_string_equal(a->imgs[k].after, b->imgs[k].after);
+                assert_string_equal(a->imgs[k].branch, b->imgs[k].branch);
+        }
+}
+
+/* The journal holds exactly what the live transaction holds, and its state is
+ * `state`. */
+static void journal_is(const char *txid, Lockstep__JournalState state)
+{
+        struct txn *t = live(txid), *j = journaled(txid);
+
+        assert_non_null(j);
+        pthread_mutex_lock(&t->lock);
+        assert_int_equal(j->state, state);
+        assert_int_equal(t->state, state);
+        assert_string_equal(j->txid, t->txid);
+        assert_string_equal(j->snap, t->snap);
+        assert_string_equal(j->cut, t->cut);
+        assert_int_equal(j->mode, t->mode);
+        assert_int_equal(j->decided, t->decided);
+        assert_int_equal(j->lease_expired, t->lease_expired);
+        assert_int_equal(j->lease_deadline_unix, t->lease_deadline_unix);
+        assert_int_equal(j->revert, t->revert);
+        assert_int_equal(j->undo, t->undo);
+        assert_int_equal(j->n, t->n);
+        for (size_t i = 0; i < t->n; i++)
+                assert_same_member(&t->m[i], &j->m[i]);
+        assert_int_equal(j->n_replies, t->n_replies);
+        for (size_t i = 0; i < t->n_replies; i++) {
+                assert_int_equal(j->replies[i].step, t->replies[i].step);
+                assert_int_equal(j->replies[i].sub, t->replies[i].sub);
+                assert_int_equal(j->replies[i].len, t->replies[i].len);
+                assert_memory_equal(j->replies[i].buf, t->replies[i].buf, t->replies[i].len);
+        }
+        pthread_mutex_unlock(&t->lock);
+        txn_free(j);
+}
+
+/* The agent dies without thawing anything and a new one takes the journal back. */
+static void crash_and_recover(void)
+{
+        lserr err = {0};
+
+        F.mg = txn_mgr_free(F.mg);
+        assert_int_equal(txn_mgr_new(&F.cfg, F.hv, NULL, &F.mg, &err), 0);
+        assert_int_equal(txn_mgr_recover(F.mg, &err), 0);
+}
+
+/* ---- cuts ---- */
+
+static void cut(const char *txid, const char *spec)
+{
+        expect(freeze(txid, LOCKSTEP__MODE__MODE_QUIESCE, 10000, spec), LOCKSTEP__ERROR_CODE__OK,
+               LOCKSTEP__TXN_STATE__TXN_FROZEN);
+        expect(snapshot(txid), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_SNAPPED);
+        expect(decide(txid, 1), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_COMMITTED);
+}
+
+static void test_freeze_snapshot_commit(void **state)
+{
+        Lockstep__Reply *rep;
+        uint8_t *first;
+        size_t first_len;
+
+        (void)state;
+        rep = freeze("t1", LOCKSTEP__MODE__MODE_QUIESCE, 10000, "web1:0 db1:1 crash1:1:c");
+        assert_string_equal(member_of(rep, "crash1")->message,
+                            "paused, not frozen (consistency: crash, no guest agent)");
+        expect(rep, LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_FROZEN);
+        assert_true(frozen("web1") && frozen("db1"));
+        assert_false(frozen("crash1"));
+        assert_int_equal(run_state("crash1"), HV_PAUSED);
+        journal_is("t1", LOCKSTEP__JOURNAL_STATE__J_FROZEN);
+        assert_true(live("t1")->m[0].quiesced && live("t1")->m[2].paused);
+
+        /* A resent FREEZE gets the very same bytes and freezes nothing again. */
+        first = malloc(F.last_len);
+        memcpy(first, F.last, F.last_len);
+        first_len = F.last_len;
+        lockstep__reply__free_unpacked(freeze("t1", LOCKSTEP__MODE__MODE_QUIESCE, 10000, "web1:0 db1:1 crash1:1:c"),
+                                       NULL);
+        assert_int_equal(F.last_len, first_len);
+        assert_memory_equal(F.last, first, first_len);
+        free(first);
+
+        rep = snapshot("t1");
+        assert_int_equal(member_of(rep, "web1")->n_disks, 2);
+        assert_string_equal(member_of(rep, "web1")->disks[1]->after, overlay(base("web1", "vdb"), "web1", "vdb", "t1"));
+        assert_true(member_of(rep, "db1")->timings->frozen_for_us > 0);
+        expect(rep, LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_SNAPPED);
+        assert_false(frozen("web1") || frozen("db1"));
+        assert_int_equal(run_state("crash1"), HV_RUNNING);
+        assert_string_equal(disk("web1", 0), overlay(base("web1", "vda"), "web1", "vda", "t1"));
+        assert_true(exists(disk("web1", 0)) && exists(disk("db1", 0)));
+        journal_is("t1", LOCKSTEP__JOURNAL_STATE__J_SNAPPED);
+
+        /* Snapshotted once: a second cut of the same member is refused while undecided. */
+        expect(freeze("t2", LOCKSTEP__MODE__MODE_QUIESCE, 10000, "db1:0"), LOCKSTEP__ERROR_CODE__E_FREEZE_FAILED,
+               LOCKSTEP__TXN_STATE__TXN_ABORTED);
+
+        expect(decide("t1", 1), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_COMMITTED);
+        journal_is("t1", LOCKSTEP__JOURNAL_STATE__J_COMMITTED);
+        assert_true(live("t1")->decided);
+        expect(decide("t1", 1), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_COMMITTED);
+        rep = decide("t1", 0);
+        assert_string_equal(rep->message, "host-a: decide: transaction t1 was already committed");
+        expect(rep, LOCKSTEP__ERROR_CODE__E_BAD_STATE, LOCKSTEP__TXN_STATE__TXN_IDLE);
+        /* Committed overlays stay. */
+        assert_true(exists(overlay(base("web1", "vda"), "web1", "vda", "t1")));
+}
+
+static void test_freeze_no(void **state)
+{
+        Lockstep__Reply *rep;
+
+        (void)state;
+        /* Validation fails: nobody is frozen, the vote is no. */
+        rep = freeze("v1", LOCKSTEP__MODE__MODE_QUIESCE, 10000, "web1:0 noga1:1");
+        assert_int_equal(member_of(rep, "noga1")->code, LOCKSTEP__ERROR_CODE__E_NO_GUEST_AGENT);
+        assert_true(starts_with(member_of(rep, "noga1")->message, "noga1@host-a: guest-ping: "));
+        assert_string_equal(rep->message, "host-a: freeze: voted no");
+        expect(rep, LOCKSTEP__ERROR_CODE__E_FREEZE_FAILED, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+        assert_false(frozen("web1"));
+        journal_is("v1", LOCKSTEP__JOURNAL_STATE__J_ABORTED);
+
+        /* A freeze that fails halfway: what was frozen is thawed before the no. */
+        sim_add("fail freeze db1");
+        rep = freeze("v2", LOCKSTEP__MODE__MODE_QUIESCE, 10000, "web1:0 db1:1");
+        assert_int_equal(member_of(rep, "db1")->code, LOCKSTEP__ERROR_CODE__E_FREEZE_FAILED);
+        assert_true(starts_with(member_of(rep, "db1")->message, "db1@host-a: freeze: injected failure"));
+        assert_int_equal(member_of(rep, "web1")->code, LOCKSTEP__ERROR_CODE__OK);
+        expect(rep, LOCKSTEP__ERROR_CODE__E_FREEZE_FAILED, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+        assert_false(frozen("web1") || frozen("db1"));
+        journal_is("v2", LOCKSTEP__JOURNAL_STATE__J_ABORTED);
+        assert_int_equal(live("v2")->m[0].quiesced, 0);
+
+        /* Listed twice; and a member another transaction holds. */
+        rep = freeze("v3", LOCKSTEP__MODE__MODE_QUIESCE, 10000, "web1:0 web1:1");
+        assert_string_equal(rep->members[1]->message, "web1@host-a: freeze: listed twice in one transaction");
+        expect(rep, LOCKSTEP__ERROR_CODE__E_FREEZE_FAILED, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+        expect(freeze("v4", LOCKSTEP__MODE__MODE_QUIESCE, 10000, "web1:0"), LOCKSTEP__ERROR_CODE__OK,
+               LOCKSTEP__TXN_STATE__TXN_FROZEN);
+        rep = freeze("v5", LOCKSTEP__MODE__MODE_QUIESCE, 10000, "web1:0");
+        assert_string_equal(member_of(rep, "web1")->message,
+                            "web1@host-a: freeze: held by transaction v4; try again when it is finished");
+        assert_int_equal(member_of(rep, "web1")->code, LOCKSTEP__ERROR_CODE__E_BUSY);
+        expect(rep, LOCKSTEP__ERROR_CODE__E_FREEZE_FAILED, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+        assert_true(frozen("web1")); /* still v4's */
+
+        /* No members; a step for a transaction never seen. */
+        expect(freeze("v6", LOCKSTEP__MODE__MODE_QUIESCE, 10000, ""), LOCKSTEP__ERROR_CODE__E_BAD_STATE,
+               LOCKSTEP__TXN_STATE__TXN_IDLE);
+        rep = snapshot("nope");
+        assert_string_equal(rep->message, "host-a: SNAPSHOT: unknown transaction \"nope\"");
+        expect(rep, LOCKSTEP__ERROR_CODE__E_UNKNOWN_TXN, LOCKSTEP__TXN_STATE__TXN_IDLE);
+        rep = decide("nope", 0);
+        assert_string_equal(rep->message, "host-a: decide: unknown transaction, nothing to undo");
+        expect(rep, LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_IDLE);
+        assert_null(journaled("nope"));
+}
+
+static void test_abort(void **state)
+{
+        const char *ov;
+        Lockstep__Reply *rep;
+
+        (void)state;
+        expect(freeze("a1", LOCKSTEP__MODE__MODE_QUIESCE, 10000, "web1:0"), LOCKSTEP__ERROR_CODE__OK,
+               LOCKSTEP__TXN_STATE__TXN_FROZEN);
+        /* Commit before the snapshot is refused and changes nothing. */
+        rep = decide("a1", 1);
+        assert_string_equal(rep->message,
+                            "host-a: decide: cannot commit transaction a1: it is not fully snapshotted");
+        expect(rep, LOCKSTEP__ERROR_CODE__E_BAD_STATE, LOCKSTEP__TXN_STATE__TXN_IDLE);
+        journal_is("a1", LOCKSTEP__JOURNAL_STATE__J_FROZEN);
+        expect(snapshot("a1"), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_SNAPPED);
+        ov = overlay(base("web1", "vda"), "web1", "vda", "a1");
+        assert_true(exists(ov));
+        expect(decide("a1", 0), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+        assert_false(exists(ov));
+        assert_string_equal(disk("web1", 0), base("web1", "vda"));
+        journal_is("a1", LOCKSTEP__JOURNAL_STATE__J_ABORTED);
+        assert_int_equal(live("a1")->m[0].n_imgs, 0);
+        rep = decide("a1", 1);
+        assert_string_equal(rep->message, "host-a: decide: transaction a1 was already aborted");
+        expect(rep, LOCKSTEP__ERROR_CODE__E_BAD_STATE, LOCKSTEP__TXN_STATE__TXN_IDLE);
+
+        /* A discard that fails is not stored: the resent ABORT does it. */
+        expect(freeze("a2", LOCKSTEP__MODE__MODE_QUIESCE, 10000, "db1:0"), LOCKSTEP__ERROR_CODE__OK,
+               LOCKSTEP__TXN_STATE__TXN_FROZEN);
+        expect(snapshot("a2"), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_SNAPPED);
+        sim_add("fail discard db1");
+        rep = decide("a2", 0);
+        assert_true(starts_with(member_of(rep, "db1")->message, "db1@host-a: discard: injected failure"));
+        expect(rep, LOCKSTEP__ERROR_CODE__E_DISCARD_FAILED, LOCKSTEP__TXN_STATE__TXN_SNAPPED);
+        journal_is("a2", LOCKSTEP__JOURNAL_STATE__J_SNAPPED);
+        assert_true(exists(overlay(base("db1", "vda"), "db1", "vda", "a2")));
+}
+
+/* Moves t's lease deadline into the past. */
+static void lease_over(const char *txid)
+{
+        struct txn *t = live(txid);
+
+        pthread_mutex_lock(&t->lock);
+        t->lease_deadline_mono = fsutil_mono_us() - 1;
+        pthread_mutex_unlock(&t->lock);
+}
+
+static void test_lease(void **state)
+{
+        Lockstep__Reply *rep;
+        struct txn *t;
+
+        (void)state;
+        /* The lease thread ends a lease that ran out: thawed, abort only. */
+        expect(freeze("l1", LOCKSTEP__MODE__MODE_QUIESCE, 10000, "web1:0 crash1:0:c"), LOCKSTEP__ERROR_CODE__OK,
+               LOCKSTEP__TXN_STATE__TXN_FROZEN);
+        lease_over("l1");
+        txn_lease_tick(F.mg);
+        t = live("l1");
+        pthread_mutex_lock(&t->lock);
+        assert_int_equal(t->state, LOCKSTEP__JOURNAL_STATE__J_ABORTED);
+        assert_true(t->lease_expired);
+        pthread_mutex_unlock(&t->lock);
+        assert_false(frozen("web1"));
+        assert_int_equal(run_state("crash1"), HV_RUNNING);
+        journal_is("l1", LOCKSTEP__JOURNAL_STATE__J_ABORTED);
+        rep = snapshot("l1");
+        assert_string_equal(rep->message,
+                            "host-a: snapshot: lease expired: members were thawed, the cut can only abort");
+        expect(rep, LOCKSTEP__ERROR_CODE__E_LEASE_EXPIRED, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+        assert_false(exists(overlay(base("web1", "vda"), "web1", "vda", "l1")));
+        expect(decide("l1", 0), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+
+        /* SNAPSHOT itself finds the lease over (before the thread does). */
+        expect(freeze("l2", LOCKSTEP__MODE__MODE_QUIESCE, 10000, "db1:0"), LOCKSTEP__ERROR_CODE__OK,
+               LOCKSTEP__TXN_STATE__TXN_FROZEN);
+        t = live("l2");
+        pthread_mutex_lock(&t->lock);
+        t->lease_deadline_mono = fsutil_mono_us() - 1;
+        pthread_mutex_unlock(&t->lock);
+        expect(snapshot("l2"), LOCKSTEP__ERROR_CODE__E_LEASE_EXPIRED, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+        assert_false(frozen("db1"));
+        journal_is("l2", LOCKSTEP__JOURNAL_STATE__J_ABORTED);
+
+        /* A decided transaction is forgotten, with its record, after TXN_KEEP_US. */
+        expect(decide("l2", 0), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+        t = live("l2");
+        pthread_mutex_lock(&t->lock);
+        t->finished_mono = fsutil_mono_us() - TXN_KEEP_US - 1;
+        pthread_mutex_unlock(&t->lock);
+        txn_lease_tick(F.mg);
+        pthread_mutex_lock(&F.mg->lock);
+        assert_null(txn_find(F.mg, "l2"));
+        pthread_mutex_unlock(&F.mg->lock);
+        assert_null(journaled("l2"));
+}
+
+static void test_check(void **state)
+{
+        Lockstep__Reply *rep;
+
+        (void)state;
+        rep = check("c1", 10000, "web1:0 db1:1");
+        assert_int_equal(rep->lease_max_ms, 60000);
+        expect(rep, LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_IDLE);
+        assert_false(frozen("web1"));
+        assert_null(journaled("c1"));
+        pthread_mutex_lock(&F.mg->lock);
+        assert_null(txn_find(F.mg, "c1"));
+        pthread_mutex_unlock(&F.mg->lock);
+
+        rep = check("c2", 120000, "web1:0 paused1:0");
+        assert_string_equal(member_of(rep, "web1")->message,
+                            "web1@host-a: check: lease of 120 s is above this agent's lease_max_s 60: a cut would "
+                            "be held at most 60 s");
+        assert_int_equal(member_of(rep, "paused1")->code, LOCKSTEP__ERROR_CODE__E_PAUSED);
+        assert_true(starts_with(member_of(rep, "paused1")->message, "paused1@host-a: check: domain is paused"));
+        assert_string_equal(rep->message, "host-a: check: a cut would be refused");
+        expect(rep, LOCKSTEP__ERROR_CODE__E_BAD_STATE, LOCKSTEP__TXN_STATE__TXN_IDLE); /* web1's, the first */
+
+        expect(freeze("c3", LOCKSTEP__MODE__MODE_QUIESCE, 10000, "db1:0"), LOCKSTEP__ERROR_CODE__OK,
+               LOCKSTEP__TXN_STATE__TXN_FROZEN);
+        rep = check("c4", 10000, "db1:0");
+        assert_string_equal(member_of(rep, "db1")->message,
+                            "db1@host-a: check: held by transaction c3; a cut now would be refused");
+        expect(rep, LOCKSTEP__ERROR_CODE__E_BUSY, LOCKSTEP__TXN_STATE__TXN_IDLE);
+}
+
+static void test_delete(void **state)
+{
+        const char *ov;
+        Lockstep__Reply *rep;
+
+        (void)state;
+        cut("d1", "web1:0");
+        ov = overlay(base("web1", "vda"), "web1", "vda", "d1");
+        assert_true(exists(ov));
+        rep = delete("del1", "d1", 0, "web1:0");
+        assert_int_equal(member_of(rep, "web1")->n_disks, 2);
+        assert_string_equal(member_of(rep, "web1")->disks[0]->after, ov);
+        assert_string_equal(member_of(rep, "web1")->disks[0]->before, base("web1", "vda"));
+        expect(rep, LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_COMMITTED);
+        assert_false(exists(ov));
+        assert_string_equal(disk("web1", 0), base("web1", "vda"));
+        journal_is("del1", LOCKSTEP__JOURNAL_STATE__J_COMMITTED);
+
+        /* A delete that fails says so per member and as a whole. */
+        cut("d2", "db1:0");
+        sim_add("fail delete db1");
+        rep = delete("del2", "d2", 0, "db1:0");
+        assert_true(starts_with(member_of(rep, "db1")->message, "db1@host-a: delete: injected failure"));
+        assert_string_equal(rep->message, "host-a: delete of cut d2 did not finish; every chain is valid, deleting "
+                                          "again finishes it");
+        expect(rep, LOCKSTEP__ERROR_CODE__E_DELETE_FAILED, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+        journal_is("del2", LOCKSTEP__JOURNAL_STATE__J_ABORTED);
+}
+
+/* ---- reverts ---- */
+
+static int record_exists(const char *txid, const char *vm)
+{
+        char path[HV_PATH_MAX];
+
+        assert_int_equal(branch_record_path(F.journal, txid, vm, path, sizeof(path)), 0);
+        return exists(path);
+}
+
+/* PREPARE ... DECIDE of revert txid onto cut `of`, both members running. */
+static void revert(const char *txid, const char *of, int undo, int commit)
+{
+        expect(prepare(txid, of, undo, "web1:0 db1:1", NULL, 0), LOCKSTEP__ERROR_CODE__OK,
+               LOCKSTEP__TXN_STATE__TXN_REVERTING);
+        expect(rstop(txid, 1), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_REVERTING);
+        expect(rstop(txid, 0), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_REVERTING);
+        expect(rswitch(txid), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_REVERTING);
+        if (commit) {
+                expect(rstart(txid, 0), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_REVERTING);
+                expect(rstart(txid, 1), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_REVERTING);
+        }
+        expect(rdecide(txid, commit), LOCKSTEP__ERROR_CODE__OK,
+               commit ? LOCKSTEP__TXN_STATE__TXN_COMMITTED : LOCKSTEP__TXN_STATE__TXN_ABORTED);
+}
+
+static void test_revert_commit(void **state)
+{
+        char c1_vda[HV_PATH_MAX], r1_vda[HV_PATH_MAX], want[HV_PATH_MAX + 32];
+        Lockstep__Reply *rep;
+        struct txn *t;
+
+        (void)state;
+        cut("c1", "web1:0 db1:1");
+        snprintf(c1_vda, sizeof(c1_vda), "%s", overlay(base("web1", "vda"), "web1", "vda", "c1"));
+        snprintf(r1_vda, sizeof(r1_vda), "%s", overlay(base("web1", "vda"), "web1", "vda", "r1"));
+
+        /* Out of order: nothing but PREPARE starts a revert. */
+        rep = rstop("r1", 0);
+        assert_int_equal(rep->code, LOCKSTEP__ERROR_CODE__E_UNKNOWN_TXN);
+        lockstep__reply__free_unpacked(rep, NULL);
+
+        expect(prepare("r1", "c1", 0, "web1:0 db1:1", NULL, 0), LOCKSTEP__ERROR_CODE__OK,
+               LOCKSTEP__TXN_STATE__TXN_REVERTING);
+        journal_is("r1", LOCKSTEP__JOURNAL_STATE__J_R_PREPARED);
+        t = live("r1");
+        assert_true(t->revert && t->m[0].was_running);
+        assert_string_equal(t->m[0].imgs[0].before, base("web1", "vda"));
+        assert_string_equal(t->m[0].imgs[0].branch, c1_vda);
+        rep = rswitch("r1");
+        assert_string_equal(rep->message, "revert: switch is allowed only after stop");
+        expect(rep, LOCKSTEP__ERROR_CODE__E_BAD_STATE, LOCKSTEP__TXN_STATE__TXN_IDLE);
+
+        expect(rstop("r1", 1), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_REVERTING);
+        assert_int_equal(run_state("db1"), HV_SHUTOFF);
+        assert_int_equal(run_state("web1"), HV_RUNNING); /* tier by tier */
+        expect(rstop("r1", 0), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_REVERTING);
+        assert_int_equal(run_state("web1"), HV_SHUTOFF);
+        journal_is("r1", LOCKSTEP__JOURNAL_STATE__J_R_STOPPED);
+        assert_int_equal(live("r1")->n_replies, 3); /* PREPARE, STOP per tier */
+
+        rep = rswitch("r1");
+        snprintf(want, sizeof(want), "2 disk(s) on %s", r1_vda);
+        assert_string_equal(member_of(rep, "web1")->message, want);
+        expect(rep, LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_REVERTING);
+        assert_string_equal(disk("web1", 0), r1_vda);
+        assert_true(exists(r1_vda));
+        assert_true(record_exists("r1", "web1") && record_exists("r1", "db1"));
+        journal_is("r1", LOCKSTEP__JOURNAL_STATE__J_R_SWITCHED);
+        assert_true(live("r1")->m[0].switched);
+
+        rep = rstart("r1", 0);
+        assert_true(starts_with(member_of(rep, "web1")->message, "booted, guest agent answered after "));
+        expect(rep, LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_REVERTING);
+        assert_int_equal(run_state("web1"), HV_RUNNING);
+        assert_int_equal(run_state("db1"), HV_SHUTOFF);
+        expect(rstart("r1", 1), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_REVERTING);
+        assert_int_equal(run_state("db1"), HV_RUNNING);
+        journal_is("r1", LOCKSTEP__JOURNAL_STATE__J_R_STARTED);
+
+        expect(rdecide("r1", 1), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_COMMITTED);
+        journal_is("r1", LOCKSTEP__JOURNAL_STATE__J_COMMITTED);
+        /* The branch is kept for an undo. */
+        assert_true(record_exists("r1", "web1"));
+        assert_string_equal(disk("web1", 0), r1_vda);
+
+        /* Undo: back onto the c1 overlay the revert left. */
+        revert("u1", "r1", 1, 1);
+        assert_string_equal(disk("web1", 0), c1_vda);
+        assert_false(record_exists("r1", "web1"));
+        assert_true(record_exists("u1", "web1"));
+        journal_is("u1", LOCKSTEP__JOURNAL_STATE__J_COMMITTED);
+
+        /* Deleting the undo's branch removes what only it holds (r1's overlay). */
+        rep = delete("bd1", "u1", 1, "web1:0 db1:1");
+        assert_int_equal(member_of(rep, "web1")->n_disks, 2);
+        assert_string_equal(member_of(rep, "web1")->disks[0]->after, r1_vda);
+        expect(rep, LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_COMMITTED);
+        assert_false(exists(r1_vda));
+        assert_true(exists(c1_vda));
+        assert_false(record_exists("u1", "web1"));
+        rep = delete("bd2", "u1", 1, "web1:0");
+        assert_string_equal(member_of(rep, "web1")->message, "no pre-revert branch of u1 here (deleted already)");
+        expect(rep, LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_COMMITTED);
+}
+
+static void test_revert_rollback(void **state)
+{
+        char c1_vda[HV_PATH_MAX], r2_vda[HV_PATH_MAX];
+        Lockstep__Reply *rep;
+
+        (void)state;
+        cut("c1", "web1:0 db1:1");
+        snprintf(c1_vda, sizeof(c1_vda), "%s", overlay(base("web1", "vda"), "web1", "vda", "c1"));
+        snprintf(r2_vda, sizeof(r2_vda), "%s", overlay(base("web1", "vda"), "web1", "vda", "r2"));
+
+        revert("r2", "c1", 0, 0);
+        assert_string_equal(disk("web1", 0), c1_vda);
+        assert_false(exists(r2_vda));
+        assert_false(record_exists("r2", "web1"));
+        assert_int_equal(run_state("web1"), HV_RUNNING);
+        assert_int_equal(run_state("db1"), HV_RUNNING);
+        journal_is("r2", LOCKSTEP__JOURNAL_STATE__J_ABORTED);
+        assert_false(live("r2")->m[0].switched);
+        rep = rdecide("r2", 1);
+        assert_string_equal(rep->message, "host-a: decide: transaction r2 was already aborted");
+        expect(rep, LOCKSTEP__ERROR_CODE__E_BAD_STATE, LOCKSTEP__TXN_STATE__TXN_IDLE);
+
+        rep = snapshot("r2");
+        assert_string_equal(rep->message, "host-a: SNAPSHOT: not allowed for transaction r2 in its state");
+        expect(rep, LOCKSTEP__ERROR_CODE__E_BAD_STATE, LOCKSTEP__TXN_STATE__TXN_IDLE);
+
+        /* Prepare refuses what it cannot revert onto, touching nothing. */
+        Lockstep__DiskImage di = LOCKSTEP__DISK_IMAGE__INIT, *dip = &di;
+        Lockstep__MemberDisks md = LOCKSTEP__MEMBER_DISKS__INIT, *mdp = &md;
+        di.disk = "vda";
+        di.before = "relative.qcow2";
+        md.vm = "db1";
+        md.disks = &dip;
+        md.n_disks = 1;
+        rep = prepare("r3", "c1", 0, "db1:0", &mdp, 1);
+        assert_string_equal(member_of(rep, "db1")->message,
+                            "db1@host-a: prepare: disk vda: the cut's image is not an absolute path");
+        assert_string_equal(rep->message, "host-a: revert: prepare failed; nothing was touched");
+        expect(rep, LOCKSTEP__ERROR_CODE__E_IMAGE_MISSING, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+        rep = prepare("r4", "r2", 1, "db1:0", NULL, 0);
+        assert_true(starts_with(member_of(rep, "db1")->message,
+                                "db1@host-a: prepare: no pre-revert branch of revert r2 here ("));
+        expect(rep, LOCKSTEP__ERROR_CODE__E_IMAGE_MISSING, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+        assert_int_equal(run_state("db1"), HV_RUNNING);
+        rep = rdecide("r9", 0);
+        assert_string_equal(rep->message, "host-a: revert: unknown transaction, nothing to undo");
+        expect(rep, LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_IDLE);
+}
+
+/* ---- recovery ---- */
+
+static void test_recover_cut(void **state)
+{
+        uint8_t *snap_reply;
+        size_t snap_len;
+        struct txn *t;
+
+        (void)state;
+        /* FROZEN when the agent died: thawed, can only abort. */
+        expect(freeze("f1", LOCKSTEP__MODE__MODE_QUIESCE, 10000, "web1:0"), LOCKSTEP__ERROR_CODE__OK,
+               LOCKSTEP__TXN_STATE__TXN_FROZEN);
+        assert_true(frozen("web1"));
+        crash_and_recover();
+        assert_false(frozen("web1"));
+        journal_is("f1", LOCKSTEP__JOURNAL_STATE__J_ABORTED);
+        assert_true(live("f1")->lease_expired);
+        expect(snapshot("f1"), LOCKSTEP__ERROR_CODE__E_LEASE_EXPIRED, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+        expect(decide("f1", 0), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+
+        /* SNAPPED: the overlays wait for the decision; resends get stored replies. */
+        expect(freeze("f2", LOCKSTEP__MODE__MODE_QUIESCE, 10000, "web1:0"), LOCKSTEP__ERROR_CODE__OK,
+               LOCKSTEP__TXN_STATE__TXN_FROZEN);
+        expect(snapshot("f2"), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_SNAPPED);
+        snap_reply = malloc(F.last_len);
+        memcpy(snap_reply, F.last, F.last_len);
+        snap_len = F.last_len;
+        crash_and_recover();
+        journal_is("f2", LOCKSTEP__JOURNAL_STATE__J_SNAPPED);
+        lockstep__reply__free_unpacked(snapshot("f2"), NULL);
+        assert_int_equal(F.last_len, snap_len);
+        assert_memory_equal(F.last, snap_reply, snap_len);
+        free(snap_reply);
+        expect(decide("f2", 1), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_COMMITTED);
+        assert_string_equal(disk("web1", 0), overlay(base("web1", "vda"), "web1", "vda", "f2"));
+
+        /* Died while snapshotting, before the record listed the overlays: they
+         * are found on the domain and discarded. */
+        expect(freeze("f3", LOCKSTEP__MODE__MODE_QUIESCE, 10000, "db1:0"), LOCKSTEP__ERROR_CODE__OK,
+               LOCKSTEP__TXN_STATE__TXN_FROZEN);
+        expect(snapshot("f3"), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_SNAPPED);
+        t = live("f3");
+        pthread_mutex_lock(&t->lock);
+        t->state = LOCKSTEP__JOURNAL_STATE__J_SNAPPING;
+        t->m[0].n_imgs = 0;
+        assert_int_equal(txn_persist_or_log(F.mg, t), 0);
+        pthread_mutex_unlock(&t->lock);
+        crash_and_recover();
+        assert_false(exists(overlay(base("db1", "vda"), "db1", "vda", "f3")));
+        assert_string_equal(disk("db1", 0), base("db1", "vda"));
+        journal_is("f3", LOCKSTEP__JOURNAL_STATE__J_ABORTED);
+        assert_true(live("f3")->lease_expired);
+
+        /* Died while freezing: the record holds the intent, so what may have
+         * been frozen is thawed though the freeze had not returned. */
+        expect(freeze("f5", LOCKSTEP__MODE__MODE_QUIESCE, 10000, "web1:0"), LOCKSTEP__ERROR_CODE__OK,
+               LOCKSTEP__TXN_STATE__TXN_FROZEN);
+        t = live("f5");
+        pthread_mutex_lock(&t->lock);
+        t->state = LOCKSTEP__JOURNAL_STATE__J_FREEZING;
+        t->m[0].quiesced = 0;
+        assert_int_equal(txn_persist_or_log(F.mg, t), 0);
+        pthread_mutex_unlock(&t->lock);
+        assert_true(frozen("web1"));
+        crash_and_recover();
+        assert_false(frozen("web1"));
+        journal_is("f5", LOCKSTEP__JOURNAL_STATE__J_ABORTED);
+        expect(decide("f5", 0), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+
+        /* In doubt: only what waits for a decision. */
+        Lockstep__InDoubt **v;
+        size_t n;
+        expect(freeze("f4", LOCKSTEP__MODE__MODE_QUIESCE, 10000, "db1:0"), LOCKSTEP__ERROR_CODE__OK,
+               LOCKSTEP__TXN_STATE__TXN_FROZEN);
+        assert_int_equal(txn_in_doubt(F.mg, &v, &n), 0);
+        assert_int_equal(n, 2); /* f3 aborted by recovery, f4 frozen; f1, f2 decided */
+        for (size_t i = 0; i < n; i++)
+                assert_true(!strcmp(v[i]->txid, "f3") || !strcmp(v[i]->txid, "f4"));
+        txn_in_doubt_free(v, n);
+}
+
+static void test_recover_revert(void **state)
+{
+        char c1_vda[HV_PATH_MAX], r5_vda[HV_PATH_MAX];
+
+        (void)state;
+        cut("c1", "web1:0 db1:1");
+        snprintf(c1_vda, sizeof(c1_vda), "%s", overlay(base("web1", "vda"), "web1", "vda", "c1"));
+        snprintf(r5_vda, sizeof(r5_vda), "%s", overlay(base("web1", "vda"), "web1", "vda", "r5"));
+        expect(prepare("r5", "c1", 0, "web1:0 db1:1", NULL, 0), LOCKSTEP__ERROR_CODE__OK,
+               LOCKSTEP__TXN_STATE__TXN_REVERTING);
+        expect(rstop("r5", 0), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_REVERTING);
+        expect(rstop("r5", 1), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_REVERTING);
+        expect(rswitch("r5"), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_REVERTING);
+        assert_string_equal(disk("web1", 0), r5_vda);
+        /* Died after SWITCH, before START: back on the pre-revert branch. */
+        crash_and_recover();
+        assert_string_equal(disk("web1", 0), c1_vda);
+        assert_false(exists(r5_vda));
+        assert_false(record_exists("r5", "web1"));
+        assert_int_equal(run_state("web1"), HV_RUNNING);
+        assert_int_equal(run_state("db1"), HV_RUNNING);
+        journal_is("r5", LOCKSTEP__JOURNAL_STATE__J_ABORTED);
+        expect(rstart("r5", 0), LOCKSTEP__ERROR_CODE__E_BAD_STATE, LOCKSTEP__TXN_STATE__TXN_IDLE);
+
+        /* Died after START: the revert waits for its decision. */
+        expect(prepare("r6", "c1", 0, "web1:0 db1:1", NULL, 0), LOCKSTEP__ERROR_CODE__OK,
+               LOCKSTEP__TXN_STATE__TXN_REVERTING);
+        expect(rstop("r6", 0), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_REVERTING);
+        expect(rstop("r6", 1), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_REVERTING);
+        expect(rswitch("r6"), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_REVERTING);
+        expect(rstart("r6", 0), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_REVERTING);
+        crash_and_recover();
+        journal_is("r6", LOCKSTEP__JOURNAL_STATE__J_R_STARTED);
+        expect(rdecide("r6", 0), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+        assert_string_equal(disk("web1", 0), c1_vda);
+        journal_is("r6", LOCKSTEP__JOURNAL_STATE__J_ABORTED);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test_setup_teardown(test_freeze_snapshot_commit, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_freeze_no, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_abort, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_lease, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_check, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_revert_commit, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_revert_rollback, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_recover_cut, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_recover_revert, setup, teardown),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
