@@ -10,6 +10,7 @@
 #include "lv_err.h"
 #include "lv_image.h"
 #include "lv_xml.h"
+#include "lv_xml_priv.h"
 
 #define LOCKSTEP_NS "https://lockstep.dev/xmlns/member/1"
 
@@ -73,8 +74,7 @@ static int parse_disk(xmlNodePtr d, struct lv_xml_disk *p, struct hv_disk *out, 
         return 0;
 }
 
-/* Fills ret from a domain XML document. */
-static int parse_domain(const char *xml, struct hv_domain *ret, struct lv_xml_disk *pd, lserr *err)
+int lv_xml_parse(const char *xml, struct hv_domain *ret, struct lv_xml_disk *pd, lserr *err)
 {
         _cleanup_(lv_xml_doc_freep) xmlDocPtr doc = xmlReadMemory(
                 xml, (int)strlen(xml), "domain.xml", NULL, XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
@@ -127,7 +127,7 @@ int lv_xml_describe(virDomainPtr d, struct hv_domain *ret, struct lv_xml_disk *p
         xml = virDomainGetXMLDesc(d, 0);
         if (!xml)
                 return lv_err_fail(err, "get XML");
-        return parse_domain(xml, ret, pd, err);
+        return lv_xml_parse(xml, ret, pd, err);
 }
 
 /* Points one disk element at path when its target is one of imgs'. */
