@@ -72,13 +72,14 @@ virConnectPtr lv_conn_get(struct lv *lv, lserr *err)
 
 int lv_conn_domain(struct lv *lv, const char *vm, const char *step, virDomainPtr *ret, lserr *err)
 {
-        virConnectPtr c = lv_conn_get(lv, err);
+        /* Closed only after the lookup's error is read: virConnectClose resets
+         * it. The domain holds its own reference to the connection. */
+        _cleanup_(lv_conn_closep) virConnectPtr c = lv_conn_get(lv, err);
         virDomainPtr d;
 
         if (!c)
                 return LS_EHV;
         d = virDomainLookupByName(c, vm);
-        virConnectClose(c); /* the domain holds its own reference */
         if (!d)
                 return lv_err_fail(err, step);
         *ret = d;

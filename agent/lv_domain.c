@@ -22,7 +22,8 @@ int lv_domain_lookup(void *be, const char *vm, struct hv_domain *ret, lserr *err
 int lv_domain_list(void *be, struct hv_domain **ret, size_t *ret_n, lserr *err)
 {
         struct lv_xml_disk pd[HV_MAX_DISKS];
-        virConnectPtr c = lv_conn_get(be, err);
+        /* Closed only after the listing's error is read: virConnectClose resets it. */
+        _cleanup_(lv_conn_closep) virConnectPtr c = lv_conn_get(be, err);
         _cleanup_free_ virDomainPtr *doms = NULL;
         _cleanup_free_ struct hv_domain *out = NULL;
         int n, k = 0;
@@ -30,7 +31,6 @@ int lv_domain_list(void *be, struct hv_domain **ret, size_t *ret_n, lserr *err)
         if (!c)
                 return LS_EHV;
         n = virConnectListAllDomains(c, &doms, 0);
-        virConnectClose(c);
         if (n < 0)
                 return lserr_set(err, LS_EHV, "list domains: %s", lv_err_msg());
         out = calloc(n ? (size_t)n : 1, sizeof(*out));

@@ -274,9 +274,14 @@ static void test_lookup_and_power(void **state)
         assert_int_equal(hv_libvirt_ops.lookup(t->be, "test", &dom, &err), 0);
         assert_int_equal(dom.state, HV_RUNNING);
 
-        /* A domain that is not there: an error without the VM's name in front. */
-        assert_true(hv_libvirt_ops.lookup(t->be, "nope", &dom, &err) < 0);
+        /* A domain that is not there: its own code (hv.h), and an error
+         * without the VM's name in front. */
+        assert_int_equal(hv_libvirt_ops.lookup(t->be, "nope", &dom, &err), LS_ENODOMAIN);
         assert_memory_equal(err.msg, "lookup: ", 8);
+        assert_null(strstr(err.msg, "unknown libvirt error"));
+        lserr_clear(&err);
+        assert_int_equal(hv_libvirt_ops.thaw(t->be, "nope", &err), LS_ENODOMAIN);
+        assert_memory_equal(err.msg, "fsthaw: ", 8);
 }
 
 static void test_check_names_the_step_not_the_vm(void **state)
