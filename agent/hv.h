@@ -2,8 +2,8 @@
  * hv_open(): libvirt (the real one, default) and sim (simulated hosts for scale
  * tests, only when the config says backend: sim).
  *
- * Every call names one domain and fills err with "<vm>: <step>: <why>" (the
- * agent adds its host id). Failures return a negative LS_E* code from lserr.h
+ * Every call names one domain and fills err with "<step>: <why>"; the
+ * transaction adds "<vm>@<host>: " once. Failures return a negative LS_E* code from lserr.h
  * when the cause is one the protocol distinguishes (LS_ENODOMAIN, LS_ENOGA...),
  * LS_EHV otherwise. All calls are thread-safe. */
 #pragma once
