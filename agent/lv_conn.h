@@ -5,7 +5,7 @@
 #include <libvirt/libvirt.h>
 #include <pthread.h>
 
-#include "config.h"
+#include "agent_config.h"
 #include "lserr.h"
 
 struct lv {
