@@ -271,7 +271,7 @@ int guardian_start(const char *config_path, struct guardian **ret, lserr *err)
         guardian_fd = sv[1];
         g = calloc(1, sizeof(*g));
         if (!g)
-                return -ENOMEM;
+                return lserr_set(err, -ENOMEM, "guardian: out of memory");
         pid = fork();
         if (pid < 0)
                 return lserr_set(err, -errno, "guardian: fork: %m");

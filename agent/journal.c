@@ -89,7 +89,7 @@ int journal_write(const char *dir, const Lockstep__JournalTxn *t, lserr *err)
                                  t->txid, n);
         buf = malloc(n + FOOTER_LEN);
         if (!buf)
-                return -ENOMEM;
+                return lserr_set(err, -ENOMEM, "journal: transaction \"%s\": out of memory", t->txid);
         lockstep__journal_txn__pack(t, buf);
         footer_make(buf, n, buf + n);
         return fsutil_write_atomic(path, buf, n + FOOTER_LEN, 0600, 0, err);
