@@ -1,10 +1,12 @@
 /* dispatch: verify, route to the step's handler, sign the reply. */
 #include "dispatch.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cleanup.h"
 #include "fsutil.h"
 #include "log.h"
 #include "txn.h"
@@ -40,86 +42,108 @@ struct dispatch *dispatch_free(struct dispatch *d)
 }
 
 static int sign_reply(struct dispatch *d, Lockstep__Reply *rep, uint8_t hash[ENV_HASH_LEN], int have_hash,
-                      uint8_t **ret, size_t *ret_len)
+                      uint8_t **ret, size_t *ret_len, lserr *err)
 {
-        lserr err = {0};
+        lserr e = {0};
         int r;
 
         rep->agent = (char *)d->cfg->id;
         rep->command_hash.data = hash;
         rep->command_hash.len = have_hash ? ENV_HASH_LEN : 0;
         rep->now_us = fsutil_now_us();
-        r = env_seal_reply(d->key, rep, ret, ret_len, &err);
+        r = env_seal_reply(d->key, rep, ret, ret_len, &e);
         if (r < 0)
-                log_err("reply: cannot sign: %s", err.msg);
-        return r;
+                return lserr_set(err, r, "reply: cannot sign: %s", e.msg);
+        return 0;
+}
+
+/* One request's reply and what it points at; answer_done frees it all. */
+struct answer {
+        Lockstep__Reply rep;
+        char msg[LSERR_MSG_MAX + 64];
+        Lockstep__InDoubt **in_doubt;
+        size_t n_in_doubt;
+        struct hv_domain *doms;
+        Lockstep__MemberResult **found;
+        size_t n_found;
+};
+
+static void answer_done(struct answer *a)
+{
+        for (size_t i = 0; i < a->n_found; i++)
+                free(a->found[i]);
+        free(a->found);
+        free(a->doms);
+        txn_in_doubt_free(a->in_doubt, a->n_in_doubt);
+}
+
+static void command_freep(Lockstep__Command **c)
+{
+        if (*c)
+                lockstep__command__free_unpacked(*c, NULL);
 }
 
 /* Status: version, clock and the transactions waiting for a decision. */
-static int handle_status(struct dispatch *d, Lockstep__Reply *rep, Lockstep__InDoubt ***ret, size_t *ret_n)
+static int handle_status(struct dispatch *d, struct answer *a, lserr *err)
 {
-        int r = txn_in_doubt(d->txns, ret, ret_n);
+        int r = txn_in_doubt(d->txns, &a->in_doubt, &a->n_in_doubt);
 
         if (r < 0)
-                return r;
-        rep->code = LOCKSTEP__ERROR_CODE__OK;
-        rep->version = (char *)LOCKSTEP_VERSION;
-        rep->in_doubt = *ret;
-        rep->n_in_doubt = *ret_n;
+                return lserr_set(err, r, "status: cannot list the transactions in doubt");
+        a->rep.code = LOCKSTEP__ERROR_CODE__OK;
+        a->rep.version = (char *)LOCKSTEP_VERSION;
+        a->rep.in_doubt = a->in_doubt;
+        a->rep.n_in_doubt = a->n_in_doubt;
         return 0;
 }
 
 /* Discover: every domain of this host with its lockstep labels. */
-static int handle_discover(struct dispatch *d, Lockstep__Reply *rep, struct hv_domain **doms,
-                           Lockstep__MemberResult ***ret, lserr *err)
+static int handle_discover(struct dispatch *d, struct answer *a, lserr *err)
 {
         static const char *const states[] = {"running", "paused", "shut off", "other"};
-        Lockstep__MemberResult **mr;
         size_t n = 0;
-        int r = hv_list(d->hv, doms, &n, err);
+        int r = hv_list(d->hv, &a->doms, &n, err);
 
         if (r < 0)
                 return r;
-        mr = calloc(n ? n : 1, sizeof(*mr));
-        if (!mr)
-                return -ENOMEM;
+        a->found = calloc(n ? n : 1, sizeof(*a->found));
+        if (!a->found)
+                return lserr_set(err, -ENOMEM, "out of memory");
         for (size_t i = 0; i < n; i++) {
-                mr[i] = calloc(1, sizeof(**mr));
-                if (!mr[i]) {
-                        for (size_t k = 0; k < i; k++)
-                                free(mr[k]);
-                        free(mr);
-                        return -ENOMEM;
-                }
-                lockstep__member_result__init(mr[i]);
-                mr[i]->vm = (*doms)[i].name;
-                mr[i]->group_label = (*doms)[i].group;
-                mr[i]->tier_label = (*doms)[i].tier;
-                mr[i]->state = (char *)states[(*doms)[i].state];
+                Lockstep__MemberResult *mr = calloc(1, sizeof(*mr));
+                if (!mr)
+                        return lserr_set(err, -ENOMEM, "out of memory");
+                a->found[a->n_found++] = mr;
+                lockstep__member_result__init(mr);
+                assert((unsigned)a->doms[i].state < sizeof(states) / sizeof(states[0]));
+                mr->vm = a->doms[i].name;
+                mr->group_label = a->doms[i].group;
+                mr->tier_label = a->doms[i].tier;
+                mr->state = (char *)states[a->doms[i].state];
         }
-        rep->members = mr;
-        rep->n_members = n;
-        rep->code = LOCKSTEP__ERROR_CODE__OK;
-        *ret = mr;
+        a->rep.members = a->found;
+        a->rep.n_members = n;
+        a->rep.code = LOCKSTEP__ERROR_CODE__OK;
         return 0;
 }
 
 /* A transaction step: the stored or fresh reply, completed and signed. */
 static int handle_txn(struct dispatch *d, const Lockstep__Command *cmd, uint8_t hash[ENV_HASH_LEN], uint8_t **ret,
-                      size_t *ret_len)
+                      size_t *ret_len, lserr *err)
 {
-        uint8_t *packed = NULL;
+        _cleanup_free_ uint8_t *packed = NULL;
         size_t len = 0;
         Lockstep__Reply *rep;
         int r = txn_step(d->txns, cmd, &packed, &len);
 
         if (r < 0)
-                return r;
+                return lserr_set(err, r, "txid=%s step=%s: no reply could be made", cmd->txid,
+                                 env_step_name(cmd->step));
         rep = lockstep__reply__unpack(NULL, len, packed);
-        free(packed);
         if (!rep)
-                return -ENOMEM;
-        r = sign_reply(d, rep, hash, 1, ret, ret_len);
+                return lserr_set(err, -ENOMEM, "txid=%s step=%s: stored reply does not unpack", cmd->txid,
+                                 env_step_name(cmd->step));
+        r = sign_reply(d, rep, hash, 1, ret, ret_len, err);
         /* sign_reply pointed these at our memory: unhook before freeing. */
         rep->agent = NULL;
         rep->command_hash.data = NULL;
@@ -128,56 +152,10 @@ static int handle_txn(struct dispatch *d, const Lockstep__Command *cmd, uint8_t 
         return r;
 }
 
-int dispatch_handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, size_t *ret_len)
+/* Steps the transaction manager answers; the rest are answered here. */
+static int is_txn_step(Lockstep__Step step)
 {
-        struct dispatch *d = arg;
-        Lockstep__Reply rep = LOCKSTEP__REPLY__INIT;
-        Lockstep__Command *cmd = NULL;
-        const struct env_trusted *key = NULL;
-        uint8_t hash[ENV_HASH_LEN];
-        int have_hash = env_body_hash(req, len, ENV_MAX_DEFAULT, hash) == 0;
-        long long t0 = fsutil_mono_us();
-        lserr err = {0};
-        char msg[LSERR_MSG_MAX + 64];
-        Lockstep__InDoubt **in_doubt = NULL;
-        size_t n_in_doubt = 0;
-        struct hv_domain *doms = NULL;
-        Lockstep__MemberResult **found = NULL;
-        uint64_t counter_seen = 0;
-        int r;
-
-        r = env_verify_command(d->v, req, len, fsutil_now_us(), &cmd, &key, &counter_seen, &err);
-        if (r < 0) {
-                /* Answer refusals too: the coordinator learns why at once instead
-                 * of waiting for its deadline. */
-                snprintf(msg, sizeof(msg), "%s: command refused: %s", d->cfg->id, err.msg);
-                log_warn("refused command (%s): %s", lserr_name(r), err.msg);
-                rep.code = LOCKSTEP__ERROR_CODE__E_REJECTED;
-                rep.reject_reason = r;
-                rep.message = msg;
-                /* Set only after the signature checked out, so only a holder of
-                 * the key learns it; it lets that coordinator resume above another
-                 * process signing with the same key instead of being refused
-                 * until it restarts. */
-                if (r == LS_ECOUNTER)
-                        rep.counter_seen = counter_seen;
-                return sign_reply(d, &rep, hash, have_hash, ret, ret_len);
-        }
-        rep.txid = cmd->txid;
-        rep.step = cmd->step;
-        switch (cmd->step) {
-        case LOCKSTEP__STEP__STEP_STATUS:
-                r = handle_status(d, &rep, &in_doubt, &n_in_doubt);
-                break;
-        case LOCKSTEP__STEP__STEP_DISCOVER:
-                r = handle_discover(d, &rep, &doms, &found, &err);
-                if (r < 0) {
-                        snprintf(msg, sizeof(msg), "%s: discover: %s", d->cfg->id, err.msg);
-                        rep.code = LOCKSTEP__ERROR_CODE__E_INTERNAL;
-                        rep.message = msg;
-                        r = 0;
-                }
-                break;
+        switch (step) {
         case LOCKSTEP__STEP__STEP_FREEZE:
         case LOCKSTEP__STEP__STEP_SNAPSHOT:
         case LOCKSTEP__STEP__STEP_DECIDE:
@@ -188,32 +166,102 @@ int dispatch_handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, si
         case LOCKSTEP__STEP__STEP_REVERT_START:
         case LOCKSTEP__STEP__STEP_REVERT_DECIDE:
         case LOCKSTEP__STEP__STEP_CHECK:
-                r = handle_txn(d, cmd, hash, ret, ret_len);
+                return 1;
+        default:
+                return 0;
+        }
+}
+
+/* A refused command is answered too: the coordinator learns why at once
+ * instead of waiting for its deadline. */
+static int refuse(struct dispatch *d, int code, const lserr *why, uint64_t counter_seen, uint8_t hash[ENV_HASH_LEN],
+                  int have_hash, uint8_t **ret, size_t *ret_len, lserr *err)
+{
+        Lockstep__Reply rep = LOCKSTEP__REPLY__INIT;
+        char msg[LSERR_MSG_MAX + 64];
+
+        snprintf(msg, sizeof(msg), "%s: command refused: %s", d->cfg->id, why->msg);
+        log_warn("refused command (%s): %s", lserr_name(code), why->msg);
+        rep.code = LOCKSTEP__ERROR_CODE__E_REJECTED;
+        rep.reject_reason = code;
+        rep.message = msg;
+        /* Set only after the signature checked out, so only a holder of the key
+         * learns it; it lets that coordinator resume above another process
+         * signing with the same key instead of being refused until it restarts. */
+        if (code == LS_ECOUNTER)
+                rep.counter_seen = counter_seen;
+        return sign_reply(d, &rep, hash, have_hash, ret, ret_len, err);
+}
+
+/* STATUS, DISCOVER and steps this agent does not know, answered in a->rep.
+ * < 0 only when no reply can be made. */
+static int answer_local(struct dispatch *d, const Lockstep__Command *cmd, struct answer *a, lserr *err)
+{
+        lserr why = {0};
+        int r;
+
+        switch (cmd->step) {
+        case LOCKSTEP__STEP__STEP_STATUS:
+                return handle_status(d, a, err);
+        case LOCKSTEP__STEP__STEP_DISCOVER:
+                /* A failed discover is an answer, not a dropped request. */
+                r = handle_discover(d, a, &why);
+                if (r < 0) {
+                        snprintf(a->msg, sizeof(a->msg), "%s: discover: %s", d->cfg->id, why.msg);
+                        a->rep.code = LOCKSTEP__ERROR_CODE__E_INTERNAL;
+                        a->rep.message = a->msg;
+                }
+                return 0;
+        default:
+                /* The verifier refuses unknown steps; this is a step it knows
+                 * and this table does not. */
+                snprintf(a->msg, sizeof(a->msg), "%s: step %s is not supported by this agent", d->cfg->id,
+                         env_step_name(cmd->step));
+                a->rep.code = LOCKSTEP__ERROR_CODE__E_UNSUPPORTED;
+                a->rep.message = a->msg;
+                return 0;
+        }
+}
+
+/* The reply to one request; < 0 with err when none can be made. */
+static int answer(struct dispatch *d, const uint8_t *req, size_t len, uint8_t **ret, size_t *ret_len, lserr *err)
+{
+        _cleanup_(command_freep) Lockstep__Command *cmd = NULL;
+        _cleanup_(answer_done) struct answer a = {.rep = LOCKSTEP__REPLY__INIT};
+        const struct env_trusted *key = NULL;
+        uint8_t hash[ENV_HASH_LEN];
+        int have_hash = env_body_hash(req, len, ENV_MAX_DEFAULT, hash) == 0;
+        long long t0 = fsutil_mono_us();
+        uint64_t counter_seen = 0;
+        lserr why = {0};
+        int r;
+
+        r = env_verify_command(d->v, req, len, fsutil_now_us(), &cmd, &key, &counter_seen, &why);
+        if (r < 0)
+                return refuse(d, r, &why, counter_seen, hash, have_hash, ret, ret_len, err);
+        if (is_txn_step(cmd->step)) {
+                r = handle_txn(d, cmd, hash, ret, ret_len, err);
                 log_info("txid=%s step=%s key=%s dur_ms=%.1f", cmd->txid, env_step_name(cmd->step), key->name,
                          (double)(fsutil_mono_us() - t0) / 1000.0);
-                lockstep__command__free_unpacked(cmd, NULL);
-                return r;
-        default:
-                snprintf(msg, sizeof(msg), "%s: step %s is not supported by this agent", d->cfg->id,
-                         env_step_name(cmd->step));
-                rep.code = LOCKSTEP__ERROR_CODE__E_UNSUPPORTED;
-                rep.message = msg;
-                r = 0;
-                break;
-        }
-        if (r < 0) {
-                lockstep__command__free_unpacked(cmd, NULL);
                 return r;
         }
+        a.rep.txid = cmd->txid;
+        a.rep.step = cmd->step;
+        r = answer_local(d, cmd, &a, err);
+        if (r < 0)
+                return r;
         log_debug("txid=%s step=%s key=%s code=%d dur_ms=%.1f", cmd->txid[0] ? cmd->txid : "-",
-                 env_step_name(cmd->step), key->name, rep.code, (double)(fsutil_mono_us() - t0) / 1000.0);
-        r = sign_reply(d, &rep, hash, have_hash, ret, ret_len);
-        if (found)
-                for (size_t i = 0; i < rep.n_members; i++)
-                        free(found[i]);
-        free(found);
-        free(doms);
-        txn_in_doubt_free(in_doubt, n_in_doubt);
-        lockstep__command__free_unpacked(cmd, NULL);
+                  env_step_name(cmd->step), key->name, a.rep.code, (double)(fsutil_mono_us() - t0) / 1000.0);
+        return sign_reply(d, &a.rep, hash, have_hash, ret, ret_len, err);
+}
+
+int dispatch_handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, size_t *ret_len)
+{
+        lserr err = {0};
+        int r = answer(arg, req, len, ret, ret_len, &err);
+
+        /* The transport drops a request without a reply silently: say it here, once. */
+        if (r < 0)
+                log_err("request dropped without a reply (%s): %s", lserr_name(r), err.msg);
         return r;
 }

@@ -19,5 +19,7 @@ int dispatch_new(const struct cfg_agent *cfg, const struct keys_secret *key, str
                  struct txn_mgr *txns, struct dispatch **ret, lserr *err);
 struct dispatch *dispatch_free(struct dispatch *d);
 
-/* A transport_handler: arg is the struct dispatch. */
+/* A transport_handler: arg is the struct dispatch. Every request it can answer
+ * gets a signed reply, refusals included; < 0 (logged here, once) only when no
+ * reply can be made. *ret is malloc'd, the caller's. */
 int dispatch_handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, size_t *ret_len);

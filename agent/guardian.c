@@ -1,9 +1,8 @@
-/* guardian: the lease holder that outlives the agent. Messages on a
- * SOCK_SEQPACKET pair, one per datagram:
- *   "A <txid> <vm> <deadline_mono_us> <thaw 0|1> <resume 0|1>"  arm
- *   "D <txid> <vm>"                                            disarm */
+/* guardian: the lease holder that outlives the agent, and the line protocol
+ * (guardian_priv.h) the agent talks to it with over a SOCK_SEQPACKET pair. */
 #include "guardian.h"
 
+#include <assert.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -15,64 +14,132 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cleanup.h"
 #include "fsutil.h"
+#include "guardian_priv.h"
 #include "hv.h"
 #include "log.h"
 #include "names.h"
 
-#define MAX_ARMED 4096
 #define RETRY_US 1000000LL
+#define MSG_WORDS_MAX 6
 
 struct guardian {
         int fd;
         pid_t pid;
 };
 
-struct armed {
-        char txid[LS_NAME_MAX + 1], vm[LS_NAME_MAX + 1];
-        long long deadline;
-        int thaw, resume, used;
-};
-
-static struct armed *find(struct armed *a, const char *txid, const char *vm)
+void guardian_msg_format(const struct guardian_msg *m, char *out, size_t n)
 {
-        for (int i = 0; i < MAX_ARMED; i++)
+        int len;
+
+        assert(m->op == 'A' || m->op == 'D');
+        if (m->op == 'A')
+                len = snprintf(out, n, "A %s %s %lld %d %d", m->txid, m->vm, m->deadline, m->thaw ? 1 : 0,
+                               m->resume ? 1 : 0);
+        else
+                len = snprintf(out, n, "D %s %s", m->txid, m->vm);
+        /* Names are at most LS_NAME_MAX bytes, so every message fits. */
+        assert(len > 0 && (size_t)len < n);
+        (void)len;
+}
+
+/* Splits s in place at single spaces; returns the number of words, or -1 when
+ * there are more than max or two spaces in a row. */
+static int split_words(char *s, char **words, int max)
+{
+        int n = 0;
+
+        for (char *p = s;; p++) {
+                if (n == max)
+                        return -1;
+                words[n++] = p;
+                p = strchr(p, ' ');
+                if (!p)
+                        return n;
+                *p = '\0';
+                if (p[1] == ' ' || p[1] == '\0')
+                        return -1;
+        }
+}
+
+static int parse_flag(const char *s, int *ret)
+{
+        if (strcmp(s, "0") != 0 && strcmp(s, "1") != 0)
+                return -EINVAL;
+        *ret = s[0] == '1';
+        return 0;
+}
+
+int guardian_msg_parse(const char *buf, size_t len, struct guardian_msg *ret, lserr *err)
+{
+        char s[GUARDIAN_MSG_MAX], *w[MSG_WORDS_MAX], *end;
+        struct guardian_msg m = {0};
+        int n;
+
+        if (len >= sizeof(s))
+                return lserr_set(err, -EINVAL, "guardian: message of %zu bytes is over the %d-byte limit", len,
+                                 GUARDIAN_MSG_MAX - 1);
+        memcpy(s, buf, len);
+        s[len] = '\0';
+        if (strlen(s) != len)
+                return lserr_set(err, -EINVAL, "guardian: message holds a NUL byte");
+        n = split_words(s, w, MSG_WORDS_MAX);
+        if (n < 0 || !((n == 6 && !strcmp(w[0], "A")) || (n == 3 && !strcmp(w[0], "D"))))
+                return lserr_set(err, -EINVAL, "guardian: message is neither \"A txid vm deadline thaw resume\" "
+                                               "nor \"D txid vm\"");
+        if (!names_valid(w[1]) || !names_valid(w[2]))
+                return lserr_set(err, -EINVAL, "guardian: txid or VM in message is not a valid name");
+        m.op = w[0][0];
+        snprintf(m.txid, sizeof(m.txid), "%s", w[1]);
+        snprintf(m.vm, sizeof(m.vm), "%s", w[2]);
+        if (m.op == 'A') {
+                errno = 0;
+                m.deadline = strtoll(w[3], &end, 10);
+                if (errno || end == w[3] || *end || m.deadline < 0)
+                        return lserr_set(err, -EINVAL, "guardian: deadline in message is not a number >= 0");
+                if (parse_flag(w[4], &m.thaw) < 0 || parse_flag(w[5], &m.resume) < 0)
+                        return lserr_set(err, -EINVAL, "guardian: thaw and resume in message must be 0 or 1");
+        }
+        *ret = m;
+        return 0;
+}
+
+static struct guardian_entry *find(struct guardian_entry *a, const char *txid, const char *vm)
+{
+        for (int i = 0; i < GUARDIAN_MAX_ARMED; i++)
                 if (a[i].used && !strcmp(a[i].txid, txid) && !strcmp(a[i].vm, vm))
                         return &a[i];
         return NULL;
 }
 
-static void handle(struct armed *a, char *msg)
+int guardian_table_apply(struct guardian_entry *a, const struct guardian_msg *m, lserr *err)
 {
-        char txid[LS_NAME_MAX + 1], vm[LS_NAME_MAX + 1];
-        long long deadline;
-        int thaw, resume;
-        struct armed *e;
+        struct guardian_entry *e = find(a, m->txid, m->vm);
 
-        if (sscanf(msg, "A %64s %64s %lld %d %d", txid, vm, &deadline, &thaw, &resume) == 5) {
-                e = find(a, txid, vm);
-                for (int i = 0; !e && i < MAX_ARMED; i++)
-                        if (!a[i].used)
-                                e = &a[i];
-                if (!e) {
-                        log_err("guardian: more than %d members armed; \"%s\" not covered", MAX_ARMED, vm);
-                        return;
-                }
-                snprintf(e->txid, sizeof(e->txid), "%s", txid);
-                snprintf(e->vm, sizeof(e->vm), "%s", vm);
-                e->deadline = deadline;
-                e->thaw = thaw;
-                e->resume = resume;
-                e->used = 1;
-        } else if (sscanf(msg, "D %64s %64s", txid, vm) == 2) {
-                e = find(a, txid, vm);
+        assert(m->op == 'A' || m->op == 'D');
+        if (m->op == 'D') {
                 if (e)
                         e->used = 0;
+                return 0;
         }
+        for (int i = 0; !e && i < GUARDIAN_MAX_ARMED; i++)
+                if (!a[i].used)
+                        e = &a[i];
+        if (!e)
+                return lserr_set(err, -ENOSPC, "guardian: more than %d members armed; \"%s\" not covered",
+                                 GUARDIAN_MAX_ARMED, m->vm);
+        snprintf(e->txid, sizeof(e->txid), "%s", m->txid);
+        snprintf(e->vm, sizeof(e->vm), "%s", m->vm);
+        e->deadline = m->deadline;
+        e->thaw = m->thaw;
+        e->resume = m->resume;
+        e->used = 1;
+        return 0;
 }
 
 /* Undoes one member; 0 when it is thawed and running again. */
-static int undo(struct hv *hv, struct armed *e)
+static int undo(struct hv *hv, struct guardian_entry *e)
 {
         lserr err = {0};
         int r = 0;
@@ -102,13 +169,13 @@ static int undo(struct hv *hv, struct armed *e)
 
 /* Undoes every armed member that is due; returns how many stay armed and
  * lowers *next to the earliest deadline left. */
-static int act(const struct cfg_agent *cfg, struct hv **hv, struct armed *a, int all, long long *next)
+static int act(const struct cfg_agent *cfg, struct hv **hv, struct guardian_entry *a, int all, long long *next)
 {
         long long now = fsutil_mono_us();
         int left = 0;
 
-        for (int i = 0; i < MAX_ARMED; i++) {
-                struct armed *e = &a[i];
+        for (int i = 0; i < GUARDIAN_MAX_ARMED; i++) {
+                struct guardian_entry *e = &a[i];
                 if (!e->used)
                         continue;
                 if (all || e->deadline <= now) {
@@ -129,31 +196,57 @@ static int act(const struct cfg_agent *cfg, struct hv **hv, struct armed *a, int
         return left;
 }
 
-static void guardian_main(const struct cfg_agent *cfg, int fd)
+/* One datagram from the agent, applied; a bad one is logged here, at the
+ * guardian's edge, and dropped. */
+static void take_msg(struct guardian_entry *a, const char *buf, ssize_t len, int truncated)
 {
-        struct armed *a = calloc(MAX_ARMED, sizeof(*a));
-        struct hv *hv = NULL;
+        struct guardian_msg m;
+        lserr err = {0};
+        int r;
 
-        if (!a)
-                _exit(1);
+        if (truncated)
+                r = lserr_set(&err, -EINVAL, "guardian: message over the %d-byte limit", GUARDIAN_MSG_MAX - 1);
+        else
+                r = guardian_msg_parse(buf, (size_t)len, &m, &err);
+        if (r >= 0)
+                r = guardian_table_apply(a, &m, &err);
+        if (r < 0)
+                log_err("%s", err.msg);
+}
+
+/* Serves the agent: undoes members whose lease ended, takes its messages,
+ * and returns when its end of the socket closes. */
+static void serve_agent(const struct cfg_agent *cfg, int fd, struct hv **hv, struct guardian_entry *a)
+{
         for (;;) {
                 long long next = fsutil_mono_us() + 3600 * 1000000LL, wait_ms;
                 struct pollfd p = {.fd = fd, .events = POLLIN};
-                char msg[256];
+                char msg[GUARDIAN_MSG_MAX];
                 ssize_t len;
 
-                act(cfg, &hv, a, 0, &next);
+                act(cfg, hv, a, 0, &next);
                 wait_ms = (next - fsutil_mono_us()) / 1000 + 1;
                 if (poll(&p, 1, wait_ms < 0 ? 0 : (int)wait_ms) <= 0)
                         continue;
-                len = recv(fd, msg, sizeof(msg) - 1, 0);
+                len = recv(fd, msg, sizeof(msg), MSG_TRUNC);
                 if (len <= 0)
-                        break;
-                msg[len] = '\0';
-                handle(a, msg);
+                        return;
+                take_msg(a, msg, len, len >= (ssize_t)sizeof(msg));
         }
+}
+
+static void guardian_main(const struct cfg_agent *cfg, int fd)
+{
+        _cleanup_free_ struct guardian_entry *a = calloc(GUARDIAN_MAX_ARMED, sizeof(*a));
+        struct hv *hv = NULL;
+
+        if (!a) {
+                log_err("guardian: out of memory");
+                _exit(1);
+        }
+        serve_agent(cfg, fd, &hv, a);
         /* The agent is gone: undo everything still armed, now, until it works. */
-        for (int i = 0; i < MAX_ARMED; i++)
+        for (int i = 0; i < GUARDIAN_MAX_ARMED; i++)
                 if (a[i].used)
                         log_warn("guardian: agent gone with txid=%s vm=%s armed: undoing now", a[i].txid, a[i].vm);
         for (;;) {
@@ -163,45 +256,40 @@ static void guardian_main(const struct cfg_agent *cfg, int fd)
                 usleep(RETRY_US);
         }
         hv_close(hv);
-        free(a);
 }
 
 int guardian_start(const char *config_path, struct guardian **ret, lserr *err)
 {
-        struct guardian *g;
+        _cleanup_free_ struct guardian *g = NULL;
+        _cleanup_close_ int agent_fd = -1, guardian_fd = -1;
         int sv[2];
         pid_t pid;
 
         if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
                 return lserr_set(err, -errno, "guardian: socketpair: %m");
+        agent_fd = sv[0];
+        guardian_fd = sv[1];
         g = calloc(1, sizeof(*g));
-        if (!g) {
-                close(sv[0]);
-                close(sv[1]);
-                return -ENOMEM;
-        }
+        if (!g)
+                return lserr_set(err, -ENOMEM, "guardian: out of memory");
         pid = fork();
-        if (pid < 0) {
-                free(g);
-                close(sv[0]);
-                close(sv[1]);
+        if (pid < 0)
                 return lserr_set(err, -errno, "guardian: fork: %m");
-        }
         if (pid == 0) {
                 char fd[16];
                 /* A fresh image: no inherited state, and its command line says
                  * what it is, so a "pkill -f" aimed at the agent spares it. */
-                int cfd = fcntl(sv[1], F_DUPFD, 3); /* without FD_CLOEXEC */
+                int cfd = fcntl(guardian_fd, F_DUPFD, 3); /* without FD_CLOEXEC */
                 snprintf(fd, sizeof(fd), "%d", cfd);
                 /* Signals meant for the agent's process group do not stop it. */
                 setsid();
                 execl("/proc/self/exe", "lockstep-agent", "--guardian", fd, "-c", config_path, (char *)NULL);
                 _exit(127);
         }
-        close(sv[1]);
-        g->fd = sv[0];
+        g->fd = agent_fd;
+        agent_fd = -1;
         g->pid = pid;
-        *ret = g;
+        *ret = TAKE_PTR(g);
         return 0;
 }
 
@@ -224,17 +312,25 @@ static int send_msg(struct guardian *g, const char *msg)
 int guardian_arm(struct guardian *g, const char *txid, const char *vm, long long deadline_mono_us, int thaw,
                  int resume)
 {
-        char msg[256];
+        struct guardian_msg m = {.op = 'A', .deadline = deadline_mono_us, .thaw = !!thaw, .resume = !!resume};
+        char msg[GUARDIAN_MSG_MAX];
 
-        snprintf(msg, sizeof(msg), "A %s %s %lld %d %d", txid, vm, deadline_mono_us, thaw ? 1 : 0, resume ? 1 : 0);
+        assert(names_valid(txid) && names_valid(vm) && deadline_mono_us >= 0);
+        snprintf(m.txid, sizeof(m.txid), "%s", txid);
+        snprintf(m.vm, sizeof(m.vm), "%s", vm);
+        guardian_msg_format(&m, msg, sizeof(msg));
         return send_msg(g, msg);
 }
 
 int guardian_disarm(struct guardian *g, const char *txid, const char *vm)
 {
-        char msg[256];
+        struct guardian_msg m = {.op = 'D'};
+        char msg[GUARDIAN_MSG_MAX];
 
-        snprintf(msg, sizeof(msg), "D %s %s", txid, vm);
+        assert(names_valid(txid) && names_valid(vm));
+        snprintf(m.txid, sizeof(m.txid), "%s", txid);
+        snprintf(m.vm, sizeof(m.vm), "%s", vm);
+        guardian_msg_format(&m, msg, sizeof(msg));
         return send_msg(g, msg);
 }
 

@@ -381,16 +381,15 @@ static struct txn *live(const char *txid)
  * agent would take back. NULL when there is no record. */
 static struct txn *journaled(const char *txid)
 {
-        char path[HV_PATH_MAX + 64], *buf = NULL;
-        Lockstep__JournalTxn *jt;
+        char path[HV_PATH_MAX + 64];
+        Lockstep__JournalTxn *jt = NULL;
         struct txn *t;
-        size_t len;
+        lserr err = {0};
 
         snprintf(path, sizeof(path), "%s/%s.txn", F.journal, txid);
-        if (fsutil_read_all(path, JOURNAL_FILE_MAX, &buf, &len, NULL) < 0)
+        if (access(path, F_OK) != 0)
                 return NULL;
-        jt = journal_parse((const uint8_t *)buf, len);
-        free(buf);
+        assert_int_equal(journal_read(path, &jt, &err), 0);
         assert_non_null(jt);
         t = txn_from_journal(jt);
         lockstep__journal_txn__free_unpacked(jt, NULL);

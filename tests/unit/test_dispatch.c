@@ -1,0 +1,502 @@
+/* test_dispatch: real signed commands through dispatch_handle, with a real
+ * verifier, replay state, transaction manager and the sim backend. An accepted
+ * command acts and is answered; every refused one (unsigned, bad signature,
+ * unknown key, replayed, old counter, wrong target, expired, oversized, unknown
+ * step, garbage) gets a signed E_REJECTED reply with its reason and changes
+ * nothing: no guest frozen, no journal file, no nonce or counter remembered. */
+#include <dirent.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "dispatch.h"
+#include "fsutil.h"
+#include "testutil.h"
+
+#define SELF "host-a"
+#define WINDOW_US (30LL * 1000000LL)
+
+struct fx {
+        char *dir;
+        struct cfg_agent *cfg;
+        struct keys_secret *agent, *coord, *other;
+        struct replay *rp;
+        struct env_verifier *v;
+        struct hv *hv;
+        struct txn_mgr *txns;
+        struct dispatch *d;
+        uint64_t counter;
+};
+
+static void write_file(const char *path, const char *text)
+{
+        FILE *f = fopen(path, "w");
+
+        assert_non_null(f);
+        fputs(text, f);
+        fclose(f);
+}
+
+static int setup(void **state)
+{
+        struct fx *f = calloc(1, sizeof(*f));
+        struct env_trusted t = {.roles = CFG_ROLE_SNAPSHOT | CFG_ROLE_REVERT | CFG_ROLE_DELETE | CFG_ROLE_ADMIN};
+        char path[4096], sim[4096], text[8192], state_dir[4096];
+        lserr err = {0};
+
+        f->dir = tu_mkdtemp();
+        snprintf(sim, sizeof(sim), "%s/sim.txt", f->dir);
+        snprintf(text, sizeof(text), "state_dir %s/sim\ndomain web1\ndomain db1 group=shop tier=db\n", f->dir);
+        write_file(sim, text);
+        snprintf(path, sizeof(path), "%s/agent.yaml", f->dir);
+        snprintf(text, sizeof(text),
+                 "id: " SELF "\nlisten: tcp://127.0.0.1:1\nkey: %s/agent.key\njournal_dir: %s/journal\n"
+                 "authorized:\n  - name: coordinator\n    pubkey: %s/coord.pub\n    roles: [admin]\n"
+                 "backend: sim\nsim_config: %s\nguest_agent_timeout_s: 2\n",
+                 f->dir, f->dir, f->dir, sim);
+        write_file(path, text);
+        assert_int_equal(cfg_agent_load(path, &f->cfg, &err), 0);
+        assert_int_equal(keys_generate(&f->agent, &err), 0);
+        assert_int_equal(keys_generate(&f->coord, &err), 0);
+        assert_int_equal(keys_generate(&f->other, &err), 0);
+        t.pub = *keys_secret_public(f->coord);
+        snprintf(t.name, sizeof(t.name), "coordinator");
+        snprintf(state_dir, sizeof(state_dir), "%s/state", f->dir);
+        assert_int_equal(fsutil_mkdir_p(state_dir, 0700, &err), 0);
+        assert_int_equal(replay_open(state_dir, 1024, WINDOW_US, &f->rp, &err), 0);
+        assert_int_equal(env_verifier_new(SELF, &t, 1, f->rp, WINDOW_US, ENV_MAX_DEFAULT, &f->v, &err), 0);
+        assert_int_equal(hv_open(f->cfg, &f->hv, &err), 0);
+        assert_int_equal(txn_mgr_new(f->cfg, f->hv, NULL, &f->txns, &err), 0);
+        assert_int_equal(txn_mgr_recover(f->txns, &err), 0);
+        assert_int_equal(dispatch_new(f->cfg, f->agent, f->v, f->hv, f->txns, &f->d, &err), 0);
+        f->counter = 10;
+        *state = f;
+        return 0;
+}
+
+static int teardown(void **state)
+{
+        struct fx *f = *state;
+
+        dispatch_free(f->d);
+        txn_mgr_shutdown(f->txns);
+        txn_mgr_free(f->txns);
+        hv_close(f->hv);
+        env_verifier_free(f->v);
+        replay_free(f->rp);
+        keys_secret_free(f->agent);
+        keys_secret_free(f->coord);
+        keys_secret_free(f->other);
+        cfg_agent_free(f->cfg);
+        tu_rmtree(f->dir);
+        free(f);
+        return 0;
+}
+
+/* ---- commands -------------------------------------------------------------- */
+
+/* A command and the payloads it points at. */
+struct cmd {
+        Lockstep__Command c;
+        Lockstep__StatusRequest st;
+        Lockstep__DiscoverRequest di;
+        Lockstep__FreezeRequest fz;
+        Lockstep__Member m, *pm[1];
+        uint8_t nonce[REPLAY_NONCE_LEN];
+        uint8_t hash[ENV_HASH_LEN];
+};
+
+static void status_cmd(struct cmd *k)
+{
+        lockstep__command__init(&k->c);
+        lockstep__status_request__init(&k->st);
+        k->c.target = SELF;
+        k->c.txid = "";
+        k->c.step = LOCKSTEP__STEP__STEP_STATUS;
+        k->c.payload_case = LOCKSTEP__COMMAND__PAYLOAD_STATUS;
+        k->c.status = &k->st;
+}
+
+static void discover_cmd(struct cmd *k)
+{
+        lockstep__command__init(&k->c);
+        lockstep__discover_request__init(&k->di);
+        k->c.target = SELF;
+        k->c.txid = "";
+        k->c.step = LOCKSTEP__STEP__STEP_DISCOVER;
+        k->c.payload_case = LOCKSTEP__COMMAND__PAYLOAD_DISCOVER;
+        k->c.discover = &k->di;
+}
+
+static void freeze_cmd(struct cmd *k, const char *txid)
+{
+        lockstep__command__init(&k->c);
+        lockstep__freeze_request__init(&k->fz);
+        lockstep__member__init(&k->m);
+        k->m.vm = "web1";
+        k->pm[0] = &k->m;
+        k->fz.snapshot = "nightly-1";
+        k->fz.mode = LOCKSTEP__MODE__MODE_QUIESCE;
+        k->fz.lease_ms = 30000;
+        k->fz.members = k->pm;
+        k->fz.n_members = 1;
+        k->c.target = SELF;
+        k->c.txid = (char *)txid;
+        k->c.step = LOCKSTEP__STEP__STEP_FREEZE;
+        k->c.payload_case = LOCKSTEP__COMMAND__PAYLOAD_FREEZE;
+        k->c.freeze = &k->fz;
+}
+
+static void seal(const struct keys_secret *key, struct cmd *k, uint64_t counter, long long issued, uint8_t **buf,
+                 size_t *len)
+{
+        lserr err = {0};
+
+        assert_int_equal(env_seal_command(key, &k->c, counter, issued, k->nonce, buf, len, k->hash, &err), 0);
+}
+
+/* ---- replies --------------------------------------------------------------- */
+
+/* Runs buf through dispatch; the reply, checked against the agent's key and
+ * the hash of what was sent. */
+static Lockstep__Reply *handle(struct fx *f, const uint8_t *buf, size_t len)
+{
+        uint8_t *out = NULL, hash[ENV_HASH_LEN];
+        size_t out_len = 0;
+        Lockstep__Reply *rep = NULL;
+        lserr err = {0};
+
+        assert_int_equal(env_body_hash(buf, len, ENV_MAX_DEFAULT, hash), 0);
+        assert_int_equal(dispatch_handle(f->d, buf, len, &out, &out_len), 0);
+        if (env_verify_reply(out, out_len, ENV_MAX_DEFAULT, keys_secret_public(f->agent), SELF, hash, &rep, &err) <
+            0)
+                fail_msg("reply does not verify: %s", err.msg);
+        assert_string_equal(rep->agent, SELF);
+        free(out);
+        return rep;
+}
+
+/* A request with no envelope to hash (oversized, garbage): the reply is signed
+ * by the agent but answers no command hash. */
+static Lockstep__Reply *handle_unhashed(struct fx *f, const uint8_t *buf, size_t len)
+{
+        uint8_t *out = NULL, none[ENV_HASH_LEN] = {0};
+        size_t out_len = 0;
+        Lockstep__Reply *rep = NULL;
+        Lockstep__Envelope *env;
+        lserr err = {0};
+
+        assert_int_equal(dispatch_handle(f->d, buf, len, &out, &out_len), 0);
+        /* LS_EPEER comes only after the key, the signature and the agent id checked out. */
+        assert_int_equal(env_verify_reply(out, out_len, ENV_MAX_DEFAULT, keys_secret_public(f->agent), SELF, none,
+                                          &rep, &err),
+                         LS_EPEER);
+        env = lockstep__envelope__unpack(NULL, out_len, out);
+        assert_non_null(env);
+        rep = lockstep__reply__unpack(NULL, env->body.len, env->body.data);
+        assert_non_null(rep);
+        assert_int_equal(rep->command_hash.len, 0);
+        lockstep__envelope__free_unpacked(env, NULL);
+        free(out);
+        return rep;
+}
+
+static void expect_refused(Lockstep__Reply *rep, int reason, const char *words)
+{
+        assert_int_equal(rep->code, LOCKSTEP__ERROR_CODE__E_REJECTED);
+        assert_int_equal(rep->reject_reason, reason);
+        assert_non_null(strstr(rep->message, SELF ": command refused: "));
+        if (!strstr(rep->message, words))
+                fail_msg("\"%s\" does not say \"%s\"", rep->message, words);
+        lockstep__reply__free_unpacked(rep, NULL);
+}
+
+/* ---- state ----------------------------------------------------------------- */
+
+static int frozen(const struct fx *f, const char *vm)
+{
+        char path[4200], *buf = NULL;
+        size_t len;
+        int r;
+
+        snprintf(path, sizeof(path), "%s/sim/%s.state", f->dir, vm);
+        if (fsutil_read_all(path, 1 << 20, &buf, &len, NULL) < 0)
+                return 0;
+        r = strstr(buf, "frozen 1") != NULL;
+        free(buf);
+        return r;
+}
+
+static int journal_files(const struct fx *f)
+{
+        char path[4200];
+        DIR *d;
+        struct dirent *e;
+        int n = 0;
+
+        snprintf(path, sizeof(path), "%s/journal", f->dir);
+        d = opendir(path);
+        if (!d)
+                return 0;
+        while ((e = readdir(d)) != NULL)
+                n += strstr(e->d_name, ".txn") != NULL;
+        closedir(d);
+        return n;
+}
+
+/* STATUS with the next counter: accepted, so no refused command before it
+ * moved the counter; the number of transactions in doubt. */
+static size_t status_in_doubt(struct fx *f)
+{
+        struct cmd k;
+        uint8_t *buf;
+        size_t len, n;
+        Lockstep__Reply *rep;
+
+        status_cmd(&k);
+        seal(f->coord, &k, ++f->counter, fsutil_now_us(), &buf, &len);
+        rep = handle(f, buf, len);
+        free(buf);
+        assert_int_equal(rep->code, LOCKSTEP__ERROR_CODE__OK);
+        assert_int_equal(rep->step, LOCKSTEP__STEP__STEP_STATUS);
+        assert_string_equal(rep->version, LOCKSTEP_VERSION);
+        n = rep->n_in_doubt;
+        lockstep__reply__free_unpacked(rep, NULL);
+        return n;
+}
+
+static void assert_unchanged(struct fx *f)
+{
+        assert_false(frozen(f, "web1"));
+        assert_int_equal(journal_files(f), 0);
+        assert_int_equal(status_in_doubt(f), 0);
+}
+
+/* ---- tests ----------------------------------------------------------------- */
+
+static void test_accepted(void **state)
+{
+        struct fx *f = *state;
+        struct cmd k;
+        uint8_t *buf;
+        size_t len;
+        Lockstep__Reply *rep;
+
+        assert_int_equal(status_in_doubt(f), 0);
+        discover_cmd(&k);
+        seal(f->coord, &k, ++f->counter, fsutil_now_us(), &buf, &len);
+        rep = handle(f, buf, len);
+        free(buf);
+        assert_int_equal(rep->code, LOCKSTEP__ERROR_CODE__OK);
+        assert_int_equal(rep->n_members, 2);
+        for (size_t i = 0; i < rep->n_members; i++) {
+                assert_string_equal(rep->members[i]->state, "running");
+                if (!strcmp(rep->members[i]->vm, "db1")) {
+                        assert_string_equal(rep->members[i]->group_label, "shop");
+                        assert_string_equal(rep->members[i]->tier_label, "db");
+                }
+        }
+        lockstep__reply__free_unpacked(rep, NULL);
+        /* A FREEZE acts: the guest is frozen, journaled, and in doubt. */
+        freeze_cmd(&k, "tx-0001");
+        seal(f->coord, &k, ++f->counter, fsutil_now_us(), &buf, &len);
+        rep = handle(f, buf, len);
+        free(buf);
+        assert_int_equal(rep->code, LOCKSTEP__ERROR_CODE__OK);
+        assert_string_equal(rep->txid, "tx-0001");
+        assert_int_equal(rep->step, LOCKSTEP__STEP__STEP_FREEZE);
+        lockstep__reply__free_unpacked(rep, NULL);
+        assert_true(frozen(f, "web1"));
+        assert_int_equal(journal_files(f), 1);
+        assert_int_equal(status_in_doubt(f), 1);
+}
+
+/* An envelope with the body but no signature, and one with a zero signature. */
+static void test_unsigned(void **state)
+{
+        struct fx *f = *state;
+        Lockstep__Envelope env = LOCKSTEP__ENVELOPE__INIT;
+        uint8_t zero[ENV_SIG_LEN] = {0}, *body, *buf;
+        struct cmd k;
+        size_t n, len;
+
+        freeze_cmd(&k, "tx-0002");
+        k.c.issued_at_us = fsutil_now_us();
+        k.c.counter = f->counter + 1;
+        k.c.nonce.data = k.nonce;
+        k.c.nonce.len = REPLAY_NONCE_LEN;
+        memset(k.nonce, 7, sizeof(k.nonce));
+        n = lockstep__command__get_packed_size(&k.c);
+        body = malloc(n);
+        lockstep__command__pack(&k.c, body);
+        env.version = ENV_VERSION;
+        env.key_id.data = (uint8_t *)keys_secret_public(f->coord)->id;
+        env.key_id.len = KEYS_ID_LEN;
+        env.body.data = body;
+        env.body.len = n;
+        len = lockstep__envelope__get_packed_size(&env);
+        buf = malloc(len);
+        lockstep__envelope__pack(&env, buf);
+        expect_refused(handle(f, buf, len), LS_EMALFORMED, "signature has the wrong length");
+        free(buf);
+        env.signature.data = zero;
+        env.signature.len = ENV_SIG_LEN;
+        len = lockstep__envelope__get_packed_size(&env);
+        buf = malloc(len);
+        lockstep__envelope__pack(&env, buf);
+        expect_refused(handle(f, buf, len), LS_EBADSIG, "signature does not verify");
+        free(buf);
+        free(body);
+        assert_unchanged(f);
+}
+
+static void test_bad_signature(void **state)
+{
+        struct fx *f = *state;
+        struct cmd k;
+        uint8_t *buf;
+        size_t len;
+
+        /* The last bytes of the envelope are the signature's. */
+        freeze_cmd(&k, "tx-0003");
+        seal(f->coord, &k, f->counter + 1, fsutil_now_us(), &buf, &len);
+        buf[len - 1] ^= 1;
+        expect_refused(handle(f, buf, len), LS_EBADSIG, "signature does not verify");
+        free(buf);
+        /* Signed by a key the agent does not trust. */
+        seal(f->other, &k, f->counter + 1, fsutil_now_us(), &buf, &len);
+        expect_refused(handle(f, buf, len), LS_EUNKNOWNKEY, "unknown key");
+        free(buf);
+        assert_unchanged(f);
+}
+
+static void test_replayed(void **state)
+{
+        struct fx *f = *state;
+        struct cmd k;
+        uint8_t *buf;
+        size_t len;
+        Lockstep__Reply *rep;
+
+        status_cmd(&k);
+        seal(f->coord, &k, ++f->counter, fsutil_now_us(), &buf, &len);
+        rep = handle(f, buf, len);
+        assert_int_equal(rep->code, LOCKSTEP__ERROR_CODE__OK);
+        lockstep__reply__free_unpacked(rep, NULL);
+        expect_refused(handle(f, buf, len), LS_EREPLAY, "");
+        free(buf);
+        /* A fresh nonce with a counter already used: refused, and the reply
+         * tells the key's holder where to resume. */
+        freeze_cmd(&k, "tx-0004");
+        seal(f->coord, &k, f->counter, fsutil_now_us(), &buf, &len);
+        rep = handle(f, buf, len);
+        assert_int_equal(rep->counter_seen, f->counter);
+        expect_refused(rep, LS_ECOUNTER, "");
+        free(buf);
+        assert_unchanged(f);
+}
+
+static void test_wrong_target(void **state)
+{
+        struct fx *f = *state;
+        struct cmd k;
+        uint8_t *buf;
+        size_t len;
+        Lockstep__Reply *rep;
+
+        freeze_cmd(&k, "tx-0005");
+        k.c.target = "host-b";
+        seal(f->coord, &k, f->counter + 1, fsutil_now_us(), &buf, &len);
+        rep = handle(f, buf, len);
+        /* Only a counter refusal tells the counter. */
+        assert_int_equal(rep->counter_seen, 0);
+        expect_refused(rep, LS_ETARGET, "command is for agent \"host-b\", this is \"host-a\"");
+        free(buf);
+        assert_unchanged(f);
+}
+
+static void test_expired(void **state)
+{
+        struct fx *f = *state;
+        struct cmd k;
+        uint8_t *buf;
+        size_t len;
+
+        freeze_cmd(&k, "tx-0006");
+        seal(f->coord, &k, f->counter + 1, fsutil_now_us() - WINDOW_US - 5000000LL, &buf, &len);
+        expect_refused(handle(f, buf, len), LS_EEXPIRED, "outside the 30 s window");
+        free(buf);
+        seal(f->coord, &k, f->counter + 1, fsutil_now_us() + WINDOW_US + 5000000LL, &buf, &len);
+        expect_refused(handle(f, buf, len), LS_EFUTURE, "in the future");
+        free(buf);
+        assert_unchanged(f);
+}
+
+static void test_oversized(void **state)
+{
+        struct fx *f = *state;
+        struct cmd k;
+        uint8_t *buf, *big;
+        size_t len;
+
+        freeze_cmd(&k, "tx-0007");
+        seal(f->coord, &k, f->counter + 1, fsutil_now_us(), &buf, &len);
+        /* A valid command padded past the limit: refused on size alone. */
+        big = calloc(1, ENV_MAX_DEFAULT + 1);
+        memcpy(big, buf, len);
+        expect_refused(handle_unhashed(f, big, ENV_MAX_DEFAULT + 1), LS_EOVERSIZE, "over the 1048576-byte limit");
+        free(big);
+        free(buf);
+        assert_unchanged(f);
+}
+
+static void test_unknown_step(void **state)
+{
+        struct fx *f = *state;
+        struct cmd k;
+        uint8_t *buf, junk[64];
+        size_t len;
+
+        status_cmd(&k);
+        k.c.step = (Lockstep__Step)99;
+        seal(f->coord, &k, f->counter + 1, fsutil_now_us(), &buf, &len);
+        expect_refused(handle(f, buf, len), LS_EMALFORMED, "unknown step 99");
+        free(buf);
+        status_cmd(&k);
+        k.c.step = LOCKSTEP__STEP__STEP_UNSPECIFIED;
+        seal(f->coord, &k, f->counter + 1, fsutil_now_us(), &buf, &len);
+        expect_refused(handle(f, buf, len), LS_EMALFORMED, "unknown step 0");
+        free(buf);
+        /* A known step with another step's payload. */
+        freeze_cmd(&k, "tx-0008");
+        k.c.step = LOCKSTEP__STEP__STEP_SNAPSHOT;
+        seal(f->coord, &k, f->counter + 1, fsutil_now_us(), &buf, &len);
+        expect_refused(handle(f, buf, len), LS_EMALFORMED, "does not match the command's payload");
+        free(buf);
+        /* Not an envelope at all. */
+        memset(junk, 0xff, sizeof(junk));
+        expect_refused(handle_unhashed(f, junk, sizeof(junk)), LS_EMALFORMED, "envelope does not unpack");
+        assert_unchanged(f);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test_setup_teardown(test_accepted, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_unsigned, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_bad_signature, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_replayed, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_wrong_target, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_expired, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_oversized, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_unknown_step, setup, teardown),
+        };
+
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
