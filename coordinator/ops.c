@@ -239,16 +239,26 @@ static void *op_main(void *p)
                         lserr e2 = {0};
                         int have = cat_txn_get(d->cat, txid, &t, &e2) == 0;
                         /* For a revert, op->group holds the ID it was given: the catalog knows the group. */
-                        ops_event(d, op->is_revert ? "revert" : "cut", have ? t.group : op->group, txid, "%s%s%s",
-                              r == 0 ? "committed" : r == 1 ? "aborted" : "failed", have && t.reason[0] ? ": " : "",
-                              have ? t.reason : "");
+                        const char *kind = op->is_revert ? "revert" : "cut", *group = have ? t.group : op->group;
+                        /* The engine's error is logged here, once. */
+                        if (r < 0)
+                                ops_event(d, kind, group, txid, "failed: %s", err.msg);
+                        else if (have && t.reason[0])
+                                ops_event(d, kind, group, txid, "%s: %s", r == 0 ? "committed" : "aborted", t.reason);
+                        else
+                                ops_event(d, kind, group, txid, "%s", r == 0 ? "committed" : "aborted");
                 } else if (op->is_delete) {
                         struct cat_txn t;
                         lserr e2 = {0};
                         int have = cat_txn_get(d->cat, op->target, &t, &e2) == 0;
-                        ops_event(d, "delete", have ? t.group : NULL, op->target, "%s%s%s",
-                              r == 0 ? "deleted" : "not deleted", r < 0 ? ": " : "",
-                              r < 0 ? err.msg : have && r == 1 ? t.cut_status_reason : "");
+                        if (r == 0)
+                                ops_event(d, "delete", have ? t.group : NULL, op->target, "deleted");
+                        else if (r < 0)
+                                ops_event(d, "delete", have ? t.group : NULL, op->target, "not deleted: %s", err.msg);
+                        else if (have)
+                                ops_event(d, "delete", t.group, op->target, "not deleted: %s", t.cut_status_reason);
+                        else
+                                ops_event(d, "delete", NULL, op->target, "not deleted");
                 }
                 if (op->scheduled) {
                         struct cat_txn t;
