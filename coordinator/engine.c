@@ -1,8 +1,5 @@
-/* engine: what every transaction of the engine shares: the engine itself,
- * fanning a step out to the agents, the round (fan out, record, vote), the
- * decision and telling it, the audit, slots and progress lines. The
- * transactions are in engine_cut.c, engine_delete.c, engine_revert.c and
- * engine_recover.c. */
+/* engine: what the engine's transactions (engine_cut/delete/revert/recover.c)
+ * share: the round (fan out, record, vote), begin, decide and tell, slots. */
 #include "engine_priv.h"
 
 #include <sodium.h>
@@ -366,6 +363,10 @@ void engine_fan_out(struct engine *e, struct item *items, size_t n, int timeout_
                 lockstep__reply__free_unpacked(it->rep, NULL);
                 it->rep = NULL;
                 if (r < 0) {
+                        /* The counter cannot follow the agent: every later
+                         * command to it fails the same way until an operator
+                         * looks. An error for the log, beyond this step. */
+                        log_err("%s", it->err.msg);
                         audit(e, it, CAT_IGNORED, r, it->err.msg);
                         continue;
                 }

@@ -28,6 +28,11 @@ struct revert_job {
         unsigned tier; /* of the STOP or START in flight */
 };
 
+static void revert_job_done(struct revert_job *j)
+{
+        items_free(&j->its);
+}
+
 /* An undo put the VMs back on what revert `id` kept: that branch is the live
  * chain now, it no longer pins older cuts and cannot be deleted as a branch.
  * The undo stands whatever the catalog says: a failure is logged here. */
@@ -241,7 +246,7 @@ int engine_revert(struct engine *e, const char *id, int undo, engine_event_fn ev
         const struct progress p = {ev, arg};
         _cleanup_free_ struct cat_member *m = NULL;
         struct cat_txn target;
-        struct revert_job j = {.target = &target, .undo = undo};
+        _cleanup_(revert_job_done) struct revert_job j = {.target = &target, .undo = undo};
         lserr why = {0};
         int r = cat_txn_get(e->cat, id, &target, &why);
 
@@ -263,10 +268,9 @@ int engine_revert(struct engine *e, const char *id, int undo, engine_event_fn ev
                 if (m[i].tier > j.max_tier)
                         j.max_tier = m[i].tier;
         r = engine_take_slot_cat(e, target.group, m, j.n_members, &p, err);
-        if (r == 0) {
-                r = revert_locked(e, &j, &p, ret_txid, err);
-                slots_drop(e->slots, target.group);
-        }
-        items_free(&j.its);
+        if (r < 0)
+                return r;
+        r = revert_locked(e, &j, &p, ret_txid, err);
+        slots_drop(e->slots, target.group);
         return r;
 }

@@ -131,7 +131,10 @@ static void after_scheduled(struct daemon *d, struct gen *gn, struct op *op, int
         if (cat_sched_put(d->cat, &cs, &err) < 0)
                 log_err("%s", err.msg);
         pthread_mutex_unlock(&d->sched_rows);
-        ops_event(d, "schedule", op->group, txid, "scheduled cut %s%s%s", cs.outcome, why[0] ? ": " : "", why);
+        if (why[0])
+                ops_event(d, "schedule", op->group, txid, "scheduled cut %s: %s", cs.outcome, why);
+        else
+                ops_event(d, "schedule", op->group, txid, "scheduled cut %s", cs.outcome);
         if (r != 0 || !g || !prune_has_policy(g))
                 return;
         struct prune_item *items = NULL;
@@ -142,10 +145,12 @@ static void after_scheduled(struct daemon *d, struct gen *gn, struct op *op, int
         }
         failed = prune_run(gn->eng, d->cat, g, &items, &n, ops_progress, op);
         for (size_t i = 0; i < n; i++)
-                if (!items[i].keep)
-                        ops_event(d, "prune", op->group, items[i].txid, "%s (%s)%s%s",
-                              items[i].done ? "removed" : "NOT removed", items[i].why, items[i].error[0] ? ": " : "",
-                              items[i].error);
+                if (!items[i].keep && items[i].error[0])
+                        ops_event(d, "prune", op->group, items[i].txid, "%s (%s): %s",
+                                  items[i].done ? "removed" : "NOT removed", items[i].why, items[i].error);
+                else if (!items[i].keep)
+                        ops_event(d, "prune", op->group, items[i].txid, "%s (%s)",
+                                  items[i].done ? "removed" : "NOT removed", items[i].why);
         if (failed)
                 log_warn("group %s: retention: %zu cut(s) or branch(es) could not be deleted", op->group, failed);
         free(items);
