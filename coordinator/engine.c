@@ -577,7 +577,8 @@ size_t engine_tell(struct engine *e, const char *txid, struct agentlink *const *
                                 sub.v[sub.n++].link = links[i];
                 engine_round(&rd, sub.v, sub.n);
                 for (size_t j = 0, i = 0; j < sub.n; j++) {
-                        while (links[i] != sub.v[j].link)
+                        /* sub holds the links not done yet, in links' order. */
+                        while (i < n && links[i] != sub.v[j].link)
                                 i++;
                         assert(i < n);
                         if (item_ok(&sub.v[j])) {

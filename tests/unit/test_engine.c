@@ -167,14 +167,12 @@ static void fake_stop(struct fake *a)
         pthread_mutex_destroy(&a->lock);
 }
 
-/* reach: host-c's URL is its socket; else one nobody listens on. */
 static void load_config(struct fx *f, int reach)
 {
         char *yaml = NULL, *path, nobody[600];
         lserr err = {0};
 
         snprintf(nobody, sizeof(nobody), "ipc://%s/nobody.sock", f->dir);
-
         assert_true(asprintf(&yaml,
                              "control: ipc://%1$s/control.sock\n"
                              "key: %1$s/coord.key\n"
