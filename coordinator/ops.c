@@ -131,7 +131,10 @@ static void after_scheduled(struct daemon *d, struct gen *gn, struct op *op, int
         if (cat_sched_put(d->cat, &cs, &err) < 0)
                 log_err("%s", err.msg);
         pthread_mutex_unlock(&d->sched_rows);
-        ops_event(d, "schedule", op->group, txid, "scheduled cut %s%s%s", cs.outcome, why[0] ? ": " : "", why);
+        if (why[0])
+                ops_event(d, "schedule", op->group, txid, "scheduled cut %s: %s", cs.outcome, why);
+        else
+                ops_event(d, "schedule", op->group, txid, "scheduled cut %s", cs.outcome);
         if (r != 0 || !g || !prune_has_policy(g))
                 return;
         struct prune_item *items = NULL;
@@ -142,10 +145,12 @@ static void after_scheduled(struct daemon *d, struct gen *gn, struct op *op, int
         }
         failed = prune_run(gn->eng, d->cat, g, &items, &n, ops_progress, op);
         for (size_t i = 0; i < n; i++)
-                if (!items[i].keep)
-                        ops_event(d, "prune", op->group, items[i].txid, "%s (%s)%s%s",
-                              items[i].done ? "removed" : "NOT removed", items[i].why, items[i].error[0] ? ": " : "",
-                              items[i].error);
+                if (!items[i].keep && items[i].error[0])
+                        ops_event(d, "prune", op->group, items[i].txid, "%s (%s): %s",
+                                  items[i].done ? "removed" : "NOT removed", items[i].why, items[i].error);
+                else if (!items[i].keep)
+                        ops_event(d, "prune", op->group, items[i].txid, "%s (%s)",
+                                  items[i].done ? "removed" : "NOT removed", items[i].why);
         if (failed)
                 log_warn("group %s: retention: %zu cut(s) or branch(es) could not be deleted", op->group, failed);
         free(items);
@@ -239,16 +244,26 @@ static void *op_main(void *p)
                         lserr e2 = {0};
                         int have = cat_txn_get(d->cat, txid, &t, &e2) == 0;
                         /* For a revert, op->group holds the ID it was given: the catalog knows the group. */
-                        ops_event(d, op->is_revert ? "revert" : "cut", have ? t.group : op->group, txid, "%s%s%s",
-                              r == 0 ? "committed" : r == 1 ? "aborted" : "failed", have && t.reason[0] ? ": " : "",
-                              have ? t.reason : "");
+                        const char *kind = op->is_revert ? "revert" : "cut", *group = have ? t.group : op->group;
+                        /* The engine's error is logged here, once. */
+                        if (r < 0)
+                                ops_event(d, kind, group, txid, "failed: %s", err.msg);
+                        else if (have && t.reason[0])
+                                ops_event(d, kind, group, txid, "%s: %s", r == 0 ? "committed" : "aborted", t.reason);
+                        else
+                                ops_event(d, kind, group, txid, "%s", r == 0 ? "committed" : "aborted");
                 } else if (op->is_delete) {
                         struct cat_txn t;
                         lserr e2 = {0};
                         int have = cat_txn_get(d->cat, op->target, &t, &e2) == 0;
-                        ops_event(d, "delete", have ? t.group : NULL, op->target, "%s%s%s",
-                              r == 0 ? "deleted" : "not deleted", r < 0 ? ": " : "",
-                              r < 0 ? err.msg : have && r == 1 ? t.cut_status_reason : "");
+                        if (r == 0)
+                                ops_event(d, "delete", have ? t.group : NULL, op->target, "deleted");
+                        else if (r < 0)
+                                ops_event(d, "delete", have ? t.group : NULL, op->target, "not deleted: %s", err.msg);
+                        else if (have)
+                                ops_event(d, "delete", t.group, op->target, "not deleted: %s", t.cut_status_reason);
+                        else
+                                ops_event(d, "delete", NULL, op->target, "not deleted");
                 }
                 if (op->scheduled) {
                         struct cat_txn t;

@@ -7,6 +7,7 @@
 
 #include "lockstep.pb-c.h"
 #include "prune.h"
+#include "report_priv.h"
 
 void report_iso_time(long long us, char *out, size_t n)
 {
@@ -188,6 +189,20 @@ static void cut_text(FILE *f, const struct cat_txn *t, const struct cat_member *
                         im[k].after);
 }
 
+void report_cut_rows(const struct cat_txn *t, const struct cat_member *m, size_t nm, const struct cat_image *im,
+                     size_t ni, int as_json, FILE *out)
+{
+        struct json j;
+
+        if (!as_json) {
+                cut_text(out, t, m, nm, im, ni);
+                return;
+        }
+        json_init(&j, out);
+        cut_json(&j, t, m, nm, im, ni);
+        json_end(&j);
+}
+
 int report_cut(struct catalog *cat, const char *txid, int as_json, FILE *out, lserr *err)
 {
         struct cat_txn t;
@@ -201,16 +216,8 @@ int report_cut(struct catalog *cat, const char *txid, int as_json, FILE *out, ls
         r = cat_members(cat, txid, &m, &nm, err);
         if (r >= 0)
                 r = cat_images(cat, txid, &im, &ni, err);
-        if (r >= 0) {
-                if (as_json) {
-                        struct json j;
-                        json_init(&j, out);
-                        cut_json(&j, &t, m, nm, im, ni);
-                        json_end(&j);
-                } else {
-                        cut_text(out, &t, m, nm, im, ni);
-                }
-        }
+        if (r >= 0)
+                report_cut_rows(&t, m, nm, im, ni, as_json, out);
         free(m);
         free(im);
         return r;

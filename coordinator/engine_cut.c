@@ -1,0 +1,281 @@
+/* engine_cut: a cut of a group (FREEZE everywhere, then SNAPSHOT, then the
+ * decision) and its preflight, CHECK, which sends a cut's FREEZE validation
+ * without freezing: both build the same per-agent member lists from the
+ * group's configuration. */
+#include "engine_priv.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "names.h"
+#include "report.h"
+#include "slots.h"
+
+/* What FREEZE (and CHECK) asks of every agent. */
+struct cut_spec {
+        const struct cfg_group *g;
+        const char *snap; /* the snapshot name: overlay file suffix */
+        Lockstep__Mode mode;
+        unsigned lease_ms;
+};
+
+/* One item per agent holding members of g. */
+static int build_items(struct engine *e, const struct cfg_group *g, struct items *ret, lserr *err)
+{
+        _cleanup_(items_freep) struct items its = {0};
+
+        if (items_alloc(&its, g->n_members) < 0)
+                return -ENOMEM;
+        for (unsigned i = 0; i < g->n_members; i++) {
+                const struct cfg_member *m = &g->members[i];
+                struct item *it = NULL;
+                for (size_t k = 0; k < its.n && !it; k++)
+                        if (!strcmp(agentlink_id(its.v[k].link), m->agent))
+                                it = &its.v[k];
+                if (!it) {
+                        it = &its.v[its.n++];
+                        it->link = engine_link_of(e, m->agent);
+                        if (!it->link)
+                                return lserr_set(err, -EINVAL, "group \"%s\": member %s@%s: agent not configured",
+                                                 g->name, m->vm, m->agent);
+                        if (item_members_alloc(it, g->n_members) < 0)
+                                return -ENOMEM;
+                }
+                item_add_member(it, m->vm, m->tier, m->crash);
+        }
+        *ret = its;
+        its = (struct items){0};
+        return 0;
+}
+
+static void freeze_fill(struct item *it, const void *ctx)
+{
+        const struct cut_spec *s = ctx;
+        Lockstep__FreezeRequest *f = &it->pl.freeze;
+
+        f->snapshot = (char *)s->snap;
+        f->mode = s->mode;
+        f->lease_ms = s->lease_ms;
+        f->pre_freeze_hook = s->g->hook_pre_freeze ? s->g->hook_pre_freeze : (char *)"";
+        f->post_thaw_hook = s->g->hook_post_thaw ? s->g->hook_post_thaw : (char *)"";
+        f->hook_timeout_ms = s->g->hook_timeout_s * 1000;
+        f->n_members = it->n_members;
+        f->members = it->memberp;
+}
+
+static void freeze_say(const struct round *rd, const struct item *it, const char *why)
+{
+        char detail[512] = "";
+        size_t off = 0;
+
+        if (why) {
+                engine_emit(rd->p, "FREEZE   %-12s NO: %s", agentlink_id(it->link), why);
+                return;
+        }
+        /* "vm1 12 ms, vm2 9 ms": how long each member took to freeze. */
+        for (size_t k = 0; k < it->rep->n_members && off < sizeof(detail) - 1; k++) {
+                const Lockstep__MemberResult *mr = it->rep->members[k];
+                double ms = mr->timings ? (double)mr->timings->freeze_us / 1000.0 : 0.0;
+                off += (size_t)snprintf(detail + off, sizeof(detail) - off, k ? ", %s %.0f ms" : "%s %.0f ms", mr->vm,
+                                        ms);
+        }
+        engine_emit(rd->p, "FREEZE   %-12s yes (%s)", agentlink_id(it->link), detail);
+}
+
+static void snapshot_say(const struct round *rd, const struct item *it, const char *why)
+{
+        if (why)
+                engine_emit(rd->p, "SNAPSHOT %-12s FAILED: %s", agentlink_id(it->link), why);
+        else
+                engine_emit(rd->p, "SNAPSHOT %-12s done, %zu member(s) thawed", agentlink_id(it->link),
+                            it->rep->n_members);
+}
+
+static const char *mode_wire_name(Lockstep__Mode m)
+{
+        return m == LOCKSTEP__MODE__MODE_PAUSE ? "pause" : m == LOCKSTEP__MODE__MODE_MEMORY ? "memory" : "quiesce";
+}
+
+/* The request checked and the group's defaults applied. */
+static int cut_spec_of(const struct engine *e, const struct engine_cut_req *req, const struct cfg_group **ret_g,
+                       int *ret_mode, unsigned *ret_lease_s, lserr *err)
+{
+        const struct cfg_group *g = cfg_coord_group(e->cfg, req->group);
+        unsigned lease_s;
+
+        if (!g)
+                return lserr_set(err, -ENOENT, "group \"%s\" is not in the configuration", req->group);
+        if (req->name && !names_valid(req->name))
+                return lserr_set(err, -EINVAL, "snapshot name \"%s\" is not a valid name ([A-Za-z0-9._-], 1..64)",
+                                 req->name);
+        lease_s = req->lease_s ? req->lease_s : g->lease_s;
+        if (lease_s == 0 || lease_s > 3600)
+                return lserr_set(err, -EINVAL, "lease of %u s is out of range (1..3600)", lease_s);
+        *ret_g = g;
+        *ret_mode = req->mode >= 0 ? req->mode : (int)g->mode;
+        *ret_lease_s = lease_s;
+        return 0;
+}
+
+/* Logs the cut as begun and the placeholders of its members. */
+static int cut_begin(struct engine *e, struct cat_txn *t, const struct cut_spec *s, const struct items *its,
+                     const struct progress *p, char ret_txid[65], lserr *err)
+{
+        const struct cfg_group *g = s->g;
+        int r = engine_begin(e, t, ret_txid, err);
+
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < its->n; i++)
+                engine_record_silence(e, t->txid, &its->v[i]); /* placeholders until each agent answers */
+        engine_emit(p, "BEGIN    %s: group %s, %u member(s) on %zu agent(s), mode %s, lease %u s", t->txid, g->name,
+                    g->n_members, its->n, mode_wire_name(s->mode), s->lease_ms / 1000);
+        return 0;
+}
+
+/* Phase 1, every agent validates and freezes its members and votes; phase 2,
+ * only once every member is frozen, the snapshots; then the decision, durable
+ * before any agent hears it. */
+static int cut_run(struct engine *e, const struct cat_txn *t, const struct cut_spec *s, struct items *its,
+                   const struct progress *p, lserr *err)
+{
+        struct round rd = {.e = e, .txid = t->txid, .timeout_ms = engine_step_ms(e), .g = s->g, .pending = 1,
+                           .ctx = s, .p = p};
+        int commit, r;
+
+        rd.step = LOCKSTEP__STEP__STEP_FREEZE;
+        rd.fill = freeze_fill;
+        rd.say = freeze_say;
+        commit = engine_round(&rd, its->v, its->n);
+        if (commit) {
+                rd.step = LOCKSTEP__STEP__STEP_SNAPSHOT;
+                rd.fill = NULL;
+                rd.say = snapshot_say;
+                commit = engine_round(&rd, its->v, its->n);
+        }
+        engine_failpoint("after-snapshot");
+        r = engine_log_decision(e, t->txid, commit, rd.reason, p, err);
+        if (r < 0)
+                return r;
+        engine_failpoint("after-decide");
+        engine_tell_items(e, t->txid, its->v, its->n, commit, 0, p);
+        return commit ? 0 : 1;
+}
+
+int engine_snapshot(struct engine *e, const struct engine_cut_req *req, engine_event_fn ev, void *arg,
+                    char ret_txid[65], lserr *err)
+{
+        const struct progress p = {ev, arg};
+        _cleanup_(items_freep) struct items its = {0};
+        const struct cfg_group *g = NULL;
+        struct cat_txn t = {0};
+        struct cut_spec s;
+        unsigned lease_s = 0;
+        int mode = 0, r;
+
+        r = cut_spec_of(e, req, &g, &mode, &lease_s, err);
+        if (r < 0)
+                return r;
+        r = engine_take_slot_cfg(e, g, &p, err);
+        if (r < 0)
+                return r;
+        engine_make_txid(t.txid);
+        t.kind = CAT_KIND_SNAPSHOT;
+        snprintf(t.group, sizeof(t.group), "%s", g->name);
+        snprintf(t.name, sizeof(t.name), "%s", req->name ? req->name : t.txid);
+        snprintf(t.mode, sizeof(t.mode), "%s", cfg_mode_name((enum cfg_mode)mode));
+        t.lease_ms = lease_s * 1000;
+        s = (struct cut_spec){.g = g, .snap = t.name, .mode = (Lockstep__Mode)mode, .lease_ms = t.lease_ms};
+        r = build_items(e, g, &its, err);
+        if (r == 0)
+                r = cut_begin(e, &t, &s, &its, &p, ret_txid, err);
+        if (r == 0)
+                r = cut_run(e, &t, &s, &its, &p, err);
+        slots_drop(e->slots, g->name);
+        return r;
+}
+
+/* ---- check -------------------------------------------------------------------- */
+
+static void check_fill(struct item *it, const void *ctx)
+{
+        const struct cut_spec *s = ctx;
+
+        it->pl.check.mode = s->mode;
+        it->pl.check.lease_ms = s->lease_ms;
+        it->pl.check.members = it->memberp;
+        it->pl.check.n_members = it->n_members;
+}
+
+/* One result line: the member's own answer, or why its agent gave none. */
+static void check_result(const struct item *it, const Lockstep__Member *m, struct engine_check_member *out)
+{
+        snprintf(out->vm, sizeof(out->vm), "%s", m->vm);
+        snprintf(out->agent, sizeof(out->agent), "%s", agentlink_id(it->link));
+        if (!it->rep) {
+                snprintf(out->code, sizeof(out->code), "UNREACHABLE");
+                snprintf(out->message, sizeof(out->message), "%s", it->err.msg);
+                return;
+        }
+        if (it->rep->code == LOCKSTEP__ERROR_CODE__E_REJECTED) {
+                /* The agent answered but refused us: unknown key, role, clock... */
+                snprintf(out->code, sizeof(out->code), "E_REJECTED");
+                snprintf(out->message, sizeof(out->message), "%s", it->rep->message);
+                return;
+        }
+        for (size_t k = 0; k < it->rep->n_members; k++) {
+                const Lockstep__MemberResult *mr = it->rep->members[k];
+                if (strcmp(mr->vm, m->vm) != 0)
+                        continue;
+                out->ok = mr->code == LOCKSTEP__ERROR_CODE__OK;
+                snprintf(out->code, sizeof(out->code), "%s", report_code_name(mr->code));
+                snprintf(out->message, sizeof(out->message), "%s", mr->message);
+                return;
+        }
+        snprintf(out->code, sizeof(out->code), "E_INTERNAL");
+        snprintf(out->message, sizeof(out->message), "%s: the agent's answer does not name this member",
+                 agentlink_id(it->link));
+}
+
+int engine_check(struct engine *e, const char *group, int mode, unsigned lease_s, struct engine_check_member **ret,
+                 size_t *ret_n, lserr *err)
+{
+        const struct cfg_group *g = cfg_coord_group(e->cfg, group);
+        _cleanup_(items_freep) struct items its = {0};
+        _cleanup_free_ struct engine_check_member *out = NULL;
+        struct cut_spec s;
+        struct round rd = {.e = e, .step = LOCKSTEP__STEP__STEP_CHECK, .fill = check_fill, .ctx = &s};
+        char txid[65];
+        size_t k = 0;
+        int r, failed = 0;
+
+        if (!g)
+                return lserr_set(err, -ENOENT, "group \"%s\" is not in the configuration", group);
+        s = (struct cut_spec){.g = g, .mode = (Lockstep__Mode)(mode < 0 ? (int)g->mode : mode),
+                              .lease_ms = (lease_s ? lease_s : g->lease_s) * 1000};
+        /* Shaped like a cut's txid, so every file name checked is as long as a cut's. */
+        engine_make_txid(txid);
+        txid[0] = 'c';
+        txid[1] = 'k';
+        r = build_items(e, g, &its, err);
+        if (r < 0)
+                return r;
+        out = calloc(g->n_members ? g->n_members : 1, sizeof(*out));
+        if (!out)
+                return -ENOMEM;
+        /* A guest agent ping may take its whole deadline on a hung guest. */
+        rd.txid = txid;
+        rd.timeout_ms = engine_step_ms(e);
+        engine_round(&rd, its.v, its.n);
+        for (size_t i = 0; i < its.n; i++)
+                for (size_t m = 0; m < its.v[i].n_members; m++) {
+                        assert(k < g->n_members);
+                        check_result(&its.v[i], its.v[i].memberp[m], &out[k]);
+                        failed |= !out[k].ok;
+                        k++;
+                }
+        *ret = TAKE_PTR(out);
+        *ret_n = k;
+        return failed ? 1 : 0;
+}

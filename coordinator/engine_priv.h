@@ -1,0 +1,170 @@
+/* engine_priv: what the engine's files share (engine.c, engine_cut.c,
+ * engine_delete.c, engine_revert.c, engine_recover.c) and its unit test sees:
+ * one agent's part of a step, the round that runs a step on every agent, the
+ * decision, progress lines. Not for the rest of the coordinator. */
+#pragma once
+
+#include <assert.h>
+#include <stddef.h>
+
+#include "agentlink.h"
+#include "cleanup.h"
+#include "engine.h"
+#include "lockstep.pb-c.h"
+
+#define ENGINE_REASON_MAX 700
+
+struct engine {
+        const struct cfg_coord *cfg;
+        const struct keys_secret *key;
+        struct catalog *cat;
+        struct counter *ctr;      /* borrowed: it outlives a config reload */
+        struct slots *slots;      /* borrowed, as the counter */
+        struct agentlink **links; /* one per cfg->agents[i] */
+        size_t n_links;
+};
+
+/* Where progress lines go: the daemon's log and, when fn is set, a live display. */
+struct progress {
+        engine_event_fn fn;
+        void *arg;
+};
+
+void engine_emit(const struct progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* One step's request. step says which member of the union is live; every
+ * step has its own request type, as in Command's payload oneof. */
+struct payload {
+        Lockstep__Step step;
+        union {
+                Lockstep__FreezeRequest freeze;
+                Lockstep__SnapshotRequest snapshot;
+                Lockstep__DecideRequest decide;
+                Lockstep__DeleteRequest del;
+                Lockstep__RevertPrepareRequest rprep;
+                Lockstep__RevertStopRequest rstop;
+                Lockstep__RevertSwitchRequest rswitch;
+                Lockstep__RevertStartRequest rstart;
+                Lockstep__RevertDecideRequest rdecide;
+                Lockstep__StatusRequest status;
+                Lockstep__CheckRequest check;
+        };
+};
+
+/* One agent's part of a transaction: its members (and, for a revert or a
+ * delete, the images they name), and the step in flight with its answer. */
+struct item {
+        struct agentlink *link;
+        Lockstep__Member *members;  /* n_members of them; memberp points at each */
+        Lockstep__Member **memberp;
+        size_t n_members;
+        Lockstep__MemberDisks *mdisks; /* per member, the cut's images (attach_cut_images) */
+        Lockstep__MemberDisks **mdiskp;
+        size_t n_mdisks;
+        Lockstep__DiskImage *dimgs;
+        Lockstep__DiskImage **dimgp;
+        Lockstep__Command cmd;
+        struct payload pl;
+        struct agentlink_req req;
+        struct transport_call *call; /* its slot in the current fan-out */
+        Lockstep__Reply *rep;        /* verified reply, or NULL */
+        lserr err;                   /* why there is none */
+};
+
+/* An owned array of items. */
+struct items {
+        struct item *v;
+        size_t n;
+};
+
+int items_alloc(struct items *its, size_t cap);
+void items_free(struct items *its);
+static inline void items_freep(struct items *its)
+{
+        items_free(its);
+}
+
+/* Makes it->cmd a fresh command of step for txid (borrowed) with an
+ * initialised, empty payload, and drops the last reply. */
+void item_step(struct item *it, const char *txid, Lockstep__Step step);
+/* Whether the agent answered yes. */
+int item_ok(const struct item *it);
+/* The first reason an agent's answer was not a yes. */
+void item_why(const struct item *it, char *out, size_t n);
+/* Room for n members in it (members, memberp); then item_add_member. */
+int item_members_alloc(struct item *it, size_t n);
+void item_add_member(struct item *it, const char *vm, unsigned tier, int crash);
+
+struct agentlink *engine_link_of(struct engine *e, const char *agent);
+int engine_step_ms(const struct engine *e);
+
+/* Sends every item's command at once and collects verified replies; every
+ * item without one has err set. Records each send and answer in the audit. */
+void engine_fan_out(struct engine *e, struct item *items, size_t n, int timeout_ms);
+
+/* Stores an agent's reply (members with tiers from g, timings, images) and,
+ * for an agent that gave none, its members as pending with the reason. */
+void engine_record_reply(struct engine *e, const char *txid, const struct item *it, const struct cfg_group *g);
+void engine_record_silence(struct engine *e, const char *txid, const struct item *it);
+
+/* One step run on every agent at once: fill builds each item's payload after
+ * item_step, then the step fans out, each answer is recorded in the catalog
+ * (g set: replies with g's tiers; pending set: silent agents' members as
+ * pending) and said (say, why NULL for a yes), and the votes are counted. */
+struct round {
+        struct engine *e;
+        const char *txid;
+        Lockstep__Step step;
+        int timeout_ms;
+        const struct cfg_group *g;
+        int pending;
+        void (*fill)(struct item *it, const void *ctx);
+        void (*say)(const struct round *rd, const struct item *it, const char *why);
+        const void *ctx; /* for fill and say */
+        const struct progress *p;
+        char reason[ENGINE_REASON_MAX]; /* out: the last agent's why not */
+};
+
+/* Returns 1 when every agent said yes, 0 when not (rd->reason says why). */
+int engine_round(struct round *rd, struct item *items, size_t n);
+
+/* Logs *t as begun (txid made here unless set, start time now) before
+ * anything is sent: from here on a crash is presumed abort. ret_txid gets the
+ * txid once it is logged. */
+int engine_begin(struct engine *e, struct cat_txn *t, char ret_txid[65], lserr *err);
+void engine_make_txid(char out[65]);
+
+/* Logs the decision durably (before any agent hears it). < 0 when it could
+ * not: nothing was decided and recovery tells the agents ABORT. */
+int engine_log_decision(struct engine *e, const char *txid, int commit, const char *reason,
+                        const struct progress *p, lserr *err);
+/* Tells the n agents of links the decision (DECIDE, or REVERT_DECIDE for a
+ * revert), retrying those that do not confirm. Returns how many never did. */
+size_t engine_tell(struct engine *e, const char *txid, struct agentlink *const *links, size_t n, int commit,
+                   int revert, const struct progress *p);
+/* engine_tell to the items' agents; finishes the transaction when all
+ * confirmed, else says lockstepd keeps retrying. */
+void engine_tell_items(struct engine *e, const char *txid, const struct item *items, size_t n, int commit,
+                       int revert, const struct progress *p);
+
+/* The group's slot for the members of a configured group or of a recorded
+ * transaction; drop it with slots_drop(group). */
+int engine_take_slot_cfg(struct engine *e, const struct cfg_group *g, const struct progress *p, lserr *err);
+int engine_take_slot_cat(struct engine *e, const char *group, const struct cat_member *m, size_t n,
+                         const struct progress *p, lserr *err);
+
+/* One item per agent of a recorded transaction's members (crash consistency
+ * from g, which may be NULL). The members point into *ret_m, which must
+ * outlive the items. */
+int engine_items_of(struct engine *e, const char *txid, const struct cfg_group *g, struct cat_member **ret_m,
+                    size_t *ret_nm, struct items *ret, lserr *err);
+/* Gives each item its members' images of cut txid from the catalog. The
+ * payload points into *ret_im, the caller's. */
+int engine_attach_cut_images(struct engine *e, const char *txid, struct items *its, struct cat_image **ret_im,
+                             lserr *err);
+
+/* Crash tests: stops the coordinator at the named point (see engine.c). */
+void engine_failpoint(const char *name);
+
+/* An undo committed: the branch revert id kept is the live chain again. */
+void engine_mark_undone(struct engine *e, const char *id);

@@ -1,0 +1,204 @@
+/* engine_recover: finishing what a crash or an unreachable agent left
+ * unresolved (presumed abort; a logged decision told again; what agents hold
+ * in doubt), and polling every agent's status for the catalog. */
+#include "engine_priv.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fsutil.h"
+#include "log.h"
+#include "slots.h"
+
+#define STATUS_TIMEOUT_MS 5000
+
+/* A delete cut short: every chain is valid; the cut (or, for a branch delete,
+ * the revert) says so. */
+static int settle_delete(struct engine *e, const struct cat_txn *t, const struct progress *p, lserr *err)
+{
+        int r = 0;
+
+        if (t->state == CAT_TXN_STARTED)
+                r = cat_txn_decide(e->cat, t->txid, 0, "interrupted by a restart", err);
+        if (r >= 0)
+                r = cat_txn_finish(e->cat, t->txid, err);
+        if (r >= 0 && !strcmp(t->mode, "branch"))
+                r = cat_branch_set_status(e->cat, t->name, "delete-failed",
+                                          "the branch delete was interrupted by a restart; delete it again", err);
+        else if (r >= 0)
+                r = cat_cut_set_status(e->cat, t->name, "delete-failed",
+                                       "the delete was interrupted by a restart; delete it again", err);
+        engine_emit(p, "RECOVER  %s: interrupted delete of %s marked delete-failed", t->txid, t->name);
+        return r < 0 ? r : 0;
+}
+
+/* The distinct configured agents of a transaction's members. */
+static int txn_links(struct engine *e, const char *txid, struct agentlink ***ret, size_t *ret_n, lserr *err)
+{
+        _cleanup_free_ struct cat_member *m = NULL;
+        _cleanup_free_ struct agentlink **links = NULL;
+        size_t nm = 0, n = 0;
+        int r = cat_members(e->cat, txid, &m, &nm, err);
+
+        if (r < 0)
+                return r;
+        links = calloc(nm ? nm : 1, sizeof(*links));
+        if (!links)
+                return -ENOMEM;
+        for (size_t i = 0; i < nm; i++) {
+                struct agentlink *l = engine_link_of(e, m[i].agent);
+                int seen = 0;
+                for (size_t k = 0; k < n; k++)
+                        seen |= links[k] == l;
+                if (l && !seen)
+                        links[n++] = l;
+        }
+        *ret = TAKE_PTR(links);
+        *ret_n = n;
+        return 0;
+}
+
+/* Sends a logged decision (or decides abort) for one transaction. 1 when an
+ * agent did not confirm it. */
+static int settle(struct engine *e, struct cat_txn *t, const struct progress *p, lserr *err)
+{
+        _cleanup_free_ struct agentlink **links = NULL;
+        size_t n = 0;
+        int r, commit;
+
+        if (t->kind == CAT_KIND_DELETE)
+                return settle_delete(e, t, p, err);
+        if (t->state == CAT_TXN_STARTED) {
+                r = cat_txn_decide(e->cat, t->txid, 0, "presumed abort: no decision was logged before a restart", err);
+                if (r < 0)
+                        return r;
+                t->state = CAT_TXN_ABORT;
+                engine_emit(p, "RECOVER  %s: no decision logged, presumed abort", t->txid);
+        }
+        commit = t->state == CAT_TXN_COMMIT;
+        /* A committed undo interrupted before it was recorded as such. */
+        if (commit && t->kind == CAT_KIND_REVERT && !strcmp(t->mode, "undo"))
+                engine_mark_undone(e, t->name);
+        r = txn_links(e, t->txid, &links, &n, err);
+        if (r < 0)
+                return r;
+        engine_emit(p, "RECOVER  %s: sending %s to %zu agent(s)", t->txid, commit ? "COMMIT" : "ABORT", n);
+        if (engine_tell(e, t->txid, links, n, commit, t->kind == CAT_KIND_REVERT, p))
+                return 1;
+        return cat_txn_finish(e->cat, t->txid, err);
+}
+
+/* Every agent's status, asked at once. */
+static int poll_status(struct engine *e, struct items *ret)
+{
+        if (items_alloc(ret, e->n_links) < 0)
+                return -ENOMEM;
+        for (size_t i = 0; i < e->n_links; i++) {
+                ret->v[i].link = e->links[i];
+                item_step(&ret->v[i], "", LOCKSTEP__STEP__STEP_STATUS);
+        }
+        ret->n = e->n_links;
+        engine_fan_out(e, ret->v, ret->n, STATUS_TIMEOUT_MS);
+        return 0;
+}
+
+/* What agents hold in doubt that the catalog has already settled, or never
+ * heard of (presumed abort). Adds how many could not be settled now to
+ * *ret_left. */
+static int settle_in_doubt(struct engine *e, const struct progress *p, unsigned *ret_left)
+{
+        _cleanup_(items_freep) struct items its = {0};
+        unsigned left = 0;
+
+        if (poll_status(e, &its) < 0)
+                return -ENOMEM;
+        for (size_t i = 0; i < its.n; i++) {
+                struct agentlink *l = its.v[i].link;
+                for (size_t k = 0; its.v[i].rep && k < its.v[i].rep->n_in_doubt; k++) {
+                        const Lockstep__InDoubt *d = its.v[i].rep->in_doubt[k];
+                        struct cat_txn t;
+                        lserr err = {0};
+                        int commit = 0;
+                        if (cat_txn_get(e->cat, d->txid, &t, &err) == 0) {
+                                if (t.state == CAT_TXN_STARTED)
+                                        continue; /* being decided right now */
+                                commit = t.state == CAT_TXN_COMMIT || (t.state == CAT_TXN_DONE && t.committed);
+                        }
+                        engine_emit(p, "RECOVER  %s in doubt on %s: sending %s", d->txid, agentlink_id(l),
+                                    commit ? "COMMIT" : "ABORT");
+                        if (engine_tell(e, d->txid, &l, 1, commit, d->revert, p))
+                                left++;
+                }
+        }
+        *ret_left += left;
+        return 0;
+}
+
+int engine_recover(struct engine *e, engine_event_fn ev, void *arg, unsigned *ret_left, lserr *err)
+{
+        const struct progress p = {ev, arg};
+        _cleanup_free_ struct cat_txn *ts = NULL;
+        size_t n = 0;
+        unsigned left = 0;
+        int r = cat_txn_unresolved(e->cat, &ts, &n, err);
+
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                lserr why = {0};
+                /* A cut still running in this process is not ours to settle. */
+                if (slots_busy(e->slots, ts[i].group))
+                        continue;
+                r = settle(e, &ts[i], &p, &why);
+                if (r == 0)
+                        continue;
+                left++;
+                /* Said in the progress, which the daemon logs: recovery goes
+                 * on with the next transaction. */
+                if (r < 0)
+                        engine_emit(&p, "RECOVER  %s: %s", ts[i].txid, why.msg);
+        }
+        r = settle_in_doubt(e, &p, &left);
+        if (r < 0)
+                return lserr_set(err, r, "recover: agents in doubt: out of memory");
+        if (ret_left)
+                *ret_left = left;
+        return 0;
+}
+
+int engine_poll_agents(struct engine *e, lserr *err)
+{
+        _cleanup_(items_freep) struct items its = {0};
+
+        if (poll_status(e, &its) < 0)
+                return lserr_set(err, -ENOMEM, "agent status: out of memory");
+        for (size_t i = 0; i < its.n; i++) {
+                const struct item *it = &its.v[i];
+                const struct cfg_peer *peer = cfg_coord_agent(e->cfg, agentlink_id(it->link));
+                struct cat_agent a = {0};
+                struct keys_public pub;
+                lserr e2 = {0};
+                assert(peer); /* every link was opened from the configuration */
+                snprintf(a.id, sizeof(a.id), "%s", peer->id);
+                snprintf(a.url, sizeof(a.url), "%s", peer->url);
+                if (keys_load_public(peer->pubkey, &pub, &e2) == 0)
+                        keys_fingerprint(pub.id, a.fingerprint);
+                a.checked_us = fsutil_now_us();
+                a.reachable = item_ok(it);
+                if (it->rep) {
+                        snprintf(a.version, sizeof(a.version), "%s", it->rep->version);
+                        a.in_doubt = (unsigned)it->rep->n_in_doubt;
+                        a.last_seen_us = a.checked_us;
+                        if (!a.reachable)
+                                snprintf(a.last_error, sizeof(a.last_error), "%s", it->rep->message);
+                } else {
+                        snprintf(a.last_error, sizeof(a.last_error), "%s", it->err.msg);
+                }
+                /* A health record: nobody else hears of a failure to write it. */
+                lserr_clear(&e2);
+                if (cat_agent_put(e->cat, &a, &e2) < 0)
+                        log_err("%s", e2.msg);
+        }
+        return 0;
+}

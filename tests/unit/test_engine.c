@@ -1,0 +1,546 @@
+/* test_engine: the round (fan out, record in the catalog, vote) and the cut
+ * built on it, against three agents that are real nng rep sockets in this
+ * process, verifying every command with the agent's verifier and answering
+ * with signed replies: yes, a no, silence (the deadline passes), or nobody
+ * listening at all. The catalog is a real SQLite file in a temp dir. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+
+#include "engine_priv.h"
+#include "fsutil.h"
+#include "replay.h"
+#include "slots.h"
+#include "testutil.h"
+
+#define N_AGENTS 3
+#define MAX_SEEN 32
+
+enum vote {
+        YES,
+        NO,         /* FREEZE refused for the member */
+        SILENT,     /* FREEZE never answered */
+        NOBODY,     /* no socket at the agent's URL */
+};
+
+struct seen {
+        Lockstep__Step step;
+        int decision; /* DECIDE: Lockstep__Decision */
+};
+
+struct fake {
+        char id[16], vm[16], url[600];
+        struct keys_secret *key;
+        struct replay *rp;
+        struct env_verifier *v;
+        nng_socket sock;
+        struct transport_server *srv;
+        pthread_mutex_t lock;
+        enum vote vote;
+        size_t n_seen;
+        struct seen seen[MAX_SEEN];
+};
+
+struct fx {
+        char *dir;
+        struct keys_secret *coord;
+        struct fake agents[N_AGENTS];
+        struct cfg_coord *cfg;
+        struct catalog *cat;
+        struct counter *ctr;
+        struct slots *slots;
+        struct engine *e;
+};
+
+static Lockstep__MemberResult *member_result(Lockstep__MemberResult *mr, Lockstep__Timings *tm, const char *vm,
+                                             Lockstep__ErrorCode code, const char *message)
+{
+        lockstep__member_result__init(mr);
+        lockstep__timings__init(tm);
+        tm->freeze_us = 2000;
+        mr->vm = (char *)vm;
+        mr->code = code;
+        mr->message = (char *)message;
+        mr->timings = tm;
+        return mr;
+}
+
+/* What the fake agent says to a verified command. */
+static void answer(struct fake *a, const Lockstep__Command *cmd, Lockstep__Reply *rep, Lockstep__MemberResult **mrp,
+                   Lockstep__MemberResult *mr, Lockstep__Timings *tm)
+{
+        int refuse = a->vote == NO && cmd->step == LOCKSTEP__STEP__STEP_FREEZE;
+
+        rep->txid = cmd->txid;
+        rep->step = cmd->step;
+        rep->code = refuse ? LOCKSTEP__ERROR_CODE__E_FREEZE_FAILED : LOCKSTEP__ERROR_CODE__OK;
+        rep->message = refuse ? "freeze refused" : "";
+        mrp[0] = member_result(mr, tm, a->vm,
+                               refuse ? LOCKSTEP__ERROR_CODE__E_NO_GUEST_AGENT : LOCKSTEP__ERROR_CODE__OK,
+                               refuse ? "vm2@host-b: freeze: guest agent not connected" : "");
+        rep->members = mrp;
+        rep->n_members = cmd->step == LOCKSTEP__STEP__STEP_STATUS ? 0 : 1;
+}
+
+static void note(struct fake *a, const Lockstep__Command *cmd)
+{
+        if (a->n_seen >= MAX_SEEN)
+                return;
+        a->seen[a->n_seen].step = cmd->step;
+        if (cmd->payload_case == LOCKSTEP__COMMAND__PAYLOAD_DECIDE)
+                a->seen[a->n_seen].decision = cmd->decide->decision;
+        a->n_seen++;
+}
+
+/* Runs on a server thread, where cmocka cannot fail a test: anything odd gets
+ * no answer, and the engine's deadline shows in the test instead. */
+static int handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, size_t *ret_len)
+{
+        struct fake *a = arg;
+        Lockstep__Reply rep = LOCKSTEP__REPLY__INIT;
+        Lockstep__MemberResult mr, *mrp[1];
+        Lockstep__Timings tm;
+        Lockstep__Command *cmd = NULL;
+        const struct env_trusted *key = NULL;
+        uint8_t hash[ENV_HASH_LEN];
+        lserr err = {0};
+        int r = -1;
+
+        pthread_mutex_lock(&a->lock);
+        if (env_body_hash(req, len, ENV_MAX_DEFAULT, hash) < 0 ||
+            env_verify_command(a->v, req, len, fsutil_now_us(), &cmd, &key, NULL, &err) < 0)
+                goto out;
+        note(a, cmd);
+        if (a->vote == SILENT && cmd->step == LOCKSTEP__STEP__STEP_FREEZE)
+                goto out;
+        rep.agent = a->id;
+        rep.command_hash.data = hash;
+        rep.command_hash.len = ENV_HASH_LEN;
+        answer(a, cmd, &rep, mrp, &mr, &tm);
+        r = env_seal_reply(a->key, &rep, ret, ret_len, &err);
+out:
+        if (cmd)
+                lockstep__command__free_unpacked(cmd, NULL);
+        pthread_mutex_unlock(&a->lock);
+        return r;
+}
+
+static void fake_start(struct fx *f, struct fake *a, int i)
+{
+        struct env_trusted t = {.roles = CFG_ROLE_ADMIN | CFG_ROLE_SNAPSHOT | CFG_ROLE_REVERT | CFG_ROLE_DELETE};
+        char path[700];
+        lserr err = {0};
+
+        snprintf(a->id, sizeof(a->id), "host-%c", 'a' + i);
+        snprintf(a->vm, sizeof(a->vm), "vm%d", i + 1);
+        snprintf(a->url, sizeof(a->url), "ipc://%s/%s.sock", f->dir, a->id);
+        pthread_mutex_init(&a->lock, NULL);
+        assert_int_equal(keys_generate(&a->key, &err), 0);
+        snprintf(path, sizeof(path), "%s/%s", f->dir, a->id);
+        assert_int_equal(keys_write(path, a->key, &err), 0);
+        t.pub = *keys_secret_public(f->coord);
+        snprintf(t.name, sizeof(t.name), "coordinator");
+        snprintf(path, sizeof(path), "%s/%s.replay", f->dir, a->id);
+        assert_int_equal(mkdir(path, 0700), 0);
+        assert_int_equal(replay_open(path, 1024, ENV_WINDOW_DEFAULT_US, &a->rp, &err), 0);
+        assert_int_equal(env_verifier_new(a->id, &t, 1, a->rp, ENV_WINDOW_DEFAULT_US, ENV_MAX_DEFAULT, &a->v, &err), 0);
+        assert_int_equal(transport_listen(a->url, ENV_MAX_DEFAULT, 0600, NULL, &a->sock, &err), 0);
+        assert_int_equal(transport_serve(a->sock, 2, handle, a, &a->srv, &err), 0);
+}
+
+static void fake_stop(struct fake *a)
+{
+        if (a->srv)
+                transport_server_stop(a->srv);
+        a->srv = NULL;
+        env_verifier_free(a->v);
+        replay_free(a->rp);
+        keys_secret_free(a->key);
+        pthread_mutex_destroy(&a->lock);
+}
+
+static void load_config(struct fx *f, int reach)
+{
+        char *yaml = NULL, *path, nobody[600];
+        lserr err = {0};
+
+        snprintf(nobody, sizeof(nobody), "ipc://%s/nobody.sock", f->dir);
+        assert_true(asprintf(&yaml,
+                             "control: ipc://%1$s/control.sock\n"
+                             "key: %1$s/coord.key\n"
+                             "catalog: %1$s/catalog.db\n"
+                             "step_timeout_s: 1\n"
+                             "agents:\n"
+                             "  - {id: host-a, url: \"%2$s\", pubkey: %1$s/host-a.pub}\n"
+                             "  - {id: host-b, url: \"%3$s\", pubkey: %1$s/host-b.pub}\n"
+                             "  - {id: host-c, url: \"%4$s\", pubkey: %1$s/host-c.pub}\n"
+                             "groups:\n"
+                             "  - name: shop\n"
+                             "    tiers:\n"
+                             "      - {name: web, members: [vm1@host-a]}\n"
+                             "      - {name: app, members: [vm2@host-b]}\n"
+                             "      - {name: db, members: [vm3@host-c]}\n",
+                             f->dir, f->agents[0].url, f->agents[1].url, reach ? f->agents[2].url : nobody) > 0);
+        path = tu_write(f->dir, "coordinator.yaml", yaml, 0600);
+        assert_int_equal(cfg_coord_load(path, &f->cfg, &err), 0);
+        free(path);
+        free(yaml);
+}
+
+/* reach: host-c answers; else its URL names a socket nobody listens on. */
+static int setup_with(void **state, int reach)
+{
+        struct fx *f = calloc(1, sizeof(*f));
+        char path[700];
+        lserr err = {0};
+
+        f->dir = tu_mkdtemp();
+        assert_int_equal(keys_generate(&f->coord, &err), 0);
+        snprintf(path, sizeof(path), "%s/coord", f->dir);
+        assert_int_equal(keys_write(path, f->coord, &err), 0);
+        for (int i = 0; i < N_AGENTS; i++)
+                fake_start(f, &f->agents[i], i);
+        load_config(f, reach);
+        snprintf(path, sizeof(path), "%s/catalog.db", f->dir);
+        assert_int_equal(cat_open(path, &f->cat, &err), 0);
+        snprintf(path, sizeof(path), "%s/coord.counter", f->dir);
+        assert_int_equal(counter_open(path, &f->ctr, &err), 0);
+        assert_int_equal(slots_new(0, 0, &f->slots), 0);
+        assert_int_equal(engine_new(f->cfg, f->coord, f->cat, f->ctr, f->slots, &f->e, &err), 0);
+        *state = f;
+        return 0;
+}
+
+static int setup(void **state)
+{
+        return setup_with(state, 1);
+}
+
+static int setup_nobody(void **state)
+{
+        return setup_with(state, 0);
+}
+
+static int teardown(void **state)
+{
+        struct fx *f = *state;
+
+        engine_free(f->e);
+        for (int i = 0; i < N_AGENTS; i++)
+                fake_stop(&f->agents[i]);
+        slots_free(f->slots);
+        counter_free(f->ctr);
+        cat_close(f->cat);
+        cfg_coord_free(f->cfg);
+        keys_secret_free(f->coord);
+        tu_rmtree(f->dir);
+        free(f);
+        return 0;
+}
+
+/* One item per agent, as a cut of "shop" builds them. */
+static void shop_items(struct fx *f, struct items *its)
+{
+        const struct cfg_group *g = cfg_coord_group(f->cfg, "shop");
+
+        assert_int_equal(items_alloc(its, N_AGENTS), 0);
+        for (unsigned i = 0; i < g->n_members; i++) {
+                struct item *it = &its->v[its->n++];
+                it->link = engine_link_of(f->e, g->members[i].agent);
+                assert_non_null(it->link);
+                assert_int_equal(item_members_alloc(it, 1), 0);
+                item_add_member(it, g->members[i].vm, g->members[i].tier, 0);
+        }
+}
+
+static void freeze_fill(struct item *it, const void *ctx)
+{
+        it->pl.freeze.snapshot = (char *)ctx;
+        it->pl.freeze.lease_ms = 30000;
+        it->pl.freeze.members = it->memberp;
+        it->pl.freeze.n_members = it->n_members;
+}
+
+struct said {
+        size_t n;
+        char lines[8][700];
+};
+
+static void say(const struct round *rd, const struct item *it, const char *why)
+{
+        engine_emit(rd->p, "FREEZE   %-12s %s", agentlink_id(it->link), why ? why : "yes");
+}
+
+static void collect(void *arg, const char *line)
+{
+        struct said *s = arg;
+
+        if (s->n < 8)
+                snprintf(s->lines[s->n++], sizeof(s->lines[0]), "%s", line);
+}
+
+/* A FREEZE round of a begun transaction; returns its vote. */
+static int freeze_round(struct fx *f, struct cat_txn *t, struct round *rd, struct said *s, struct progress *p)
+{
+        _cleanup_(items_freep) struct items its = {0};
+        char txid[65];
+        lserr err = {0};
+
+        *t = (struct cat_txn){.kind = CAT_KIND_SNAPSHOT};
+        snprintf(t->group, sizeof(t->group), "shop");
+        snprintf(t->name, sizeof(t->name), "unit");
+        snprintf(t->mode, sizeof(t->mode), "quiesce");
+        assert_int_equal(engine_begin(f->e, t, txid, &err), 0);
+        assert_string_equal(txid, t->txid);
+        *p = (struct progress){collect, s};
+        *rd = (struct round){.e = f->e, .txid = t->txid, .step = LOCKSTEP__STEP__STEP_FREEZE, .timeout_ms = 1000,
+                             .g = cfg_coord_group(f->cfg, "shop"), .pending = 1, .fill = freeze_fill, .say = say,
+                             .ctx = "unit", .p = p};
+        shop_items(f, &its);
+        return engine_round(rd, its.v, its.n);
+}
+
+static const struct cat_member *member(const struct cat_member *m, size_t n, const char *vm)
+{
+        for (size_t i = 0; i < n; i++)
+                if (!strcmp(m[i].vm, vm))
+                        return &m[i];
+        fail_msg("member %s not recorded", vm);
+        return NULL;
+}
+
+static void test_round_all_yes(void **state)
+{
+        struct fx *f = *state;
+        _cleanup_free_ struct cat_member *m = NULL;
+        struct cat_txn t;
+        struct round rd;
+        struct said s = {0};
+        struct progress p;
+        size_t nm = 0;
+        lserr err = {0};
+
+        assert_int_equal(freeze_round(f, &t, &rd, &s, &p), 1);
+        assert_string_equal(rd.reason, "");
+        assert_int_equal(s.n, 3);
+        assert_string_equal(s.lines[0], "FREEZE   host-a       yes");
+        assert_string_equal(s.lines[2], "FREEZE   host-c       yes");
+        /* Every answer is in the catalog, with the tier the group gives it. */
+        assert_int_equal(cat_members(f->cat, t.txid, &m, &nm, &err), 0);
+        assert_int_equal(nm, 3);
+        assert_int_equal(member(m, nm, "vm2")->code, LOCKSTEP__ERROR_CODE__OK);
+        assert_string_equal(member(m, nm, "vm2")->tier_name, "app");
+        assert_int_equal(member(m, nm, "vm3")->freeze_us, 2000);
+        for (int i = 0; i < N_AGENTS; i++) {
+                assert_int_equal(f->agents[i].n_seen, 1);
+                assert_int_equal(f->agents[i].seen[0].step, LOCKSTEP__STEP__STEP_FREEZE);
+        }
+}
+
+static void test_round_one_no(void **state)
+{
+        struct fx *f = *state;
+        _cleanup_free_ struct cat_member *m = NULL;
+        struct cat_txn t;
+        struct round rd;
+        struct said s = {0};
+        struct progress p;
+        size_t nm = 0;
+        lserr err = {0};
+
+        f->agents[1].vote = NO;
+        assert_int_equal(freeze_round(f, &t, &rd, &s, &p), 0);
+        /* The member's own words, not the reply's summary. */
+        assert_string_equal(rd.reason, "vm2@host-b: freeze: guest agent not connected");
+        assert_string_equal(s.lines[1], "FREEZE   host-b       vm2@host-b: freeze: guest agent not connected");
+        assert_int_equal(cat_members(f->cat, t.txid, &m, &nm, &err), 0);
+        assert_int_equal(member(m, nm, "vm2")->code, LOCKSTEP__ERROR_CODE__E_NO_GUEST_AGENT);
+        assert_string_equal(member(m, nm, "vm2")->message, "vm2@host-b: freeze: guest agent not connected");
+        assert_int_equal(member(m, nm, "vm1")->code, LOCKSTEP__ERROR_CODE__OK);
+}
+
+static void test_round_silent(void **state)
+{
+        struct fx *f = *state;
+        _cleanup_free_ struct cat_member *m = NULL;
+        struct cat_txn t;
+        struct round rd;
+        struct said s = {0};
+        struct progress p;
+        size_t nm = 0;
+        lserr err = {0};
+        char want[700];
+
+        f->agents[1].vote = SILENT;
+        assert_int_equal(freeze_round(f, &t, &rd, &s, &p), 0);
+        snprintf(want, sizeof(want), "agent \"host-b\" (%s): FREEZE: no answer before the deadline", f->agents[1].url);
+        assert_string_equal(rd.reason, want);
+        /* The silent agent's member is pending, with the reason. */
+        assert_int_equal(cat_members(f->cat, t.txid, &m, &nm, &err), 0);
+        assert_int_equal(member(m, nm, "vm2")->code, CAT_PENDING);
+        assert_string_equal(member(m, nm, "vm2")->message, want);
+        assert_int_equal(member(m, nm, "vm3")->code, LOCKSTEP__ERROR_CODE__OK);
+}
+
+static void test_round_unreachable(void **state)
+{
+        struct fx *f = *state;
+        _cleanup_free_ struct cat_member *m = NULL;
+        struct cat_txn t;
+        struct round rd;
+        struct said s = {0};
+        struct progress p;
+        size_t nm = 0;
+        lserr err = {0};
+
+        /* host-c's URL names a socket nobody listens on. */
+        assert_int_equal(freeze_round(f, &t, &rd, &s, &p), 0);
+        assert_non_null(strstr(rd.reason, "agent \"host-c\""));
+        assert_non_null(strstr(rd.reason, "nobody.sock"));
+        assert_int_equal(f->agents[2].n_seen, 0);
+        assert_int_equal(cat_members(f->cat, t.txid, &m, &nm, &err), 0);
+        assert_int_equal(member(m, nm, "vm3")->code, CAT_PENDING);
+        assert_int_equal(member(m, nm, "vm1")->code, LOCKSTEP__ERROR_CODE__OK);
+}
+
+/* Which steps agent a saw, as one string ("FREEZE SNAPSHOT DECIDE:commit"). */
+static void steps_of(const struct fake *a, char *out, size_t n)
+{
+        size_t off = 0;
+
+        out[0] = '\0';
+        for (size_t i = 0; i < a->n_seen && off < n; i++) {
+                const char *s = env_step_name(a->seen[i].step);
+                if (a->seen[i].step == LOCKSTEP__STEP__STEP_DECIDE)
+                        off += (size_t)snprintf(out + off, n - off, i ? " DECIDE:%s" : "DECIDE:%s",
+                                                a->seen[i].decision == LOCKSTEP__DECISION__DECISION_COMMIT ? "commit"
+                                                                                                          : "abort");
+                else
+                        off += (size_t)snprintf(out + off, n - off, i ? " %s" : "%s", s);
+        }
+}
+
+static void cut(struct fx *f, int want_r, struct cat_txn *ret)
+{
+        struct engine_cut_req req = {.group = "shop", .name = NULL, .mode = -1};
+        char txid[65] = "";
+        lserr err = {0};
+
+        assert_int_equal(engine_snapshot(f->e, &req, NULL, NULL, txid, &err), want_r);
+        assert_string_equal(err.msg, "");
+        assert_int_equal(cat_txn_get(f->cat, txid, ret, &err), 0);
+}
+
+static void test_cut_all_yes_commits(void **state)
+{
+        struct fx *f = *state;
+        struct cat_txn t;
+        char steps[200];
+
+        cut(f, 0, &t);
+        assert_int_equal(t.state, CAT_TXN_DONE);
+        assert_true(t.committed);
+        for (int i = 0; i < N_AGENTS; i++) {
+                steps_of(&f->agents[i], steps, sizeof(steps));
+                assert_string_equal(steps, "FREEZE SNAPSHOT DECIDE:commit");
+        }
+}
+
+/* One no and nobody takes a snapshot: every agent hears ABORT, the one that
+ * said no too (it may hold a frozen member). */
+static void test_cut_one_no_aborts_all(void **state)
+{
+        struct fx *f = *state;
+        struct cat_txn t;
+        char steps[200];
+
+        f->agents[1].vote = NO;
+        cut(f, 1, &t);
+        assert_int_equal(t.state, CAT_TXN_DONE);
+        assert_false(t.committed);
+        assert_string_equal(t.reason, "vm2@host-b: freeze: guest agent not connected");
+        for (int i = 0; i < N_AGENTS; i++) {
+                steps_of(&f->agents[i], steps, sizeof(steps));
+                assert_string_equal(steps, "FREEZE DECIDE:abort");
+        }
+}
+
+/* A silent agent is a no: the others are aborted, and so is it, once it
+ * answers again. */
+static void test_cut_silent_aborts(void **state)
+{
+        struct fx *f = *state;
+        struct cat_txn t;
+        char steps[200];
+
+        f->agents[0].vote = SILENT;
+        cut(f, 1, &t);
+        assert_false(t.committed);
+        assert_non_null(strstr(t.reason, "no answer before the deadline"));
+        for (int i = 0; i < N_AGENTS; i++) {
+                steps_of(&f->agents[i], steps, sizeof(steps));
+                assert_string_equal(steps, "FREEZE DECIDE:abort");
+        }
+}
+
+/* An unreachable agent: the decision is logged and told to the others; the
+ * transaction stays unfinished for recovery to tell the missing agent. */
+static void test_cut_unreachable_waits_for_recovery(void **state)
+{
+        struct fx *f = *state;
+        struct cat_txn t;
+        char steps[200];
+
+        cut(f, 1, &t);
+        assert_int_equal(t.state, CAT_TXN_ABORT);
+        assert_non_null(strstr(t.reason, "agent \"host-c\""));
+        for (int i = 0; i < 2; i++) {
+                steps_of(&f->agents[i], steps, sizeof(steps));
+                assert_string_equal(steps, "FREEZE DECIDE:abort");
+        }
+}
+
+/* A refusal before anything is sent is the caller's to log: err filled
+ * once, nothing begun. */
+static void test_cut_refused_fills_err_once(void **state)
+{
+        struct fx *f = *state;
+        struct engine_cut_req req = {.group = "nope", .mode = -1};
+        char txid[65] = "";
+        lserr err = {0};
+
+        assert_int_equal(engine_snapshot(f->e, &req, NULL, NULL, txid, &err), -ENOENT);
+        assert_string_equal(err.msg, "group \"nope\" is not in the configuration");
+        assert_string_equal(txid, "");
+        lserr_clear(&err);
+        assert_int_equal(engine_delete(f->e, "ls-none", NULL, NULL, txid, &err), -ENOENT);
+        assert_string_equal(err.msg, "no cut \"ls-none\" in the catalog");
+        lserr_clear(&err);
+        assert_int_equal(engine_revert(f->e, "ls-none", 1, NULL, NULL, txid, &err), -ENOENT);
+        assert_string_equal(err.msg, "no revert \"ls-none\" in the catalog");
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test_setup_teardown(test_round_all_yes, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_round_one_no, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_round_silent, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_round_unreachable, setup_nobody, teardown),
+                cmocka_unit_test_setup_teardown(test_cut_all_yes_commits, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_cut_one_no_aborts_all, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_cut_silent_aborts, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_cut_unreachable_waits_for_recovery, setup_nobody, teardown),
+                cmocka_unit_test_setup_teardown(test_cut_refused_fills_err_once, setup, teardown),
+        };
+
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,233 @@
+/* test_report: how a cut, a revert and a preflight check read, as text and as
+ * --json, from rows built here (no catalog, no clock): every line exact. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "lockstep.pb-c.h"
+#include "report.h"
+#include "report_priv.h"
+
+#define T0 1767225600000000LL /* 2026-01-01T00:00:00Z */
+#define CUT "ls-20260101T000000-abcdef"
+#define REV "ls-20260102T000000-123456"
+
+static char *render_cut(const struct cat_txn *t, const struct cat_member *m, size_t nm, const struct cat_image *im,
+                        size_t ni, int as_json)
+{
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+
+        assert_non_null(f);
+        report_cut_rows(t, m, nm, im, ni, as_json, f);
+        fclose(f);
+        return buf;
+}
+
+static char *render_check(const struct engine_check_member *m, size_t n, int as_json)
+{
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+
+        assert_non_null(f);
+        assert_int_equal(report_check("shop", m, n, as_json, f), 0);
+        fclose(f);
+        return buf;
+}
+
+static const struct cat_member members[] = {
+        {.agent = "host-a", .vm = "web1", .tier = 0, .tier_name = "web", .code = 0, .freeze_us = 1500,
+         .snapshot_us = 20000, .thaw_us = 800, .frozen_for_us = 50000, .frozen_at_us = T0 + 10000,
+         .thawed_at_us = T0 + 60000},
+        {.agent = "host-b", .vm = "db1", .tier = 1, .tier_name = "db", .code = 0, .freeze_us = 2500,
+         .snapshot_us = 30000, .thaw_us = 900, .frozen_for_us = 58000, .frozen_at_us = T0 + 12000,
+         .thawed_at_us = T0 + 70000},
+};
+
+static const struct cat_image images[] = {
+        {.agent = "host-a", .vm = "web1", .disk = "vda", .before = "/img/web1.qcow2",
+         .after = "/img/web1.qcow2." CUT},
+};
+
+static struct cat_txn cut_txn(void)
+{
+        struct cat_txn t = {.txid = CUT, .kind = CAT_KIND_SNAPSHOT, .group = "shop", .name = "nightly",
+                            .mode = "quiesce", .state = CAT_TXN_DONE, .committed = 1, .started_us = T0,
+                            .decided_us = T0 + 250000, .lease_ms = 30000};
+        return t;
+}
+
+static void test_cut_text(void **state)
+{
+        struct cat_txn t = cut_txn();
+        char *s = render_cut(&t, members, 2, images, 1, 0);
+
+        (void)state;
+        assert_string_equal(s,
+                            "cut " CUT "  group shop  name nightly  mode quiesce  committed\n"
+                            "  started 2026-01-01T00:00:00.000Z, decided 250 ms later\n"
+                            "  group window 60.0 ms (first freeze to last thaw), freeze skew 2.0 ms, longest frozen 58.0 ms\n"
+                            "  MEMBER         AGENT        TIER      FROZEN ms    FREEZE  SNAPSHOT     THAW  RESULT\n"
+                            "  web1           host-a       web            50.0       1.5      20.0      0.8  ok\n"
+                            "  db1            host-b       db             58.0       2.5      30.0      0.9  ok\n"
+                            "  images (the cut's image, then the overlay the VM runs on since):\n"
+                            "    web1@host-a vda: /img/web1.qcow2\n"
+                            "      -> /img/web1.qcow2." CUT "\n");
+        free(s);
+}
+
+/* An aborted cut: the reason, a member that never answered. */
+static void test_cut_aborted_text(void **state)
+{
+        struct cat_txn t = cut_txn();
+        struct cat_member m[2] = {members[0], members[1]};
+        char *s;
+
+        (void)state;
+        t.committed = 0;
+        snprintf(t.reason, sizeof(t.reason), "agent \"host-b\" (tcp://10.0.0.2:7400): FREEZE: no answer before the deadline");
+        m[1].code = CAT_PENDING;
+        snprintf(m[1].message, sizeof(m[1].message), "%s", t.reason);
+        m[1].frozen_at_us = m[1].thawed_at_us = 0;
+        m[1].frozen_for_us = m[1].freeze_us = m[1].snapshot_us = m[1].thaw_us = 0;
+        s = render_cut(&t, m, 2, NULL, 0, 0);
+        assert_string_equal(s,
+                            "cut " CUT "  group shop  name nightly  mode quiesce  aborted\n"
+                            "  started 2026-01-01T00:00:00.000Z, decided 250 ms later\n"
+                            "  reason: agent \"host-b\" (tcp://10.0.0.2:7400): FREEZE: no answer before the deadline\n"
+                            "  group window 50.0 ms (first freeze to last thaw), freeze skew 0.0 ms, longest frozen 50.0 ms\n"
+                            "  MEMBER         AGENT        TIER      FROZEN ms    FREEZE  SNAPSHOT     THAW  RESULT\n"
+                            "  web1           host-a       web            50.0       1.5      20.0      0.8  ok\n"
+                            "  db1            host-b       db              0.0       0.0       0.0      0.0  agent \"host-b\" (tcp://10.0.0.2:7400): FREEZE: no answer before the deadline\n");
+        free(s);
+}
+
+static void test_cut_json(void **state)
+{
+        struct cat_txn t = cut_txn();
+        char *s = render_cut(&t, members, 1, images, 1, 1);
+
+        (void)state;
+        assert_string_equal(s,
+                            "{\"id\":\"" CUT "\",\"kind\":\"snapshot\",\"group\":\"shop\",\"name\":\"nightly\","
+                            "\"mode\":\"quiesce\",\"state\":\"committed\",\"reason\":\"\","
+                            "\"started_at\":\"2026-01-01T00:00:00.000Z\",\"decided_at\":\"2026-01-01T00:00:00.250Z\","
+                            "\"lease_ms\":30000,\"group_window_ms\":50.000,\"freeze_skew_ms\":0.000,\"max_frozen_ms\":50.000,"
+                            "\"members\":[{\"vm\":\"web1\",\"agent\":\"host-a\",\"tier\":0,\"tier_name\":\"web\","
+                            "\"code\":\"OK\",\"message\":\"\",\"freeze_ms\":1.500,\"snapshot_ms\":20.000,\"thaw_ms\":0.800,"
+                            "\"frozen_ms\":50.000,\"frozen_at_us\":1767225600010000,\"thawed_at_us\":1767225600060000,"
+                            "\"disks\":[{\"disk\":\"vda\",\"image\":\"/img/web1.qcow2\","
+                            "\"overlay\":\"/img/web1.qcow2." CUT "\"}]}]}\n");
+        free(s);
+}
+
+static struct cat_txn revert_txn(void)
+{
+        struct cat_txn t = {.txid = REV, .kind = CAT_KIND_REVERT, .group = "shop", .name = CUT, .mode = "revert",
+                            .state = CAT_TXN_DONE, .committed = 1, .started_us = T0,
+                            .decided_us = T0 + 1500000};
+        return t;
+}
+
+/* A revert is shown as the pre-revert branch it keeps: no timings. */
+static void test_revert_text(void **state)
+{
+        struct cat_txn t = revert_txn();
+        struct cat_member m[2] = {members[0], members[1]};
+        struct cat_image im = {.agent = "host-a", .vm = "web1", .disk = "vda",
+                               .before = "/img/web1.qcow2.ls-live", .after = "/img/web1.qcow2." REV};
+        char *s;
+
+        (void)state;
+        snprintf(m[0].message, sizeof(m[0].message), "started, guest agent answers");
+        s = render_cut(&t, m, 2, &im, 1, 0);
+        assert_string_equal(s,
+                            "revert " REV "  group shop  to " CUT "  mode revert  committed\n"
+                            "  started 2026-01-01T00:00:00.000Z, decided 1500 ms later\n"
+                            "  MEMBER         AGENT        TIER      RESULT\n"
+                            "  web1           host-a       web       started, guest agent answers\n"
+                            "  db1            host-b       db        ok\n"
+                            "  images (the pre-revert branch kept for --undo, then the disk the VM runs on since):\n"
+                            "    web1@host-a vda: /img/web1.qcow2.ls-live\n"
+                            "      -> /img/web1.qcow2." REV "\n");
+        free(s);
+}
+
+/* An undone revert reads as its branch's fate. */
+static void test_revert_json_undone(void **state)
+{
+        struct cat_txn t = revert_txn();
+        char *s;
+
+        (void)state;
+        snprintf(t.branch_status, sizeof(t.branch_status), "undone");
+        s = render_cut(&t, NULL, 0, NULL, 0, 1);
+        assert_string_equal(s,
+                            "{\"id\":\"" REV "\",\"kind\":\"pre-revert\",\"group\":\"shop\",\"name\":\"" CUT "\","
+                            "\"mode\":\"revert\",\"state\":\"undone\",\"reason\":\"\","
+                            "\"started_at\":\"2026-01-01T00:00:00.000Z\",\"decided_at\":\"2026-01-01T00:00:01.500Z\","
+                            "\"lease_ms\":0,\"group_window_ms\":0.000,\"freeze_skew_ms\":0.000,\"max_frozen_ms\":0.000,"
+                            "\"members\":[]}\n");
+        free(s);
+}
+
+static const struct engine_check_member check_rows[] = {
+        {.vm = "web1", .agent = "host-a", .ok = 1, .code = "OK"},
+        {.vm = "db1", .agent = "host-b", .ok = 0, .code = "E_NO_GUEST_AGENT",
+         .message = "db1@host-b: validate: guest agent not connected"},
+        {.vm = "app1", .agent = "host-c", .ok = 0, .code = "UNREACHABLE",
+         .message = "agent \"host-c\" (tcp://10.0.0.3:7400): CHECK: connection failed"},
+};
+
+static void test_check_text(void **state)
+{
+        char *s = render_check(check_rows, 3, 0);
+
+        (void)state;
+        assert_string_equal(s,
+                            "OK    web1@host-a                 \n" /* %-28s pads an OK line with no message */
+                            "FAIL  db1@host-b                   E_NO_GUEST_AGENT: db1@host-b: validate: guest agent not connected\n"
+                            "FAIL  app1@host-c                  UNREACHABLE: agent \"host-c\" (tcp://10.0.0.3:7400): CHECK: connection failed\n"
+                            "group shop: 2 of 3 member(s) would refuse a cut\n");
+        free(s);
+        s = render_check(check_rows, 1, 0);
+        assert_string_equal(s, "OK    web1@host-a                 \n"
+                               "group shop: all 1 member(s) ready, a cut would be accepted\n");
+        free(s);
+}
+
+static void test_check_json(void **state)
+{
+        char *s = render_check(check_rows, 2, 1);
+
+        (void)state;
+        assert_string_equal(s,
+                            "{\"group\":\"shop\",\"ok\":false,\"members\":["
+                            "{\"vm\":\"web1\",\"agent\":\"host-a\",\"ok\":true,\"code\":\"OK\",\"message\":\"\"},"
+                            "{\"vm\":\"db1\",\"agent\":\"host-b\",\"ok\":false,\"code\":\"E_NO_GUEST_AGENT\","
+                            "\"message\":\"db1@host-b: validate: guest agent not connected\"}]}\n");
+        free(s);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_cut_text),
+                cmocka_unit_test(test_cut_aborted_text),
+                cmocka_unit_test(test_cut_json),
+                cmocka_unit_test(test_revert_text),
+                cmocka_unit_test(test_revert_json_undone),
+                cmocka_unit_test(test_check_text),
+                cmocka_unit_test(test_check_json),
+        };
+
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
