@@ -16,7 +16,7 @@ int cat_cuts(struct catalog *c, const char *group, struct cat_txn **ret, size_t 
         if (group && !cat_id_fits(group, CAT_ID_FIELD, 0))
                 return lserr_set(err, -EINVAL, "catalog \"%s\": list cuts: group name empty or longer than %zu bytes",
                                  c->path, CAT_ID_FIELD - 1);
-        _cleanup_(cat_unlockp) struct catalog *locked = cat_lock(c);
+        CAT_LOCK_SCOPE(c);
         if (group)
                 rc = cat_query_list(c, sizeof(struct cat_txn), cat_decode_txn, &v, &n,
                                     "SELECT " CAT_TXN_COLUMNS " FROM txns WHERE kind IN ('snapshot', 'revert')"
@@ -56,7 +56,7 @@ int cat_reverts_since(struct catalog *c, const char *cut_txid, long long since_u
 
         if (!cat_id_fits(cut_txid, CAT_ID_FIELD, 0))
                 return lserr_set(err, -EINVAL, "catalog \"%s\": reverts: transaction id empty or too long", c->path);
-        _cleanup_(cat_unlockp) struct catalog *locked = cat_lock(c);
+        CAT_LOCK_SCOPE(c);
         /* By member, not by group: groups may share VMs, and a revert of any
          * group that holds one of this cut's VMs branched that VM's chain. */
         rc = cat_query_row(c, decode_newest_revert, &nr,
@@ -90,7 +90,7 @@ int cat_put_member(struct catalog *c, const char *txid, const struct cat_member 
                                  "catalog \"%s\": record member of \"%s\": agent or VM empty, or agent, VM or tier "
                                  "name longer than its field",
                                  c->path, txid);
-        _cleanup_(cat_unlockp) struct catalog *locked = cat_lock(c);
+        CAT_LOCK_SCOPE(c);
         /* Durations are stored as SQLite's signed 64 bits and come back bit for bit. */
         rc = cat_exec(c,
                       "INSERT INTO members (txid, agent, vm, tier, tier_name, code, message, freeze_us,"
@@ -130,7 +130,7 @@ int cat_put_image(struct catalog *c, const char *txid, const struct cat_image *i
                                  "catalog \"%s\": record image of \"%s\": agent, VM or disk empty, or a name or "
                                  "path longer than its field",
                                  c->path, txid);
-        _cleanup_(cat_unlockp) struct catalog *locked = cat_lock(c);
+        CAT_LOCK_SCOPE(c);
         rc = cat_exec(c,
                       "INSERT INTO images (txid, agent, vm, disk, before, after)"
                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
@@ -178,7 +178,7 @@ int cat_members(struct catalog *c, const char *txid, struct cat_member **ret, si
                 return lserr_set(err, -EINVAL,
                                  "catalog \"%s\": list members: transaction id empty or longer than %zu bytes",
                                  c->path, CAT_ID_FIELD - 1);
-        _cleanup_(cat_unlockp) struct catalog *locked = cat_lock(c);
+        CAT_LOCK_SCOPE(c);
         rc = cat_query_list(c, sizeof(struct cat_member), decode_member, &v, &n,
                             "SELECT agent, vm, tier, tier_name, code, message, freeze_us, snapshot_us, thaw_us,"
                             "       frozen_for_us, frozen_at_us, thawed_at_us"
@@ -215,7 +215,7 @@ int cat_images(struct catalog *c, const char *txid, struct cat_image **ret, size
                 return lserr_set(err, -EINVAL,
                                  "catalog \"%s\": list images: transaction id empty or longer than %zu bytes", c->path,
                                  CAT_ID_FIELD - 1);
-        _cleanup_(cat_unlockp) struct catalog *locked = cat_lock(c);
+        CAT_LOCK_SCOPE(c);
         rc = cat_query_list(c, sizeof(struct cat_image), decode_image, &v, &n,
                             "SELECT agent, vm, disk, before, after FROM images WHERE txid = ?1"
                             " ORDER BY agent, vm, disk",
@@ -238,7 +238,7 @@ int cat_cut_set_status(struct catalog *c, const char *txid, const char *status, 
                 return lserr_set(err, -EINVAL, "catalog \"%s\": cut status: transaction id empty or too long", c->path);
         if (strcmp(status, "") && strcmp(status, "deleted") && strcmp(status, "delete-failed"))
                 return lserr_set(err, -EINVAL, "catalog \"%s\": cut status \"%s\" unknown", c->path, status);
-        _cleanup_(cat_unlockp) struct catalog *locked = cat_lock(c);
+        CAT_LOCK_SCOPE(c);
         rc = cat_exec(c,
                       "UPDATE txns SET cut_status = ?2, cut_status_reason = ?3 WHERE txid = ?1 AND kind = 'snapshot'",
                       "ssT", txid, status, reason ? reason : "", sizeof(((struct cat_txn *)0)->cut_status_reason));
@@ -260,7 +260,7 @@ int cat_branch_set_status(struct catalog *c, const char *txid, const char *statu
         if (strcmp(status, "") && strcmp(status, "undone") && strcmp(status, "deleted") &&
             strcmp(status, "delete-failed"))
                 return lserr_set(err, -EINVAL, "catalog \"%s\": branch status \"%s\" unknown", c->path, status);
-        _cleanup_(cat_unlockp) struct catalog *locked = cat_lock(c);
+        CAT_LOCK_SCOPE(c);
         rc = cat_exec(c,
                       "UPDATE txns SET branch_status = ?2, branch_reason = ?3 WHERE txid = ?1 AND kind = 'revert'",
                       "ssT", txid, status, reason ? reason : "", sizeof(((struct cat_txn *)0)->branch_reason));
@@ -281,7 +281,7 @@ int cat_cuts_on_image(struct catalog *c, const char *agent, const char *vm, cons
         size_t n = 0;
         int rc;
 
-        _cleanup_(cat_unlockp) struct catalog *locked = cat_lock(c);
+        CAT_LOCK_SCOPE(c);
         rc = cat_query_list(c, CAT_ID_FIELD, cat_decode_id, &v, &n,
                             "SELECT DISTINCT t.txid FROM txns t JOIN images i ON i.txid = t.txid"
                             " WHERE t.kind = 'snapshot' AND t.cut_status <> 'deleted'"
@@ -301,7 +301,7 @@ int cat_reverts_to(struct catalog *c, const char *cut_txid, char (**ret)[65], si
         size_t n = 0;
         int rc;
 
-        _cleanup_(cat_unlockp) struct catalog *locked = cat_lock(c);
+        CAT_LOCK_SCOPE(c);
         rc = cat_query_list(c, CAT_ID_FIELD, cat_decode_id, &v, &n,
                             "SELECT txid FROM txns WHERE kind = 'revert' AND mode = 'revert' AND committed = 1"
                             " AND name = ?1 ORDER BY started_us DESC LIMIT 1024",
@@ -325,7 +325,7 @@ int cat_image_users(struct catalog *c, const char *agent, const char *vm, const 
 {
         int rc, n = 0;
 
-        _cleanup_(cat_unlockp) struct catalog *locked = cat_lock(c);
+        CAT_LOCK_SCOPE(c);
         rc = cat_query_row(c, decode_count, &n,
                            "SELECT count(*) FROM images i JOIN txns t ON t.txid = i.txid"
                            " WHERE i.agent = ?1 AND i.vm = ?2 AND i.before = ?3 AND i.txid <> ?4"
@@ -342,7 +342,7 @@ int cat_image_repath(struct catalog *c, const char *agent, const char *vm, const
 {
         int rc;
 
-        _cleanup_(cat_unlockp) struct catalog *locked = cat_lock(c);
+        CAT_LOCK_SCOPE(c);
         rc = cat_exec(c, "UPDATE images SET before = ?4 WHERE agent = ?1 AND vm = ?2 AND before = ?3", "ssss", agent,
                       vm, old_path, new_path);
         if (rc != SQLITE_DONE)

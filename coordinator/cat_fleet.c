@@ -21,7 +21,7 @@ int cat_agent_put(struct catalog *c, const struct cat_agent *a, lserr *err)
                                  "catalog \"%s\": record agent \"%s\": URL, fingerprint or version longer than its "
                                  "field",
                                  c->path, a->id);
-        _cleanup_(cat_unlockp) struct catalog *locked = cat_lock(c);
+        CAT_LOCK_SCOPE(c);
         rc = cat_exec(c,
                       "INSERT INTO agents (id, url, fingerprint, version, reachable, last_error,"
                       "        last_seen_us, checked_us, in_doubt)"
@@ -58,7 +58,7 @@ static int decode_agent(sqlite3_stmt *st, void *row)
 /* By id. */
 int cat_agents(struct catalog *c, struct cat_agent **ret, size_t *ret_n, lserr *err)
 {
-        _cleanup_(cat_unlockp) struct catalog *locked = cat_lock(c);
+        CAT_LOCK_SCOPE(c);
         void *v = NULL;
         size_t n = 0;
         int rc;
@@ -120,8 +120,8 @@ int cat_group_put(struct catalog *c, const char *name, const char *mode, const c
         r = group_check(c, name, mode, members, n, err);
         if (r < 0)
                 return r;
-        _cleanup_(cat_unlockp) struct catalog *locked = cat_lock(c);
-        _cleanup_(cat_rollbackp) struct catalog *open_txn = c;
+        CAT_LOCK_SCOPE(c);
+        CAT_ROLLBACK_SCOPE(c);
         rc = cat_begin(c);
         if (rc == SQLITE_OK)
                 rc = cat_exec(c,
@@ -174,7 +174,7 @@ int cat_sched_get(struct catalog *c, const char *group, struct cat_sched *ret, l
 
         if (!cat_id_fits(group, sizeof(ret->group), 0))
                 return lserr_set(err, -EINVAL, "catalog \"%s\": schedule: group name empty or too long", c->path);
-        _cleanup_(cat_unlockp) struct catalog *locked = cat_lock(c);
+        CAT_LOCK_SCOPE(c);
         rc = cat_query_row(c, decode_sched, ret,
                            "SELECT group_name, last_due_s, last_run_us, outcome, txid, reason, runs, skipped"
                            " FROM schedules WHERE group_name = ?1",
@@ -194,7 +194,7 @@ int cat_sched_put(struct catalog *c, const struct cat_sched *s, lserr *err)
         if (!cat_id_fits(s->group, sizeof(s->group), 0) || !cat_id_fits(s->outcome, sizeof(s->outcome), 1) ||
             !cat_id_fits(s->txid, sizeof(s->txid), 1))
                 return lserr_set(err, -EINVAL, "catalog \"%s\": schedule: a field empty or too long", c->path);
-        _cleanup_(cat_unlockp) struct catalog *locked = cat_lock(c);
+        CAT_LOCK_SCOPE(c);
         rc = cat_exec(c,
                       "INSERT OR REPLACE INTO schedules (group_name, last_due_s, last_run_us, outcome, txid,"
                       " reason, runs, skipped) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",

@@ -32,7 +32,7 @@ int cat_audit_add(struct catalog *c, const struct cat_audit *a, lserr *err)
         if ((unsigned)a->dir >= CAT_N_WORDS(dir_words))
                 return lserr_set(err, -EINVAL, "catalog \"%s\": audit \"%s\": unknown direction %d", c->path, a->txid,
                                  (int)a->dir);
-        _cleanup_(cat_unlockp) struct catalog *locked = cat_lock(c);
+        CAT_LOCK_SCOPE(c);
         rc = cat_exec(c,
                       "INSERT INTO audit (at_us, txid, agent, step, dir, code, detail, hash_hex)"
                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -75,7 +75,7 @@ int cat_audit_list(struct catalog *c, const char *txid, size_t limit, struct cat
         if (!cat_id_fits(txid, CAT_ID_FIELD, 1))
                 return lserr_set(err, -EINVAL, "catalog \"%s\": list audit: transaction id longer than %zu bytes",
                                  c->path, CAT_ID_FIELD - 1);
-        _cleanup_(cat_unlockp) struct catalog *locked = cat_lock(c);
+        CAT_LOCK_SCOPE(c);
         if (*txid)
                 rc = cat_query_list(c, sizeof(struct cat_audit), decode_audit, &v, &n,
                                     "SELECT at_us, txid, agent, step, dir, code, detail, hash_hex FROM audit"
@@ -103,7 +103,7 @@ int cat_event_add(struct catalog *c, const struct cat_event *ev, long long *ret_
         if (!cat_id_fits(ev->kind, sizeof(ev->kind), 0) || !cat_id_fits(ev->group, sizeof(ev->group), 1) ||
             !cat_id_fits(ev->txid, sizeof(ev->txid), 1))
                 return lserr_set(err, -EINVAL, "catalog \"%s\": event: kind empty or a field too long", c->path);
-        _cleanup_(cat_unlockp) struct catalog *locked = cat_lock(c);
+        CAT_LOCK_SCOPE(c);
         rc = cat_exec(c, "INSERT INTO events (at_us, kind, group_name, txid, message) VALUES (?1, ?2, ?3, ?4, ?5)",
                       "LsssT", ev->at_us ? ev->at_us : cat_now_us(), ev->kind, ev->group, ev->txid, ev->message,
                       sizeof(ev->message));
@@ -131,7 +131,7 @@ static int decode_event(sqlite3_stmt *st, void *row)
 int cat_events(struct catalog *c, long long after_id, size_t limit, int newest, struct cat_event **ret,
                size_t *ret_n, lserr *err)
 {
-        _cleanup_(cat_unlockp) struct catalog *locked = cat_lock(c);
+        CAT_LOCK_SCOPE(c);
         void *v = NULL;
         size_t n = 0;
         int rc;
@@ -182,8 +182,8 @@ static int trim_rows(struct catalog *c, long long keep_txns, long long keep_audi
 
 int cat_history_trim(struct catalog *c, long long keep_txns, long long keep_audit, lserr *err)
 {
-        _cleanup_(cat_unlockp) struct catalog *locked = cat_lock(c);
-        _cleanup_(cat_rollbackp) struct catalog *open_txn = c;
+        CAT_LOCK_SCOPE(c);
+        CAT_ROLLBACK_SCOPE(c);
         int rc, gone;
 
         rc = cat_begin(c);
@@ -198,7 +198,7 @@ int cat_history_trim(struct catalog *c, long long keep_txns, long long keep_audi
 
 int cat_events_trim(struct catalog *c, long long keep, lserr *err)
 {
-        _cleanup_(cat_unlockp) struct catalog *locked = cat_lock(c);
+        CAT_LOCK_SCOPE(c);
         int rc;
 
         rc = cat_exec(c, "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?1", "L", keep);

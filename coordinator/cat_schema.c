@@ -216,7 +216,7 @@ static int apply_migration(struct catalog *c, long long v, lserr *err)
  * migrate it. */
 int cat_schema_migrate(struct catalog *c, lserr *err)
 {
-        _cleanup_(cat_rollbackp) struct catalog *open_txn = c;
+        CAT_ROLLBACK_SCOPE(c);
         long long v = 0;
         int rc, r;
 

@@ -61,7 +61,7 @@ int cat_txn_begin(struct catalog *c, const struct cat_txn *t, lserr *err)
                 return lserr_set(err, -EINVAL,
                                  "catalog \"%s\": begin \"%s\": group, name or mode longer than its field", c->path,
                                  t->txid);
-        _cleanup_(cat_unlockp) struct catalog *locked = cat_lock(c);
+        CAT_LOCK_SCOPE(c);
         rc = cat_exec(c,
                       "INSERT INTO txns (txid, kind, group_name, name, mode, state, started_us, lease_ms)"
                       " VALUES (?1, ?2, ?3, ?4, ?5, 'started', ?6, ?7)",
@@ -121,8 +121,8 @@ int cat_txn_decide(struct catalog *c, const char *txid, int commit, const char *
                                  c->path, CAT_ID_FIELD - 1);
         if (commit || !reason)
                 reason = "";
-        _cleanup_(cat_unlockp) struct catalog *locked = cat_lock(c);
-        _cleanup_(cat_rollbackp) struct catalog *open_txn = c;
+        CAT_LOCK_SCOPE(c);
+        CAT_ROLLBACK_SCOPE(c);
         r = read_state(c, "decide", txid, &s, err);
         if (r < 0)
                 return r;
@@ -155,8 +155,8 @@ int cat_txn_finish(struct catalog *c, const char *txid, lserr *err)
         if (!cat_id_fits(txid, CAT_ID_FIELD, 0))
                 return lserr_set(err, -EINVAL, "catalog \"%s\": finish: transaction id empty or longer than %zu bytes",
                                  c->path, CAT_ID_FIELD - 1);
-        _cleanup_(cat_unlockp) struct catalog *locked = cat_lock(c);
-        _cleanup_(cat_rollbackp) struct catalog *open_txn = c;
+        CAT_LOCK_SCOPE(c);
+        CAT_ROLLBACK_SCOPE(c);
         r = read_state(c, "finish", txid, &s, err);
         if (r < 0)
                 return r;
@@ -182,7 +182,7 @@ int cat_txn_get(struct catalog *c, const char *txid, struct cat_txn *ret, lserr 
         if (!cat_id_fits(txid, CAT_ID_FIELD, 0))
                 return lserr_set(err, -EINVAL, "catalog \"%s\": get: transaction id empty or longer than %zu bytes",
                                  c->path, CAT_ID_FIELD - 1);
-        _cleanup_(cat_unlockp) struct catalog *locked = cat_lock(c);
+        CAT_LOCK_SCOPE(c);
         rc = cat_query_row(c, cat_decode_txn, &t, "SELECT " CAT_TXN_COLUMNS " FROM txns WHERE txid = ?1", "s", txid);
         if (rc == SQLITE_DONE)
                 return lserr_set(err, -ENOENT, "catalog \"%s\": get \"%s\": no such transaction", c->path, txid);
@@ -195,7 +195,7 @@ int cat_txn_get(struct catalog *c, const char *txid, struct cat_txn *ret, lserr 
 
 int cat_txn_unresolved(struct catalog *c, struct cat_txn **ret, size_t *ret_n, lserr *err)
 {
-        _cleanup_(cat_unlockp) struct catalog *locked = cat_lock(c);
+        CAT_LOCK_SCOPE(c);
         void *v = NULL;
         size_t n = 0;
         int rc;

@@ -175,17 +175,6 @@ static int prepare_v(struct catalog *c, sqlite3_stmt **ret, const char *sql, con
         return SQLITE_OK;
 }
 
-int cat_prepare(struct catalog *c, sqlite3_stmt **ret, const char *sql, const char *fmt, ...)
-{
-        va_list ap;
-        int rc;
-
-        va_start(ap, fmt);
-        rc = prepare_v(c, ret, sql, fmt, &ap);
-        va_end(ap);
-        return rc;
-}
-
 int cat_exec(struct catalog *c, const char *sql, const char *fmt, ...)
 {
         _cleanup_(cat_stmt_finalizep) sqlite3_stmt *st = NULL;

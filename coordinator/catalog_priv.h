@@ -8,6 +8,7 @@
 #include <sqlite3.h>
 
 #include "catalog.h"
+#include "cleanup.h"
 
 /* Not an SQLite result code: a row holds a value this program cannot decode. */
 #define CAT_RC_BADROW (-1)
@@ -45,10 +46,12 @@ const char *cat_why(const struct catalog *c, int rc);
 
 /* ---- the lock and write transactions ---------------------------------------- */
 
-/* Takes c's mutex and returns c, for a variable whose cleanup gives it back:
- *   _cleanup_(cat_unlockp) struct catalog *locked = cat_lock(c); */
+/* Takes c's mutex and returns c, for a variable whose cleanup gives it back. */
 struct catalog *cat_lock(struct catalog *c);
 void cat_unlockp(struct catalog **c);
+
+/* Holds c's mutex from here to the end of the enclosing block. */
+#define CAT_LOCK_SCOPE(c) __attribute__((unused)) _cleanup_(cat_unlockp) struct catalog *cat_locked_ = cat_lock(c)
 
 /* Write transactions take the write lock up front: a deferred one that reads
  * first could not upgrade while another connection writes, and would fail
@@ -56,9 +59,12 @@ void cat_unlockp(struct catalog **c);
 int cat_begin(struct catalog *c);
 int cat_commit(struct catalog *c);
 
-/* Cleanup for a variable naming a catalog (declared after its lock): undoes
- * whatever transaction a failure left open, a no-op when none is. */
+/* Undoes whatever transaction a failure left open, a no-op when none is. */
 void cat_rollbackp(struct catalog **c);
+
+/* Rolls back at the end of the enclosing block whatever transaction is still
+ * open then; after CAT_LOCK_SCOPE, so it runs before the unlock. */
+#define CAT_ROLLBACK_SCOPE(c) __attribute__((unused)) _cleanup_(cat_rollbackp) struct catalog *cat_open_txn_ = (c)
 
 /* ---- the statement helper --------------------------------------------------- */
 
@@ -70,10 +76,6 @@ void cat_rollbackp(struct catalog **c);
  * Text is bound without copying: every statement is finalized before the
  * function that prepared it returns. Arguments must have exactly these types
  * (cast unsigned and size values to long long). */
-
-/* Prepares sql and binds its arguments. Returns SQLITE_OK with *ret the
- * caller's (finalize it with cat_stmt_finalizep), or the failure with *ret NULL. */
-int cat_prepare(struct catalog *c, sqlite3_stmt **ret, const char *sql, const char *fmt, ...);
 
 /* Prepares, binds and runs a statement that returns no rows. SQLITE_DONE, or
  * the failure; sqlite3_changes() and sqlite3_last_insert_rowid() tell the
@@ -94,6 +96,7 @@ int cat_query_row(struct catalog *c, cat_row_fn decode, void *row, const char *s
 int cat_query_list(struct catalog *c, size_t size, cat_row_fn decode, void **ret, size_t *ret_n, const char *sql,
                    const char *fmt, ...);
 
+/* Cleanup for a prepared statement (NULL is fine). */
 void cat_stmt_finalizep(sqlite3_stmt **st);
 
 /* Column readers: a NULL text column reads as "". */
