@@ -321,8 +321,8 @@ static int pick_command(char **args, int nargs, Lockstep__ControlRequest *q)
                 usage(stderr);
                 return EXIT_USAGE;
         }
-        for (size_t i = 0; !strcmp(args[0], "snapshot") && nargs >= 2 && i < sizeof(snapshot_verbs) / sizeof(snapshot_verbs[0]); i++)
-                if (!strcmp(args[1], snapshot_verbs[i])) {
+        for (size_t i = 0; i < sizeof(snapshot_verbs) / sizeof(snapshot_verbs[0]); i++)
+                if (!strcmp(args[0], "snapshot") && nargs >= 2 && !strcmp(args[1], snapshot_verbs[i])) {
                         snprintf(cmd, sizeof(cmd), "snapshot.%s", args[1]);
                         q->command = cmd;
                         q->args = args + 2;
