@@ -84,6 +84,7 @@ static int cmd_keygen(int argc, char **argv)
 struct client {
         nng_socket sock;
         const char *url;
+        char url_buf[512]; /* the URL when the config file does not load */
 };
 
 /* One control call. *ret is the caller's. */
@@ -230,7 +231,47 @@ static int events(struct client *c, Lockstep__ControlRequest *q, int as_json, in
         }
 }
 
-int main(int argc, char **argv)
+/* What the command line asked for, besides the command and its arguments. */
+struct cli {
+        const char *path;
+        int as_json, yes, follow;
+        /* name=, mode=, lease=, limit=, undo=1, dry_run=1: each at most once. */
+        char *options[4];
+        char opt_buf[4][96];
+        size_t n_opt;
+};
+
+/* Returned by the steps of main when the command goes on (any other value is
+ * the exit code). */
+#define GO_ON (-1)
+
+/* Records one of the options passed on to lockstepd as "key=value". */
+static int add_option(struct cli *o, int c, const char *arg)
+{
+        char *buf;
+
+        /* Each option once: a repeat is a mistake, and the buffer has one slot each. */
+        if (o->n_opt == sizeof(o->options) / sizeof(o->options[0])) {
+                fprintf(stderr, "lockstep: too many options\n");
+                return EXIT_USAGE;
+        }
+        buf = o->opt_buf[o->n_opt];
+        if (c == 'u' || c == 'D')
+                snprintf(buf, sizeof(o->opt_buf[0]), "%s", c == 'u' ? "undo=1" : "dry_run=1");
+        else
+                snprintf(buf, sizeof(o->opt_buf[0]), "%s=%.80s",
+                         c == 'n' ? "name" : c == 'm' ? "mode" : c == 'l' ? "lease" : "limit", arg);
+        for (size_t i = 0; i < o->n_opt; i++)
+                if (!strncmp(o->options[i], buf, strcspn(buf, "=") + 1)) {
+                        fprintf(stderr, "lockstep: an option is given twice\n");
+                        return EXIT_USAGE;
+                }
+        o->options[o->n_opt++] = buf;
+        return GO_ON;
+}
+
+/* Options may come anywhere; optind is left on the command. */
+static int parse_options(int argc, char **argv, struct cli *o)
 {
         static const struct option opts[] = {
                 {"config", required_argument, NULL, 'c'}, {"json", no_argument, NULL, 'j'},
@@ -241,16 +282,175 @@ int main(int argc, char **argv)
                 {"follow", no_argument, NULL, 'f'},       {"limit", required_argument, NULL, 'L'},
                 {0},
         };
-        const char *path = "/etc/lockstep/coordinator.yaml";
-        Lockstep__ControlRequest q = LOCKSTEP__CONTROL_REQUEST__INIT;
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, "c:jh", opts, NULL)) != -1) {
+                switch (c) {
+                case 'c': o->path = optarg; break;
+                case 'j': o->as_json = 1; break;
+                case 'n':
+                case 'm':
+                case 'l':
+                case 'u':
+                case 'D':
+                case 'L':
+                        r = add_option(o, c, optarg);
+                        if (r != GO_ON)
+                                return r;
+                        break;
+                case 'y': o->yes = 1; break;
+                case 'f': o->follow = 1; break;
+                case 'h': usage(stdout); return EXIT_OK;
+                case 'V': printf("lockstep %s\n", LOCKSTEP_VERSION); return EXIT_OK;
+                default: usage(stderr); return EXIT_USAGE;
+                }
+        }
+        return GO_ON;
+}
+
+/* The control command for the words on the command line ("snapshot create" is
+ * snapshot.create), with the words after it as its arguments. */
+static int pick_command(char **args, int nargs, Lockstep__ControlRequest *q)
+{
+        static const char *const snapshot_verbs[] = {"create", "list", "show", "delete", "revert"};
+        static const char *const commands[] = {"agents", "groups",  "recover", "schedules",
+                                               "prune",  "events",  "reload",  "check"};
+        static char cmd[32];
+
+        if (nargs < 1) {
+                usage(stderr);
+                return EXIT_USAGE;
+        }
+        for (size_t i = 0; i < sizeof(snapshot_verbs) / sizeof(snapshot_verbs[0]); i++)
+                if (!strcmp(args[0], "snapshot") && nargs >= 2 && !strcmp(args[1], snapshot_verbs[i])) {
+                        snprintf(cmd, sizeof(cmd), "snapshot.%s", args[1]);
+                        q->command = cmd;
+                        q->args = args + 2;
+                        q->n_args = (size_t)(nargs - 2);
+                        return GO_ON;
+                }
+        for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+                if (!strcmp(args[0], commands[i])) {
+                        q->command = args[0];
+                        q->args = args + 1;
+                        q->n_args = (size_t)(nargs - 1);
+                        return GO_ON;
+                }
+        usage(stderr);
+        return EXIT_USAGE;
+}
+
+/* Whether option o ("key=value") goes with command cmd. */
+static int option_fits(const char *cmd, const char *o)
+{
+        if (!strcmp(cmd, "snapshot.create"))
+                return strncmp(o, "undo", 4) && strncmp(o, "dry_run", 7) && strncmp(o, "limit", 5);
+        if (!strcmp(cmd, "snapshot.revert"))
+                return !strcmp(o, "undo=1");
+        if (!strcmp(cmd, "prune"))
+                return !strcmp(o, "dry_run=1");
+        if (!strcmp(cmd, "events"))
+                return !strncmp(o, "limit=", 6);
+        if (!strcmp(cmd, "check"))
+                return !strncmp(o, "mode=", 5) || !strncmp(o, "lease=", 6);
+        return 0;
+}
+
+static int check_options(const struct cli *o, const char *cmd)
+{
+        for (size_t i = 0; i < o->n_opt; i++)
+                if (!option_fits(cmd, o->options[i])) {
+                        fprintf(stderr, "lockstep: --name, --mode and --lease go with snapshot create (--mode and "
+                                        "--lease also with check), --undo with revert, --dry-run with prune, --limit "
+                                        "with events\n");
+                        return EXIT_USAGE;
+                }
+        if (o->follow && strcmp(cmd, "events") != 0) {
+                fprintf(stderr, "lockstep: --follow goes with events\n");
+                return EXIT_USAGE;
+        }
+        return GO_ON;
+}
+
+/* A revert stops every VM of the group: never without a yes. */
+static int confirm_revert(const struct cli *o, const Lockstep__ControlRequest *q)
+{
+        char answer[16] = "";
+
+        if (strcmp(q->command, "snapshot.revert") != 0 || o->yes)
+                return GO_ON;
+        if (!isatty(STDIN_FILENO)) {
+                fprintf(stderr, "lockstep: revert stops and restarts every VM of the group; "
+                                "confirm with --yes when not on a terminal\n");
+                return EXIT_USAGE;
+        }
+        printf("This stops every VM of the group and restarts it on %s %s.\nAnything written since is "
+               "kept on its pre-revert branch (lockstep snapshot revert --undo brings it back).\n"
+               "Revert? [y/N] ",
+               o->n_opt ? "the pre-revert branch of" : "cut", q->n_args ? q->args[0] : "?");
+        fflush(stdout);
+        if (!fgets(answer, sizeof(answer), stdin) || (answer[0] != 'y' && answer[0] != 'Y')) {
+                fprintf(stderr, "lockstep: revert not confirmed; nothing done\n");
+                return EXIT_ABORTED;
+        }
+        return GO_ON;
+}
+
+/* Finds lockstepd's control URL in the config at path (*cfg, the caller's, is
+ * NULL when the file does not load) and dials it. */
+static int connect_client(const char *path, struct client *cl, struct cfg_coord **cfg)
+{
+        lserr err = {0};
+        int r;
+
+        r = cfg_coord_load(path, cfg, &err);
+        if (r < 0) {
+                /* After a bad edit lockstepd still runs on its last good file:
+                 * reach it anyway, and say what is wrong with this one. */
+                if (!control_url(path, cl->url_buf, sizeof(cl->url_buf))) {
+                        fprintf(stderr, "lockstep: %s\n", err.msg);
+                        return EXIT_USAGE;
+                }
+                fprintf(stderr, "lockstep: warning: %s\n", err.msg);
+                cl->url = cl->url_buf;
+        } else {
+                cl->url = (*cfg)->control;
+        }
+        r = transport_dial(cl->url, 16 * 1024 * 1024, NULL, &cl->sock, &err);
+        if (r < 0) {
+                fprintf(stderr, "lockstep: %s\n", err.msg);
+                return EXIT_UNREACHABLE;
+        }
+        return GO_ON;
+}
+
+/* Runs the command: operations are followed to their end, events paged or
+ * followed, everything else is one call. */
+static int dispatch(struct client *cl, Lockstep__ControlRequest *q, const struct cli *o)
+{
         Lockstep__ControlReply *rep = NULL;
+        const char *cmd = q->command;
+        int r;
+
+        if (!strcmp(cmd, "snapshot.create") || !strcmp(cmd, "snapshot.delete") || !strcmp(cmd, "snapshot.revert"))
+                return snapshot_create(cl, q, o->as_json);
+        if (!strcmp(cmd, "prune") && !(o->n_opt && !strcmp(o->options[0], "dry_run=1")))
+                return snapshot_create(cl, q, o->as_json); /* a prune runs deletes: followed like one */
+        if (!strcmp(cmd, "events"))
+                return events(cl, q, o->as_json, o->follow);
+        r = call(cl, q, !strcmp(cmd, "recover") || !strcmp(cmd, "check") ? 600000 : 30000, &rep);
+        if (r == 0)
+                r = finish(rep, o->as_json);
+        return r;
+}
+
+int main(int argc, char **argv)
+{
+        Lockstep__ControlRequest q = LOCKSTEP__CONTROL_REQUEST__INIT;
+        struct cli o = {.path = "/etc/lockstep/coordinator.yaml"};
         struct cfg_coord *cfg = NULL;
         struct client cl = {0};
-        char *options[4], opt_buf[4][96], control[512];
-        char **args;
-        size_t n_opt = 0;
-        int as_json = 0, yes = 0, follow = 0, c, r, nargs;
-        lserr err = {0};
+        int r;
 
         /* keygen needs no lockstepd and no config: it may follow -c all the same. */
         for (int i = 1; i < argc; i++) {
@@ -261,138 +461,23 @@ int main(int argc, char **argv)
                 else if (argv[i][0] != '-')
                         break;
         }
-        /* Options may come anywhere; the rest are the command and its arguments. */
-        while ((c = getopt_long(argc, argv, "c:jh", opts, NULL)) != -1) {
-                switch (c) {
-                case 'c': path = optarg; break;
-                case 'j': as_json = 1; break;
-                case 'n':
-                case 'm':
-                case 'l':
-                case 'u':
-                case 'D':
-                case 'L':
-                        /* Each option once: a repeat is a mistake, and the buffer has one slot each. */
-                        if (n_opt == sizeof(options) / sizeof(options[0])) {
-                                fprintf(stderr, "lockstep: too many options\n");
-                                return EXIT_USAGE;
-                        }
-                        if (c == 'u' || c == 'D')
-                                snprintf(opt_buf[n_opt], sizeof(opt_buf[0]), "%s", c == 'u' ? "undo=1" : "dry_run=1");
-                        else
-                                snprintf(opt_buf[n_opt], sizeof(opt_buf[0]), "%s=%.80s",
-                                         c == 'n' ? "name" : c == 'm' ? "mode" : c == 'l' ? "lease" : "limit", optarg);
-                        for (size_t i = 0; i < n_opt; i++)
-                                if (!strncmp(options[i], opt_buf[n_opt], strcspn(opt_buf[n_opt], "=") + 1)) {
-                                        fprintf(stderr, "lockstep: an option is given twice\n");
-                                        return EXIT_USAGE;
-                                }
-                        options[n_opt] = opt_buf[n_opt];
-                        n_opt++;
-                        break;
-                case 'y': yes = 1; break;
-                case 'f': follow = 1; break;
-                case 'h': usage(stdout); return EXIT_OK;
-                case 'V': printf("lockstep %s\n", LOCKSTEP_VERSION); return EXIT_OK;
-                default: usage(stderr); return EXIT_USAGE;
-                }
-        }
-        args = argv + optind;
-        nargs = argc - optind;
-        if (nargs < 1) {
-                usage(stderr);
-                return EXIT_USAGE;
-        }
-        if (!strcmp(args[0], "snapshot") && nargs >= 2 &&
-            (!strcmp(args[1], "create") || !strcmp(args[1], "list") || !strcmp(args[1], "show") ||
-             !strcmp(args[1], "delete") || !strcmp(args[1], "revert"))) {
-                static char cmd[32];
-                snprintf(cmd, sizeof(cmd), "snapshot.%s", args[1]);
-                q.command = cmd;
-                q.args = args + 2;
-                q.n_args = (size_t)(nargs - 2);
-        } else if (!strcmp(args[0], "agents") || !strcmp(args[0], "groups") || !strcmp(args[0], "recover") ||
-                   !strcmp(args[0], "schedules") || !strcmp(args[0], "prune") || !strcmp(args[0], "events") ||
-                   !strcmp(args[0], "reload") || !strcmp(args[0], "check")) {
-                q.command = args[0];
-                q.args = args + 1;
-                q.n_args = (size_t)(nargs - 1);
-        } else {
-                usage(stderr);
-                return EXIT_USAGE;
-        }
-        for (size_t i = 0; i < n_opt; i++) {
-                const char *o = options[i], *cmd = q.command;
-                int ok = !strcmp(cmd, "snapshot.create") ? strncmp(o, "undo", 4) && strncmp(o, "dry_run", 7) &&
-                                                                   strncmp(o, "limit", 5)
-                         : !strcmp(cmd, "snapshot.revert") ? !strcmp(o, "undo=1")
-                         : !strcmp(cmd, "prune")           ? !strcmp(o, "dry_run=1")
-                         : !strcmp(cmd, "events")          ? !strncmp(o, "limit=", 6)
-                         : !strcmp(cmd, "check")           ? !strncmp(o, "mode=", 5) || !strncmp(o, "lease=", 6)
-                                                           : 0;
-                if (!ok) {
-                        fprintf(stderr, "lockstep: --name, --mode and --lease go with snapshot create (--mode and "
-                                        "--lease also with check), --undo with revert, --dry-run with prune, --limit "
-                                        "with events\n");
-                        return EXIT_USAGE;
-                }
-        }
-        if (follow && strcmp(q.command, "events") != 0) {
-                fprintf(stderr, "lockstep: --follow goes with events\n");
-                return EXIT_USAGE;
-        }
-        if (!strcmp(q.command, "snapshot.revert") && !yes) {
-                char answer[16] = "";
-                /* A revert stops every VM of the group: never without a yes. */
-                if (!isatty(STDIN_FILENO)) {
-                        fprintf(stderr, "lockstep: revert stops and restarts every VM of the group; "
-                                        "confirm with --yes when not on a terminal\n");
-                        return EXIT_USAGE;
-                }
-                printf("This stops every VM of the group and restarts it on %s %s.\nAnything written since is "
-                       "kept on its pre-revert branch (lockstep snapshot revert --undo brings it back).\n"
-                       "Revert? [y/N] ",
-                       n_opt ? "the pre-revert branch of" : "cut", q.n_args ? q.args[0] : "?");
-                fflush(stdout);
-                if (!fgets(answer, sizeof(answer), stdin) || (answer[0] != 'y' && answer[0] != 'Y')) {
-                        fprintf(stderr, "lockstep: revert not confirmed; nothing done\n");
-                        return EXIT_ABORTED;
-                }
-        }
-        q.options = options;
-        q.n_options = n_opt;
-
-        r = cfg_coord_load(path, &cfg, &err);
-        if (r < 0) {
-                /* After a bad edit lockstepd still runs on its last good file:
-                 * reach it anyway, and say what is wrong with this one. */
-                if (!control_url(path, control, sizeof(control))) {
-                        fprintf(stderr, "lockstep: %s\n", err.msg);
-                        return EXIT_USAGE;
-                }
-                fprintf(stderr, "lockstep: warning: %s\n", err.msg);
-                cl.url = control;
-        } else {
-                cl.url = cfg->control;
-        }
-        r = transport_dial(cl.url, 16 * 1024 * 1024, NULL, &cl.sock, &err);
-        if (r < 0) {
-                fprintf(stderr, "lockstep: %s\n", err.msg);
+        r = parse_options(argc, argv, &o);
+        if (r == GO_ON)
+                r = pick_command(argv + optind, argc - optind, &q);
+        if (r == GO_ON)
+                r = check_options(&o, q.command);
+        if (r == GO_ON)
+                r = confirm_revert(&o, &q);
+        if (r != GO_ON)
+                return r;
+        q.options = o.options;
+        q.n_options = o.n_opt;
+        r = connect_client(o.path, &cl, &cfg);
+        if (r != GO_ON) {
                 cfg_coord_free(cfg);
-                return EXIT_UNREACHABLE;
+                return r;
         }
-        if (!strcmp(q.command, "snapshot.create") || !strcmp(q.command, "snapshot.delete") ||
-            !strcmp(q.command, "snapshot.revert")) {
-                r = snapshot_create(&cl, &q, as_json);
-        } else if (!strcmp(q.command, "prune") && !(n_opt && !strcmp(options[0], "dry_run=1"))) {
-                r = snapshot_create(&cl, &q, as_json); /* a prune runs deletes: followed like one */
-        } else if (!strcmp(q.command, "events")) {
-                r = events(&cl, &q, as_json, follow);
-        } else {
-                r = call(&cl, &q, !strcmp(q.command, "recover") || !strcmp(q.command, "check") ? 600000 : 30000, &rep);
-                if (r == 0)
-                        r = finish(rep, as_json);
-        }
+        r = dispatch(&cl, &q, &o);
         nng_close(cl.sock);
         cfg_coord_free(cfg);
         return r;

@@ -56,28 +56,37 @@ static void usage(FILE *f)
         fprintf(f, "usage: lockstepd [-c coordinator.yaml] [--check-config] [-v] [--version]\n");
 }
 
-int main(int argc, char **argv)
+/* Returned by the steps of main when the daemon goes on (any other value is
+ * the exit code). */
+#define GO_ON (-1)
+
+struct args {
+        const char *path;
+        int check_only;
+        int level;
+};
+
+/* What main started and must stop: the control server and two threads. */
+struct running {
+        struct transport_server *srv;
+        pthread_t health, sched;
+        int health_started, sched_started;
+};
+
+static int parse_args(int argc, char **argv, struct args *a)
 {
         static const struct option opts[] = {
                 {"config", required_argument, NULL, 'c'}, {"check-config", no_argument, NULL, 'C'},
                 {"verbose", no_argument, NULL, 'v'},      {"version", no_argument, NULL, 'V'},
                 {"help", no_argument, NULL, 'h'},         {0},
         };
-        const char *path = "/etc/lockstep/coordinator.yaml";
-        struct daemon d = {0};
-        struct transport_server *srv = NULL;
-        pthread_t health, sched;
-        int health_started = 0, sched_started = 0, check_only = 0, level = LOG_INFO, c, r, sig, rc = 1;
-        unsigned left = 0;
-        nng_socket sock;
-        sigset_t set;
-        lserr err = {0};
+        int c;
 
         while ((c = getopt_long(argc, argv, "c:vh", opts, NULL)) != -1) {
                 switch (c) {
-                case 'c': path = optarg; break;
-                case 'C': check_only = 1; break;
-                case 'v': level = LOG_DEBUG; break;
+                case 'c': a->path = optarg; break;
+                case 'C': a->check_only = 1; break;
+                case 'v': a->level = LOG_DEBUG; break;
                 case 'V': printf("lockstepd %s\n", LOCKSTEP_VERSION); return 0;
                 case 'h': usage(stdout); return 0;
                 default: usage(stderr); return 2;
@@ -87,98 +96,124 @@ int main(int argc, char **argv)
                 usage(stderr);
                 return 2;
         }
-        log_setup("lockstepd", level);
-        daemon_self = &d;
-        pthread_mutex_init(&d.lock, NULL);
-        pthread_mutex_init(&d.sched_rows, NULL);
-        pthread_cond_init(&d.op_changed, NULL);
-        pthread_mutex_init(&d.stop_lock, NULL);
-        pthread_cond_init(&d.stop_cond, NULL);
+        return GO_ON;
+}
+
+static void init_sync(struct daemon *d)
+{
+        pthread_mutex_init(&d->lock, NULL);
+        pthread_mutex_init(&d->sched_rows, NULL);
+        pthread_cond_init(&d->op_changed, NULL);
+        pthread_mutex_init(&d->stop_lock, NULL);
+        pthread_cond_init(&d->stop_cond, NULL);
         /* A reload only ever tries the write lock (service_apply_pending), so readers
          * never queue behind it and nobody blocks on a reload. */
-        pthread_rwlock_init(&d.gen, NULL);
-        d.cfg_path = path;
-        r = cfg_coord_load(path, &d.cfg, &err);
+        pthread_rwlock_init(&d->gen, NULL);
+}
+
+/* Loads the configuration and the signing key; --check-config stops here. */
+static int load_config(struct daemon *d, const char *path, int check_only)
+{
+        char fpr[KEYS_FPR_LEN];
+        lserr err = {0};
+        int r;
+
+        d->cfg_path = path;
+        r = cfg_coord_load(path, &d->cfg, &err);
         if (r >= 0)
-                r = keys_load_secret(d.cfg->key, &d.key, &err);
+                r = keys_load_secret(d->cfg->key, &d->key, &err);
         if (r < 0) {
                 log_err("%s", err.msg);
-                rc = 2;
-                goto out;
+                return 2;
         }
-        if (check_only) {
-                char fpr[KEYS_FPR_LEN];
-                keys_fingerprint(keys_secret_public(d.key)->id, fpr);
-                printf("%s: configuration and key OK (key %s, %u agents, %u groups)\n", path, fpr, d.cfg->n_agents,
-                       d.cfg->n_groups);
-                rc = 0;
-                goto out;
-        }
-        sigemptyset(&set);
-        sigaddset(&set, SIGTERM);
-        sigaddset(&set, SIGINT);
-        sigaddset(&set, SIGHUP);
-        pthread_sigmask(SIG_BLOCK, &set, NULL);
-        signal(SIGPIPE, SIG_IGN);
+        if (!check_only)
+                return GO_ON;
+        keys_fingerprint(keys_secret_public(d->key)->id, fpr);
+        printf("%s: configuration and key OK (key %s, %u agents, %u groups)\n", path, fpr, d->cfg->n_agents,
+               d->cfg->n_groups);
+        return 0;
+}
 
-        r = cat_open(d.cfg->catalog, &d.cat, &err);
+/* Opens the catalog and counter and builds the engine and its generation. */
+static int open_state(struct daemon *d)
+{
+        lserr err = {0};
+        int r;
+
+        r = cat_open(d->cfg->catalog, &d->cat, &err);
         if (r >= 0)
-                r = counter_open(d.cfg->counter_file, &d.ctr, &err);
+                r = counter_open(d->cfg->counter_file, &d->ctr, &err);
         if (r >= 0)
-                r = slots_new(d.cfg->max_cuts, d.cfg->max_cuts_per_agent, &d.slots);
+                r = slots_new(d->cfg->max_cuts, d->cfg->max_cuts_per_agent, &d->slots);
         if (r >= 0)
-                r = metrics_new(&d.metrics);
+                r = metrics_new(&d->metrics);
         if (r >= 0)
-                r = engine_new(d.cfg, d.key, d.cat, d.ctr, d.slots, &d.eng, &err);
-        if (r >= 0 && !(d.cur = calloc(1, sizeof(*d.cur))))
+                r = engine_new(d->cfg, d->key, d->cat, d->ctr, d->slots, &d->eng, &err);
+        if (r >= 0 && !(d->cur = calloc(1, sizeof(*d->cur))))
                 r = -ENOMEM;
-        if (r >= 0) {
-                d.cur->cfg = d.cfg;
-                d.cur->eng = d.eng;
-        }
         if (r < 0) {
                 log_err("start: %s", err.msg[0] ? err.msg : strerror(-r));
-                goto out;
+                return 1;
         }
-        service_groups_to_catalog(&d, d.cfg);
-        /* What a previous run left unresolved is finished before anything new. */
-        if (engine_recover(d.eng, NULL, NULL, &left, &err) < 0)
+        d->cur->cfg = d->cfg;
+        d->cur->eng = d->eng;
+        return GO_ON;
+}
+
+/* What a previous run left unresolved is finished before anything new. */
+static void recover_at_start(struct daemon *d)
+{
+        unsigned left = 0;
+        lserr err = {0};
+
+        if (engine_recover(d->eng, NULL, NULL, &left, &err) < 0)
                 log_err("recover at start: %s", err.msg);
         else if (left)
                 log_warn("recover at start: %u transaction(s) wait for unreachable agents; retrying every %d s", left,
                          HEALTH_INTERVAL_S);
-        /* Everything that reads d.cfg unlocked happens before the control
-         * socket serves: from then on a reload may swap it. */
-        service_sched_build(&d, d.cfg);
-        service_metrics_apply(&d);
-        {
-                char st[160];
-                snprintf(st, sizeof(st), "%u agents, %u groups, %zu scheduled", d.cfg->n_agents, d.cfg->n_groups,
-                         d.n_sched);
-                log_info("lockstepd %s: control %s, catalog %s, %s", LOCKSTEP_VERSION, d.cfg->control,
-                         d.cfg->catalog, st);
-                r = transport_listen(d.cfg->control, CONTROL_MAX, 0660, NULL, &sock, &err);
-                if (r >= 0)
-                        r = transport_serve(sock, 4, control_handle, &d, &srv, &err);
-                if (r < 0) {
-                        log_err("control socket: %s", err.msg);
-                        goto out;
-                }
-                if (pthread_create(&health, NULL, health_main, &d) == 0)
-                        health_started = 1;
-                if (pthread_create(&sched, NULL, service_sched_main, &d) == 0)
-                        sched_started = 1;
-                notify_ready(st);
+}
+
+/* Serves the control socket and starts the health and schedule threads. */
+static int serve(struct daemon *d, struct running *run)
+{
+        char st[160];
+        nng_socket sock;
+        lserr err = {0};
+        int r;
+
+        snprintf(st, sizeof(st), "%u agents, %u groups, %zu scheduled", d->cfg->n_agents, d->cfg->n_groups,
+                 d->n_sched);
+        log_info("lockstepd %s: control %s, catalog %s, %s", LOCKSTEP_VERSION, d->cfg->control, d->cfg->catalog,
+                 st);
+        r = transport_listen(d->cfg->control, CONTROL_MAX, 0660, NULL, &sock, &err);
+        if (r >= 0)
+                r = transport_serve(sock, 4, control_handle, d, &run->srv, &err);
+        if (r < 0) {
+                log_err("control socket: %s", err.msg);
+                return 1;
         }
+        if (pthread_create(&run->health, NULL, health_main, d) == 0)
+                run->health_started = 1;
+        if (pthread_create(&run->sched, NULL, service_sched_main, d) == 0)
+                run->sched_started = 1;
+        notify_ready(st);
+        return GO_ON;
+}
+
+/* SIGHUP reloads; SIGTERM or SIGINT returns. */
+static void wait_for_stop(struct daemon *d, sigset_t *set, const char *path)
+{
+        int sig;
+
         for (;;) {
-                if (sigwait(&set, &sig) != 0)
+                if (sigwait(set, &sig) != 0)
                         continue;
                 if (sig == SIGHUP) {
                         int applied = 0;
                         lserr e2 = {0};
                         log_info("signal SIGHUP: reloading %s", path);
                         notify_reloading();
-                        service_reload(&d, 0, &applied, &e2); /* refusals are logged as events */
+                        service_reload(d, 0, &applied, &e2); /* refusals are logged as events */
                         notify_ready(applied ? "configuration reloaded"
                                      : e2.msg[0] ? "reload refused; running configuration kept"
                                                  : "reload waits for running operations");
@@ -186,38 +221,81 @@ int main(int argc, char **argv)
                 }
                 log_info("signal %s: stopping", strsignal(sig));
                 notify_stopping();
-                break;
+                return;
         }
-        rc = 0;
-out:
-        transport_server_stop(srv);
+}
+
+/* Stops what run started and frees what d holds, however far the start got. */
+static void stop_and_free(struct daemon *d, struct running *run)
+{
+        transport_server_stop(run->srv);
         /* Operations waiting for a slot give up now, so the joins below are quick. */
-        if (d.slots)
-                slots_cancel(d.slots);
-        pthread_mutex_lock(&d.stop_lock);
-        d.stop = 1;
-        pthread_cond_broadcast(&d.stop_cond);
-        pthread_mutex_unlock(&d.stop_lock);
-        if (health_started)
-                pthread_join(health, NULL);
-        if (sched_started)
-                pthread_join(sched, NULL);
+        if (d->slots)
+                slots_cancel(d->slots);
+        pthread_mutex_lock(&d->stop_lock);
+        d->stop = 1;
+        pthread_cond_broadcast(&d->stop_cond);
+        pthread_mutex_unlock(&d->stop_lock);
+        if (run->health_started)
+                pthread_join(run->health, NULL);
+        if (run->sched_started)
+                pthread_join(run->sched, NULL);
         for (int i = 0; i < MAX_OPS; i++)
-                ops_free(d.ops[i]);
+                ops_free(d->ops[i]);
         /* Every op was joined above and put its reference: only cur is left. */
-        if (d.cur)
-                ops_gen_free(d.cur);
+        if (d->cur)
+                ops_gen_free(d->cur);
         else
-                engine_free(d.eng);
-        engine_free(d.pending_eng);
-        cfg_coord_free(d.pending_cfg);
-        metrics_free(d.metrics);
-        slots_free(d.slots);
-        counter_free(d.ctr);
-        cat_close(d.cat);
-        keys_secret_free(d.key);
-        free(d.sched);
-        if (!d.cur)
-                cfg_coord_free(d.cfg);
+                engine_free(d->eng);
+        engine_free(d->pending_eng);
+        cfg_coord_free(d->pending_cfg);
+        metrics_free(d->metrics);
+        slots_free(d->slots);
+        counter_free(d->ctr);
+        cat_close(d->cat);
+        keys_secret_free(d->key);
+        free(d->sched);
+        if (!d->cur)
+                cfg_coord_free(d->cfg);
+}
+
+int main(int argc, char **argv)
+{
+        struct args a = {.path = "/etc/lockstep/coordinator.yaml", .level = LOG_INFO};
+        struct daemon d = {0};
+        struct running run = {0};
+        sigset_t set;
+        int rc;
+
+        rc = parse_args(argc, argv, &a);
+        if (rc != GO_ON)
+                return rc;
+        log_setup("lockstepd", a.level);
+        daemon_self = &d;
+        init_sync(&d);
+        rc = load_config(&d, a.path, a.check_only);
+        if (rc == GO_ON) {
+                sigemptyset(&set);
+                sigaddset(&set, SIGTERM);
+                sigaddset(&set, SIGINT);
+                sigaddset(&set, SIGHUP);
+                pthread_sigmask(SIG_BLOCK, &set, NULL);
+                signal(SIGPIPE, SIG_IGN);
+                rc = open_state(&d);
+        }
+        if (rc == GO_ON) {
+                service_groups_to_catalog(&d, d.cfg);
+                recover_at_start(&d);
+                /* Everything that reads d.cfg unlocked happens before the control
+                 * socket serves: from then on a reload may swap it. */
+                service_sched_build(&d, d.cfg);
+                service_metrics_apply(&d);
+                rc = serve(&d, &run);
+        }
+        if (rc == GO_ON) {
+                wait_for_stop(&d, &set, a.path);
+                rc = 0;
+        }
+        stop_and_free(&d, &run);
         return rc;
 }

@@ -188,12 +188,137 @@ void ops_gen_put(struct daemon *d, struct gen *g)
                 ops_gen_free(g);
 }
 
+static const char *outcome_word(int r)
+{
+        return r == 0 ? "committed" : r == 1 ? "aborted" : "failed";
+}
+
+/* A prune: deletes what the group's retention does not keep. 0 when all went,
+ * 1 when some could not be deleted, < 0 when it could not run. */
+static int run_prune(struct daemon *d, struct gen *gn, struct op *op, char **text, char **json, lserr *err)
+{
+        const struct cfg_group *g = cfg_coord_group(gn->cfg, op->group);
+        struct prune_item *items = NULL;
+        size_t n = 0;
+        int r;
+
+        if (!g)
+                return lserr_set(err, -ENOENT, "group \"%s\" is not in the configuration", op->group);
+        r = prune_plan(d->cat, g, &items, &n, err);
+        if (r == 0) {
+                r = prune_run(gn->eng, d->cat, g, &items, &n, ops_progress, op) ? 1 : 0;
+                for (size_t i = 0; i < n; i++) {
+                        const char *done = items[i].done ? "removed" : "NOT removed";
+
+                        if (items[i].keep)
+                                continue;
+                        if (items[i].error[0])
+                                ops_event(d, "prune", op->group, items[i].txid, "%s (%s): %s", done, items[i].why,
+                                          items[i].error);
+                        else
+                                ops_event(d, "prune", op->group, items[i].txid, "%s (%s)", done, items[i].why);
+                }
+                report_prune_pair(op->group, items, n, 0, text, json);
+                ops_trim_catalog(d, gn->cfg);
+        }
+        free(items);
+        return r;
+}
+
+/* A cut, revert or delete: the engine's answer (0 committed, 1 aborted, < 0
+ * failed), txid the transaction it logged ("" when none). */
+static int run_txn(struct gen *gn, struct op *op, char txid[65], lserr *err)
+{
+        struct engine_cut_req req = {.group = op->group, .name = op->name[0] ? op->name : NULL, .mode = op->mode,
+                                     .lease_s = op->lease_s};
+
+        if (op->is_revert)
+                return engine_revert(gn->eng, op->target, op->undo, ops_progress, op, txid, err);
+        if (op->is_delete)
+                return engine_delete(gn->eng, op->target, ops_progress, op, txid, err);
+        return engine_snapshot(gn->eng, &req, ops_progress, op, txid, err);
+}
+
+/* A cut's timings, per member, into the metrics. */
+static void cut_metrics(struct daemon *d, const struct op *op, int r, const char *txid)
+{
+        struct cat_member *mb = NULL;
+        size_t nm = 0;
+        lserr e2 = {0};
+
+        if (cat_members(d->cat, txid, &mb, &nm, &e2) == 0)
+                metrics_cut(d->metrics, op->group, outcome_word(r), mb, nm);
+        free(mb);
+}
+
+/* The event of a delete: the catalog knows the cut's group and why it stays. */
+static void delete_event(struct daemon *d, const struct op *op, int r, const lserr *err)
+{
+        struct cat_txn t;
+        lserr e2 = {0};
+        int have = cat_txn_get(d->cat, op->target, &t, &e2) == 0;
+        const char *group = have ? t.group : NULL;
+
+        if (r == 0)
+                ops_event(d, "delete", group, op->target, "deleted");
+        else if (r < 0)
+                ops_event(d, "delete", group, op->target, "not deleted: %s", err->msg);
+        else if (have && t.cut_status_reason[0])
+                ops_event(d, "delete", group, op->target, "not deleted: %s", t.cut_status_reason);
+        else
+                ops_event(d, "delete", group, op->target, "not deleted");
+}
+
+/* The event of a cut or revert; the engine's error is logged here, once. */
+static void txn_event(struct daemon *d, const struct op *op, int r, const char *txid, const lserr *err)
+{
+        struct cat_txn t;
+        lserr e2 = {0};
+        int have = cat_txn_get(d->cat, txid, &t, &e2) == 0;
+        /* For a revert, op->group holds the ID it was given: the catalog knows the group. */
+        const char *kind = op->is_revert ? "revert" : "cut", *group = have ? t.group : op->group;
+
+        if (r < 0)
+                ops_event(d, kind, group, txid, "failed: %s", err->msg);
+        else if (have && t.reason[0])
+                ops_event(d, kind, group, txid, "%s: %s", outcome_word(r), t.reason);
+        else
+                ops_event(d, kind, group, txid, "%s", outcome_word(r));
+}
+
+/* After the engine answered a cut, revert or delete: its result for the CLI,
+ * metrics, the event, and a scheduled cut's bookkeeping. */
+static void record_txn(struct daemon *d, struct gen *gn, struct op *op, int r, const char *txid, char **text,
+                       char **json, lserr *err)
+{
+        /* A delete's result is the cut it deleted, as it stands now; a
+         * revert's is the revert (its pre-revert branch). */
+        const char *shown = op->is_delete ? op->target : txid;
+
+        if (txid[0]) {
+                *text = ops_render(ops_r_cut, d, shown, 0, err);
+                *json = ops_render(ops_r_cut, d, shown, 1, err);
+        }
+        if (txid[0] && !op->is_delete && !op->is_revert)
+                cut_metrics(d, op, r, txid);
+        if (op->is_delete)
+                delete_event(d, op, r, err);
+        else if (txid[0])
+                txn_event(d, op, r, txid, err);
+        if (op->scheduled) {
+                struct cat_txn t;
+                lserr e2 = {0};
+                const char *why = r < 0 ? err->msg : "";
+                if (r == 1 && cat_txn_get(d->cat, txid, &t, &e2) == 0)
+                        why = t.reason;
+                after_scheduled(d, gn, op, r, txid, why);
+        }
+}
+
 static void *op_main(void *p)
 {
         struct op *op = p;
         struct daemon *d = daemon_self;
-        struct engine_cut_req req = {.group = op->group, .name = op->name[0] ? op->name : NULL, .mode = op->mode,
-                                     .lease_s = op->lease_s};
         char txid[65] = "";
         lserr err = {0};
         char *text = NULL, *json = NULL, *error = NULL;
@@ -203,76 +328,10 @@ static void *op_main(void *p)
         struct gen *gn = ops_gen_get(d);
         op->started_us = fsutil_now_us();
         if (op->is_prune) {
-                const struct cfg_group *g = cfg_coord_group(gn->cfg, op->group);
-                struct prune_item *items = NULL;
-                size_t n = 0;
-                r = !g ? lserr_set(&err, -ENOENT, "group \"%s\" is not in the configuration", op->group)
-                       : prune_plan(d->cat, g, &items, &n, &err);
-                if (r == 0) {
-                        r = prune_run(gn->eng, d->cat, g, &items, &n, ops_progress, op) ? 1 : 0;
-                        for (size_t i = 0; i < n; i++)
-                                if (!items[i].keep)
-                                        ops_event(d, "prune", op->group, items[i].txid, "%s (%s)%s%s",
-                                              items[i].done ? "removed" : "NOT removed", items[i].why,
-                                              items[i].error[0] ? ": " : "", items[i].error);
-                        report_prune_pair(op->group, items, n, 0, &text, &json);
-                        ops_trim_catalog(d, gn->cfg);
-                }
-                free(items);
+                r = run_prune(d, gn, op, &text, &json, &err);
         } else {
-                r = op->is_revert ? engine_revert(gn->eng, op->target, op->undo, ops_progress, op, txid, &err)
-                    : op->is_delete ? engine_delete(gn->eng, op->target, ops_progress, op, txid, &err)
-                                    : engine_snapshot(gn->eng, &req, ops_progress, op, txid, &err);
-                /* A delete's result is the cut it deleted, as it stands now; a
-                 * revert's is the revert (its pre-revert branch). */
-                const char *shown = op->is_delete ? op->target : txid;
-                if (txid[0]) {
-                        text = ops_render(ops_r_cut, d, shown, 0, &err);
-                        json = ops_render(ops_r_cut, d, shown, 1, &err);
-                }
-                if (txid[0] && !op->is_delete && !op->is_revert) {
-                        struct cat_member *mb = NULL;
-                        size_t nm = 0;
-                        lserr e2 = {0};
-                        if (cat_members(d->cat, txid, &mb, &nm, &e2) == 0)
-                                metrics_cut(d->metrics, op->group, r == 0 ? "committed" : r == 1 ? "aborted" : "failed",
-                                            mb, nm);
-                        free(mb);
-                }
-                if (txid[0] && !op->is_delete) {
-                        struct cat_txn t;
-                        lserr e2 = {0};
-                        int have = cat_txn_get(d->cat, txid, &t, &e2) == 0;
-                        /* For a revert, op->group holds the ID it was given: the catalog knows the group. */
-                        const char *kind = op->is_revert ? "revert" : "cut", *group = have ? t.group : op->group;
-                        /* The engine's error is logged here, once. */
-                        if (r < 0)
-                                ops_event(d, kind, group, txid, "failed: %s", err.msg);
-                        else if (have && t.reason[0])
-                                ops_event(d, kind, group, txid, "%s: %s", r == 0 ? "committed" : "aborted", t.reason);
-                        else
-                                ops_event(d, kind, group, txid, "%s", r == 0 ? "committed" : "aborted");
-                } else if (op->is_delete) {
-                        struct cat_txn t;
-                        lserr e2 = {0};
-                        int have = cat_txn_get(d->cat, op->target, &t, &e2) == 0;
-                        if (r == 0)
-                                ops_event(d, "delete", have ? t.group : NULL, op->target, "deleted");
-                        else if (r < 0)
-                                ops_event(d, "delete", have ? t.group : NULL, op->target, "not deleted: %s", err.msg);
-                        else if (have)
-                                ops_event(d, "delete", t.group, op->target, "not deleted: %s", t.cut_status_reason);
-                        else
-                                ops_event(d, "delete", NULL, op->target, "not deleted");
-                }
-                if (op->scheduled) {
-                        struct cat_txn t;
-                        lserr e2 = {0};
-                        const char *why = r < 0 ? err.msg : "";
-                        if (r == 1 && cat_txn_get(d->cat, txid, &t, &e2) == 0)
-                                why = t.reason;
-                        after_scheduled(d, gn, op, r, txid, why);
-                }
+                r = run_txn(gn, op, txid, &err);
+                record_txn(d, gn, op, r, txid, &text, &json, &err);
         }
         ops_gen_put(d, gn);
         if (r < 0)

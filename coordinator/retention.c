@@ -9,6 +9,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "cleanup.h"
+
 /* Cut times reach ±292,000 years; only a 64-bit time_t lets gmtime_r see them all. */
 _Static_assert(sizeof(time_t) >= 8, "retention needs a 64-bit time_t");
 
@@ -153,17 +155,98 @@ static int slot_cmp(const void *a, const void *b)
         return x->idx < y->idx ? -1 : x->idx > y->idx;
 }
 
+/* How far back the rules reached, in newest-first order: a cut older than the
+ * oldest one any rule kept is "old", a younger unkept one "superseded". */
+struct reach {
+        size_t i;
+        int any;
+};
+
+static void reach_to(struct reach *r, size_t i)
+{
+        if (!r->any || i > r->i)
+                r->i = i;
+        r->any = 1;
+}
+
+/* Pinned cuts are skipped by every rule: they take no keep_last slot and
+ * count no period, so pinning a cut never pushes an older one out, and
+ * unpinning it later leaves the rules' picks as they would be. */
+static void mark_keep_last(unsigned keep_last, const struct retention_cut *cuts, struct slot *s, size_t n,
+                           struct reach *r)
+{
+        for (size_t i = 0, k = 0; i < n && k < keep_last; i++) {
+                if (cuts[s[i].idx].pinned)
+                        continue;
+                s[i].last = (unsigned)++k;
+                reach_to(r, i);
+        }
+}
+
+static void mark_bucket(enum bucket b, unsigned limit, const struct retention_cut *cuts, struct slot *s, size_t n,
+                        struct reach *r)
+{
+        unsigned counted = 0;
+        long long prev = 0;
+
+        /* In newest-first order each period is one contiguous run, so a
+         * period has been counted exactly when it equals the last one. */
+        for (size_t i = 0; i < n && counted < limit; i++) {
+                long long per;
+
+                if (cuts[s[i].idx].pinned)
+                        continue;
+                per = period_of(b, s[i].t_us);
+                if (counted && per == prev)
+                        continue;
+                s[i].by[b] = 1;
+                s[i].period[b] = per;
+                prev = per;
+                counted++;
+                reach_to(r, i);
+        }
+}
+
+/* Sets keep and why of the cut at newest-first position i; 1 when kept. */
+static int explain(struct retention_cut *c, const struct slot *si, size_t i, const struct reach *r)
+{
+        const char *sep = "";
+        int keep = 0;
+
+        c->why[0] = '\0';
+        if (c->pinned) {
+                /* The rules never see a pinned cut, so there is no other reason to add. */
+                c->keep = 1;
+                why_add(c->why, sizeof(c->why), "pinned");
+                return 1;
+        }
+        if (si->last) {
+                why_add(c->why, sizeof(c->why), "last %u", si->last);
+                sep = ", ";
+                keep = 1;
+        }
+        for (int b = 0; b < B_N; b++) {
+                if (!si->by[b])
+                        continue;
+                why_period(c->why, sizeof(c->why), sep, (enum bucket)b, si->period[b]);
+                sep = ", ";
+                keep = 1;
+        }
+        c->keep = keep;
+        if (keep)
+                return 1;
+        if (!r->any || i > r->i)
+                why_add(c->why, sizeof(c->why), WHY_OLD);
+        else
+                why_add(c->why, sizeof(c->why), WHY_SUPERSEDED);
+        return 0;
+}
+
 size_t retention_apply(const struct retention_policy *p, struct retention_cut *cuts, size_t n)
 {
-        const unsigned limit[B_N] = {
-                [B_HOUR] = p ? p->hourly : 0,
-                [B_DAY] = p ? p->daily : 0,
-                [B_WEEK] = p ? p->weekly : 0,
-                [B_MONTH] = p ? p->monthly : 0,
-        };
-        struct slot *s;
-        size_t kept = 0, reach = 0;
-        int reached = 0;
+        _cleanup_free_ struct slot *s = NULL;
+        struct reach r = {0, 0};
+        size_t kept = 0;
 
         if (n == 0)
                 return 0;
@@ -180,73 +263,12 @@ size_t retention_apply(const struct retention_policy *p, struct retention_cut *c
         }
         qsort(s, n, sizeof(*s), slot_cmp);
 
-        /* Pinned cuts are skipped by every rule below: they take no keep_last
-         * slot and count no period, so pinning a cut never pushes an older one
-         * out, and unpinning it later leaves the rules' picks as they would be. */
-        for (size_t i = 0, k = 0; i < n && k < p->keep_last; i++) {
-                if (cuts[s[i].idx].pinned)
-                        continue;
-                s[i].last = (unsigned)++k;
-                reach = i;
-                reached = 1;
-        }
-        for (int b = 0; b < B_N; b++) {
-                unsigned counted = 0;
-                long long prev = 0;
-
-                /* In newest-first order each period is one contiguous run, so a
-                 * period has been counted exactly when it equals the last one. */
-                for (size_t i = 0; i < n && counted < limit[b]; i++) {
-                        long long per;
-
-                        if (cuts[s[i].idx].pinned)
-                                continue;
-                        per = period_of((enum bucket)b, s[i].t_us);
-                        if (counted && per == prev)
-                                continue;
-                        s[i].by[b] = 1;
-                        s[i].period[b] = per;
-                        prev = per;
-                        counted++;
-                        if (!reached || i > reach)
-                                reach = i;
-                        reached = 1;
-                }
-        }
-
-        for (size_t i = 0; i < n; i++) {
-                struct retention_cut *c = &cuts[s[i].idx];
-                const char *sep = "";
-                int keep = 0;
-
-                c->why[0] = '\0';
-                if (c->pinned) {
-                        /* The rules never see a pinned cut, so there is no other reason to add. */
-                        c->keep = 1;
-                        why_add(c->why, sizeof(c->why), "pinned");
-                        kept++;
-                        continue;
-                }
-                if (s[i].last) {
-                        why_add(c->why, sizeof(c->why), "last %u", s[i].last);
-                        sep = ", ";
-                        keep = 1;
-                }
-                for (int b = 0; b < B_N; b++) {
-                        if (!s[i].by[b])
-                                continue;
-                        why_period(c->why, sizeof(c->why), sep, (enum bucket)b, s[i].period[b]);
-                        sep = ", ";
-                        keep = 1;
-                }
-                c->keep = keep;
-                if (keep)
-                        kept++;
-                else if (!reached || i > reach)
-                        why_add(c->why, sizeof(c->why), WHY_OLD);
-                else
-                        why_add(c->why, sizeof(c->why), WHY_SUPERSEDED);
-        }
-        free(s);
+        mark_keep_last(p->keep_last, cuts, s, n, &r);
+        mark_bucket(B_HOUR, p->hourly, cuts, s, n, &r);
+        mark_bucket(B_DAY, p->daily, cuts, s, n, &r);
+        mark_bucket(B_WEEK, p->weekly, cuts, s, n, &r);
+        mark_bucket(B_MONTH, p->monthly, cuts, s, n, &r);
+        for (size_t i = 0; i < n; i++)
+                kept += (size_t)explain(&cuts[s[i].idx], &s[i], i, &r);
         return kept;
 }

@@ -17,6 +17,7 @@
 #include <sqlite3.h>
 
 #include "catalog.h"
+#include "catalog_priv.h"
 #include "testutil.h"
 
 struct fixture {
@@ -956,6 +957,125 @@ static void test_history_trim_keeps_what_lives(void **state)
         assert_int_equal(raw_int(f->path, "SELECT count(*) FROM audit WHERE txid = 'ab-39'"), 2);
 }
 
+/* The same cut applies to what became of a cut and of a branch. */
+static void test_status_reasons_cut_on_character(void **state)
+{
+        struct fixture *f = *state;
+        struct cat_txn s = txn("s1", CAT_KIND_SNAPSHOT, "web", 0), r = txn("r1", CAT_KIND_REVERT, "web", 0), got;
+        char reason[2000];
+        lserr err = {0};
+        size_t i;
+
+        for (i = 0; i + 2 < sizeof(reason); i += 2)
+                memcpy(reason + i, "\xc3\xa9", 2);
+        reason[i] = '\0';
+        assert_int_equal(cat_txn_begin(f->c, &s, &err), 0);
+        assert_int_equal(cat_txn_begin(f->c, &r, &err), 0);
+        assert_int_equal(cat_cut_set_status(f->c, "s1", "delete-failed", reason, &err), 0);
+        assert_int_equal(cat_branch_set_status(f->c, "r1", "delete-failed", reason, &err), 0);
+        assert_int_equal(cat_txn_get(f->c, "s1", &got, &err), 0);
+        assert_int_equal(strlen(got.cut_status_reason), sizeof(got.cut_status_reason) - 2);
+        assert_int_equal(cat_txn_get(f->c, "r1", &got, &err), 0);
+        assert_int_equal(strlen(got.branch_reason), sizeof(got.branch_reason) - 2);
+        assert_int_equal(memcmp(got.branch_reason, reason, strlen(got.branch_reason)), 0);
+        /* A branch status names a revert, a cut status a cut. */
+        assert_int_equal(cat_cut_set_status(f->c, "r1", "deleted", "", &err), -ENOENT);
+        assert_int_equal(cat_branch_set_status(f->c, "s1", "deleted", "", &err), -ENOENT);
+}
+
+static int decode_ll(sqlite3_stmt *st, void *row)
+{
+        *(long long *)row = sqlite3_column_int64(st, 0);
+        return 0;
+}
+
+static int decode_refuse(sqlite3_stmt *st, void *row)
+{
+        (void)st;
+        (void)row;
+        return -EIO;
+}
+
+/* The statement helper: binds by format, one row, many rows, failures. */
+static void test_statement_helper(void **state)
+{
+        struct fixture *f = *state;
+        struct catalog *c = f->c;
+        long long v = 42, *list = NULL;
+        void *vlist = NULL;
+        size_t n = 99;
+        char id[65];
+
+        /* 'T' cuts free text on a character boundary to what its field reads back. */
+        assert_int_equal(cat_exec(c, "INSERT INTO events (at_us, kind, group_name, txid, message)"
+                                     " VALUES (?1, ?2, ?3, ?4, ?5)",
+                                  "LssiT", 7LL, "k\xc3\xa9", "", 5, "ab\xc3\xa9\xc3\xa9", (size_t)5),
+                         SQLITE_DONE);
+        assert_int_equal(cat_query_row(c, decode_ll, &v, "SELECT length(CAST(message AS BLOB)) FROM events", ""),
+                         SQLITE_ROW);
+        assert_int_equal(v, 4);
+        assert_int_equal(cat_query_row(c, cat_decode_id, id, "SELECT txid FROM events WHERE at_us = ?1", "L", 7LL),
+                         SQLITE_ROW);
+        assert_string_equal(id, "5");
+        /* No row: SQLITE_DONE, the row untouched. */
+        v = 42;
+        assert_int_equal(cat_query_row(c, decode_ll, &v, "SELECT id FROM events WHERE kind = ?1", "s", "none"),
+                         SQLITE_DONE);
+        assert_int_equal(v, 42);
+        assert_int_equal(cat_query_row(c, decode_refuse, &v, "SELECT id FROM events", ""), CAT_RC_BADROW);
+        assert_int_equal(cat_rc_errno(CAT_RC_BADROW), -EIO);
+        /* An empty list is NULL and 0; a long one grows past its first block. */
+        assert_int_equal(cat_query_list(c, sizeof(long long), decode_ll, &vlist, &n,
+                                        "SELECT id FROM events WHERE id > ?1", "L", 1000LL),
+                         SQLITE_DONE);
+        assert_null(vlist);
+        assert_int_equal(n, 0);
+        for (int i = 0; i < 20; i++)
+                assert_int_equal(cat_exec(c, "INSERT INTO events (at_us, kind, group_name, txid, message)"
+                                             " VALUES (?1, 'k', '', '', '')",
+                                          "i", i),
+                                 SQLITE_DONE);
+        assert_int_equal(cat_query_list(c, sizeof(long long), decode_ll, &vlist, &n,
+                                        "SELECT at_us FROM events WHERE id > 1 ORDER BY id", ""),
+                         SQLITE_DONE);
+        list = vlist;
+        assert_int_equal(n, 20);
+        for (size_t i = 0; i < n; i++)
+                assert_int_equal(list[i], (long long)i);
+        free(list);
+        vlist = NULL;
+        assert_int_equal(cat_query_list(c, sizeof(long long), decode_refuse, &vlist, &n, "SELECT id FROM events", ""),
+                         CAT_RC_BADROW);
+        assert_null(vlist);
+        /* SQLite's own failures come back as its extended codes, with its words. */
+        assert_int_equal(cat_exec(c, "INSERT INTO schema_version (version, applied_us) VALUES (1, 0)", ""),
+                         SQLITE_CONSTRAINT_PRIMARYKEY);
+        assert_non_null(strstr(cat_why(c, SQLITE_CONSTRAINT_PRIMARYKEY), "schema_version.version"));
+        assert_int_equal(cat_exec(c, "SELECT FROM nowhere", ""), SQLITE_ERROR);
+}
+
+/* Every return path gives the lock back and leaves no transaction open. */
+static void test_failures_release_lock_and_transaction(void **state)
+{
+        struct fixture *f = *state;
+        struct cat_txn t = txn("t1", CAT_KIND_SNAPSHOT, "web", 0);
+        const char *dup[] = {"a@h", "a@h"};
+        lserr err = {0};
+
+        assert_int_equal(cat_txn_decide(f->c, "nope", 1, NULL, &err), -ENOENT);
+        assert_int_equal(cat_txn_begin(f->c, &t, &err), 0);
+        assert_int_equal(cat_txn_finish(f->c, "t1", &err), -EBUSY);
+        assert_int_equal(cat_txn_decide(f->c, "t1", 1, NULL, &err), 0);
+        assert_int_equal(cat_txn_decide(f->c, "t1", 0, "late", &err), -EBUSY);
+        assert_int_equal(cat_group_put(f->c, "g", "quiesce", dup, 2, &err), -EINVAL);
+        assert_int_equal(cat_txn_begin(f->c, &t, &err), -EEXIST);
+        assert_int_equal(pthread_mutex_trylock(&f->c->lock), 0);
+        pthread_mutex_unlock(&f->c->lock);
+        assert_true(sqlite3_get_autocommit(f->c->db));
+        /* The refused group left nothing behind: its upsert was rolled back too. */
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM groups"), 0);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -979,6 +1099,9 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_events_schedules_reverts, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_branch_drops_cuts_on_its_images, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_history_trim_keeps_what_lives, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_status_reasons_cut_on_character, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_statement_helper, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_failures_release_lock_and_transaction, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

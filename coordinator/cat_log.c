@@ -1,0 +1,208 @@
+/* cat_log: the append-only records: the audit of every command sent and reply
+ * received, the daemon's event log, and trimming both (with ended transactions). */
+#include "catalog_priv.h"
+
+#include "cleanup.h"
+
+static const char *const dir_words[] = {
+        [CAT_SENT] = "sent",
+        [CAT_RECEIVED] = "received",
+        [CAT_IGNORED] = "ignored",
+};
+
+/* A row limit from a size_t: SQLite's integers are signed 64 bits. */
+static long long limit_ll(size_t limit)
+{
+        return limit > (size_t)INT64_MAX ? INT64_MAX : (long long)limit;
+}
+
+/* ---- audit ------------------------------------------------------------------------ */
+
+/* at_us 0 is now. The txid need not be logged: an ignored reply may name one
+ * that never existed, and that is exactly what the audit must keep. */
+int cat_audit_add(struct catalog *c, const struct cat_audit *a, lserr *err)
+{
+        int rc;
+
+        if (!cat_id_fits(a->txid, sizeof(a->txid), 1) || !cat_id_fits(a->agent, sizeof(a->agent), 1) ||
+            !cat_id_fits(a->step, sizeof(a->step), 1) || !cat_id_fits(a->hash_hex, sizeof(a->hash_hex), 1))
+                return lserr_set(err, -EINVAL,
+                                 "catalog \"%s\": audit: transaction id, agent, step or hash longer than its field",
+                                 c->path);
+        if ((unsigned)a->dir >= CAT_N_WORDS(dir_words))
+                return lserr_set(err, -EINVAL, "catalog \"%s\": audit \"%s\": unknown direction %d", c->path, a->txid,
+                                 (int)a->dir);
+        CAT_LOCK_SCOPE(c);
+        rc = cat_exec(c,
+                      "INSERT INTO audit (at_us, txid, agent, step, dir, code, detail, hash_hex)"
+                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                      "LssssiTs", a->at_us ? a->at_us : cat_now_us(), a->txid, a->agent, a->step, dir_words[a->dir],
+                      a->code, a->detail, sizeof(a->detail), a->hash_hex);
+        if (rc != SQLITE_DONE)
+                return lserr_set(err, cat_rc_errno(rc), "catalog \"%s\": audit \"%s\" %s of \"%s\": %s", c->path,
+                                 a->txid, a->step, a->agent, cat_why(c, rc));
+        return 0;
+}
+
+static int decode_audit(sqlite3_stmt *st, void *row)
+{
+        struct cat_audit *a = row;
+        int dir = cat_word_index(dir_words, CAT_N_WORDS(dir_words), sqlite3_column_text(st, 4));
+
+        if (dir < 0)
+                return -EIO;
+        a->at_us = sqlite3_column_int64(st, 0);
+        cat_col_str(st, 1, a->txid, sizeof(a->txid));
+        cat_col_str(st, 2, a->agent, sizeof(a->agent));
+        cat_col_str(st, 3, a->step, sizeof(a->step));
+        a->dir = (enum cat_dir)dir;
+        a->code = sqlite3_column_int(st, 5);
+        cat_col_str(st, 6, a->detail, sizeof(a->detail));
+        cat_col_str(st, 7, a->hash_hex, sizeof(a->hash_hex));
+        return 0;
+}
+
+/* txid NULL is "" (all). The first limit rows in time order; limit 0 is none. */
+int cat_audit_list(struct catalog *c, const char *txid, size_t limit, struct cat_audit **ret, size_t *ret_n,
+                   lserr *err)
+{
+        void *v = NULL;
+        size_t n = 0;
+        int rc;
+
+        if (!txid)
+                txid = "";
+        if (!cat_id_fits(txid, CAT_ID_FIELD, 1))
+                return lserr_set(err, -EINVAL, "catalog \"%s\": list audit: transaction id longer than %zu bytes",
+                                 c->path, CAT_ID_FIELD - 1);
+        CAT_LOCK_SCOPE(c);
+        if (*txid)
+                rc = cat_query_list(c, sizeof(struct cat_audit), decode_audit, &v, &n,
+                                    "SELECT at_us, txid, agent, step, dir, code, detail, hash_hex FROM audit"
+                                    " WHERE txid = ?2 ORDER BY at_us, id LIMIT ?1",
+                                    "Ls", limit_ll(limit), txid);
+        else
+                rc = cat_query_list(c, sizeof(struct cat_audit), decode_audit, &v, &n,
+                                    "SELECT at_us, txid, agent, step, dir, code, detail, hash_hex FROM audit"
+                                    " ORDER BY at_us, id LIMIT ?1",
+                                    "L", limit_ll(limit));
+        if (rc != SQLITE_DONE)
+                return lserr_set(err, cat_rc_errno(rc), "catalog \"%s\": list audit of \"%s\": %s", c->path, txid,
+                                 cat_why(c, rc));
+        *ret = v;
+        *ret_n = n;
+        return 0;
+}
+
+/* ---- events ------------------------------------------------------------------------ */
+
+int cat_event_add(struct catalog *c, const struct cat_event *ev, long long *ret_id, lserr *err)
+{
+        int rc;
+
+        if (!cat_id_fits(ev->kind, sizeof(ev->kind), 0) || !cat_id_fits(ev->group, sizeof(ev->group), 1) ||
+            !cat_id_fits(ev->txid, sizeof(ev->txid), 1))
+                return lserr_set(err, -EINVAL, "catalog \"%s\": event: kind empty or a field too long", c->path);
+        CAT_LOCK_SCOPE(c);
+        rc = cat_exec(c, "INSERT INTO events (at_us, kind, group_name, txid, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+                      "LsssT", ev->at_us ? ev->at_us : cat_now_us(), ev->kind, ev->group, ev->txid, ev->message,
+                      sizeof(ev->message));
+        if (rc != SQLITE_DONE)
+                return lserr_set(err, cat_rc_errno(rc), "catalog \"%s\": event %s: %s", c->path, ev->kind,
+                                 cat_why(c, rc));
+        if (ret_id)
+                *ret_id = sqlite3_last_insert_rowid(c->db);
+        return 0;
+}
+
+static int decode_event(sqlite3_stmt *st, void *row)
+{
+        struct cat_event *e = row;
+
+        e->id = sqlite3_column_int64(st, 0);
+        e->at_us = sqlite3_column_int64(st, 1);
+        cat_col_str(st, 2, e->kind, sizeof(e->kind));
+        cat_col_str(st, 3, e->group, sizeof(e->group));
+        cat_col_str(st, 4, e->txid, sizeof(e->txid));
+        cat_col_str(st, 5, e->message, sizeof(e->message));
+        return 0;
+}
+
+int cat_events(struct catalog *c, long long after_id, size_t limit, int newest, struct cat_event **ret,
+               size_t *ret_n, lserr *err)
+{
+        CAT_LOCK_SCOPE(c);
+        void *v = NULL;
+        size_t n = 0;
+        int rc;
+
+        /* "newest": the last `limit` events, still returned oldest first. */
+        rc = cat_query_list(c, sizeof(struct cat_event), decode_event, &v, &n,
+                            newest ? "SELECT * FROM (SELECT id, at_us, kind, group_name, txid, message FROM events"
+                                     " WHERE id > ?1 ORDER BY id DESC LIMIT ?2) ORDER BY id"
+                                   : "SELECT id, at_us, kind, group_name, txid, message FROM events"
+                                     " WHERE id > ?1 ORDER BY id LIMIT ?2",
+                            "LL", after_id, limit_ll(limit));
+        if (rc != SQLITE_DONE)
+                return lserr_set(err, cat_rc_errno(rc), "catalog \"%s\": list events: %s", c->path, cat_why(c, rc));
+        *ret = v;
+        *ret_n = n;
+        return 0;
+}
+
+/* ---- trimming ---------------------------------------------------------------------- */
+
+/* Transactions that are only history now: nothing lives on them. */
+#define ENDED_TXNS                                                                                                    \
+        "SELECT txid FROM txns WHERE state = 'done' AND (kind = 'delete'"                                            \
+        " OR (kind = 'snapshot' AND (committed = 0 OR cut_status = 'deleted'))"                                       \
+        " OR (kind = 'revert' AND (committed = 0 OR branch_status IN ('undone', 'deleted'))))"                         \
+        " ORDER BY started_us DESC LIMIT -1 OFFSET ?1"
+
+/* Inside the caller's write transaction: the deletes of a history trim. The
+ * number of transactions removed, or the SQLite failure as a negative number. */
+static int trim_rows(struct catalog *c, long long keep_txns, long long keep_audit)
+{
+        int rc, gone;
+
+        /* Audit rows go with their transaction (members and images cascade). */
+        rc = cat_exec(c, "DELETE FROM audit WHERE txid IN (" ENDED_TXNS ")", "L", keep_txns);
+        if (rc != SQLITE_DONE)
+                return -rc;
+        rc = cat_exec(c, "DELETE FROM txns WHERE txid IN (" ENDED_TXNS ")", "L", keep_txns);
+        if (rc != SQLITE_DONE)
+                return -rc;
+        gone = sqlite3_changes(c->db);
+        /* Status polls and the audit of live transactions: the newest keep_audit rows. */
+        rc = cat_exec(c, "DELETE FROM audit WHERE id <= (SELECT max(id) FROM audit) - ?1", "L", keep_audit);
+        if (rc != SQLITE_DONE)
+                return -rc;
+        return gone;
+}
+
+int cat_history_trim(struct catalog *c, long long keep_txns, long long keep_audit, lserr *err)
+{
+        CAT_LOCK_SCOPE(c);
+        CAT_ROLLBACK_SCOPE(c);
+        int rc, gone;
+
+        rc = cat_begin(c);
+        if (rc != SQLITE_OK)
+                return lserr_set(err, cat_rc_errno(rc), "catalog \"%s\": trim history: %s", c->path, cat_why(c, rc));
+        gone = trim_rows(c, keep_txns, keep_audit);
+        rc = gone < 0 ? -gone : cat_commit(c);
+        if (rc != SQLITE_OK)
+                return lserr_set(err, cat_rc_errno(rc), "catalog \"%s\": trim history: %s", c->path, cat_why(c, rc));
+        return gone;
+}
+
+int cat_events_trim(struct catalog *c, long long keep, lserr *err)
+{
+        CAT_LOCK_SCOPE(c);
+        int rc;
+
+        rc = cat_exec(c, "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?1", "L", keep);
+        if (rc != SQLITE_DONE)
+                return lserr_set(err, cat_rc_errno(rc), "catalog \"%s\": trim events: %s", c->path, cat_why(c, rc));
+        return sqlite3_changes(c->db);
+}

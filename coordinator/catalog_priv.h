@@ -1,0 +1,122 @@
+/* catalog_priv: what the catalog's files (catalog.c, cat_*.c) share and tests
+ * may reach: the connection, its lock, write transactions and the statement helper. */
+#pragma once
+
+#include <pthread.h>
+#include <stddef.h>
+
+#include <sqlite3.h>
+
+#include "catalog.h"
+#include "cleanup.h"
+
+/* Not an SQLite result code: a row holds a value this program cannot decode. */
+#define CAT_RC_BADROW (-1)
+
+#define CAT_ID_FIELD sizeof(((struct cat_txn *)0)->txid)
+#define CAT_MODE_FIELD sizeof(((struct cat_txn *)0)->mode)
+#define CAT_REASON_FIELD sizeof(((struct cat_txn *)0)->reason)
+
+#define CAT_N_WORDS(a) (sizeof(a) / sizeof((a)[0]))
+
+struct catalog {
+        /* One connection, used by one thread at a time: SQLite's own mutexes are
+         * not enough because sqlite3_errmsg must be read before anyone else runs. */
+        pthread_mutex_t lock;
+        sqlite3 *db;
+        char *path;
+};
+
+long long cat_now_us(void);
+
+/* An identifier fits its field with its terminator, or is refused: a truncated
+ * txid or VM name would silently name something else. */
+int cat_id_fits(const char *s, size_t field, int may_be_empty);
+
+/* The index of s in words, -1 when absent (or NULL). */
+int cat_word_index(const char *const *words, size_t n, const unsigned char *s);
+
+/* The negative errno for an SQLite result code (or CAT_RC_BADROW). */
+int cat_rc_errno(int rc);
+
+/* The words for a failure: SQLite's own message when it is about this rc (it
+ * names the table or constraint), its generic text otherwise. Read it before
+ * the lock is given back. */
+const char *cat_why(const struct catalog *c, int rc);
+
+/* ---- the lock and write transactions ---------------------------------------- */
+
+/* Takes c's mutex and returns c, for a variable whose cleanup gives it back. */
+struct catalog *cat_lock(struct catalog *c);
+void cat_unlockp(struct catalog **c);
+
+/* Holds c's mutex from here to the end of the enclosing block. */
+#define CAT_LOCK_SCOPE(c) __attribute__((unused)) _cleanup_(cat_unlockp) struct catalog *cat_locked_ = cat_lock(c)
+
+/* Write transactions take the write lock up front: a deferred one that reads
+ * first could not upgrade while another connection writes, and would fail
+ * without waiting for the busy timeout. SQLite result codes. */
+int cat_begin(struct catalog *c);
+int cat_commit(struct catalog *c);
+
+/* Undoes whatever transaction a failure left open, a no-op when none is. */
+void cat_rollbackp(struct catalog **c);
+
+/* Rolls back at the end of the enclosing block whatever transaction is still
+ * open then; after CAT_LOCK_SCOPE, so it runs before the unlock. */
+#define CAT_ROLLBACK_SCOPE(c) __attribute__((unused)) _cleanup_(cat_rollbackp) struct catalog *cat_open_txn_ = (c)
+
+/* ---- the statement helper --------------------------------------------------- */
+
+/* Binds are listed in fmt, one character per "?N" parameter in order:
+ *   'i' int, 'L' long long,
+ *   's' a NUL-terminated string (bound whole),
+ *   'T' free text: (const char *, size_t field), cut on a UTF-8 boundary to
+ *       what a field of that size reads back (see cat_text_len).
+ * Text is bound without copying: every statement is finalized before the
+ * function that prepared it returns. Arguments must have exactly these types
+ * (cast unsigned and size values to long long). */
+
+/* Prepares, binds and runs a statement that returns no rows. SQLITE_DONE, or
+ * the failure; sqlite3_changes() and sqlite3_last_insert_rowid() tell the
+ * rest while the lock is held. */
+int cat_exec(struct catalog *c, const char *sql, const char *fmt, ...);
+
+/* Decodes the current row into row; < 0 when a value cannot be decoded. */
+typedef int (*cat_row_fn)(sqlite3_stmt *st, void *row);
+
+/* Prepares, binds and steps once: SQLITE_ROW with the row decoded into row,
+ * SQLITE_DONE when there is none (row untouched), or the failure
+ * (CAT_RC_BADROW when decode refused the row). */
+int cat_query_row(struct catalog *c, cat_row_fn decode, void *row, const char *sql, const char *fmt, ...);
+
+/* Prepares, binds and reads every row into one malloc'd array of elements of
+ * `size` bytes (zeroed before decode; NULL when empty), the caller's. Returns
+ * SQLITE_DONE, or the failure with nothing allocated and *ret untouched. */
+int cat_query_list(struct catalog *c, size_t size, cat_row_fn decode, void **ret, size_t *ret_n, const char *sql,
+                   const char *fmt, ...);
+
+/* Cleanup for a prepared statement (NULL is fine). */
+void cat_stmt_finalizep(sqlite3_stmt **st);
+
+/* Column readers: a NULL text column reads as "". */
+void cat_col_str(sqlite3_stmt *st, int i, char *dst, size_t size);
+
+/* A row of one text column read as a transaction id (char[65]). */
+int cat_decode_id(sqlite3_stmt *st, void *row);
+
+/* Free text (reasons, messages) is cut to what the field it is read back into
+ * can hold, on a UTF-8 character boundary, so what is stored is what is shown. */
+size_t cat_text_len(const char *s, size_t field);
+
+/* ---- shared between the catalog's files ------------------------------------ */
+
+/* Applies the missing schema migrations (cat_schema.c). */
+int cat_schema_migrate(struct catalog *c, lserr *err);
+
+#define CAT_TXN_COLUMNS                                                                                               \
+        "txid, kind, group_name, name, mode, state, committed, reason, started_us, decided_us, finished_us, lease_ms, " \
+        "cut_status, cut_status_reason, branch_status, branch_reason"
+
+/* Decodes CAT_TXN_COLUMNS into a struct cat_txn (cat_txn.c). */
+int cat_decode_txn(sqlite3_stmt *st, void *row);
