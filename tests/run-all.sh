@@ -12,17 +12,17 @@ cd "$top"
 step() { printf '\n== %s ==\n' "$*"; }
 
 step "gcc build + unit tests"
-CC=gcc "$top/deploy/build.sh" "$top/build-gcc"
+CC=gcc "$top/deploy/build.sh" "$top/build-gcc" -DLOCKSTEP_FAILPOINTS=ON
 ctest --test-dir "$top/build-gcc" -L 'unit|package' --output-on-failure -j2
 
 step "clang build + unit tests"
-CC=clang "$top/deploy/build.sh" "$top/build-clang"
+CC=clang "$top/deploy/build.sh" "$top/build-clang" -DLOCKSTEP_FAILPOINTS=ON
 ctest --test-dir "$top/build-clang" -L unit --output-on-failure -j2
 
 step "ASan + UBSan build: every test"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-CC=gcc "$top/deploy/build.sh" "$top/build-asan" -DLOCKSTEP_SANITIZE=ON
+CC=gcc "$top/deploy/build.sh" "$top/build-asan" -DLOCKSTEP_SANITIZE=ON -DLOCKSTEP_FAILPOINTS=ON
 ctest --test-dir "$top/build-asan" -L 'unit|integration' --output-on-failure -j2
 ctest --test-dir "$top/build-asan" -L lab --output-on-failure
 

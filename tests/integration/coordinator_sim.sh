@@ -2,6 +2,7 @@
 # coordinator_sim: lockstepd + the lockstep CLI against 3 real agent processes
 # (sim backend) on loopback: cuts, faults, crashes of the coordinator.
 . "$(dirname "$0")/lib.sh"
+need_failpoints
 
 hosts=(host-a host-b host-c)
 GROUP_YAML="  - name: shop

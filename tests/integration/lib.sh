@@ -45,6 +45,13 @@ free_port() {
         done
 }
 
+# need_failpoints: tests that stop a daemon at a failpoint need them compiled in.
+need_failpoints() {
+        [ "${LOCKSTEP_FAILPOINTS:-OFF}" = ON ] && return 0
+        echo "SKIP $(basename "$0" .sh): needs a build with -DLOCKSTEP_FAILPOINTS=ON (it stops daemons at failpoints)"
+        exit 77
+}
+
 keygen() { "$LOCKSTEP_BIN" keygen --out "$T/$1" >/dev/null; }
 
 # sim_agent ID DOMAIN-LINES...: writes the agent's sim config and agent.yaml.

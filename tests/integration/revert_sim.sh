@@ -3,6 +3,7 @@
 # processes (sim backend): tier order, all-or-nothing, bad images, a failure
 # after SWITCH, an agent killed during SWITCH, members that were off.
 . "$(dirname "$0")/lib.sh"
+need_failpoints
 
 sim_agent host-a "domain web1" "domain app1" "domain db1" "latency freeze=10 snapshot=10 stop=20 start=20"
 sim_agent host-b "domain web2" "domain app2" "domain db2" "latency freeze=10 snapshot=10 stop=20 start=20"

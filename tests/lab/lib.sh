@@ -18,6 +18,10 @@ t_skip() {
         echo "SKIP $T_NAME: $*"
         exit 77
 }
+t_need_failpoints() {
+        [ "${LOCKSTEP_FAILPOINTS:-OFF}" = ON ] ||
+                t_skip "needs a build with -DLOCKSTEP_FAILPOINTS=ON (it stops daemons at failpoints)"
+}
 t_fail() {
         echo "FAIL $T_NAME: $*"
         exit 1

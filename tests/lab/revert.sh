@@ -8,6 +8,7 @@
 # SWITCH ends with every member back on its pre-revert disk, running.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
+t_need_failpoints
 t_up_product
 W=$(mktemp -d /tmp/lab-revert.XXXXXX)
 trap 't_down; rm -rf "$W" "$T_LOG"' EXIT
