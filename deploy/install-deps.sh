@@ -20,7 +20,7 @@ packages=(
         libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
         qemu-guest-agent busybox-static e2fsprogs cpio kmod iproute2 libc6-dev gzip
         # tests
-        openssl jq procps psmisc sqlite3 util-linux
+        openssl jq procps psmisc sqlite3 util-linux python3-minimal
 )
 
 export DEBIAN_FRONTEND=noninteractive
