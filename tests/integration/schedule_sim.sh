@@ -37,7 +37,9 @@ metrics: http://127.0.0.1:$MPORT"
 # No step here is meant to time out; a cut held on purpose must not either.
 STEP_TIMEOUT=60 coordinator "${hosts[@]}"
 CLOCK_FILE=$T/clock
-clock() { date -u -d "$1" +%s > "$CLOCK_FILE"; }
+# clock TIME: sets the test's clock. Renamed into place: lockstepd reading a
+# half-written (empty) file would take the real time instead.
+clock() { date -u -d "$1" +%s > "$CLOCK_FILE.new" && mv "$CLOCK_FILE.new" "$CLOCK_FILE"; }
 clock "2026-01-01T10:07:00Z"
 start_lockstepd
 sched() { ls_cli schedules --json | jq -r --arg g "$1" ".[] | select(.group == \$g) | $2"; }
@@ -183,8 +185,10 @@ release_sim
 wait "$slow" && rc=0 || rc=$?
 check "... and the cut that was running commits" [ "$rc:$(jq -r .state "$T/slow.json")" = "0:committed" ]
 check "... and the group can be cut" ls_cli snapshot create added
-ls_cli events --follow --json > "$T/follow.jsonl" 2> "$T/follow.err" &
+# exec: $! is the CLI itself, so the kill below ends it, not a subshell around it.
+(exec "$LOCKSTEP_BIN" -c "$T/coordinator.yaml" events --follow --json > "$T/follow.jsonl" 2> "$T/follow.err") &
 follower=$!
+PIDS+=("$follower")
 followed() { jq -s -e --arg n "$1" 'any(.[]; .kind == "cut" and .group == "added" and (.message | test("committed"))) and ([.[] | select(.kind == "cut" and .group == "added")] | length) == ($n | tonumber)' "$T/follow.jsonl" > /dev/null; }
 check "events --follow starts with the newest events" wait_for 10 followed 1
 ls_cli snapshot create added > /dev/null
