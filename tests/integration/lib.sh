@@ -12,6 +12,7 @@ LOCKSTEPD_BIN=$BUILD/coordinator/lockstepd
 T=$(mktemp -d "${TMPDIR:-/tmp}/ls-it-XXXXXX")
 PIDS=()
 GUARDIANS=() # lockstep-agent --guardian children of the agents we started
+declare -A STARTED=() # agent ids that came up once (their port is in use by configs)
 fails=0
 
 # ours_guardian PID: PID is still one of our guardians (not a reused PID).
@@ -102,7 +103,7 @@ start_agent() { # start_agent ID
                                 # Its guardian was forked before it listened; noted
                                 # now, while it is still the agent's child.
                                 GUARDIANS+=($(pgrep -P "$pid" || true))
-                                touch "$T/$id/started"
+                                STARTED[$id]=1
                                 return 0
                         fi
                         kill -0 "$pid" 2>/dev/null || break
@@ -110,7 +111,7 @@ start_agent() { # start_agent ID
                 done
                 # Another test took the port between free_port and the bind: on a
                 # first start (nothing names the port yet) take another one.
-                if ! kill -0 "$pid" 2>/dev/null && [ ! -e "$T/$id/started" ] &&
+                if ! kill -0 "$pid" 2>/dev/null && [ -z "${STARTED[$id]:-}" ] &&
                         tail -1 "$T/$id/agent.log" | grep -q 'Address in use'; then
                         port=$(free_port)
                         sed -i "s|^listen: tcp://127.0.0.1:.*|listen: tcp://127.0.0.1:$port|" "$T/$id/agent.yaml"
