@@ -78,15 +78,17 @@ check "... no overlay left on any agent" bash -c "! ls $T/host-*/sim/img/*.$(ido
 sed -i '/fail snapshot cvm4/d' "$T/host-c/sim.txt"
 
 # 4. One agent killed during FREEZE: aborted; its guardian thaws its guests.
-echo "latency freeze=2500" >> "$T/host-a/sim.txt"
-(ls_cli snapshot create shop --name f4 --json > "$T/f4.json" && echo 0 > "$T/f4.rc" || echo $? > "$T/f4.rc") &
+# host-a is held inside FREEZE (its next hypervisor call waits on the sim's
+# lock) and killed there.
+hold_sim host-a
+(exec {HOLD_FD}>&-; ls_cli snapshot create shop --name f4 --json > "$T/f4.json" && echo 0 > "$T/f4.rc" || echo $? > "$T/f4.rc") &
 bg=$!
-sleep 1
+wait_for 60 sim_blocked host-a || true
 kill9_agent host-a
+release_sim
 wait "$bg" || true
-sed -i '/latency freeze=2500/d' "$T/host-a/sim.txt"
 check "agent killed in FREEZE: exit 1" [ "$(cat "$T/f4.rc")" = 1 ]
-sleep 1
+wait_for 60 nothing_frozen || true
 check "... nothing frozen anywhere" nothing_frozen
 start_agent host-a
 ls_cli recover >/dev/null || true
@@ -98,9 +100,11 @@ echo "latency snapshot=6000" >> "$T/host-b/sim.txt"
 out=$(ls_cli snapshot create shop --name f5 --json) && rc=0 || rc=$?
 sed -i '/latency snapshot=6000/d' "$T/host-b/sim.txt"
 check "agent too slow in SNAPSHOT: exit 1" [ "$rc" = 1 ]
-sleep 2
+# host-b finishes its late snapshot after the cut was aborted: wait for that.
+wait_for 60 nothing_frozen || true
 check "... nothing frozen" nothing_frozen
-ls_cli recover >/dev/null || true
+settled() { ls_cli recover >/dev/null 2>&1 || true; ! ls $T/host-*/sim/img/*.$(idof f5).qcow2 >/dev/null 2>&1; }
+wait_for 60 settled || true
 check "... no overlay left once settled" bash -c "! ls $T/host-*/sim/img/*.$(idof f5).qcow2 2>/dev/null"
 
 # 6. A reply signed by the wrong key is ignored and logged.
@@ -175,23 +179,26 @@ check "... deleting again finishes it" [ "$rc/$(jq -r .state <<<"$out")" = 0/del
 check "... no overlay of C left" bash -c "! ls $T/host-*/sim/img/*.$(idof dC).qcow2 2>/dev/null"
 ls_cli snapshot delete "$idC" >/dev/null 2>&1 && rc=0 || rc=$?
 check "deleting a deleted cut is refused: exit 2" [ "$rc" = 2 ]
-echo "latency freeze=3000" >> "$T/host-a/sim.txt"
-(ls_cli snapshot create shop --name dD >/dev/null 2>&1 || true) &
+# The cut dD is held in FREEZE on host-a's sim lock while the delete is asked.
+hold_sim host-a
+(exec {HOLD_FD}>&-; ls_cli snapshot create shop --name dD >/dev/null 2>&1 || true) &
 bg=$!
-sleep 1
+wait_for 60 sim_blocked host-a || true
 ls_cli snapshot delete "$id" 2>"$T/busy.err" >/dev/null && rc=0 || rc=$?
+release_sim
 check "delete refused while a cut of the group runs, with the reason" bash -c "[ $rc = 2 ] && grep -q 'already running' $T/busy.err"
 wait "$bg" || true
-sed -i '/latency freeze=3000/d' "$T/host-a/sim.txt"
 
 # 10. A member without a guest agent: paused when the config says so, else the cut fails.
-echo "latency suspend=800" >> "$T/host-a/sim.txt"
-(ls_cli snapshot create crashy --json > "$T/crashy.json" 2>&1 || true) &
+# host-b (bvm1) is held in FREEZE on its sim's lock, so the cut cannot pass
+# FREEZE: anoga, paused by host-a, stays paused until host-b is let go.
+hold_sim host-b
+(exec {HOLD_FD}>&-; ls_cli snapshot create crashy --json > "$T/crashy.json" 2>&1 || true) &
 bg=$!
-for _ in $(seq 1 100); do paused host-a anoga && break; sleep 0.02; done
+wait_for 60 eval 'sim_blocked host-b && paused host-a anoga' || true
 check "crash-consistent member paused during the cut" paused host-a anoga
+release_sim
 wait "$bg" || true
-sed -i '/latency suspend=800/d' "$T/host-a/sim.txt"
 check "... the cut committed" [ "$(jq -r .state "$T/crashy.json")" = committed ]
 check "... the report says it was paused, not frozen" bash -c "jq -r '.members[] | select(.vm==\"anoga\") | .message' $T/crashy.json | grep -q 'paused, not frozen'"
 check "... and it runs again" bash -c "! grep -q '^state 1' $T/host-a/sim/anoga.state"

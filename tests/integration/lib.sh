@@ -11,12 +11,22 @@ LOCKSTEPD_BIN=$BUILD/coordinator/lockstepd
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/ls-it-XXXXXX")
 PIDS=()
+GUARDIANS=() # lockstep-agent --guardian children of the agents we started
+declare -A STARTED=() # agent ids that came up once (their port is in use by configs)
 fails=0
+
+# ours_guardian PID: PID is still one of our guardians (not a reused PID).
+ours_guardian() {
+        { tr '\0' ' ' < "/proc/$1/cmdline"; } 2>/dev/null | grep -q -- "--guardian [0-9]* -c $T/"
+}
 
 cleanup() {
         for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-        # Guardians end on their own once their agent is gone and nothing is armed.
-        pkill -9 -f -- "--guardian [0-9]+ -c $T/" 2>/dev/null || true
+        # Guardians end on their own once their agent is gone and nothing is
+        # armed; one still busy is ours to stop, and only ours.
+        for p in "${GUARDIANS[@]}"; do
+                if ours_guardian "$p"; then kill -9 "$p" 2>/dev/null || true; fi
+        done
         if [ "$fails" -eq 0 ] && [ -z "${KEEP:-}" ]; then rm -rf "$T"; else echo "# kept $T"; fi
 }
 trap cleanup EXIT
@@ -36,11 +46,13 @@ finish() {
         echo "# all checks passed"
 }
 
-# free_port: a TCP port nobody listens on now.
+# free_port: a TCP port nobody listens on now. Below the kernel's ephemeral
+# range (32768-60999), so no outgoing connection holds it; another test may
+# still take it first, which start_agent survives.
 free_port() {
         local p
         while :; do
-                p=$((20000 + RANDOM % 30000))
+                p=$((20000 + RANDOM % 12000))
                 (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo "$p"; return; }
         done
 }
@@ -85,15 +97,35 @@ YAML
 }
 
 start_agent() { # start_agent ID
-        local id=$1
-        "$AGENT_BIN" -c "$T/$id/agent.yaml" >> "$T/$id/agent.log" 2>&1 &
-        echo $! > "$T/$id/pid"
-        PIDS+=("$!")
-        # Ready when it answers a signed status. Asked with the reader key: a
-        # key's counter belongs to one process, and lockstepd owns coord's.
-        for _ in $(seq 1 100); do
-                KEY=reader send "$id" status >/dev/null 2>&1 && return 0
-                sleep 0.05
+        local id=$1 pid port
+        for _ in 1 2 3 4 5; do
+                "$AGENT_BIN" -c "$T/$id/agent.yaml" >> "$T/$id/agent.log" 2>&1 &
+                pid=$!
+                echo "$pid" > "$T/$id/pid"
+                PIDS+=("$pid")
+                # Ready when it answers a signed status. Asked with the reader key:
+                # a key's counter belongs to one process, and lockstepd owns coord's.
+                for _ in $(seq 1 200); do
+                        if SEND_TIMEOUT=2000 KEY=reader send "$id" status >/dev/null 2>&1; then
+                                # Its guardian was forked before it listened; noted
+                                # now, while it is still the agent's child.
+                                GUARDIANS+=($(pgrep -P "$pid" || true))
+                                STARTED[$id]=1
+                                return 0
+                        fi
+                        kill -0 "$pid" 2>/dev/null || break
+                        sleep 0.05
+                done
+                # Another test took the port between free_port and the bind: on a
+                # first start (nothing names the port yet) take another one.
+                if ! kill -0 "$pid" 2>/dev/null && [ -z "${STARTED[$id]:-}" ] &&
+                        tail -1 "$T/$id/agent.log" | grep -q 'Address in use'; then
+                        port=$(free_port)
+                        sed -i "s|^listen: tcp://127.0.0.1:.*|listen: tcp://127.0.0.1:$port|" "$T/$id/agent.yaml"
+                        echo "$port" > "$T/$id/port"
+                        continue
+                fi
+                break
         done
         echo "agent $id did not come up; log:"; cat "$T/$id/agent.log"; return 1
 }
@@ -105,7 +137,7 @@ stop_agent() { kill -TERM "$(cat "$T/$1/pid")"; wait "$(cat "$T/$1/pid")" 2>/dev
 send() {
         local id=$1; shift
         "$SEND_BIN" -k "$T/${KEY:-coord}.key" -p "$T/$id.pub" -u "tcp://127.0.0.1:$(cat "$T/$id/port")" \
-                -a "$id" ${TARGET:+-T "$TARGET"} -C "$T/${KEY:-coord}.counter" -t 20000 "$@"
+                -a "$id" ${TARGET:+-T "$TARGET"} -C "$T/${KEY:-coord}.counter" -t "${SEND_TIMEOUT:-20000}" "$@"
 }
 
 # frozen ID VM: 1 if the simulated guest is frozen now.
@@ -155,3 +187,20 @@ ls_cli() { "$LOCKSTEP_BIN" -c "$T/coordinator.yaml" "$@"; }
 
 # nothing_frozen: no simulated guest of any agent frozen or paused, no overlay pending.
 nothing_frozen() { ! grep -q '^frozen 1\|^state 1' "$T"/*/sim/*.state 2>/dev/null; }
+
+# wait_for SECONDS CMD...: polls CMD until it succeeds; fails after SECONDS.
+# For states a test waits for, never for timing: the deadline is generous.
+wait_for() { local end=$((SECONDS + $1)); shift; until "$@"; do ((SECONDS < end)) || return 1; sleep 0.05; done; }
+
+# hold_sim ID / release_sim: hv_sim makes every state change of agent ID under
+# the flock of $T/ID/sim/.lock; holding it stops the agent in its next
+# hypervisor call until released, so a test can catch an agent inside a step
+# instead of sleeping into it. A background job started while it is held must
+# close the descriptor: (exec {HOLD_FD}>&-; ...) &
+hold_sim() { exec {HOLD_FD}<>"$T/$1/sim/.lock"; flock -x "$HOLD_FD"; }
+release_sim() { exec {HOLD_FD}>&-; }
+# sim_blocked ID: agent ID waits for the held lock (a blocked flock in /proc/locks).
+sim_blocked() {
+        local ino; ino=$(stat -c %i "$T/$1/sim/.lock") || return 1
+        grep -q -- "-> FLOCK  *ADVISORY  *WRITE  *$(cat "$T/$1/pid") [0-9a-f]*:[0-9a-f]*:$ino " /proc/locks
+}

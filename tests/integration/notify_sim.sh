@@ -15,7 +15,6 @@ listen() { # name: a listener on $T/name.sock writing $T/name.notify
         for _ in $(seq 1 50); do [ -S "$T/$1.sock" ] && return 0; sleep 0.05; done
         return 1
 }
-wait_for() { local end=$((SECONDS + $1)); shift; until "$@"; do ((SECONDS < end)) || return 1; sleep 0.1; done; }
 count() { grep -c -- "$2" "$T/$1.notify" || true; }
 at_least() { [ "$(count "$1" "$2")" -ge "$3" ]; }
 

@@ -114,9 +114,13 @@ check "... the overlays made on C removed" bash -c "! ls $T/host-*/sim/img/*.$(j
 echo "latency point_disks=3000" >> "$T/host-a/sim.txt"
 (ls_cli snapshot revert "$C" --yes >/dev/null 2>&1 || true) &
 bg=$!
-for _ in $(seq 1 200); do grep -q 'REVERT_SWITCH' "$T/host-b/agent.log" && break; sleep 0.05; done
-sleep 0.5
+# host-b has switched; host-a is in its switch (3 s of latency), where it is
+# held on its sim's lock and killed.
+wait_for 30 grep -q 'REVERT_SWITCH' "$T/host-b/agent.log" || true
+hold_sim host-a
+wait_for 30 sim_blocked host-a || true
 kill9_agent host-a
+release_sim
 wait "$bg" || true
 sed -i '/latency point_disks=3000/d' "$T/host-a/sim.txt"
 start_agent host-a

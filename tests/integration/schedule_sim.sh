@@ -34,17 +34,16 @@ MPORT=$(free_port)
 COORD_EXTRA="max_cuts: 3
 max_cuts_per_agent: 1
 metrics: http://127.0.0.1:$MPORT"
-coordinator "${hosts[@]}"
+# No step here is meant to time out; a cut held on purpose must not either.
+STEP_TIMEOUT=60 coordinator "${hosts[@]}"
 CLOCK_FILE=$T/clock
-clock() { date -u -d "$1" +%s > "$CLOCK_FILE"; }
+# clock TIME: sets the test's clock. Renamed into place: lockstepd reading a
+# half-written (empty) file would take the real time instead.
+clock() { date -u -d "$1" +%s > "$CLOCK_FILE.new" && mv "$CLOCK_FILE.new" "$CLOCK_FILE"; }
 clock "2026-01-01T10:07:00Z"
 start_lockstepd
 sched() { ls_cli schedules --json | jq -r --arg g "$1" ".[] | select(.group == \$g) | $2"; }
 cuts_named() { ls_cli snapshot list "$1" --json | jq -r '[.[] | select(.name | startswith("sched-")) | select(.state == "committed")] | length'; }
-wait_for() { # wait_for SECONDS cmd...: until cmd succeeds
-        local end=$((SECONDS + $1)); shift
-        until "$@"; do ((SECONDS < end)) || return 1; sleep 0.2; done
-}
 is() { [ "$("${@:2}")" = "$1" ]; } # is WANT cmd...: cmd prints WANT
 committed() { ls_cli snapshot list "$1" --json | jq '[.[] | select(.state == "committed")] | length'; }
 # jq -s and any(): jq 1.6's -e looks only at what the last input gave.
@@ -89,13 +88,15 @@ check "... named after its due time" is sched-20260101T1015 bash -c "'$LOCKSTEP_
 check "... schedules shows it" wait_for 10 is "1 committed 2026-01-01T10:30:00.000Z" sched s1 '"\(.runs) \(.last_outcome) \(.next_due_at)"'
 
 # 2. Falls due while the last cut still runs: skipped and recorded, never stacked.
-echo "latency freeze=4000" >> "$T/host-a/sim.txt"
+# The 10:30 run is held in FREEZE on host-a's sim lock until 10:45 was skipped.
+hold_sim host-a
 clock "2026-01-01T10:30:00Z"
-check "the 10:30 run starts (slow freeze)" wait_for 10 grep -q 'scheduled run due 20260101T1030 starts' "$T/lockstepd.log"
+check "the 10:30 run starts (held in FREEZE)" wait_for 10 grep -q 'scheduled run due 20260101T1030 starts' "$T/lockstepd.log"
+wait_for 30 sim_blocked host-a || true
 clock "2026-01-01T10:45:00Z"
 check "the 10:45 run is skipped while 10:30's runs" wait_for 10 is 1 sched s1 .skipped
 check "... recorded as an event with the reason" event_like schedule s1 "skipped: the previous cut of the group is still running"
-sed -i '/latency freeze=4000/d' "$T/host-a/sim.txt"
+release_sim
 check "... the 10:30 run commits" wait_for 20 is 2 sched s1 .runs
 check "only 2 scheduled cuts so far (10:15, 10:30)" [ "$(cuts_named s1)" = 2 ]
 check "/metrics: s1's committed cuts counted (2)" [ "$(metric 'lockstep_cuts_total{group="s1",outcome="committed"}')" = 2 ]
@@ -169,22 +170,25 @@ out=$(ls_cli reload 2>&1) && rc=0 || rc=$?
 check "reload that moves the catalog: refused, takes a restart" bash -c "[ $rc = 1 ] && grep -q 'catalog changed; that takes a restart' <<<'$out'"
 cp "$T/good.yaml" "$T/coordinator.yaml"
 printf '  - name: added\n    members: [evm1@host-e]\n    schedule: "@daily"\n' >> "$T/coordinator.yaml"
-# A cut in progress (slow freeze) does not hold the reload back: it finishes
-# on the configuration it started with.
-echo "latency freeze=3000" >> "$T/host-a/sim.txt"
-ls_cli snapshot create f0 --json > "$T/slow.json" 2>&1 &
+# A cut in progress does not hold the reload back: it finishes on the
+# configuration it started with. The cut is held in FREEZE on host-a's sim lock
+# until the reload has returned.
+hold_sim host-a
+(exec {HOLD_FD}>&-; exec "$LOCKSTEP_BIN" -c "$T/coordinator.yaml" snapshot create f0 --json > "$T/slow.json" 2>&1) &
 slow=$!
-wait_for 10 grep -q 'BEGIN .*group f0' "$T/lockstepd.log"
-t0=$SECONDS
+wait_for 10 grep -q 'BEGIN .*group f0' "$T/lockstepd.log" || true
+wait_for 30 sim_blocked host-a || true
 out=$(ls_cli reload 2>&1) && rc=0 || rc=$?
 check "lockstep reload with a good file while a cut runs: applied at once ($out)" [ "$rc:$(sched added .next_due_at)" = "0:2026-01-02T00:00:00.000Z" ]
-check "... without waiting for the cut ($((SECONDS - t0)) s)" [ $((SECONDS - t0)) -le 2 ]
+check "... without waiting for the cut (still held in FREEZE)" sim_blocked host-a
+release_sim
 wait "$slow" && rc=0 || rc=$?
 check "... and the cut that was running commits" [ "$rc:$(jq -r .state "$T/slow.json")" = "0:committed" ]
-sed -i '/latency freeze=3000/d' "$T/host-a/sim.txt"
 check "... and the group can be cut" ls_cli snapshot create added
-ls_cli events --follow --json > "$T/follow.jsonl" 2> "$T/follow.err" &
+# exec: $! is the CLI itself, so the kill below ends it, not a subshell around it.
+(exec "$LOCKSTEP_BIN" -c "$T/coordinator.yaml" events --follow --json > "$T/follow.jsonl" 2> "$T/follow.err") &
 follower=$!
+PIDS+=("$follower")
 followed() { jq -s -e --arg n "$1" 'any(.[]; .kind == "cut" and .group == "added" and (.message | test("committed"))) and ([.[] | select(.kind == "cut" and .group == "added")] | length) == ($n | tonumber)' "$T/follow.jsonl" > /dev/null; }
 check "events --follow starts with the newest events" wait_for 10 followed 1
 ls_cli snapshot create added > /dev/null

@@ -7,7 +7,6 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -86,19 +85,93 @@ static void test_limits_and_shared_members(void **state)
         slots_free(s);
 }
 
+/* A taker in its own thread. Its events (it went to sleep in slots_take, it
+ * returned) are signalled on ev_cond, so the tests order their steps by what
+ * the waiter did rather than by sleeping and hoping it happened. */
 struct waiter {
         struct slots *s;
         struct slots_need n;
         int r;
+        int sleeps; /* times it went to sleep waiting in slots_take */
+        int done;   /* slots_take returned r */
 };
+
+static pthread_mutex_t ev_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t ev_cond = PTHREAD_COND_INITIALIZER;
+static __thread struct waiter *self;
+
+/* slots.c's wait, seen through the linker (-Wl,--wrap=pthread_cond_timedwait):
+ * called with the slots lock held, so a waiter counted here has looked at the
+ * state and decided to wait, and it is asleep by the time anyone else gets
+ * that lock. */
+int __real_pthread_cond_timedwait(pthread_cond_t *c, pthread_mutex_t *m, const struct timespec *t);
+int __wrap_pthread_cond_timedwait(pthread_cond_t *c, pthread_mutex_t *m, const struct timespec *t);
+
+int __wrap_pthread_cond_timedwait(pthread_cond_t *c, pthread_mutex_t *m, const struct timespec *t)
+{
+        if (self) {
+                pthread_mutex_lock(&ev_lock);
+                self->sleeps++;
+                pthread_cond_broadcast(&ev_cond);
+                pthread_mutex_unlock(&ev_lock);
+        }
+        return __real_pthread_cond_timedwait(c, m, t);
+}
 
 static void *wait_main(void *p)
 {
         struct waiter *w = p;
         lserr err = {0};
+        int r;
 
-        w->r = slots_take(w->s, &w->n, 5000, &err);
+        self = w;
+        /* Long enough never to give up on a slow machine: the tests end each wait. */
+        r = slots_take(w->s, &w->n, 60000, &err);
+        pthread_mutex_lock(&ev_lock);
+        w->r = r;
+        w->done = 1;
+        pthread_cond_broadcast(&ev_cond);
+        pthread_mutex_unlock(&ev_lock);
         return NULL;
+}
+
+static void start_waiter(pthread_t *th, struct waiter *w, struct slots *s, struct slots_need n)
+{
+        *w = (struct waiter){.s = s, .n = n, .r = 1};
+        assert_int_equal(pthread_create(th, NULL, wait_main, w), 0);
+}
+
+/* Blocks until w went to sleep more than `after` times or returned; tells which. */
+static int sleeps_after(struct waiter *w, int after)
+{
+        int asleep;
+
+        pthread_mutex_lock(&ev_lock);
+        while (w->sleeps <= after && !w->done)
+                pthread_cond_wait(&ev_cond, &ev_lock);
+        asleep = !w->done;
+        pthread_mutex_unlock(&ev_lock);
+        return asleep;
+}
+
+static int sleeps_of(struct waiter *w)
+{
+        int n;
+
+        pthread_mutex_lock(&ev_lock);
+        n = w->sleeps;
+        pthread_mutex_unlock(&ev_lock);
+        return n;
+}
+
+/* w is asleep in slots_take, and n takers wait in all. */
+static void assert_waiting(struct slots *s, struct waiter *w, size_t n)
+{
+        size_t running = 0, waiting = 0;
+
+        assert_true(sleeps_after(w, 0));
+        slots_counts(s, &running, &waiting);
+        assert_int_equal(waiting, n);
 }
 
 /* A waiter is let in as soon as what held it is dropped, well before its deadline. */
@@ -109,48 +182,26 @@ static void test_waiter_woken_by_drop(void **state)
         struct slots *s = NULL;
         struct slots_need g1 = need("g1", a_only, 1, m1, 1);
         struct waiter w = {0};
-        size_t running = 0, waiting = 0;
         pthread_t th;
         lserr err = {0};
 
         (void)state;
         assert_int_equal(slots_new(1, 0, &s), 0);
         assert_int_equal(slots_take(s, &g1, 0, &err), 0);
-        w.s = s;
-        w.n = need("g2", a_only, 1, m2, 1);
-        w.r = 1;
-        assert_int_equal(pthread_create(&th, NULL, wait_main, &w), 0);
-        for (int i = 0; i < 200 && waiting == 0; i++) {
-                usleep(5000);
-                slots_counts(s, &running, &waiting);
-        }
-        assert_int_equal(waiting, 1);
+        start_waiter(&th, &w, s, need("g2", a_only, 1, m2, 1));
+        assert_waiting(s, &w, 1);
         slots_drop(s, "g1");
         pthread_join(th, NULL);
         assert_int_equal(w.r, 0);
         assert_true(slots_busy(s, "g2"));
         /* Stopping: a waiter returns at once, and later takes are refused. */
-        w.n = need("g3", a_only, 1, m1, 1);
-        w.r = 1;
-        assert_int_equal(pthread_create(&th, NULL, wait_main, &w), 0);
-        for (int i = 0; i < 200 && (slots_counts(s, &running, &waiting), waiting == 0); i++)
-                usleep(5000);
+        start_waiter(&th, &w, s, need("g3", a_only, 1, m1, 1));
+        assert_waiting(s, &w, 1);
         slots_cancel(s);
         pthread_join(th, NULL);
         assert_int_equal(w.r, -ECANCELED);
         assert_int_equal(slots_take(s, &g1, 0, &err), -ECANCELED);
         slots_free(s);
-}
-
-static void wait_until_waiting(struct slots *s, size_t n)
-{
-        size_t running = 0, waiting = 0;
-
-        for (int i = 0; i < 400 && waiting < n; i++) {
-                usleep(5000);
-                slots_counts(s, &running, &waiting);
-        }
-        assert_int_equal(waiting, n);
 }
 
 /* First come, first served among rivals: the older waiter gets host-a when it
@@ -168,12 +219,10 @@ static void test_older_waiter_first(void **state)
         for (int round = 0; round < 5; round++) {
                 assert_int_equal(slots_new(0, 1, &s), 0);
                 assert_int_equal(slots_take(s, &h, 0, &err), 0);
-                o = (struct waiter){.s = s, .n = need("older", a_only, 1, mo, 1), .r = 1};
-                y = (struct waiter){.s = s, .n = need("younger", a_only, 1, my, 1), .r = 1};
-                assert_int_equal(pthread_create(&to, NULL, wait_main, &o), 0);
-                wait_until_waiting(s, 1);
-                assert_int_equal(pthread_create(&ty, NULL, wait_main, &y), 0);
-                wait_until_waiting(s, 2);
+                start_waiter(&to, &o, s, need("older", a_only, 1, mo, 1));
+                assert_waiting(s, &o, 1);
+                start_waiter(&ty, &y, s, need("younger", a_only, 1, my, 1));
+                assert_waiting(s, &y, 2);
                 slots_drop(s, "holder");
                 pthread_join(to, NULL);
                 assert_int_equal(o.r, 0);
@@ -197,20 +246,23 @@ static void test_large_group_not_starved(void **state)
         struct waiter l = {0}, y = {0};
         pthread_t tl, ty;
         lserr err = {0};
+        int sleeps;
 
         (void)state;
         assert_int_equal(slots_new(0, 1, &s), 0);
         assert_int_equal(slots_take(s, &h1, 0, &err), 0);
         assert_int_equal(slots_take(s, &h2, 0, &err), 0);
-        l = (struct waiter){.s = s, .n = need("large", ab, 2, ml, 2), .r = 1};
-        y = (struct waiter){.s = s, .n = need("small", a_only, 1, my, 1), .r = 1};
-        assert_int_equal(pthread_create(&tl, NULL, wait_main, &l), 0);
-        wait_until_waiting(s, 1);
-        assert_int_equal(pthread_create(&ty, NULL, wait_main, &y), 0);
-        wait_until_waiting(s, 2);
-        /* host-a frees; "large" cannot go yet (host-b is held), "small" could. */
+        start_waiter(&tl, &l, s, need("large", ab, 2, ml, 2));
+        assert_waiting(s, &l, 1);
+        start_waiter(&ty, &y, s, need("small", a_only, 1, my, 1));
+        assert_waiting(s, &y, 2);
+        /* host-a frees; "large" cannot go yet (host-b is held), "small" could.
+         * "small" is asleep, so the drop wakes it: it looks again and must go
+         * back to sleep. (A spurious wake-up in between could only let a bug
+         * slip through, never fail a correct slots.) */
+        sleeps = sleeps_of(&y);
         slots_drop(s, "h1");
-        usleep(100000);
+        assert_true(sleeps_after(&y, sleeps));
         assert_false(slots_busy(s, "small"));
         slots_drop(s, "h2");
         pthread_join(tl, NULL);

@@ -17,14 +17,27 @@
 #include "transport.h"
 #include "testutil.h"
 
-/* Echoes the request; "slow" sleeps 1.5 s first, "mute" answers nothing. */
+/* The "slow" handler says when it is inside and stays there until the test
+ * opens the gate, so "a fast call completes while a slow one is in its
+ * handler" is a fact the test arranges, not a race against a sleep. */
+static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
+static int slow_inside, gate_open;
+
+/* Echoes the request; "slow" waits at the gate first, "mute" answers nothing. */
 static int echo(void *arg, const uint8_t *req, size_t len, uint8_t **ret, size_t *ret_len)
 {
         (void)arg;
         if (len == 4 && memcmp(req, "mute", 4) == 0)
                 return -1;
-        if (len == 4 && memcmp(req, "slow", 4) == 0)
-                usleep(1500 * 1000);
+        if (len == 4 && memcmp(req, "slow", 4) == 0) {
+                pthread_mutex_lock(&gate_lock);
+                slow_inside = 1;
+                pthread_cond_broadcast(&gate_cond);
+                while (!gate_open)
+                        pthread_cond_wait(&gate_cond, &gate_lock);
+                pthread_mutex_unlock(&gate_lock);
+        }
         *ret = malloc(len ? len : 1);
         memcpy(*ret, req, len);
         *ret_len = len;
@@ -99,7 +112,8 @@ static void *slow_call(void *p)
         size_t n;
         lserr err = {0};
 
-        a->result = transport_call(a->sock, "slow", 4, 5000, &out, &n, &err);
+        /* Held until the test opens the gate: a deadline no slow machine reaches. */
+        a->result = transport_call(a->sock, "slow", 4, 60000, &out, &n, &err);
         free(out);
         return NULL;
 }
@@ -116,21 +130,30 @@ static void test_tcp_deadline_and_parallel(void **state)
         start(&s, NULL, TRANSPORT_MAX_DEFAULT);
         call_ok(&s, "ping");
 
-        /* No answer: the call ends at its deadline with a timeout. */
+        /* No answer: the call ends with a timeout, and not before its deadline
+         * (nng counts whole milliseconds: 2 ms of slack for its rounding). */
         t0 = fsutil_mono_us();
         assert_int_equal(transport_call(s.req, "mute", 4, 300, &out, &n, &err), LS_ETIMEDOUT);
-        assert_true(fsutil_mono_us() - t0 < 3000000);
+        assert_true(fsutil_mono_us() - t0 >= 298000);
         assert_null(out);
 
-        /* A slow request in flight does not block a second one on the same socket. */
+        /* A slow request in its handler does not block a second one on the same
+         * socket: the fast call is answered while the slow handler is held at
+         * the gate (were the server serial, it would time out instead). */
         {
                 pthread_t th;
                 struct slow_arg a = {.sock = s.req};
+                slow_inside = gate_open = 0;
                 assert_int_equal(pthread_create(&th, NULL, slow_call, &a), 0);
-                usleep(200 * 1000);
-                t0 = fsutil_mono_us();
+                pthread_mutex_lock(&gate_lock);
+                while (!slow_inside)
+                        pthread_cond_wait(&gate_cond, &gate_lock);
+                pthread_mutex_unlock(&gate_lock);
                 call_ok(&s, "fast");
-                assert_true(fsutil_mono_us() - t0 < 1000000);
+                pthread_mutex_lock(&gate_lock);
+                gate_open = 1;
+                pthread_cond_broadcast(&gate_cond);
+                pthread_mutex_unlock(&gate_lock);
                 pthread_join(th, NULL);
                 assert_int_equal(a.result, 0);
         }
