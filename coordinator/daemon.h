@@ -130,7 +130,7 @@ int ops_poll(struct daemon *d, const Lockstep__ControlRequest *q, Lockstep__Cont
 
 /* ---- service.c ---- */
 
-/* Scheduling time: the real clock, or LOCKSTEP_CLOCK_FILE's for tests. */
+/* Scheduling time: the real clock, or (builds with failpoints) LOCKSTEP_CLOCK_FILE's for tests. */
 long long service_now_s(void);
 /* Plans every scheduled group of cfg; replaces d->sched. Caller holds gen. */
 void service_sched_build(struct daemon *d, const struct cfg_coord *cfg);

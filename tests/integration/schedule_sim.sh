@@ -5,6 +5,7 @@
 # fleet limits hold with 20 groups over 5 agents; SIGHUP with a bad file keeps
 # the running configuration.
 . "$(dirname "$0")/lib.sh"
+need_failpoints
 
 hosts=(host-a host-b host-c host-d host-e)
 for h in "${hosts[@]}"; do
