@@ -9,6 +9,7 @@
  *   latency OP=MS ...              OP: check ga_ping freeze thaw snapshot discard suspend resume
  *   fail OP VM                     OP returns an error for VM
  *   hang OP VM                     OP takes longer than the guest agent deadline
+ *   hold OP VM                     OP waits, with state_dir/held.OP.VM there, until the line goes
  *   thaw_early VM                  the guest thaws on its own: thaw finds nothing frozen
  *   nospace VM                     check reports no room for overlays
  *   corrupt VM                     a revert's image check fails

@@ -1,6 +1,7 @@
 /* sim_config: the sim backend's handle and its config file (format in
  * hv_sim.c), re-read on every call so a test can inject a fault while the
  * agent runs. */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -173,6 +174,30 @@ int sim_config_domain(const struct simcfg *c, const char *vm, struct simdom *d)
         return LS_ENODOMAIN;
 }
 
+/* "hold OP VM": the call waits, with <state_dir>/held.OP.VM present, until a
+ * test removes the line. A test catches an agent inside one member's step this
+ * way, on an event instead of a window of latency. */
+static int hold(struct sim *s, struct simcfg *cfg, const char *vm, const char *op, lserr *err)
+{
+        char marker[HV_PATH_MAX + 2 * LS_NAME_MAX + 16];
+        int r = 0;
+
+        if (!sim_config_has_line(cfg, "hold", op, vm))
+                return 0;
+        snprintf(marker, sizeof(marker), "%s/held.%s.%s", cfg->state_dir, op, vm);
+        {
+                _cleanup_close_ int fd = open(marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+                (void)fd;
+        }
+        while (r == 0 && sim_config_has_line(cfg, "hold", op, vm)) {
+                usleep(20 * 1000);
+                sim_config_clear(cfg);
+                r = sim_config_load(s, cfg, err);
+        }
+        unlink(marker);
+        return r;
+}
+
 int sim_config_enter(struct sim *s, struct simcfg *c, struct simdom *d, const char *vm, const char *op, lserr *err)
 {
         _cleanup_simcfg_ struct simcfg cfg = {0};
@@ -183,6 +208,9 @@ int sim_config_enter(struct sim *s, struct simcfg *c, struct simdom *d, const ch
                 return r;
         if (sim_config_domain(&cfg, vm, d) < 0)
                 return lserr_set(err, LS_ENODOMAIN, "%s: no such domain", op);
+        r = hold(s, &cfg, vm, op, err);
+        if (r < 0)
+                return r;
         ms = latency_ms(&cfg, op);
         if (ms)
                 usleep(ms * 1000);

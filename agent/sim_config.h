@@ -1,6 +1,6 @@
 /* sim_config: the sim backend's handle and its config file, re-read on every
  * call so a test can inject a fault while the agent runs: domains, latencies,
- * injected failures and hangs. */
+ * injected failures, hangs and holds. */
 #pragma once
 
 #include <stdlib.h>
@@ -52,6 +52,6 @@ int sim_config_has_line(const struct simcfg *c, const char *word, const char *a,
 /* Fills d from vm's domain line; LS_ENODOMAIN when there is none. */
 int sim_config_domain(const struct simcfg *c, const char *vm, struct simdom *d);
 
-/* The prologue of every per-domain op: config, domain, then op's latency,
- * injected hang or failure. On failure c holds nothing and err says why. */
+/* The prologue of every per-domain op: config, domain, then op's hold,
+ * latency, injected hang or failure. On failure c holds nothing and err says why. */
 int sim_config_enter(struct sim *s, struct simcfg *c, struct simdom *d, const char *vm, const char *op, lserr *err);

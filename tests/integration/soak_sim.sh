@@ -170,7 +170,7 @@ sample() { # sample CUT
                 S[$a.state_bytes]=$(cat "$T/$a"/sim/*.state | wc -c)
                 S[$a.journal_files]=$(nfiles "$T/$a/journal")
                 S[$a.journal_txn]=$({ find "$T/$a/journal" -maxdepth 1 -type f -name '*.txn' 2> /dev/null || true; } | wc -l)
-                S[$a.journal_counters]=$({ find "$T/$a/journal" -maxdepth 1 -type f -name 'counter-*' 2> /dev/null || true; } | wc -l)
+                S[$a.journal_counters]=$({ find "$T/$a/journal" -maxdepth 1 -type f -name 'counter-*' ! -name '*.tmp.*' 2> /dev/null || true; } | wc -l)
                 # The agent writes while this reads: a temporary file may vanish under du.
                 S[$a.journal_bytes]=$({ du -sb "$T/$a/journal" 2> /dev/null || true; } | awk '{print $1 + 0}')
                 S[$a.branches]=$(nfiles "$T/$a/journal/branches")
