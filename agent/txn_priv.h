@@ -76,20 +76,6 @@ struct txn_mgr {
         int stop, reaper_started;
 };
 
-/* Crash tests stop the agent at a named point (LOCKSTEP_FAILPOINT=<name>) to be
- * killed there; builds without LOCKSTEP_FAILPOINTS have no such points. */
-static inline int txn_failpoint(const char *name)
-{
-#ifdef LOCKSTEP_FAILPOINTS
-        const char *fp = getenv("LOCKSTEP_FAILPOINT");
-
-        return fp && !strcmp(fp, name);
-#else
-        (void)name;
-        return 0;
-#endif
-}
-
 /* ---- txn_mgr.c: transactions and the list of open ones ---- */
 
 /* A new transaction with n members (none when n is 0); NULL when out of memory. */

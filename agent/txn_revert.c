@@ -8,6 +8,7 @@
 
 #include "branch.h"
 #include "cleanup.h"
+#include "failpoint.h"
 #include "fsutil.h"
 #include "imgfile.h"
 #include "log.h"
@@ -211,11 +212,8 @@ static int revert_switch(struct txn_mgr *mg, struct txn *t, const Lockstep__Comm
         for (size_t i = 0; !failed && i < t->n; i++) {
                 failed = switch_member(mg, t, &t->m[i]) < 0;
                 /* Crash tests: one member switched and the others not. */
-                if (i == 0 && txn_failpoint("agent-mid-switch")) {
-                        log_warn("failpoint agent-mid-switch reached: stopping here until killed");
-                        for (;;)
-                                pause();
-                }
+                if (i == 0)
+                        failpoint_stop("agent-mid-switch");
         }
         t->state = LOCKSTEP__JOURNAL_STATE__J_R_SWITCHED;
         return txn_finish_step(mg, t, cmd->step, 0, failed ? txn_first_code(t) : LOCKSTEP__ERROR_CODE__OK, "", ret,

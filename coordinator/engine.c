@@ -21,27 +21,6 @@
 /* How long a transaction waits for the fleet limits or a shared member. */
 #define SLOT_WAIT_MS (10 * 60 * 1000)
 
-/* Fault injection for crash tests: LOCKSTEP_FAILPOINT=<name> stops the
- * coordinator at that point (it sleeps until killed), so a test can kill -9 it
- * exactly there. Names: "after-snapshot" (replies in, nothing decided),
- * "after-decide" (decision logged, not yet sent), "revert-after-switch" (disks
- * switched, nothing started or decided). Compiled out without
- * LOCKSTEP_FAILPOINTS, so a production build has no getenv in its path. */
-void engine_failpoint(const char *name)
-{
-#ifdef LOCKSTEP_FAILPOINTS
-        const char *fp = getenv("LOCKSTEP_FAILPOINT");
-
-        if (!fp || strcmp(fp, name) != 0)
-                return;
-        log_warn("failpoint %s reached: stopping here until killed", name);
-        for (;;)
-                pause();
-#else
-        (void)name;
-#endif
-}
-
 void engine_emit(const struct progress *p, const char *fmt, ...)
 {
         char line[1024];

@@ -3,6 +3,7 @@
  * without freezing: both build the same per-agent member lists from the
  * group's configuration. */
 #include "engine_priv.h"
+#include "failpoint.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -154,11 +155,11 @@ static int cut_run(struct engine *e, const struct cat_txn *t, const struct cut_s
                 rd.say = snapshot_say;
                 commit = engine_round(&rd, its->v, its->n);
         }
-        engine_failpoint("after-snapshot");
+        failpoint_stop("after-snapshot");
         r = engine_log_decision(e, t->txid, commit, rd.reason, p, err);
         if (r < 0)
                 return r;
-        engine_failpoint("after-decide");
+        failpoint_stop("after-decide");
         engine_tell_items(e, t->txid, its->v, its->n, commit, 0, p);
         return commit ? 0 : 1;
 }

@@ -163,8 +163,5 @@ int engine_items_of(struct engine *e, const char *txid, const struct cfg_group *
 int engine_attach_cut_images(struct engine *e, const char *txid, struct items *its, struct cat_image **ret_im,
                              lserr *err);
 
-/* Crash tests: stops the coordinator at the named point (see engine.c). */
-void engine_failpoint(const char *name);
-
 /* An undo committed: the branch revert id kept is the live chain again. */
 void engine_mark_undone(struct engine *e, const char *id);

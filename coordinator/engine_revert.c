@@ -2,6 +2,7 @@
  * the pre-revert branch a revert kept, all-or-nothing across hosts: PREPARE,
  * STOP by tier, SWITCH, START by tier, then the decision told to every agent. */
 #include "engine_priv.h"
+#include "failpoint.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -146,7 +147,7 @@ static int revert_steps(struct engine *e, const char *txid, struct revert_job *j
                         engine_emit(p, "SWITCH   every member now on its pre-revert branch");
                 else if (ok)
                         engine_emit(p, "SWITCH   every member now on a new overlay on the cut's image");
-                engine_failpoint("revert-after-switch");
+                failpoint_stop("revert-after-switch");
         }
         rd.step = LOCKSTEP__STEP__STEP_REVERT_START;
         rd.timeout_ms = START_TIMEOUT_MS;

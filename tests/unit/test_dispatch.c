@@ -221,16 +221,10 @@ static void expect_refused(Lockstep__Reply *rep, int reason, const char *words)
 
 static int frozen(const struct fx *f, const char *vm)
 {
-        char path[4200], *buf = NULL;
-        size_t len;
-        int r;
+        char simdir[4200], v[16];
 
-        snprintf(path, sizeof(path), "%s/sim/%s.state", f->dir, vm);
-        if (fsutil_read_all(path, 1 << 20, &buf, &len, NULL) < 0)
-                return 0;
-        r = strstr(buf, "frozen 1") != NULL;
-        free(buf);
-        return r;
+        snprintf(simdir, sizeof(simdir), "%s/sim", f->dir);
+        return tu_sim_state(simdir, vm, "frozen", v, sizeof(v)) && !strcmp(v, "1");
 }
 
 static int journal_files(const struct fx *f)

@@ -87,23 +87,9 @@ static void sim_add(const char *line)
         fclose(f);
 }
 
-/* The value of the first line of vm's state file that starts with key. */
 static int sim_state(const char *vm, const char *key, char *out, size_t n)
 {
-        char path[HV_PATH_MAX + 64], *buf = NULL, *line, *save = NULL;
-        size_t len, kl = strlen(key);
-        int found = 0;
-
-        snprintf(path, sizeof(path), "%s/%s.state", F.simdir, vm);
-        if (fsutil_read_all(path, 1 << 20, &buf, &len, NULL) < 0)
-                return 0;
-        for (line = strtok_r(buf, "\n", &save); line && !found; line = strtok_r(NULL, "\n", &save))
-                if (!strncmp(line, key, kl) && line[kl] == ' ') {
-                        snprintf(out, n, "%s", line + kl + 1);
-                        found = 1;
-                }
-        free(buf);
-        return found;
+        return tu_sim_state(F.simdir, vm, key, out, n);
 }
 
 static int frozen(const char *vm)

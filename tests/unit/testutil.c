@@ -61,3 +61,24 @@ int tu_tcp_port(void)
         close(fd);
         return ntohs(a.sin_port);
 }
+
+int tu_sim_state(const char *simdir, const char *vm, const char *key, char *out, size_t n)
+{
+        char path[4200], line[4200];
+        size_t kl = strlen(key);
+        int found = 0;
+        FILE *f;
+
+        snprintf(path, sizeof(path), "%s/%s.state", simdir, vm);
+        f = fopen(path, "re");
+        if (!f)
+                return 0;
+        while (!found && fgets(line, sizeof(line), f))
+                if (!strncmp(line, key, kl) && line[kl] == ' ') {
+                        line[strcspn(line, "\n")] = '\0';
+                        snprintf(out, n, "%s", line + kl + 1);
+                        found = 1;
+                }
+        fclose(f);
+        return found;
+}
