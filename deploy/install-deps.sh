@@ -21,6 +21,9 @@ packages=(
         qemu-guest-agent busybox-static e2fsprogs cpio kmod iproute2 libc6-dev gzip
         # tests
         openssl jq procps psmisc sqlite3 util-linux python3-minimal
+        # systemd-analyze, for the units' hardening score (libvirt-daemon-system
+        # pulls systemd in already; installing it starts nothing in a container)
+        systemd
 )
 
 export DEBIAN_FRONTEND=noninteractive
