@@ -469,7 +469,7 @@ static void test_counter_refusal_reports_highest(void **state)
         struct fx *f = *state;
         Lockstep__Command c, *out = NULL;
         const struct env_trusted *key = NULL;
-        uint64_t seen;
+        struct env_refusal rf;
         uint8_t *buf;
         size_t len;
         lserr err = {0};
@@ -481,22 +481,25 @@ static void test_counter_refusal_reports_highest(void **state)
 
         /* Below the window, inside it but already seen, and 0: all say 5000. */
         for (size_t i = 0; i < sizeof(stale) / sizeof(stale[0]); i++) {
-                seen = 42;
+                rf.counter_seen = 42;
                 seal_with(f->coord, &c, stale[i], NOW, &buf, &len);
                 lserr_clear(&err);
-                assert_int_equal(env_verify_command(f->v, buf, len, NOW, &out, &key, &seen, &err), LS_ECOUNTER);
+                assert_int_equal(env_verify_command(f->v, buf, len, NOW, &out, &key, &rf, &err), LS_ECOUNTER);
                 assert_null(out);
-                assert_int_equal(seen, 5000);
+                assert_int_equal(rf.counter_seen, 5000);
                 free(buf);
         }
 
         /* A refusal before the counter check leaves it alone. */
         freeze_cmd(&c, "host-b");
         seal_with(f->coord, &c, 4000, NOW, &buf, &len);
-        seen = 42;
+        rf.counter_seen = 42;
         lserr_clear(&err);
-        assert_int_equal(env_verify_command(f->v, buf, len, NOW, &out, &key, &seen, &err), LS_ETARGET);
-        assert_int_equal(seen, 42);
+        assert_int_equal(env_verify_command(f->v, buf, len, NOW, &out, &key, &rf, &err), LS_ETARGET);
+        assert_int_equal(rf.counter_seen, 0);
+        /* Refused after the signature verified: answered signed, naming it. */
+        assert_true(rf.answerable);
+        assert_int_equal(rf.step, LOCKSTEP__STEP__STEP_FREEZE);
         free(buf);
 
         /* A key without the role: a stale counter is still what it hears first;
@@ -507,14 +510,14 @@ static void test_counter_refusal_reports_highest(void **state)
         freeze_cmd(&c, SELF);
         seal_with(f->coord, &c, 4999, NOW, &buf, &len);
         lserr_clear(&err);
-        assert_int_equal(env_verify_command(f->v, buf, len, NOW, &out, &key, &seen, &err), LS_ECOUNTER);
-        assert_int_equal(seen, 5000);
+        assert_int_equal(env_verify_command(f->v, buf, len, NOW, &out, &key, &rf, &err), LS_ECOUNTER);
+        assert_int_equal(rf.counter_seen, 5000);
         free(buf);
         seal_with(f->coord, &c, 5001, NOW, &buf, &len);
-        seen = 42;
+        rf.counter_seen = 42;
         lserr_clear(&err);
-        assert_int_equal(env_verify_command(f->v, buf, len, NOW, &out, &key, &seen, &err), LS_EROLE);
-        assert_int_equal(seen, 42);
+        assert_int_equal(env_verify_command(f->v, buf, len, NOW, &out, &key, &rf, &err), LS_EROLE);
+        assert_int_equal(rf.counter_seen, 0);
         free(buf);
 
         /* The refusals burnt nothing: 5001 still passes once the role allows it. */
@@ -522,10 +525,10 @@ static void test_counter_refusal_reports_highest(void **state)
         replay_free(f->rp);
         make_verifier(f, CFG_ROLE_SNAPSHOT);
         seal_with(f->coord, &c, 5001, NOW, &buf, &len);
-        seen = 42;
+        rf.counter_seen = 42;
         lserr_clear(&err);
-        assert_int_equal(env_verify_command(f->v, buf, len, NOW, &out, &key, &seen, &err), 0);
-        assert_int_equal(seen, 42);
+        assert_int_equal(env_verify_command(f->v, buf, len, NOW, &out, &key, &rf, &err), 0);
+        assert_int_equal(rf.counter_seen, 42);
         assert_int_equal(out->counter, 5001);
         lockstep__command__free_unpacked(out, NULL);
         free(buf);
