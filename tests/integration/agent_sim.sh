@@ -254,4 +254,18 @@ check "bad signature: reply bytes are the code alone" [ "$rc/$(od -An -tx1 "$T/j
 check "... and nothing frozen" none_frozen
 check "junk logged as unverified" grep -q 'refused unverified (bad-signature), answered unsigned' "$T/host-a/agent.log"
 
+# 19. The counter window stays for everything else: commands sent in order
+# that arrive in the other order (n + 1 first) both pass, an opening step of
+# a txid nobody decided included.
+n=$(( $(date +%s%6N) + 5000000 ))
+echo "$n" > "$T/n.counter"; echo "$((n + 1))" > "$T/n1.counter"; echo "$((n + 2))" > "$T/coord.counter"
+send host-a -C "$T/n.counter" -o "$T/held.freeze" freeze t44 s44 quiesce 10000 web1:0 >/dev/null
+r=$(send host-a -C "$T/n1.counter" status)
+check "n + 1 first: accepted" [ "$(jqr .code <<<"$r")" = OK ]
+r=$(send host-a -i "$T/held.freeze")
+check "then n, a FREEZE of an undecided txid: accepted inside the window" [ "$(jqr .code <<<"$r")/$(jqr .state <<<"$r")" = OK/TXN_FROZEN ]
+check "... web1 frozen" frozen host-a web1
+send host-a abort t44 >/dev/null
+check "... and thawed by its ABORT" none_frozen
+
 finish
