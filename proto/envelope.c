@@ -371,8 +371,11 @@ int env_verify_command(struct env_verifier *v, const uint8_t *buf, size_t len, l
         int r;
 
         r = open_envelope(ENV_COMMAND, buf, len, v->max_size, &env, err);
-        if (r < 0)
+        if (r < 0) {
+                if (ret_refusal)
+                        *ret_refusal = rf;
                 return r;
+        }
         for (size_t i = 0; i < v->n_keys; i++)
                 if (memcmp(v->keys[i].pub.id, env->key_id.data, KEYS_ID_LEN) == 0)
                         key = &v->keys[i];
