@@ -42,6 +42,16 @@ struct txn_mgr *txn_mgr_free(struct txn_mgr *m);
  * caller's. Returns < 0 only when no reply can be made (out of memory). */
 int txn_step(struct txn_mgr *m, const Lockstep__Command *cmd, uint8_t **ret, size_t *ret_len);
 
+/* A DECIDE or REVERT_DECIDE of txid is about to run: when this agent has no
+ * transaction txid, remembers durably, for twice the command time window, that
+ * it was decided, so that a FREEZE, REVERT_PREPARE or DELETE of it delivered
+ * late is refused (txn_was_decided, and again when it would take members).
+ * < 0 with err when the memory could not be written (it still holds txid). */
+int txn_note_decided(struct txn_mgr *m, const char *txid, lserr *err);
+/* Whether an opening step of txid must be refused: txid was decided here
+ * before it was ever open, within the remembered time. */
+int txn_was_decided(struct txn_mgr *m, const char *txid);
+
 /* Transactions whose decision has not arrived. *ret is the caller's: free with
  * txn_in_doubt_free. */
 int txn_in_doubt(struct txn_mgr *m, Lockstep__InDoubt ***ret, size_t *ret_n);

@@ -3,6 +3,7 @@
 #include <stdio.h>
 
 #include "cleanup.h"
+#include "fsutil.h"
 #include "journal.h"
 #include "log.h"
 #include "txn_priv.h"
@@ -82,14 +83,22 @@ struct txn *txn_holder(struct txn_mgr *mg, const char *vm)
 
 int txn_enlist(struct txn_mgr *mg, struct txn *t, Lockstep__JournalState state, const char *step)
 {
-        int busy = 0;
+        int busy = 0, late;
 
         pthread_mutex_lock(&mg->lock);
         if (txn_find(mg, t->txid)) {
                 pthread_mutex_unlock(&mg->lock);
                 return -EEXIST;
         }
-        for (size_t i = 0; i < t->n; i++) {
+        /* Checked under the lock txn_note_decided takes: a decision and a late
+         * opening step of one txid cannot both pass. */
+        late = decided_has(mg->decided, t->txid, fsutil_now_us());
+        for (size_t i = 0; late && i < t->n; i++)
+                txn_member_fail(mg, &t->m[i], LOCKSTEP__ERROR_CODE__E_BAD_STATE,
+                                "%s: transaction %s was already decided on this agent: a late opening step is refused",
+                                step, t->txid);
+        busy = late;
+        for (size_t i = 0; !late && i < t->n; i++) {
                 struct txn *h = txn_holder(mg, t->m[i].vm);
                 if (h) {
                         txn_member_fail(mg, &t->m[i], LOCKSTEP__ERROR_CODE__E_BUSY,
@@ -120,7 +129,12 @@ int txn_mgr_new(const struct cfg_agent *cfg, struct hv *hv, struct guardian *g, 
         mg->g = g;
         pthread_mutex_init(&mg->lock, NULL);
         pthread_cond_init(&mg->wake, NULL);
-        r = txn_lease_start(mg, err);
+        /* A held command is accepted until its issue time + window; it was
+         * issued before the decision, which was accepted no earlier than its
+         * own issue time - window: twice the window covers it. */
+        r = decided_open(cfg->journal_dir, 2LL * cfg->time_window_s * 1000000LL, fsutil_now_us(), &mg->decided, err);
+        if (r >= 0)
+                r = txn_lease_start(mg, err);
         if (r < 0) {
                 txn_mgr_free(mg);
                 return r;
@@ -155,10 +169,32 @@ struct txn_mgr *txn_mgr_free(struct txn_mgr *mg)
                 mg->list = t->next;
                 txn_free(t);
         }
+        decided_free(mg->decided);
         pthread_cond_destroy(&mg->wake);
         pthread_mutex_destroy(&mg->lock);
         free(mg);
         return NULL;
+}
+
+int txn_note_decided(struct txn_mgr *mg, const char *txid, lserr *err)
+{
+        int r = 0;
+
+        pthread_mutex_lock(&mg->lock);
+        if (!txn_find(mg, txid))
+                r = decided_add(mg->decided, txid, fsutil_now_us(), err);
+        pthread_mutex_unlock(&mg->lock);
+        return r;
+}
+
+int txn_was_decided(struct txn_mgr *mg, const char *txid)
+{
+        int r;
+
+        pthread_mutex_lock(&mg->lock);
+        r = !txn_find(mg, txid) && decided_has(mg->decided, txid, fsutil_now_us());
+        pthread_mutex_unlock(&mg->lock);
+        return r;
 }
 
 static void in_doubt_free_one(Lockstep__InDoubt *d)

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "decided.h"
 #include "names.h"
 #include "txn.h"
 
@@ -69,7 +70,8 @@ struct txn_mgr {
         const struct cfg_agent *cfg;
         struct hv *hv;
         struct guardian *g;
-        pthread_mutex_t lock; /* the list and member ownership */
+        struct decided *decided; /* txids decided before they were seen open (under lock) */
+        pthread_mutex_t lock; /* the list, member ownership and decided */
         struct txn *list;
         pthread_t reaper;
         pthread_cond_t wake;
@@ -94,7 +96,8 @@ struct txn *txn_find(struct txn_mgr *mg, const char *txid);
 /* Which open transaction holds vm, if any (mg->lock held). */
 struct txn *txn_holder(struct txn_mgr *mg, const char *vm);
 /* Adds t to the open ones, taking its members: a member that another open
- * transaction holds is marked E_BUSY ("<step>: held by ..."). Returns with
+ * transaction holds is marked E_BUSY ("<step>: held by ..."), every member of
+ * a txid already decided here (txn_note_decided) E_BAD_STATE. Returns with
  * t->lock held, t in `state` (or ABORTED when a member was busy) and 1 when a
  * member was busy; -EEXIST (t not added, still the caller's) when a resend of
  * the same txid is being worked on right now. */

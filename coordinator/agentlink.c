@@ -99,10 +99,18 @@ int agentlink_accept(struct agentlink *l, const Lockstep__Command *cmd, const st
         lserr e = {0};
         int r = env_verify_reply(resp, resp_len, ENV_MAX_DEFAULT, &l->pinned, l->id, req->hash, &rep, &e);
 
+        /* An unsigned refusal is a transport failure with a code, never a vote:
+         * anyone on the path could have sent it. */
+        if (r == LS_EREFUSED)
+                return lserr_set(err, r, "agent \"%s\": %s: %s; is this coordinator's key among the agent's "
+                                 "authorized keys, and its pinned key the agent's?",
+                                 l->id, env_step_name(cmd->step), e.msg);
         if (r < 0)
                 return lserr_set(err, r, "agent \"%s\": %s: reply ignored: %s", l->id, env_step_name(cmd->step), e.msg);
-        if (rep->code != LOCKSTEP__ERROR_CODE__E_REJECTED &&
-            (strcmp(rep->txid, cmd->txid) != 0 || rep->step != cmd->step)) {
+        /* Rejections too: the agent names the refused command's txid and step,
+         * so a bit flipped on the path cannot turn a command into a refusal of
+         * another one. */
+        if (strcmp(rep->txid, cmd->txid ? cmd->txid : "") != 0 || rep->step != cmd->step) {
                 r = lserr_set(err, LS_EPEER, "agent \"%s\": %s: reply ignored: it answers transaction \"%.64s\" step %s",
                               l->id, env_step_name(cmd->step), rep->txid, env_step_name(rep->step));
                 lockstep__reply__free_unpacked(rep, NULL);

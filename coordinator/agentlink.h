@@ -25,8 +25,9 @@ const char *agentlink_id(const struct agentlink *l);
  * unless set) and waits
  * up to timeout_ms for the verified reply; *ret is the caller's
  * (lockstep__reply__free_unpacked). A reply that does not verify, or answers
- * another transaction or step, is refused with LS_EPEER / the verify code and
- * never returned. A stale-counter refusal is healed and the command sent once
+ * another transaction or step (rejections included), is refused with LS_EPEER /
+ * the verify code and never returned; an agent's unsigned refusal (it could not
+ * check our signature: unknown key, bad signature, malformed) is LS_EREFUSED. A stale-counter refusal is healed and the command sent once
  * more, with a deadline of its own (agentlink_heal_counter); a second one is
  * the reply returned. Thread-safe: calls to one agent may overlap. */
 int agentlink_call(struct agentlink *l, Lockstep__Command *cmd, int timeout_ms, Lockstep__Reply **ret, lserr *err);

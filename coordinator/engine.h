@@ -44,7 +44,7 @@ int engine_snapshot(struct engine *e, const struct engine_cut_req *req, engine_e
 struct engine_check_member {
         char vm[65], agent[65];
         int ok;
-        char code[32];     /* OK, E_NO_GUEST_AGENT..., UNREACHABLE, E_REJECTED */
+        char code[32];     /* OK, E_NO_GUEST_AGENT..., UNREACHABLE, WRONG_KEY, E_REJECTED */
         char message[700]; /* why not, naming VM, host and step */
 };
 

@@ -215,7 +215,10 @@ static void check_result(const struct item *it, const Lockstep__Member *m, struc
         snprintf(out->vm, sizeof(out->vm), "%s", m->vm);
         snprintf(out->agent, sizeof(out->agent), "%s", agentlink_id(it->link));
         if (!it->rep) {
-                snprintf(out->code, sizeof(out->code), "UNREACHABLE");
+                /* An agent that answered with an unsigned refusal code is there
+                 * but cannot check our signature: a key to fix, not a network. */
+                snprintf(out->code, sizeof(out->code), "%s",
+                         it->err.code == LS_EREFUSED ? "WRONG_KEY" : "UNREACHABLE");
                 snprintf(out->message, sizeof(out->message), "%s", it->err.msg);
                 return;
         }

@@ -145,8 +145,23 @@ struct env_verifier *env_verifier_free(struct env_verifier *v)
         return NULL;
 }
 
-/* Size, envelope unpack and the fixed-size fields, common to both directions. */
-static int open_envelope(const uint8_t *buf, size_t len, size_t max_size, Lockstep__Envelope **ret, lserr *err)
+/* An unsigned refusal where a reply was expected: a failure, never a reply. */
+static int refusal_failure(Lockstep__Envelope *env, lserr *err)
+{
+        Lockstep__Refusal why = env->refusal;
+        int alone = env->version == 0 && env->key_id.len == 0 && env->body.len == 0 && env->signature.len == 0;
+
+        lockstep__envelope__free_unpacked(env, NULL);
+        if (!alone)
+                return lserr_set(err, LS_EMALFORMED, "envelope carries a refusal code and a signed message");
+        return lserr_set(err, LS_EREFUSED, "refused the command before checking its signature (%s, unsigned)",
+                         env_refusal_name(why));
+}
+
+/* Size, envelope unpack and the fixed-size fields, common to both directions.
+ * Only a reply may be an unsigned refusal (LS_EREFUSED). */
+static int open_envelope(enum env_kind kind, const uint8_t *buf, size_t len, size_t max_size,
+                         Lockstep__Envelope **ret, lserr *err)
 {
         Lockstep__Envelope *env;
 
@@ -156,6 +171,8 @@ static int open_envelope(const uint8_t *buf, size_t len, size_t max_size, Lockst
         env = lockstep__envelope__unpack(NULL, len, buf);
         if (!env)
                 return lserr_set(err, LS_EMALFORMED, "envelope does not unpack");
+        if (kind == ENV_REPLY && env->refusal != LOCKSTEP__REFUSAL__REFUSAL_NONE)
+                return refusal_failure(env, err);
         if (env->key_id.len != KEYS_ID_LEN || env->signature.len != ENV_SIG_LEN) {
                 lockstep__envelope__free_unpacked(env, NULL);
                 return lserr_set(err, LS_EMALFORMED, "envelope: key id or signature has the wrong length");
@@ -330,19 +347,35 @@ static int check_command_fields(const Lockstep__Command *c, lserr *err)
         }
 }
 
+/* What a signed refusal of cmd may name. */
+static void refusal_names(const Lockstep__Command *cmd, struct env_refusal *rf)
+{
+        unsigned step = (unsigned)cmd->step;
+
+        rf->answerable = 1;
+        if (names_valid(cmd->txid))
+                snprintf(rf->txid, sizeof(rf->txid), "%s", cmd->txid);
+        if (step < sizeof(step_payload) / sizeof(step_payload[0]))
+                rf->step = cmd->step;
+}
+
 int env_verify_command(struct env_verifier *v, const uint8_t *buf, size_t len, long long now_us,
-                       Lockstep__Command **ret_cmd, const struct env_trusted **ret_key, uint64_t *ret_counter_seen,
-                       lserr *err)
+                       Lockstep__Command **ret_cmd, const struct env_trusted **ret_key,
+                       struct env_refusal *ret_refusal, lserr *err)
 {
         Lockstep__Envelope *env = NULL;
         Lockstep__Command *cmd = NULL;
         const struct env_trusted *key = NULL;
+        struct env_refusal rf = {0};
         char fpr[KEYS_FPR_LEN];
         int r;
 
-        r = open_envelope(buf, len, v->max_size, &env, err);
-        if (r < 0)
+        r = open_envelope(ENV_COMMAND, buf, len, v->max_size, &env, err);
+        if (r < 0) {
+                if (ret_refusal)
+                        *ret_refusal = rf;
                 return r;
+        }
         for (size_t i = 0; i < v->n_keys; i++)
                 if (memcmp(v->keys[i].pub.id, env->key_id.data, KEYS_ID_LEN) == 0)
                         key = &v->keys[i];
@@ -359,6 +392,7 @@ int env_verify_command(struct env_verifier *v, const uint8_t *buf, size_t len, l
                 r = lserr_set(err, LS_EMALFORMED, "command body from key \"%s\" does not unpack", key->name);
                 goto out;
         }
+        refusal_names(cmd, &rf);
         r = check_command_fields(cmd, err);
         if (r < 0)
                 goto out;
@@ -379,7 +413,7 @@ int env_verify_command(struct env_verifier *v, const uint8_t *buf, size_t len, l
         pthread_mutex_lock(&v->lock);
         r = replay_check_nonce(v->rp, cmd->nonce.data, now_us, err);
         if (r >= 0)
-                r = replay_check_counter(v->rp, key->pub.id, cmd->counter, ret_counter_seen, err);
+                r = replay_check_counter(v->rp, key->pub.id, cmd->counter, &rf.counter_seen, err);
         if (r >= 0 && !(env_step_roles(cmd->step) & key->roles))
                 r = lserr_set(err, LS_EROLE, "key \"%s\" has no role that allows step %s", key->name,
                               env_step_name(cmd->step));
@@ -393,10 +427,59 @@ int env_verify_command(struct env_verifier *v, const uint8_t *buf, size_t len, l
         *ret_key = key;
         cmd = NULL;
 out:
+        if (r < 0 && ret_refusal)
+                *ret_refusal = rf;
         if (cmd)
                 lockstep__command__free_unpacked(cmd, NULL);
         lockstep__envelope__free_unpacked(env, NULL);
         return r;
+}
+
+Lockstep__Refusal env_refusal_of(int code)
+{
+        switch (code) {
+        case LS_EUNKNOWNKEY:
+                return LOCKSTEP__REFUSAL__REFUSAL_UNKNOWN_KEY;
+        case LS_EBADSIG:
+                return LOCKSTEP__REFUSAL__REFUSAL_BAD_SIGNATURE;
+        case LS_EVERSION:
+                return LOCKSTEP__REFUSAL__REFUSAL_VERSION;
+        default:
+                return LOCKSTEP__REFUSAL__REFUSAL_MALFORMED;
+        }
+}
+
+const char *env_refusal_name(Lockstep__Refusal r)
+{
+        switch (r) {
+        case LOCKSTEP__REFUSAL__REFUSAL_MALFORMED:
+                return "malformed";
+        case LOCKSTEP__REFUSAL__REFUSAL_UNKNOWN_KEY:
+                return "unknown-key";
+        case LOCKSTEP__REFUSAL__REFUSAL_BAD_SIGNATURE:
+                return "bad-signature";
+        case LOCKSTEP__REFUSAL__REFUSAL_VERSION:
+                return "bad-version";
+        default:
+                return "unknown-refusal";
+        }
+}
+
+int env_seal_refusal(int code, uint8_t **ret, size_t *ret_len, lserr *err)
+{
+        Lockstep__Envelope env = LOCKSTEP__ENVELOPE__INIT;
+        size_t n;
+        uint8_t *out;
+
+        env.refusal = env_refusal_of(code);
+        n = lockstep__envelope__get_packed_size(&env);
+        out = malloc(n);
+        if (!out)
+                return lserr_set(err, -ENOMEM, "refusal: out of memory");
+        lockstep__envelope__pack(&env, out);
+        *ret = out;
+        *ret_len = n;
+        return 0;
 }
 
 int env_verify_reply(const uint8_t *buf, size_t len, size_t max_size, const struct keys_public *pinned,
@@ -407,7 +490,7 @@ int env_verify_reply(const uint8_t *buf, size_t len, size_t max_size, const stru
         Lockstep__Reply *rep = NULL;
         int r;
 
-        r = open_envelope(buf, len, max_size, &env, err);
+        r = open_envelope(ENV_REPLY, buf, len, max_size, &env, err);
         if (r < 0)
                 return r;
         if (memcmp(env->key_id.data, pinned->id, KEYS_ID_LEN) != 0) {

@@ -1,7 +1,9 @@
 /* envelope: signing and verifying lockstep messages. A command is checked in a
  * fixed order, each refusal with its own code: size -> envelope unpack -> known
  * key -> signature -> body unpack and field checks -> target -> time window ->
- * nonce -> counter -> role. Nothing is remembered for a refused command. */
+ * nonce -> counter -> role. Nothing is remembered for a refused command. A
+ * refusal before the signature verified is answered with an unsigned envelope
+ * that carries only a Refusal code (env_seal_refusal). */
 #pragma once
 
 #include <pthread.h>
@@ -55,18 +57,39 @@ int env_verifier_new(const char *self_id, const struct env_trusted *keys, size_t
                      long long window_us, size_t max_size, struct env_verifier **ret, lserr *err);
 struct env_verifier *env_verifier_free(struct env_verifier *v);
 
+/* What a refused command allows its answer to say. */
+struct env_refusal {
+        /* The signature verified and the body unpacked: the refusal may be
+         * signed, and names the command's txid and step. When 0 the answer is
+         * an unsigned refusal code (env_seal_refusal), nothing more. */
+        int answerable;
+        char txid[LS_NAME_MAX + 1]; /* "" when the body's txid is not a valid name */
+        Lockstep__Step step;        /* 0 when the body's step is unknown */
+        /* LS_ECOUNTER: the highest counter accepted from the signing key, so the
+         * coordinator can move past it. */
+        uint64_t counter_seen;
+};
+
 /* Thread-safe. On success *ret_cmd (free with lockstep__command__free_unpacked)
  * and *ret_key (points into the verifier) are set and the nonce and counter are
  * remembered durably. On failure the outputs are untouched and err says why,
- * except that a counter refusal (LS_ECOUNTER) sets *ret_counter_seen (may be
- * NULL) to the highest counter accepted from the signing key: the refusal's
- * reply carries it so the coordinator can move past it. */
+ * except *ret_refusal (may be NULL), which is filled on every failure. */
 int env_verify_command(struct env_verifier *v, const uint8_t *buf, size_t len, long long now_us,
-                       Lockstep__Command **ret_cmd, const struct env_trusted **ret_key, uint64_t *ret_counter_seen,
-                       lserr *err);
+                       Lockstep__Command **ret_cmd, const struct env_trusted **ret_key,
+                       struct env_refusal *ret_refusal, lserr *err);
+
+/* The unsigned answer to a command refused before its signature verified
+ * (code: LS_EUNKNOWNKEY, LS_EBADSIG, LS_EVERSION; anything else is malformed):
+ * an envelope with only its refusal set. Costs no signature and says nothing
+ * an attacker chose. *ret is malloc'd, the caller's. */
+int env_seal_refusal(int code, uint8_t **ret, size_t *ret_len, lserr *err);
+/* The wire's Refusal for a verifier code, and its short name ("unknown-key"). */
+Lockstep__Refusal env_refusal_of(int code);
+const char *env_refusal_name(Lockstep__Refusal r);
 
 /* Checks a reply against the agent's pinned key, its id and the hash of the
- * command it must answer. *ret is the caller's (lockstep__reply__free_unpacked). */
+ * command it must answer. *ret is the caller's (lockstep__reply__free_unpacked).
+ * An unsigned refusal is never a reply: LS_EREFUSED, err names its code. */
 int env_verify_reply(const uint8_t *buf, size_t len, size_t max_size, const struct keys_public *pinned,
                      const char *agent_id, const uint8_t cmd_hash[ENV_HASH_LEN], Lockstep__Reply **ret,
                      lserr *err);

@@ -56,6 +56,7 @@ static const char *const names[] = {
         [LS_EIMAGE - LS_E_BASE] = "image-missing",
         [LS_ECORRUPT - LS_E_BASE] = "image-corrupt",
         [LS_EHV - LS_E_BASE] = "hypervisor",
+        [LS_EREFUSED - LS_E_BASE] = "refused-unverified",
 };
 
 const char *lserr_name(int code)

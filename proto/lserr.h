@@ -39,6 +39,7 @@ enum {
         LS_EIMAGE,         /* an image a revert needs is missing */
         LS_ECORRUPT,       /* an image fails its check */
         LS_EHV,            /* other hypervisor failure */
+        LS_EREFUSED,       /* agent refused the command before its signature verified */
         LS_E_LAST,
 };
 

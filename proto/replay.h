@@ -6,7 +6,10 @@
  * refused, and inside that window each counter is accepted once. The window lets
  * commands that were sent in order but verified on two threads in the other
  * order both pass; after a restart the window is unknown and everything at or
- * below the stored highest is refused. Not thread-safe: the caller serialises. */
+ * below the stored highest is refused. The window also lets a command held back
+ * on the path arrive after a later one: an opening step delayed past its
+ * transaction's decision is refused by the agent's memory of decided txids
+ * (agent/decided.h), not here. Not thread-safe: the caller serialises. */
 #pragma once
 
 #include <stddef.h>

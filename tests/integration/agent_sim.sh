@@ -204,14 +204,68 @@ stop_agent host-a
 check "SIGTERM: thawed before exit" bash -c "! grep -q '^frozen 1' $T/host-a/sim/web1.state"
 start_agent host-a
 
-# 16. Refused commands get a signed refusal saying why.
+# 16. Refused commands get a signed refusal saying why, once their signature
+# verified; before, only an unsigned refusal code (case 18).
 r=$(TARGET=host-b send host-a status || true)
 check "command for another agent refused" [ "$(jqr .reject_reason <<<"$r")" = wrong-target ]
+check "... the signed refusal names the step" [ "$(jqr .step <<<"$r")" = STATUS ]
 r=$(KEY=reader send host-a freeze t19 s19 quiesce 1000 web1:0 || true)
 check "key without the snapshot role refused" [ "$(jqr .reject_reason <<<"$r")" = role-denied ]
+check "... naming its txid and step" [ "$(jqr .txid <<<"$r")/$(jqr .step <<<"$r")" = t19/FREEZE ]
 check "... and nothing frozen" bash -c "! grep -q '^frozen 1' $T/host-a/sim/web1.state"
-r=$(KEY=stranger send host-a status || true)
-check "unknown key refused" [ "$(jqr .reject_reason <<<"$r")" = unknown-key ]
+rc=0; e=$(KEY=stranger send host-a status 2>&1 >/dev/null) || rc=$?
+check "unknown key refused, no verified reply" [ "$rc" = 3 ]
+check "... the sender is told the agent does not know its key" grep -q 'refused the command before checking its signature (unknown-key, unsigned)' <<<"$e"
 check "refusals logged" grep -q 'refused command (wrong-target)' "$T/host-a/agent.log"
+
+# 17. A FREEZE held back on the path (-o seals it, counter n) until the
+# coordinator gave up and sent ABORT (n + 1) of the txid the agent never saw.
+# The held FREEZE then arrives inside the counter window: refused, the guest
+# stays thawed; and after a restart a FREEZE of that txid is still refused.
+# Counters n and n + 1, as one coordinator process numbers two sends: a
+# counter file hands out the value it holds (when above the clock).
+n=$(( $(date +%s%6N) + 5000000 ))
+echo "$n" > "$T/n.counter"; echo "$((n + 1))" > "$T/n1.counter"; echo "$((n + 2))" > "$T/coord.counter"
+send host-a -C "$T/n.counter" -o "$T/held.freeze" freeze t40 s40 quiesce 10000 web1:0 >/dev/null
+r=$(send host-a -C "$T/n1.counter" abort t40)
+check "ABORT of a txid never seen: ok" [ "$(jqr .code <<<"$r")" = OK ]
+r=$(send host-a -i "$T/held.freeze" || true)
+check "held FREEZE delivered after its ABORT: refused" [ "$(jqr .code <<<"$r")/$(jqr .txid <<<"$r")" = E_BAD_STATE/t40 ]
+check "... saying the transaction was already decided" grep -q 'was already decided on this agent' <<<"$(jqr .message <<<"$r")"
+check "... web1 stays thawed" none_frozen
+check "... t40 not in doubt" [ "$(send host-a status | jq '[.in_doubt[] | select(.txid == "t40")] | length')" = 0 ]
+check "the memory is a file under the journal dir" test -s "$T/host-a/journal/decided.list"
+stop_agent host-a
+start_agent host-a
+r=$(send host-a freeze t40 s40 quiesce 10000 web1:0 || true)
+check "after a restart, a FREEZE of the aborted txid: refused" [ "$(jqr .code <<<"$r")" = E_BAD_STATE ]
+check "... web1 stays thawed" none_frozen
+r=$(send host-a freeze t41 s41 quiesce 10000 web1:0)
+check "another txid freezes as before" frozen host-a web1
+send host-a abort t41 >/dev/null
+
+# 18. Junk gets no signed reply: an unknown key and a bad signature are
+# answered with the unsigned refusal code alone (Envelope field 5: 28 02 is
+# unknown-key, 28 03 bad-signature), no key id, body or signature.
+rc=0; KEY=stranger send host-a -R "$T/junk.reply" status >/dev/null 2>&1 || rc=$?
+check "unknown key: reply bytes are the code alone" [ "$rc/$(od -An -tx1 "$T/junk.reply" | tr -d ' \n')" = 3/2802 ]
+rc=0; send host-a -x -R "$T/junk.reply" freeze t42 s42 quiesce 10000 web1:0 >/dev/null 2>&1 || rc=$?
+check "bad signature: reply bytes are the code alone" [ "$rc/$(od -An -tx1 "$T/junk.reply" | tr -d ' \n')" = 3/2803 ]
+check "... and nothing frozen" none_frozen
+check "junk logged as unverified" grep -q 'refused unverified (bad-signature), answered unsigned' "$T/host-a/agent.log"
+
+# 19. The counter window stays for everything else: commands sent in order
+# that arrive in the other order (n + 1 first) both pass, an opening step of
+# a txid nobody decided included.
+n=$(( $(date +%s%6N) + 5000000 ))
+echo "$n" > "$T/n.counter"; echo "$((n + 1))" > "$T/n1.counter"; echo "$((n + 2))" > "$T/coord.counter"
+send host-a -C "$T/n.counter" -o "$T/held.freeze" freeze t44 s44 quiesce 10000 web1:0 >/dev/null
+r=$(send host-a -C "$T/n1.counter" status)
+check "n + 1 first: accepted" [ "$(jqr .code <<<"$r")" = OK ]
+r=$(send host-a -i "$T/held.freeze")
+check "then n, a FREEZE of an undecided txid: accepted inside the window" [ "$(jqr .code <<<"$r")/$(jqr .state <<<"$r")" = OK/TXN_FROZEN ]
+check "... web1 frozen" frozen host-a web1
+send host-a abort t44 >/dev/null
+check "... and thawed by its ABORT" none_frozen
 
 finish

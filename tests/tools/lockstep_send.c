@@ -2,12 +2,17 @@
  * coordinator does, and prints the verified reply as JSON. For tests and for
  * operators debugging an agent; not a replacement for lockstepd.
  *
- *   lockstep-send -k COORD.key -p AGENT.pub -u URL -a AGENT [-C COUNTER] [-t MS] [-T TARGET] STEP ...
+ *   lockstep-send -k COORD.key -p AGENT.pub -u URL -a AGENT [-C COUNTER] [-t MS] [-T TARGET]
+ *                 [-o HELD | -i HELD] [-R REPLY] [-x] STEP ...
  *   STEP: status | discover
  *         freeze TXID SNAPSHOT MODE LEASE_MS VM[:TIER[:crash]]...
  *         check TXID MODE LEASE_MS VM[:TIER[:crash]]...
  *         snapshot TXID | commit TXID | abort TXID
  *         delete TXID CUT_TXID SNAPSHOT VM...
+ * What an on-path attacker does, for tests: -o seals the command into HELD and
+ * sends nothing (a command held back); -i sends the sealed bytes of HELD
+ * instead of a new command (no STEP); -x flips a bit of the signature; -R
+ * writes the raw reply bytes to REPLY, whatever they are.
  * Exit: 0 reply code OK, 1 other reply code, 2 usage, 3 no verified reply. */
 #include <getopt.h>
 #include <stdio.h>
@@ -15,7 +20,72 @@
 #include <string.h>
 
 #include "agentlink.h"
+#include "cleanup.h"
+#include "fsutil.h"
 #include "json.h"
+
+struct raw_opts {
+        const char *held_out, *held_in, *reply_out;
+        int flip, timeout_ms;
+};
+
+static void command_freep(Lockstep__Command **c)
+{
+        if (*c)
+                lockstep__command__free_unpacked(*c, NULL);
+}
+
+/* A command sealed earlier (-o): its bytes, hash and the command itself. */
+static int read_held(const char *path, struct agentlink_req *req, Lockstep__Command **ret, lserr *err)
+{
+        Lockstep__Envelope *env;
+        char *buf = NULL;
+        size_t len = 0;
+        int r = fsutil_read_all(path, ENV_MAX_DEFAULT, &buf, &len, err);
+
+        if (r < 0)
+                return r;
+        env = lockstep__envelope__unpack(NULL, len, (uint8_t *)buf);
+        *ret = env ? lockstep__command__unpack(NULL, env->body.len, env->body.data) : NULL;
+        if (env)
+                lockstep__envelope__free_unpacked(env, NULL);
+        if (!*ret || env_body_hash((uint8_t *)buf, len, ENV_MAX_DEFAULT, req->hash) < 0) {
+                free(buf);
+                return lserr_set(err, -EINVAL, "%s: not a sealed command", path);
+        }
+        req->buf = (uint8_t *)buf;
+        req->len = len;
+        return 0;
+}
+
+/* The -o/-i/-R/-x path: one call by hand, no stale-counter healing. */
+static int send_raw(struct agentlink *l, Lockstep__Command *cmd, const struct raw_opts *o, Lockstep__Reply **ret,
+                    lserr *err)
+{
+        _cleanup_(command_freep) Lockstep__Command *held = NULL;
+        struct agentlink_req req = {0};
+        _cleanup_free_ uint8_t *resp = NULL;
+        size_t resp_len = 0;
+        int r = o->held_in ? read_held(o->held_in, &req, &held, err) : agentlink_seal(l, cmd, &req, err);
+
+        if (r < 0)
+                return r;
+        if (o->held_out) {
+                r = fsutil_write_atomic(o->held_out, req.buf, req.len, 0600, 0, err);
+                free(req.buf);
+                return r < 0 ? r : 1;
+        }
+        /* The last bytes of an envelope are its signature's. */
+        if (o->flip)
+                req.buf[req.len - 1] ^= 1;
+        r = transport_call(agentlink_socket(l), req.buf, req.len, o->timeout_ms, &resp, &resp_len, err);
+        if (r >= 0 && o->reply_out)
+                r = fsutil_write_atomic(o->reply_out, resp, resp_len, 0600, 0, err);
+        if (r >= 0)
+                r = agentlink_accept(l, held ? held : cmd, &req, resp, resp_len, ret, err);
+        free(req.buf);
+        return r;
+}
 
 static Lockstep__Mode mode_of(const char *word)
 {
@@ -132,7 +202,8 @@ static void print_reply(const Lockstep__Reply *r)
 
 static int usage(void)
 {
-        fprintf(stderr, "usage: lockstep-send -k KEY -p AGENT.pub -u URL -a AGENT [-C COUNTER] [-t MS] STEP ...\n"
+        fprintf(stderr, "usage: lockstep-send -k KEY -p AGENT.pub -u URL -a AGENT [-C COUNTER] [-t MS] [-T TARGET]\n"
+                        "                     [-o HELD | -i HELD] [-R REPLY] [-x] STEP ...\n"
                         "  status | discover | snapshot TXID | commit TXID | abort TXID\n"
                         "  freeze TXID SNAPSHOT quiesce|pause|memory LEASE_MS VM[:TIER[:crash]]...\n"
                         "  check TXID quiesce|pause|memory LEASE_MS VM[:TIER[:crash]]...\n"
@@ -159,9 +230,10 @@ int main(int argc, char **argv)
         Lockstep__Member *mem = NULL, **memp = NULL;
         Lockstep__Reply *rep = NULL;
         char ctrbuf[4200];
+        struct raw_opts raw = {0};
         lserr err = {0};
 
-        while ((c = getopt(argc, argv, "k:p:u:a:C:t:T:")) != -1) {
+        while ((c = getopt(argc, argv, "k:p:u:a:C:t:T:o:i:R:x")) != -1) {
                 switch (c) {
                 case 'k': keyf = optarg; break;
                 case 'p': pubf = optarg; break;
@@ -170,16 +242,20 @@ int main(int argc, char **argv)
                 case 'C': ctrf = optarg; break;
                 case 't': timeout = atoi(optarg); break;
                 case 'T': target = optarg; break; /* address another agent: tests refusals */
+                case 'o': raw.held_out = optarg; break;
+                case 'i': raw.held_in = optarg; break;
+                case 'R': raw.reply_out = optarg; break;
+                case 'x': raw.flip = 1; break;
                 default: return usage();
                 }
         }
-        if (!keyf || !pubf || !url || !agent || optind >= argc)
+        if (!keyf || !pubf || !url || !agent || (optind >= argc && !raw.held_in) || (raw.held_in && raw.held_out))
                 return usage();
         if (!ctrf) {
                 snprintf(ctrbuf, sizeof(ctrbuf), "%s.counter", keyf);
                 ctrf = ctrbuf;
         }
-        const char *step = argv[optind++];
+        const char *step = optind < argc ? argv[optind++] : "status";
         cmd.txid = "";
         cmd.target = (char *)target;
         if (!strcmp(step, "status")) {
@@ -257,8 +333,15 @@ int main(int argc, char **argv)
                 r = counter_open(ctrf, &ctr, &err);
         if (r >= 0)
                 r = agentlink_open(agent, url, &pub, key, ctr, NULL, &l, &err);
-        if (r >= 0)
+        raw.timeout_ms = timeout;
+        if (r >= 0 && (raw.held_out || raw.held_in || raw.reply_out || raw.flip))
+                r = send_raw(l, &cmd, &raw, &rep, &err);
+        else if (r >= 0)
                 r = agentlink_call(l, &cmd, timeout, &rep, &err);
+        if (r == 1) {
+                rc = 0;
+                goto out;
+        }
         if (r < 0) {
                 fprintf(stderr, "lockstep-send: %s\n", err.msg);
                 goto out;

@@ -1,7 +1,9 @@
 /* test_agentlink: a stale-counter refusal heals itself. A fake agent on ipc://
  * verifies commands with the real verifier and replay state (or answers a
  * scripted refusal), and agentlink_call moves the shared counter past what it
- * reports and sends once more, once, and never past the counter's bound. */
+ * reports and sends once more, once, and never past the counter's bound. A
+ * refusal naming another txid or step is ignored; an unsigned refusal code is
+ * a failure, never a reply. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -24,6 +26,9 @@ enum mode {
         REAL,         /* verify as the agent does; refusals as dispatch answers them */
         ALWAYS_STALE, /* refuse everything as stale, reporting fake_seen */
         ROLE_REFUSED, /* refuse everything for the role, with a counter_seen anyway */
+        OTHER_TXID,   /* a signed refusal naming another transaction (a flipped bit) */
+        OTHER_STEP,   /* a signed refusal naming another step */
+        UNSIGNED,     /* the unsigned refusal code for an unknown key */
 };
 
 struct fx {
@@ -71,8 +76,8 @@ static int handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, size
         Lockstep__Reply rep = LOCKSTEP__REPLY__INIT;
         Lockstep__Command *cmd = NULL;
         const struct env_trusted *key = NULL;
+        struct env_refusal rf = {0};
         uint8_t hash[ENV_HASH_LEN];
-        uint64_t seen = 0;
         lserr err = {0};
         int r;
 
@@ -81,18 +86,28 @@ static int handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, size
                 pthread_mutex_unlock(&f->lock);
                 return -1;
         }
+        if (f->mode == UNSIGNED) {
+                r = env_seal_refusal(LS_EUNKNOWNKEY, ret, ret_len, &err);
+                pthread_mutex_unlock(&f->lock);
+                return r;
+        }
         rep.agent = AGENT;
         rep.command_hash.data = hash;
         rep.command_hash.len = ENV_HASH_LEN;
         rep.code = LOCKSTEP__ERROR_CODE__E_REJECTED;
         rep.message = "refused";
+        /* Every refusal names what it refuses, as dispatch's do: status's. */
+        rep.txid = "";
+        rep.step = LOCKSTEP__STEP__STEP_STATUS;
         switch (f->mode) {
         case REAL:
-                r = env_verify_command(f->v, req, len, fsutil_now_us(), &cmd, &key, &seen, &err);
+                r = env_verify_command(f->v, req, len, fsutil_now_us(), &cmd, &key, &rf, &err);
                 if (r < 0) {
                         rep.reject_reason = r;
+                        rep.txid = rf.txid;
+                        rep.step = rf.step;
                         if (r == LS_ECOUNTER)
-                                rep.counter_seen = seen;
+                                rep.counter_seen = rf.counter_seen;
                 } else {
                         rep.code = LOCKSTEP__ERROR_CODE__OK;
                         rep.message = "";
@@ -107,6 +122,16 @@ static int handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, size
         case ROLE_REFUSED:
                 rep.reject_reason = LS_EROLE;
                 rep.counter_seen = f->fake_seen;
+                break;
+        case OTHER_TXID:
+                rep.reject_reason = LS_EROLE;
+                rep.txid = "tx-other";
+                break;
+        case OTHER_STEP:
+                rep.reject_reason = LS_EROLE;
+                rep.step = LOCKSTEP__STEP__STEP_FREEZE;
+                break;
+        case UNSIGNED:
                 break;
         }
         r = env_seal_reply(f->agent, &rep, ret, ret_len, &err);
@@ -296,6 +321,48 @@ static void test_other_replies_not_resent(void **state)
         assert_int_equal(f->n_seen, 3);
 }
 
+/* A signed refusal is a reply like any other: it must name the command's
+ * txid and step, or a bit flipped on the path turns a genuine command into an
+ * authentic-looking refusal of it. */
+static void test_refusal_of_another_command_ignored(void **state)
+{
+        static const enum mode modes[] = {OTHER_TXID, OTHER_STEP};
+        struct fx *f = *state;
+        Lockstep__Command c;
+        Lockstep__StatusRequest st;
+        Lockstep__Reply *rep = NULL;
+        lserr err = {0};
+
+        status_cmd(&c, &st);
+        for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+                f->mode = modes[i];
+                lserr_clear(&err);
+                assert_int_equal(agentlink_call(f->link, &c, 5000, &rep, &err), LS_EPEER);
+                assert_null(rep);
+                if (!strstr(err.msg, "reply ignored: it answers transaction"))
+                        fail_msg("\"%s\" does not say the refusal answers another command", err.msg);
+        }
+}
+
+/* An unsigned refusal code is a transport-level failure, never a reply. */
+static void test_unsigned_refusal_is_a_failure(void **state)
+{
+        struct fx *f = *state;
+        Lockstep__Command c;
+        Lockstep__StatusRequest st;
+        Lockstep__Reply *rep = NULL;
+        lserr err = {0};
+
+        status_cmd(&c, &st);
+        f->mode = UNSIGNED;
+        assert_int_equal(agentlink_call(f->link, &c, 5000, &rep, &err), LS_EREFUSED);
+        assert_null(rep);
+        if (!strstr(err.msg, "agent \"" AGENT "\": STATUS: refused the command before checking its signature "
+                             "(unknown-key, unsigned)"))
+                fail_msg("unexpected message: %s", err.msg);
+        assert_int_equal(f->n_seen, 1);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -303,6 +370,8 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_second_refusal_stands, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_huge_counter_seen_refused, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_other_replies_not_resent, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_refusal_of_another_command_ignored, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_unsigned_refusal_is_a_failure, setup, teardown),
         };
         int rc = cmocka_run_group_tests(tests, NULL, NULL);
 

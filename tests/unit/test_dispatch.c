@@ -1,10 +1,15 @@
 /* test_dispatch: real signed commands through dispatch_handle, with a real
  * verifier, replay state, transaction manager and the sim backend. An accepted
- * command acts and is answered; every refused one (unsigned, bad signature,
- * unknown key, replayed, old counter, wrong target, expired, oversized, unknown
- * step, garbage) gets a signed E_REJECTED reply with its reason and changes
- * nothing: no guest frozen, no journal file, no nonce or counter remembered. */
+ * command acts and is answered; every refused one changes nothing (no guest
+ * frozen, no journal file, no nonce or counter remembered). One refused before
+ * its signature verified (unsigned, bad signature, unknown key, oversized,
+ * garbage) gets an unsigned refusal code and nothing else, logged within a
+ * budget; one refused after (replayed, old counter, wrong target, expired,
+ * unknown step) a signed E_REJECTED reply naming its txid and step. An opening
+ * step of a txid already decided is refused, also after a restart, and the
+ * memory of decided txids is bounded. */
 #include <dirent.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,12 +17,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
+#include "decided.h"
 #include "dispatch.h"
+#include "dispatch_priv.h"
 #include "fsutil.h"
 #include "testutil.h"
+#include "txn_priv.h"
 
 #define SELF "host-a"
 #define WINDOW_US (30LL * 1000000LL)
@@ -182,34 +192,34 @@ static Lockstep__Reply *handle(struct fx *f, const uint8_t *buf, size_t len)
         return rep;
 }
 
-/* A request with no envelope to hash (oversized, garbage): the reply is signed
- * by the agent but answers no command hash. */
-static Lockstep__Reply *handle_unhashed(struct fx *f, const uint8_t *buf, size_t len)
+/* A request refused before its signature verified: the answer's bytes are
+ * the refusal code and nothing else (field 5, varint): no key id, no body, no
+ * signature, nothing of the request. The coordinator sees it as a failure. */
+static void expect_unsigned(struct fx *f, const uint8_t *buf, size_t len, Lockstep__Refusal want)
 {
         uint8_t *out = NULL, none[ENV_HASH_LEN] = {0};
+        const uint8_t bytes[] = {(5 << 3) | 0, (uint8_t)want};
         size_t out_len = 0;
         Lockstep__Reply *rep = NULL;
-        Lockstep__Envelope *env;
         lserr err = {0};
 
         assert_int_equal(dispatch_handle(f->d, buf, len, &out, &out_len), 0);
-        /* LS_EPEER comes only after the key, the signature and the agent id checked out. */
+        assert_int_equal(out_len, sizeof(bytes));
+        assert_memory_equal(out, bytes, sizeof(bytes));
         assert_int_equal(env_verify_reply(out, out_len, ENV_MAX_DEFAULT, keys_secret_public(f->agent), SELF, none,
                                           &rep, &err),
-                         LS_EPEER);
-        env = lockstep__envelope__unpack(NULL, out_len, out);
-        assert_non_null(env);
-        rep = lockstep__reply__unpack(NULL, env->body.len, env->body.data);
-        assert_non_null(rep);
-        assert_int_equal(rep->command_hash.len, 0);
-        lockstep__envelope__free_unpacked(env, NULL);
+                         LS_EREFUSED);
+        assert_null(rep);
         free(out);
-        return rep;
 }
 
 static void expect_refused(Lockstep__Reply *rep, int reason, const char *words)
 {
         assert_int_equal(rep->code, LOCKSTEP__ERROR_CODE__E_REJECTED);
+        /* Signed refusals name the command's step (every one here has one the
+         * verifier knows, or the unknown step's 0). */
+        assert_true(rep->step == LOCKSTEP__STEP__STEP_FREEZE || rep->step == LOCKSTEP__STEP__STEP_STATUS ||
+                    rep->step == LOCKSTEP__STEP__STEP_SNAPSHOT || rep->step == LOCKSTEP__STEP__STEP_UNSPECIFIED);
         assert_int_equal(rep->reject_reason, reason);
         assert_non_null(strstr(rep->message, SELF ": command refused: "));
         if (!strstr(rep->message, words))
@@ -337,14 +347,14 @@ static void test_unsigned(void **state)
         len = lockstep__envelope__get_packed_size(&env);
         buf = malloc(len);
         lockstep__envelope__pack(&env, buf);
-        expect_refused(handle(f, buf, len), LS_EMALFORMED, "signature has the wrong length");
+        expect_unsigned(f, buf, len, LOCKSTEP__REFUSAL__REFUSAL_MALFORMED);
         free(buf);
         env.signature.data = zero;
         env.signature.len = ENV_SIG_LEN;
         len = lockstep__envelope__get_packed_size(&env);
         buf = malloc(len);
         lockstep__envelope__pack(&env, buf);
-        expect_refused(handle(f, buf, len), LS_EBADSIG, "signature does not verify");
+        expect_unsigned(f, buf, len, LOCKSTEP__REFUSAL__REFUSAL_BAD_SIGNATURE);
         free(buf);
         free(body);
         assert_unchanged(f);
@@ -361,11 +371,11 @@ static void test_bad_signature(void **state)
         freeze_cmd(&k, "tx-0003");
         seal(f->coord, &k, f->counter + 1, fsutil_now_us(), &buf, &len);
         buf[len - 1] ^= 1;
-        expect_refused(handle(f, buf, len), LS_EBADSIG, "signature does not verify");
+        expect_unsigned(f, buf, len, LOCKSTEP__REFUSAL__REFUSAL_BAD_SIGNATURE);
         free(buf);
         /* Signed by a key the agent does not trust. */
         seal(f->other, &k, f->counter + 1, fsutil_now_us(), &buf, &len);
-        expect_refused(handle(f, buf, len), LS_EUNKNOWNKEY, "unknown key");
+        expect_unsigned(f, buf, len, LOCKSTEP__REFUSAL__REFUSAL_UNKNOWN_KEY);
         free(buf);
         assert_unchanged(f);
 }
@@ -444,7 +454,7 @@ static void test_oversized(void **state)
         /* A valid command padded past the limit: refused on size alone. */
         big = calloc(1, ENV_MAX_DEFAULT + 1);
         memcpy(big, buf, len);
-        expect_refused(handle_unhashed(f, big, ENV_MAX_DEFAULT + 1), LS_EOVERSIZE, "over the 1048576-byte limit");
+        expect_unsigned(f, big, ENV_MAX_DEFAULT + 1, LOCKSTEP__REFUSAL__REFUSAL_MALFORMED);
         free(big);
         free(buf);
         assert_unchanged(f);
@@ -475,7 +485,226 @@ static void test_unknown_step(void **state)
         free(buf);
         /* Not an envelope at all. */
         memset(junk, 0xff, sizeof(junk));
-        expect_refused(handle_unhashed(f, junk, sizeof(junk)), LS_EMALFORMED, "envelope does not unpack");
+        expect_unsigned(f, junk, sizeof(junk), LOCKSTEP__REFUSAL__REFUSAL_MALFORMED);
+        assert_unchanged(f);
+}
+
+/* ---- late opening steps (a FREEZE held back until after its ABORT) --------- */
+
+static void abort_cmd(struct cmd *k, Lockstep__DecideRequest *de, const char *txid)
+{
+        lockstep__command__init(&k->c);
+        lockstep__decide_request__init(de);
+        de->decision = LOCKSTEP__DECISION__DECISION_ABORT;
+        k->c.target = SELF;
+        k->c.txid = (char *)txid;
+        k->c.step = LOCKSTEP__STEP__STEP_DECIDE;
+        k->c.payload_case = LOCKSTEP__COMMAND__PAYLOAD_DECIDE;
+        k->c.decide = de;
+}
+
+/* The agent's transaction manager and dispatcher stopped and started again on
+ * the same journal directory, as after a restart. */
+static void restart_txns(struct fx *f)
+{
+        lserr err = {0};
+
+        dispatch_free(f->d);
+        txn_mgr_shutdown(f->txns);
+        txn_mgr_free(f->txns);
+        assert_int_equal(txn_mgr_new(f->cfg, f->hv, NULL, &f->txns, &err), 0);
+        assert_int_equal(txn_mgr_recover(f->txns, &err), 0);
+        assert_int_equal(dispatch_new(f->cfg, f->agent, f->v, f->hv, f->txns, &f->d, &err), 0);
+}
+
+static void expect_late_refused(Lockstep__Reply *rep, const char *txid)
+{
+        assert_int_equal(rep->code, LOCKSTEP__ERROR_CODE__E_BAD_STATE);
+        assert_string_equal(rep->txid, txid);
+        assert_int_equal(rep->step, LOCKSTEP__STEP__STEP_FREEZE);
+        if (!strstr(rep->message, "was already decided on this agent: a late opening step is refused"))
+                fail_msg("\"%s\" does not say the transaction was decided", rep->message);
+        lockstep__reply__free_unpacked(rep, NULL);
+}
+
+/* FREEZE sealed with counter n, held on the path; ABORT (n + 1) of a txid the
+ * agent never saw is answered; then the held FREEZE arrives, inside the counter
+ * window. It is refused and the guest stays thawed; and a FREEZE of that txid
+ * is still refused after a restart. */
+static void test_freeze_after_abort(void **state)
+{
+        struct fx *f = *state;
+        Lockstep__DecideRequest de;
+        struct cmd held, k;
+        uint8_t *held_buf, *buf;
+        size_t held_len, len;
+        Lockstep__Reply *rep;
+
+        freeze_cmd(&held, "tx-late");
+        seal(f->coord, &held, ++f->counter, fsutil_now_us(), &held_buf, &held_len);
+        abort_cmd(&k, &de, "tx-late");
+        seal(f->coord, &k, ++f->counter, fsutil_now_us(), &buf, &len);
+        rep = handle(f, buf, len);
+        free(buf);
+        assert_int_equal(rep->code, LOCKSTEP__ERROR_CODE__OK);
+        lockstep__reply__free_unpacked(rep, NULL);
+
+        expect_late_refused(handle(f, held_buf, held_len), "tx-late");
+        free(held_buf);
+        assert_false(frozen(f, "web1"));
+        assert_int_equal(status_in_doubt(f), 0);
+
+        /* Durable: after a restart the counter alone would refuse the held
+         * command, so a fresh FREEZE of the aborted txid is sent instead. */
+        restart_txns(f);
+        freeze_cmd(&k, "tx-late");
+        seal(f->coord, &k, ++f->counter, fsutil_now_us(), &buf, &len);
+        expect_late_refused(handle(f, buf, len), "tx-late");
+        free(buf);
+        assert_false(frozen(f, "web1"));
+
+        /* Only that txid: another one freezes as before. */
+        freeze_cmd(&k, "tx-next");
+        seal(f->coord, &k, ++f->counter, fsutil_now_us(), &buf, &len);
+        rep = handle(f, buf, len);
+        free(buf);
+        assert_int_equal(rep->code, LOCKSTEP__ERROR_CODE__OK);
+        lockstep__reply__free_unpacked(rep, NULL);
+        assert_true(frozen(f, "web1"));
+}
+
+/* The same refusal where the FREEZE takes its members, under the lock the
+ * decision is noted under: a FREEZE that passed dispatch's early look just
+ * before the ABORT was noted still freezes nothing. */
+static void test_late_freeze_refused_at_enlist(void **state)
+{
+        struct fx *f = *state;
+        struct cmd k;
+        uint8_t *out = NULL;
+        size_t out_len = 0;
+        Lockstep__Reply *rep;
+        lserr err = {0};
+
+        assert_int_equal(txn_note_decided(f->txns, "tx-race", &err), 0);
+        assert_true(txn_was_decided(f->txns, "tx-race"));
+        freeze_cmd(&k, "tx-race");
+        assert_int_equal(txn_step(f->txns, &k.c, &out, &out_len), 0);
+        rep = lockstep__reply__unpack(NULL, out_len, out);
+        free(out);
+        assert_non_null(rep);
+        assert_int_not_equal(rep->code, LOCKSTEP__ERROR_CODE__OK);
+        assert_int_equal(rep->n_members, 1);
+        assert_int_equal(rep->members[0]->code, LOCKSTEP__ERROR_CODE__E_BAD_STATE);
+        assert_non_null(strstr(rep->members[0]->message, "freeze: transaction tx-race was already decided"));
+        lockstep__reply__free_unpacked(rep, NULL);
+        assert_false(frozen(f, "web1"));
+        /* A decision of a transaction the agent has is not noted: its own
+         * record answers a resend. */
+        assert_int_equal(txn_note_decided(f->txns, "tx-race", &err), 0);
+}
+
+/* The memory is bounded: DECIDED_MAX entries, each kept keep_us, on disk. A
+ * full memory fails closed until what it forgot would have expired. */
+static void test_decided_bound(void **state)
+{
+        struct fx *f = *state;
+        const long long keep = 60LL * 1000000LL, t0 = 1000000000000000LL;
+        struct decided *d = NULL;
+        char txid[32], path[4200];
+        lserr err = {0};
+        struct stat st;
+
+        assert_int_equal(decided_open(f->dir, keep, t0, &d, &err), 0);
+        for (int i = 0; i < DECIDED_MAX; i++) {
+                snprintf(txid, sizeof(txid), "tx-%05d", i);
+                assert_int_equal(decided_add(d, txid, t0 + i, &err), 0);
+        }
+        assert_int_equal(decided_count(d), DECIDED_MAX);
+        assert_true(decided_has(d, "tx-00000", t0 + DECIDED_MAX));
+        assert_false(decided_has(d, "tx-never", t0 + DECIDED_MAX));
+        /* One more: the oldest is forgotten, and every txid counts as decided
+         * until it would have expired. */
+        assert_int_equal(decided_add(d, "tx-extra", t0 + DECIDED_MAX, &err), 0);
+        assert_int_equal(decided_count(d), DECIDED_MAX);
+        assert_true(decided_has(d, "tx-never", t0 + keep - 1));
+        assert_false(decided_has(d, "tx-never", t0 + keep));
+        snprintf(path, sizeof(path), "%s/" DECIDED_FILE, f->dir);
+        assert_int_equal(stat(path, &st), 0);
+        assert_true(st.st_size < 64 + DECIDED_MAX * (21 + LS_NAME_MAX + 1));
+        d = decided_free(d);
+
+        /* Durable, and cleaned once expired: read back, then pruned. */
+        assert_int_equal(decided_open(f->dir, keep, t0 + DECIDED_MAX, &d, &err), 0);
+        assert_int_equal(decided_count(d), DECIDED_MAX);
+        assert_true(decided_has(d, "tx-extra", t0 + DECIDED_MAX));
+        d = decided_free(d);
+        assert_int_equal(decided_open(f->dir, keep, t0 + keep + DECIDED_MAX, &d, &err), 0);
+        assert_int_equal(decided_count(d), 0);
+        assert_false(decided_has(d, "tx-extra", t0 + keep + DECIDED_MAX));
+        assert_int_equal(decided_add(d, "tx-later", t0 + 2 * keep, &err), 0);
+        assert_int_equal(decided_count(d), 1);
+        assert_int_equal(stat(path, &st), 0);
+        assert_true(st.st_size < 128);
+        d = decided_free(d);
+
+        /* A file that does not parse is refused, naming it. */
+        assert_int_equal(fsutil_write_atomic(path, "lockstep-decided 1 0\nnot a line\n", 32, 0600, 0, &err), 0);
+        lserr_clear(&err);
+        assert_int_equal(decided_open(f->dir, keep, t0, &d, &err), -EBADMSG);
+        assert_non_null(strstr(err.msg, DECIDED_FILE ": line 2"));
+}
+
+/* ---- junk ------------------------------------------------------------------ */
+
+/* Lines of the agent's log (stderr) that contain what while fn runs. */
+static int log_lines(struct fx *f, const char *what, void (*fn)(struct fx *, int), int arg)
+{
+        char path[4200], line[4096];
+        int saved = dup(STDERR_FILENO), fd, n = 0;
+        FILE *in;
+
+        snprintf(path, sizeof(path), "%s/stderr.log", f->dir);
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        assert_true(fd >= 0 && saved >= 0);
+        fflush(stderr);
+        dup2(fd, STDERR_FILENO);
+        close(fd);
+        fn(f, arg);
+        fflush(stderr);
+        dup2(saved, STDERR_FILENO);
+        close(saved);
+        in = fopen(path, "r");
+        assert_non_null(in);
+        while (fgets(line, sizeof(line), in))
+                n += strstr(line, what) != NULL;
+        fclose(in);
+        return n;
+}
+
+static void send_junk(struct fx *f, int n)
+{
+        uint8_t junk[32], *out;
+        size_t out_len;
+
+        memset(junk, 0xff, sizeof(junk));
+        for (int i = 0; i < n; i++) {
+                out = NULL;
+                assert_int_equal(dispatch_handle(f->d, junk, sizeof(junk), &out, &out_len), 0);
+                free(out);
+        }
+}
+
+/* Junk is logged within a budget, then counted in one line. */
+static void test_junk_log_limited(void **state)
+{
+        struct fx *f = *state;
+
+        dispatch_set_junk_log(f->d, 3, 3600LL * 1000000LL);
+        assert_int_equal(log_lines(f, "refused unverified (malformed)", send_junk, 10), 3);
+        /* A new interval: the count of what was left out, then the next line. */
+        dispatch_set_junk_log(f->d, 3, 0);
+        assert_int_equal(log_lines(f, "refused unverified: 7 more message(s) suppressed from the log", send_junk, 1),
+                         1);
         assert_unchanged(f);
 }
 
@@ -490,6 +719,10 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_expired, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_oversized, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_unknown_step, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_freeze_after_abort, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_late_freeze_refused_at_enlist, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_decided_bound, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_junk_log_limited, setup, teardown),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,8 +1,9 @@
 /* test_engine: the round (fan out, record in the catalog, vote) and the cut
  * built on it, against three agents that are real nng rep sockets in this
  * process, verifying every command with the agent's verifier and answering
- * with signed replies: yes, a no, silence (the deadline passes), or nobody
- * listening at all. The catalog is a real SQLite file in a temp dir. */
+ * with signed replies: yes, a no, silence (the deadline passes), nobody
+ * listening at all, an unsigned wrong-key refusal, or a signed refusal of
+ * another transaction. The catalog is a real SQLite file in a temp dir. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -30,6 +31,8 @@ enum vote {
         NO,         /* FREEZE refused for the member */
         SILENT,     /* FREEZE never answered */
         NOBODY,     /* no socket at the agent's URL */
+        WRONG_KEY,  /* every command answered with the unsigned unknown-key code */
+        FLIPPED,    /* FREEZE answered with a signed refusal of another txid */
 };
 
 struct seen {
@@ -122,10 +125,23 @@ static int handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, size
         note(a, cmd);
         if (a->vote == SILENT && cmd->step == LOCKSTEP__STEP__STEP_FREEZE)
                 goto out;
+        if (a->vote == WRONG_KEY) {
+                r = env_seal_refusal(LS_EUNKNOWNKEY, ret, ret_len, &err);
+                goto out;
+        }
         rep.agent = a->id;
         rep.command_hash.data = hash;
         rep.command_hash.len = ENV_HASH_LEN;
         answer(a, cmd, &rep, mrp, &mr, &tm);
+        if (a->vote == FLIPPED && cmd->step == LOCKSTEP__STEP__STEP_FREEZE) {
+                /* Authentic, but of another transaction: what a bit flipped in
+                 * the txid on the way would have the agent refuse. */
+                rep.txid = "ls-flipped";
+                rep.code = LOCKSTEP__ERROR_CODE__E_REJECTED;
+                rep.reject_reason = LS_EROLE;
+                rep.message = "host-b: command refused: role";
+                rep.n_members = 0;
+        }
         r = env_seal_reply(a->key, &rep, ret, ret_len, &err);
 out:
         if (cmd)
@@ -412,6 +428,54 @@ static void test_round_unreachable(void **state)
         assert_int_equal(member(m, nm, "vm1")->code, LOCKSTEP__ERROR_CODE__OK);
 }
 
+/* A signed refusal that names another transaction is ignored like any reply
+ * to another command: the agent's member stays pending with the reason. */
+static void test_round_refusal_of_other_txn_ignored(void **state)
+{
+        struct fx *f = *state;
+        _cleanup_free_ struct cat_member *m = NULL;
+        struct cat_txn t;
+        struct round rd;
+        struct said s = {0};
+        struct progress p;
+        size_t nm = 0;
+        lserr err = {0};
+
+        f->agents[1].vote = FLIPPED;
+        assert_int_equal(freeze_round(f, &t, &rd, &s, &p), 0);
+        if (!strstr(rd.reason, "agent \"host-b\": FREEZE: reply ignored: it answers transaction \"ls-flipped\""))
+                fail_msg("reason: %s", rd.reason);
+        assert_int_equal(cat_members(f->cat, t.txid, &m, &nm, &err), 0);
+        assert_int_equal(member(m, nm, "vm2")->code, CAT_PENDING);
+}
+
+/* check tells an agent that does not trust our key (its unsigned refusal code)
+ * from one that does not answer, per agent. */
+static void test_check_wrong_key_and_unreachable(void **state)
+{
+        struct fx *f = *state;
+        _cleanup_free_ struct engine_check_member *out = NULL;
+        size_t n = 0;
+        lserr err = {0};
+
+        f->agents[1].vote = WRONG_KEY;
+        assert_int_equal(engine_check(f->e, "shop", -1, 0, &out, &n, &err), 1);
+        assert_int_equal(n, 3);
+        for (size_t i = 0; i < n; i++) {
+                if (!strcmp(out[i].agent, "host-a")) {
+                        assert_true(out[i].ok);
+                } else if (!strcmp(out[i].agent, "host-b")) {
+                        assert_string_equal(out[i].code, "WRONG_KEY");
+                        if (!strstr(out[i].message, "agent \"host-b\": CHECK: refused the command before checking "
+                                                    "its signature (unknown-key, unsigned)"))
+                                fail_msg("host-b: %s", out[i].message);
+                } else {
+                        assert_string_equal(out[i].code, "UNREACHABLE");
+                        assert_non_null(strstr(out[i].message, "agent \"host-c\""));
+                }
+        }
+}
+
 /* Which steps agent a saw, as one string ("FREEZE SNAPSHOT DECIDE:commit"). */
 static void steps_of(const struct fake *a, char *out, size_t n)
 {
@@ -536,6 +600,8 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_round_one_no, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_round_silent, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_round_unreachable, setup_nobody, teardown),
+                cmocka_unit_test_setup_teardown(test_round_refusal_of_other_txn_ignored, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_check_wrong_key_and_unreachable, setup_nobody, teardown),
                 cmocka_unit_test_setup_teardown(test_cut_all_yes_commits, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_cut_one_no_aborts_all, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_cut_silent_aborts, setup, teardown),

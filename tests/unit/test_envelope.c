@@ -469,7 +469,7 @@ static void test_counter_refusal_reports_highest(void **state)
         struct fx *f = *state;
         Lockstep__Command c, *out = NULL;
         const struct env_trusted *key = NULL;
-        uint64_t seen;
+        struct env_refusal rf;
         uint8_t *buf;
         size_t len;
         lserr err = {0};
@@ -481,22 +481,25 @@ static void test_counter_refusal_reports_highest(void **state)
 
         /* Below the window, inside it but already seen, and 0: all say 5000. */
         for (size_t i = 0; i < sizeof(stale) / sizeof(stale[0]); i++) {
-                seen = 42;
+                rf.counter_seen = 42;
                 seal_with(f->coord, &c, stale[i], NOW, &buf, &len);
                 lserr_clear(&err);
-                assert_int_equal(env_verify_command(f->v, buf, len, NOW, &out, &key, &seen, &err), LS_ECOUNTER);
+                assert_int_equal(env_verify_command(f->v, buf, len, NOW, &out, &key, &rf, &err), LS_ECOUNTER);
                 assert_null(out);
-                assert_int_equal(seen, 5000);
+                assert_int_equal(rf.counter_seen, 5000);
                 free(buf);
         }
 
         /* A refusal before the counter check leaves it alone. */
         freeze_cmd(&c, "host-b");
         seal_with(f->coord, &c, 4000, NOW, &buf, &len);
-        seen = 42;
+        rf.counter_seen = 42;
         lserr_clear(&err);
-        assert_int_equal(env_verify_command(f->v, buf, len, NOW, &out, &key, &seen, &err), LS_ETARGET);
-        assert_int_equal(seen, 42);
+        assert_int_equal(env_verify_command(f->v, buf, len, NOW, &out, &key, &rf, &err), LS_ETARGET);
+        assert_int_equal(rf.counter_seen, 0);
+        /* Refused after the signature verified: answered signed, naming it. */
+        assert_true(rf.answerable);
+        assert_int_equal(rf.step, LOCKSTEP__STEP__STEP_FREEZE);
         free(buf);
 
         /* A key without the role: a stale counter is still what it hears first;
@@ -507,14 +510,14 @@ static void test_counter_refusal_reports_highest(void **state)
         freeze_cmd(&c, SELF);
         seal_with(f->coord, &c, 4999, NOW, &buf, &len);
         lserr_clear(&err);
-        assert_int_equal(env_verify_command(f->v, buf, len, NOW, &out, &key, &seen, &err), LS_ECOUNTER);
-        assert_int_equal(seen, 5000);
+        assert_int_equal(env_verify_command(f->v, buf, len, NOW, &out, &key, &rf, &err), LS_ECOUNTER);
+        assert_int_equal(rf.counter_seen, 5000);
         free(buf);
         seal_with(f->coord, &c, 5001, NOW, &buf, &len);
-        seen = 42;
+        rf.counter_seen = 42;
         lserr_clear(&err);
-        assert_int_equal(env_verify_command(f->v, buf, len, NOW, &out, &key, &seen, &err), LS_EROLE);
-        assert_int_equal(seen, 42);
+        assert_int_equal(env_verify_command(f->v, buf, len, NOW, &out, &key, &rf, &err), LS_EROLE);
+        assert_int_equal(rf.counter_seen, 0);
         free(buf);
 
         /* The refusals burnt nothing: 5001 still passes once the role allows it. */
@@ -522,10 +525,10 @@ static void test_counter_refusal_reports_highest(void **state)
         replay_free(f->rp);
         make_verifier(f, CFG_ROLE_SNAPSHOT);
         seal_with(f->coord, &c, 5001, NOW, &buf, &len);
-        seen = 42;
+        rf.counter_seen = 42;
         lserr_clear(&err);
-        assert_int_equal(env_verify_command(f->v, buf, len, NOW, &out, &key, &seen, &err), 0);
-        assert_int_equal(seen, 42);
+        assert_int_equal(env_verify_command(f->v, buf, len, NOW, &out, &key, &rf, &err), 0);
+        assert_int_equal(rf.counter_seen, 42);
         assert_int_equal(out->counter, 5001);
         lockstep__command__free_unpacked(out, NULL);
         free(buf);
@@ -666,6 +669,69 @@ static void test_bad_fields(void **state)
         free(buf);
 }
 
+/* The unsigned refusal: two bytes, the code alone; a reply verifier takes it
+ * for a failure (LS_EREFUSED), never a reply, and a refusal code next to a
+ * signed message is malformed. Before the signature, the verifier says an
+ * answer may not be signed or name anything. */
+static void test_unsigned_refusal(void **state)
+{
+        static const struct {
+                int code;
+                uint8_t byte;
+                const char *name;
+        } cases[] = {
+                {LS_EUNKNOWNKEY, 2, "unknown-key"}, {LS_EBADSIG, 3, "bad-signature"},
+                {LS_EVERSION, 4, "bad-version"},   {LS_EOVERSIZE, 1, "malformed"},
+                {LS_EMALFORMED, 1, "malformed"},
+        };
+        struct fx *f = *state;
+        uint8_t *buf, hash[ENV_HASH_LEN] = {0}, junk[16];
+        size_t len;
+        Lockstep__Reply *out = NULL, rep = LOCKSTEP__REPLY__INIT;
+        Lockstep__Envelope *env;
+        Lockstep__Command *cmd = NULL;
+        const struct env_trusted *key = NULL;
+        struct env_refusal rf = {.answerable = 7};
+        lserr err = {0};
+        char want[128];
+
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                assert_int_equal(env_seal_refusal(cases[i].code, &buf, &len, &err), 0);
+                assert_int_equal(len, 2);
+                assert_int_equal(buf[0], 5 << 3);
+                assert_int_equal(buf[1], cases[i].byte);
+                lserr_clear(&err);
+                assert_int_equal(env_verify_reply(buf, len, ENV_MAX_DEFAULT, keys_secret_public(f->agent), SELF, hash,
+                                                  &out, &err),
+                                 LS_EREFUSED);
+                assert_null(out);
+                snprintf(want, sizeof(want), "(%s, unsigned)", cases[i].name);
+                assert_non_null(strstr(err.msg, want));
+                free(buf);
+        }
+        /* A signed reply with a refusal code bolted on is neither. */
+        rep.agent = SELF;
+        assert_int_equal(env_seal_reply(f->agent, &rep, &buf, &len, &err), 0);
+        env = lockstep__envelope__unpack(NULL, len, buf);
+        assert_non_null(env);
+        free(buf);
+        env->refusal = LOCKSTEP__REFUSAL__REFUSAL_UNKNOWN_KEY;
+        len = lockstep__envelope__get_packed_size(env);
+        buf = malloc(len);
+        lockstep__envelope__pack(env, buf);
+        lockstep__envelope__free_unpacked(env, NULL);
+        lserr_clear(&err);
+        assert_int_equal(env_verify_reply(buf, len, ENV_MAX_DEFAULT, keys_secret_public(f->agent), SELF, hash, &out,
+                                          &err),
+                         LS_EMALFORMED);
+        free(buf);
+        /* Junk that is not even an envelope: not answerable. */
+        memset(junk, 0xff, sizeof(junk));
+        assert_int_equal(env_verify_command(f->v, junk, sizeof(junk), NOW, &cmd, &key, &rf, &err), LS_EMALFORMED);
+        assert_false(rf.answerable);
+        assert_null(cmd);
+}
+
 static void test_step_names_and_roles(void **state)
 {
         (void)state;
@@ -696,6 +762,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_random_bytes, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_role_denied, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_bad_fields, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_unsigned_refusal, setup, teardown),
                 cmocka_unit_test(test_step_names_and_roles),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
