@@ -60,7 +60,12 @@ void txn_in_doubt_free(Lockstep__InDoubt **v, size_t n);
 /* Lease checks run every this many microseconds. */
 #define TXN_TICK_US 100000LL
 /* Finished transactions are remembered this long for resent commands (with
- * their journal files: the agent holds at most one hour of transactions)... */
+ * their journal files)... */
 #define TXN_KEEP_US (3600LL * 1000000LL)
+/* ... but only the newest TXN_KEEP_MAX of them once they are older than twice
+ * the command time window (no command sent while they ran can arrive after
+ * that): an agent that cuts every few seconds holds at most this many, or
+ * what two windows bring, not an hour of them. */
+#define TXN_KEEP_MAX 1024
 /* ... and their members only this long: then only their stored replies. */
 #define TXN_COMPACT_US (1LL * 1000000LL)

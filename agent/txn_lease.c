@@ -1,5 +1,5 @@
 /* txn_lease: the lease thread: ends leases that ran out, keeps thawing hung
- * guests, and forgets finished transactions after TXN_KEEP_US. */
+ * guests, and forgets finished transactions (TXN_KEEP_US, TXN_KEEP_MAX). */
 #include <time.h>
 
 #include "fsutil.h"
@@ -49,9 +49,23 @@ static void tick_one(struct txn_mgr *mg, struct txn *t, long long now)
         compact(t, now);
 }
 
+/* Whether a finished transaction is forgotten now; kept counts the finished
+ * ones seen so far, newest first (the list's order). */
+static int forget(const struct txn_mgr *mg, const struct txn *t, long long now, size_t *kept)
+{
+        long long age = now - t->finished_mono;
+
+        if (!t->finished_mono || !t->decided)
+                return 0;
+        ++*kept;
+        return age > TXN_KEEP_US ||
+               (*kept > TXN_KEEP_MAX && age > 2LL * mg->cfg->time_window_s * 1000000LL);
+}
+
 void txn_lease_tick(struct txn_mgr *mg)
 {
         long long now = fsutil_mono_us();
+        size_t kept = 0;
         struct txn **pp;
 
         pthread_mutex_lock(&mg->lock);
@@ -63,7 +77,7 @@ void txn_lease_tick(struct txn_mgr *mg)
                         continue;
                 }
                 tick_one(mg, t, now);
-                if (t->finished_mono && t->decided && now - t->finished_mono > TXN_KEEP_US) {
+                if (forget(mg, t, now, &kept)) {
                         lserr err = {0};
                         *pp = t->next;
                         journal_remove(mg->cfg->journal_dir, t->txid, &err);

@@ -662,6 +662,62 @@ static void test_lease(void **state)
         assert_null(journaled("l2"));
 }
 
+/* Sets how long ago every finished transaction of the manager finished. */
+static void finished_ago(long long us)
+{
+        pthread_mutex_lock(&F.mg->lock);
+        for (struct txn *t = F.mg->list; t; t = t->next)
+                if (t->finished_mono)
+                        t->finished_mono = fsutil_mono_us() - us;
+        pthread_mutex_unlock(&F.mg->lock);
+}
+
+static size_t n_remembered(void)
+{
+        size_t n = 0;
+
+        pthread_mutex_lock(&F.mg->lock);
+        for (struct txn *t = F.mg->list; t; t = t->next)
+                n++;
+        pthread_mutex_unlock(&F.mg->lock);
+        return n;
+}
+
+/* An agent that cuts all the time holds at most TXN_KEEP_MAX finished
+ * transactions once they are older than two time windows, not an hour of
+ * them; younger ones are all kept (a command sent while they ran may still
+ * come). */
+static void test_keep_bound(void **state)
+{
+        const size_t n = TXN_KEEP_MAX + 3;
+        char id[32];
+
+        (void)state;
+        F.cfg.time_window_s = 30;
+        for (size_t i = 0; i < n; i++) {
+                snprintf(id, sizeof(id), "k%zu", i);
+                expect(freeze(id, LOCKSTEP__MODE__MODE_QUIESCE, 10000, "web1:0"), LOCKSTEP__ERROR_CODE__OK,
+                       LOCKSTEP__TXN_STATE__TXN_FROZEN);
+                expect(decide(id, 0), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+        }
+        txn_lease_tick(F.mg);
+        assert_int_equal(n_remembered(), n);
+
+        finished_ago(2LL * 30 * 1000000 + 1000000);
+        txn_lease_tick(F.mg);
+        assert_int_equal(n_remembered(), TXN_KEEP_MAX);
+        for (size_t i = 0; i < n; i++) {
+                snprintf(id, sizeof(id), "k%zu", i);
+                pthread_mutex_lock(&F.mg->lock);
+                int kept = txn_find(F.mg, id) != NULL;
+                pthread_mutex_unlock(&F.mg->lock);
+                /* The oldest go, with their journal records. */
+                assert_int_equal(kept, i >= n - TXN_KEEP_MAX);
+                if (!kept)
+                        assert_null(journaled(id));
+        }
+}
+
 static void test_check(void **state)
 {
         Lockstep__Reply *rep;
@@ -1003,6 +1059,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_freeze_no, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_abort, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_lease, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_keep_bound, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_check, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_revert_commit, setup, teardown),
