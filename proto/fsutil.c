@@ -3,6 +3,8 @@
 
 #include <fcntl.h>
 #include <libgen.h>
+#include <sodium.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,22 +30,40 @@ static int fsync_dir_of(const char *path)
         return r;
 }
 
+/* Creates a fresh temporary file beside path with mode. O_EXCL|O_NOFOLLOW and a
+ * random name: a file or symlink someone else made there in advance is never
+ * opened, so it cannot catch a key on its way into a shared directory. */
+static int create_tmp(const char *path, mode_t mode, char tmp[static 4096], lserr *err)
+{
+        uint32_t rnd[2];
+        int fd;
+
+        for (int tries = 0; tries < 8; tries++) {
+                randombytes_buf(rnd, sizeof(rnd));
+                if (snprintf(tmp, 4096, "%s.tmp.%08x%08x", path, rnd[0], rnd[1]) >= 4096)
+                        return lserr_set(err, -ENAMETOOLONG, "\"%s\": path too long", path);
+                fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+                if (fd >= 0)
+                        return fd;
+                if (errno != EEXIST)
+                        return lserr_set(err, -errno, "\"%s\": create: %m", tmp);
+        }
+        return lserr_set(err, -EEXIST, "\"%s\": create a temporary file: every name tried exists", path);
+}
+
 int fsutil_write_atomic(const char *path, const void *buf, size_t len, mode_t mode, int excl, lserr *err)
 {
         char tmp[4096];
         int fd = -1, r;
         size_t off = 0;
 
-        if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof(tmp))
-                return lserr_set(err, -ENAMETOOLONG, "\"%s\": path too long", path);
         if (excl && access(path, F_OK) == 0)
                 return lserr_set(err, -EEXIST, "\"%s\": already exists, refusing to overwrite", path);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-        if (fd < 0) {
-                r = lserr_set(err, -errno, "\"%s\": create: %m", tmp);
-                goto out;
-        }
-        /* open() honours the umask; the mode asked for is the mode wanted. */
+        fd = create_tmp(path, mode, tmp, err);
+        if (fd < 0)
+                return fd;
+        /* open() honours the umask; the mode asked for is the mode wanted, and it is
+         * the file's mode before any byte is in it. */
         if (fchmod(fd, mode) < 0) {
                 r = lserr_set(err, -errno, "\"%s\": chmod: %m", tmp);
                 goto out;
