@@ -12,6 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cleanup.h"
+
 static int fsync_dir_of(const char *path)
 {
         char *copy = strdup(path);
@@ -99,42 +101,28 @@ out:
         return r;
 }
 
-int fsutil_read_all(const char *path, size_t max, char **ret_buf, size_t *ret_len, lserr *err)
+int fsutil_read_fd(int fd, const char *path, size_t max, char **ret_buf, size_t *ret_len, lserr *err)
 {
+        _cleanup_free_ char *buf = NULL;
         struct stat st;
-        char *buf = NULL;
         size_t off = 0;
-        int fd, r;
 
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-        if (fd < 0)
-                return lserr_set(err, -errno, "\"%s\": open: %m", path);
-        if (fstat(fd, &st) < 0) {
-                r = lserr_set(err, -errno, "\"%s\": stat: %m", path);
-                goto out;
-        }
-        if (!S_ISREG(st.st_mode)) {
-                r = lserr_set(err, -EINVAL, "\"%s\": not a regular file", path);
-                goto out;
-        }
-        if ((size_t)st.st_size > max) {
-                r = lserr_set(err, -EFBIG, "\"%s\": %lld bytes, larger than the %zu allowed", path,
-                              (long long)st.st_size, max);
-                goto out;
-        }
+        if (fstat(fd, &st) < 0)
+                return lserr_set(err, -errno, "\"%s\": stat: %m", path);
+        if (!S_ISREG(st.st_mode))
+                return lserr_set(err, -EINVAL, "\"%s\": not a regular file", path);
+        if ((size_t)st.st_size > max)
+                return lserr_set(err, -EFBIG, "\"%s\": %lld bytes, larger than the %zu allowed", path,
+                                 (long long)st.st_size, max);
         buf = malloc((size_t)st.st_size + 1);
-        if (!buf) {
-                r = -ENOMEM;
-                goto out;
-        }
+        if (!buf)
+                return -ENOMEM;
         for (;;) {
                 ssize_t n = read(fd, buf + off, (size_t)st.st_size - off);
                 if (n < 0 && errno == EINTR)
                         continue;
-                if (n < 0) {
-                        r = lserr_set(err, -errno, "\"%s\": read: %m", path);
-                        goto out;
-                }
+                if (n < 0)
+                        return lserr_set(err, -errno, "\"%s\": read: %m", path);
                 if (n == 0)
                         break;
                 off += (size_t)n;
@@ -142,14 +130,18 @@ int fsutil_read_all(const char *path, size_t max, char **ret_buf, size_t *ret_le
                         break;
         }
         buf[off] = '\0';
-        *ret_buf = buf;
+        *ret_buf = TAKE_PTR(buf);
         *ret_len = off;
-        buf = NULL;
-        r = 0;
-out:
-        free(buf);
-        close(fd);
-        return r;
+        return 0;
+}
+
+int fsutil_read_all(const char *path, size_t max, char **ret_buf, size_t *ret_len, lserr *err)
+{
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+
+        if (fd < 0)
+                return lserr_set(err, -errno, "\"%s\": open: %m", path);
+        return fsutil_read_fd(fd, path, max, ret_buf, ret_len, err);
 }
 
 int fsutil_mkdir_p(const char *dir, mode_t mode, lserr *err)
