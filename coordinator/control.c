@@ -192,10 +192,14 @@ static int check_reply(struct daemon *d, const Lockstep__ControlRequest *q, Lock
         return 0;
 }
 
+/* A line of the recovery carries agents' words: escaped like the reports. */
 static void recover_event(void *arg, const char *line)
 {
         FILE *f = arg;
-        fprintf(f, "%s\n", line);
+        char esc[2048];
+
+        report_escape(esc, sizeof(esc), line);
+        fprintf(f, "%s\n", esc);
 }
 
 /* Commands that read the running configuration or use its engine; they hold

@@ -11,6 +11,7 @@
 #include "coord_config.h"
 #include "keys.h"
 #include "lockstep.pb-c.h"
+#include "report.h"
 #include "transport.h"
 
 enum {
@@ -113,12 +114,25 @@ static int call(struct client *c, Lockstep__ControlRequest *q, int timeout_ms, L
         return 0;
 }
 
+/* One line that may carry an agent's words: no control character reaches the
+ * terminal. */
+static void print_escaped(FILE *f, const char *prefix, const char *s)
+{
+        size_t size = 4 * strlen(s) + 1;
+        char *e = malloc(size);
+
+        if (e)
+                report_escape(e, size, s);
+        fprintf(f, "%s%s\n", prefix, e ? e : "(out of memory)");
+        free(e);
+}
+
 static int finish(Lockstep__ControlReply *rep, int as_json)
 {
         int code = rep->exit_code;
 
         if (rep->error && rep->error[0])
-                fprintf(stderr, "lockstep: %s\n", rep->error);
+                print_escaped(stderr, "lockstep: ", rep->error);
         if (as_json && rep->json && rep->json[0])
                 fputs(rep->json, stdout);
         else if (!as_json && rep->text && rep->text[0])
@@ -155,7 +169,7 @@ static int snapshot_create(struct client *c, Lockstep__ControlRequest *q, int as
                 }
                 for (size_t i = 0; i < rep->n_events; i++)
                         if (live)
-                                printf("  %s\n", rep->events[i]);
+                                print_escaped(stdout, "  ", rep->events[i]);
                 if (live)
                         fflush(stdout);
                 poll.from = rep->next;
