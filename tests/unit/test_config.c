@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "agent_config.h"
@@ -1185,6 +1186,49 @@ static void test_examples(void **state)
         cfg_coord_free(c);
 }
 
+/* A config that group or other can write, or that another user owns, is refused
+ * with its path: it names the keys the daemon trusts and the hooks it runs. */
+static void test_mode_and_owner(void **state)
+{
+        static const int bad[] = {0664, 0646, 0666, 0620, 0602};
+        char a[PATH_MAX], c[PATH_MAX];
+        struct cfg_agent *ca = NULL;
+        struct cfg_coord *cc = NULL;
+        lserr err = { 0 };
+
+        (void)state;
+        write_cfg(a, "mode-agent.yaml", AGENT_MIN);
+        write_cfg(c, "mode-coord.yaml", COORD_MIN);
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                assert_int_equal(chmod(a, (mode_t)bad[i]), 0);
+                assert_int_equal(chmod(c, (mode_t)bad[i]), 0);
+                lserr_clear(&err);
+                assert_int_equal(cfg_agent_load(a, &ca, &err), LS_ECONFIG);
+                assert_null(ca);
+                assert_non_null(strstr(err.msg, a));
+                assert_non_null(strstr(err.msg, "lets group or other write it; fix with: chmod go-w"));
+                lserr_clear(&err);
+                assert_int_equal(cfg_coord_load(c, &cc, &err), LS_ECONFIG);
+                assert_null(cc);
+                assert_non_null(strstr(err.msg, c));
+        }
+        /* Readable by all is fine: a config holds no secret, only the key's path. */
+        assert_int_equal(chmod(a, 0644), 0);
+        assert_int_equal(chmod(c, 0444), 0);
+        if (cfg_agent_load(a, &ca, &err) < 0 || cfg_coord_load(c, &cc, &err) < 0)
+                fail_msg("%s", err.msg);
+        ca = cfg_agent_free(ca);
+        cc = cfg_coord_free(cc);
+        if (geteuid() == 0) {
+                assert_int_equal(chown(a, 65534, 65534), 0);
+                lserr_clear(&err);
+                assert_int_equal(cfg_agent_load(a, &ca, &err), LS_ECONFIG);
+                assert_null(ca);
+                assert_non_null(strstr(err.msg, a));
+                assert_non_null(strstr(err.msg, "owned by uid 65534"));
+        }
+}
+
 static void test_missing_file(void **state)
 {
         char path[PATH_MAX], want[PATH_MAX + 100];
@@ -1277,6 +1321,7 @@ int main(void)
                 cmocka_unit_test(test_coord_no_groups),
                 cmocka_unit_test(test_examples),
                 cmocka_unit_test(test_missing_file),
+                cmocka_unit_test(test_mode_and_owner),
                 cmocka_unit_test(test_directory),
                 cmocka_unit_test(test_size_limit),
                 cmocka_unit_test(test_names),
