@@ -518,6 +518,72 @@ int report_events(const struct cat_event *ev, size_t n, int as_json, FILE *out)
         return 0;
 }
 
+static const char *audit_dir(enum cat_dir d)
+{
+        return d == CAT_SENT ? "sent" : d == CAT_RECEIVED ? "received" : d == CAT_IGNORED ? "ignored" : "control";
+}
+
+static void audit_json(const struct cat_audit *a, size_t n, FILE *out)
+{
+        struct json j;
+        char ts[40];
+
+        json_init(&j, out);
+        json_arr_begin(&j, NULL);
+        for (size_t i = 0; i < n; i++) {
+                json_obj_begin(&j, NULL);
+                report_iso_time(a[i].at_us, ts, sizeof(ts));
+                json_str(&j, "at", ts);
+                json_str(&j, "dir", audit_dir(a[i].dir));
+                json_str(&j, "txid", a[i].txid[0] ? a[i].txid : NULL);
+                json_str(&j, "agent", a[i].agent[0] ? a[i].agent : NULL);
+                json_str(&j, "step", a[i].step);
+                json_int(&j, "code", a[i].code);
+                json_str(&j, "detail", a[i].detail);
+                json_str(&j, "hash", a[i].hash_hex[0] ? a[i].hash_hex : NULL);
+                if (a[i].has_peer) {
+                        json_int(&j, "peer_uid", a[i].peer_uid);
+                        if (a[i].peer_pid >= 0)
+                                json_int(&j, "peer_pid", a[i].peer_pid);
+                        else
+                                json_str(&j, "peer_pid", NULL);
+                } else {
+                        json_str(&j, "peer_uid", NULL);
+                        json_str(&j, "peer_pid", NULL);
+                }
+                json_obj_end(&j);
+        }
+        json_arr_end(&j);
+        json_end(&j);
+}
+
+int report_audit(const struct cat_audit *a, size_t n, int as_json, FILE *out)
+{
+        char ts[40], by[64];
+
+        if (as_json) {
+                audit_json(a, n, out);
+                return 0;
+        }
+        fprintf(out, "%-24s %-8s %-30s %-12s %-16s %6s %-20s %s\n", "AT", "DIR", "TXID", "AGENT", "STEP", "CODE", "BY",
+                "DETAIL");
+        for (size_t i = 0; i < n; i++) {
+                struct esc e = {0};
+                report_iso_time(a[i].at_us, ts, sizeof(ts));
+                if (!a[i].has_peer)
+                        snprintf(by, sizeof(by), "-");
+                else if (a[i].peer_pid >= 0)
+                        snprintf(by, sizeof(by), "uid %lld pid %lld", a[i].peer_uid, a[i].peer_pid);
+                else
+                        snprintf(by, sizeof(by), "uid %lld", a[i].peer_uid);
+                fprintf(out, "%-24s %-8s %-30s %-12s %-16s %6d %-20s %s\n", ts, audit_dir(a[i].dir),
+                        a[i].txid[0] ? esc(&e, a[i].txid) : "-", a[i].agent[0] ? esc(&e, a[i].agent) : "-",
+                        esc(&e, a[i].step), a[i].code, by, esc(&e, a[i].detail));
+                esc_done(&e);
+        }
+        return 0;
+}
+
 int report_prune(const char *group, const struct prune_item *it, size_t n, int dry_run, int as_json, FILE *out)
 {
         char ts[40];
