@@ -283,6 +283,7 @@ static int reads_only(const Lockstep__ControlRequest *q)
 static void audit_request(struct daemon *d, const Lockstep__ControlRequest *q, const Lockstep__ControlReply *rep)
 {
         struct cat_audit a = {.dir = CAT_CONTROL, .code = rep->exit_code};
+        const char *op = rep->op && rep->op[0] ? rep->op : NULL, *why = rep->error && rep->error[0] ? rep->error : NULL;
         size_t o = 0;
         lserr err = {0};
 
@@ -290,10 +291,11 @@ static void audit_request(struct daemon *d, const Lockstep__ControlRequest *q, c
                 return;
         a.has_peer = transport_request_peer(&a.peer_uid, &a.peer_pid) == 0;
         snprintf(a.step, sizeof(a.step), "%s", q ? q->command : "(does not unpack)");
-        for (size_t i = 0; q && i < q->n_args + q->n_options && o < sizeof(a.detail); i++)
-                o += (size_t)snprintf(a.detail + o, sizeof(a.detail) - o, "%s%s%s", o ? " " : "",
-                                      i < q->n_args ? "" : "--", i < q->n_args ? q->args[i] : q->options[i - q->n_args]);
-        const char *op = rep->op && rep->op[0] ? rep->op : NULL, *why = rep->error && rep->error[0] ? rep->error : NULL;
+        for (size_t i = 0; q && i < q->n_args + q->n_options && o < sizeof(a.detail); i++) {
+                int is_arg = i < q->n_args;
+                o += (size_t)snprintf(a.detail + o, sizeof(a.detail) - o, "%s%s%s", o ? " " : "", is_arg ? "" : "--",
+                                      is_arg ? q->args[i] : q->options[i - q->n_args]);
+        }
         if (o < sizeof(a.detail) && (op || why))
                 snprintf(a.detail + o, sizeof(a.detail) - o, "%s%s%s", o ? ": " : "", op ? "started op " : "",
                          op ? op : why);
@@ -313,7 +315,8 @@ static int audit_reply(struct daemon *d, const Lockstep__ControlRequest *q, Lock
 
         if (limit == 0 || limit > EVENTS_PAGE)
                 limit = EVENTS_PAGE;
-        r = q->n_args ? cat_audit_list(d->cat, q->args[0], limit, &a, &n, err) : cat_audit_recent(d->cat, limit, &a, &n, err);
+        r = q->n_args ? cat_audit_list(d->cat, q->args[0], limit, &a, &n, err)
+                      : cat_audit_recent(d->cat, limit, &a, &n, err);
         if (r < 0)
                 return r;
         if ((f = open_memstream(text, &tl))) {

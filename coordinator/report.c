@@ -6,9 +6,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "lockstep.pb-c.h"
 #include "cleanup.h"
 #include "json.h"
+#include "lockstep.pb-c.h"
 #include "prune.h"
 #include "report_priv.h"
 
@@ -36,15 +36,20 @@ void report_escape(char *out, size_t size, const char *s)
 
         assert(size > 0);
         for (const unsigned char *p = (const unsigned char *)s; *p;) {
-                size_t n = json_utf8_len(p), w = n && !json_is_control(p, n) ? n : n ? 4 * n : 4;
+                /* One character (n bytes of UTF-8), or one byte that does not start one. */
+                size_t n = json_utf8_len(p), take = n ? n : 1;
+                int keep = n && !json_is_control(p, n);
+                size_t w = keep ? n : 4 * take;
+
                 if (o + w >= size)
                         break;
-                if (n && w == n)
+                if (keep)
                         memcpy(out + o, p, n);
-                for (size_t i = 0; w != n && i < (n ? n : 1); i++)
-                        snprintf(out + o + 4 * i, 5, "\\x%02x", p[i]);
+                else
+                        for (size_t i = 0; i < take; i++)
+                                snprintf(out + o + 4 * i, 5, "\\x%02x", p[i]);
                 o += w;
-                p += n ? n : 1;
+                p += take;
         }
         out[o] = '\0';
 }
