@@ -47,6 +47,10 @@ static int load_trusted(const struct cfg_agent *cfg, const char *path, struct en
                 t[i].roles = cfg->authorized[i].roles;
                 snprintf(t[i].name, sizeof(t[i].name), "%s", cfg->authorized[i].name);
         }
+        lserr e = {0};
+        int r = env_trusted_unique(t, cfg->n_authorized, &e);
+        if (r < 0)
+                return lserr_set(err, r, "%s: authorized: %s", path, e.msg);
         *ret = TAKE_PTR(t);
         return 0;
 }

@@ -8,6 +8,7 @@ static const char *const dir_words[] = {
         [CAT_SENT] = "sent",
         [CAT_RECEIVED] = "received",
         [CAT_IGNORED] = "ignored",
+        [CAT_CONTROL] = "control",
 };
 
 /* A row limit from a size_t: SQLite's integers are signed 64 bits. */
@@ -34,10 +35,11 @@ int cat_audit_add(struct catalog *c, const struct cat_audit *a, lserr *err)
                                  (int)a->dir);
         CAT_LOCK_SCOPE(c);
         rc = cat_exec(c,
-                      "INSERT INTO audit (at_us, txid, agent, step, dir, code, detail, hash_hex)"
-                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                      "LssssiTs", a->at_us ? a->at_us : cat_now_us(), a->txid, a->agent, a->step, dir_words[a->dir],
-                      a->code, a->detail, sizeof(a->detail), a->hash_hex);
+                      "INSERT INTO audit (at_us, txid, agent, step, dir, code, detail, hash_hex, peer_uid, peer_pid)"
+                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                      "LssssiTsLL", a->at_us ? a->at_us : cat_now_us(), a->txid, a->agent, a->step, dir_words[a->dir],
+                      a->code, a->detail, sizeof(a->detail), a->hash_hex, a->has_peer ? a->peer_uid : -1LL,
+                      a->has_peer ? a->peer_pid : -1LL);
         if (rc != SQLITE_DONE)
                 return lserr_set(err, cat_rc_errno(rc), "catalog \"%s\": audit \"%s\" %s of \"%s\": %s", c->path,
                                  a->txid, a->step, a->agent, cat_why(c, rc));
@@ -59,8 +61,13 @@ static int decode_audit(sqlite3_stmt *st, void *row)
         a->code = sqlite3_column_int(st, 5);
         cat_col_str(st, 6, a->detail, sizeof(a->detail));
         cat_col_str(st, 7, a->hash_hex, sizeof(a->hash_hex));
+        a->peer_uid = sqlite3_column_int64(st, 8);
+        a->peer_pid = sqlite3_column_int64(st, 9);
+        a->has_peer = a->peer_uid >= 0;
         return 0;
 }
+
+#define AUDIT_COLUMNS "at_us, txid, agent, step, dir, code, detail, hash_hex, peer_uid, peer_pid"
 
 /* txid NULL is "" (all). The first limit rows in time order; limit 0 is none. */
 int cat_audit_list(struct catalog *c, const char *txid, size_t limit, struct cat_audit **ret, size_t *ret_n,
@@ -78,16 +85,33 @@ int cat_audit_list(struct catalog *c, const char *txid, size_t limit, struct cat
         CAT_LOCK_SCOPE(c);
         if (*txid)
                 rc = cat_query_list(c, sizeof(struct cat_audit), decode_audit, &v, &n,
-                                    "SELECT at_us, txid, agent, step, dir, code, detail, hash_hex FROM audit"
-                                    " WHERE txid = ?2 ORDER BY at_us, id LIMIT ?1",
+                                    "SELECT " AUDIT_COLUMNS " FROM audit WHERE txid = ?2 ORDER BY at_us, id LIMIT ?1",
                                     "Ls", limit_ll(limit), txid);
         else
                 rc = cat_query_list(c, sizeof(struct cat_audit), decode_audit, &v, &n,
-                                    "SELECT at_us, txid, agent, step, dir, code, detail, hash_hex FROM audit"
-                                    " ORDER BY at_us, id LIMIT ?1",
+                                    "SELECT " AUDIT_COLUMNS " FROM audit ORDER BY at_us, id LIMIT ?1",
                                     "L", limit_ll(limit));
         if (rc != SQLITE_DONE)
                 return lserr_set(err, cat_rc_errno(rc), "catalog \"%s\": list audit of \"%s\": %s", c->path, txid,
+                                 cat_why(c, rc));
+        *ret = v;
+        *ret_n = n;
+        return 0;
+}
+
+int cat_audit_recent(struct catalog *c, size_t limit, struct cat_audit **ret, size_t *ret_n, lserr *err)
+{
+        void *v = NULL;
+        size_t n = 0;
+        int rc;
+
+        CAT_LOCK_SCOPE(c);
+        rc = cat_query_list(c, sizeof(struct cat_audit), decode_audit, &v, &n,
+                            "SELECT * FROM (SELECT " AUDIT_COLUMNS ", id FROM audit ORDER BY at_us DESC, id DESC"
+                            " LIMIT ?1) ORDER BY at_us, id",
+                            "L", limit_ll(limit));
+        if (rc != SQLITE_DONE)
+                return lserr_set(err, cat_rc_errno(rc), "catalog \"%s\": list recent audit: %s", c->path,
                                  cat_why(c, rc));
         *ret = v;
         *ret_n = n;

@@ -124,6 +124,27 @@ static const char *const migrations[] = {
         "ALTER TABLE txns ADD COLUMN branch_reason TEXT NOT NULL DEFAULT '';\n"
         /* Deletes and branch deletes look cuts up by image. */
         "CREATE INDEX images_before ON images (agent, vm, before);\n",
+        /* 5: who sent each control request (the control socket's peer uid and pid,
+         * -1 when unknown or not a control request) and a 'control' direction for
+         * those rows. SQLite cannot widen a CHECK in place: the table is copied. */
+        "CREATE TABLE audit_v5 (\n"
+        "        id INTEGER PRIMARY KEY,\n"
+        "        at_us INTEGER NOT NULL,\n"
+        "        txid TEXT NOT NULL,\n"
+        "        agent TEXT NOT NULL,\n"
+        "        step TEXT NOT NULL,\n"
+        "        dir TEXT NOT NULL CHECK (dir IN ('sent', 'received', 'ignored', 'control')),\n"
+        "        code INTEGER NOT NULL,\n"
+        "        detail TEXT NOT NULL,\n"
+        "        hash_hex TEXT NOT NULL,\n"
+        "        peer_uid INTEGER NOT NULL DEFAULT -1,\n"
+        "        peer_pid INTEGER NOT NULL DEFAULT -1\n"
+        ");\n"
+        "INSERT INTO audit_v5 (id, at_us, txid, agent, step, dir, code, detail, hash_hex)\n"
+        "        SELECT id, at_us, txid, agent, step, dir, code, detail, hash_hex FROM audit;\n"
+        "DROP TABLE audit;\n"
+        "ALTER TABLE audit_v5 RENAME TO audit;\n"
+        "CREATE INDEX audit_txid ON audit (txid, at_us);\n",
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == CAT_SCHEMA_VERSION,

@@ -10,7 +10,7 @@
 
 #include "lserr.h"
 
-#define CAT_SCHEMA_VERSION 4
+#define CAT_SCHEMA_VERSION 5
 
 struct catalog;
 
@@ -170,6 +170,7 @@ enum cat_dir {
         CAT_SENT,
         CAT_RECEIVED,
         CAT_IGNORED,   /* a reply refused: bad signature, wrong agent/txid... */
+        CAT_CONTROL,   /* a request on the control socket: step is its command */
 };
 
 struct cat_audit {
@@ -181,12 +182,17 @@ struct cat_audit {
         int code;             /* reply code, or lserr code for CAT_IGNORED */
         char detail[600];
         char hash_hex[65];    /* command hash */
+        int has_peer;         /* the control socket's peer is known (CAT_CONTROL) */
+        long long peer_uid;   /* ... its uid and pid, from the kernel (SO_PEERCRED) */
+        long long peer_pid;   /* -1 when the kernel gave no pid */
 };
 
 int cat_audit_add(struct catalog *c, const struct cat_audit *a, lserr *err);
 /* Audit rows of one transaction ("" = all), oldest first, at most limit. */
 int cat_audit_list(struct catalog *c, const char *txid, size_t limit, struct cat_audit **ret, size_t *ret_n,
                    lserr *err);
+/* The newest limit audit rows of all transactions, oldest first. */
+int cat_audit_recent(struct catalog *c, size_t limit, struct cat_audit **ret, size_t *ret_n, lserr *err);
 
 /* ---- events and schedules ------------------------------------------------- */
 

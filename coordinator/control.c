@@ -9,6 +9,7 @@
 #include "log.h"
 #include "prune.h"
 #include "report.h"
+#include "transport.h"
 
 static const char *option(const Lockstep__ControlRequest *q, const char *key)
 {
@@ -192,10 +193,14 @@ static int check_reply(struct daemon *d, const Lockstep__ControlRequest *q, Lock
         return 0;
 }
 
+/* A line of the recovery carries agents' words: escaped like the reports. */
 static void recover_event(void *arg, const char *line)
 {
         FILE *f = arg;
-        fprintf(f, "%s\n", line);
+        char esc[2048];
+
+        report_escape(esc, sizeof(esc), line);
+        fprintf(f, "%s\n", esc);
 }
 
 /* Commands that read the running configuration or use its engine; they hold
@@ -259,6 +264,76 @@ static int control_gen(struct daemon *d, const Lockstep__ControlRequest *q, Lock
         return r;
 }
 
+/* Requests that only read are not recorded. */
+static int reads_only(const Lockstep__ControlRequest *q)
+{
+        static const char *const readers[] = {"op.poll", "events",    "snapshot.list", "snapshot.show",
+                                              "agents",  "groups",    "schedules",     "audit"};
+
+        for (size_t i = 0; q && i < sizeof(readers) / sizeof(readers[0]); i++)
+                if (!strcmp(q->command, readers[i]))
+                        return 1;
+        return q && !strcmp(q->command, "prune") && option(q, "dry_run");
+}
+
+/* Who asked for what and what came of it: the control socket takes unsigned
+ * requests from any local process that can reach it, so each one that changes
+ * something is recorded with the uid and pid the kernel gives for its sender. The
+ * record is not the operation: a failure to write it is logged and the reply goes. */
+static void audit_request(struct daemon *d, const Lockstep__ControlRequest *q, const Lockstep__ControlReply *rep)
+{
+        struct cat_audit a = {.dir = CAT_CONTROL, .code = rep->exit_code};
+        const char *op = rep->op && rep->op[0] ? rep->op : NULL, *why = rep->error && rep->error[0] ? rep->error : NULL;
+        size_t o = 0;
+        lserr err = {0};
+
+        if (reads_only(q))
+                return;
+        a.has_peer = transport_request_peer(&a.peer_uid, &a.peer_pid) == 0;
+        snprintf(a.step, sizeof(a.step), "%s", q ? q->command : "(does not unpack)");
+        for (size_t i = 0; q && i < q->n_args + q->n_options && o < sizeof(a.detail); i++) {
+                int is_arg = i < q->n_args;
+                o += (size_t)snprintf(a.detail + o, sizeof(a.detail) - o, "%s%s%s", o ? " " : "", is_arg ? "" : "--",
+                                      is_arg ? q->args[i] : q->options[i - q->n_args]);
+        }
+        if (o < sizeof(a.detail) && (op || why))
+                snprintf(a.detail + o, sizeof(a.detail) - o, "%s%s%s", o ? ": " : "", op ? "started op " : "",
+                         op ? op : why);
+        if (cat_audit_add(d->cat, &a, &err) < 0)
+                log_err("audit of control request \"%s\": %s", a.step, err.msg);
+}
+
+/* The audit rows of one transaction, or the newest of all. */
+static int audit_reply(struct daemon *d, const Lockstep__ControlRequest *q, Lockstep__ControlReply *rep,
+                       char **text, char **json, lserr *err)
+{
+        const char *lim = option(q, "limit");
+        size_t limit = lim ? strtoul(lim, NULL, 10) : 50, n = 0, tl = 0, jl = 0;
+        struct cat_audit *a = NULL;
+        FILE *f;
+        int r;
+
+        if (limit == 0 || limit > EVENTS_PAGE)
+                limit = EVENTS_PAGE;
+        r = q->n_args ? cat_audit_list(d->cat, q->args[0], limit, &a, &n, err)
+                      : cat_audit_recent(d->cat, limit, &a, &n, err);
+        if (r < 0)
+                return r;
+        if ((f = open_memstream(text, &tl))) {
+                report_audit(a, n, 0, f);
+                fclose(f);
+        }
+        if ((f = open_memstream(json, &jl))) {
+                report_audit(a, n, 1, f);
+                fclose(f);
+        }
+        free(a);
+        rep->text = *text;
+        rep->json = *json;
+        rep->done = 1;
+        return 0;
+}
+
 int control_handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, size_t *ret_len)
 {
         struct daemon *d = arg;
@@ -276,6 +351,9 @@ int control_handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, siz
                 r = ops_poll(d, q, &rep, &strs, &n_strs);
         } else if (!strcmp(q->command, "events")) {
                 if (events_reply(d, q, &rep, &text, &json, &err) < 0)
+                        reply_error(&rep, 2, err.msg, &owned);
+        } else if (!strcmp(q->command, "audit")) {
+                if (audit_reply(d, q, &rep, &text, &json, &err) < 0)
                         reply_error(&rep, 2, err.msg, &owned);
         } else if (!strcmp(q->command, "reload")) {
                 int applied = 0;
@@ -297,6 +375,8 @@ int control_handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, siz
                 r = control_gen(d, q, &rep, &owned, &text, &json);
                 pthread_rwlock_unlock(&d->gen);
         }
+        if (r >= 0)
+                audit_request(d, q, &rep);
         if (r >= 0) {
                 size_t n = lockstep__control_reply__get_packed_size(&rep);
                 *ret = malloc(n ? n : 1);

@@ -2,6 +2,7 @@
  * the rest of this file checks what the values mean and builds the groups. */
 #include "coord_config.h"
 
+#include <arpa/inet.h>
 #include <assert.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -84,6 +85,7 @@ struct raw_coord {
         char *audit_keep;
         char *events_keep;
         char *metrics;
+        char *metrics_public;
         struct raw_peer *agents;
         unsigned n_agents;
         struct raw_group *groups;
@@ -165,6 +167,7 @@ static const cyaml_schema_field_t coord_fields[] = {
         OPT_STR("audit_keep", struct raw_coord, audit_keep),
         OPT_STR("events_keep", struct raw_coord, events_keep),
         OPT_STR("metrics", struct raw_coord, metrics),
+        OPT_STR("metrics_public", struct raw_coord, metrics_public),
         CYAML_FIELD_SEQUENCE_COUNT("agents", CYAML_FLAG_POINTER, struct raw_coord, agents, n_agents,
                                    &peer_entry, 1, AGENTS_MAX),
         /* "groups:" left empty means none, as when groups come from libvirt metadata. */
@@ -516,6 +519,65 @@ static int coord_numbers(const struct cfgload *ld, const struct raw_coord *rc, s
         return cfgload_check_num(ld, "events_keep", rc->events_keep, 200000, 100, 100000000, &c->events_keep);
 }
 
+/* Whether host (as in a URL: a name, an IPv4 address or a bracketed IPv6 one) is
+ * this machine's loopback: only then is the unauthenticated /metrics private. */
+static bool host_is_loopback(const char *host, size_t len)
+{
+        char h[INET6_ADDRSTRLEN + 2];
+        struct in_addr a4;
+        struct in6_addr a6;
+
+        if (len == 0 || len >= sizeof(h))
+                return false;
+        memcpy(h, host, len);
+        h[len] = '\0';
+        if (!strcmp(h, "localhost"))
+                return true;
+        if (inet_pton(AF_INET, h, &a4) == 1)
+                return (ntohl(a4.s_addr) >> 24) == 127;
+        if (len > 2 && h[0] == '[' && h[len - 1] == ']') {
+                h[len - 1] = '\0';
+                return inet_pton(AF_INET6, h + 1, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+        }
+        return false;
+}
+
+/* /metrics has no authentication: it is served on loopback, 127.0.0.1 when the
+ * URL names no host, and another address is refused unless metrics_public says
+ * the operator means it. c->metrics gets the URL to serve. */
+static int coord_metrics(const struct cfgload *ld, const struct raw_coord *rc, struct cfg_coord *c)
+{
+        const char *hp, *colon;
+        char qb[Q_MAX];
+        bool oom = false;
+        int pub = 0, r = cfgload_check_bool(ld, "metrics_public", rc->metrics_public, 0, &pub);
+
+        if (r < 0 || !rc->metrics)
+                return r;
+        r = cfgload_check_text(ld, "metrics", rc->metrics);
+        if (r < 0)
+                return r;
+        hp = has_prefix(rc->metrics, "http://") ? rc->metrics + 7 : NULL;
+        colon = hp ? strrchr(hp, ':') : NULL;
+        if (!colon || !colon[1] || strspn(colon + 1, "0123456789") != strlen(colon + 1) ||
+            (colon > hp && hp[0] == '[' && colon[-1] != ']'))
+                return cfgload_bad(ld, "metrics", "expected http://HOST:PORT, got %s", cfgload_quote(qb, rc->metrics));
+        if (colon == hp) {
+                if (asprintf(&c->metrics, "http://127.0.0.1%s", colon) < 0)
+                        c->metrics = NULL, oom = true;
+        } else if (!pub && !host_is_loopback(hp, (size_t)(colon - hp))) {
+                return cfgload_bad(ld, "metrics",
+                                   "%s is not a loopback address and /metrics has no authentication: "
+                                   "serve it on 127.0.0.1 (behind a proxy that authenticates), or set "
+                                   "metrics_public: true",
+                                   cfgload_quote(qb, rc->metrics));
+        } else {
+                c->metrics = cfgload_strdup(rc->metrics, &oom);
+        }
+        c->metrics_public = pub;
+        return oom ? cfgload_nomem(ld) : 0;
+}
+
 static int coord_settings(const struct cfgload *ld, const struct raw_coord *rc, struct cfg_coord *c)
 {
         char qb[Q_MAX];
@@ -542,14 +604,7 @@ static int coord_settings(const struct cfgload *ld, const struct raw_coord *rc, 
         r = coord_numbers(ld, rc, c);
         if (r < 0)
                 return r;
-        if (!rc->metrics)
-                return 0;
-        r = cfgload_check_text(ld, "metrics", rc->metrics);
-        if (r < 0)
-                return r;
-        if (!has_prefix(rc->metrics, "http://"))
-                return cfgload_bad(ld, "metrics", "expected http://HOST:PORT, got %s", cfgload_quote(qb, rc->metrics));
-        return 0;
+        return coord_metrics(ld, rc, c);
 }
 
 static int coord_agents(const struct cfgload *ld, const struct raw_coord *rc, struct cfg_coord *c)
@@ -624,7 +679,6 @@ static int coord_build(const struct cfgload *ld, const struct raw_coord *rc, str
         c->control = cfgload_strdup(rc->control, &oom);
         c->key = cfgload_strdup(rc->key, &oom);
         c->catalog = cfgload_strdup(rc->catalog, &oom);
-        c->metrics = cfgload_strdup(rc->metrics, &oom);
         if (rc->counter_file)
                 c->counter_file = cfgload_strdup(rc->counter_file, &oom);
         else if (asprintf(&c->counter_file, "%s.counter", rc->catalog) < 0) {

@@ -65,6 +65,7 @@ struct cfg_coord {
         unsigned audit_keep;         /* audit rows kept, default 200000 */
         unsigned events_keep;        /* event log rows kept, default 200000 */
         char *metrics;               /* http://HOST:PORT of the /metrics endpoint; NULL: off */
+        int metrics_public;          /* metrics may be served on a non-loopback address */
         struct cfg_peer *agents;
         unsigned n_agents;
         struct cfg_group *groups;

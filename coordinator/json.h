@@ -2,6 +2,7 @@
  * escaped; nesting is tracked so commas come out right. Depth is bounded. */
 #pragma once
 
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -12,6 +13,12 @@ struct json {
         int depth;
         int count[JSON_MAX_DEPTH];
 };
+
+/* The length of the valid UTF-8 sequence at p (1 to 4), or 0 for a byte that does
+ * not start one (or the terminating NUL). Reads no further than a NUL. */
+size_t json_utf8_len(const unsigned char *p);
+/* Whether the sequence of n bytes at p is a control character: C0, DEL or C1. */
+int json_is_control(const unsigned char *p, size_t n);
 
 void json_init(struct json *j, FILE *f);
 /* key is NULL inside arrays and for the top-level value. */

@@ -11,6 +11,7 @@
 #include "coord_config.h"
 #include "keys.h"
 #include "lockstep.pb-c.h"
+#include "report.h"
 #include "transport.h"
 
 enum {
@@ -41,6 +42,8 @@ static void usage(FILE *f)
                 "  schedules [--json]                           next and last scheduled run per group\n"
                 "  prune GROUP [--dry-run] [--json]             apply the group's retention (deletes cuts)\n"
                 "  events [--follow] [--limit N] [--json]       lockstepd's event log (JSON: one object a line)\n"
+                "  audit [TXID] [--limit N] [--json]            commands sent, replies, and control requests with\n"
+                "                                               the uid and pid that sent them (newest N)\n"
                 "  reload                                       re-read coordinator.yaml (as SIGHUP does)\n"
                 "  recover                                      finish unresolved transactions now\n"
                 "exit: 0 ok/committed, 1 aborted, 2 usage/config, 3 coordinator unreachable\n");
@@ -113,12 +116,25 @@ static int call(struct client *c, Lockstep__ControlRequest *q, int timeout_ms, L
         return 0;
 }
 
+/* One line that may carry an agent's words: no control character reaches the
+ * terminal. */
+static void print_escaped(FILE *f, const char *prefix, const char *s)
+{
+        size_t size = 4 * strlen(s) + 1;
+        char *e = malloc(size);
+
+        if (e)
+                report_escape(e, size, s);
+        fprintf(f, "%s%s\n", prefix, e ? e : "(out of memory)");
+        free(e);
+}
+
 static int finish(Lockstep__ControlReply *rep, int as_json)
 {
         int code = rep->exit_code;
 
         if (rep->error && rep->error[0])
-                fprintf(stderr, "lockstep: %s\n", rep->error);
+                print_escaped(stderr, "lockstep: ", rep->error);
         if (as_json && rep->json && rep->json[0])
                 fputs(rep->json, stdout);
         else if (!as_json && rep->text && rep->text[0])
@@ -155,7 +171,7 @@ static int snapshot_create(struct client *c, Lockstep__ControlRequest *q, int as
                 }
                 for (size_t i = 0; i < rep->n_events; i++)
                         if (live)
-                                printf("  %s\n", rep->events[i]);
+                                print_escaped(stdout, "  ", rep->events[i]);
                 if (live)
                         fflush(stdout);
                 poll.from = rep->next;
@@ -314,7 +330,7 @@ static int pick_command(char **args, int nargs, Lockstep__ControlRequest *q)
 {
         static const char *const snapshot_verbs[] = {"create", "list", "show", "delete", "revert"};
         static const char *const commands[] = {"agents", "groups",  "recover", "schedules",
-                                               "prune",  "events",  "reload",  "check"};
+                                               "prune",  "events",  "reload",  "check", "audit"};
         static char cmd[32];
 
         if (nargs < 1) {
@@ -349,7 +365,7 @@ static int option_fits(const char *cmd, const char *o)
                 return !strcmp(o, "undo=1");
         if (!strcmp(cmd, "prune"))
                 return !strcmp(o, "dry_run=1");
-        if (!strcmp(cmd, "events"))
+        if (!strcmp(cmd, "events") || !strcmp(cmd, "audit"))
                 return !strncmp(o, "limit=", 6);
         if (!strcmp(cmd, "check"))
                 return !strncmp(o, "mode=", 5) || !strncmp(o, "lease=", 6);
@@ -362,7 +378,7 @@ static int check_options(const struct cli *o, const char *cmd)
                 if (!option_fits(cmd, o->options[i])) {
                         fprintf(stderr, "lockstep: --name, --mode and --lease go with snapshot create (--mode and "
                                         "--lease also with check), --undo with revert, --dry-run with prune, --limit "
-                                        "with events\n");
+                                        "with events and audit\n");
                         return EXIT_USAGE;
                 }
         if (o->follow && strcmp(cmd, "events") != 0) {

@@ -1,10 +1,13 @@
 /* report: JSON and text renderings of the catalog. */
 #include "report.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "cleanup.h"
+#include "json.h"
 #include "lockstep.pb-c.h"
 #include "prune.h"
 #include "report_priv.h"
@@ -21,6 +24,62 @@ void report_iso_time(long long us, char *out, size_t n)
         gmtime_r(&s, &tm);
         snprintf(out, n, "%04d-%02d-%02dT%02d:%02d:%02d.%03lldZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
                  tm.tm_hour, tm.tm_min, tm.tm_sec, (us % 1000000) / 1000);
+}
+
+/* Text that came from an agent (messages, versions, errors, paths) reaches the
+ * operator's terminal: in human output every control character (C0, DEL, C1) and
+ * every byte that is not UTF-8 is shown as \xNN, so no escape sequence gets
+ * through, and each value stays on its line. */
+void report_escape(char *out, size_t size, const char *s)
+{
+        size_t o = 0;
+
+        assert(size > 0);
+        for (const unsigned char *p = (const unsigned char *)s; *p;) {
+                /* One character (n bytes of UTF-8), or one byte that does not start one. */
+                size_t n = json_utf8_len(p), take = n ? n : 1;
+                int keep = n && !json_is_control(p, n);
+                size_t w = keep ? n : 4 * take;
+
+                if (o + w >= size)
+                        break;
+                if (keep)
+                        memcpy(out + o, p, n);
+                else
+                        for (size_t i = 0; i < take; i++)
+                                snprintf(out + o + 4 * i, 5, "\\x%02x", p[i]);
+                o += w;
+                p += take;
+        }
+        out[o] = '\0';
+}
+
+/* Escaped copies for one line of output, freed together by esc_done. */
+#define ESC_MAX 8
+struct esc {
+        char *s[ESC_MAX];
+        size_t n;
+};
+
+static const char *esc(struct esc *e, const char *s)
+{
+        size_t size = 4 * strlen(s) + 1;
+        char *out;
+
+        assert(e->n < ESC_MAX);
+        out = malloc(size);
+        if (!out)
+                return "?";
+        report_escape(out, size, s);
+        e->s[e->n++] = out;
+        return out;
+}
+
+static void esc_done(struct esc *e)
+{
+        for (size_t i = 0; i < e->n; i++)
+                free(e->s[i]);
+        e->n = 0;
 }
 
 /* A revert is listed as the pre-revert branch it keeps: its images are what
@@ -150,43 +209,54 @@ static const char *member_result(const struct cat_member *m)
 static void cut_text(FILE *f, const struct cat_txn *t, const struct cat_member *m, size_t nm,
                      const struct cat_image *im, size_t ni)
 {
+        _cleanup_(esc_done) struct esc e = {0};
         char ts[128];
         double win, skew, maxf;
 
         window(m, nm, &win, &skew, &maxf);
         report_iso_time(t->started_us, ts, sizeof(ts));
-        fprintf(f, "%s %s  group %s  %s %s  mode %s  %s\n", t->kind == CAT_KIND_REVERT ? "revert" : "cut", t->txid,
-                t->group, t->kind == CAT_KIND_REVERT ? "to" : "name", t->name, t->mode, report_state_name(t));
+        fprintf(f, "%s %s  group %s  %s %s  mode %s  %s\n", t->kind == CAT_KIND_REVERT ? "revert" : "cut",
+                esc(&e, t->txid), esc(&e, t->group), t->kind == CAT_KIND_REVERT ? "to" : "name", esc(&e, t->name),
+                esc(&e, t->mode), report_state_name(t));
+        esc_done(&e);
         fprintf(f, "  started %s", ts);
         if (t->decided_us)
                 fprintf(f, ", decided %.0f ms later", (double)(t->decided_us - t->started_us) / 1000.0);
         fprintf(f, "\n");
         if (t->reason[0])
-                fprintf(f, "  reason: %s\n", t->reason);
+                fprintf(f, "  reason: %s\n", esc(&e, t->reason));
+        esc_done(&e);
         if (t->kind == CAT_KIND_REVERT) {
                 /* Nothing is frozen in a revert: no timing columns to show. */
                 fprintf(f, "  %-14s %-12s %-8s  %s\n", "MEMBER", "AGENT", "TIER", "RESULT");
-                for (size_t i = 0; i < nm; i++)
-                        fprintf(f, "  %-14s %-12s %-8s  %s\n", m[i].vm, m[i].agent,
-                                m[i].tier_name[0] ? m[i].tier_name : "-", member_result(&m[i]));
+                for (size_t i = 0; i < nm; i++) {
+                        fprintf(f, "  %-14s %-12s %-8s  %s\n", esc(&e, m[i].vm), esc(&e, m[i].agent),
+                                m[i].tier_name[0] ? esc(&e, m[i].tier_name) : "-", esc(&e, member_result(&m[i])));
+                        esc_done(&e);
+                }
         } else {
                 fprintf(f, "  group window %.1f ms (first freeze to last thaw), freeze skew %.1f ms, longest frozen %.1f ms\n",
                         win, skew, maxf);
                 fprintf(f, "  %-14s %-12s %-8s %10s %9s %9s %8s  %s\n", "MEMBER", "AGENT", "TIER", "FROZEN ms",
                         "FREEZE", "SNAPSHOT", "THAW", "RESULT");
-                for (size_t i = 0; i < nm; i++)
-                        fprintf(f, "  %-14s %-12s %-8s %10.1f %9.1f %9.1f %8.1f  %s\n", m[i].vm, m[i].agent,
-                                m[i].tier_name[0] ? m[i].tier_name : "-", (double)m[i].frozen_for_us / 1000.0,
-                                (double)m[i].freeze_us / 1000.0, (double)m[i].snapshot_us / 1000.0,
-                                (double)m[i].thaw_us / 1000.0, member_result(&m[i]));
+                for (size_t i = 0; i < nm; i++) {
+                        fprintf(f, "  %-14s %-12s %-8s %10.1f %9.1f %9.1f %8.1f  %s\n", esc(&e, m[i].vm),
+                                esc(&e, m[i].agent), m[i].tier_name[0] ? esc(&e, m[i].tier_name) : "-",
+                                (double)m[i].frozen_for_us / 1000.0, (double)m[i].freeze_us / 1000.0,
+                                (double)m[i].snapshot_us / 1000.0, (double)m[i].thaw_us / 1000.0,
+                                esc(&e, member_result(&m[i])));
+                        esc_done(&e);
+                }
         }
         if (ni)
                 fprintf(f, t->kind == CAT_KIND_REVERT
                                    ? "  images (the pre-revert branch kept for --undo, then the disk the VM runs on since):\n"
                                    : "  images (the cut's image, then the overlay the VM runs on since):\n");
-        for (size_t k = 0; k < ni; k++)
-                fprintf(f, "    %s@%s %s: %s\n      -> %s\n", im[k].vm, im[k].agent, im[k].disk, im[k].before,
-                        im[k].after);
+        for (size_t k = 0; k < ni; k++) {
+                fprintf(f, "    %s@%s %s: %s\n      -> %s\n", esc(&e, im[k].vm), esc(&e, im[k].agent),
+                        esc(&e, im[k].disk), esc(&e, im[k].before), esc(&e, im[k].after));
+                esc_done(&e);
+        }
 }
 
 void report_cut_rows(const struct cat_txn *t, const struct cat_member *m, size_t nm, const struct cat_image *im,
@@ -297,9 +367,11 @@ int report_agents(struct catalog *cat, int as_json, FILE *out, lserr *err)
                         json_str(&j, "last_error", a[i].last_error);
                         json_obj_end(&j);
                 } else {
-                        fprintf(out, "%-12s %-28s %-9s %-9s %-23s %-8u %s\n", a[i].id, a[i].url,
-                                a[i].reachable ? "yes" : "NO", a[i].version[0] ? a[i].version : "-", a[i].fingerprint,
-                                a[i].in_doubt, a[i].last_error);
+                        struct esc e = {0};
+                        fprintf(out, "%-12s %-28s %-9s %-9s %-23s %-8u %s\n", esc(&e, a[i].id), esc(&e, a[i].url),
+                                a[i].reachable ? "yes" : "NO", a[i].version[0] ? esc(&e, a[i].version) : "-",
+                                esc(&e, a[i].fingerprint), a[i].in_doubt, esc(&e, a[i].last_error));
+                        esc_done(&e);
                 }
         }
         if (as_json) {
@@ -409,8 +481,11 @@ int report_schedules(const struct report_sched *s, size_t n, int as_json, FILE *
                 fprintf(out, "%-16s %-18s %-25s %-25s %-10s %5u %7u\n", s[i].group, s[i].schedule,
                         s[i].next_start_s > 0 ? a : "never", b, c, s[i].has_last ? s[i].last.runs : 0,
                         s[i].has_last ? s[i].last.skipped : 0);
-                if (s[i].has_last && s[i].last.reason[0])
-                        fprintf(out, "  last: %s\n", s[i].last.reason);
+                if (s[i].has_last && s[i].last.reason[0]) {
+                        struct esc e = {0};
+                        fprintf(out, "  last: %s\n", esc(&e, s[i].last.reason));
+                        esc_done(&e);
+                }
         }
         return 0;
 }
@@ -438,9 +513,78 @@ int report_events(const struct cat_event *ev, size_t n, int as_json, FILE *out)
                 return 0;
         }
         for (size_t i = 0; i < n; i++) {
+                struct esc e = {0};
                 report_iso_time(ev[i].at_us, ts, sizeof(ts));
-                fprintf(out, "%s %-9s %-12s %s%s%s\n", ts, ev[i].kind, ev[i].group[0] ? ev[i].group : "-",
-                        ev[i].txid[0] ? ev[i].txid : "", ev[i].txid[0] ? " " : "", ev[i].message);
+                fprintf(out, "%s %-9s %-12s %s%s%s\n", ts, esc(&e, ev[i].kind),
+                        ev[i].group[0] ? esc(&e, ev[i].group) : "-", esc(&e, ev[i].txid), ev[i].txid[0] ? " " : "",
+                        esc(&e, ev[i].message));
+                esc_done(&e);
+        }
+        return 0;
+}
+
+static const char *audit_dir(enum cat_dir d)
+{
+        return d == CAT_SENT ? "sent" : d == CAT_RECEIVED ? "received" : d == CAT_IGNORED ? "ignored" : "control";
+}
+
+static void audit_json(const struct cat_audit *a, size_t n, FILE *out)
+{
+        struct json j;
+        char ts[40];
+
+        json_init(&j, out);
+        json_arr_begin(&j, NULL);
+        for (size_t i = 0; i < n; i++) {
+                json_obj_begin(&j, NULL);
+                report_iso_time(a[i].at_us, ts, sizeof(ts));
+                json_str(&j, "at", ts);
+                json_str(&j, "dir", audit_dir(a[i].dir));
+                json_str(&j, "txid", a[i].txid[0] ? a[i].txid : NULL);
+                json_str(&j, "agent", a[i].agent[0] ? a[i].agent : NULL);
+                json_str(&j, "step", a[i].step);
+                json_int(&j, "code", a[i].code);
+                json_str(&j, "detail", a[i].detail);
+                json_str(&j, "hash", a[i].hash_hex[0] ? a[i].hash_hex : NULL);
+                if (a[i].has_peer) {
+                        json_int(&j, "peer_uid", a[i].peer_uid);
+                        if (a[i].peer_pid >= 0)
+                                json_int(&j, "peer_pid", a[i].peer_pid);
+                        else
+                                json_str(&j, "peer_pid", NULL);
+                } else {
+                        json_str(&j, "peer_uid", NULL);
+                        json_str(&j, "peer_pid", NULL);
+                }
+                json_obj_end(&j);
+        }
+        json_arr_end(&j);
+        json_end(&j);
+}
+
+int report_audit(const struct cat_audit *a, size_t n, int as_json, FILE *out)
+{
+        char ts[40], by[64];
+
+        if (as_json) {
+                audit_json(a, n, out);
+                return 0;
+        }
+        fprintf(out, "%-24s %-8s %-30s %-12s %-16s %6s %-20s %s\n", "AT", "DIR", "TXID", "AGENT", "STEP", "CODE", "BY",
+                "DETAIL");
+        for (size_t i = 0; i < n; i++) {
+                struct esc e = {0};
+                report_iso_time(a[i].at_us, ts, sizeof(ts));
+                if (!a[i].has_peer)
+                        snprintf(by, sizeof(by), "-");
+                else if (a[i].peer_pid >= 0)
+                        snprintf(by, sizeof(by), "uid %lld pid %lld", a[i].peer_uid, a[i].peer_pid);
+                else
+                        snprintf(by, sizeof(by), "uid %lld", a[i].peer_uid);
+                fprintf(out, "%-24s %-8s %-30s %-12s %-16s %6d %-20s %s\n", ts, audit_dir(a[i].dir),
+                        a[i].txid[0] ? esc(&e, a[i].txid) : "-", a[i].agent[0] ? esc(&e, a[i].agent) : "-",
+                        esc(&e, a[i].step), a[i].code, by, esc(&e, a[i].detail));
+                esc_done(&e);
         }
         return 0;
 }
@@ -483,11 +627,13 @@ int report_prune(const char *group, const struct prune_item *it, size_t n, int d
         fprintf(out, "group %s: %zu cut(s) and %zu pre-revert branch(es), %zu kept, %zu %s\n", group, n - branches,
                 branches, keep, n - keep, dry_run ? "would be removed" : "removed or failed");
         for (size_t i = 0; i < n; i++) {
+                struct esc e = {0};
                 report_iso_time(it[i].started_us, ts, sizeof(ts));
                 fprintf(out, "  %-7s %-6s %-28s %-24s %s%s%s\n",
                         it[i].keep ? "keep" : dry_run ? "remove" : it[i].done ? "removed" : "FAILED",
-                        it[i].branch ? "branch" : "cut", it[i].txid, ts, it[i].why, it[i].error[0] ? ": " : "",
-                        it[i].error);
+                        it[i].branch ? "branch" : "cut", esc(&e, it[i].txid), ts, esc(&e, it[i].why),
+                        it[i].error[0] ? ": " : "", esc(&e, it[i].error));
+                esc_done(&e);
         }
         return 0;
 }
@@ -537,12 +683,14 @@ int report_check(const char *group, const struct engine_check_member *m, size_t 
                 return 0;
         }
         for (size_t i = 0; i < n; i++) {
-                char who[140];
-                snprintf(who, sizeof(who), "%s@%s", m[i].vm, m[i].agent);
+                struct esc e = {0};
+                char who[600];
+                snprintf(who, sizeof(who), "%s@%s", esc(&e, m[i].vm), esc(&e, m[i].agent));
                 if (m[i].ok)
-                        fprintf(out, "OK    %-28s%s%s\n", who, m[i].message[0] ? " " : "", m[i].message);
+                        fprintf(out, "OK    %-28s%s%s\n", who, m[i].message[0] ? " " : "", esc(&e, m[i].message));
                 else
-                        fprintf(out, "FAIL  %-28s %s: %s\n", who, m[i].code, m[i].message);
+                        fprintf(out, "FAIL  %-28s %s: %s\n", who, esc(&e, m[i].code), esc(&e, m[i].message));
+                esc_done(&e);
         }
         if (bad)
                 fprintf(out, "group %s: %zu of %zu member(s) would refuse a cut\n", group, bad, n);

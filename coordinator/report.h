@@ -58,3 +58,12 @@ int report_prune(const char *group, const struct prune_item *it, size_t n, int d
 /* Both renderings at once, malloc'd (the caller's; NULL when out of memory). */
 void report_prune_pair(const char *group, const struct prune_item *it, size_t n, int dry_run, char **ret_text,
                        char **ret_json);
+
+/* s with every control character (C0, DEL, C1) and every byte that is not UTF-8
+ * shown as \xNN, so text from an agent cannot drive the operator's terminal; cut
+ * short to fit size (at least 1) without splitting an escape. */
+void report_escape(char *out, size_t size, const char *s);
+
+/* Audit rows, oldest first: commands sent to agents, their replies, and requests on
+ * the control socket with the uid and pid of the process that sent them. */
+int report_audit(const struct cat_audit *a, size_t n, int as_json, FILE *out);

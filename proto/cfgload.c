@@ -678,6 +678,15 @@ static int read_file(struct cfgload *ld)
                 r = -errno;
                 return lserr_set(ld->err, r, "%s: cannot stat: %s", ld->file, strerror(-r));
         }
+        /* A config names keys, trusted keys and hooks: only its owner (us or root) may
+         * change it. Checked on the open file, not on a path that could be swapped. */
+        if (st.st_mode & 022)
+                return lserr_set(ld->err, LS_ECONFIG,
+                                 "%s: mode %04o lets group or other write it; fix with: chmod go-w '%s'", ld->file,
+                                 (unsigned)(st.st_mode & 07777), ld->file);
+        if (st.st_uid != geteuid() && st.st_uid != 0)
+                return lserr_set(ld->err, LS_ECONFIG, "%s: owned by uid %u, neither this process's uid %u nor root",
+                                 ld->file, (unsigned)st.st_uid, (unsigned)geteuid());
         if (S_ISREG(st.st_mode) && st.st_size > CFG_FILE_MAX)
                 return lserr_set(ld->err, LS_ECONFIG, "%s: %jd bytes, more than the 1 MiB a configuration may have",
                                  ld->file, (intmax_t)st.st_size);

@@ -105,6 +105,23 @@ int env_seal_reply(const struct keys_secret *key, const Lockstep__Reply *reply, 
         return seal_message(ENV_REPLY, key, &reply->base, ret, ret_len, NULL, err);
 }
 
+int env_trusted_unique(const struct env_trusted *keys, size_t n, lserr *err)
+{
+        char fpr[KEYS_FPR_LEN];
+
+        for (size_t i = 1; i < n; i++)
+                for (size_t j = 0; j < i; j++) {
+                        if (memcmp(keys[i].pub.id, keys[j].pub.id, KEYS_ID_LEN) != 0)
+                                continue;
+                        keys_fingerprint(keys[i].pub.id, fpr);
+                        return lserr_set(err, LS_ECONFIG,
+                                         "trusted keys \"%s\" and \"%s\" have the same key id %s: "
+                                         "trust each key once (remove one of them)",
+                                         keys[j].name, keys[i].name, fpr);
+                }
+        return 0;
+}
+
 int env_verifier_new(const char *self_id, const struct env_trusted *keys, size_t n_keys, struct replay *rp,
                      long long window_us, size_t max_size, struct env_verifier **ret, lserr *err)
 {
@@ -114,6 +131,8 @@ int env_verifier_new(const char *self_id, const struct env_trusted *keys, size_t
                 return lserr_set(err, -EINVAL, "verifier: agent id \"%s\" is not a valid name", self_id);
         if (sodium_init() < 0)
                 return lserr_set(err, -EIO, "libsodium: initialisation failed");
+        if (env_trusted_unique(keys, n_keys, err) < 0)
+                return LS_ECONFIG;
         v = calloc(1, sizeof(*v));
         if (!v)
                 return -ENOMEM;

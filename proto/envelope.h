@@ -50,9 +50,15 @@ int env_seal_command(const struct keys_secret *key, Lockstep__Command *cmd, uint
 int env_seal_reply(const struct keys_secret *key, const Lockstep__Reply *reply, uint8_t **ret, size_t *ret_len,
                    lserr *err);
 
+/* The agent finds the key of a command by its 8-byte id: two trusted keys with one
+ * id (the same key listed twice, or a collision) would leave it to pick one of
+ * them, and its roles. Refuses that (LS_ECONFIG), naming both entries. */
+int env_trusted_unique(const struct env_trusted *keys, size_t n, lserr *err);
+
 struct env_verifier;
 
-/* keys are copied; rp is borrowed and must outlive the verifier. */
+/* keys are copied (refused unless env_trusted_unique); rp is borrowed and must
+ * outlive the verifier. */
 int env_verifier_new(const char *self_id, const struct env_trusted *keys, size_t n_keys, struct replay *rp,
                      long long window_us, size_t max_size, struct env_verifier **ret, lserr *err);
 struct env_verifier *env_verifier_free(struct env_verifier *v);

@@ -3,12 +3,16 @@
 
 #include <fcntl.h>
 #include <libgen.h>
+#include <sodium.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "cleanup.h"
 
 static int fsync_dir_of(const char *path)
 {
@@ -28,22 +32,40 @@ static int fsync_dir_of(const char *path)
         return r;
 }
 
+/* Creates a fresh temporary file beside path with mode. O_EXCL|O_NOFOLLOW and a
+ * random name: a file or symlink someone else made there in advance is never
+ * opened, so it cannot catch a key on its way into a shared directory. */
+static int create_tmp(const char *path, mode_t mode, char tmp[static 4096], lserr *err)
+{
+        uint32_t rnd[2];
+        int fd;
+
+        for (int tries = 0; tries < 8; tries++) {
+                randombytes_buf(rnd, sizeof(rnd));
+                if (snprintf(tmp, 4096, "%s.tmp.%08x%08x", path, rnd[0], rnd[1]) >= 4096)
+                        return lserr_set(err, -ENAMETOOLONG, "\"%s\": path too long", path);
+                fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+                if (fd >= 0)
+                        return fd;
+                if (errno != EEXIST)
+                        return lserr_set(err, -errno, "\"%s\": create: %m", tmp);
+        }
+        return lserr_set(err, -EEXIST, "\"%s\": create a temporary file: every name tried exists", path);
+}
+
 int fsutil_write_atomic(const char *path, const void *buf, size_t len, mode_t mode, int excl, lserr *err)
 {
         char tmp[4096];
         int fd = -1, r;
         size_t off = 0;
 
-        if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof(tmp))
-                return lserr_set(err, -ENAMETOOLONG, "\"%s\": path too long", path);
         if (excl && access(path, F_OK) == 0)
                 return lserr_set(err, -EEXIST, "\"%s\": already exists, refusing to overwrite", path);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-        if (fd < 0) {
-                r = lserr_set(err, -errno, "\"%s\": create: %m", tmp);
-                goto out;
-        }
-        /* open() honours the umask; the mode asked for is the mode wanted. */
+        fd = create_tmp(path, mode, tmp, err);
+        if (fd < 0)
+                return fd;
+        /* open() honours the umask; the mode asked for is the mode wanted, and it is
+         * the file's mode before any byte is in it. */
         if (fchmod(fd, mode) < 0) {
                 r = lserr_set(err, -errno, "\"%s\": chmod: %m", tmp);
                 goto out;
@@ -79,42 +101,28 @@ out:
         return r;
 }
 
-int fsutil_read_all(const char *path, size_t max, char **ret_buf, size_t *ret_len, lserr *err)
+int fsutil_read_fd(int fd, const char *path, size_t max, char **ret_buf, size_t *ret_len, lserr *err)
 {
+        _cleanup_free_ char *buf = NULL;
         struct stat st;
-        char *buf = NULL;
         size_t off = 0;
-        int fd, r;
 
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-        if (fd < 0)
-                return lserr_set(err, -errno, "\"%s\": open: %m", path);
-        if (fstat(fd, &st) < 0) {
-                r = lserr_set(err, -errno, "\"%s\": stat: %m", path);
-                goto out;
-        }
-        if (!S_ISREG(st.st_mode)) {
-                r = lserr_set(err, -EINVAL, "\"%s\": not a regular file", path);
-                goto out;
-        }
-        if ((size_t)st.st_size > max) {
-                r = lserr_set(err, -EFBIG, "\"%s\": %lld bytes, larger than the %zu allowed", path,
-                              (long long)st.st_size, max);
-                goto out;
-        }
+        if (fstat(fd, &st) < 0)
+                return lserr_set(err, -errno, "\"%s\": stat: %m", path);
+        if (!S_ISREG(st.st_mode))
+                return lserr_set(err, -EINVAL, "\"%s\": not a regular file", path);
+        if ((size_t)st.st_size > max)
+                return lserr_set(err, -EFBIG, "\"%s\": %lld bytes, larger than the %zu allowed", path,
+                                 (long long)st.st_size, max);
         buf = malloc((size_t)st.st_size + 1);
-        if (!buf) {
-                r = -ENOMEM;
-                goto out;
-        }
+        if (!buf)
+                return -ENOMEM;
         for (;;) {
                 ssize_t n = read(fd, buf + off, (size_t)st.st_size - off);
                 if (n < 0 && errno == EINTR)
                         continue;
-                if (n < 0) {
-                        r = lserr_set(err, -errno, "\"%s\": read: %m", path);
-                        goto out;
-                }
+                if (n < 0)
+                        return lserr_set(err, -errno, "\"%s\": read: %m", path);
                 if (n == 0)
                         break;
                 off += (size_t)n;
@@ -122,14 +130,18 @@ int fsutil_read_all(const char *path, size_t max, char **ret_buf, size_t *ret_le
                         break;
         }
         buf[off] = '\0';
-        *ret_buf = buf;
+        *ret_buf = TAKE_PTR(buf);
         *ret_len = off;
-        buf = NULL;
-        r = 0;
-out:
-        free(buf);
-        close(fd);
-        return r;
+        return 0;
+}
+
+int fsutil_read_all(const char *path, size_t max, char **ret_buf, size_t *ret_len, lserr *err)
+{
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+
+        if (fd < 0)
+                return lserr_set(err, -errno, "\"%s\": open: %m", path);
+        return fsutil_read_fd(fd, path, max, ret_buf, ret_len, err);
 }
 
 int fsutil_mkdir_p(const char *dir, mode_t mode, lserr *err)

@@ -16,6 +16,10 @@ int fsutil_write_atomic(const char *path, const void *buf, size_t len, mode_t mo
  * owned by the caller (free()). Larger files are refused with -EFBIG. */
 int fsutil_read_all(const char *path, size_t max, char **ret_buf, size_t *ret_len, lserr *err);
 
+/* The same from an open file descriptor (borrowed, read from its position);
+ * path only names it in messages. */
+int fsutil_read_fd(int fd, const char *path, size_t max, char **ret_buf, size_t *ret_len, lserr *err);
+
 /* Creates dir and its parents with mode (existing dirs are fine). */
 int fsutil_mkdir_p(const char *dir, mode_t mode, lserr *err);
 

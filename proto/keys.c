@@ -1,6 +1,7 @@
 /* keys: key generation, the key file formats and their permission rules. */
 #include "keys.h"
 
+#include <fcntl.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cleanup.h"
 #include "fsutil.h"
 
 #define SEED_LEN crypto_sign_SEEDBYTES
@@ -166,11 +168,32 @@ static int parse_line(const char *what, const char *buf, const char *magic, uint
         return 0;
 }
 
+/* The rules for a secret key file, checked on the open file (not on a path that
+ * could be swapped between a check and the open): nobody but its owner may read
+ * it, and that owner is this process's user or root, so another local user cannot
+ * plant a key of their own in a directory we read. */
+static int check_secret_file(int fd, const char *what, const char *path, lserr *err)
+{
+        struct stat st;
+
+        if (fstat(fd, &st) < 0)
+                return lserr_set(err, -errno, "%s: stat: %m", what);
+        if (st.st_mode & 077)
+                return lserr_set(err, LS_EKEYPERM,
+                                 "%s: mode %04o lets group or other read it; fix with: chmod 600 '%s'", what,
+                                 (unsigned)(st.st_mode & 07777), path);
+        if (st.st_uid != geteuid() && st.st_uid != 0)
+                return lserr_set(err, LS_EKEYPERM,
+                                 "%s: owned by uid %u, neither this process's uid %u nor root; fix with: chown %u '%s'",
+                                 what, (unsigned)st.st_uid, (unsigned)geteuid(), (unsigned)geteuid(), path);
+        return 0;
+}
+
 int keys_load_secret(const char *path, struct keys_secret **ret, lserr *err)
 {
+        _cleanup_close_ int fd = -1;
         uint8_t seed[SEED_LEN];
         char what[4200];
-        struct stat st;
         char *buf = NULL;
         size_t len = 0;
         int r = sodium_ready(err);
@@ -178,13 +201,13 @@ int keys_load_secret(const char *path, struct keys_secret **ret, lserr *err)
         if (r < 0)
                 return r;
         snprintf(what, sizeof(what), "secret key \"%s\"", path);
-        if (stat(path, &st) < 0)
-                return lserr_set(err, -errno, "%s: %m", what);
-        if (st.st_mode & 077)
-                return lserr_set(err, LS_EKEYPERM,
-                                 "%s: mode %04o lets group or other read it; fix with: chmod 600 '%s'", what,
-                                 (unsigned)(st.st_mode & 07777), path);
-        r = fsutil_read_all(path, KEYFILE_MAX, &buf, &len, err);
+        fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return lserr_set(err, -errno, "%s: open: %m", what);
+        r = check_secret_file(fd, what, path, err);
+        if (r < 0)
+                return r;
+        r = fsutil_read_fd(fd, path, KEYFILE_MAX, &buf, &len, err);
         if (r < 0)
                 return r;
         r = parse_line(what, buf, KEY_MAGIC, seed, sizeof(seed), err);

@@ -30,7 +30,8 @@ int keys_generate(struct keys_secret **ret, lserr *err);
 /* Writes PREFIX.key (0600) and PREFIX.pub (0644); refuses to overwrite either. */
 int keys_write(const char *prefix, const struct keys_secret *k, lserr *err);
 
-/* Loads a secret key file; refuses one that group or other can read. */
+/* Loads a secret key file; refuses a symlink, one that group or other can read, and
+ * one owned by a user other than this process's or root. */
 int keys_load_secret(const char *path, struct keys_secret **ret, lserr *err);
 
 /* Accepts either an inline "lockstep-pub-v1 <base64>" or the path of a .pub file. */

@@ -18,6 +18,9 @@ struct worker {
         int started;
 };
 
+/* The pipe of the request this worker thread is handling, for transport_request_peer. */
+static _Thread_local nng_pipe current_pipe = NNG_PIPE_INITIALIZER;
+
 struct transport_server {
         nng_socket sock;
         transport_handler handler;
@@ -407,8 +410,10 @@ static void *worker_main(void *p)
                         break;
                 if (rv)
                         continue;
-                if (w->srv->handler(w->srv->arg, nng_msg_body(msg), nng_msg_len(msg), &resp, &resp_len) >= 0 &&
-                    resp) {
+                current_pipe = nng_msg_get_pipe(msg);
+                rv = w->srv->handler(w->srv->arg, nng_msg_body(msg), nng_msg_len(msg), &resp, &resp_len);
+                current_pipe = (nng_pipe)NNG_PIPE_INITIALIZER;
+                if (rv >= 0 && resp) {
                         nng_msg_clear(msg);
                         if (nng_msg_append(msg, resp, resp_len) == 0 && ctx_send(w->ctx, msg, 5000) == 0)
                                 msg = NULL;
@@ -418,6 +423,18 @@ static void *worker_main(void *p)
                         nng_msg_free(msg);
         }
         return NULL;
+}
+
+int transport_request_peer(long long *ret_uid, long long *ret_pid)
+{
+        uint64_t uid, pid;
+
+        /* The kernel's credentials of an ipc:// peer (SO_PEERCRED); a TCP peer has none. */
+        if (nng_pipe_id(current_pipe) <= 0 || nng_pipe_get_uint64(current_pipe, NNG_OPT_IPC_PEER_UID, &uid) != 0)
+                return -ENOENT;
+        *ret_uid = (long long)uid;
+        *ret_pid = nng_pipe_get_uint64(current_pipe, NNG_OPT_IPC_PEER_PID, &pid) == 0 ? (long long)pid : -1;
+        return 0;
 }
 
 int transport_serve(nng_socket s, unsigned n_workers, transport_handler h, void *arg,

@@ -62,6 +62,11 @@ typedef int (*transport_handler)(void *arg, const uint8_t *req, size_t len, uint
 
 struct transport_server;
 
+/* Inside a handler, on its worker thread: the uid and pid (-1 when not given) of the
+ * process that sent the request being handled, as the kernel reports them for an
+ * ipc:// socket. -ENOENT for other transports; the outputs are then untouched. */
+int transport_request_peer(long long *ret_uid, long long *ret_pid);
+
 /* Starts n_workers threads serving s. s stays the caller's until stop. */
 int transport_serve(nng_socket s, unsigned n_workers, transport_handler h, void *arg,
                     struct transport_server **ret, lserr *err);

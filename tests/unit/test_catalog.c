@@ -609,6 +609,90 @@ static void test_audit_list_with_limit(void **state)
         assert_int_equal(cat_audit_add(f->c, &a, &err), -EINVAL);
 }
 
+/* A request on the control socket is recorded with the uid and pid of its sender;
+ * rows without a peer (commands sent to agents) read back without one. The
+ * newest rows of all come oldest first. */
+static void test_audit_control_peer(void **state)
+{
+        struct fixture *f = *state;
+        struct cat_audit a = {.at_us = 100, .step = "snapshot.create", .dir = CAT_CONTROL, .has_peer = 1,
+                              .peer_uid = 1000, .peer_pid = 4242, .detail = "shop: started op op-1"},
+                         s = {.at_us = 200, .txid = "tA", .agent = "host-a", .step = "FREEZE", .dir = CAT_SENT},
+                         *v = NULL;
+        size_t n = 0;
+        lserr err = {0};
+
+        assert_int_equal(cat_audit_add(f->c, &a, &err), 0);
+        assert_int_equal(cat_audit_add(f->c, &s, &err), 0);
+        a.at_us = 300, a.peer_pid = -1;
+        snprintf(a.step, sizeof(a.step), "reload");
+        assert_int_equal(cat_audit_add(f->c, &a, &err), 0);
+        assert_int_equal(cat_audit_list(f->c, "", 10, &v, &n, &err), 0);
+        assert_int_equal(n, 3);
+        assert_int_equal(v[0].dir, CAT_CONTROL);
+        assert_string_equal(v[0].step, "snapshot.create");
+        assert_true(v[0].has_peer);
+        assert_int_equal(v[0].peer_uid, 1000);
+        assert_int_equal(v[0].peer_pid, 4242);
+        assert_string_equal(v[0].detail, "shop: started op op-1");
+        assert_int_equal(v[1].dir, CAT_SENT);
+        assert_false(v[1].has_peer);
+        assert_true(v[2].has_peer);
+        assert_int_equal(v[2].peer_pid, -1);
+        free(v);
+        assert_int_equal(raw_int(f->path, "SELECT peer_uid FROM audit WHERE dir = 'control' ORDER BY id LIMIT 1"), 1000);
+        assert_int_equal(raw_int(f->path, "SELECT peer_uid FROM audit WHERE dir = 'sent'"), -1);
+
+        assert_int_equal(cat_audit_recent(f->c, 2, &v, &n, &err), 0);
+        assert_int_equal(n, 2);
+        assert_int_equal(v[0].at_us, 200);
+        assert_int_equal(v[1].at_us, 300);
+        free(v);
+}
+
+/* A catalog of schema 4 (before the audit knew control requests) opens, its audit
+ * rows kept as they were, without a peer; new control rows go in beside them. */
+static void test_audit_migration_keeps_rows(void **state)
+{
+        struct fixture *f = *state;
+        struct cat_audit a = {.at_us = 500, .step = "reload", .dir = CAT_CONTROL, .has_peer = 1, .peer_uid = 7,
+                              .peer_pid = 8},
+                         *v = NULL;
+        size_t n = 0;
+        lserr err = {0};
+
+        f->c = cat_close(f->c);
+        /* Version 4's audit table, as shipped, with a row in it. */
+        raw_exec(f->path,
+                 "DROP TABLE audit;"
+                 "CREATE TABLE audit (id INTEGER PRIMARY KEY, at_us INTEGER NOT NULL, txid TEXT NOT NULL,"
+                 " agent TEXT NOT NULL, step TEXT NOT NULL,"
+                 " dir TEXT NOT NULL CHECK (dir IN ('sent', 'received', 'ignored')), code INTEGER NOT NULL,"
+                 " detail TEXT NOT NULL, hash_hex TEXT NOT NULL);"
+                 "CREATE INDEX audit_txid ON audit (txid, at_us);"
+                 "INSERT INTO audit (at_us, txid, agent, step, dir, code, detail, hash_hex)"
+                 " VALUES (42, 'old', 'host-a', 'FREEZE', 'received', 3, 'from v4', 'abcd');"
+                 "DELETE FROM schema_version WHERE version = 5;");
+        assert_int_equal(raw_int(f->path, "SELECT max(version) FROM schema_version"), 4);
+        assert_int_equal(cat_open(f->path, &f->c, &err), 0);
+        assert_int_equal(raw_int(f->path, "SELECT max(version) FROM schema_version"), CAT_SCHEMA_VERSION);
+        assert_int_equal(cat_audit_add(f->c, &a, &err), 0);
+        assert_int_equal(cat_audit_list(f->c, NULL, 10, &v, &n, &err), 0);
+        assert_int_equal(n, 2);
+        assert_string_equal(v[0].txid, "old");
+        assert_int_equal(v[0].dir, CAT_RECEIVED);
+        assert_int_equal(v[0].code, 3);
+        assert_string_equal(v[0].detail, "from v4");
+        assert_string_equal(v[0].hash_hex, "abcd");
+        assert_false(v[0].has_peer);
+        assert_int_equal(v[1].dir, CAT_CONTROL);
+        assert_int_equal(v[1].peer_uid, 7);
+        assert_int_equal(v[1].peer_pid, 8);
+        free(v);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_schema WHERE name = 'audit_txid'"), 1);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_schema WHERE name = 'audit_v5'"), 0);
+}
+
 static void test_decision_visible_to_second_connection(void **state)
 {
         struct fixture *f = *state;
@@ -1093,6 +1177,8 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_agents_upsert, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_group_put_replaces, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_audit_list_with_limit, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_audit_control_peer, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_audit_migration_keeps_rows, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_decision_visible_to_second_connection, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_decision_survives_dying_process, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_concurrent_threads, setup, teardown),

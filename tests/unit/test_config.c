@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "agent_config.h"
@@ -469,6 +470,30 @@ static const struct refusal refusals[] = {
           10, "authorized[1].pubkey", "required field is missing" },
 
         /* ---- coordinator.yaml ---- */
+        /* /metrics has no authentication: loopback only, unless said otherwise. */
+        { "metrics-any-address", COORD,
+          "control: ipc:///run/lockstep/control.sock\n"
+          "key: /k\n"
+          "catalog: /c\n"
+          "metrics: http://0.0.0.0:9464\n"
+          "agents: [{id: host-a, url: tcp://10.77.0.2:7400, pubkey: /a.pub}]\n",
+          4, "metrics", "\"http://0.0.0.0:9464\" is not a loopback address and /metrics has no authentication: "
+                        "serve it on 127.0.0.1 (behind a proxy that authenticates), or set metrics_public: true" },
+        { "metrics-lan-address", COORD,
+          "control: ipc:///run/lockstep/control.sock\n"
+          "key: /k\n"
+          "catalog: /c\n"
+          "metrics: http://10.0.0.5:9464\n"
+          "metrics_public: no\n"
+          "agents: [{id: host-a, url: tcp://10.77.0.2:7400, pubkey: /a.pub}]\n",
+          4, "metrics", "\"http://10.0.0.5:9464\" is not a loopback address" },
+        { "metrics-no-port", COORD,
+          "control: ipc:///run/lockstep/control.sock\n"
+          "key: /k\n"
+          "catalog: /c\n"
+          "metrics: http://127.0.0.1\n"
+          "agents: [{id: host-a, url: tcp://10.77.0.2:7400, pubkey: /a.pub}]\n",
+          4, "metrics", "expected http://HOST:PORT, got \"http://127.0.0.1\"" },
         { "unknown-key-hooks", COORD,
           COORD_MIN
           "  - name: solo\n"
@@ -1107,6 +1132,43 @@ static void test_coord_defaults(void **state)
         cfg_coord_free(c);
 }
 
+/* /metrics: loopback hosts as written, no host is 127.0.0.1, another address only
+ * with metrics_public. */
+static void test_coord_metrics(void **state)
+{
+        static const struct {
+                const char *metrics, *public_, *want;
+        } ok[] = {
+                {"http://127.0.0.1:9464", NULL, "http://127.0.0.1:9464"},
+                {"http://:9464", NULL, "http://127.0.0.1:9464"},
+                {"http://localhost:9464", NULL, "http://localhost:9464"},
+                {"http://[::1]:9464", NULL, "http://[::1]:9464"},
+                {"http://127.9.9.9:9464", NULL, "http://127.9.9.9:9464"},
+                {"http://10.0.0.5:9464", "true", "http://10.0.0.5:9464"},
+                {"http://0.0.0.0:9464", "yes", "http://0.0.0.0:9464"},
+        };
+        char path[PATH_MAX], *text;
+        struct cfg_coord *c = NULL;
+        lserr err = { 0 };
+
+        (void)state;
+        for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+                assert_true(asprintf(&text,
+                                     "control: ipc:///run/lockstep/control.sock\nkey: /k\ncatalog: /c\n"
+                                     "metrics: \"%s\"\n%s%s%s"
+                                     "agents: [{id: host-a, url: tcp://10.77.0.2:7400, pubkey: /a.pub}]\n",
+                                     ok[i].metrics, ok[i].public_ ? "metrics_public: " : "",
+                                     ok[i].public_ ? ok[i].public_ : "", ok[i].public_ ? "\n" : "") > 0);
+                write_cfg(path, "coord-metrics.yaml", text);
+                free(text);
+                if (cfg_coord_load(path, &c, &err) < 0)
+                        fail_msg("%s: %s", ok[i].metrics, err.msg);
+                assert_string_equal(c->metrics, ok[i].want);
+                assert_int_equal(c->metrics_public, ok[i].public_ != NULL);
+                c = cfg_coord_free(c);
+        }
+}
+
 static void test_coord_no_groups(void **state)
 {
         char path[PATH_MAX];
@@ -1183,6 +1245,49 @@ static void test_examples(void **state)
         assert_int_equal(cfg_coord_group(c, "shop")->n_tiers, 3);
         assert_int_equal(cfg_coord_group(c, "solo")->n_members, 1);
         cfg_coord_free(c);
+}
+
+/* A config that group or other can write, or that another user owns, is refused
+ * with its path: it names the keys the daemon trusts and the hooks it runs. */
+static void test_mode_and_owner(void **state)
+{
+        static const int bad[] = {0664, 0646, 0666, 0620, 0602};
+        char a[PATH_MAX], c[PATH_MAX];
+        struct cfg_agent *ca = NULL;
+        struct cfg_coord *cc = NULL;
+        lserr err = { 0 };
+
+        (void)state;
+        write_cfg(a, "mode-agent.yaml", AGENT_MIN);
+        write_cfg(c, "mode-coord.yaml", COORD_MIN);
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                assert_int_equal(chmod(a, (mode_t)bad[i]), 0);
+                assert_int_equal(chmod(c, (mode_t)bad[i]), 0);
+                lserr_clear(&err);
+                assert_int_equal(cfg_agent_load(a, &ca, &err), LS_ECONFIG);
+                assert_null(ca);
+                assert_non_null(strstr(err.msg, a));
+                assert_non_null(strstr(err.msg, "lets group or other write it; fix with: chmod go-w"));
+                lserr_clear(&err);
+                assert_int_equal(cfg_coord_load(c, &cc, &err), LS_ECONFIG);
+                assert_null(cc);
+                assert_non_null(strstr(err.msg, c));
+        }
+        /* Readable by all is fine: a config holds no secret, only the key's path. */
+        assert_int_equal(chmod(a, 0644), 0);
+        assert_int_equal(chmod(c, 0444), 0);
+        if (cfg_agent_load(a, &ca, &err) < 0 || cfg_coord_load(c, &cc, &err) < 0)
+                fail_msg("%s", err.msg);
+        ca = cfg_agent_free(ca);
+        cc = cfg_coord_free(cc);
+        if (geteuid() == 0) {
+                assert_int_equal(chown(a, 65534, 65534), 0);
+                lserr_clear(&err);
+                assert_int_equal(cfg_agent_load(a, &ca, &err), LS_ECONFIG);
+                assert_null(ca);
+                assert_non_null(strstr(err.msg, a));
+                assert_non_null(strstr(err.msg, "owned by uid 65534"));
+        }
 }
 
 static void test_missing_file(void **state)
@@ -1275,8 +1380,10 @@ int main(void)
                 cmocka_unit_test(test_coord_full),
                 cmocka_unit_test(test_coord_defaults),
                 cmocka_unit_test(test_coord_no_groups),
+                cmocka_unit_test(test_coord_metrics),
                 cmocka_unit_test(test_examples),
                 cmocka_unit_test(test_missing_file),
+                cmocka_unit_test(test_mode_and_owner),
                 cmocka_unit_test(test_directory),
                 cmocka_unit_test(test_size_limit),
                 cmocka_unit_test(test_names),

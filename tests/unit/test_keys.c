@@ -7,9 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
+#include "envelope.h"
 #include "keys.h"
 #include "testutil.h"
 
@@ -138,12 +140,90 @@ static void test_bad_formats(void **state)
         tu_rmtree(dir);
 }
 
+/* The owner is checked on the open file: a key of another user (not root) is
+ * refused with its path, and so is a symlink to a good key. */
+static void test_owner_and_symlink_refused(void **state)
+{
+        char *dir = tu_mkdtemp(), *prefix = path_of(dir, "a"), *key = path_of(dir, "a.key"),
+             *link = path_of(dir, "link.key");
+        struct keys_secret *k = NULL, *loaded = NULL;
+        lserr err = {0};
+
+        (void)state;
+        assert_int_equal(keys_generate(&k, &err), 0);
+        assert_int_equal(keys_write(prefix, k, &err), 0);
+        if (geteuid() == 0) {
+                assert_int_equal(chown(key, 65534, 65534), 0);
+                assert_int_equal(keys_load_secret(key, &loaded, &err), LS_EKEYPERM);
+                assert_null(loaded);
+                assert_non_null(strstr(err.msg, "owned by uid 65534"));
+                assert_non_null(strstr(err.msg, key));
+                assert_int_equal(chown(key, 0, 0), 0);
+        }
+        assert_int_equal(symlink(key, link), 0);
+        lserr_clear(&err);
+        assert_true(keys_load_secret(link, &loaded, &err) < 0);
+        assert_null(loaded);
+        assert_non_null(strstr(err.msg, link));
+        lserr_clear(&err);
+        assert_int_equal(keys_load_secret(key, &loaded, &err), 0);
+        keys_secret_free(loaded);
+        keys_secret_free(k);
+        free(prefix);
+        free(key);
+        free(link);
+        tu_rmtree(dir);
+}
+
+/* Two trusted keys with one 8-byte id (the same key twice, or a collision of two
+ * keys) are refused, naming both; the verifier is not made. */
+static void test_duplicate_id_refused(void **state)
+{
+        struct keys_secret *k1 = NULL, *k2 = NULL;
+        struct env_trusted t[3] = {0};
+        struct env_verifier *v = NULL;
+        lserr err = {0};
+
+        (void)state;
+        assert_int_equal(keys_generate(&k1, &err), 0);
+        assert_int_equal(keys_generate(&k2, &err), 0);
+        t[0].pub = *keys_secret_public(k1);
+        t[1].pub = *keys_secret_public(k2);
+        t[2].pub = *keys_secret_public(k1);
+        snprintf(t[0].name, sizeof(t[0].name), "ops");
+        snprintf(t[1].name, sizeof(t[1].name), "backup");
+        snprintf(t[2].name, sizeof(t[2].name), "ops-again");
+        assert_int_equal(env_trusted_unique(t, 2, &err), 0);
+        assert_int_equal(env_trusted_unique(t, 3, &err), LS_ECONFIG);
+        assert_non_null(strstr(err.msg, "\"ops\" and \"ops-again\""));
+        lserr_clear(&err);
+        assert_int_equal(env_verifier_new("agent1", t, 3, NULL, ENV_WINDOW_DEFAULT_US, ENV_MAX_DEFAULT, &v, &err),
+                         LS_ECONFIG);
+        assert_null(v);
+        assert_non_null(strstr(err.msg, "ops-again"));
+        /* Another key whose id collides: refused the same way, the signature is not
+         * left to decide between them. */
+        t[2].pub = *keys_secret_public(k2);
+        t[2].pub.pk[0] ^= 1;
+        memcpy(t[2].pub.id, t[1].pub.id, KEYS_ID_LEN);
+        lserr_clear(&err);
+        assert_int_equal(env_trusted_unique(t, 3, &err), LS_ECONFIG);
+        assert_non_null(strstr(err.msg, "\"backup\" and \"ops-again\""));
+        lserr_clear(&err);
+        assert_int_equal(env_verifier_new("agent1", t, 2, NULL, ENV_WINDOW_DEFAULT_US, ENV_MAX_DEFAULT, &v, &err), 0);
+        env_verifier_free(v);
+        keys_secret_free(k1);
+        keys_secret_free(k2);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_write_and_load),
                 cmocka_unit_test(test_loose_permissions_refused),
                 cmocka_unit_test(test_bad_formats),
+                cmocka_unit_test(test_owner_and_symlink_refused),
+                cmocka_unit_test(test_duplicate_id_refused),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

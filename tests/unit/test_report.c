@@ -217,6 +217,68 @@ static void test_check_json(void **state)
         free(s);
 }
 
+/* An agent's message with an escape sequence (clear screen, a colour, an OSC title),
+ * a C1 CSI, DEL, a newline and a byte that is not UTF-8: the human output shows
+ * each as \xNN (valid UTF-8 text stays as it is); JSON escapes them as JSON does
+ * and stays valid UTF-8. */
+static const char evil[] = "frozen\x1b[2J\x1b[31mOK\x1b]0;pwned\x07 \xc2\x9b" "1m\x7f\nFAKE \xff\xc3 caf\xc3\xa9";
+
+static void test_agent_text_escaped(void **state)
+{
+        struct cat_member m = members[0];
+        struct cat_image im = images[0];
+        struct cat_txn t = cut_txn();
+        struct engine_check_member c = {.vm = "web1", .agent = "host-a", .ok = 0, .code = "E_HV"};
+        char *s;
+
+        (void)state;
+        snprintf(m.message, sizeof(m.message), "%s", evil);
+        m.code = 5;
+        snprintf(im.after, sizeof(im.after), "/img/\x1b[8m");
+        snprintf(t.reason, sizeof(t.reason), "%s", evil);
+        s = render_cut(&t, &m, 1, &im, 1, 0);
+        assert_null(strchr(s, 0x1b));
+        assert_null(strchr(s, 0x7f));
+        assert_null(strstr(s, "\xc2\x9b"));
+        assert_null(strchr(s, 0xff));
+        assert_non_null(strstr(s, "  reason: frozen\\x1b[2J\\x1b[31mOK\\x1b]0;pwned\\x07 \\xc2\\x9b1m\\x7f\\x0aFAKE "
+                                  "\\xff\\xc3 caf\xc3\xa9\n"));
+        assert_non_null(strstr(s, "0.8  frozen\\x1b[2J"));
+        assert_non_null(strstr(s, "      -> /img/\\x1b[8m\n"));
+        free(s);
+
+        s = render_cut(&t, &m, 1, &im, 1, 1);
+        assert_null(strchr(s, 0x1b));
+        assert_null(strchr(s, 0x7f));
+        assert_null(strstr(s, "\xc2\x9b"));
+        assert_null(strchr(s, 0xff));
+        assert_non_null(strstr(s, "\"frozen\\u001b[2J\\u001b[31mOK\\u001b]0;pwned\\u0007 \\u009b1m\\u007f\\nFAKE "
+                                  "\\ufffd\\ufffd caf\xc3\xa9\""));
+        free(s);
+
+        snprintf(c.message, sizeof(c.message), "%s", evil);
+        s = render_check(&c, 1, 0);
+        assert_null(strchr(s, 0x1b));
+        assert_string_equal(s, "FAIL  web1@host-a                  E_HV: frozen\\x1b[2J\\x1b[31mOK\\x1b]0;pwned\\x07 "
+                               "\\xc2\\x9b1m\\x7f\\x0aFAKE \\xff\\xc3 caf\xc3\xa9\n"
+                               "group shop: 1 of 1 member(s) would refuse a cut\n");
+        free(s);
+}
+
+/* The escape never splits an \xNN and always ends the string. */
+static void test_escape_bounds(void **state)
+{
+        char out[8];
+
+        (void)state;
+        report_escape(out, sizeof(out), "ab\x1b\x1b");
+        assert_string_equal(out, "ab\\x1b");
+        report_escape(out, 1, "abc");
+        assert_string_equal(out, "");
+        report_escape(out, sizeof(out), "\xe2\x82\xac\xed\xa0\x80");
+        assert_string_equal(out, "\xe2\x82\xac\\xed");
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -227,6 +289,8 @@ int main(void)
                 cmocka_unit_test(test_revert_json_undone),
                 cmocka_unit_test(test_check_text),
                 cmocka_unit_test(test_check_json),
+                cmocka_unit_test(test_agent_text_escaped),
+                cmocka_unit_test(test_escape_bounds),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
