@@ -188,6 +188,17 @@ static int freeze_members(struct txn_mgr *mg, struct txn *t, unsigned lease_ms, 
         return 0;
 }
 
+/* Fields 5 and 6 of FreezeRequest were hook command text, from a coordinator
+ * older than this agent: ignoring them would cut without the hooks the
+ * operator asked for. */
+static int old_hook_text(const Lockstep__FreezeRequest *fr)
+{
+        for (unsigned i = 0; i < fr->base.n_unknown_fields; i++)
+                if (fr->base.unknown_fields[i].tag == 5 || fr->base.unknown_fields[i].tag == 6)
+                        return 1;
+        return 0;
+}
+
 static int do_freeze(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t **ret, size_t *ret_len)
 {
         unsigned lease_ms = cmd->freeze->lease_ms;
@@ -200,6 +211,11 @@ static int do_freeze(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t *
         if (cmd->freeze->n_members == 0)
                 return txn_plain_reply(cmd->txid, cmd->step, LOCKSTEP__ERROR_CODE__E_BAD_STATE,
                                        "freeze: no members given", ret, ret_len);
+        if (old_hook_text(cmd->freeze))
+                return txn_plain_reply(cmd->txid, cmd->step, LOCKSTEP__ERROR_CODE__E_HOOK_FAILED,
+                                       "freeze: the command carries hook command text, from a lockstepd older than "
+                                       "this agent; hooks are named in agent.yaml now: upgrade lockstepd",
+                                       ret, ret_len);
         t = freeze_txn(mg, cmd);
         if (!t)
                 return -ENOMEM;

@@ -801,6 +801,36 @@ static void test_hook_runs(void **state)
         assert_false(frozen("db1"));
 }
 
+/* A FREEZE from a lockstepd that still sends hook text (field 5): refused,
+ * never a cut that silently skips the hook. */
+static void test_hook_old_text(void **state)
+{
+        Lockstep__Command c = LOCKSTEP__COMMAND__INIT;
+        Lockstep__FreezeRequest fr = LOCKSTEP__FREEZE_REQUEST__INIT;
+        uint8_t text[] = "sync";
+        ProtobufCMessageUnknownField old = {
+                .tag = 5, .wire_type = PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED, .len = 4, .data = text};
+        struct members ms;
+        Lockstep__Reply *rep;
+
+        (void)state;
+        members(&ms, "db1:0");
+        fr.snapshot = "s1";
+        fr.lease_ms = 10000;
+        fr.members = ms.p;
+        fr.n_members = ms.n;
+        fr.base.n_unknown_fields = 1;
+        fr.base.unknown_fields = &old;
+        c.payload_case = LOCKSTEP__COMMAND__PAYLOAD_FREEZE;
+        c.freeze = &fr;
+        rep = send(&c, "h1", LOCKSTEP__STEP__STEP_FREEZE);
+        assert_true(starts_with(rep->message, "freeze: the command carries hook command text"));
+        assert_int_equal(rep->code, LOCKSTEP__ERROR_CODE__E_HOOK_FAILED);
+        lockstep__reply__free_unpacked(rep, NULL);
+        assert_false(frozen("db1"));
+        assert_string_equal(hooks_log(), "");
+}
+
 static void test_delete(void **state)
 {
         const char *ov;
@@ -1114,6 +1144,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_check, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_hook_unknown, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_hook_runs, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_hook_old_text, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_revert_commit, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_revert_rollback, setup, teardown),
