@@ -29,6 +29,8 @@ struct raw_agent {
         char *key;
         struct raw_authorized *authorized;
         unsigned n_authorized;
+        struct agent_hooks_raw_vm *vms;
+        unsigned n_vms;
         char *libvirt_uri;
         char *backend;
         char *sim_config;
@@ -60,6 +62,8 @@ static const cyaml_schema_field_t agent_fields[] = {
         REQ_STR("key", struct raw_agent, key),
         CYAML_FIELD_SEQUENCE_COUNT("authorized", CYAML_FLAG_POINTER, struct raw_agent, authorized,
                                    n_authorized, &authorized_entry, 1, AUTHORIZED_MAX),
+        CYAML_FIELD_SEQUENCE_COUNT("vms", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_agent, vms, n_vms,
+                                   &agent_hooks_vm_entry, 0, AGENT_HOOK_VMS_MAX),
         OPT_STR("libvirt_uri", struct raw_agent, libvirt_uri),
         OPT_STR("backend", struct raw_agent, backend),
         OPT_STR("sim_config", struct raw_agent, sim_config),
@@ -239,7 +243,14 @@ static int agent_check(const struct cfgload *ld, const struct raw_agent *ra, str
         r = agent_numbers(ld, ra, c);
         if (r < 0)
                 return r;
-        return agent_tls(ld, ra);
+        r = agent_tls(ld, ra);
+        if (r < 0)
+                return r;
+        r = agent_hooks_build(ld, ra->vms, ra->n_vms, &c->vms);
+        if (r < 0)
+                return r;
+        c->n_vms = ra->n_vms;
+        return 0;
 }
 
 static int agent_build(const struct cfgload *ld, const struct raw_agent *ra, struct cfg_agent **ret)
@@ -300,6 +311,7 @@ struct cfg_agent *cfg_agent_free(struct cfg_agent *c)
         free(c->state_dir);
         free(c->tls_cert);
         free(c->tls_key);
+        agent_hooks_free(c->vms, c->n_vms);
         free(c);
         return NULL;
 }

@@ -1,6 +1,7 @@
 /* agent_config: agent.yaml, its schema and the checks on what it means. */
 #pragma once
 
+#include "agent_hooks.h"
 #include "lserr.h"
 #include "roles.h"
 
@@ -28,6 +29,8 @@ struct cfg_agent {
         unsigned min_free_mb;  /* free space a new overlay needs; default 64, 1..1048576 */
         char *tls_cert;        /* optional, for tls+tcp:// */
         char *tls_key;         /* optional */
+        struct cfg_vm *vms;    /* guest hooks per VM (agent_hooks.h); may be none */
+        unsigned n_vms;
 };
 
 /* Loads and checks path. On success *ret is owned by the caller (free with

@@ -134,9 +134,10 @@ int hv_point_disks(struct hv *hv, const char *vm, struct hv_image *imgs, size_t 
         return hv->ops->point_disks(hv->be, vm, imgs, n, tag, err);
 }
 
-int hv_guest_run(struct hv *hv, const char *vm, const char *command, unsigned timeout_ms, lserr *err)
+int hv_guest_run(struct hv *hv, const char *vm, const char *name, char *const *argv, unsigned timeout_ms,
+                 lserr *err)
 {
-        return hv->ops->guest_run(hv->be, vm, command, timeout_ms, err);
+        return hv->ops->guest_run(hv->be, vm, name, argv, timeout_ms, err);
 }
 
 int hv_restore(struct hv *hv, const char *vm, const char *memfile, lserr *err)

@@ -170,10 +170,12 @@ int hv_start(struct hv *hv, const char *vm, lserr *err);
  * imgs[i].after); without, at imgs[i].before itself. Persistent definition. */
 int hv_point_disks(struct hv *hv, const char *vm, struct hv_image *imgs, size_t n, const char *tag, lserr *err);
 
-/* Runs "/bin/sh -c command" in the guest through its guest agent and waits
- * up to timeout_ms for it to exit. 0 when it exited 0; LS_EHOOK otherwise
- * (err says the exit code or the timeout). */
-int hv_guest_run(struct hv *hv, const char *vm, const char *command, unsigned timeout_ms, lserr *err);
+/* Runs argv (NULL-terminated; argv[0] the program, no shell) in the guest
+ * through its guest agent and waits up to timeout_ms for it to exit; name is
+ * the hook's, for messages. 0 when it exited 0; LS_EHOOK otherwise (err says
+ * the exit code or the timeout). */
+int hv_guest_run(struct hv *hv, const char *vm, const char *name, char *const *argv, unsigned timeout_ms,
+                 lserr *err);
 
 /* Starts a shut-off domain from a memory state saved by a memory-mode cut
  * (its disks as the persistent definition has them now), running. */

@@ -27,7 +27,8 @@ struct hv_ops {
         int (*start)(void *be, const char *vm, lserr *err);
         int (*point_disks)(void *be, const char *vm, struct hv_image *imgs, size_t n, const char *tag, lserr *err);
         int (*restore)(void *be, const char *vm, const char *memfile, lserr *err);
-        int (*guest_run)(void *be, const char *vm, const char *command, unsigned timeout_ms, lserr *err);
+        int (*guest_run)(void *be, const char *vm, const char *name, char *const *argv, unsigned timeout_ms,
+                         lserr *err);
         int (*drop_branch)(void *be, const char *vm, const struct hv_image *branch, size_t n, const char *const *keep,
                            size_t n_keep, struct hv_removed **ret, size_t *ret_n, lserr *err);
         int (*delete_cut)(void *be, const char *vm, const char *txid, const char *legacy,

@@ -54,32 +54,22 @@ int lv_ga_thaw(void *be, const char *vm, lserr *err)
         return fs_call(be, vm, "fsthaw", 1, err);
 }
 
-/* A JSON string literal of s (quotes included). */
-static int json_quote(const char *s, char *out, size_t n)
+/* Appends s to out as a JSON string literal (quotes included). out has room:
+ * the caller sized it for six bytes per byte of s. */
+static size_t json_quote(const char *s, char *out, size_t o)
 {
-        size_t o = 0;
-
-        if (n < 3)
-                return -ENAMETOOLONG;
         out[o++] = '"';
         for (; *s; s++) {
-                char esc[8];
-                const char *rep = esc;
                 if (*s == '"' || *s == '\\')
-                        snprintf(esc, sizeof(esc), "\\%c", *s);
+                        o += (size_t)sprintf(out + o, "\\%c", *s);
                 else if ((unsigned char)*s < 0x20)
-                        snprintf(esc, sizeof(esc), "\\u%04x", (unsigned char)*s);
+                        o += (size_t)sprintf(out + o, "\\u%04x", (unsigned char)*s);
                 else
-                        snprintf(esc, sizeof(esc), "%c", *s);
-                size_t l = strlen(rep);
-                if (o + l + 2 > n)
-                        return -ENAMETOOLONG;
-                memcpy(out + o, rep, l);
-                o += l;
+                        out[o++] = *s;
         }
         out[o++] = '"';
         out[o] = '\0';
-        return 0;
+        return o;
 }
 
 /* The integer after "key": in a guest agent answer, or -1. The answers are
@@ -99,30 +89,50 @@ static long long json_int_field(const char *json, const char *key)
         return strtoll(p, NULL, 10);
 }
 
-/* Starts command under /bin/sh -c in the guest: its pid, or a negative code. */
-static long long exec_start(virDomainPtr d, const char *command, lserr *err)
+/* The guest-exec request of argv: argv[0] is the program, run without a shell. */
+static char *exec_request(char *const *argv)
 {
-        char quoted[2200], req[2400];
+        static const char head[] = "{\"execute\":\"guest-exec\",\"arguments\":{\"path\":";
+        size_t n = sizeof(head) + 64, o;
+        char *req;
+
+        for (size_t i = 0; argv[i]; i++)
+                n += strlen(argv[i]) * 6 + 4;
+        req = malloc(n);
+        if (!req)
+                return NULL;
+        o = (size_t)sprintf(req, "%s", head);
+        o = json_quote(argv[0], req, o);
+        o += (size_t)sprintf(req + o, ",\"arg\":[");
+        for (size_t i = 1; argv[i]; i++) {
+                if (i > 1)
+                        req[o++] = ',';
+                o = json_quote(argv[i], req, o);
+        }
+        sprintf(req + o, "],\"capture-output\":true}}");
+        return req;
+}
+
+/* Starts hook name's argv in the guest: its pid, or a negative code. */
+static long long exec_start(virDomainPtr d, const char *name, char *const *argv, lserr *err)
+{
+        _cleanup_free_ char *req = exec_request(argv);
         _cleanup_free_ char *out = NULL;
         long long pid;
 
-        if (json_quote(command, quoted, sizeof(quoted)) < 0)
-                return lserr_set(err, LS_EHOOK, "hook: command too long");
-        snprintf(req, sizeof(req),
-                 "{\"execute\":\"guest-exec\",\"arguments\":{\"path\":\"/bin/sh\",\"arg\":[\"-c\",%s],"
-                 "\"capture-output\":true}}",
-                 quoted);
+        if (!req)
+                return lserr_set(err, -ENOMEM, "hook \"%s\": out of memory", name);
         out = virDomainQemuAgentCommand(d, req, 10, 0);
         if (!out)
-                return lserr_set(err, lv_err_code() == LS_EHV ? LS_ENOGA : lv_err_code(), "hook: guest-exec: %s",
-                                 lv_err_msg());
+                return lserr_set(err, lv_err_code() == LS_EHV ? LS_ENOGA : lv_err_code(),
+                                 "hook \"%s\": guest-exec: %s", name, lv_err_msg());
         pid = json_int_field(out, "pid");
         if (pid < 0)
-                return lserr_set(err, LS_EHOOK, "hook: guest-exec gave no pid");
+                return lserr_set(err, LS_EHOOK, "hook \"%s\": guest-exec gave no pid", name);
         return pid;
 }
 
-int lv_ga_run(void *be, const char *vm, const char *command, unsigned timeout_ms, lserr *err)
+int lv_ga_run(void *be, const char *vm, const char *name, char *const *argv, unsigned timeout_ms, lserr *err)
 {
         long long deadline = fsutil_mono_us() + (long long)timeout_ms * 1000, pid;
         _cleanup_(lv_domain_freep) virDomainPtr d = NULL;
@@ -130,7 +140,7 @@ int lv_ga_run(void *be, const char *vm, const char *command, unsigned timeout_ms
 
         if (r < 0)
                 return r;
-        pid = exec_start(d, command, err);
+        pid = exec_start(d, name, argv, err);
         if (pid < 0)
                 return (int)pid;
         for (;;) {
@@ -139,16 +149,18 @@ int lv_ga_run(void *be, const char *vm, const char *command, unsigned timeout_ms
                 snprintf(req, sizeof(req), "{\"execute\":\"guest-exec-status\",\"arguments\":{\"pid\":%lld}}", pid);
                 out = virDomainQemuAgentCommand(d, req, 10, 0);
                 if (!out)
-                        return lserr_set(err, LS_EHOOK, "hook: guest-exec-status: %s", lv_err_msg());
+                        return lserr_set(err, LS_EHOOK, "hook \"%s\": guest-exec-status: %s", name,
+                                         lv_err_msg());
                 if (strstr(out, "\"exited\":true") || strstr(out, "\"exited\": true")) {
                         long long code = json_int_field(out, "exitcode");
                         if (code != 0)
-                                return lserr_set(err, LS_EHOOK, "hook \"%.200s\": exit code %lld", command, code);
+                                return lserr_set(err, LS_EHOOK, "hook \"%s\": %s exited with code %lld", name,
+                                                 argv[0], code);
                         return 0;
                 }
                 if (fsutil_mono_us() > deadline)
-                        return lserr_set(err, LS_EHOOK, "hook \"%.200s\": still running after %u ms", command,
-                                         timeout_ms);
+                        return lserr_set(err, LS_EHOOK, "hook \"%s\": %s still running after %u ms", name,
+                                         argv[0], timeout_ms);
                 usleep(50000);
         }
 }

@@ -56,9 +56,10 @@ int sim_ga_thaw(void *be, const char *vm, lserr *err)
         return sim_state_change(be, vm, "thaw", do_thaw, err);
 }
 
-/* Hooks are recorded (one line per run in <state_dir>/hooks.log) so tests see
- * them; "fail guest_run VM" makes them fail. */
-int sim_ga_run(void *be, const char *vm, const char *command, unsigned timeout_ms, lserr *err)
+/* Hooks are recorded (one line per run in <state_dir>/hooks.log: the VM, the
+ * hook's name and colon, then its argv, one space between) so tests see them;
+ * "fail guest_run VM" makes them fail. */
+int sim_ga_run(void *be, const char *vm, const char *name, char *const *argv, unsigned timeout_ms, lserr *err)
 {
         _cleanup_simcfg_ struct simcfg c = {0};
         _cleanup_fclose_ FILE *f = NULL;
@@ -68,12 +69,17 @@ int sim_ga_run(void *be, const char *vm, const char *command, unsigned timeout_m
 
         (void)timeout_ms;
         if (r < 0)
-                return r == LS_EHV ? lserr_set(err, LS_EHOOK, "hook: exit code 1") : r;
+                return r == LS_EHV ? lserr_set(err, LS_EHOOK, "hook \"%s\": %s exited with code 1", name, argv[0])
+                                   : r;
         if (!d.ga)
-                return lserr_set(err, LS_ENOGA, "hook: guest agent is not connected");
+                return lserr_set(err, LS_ENOGA, "hook \"%s\": guest agent is not connected", name);
         snprintf(path, sizeof(path), "%s/hooks.log", c.state_dir);
         f = fopen(path, "a");
-        if (f)
-                fprintf(f, "%s %s\n", vm, command);
+        if (!f)
+                return lserr_set(err, LS_EHOOK, "hook \"%s\": cannot record it in %s", name, path);
+        fprintf(f, "%s %s:", vm, name);
+        for (size_t i = 0; argv[i]; i++)
+                fprintf(f, " %s", argv[i]);
+        fputc('\n', f);
         return 0;
 }

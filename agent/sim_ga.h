@@ -7,4 +7,4 @@
 int sim_ga_ping(void *be, const char *vm, int timeout_s, lserr *err);
 int sim_ga_freeze(void *be, const char *vm, lserr *err);
 int sim_ga_thaw(void *be, const char *vm, lserr *err);
-int sim_ga_run(void *be, const char *vm, const char *command, unsigned timeout_ms, lserr *err);
+int sim_ga_run(void *be, const char *vm, const char *name, char *const *argv, unsigned timeout_ms, lserr *err);

@@ -14,10 +14,38 @@
 
 /* ---- FREEZE --------------------------------------------------------------- */
 
+/* The group's hook is a name: its commands are this agent's own (agent.yaml,
+ * per VM), so a name it does not know for the VM is refused before anything
+ * is frozen. A crash-consistent member has no guest agent and runs none. */
+static int validate_hook(struct txn_mgr *mg, struct txn *t, struct member *mb)
+{
+        if (!t->hook[0] || mb->crash)
+                return 0;
+        mb->hook = agent_hooks_find(mg->cfg->vms, mg->cfg->n_vms, mb->vm, t->hook);
+        if (mb->hook)
+                return 0;
+        txn_member_fail(mg, mb, LOCKSTEP__ERROR_CODE__E_HOOK_FAILED,
+                        "%s: unknown hook \"%s\": agent.yaml defines no hook of that name for this VM (vms[].hooks[])",
+                        t->check ? "check" : "freeze", t->hook);
+        return LS_EHOOK;
+}
+
+/* Runs one of mb's hook commands, if its hook has that one. */
+static int run_hook(struct txn_mgr *mg, struct member *mb, char *const *argv, lserr *err)
+{
+        if (!mb->hook || !argv)
+                return 0;
+        return hv_guest_run(mg->hv, mb->vm, mb->hook->name, argv, mb->hook->timeout_s * 1000u, err);
+}
+
 static int validate_member(struct txn_mgr *mg, struct txn *t, struct member *mb)
 {
         lserr err = {0};
         int r;
+
+        r = validate_hook(mg, t, mb);
+        if (r < 0)
+                return r;
 
         mb->want_pause = mb->crash || t->mode != LOCKSTEP__MODE__MODE_QUIESCE;
         mb->want_freeze = !mb->crash && t->mode != LOCKSTEP__MODE__MODE_MEMORY;
@@ -91,12 +119,10 @@ static int freeze_member(struct txn_mgr *mg, struct txn *t, struct member *mb)
                 return -EPIPE;
         }
         /* The group's pre-freeze hook (flush a database...): a failure is a no. */
-        if (t->pre_hook && !mb->crash) {
-                r = hv_guest_run(mg->hv, mb->vm, t->pre_hook, t->hook_timeout_ms, &err);
-                if (r < 0) {
-                        txn_member_fail(mg, mb, LOCKSTEP__ERROR_CODE__E_HOOK_FAILED, "pre-freeze hook: %s", err.msg);
-                        return r;
-                }
+        r = run_hook(mg, mb, mb->hook ? mb->hook->pre_freeze : NULL, &err);
+        if (r < 0) {
+                txn_member_fail(mg, mb, LOCKSTEP__ERROR_CODE__E_HOOK_FAILED, "pre-freeze: %s", err.msg);
+                return r;
         }
         r = hold_member(mg, mb);
         if (r < 0)
@@ -126,10 +152,7 @@ static struct txn *freeze_txn(struct txn_mgr *mg, const Lockstep__Command *cmd)
         snprintf(t->snap, sizeof(t->snap), "%s", fr->snapshot);
         snprintf(t->cut, sizeof(t->cut), "%s", cmd->txid);
         t->mode = fr->mode;
-        if ((fr->pre_freeze_hook[0] && !(t->pre_hook = strdup(fr->pre_freeze_hook))) ||
-            (fr->post_thaw_hook[0] && !(t->post_hook = strdup(fr->post_thaw_hook))))
-                return NULL;
-        t->hook_timeout_ms = fr->hook_timeout_ms ? fr->hook_timeout_ms : 10000;
+        snprintf(t->hook, sizeof(t->hook), "%s", fr->hook);
         t->state = LOCKSTEP__JOURNAL_STATE__J_NONE;
         for (size_t i = 0; i < t->n; i++)
                 for (size_t k = 0; k < i; k++)
@@ -165,6 +188,17 @@ static int freeze_members(struct txn_mgr *mg, struct txn *t, unsigned lease_ms, 
         return 0;
 }
 
+/* Fields 5 and 6 of FreezeRequest were hook command text, from a coordinator
+ * older than this agent: ignoring them would cut without the hooks the
+ * operator asked for. */
+static int old_hook_text(const Lockstep__FreezeRequest *fr)
+{
+        for (unsigned i = 0; i < fr->base.n_unknown_fields; i++)
+                if (fr->base.unknown_fields[i].tag == 5 || fr->base.unknown_fields[i].tag == 6)
+                        return 1;
+        return 0;
+}
+
 static int do_freeze(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t **ret, size_t *ret_len)
 {
         unsigned lease_ms = cmd->freeze->lease_ms;
@@ -177,6 +211,11 @@ static int do_freeze(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t *
         if (cmd->freeze->n_members == 0)
                 return txn_plain_reply(cmd->txid, cmd->step, LOCKSTEP__ERROR_CODE__E_BAD_STATE,
                                        "freeze: no members given", ret, ret_len);
+        if (old_hook_text(cmd->freeze))
+                return txn_plain_reply(cmd->txid, cmd->step, LOCKSTEP__ERROR_CODE__E_HOOK_FAILED,
+                                       "freeze: the command carries hook command text, from a lockstepd older than "
+                                       "this agent; hooks are named in agent.yaml now: upgrade lockstepd",
+                                       ret, ret_len);
         t = freeze_txn(mg, cmd);
         if (!t)
                 return -ENOMEM;
@@ -229,6 +268,7 @@ static int do_check(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t **
                 return -ENOMEM;
         t->check = 1;
         t->mode = cr->mode;
+        snprintf(t->hook, sizeof(t->hook), "%s", cr->hook);
         snprintf(t->cut, sizeof(t->cut), "%s", cmd->txid);
         pthread_mutex_lock(&mg->lock);
         for (size_t i = 0; i < t->n; i++) {
@@ -279,10 +319,10 @@ static int snapshot_member(struct txn_mgr *mg, struct txn *t, struct member *mb)
                                 "%s", err.msg);
         /* Thaw at once: a member is frozen only until its own snapshot. */
         txn_undo_member(mg, t, mb, r == 0);
-        if (t->post_hook && !mb->crash && !mb->quiesced && !mb->paused) {
+        if (mb->hook && !mb->quiesced && !mb->paused) {
                 lserr hook_err = {0};
                 /* After the thaw: a failure is reported, the cut stands. */
-                if (hv_guest_run(mg->hv, mb->vm, t->post_hook, t->hook_timeout_ms, &hook_err) < 0) {
+                if (run_hook(mg, mb, mb->hook->post_thaw, &hook_err) < 0) {
                         log_warn("txid=%s vm=%s post-thaw hook failed: %s", t->txid, mb->vm, hook_err.msg);
                         snprintf(mb->msg, sizeof(mb->msg), "post-thaw hook failed: %.400s", hook_err.msg);
                 }

@@ -40,8 +40,6 @@ struct txn *txn_free(struct txn *t)
 {
         if (!t)
                 return NULL;
-        free(t->pre_hook);
-        free(t->post_hook);
         for (size_t i = 0; i < t->n_replies; i++)
                 free(t->replies[i].buf);
         pthread_mutex_destroy(&t->lock);

@@ -18,6 +18,7 @@ struct member {
         char vm[LS_NAME_MAX + 1];
         unsigned tier;
         int crash;       /* consistency: crash, paused instead of frozen */
+        const struct cfg_hook *hook; /* t->hook as agent.yaml has it for this VM */
         int want_freeze; /* fsfreeze is part of this member's cut */
         int want_pause;  /* vCPUs are suspended for this member's cut */
         int quiesced;    /* frozen by us and not yet thawed */
@@ -60,8 +61,7 @@ struct txn {
         int revert, undo;
         int check; /* a CHECK: validated only, never listed */
         int branch; /* a DELETE of revert `cut`'s pre-revert branch */
-        char *pre_hook, *post_hook; /* FREEZE's guest hooks, NULL for none */
-        unsigned hook_timeout_ms;
+        char hook[LS_NAME_MAX + 1]; /* FREEZE's or CHECK's guest hook, by name; "" none */
         pthread_mutex_t lock; /* one step at a time */
         struct txn *next;
 };

@@ -21,7 +21,6 @@
 #define TIERS_MAX 16
 #define MEMBERS_MAX 1024 /* per list, and per group across its tiers */
 #define RETENTION_MAX 100000
-#define HOOK_MAX 1024
 
 #define REQ_STR CFGLOAD_REQ_STR
 #define OPT_STR CFGLOAD_OPT_STR
@@ -50,6 +49,8 @@ struct raw_retention {
         char *keep_branches;
 };
 
+/* The old place of hook commands, parsed only to refuse it with a pointer to
+ * where they live now. */
 struct raw_hooks {
         char *pre_freeze;
         char *post_thaw;
@@ -71,6 +72,7 @@ struct raw_group {
         char **crash;
         unsigned n_crash;
         struct raw_hooks *hooks;
+        char *hook;
 };
 
 struct raw_coord {
@@ -146,6 +148,7 @@ static const cyaml_schema_field_t group_fields[] = {
                                 retention, retention_fields),
         CYAML_FIELD_SEQUENCE_COUNT("crash_consistent", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_group,
                                    crash, n_crash, &cfgload_str_entry, 0, MEMBERS_MAX),
+        OPT_STR("hook", struct raw_group, hook),
         CYAML_FIELD_MAPPING_PTR("hooks", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_group, hooks,
                                 hooks_fields),
         CYAML_FIELD_END,
@@ -336,39 +339,25 @@ static int group_crash(const struct cfgload *ld, const struct raw_group *rg, uns
         return 0;
 }
 
-/* One hook command; *ret stays NULL when s is. */
-static int group_hook(const struct cfgload *ld, const char *field, const char *s, char **ret)
+/* The group names a hook; its commands are in each agent's agent.yaml, so
+ * that no command text ever travels on the wire. */
+static int group_hook(const struct cfgload *ld, const struct raw_group *rg, unsigned i, struct cfg_group *g)
 {
+        char f[FIELD_MAX];
         bool oom = false;
         int r;
 
-        if (!s)
+        if (rg->hooks)
+                return cfgload_bad(ld, cfgload_field(f, "groups[%u].hooks", i),
+                                   "hook commands are no longer set here: define them per VM in each agent's "
+                                   "agent.yaml (vms[].hooks[]) and name one with \"hook: NAME\"");
+        if (!rg->hook)
                 return 0;
-        r = cfgload_check_text(ld, field, s);
+        r = cfgload_check_name(ld, cfgload_field(f, "groups[%u].hook", i), rg->hook);
         if (r < 0)
                 return r;
-        if (strlen(s) > HOOK_MAX)
-                return cfgload_bad(ld, field, "longer than 1024 bytes");
-        *ret = cfgload_strdup(s, &oom);
+        g->hook = cfgload_strdup(rg->hook, &oom);
         return oom ? cfgload_nomem(ld) : 0;
-}
-
-static int group_hooks(const struct cfgload *ld, const struct raw_group *rg, unsigned i, struct cfg_group *g)
-{
-        const struct raw_hooks *h = rg->hooks;
-        char f[FIELD_MAX];
-        int r;
-
-        if (!h)
-                return 0;
-        r = group_hook(ld, cfgload_field(f, "groups[%u].hooks.pre_freeze", i), h->pre_freeze, &g->hook_pre_freeze);
-        if (r < 0)
-                return r;
-        r = group_hook(ld, cfgload_field(f, "groups[%u].hooks.post_thaw", i), h->post_thaw, &g->hook_post_thaw);
-        if (r < 0)
-                return r;
-        return cfgload_check_num(ld, cfgload_field(f, "groups[%u].hooks.timeout_s", i), h->timeout_s, 10, 1, 300,
-                                 &g->hook_timeout_s);
 }
 
 static int group_schedule(const struct cfgload *ld, const struct raw_group *rg, unsigned i, struct cfg_group *g)
@@ -473,7 +462,7 @@ static int group_build(const struct cfgload *ld, const struct raw_coord *rc, uns
         r = group_crash(ld, rg, i, g);
         if (r < 0)
                 return r;
-        r = group_hooks(ld, rg, i, g);
+        r = group_hook(ld, rg, i, g);
         if (r < 0)
                 return r;
         r = group_mode(ld, rg, i, g);
@@ -716,8 +705,7 @@ static void group_free(struct cfg_group *g)
         free(g->members);
         free(g->name);
         free(g->schedule);
-        free(g->hook_pre_freeze);
-        free(g->hook_post_thaw);
+        free(g->hook);
 }
 
 struct cfg_coord *cfg_coord_free(struct cfg_coord *c)

@@ -45,12 +45,9 @@ struct cfg_group {
         unsigned random_delay_s;    /* a scheduled cut starts up to this much later, 0..3600 */
         int catch_up;               /* one run for what was missed while down; default 1 */
         struct cfg_retention retention;
-        /* Commands run in each guest (through its guest agent, by /bin/sh -c)
-         * before its freeze and after its thaw; NULL when not set. A failed
-         * pre_freeze hook is a "no" vote. */
-        char *hook_pre_freeze;
-        char *hook_post_thaw;
-        unsigned hook_timeout_s;    /* default 10, 1..300 */
+        /* The guest hook each member runs around its freeze, by name: the
+         * commands are in each agent's agent.yaml. NULL when not set. */
+        char *hook;
 };
 
 struct cfg_coord {

@@ -58,9 +58,8 @@ static void freeze_fill(struct item *it, const void *ctx)
         f->snapshot = (char *)s->snap;
         f->mode = s->mode;
         f->lease_ms = s->lease_ms;
-        f->pre_freeze_hook = s->g->hook_pre_freeze ? s->g->hook_pre_freeze : (char *)"";
-        f->post_thaw_hook = s->g->hook_post_thaw ? s->g->hook_post_thaw : (char *)"";
-        f->hook_timeout_ms = s->g->hook_timeout_s * 1000;
+        /* Only the name: each agent has the commands, per VM. */
+        f->hook = s->g->hook ? s->g->hook : (char *)"";
         f->n_members = it->n_members;
         f->members = it->memberp;
 }
@@ -205,6 +204,7 @@ static void check_fill(struct item *it, const void *ctx)
 
         it->pl.check.mode = s->mode;
         it->pl.check.lease_ms = s->lease_ms;
+        it->pl.check.hook = s->g->hook ? s->g->hook : (char *)"";
         it->pl.check.members = it->memberp;
         it->pl.check.n_members = it->n_members;
 }

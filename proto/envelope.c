@@ -13,7 +13,6 @@
 #define MAX_LEASE_MS (3600u * 1000u)
 /* Reverts to one cut a delete names; far more than retention ever keeps. */
 #define MAX_REVERTS 1024
-#define MAX_HOOK 1024
 
 struct env_verifier {
         char self[LS_NAME_MAX + 1];
@@ -240,14 +239,6 @@ static int check_name(const char *field, const char *s, int may_be_empty, lserr 
         return 0;
 }
 
-static int printable(const char *s)
-{
-        for (; *s; s++)
-                if ((unsigned char)*s < 0x20 || *s == 0x7f)
-                        return 0;
-        return 1;
-}
-
 static int check_members(size_t n, Lockstep__Member *const *m, lserr *err)
 {
         if (n > MAX_MEMBERS)
@@ -314,11 +305,9 @@ static int check_command_fields(const Lockstep__Command *c, lserr *err)
                         return r;
                 if ((unsigned)c->freeze->mode > LOCKSTEP__MODE__MODE_MEMORY)
                         return lserr_set(err, LS_EMALFORMED, "field freeze.mode: unknown mode %d", c->freeze->mode);
-                if (strlen(c->freeze->pre_freeze_hook) > MAX_HOOK || strlen(c->freeze->post_thaw_hook) > MAX_HOOK ||
-                    c->freeze->hook_timeout_ms > MAX_LEASE_MS || !printable(c->freeze->pre_freeze_hook) ||
-                    !printable(c->freeze->post_thaw_hook))
-                        return lserr_set(err, LS_EMALFORMED, "field freeze hooks: over %d bytes, not printable, or a "
-                                         "timeout out of range", MAX_HOOK);
+                r = check_name("freeze.hook", c->freeze->hook, 1, err);
+                if (r < 0)
+                        return r;
                 if (c->freeze->lease_ms == 0 || c->freeze->lease_ms > MAX_LEASE_MS)
                         return lserr_set(err, LS_EMALFORMED, "field freeze.lease_ms: %u out of range (1..%u)",
                                          c->freeze->lease_ms, MAX_LEASE_MS);
@@ -352,6 +341,9 @@ static int check_command_fields(const Lockstep__Command *c, lserr *err)
                 if (c->check->lease_ms > MAX_LEASE_MS)
                         return lserr_set(err, LS_EMALFORMED, "field check.lease_ms: %u out of range (0..%u)",
                                          c->check->lease_ms, MAX_LEASE_MS);
+                r = check_name("check.hook", c->check->hook, 1, err);
+                if (r < 0)
+                        return r;
                 return check_members(c->check->n_members, c->check->members, err);
         case LOCKSTEP__COMMAND__PAYLOAD_REVERT_STOP:
                 if (c->revert_stop->tier > MAX_TIER)

@@ -13,6 +13,17 @@ for h in "${hosts[@]}"; do
         for v in 1 2 3 4 5; do doms+=("domain ${h#host-}vm$v"); done
         doms+=("domain ${h#host-}noga ga=no")
         sim_agent "$h" "${doms[@]}" "latency freeze=30 snapshot=20 thaw=5"
+        # Guest hooks are the agent's own, per VM: vm1 of each host has "flush";
+        # bvm2 has none (its member of "hooked-bad" names one it lacks).
+        cat >> "$T/$h/agent.yaml" <<YAML
+vms:
+  - name: ${h#host-}vm1
+    hooks:
+      - name: flush
+        pre_freeze: [/usr/bin/sync, --flushed, "a b; c"]
+        post_thaw: [/usr/bin/echo, resumed]
+        timeout_s: 5
+YAML
         start_agent "$h"
 done
 GROUP_YAML+="
@@ -30,7 +41,10 @@ GROUP_YAML+="
     members: [anoga@host-a, bvm1@host-b]
   - name: hooked
     members: [avm1@host-a, bvm1@host-b]
-    hooks: {pre_freeze: \"sync; echo flushed\", post_thaw: \"echo resumed\", timeout_s: 5}"
+    hook: flush
+  - name: hooked-bad
+    members: [bvm1@host-b, bvm2@host-b]
+    hook: flush"
 coordinator "${hosts[@]}"
 start_lockstepd
 
@@ -207,11 +221,21 @@ check "same member without crash_consistent: the cut fails (exit 1)" [ "$rc" = 1
 check "... with E_NO_GUEST_AGENT" [ "$(jq -r '.members[] | select(.vm=="anoga") | .code' <<<"$out")" = E_NO_GUEST_AGENT ]
 check "... nothing left paused or frozen" nothing_frozen
 
-# 11. Guest hooks: run before each freeze and after each thaw; a failed pre-freeze hook is a no.
+# 11. Guest hooks, named by the group, defined per VM in agent.yaml: run before
+# each freeze and after each thaw as an argv (no shell); a failed pre-freeze hook is a no.
 out=$(ls_cli snapshot create hooked --json) && rc=0 || rc=$?
 check "hooked group: committed" [ "$rc/$(jqr .state <<<"$out")" = 0/committed ]
-check "... pre-freeze hook ran in each guest" bash -c "grep -qx 'avm1 sync; echo flushed' $T/host-a/sim/hooks.log && grep -qx 'bvm1 sync; echo flushed' $T/host-b/sim/hooks.log"
-check "... post-thaw hook ran in each guest" bash -c "grep -qx 'avm1 echo resumed' $T/host-a/sim/hooks.log && grep -qx 'bvm1 echo resumed' $T/host-b/sim/hooks.log"
+check "... pre-freeze argv of agent.yaml ran in each guest" bash -c "grep -qx 'avm1 flush: /usr/bin/sync --flushed a b; c' $T/host-a/sim/hooks.log && grep -qx 'bvm1 flush: /usr/bin/sync --flushed a b; c' $T/host-b/sim/hooks.log"
+check "... post-thaw argv ran in each guest" bash -c "grep -qx 'avm1 flush: /usr/bin/echo resumed' $T/host-a/sim/hooks.log && grep -qx 'bvm1 flush: /usr/bin/echo resumed' $T/host-b/sim/hooks.log"
+runs=$(wc -l < "$T/host-b/sim/hooks.log")
+out=$(ls_cli snapshot create hooked-bad --json) && rc=0 || rc=$?
+check "a hook name bvm2's agent does not define: the cut is refused (exit 1)" [ "$rc" = 1 ]
+check "... E_HOOK_FAILED on bvm2, naming vm@host and the hook" [ "$(jq -r '.members[] | select(.vm=="bvm2") | .code + " " + .message' <<<"$out")" = 'E_HOOK_FAILED bvm2@host-b: freeze: unknown hook "flush": agent.yaml defines no hook of that name for this VM (vms[].hooks[])' ]
+check "... host-b froze no guest and ran no hook" bash -c "! grep -q 'txid=$(jqr .id <<<"$out") step=FREEZE vm=' $T/host-b/agent.log && [ \$(wc -l < $T/host-b/sim/hooks.log) = $runs ]"
+check "... nothing left frozen" nothing_frozen
+out=$(ls_cli check hooked-bad) && rc=0 || rc=$?
+named=$(grep -c '^FAIL  bvm2@host-b .*E_HOOK_FAILED.*check: unknown hook "flush"' <<<"$out" || true)
+check "check reports the unknown hook: exit 1, bvm2 named, bvm1 OK" [ "$rc/$named/$(grep -c '^OK    bvm1@host-b' <<<"$out")" = 1/1/1 ]
 echo "fail guest_run bvm1" >> "$T/host-b/sim.txt"
 out=$(ls_cli snapshot create hooked --json) && rc=0 || rc=$?
 sed -i '/fail guest_run bvm1/d' "$T/host-b/sim.txt"
@@ -241,6 +265,15 @@ check "check with host-c down: exit 1, its members UNREACHABLE" [ "$rc/$(jq '[.m
 start_agent host-c
 ls_cli check nosuch >/dev/null 2>&1 && rc=0 || rc=$?
 check "check of an unknown group: exit 2" [ "$rc" = 2 ]
+
+# 11c. Hook text in coordinator.yaml (before hooks moved to agent.yaml) is refused at load.
+sed 's|^    hook: flush$|    hooks: {pre_freeze: "sync; echo flushed", timeout_s: 5}|' "$T/coordinator.yaml" > "$T/old-hooks.yaml"
+line=$(grep -n 'hooks: {pre_freeze' "$T/old-hooks.yaml" | head -1 | cut -d: -f1)
+out=$("$LOCKSTEPD_BIN" -c "$T/old-hooks.yaml" --check-config 2>&1) && rc=0 || rc=$?
+old_hooks_refused() {
+        [ "$rc" != 0 ] && grep -qF "$T/old-hooks.yaml:$line: groups[3].hooks: hook commands are no longer set here: define them per VM in each agent's agent.yaml (vms[].hooks[])" <<<"$out"
+}
+check "coordinator.yaml with hook text: refused at load on its line, pointing at agent.yaml" old_hooks_refused
 
 # 12. Bad input: unknown group, bad mode, coordinator down.
 ls_cli snapshot create nosuch >/dev/null 2>&1 && rc=0 || rc=$?

@@ -77,16 +77,43 @@ msg=$(jq -r '.members[] | select(.vm == "app1") | .message' <<< "$j")
 all_running_thawed app1 || t_fail "a guest is left paused or frozen after the crash-consistent cut"
 t_ok "app1 in crash_consistent: paused, snapshotted and resumed; the cut committed"
 
-# 3. Guest hooks run in the guests through their agents (app1 has none: skipped).
-cat >> "$D/coordinator.yaml" << 'YAML'
-    hooks: {pre_freeze: "echo pre >> /data/hooks.log", post_thaw: "echo post >> /data/hooks.log", timeout_s: 10}
+# 3. Guest hooks: each agent.yaml defines them per VM, an argv that the guest
+# agent runs without a shell; the group only names one. app1 is crash-consistent
+# here: it runs none and needs none.
+declare -A hook_vms=()
+for vm in web1 db1; do
+        h=$(awk -v v="$vm" '$1 == "vm" && $2 == v { print $4 }' "$D/lab.state")
+        hook_vms[$h]+=" $vm"
+done
+for h in "${!hook_vms[@]}"; do
+        {
+                echo "vms:"
+                for vm in ${hook_vms[$h]}; do
+                        # "mark" writes through a shell the operator chose here; its last
+                        # argument is one file name, never split or run by a shell.
+                        cat << 'YAML' | sed "s/@VM@/$vm/"
+  - name: @VM@
+    hooks:
+      - name: mark
+        pre_freeze: [/bin/sh, -c, "echo pre >> /data/hooks.log"]
+        post_thaw: [/bin/touch, "/data/no shell; $(reboot)"]
+        timeout_s: 10
+      - name: fail
+        pre_freeze: [/bin/sh, -c, "exit 3"]
 YAML
-t_lockstepd_restart
-j=$(ls_cli snapshot create shop --name hooked --json) || t_fail "cut with hooks: $(jq -r .reason <<< "$j")"
-hooklog() { # vm: /data/hooks.log inside the guest
+                done
+        } >> "$D/hosts/$h/agent.yaml"
+        kill "$(cat "$D/hosts/$h/agent.pid")"
+        while kill -0 "$(cat "$D/hosts/$h/agent.pid")" 2> /dev/null; do sleep 0.1; done
+        ip netns exec "lslab-$h" setsid "$LOCKSTEP_BUILD_DIR/agent/lockstep-agent" -c "$D/hosts/$h/agent.yaml" \
+                >> "$D/hosts/$h/agent.log" 2>&1 < /dev/null &
+        echo $! > "$D/hosts/$h/agent.pid"
+        for _ in $(seq 1 50); do t_send "$h" status > /dev/null 2>&1 && break; sleep 0.1; done
+done
+guest_run() { # vm argv-json: the output of a command run in the guest
         local pid out
         pid=$("$LAB" virsh "$1" qemu-agent-command "$1" \
-                '{"execute":"guest-exec","arguments":{"path":"/bin/cat","arg":["/data/hooks.log"],"capture-output":true}}' |
+                "{\"execute\":\"guest-exec\",\"arguments\":{\"path\":\"/bin/sh\",\"arg\":$2,\"capture-output\":true}}" |
                 jq -r .return.pid)
         for _ in $(seq 1 40); do
                 out=$("$LAB" virsh "$1" qemu-agent-command "$1" "{\"execute\":\"guest-exec-status\",\"arguments\":{\"pid\":$pid}}")
@@ -95,14 +122,33 @@ hooklog() { # vm: /data/hooks.log inside the guest
         done
         jq -r '.return["out-data"] // ""' <<< "$out" | base64 -d
 }
+hooklog() { guest_run "$1" '["-c","cat /data/hooks.log 2>/dev/null; ls /data | grep -c \"^no shell\""]' | tr '\n' ' '; }
+
+echo "    hook: nosuch" >> "$D/coordinator.yaml"
+t_lockstepd_restart
+j=$(ls_cli snapshot create shop --json) && t_fail "a cut naming a hook no agent.yaml defines went through"
+h=$(awk '$1 == "vm" && $2 == "web1" { print $4 }' "$D/lab.state")
+[ "$(jq -r '.members[] | select(.vm == "web1") | .code + " " + .message' <<< "$j")" = "E_HOOK_FAILED web1@$h: freeze: unknown hook \"nosuch\": agent.yaml defines no hook of that name for this VM (vms[].hooks[])" ] ||
+        t_fail "unknown hook: web1 is $(jq -c '.members[] | select(.vm == "web1")' <<< "$j")"
+all_running_thawed app1 || t_fail "a guest is left paused or frozen after the unknown hook"
 for vm in web1 db1; do
-        [ "$(hooklog "$vm" | tr '\n' ' ')" = "pre post " ] || t_fail "$vm: hooks ran as \"$(hooklog "$vm" | tr '\n' ' ')\", not pre then post"
+        [ "$(hooklog "$vm")" = "0 " ] || t_fail "$vm: something ran for an unknown hook: $(hooklog "$vm")"
+done
+out=$(ls_cli check shop) && t_fail "lockstep check passed a hook no agent.yaml defines"
+grep -q "^FAIL  web1@$h .*E_HOOK_FAILED.*check: unknown hook \"nosuch\"" <<< "$out" || t_fail "check does not name the unknown hook: $out"
+t_ok "unknown hook name: the cut is refused before any freeze (web1@$h named), nothing ran, lockstep check says so"
+
+sed -i 's/^    hook: nosuch$/    hook: mark/' "$D/coordinator.yaml"
+t_lockstepd_restart
+j=$(ls_cli snapshot create shop --name hooked --json) || t_fail "cut with hooks: $(jq -r .reason <<< "$j")"
+for vm in web1 db1; do
+        [ "$(hooklog "$vm")" = "pre 1 " ] || t_fail "$vm: hooks ran as \"$(hooklog "$vm")\", not pre then the touch"
 done
 j=$(ls_cli snapshot create shop --name hooked2 --json) || t_fail "second cut with hooks"
-sed -i 's|pre_freeze: "echo pre >> /data/hooks.log"|pre_freeze: "exit 3"|' "$D/coordinator.yaml"
+sed -i 's/^    hook: mark$/    hook: fail/' "$D/coordinator.yaml"
 t_lockstepd_restart
 j=$(ls_cli snapshot create shop --json) && t_fail "a cut whose pre-freeze hook fails went through"
 [ "$(jq -r '.members[] | select(.vm == "web1") | .code' <<< "$j")" = E_HOOK_FAILED ] ||
         t_fail "failing hook: web1 is $(jq -r '.members[] | select(.vm == "web1") | .code' <<< "$j")"
 all_running_thawed app1 || t_fail "a guest is left paused or frozen after the failed hook"
-t_ok "guest hooks: pre-freeze then post-thaw ran in web1 and db1; a failing pre-freeze hook (exit 3) voted no"
+t_ok "guest hooks from agent.yaml: pre-freeze then post-thaw ran in web1 and db1, the argument \"no shell; \$(reboot)\" reached touch as one file name; a failing pre-freeze hook (exit 3) voted no"

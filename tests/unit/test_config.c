@@ -469,6 +469,72 @@ static const struct refusal refusals[] = {
           "    roles: [admin]\n",
           10, "authorized[1].pubkey", "required field is missing" },
 
+        /* ---- agent.yaml: guest hooks ---- */
+        { "hook-shell-text", AGENT,
+          AGENT_MIN
+          "vms:\n"
+          "  - name: db1\n"
+          "    hooks:\n"
+          "      - name: flush-db\n"
+          "        pre_freeze: \"sync; echo flushed\"\n",
+          13, "vms[0].hooks[0].pre_freeze", "wrong type: expected a list, got a single value" },
+        { "hook-program-relative", AGENT,
+          AGENT_MIN
+          "vms:\n"
+          "  - name: db1\n"
+          "    hooks:\n"
+          "      - name: flush-db\n"
+          "        post_thaw: [/bin/true]\n"
+          "        pre_freeze:\n"
+          "          - sync\n",
+          15, "vms[0].hooks[0].pre_freeze[0]", "the program \"sync\" is not an absolute path in the guest" },
+        { "hook-no-command", AGENT,
+          AGENT_MIN
+          "vms:\n"
+          "  - name: db1\n"
+          "    hooks:\n"
+          "      - name: flush-db\n"
+          "        timeout_s: 5\n",
+          12, "vms[0].hooks[0]", "hook \"flush-db\" has neither pre_freeze nor post_thaw" },
+        { "hook-duplicate", AGENT,
+          AGENT_MIN
+          "vms:\n"
+          "  - name: db1\n"
+          "    hooks:\n"
+          "      - {name: flush-db, pre_freeze: [/usr/bin/sync]}\n"
+          "      - {name: flush-db, post_thaw: [/usr/bin/true]}\n",
+          13, "vms[0].hooks[1].name", "duplicate hook \"flush-db\" (also vms[0].hooks[0])" },
+        { "hook-vm-duplicate", AGENT,
+          AGENT_MIN
+          "vms:\n"
+          "  - name: db1\n"
+          "    hooks: [{name: a, pre_freeze: [/usr/bin/sync]}]\n"
+          "  - name: db1\n"
+          "    hooks: [{name: b, pre_freeze: [/usr/bin/sync]}]\n",
+          12, "vms[1].name", "duplicate VM \"db1\" (also vms[0])" },
+        { "hook-bad-name", AGENT,
+          AGENT_MIN
+          "vms:\n"
+          "  - name: db1\n"
+          "    hooks:\n"
+          "      - name: flush db\n"
+          "        pre_freeze: [/usr/bin/sync]\n",
+          12, "vms[0].hooks[0].name", "invalid name \"flush db\"" },
+        { "hook-timeout-range", AGENT,
+          AGENT_MIN
+          "vms:\n"
+          "  - name: db1\n"
+          "    hooks:\n"
+          "      - name: flush-db\n"
+          "        pre_freeze: [/usr/bin/sync]\n"
+          "        timeout_s: 301\n",
+          14, "vms[0].hooks[0].timeout_s", "\"301\" is out of range (1..300)" },
+        { "hook-vm-without-hooks", AGENT,
+          AGENT_MIN
+          "vms:\n"
+          "  - name: db1\n",
+          10, "vms[0].hooks", "required field is missing" },
+
         /* ---- coordinator.yaml ---- */
         /* /metrics has no authentication: loopback only, unless said otherwise. */
         { "metrics-any-address", COORD,
@@ -494,14 +560,30 @@ static const struct refusal refusals[] = {
           "metrics: http://127.0.0.1\n"
           "agents: [{id: host-a, url: tcp://10.77.0.2:7400, pubkey: /a.pub}]\n",
           4, "metrics", "expected http://HOST:PORT, got \"http://127.0.0.1\"" },
-        { "unknown-key-hooks", COORD,
+        /* Hook commands moved to agent.yaml: the old text is refused on its own
+         * line, and the message says where they live now. */
+        { "hooks-text", COORD,
           COORD_MIN
           "  - name: solo\n"
           "    members: [vm1@host-a]\n"
+          "    hooks: {pre_freeze: \"sync; echo flushed\", post_thaw: \"echo resumed\", timeout_s: 5}\n",
+          14, "groups[0].hooks",
+          "hook commands are no longer set here: define them per VM in each agent's agent.yaml (vms[].hooks[]) "
+          "and name one with \"hook: NAME\"" },
+        { "hooks-text-block", COORD,
+          COORD_MIN
+          "  - name: solo\n"
+          "    members: [vm1@host-a]\n"
+          "    mode: pause\n"
           "    hooks:\n"
-          "      pre_freeze: sync\n"
-          "      post_thwa: true\n",
-          16, "groups[0].hooks.post_thwa", "unknown key \"post_thwa\" (known: pre_freeze, post_thaw, timeout_s)" },
+          "      pre_freeze: /usr/bin/sync\n",
+          15, "groups[0].hooks", "define them per VM in each agent's agent.yaml" },
+        { "hook-not-a-name", COORD,
+          COORD_MIN
+          "  - name: solo\n"
+          "    members: [vm1@host-a]\n"
+          "    hook: \"sync; echo flushed\"\n",
+          14, "groups[0].hook", "invalid name \"sync; echo flushed\"" },
         { "unknown-key-tier", COORD,
           COORD_MIN
           "  - name: shop\n"
@@ -838,7 +920,7 @@ static void test_refusal_unknown_key_whole(void **state)
         fclose(f);
         assert_null(c);
         snprintf(want, sizeof(want),
-                 "%s:9: lease_max: unknown key \"lease_max\" (known: id, listen, key, authorized, libvirt_uri, "
+                 "%s:9: lease_max: unknown key \"lease_max\" (known: id, listen, key, authorized, vms, libvirt_uri, "
                  "backend, sim_config, journal_dir, state_dir, lease_max_s, time_window_s, guest_agent_timeout_s, "
                  "min_free_mb, tls_cert, tls_key)",
                  path);
@@ -906,8 +988,20 @@ static void test_agent_full(void **state)
                   "guest_agent_timeout_s: 300\n"
                   "min_free_mb: 2048\n"
                   "tls_cert: /etc/lockstep/agent.crt\n"
-                  "tls_key: /etc/lockstep/agent-tls.key\n");
-        assert_int_equal(cfg_agent_load(path, &c, &err), 0);
+                  "tls_key: /etc/lockstep/agent-tls.key\n"
+                  "vms:\n"
+                  "  - name: db1\n"
+                  "    hooks:\n"
+                  "      - name: flush-db\n"
+                  "        pre_freeze: [/usr/local/bin/db-flush, --wait, \"a b; c\"]\n"
+                  "        post_thaw: [/usr/local/bin/db-resume]\n"
+                  "        timeout_s: 30\n"
+                  "      - name: sync\n"
+                  "        pre_freeze: [/usr/bin/sync]\n"
+                  "  - name: web1\n"
+                  "    hooks: [{name: flush-db, post_thaw: [/bin/true]}]\n");
+        if (cfg_agent_load(path, &c, &err) < 0)
+                fail_msg("%s", err.msg);
         assert_non_null(c);
         assert_string_equal(c->id, "host-a");
         assert_string_equal(c->listen, "tls+tcp://[fd00::2]:7400");
@@ -930,6 +1024,25 @@ static void test_agent_full(void **state)
         assert_int_equal(c->min_free_mb, 2048);
         assert_string_equal(c->tls_cert, "/etc/lockstep/agent.crt");
         assert_string_equal(c->tls_key, "/etc/lockstep/agent-tls.key");
+        assert_int_equal(c->n_vms, 2);
+        const struct cfg_hook *h = agent_hooks_find(c->vms, c->n_vms, "db1", "flush-db");
+        assert_non_null(h);
+        assert_string_equal(h->pre_freeze[0], "/usr/local/bin/db-flush");
+        assert_string_equal(h->pre_freeze[1], "--wait");
+        assert_string_equal(h->pre_freeze[2], "a b; c"); /* one argument: no shell splits it */
+        assert_null(h->pre_freeze[3]);
+        assert_string_equal(h->post_thaw[0], "/usr/local/bin/db-resume");
+        assert_null(h->post_thaw[1]);
+        assert_int_equal(h->timeout_s, 30);
+        h = agent_hooks_find(c->vms, c->n_vms, "db1", "sync");
+        assert_non_null(h);
+        assert_null(h->post_thaw);
+        assert_int_equal(h->timeout_s, 10);
+        h = agent_hooks_find(c->vms, c->n_vms, "web1", "flush-db");
+        assert_non_null(h);
+        assert_null(h->pre_freeze);
+        assert_null(agent_hooks_find(c->vms, c->n_vms, "web1", "sync")); /* per VM */
+        assert_null(agent_hooks_find(c->vms, c->n_vms, "app1", "flush-db"));
         assert_null(cfg_agent_free(c));
 }
 
@@ -953,6 +1066,8 @@ static void test_agent_defaults(void **state)
         assert_int_equal(c->min_free_mb, 64);
         assert_null(c->tls_cert);
         assert_null(c->tls_key);
+        assert_int_equal(c->n_vms, 0);
+        assert_null(agent_hooks_find(c->vms, c->n_vms, "db1", "flush-db"));
         assert_int_equal(err.code, 0);
         assert_string_equal(err.msg, "");
         cfg_agent_free(c);
@@ -1235,6 +1350,7 @@ static void test_examples(void **state)
                 fail_msg("%s", err.msg);
         assert_string_equal(a->id, "host-a");
         assert_int_equal(a->authorized[0].roles, CFG_ROLE_SNAPSHOT | CFG_ROLE_REVERT | CFG_ROLE_DELETE | CFG_ROLE_ADMIN);
+        assert_non_null(agent_hooks_find(a->vms, a->n_vms, "web1", "flush"));
         cfg_agent_free(a);
 
         source_path(path, "deploy/config/coordinator.yaml");
@@ -1243,6 +1359,8 @@ static void test_examples(void **state)
         assert_int_equal(c->n_agents, 2);
         assert_int_equal(c->n_groups, 2);
         assert_int_equal(cfg_coord_group(c, "shop")->n_tiers, 3);
+        assert_string_equal(cfg_coord_group(c, "shop")->hook, "flush");
+        assert_null(cfg_coord_group(c, "solo")->hook);
         assert_int_equal(cfg_coord_group(c, "solo")->n_members, 1);
         cfg_coord_free(c);
 }

@@ -37,6 +37,25 @@ struct fx {
         struct txn_mgr *mg;
         uint8_t *last; /* the packed bytes of the last reply */
         size_t last_len;
+        const char *hook; /* the hook FREEZE and CHECK name; NULL for none */
+};
+
+/* agent.yaml's guest hooks: db1 and web1 have "flush" (each its own argv),
+ * only db1 has "vacuum". */
+static char *db1_flush_pre[] = { (char *)"/usr/bin/db-flush", (char *)"--all", (char *)"a b; c", NULL };
+static char *db1_flush_post[] = { (char *)"/usr/bin/db-resume", NULL };
+static char *web1_flush_pre[] = { (char *)"/usr/bin/sync", NULL };
+static char *db1_vacuum_pre[] = { (char *)"/usr/bin/vacuumdb", NULL };
+static struct cfg_hook db1_hooks[] = {
+        { .name = (char *)"flush", .pre_freeze = db1_flush_pre, .post_thaw = db1_flush_post, .timeout_s = 5 },
+        { .name = (char *)"vacuum", .pre_freeze = db1_vacuum_pre, .timeout_s = 5 },
+};
+static struct cfg_hook web1_hooks[] = {
+        { .name = (char *)"flush", .pre_freeze = web1_flush_pre, .timeout_s = 5 },
+};
+static struct cfg_vm vms[] = {
+        { .name = (char *)"db1", .hooks = db1_hooks, .n_hooks = 2 },
+        { .name = (char *)"web1", .hooks = web1_hooks, .n_hooks = 1 },
 };
 
 static struct fx F;
@@ -60,6 +79,8 @@ static int setup(void **state)
         F.cfg.lease_max_s = 60;
         F.cfg.guest_agent_timeout_s = 1;
         F.cfg.min_free_mb = 1;
+        F.cfg.vms = vms;
+        F.cfg.n_vms = sizeof(vms) / sizeof(vms[0]);
         assert_int_equal(hv_open(&F.cfg, &F.hv, &err), 0);
         assert_int_equal(txn_mgr_new(&F.cfg, F.hv, NULL, &F.mg, &err), 0);
         return 0;
@@ -197,6 +218,8 @@ static Lockstep__Reply *freeze(const char *txid, Lockstep__Mode mode, unsigned l
         fr.lease_ms = lease_ms;
         fr.members = ms.p;
         fr.n_members = ms.n;
+        if (F.hook)
+                fr.hook = (char *)F.hook;
         c.payload_case = LOCKSTEP__COMMAND__PAYLOAD_FREEZE;
         c.freeze = &fr;
         return send(&c, txid, LOCKSTEP__STEP__STEP_FREEZE);
@@ -239,6 +262,8 @@ static Lockstep__Reply *check(const char *txid, unsigned lease_ms, const char *s
         cr.lease_ms = lease_ms;
         cr.members = ms.p;
         cr.n_members = ms.n;
+        if (F.hook)
+                cr.hook = (char *)F.hook;
         c.payload_case = LOCKSTEP__COMMAND__PAYLOAD_CHECK;
         c.check = &cr;
         return send(&c, txid, LOCKSTEP__STEP__STEP_CHECK);
@@ -749,6 +774,119 @@ static void test_check(void **state)
         expect(rep, LOCKSTEP__ERROR_CODE__E_BUSY, LOCKSTEP__TXN_STATE__TXN_IDLE);
 }
 
+/* The sim's record of hook runs (<state_dir>/hooks.log), "" when none ran. */
+static const char *hooks_log(void)
+{
+        static char out[2048];
+        char path[HV_PATH_MAX + 16];
+        FILE *f;
+        size_t n;
+
+        snprintf(path, sizeof(path), "%s/hooks.log", F.simdir);
+        f = fopen(path, "r");
+        if (!f)
+                return "";
+        n = fread(out, 1, sizeof(out) - 1, f);
+        out[n] = '\0';
+        fclose(f);
+        return out;
+}
+
+/* A hook is a name the agent looks up per VM: a name one member's VM lacks
+ * refuses the FREEZE before anything is frozen or run, and CHECK says so. */
+static void test_hook_unknown(void **state)
+{
+        Lockstep__Reply *rep;
+
+        (void)state;
+        F.hook = "vacuum"; /* db1 has it, web1 does not */
+        rep = freeze("h1", LOCKSTEP__MODE__MODE_QUIESCE, 10000, "db1:0 web1:1");
+        assert_int_equal(member_of(rep, "web1")->code, LOCKSTEP__ERROR_CODE__E_HOOK_FAILED);
+        assert_string_equal(member_of(rep, "web1")->message,
+                            "web1@host-a: freeze: unknown hook \"vacuum\": agent.yaml defines no hook of that name "
+                            "for this VM (vms[].hooks[])");
+        assert_int_equal(member_of(rep, "db1")->code, LOCKSTEP__ERROR_CODE__OK);
+        expect(rep, LOCKSTEP__ERROR_CODE__E_FREEZE_FAILED, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+        assert_false(frozen("db1"));
+        assert_false(frozen("web1"));
+        assert_string_equal(hooks_log(), ""); /* not even db1's pre_freeze ran */
+
+        F.hook = "no-such-hook";
+        rep = freeze("h2", LOCKSTEP__MODE__MODE_QUIESCE, 10000, "db1:0");
+        assert_string_equal(member_of(rep, "db1")->message,
+                            "db1@host-a: freeze: unknown hook \"no-such-hook\": agent.yaml defines no hook of that "
+                            "name for this VM (vms[].hooks[])");
+        expect(rep, LOCKSTEP__ERROR_CODE__E_FREEZE_FAILED, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+        assert_false(frozen("db1"));
+
+        rep = check("h3", 10000, "db1:0 web1:0");
+        assert_int_equal(member_of(rep, "db1")->code, LOCKSTEP__ERROR_CODE__E_HOOK_FAILED);
+        assert_string_equal(member_of(rep, "web1")->message,
+                            "web1@host-a: check: unknown hook \"no-such-hook\": agent.yaml defines no hook of that "
+                            "name for this VM (vms[].hooks[])");
+        expect(rep, LOCKSTEP__ERROR_CODE__E_HOOK_FAILED, LOCKSTEP__TXN_STATE__TXN_IDLE);
+        F.hook = "vacuum";
+        expect(check("h4", 10000, "db1:0"), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_IDLE);
+        assert_string_equal(hooks_log(), "");
+}
+
+/* A known name runs that VM's own argv: pre_freeze before its freeze,
+ * post_thaw after its thaw; a crash-consistent member runs none and needs none. */
+static void test_hook_runs(void **state)
+{
+        (void)state;
+        F.hook = "flush";
+        expect(freeze("h1", LOCKSTEP__MODE__MODE_QUIESCE, 10000, "db1:0 web1:1 crash1:0:c"), LOCKSTEP__ERROR_CODE__OK,
+               LOCKSTEP__TXN_STATE__TXN_FROZEN);
+        assert_true(frozen("db1"));
+        /* Front tier first; one argument "a b; c", no shell to split it. */
+        assert_string_equal(hooks_log(), "db1 flush: /usr/bin/db-flush --all a b; c\n"
+                                         "web1 flush: /usr/bin/sync\n");
+        expect(snapshot("h1"), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_SNAPPED);
+        assert_false(frozen("db1"));
+        assert_string_equal(hooks_log(), "db1 flush: /usr/bin/db-flush --all a b; c\n"
+                                         "web1 flush: /usr/bin/sync\n"
+                                         "db1 flush: /usr/bin/db-resume\n");
+        expect(decide("h1", 1), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_COMMITTED);
+
+        /* A failing pre_freeze is a no, and what it froze is thawed. */
+        sim_add("fail guest_run db1");
+        expect(freeze("h2", LOCKSTEP__MODE__MODE_QUIESCE, 10000, "web1:0 db1:1"), LOCKSTEP__ERROR_CODE__E_FREEZE_FAILED,
+               LOCKSTEP__TXN_STATE__TXN_ABORTED);
+        assert_false(frozen("web1"));
+        assert_false(frozen("db1"));
+}
+
+/* A FREEZE from a lockstepd that still sends hook text (field 5): refused,
+ * never a cut that silently skips the hook. */
+static void test_hook_old_text(void **state)
+{
+        Lockstep__Command c = LOCKSTEP__COMMAND__INIT;
+        Lockstep__FreezeRequest fr = LOCKSTEP__FREEZE_REQUEST__INIT;
+        uint8_t text[] = "sync";
+        ProtobufCMessageUnknownField old = {
+                .tag = 5, .wire_type = PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED, .len = 4, .data = text};
+        struct members ms;
+        Lockstep__Reply *rep;
+
+        (void)state;
+        members(&ms, "db1:0");
+        fr.snapshot = "s1";
+        fr.lease_ms = 10000;
+        fr.members = ms.p;
+        fr.n_members = ms.n;
+        fr.base.n_unknown_fields = 1;
+        fr.base.unknown_fields = &old;
+        c.payload_case = LOCKSTEP__COMMAND__PAYLOAD_FREEZE;
+        c.freeze = &fr;
+        rep = send(&c, "h1", LOCKSTEP__STEP__STEP_FREEZE);
+        assert_true(starts_with(rep->message, "freeze: the command carries hook command text"));
+        assert_int_equal(rep->code, LOCKSTEP__ERROR_CODE__E_HOOK_FAILED);
+        lockstep__reply__free_unpacked(rep, NULL);
+        assert_false(frozen("db1"));
+        assert_string_equal(hooks_log(), "");
+}
+
 static void test_delete(void **state)
 {
         const char *ov;
@@ -1061,6 +1199,9 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_lease, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_keep_bound, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_check, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_hook_unknown, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_hook_runs, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_hook_old_text, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_revert_commit, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_revert_rollback, setup, teardown),
