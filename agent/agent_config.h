@@ -26,8 +26,8 @@ struct cfg_agent {
         unsigned time_window_s; /* default 30, 1..3600 */
         unsigned guest_agent_timeout_s; /* default 10, 1..300 */
         unsigned min_free_mb;  /* free space a new overlay needs; default 64, 1..1048576 */
-        char *tls_cert;        /* optional, for tls+tcp:// */
-        char *tls_key;         /* optional */
+        char *tls_cert;        /* required for tls+tcp://, refused otherwise */
+        char *tls_key;         /* likewise; a regular file only its owner may read */
 };
 
 /* Loads and checks path. On success *ret is owned by the caller (free with
