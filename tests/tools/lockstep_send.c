@@ -132,7 +132,8 @@ static void print_reply(const Lockstep__Reply *r)
 
 static int usage(void)
 {
-        fprintf(stderr, "usage: lockstep-send -k KEY -p AGENT.pub -u URL -a AGENT [-C COUNTER] [-t MS] STEP ...\n"
+        fprintf(stderr, "usage: lockstep-send -k KEY -p AGENT.pub -u URL -a AGENT [-C COUNTER] [-t MS] [-A CA -N NAME] STEP ...\n"
+                        "  (-A, -N: the CA file and server name a tls+tcp:// agent is verified with)\n"
                         "  status | discover | snapshot TXID | commit TXID | abort TXID\n"
                         "  freeze TXID SNAPSHOT quiesce|pause|memory LEASE_MS VM[:TIER[:crash]]...\n"
                         "  check TXID quiesce|pause|memory LEASE_MS VM[:TIER[:crash]]...\n"
@@ -143,6 +144,7 @@ static int usage(void)
 int main(int argc, char **argv)
 {
         const char *keyf = NULL, *pubf = NULL, *url = NULL, *agent = NULL, *ctrf = NULL, *target = NULL;
+        struct transport_tls tls = {0};
         int timeout = 30000, c, r, rc = 3;
         struct keys_secret *key = NULL;
         struct keys_public pub;
@@ -161,7 +163,7 @@ int main(int argc, char **argv)
         char ctrbuf[4200];
         lserr err = {0};
 
-        while ((c = getopt(argc, argv, "k:p:u:a:C:t:T:")) != -1) {
+        while ((c = getopt(argc, argv, "k:p:u:a:C:t:T:A:N:")) != -1) {
                 switch (c) {
                 case 'k': keyf = optarg; break;
                 case 'p': pubf = optarg; break;
@@ -170,6 +172,8 @@ int main(int argc, char **argv)
                 case 'C': ctrf = optarg; break;
                 case 't': timeout = atoi(optarg); break;
                 case 'T': target = optarg; break; /* address another agent: tests refusals */
+                case 'A': tls.ca = optarg; break;
+                case 'N': tls.server_name = optarg; break;
                 default: return usage();
                 }
         }
@@ -256,7 +260,7 @@ int main(int argc, char **argv)
         if (r >= 0)
                 r = counter_open(ctrf, &ctr, &err);
         if (r >= 0)
-                r = agentlink_open(agent, url, &pub, key, ctr, NULL, &l, &err);
+                r = agentlink_open(agent, url, &pub, key, ctr, &tls, &l, &err);
         if (r >= 0)
                 r = agentlink_call(l, &cmd, timeout, &rep, &err);
         if (r < 0) {
