@@ -13,7 +13,7 @@ grep -qx 'tls on' "$D/lab.state" || t_fail "the lab did not turn TLS on (LOCKSTE
 # openssl's own client, not ours: the listener speaks TLS with a certificate
 # that the lab CA signed for host-a.
 out=$(openssl s_client -connect 10.77.0.2:7400 -CAfile "$D/tls/ca.pem" -servername host-a \
-        -verify_hostname host-a -verify_return_error < /dev/null 2>&1) ||
+        -verify_hostname host-a -verify_return_error < /dev/null 2>&1 | tr -d '\0') ||
         t_fail "openssl s_client: host-a's agent does not pass verification: $(tail -n 5 <<< "$out")"
 grep -q 'Verify return code: 0 (ok)' <<< "$out" || t_fail "openssl s_client: no verified session with host-a"
 t_ok "agents on tls+tcp://, host-a's certificate verifies against the lab CA for the name host-a"
@@ -63,4 +63,5 @@ for vm in $vms; do
         st=$("$LAB" virsh "$vm" qemu-agent-command "$vm" '{"execute":"guest-fsfreeze-status"}' | jq -r .return)
         [ "$st" = thawed ] || t_fail "wrong CA: $vm is $st afterwards"
 done
-t_ok "host-b under another CA: cut refused ($(grep -m1 -o 'agent "host-b"[^\n]*' <<< "$out" | cut -c1-200)), every guest thawed"
+t_info "lockstep snapshot create: $(grep -m1 'agent "host-b"' <<< "$out")"
+t_ok "host-b under another CA: cut refused, the error names host-b and its certificate; every guest thawed"
