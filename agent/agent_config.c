@@ -8,6 +8,7 @@
 
 #include "cfgload.h"
 #include "cleanup.h"
+#include "transport.h"
 
 #define AUTHORIZED_MAX 64
 #define ROLES_MAX 16
@@ -193,6 +194,7 @@ static int agent_numbers(const struct cfgload *ld, const struct raw_agent *ra, s
 static int agent_tls(const struct cfgload *ld, const struct raw_agent *ra)
 {
         bool tls = has_prefix(ra->listen, "tls+tcp://");
+        lserr e = {0};
         int r;
 
         if (tls && (!ra->tls_cert || !ra->tls_key))
@@ -205,7 +207,13 @@ static int agent_tls(const struct cfgload *ld, const struct raw_agent *ra)
         r = opt_text(ld, "tls_cert", ra->tls_cert);
         if (r < 0)
                 return r;
-        return opt_text(ld, "tls_key", ra->tls_key);
+        r = opt_text(ld, "tls_key", ra->tls_key);
+        if (r < 0 || !ra->tls_key)
+                return r;
+        /* Checked here, as well as when the listener reads it, so that a key
+         * anyone may read stops the agent at load with the line that names it. */
+        r = transport_tls_key_mode(ra->tls_key, &e);
+        return r < 0 ? cfgload_bad(ld, "tls_key", "%s", e.msg) : 0;
 }
 
 /* Every check, in the order the refusals are tested. */

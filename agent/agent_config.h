@@ -27,8 +27,8 @@ struct cfg_agent {
         unsigned time_window_s; /* default 30, 1..3600 */
         unsigned guest_agent_timeout_s; /* default 10, 1..300 */
         unsigned min_free_mb;  /* free space a new overlay needs; default 64, 1..1048576 */
-        char *tls_cert;        /* optional, for tls+tcp:// */
-        char *tls_key;         /* optional */
+        char *tls_cert;        /* required for tls+tcp://, refused otherwise */
+        char *tls_key;         /* likewise; a regular file only its owner may read */
         struct cfg_vm *vms;    /* guest hooks per VM (agent_hooks.h); may be none */
         unsigned n_vms;
 };

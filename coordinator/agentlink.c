@@ -17,6 +17,10 @@ struct agentlink {
         const struct keys_secret *key;
         struct counter *ctr;
         nng_socket sock;
+        /* tls+tcp:// only: what the agent's certificate is verified against,
+         * kept to tell a refused certificate from an agent that is down. */
+        char *tls_ca;
+        char *server_name;
 };
 
 int agentlink_open(const char *agent_id, const char *url, const struct keys_public *pinned,
@@ -24,6 +28,7 @@ int agentlink_open(const char *agent_id, const char *url, const struct keys_publ
                    struct agentlink **ret, lserr *err)
 {
         struct agentlink *l;
+        lserr e = {0};
         int r;
 
         if (!names_valid(agent_id))
@@ -37,11 +42,15 @@ int agentlink_open(const char *agent_id, const char *url, const struct keys_publ
         l->pinned = *pinned;
         l->key = key;
         l->ctr = ctr;
-        r = transport_dial(url, ENV_MAX_DEFAULT, tls, &l->sock, err);
+        if (tls && ((tls->ca && !(l->tls_ca = strdup(tls->ca))) ||
+                    (tls->server_name && !(l->server_name = strdup(tls->server_name))))) {
+                agentlink_close(l);
+                return -ENOMEM;
+        }
+        r = transport_dial(url, ENV_MAX_DEFAULT, tls, &l->sock, &e);
         if (r < 0) {
-                free(l->url);
-                free(l);
-                return r;
+                agentlink_close(l);
+                return lserr_set(err, r, "agent \"%s\": %s", agent_id, e.msg);
         }
         *ret = l;
         return 0;
@@ -51,10 +60,32 @@ struct agentlink *agentlink_close(struct agentlink *l)
 {
         if (!l)
                 return NULL;
-        nng_close(l->sock);
+        if (nng_socket_id(l->sock) > 0)
+                nng_close(l->sock);
         free(l->url);
+        free(l->tls_ca);
+        free(l->server_name);
         free(l);
         return NULL;
+}
+
+/* Short: it runs only after a call failed, and one agent at a time. */
+#define PROBE_MS 1000
+
+int agentlink_fail(const struct agentlink *l, const Lockstep__Command *cmd, int rc, lserr *err)
+{
+        struct transport_tls tls = {.ca = l->tls_ca, .server_name = l->server_name};
+        lserr e = {0};
+
+        /* nng retries a refused TLS handshake quietly, so a call only times out:
+         * one connect of our own says whether the certificate was the cause. */
+        if (l->tls_ca && transport_probe(l->url, &tls, PROBE_MS, &e) == -EACCES)
+                return lserr_set(err, -EACCES, "agent \"%s\": %s: %s", l->id, env_step_name(cmd->step), e.msg);
+        if (rc == LS_ETIMEDOUT)
+                return lserr_set(err, rc, "agent \"%s\" (%s): %s: no answer before the deadline", l->id, l->url,
+                                 env_step_name(cmd->step));
+        return lserr_set(err, rc, "agent \"%s\" (%s): %s: connection failed", l->id, l->url,
+                         env_step_name(cmd->step));
 }
 
 const char *agentlink_id(const struct agentlink *l)
@@ -151,7 +182,9 @@ static int call_once(struct agentlink *l, Lockstep__Command *cmd, int timeout_ms
         if (r < 0)
                 return r;
         r = transport_call(l->sock, req.buf, req.len, timeout_ms, &resp, &resp_len, &e);
-        if (r < 0)
+        if (r == LS_ETIMEDOUT || r == -ECONNRESET)
+                r = agentlink_fail(l, cmd, r, err);
+        else if (r < 0)
                 r = lserr_set(err, r, "agent \"%s\" (%s): %s: %s", l->id, l->url, env_step_name(cmd->step), e.msg);
         else
                 r = agentlink_accept(l, cmd, &req, resp, resp_len, ret, err);

@@ -19,6 +19,13 @@ int agentlink_open(const char *agent_id, const char *url, const struct keys_publ
                    struct agentlink **ret, lserr *err);
 struct agentlink *agentlink_close(struct agentlink *l);
 
+/* Fills err for a call to l that got no reply (rc: LS_ETIMEDOUT or
+ * -ECONNRESET from the transport) and returns the code: for a tls+tcp://
+ * agent whose certificate is refused, -EACCES and a message that says so (a
+ * quick connect of its own finds out); else rc and "no answer" / "connection
+ * failed". Each names the agent and cmd's step. */
+int agentlink_fail(const struct agentlink *l, const Lockstep__Command *cmd, int rc, lserr *err);
+
 const char *agentlink_id(const struct agentlink *l);
 
 /* Sends cmd (its time, nonce and counter are filled in here, its target too

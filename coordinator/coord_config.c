@@ -32,6 +32,8 @@ struct raw_peer {
         char *id;
         char *url;
         char *pubkey;
+        char *tls_ca;
+        char *server_name;
 };
 
 struct raw_tier {
@@ -88,6 +90,7 @@ struct raw_coord {
         char *events_keep;
         char *metrics;
         char *metrics_public;
+        char *tls_ca;
         struct raw_peer *agents;
         unsigned n_agents;
         struct raw_group *groups;
@@ -98,6 +101,8 @@ static const cyaml_schema_field_t peer_fields[] = {
         REQ_STR("id", struct raw_peer, id),
         REQ_STR("url", struct raw_peer, url),
         REQ_STR("pubkey", struct raw_peer, pubkey),
+        OPT_STR("tls_ca", struct raw_peer, tls_ca),
+        OPT_STR("server_name", struct raw_peer, server_name),
         CYAML_FIELD_END,
 };
 
@@ -171,6 +176,7 @@ static const cyaml_schema_field_t coord_fields[] = {
         OPT_STR("events_keep", struct raw_coord, events_keep),
         OPT_STR("metrics", struct raw_coord, metrics),
         OPT_STR("metrics_public", struct raw_coord, metrics_public),
+        OPT_STR("tls_ca", struct raw_coord, tls_ca),
         CYAML_FIELD_SEQUENCE_COUNT("agents", CYAML_FLAG_POINTER, struct raw_coord, agents, n_agents,
                                    &peer_entry, 1, AGENTS_MAX),
         /* "groups:" left empty means none, as when groups come from libvirt metadata. */
@@ -596,6 +602,65 @@ static int coord_settings(const struct cfgload *ld, const struct raw_coord *rc, 
         return coord_metrics(ld, rc, c);
 }
 
+/* The host of a tcp:// URL already checked by cfgload_check_url, brackets off. */
+static char *url_host(const char *url, bool *oom)
+{
+        const char *rest = strstr(url, "://") + 3, *colon = strrchr(rest, ':');
+        size_t n = (size_t)(colon - rest);
+        char *h;
+
+        if (rest[0] == '[') {
+                rest++;
+                n -= 2;
+        }
+        h = strndup(rest, n);
+        if (!h)
+                *oom = true;
+        return h;
+}
+
+/* A tls+tcp:// agent is always verified: its certificate must chain to tls_ca
+ * (its own or the fleet's) and name server_name (default: the URL's host).
+ * Without a CA there is no agent to trust at the TLS layer, so no fallback. */
+static int agent_tls(const struct cfgload *ld, const struct raw_coord *rc, unsigned i, struct cfg_peer *p)
+{
+        const struct raw_peer *rp = &rc->agents[i];
+        const char *ca = rp->tls_ca ? rp->tls_ca : rc->tls_ca;
+        char f[FIELD_MAX], f2[FIELD_MAX], qb[Q_MAX];
+        bool oom = false;
+        int r;
+
+        if (!has_prefix(rp->url, "tls+tcp://")) {
+                if (rp->tls_ca)
+                        return cfgload_bad(ld, cfgload_field(f, "agents[%u].tls_ca", i),
+                                           "only used when the agent's url is a tls+tcp:// URL");
+                if (rp->server_name)
+                        return cfgload_bad(ld, cfgload_field(f, "agents[%u].server_name", i),
+                                           "only used when the agent's url is a tls+tcp:// URL");
+                return 0;
+        }
+        if (!ca)
+                return cfgload_bad_at(ld, cfgload_field(f, "agents[%u].url", i),
+                                      cfgload_field(f2, "agents[%u].tls_ca", i),
+                                      "required: agent %s has a tls+tcp:// URL and no CA to verify it with "
+                                      "(give tls_ca here or for the whole fleet)",
+                                      cfgload_quote(qb, rp->id));
+        r = cfgload_check_text(ld, rp->tls_ca ? cfgload_field(f, "agents[%u].tls_ca", i) : "tls_ca", ca);
+        if (r < 0)
+                return r;
+        if (rp->server_name) {
+                r = cfgload_check_text(ld, cfgload_field(f, "agents[%u].server_name", i), rp->server_name);
+                if (r < 0)
+                        return r;
+                if (strcspn(rp->server_name, " /:[]") != strlen(rp->server_name))
+                        return cfgload_bad(ld, f, "server name %s is not a host name",
+                                           cfgload_quote(qb, rp->server_name));
+        }
+        p->tls_ca = cfgload_strdup(ca, &oom);
+        p->server_name = rp->server_name ? cfgload_strdup(rp->server_name, &oom) : url_host(rp->url, &oom);
+        return oom ? cfgload_nomem(ld) : 0;
+}
+
 static int coord_agents(const struct cfgload *ld, const struct raw_coord *rc, struct cfg_coord *c)
 {
         char f[FIELD_MAX], qb[Q_MAX];
@@ -620,6 +685,9 @@ static int coord_agents(const struct cfgload *ld, const struct raw_coord *rc, st
                 if (r < 0)
                         return r;
                 r = cfgload_check_pubkey(ld, cfgload_field(f, "agents[%u].pubkey", i), rp->pubkey);
+                if (r < 0)
+                        return r;
+                r = agent_tls(ld, rc, i, &c->agents[i]);
                 if (r < 0)
                         return r;
                 c->agents[i].id = cfgload_strdup(rp->id, &oom);
@@ -716,6 +784,8 @@ struct cfg_coord *cfg_coord_free(struct cfg_coord *c)
                 free(c->agents[i].id);
                 free(c->agents[i].url);
                 free(c->agents[i].pubkey);
+                free(c->agents[i].tls_ca);
+                free(c->agents[i].server_name);
         }
         free(c->agents);
         for (unsigned i = 0; i < c->n_groups; i++)

@@ -14,6 +14,11 @@ struct cfg_peer {
         char *id;     /* agent id, a valid name, unique */
         char *url;    /* tcp://, tls+tcp:// or ipc:// URL */
         char *pubkey; /* inline "lockstep-pub-v1 <base64>" or path to a .pub file */
+        /* tls+tcp:// only, NULL otherwise: the CA file the agent's certificate
+         * must chain to (its own tls_ca or the fleet's), and the name it must
+         * carry (server_name, default the URL's host). */
+        char *tls_ca;
+        char *server_name;
 };
 
 /* One member after the "vm@agent" string was split and checked. */

@@ -70,12 +70,13 @@ int engine_new(const struct cfg_coord *cfg, const struct keys_secret *key, struc
                 return -ENOMEM;
         for (unsigned i = 0; i < cfg->n_agents; i++) {
                 const struct cfg_peer *peer = &cfg->agents[i];
+                struct transport_tls tls = {.ca = peer->tls_ca, .server_name = peer->server_name};
                 struct keys_public pub;
                 lserr e2 = {0};
                 r = keys_load_public(peer->pubkey, &pub, &e2);
                 if (r < 0)
                         return lserr_set(err, r, "agent \"%s\": public key: %s", peer->id, e2.msg);
-                r = agentlink_open(peer->id, peer->url, &pub, key, e->ctr, NULL, &e->links[i], err);
+                r = agentlink_open(peer->id, peer->url, &pub, key, e->ctr, &tls, &e->links[i], err);
                 if (r < 0)
                         return r;
                 e->n_links++;
@@ -295,12 +296,7 @@ static void fan_out_round(struct engine *e, struct item *items, size_t n, struct
                 if (!c)
                         continue;
                 if (c->rc < 0) {
-                        if (c->rc == LS_ETIMEDOUT)
-                                lserr_set(&it->err, c->rc, "agent \"%s\" (%s): %s: no answer before the deadline",
-                                          agentlink_id(it->link), agentlink_url(it->link), env_step_name(it->cmd.step));
-                        else
-                                lserr_set(&it->err, c->rc, "agent \"%s\" (%s): %s: connection failed",
-                                          agentlink_id(it->link), agentlink_url(it->link), env_step_name(it->cmd.step));
+                        agentlink_fail(it->link, &it->cmd, c->rc, &it->err);
                         audit(e, it, CAT_IGNORED, c->rc, it->err.msg);
                 } else if (agentlink_accept(it->link, &it->cmd, &it->req, c->resp, c->resp_len, &it->rep, &it->err) < 0) {
                         audit(e, it, CAT_IGNORED, it->err.code, it->err.msg);

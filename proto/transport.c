@@ -4,11 +4,14 @@
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/protocol/reqrep0/req.h>
 #include <nng/supplemental/tls/tls.h>
+#include <errno.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "cleanup.h"
 #include "fsutil.h"
 
 struct worker {
@@ -64,53 +67,81 @@ static int check_scheme(const char *url, lserr *err)
         return lserr_set(err, -EINVAL, "\"%s\": only tcp://, tls+tcp:// and ipc:// are supported", url);
 }
 
+/* The listener's certificate and key. The key is refused when group or other
+ * may read it, as the signing keys are. */
+static int tls_own_cert(nng_tls_config *cfg, const char *url, const struct transport_tls *tls, lserr *err)
+{
+        _cleanup_free_ char *cert = NULL;
+        char *key = NULL;
+        size_t n;
+        lserr e2 = {0};
+        int rv, r;
+
+        r = fsutil_read_all(tls->cert, 1 << 20, &cert, &n, &e2);
+        if (r >= 0)
+                r = transport_tls_key_mode(tls->key, &e2);
+        if (r >= 0)
+                r = fsutil_read_all(tls->key, 1 << 20, &key, &n, &e2);
+        rv = r < 0 ? NNG_EINVAL : nng_tls_config_own_cert(cfg, cert, key, NULL);
+        if (key)
+                sodium_memzero(key, n);
+        free(key);
+        if (rv)
+                return lserr_set(err, -EINVAL, "\"%s\": TLS certificate \"%s\" / key \"%s\": %s", url, tls->cert,
+                                 tls->key, r < 0 ? e2.msg : nng_strerror(rv));
+        return 0;
+}
+
+/* The dialer verifies the agent's certificate against ca and server_name, always:
+ * without both, anyone on the path could answer as the agent at the TLS layer. */
+static int tls_verify_peer(nng_tls_config *cfg, const char *url, const struct transport_tls *tls, lserr *err)
+{
+        int rv = nng_tls_config_ca_file(cfg, tls->ca);
+
+        if (rv)
+                return lserr_set(err, -EINVAL, "\"%s\": TLS CA file \"%s\": %s", url, tls->ca, nng_strerror(rv));
+        rv = nng_tls_config_auth_mode(cfg, NNG_TLS_AUTH_MODE_REQUIRED);
+        if (!rv)
+                rv = nng_tls_config_server_name(cfg, tls->server_name);
+        if (rv)
+                return lserr_set(err, -EINVAL, "\"%s\": TLS server name \"%s\": %s", url, tls->server_name,
+                                 nng_strerror(rv));
+        return 0;
+}
+
 static int make_tls(const char *url, const struct transport_tls *tls, int server, nng_tls_config **ret, lserr *err)
 {
         nng_tls_config *cfg = NULL;
         int rv, r;
 
-        if (!tls || (server && (!tls->cert || !tls->key)))
-                return lserr_set(err, -EINVAL, "\"%s\": tls+tcp:// needs %s", url,
-                                 server ? "tls_cert and tls_key" : "a CA file");
+        if (server && (!tls || !tls->cert || !tls->key))
+                return lserr_set(err, -EINVAL, "\"%s\": tls+tcp:// needs tls_cert and tls_key", url);
+        if (!server && (!tls || !tls->ca || !tls->server_name))
+                return lserr_set(err, -EINVAL, "\"%s\": tls+tcp:// needs a CA file and a server name", url);
         rv = nng_tls_config_alloc(&cfg, server ? NNG_TLS_MODE_SERVER : NNG_TLS_MODE_CLIENT);
         if (rv)
                 return nng_fail(err, rv, url, "TLS setup");
-        if (server) {
-                char *cert = NULL, *key = NULL;
-                size_t n;
-                lserr e2 = {0};
-
-                r = fsutil_read_all(tls->cert, 1 << 20, &cert, &n, &e2);
-                if (r >= 0)
-                        r = fsutil_read_all(tls->key, 1 << 20, &key, &n, &e2);
-                rv = r < 0 ? NNG_EINVAL : nng_tls_config_own_cert(cfg, cert, key, NULL);
-                if (key)
-                        sodium_memzero(key, strlen(key));
-                free(cert);
-                free(key);
-                if (rv) {
-                        nng_tls_config_free(cfg);
-                        return lserr_set(err, -EINVAL, "\"%s\": TLS certificate/key \"%s\": %s", url, tls->cert,
-                                         r < 0 ? e2.msg : nng_strerror(rv));
-                }
-        } else {
-                if (tls->ca) {
-                        rv = nng_tls_config_ca_file(cfg, tls->ca);
-                        if (!rv)
-                                rv = nng_tls_config_auth_mode(cfg, NNG_TLS_AUTH_MODE_REQUIRED);
-                } else {
-                        /* Trust comes from the signed envelopes; TLS then only hides content. */
-                        rv = nng_tls_config_auth_mode(cfg, NNG_TLS_AUTH_MODE_NONE);
-                }
-                if (!rv && tls->server_name)
-                        rv = nng_tls_config_server_name(cfg, tls->server_name);
-                if (rv) {
-                        nng_tls_config_free(cfg);
-                        return lserr_set(err, -EINVAL, "\"%s\": TLS CA \"%s\": %s", url, tls->ca ? tls->ca : "-",
-                                         nng_strerror(rv));
-                }
+        r = server ? tls_own_cert(cfg, url, tls, err) : tls_verify_peer(cfg, url, tls, err);
+        if (r < 0) {
+                nng_tls_config_free(cfg);
+                return r;
         }
         *ret = cfg;
+        return 0;
+}
+
+int transport_tls_key_mode(const char *path, lserr *err)
+{
+        struct stat st;
+
+        if (stat(path, &st) < 0)
+                return lserr_set(err, -errno, "TLS key \"%s\": %s", path, strerror(errno));
+        if (!S_ISREG(st.st_mode))
+                return lserr_set(err, -EINVAL, "TLS key \"%s\": not a regular file", path);
+        if (st.st_mode & 077)
+                return lserr_set(err, -EPERM,
+                                 "TLS key \"%s\": mode %04o lets group or other read it; fix with: chmod 600 '%s'",
+                                 path, (unsigned)(st.st_mode & 07777), path);
         return 0;
 }
 
@@ -213,6 +244,90 @@ int transport_dial(const char *url, size_t max_recv, const struct transport_tls 
         return 0;
 out:
         nng_close(s);
+        return r;
+}
+
+/* The 8-byte SP header a req0 peer opens with: sending it makes the TLS
+ * handshake happen, and the listener answers with its own. */
+static const uint8_t sp_req0_hello[8] = {0x00, 'S', 'P', 0x00, 0x00, 0x30, 0x00, 0x00};
+
+/* What is left of a deadline, for the next stream step: at least 1 ms. */
+static nng_duration left_ms(long long deadline_us)
+{
+        long long left = (deadline_us - fsutil_mono_us()) / 1000;
+
+        return left > 0 ? (nng_duration)left : 1;
+}
+
+static int probe_fail(lserr *err, int rv, const char *url, const struct transport_tls *tls)
+{
+        if (rv == NNG_EPEERAUTH || rv == NNG_ECRYPTO)
+                return lserr_set(err, -EACCES,
+                                 "\"%s\": TLS: the agent's certificate was refused (%s): it is not signed by CA "
+                                 "\"%s\" or does not name \"%s\"",
+                                 url, nng_strerror(rv), tls->ca, tls->server_name);
+        return nng_fail(err, rv, url, "connect");
+}
+
+int transport_probe(const char *url, const struct transport_tls *tls, int timeout_ms, lserr *err)
+{
+        nng_stream_dialer *d = NULL;
+        nng_stream *st = NULL;
+        nng_tls_config *cfg = NULL;
+        nng_aio *aio = NULL;
+        uint8_t buf[8];
+        nng_iov iov;
+        long long deadline = fsutil_mono_us() + (long long)timeout_ms * 1000;
+        int rv, r;
+
+        r = check_scheme(url, err);
+        if (r < 0)
+                return r;
+        if (is_tls(url)) {
+                r = make_tls(url, tls, 0, &cfg, err);
+                if (r < 0)
+                        return r;
+        }
+        rv = nng_aio_alloc(&aio, NULL, NULL);
+        if (!rv)
+                rv = nng_stream_dialer_alloc(&d, url);
+        if (!rv && cfg)
+                rv = nng_stream_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, cfg);
+        if (rv) {
+                r = nng_fail(err, rv, url, "probe");
+                goto out;
+        }
+        nng_aio_set_timeout(aio, left_ms(deadline));
+        nng_stream_dialer_dial(d, aio);
+        nng_aio_wait(aio);
+        rv = nng_aio_result(aio);
+        if (!rv) {
+                st = nng_aio_get_output(aio, 0);
+                memcpy(buf, sp_req0_hello, sizeof(buf));
+                iov = (nng_iov){.iov_buf = buf, .iov_len = sizeof(buf)};
+                nng_aio_set_iov(aio, 1, &iov);
+                nng_aio_set_timeout(aio, left_ms(deadline));
+                nng_stream_send(st, aio);
+                nng_aio_wait(aio);
+                rv = nng_aio_result(aio);
+        }
+        if (!rv) {
+                /* A short count is fine: any byte back means the handshake passed. */
+                nng_aio_set_timeout(aio, left_ms(deadline));
+                nng_stream_recv(st, aio);
+                nng_aio_wait(aio);
+                rv = nng_aio_result(aio);
+        }
+        r = rv ? probe_fail(err, rv, url, tls) : 0;
+out:
+        if (st)
+                nng_stream_free(st);
+        if (d)
+                nng_stream_dialer_free(d);
+        if (aio)
+                nng_aio_free(aio);
+        if (cfg)
+                nng_tls_config_free(cfg);
         return r;
 }
 

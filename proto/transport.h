@@ -11,8 +11,9 @@
 
 #define TRANSPORT_MAX_DEFAULT (1024 * 1024)
 
-/* Optional TLS material (PEM files). Server: cert + key. Client: ca (required
- * for verification) and server_name. */
+/* TLS material (PEM files) for tls+tcp://. Server: cert + key (the key file
+ * refused when group or other may read it). Client: ca and server_name, both
+ * required: the peer's certificate must chain to ca and name server_name. */
 struct transport_tls {
         const char *cert;
         const char *key;
@@ -21,13 +22,24 @@ struct transport_tls {
 };
 
 /* Rep socket listening on url. ipc_mode (e.g. 0660) applies to ipc:// only; 0
- * keeps nng's default. tls may be NULL (needed for tls+tcp://). */
+ * keeps nng's default. tls may be NULL except for tls+tcp://. */
 int transport_listen(const char *url, size_t max_recv, int ipc_mode, const struct transport_tls *tls,
                      nng_socket *ret, lserr *err);
 
-/* Req socket dialing url in the background (reconnects on its own). */
+/* Req socket dialing url in the background (reconnects on its own). For
+ * tls+tcp:// the peer is verified (tls->ca and tls->server_name); a peer that
+ * fails it is never connected, so calls to it time out: transport_probe says why. */
 int transport_dial(const char *url, size_t max_recv, const struct transport_tls *tls, nng_socket *ret,
                    lserr *err);
+
+/* Connects once to url within timeout_ms, TLS handshake included, and hangs up.
+ * 0 when the peer answered (and, for tls+tcp://, passed verification); -EACCES
+ * when its certificate was refused; else why it could not be reached. */
+int transport_probe(const char *url, const struct transport_tls *tls, int timeout_ms, lserr *err);
+
+/* 0 when path is a regular file that only its owner may read; else err says
+ * what is wrong with it and how to fix it. */
+int transport_tls_key_mode(const char *path, lserr *err);
 
 /* One request and its reply within timeout_ms, on its own context so calls may
  * run in parallel on one socket. *ret is malloc'd, the caller's. Never resends:

@@ -35,7 +35,7 @@ t_need_lab() {
         local c missing=()
         [ "$(id -u)" = 0 ] || t_skip "needs root (network namespaces, libvirtd, QEMU)"
         for c in virsh libvirtd virtlogd qemu-system-x86_64 qemu-img mkfs.ext4 e2fsck debugfs \
-                ip unshare gcc cpio depmod jq; do
+                ip unshare gcc cpio depmod jq openssl; do
                 command -v "$c" > /dev/null || missing+=("$c")
         done
         ((${#missing[@]} == 0)) || t_skip "missing ${missing[*]} (install with: deploy/lab/lab deps)"
@@ -91,12 +91,18 @@ qpid() { pgrep -f "guest=$1,debug-threads" | head -1; }
 # Drives one lab agent with signed commands (lockstep-send), with lockstepd's
 # own key and a counter file of the test's: when both sign, lockstepd moves its
 # counter past the test's (stale-counter heals itself).
+# With the lab's TLS on, the agent is verified as lockstepd does it.
 t_send() { # host step args...
-        local h=$1
+        local h=$1 ip tls=()
         shift
+        ip=$(awk -v h="$h" '$1 == "host" && $2 == h { print $3 }' "$D/lab.state")
+        if grep -qx 'tls on' "$D/lab.state"; then
+                tls=(-u "tls+tcp://$ip:7400" -A "$D/tls/ca.pem" -N "$h")
+        else
+                tls=(-u "tcp://$ip:7400")
+        fi
         "$LOCKSTEP_BUILD_DIR/tests/lockstep-send" -k "$D/keys/coordinator.key" -p "$D/keys/$h.pub" \
-                -u "tcp://$(awk -v h="$h" '$1 == "host" && $2 == h { print $3 }' "$D/lab.state"):7400" -a "$h" \
-                -C "$D/keys/test.counter" -t 60000 "$@"
+                "${tls[@]}" -a "$h" -C "$D/keys/test.counter" -t 60000 "$@"
 }
 
 # The lockstep CLI against the test lab's lockstepd.

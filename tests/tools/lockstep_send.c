@@ -203,7 +203,8 @@ static void print_reply(const Lockstep__Reply *r)
 static int usage(void)
 {
         fprintf(stderr, "usage: lockstep-send -k KEY -p AGENT.pub -u URL -a AGENT [-C COUNTER] [-t MS] [-T TARGET]\n"
-                        "                     [-o HELD | -i HELD] [-R REPLY] [-x] STEP ...\n"
+                        "                     [-A CA -N NAME] [-o HELD | -i HELD] [-R REPLY] [-x] STEP ...\n"
+                        "  (-A, -N: the CA file and server name a tls+tcp:// agent is verified with)\n"
                         "  status | discover | snapshot TXID | commit TXID | abort TXID\n"
                         "  freeze TXID SNAPSHOT quiesce|pause|memory LEASE_MS VM[:TIER[:crash]]...\n"
                         "  check TXID quiesce|pause|memory LEASE_MS VM[:TIER[:crash]]...\n"
@@ -214,6 +215,7 @@ static int usage(void)
 int main(int argc, char **argv)
 {
         const char *keyf = NULL, *pubf = NULL, *url = NULL, *agent = NULL, *ctrf = NULL, *target = NULL;
+        struct transport_tls tls = {0};
         int timeout = 30000, c, r, rc = 3;
         struct keys_secret *key = NULL;
         struct keys_public pub;
@@ -233,7 +235,7 @@ int main(int argc, char **argv)
         struct raw_opts raw = {0};
         lserr err = {0};
 
-        while ((c = getopt(argc, argv, "k:p:u:a:C:t:T:o:i:R:x")) != -1) {
+        while ((c = getopt(argc, argv, "k:p:u:a:C:t:T:o:i:R:xA:N:")) != -1) {
                 switch (c) {
                 case 'k': keyf = optarg; break;
                 case 'p': pubf = optarg; break;
@@ -246,6 +248,8 @@ int main(int argc, char **argv)
                 case 'i': raw.held_in = optarg; break;
                 case 'R': raw.reply_out = optarg; break;
                 case 'x': raw.flip = 1; break;
+                case 'A': tls.ca = optarg; break;
+                case 'N': tls.server_name = optarg; break;
                 default: return usage();
                 }
         }
@@ -332,7 +336,7 @@ int main(int argc, char **argv)
         if (r >= 0)
                 r = counter_open(ctrf, &ctr, &err);
         if (r >= 0)
-                r = agentlink_open(agent, url, &pub, key, ctr, NULL, &l, &err);
+                r = agentlink_open(agent, url, &pub, key, ctr, &tls, &l, &err);
         raw.timeout_ms = timeout;
         if (r >= 0 && (raw.held_out || raw.held_in || raw.reply_out || raw.flip))
                 r = send_raw(l, &cmd, &raw, &rep, &err);

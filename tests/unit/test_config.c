@@ -369,6 +369,42 @@ static const struct refusal refusals[] = {
           AGENT_MIN
           "tls_cert: /etc/lockstep/agent.crt\n",
           9, "tls_cert", "only used when listen is a tls+tcp:// URL" },
+        { "tls-agent-without-ca", COORD,
+          "control: ipc:///run/lockstep/control.sock\n"
+          "key: /etc/lockstep/coordinator.key\n"
+          "catalog: /var/lib/lockstep/catalog.db\n"
+          "agents:\n"
+          "  - id: host-a\n"
+          "    url: tcp://10.77.0.2:7400\n"
+          "    pubkey: /etc/lockstep/host-a.pub\n"
+          "  - id: host-b\n"
+          "    url: tls+tcp://10.77.0.3:7400\n"
+          "    pubkey: /etc/lockstep/host-b.pub\n"
+          "groups:\n",
+          9, "agents[1].tls_ca", "required: agent \"host-b\" has a tls+tcp:// URL and no CA to verify it with" },
+        { "tls-ca-without-tls", COORD,
+          "control: ipc:///run/lockstep/control.sock\n"
+          "key: /etc/lockstep/coordinator.key\n"
+          "catalog: /var/lib/lockstep/catalog.db\n"
+          "agents:\n"
+          "  - id: host-a\n"
+          "    url: tcp://10.77.0.2:7400\n"
+          "    pubkey: /etc/lockstep/host-a.pub\n"
+          "    server_name: host-a\n"
+          "groups:\n",
+          8, "agents[0].server_name", "only used when the agent's url is a tls+tcp:// URL" },
+        { "tls-bad-server-name", COORD,
+          "control: ipc:///run/lockstep/control.sock\n"
+          "key: /etc/lockstep/coordinator.key\n"
+          "catalog: /var/lib/lockstep/catalog.db\n"
+          "tls_ca: /etc/lockstep/ca.pem\n"
+          "agents:\n"
+          "  - id: host-a\n"
+          "    url: tls+tcp://10.77.0.2:7400\n"
+          "    pubkey: /etc/lockstep/host-a.pub\n"
+          "    server_name: host-a:7400\n"
+          "groups:\n",
+          9, "agents[0].server_name", "server name \"host-a:7400\" is not a host name" },
         { "empty-value", AGENT,
           AGENT_MIN
           "state_dir: \"\"\n",
@@ -602,7 +638,7 @@ static const struct refusal refusals[] = {
           "    url: tcp://10.77.0.2:7400\n"
           "    pubkey: /a.pub\n"
           "    port: 7400\n",
-          8, "agents[0].port", "unknown key \"port\" (known: id, url, pubkey)" },
+          8, "agents[0].port", "unknown key \"port\" (known: id, url, pubkey, tls_ca, server_name)" },
         { "duplicate-key-retention", COORD,
           COORD_MIN
           "  - name: solo\n"
@@ -958,14 +994,22 @@ static void test_refusal_long_string(void **state)
         expect_refusal("long-string.yaml", AGENT, yaml, 9, "state_dir", "longer than 4095 bytes");
 }
 
+/* A TLS key file only its owner may read, as the agent wants it. */
+static void write_tls_key(char out[static PATH_MAX], const char *name, mode_t mode)
+{
+        write_cfg(out, name, "-----BEGIN PRIVATE KEY-----\n");
+        assert_int_equal(chmod(out, mode), 0);
+}
+
 static void test_agent_full(void **state)
 {
-        char path[PATH_MAX];
+        char path[PATH_MAX], key[PATH_MAX], yaml[4096 + PATH_MAX];
         struct cfg_agent *c = NULL;
         lserr err = { 0 };
 
         (void)state;
-        write_cfg(path, "agent-full.yaml",
+        write_tls_key(key, "agent-tls.key", 0600);
+        snprintf(yaml, sizeof(yaml),
                   "# every key\n"
                   "id: host-a\n"
                   "listen: tls+tcp://[fd00::2]:7400\n"
@@ -988,7 +1032,7 @@ static void test_agent_full(void **state)
                   "guest_agent_timeout_s: 300\n"
                   "min_free_mb: 2048\n"
                   "tls_cert: /etc/lockstep/agent.crt\n"
-                  "tls_key: /etc/lockstep/agent-tls.key\n"
+                  "tls_key: %s\n"
                   "vms:\n"
                   "  - name: db1\n"
                   "    hooks:\n"
@@ -999,7 +1043,8 @@ static void test_agent_full(void **state)
                   "      - name: sync\n"
                   "        pre_freeze: [/usr/bin/sync]\n"
                   "  - name: web1\n"
-                  "    hooks: [{name: flush-db, post_thaw: [/bin/true]}]\n");
+                  "    hooks: [{name: flush-db, post_thaw: [/bin/true]}]\n", key);
+        write_cfg(path, "agent-full.yaml", yaml);
         if (cfg_agent_load(path, &c, &err) < 0)
                 fail_msg("%s", err.msg);
         assert_non_null(c);
@@ -1023,7 +1068,7 @@ static void test_agent_full(void **state)
         assert_int_equal(c->guest_agent_timeout_s, 300);
         assert_int_equal(c->min_free_mb, 2048);
         assert_string_equal(c->tls_cert, "/etc/lockstep/agent.crt");
-        assert_string_equal(c->tls_key, "/etc/lockstep/agent-tls.key");
+        assert_string_equal(c->tls_key, key);
         assert_int_equal(c->n_vms, 2);
         const struct cfg_hook *h = agent_hooks_find(c->vms, c->n_vms, "db1", "flush-db");
         assert_non_null(h);
@@ -1044,6 +1089,74 @@ static void test_agent_full(void **state)
         assert_null(agent_hooks_find(c->vms, c->n_vms, "web1", "sync")); /* per VM */
         assert_null(agent_hooks_find(c->vms, c->n_vms, "app1", "flush-db"));
         assert_null(cfg_agent_free(c));
+}
+
+/* The TLS key is refused at load when group or other may read it, or when it
+ * is not there: the agent would otherwise fail later, at listen. */
+static void test_agent_tls_key(void **state)
+{
+        static const char fmt[] = "id: host-a\n"
+                                  "listen: tls+tcp://10.77.0.2:7400\n"
+                                  "key: /k\n"
+                                  "journal_dir: /j\n"
+                                  "authorized: [{name: c, pubkey: /p, roles: [admin]}]\n"
+                                  "tls_cert: /etc/lockstep/agent.crt\n"
+                                  "tls_key: %s\n";
+        char key[PATH_MAX], yaml[sizeof(fmt) + PATH_MAX], want[2 * PATH_MAX + 100];
+        struct cfg_agent *c = NULL;
+        lserr err = { 0 };
+
+        (void)state;
+        write_tls_key(key, "tls-open.key", 0644);
+        snprintf(yaml, sizeof(yaml), fmt, key);
+        snprintf(want, sizeof(want), "TLS key \"%s\": mode 0644 lets group or other read it; fix with: chmod 600", key);
+        expect_refusal("tls-key-open.yaml", AGENT, yaml, 7, "tls_key", want);
+        assert_int_equal(chmod(key, 0640), 0);
+        expect_refusal("tls-key-group.yaml", AGENT, yaml, 7, "tls_key", "mode 0640 lets group or other read it");
+        snprintf(yaml, sizeof(yaml), fmt, "/nonexistent/agent-tls.key");
+        expect_refusal("tls-key-missing.yaml", AGENT, yaml, 7, "tls_key", "No such file or directory");
+        assert_int_equal(chmod(key, 0600), 0);
+        snprintf(yaml, sizeof(yaml), fmt, key);
+        write_cfg(want, "tls-key-ok.yaml", yaml);
+        assert_int_equal(cfg_agent_load(want, &c, &err), 0);
+        cfg_agent_free(c);
+}
+
+/* A fleet-wide tls_ca, one agent's own, and server_name given or taken from
+ * the URL's host (an IPv6 address without its brackets). */
+static void test_coord_tls(void **state)
+{
+        char path[PATH_MAX];
+        struct cfg_coord *c = NULL;
+        lserr err = { 0 };
+
+        (void)state;
+        write_cfg(path, "coord-tls.yaml",
+                  "control: ipc:///run/lockstep/control.sock\n"
+                  "key: /etc/lockstep/coordinator.key\n"
+                  "catalog: /var/lib/lockstep/catalog.db\n"
+                  "tls_ca: /etc/lockstep/fleet-ca.pem\n"
+                  "agents:\n"
+                  "  - id: host-a\n"
+                  "    url: tls+tcp://10.77.0.2:7400\n"
+                  "    pubkey: /etc/lockstep/host-a.pub\n"
+                  "    server_name: host-a.lab\n"
+                  "  - id: host-b\n"
+                  "    url: tls+tcp://[fd00::3]:7400\n"
+                  "    pubkey: /etc/lockstep/host-b.pub\n"
+                  "    tls_ca: /etc/lockstep/b-ca.pem\n"
+                  "  - id: host-c\n"
+                  "    url: tcp://10.77.0.4:7400\n"
+                  "    pubkey: /etc/lockstep/host-c.pub\n"
+                  "groups:\n");
+        assert_int_equal(cfg_coord_load(path, &c, &err), 0);
+        assert_string_equal(c->agents[0].tls_ca, "/etc/lockstep/fleet-ca.pem");
+        assert_string_equal(c->agents[0].server_name, "host-a.lab");
+        assert_string_equal(c->agents[1].tls_ca, "/etc/lockstep/b-ca.pem");
+        assert_string_equal(c->agents[1].server_name, "fd00::3");
+        assert_null(c->agents[2].tls_ca);
+        assert_null(c->agents[2].server_name);
+        cfg_coord_free(c);
 }
 
 static void test_agent_defaults(void **state)
@@ -1121,6 +1234,7 @@ static void test_coord_full(void **state)
                   "  - id: host-b\n"
                   "    url: tls+tcp://host-b.example:7400\n"
                   "    pubkey: \"" PUB_INLINE "\"\n"
+                  "    tls_ca: /etc/lockstep/ca.pem\n"
                   "groups:\n"
                   "  - name: shop\n"
                   "    tiers:\n"
@@ -1157,6 +1271,10 @@ static void test_coord_full(void **state)
         assert_ptr_equal(p, &c->agents[1]);
         assert_string_equal(p->url, "tls+tcp://host-b.example:7400");
         assert_string_equal(p->pubkey, PUB_INLINE);
+        assert_string_equal(p->tls_ca, "/etc/lockstep/ca.pem");
+        assert_string_equal(p->server_name, "host-b.example");
+        assert_null(c->agents[0].tls_ca);
+        assert_null(c->agents[0].server_name);
         assert_null(cfg_coord_agent(c, "host-z"));
 
         assert_int_equal(c->n_groups, 2);
@@ -1493,6 +1611,8 @@ int main(void)
 {
         static const struct CMUnitTest fixed[] = {
                 cmocka_unit_test(test_agent_full),
+                cmocka_unit_test(test_agent_tls_key),
+                cmocka_unit_test(test_coord_tls),
                 cmocka_unit_test(test_agent_defaults),
                 cmocka_unit_test(test_agent_sim),
                 cmocka_unit_test(test_coord_full),

@@ -1,7 +1,9 @@
 /* test_transport: real nng sockets over ipc:// and tcp://: calls, deadlines,
- * the receive size limit, socket permissions and parallel workers. */
+ * the receive size limit, socket permissions, parallel workers, and TLS with
+ * the peer's certificate always verified. */
 #include <pthread.h>
 #include <setjmp.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -194,38 +196,150 @@ static void test_bad_urls(void **state)
         assert_non_null(strstr(err.msg, "tls_cert"));
 }
 
-/* TLS with a self-signed certificate made by openssl, when openssl is there. */
-static void test_tls(void **state)
+/* TLS material made by openssl in dir: CA "ca" and "other-ca", and server
+ * certificate "srv" (key srv.key, mode 0600) signed by "ca" with
+ * subjectAltName DNS:agent-a. Returns 0 when openssl is not installed. */
+static int make_pki(const char *dir)
 {
-        struct srv s = {0};
-        struct transport_tls tls = {0}, ctls = {0};
-        char cmd[2048], cert[600], key[600];
+        char cmd[4096];
+
+        if (system("command -v openssl >/dev/null 2>&1") != 0)
+                return 0;
+        snprintf(cmd, sizeof(cmd),
+                 "set -e; exec >/dev/null 2>&1; cd '%s'; umask 077; "
+                 "for ca in ca other-ca; do openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+                 "-nodes -days 2 -subj /CN=$ca -keyout $ca.key -out $ca.pem; done; "
+                 "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=agent-a "
+                 "-keyout srv.key -out srv.csr; "
+                 "printf 'subjectAltName=DNS:agent-a\\n' > srv.ext; "
+                 "openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
+                 "-extfile srv.ext -out srv.pem",
+                 dir);
+        assert_int_equal(system(cmd), 0);
+        return 1;
+}
+
+struct tls_srv {
+        struct srv s;
+        char cert[600], key[600], ca[600], other_ca[600];
+};
+
+static int tls_start(struct tls_srv *t)
+{
+        struct transport_tls tls = {0};
+        lserr err = {0};
+
+        t->s.dir = tu_mkdtemp();
+        if (!make_pki(t->s.dir)) {
+                tu_rmtree(t->s.dir);
+                return 0;
+        }
+        snprintf(t->cert, sizeof(t->cert), "%s/srv.pem", t->s.dir);
+        snprintf(t->key, sizeof(t->key), "%s/srv.key", t->s.dir);
+        snprintf(t->ca, sizeof(t->ca), "%s/ca.pem", t->s.dir);
+        snprintf(t->other_ca, sizeof(t->other_ca), "%s/other-ca.pem", t->s.dir);
+        tls.cert = t->cert;
+        tls.key = t->key;
+        snprintf(t->s.url, sizeof(t->s.url), "tls+tcp://127.0.0.1:%d", tu_tcp_port());
+        assert_int_equal(transport_listen(t->s.url, TRANSPORT_MAX_DEFAULT, 0, &tls, &t->s.rep, &err), 0);
+        assert_int_equal(transport_serve(t->s.rep, 1, echo, NULL, &t->s.server, &err), 0);
+        return 1;
+}
+
+static void tls_stop(struct tls_srv *t)
+{
+        transport_server_stop(t->s.server);
+        tu_rmtree(t->s.dir);
+}
+
+/* The right CA and name: the probe passes and a call goes through. */
+static void test_tls_verified(void **state)
+{
+        struct tls_srv t = {0};
+        struct transport_tls ctls = {0};
         lserr err = {0};
 
         (void)state;
-        if (system("command -v openssl >/dev/null 2>&1") != 0) {
-                skip(); /* openssl CLI not installed: cannot make a test certificate */
+        if (!tls_start(&t)) {
+                skip(); /* openssl CLI not installed: cannot make test certificates */
                 return;
         }
-        s.dir = tu_mkdtemp();
-        snprintf(cert, sizeof(cert), "%s/cert.pem", s.dir);
-        snprintf(key, sizeof(key), "%s/key.pem", s.dir);
-        snprintf(cmd, sizeof(cmd),
-                 "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 "
-                 "-subj /CN=localhost -addext subjectAltName=DNS:localhost -keyout %s -out %s >/dev/null 2>&1",
-                 key, cert);
-        assert_int_equal(system(cmd), 0);
-        tls.cert = cert;
-        tls.key = key;
-        ctls.ca = cert;
-        ctls.server_name = "localhost";
-        snprintf(s.url, sizeof(s.url), "tls+tcp://127.0.0.1:%d", tu_tcp_port());
-        assert_int_equal(transport_listen(s.url, TRANSPORT_MAX_DEFAULT, 0, &tls, &s.rep, &err), 0);
-        assert_int_equal(transport_serve(s.rep, 1, echo, NULL, &s.server, &err), 0);
-        assert_int_equal(transport_dial(s.url, TRANSPORT_MAX_DEFAULT, &ctls, &s.req, &err), 0);
-        call_ok(&s, "secret");
-        stop(&s);
-        tu_rmtree(s.dir);
+        ctls.ca = t.ca;
+        ctls.server_name = "agent-a";
+        assert_int_equal(transport_probe(t.s.url, &ctls, 5000, &err), 0);
+        assert_int_equal(transport_dial(t.s.url, TRANSPORT_MAX_DEFAULT, &ctls, &t.s.req, &err), 0);
+        call_ok(&t.s, "secret");
+        nng_close(t.s.req);
+        tls_stop(&t);
+}
+
+/* A certificate from another CA, or for another name, is refused: the probe
+ * names the CA and the name, and no request reaches the server. */
+static void test_tls_refused(void **state)
+{
+        struct tls_srv t = {0};
+        struct transport_tls bad[2] = {{0}, {0}};
+        uint8_t *out = NULL;
+        size_t n = 0;
+        lserr err = {0};
+
+        (void)state;
+        if (!tls_start(&t)) {
+                skip();
+                return;
+        }
+        bad[0] = (struct transport_tls){.ca = t.other_ca, .server_name = "agent-a"};
+        bad[1] = (struct transport_tls){.ca = t.ca, .server_name = "agent-b"};
+        for (int i = 0; i < 2; i++) {
+                nng_socket req;
+
+                lserr_clear(&err);
+                assert_int_equal(transport_probe(t.s.url, &bad[i], 5000, &err), -EACCES);
+                assert_non_null(strstr(err.msg, "certificate was refused"));
+                assert_non_null(strstr(err.msg, bad[i].ca));
+                assert_non_null(strstr(err.msg, bad[i].server_name));
+                assert_int_equal(transport_dial(t.s.url, TRANSPORT_MAX_DEFAULT, &bad[i], &req, &err), 0);
+                assert_int_equal(transport_call(req, "x", 1, 300, &out, &n, &err), LS_ETIMEDOUT);
+                nng_close(req);
+        }
+        tls_stop(&t);
+}
+
+/* No fallback to an unverified peer: a dialer without a CA or a name is refused
+ * before it connects, and so is a listener whose key others may read. */
+static void test_tls_settings_refused(void **state)
+{
+        struct tls_srv t = {0};
+        struct transport_tls no_ca = {.server_name = "agent-a"}, no_name = {0}, srv = {0};
+        nng_socket s;
+        char url[64];
+        lserr err = {0};
+
+        (void)state;
+        if (!tls_start(&t)) {
+                skip();
+                return;
+        }
+        no_name.ca = t.ca;
+        assert_int_equal(transport_dial(t.s.url, TRANSPORT_MAX_DEFAULT, NULL, &s, &err), -EINVAL);
+        assert_non_null(strstr(err.msg, "needs a CA file and a server name"));
+        lserr_clear(&err);
+        assert_int_equal(transport_dial(t.s.url, TRANSPORT_MAX_DEFAULT, &no_ca, &s, &err), -EINVAL);
+        assert_non_null(strstr(err.msg, "needs a CA file and a server name"));
+        lserr_clear(&err);
+        assert_int_equal(transport_dial(t.s.url, TRANSPORT_MAX_DEFAULT, &no_name, &s, &err), -EINVAL);
+        lserr_clear(&err);
+        assert_int_equal(transport_probe(t.s.url, &no_ca, 1000, &err), -EINVAL);
+
+        assert_int_equal(chmod(t.key, 0640), 0);
+        srv.cert = t.cert;
+        srv.key = t.key;
+        snprintf(url, sizeof(url), "tls+tcp://127.0.0.1:%d", tu_tcp_port());
+        lserr_clear(&err);
+        assert_int_equal(transport_listen(url, TRANSPORT_MAX_DEFAULT, 0, &srv, &s, &err), -EINVAL);
+        assert_non_null(strstr(err.msg, "lets group or other read it"));
+        assert_int_equal(transport_tls_key_mode(t.key, &err), -EPERM);
+        tls_stop(&t);
 }
 
 int main(void)
@@ -235,7 +349,9 @@ int main(void)
                 cmocka_unit_test(test_tcp_deadline_and_parallel),
                 cmocka_unit_test(test_oversize_dropped),
                 cmocka_unit_test(test_bad_urls),
-                cmocka_unit_test(test_tls),
+                cmocka_unit_test(test_tls_verified),
+                cmocka_unit_test(test_tls_refused),
+                cmocka_unit_test(test_tls_settings_refused),
         };
         int rc = cmocka_run_group_tests(tests, NULL, NULL);
 

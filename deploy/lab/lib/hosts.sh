@@ -23,7 +23,7 @@ vm_layout() { # hosts, vms -> lines "name tier hostindex"
 check_tools() {
         local missing=() c
         for c in virsh libvirtd virtlogd qemu-system-x86_64 qemu-img mkfs.ext4 e2fsck debugfs \
-                dumpe2fs ip unshare gcc cpio depmod modprobe gzip apt-get dpkg; do
+                dumpe2fs ip unshare gcc cpio depmod modprobe gzip apt-get dpkg openssl; do
                 command -v "$c" > /dev/null || missing+=("$c")
         done
         ((${#missing[@]} == 0)) || die "missing programs: ${missing[*]} (run: deploy/lab/lab deps)"
@@ -340,7 +340,7 @@ write_configs() {
                 cat > "$(host_dir "$h")/agent.yaml" << EOF
 # lockstep lab: agent of lab host $h (network namespace $(host_netns "$h")).
 id: $h
-listen: $(yaml_q "tcp://$(host_ip "$i"):$LAB_AGENT_PORT")
+listen: $(yaml_q "$(agent_url "$i")")
 key: $(yaml_q "$LAB_DIR/keys/$h.key")
 authorized:
   - name: coordinator
@@ -352,6 +352,7 @@ journal_dir: $(yaml_q "$(host_dir "$h")/journal")
 lease_max_s: 60
 time_window_s: 30
 guest_agent_timeout_s: 10
+$(tls_agent_yaml "$h")
 EOF
         done
         {
@@ -360,12 +361,14 @@ EOF
                 echo "key: $(yaml_q "$LAB_DIR/keys/coordinator.key")"
                 echo "catalog: $(yaml_q "$LAB_DIR/catalog.db")"
                 echo "step_timeout_s: 30"
+                ! tls_on || echo "tls_ca: $(yaml_q "$(tls_dir)/ca.pem")"
                 echo "agents:"
                 for ((i = 0; i < LAB_N_HOSTS; i++)); do
                         h=$(host_name "$i")
                         echo "  - id: $h"
-                        echo "    url: $(yaml_q "tcp://$(host_ip "$i"):$LAB_AGENT_PORT")"
+                        echo "    url: $(yaml_q "$(agent_url "$i")")"
                         echo "    pubkey: $(yaml_q "$LAB_DIR/keys/$h.pub")"
+                        ! tls_on || echo "    server_name: $h"
                 done
                 echo "groups:"
                 echo "  - name: $LAB_GROUP"
@@ -429,7 +432,7 @@ agents_start() {
                         warn "$h: lockstep-agent exited at start (log: $d/agent.log)"
                         continue
                 }
-                say "agents: $h: lockstep-agent running in $(host_netns "$h") (tcp://$(state_host_ip "$h"):$LAB_AGENT_PORT)"
+                say "agents: $h: lockstep-agent running in $(host_netns "$h") ($(sed -n 's/^listen: "\(.*\)"$/\1/p' "$d/agent.yaml"))"
         done
 }
 
@@ -507,6 +510,7 @@ lab_up() {
                 printf 'bridge %s\n' "$LAB_BRIDGE"
                 printf 'image %s %s\n' "$LAB_KERNEL" "$LAB_INITRD"
                 printf 'tools %s %s\n' "$LAB_RELAY" "$LAB_CHECK"
+                if [ "$LAB_TLS" = 0 ]; then echo 'tls off'; else echo 'tls on'; fi
         } > "$LAB_STATE"
 
         say "network: bridge $LAB_BRIDGE $LAB_NET_PREFIX.1/24, hosts $(state_hosts | tr '\n' ' ')"
@@ -540,6 +544,7 @@ lab_up() {
         vms_wait_ready "$LAB_BOOT_TIMEOUT" "${vms[@]}"
         say "guests: all ready in $(($(now_ms) - t1)) ms"
 
+        make_tls
         write_configs
         make_keys
         if ((daemons)); then
