@@ -17,7 +17,9 @@ fails=0
 
 # ours_guardian PID: PID is still one of our guardians (not a reused PID).
 ours_guardian() {
-        { tr '\0' ' ' < "/proc/$1/cmdline"; } 2>/dev/null | grep -q -- "--guardian [0-9]* -c $T/"
+        local cmd
+        cmd=$(tr '\0' ' ' < "/proc/$1/cmdline" 2> /dev/null) || return 1
+        grep -q -- "--guardian [0-9]* -c $T/" <<< "$cmd"
 }
 
 cleanup() {
