@@ -854,19 +854,42 @@ static void test_revert_rollback(void **state)
         assert_string_equal(rep->message, "host-a: SNAPSHOT: not allowed for transaction r2 in its state");
         expect(rep, LOCKSTEP__ERROR_CODE__E_BAD_STATE, LOCKSTEP__TXN_STATE__TXN_IDLE);
 
-        /* Prepare refuses what it cannot revert onto, touching nothing. */
+        /* Prepare refuses what it cannot revert onto, touching nothing. A
+         * path from the wire is never used: a catalog image that is not the
+         * one the agent resolves from its own chains is refused, naming both. */
+        char other[HV_PATH_MAX], c1_db1[HV_PATH_MAX], want[3 * HV_PATH_MAX];
         Lockstep__DiskImage di = LOCKSTEP__DISK_IMAGE__INIT, *dip = &di;
         Lockstep__MemberDisks md = LOCKSTEP__MEMBER_DISKS__INIT, *mdp = &md;
+        snprintf(other, sizeof(other), "%s", base("web1", "vda")); /* another VM's image */
+        snprintf(c1_db1, sizeof(c1_db1), "%s", disk("db1", 0));
         di.disk = "vda";
-        di.before = "relative.qcow2";
+        di.before = other;
         md.vm = "db1";
         md.disks = &dip;
         md.n_disks = 1;
         rep = prepare("r3", "c1", 0, "db1:0", &mdp, 1);
-        assert_string_equal(member_of(rep, "db1")->message,
-                            "db1@host-a: prepare: disk vda: the cut's image is not an absolute path");
+        snprintf(want, sizeof(want),
+                 "db1@host-a: prepare: disk vda: the catalog names \"%s\" as the cut's image, the agent's records "
+                 "and chains give \"%s\": refused",
+                 other, base("db1", "vda"));
+        assert_string_equal(member_of(rep, "db1")->message, want);
         assert_string_equal(rep->message, "host-a: revert: prepare failed; nothing was touched");
         expect(rep, LOCKSTEP__ERROR_CODE__E_IMAGE_MISSING, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+        rep = rstop("r3", 0);
+        expect(rep, LOCKSTEP__ERROR_CODE__E_BAD_STATE, LOCKSTEP__TXN_STATE__TXN_IDLE);
+        assert_string_equal(disk("db1", 0), c1_db1);
+        assert_false(exists(overlay(other, "db1", "vda", "r3")));
+        assert_int_equal(run_state("db1"), HV_RUNNING);
+        di.before = "relative.qcow2";
+        rep = prepare("r3b", "c1", 0, "db1:0", &mdp, 1);
+        assert_true(starts_with(member_of(rep, "db1")->message,
+                                "db1@host-a: prepare: disk vda: the catalog names \"relative.qcow2\" as the cut's image"));
+        expect(rep, LOCKSTEP__ERROR_CODE__E_IMAGE_MISSING, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+        /* A hint that agrees is only checked. */
+        di.before = (char *)base("db1", "vda");
+        expect(prepare("r3c", "c1", 0, "db1:0", &mdp, 1), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_REVERTING);
+        expect(rdecide("r3c", 0), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+        assert_string_equal(disk("db1", 0), c1_db1);
         rep = prepare("r4", "r2", 1, "db1:0", NULL, 0);
         assert_true(starts_with(member_of(rep, "db1")->message,
                                 "db1@host-a: prepare: no pre-revert branch of revert r2 here ("));
