@@ -15,8 +15,8 @@
 #include "lv_commit.h"
 #include "lv_conn.h"
 #include "lv_err.h"
-#include "lv_snap.h"
 #include "lv_image.h"
+#include "lv_snap.h"
 #include "lv_xml.h"
 
 /* An escaped path: every byte may become "&quot;". */

@@ -16,6 +16,21 @@
 
 #define REVERT_START_WAIT_US (120LL * 1000000)
 
+/* A record from before formats were kept: the branch top's format is the
+ * disk's own when the disk runs on it, qcow2 when lockstep named it (only
+ * lockstep makes such files, and only as qcow2); else it stays unknown and
+ * the undo is refused rather than guessed. */
+static void old_record_format(const char *vm, const struct hv_domain *d, struct hv_image *im)
+{
+        char id[LS_NAME_MAX + 1];
+
+        for (unsigned k = 0; !im->format[0] && k < d->n_disks; k++)
+                if (!strcmp(d->disks[k].target, im->target) && !strcmp(d->disks[k].path, im->before))
+                        snprintf(im->format, sizeof(im->format), "%s", d->disks[k].format);
+        if (!im->format[0] && imgfile_layer_txid(im->before, vm, im->target, id, sizeof(id)) == 0)
+                snprintf(im->format, sizeof(im->format), "qcow2");
+}
+
 /* Undo: the disks go back to what revert `of` found them on. */
 static int read_branch(struct txn_mgr *mg, const char *of, struct member *mb, lserr *err)
 {
@@ -43,6 +58,7 @@ static int read_branch(struct txn_mgr *mg, const char *of, struct member *mb, ls
                 for (unsigned k = 0; k < d.n_disks; k++)
                         if (!strcmp(d.disks[k].target, im->target))
                                 snprintf(im->branch, sizeof(im->branch), "%s", d.disks[k].path);
+                old_record_format(mb->vm, &d, im);
         }
         mb->n_imgs = n;
         return hv_check_images(mg->hv, mb->vm, mb->imgs, mb->n_imgs, err);
