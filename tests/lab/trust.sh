@@ -20,12 +20,17 @@ fsstatus() { "$LAB" virsh "$1" qemu-agent-command "$1" '{"execute":"guest-fsfree
 H=$(awk '$1 == "vm" && $2 == "web1" { print $4 }' "$D/lab.state") # web1's host
 for _ in $(seq 1 60); do [ "$(fsstatus web1)" = thawed ] && break; sleep 0.5; done
 
-# 1. A cut of web1: its layer of tr1 is the file the guest's header will name.
-send "$H" freeze tr1 tr1 quiesce 30000 web1:0 > /dev/null || t_fail "freeze tr1"
-send "$H" snapshot tr1 > /dev/null || t_fail "snapshot tr1"
-send "$H" commit tr1 > /dev/null || t_fail "commit tr1"
-layer=$(disk_of web1 vda)
-case "$layer" in */web1-vda.tr1.qcow2) ;; *) t_fail "web1 runs on $layer after the cut" ;; esac
+# 1. Two cuts of web1: its layer of tr1 (below tr2's, so no longer written)
+# is the file the guest's header will name.
+for c in tr1 tr2; do
+        send "$H" freeze $c $c quiesce 30000 web1:0 > /dev/null || t_fail "freeze $c"
+        send "$H" snapshot $c > /dev/null || t_fail "snapshot $c"
+        send "$H" commit $c > /dev/null || t_fail "commit $c"
+done
+top=$(disk_of web1 vda)
+layer=$(dirname "$top")/web1-vda.tr1.qcow2
+case "$top" in */web1-vda.tr2.qcow2) ;; *) t_fail "web1 runs on $top after the cuts" ;; esac
+[ -e "$layer" ] || t_fail "no layer $layer"
 layer_sum=$(md5sum < "$layer")
 
 # 2. evil1: shut off, one raw disk beside web1's whose first bytes are a qcow2
@@ -50,7 +55,7 @@ r=$(send "$H" delete td1 tr1 tr1 evil1) || t_fail "delete for evil1 failed: $r"
         t_fail "delete merged something for evil1: $r"
 [ -e "$layer" ] || t_fail "web1's layer $layer is gone"
 [ "$(md5sum < "$layer")" = "$layer_sum" ] || t_fail "web1's layer $layer changed"
-[ "$(disk_of web1 vda)" = "$layer" ] || t_fail "web1 runs on $(disk_of web1 vda), not $layer"
+[ "$(disk_of web1 vda)" = "$top" ] || t_fail "web1 runs on $(disk_of web1 vda), not $top"
 [ "$(md5sum < "$evil")" = "$evil_sum" ] || t_fail "evil1's raw disk was rewritten"
 "$LAB" virsh web1 dumpxml --inactive evil1 | grep -q "<driver name='qemu' type='raw'/>" ||
         t_fail "evil1's disk was re-typed: $("$LAB" virsh web1 dumpxml --inactive evil1 | grep '<driver')"
