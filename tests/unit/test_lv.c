@@ -476,6 +476,27 @@ static void test_guest_header_of_a_raw_disk_is_never_read(void **state)
         assert_string_equal(dom.disks[0].format, "raw");
 }
 
+/* An abort of a shut-off domain puts the disk back on the recorded image, in
+ * the format its overlay's header records, and only when that header names
+ * that image. */
+static void test_discard_offline_checks_the_overlay(void **state)
+{
+        struct lvt *t = *state;
+        struct hv_image im = {.target = "vda"};
+        struct hv_domain dom;
+        lserr err = {0};
+
+        lvt_define(t, "lvt4"); /* runs on lvt4-vda.qcow2: the overlay here */
+        snprintf(im.after, sizeof(im.after), "%s", at(t->dir, "lvt4-vda.qcow2"));
+        snprintf(im.before, sizeof(im.before), "%s", at(t->dir, "tenant2-vda.qcow2"));
+        assert_int_equal(hv_libvirt_ops.discard(t->be, "lvt4", "ls-D", &im, 1, &err), LS_EIMAGE);
+        assert_non_null(strstr(err.msg, "lvt4-vda.qcow2\" is not backed by \""));
+        assert_int_equal(hv_libvirt_ops.lookup(t->be, "lvt4", &dom, &err), 0);
+        assert_string_equal(dom.disks[0].path, im.after);
+        assert_string_equal(dom.disks[0].format, "qcow2");
+        assert_true(access(im.after, F_OK) == 0);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -489,6 +510,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_point_disks_rewrites_the_definition, lvt_setup, lvt_teardown),
                 cmocka_unit_test_setup_teardown(test_guest_header_of_a_raw_disk_is_never_read, lvt_setup,
                                                 lvt_teardown),
+                cmocka_unit_test_setup_teardown(test_discard_offline_checks_the_overlay, lvt_setup, lvt_teardown),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
