@@ -123,7 +123,7 @@ int branch_record_path(const char *journal_dir, const char *txid, const char *vm
 int branch_record_write(const char *journal_dir, const char *txid, const char *vm, const struct hv_image *imgs,
                         size_t n, lserr *err)
 {
-        char dir[4200], path[4200], text[HV_MAX_DISKS * (HV_PATH_MAX + HV_TARGET_MAX + 4)];
+        char dir[4200], path[4200], text[HV_MAX_DISKS * (HV_PATH_MAX + HV_TARGET_MAX + 24)];
         size_t off = 0;
         int r;
 
@@ -134,8 +134,11 @@ int branch_record_write(const char *journal_dir, const char *txid, const char *v
                 return r;
         if (branch_record_path(journal_dir, txid, vm, path, sizeof(path)) < 0)
                 return lserr_set(err, -ENAMETOOLONG, "branch record path too long");
+        /* "@<format>" before the path (which starts with '/'); records from
+         * before formats were have none. */
         for (size_t k = 0; k < n; k++)
-                off += (size_t)snprintf(text + off, sizeof(text) - off, "%s %s\n", imgs[k].target, imgs[k].branch);
+                off += (size_t)snprintf(text + off, sizeof(text) - off, "%s @%s %s\n", imgs[k].target,
+                                        imgs[k].branch_format[0] ? imgs[k].branch_format : "-", imgs[k].branch);
         return fsutil_write_atomic(path, text, off, 0600, 0, err);
 }
 
@@ -155,12 +158,14 @@ int branch_record_read(const char *journal_dir, const char *txid, const char *vm
         if (r < 0)
                 return lserr_set(err, r, "branch record \"%s\": cannot read it", path);
         for (line = strtok_r(buf, "\n", &save); line && n < HV_MAX_DISKS; line = strtok_r(NULL, "\n", &save)) {
-                char target[HV_TARGET_MAX], p[HV_PATH_MAX];
-                if (sscanf(line, "%31s %1023[^\n]", target, p) != 2)
+                char target[HV_TARGET_MAX], p[HV_PATH_MAX], fmt[16] = "";
+                if (sscanf(line, "%31s @%15s %1023[^\n]", target, fmt, p) != 3 &&
+                    sscanf(line, "%31s %1023[^\n]", target, p) != 2)
                         continue;
                 memset(&ret[n], 0, sizeof(ret[n]));
                 snprintf(ret[n].target, sizeof(ret[n].target), "%s", target);
                 snprintf(ret[n].branch, sizeof(ret[n].branch), "%s", p);
+                snprintf(ret[n].branch_format, sizeof(ret[n].branch_format), "%s", strcmp(fmt, "-") ? fmt : "");
                 n++;
         }
         *ret_n = n;
@@ -196,11 +201,12 @@ static int record_of(const char *name, const char *vm, char *of, size_t n)
         return 0;
 }
 
-int branch_record_others(const char *journal_dir, const char *vm, const char *except, char (**ret)[HV_PATH_MAX],
-                         size_t *ret_n, lserr *err)
+/* Every disk of vm's records (of reverts other than except, NULL for all)
+ * appended to ret. */
+static int records_of(const char *journal_dir, const char *vm, const char *except, struct hv_image **ret,
+                      size_t *ret_n, lserr *err)
 {
         _cleanup_(closedirp) DIR *dir = NULL;
-        struct pathset keep = {0};
         struct hv_image other[HV_MAX_DISKS];
         char dirpath[4200];
         struct dirent *de;
@@ -211,14 +217,48 @@ int branch_record_others(const char *journal_dir, const char *vm, const char *ex
         while (r == 0 && dir && (de = readdir(dir))) {
                 char of[LS_NAME_MAX + 1];
                 size_t k = 0;
-                if (record_of(de->d_name, vm, of, sizeof(of)) < 0 || !strcmp(of, except))
+                if (record_of(de->d_name, vm, of, sizeof(of)) < 0 || (except && !strcmp(of, except)))
                         continue;
                 r = branch_record_read(journal_dir, of, vm, other, &k, err);
                 if (r == -ENOENT)
                         r = 0; /* removed meanwhile */
-                for (size_t j = 0; r == 0 && j < k; j++)
-                        r = set_add(&keep, other[j].branch);
+                if (r < 0 || k == 0)
+                        continue;
+                struct hv_image *p = realloc(*ret, (*ret_n + k) * sizeof(**ret));
+                if (!p)
+                        return -ENOMEM;
+                *ret = p;
+                memcpy(p + *ret_n, other, k * sizeof(*other));
+                *ret_n += k;
         }
+        return r;
+}
+
+int branch_record_all(const char *journal_dir, const char *vm, struct hv_image **ret, size_t *ret_n, lserr *err)
+{
+        struct hv_image *all = NULL;
+        size_t n = 0;
+        int r = records_of(journal_dir, vm, NULL, &all, &n, err);
+
+        if (r < 0) {
+                free(all);
+                return r;
+        }
+        *ret = all;
+        *ret_n = n;
+        return 0;
+}
+
+int branch_record_others(const char *journal_dir, const char *vm, const char *except, char (**ret)[HV_PATH_MAX],
+                         size_t *ret_n, lserr *err)
+{
+        _cleanup_free_ struct hv_image *all = NULL;
+        struct pathset keep = {0};
+        size_t n = 0;
+        int r = records_of(journal_dir, vm, except, &all, &n, err);
+
+        for (size_t j = 0; r == 0 && j < n; j++)
+                r = set_add(&keep, all[j].branch);
         if (r < 0) {
                 free(keep.p);
                 return r;

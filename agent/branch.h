@@ -31,16 +31,18 @@ int branch_own_files(const char *top, const char *const *roots, size_t n_roots, 
                      branch_ours_fn ours, void *ctx, char (**ret)[HV_PATH_MAX], size_t *ret_n, lserr *err);
 
 /* The record of the branch that revert txid kept for vm:
- * "<journal_dir>/branches/<txid>.<vm>", one "<target> <path>" line per disk.
+ * "<journal_dir>/branches/<txid>.<vm>", one "<target> @<format> <path>" line per disk.
  * It outlives the journal's pruning, so "revert --undo" finds it months later. */
 int branch_record_path(const char *journal_dir, const char *txid, const char *vm, char *out, size_t n);
 
-/* Durably writes the record: imgs[k].target and imgs[k].branch per disk. */
+/* Durably writes the record: imgs[k].target, imgs[k].branch and its format
+ * (imgs[k].branch_format) per disk: "<target> @<format> <path>". */
 int branch_record_write(const char *journal_dir, const char *txid, const char *vm, const struct hv_image *imgs,
                         size_t n, lserr *err);
 
-/* Reads the record into ret[] (HV_MAX_DISKS entries: target and branch set,
- * the rest zero). -ENOENT, err untouched, when there is none. */
+/* Reads the record into ret[] (HV_MAX_DISKS entries: target, branch and
+ * branch_format set, the last "" in records made before formats were; the
+ * rest zero). -ENOENT, err untouched, when there is none. */
 int branch_record_read(const char *journal_dir, const char *txid, const char *vm, struct hv_image *ret,
                        size_t *ret_n, lserr *err);
 
@@ -51,3 +53,8 @@ int branch_record_remove(const char *journal_dir, const char *txid, const char *
  * those branches stay whole. *ret (HV_PATH_MAX bytes each) is the caller's. */
 int branch_record_others(const char *journal_dir, const char *vm, const char *except, char (**ret)[HV_PATH_MAX],
                          size_t *ret_n, lserr *err);
+
+/* Every disk of every record of vm (target, branch, branch_format): where a
+ * revert looks for a cut that left the disks' chains. *ret (malloc'd) is the
+ * caller's. */
+int branch_record_all(const char *journal_dir, const char *vm, struct hv_image **ret, size_t *ret_n, lserr *err);

@@ -108,10 +108,10 @@ int hv_delete_cut(struct hv *hv, const char *vm, const char *txid, const char *l
         return hv->ops->delete_cut(hv->be, vm, txid, legacy, hints, ret, ret_n, err);
 }
 
-int hv_cut_images(struct hv *hv, const char *vm, const char *txid, const char *legacy, struct hv_image *ret,
-                  size_t *ret_n, lserr *err)
+int hv_cut_images(struct hv *hv, const char *vm, const char *txid, const char *legacy, const struct hv_cut_where *w,
+                  struct hv_image *ret, size_t *ret_n, lserr *err)
 {
-        return hv->ops->cut_images(hv->be, vm, txid, legacy, ret, ret_n, err);
+        return hv->ops->cut_images(hv->be, vm, txid, legacy, w, ret, ret_n, err);
 }
 
 int hv_check_images(struct hv *hv, const char *vm, const struct hv_image *imgs, size_t n, lserr *err)

@@ -48,6 +48,11 @@ struct hv_image {
         char before[HV_PATH_MAX];
         char after[HV_PATH_MAX];
         char branch[HV_PATH_MAX]; /* revert: the image the disk ran on before */
+        /* Formats as a trusted source gave them (the domain XML, a qcow2
+         * header the agent read on the way down a chain, a branch record);
+         * "" when unknown. after is always an overlay lockstep made: qcow2. */
+        char format[16];        /* before's */
+        char branch_format[16]; /* branch's */
 };
 
 struct hv;
@@ -149,15 +154,31 @@ int hv_drop_branch(struct hv *hv, const char *vm, const struct hv_image *branch,
 
 /* ---- revert ------------------------------------------------------------- */
 
-/* The images a committed cut holds for one domain: per disk, before = the
- * cut's image (the backing image of the layer of cut txid, or of the layer
- * named for `legacy` for older cuts), branch = what
- * the disk runs on now. Every cut image must exist and pass "qemu-img check"
- * (LS_EIMAGE / LS_ECORRUPT, naming the file). */
-int hv_cut_images(struct hv *hv, const char *vm, const char *txid, const char *legacy, struct hv_image *ret,
-                  size_t *ret_n, lserr *err);
+/* Where a revert looks for a cut beyond the disks' current chains, all from
+ * the agent's own records, plus the coordinator's hints. */
+struct hv_cut_where {
+        const struct hv_image *branches; /* recorded pre-revert branches: target, branch, branch_format */
+        size_t n_branches;
+        const struct hv_image *hints; /* the catalog's cut image per disk: target, before */
+        size_t n_hints;
+};
 
-/* Checks that each path exists and passes "qemu-img check". */
+/* The images a committed cut holds for one domain, resolved from what the
+ * agent knows, never from a path it is sent: per disk, before = the backing
+ * image of the layer of cut txid (or of the layer named for `legacy` for
+ * older cuts), looked for in the disk's current chain, then in the chains of
+ * w's recorded branches; format = its format; branch = what the disk runs on
+ * now, with its format. Only when neither holds the layer (a cut made before
+ * revert resolved paths itself, whose layer left with a branch no longer
+ * recorded) is a hint taken, and then only when it names a file of the disk's
+ * current chain (what libvirt reads too) or of a recorded branch: the path
+ * used is the chain's, the hint only picked it. Every cut image must exist
+ * and pass "qemu-img check" (LS_EIMAGE / LS_ECORRUPT, naming the file). */
+int hv_cut_images(struct hv *hv, const char *vm, const char *txid, const char *legacy, const struct hv_cut_where *w,
+                  struct hv_image *ret, size_t *ret_n, lserr *err);
+
+/* Checks that each path (before, of format format) exists and passes
+ * "qemu-img check". */
 int hv_check_images(struct hv *hv, const char *vm, const struct hv_image *imgs, size_t n, lserr *err);
 
 /* Stops a domain: graceful shutdown (guest agent, then ACPI) for up to
@@ -167,7 +188,8 @@ int hv_start(struct hv *hv, const char *vm, lserr *err);
 
 /* Points a shut-off domain's disks: with tag (the revert's txid), at new
  * overlays imgfile_overlay(before, vm, target, tag) created on each imgs[i].before (written to
- * imgs[i].after); without, at imgs[i].before itself. Persistent definition. */
+ * imgs[i].after); without, at imgs[i].before itself. Persistent definition.
+ * imgs[i].format is before's format; an unknown one is refused, never guessed. */
 int hv_point_disks(struct hv *hv, const char *vm, struct hv_image *imgs, size_t n, const char *tag, lserr *err);
 
 /* Runs argv (NULL-terminated; argv[0] the program, no shell) in the guest

@@ -20,8 +20,8 @@ struct hv_ops {
                         size_t *ret_n, lserr *err);
         int (*discard)(void *be, const char *vm, const char *txid, const struct hv_image *imgs, size_t n,
                        lserr *err);
-        int (*cut_images)(void *be, const char *vm, const char *txid, const char *legacy, struct hv_image *ret,
-                          size_t *ret_n, lserr *err);
+        int (*cut_images)(void *be, const char *vm, const char *txid, const char *legacy,
+                          const struct hv_cut_where *w, struct hv_image *ret, size_t *ret_n, lserr *err);
         int (*check_images)(void *be, const char *vm, const struct hv_image *imgs, size_t n, lserr *err);
         int (*stop)(void *be, const char *vm, unsigned timeout_ms, lserr *err);
         int (*start)(void *be, const char *vm, lserr *err);

@@ -48,7 +48,8 @@ int lv_commit_active(virDomainPtr d, const char *target, lserr *err)
 
 int lv_commit_offline(const char *overlay, lserr *err)
 {
-        const char *commit[] = {"qemu-img", "commit", "-q", overlay, NULL};
+        /* An overlay lockstep made: qcow2, whatever its bytes say. */
+        const char *commit[] = {"qemu-img", "commit", "-q", "-f", "qcow2", overlay, NULL};
         lserr e2 = {0};
         int r = lv_image_run(commit, &e2);
 
@@ -76,24 +77,21 @@ static int wait_job_gone(virDomainPtr d, const char *disk, lserr *err)
         return lserr_set(err, LS_EHV, "delete: disk %s: block commit did not finish", disk);
 }
 
-/* qemu-img rebase -u of child onto base, once layer between them is merged. */
-static int rebase_offline(const struct lv_xml_disk *pd, const char *child, const char *base, lserr *err)
+/* qemu-img rebase -u of child onto base (format bfmt, as the header of the
+ * merged layer recorded it), once the layer between them is merged. */
+static int rebase_offline(const char *child, const char *base, const char *bfmt, lserr *err)
 {
-        char bfmt[16], below[HV_PATH_MAX];
-        lserr e2 = {0};
+        const char *rebase[] = {"qemu-img", "rebase", "-u", "-f", "qcow2", "-b", base, "-F", bfmt, child, NULL};
 
-        /* The base's own format: raw only at the very bottom. */
-        snprintf(bfmt, sizeof(bfmt), "%s", strcmp(pd->format, "raw") ? "qcow2" : "raw");
-        if (lv_image_backing(base, below, sizeof(below), &e2) == 0 && !below[0])
-                snprintf(bfmt, sizeof(bfmt), "%s", lv_image_format(base));
-        const char *rebase[] = {"qemu-img", "rebase", "-u", "-b", base, "-F", bfmt, child, NULL};
         return lv_image_run(rebase, err);
 }
 
-int lv_commit_layer(virDomainPtr d, int running, const struct lv_xml_disk *pd, const char *layer, const char *child,
-                    const char *base, lserr *err)
+int lv_commit_layer(virDomainPtr d, int running, const struct lv_xml_disk *pd, const struct lv_chain_hit *h,
+                    lserr *err)
 {
-        const char *commit[] = {"qemu-img", "commit", "-q", layer, NULL};
+        const char *layer = h->layer, *child = h->child, *base = h->base;
+        /* The layer has a backing file, so it is a qcow2 image. */
+        const char *commit[] = {"qemu-img", "commit", "-q", "-f", "qcow2", layer, NULL};
         struct hv_image im = {0};
         int r;
 
@@ -109,8 +107,9 @@ int lv_commit_layer(virDomainPtr d, int running, const struct lv_xml_disk *pd, c
         if (r < 0)
                 return r;
         if (child[0])
-                return rebase_offline(pd, child, base, err);
+                return rebase_offline(child, base, h->base_fmt, err);
         snprintf(im.target, sizeof(im.target), "%s", pd->target);
         snprintf(im.before, sizeof(im.before), "%s", base);
+        snprintf(im.format, sizeof(im.format), "%s", h->base_fmt);
         return lv_xml_redefine_disks(d, &im, 1, 0, err);
 }

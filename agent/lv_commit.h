@@ -5,6 +5,7 @@
 #include <libvirt/libvirt.h>
 
 #include "lserr.h"
+#include "lv_chain.h"
 #include "lv_xml.h"
 
 /* Active commit of disk target's top overlay into its own backing image, then
@@ -16,9 +17,9 @@ int lv_commit_active(virDomainPtr d, const char *target, lserr *err);
  * (discard); the definition is not changed. */
 int lv_commit_offline(const char *overlay, lserr *err);
 
-/* Merges layer (with child above it, "" when layer is the top, and base
- * below it) of disk pd into base, the domain running or not; after it the
+/* Merges h's layer (with child above it, "" when layer is the top, and base
+ * below it, of format base_fmt) of disk pd into base, the domain running or not; after it the
  * chain skips layer and the definition points at base if layer was the top.
  * layer itself is left for the caller to remove. */
-int lv_commit_layer(virDomainPtr d, int running, const struct lv_xml_disk *pd, const char *layer, const char *child,
-                    const char *base, lserr *err);
+int lv_commit_layer(virDomainPtr d, int running, const struct lv_xml_disk *pd, const struct lv_chain_hit *h,
+                    lserr *err);

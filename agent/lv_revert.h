@@ -7,7 +7,8 @@
 
 #include "hv.h"
 
-int lv_revert_cut_images(void *be, const char *vm, const char *txid, const char *legacy, struct hv_image *ret,
+int lv_revert_cut_images(void *be, const char *vm, const char *txid, const char *legacy, const struct hv_cut_where *w,
+                         struct hv_image *ret,
                          size_t *ret_n, lserr *err);
 int lv_revert_check_images(void *be, const char *vm, const struct hv_image *imgs, size_t n, lserr *err);
 int lv_revert_point_disks(void *be, const char *vm, struct hv_image *imgs, size_t n, const char *tag, lserr *err);

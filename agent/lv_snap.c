@@ -15,6 +15,7 @@
 #include "lv_commit.h"
 #include "lv_conn.h"
 #include "lv_err.h"
+#include "lv_image.h"
 #include "lv_snap.h"
 #include "lv_xml.h"
 
@@ -186,19 +187,31 @@ int lv_snap_create(void *be, const char *vm, const char *txid, int with_memory, 
 /* Puts disk im->target back on im->before when the domain runs on im->after. */
 static int discard_disk(virDomainPtr d, const struct hv_domain *dom, const struct hv_image *im, lserr *err)
 {
-        int on_overlay = 0, r;
+        const struct hv_disk *on = NULL;
+        struct hv_image back = *im;
+        char below[HV_PATH_MAX];
+        int r;
 
         for (unsigned i = 0; i < dom->n_disks; i++)
                 if (!strcmp(dom->disks[i].target, im->target) && !strcmp(dom->disks[i].path, im->after))
-                        on_overlay = 1;
-        if (!on_overlay)
+                        on = &dom->disks[i];
+        if (!on)
                 return 0;
         if (dom->state == HV_RUNNING || dom->state == HV_PAUSED)
                 return lv_commit_active(d, im->target, err);
+        /* The overlay's header (the disk's format says qcow2: QEMU wrote it)
+         * gives the format of the image below; the image must be the one
+         * recorded, never another the header names. */
+        r = lv_image_backing(im->after, on->format, below, sizeof(below), back.format, sizeof(back.format), err);
+        if (r == 0 && strcmp(below, im->before))
+                r = lserr_set(err, LS_EIMAGE, "discard: disk %s: \"%s\" is not backed by \"%s\": left as it is",
+                              im->target, im->after, im->before);
+        if (r < 0)
+                return r;
         r = lv_commit_offline(im->after, err);
         if (r < 0)
                 return r;
-        return lv_xml_redefine_disks(d, im, 1, 0, err);
+        return lv_xml_redefine_disks(d, &back, 1, 0, err);
 }
 
 int lv_snap_discard(void *be, const char *vm, const char *txid, const struct hv_image *imgs, size_t n, lserr *err)

@@ -8,7 +8,6 @@
 #include "imgfile.h"
 #include "lv_conn.h"
 #include "lv_err.h"
-#include "lv_image.h"
 #include "lv_xml.h"
 #include "lv_xml_priv.h"
 
@@ -130,6 +129,13 @@ int lv_xml_describe(virDomainPtr d, struct hv_domain *ret, struct lv_xml_disk *p
         return lv_xml_parse(xml, ret, pd, err);
 }
 
+/* The driver format for imgs[i]: an overlay lockstep made is qcow2; any
+ * other file has the format a trusted source gave (never its bytes'). */
+static const char *format_of(const struct hv_image *im, int use_after)
+{
+        return use_after && strcmp(im->after, im->before) ? "qcow2" : im->format;
+}
+
 /* Points one disk element at path when its target is one of imgs'. */
 static void redefine_node(xmlNodePtr node, const struct hv_image *imgs, size_t n, int use_after)
 {
@@ -143,7 +149,7 @@ static void redefine_node(xmlNodePtr node, const struct hv_image *imgs, size_t n
                         continue;
                 xmlSetProp(src, (const xmlChar *)"file", (const xmlChar *)path);
                 if (drv)
-                        xmlSetProp(drv, (const xmlChar *)"type", (const xmlChar *)lv_image_format(path));
+                        xmlSetProp(drv, (const xmlChar *)"type", (const xmlChar *)format_of(&imgs[i], use_after));
                 /* libvirt reads the chain again from the image itself. */
                 if (bs) {
                         xmlUnlinkNode(bs);
@@ -161,6 +167,10 @@ int lv_xml_redefine_disks(virDomainPtr d, const struct hv_image *imgs, size_t n,
         _cleanup_(lv_domain_freep) virDomainPtr nd = NULL;
         int len = 0;
 
+        for (size_t i = 0; i < n; i++)
+                if (!format_of(&imgs[i], use_after)[0])
+                        return lserr_set(err, LS_EIMAGE, "disk %s: format of \"%s\" is not known: refusing to guess it",
+                                         imgs[i].target, use_after ? imgs[i].after : imgs[i].before);
         if (!xml)
                 return lv_err_fail(err, "read definition");
         doc = xmlReadMemory(xml, (int)strlen(xml), "domain.xml", NULL, XML_PARSE_NONET);

@@ -23,7 +23,9 @@ struct lv_xml_disk {
 int lv_xml_describe(virDomainPtr d, struct hv_domain *ret, struct lv_xml_disk *pd, lserr *err);
 
 /* Points each listed disk of d's persistent definition at imgs[i].after
- * (use_after) or imgs[i].before, with the driver format of that file, and
+ * (use_after) or imgs[i].before, with the driver format of that file (qcow2
+ * for an after that is not before, which lockstep made; imgs[i].format
+ * otherwise: an unknown one is LS_EIMAGE, nothing changed), and
  * drops its backingStore so libvirt reads the chain from the image. A failed
  * define reads "discard: redefine: <why>" whoever calls, as it always did. */
 int lv_xml_redefine_disks(virDomainPtr d, const struct hv_image *imgs, size_t n, int use_after, lserr *err);

@@ -37,16 +37,17 @@ void sim_chain_drop(struct simstate *st, const char *path)
         }
 }
 
-/* Walks disk i's chain from the active layer down to the layer of cut `cut`:
- * its link index, and in *ret_child the layer above it (NULL when it is the
- * active one); -1 when it is not there. */
-static int walk_to_layer(const struct simstate *st, unsigned i, const char *cut, int legacy, const char **ret_child)
+/* Walks the chain from top down to the layer of cut `cut`: its link index,
+ * and in *ret_child the layer above it (NULL when it is top); -1 when it is
+ * not there. */
+static int walk_to_layer(const struct simstate *st, const char *top, const char *cut, int legacy,
+                         const char **ret_child)
 {
-        const char *layer = st->cur[i];
+        const char *layer = top;
         int k;
 
         *ret_child = NULL;
-        while ((k = sim_chain_find(st, layer)) >= 0) {
+        for (unsigned depth = 0; (k = sim_chain_find(st, layer)) >= 0 && depth <= SIM_MAX_LINKS; depth++) {
                 char old[HV_PATH_MAX];
                 /* An older cut's overlay is exactly "<its base>.<name>.qcow2". */
                 if (legacy ? imgfile_legacy(st->backing[k], cut, "qcow2", old, sizeof(old)) == 0 && !strcmp(old, layer)
@@ -58,14 +59,36 @@ static int walk_to_layer(const struct simstate *st, unsigned i, const char *cut,
         return -1;
 }
 
+int sim_chain_layer_from(const struct simstate *st, const char *top, const char *txid, const char *legacy,
+                         const char **ret_child)
+{
+        int k = walk_to_layer(st, top, txid, 0, ret_child);
+
+        if (k < 0 && legacy && legacy[0] && strcmp(legacy, txid))
+                k = walk_to_layer(st, top, legacy, 1, ret_child);
+        return k;
+}
+
 int sim_chain_layer_of(const struct simstate *st, unsigned i, const char *txid, const char *legacy,
                        const char **ret_child)
 {
-        int k = walk_to_layer(st, i, txid, 0, ret_child);
+        return sim_chain_layer_from(st, st->cur[i], txid, legacy, ret_child);
+}
 
-        if (k < 0 && legacy && legacy[0] && strcmp(legacy, txid))
-                k = walk_to_layer(st, i, legacy, 1, ret_child);
-        return k;
+int sim_chain_holds(const struct simstate *st, const char *top, const char *image)
+{
+        const char *cur = top;
+
+        for (unsigned depth = 0; depth <= SIM_MAX_LINKS; depth++) {
+                int k;
+                if (!strcmp(cur, image))
+                        return 1;
+                k = sim_chain_find(st, cur);
+                if (k < 0)
+                        return 0;
+                cur = st->backing[k];
+        }
+        return 0;
 }
 
 int sim_chain_layer_above(const struct simstate *st, unsigned i, const char *image, const char **ret_child)

@@ -19,6 +19,13 @@ void sim_chain_drop(struct simstate *st, const char *path);
 int sim_chain_layer_of(const struct simstate *st, unsigned i, const char *txid, const char *legacy,
                        const char **ret_child);
 
+/* The same for the chain from top (a recorded branch's top, say). */
+int sim_chain_layer_from(const struct simstate *st, const char *top, const char *txid, const char *legacy,
+                         const char **ret_child);
+
+/* Whether image is a file of the chain from top (top included). */
+int sim_chain_holds(const struct simstate *st, const char *top, const char *image);
+
 /* The link of the layer right above file `image` in disk i's chain, and in
  * *ret_child the layer above that (NULL when it is the active one); -1 when
  * image is not in the chain or nothing sits on it. */

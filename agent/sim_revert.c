@@ -29,8 +29,40 @@ int sim_revert_check_images(void *be, const char *vm, const struct hv_image *img
         return 0;
 }
 
-int sim_revert_cut_images(void *be, const char *vm, const char *txid, const char *legacy, struct hv_image *ret,
-                          size_t *ret_n, lserr *err)
+static const char *hint_for(const struct hv_cut_where *w, const char *target)
+{
+        for (size_t k = 0; w && k < w->n_hints; k++)
+                if (!strcmp(w->hints[k].target, target))
+                        return w->hints[k].before;
+        return NULL;
+}
+
+/* Disk i's cut image from the chains the simulated host knows (see
+ * hv_cut_images): the cut's layer in its chain or a recorded branch's, else
+ * the hint when one of those chains holds it; NULL when none does. */
+static const char *cut_image(const struct simstate *st, const struct simdom *d, unsigned i, const char *txid,
+                             const char *legacy, const struct hv_cut_where *w)
+{
+        const char *child, *hint = hint_for(w, d->disks[i]);
+        int k = sim_chain_layer_of(st, i, txid, legacy, &child);
+
+        for (size_t b = 0; k < 0 && w && b < w->n_branches; b++)
+                if (!strcmp(w->branches[b].target, d->disks[i]))
+                        k = sim_chain_layer_from(st, w->branches[b].branch, txid, legacy, &child);
+        if (k >= 0)
+                return st->backing[k];
+        if (!hint)
+                return NULL;
+        if (sim_chain_holds(st, st->cur[i], hint))
+                return hint;
+        for (size_t b = 0; w && b < w->n_branches; b++)
+                if (!strcmp(w->branches[b].target, d->disks[i]) && sim_chain_holds(st, w->branches[b].branch, hint))
+                        return hint;
+        return NULL;
+}
+
+int sim_revert_cut_images(void *be, const char *vm, const char *txid, const char *legacy,
+                          const struct hv_cut_where *w, struct hv_image *ret, size_t *ret_n, lserr *err)
 {
         _cleanup_simcfg_ struct simcfg c = {0};
         struct simdom d;
@@ -41,15 +73,19 @@ int sim_revert_cut_images(void *be, const char *vm, const char *txid, const char
                 return r;
         sim_state_peek(&c, vm, &d, &st);
         for (unsigned i = 0; i < d.n_disks; i++) {
-                const char *child;
-                int k = sim_chain_layer_of(&st, i, txid, legacy, &child);
-                if (k < 0)
-                        return lserr_set(err, LS_EIMAGE, "prepare: disk %s: no layer of cut %s in its chain",
-                                         d.disks[i], txid);
+                const char *img = cut_image(&st, &d, i, txid, legacy, w);
+                if (!img)
+                        return lserr_set(err, LS_EIMAGE,
+                                         "prepare: disk %s: no layer of cut %s in its chain or in a recorded branch%s",
+                                         d.disks[i], txid,
+                                         hint_for(w, d.disks[i]) ? ", and the catalog's image is in neither" : "");
                 memset(&ret[i], 0, sizeof(ret[i]));
                 snprintf(ret[i].target, HV_TARGET_MAX, "%s", d.disks[i]);
-                snprintf(ret[i].before, HV_PATH_MAX, "%s", st.backing[k]);
+                snprintf(ret[i].before, HV_PATH_MAX, "%s", img);
                 snprintf(ret[i].branch, HV_PATH_MAX, "%s", st.cur[i]);
+                /* The simulated host has no formats: every file reads as qcow2. */
+                snprintf(ret[i].format, sizeof(ret[i].format), "qcow2");
+                snprintf(ret[i].branch_format, sizeof(ret[i].branch_format), "qcow2");
         }
         *ret_n = d.n_disks;
         return sim_revert_check_images(be, vm, ret, d.n_disks, err);

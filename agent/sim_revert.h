@@ -5,7 +5,8 @@
 
 #include "hv.h"
 
-int sim_revert_cut_images(void *be, const char *vm, const char *txid, const char *legacy, struct hv_image *ret,
+int sim_revert_cut_images(void *be, const char *vm, const char *txid, const char *legacy,
+                          const struct hv_cut_where *w, struct hv_image *ret,
                           size_t *ret_n, lserr *err);
 int sim_revert_check_images(void *be, const char *vm, const struct hv_image *imgs, size_t n, lserr *err);
 int sim_revert_point_disks(void *be, const char *vm, struct hv_image *imgs, size_t n, const char *tag, lserr *err);

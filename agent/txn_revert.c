@@ -16,6 +16,21 @@
 
 #define REVERT_START_WAIT_US (120LL * 1000000)
 
+/* A record from before formats were kept: the branch top's format is the
+ * disk's own when the disk runs on it, qcow2 when lockstep named it (only
+ * lockstep makes such files, and only as qcow2); else it stays unknown and
+ * the undo is refused rather than guessed. */
+static void old_record_format(const char *vm, const struct hv_domain *d, struct hv_image *im)
+{
+        char id[LS_NAME_MAX + 1];
+
+        for (unsigned k = 0; !im->format[0] && k < d->n_disks; k++)
+                if (!strcmp(d->disks[k].target, im->target) && !strcmp(d->disks[k].path, im->before))
+                        snprintf(im->format, sizeof(im->format), "%s", d->disks[k].format);
+        if (!im->format[0] && imgfile_layer_txid(im->before, vm, im->target, id, sizeof(id)) == 0)
+                snprintf(im->format, sizeof(im->format), "qcow2");
+}
+
 /* Undo: the disks go back to what revert `of` found them on. */
 static int read_branch(struct txn_mgr *mg, const char *of, struct member *mb, lserr *err)
 {
@@ -39,9 +54,11 @@ static int read_branch(struct txn_mgr *mg, const char *of, struct member *mb, ls
                 memset(im, 0, sizeof(*im));
                 memcpy(im->target, rec[i].target, sizeof(im->target));
                 memcpy(im->before, rec[i].branch, sizeof(im->before));
+                memcpy(im->format, rec[i].branch_format, sizeof(im->format));
                 for (unsigned k = 0; k < d.n_disks; k++)
                         if (!strcmp(d.disks[k].target, im->target))
                                 snprintf(im->branch, sizeof(im->branch), "%s", d.disks[k].path);
+                old_record_format(mb->vm, &d, im);
         }
         mb->n_imgs = n;
         return hv_check_images(mg->hv, mb->vm, mb->imgs, mb->n_imgs, err);
@@ -55,33 +72,66 @@ static const Lockstep__MemberDisks *images_of(const Lockstep__RevertPrepareReque
         return NULL;
 }
 
-/* The cut's images as the coordinator's catalog records them: they hold the
- * cut wherever the disks point now (the cut reverted to once already, a cut on
- * a pre-revert branch). Every disk of the domain must be named once. */
-static int given_images(struct txn_mgr *mg, struct member *mb, const struct hv_domain *d,
-                        const Lockstep__MemberDisks *md, lserr *err)
+/* The catalog's image per disk of vm, as hints: only compared with what the
+ * agent resolves, or (a cut older than that) matched against files of chains
+ * it knows. Never a path used as given. */
+static int hints_of(const Lockstep__MemberDisks *md, struct hv_image *ret, size_t *ret_n, lserr *err)
 {
-        if (md->n_disks != d->n_disks)
-                return lserr_set(err, LS_EIMAGE, "prepare: the cut has %zu disk(s), the domain has %u", md->n_disks,
-                                 d->n_disks);
-        for (unsigned i = 0; i < d->n_disks; i++) {
-                const Lockstep__DiskImage *di = NULL;
-                for (size_t k = 0; k < md->n_disks; k++)
-                        if (md->disks[k]->disk && !strcmp(md->disks[k]->disk, d->disks[i].target))
-                                di = md->disks[k];
-                if (!di)
-                        return lserr_set(err, LS_EIMAGE, "prepare: disk %s is not in the cut", d->disks[i].target);
-                if (!di->before || di->before[0] != '/' || strlen(di->before) >= HV_PATH_MAX ||
-                    strpbrk(di->before, "\n\r"))
-                        return lserr_set(err, LS_EIMAGE, "prepare: disk %s: the cut's image is not an absolute path",
-                                         d->disks[i].target);
-                memset(&mb->imgs[i], 0, sizeof(mb->imgs[i]));
-                snprintf(mb->imgs[i].target, HV_TARGET_MAX, "%s", d->disks[i].target);
-                snprintf(mb->imgs[i].before, HV_PATH_MAX, "%s", di->before);
-                snprintf(mb->imgs[i].branch, HV_PATH_MAX, "%s", d->disks[i].path);
+        *ret_n = 0;
+        for (size_t k = 0; md && k < md->n_disks; k++) {
+                const Lockstep__DiskImage *di = md->disks[k];
+                if (*ret_n == HV_MAX_DISKS)
+                        return lserr_set(err, LS_EIMAGE, "prepare: the catalog names more than %d disks", HV_MAX_DISKS);
+                if (!di->disk || !di->before || strlen(di->disk) >= HV_TARGET_MAX || strlen(di->before) >= HV_PATH_MAX)
+                        return lserr_set(err, LS_EIMAGE, "prepare: the catalog's image of a disk is not a disk and a path");
+                memset(&ret[*ret_n], 0, sizeof(ret[*ret_n]));
+                snprintf(ret[*ret_n].target, HV_TARGET_MAX, "%s", di->disk);
+                snprintf(ret[*ret_n].before, HV_PATH_MAX, "%s", di->before);
+                (*ret_n)++;
         }
-        mb->n_imgs = d->n_disks;
-        return hv_check_images(mg->hv, mb->vm, mb->imgs, mb->n_imgs, err);
+        return 0;
+}
+
+/* Each hint must name the file the agent resolved for that disk. */
+static int hints_agree(const struct member *mb, const struct hv_image *hints, size_t n_hints, lserr *err)
+{
+        for (size_t h = 0; h < n_hints; h++) {
+                const struct hv_image *im = NULL;
+                for (size_t i = 0; i < mb->n_imgs; i++)
+                        if (!strcmp(mb->imgs[i].target, hints[h].target))
+                                im = &mb->imgs[i];
+                if (!im)
+                        return lserr_set(err, LS_EIMAGE, "prepare: disk \"%s\" of the catalog is not a disk of the domain",
+                                         hints[h].target);
+                if (strcmp(im->before, hints[h].before))
+                        return lserr_set(err, LS_EIMAGE,
+                                         "prepare: disk %s: the catalog names \"%s\" as the cut's image, the agent's "
+                                         "records and chains give \"%s\": refused",
+                                         im->target, hints[h].before, im->before);
+        }
+        return 0;
+}
+
+/* The cut's images resolved from the agent's own records: the disks' chains
+ * and the branches recorded for mb's domain. */
+static int resolve_images(struct txn_mgr *mg, struct txn *t, struct member *mb, const Lockstep__MemberDisks *md,
+                          lserr *err)
+{
+        struct hv_image hints[HV_MAX_DISKS];
+        _cleanup_free_ struct hv_image *branches = NULL;
+        struct hv_cut_where w = {0};
+        int r = hints_of(md, hints, &w.n_hints, err);
+
+        if (r == 0)
+                r = branch_record_all(mg->cfg->journal_dir, mb->vm, &branches, &w.n_branches, err);
+        if (r < 0)
+                return r;
+        w.branches = branches;
+        w.hints = hints;
+        r = hv_cut_images(mg->hv, mb->vm, t->cut, t->snap, &w, mb->imgs, &mb->n_imgs, err);
+        if (r < 0)
+                return r;
+        return hints_agree(mb, hints, w.n_hints, err);
 }
 
 /* What a member will be switched onto: checked here, before anything is touched. */
@@ -97,10 +147,8 @@ static int prepare_member(struct txn_mgr *mg, struct txn *t, const Lockstep__Rev
                 mb->was_running = d.state == HV_RUNNING || d.state == HV_PAUSED;
                 if (t->undo)
                         r = read_branch(mg, rp->cut_txid, mb, &err);
-                else if (md)
-                        r = given_images(mg, mb, &d, md, &err);
                 else
-                        r = hv_cut_images(mg->hv, mb->vm, t->cut, t->snap, mb->imgs, &mb->n_imgs, &err);
+                        r = resolve_images(mg, t, mb, md, &err);
         }
         if (r < 0)
                 txn_member_fail(mg, mb, txn_wire_code(r), "%s", err.msg);
@@ -303,6 +351,22 @@ static int revert_start(struct txn_mgr *mg, struct txn *t, const Lockstep__Comma
                                ret_len);
 }
 
+/* The branch's formats for a member recovered from the journal (which
+ * keeps paths only): from the record the switch wrote first. */
+static void branch_formats(struct txn_mgr *mg, const struct txn *t, const struct member *mb, struct hv_image *back)
+{
+        struct hv_image rec[HV_MAX_DISKS];
+        size_t n = 0;
+        lserr e2 = {0};
+
+        if (branch_record_read(mg->cfg->journal_dir, t->txid, mb->vm, rec, &n, &e2) < 0)
+                return;
+        for (size_t k = 0; k < mb->n_imgs; k++)
+                for (size_t j = 0; !back[k].format[0] && j < n; j++)
+                        if (!strcmp(rec[j].target, back[k].target) && !strcmp(rec[j].branch, back[k].before))
+                                snprintf(back[k].format, sizeof(back[k].format), "%s", rec[j].branch_format);
+}
+
 /* Points a switched member's disks back at its branch, removing the overlay
  * made on the cut. */
 static int switch_back(struct txn_mgr *mg, struct txn *t, struct member *mb, lserr *err)
@@ -314,7 +378,9 @@ static int switch_back(struct txn_mgr *mg, struct txn *t, struct member *mb, lse
                 memset(&back[k], 0, sizeof(back[k]));
                 snprintf(back[k].target, HV_TARGET_MAX, "%s", mb->imgs[k].target);
                 snprintf(back[k].before, HV_PATH_MAX, "%s", mb->imgs[k].branch);
+                snprintf(back[k].format, sizeof(back[k].format), "%s", mb->imgs[k].branch_format);
         }
+        branch_formats(mg, t, mb, back);
         if (r == 0)
                 r = hv_point_disks(mg->hv, mb->vm, back, mb->n_imgs, NULL, err);
         /* The overlay made on the cut is ours to remove; an undo made none. */

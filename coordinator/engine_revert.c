@@ -60,6 +60,8 @@ static void prepare_fill(struct item *it, const void *ctx)
         rp->undo = j->undo;
         rp->n_members = it->n_members;
         rp->members = it->memberp;
+        /* The catalog's images: hints the agent compares with what it
+         * resolves from its own records, never paths it uses. */
         rp->n_images = it->n_mdisks;
         rp->images = it->mdiskp;
 }

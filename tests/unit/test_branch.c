@@ -118,10 +118,47 @@ static void test_own_files(void **state)
         tu_rmtree(dir);
 }
 
+/* A record keeps each branch top's format; one from before formats were
+ * reads with none; every record of a VM is listed for a revert to search. */
+static void test_records(void **state)
+{
+        char *dir = tu_mkdtemp(), path[HV_PATH_MAX];
+        struct hv_image imgs[2] = {{.target = "vda", .branch = "/img/web1-vda.c1.qcow2", .branch_format = "qcow2"},
+                                   {.target = "vdb", .branch = "/img/my disk.raw", .branch_format = "raw"}};
+        struct hv_image rec[HV_MAX_DISKS], *all = NULL;
+        size_t n = 0;
+        lserr err = {0};
+
+        (void)state;
+        assert_int_equal(branch_record_write(dir, "r1", "web1", imgs, 2, &err), 0);
+        assert_int_equal(branch_record_read(dir, "r1", "web1", rec, &n, &err), 0);
+        assert_int_equal(n, 2);
+        assert_string_equal(rec[0].branch, "/img/web1-vda.c1.qcow2");
+        assert_string_equal(rec[0].branch_format, "qcow2");
+        assert_string_equal(rec[1].branch, "/img/my disk.raw");
+        assert_string_equal(rec[1].branch_format, "raw");
+
+        assert_int_equal(branch_record_path(dir, "r0", "web1", path, sizeof(path)), 0);
+        free(tu_write(dir, "branches/r0.web1", "vda /img/web1-vda.c0.qcow2\n", 0600));
+        assert_int_equal(branch_record_read(dir, "r0", "web1", rec, &n, &err), 0);
+        assert_int_equal(n, 1);
+        assert_string_equal(rec[0].branch, "/img/web1-vda.c0.qcow2");
+        assert_string_equal(rec[0].branch_format, "");
+        free(tu_write(dir, "branches/r2.db1", "vda @qcow2 /img/db1-vda.c1.qcow2\n", 0600));
+
+        assert_int_equal(branch_record_all(dir, "web1", &all, &n, &err), 0);
+        assert_int_equal(n, 3); /* r0's disk and r1's two; none of db1's */
+        for (size_t i = 0; i < n; i++)
+                assert_null(strstr(all[i].branch, "db1"));
+        free(all);
+        tu_rmtree(dir);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_own_files),
+                cmocka_unit_test(test_records),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

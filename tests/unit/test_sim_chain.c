@@ -112,6 +112,28 @@ static void test_layer_above(void **state)
         free(st);
 }
 
+/* Chains from a top that is no disk's (a recorded branch's), and whether a
+ * chain holds a file: what a revert searches besides the disks' chains. */
+static void test_layer_from_and_holds(void **state)
+{
+        struct simstate *st = chain3();
+        const char *child;
+        int k;
+
+        (void)state;
+        k = sim_chain_layer_from(st, "/img/web1-vda.t2.qcow2", "t1", NULL, &child);
+        assert_string_equal(st->link[k], "/img/web1-vda.t1.qcow2");
+        assert_string_equal(child, "/img/web1-vda.t2.qcow2");
+        assert_int_equal(sim_chain_layer_from(st, "/img/web1-vda.t2.qcow2", "t3", NULL, &child), -1);
+        assert_int_equal(sim_chain_layer_from(st, "/img/gone.qcow2", "t1", NULL, &child), -1);
+
+        assert_true(sim_chain_holds(st, "/img/web1-vda.t3.qcow2", "/img/web1-vda.t3.qcow2"));
+        assert_true(sim_chain_holds(st, "/img/web1-vda.t3.qcow2", "/img/base.qcow2"));
+        assert_false(sim_chain_holds(st, "/img/web1-vda.t3.qcow2", "/img/data.qcow2"));
+        assert_false(sim_chain_holds(st, "/img/web1-vda.t2.qcow2", "/img/web1-vda.t3.qcow2"));
+        free(st);
+}
+
 static void test_backing_and_full_chain(void **state)
 {
         struct simstate *st = calloc(1, sizeof(*st));
@@ -148,6 +170,7 @@ int main(void)
                 cmocka_unit_test(test_layer_of),
                 cmocka_unit_test(test_layer_of_legacy_name),
                 cmocka_unit_test(test_layer_above),
+                cmocka_unit_test(test_layer_from_and_holds),
                 cmocka_unit_test(test_backing_and_full_chain),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1048,19 +1048,42 @@ static void test_revert_rollback(void **state)
         assert_string_equal(rep->message, "host-a: SNAPSHOT: not allowed for transaction r2 in its state");
         expect(rep, LOCKSTEP__ERROR_CODE__E_BAD_STATE, LOCKSTEP__TXN_STATE__TXN_IDLE);
 
-        /* Prepare refuses what it cannot revert onto, touching nothing. */
+        /* Prepare refuses what it cannot revert onto, touching nothing. A
+         * path from the wire is never used: a catalog image that is not the
+         * one the agent resolves from its own chains is refused, naming both. */
+        char other[HV_PATH_MAX], c1_db1[HV_PATH_MAX], want[3 * HV_PATH_MAX];
         Lockstep__DiskImage di = LOCKSTEP__DISK_IMAGE__INIT, *dip = &di;
         Lockstep__MemberDisks md = LOCKSTEP__MEMBER_DISKS__INIT, *mdp = &md;
+        snprintf(other, sizeof(other), "%s", base("web1", "vda")); /* another VM's image */
+        snprintf(c1_db1, sizeof(c1_db1), "%s", disk("db1", 0));
         di.disk = "vda";
-        di.before = "relative.qcow2";
+        di.before = other;
         md.vm = "db1";
         md.disks = &dip;
         md.n_disks = 1;
         rep = prepare("r3", "c1", 0, "db1:0", &mdp, 1);
-        assert_string_equal(member_of(rep, "db1")->message,
-                            "db1@host-a: prepare: disk vda: the cut's image is not an absolute path");
+        snprintf(want, sizeof(want),
+                 "db1@host-a: prepare: disk vda: the catalog names \"%s\" as the cut's image, the agent's records "
+                 "and chains give \"%s\": refused",
+                 other, base("db1", "vda"));
+        assert_string_equal(member_of(rep, "db1")->message, want);
         assert_string_equal(rep->message, "host-a: revert: prepare failed; nothing was touched");
         expect(rep, LOCKSTEP__ERROR_CODE__E_IMAGE_MISSING, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+        rep = rstop("r3", 0);
+        expect(rep, LOCKSTEP__ERROR_CODE__E_BAD_STATE, LOCKSTEP__TXN_STATE__TXN_IDLE);
+        assert_string_equal(disk("db1", 0), c1_db1);
+        assert_false(exists(overlay(other, "db1", "vda", "r3")));
+        assert_int_equal(run_state("db1"), HV_RUNNING);
+        di.before = "relative.qcow2";
+        rep = prepare("r3b", "c1", 0, "db1:0", &mdp, 1);
+        assert_true(starts_with(member_of(rep, "db1")->message,
+                                "db1@host-a: prepare: disk vda: the catalog names \"relative.qcow2\" as the cut's image"));
+        expect(rep, LOCKSTEP__ERROR_CODE__E_IMAGE_MISSING, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+        /* A hint that agrees is only checked. */
+        di.before = (char *)base("db1", "vda");
+        expect(prepare("r3c", "c1", 0, "db1:0", &mdp, 1), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_REVERTING);
+        expect(rdecide("r3c", 0), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+        assert_string_equal(disk("db1", 0), c1_db1);
         rep = prepare("r4", "r2", 1, "db1:0", NULL, 0);
         assert_true(starts_with(member_of(rep, "db1")->message,
                                 "db1@host-a: prepare: no pre-revert branch of revert r2 here ("));
@@ -1069,6 +1092,74 @@ static void test_revert_rollback(void **state)
         rep = rdecide("r9", 0);
         assert_string_equal(rep->message, "host-a: revert: unknown transaction, nothing to undo");
         expect(rep, LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_IDLE);
+}
+
+/* The catalog's images of web1's two disks (a hint per disk: vda's image is
+ * vda_vm's, vdb's web1's own base) into md. */
+static void web1_hints(Lockstep__MemberDisks *md, Lockstep__DiskImage di[2], Lockstep__DiskImage *dip[2],
+                       char img[2][HV_PATH_MAX], const char *vda_vm)
+{
+        snprintf(img[0], HV_PATH_MAX, "%s", base(vda_vm, "vda"));
+        snprintf(img[1], HV_PATH_MAX, "%s", base("web1", "vdb"));
+        for (int k = 0; k < 2; k++) {
+                lockstep__disk_image__init(&di[k]);
+                di[k].disk = k ? "vdb" : "vda";
+                di[k].before = img[k];
+                dip[k] = &di[k];
+        }
+        lockstep__member_disks__init(md);
+        md->vm = "web1";
+        md->disks = dip;
+        md->n_disks = 2;
+}
+
+/* A cut's images come from the agent's records: a disk's chain, then its
+ * recorded pre-revert branches; a hint is used only for a cut none of them
+ * holds any more, and only when it names a file of a chain the agent knows. */
+static void test_revert_resolves_from_records(void **state)
+{
+        char c5_vda[HV_PATH_MAX], img[2][HV_PATH_MAX], want[2 * HV_PATH_MAX];
+        Lockstep__DiskImage di[2], *dip[2];
+        Lockstep__MemberDisks md, *mdp = &md;
+        Lockstep__Reply *rep;
+
+        (void)state;
+        cut("c5", "web1:0 db1:1");
+        cut("c6", "web1:0 db1:1");
+        snprintf(c5_vda, sizeof(c5_vda), "%s", overlay(base("web1", "vda"), "web1", "vda", "c5"));
+        revert("r5", "c5", 0, 1);
+
+        /* c6's layer left the chain with r5's branch: found in its record. */
+        expect(prepare("r7", "c6", 0, "web1:0 db1:1", NULL, 0), LOCKSTEP__ERROR_CODE__OK,
+               LOCKSTEP__TXN_STATE__TXN_REVERTING);
+        assert_string_equal(live("r7")->m[0].imgs[0].before, c5_vda);
+        expect(rdecide("r7", 0), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+
+        /* With r5's branch deleted, no record holds c5's layer. */
+        expect(delete("bd5", "r5", 1, "web1:0 db1:1"), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_COMMITTED);
+        assert_false(exists(c5_vda));
+        rep = prepare("r8", "c5", 0, "web1:0", NULL, 0);
+        assert_string_equal(member_of(rep, "web1")->message,
+                            "web1@host-a: prepare: disk vda: no layer of cut c5 in its chain or in a recorded branch");
+        expect(rep, LOCKSTEP__ERROR_CODE__E_IMAGE_MISSING, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+
+        /* Then the catalog's image, a file of the disk's chain, is taken. */
+        web1_hints(&md, di, dip, img, "web1");
+        expect(prepare("r9", "c5", 0, "web1:0", &mdp, 1), LOCKSTEP__ERROR_CODE__OK,
+               LOCKSTEP__TXN_STATE__TXN_REVERTING);
+        assert_string_equal(live("r9")->m[0].imgs[0].before, base("web1", "vda"));
+        expect(rdecide("r9", 0), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+
+        /* But never a file outside those chains (another VM's image). */
+        web1_hints(&md, di, dip, img, "db1");
+        rep = prepare("r10", "c5", 0, "web1:0", &mdp, 1);
+        snprintf(want, sizeof(want), "%s",
+                 "web1@host-a: prepare: disk vda: no layer of cut c5 in its chain or in a recorded branch, and the "
+                 "catalog's image is in neither");
+        assert_string_equal(member_of(rep, "web1")->message, want);
+        expect(rep, LOCKSTEP__ERROR_CODE__E_IMAGE_MISSING, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+        assert_false(exists(overlay(base("db1", "vda"), "web1", "vda", "r10")));
+        assert_int_equal(run_state("web1"), HV_RUNNING);
 }
 
 /* ---- recovery ---- */
@@ -1205,6 +1296,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_revert_commit, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_revert_rollback, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_revert_resolves_from_records, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_recover_cut, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_recover_revert, setup, teardown),
         };
