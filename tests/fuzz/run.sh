@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer harnesses (if needed) and runs them, two at a time, for N
 # minutes each; prints runs, coverage, corpus size and crashes per harness.
-# Usage: tests/fuzz/run.sh [--minutes N | --seconds S] [--jobs J] [--build DIR] [--out DIR] [HARNESS...]
-# The repo's corpus is copied into OUT/corpus/HARNESS and grows there; crashes
-# go to OUT/crashes/HARNESS/, logs to OUT/HARNESS.log.
+# Usage: tests/fuzz/run.sh [--minutes N | --seconds S] [--jobs J] [--build DIR] [--out DIR] [--resume]
+#                          [HARNESS...]
+# The repo's corpus is copied into OUT/corpus/HARNESS and grows there (--resume:
+# go on from what an earlier run left there); crashes go to OUT/crashes/HARNESS/,
+# logs to OUT/HARNESS.log.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
-seconds=300 jobs=2
+seconds=300 jobs=2 resume=0
 build=${LOCKSTEP_FUZZ_BUILD:-$top/build-fuzz}
 out=${LOCKSTEP_FUZZ_OUT:-/tmp/lockstep-fuzz}
 all=$(sed -n 's/^set(FUZZ_HARNESSES \(.*\))$/\1/p' "$here/CMakeLists.txt")
@@ -19,7 +21,8 @@ while [ $# -gt 0 ]; do
         --jobs) jobs=$2; shift 2 ;;
         --build) build=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
-        -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+        --resume) resume=1; shift ;;
+        -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
         -*) echo "run.sh: unknown option $1" >&2; exit 2 ;;
         *) harnesses+=("$1"); shift ;;
         esac
@@ -41,7 +44,8 @@ mkdir -p "$out"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 run_one() {
         local h=$1
-        rm -rf "$out/corpus/$h" "$out/crashes/$h"
+        [ "$resume" -eq 1 ] || rm -rf "$out/corpus/$h"
+        rm -rf "$out/crashes/$h"
         mkdir -p "$out/corpus/$h" "$out/crashes/$h"
         cp "$here/corpus/$h"/* "$out/corpus/$h/"
         nice -n 10 "$build/tests/fuzz/fuzz-$h" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
