@@ -172,7 +172,8 @@ struct txn *txn_from_journal(const Lockstep__JournalTxn *jt)
                 s->buf = malloc(jt->replies[i]->reply.len ? jt->replies[i]->reply.len : 1);
                 if (!s->buf)
                         return NULL;
-                memcpy(s->buf, jt->replies[i]->reply.data, jt->replies[i]->reply.len);
+                if (jt->replies[i]->reply.len) /* an empty bytes field has no data pointer */
+                        memcpy(s->buf, jt->replies[i]->reply.data, jt->replies[i]->reply.len);
                 s->len = jt->replies[i]->reply.len;
                 s->step = jt->replies[i]->step;
                 s->sub = jt->replies[i]->sub;

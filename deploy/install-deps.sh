@@ -11,6 +11,7 @@ fi
 packages=(
         # build
         build-essential cmake pkg-config clang git
+        libclang-rt-14-dev # libFuzzer and the sanitizers for tests/fuzz (clang 14, Debian 12)
         libnng-dev libprotobuf-c-dev protobuf-c-compiler libsodium-dev
         libcyaml-dev libyaml-dev libsqlite3-dev libvirt-dev libxml2-dev libcmocka-dev
         libsystemd-dev
