@@ -21,7 +21,7 @@ static inline void fuzz_check_command(const uint8_t *buf, size_t len)
         struct env_verifier *v = NULL;
         Lockstep__Command *cmd = NULL;
         const struct env_trusted *key = NULL;
-        uint64_t seen = 0;
+        struct env_refusal refusal = {0};
         lserr err = {0};
 
         t.pub = *keys_secret_public(fuzz_key());
@@ -29,12 +29,19 @@ static inline void fuzz_check_command(const uint8_t *buf, size_t len)
         if (replay_open(fuzz_dir(), 1024, 30LL * 1000000, &rp, &err) < 0 ||
             env_verifier_new(FUZZ_AGENT, &t, 1, rp, ENV_WINDOW_DEFAULT_US, ENV_MAX_DEFAULT, &v, &err) < 0)
                 abort();
-        int r = env_verify_command(v, buf, len, FUZZ_NOW_US, &cmd, &key, &seen, &err);
+        int r = env_verify_command(v, buf, len, FUZZ_NOW_US, &cmd, &key, &refusal, &err);
 
         fuzz_note("command", r, &err);
         if (r == 0) {
                 (void)env_step_name(cmd->step);
                 lockstep__command__free_unpacked(cmd, NULL);
+        } else if (!refusal.answerable) {
+                /* What the agent answers junk with: a code, never a signature. */
+                uint8_t *out = NULL;
+                size_t out_len = 0;
+                lserr e2 = {0};
+                if (env_seal_refusal(r, &out, &out_len, &e2) == 0)
+                        free(out);
         }
         env_verifier_free(v);
         replay_free(rp);

@@ -98,7 +98,7 @@ static void command_seeds(void)
                         fr.lease_ms = 30000;
                         fr.n_members = 2;
                         fr.members = ms;
-                        fr.pre_freeze_hook = (char *)"sync";
+                        fr.hook = (char *)"flush";
                         c.freeze = &fr;
                         break;
                 case 5: de.decision = LOCKSTEP__DECISION__DECISION_COMMIT; c.decide = &de; break;
