@@ -3,7 +3,9 @@
 # A shut-off domain on a lab host whose raw disk's bytes (the guest's) carry a
 # qcow2 header naming web1's layer of a cut: a DELETE of that cut sent to the
 # real agent for it merges nothing, web1's layer and chain stay as they were,
-# and the raw disk keeps its format and its bytes.
+# and the raw disk keeps its format and its bytes. A REVERT_PREPARE of that cut
+# for it is refused, with no hint and with a hint naming web1's image of the
+# cut (a path from the wire), and again nothing changes.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 t_need_lab
@@ -60,3 +62,25 @@ r=$(send "$H" delete td1 tr1 tr1 evil1) || t_fail "delete for evil1 failed: $r"
 "$LAB" virsh web1 dumpxml --inactive evil1 | grep -q "<driver name='qemu' type='raw'/>" ||
         t_fail "evil1's disk was re-typed: $("$LAB" virsh web1 dumpxml --inactive evil1 | grep '<driver')"
 t_ok "a raw disk's guest-written qcow2 header is never followed: DELETE merged nothing, web1's layer and evil1's disk unchanged"
+
+# 4. REVERT_PREPARE of cut tr1 for evil1. Its raw disk holds no layer of tr1
+# (the header is the guest's, not a chain); and a hint naming web1's image of
+# tr1 is a path from the wire, which the agent only compares, never uses.
+unchanged() {
+        [ "$(md5sum < "$layer")" = "$layer_sum" ] || t_fail "$1: web1's layer $layer changed"
+        [ "$(disk_of web1 vda)" = "$top" ] || t_fail "$1: web1 runs on $(disk_of web1 vda), not $top"
+        [ "$(md5sum < "$evil")" = "$evil_sum" ] || t_fail "$1: evil1's raw disk was rewritten"
+        [ "$(disk_of evil1 vda)" = "$evil" ] || t_fail "$1: evil1's disk is now $(disk_of evil1 vda)"
+        "$LAB" virsh web1 dumpxml --inactive evil1 | grep -q "<driver name='qemu' type='raw'/>" ||
+                t_fail "$1: evil1's disk was re-typed"
+        [ "$("$LAB" virsh web1 domstate evil1)" = "shut off" ] || t_fail "$1: evil1 is not shut off"
+}
+img=$(qemu-img info -U --output=json "$layer" | jq -r '."full-backing-filename"')
+[ -e "$img" ] || t_fail "web1's image of tr1 ($img) not found"
+if r=$(send "$H" revert-prepare tv1 tr1 tr1 evil1:0); then t_fail "revert of evil1 to tr1 accepted: $r"; fi
+unchanged "revert without a hint"
+if r=$(send "$H" -I "evil1:vda:$img" revert-prepare tv2 tr1 tr1 evil1:0); then
+        t_fail "revert of evil1 onto web1's image accepted: $r"
+fi
+unchanged "revert with a hint"
+t_ok "REVERT_PREPARE of evil1 refused without a hint and with web1's image as a hint; nothing changed"

@@ -9,6 +9,9 @@
  *         check TXID MODE LEASE_MS VM[:TIER[:crash]]...
  *         snapshot TXID | commit TXID | abort TXID
  *         delete TXID CUT_TXID SNAPSHOT VM...
+ *         revert-prepare TXID CUT_TXID SNAPSHOT VM[:TIER]... [-I VM:DISK:PATH]
+ * -I puts one image hint into a REVERT_PREPARE, as a catalog would (the agent
+ * must only compare it with what it resolves itself).
  * What an on-path attacker does, for tests: -o seals the command into HELD and
  * sends nothing (a command held back); -i sends the sealed bytes of HELD
  * instead of a new command (no STEP); -x flips a bit of the signature; -R
@@ -208,7 +211,8 @@ static int usage(void)
                         "  status | discover | snapshot TXID | commit TXID | abort TXID\n"
                         "  freeze TXID SNAPSHOT quiesce|pause|memory LEASE_MS VM[:TIER[:crash]]...\n"
                         "  check TXID quiesce|pause|memory LEASE_MS VM[:TIER[:crash]]...\n"
-                        "  delete TXID CUT_TXID SNAPSHOT VM...\n");
+                        "  delete TXID CUT_TXID SNAPSHOT VM...\n"
+                        "  revert-prepare TXID CUT_TXID SNAPSHOT VM[:TIER]...  (-I VM:DISK:PATH: an image hint)\n");
         return 2;
 }
 
@@ -229,13 +233,17 @@ int main(int argc, char **argv)
         Lockstep__SnapshotRequest sn = LOCKSTEP__SNAPSHOT_REQUEST__INIT;
         Lockstep__DecideRequest de = LOCKSTEP__DECIDE_REQUEST__INIT;
         Lockstep__DeleteRequest dl = LOCKSTEP__DELETE_REQUEST__INIT;
+        Lockstep__RevertPrepareRequest rp = LOCKSTEP__REVERT_PREPARE_REQUEST__INIT;
+        Lockstep__MemberDisks hint_md = LOCKSTEP__MEMBER_DISKS__INIT, *hint_mdp = &hint_md;
+        Lockstep__DiskImage hint_di = LOCKSTEP__DISK_IMAGE__INIT, *hint_dip = &hint_di;
+        char *hint = NULL;
         Lockstep__Member *mem = NULL, **memp = NULL;
         Lockstep__Reply *rep = NULL;
         char ctrbuf[4200];
         struct raw_opts raw = {0};
         lserr err = {0};
 
-        while ((c = getopt(argc, argv, "k:p:u:a:C:t:T:o:i:R:xA:N:")) != -1) {
+        while ((c = getopt(argc, argv, "k:p:u:a:C:t:T:o:i:R:xA:N:I:")) != -1) {
                 switch (c) {
                 case 'k': keyf = optarg; break;
                 case 'p': pubf = optarg; break;
@@ -250,6 +258,7 @@ int main(int argc, char **argv)
                 case 'x': raw.flip = 1; break;
                 case 'A': tls.ca = optarg; break;
                 case 'N': tls.server_name = optarg; break;
+                case 'I': hint = optarg; break;
                 default: return usage();
                 }
         }
@@ -314,6 +323,32 @@ int main(int argc, char **argv)
                 cmd.step = LOCKSTEP__STEP__STEP_DELETE;
                 cmd.payload_case = LOCKSTEP__COMMAND__PAYLOAD_DELETE;
                 cmd.delete_ = &dl;
+        } else if (!strcmp(step, "revert-prepare") && argc - optind >= 4) {
+                size_t n = (size_t)(argc - optind - 3);
+                cmd.txid = argv[optind];
+                rp.cut_txid = argv[optind + 1];
+                rp.snapshot = argv[optind + 2];
+                if (members_of(argv + optind + 3, n, &mem, &memp) < 0)
+                        return 3;
+                rp.n_members = n;
+                rp.members = memp;
+                if (hint) { /* VM:DISK:PATH */
+                        char *d = strchr(hint, ':'), *path = d ? strchr(d + 1, ':') : NULL;
+                        if (!path)
+                                return usage();
+                        *d++ = '\0';
+                        *path++ = '\0';
+                        hint_md.vm = hint;
+                        hint_di.disk = d;
+                        hint_di.before = path;
+                        hint_md.n_disks = 1;
+                        hint_md.disks = &hint_dip;
+                        rp.n_images = 1;
+                        rp.images = &hint_mdp;
+                }
+                cmd.step = LOCKSTEP__STEP__STEP_REVERT_PREPARE;
+                cmd.payload_case = LOCKSTEP__COMMAND__PAYLOAD_REVERT_PREPARE;
+                cmd.revert_prepare = &rp;
         } else if (!strcmp(step, "snapshot") && argc - optind == 1) {
                 cmd.txid = argv[optind];
                 cmd.step = LOCKSTEP__STEP__STEP_SNAPSHOT;
