@@ -22,7 +22,7 @@ vms=$(awk '$1 == "vm" { print $2 }' "$D/lab.state")
 for _ in $(seq 1 40); do
         ok=1
         for vm in $vms; do
-                r=$("$LAB" peek --json "$vm" | jq -r '.members[0].log.recv')
+                r=$("$LAB" peek --json "$vm" | jq -r '.members[0].log.recv') || r=0 # a live read can catch a write midway
                 ((r > 5)) || ok=0
         done
         ((ok)) && break
