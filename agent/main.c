@@ -28,6 +28,7 @@
 
 #define WORKERS PRIVSEP_CHANNELS
 #define NONCE_CACHE 16384
+#define LISTEN_RETRIES 20
 
 static void usage(FILE *f)
 {
@@ -184,6 +185,25 @@ static int listen_socket(const struct agent *a, nng_socket *sock, lserr *err)
         return transport_listen(cfg->listen, ENV_MAX_DEFAULT, 0, &tls, sock, err);
 }
 
+/* The listener, retried for a moment while its address is in use: after
+ * kill -9 of the executor, the old network half (killed by the kernel with
+ * it) may still be closing its listening socket when the new agent starts. */
+static int listen_retrying(const struct agent *a, nng_socket *sock, lserr *err)
+{
+        int r;
+
+        for (int i = 0;; i++) {
+                lserr e = {0};
+                r = listen_socket(a, sock, &e);
+                if (r >= 0 || i >= LISTEN_RETRIES || !strstr(e.msg, "Address in use")) {
+                        if (r < 0)
+                                lserr_set(err, r, "%s", e.msg);
+                        return r;
+                }
+                usleep(100 * 1000);
+        }
+}
+
 /* What the network half owns. */
 struct net {
         struct replay *rp;
@@ -209,7 +229,7 @@ static int net_start(struct agent *a, struct net *n, lserr *err)
         const struct cfg_agent *cfg = a->cfg;
         long long window_us = (long long)cfg->time_window_s * 1000000LL;
         nng_socket sock;
-        int r = listen_socket(a, &sock, err);
+        int r = listen_retrying(a, &sock, err);
 
         if (r < 0)
                 return r;
