@@ -73,6 +73,30 @@ static int migrate_counters(const char *state_dir, const char *dir, const struct
         return 0;
 }
 
+/* Files already in the replay directory become the user's too: privsep_user
+ * may have changed since they were written, and a counter the network half
+ * cannot read refuses every command of its key. */
+static int own_files(const char *dir, const struct sandbox_user *u, lserr *err)
+{
+        _cleanup_(closedirp) DIR *d = opendir(dir);
+        char path[4200];
+        struct dirent *e;
+        struct stat st;
+
+        if (!d)
+                return lserr_set(err, -errno, "replay state \"%s\": cannot open: %m", dir);
+        while ((e = readdir(d)) != NULL) {
+                if (e->d_name[0] == '.')
+                        continue;
+                snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+                if (lstat(path, &st) < 0 || (st.st_uid == u->uid && st.st_gid == u->gid))
+                        continue;
+                if (lchown(path, u->uid, u->gid) < 0)
+                        return lserr_set(err, -errno, "replay state \"%s\": chown to %s: %m", path, u->name);
+        }
+        return 0;
+}
+
 int sandbox_replay_dir(const char *state_dir, const struct sandbox_user *u, char *ret_dir, size_t n, lserr *err)
 {
         struct stat st;
@@ -91,7 +115,10 @@ int sandbox_replay_dir(const char *state_dir, const struct sandbox_user *u, char
                 return lserr_set(err, -errno, "replay state \"%s\": chown to %s: %m", ret_dir, u->name);
         if (chmod(ret_dir, 0700) < 0)
                 return lserr_set(err, -errno, "replay state \"%s\": chmod: %m", ret_dir);
-        return migrate_counters(state_dir, ret_dir, u, err);
+        r = migrate_counters(state_dir, ret_dir, u, err);
+        if (r >= 0 && u->drop)
+                r = own_files(ret_dir, u, err);
+        return r;
 }
 
 /* A deny-list, not an allow-list: nng's threads, libsodium, glibc's allocator

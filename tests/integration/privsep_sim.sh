@@ -7,6 +7,10 @@
 . "$(dirname "$0")/lib.sh"
 
 sim_agent host-a "domain web1 disks=vda" "domain db1"
+# A counter file where versions before the split kept it (state_dir defaults
+# to journal_dir): it is moved into the network half's directory.
+mkdir -p "$T/host-a/journal"
+echo 7 > "$T/host-a/journal/counter-0011223344556677"
 start_agent host-a
 exe=$(cat "$T/host-a/pid")
 port=$(cat "$T/host-a/port")
@@ -31,6 +35,11 @@ check "listener: seccomp filter" [ "$(status_field "$lis" Seccomp)" = 2 ]
 check "listener: no_new_privs" [ "$(status_field "$lis" NoNewPrivs)" = 1 ]
 check "network half: replay state in its own directory" \
         bash -c "ls $T/host-a/journal/replay/counter-* >/dev/null && [ \"\$(readlink /proc/$net/cwd)\" = $T/host-a/journal/replay ]"
+
+check "old counter file moved into replay/" \
+        bash -c "[ ! -e $T/host-a/journal/counter-0011223344556677 ] && grep -qx 7 $T/host-a/journal/replay/counter-0011223344556677"
+[ "$(id -u)" -ne 0 ] ||
+        check "... and is the network half's" [ "$(stat -c %u "$T/host-a/journal/replay/counter-0011223344556677")" = "$(status_field "$net" Uid | cut -f1)" ]
 
 # tcp_inodes PID: socket inodes of every TCP socket in PID's network
 # namespace and in ours.
@@ -62,6 +71,9 @@ check "... and web1 was thawed" wait_for 30 bash -c "! grep -q '^frozen 1' $T/ho
 check "... the executor said why" grep -q 'the network half ended (signal 9)' "$T/host-a/agent.log"
 
 # kill -9 of the executor: the network half dies with it, the guardian thaws.
+# Replay files left by another privsep_user (root here) are handed over at
+# start: the restarted agent reads its counters and answers.
+[ "$(id -u)" -ne 0 ] || chown 0:0 "$T"/host-a/journal/replay/counter-*
 start_agent host-a
 exe=$(cat "$T/host-a/pid"); net=$(net_half host-a || true)
 send host-a freeze t3 s3 quiesce 30000 web1:0 >/dev/null
