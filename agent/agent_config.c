@@ -43,6 +43,7 @@ struct raw_agent {
         char *min_free_mb;
         char *tls_cert;
         char *tls_key;
+        char *privsep_user;
 };
 
 static const cyaml_schema_field_t authorized_fields[] = {
@@ -76,6 +77,7 @@ static const cyaml_schema_field_t agent_fields[] = {
         OPT_STR("min_free_mb", struct raw_agent, min_free_mb),
         OPT_STR("tls_cert", struct raw_agent, tls_cert),
         OPT_STR("tls_key", struct raw_agent, tls_key),
+        OPT_STR("privsep_user", struct raw_agent, privsep_user),
         CYAML_FIELD_END,
 };
 
@@ -248,6 +250,9 @@ static int agent_check(const struct cfgload *ld, const struct raw_agent *ra, str
         r = opt_text(ld, "state_dir", ra->state_dir);
         if (r < 0)
                 return r;
+        r = opt_text(ld, "privsep_user", ra->privsep_user);
+        if (r < 0)
+                return r;
         r = agent_numbers(ld, ra, c);
         if (r < 0)
                 return r;
@@ -283,6 +288,7 @@ static int agent_build(const struct cfgload *ld, const struct raw_agent *ra, str
         c->state_dir = cfgload_strdup(ra->state_dir ? ra->state_dir : ra->journal_dir, &oom);
         c->tls_cert = cfgload_strdup(ra->tls_cert, &oom);
         c->tls_key = cfgload_strdup(ra->tls_key, &oom);
+        c->privsep_user = cfgload_strdup(ra->privsep_user ? ra->privsep_user : "nobody", &oom);
         if (oom)
                 return cfgload_nomem(ld);
         *ret = TAKE_PTR(c);
@@ -319,6 +325,7 @@ struct cfg_agent *cfg_agent_free(struct cfg_agent *c)
         free(c->state_dir);
         free(c->tls_cert);
         free(c->tls_key);
+        free(c->privsep_user);
         agent_hooks_free(c->vms, c->n_vms);
         free(c);
         return NULL;

@@ -29,6 +29,7 @@ struct cfg_agent {
         unsigned min_free_mb;  /* free space a new overlay needs; default 64, 1..1048576 */
         char *tls_cert;        /* required for tls+tcp://, refused otherwise */
         char *tls_key;         /* likewise; a regular file only its owner may read */
+        char *privsep_user;    /* the network half runs as this user; default "nobody" */
         struct cfg_vm *vms;    /* guest hooks per VM (agent_hooks.h); may be none */
         unsigned n_vms;
 };

@@ -10,15 +10,20 @@
 
 #include "agent_config.h"
 #include "envelope.h"
-#include "hv.h"
 #include "keys.h"
-#include "txn.h"
 
 struct dispatch;
 
+/* Acts on a verified command: *ret is the packed, unsigned Reply (malloc'd,
+ * the caller's); < 0 with err when no reply can be made. In the agent this is
+ * privsep_call (the root executor, over a socketpair); tests may pass
+ * execute_command directly. */
+typedef int (*dispatch_exec_fn)(void *arg, const Lockstep__Command *cmd, uint8_t **ret, size_t *ret_len,
+                                lserr *err);
+
 /* Borrows everything it is given; all must outlive the dispatcher. */
-int dispatch_new(const struct cfg_agent *cfg, const struct keys_secret *key, struct env_verifier *v, struct hv *hv,
-                 struct txn_mgr *txns, struct dispatch **ret, lserr *err);
+int dispatch_new(const struct cfg_agent *cfg, const struct keys_secret *key, struct env_verifier *v,
+                 dispatch_exec_fn exec, void *exec_arg, struct dispatch **ret, lserr *err);
 struct dispatch *dispatch_free(struct dispatch *d);
 
 /* A transport_handler: arg is the struct dispatch. Every request it can answer

@@ -14,7 +14,7 @@ packages=(
         libclang-rt-14-dev # libFuzzer and the sanitizers for tests/fuzz (clang 14, Debian 12)
         libnng-dev libprotobuf-c-dev protobuf-c-compiler libsodium-dev
         libcyaml-dev libyaml-dev libsqlite3-dev libvirt-dev libxml2-dev libcmocka-dev
-        libsystemd-dev
+        libsystemd-dev libseccomp-dev
         # packaging (.deb with CPack) and the man pages' check
         dpkg-dev file man-db groff-base
         # run: the agent's hypervisor and the lab's guests

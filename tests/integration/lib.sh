@@ -132,7 +132,21 @@ start_agent() { # start_agent ID
         echo "agent $id did not come up; log:"; cat "$T/$id/agent.log"; return 1
 }
 
-kill9_agent() { kill -9 "$(cat "$T/$1/pid")"; wait "$(cat "$T/$1/pid")" 2>/dev/null || true; }
+# net_half ID: pid of agent ID's network half (its child that is no guardian).
+net_half() {
+        local p
+        for p in $(pgrep -P "$(cat "$T/$1/pid")"); do ours_guardian "$p" || { echo "$p"; return 0; }; done
+        return 1
+}
+# After kill -9 the network half dies with the executor (PDEATHSIG), a moment
+# later: its listening socket is gone only then.
+kill9_agent() {
+        local net; net=$(net_half "$1" || true)
+        kill -9 "$(cat "$T/$1/pid")"; wait "$(cat "$T/$1/pid")" 2>/dev/null || true
+        [ -z "$net" ] || wait_for 10 pid_gone "$net"
+}
+# pid_gone PID: exited (a zombie counts: an orphan may wait long to be reaped).
+pid_gone() { ! kill -0 "$1" 2>/dev/null || grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
 stop_agent() { kill -TERM "$(cat "$T/$1/pid")"; wait "$(cat "$T/$1/pid")" 2>/dev/null || true; }
 
 # send ID STEP ARGS...: prints the reply JSON; exit 0 only for code OK.

@@ -177,11 +177,12 @@ sample() { # sample CUT
                 S[$a.state_bytes]=$(cat "$T/$a"/sim/*.state | wc -c)
                 S[$a.journal_files]=$(nfiles "$T/$a/journal")
                 S[$a.journal_txn]=$({ find "$T/$a/journal" -maxdepth 1 -type f -name '*.txn' 2> /dev/null || true; } | wc -l)
-                S[$a.journal_counters]=$({ find "$T/$a/journal" -maxdepth 1 -type f -name 'counter-*' ! -name '*.tmp.*' 2> /dev/null || true; } | wc -l)
+                S[$a.journal_counters]=$({ find "$T/$a/journal/replay" -maxdepth 1 -type f -name 'counter-*' ! -name '*.tmp.*' 2> /dev/null || true; } | wc -l)
                 # The agent writes while this reads: a temporary file may vanish under du.
                 S[$a.journal_bytes]=$({ du -sb "$T/$a/journal" 2> /dev/null || true; } | awk '{print $1 + 0}')
                 S[$a.branches]=$(nfiles "$T/$a/journal/branches")
-                S[$a.rss_kb]=$(rss_kb "$(cat "$T/$a/pid")")
+                # The agent is two processes: its executor and network half.
+                S[$a.rss_kb]=$(($(rss_kb "$(cat "$T/$a/pid")") + $(rss_kb "$(net_half "$a" || echo 0)")))
                 S[$a.fds]=$(nfds "$(cat "$T/$a/pid")")
                 S[$a.log_bytes]=$(fsize "$T/$a/agent.log")
                 for k in chain:chain img_files:img_files overlays:overlays mem:mem stale:stale journal:journal_files \

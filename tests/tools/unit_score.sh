@@ -8,7 +8,11 @@ UNITS=${1:?usage: unit_score.sh DEPLOY_SYSTEMD_DIR}
 
 # The agent's ceiling: lower it when the unit gets better, never raise it
 # without saying in the unit why a setting had to go.
-AGENT_MAX=1.8
+# 1.8 -> 2.7 with privilege separation (issue 14, finding 7): CAP_SETUID/SETGID
+# for the network half's drop, CAP_CHOWN for its replay directory,
+# CAP_SYS_ADMIN and RestrictNamespaces=net for the executor's network namespace
+# (each explained in the unit).
+AGENT_MAX=2.7
 LOCKSTEPD_MAX=2.0
 
 command -v systemd-analyze > /dev/null ||

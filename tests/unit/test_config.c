@@ -958,7 +958,7 @@ static void test_refusal_unknown_key_whole(void **state)
         snprintf(want, sizeof(want),
                  "%s:9: lease_max: unknown key \"lease_max\" (known: id, listen, key, authorized, vms, libvirt_uri, "
                  "backend, sim_config, journal_dir, state_dir, lease_max_s, time_window_s, guest_agent_timeout_s, "
-                 "min_free_mb, tls_cert, tls_key)",
+                 "min_free_mb, tls_cert, tls_key, privsep_user)",
                  path);
         assert_string_equal(err.msg, want);
 }
@@ -1179,6 +1179,7 @@ static void test_agent_defaults(void **state)
         assert_int_equal(c->min_free_mb, 64);
         assert_null(c->tls_cert);
         assert_null(c->tls_key);
+        assert_string_equal(c->privsep_user, "nobody");
         assert_int_equal(c->n_vms, 0);
         assert_null(agent_hooks_find(c->vms, c->n_vms, "db1", "flush-db"));
         assert_int_equal(err.code, 0);

@@ -25,6 +25,7 @@
 #include "decided.h"
 #include "dispatch.h"
 #include "dispatch_priv.h"
+#include "execute.h"
 #include "fsutil.h"
 #include "testutil.h"
 #include "txn_priv.h"
@@ -41,6 +42,7 @@ struct fx {
         struct hv *hv;
         struct txn_mgr *txns;
         struct dispatch *d;
+        struct execute *x;
         uint64_t counter;
 };
 
@@ -84,7 +86,8 @@ static int setup(void **state)
         assert_int_equal(hv_open(f->cfg, &f->hv, &err), 0);
         assert_int_equal(txn_mgr_new(f->cfg, f->hv, NULL, &f->txns, &err), 0);
         assert_int_equal(txn_mgr_recover(f->txns, &err), 0);
-        assert_int_equal(dispatch_new(f->cfg, f->agent, f->v, f->hv, f->txns, &f->d, &err), 0);
+        assert_int_equal(execute_new(f->cfg, f->hv, f->txns, &f->x, &err), 0);
+        assert_int_equal(dispatch_new(f->cfg, f->agent, f->v, execute_command, f->x, &f->d, &err), 0);
         f->counter = 10;
         *state = f;
         return 0;
@@ -95,6 +98,7 @@ static int teardown(void **state)
         struct fx *f = *state;
 
         dispatch_free(f->d);
+        f->x = execute_free(f->x);
         txn_mgr_shutdown(f->txns);
         txn_mgr_free(f->txns);
         hv_close(f->hv);
@@ -510,11 +514,13 @@ static void restart_txns(struct fx *f)
         lserr err = {0};
 
         dispatch_free(f->d);
+        f->x = execute_free(f->x);
         txn_mgr_shutdown(f->txns);
         txn_mgr_free(f->txns);
         assert_int_equal(txn_mgr_new(f->cfg, f->hv, NULL, &f->txns, &err), 0);
         assert_int_equal(txn_mgr_recover(f->txns, &err), 0);
-        assert_int_equal(dispatch_new(f->cfg, f->agent, f->v, f->hv, f->txns, &f->d, &err), 0);
+        assert_int_equal(execute_new(f->cfg, f->hv, f->txns, &f->x, &err), 0);
+        assert_int_equal(dispatch_new(f->cfg, f->agent, f->v, execute_command, f->x, &f->d, &err), 0);
 }
 
 static void expect_late_refused(Lockstep__Reply *rep, const char *txid)
