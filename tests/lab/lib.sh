@@ -67,6 +67,24 @@ t_records() { # vm
         "$LAB" peek --json "$1" | jq -r '.members[0].log.records'
 }
 
+# Waits (up to 20 s) until every given VM (default: all of the lab's) has
+# received more than 5 ring messages; fails the test when one has not.
+t_ring_flows() {
+        local vms=("$@") vm r ok=0
+        ((${#vms[@]})) || mapfile -t vms < <(awk '$1 == "vm" { print $2 }' "$D/lab.state")
+        for _ in $(seq 1 40); do
+                ok=1
+                for vm in "${vms[@]}"; do
+                        # A live read can catch the guest's log midway: not yet.
+                        r=$("$LAB" peek --json "$vm" | jq -r '.members[0].log.recv') || r=0
+                        ((r > 5)) || ok=0
+                done
+                ((ok)) && return 0
+                sleep 0.5
+        done
+        t_fail "the ring does not flow: some VM received 5 messages or fewer"
+}
+
 # Skips (one line) when one of the given build outputs is not built.
 t_need_built() {
         local b

@@ -19,16 +19,7 @@ grep -q 'Verify return code: 0 (ok)' <<< "$out" || t_fail "openssl s_client: no 
 t_ok "agents on tls+tcp://, host-a's certificate verifies against the lab CA for the name host-a"
 
 vms=$(awk '$1 == "vm" { print $2 }' "$D/lab.state")
-for _ in $(seq 1 40); do
-        ok=1
-        for vm in $vms; do
-                r=$("$LAB" peek --json "$vm" | jq -r '.members[0].log.recv') || r=0 # a live read can catch a write midway
-                ((r > 5)) || ok=0
-        done
-        ((ok)) && break
-        sleep 0.5
-done
-((ok)) || t_fail "the ring does not flow: some VM received 5 messages or fewer"
+t_ring_flows $vms
 
 rc=0
 j=$("$LAB" lockstep-cut --json 2>> "$T_LOG") || rc=$?
