@@ -8,6 +8,7 @@
 
 #include "cleanup.h"
 #include "dispatch_priv.h"
+#include "failpoint.h"
 #include "fsutil.h"
 #include "log.h"
 
@@ -173,6 +174,15 @@ static int refuse(struct dispatch *d, int code, const lserr *why, const struct e
         return sign_reply(d, &rep, hash, 1, ret, ret_len, err);
 }
 
+/* Tests hold or kill the agent between a step's work and its reply. */
+static void reply_failpoint(Lockstep__Step step)
+{
+        char name[64];
+
+        snprintf(name, sizeof(name), "agent-reply-%s", env_step_name(step));
+        failpoint_stop(name);
+}
+
 /* The reply to one request; < 0 with err when none can be made. */
 static int answer(struct dispatch *d, const uint8_t *req, size_t len, uint8_t **ret, size_t *ret_len, lserr *err)
 {
@@ -193,6 +203,8 @@ static int answer(struct dispatch *d, const uint8_t *req, size_t len, uint8_t **
         if (r < 0)
                 return refuse(d, r, &why, &rf, hash, ret, ret_len, err);
         r = handle_exec(d, cmd, hash, ret, ret_len, err);
+        if (r == 0 && cmd->txid[0])
+                reply_failpoint(cmd->step);
         /* Status and discover (no txid) are polled: debug only. */
         if (cmd->txid[0])
                 log_info("txid=%s step=%s key=%s dur_ms=%.1f", cmd->txid, env_step_name(cmd->step), key->name,

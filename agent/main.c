@@ -15,6 +15,7 @@
 #include "dispatch.h"
 #include "envelope.h"
 #include "execute.h"
+#include "failpoint.h"
 #include "guardian.h"
 #include "hv.h"
 #include "keys.h"
@@ -385,6 +386,8 @@ int main(int argc, char **argv)
         a.level = o.level;
         log_setup(o.guardian_fd >= 0 ? "lockstep-agent[guardian]" : "lockstep-agent", o.level);
         r = cfg_agent_load(a.path, &a.cfg, &err);
+        if (r >= 0)
+                failpoint_scope(a.cfg->id);
         if (r >= 0 && o.guardian_fd >= 0)
                 return run_guardian(TAKE_PTR(a.cfg), o.guardian_fd);
         if (r >= 0)

@@ -2,6 +2,7 @@
  * guests, and forgets finished transactions (TXN_KEEP_US, TXN_KEEP_MAX). */
 #include <time.h>
 
+#include "failpoint.h"
 #include "fsutil.h"
 #include "journal.h"
 #include "log.h"
@@ -38,7 +39,8 @@ static void compact(struct txn *t, long long now)
 /* One transaction's lease work (t->lock held). */
 static void tick_one(struct txn_mgr *mg, struct txn *t, long long now)
 {
-        if (t->state == LOCKSTEP__JOURNAL_STATE__J_FROZEN && now >= t->lease_deadline_mono)
+        if (t->state == LOCKSTEP__JOURNAL_STATE__J_FROZEN && now >= t->lease_deadline_mono &&
+            !failpoint_on("no-lease"))
                 txn_expire_lease(mg, t);
         /* Hung guests: keep trying until what we froze is thawed. */
         for (size_t i = 0; i < t->n; i++)

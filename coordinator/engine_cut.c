@@ -148,6 +148,7 @@ static int cut_run(struct engine *e, const struct cat_txn *t, const struct cut_s
         rd.fill = freeze_fill;
         rd.say = freeze_say;
         commit = engine_round(&rd, its->v, its->n);
+        failpoint_stop("after-freeze");
         if (commit) {
                 rd.step = LOCKSTEP__STEP__STEP_SNAPSHOT;
                 rd.fill = NULL;

@@ -1,11 +1,31 @@
-/* failpoint: crash-test stops for both daemons. With LOCKSTEP_FAILPOINT=<name>
- * in its environment, a daemon that reaches failpoint_stop(name) logs it and
- * sleeps until killed, so a test can kill -9 it exactly there. */
+/* failpoint: crash-test stops for both daemons, and test-only switches. Without
+ * -DLOCKSTEP_FAILPOINTS=ON every function here does nothing and reads no
+ * environment: a release build has no failpoint. */
 #pragma once
 
-/* Names in use: lockstepd "after-snapshot" (replies in, nothing decided),
- * "after-decide" (decision logged, not yet sent), "revert-after-switch" (disks
- * switched, nothing started or decided); the agent "agent-mid-switch" (one
- * member switched, the others not). Without -DLOCKSTEP_FAILPOINTS=ON this is
- * an empty function: a release build reads no environment here. */
+/* Names in use: lockstepd "after-freeze" (every vote in, no SNAPSHOT sent),
+ * "after-snapshot" (replies in, nothing decided), "after-decide" (decision
+ * logged, not yet sent), "revert-after-switch" (disks switched, nothing started
+ * or decided); the agent "agent-mid-switch" (one member switched, the others
+ * not) and "agent-reply-STEP" (STEP done and its reply signed, not yet sent:
+ * agent-reply-FREEZE, agent-reply-SNAPSHOT, ...).
+ *
+ * Two ways to arm one:
+ * - LOCKSTEP_FAILPOINT=<name> at start: the daemon logs it and sleeps there
+ *   until killed, so a test can kill -9 it exactly there.
+ * - LOCKSTEP_FAILPOINT_DIR=<dir>, armed at run time by creating <dir>/<scope>.<name>
+ *   (scope: "lockstepd" or the agent's id). Its first word says what happens:
+ *   "hold" (or empty) writes <dir>/<scope>.<name>.held and waits there until the
+ *   test removes <dir>/<scope>.<name>; "stop" sleeps until killed; "kill" dies
+ *   of SIGKILL there. A hold is one-shot by nature: the test releases it by
+ *   removing the file that armed it. Only the thread that reaches the point
+ *   waits; the rest of the daemon goes on. */
 void failpoint_stop(const char *name);
+
+/* The scope of this process's run-time failpoints (call once at start). */
+void failpoint_scope(const char *scope);
+
+/* A test-only switch: true when <dir>/<scope>.<name> exists. In use: the
+ * agent's "no-lease" (neither the lease thread nor the guardian thaws a frozen
+ * guest: the fault tests show that their checks see a guest left frozen). */
+int failpoint_on(const char *name);
