@@ -77,6 +77,9 @@ int agentlink_fail(const struct agentlink *l, const Lockstep__Command *cmd, int 
         struct transport_tls tls = {.ca = l->tls_ca, .server_name = l->server_name};
         lserr e = {0};
 
+        if (rc == -ECANCELED)
+                return lserr_set(err, rc, "agent \"%s\": %s: not waited for: lockstepd is stopping", l->id,
+                                 env_step_name(cmd->step));
         /* nng retries a refused TLS handshake quietly, so a call only times out:
          * one connect of our own says whether the certificate was the cause. */
         if (l->tls_ca && transport_probe(l->url, &tls, PROBE_MS, &e) == -EACCES)

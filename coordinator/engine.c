@@ -4,6 +4,7 @@
 
 #include <sodium.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,16 @@
 #include "transport.h"
 
 #define DECIDE_TRIES 3
+
+/* Set once when lockstepd stops: calls still out end at once and nothing is
+ * retried; what is left undone is in the catalog, and recovery goes on with
+ * it at the next start. */
+static atomic_int stopping;
+
+void engine_stop_all(void)
+{
+        atomic_store(&stopping, 1);
+}
 
 /* How long a transaction waits for the fleet limits or a shared member. */
 #define SLOT_WAIT_MS (10 * 60 * 1000)
@@ -288,7 +299,7 @@ static int fan_out_seal(struct engine *e, struct item *it, struct transport_call
 static void fan_out_round(struct engine *e, struct item *items, size_t n, struct transport_call *calls, size_t k,
                           int timeout_ms)
 {
-        transport_call_all(calls, k, timeout_ms);
+        transport_call_all_until(calls, k, timeout_ms, &stopping);
         for (size_t i = 0; i < n; i++) {
                 struct item *it = &items[i];
                 struct transport_call *c = it->call;
@@ -543,7 +554,7 @@ size_t engine_tell(struct engine *e, const char *txid, struct agentlink *const *
 
         if (!done)
                 return n;
-        for (c.attempt = 0; c.attempt < DECIDE_TRIES && left; c.attempt++) {
+        for (c.attempt = 0; c.attempt < DECIDE_TRIES && left && !atomic_load(&stopping); c.attempt++) {
                 _cleanup_(items_freep) struct items sub = {0};
                 if (items_alloc(&sub, left) < 0)
                         break;

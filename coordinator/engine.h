@@ -23,6 +23,9 @@ struct engine;
 int engine_new(const struct cfg_coord *cfg, const struct keys_secret *key, struct catalog *cat, struct counter *ctr,
                struct slots *slots, struct engine **ret, lserr *err);
 struct engine *engine_free(struct engine *e);
+/* lockstepd stops: every engine's calls in flight end now and none is retried
+ * (the catalog keeps what is undone for recovery). Once, for good. */
+void engine_stop_all(void);
 
 /* Progress, one line per event (step and agent), for a live display. */
 typedef void (*engine_event_fn)(void *arg, const char *line);

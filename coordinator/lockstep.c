@@ -2,6 +2,7 @@
  * talks to lockstepd over its control socket (the `control:` URL of
  * coordinator.yaml). Exit codes: 0 committed/ok, 1 aborted (or not all
  * settled), 2 usage or configuration, 3 coordinator unreachable. */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -431,6 +432,12 @@ static int connect_client(const char *path, struct client *cl, struct cfg_coord 
                 cl->url = cl->url_buf;
         } else {
                 cl->url = (*cfg)->control;
+        }
+        /* The dial does not wait for lockstepd, the call would time out: a
+         * local socket that is not there says so at once. */
+        if (strncmp(cl->url, "ipc://", 6) == 0 && access(cl->url + 6, F_OK) < 0) {
+                fprintf(stderr, "lockstep: lockstepd at %s: %s (is lockstepd running?)\n", cl->url, strerror(errno));
+                return EXIT_UNREACHABLE;
         }
         r = transport_dial(cl->url, 16 * 1024 * 1024, NULL, &cl->sock, &err);
         if (r < 0) {

@@ -14,6 +14,7 @@
 #include "daemon.h"
 #include "envelope.h"
 #include "fsutil.h"
+#include "failpoint.h"
 #include "log.h"
 #include "notify.h"
 #include "transport.h"
@@ -232,6 +233,7 @@ static void stop_and_free(struct daemon *d, struct running *run)
         /* Operations waiting for a slot give up now, so the joins below are quick. */
         if (d->slots)
                 slots_cancel(d->slots);
+        engine_stop_all();
         pthread_mutex_lock(&d->stop_lock);
         d->stop = 1;
         pthread_cond_broadcast(&d->stop_cond);
@@ -271,6 +273,7 @@ int main(int argc, char **argv)
         if (rc != GO_ON)
                 return rc;
         log_setup("lockstepd", a.level);
+        failpoint_scope("lockstepd");
         daemon_self = &d;
         init_sync(&d);
         rc = load_config(&d, a.path, a.check_only);

@@ -6,9 +6,11 @@
 #include <nng/supplemental/tls/tls.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 
 #include "cleanup.h"
@@ -50,6 +52,8 @@ static int call_code(int rv)
         case NNG_ECONNREFUSED:
         case NNG_ECLOSED:
                 return -ECONNRESET;
+        case NNG_ECANCELED:
+                return -ECANCELED;
         default:
                 return -EIO;
         }
@@ -421,6 +425,7 @@ struct call_group {
         pthread_cond_t done;
         size_t pending;
         long long deadline_us;
+        atomic_int cancel; /* the caller stops: no call starts its receive */
 };
 
 static void call_done(struct transport_call *c, int rc)
@@ -447,6 +452,10 @@ static void call_step(void *arg)
                 call_done(c, call_code(rv));
                 return;
         }
+        if (c->phase == 0 && atomic_load(&g->cancel)) {
+                call_done(c, call_code(NNG_ECANCELED));
+                return;
+        }
         if (c->phase == 0) {
                 long long left = (g->deadline_us - fsutil_mono_us()) / 1000;
                 c->phase = 1;
@@ -463,7 +472,41 @@ static void call_step(void *arg)
         call_done(c, c->resp ? 0 : -ENOMEM);
 }
 
+/* Waits for every call of g; once *stop is set, cancels those still out, again
+ * each tenth of a second (a call between its send and its receive misses one
+ * cancel). g->lock held. */
+static void wait_calls(struct call_group *g, struct transport_call *calls, size_t n, const atomic_int *stop)
+{
+        while (g->pending) {
+                struct timespec ts;
+                if (!stop) {
+                        pthread_cond_wait(&g->done, &g->lock);
+                        continue;
+                }
+                if (atomic_load(stop)) {
+                        atomic_store(&g->cancel, 1);
+                        pthread_mutex_unlock(&g->lock);
+                        for (size_t i = 0; i < n; i++)
+                                if (calls[i].aio)
+                                        nng_aio_cancel(calls[i].aio);
+                        pthread_mutex_lock(&g->lock);
+                }
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_nsec += 100 * 1000 * 1000;
+                if (ts.tv_nsec >= 1000000000L) {
+                        ts.tv_sec++;
+                        ts.tv_nsec -= 1000000000L;
+                }
+                pthread_cond_timedwait(&g->done, &g->lock, &ts);
+        }
+}
+
 int transport_call_all(struct transport_call *calls, size_t n, int timeout_ms)
+{
+        return transport_call_all_until(calls, n, timeout_ms, NULL);
+}
+
+int transport_call_all_until(struct transport_call *calls, size_t n, int timeout_ms, const atomic_int *stop)
 {
         struct call_group g = {.pending = 0, .deadline_us = fsutil_mono_us() + (long long)timeout_ms * 1000};
 
@@ -496,8 +539,7 @@ int transport_call_all(struct transport_call *calls, size_t n, int timeout_ms)
                 nng_ctx_send(c->ctx, c->aio);
         }
         pthread_mutex_lock(&g.lock);
-        while (g.pending)
-                pthread_cond_wait(&g.done, &g.lock);
+        wait_calls(&g, calls, n, stop);
         pthread_mutex_unlock(&g.lock);
         for (size_t i = 0; i < n; i++) {
                 if (!calls[i].aio)

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <nng/nng.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -67,6 +68,9 @@ struct transport_call {
  * each has its reply or the shared deadline passed. Returns < 0 only when the
  * calls could not be started at all; each call has its own rc. */
 int transport_call_all(struct transport_call *calls, size_t n, int timeout_ms);
+/* The same, cut short once *stop is set: the calls still out end with an error
+ * (a daemon that stops does not wait out a step's deadline). */
+int transport_call_all_until(struct transport_call *calls, size_t n, int timeout_ms, const atomic_int *stop);
 
 /* Handler for one request: fills *ret (malloc'd; the server frees it) or
  * returns < 0 to send nothing. Runs on a worker thread. */
