@@ -164,9 +164,16 @@ lab_group_cut_virsh() {
 
 # The product: one cut through lockstepd and the agents (lockstep snapshot create),
 # then the same checks. Needs the lab to have been brought up with them built.
-lab_lockstep_cut() {
-        local json=0 out rc=0 id state cut per=() bound
-        [ "${1:-}" = --json ] && json=1
+lab_lockstep_cut() { # [--json] [--from FILE]
+        local json=0 out rc=0 id state cut per=() bound from=""
+        while (($#)); do
+                case "$1" in
+                --json) json=1 ;;
+                --from) from=${2:?--from needs the file of a lockstep snapshot create --json}; shift ;;
+                *) die "lockstep-cut: unknown argument '$1'" ;;
+                esac
+                shift
+        done
         need_root "lab lockstep-cut"
         need_lab
         lab_tools
@@ -174,7 +181,12 @@ lab_lockstep_cut() {
         pid_alive "$LAB_DIR/pids/lockstepd.pid" lockstepd > /dev/null ||
                 die "lockstep-cut: lockstepd does not run in this lab (built after lab up? run lab down, lab up)"
         command -v jq > /dev/null || die "lockstep-cut: jq is missing (run: deploy/lab/lab deps)"
-        out=$("$(lockstep_bin)" -c "$LAB_DIR/coordinator.yaml" snapshot create "$LAB_GROUP" --json) || rc=$?
+        # --from: a cut already taken (a fault test's), only checked here.
+        if [ -n "$from" ]; then
+                out=$(cat "$from")
+        else
+                out=$("$(lockstep_bin)" -c "$LAB_DIR/coordinator.yaml" snapshot create "$LAB_GROUP" --json) || rc=$?
+        fi
         id=$(jq -r '.id // empty' <<< "$out" 2>/dev/null || true)
         state=$(jq -r '.state // empty' <<< "$out" 2>/dev/null || true)
         if ((rc != 0)) || [ "$state" != committed ]; then

@@ -121,7 +121,9 @@ host_start_libvirt() { # host
         d=$(host_dir "$h")
         ns=$(host_netns "$h")
         write_libvirt_conf "$d"
-        mkdir -p "$LAB_CACHE/libvirt-cache"
+        mkdir -p "$LAB_CACHE/libvirt-cache" "$d/images"
+        # Before libvirtd's private mount namespace is made, which would not see it.
+        small_images "$h"
         ip netns exec "$ns" unshare -m --propagation private bash -euc '
                 d=$1 cache=$2
                 mount -t tmpfs -o mode=0755,size=16m lslab-run /run
@@ -135,6 +137,18 @@ host_start_libvirt() { # host
                 libvirtd -d -p "$d/libvirtd.pid"
         ' lab-host "$d" "$LAB_CACHE/libvirt-cache" ||
                 die "$h: starting virtlogd/libvirtd failed (log: $d/log/libvirt/)"
+}
+
+# Starts a host's libvirtd again after it died (a fault test kills it), in the
+# namespaces its virtlogd still holds; the guests' QEMU ran on without it.
+host_restart_libvirtd() { # host
+        local h=$1 d lp
+        d=$(host_dir "$h")
+        pid_alive "$d/libvirtd.pid" libvirtd > /dev/null && die "$h: libvirtd still runs"
+        lp=$(pid_alive "$d/virtlogd.pid" virtlogd) || die "$h: virtlogd does not run: lab down, lab up"
+        rm -f "$d/libvirtd.pid"
+        nsenter -t "$lp" -m -n libvirtd -d -p "$d/libvirtd.pid" || die "$h: starting libvirtd again failed"
+        host_wait_libvirt "$h" 60
 }
 
 host_wait_libvirt() { # host, seconds
@@ -243,6 +257,23 @@ EOF
   </devices>
 </domain>
 EOF
+}
+
+# LOCKSTEP_LAB_SMALL_IMAGES=HOST:MB puts that host's image directory on an ext4
+# of its own, MB large (a loop device, no reserved blocks), so a test can fill
+# it; lab down unmounts it. Mounted before the host's libvirtd starts.
+small_images() { # host
+        local h=$1 d want mb
+        want=${LOCKSTEP_LAB_SMALL_IMAGES:-}
+        [ "${want%%:*}" = "$h" ] || return 0
+        d=$(host_dir "$h")
+        mountpoint -q "$d/images" && return 0
+        mb=${want#*:}
+        [[ $mb =~ ^[1-9][0-9]*$ ]] || die "LOCKSTEP_LAB_SMALL_IMAGES=$want: not HOST:MB"
+        truncate -s "${mb}M" "$LAB_DIR/tmp/$h-images.ext4"
+        mkfs.ext4 -q -F -m 0 "$LAB_DIR/tmp/$h-images.ext4" || die "$h: mkfs.ext4 of the small image fs failed"
+        mount -o loop "$LAB_DIR/tmp/$h-images.ext4" "$d/images" || die "$h: mounting the small image fs failed"
+        say "$h: images on a ${mb} MiB file system of their own"
 }
 
 vm_create() { # vm
@@ -613,6 +644,10 @@ lab_down() {
                 ip link show "$LAB_BRIDGE" > /dev/null 2>&1; then
                 ip link del "$LAB_BRIDGE" || warn "ip link del $LAB_BRIDGE failed"
         fi
+        # File systems mounted under the lab (small image dirs, a test's) go
+        # first, deepest first; a loop mount's device goes with it.
+        findmnt -rn -o TARGET | awk -v p="$LAB_DIR/" 'index($0, p) == 1' | sort -r |
+                while read -r m; do umount "$m" || umount -l "$m" || warn "umount $m failed"; done
         rm -rf --one-file-system "$LAB_DIR"
         say "lab down in $(($(now_ms) - t0)) ms"
 }
