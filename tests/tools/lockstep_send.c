@@ -243,6 +243,14 @@ int main(int argc, char **argv)
         struct raw_opts raw = {0};
         lserr err = {0};
 
+        long long offset_s = 0;
+
+        /* The test clock of the agent it talks to, when the test gives one:
+         * start_agent's readiness probe must pass on a skewed agent. */
+        if (fsutil_clock_offset_env(&offset_s, &err) < 0) {
+                fprintf(stderr, "lockstep-send: %s\n", err.msg);
+                return 2;
+        }
         while ((c = getopt(argc, argv, "k:p:u:a:C:t:T:o:i:R:xA:N:I:")) != -1) {
                 switch (c) {
                 case 'k': keyf = optarg; break;
