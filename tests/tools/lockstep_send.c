@@ -85,7 +85,7 @@ static int send_raw(struct agentlink *l, Lockstep__Command *cmd, const struct ra
         if (r >= 0 && o->reply_out)
                 r = fsutil_write_atomic(o->reply_out, resp, resp_len, 0600, 0, err);
         if (r >= 0)
-                r = agentlink_accept(l, held ? held : cmd, &req, resp, resp_len, ret, err);
+                r = agentlink_accept(l, held ? held : cmd, &req, resp, resp_len, fsutil_now_us(), ret, err);
         free(req.buf);
         return r;
 }
