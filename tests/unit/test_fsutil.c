@@ -245,12 +245,13 @@ static void test_clock_offset_env(void **state)
         assert_int_equal(fsutil_clock_offset_env(&s, &err), 1);
         assert_true(s == -600);
         assert_true(llabs(fsutil_now_us() - (before - 600 * 1000000LL)) < 60 * 1000000LL);
-        assert_true(llabs(fsutil_mono_us() - mono) < 60 * 1000000LL);
+        assert_true(llabs(fsutil_mono_us() - mono) < 60 * 1000000LL); /* never shifted */
         assert_int_equal(setenv("LOCKSTEP_CLOCK_OFFSET_S", "0", 1), 0);
         assert_int_equal(fsutil_clock_offset_env(&s, &err), 1);
 #else
         assert_int_equal(fsutil_clock_offset_env(&s, &err), 0);
         assert_true(s == 0);
+        (void)mono;
 #endif
         assert_true(llabs(fsutil_now_us() - before) < 60 * 1000000LL);
         unsetenv("LOCKSTEP_CLOCK_OFFSET_S");
