@@ -16,6 +16,7 @@
 #include "envelope.h"
 #include "execute.h"
 #include "failpoint.h"
+#include "fsutil.h"
 #include "guardian.h"
 #include "hv.h"
 #include "keys.h"
@@ -364,6 +365,18 @@ static int wait_for_stop(struct agent *a, const sigset_t *set)
         }
 }
 
+/* A test build's clock offset (LOCKSTEP_CLOCK_OFFSET_S), on before anything
+ * reads the time; said loudly, since every command's window depends on it. */
+static int clock_offset(lserr *err)
+{
+        long long s = 0;
+        int r = fsutil_clock_offset_env(&s, err);
+
+        if (r > 0)
+                log_warn("test clock: this process's Unix time is offset by %+lld s (LOCKSTEP_CLOCK_OFFSET_S)", s);
+        return r;
+}
+
 /* "--guardian FD": this process is the lease holder, not the agent. */
 static int run_guardian(struct cfg_agent *cfg, int fd)
 {
@@ -385,7 +398,9 @@ int main(int argc, char **argv)
         a.path = o.path;
         a.level = o.level;
         log_setup(o.guardian_fd >= 0 ? "lockstep-agent[guardian]" : "lockstep-agent", o.level);
-        r = cfg_agent_load(a.path, &a.cfg, &err);
+        r = clock_offset(&err);
+        if (r >= 0)
+                r = cfg_agent_load(a.path, &a.cfg, &err);
         if (r >= 0)
                 failpoint_scope(a.cfg->id);
         if (r >= 0 && o.guardian_fd >= 0)

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clockskew.h"
 #include "fsutil.h"
 #include "log.h"
 #include "names.h"
@@ -126,8 +127,32 @@ int agentlink_seal(struct agentlink *l, Lockstep__Command *cmd, struct agentlink
         return 0;
 }
 
+/* Gives a refusal of cmd for its time the words that say which clock is off
+ * and by how much. The reply verified; only its message changes, and it keeps
+ * the agent's. Left as it was when there is no memory for the new one. */
+static void clock_words(const struct agentlink *l, const Lockstep__Command *cmd, long long recv_us,
+                        Lockstep__Reply *rep)
+{
+        const ProtobufCFieldDescriptor *fd =
+                protobuf_c_message_descriptor_get_field_by_name(&lockstep__reply__descriptor, "message");
+        char text[LSERR_MSG_MAX];
+        long long off = 0, unsure = 0;
+        char *m;
+
+        if (clockskew_offset(rep->now_us, cmd->issued_at_us, recv_us, &off, &unsure) < 0)
+                return;
+        clockskew_refusal_text(l->id, env_step_name(cmd->step), rep->message, off, unsure, text, sizeof(text));
+        m = strdup(text);
+        if (!m)
+                return;
+        /* An empty string may be the descriptor's default, which is not ours to free. */
+        if (rep->message != fd->default_value)
+                free(rep->message);
+        rep->message = m;
+}
+
 int agentlink_accept(struct agentlink *l, const Lockstep__Command *cmd, const struct agentlink_req *req,
-                     const uint8_t *resp, size_t resp_len, Lockstep__Reply **ret, lserr *err)
+                     const uint8_t *resp, size_t resp_len, long long recv_us, Lockstep__Reply **ret, lserr *err)
 {
         Lockstep__Reply *rep = NULL;
         lserr e = {0};
@@ -149,6 +174,10 @@ int agentlink_accept(struct agentlink *l, const Lockstep__Command *cmd, const st
                               l->id, env_step_name(cmd->step), rep->txid, env_step_name(rep->step));
                 lockstep__reply__free_unpacked(rep, NULL);
                 return r;
+        }
+        if (clockskew_refused(rep)) {
+                clock_words(l, cmd, recv_us, rep);
+                log_warn("%s", rep->message);
         }
         *ret = rep;
         return 0;
@@ -190,7 +219,7 @@ static int call_once(struct agentlink *l, Lockstep__Command *cmd, int timeout_ms
         else if (r < 0)
                 r = lserr_set(err, r, "agent \"%s\" (%s): %s: %s", l->id, l->url, env_step_name(cmd->step), e.msg);
         else
-                r = agentlink_accept(l, cmd, &req, resp, resp_len, ret, err);
+                r = agentlink_accept(l, cmd, &req, resp, resp_len, fsutil_now_us(), ret, err);
         free(req.buf);
         free(resp);
         return r;

@@ -55,7 +55,10 @@ struct agentlink_req {
         uint8_t hash[ENV_HASH_LEN];
 };
 int agentlink_seal(struct agentlink *l, Lockstep__Command *cmd, struct agentlink_req *ret, lserr *err);
+/* recv_us: our Unix time (fsutil_now_us) when resp came in. A refusal of cmd
+ * for its issue time gets, as its message, how far the agent's clock is from
+ * ours (clockskew_refusal_text), the agent's own words kept inside. */
 int agentlink_accept(struct agentlink *l, const Lockstep__Command *cmd, const struct agentlink_req *req,
-                     const uint8_t *resp, size_t resp_len, Lockstep__Reply **ret, lserr *err);
+                     const uint8_t *resp, size_t resp_len, long long recv_us, Lockstep__Reply **ret, lserr *err);
 nng_socket agentlink_socket(const struct agentlink *l);
 const char *agentlink_url(const struct agentlink *l);

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clockskew.h"
 #include "fsutil.h"
 #include "log.h"
 #include "names.h"
@@ -306,10 +307,12 @@ static void fan_out_round(struct engine *e, struct item *items, size_t n, struct
                 it->call = NULL;
                 if (!c)
                         continue;
+                it->recv_us = c->done_us;
                 if (c->rc < 0) {
                         agentlink_fail(it->link, &it->cmd, c->rc, &it->err);
                         audit(e, it, CAT_IGNORED, c->rc, it->err.msg);
-                } else if (agentlink_accept(it->link, &it->cmd, &it->req, c->resp, c->resp_len, &it->rep, &it->err) < 0) {
+                } else if (agentlink_accept(it->link, &it->cmd, &it->req, c->resp, c->resp_len, c->done_us, &it->rep,
+                                            &it->err) < 0) {
                         audit(e, it, CAT_IGNORED, it->err.code, it->err.msg);
                 } else {
                         audit(e, it, CAT_RECEIVED, it->rep->code, it->rep->message);
@@ -417,6 +420,17 @@ void engine_record_reply(struct engine *e, const char *txid, const struct item *
                 }
                 put_member(e, txid, &m);
                 record_images(e, txid, m.agent, mr);
+        }
+        /* A refused command names no member: each of the agent's gets the why. */
+        for (size_t i = 0; it->rep && !it->rep->n_members && it->rep->code != LOCKSTEP__ERROR_CODE__OK &&
+                           i < it->n_members;
+             i++) {
+                struct cat_member m = {.tier = it->memberp[i]->tier, .code = it->rep->code};
+                snprintf(m.agent, sizeof(m.agent), "%s", agentlink_id(it->link));
+                snprintf(m.vm, sizeof(m.vm), "%s", it->memberp[i]->vm);
+                snprintf(m.tier_name, sizeof(m.tier_name), "%s", m.tier < g->n_tiers ? g->tiers[m.tier] : "");
+                snprintf(m.message, sizeof(m.message), "%s", it->rep->message);
+                put_member(e, txid, &m);
         }
 }
 
@@ -576,17 +590,33 @@ size_t engine_tell(struct engine *e, const char *txid, struct agentlink *const *
         return left;
 }
 
+/* An agent that refused a cut's FREEZE for its clock holds nothing of the
+ * transaction: the signed refusal answers that very command (its hash), which
+ * it never ran, and no copy of it went out again (no resends; a counter heal
+ * seals a new one, and only after a refusal). Told the decision, it would
+ * refuse that too, and the cut would stay undecided for us until its clock is
+ * fixed. */
+static int never_held(const struct item *it)
+{
+        return it->rep && it->rep->step == LOCKSTEP__STEP__STEP_FREEZE && clockskew_refused(it->rep);
+}
+
 void engine_tell_items(struct engine *e, const char *txid, const struct item *items, size_t n, int commit,
                        int revert, const struct progress *p)
 {
         _cleanup_free_ struct agentlink **links = calloc(n ? n : 1, sizeof(*links));
-        size_t left = n;
+        size_t left = n, k = 0;
         lserr err = {0};
 
         if (links) {
-                for (size_t i = 0; i < n; i++)
-                        links[i] = items[i].link;
-                left = engine_tell(e, txid, links, n, commit, revert, p);
+                for (size_t i = 0; i < n; i++) {
+                        if (never_held(&items[i]))
+                                engine_emit(p, "DECIDE   %-12s nothing to tell: it refused FREEZE for its clock",
+                                            agentlink_id(items[i].link));
+                        else
+                                links[k++] = items[i].link;
+                }
+                left = engine_tell(e, txid, links, k, commit, revert, p);
         }
         if (left) {
                 engine_emit(p, "DECIDE   %zu agent(s) did not confirm; lockstepd keeps retrying (lockstep recover)",

@@ -47,8 +47,10 @@ int engine_snapshot(struct engine *e, const struct engine_cut_req *req, engine_e
 struct engine_check_member {
         char vm[65], agent[65];
         int ok;
-        char code[32];     /* OK, E_NO_GUEST_AGENT..., UNREACHABLE, WRONG_KEY, E_REJECTED */
-        char message[700]; /* why not, naming VM, host and step */
+        char code[32];     /* OK, E_NO_GUEST_AGENT..., UNREACHABLE, WRONG_KEY, CLOCK, E_REJECTED */
+        char message[700]; /* why not, naming VM, host and step; for an OK one, a clock far off */
+        int clock_known;   /* the agent's signed answer carried its clock: */
+        long long clock_offset_ms; /* how far ahead of ours (< 0: behind) */
 };
 
 /* Runs FREEZE's validation on every member of a group without freezing

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clockskew.h"
 #include "names.h"
 #include "report.h"
 #include "slots.h"
@@ -210,6 +211,25 @@ static void check_fill(struct item *it, const void *ctx)
         it->pl.check.n_members = it->n_members;
 }
 
+/* The agent's clock against ours, from its signed answer; a member that
+ * passes is still warned of a clock past half the window, before the window
+ * starts refusing its commands. */
+static void check_clock(const struct item *it, struct engine_check_member *out)
+{
+        char warn[300], was[sizeof(out->message)];
+        long long off = 0, unsure = 0;
+
+        if (!it->rep || clockskew_offset(it->rep->now_us, it->cmd.issued_at_us, it->recv_us, &off, &unsure) < 0)
+                return;
+        out->clock_known = 1;
+        out->clock_offset_ms = off / 1000;
+        clockskew_warning(off, warn, sizeof(warn));
+        if (!out->ok || !warn[0])
+                return;
+        snprintf(was, sizeof(was), "%s", out->message);
+        snprintf(out->message, sizeof(out->message), "%.380s%s%s", was, was[0] ? "; " : "", warn);
+}
+
 /* One result line: the member's own answer, or why its agent gave none. */
 static void check_result(const struct item *it, const Lockstep__Member *m, struct engine_check_member *out)
 {
@@ -225,7 +245,7 @@ static void check_result(const struct item *it, const Lockstep__Member *m, struc
         }
         if (it->rep->code == LOCKSTEP__ERROR_CODE__E_REJECTED) {
                 /* The agent answered but refused us: unknown key, role, clock... */
-                snprintf(out->code, sizeof(out->code), "E_REJECTED");
+                snprintf(out->code, sizeof(out->code), "%s", clockskew_refused(it->rep) ? "CLOCK" : "E_REJECTED");
                 snprintf(out->message, sizeof(out->message), "%s", it->rep->message);
                 return;
         }
@@ -277,6 +297,7 @@ int engine_check(struct engine *e, const char *group, int mode, unsigned lease_s
                 for (size_t m = 0; m < its.v[i].n_members; m++) {
                         assert(k < g->n_members);
                         check_result(&its.v[i], its.v[i].memberp[m], &out[k]);
+                        check_clock(&its.v[i], &out[k]);
                         failed |= !out[k].ok;
                         k++;
                 }

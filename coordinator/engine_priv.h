@@ -68,6 +68,7 @@ struct item {
         struct agentlink_req req;
         struct transport_call *call; /* its slot in the current fan-out */
         Lockstep__Reply *rep;        /* verified reply, or NULL */
+        long long recv_us;           /* our Unix time when it came in: its now_us is read against it */
         lserr err;                   /* why there is none */
 };
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clockskew.h"
 #include "fsutil.h"
 #include "log.h"
 #include "slots.h"
@@ -167,6 +168,20 @@ int engine_recover(struct engine *e, engine_event_fn ev, void *arg, unsigned *re
         return 0;
 }
 
+/* A clock drifting off while its commands still pass: said before the window
+ * starts refusing them (a refusal says so itself, in the agent's last error). */
+static void warn_drift(const struct item *it)
+{
+        long long off = 0, unsure = 0;
+        char warn[300];
+
+        if (!item_ok(it) || clockskew_offset(it->rep->now_us, it->cmd.issued_at_us, it->recv_us, &off, &unsure) < 0)
+                return;
+        clockskew_warning(off, warn, sizeof(warn));
+        if (warn[0])
+                log_warn("agent \"%s\": %s", agentlink_id(it->link), warn);
+}
+
 int engine_poll_agents(struct engine *e, lserr *err)
 {
         _cleanup_(items_freep) struct items its = {0};
@@ -180,6 +195,7 @@ int engine_poll_agents(struct engine *e, lserr *err)
                 struct keys_public pub;
                 lserr e2 = {0};
                 assert(peer); /* every link was opened from the configuration */
+                warn_drift(it);
                 snprintf(a.id, sizeof(a.id), "%s", peer->id);
                 snprintf(a.url, sizeof(a.url), "%s", peer->url);
                 if (keys_load_public(peer->pubkey, &pub, &e2) == 0)

@@ -675,6 +675,10 @@ int report_check(const char *group, const struct engine_check_member *m, size_t 
                         json_bool(&j, "ok", m[i].ok);
                         json_str(&j, "code", m[i].code);
                         json_str(&j, "message", m[i].message);
+                        if (m[i].clock_known)
+                                json_int(&j, "clock_offset_ms", m[i].clock_offset_ms);
+                        else
+                                json_str(&j, "clock_offset_ms", NULL);
                         json_obj_end(&j);
                 }
                 json_arr_end(&j);

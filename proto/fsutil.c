@@ -1,6 +1,7 @@
 /* fsutil: crash-safe small-file writes and bounded reads. */
 #include "fsutil.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <sodium.h>
@@ -173,9 +174,50 @@ static long long clock_us(clockid_t id)
         return (long long)ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
 }
 
+/* A test build's shift of Unix time (fsutil_clock_offset_env); 0 otherwise, and
+ * in a release build nothing ever sets it. Monotonic time is never shifted:
+ * deadlines and leases run on it. */
+static _Atomic long long clock_offset_us;
+
 long long fsutil_now_us(void)
 {
-        return clock_us(CLOCK_REALTIME);
+        return clock_us(CLOCK_REALTIME) + clock_offset_us;
+}
+
+int fsutil_clock_offset_parse(const char *s, long long *ret_s, lserr *err)
+{
+        char *end;
+        long long v;
+
+        errno = 0;
+        v = strtoll(s, &end, 10);
+        if (errno || end == s || *end || v < -FSUTIL_CLOCK_OFFSET_MAX_S || v > FSUTIL_CLOCK_OFFSET_MAX_S)
+                return lserr_set(err, -EINVAL, "LOCKSTEP_CLOCK_OFFSET_S=\"%.32s\" is not a whole number of seconds "
+                                 "in -%d..%d", s, FSUTIL_CLOCK_OFFSET_MAX_S, FSUTIL_CLOCK_OFFSET_MAX_S);
+        *ret_s = v;
+        return 0;
+}
+
+int fsutil_clock_offset_env(long long *ret_s, lserr *err)
+{
+#ifdef LOCKSTEP_FAILPOINTS
+        const char *s = getenv("LOCKSTEP_CLOCK_OFFSET_S");
+        long long v;
+        int r;
+
+        if (!s || !*s)
+                return 0;
+        r = fsutil_clock_offset_parse(s, &v, err);
+        if (r < 0)
+                return r;
+        clock_offset_us = v * 1000000LL;
+        *ret_s = v;
+        return 1;
+#else
+        (void)ret_s;
+        (void)err;
+        return 0;
+#endif
 }
 
 long long fsutil_mono_us(void)

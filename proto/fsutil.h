@@ -23,6 +23,19 @@ int fsutil_read_fd(int fd, const char *path, size_t max, char **ret_buf, size_t 
 /* Creates dir and its parents with mode (existing dirs are fine). */
 int fsutil_mkdir_p(const char *dir, mode_t mode, lserr *err);
 
-/* Unix time and a monotonic clock, microseconds. */
+/* Unix time and a monotonic clock, microseconds. Unix time is every protocol
+ * decision's (a command's issue time, its window, a reply's now_us, leases
+ * kept in journals): a test build may shift it, never the monotonic clock. */
 long long fsutil_now_us(void);
 long long fsutil_mono_us(void);
+
+/* Test builds only (-DLOCKSTEP_FAILPOINTS=ON): LOCKSTEP_CLOCK_OFFSET_S=N shifts
+ * fsutil_now_us by N seconds, as a host whose clock is N s ahead (N < 0:
+ * behind). Returns 1 and *ret_s when set (the shift is on from then), 0 when
+ * unset and always in a release build (which reads no environment for it),
+ * < 0 with err for a value that is not a whole number within the bound. Call
+ * once at start, before any thread. */
+#define FSUTIL_CLOCK_OFFSET_MAX_S (10 * 365 * 86400)
+int fsutil_clock_offset_env(long long *ret_s, lserr *err);
+/* The check behind it: an integer in -FSUTIL_CLOCK_OFFSET_MAX_S..MAX, nothing after it. */
+int fsutil_clock_offset_parse(const char *s, long long *ret_s, lserr *err);

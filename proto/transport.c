@@ -433,6 +433,7 @@ static void call_done(struct transport_call *c, int rc)
         struct call_group *g = c->group;
 
         c->rc = rc;
+        c->done_us = fsutil_now_us();
         pthread_mutex_lock(&g->lock);
         g->pending--;
         pthread_cond_signal(&g->done);

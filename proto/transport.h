@@ -57,6 +57,7 @@ struct transport_call {
         int rc;          /* 0, LS_ETIMEDOUT, -ECONNRESET, -EIO */
         uint8_t *resp;   /* malloc'd, the caller's */
         size_t resp_len;
+        long long done_us; /* Unix time (fsutil_now_us) it ended: a reply's clock is read against it */
         /* private */
         nng_ctx ctx;
         nng_aio *aio;

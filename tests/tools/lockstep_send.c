@@ -85,7 +85,7 @@ static int send_raw(struct agentlink *l, Lockstep__Command *cmd, const struct ra
         if (r >= 0 && o->reply_out)
                 r = fsutil_write_atomic(o->reply_out, resp, resp_len, 0600, 0, err);
         if (r >= 0)
-                r = agentlink_accept(l, held ? held : cmd, &req, resp, resp_len, ret, err);
+                r = agentlink_accept(l, held ? held : cmd, &req, resp, resp_len, fsutil_now_us(), ret, err);
         free(req.buf);
         return r;
 }
@@ -243,6 +243,14 @@ int main(int argc, char **argv)
         struct raw_opts raw = {0};
         lserr err = {0};
 
+        long long offset_s = 0;
+
+        /* The test clock of the agent it talks to, when the test gives one:
+         * start_agent's readiness probe must pass on a skewed agent. */
+        if (fsutil_clock_offset_env(&offset_s, &err) < 0) {
+                fprintf(stderr, "lockstep-send: %s\n", err.msg);
+                return 2;
+        }
         while ((c = getopt(argc, argv, "k:p:u:a:C:t:T:o:i:R:xA:N:I:")) != -1) {
                 switch (c) {
                 case 'k': keyf = optarg; break;

@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "agentlink.h"
+#include "clockskew.h"
 #include "fsutil.h"
 #include "testutil.h"
 
@@ -42,6 +43,7 @@ struct fx {
         struct agentlink *link;
         pthread_mutex_t lock;
         enum mode mode;
+        long long clock_off_us; /* the fake agent's clock against ours */
         uint64_t fake_seen;
         size_t n_seen;
         uint64_t counters[MAX_SEEN];
@@ -78,6 +80,7 @@ static int handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, size
         const struct env_trusted *key = NULL;
         struct env_refusal rf = {0};
         uint8_t hash[ENV_HASH_LEN];
+        char msg[LSERR_MSG_MAX + 64];
         lserr err = {0};
         int r;
 
@@ -99,10 +102,14 @@ static int handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, size
         /* Every refusal names what it refuses, as dispatch's do: status's. */
         rep.txid = "";
         rep.step = LOCKSTEP__STEP__STEP_STATUS;
+        /* Signed replies carry the agent's clock, as dispatch's do. */
+        rep.now_us = fsutil_now_us() + f->clock_off_us;
         switch (f->mode) {
         case REAL:
-                r = env_verify_command(f->v, req, len, fsutil_now_us(), &cmd, &key, &rf, &err);
+                r = env_verify_command(f->v, req, len, rep.now_us, &cmd, &key, &rf, &err);
                 if (r < 0) {
+                        snprintf(msg, sizeof(msg), "%s: command refused: %s", AGENT, err.msg);
+                        rep.message = msg;
                         rep.reject_reason = r;
                         rep.txid = rf.txid;
                         rep.step = rf.step;
@@ -363,6 +370,92 @@ static void test_unsigned_refusal_is_a_failure(void **state)
         assert_int_equal(f->n_seen, 1);
 }
 
+/* An agent whose clock is 10 min off refuses for the issue time; the reply
+ * that comes back says whose clock, how far and which way, and what to do,
+ * with the agent's own words inside. */
+static void test_clock_refusal_says_so(void **state)
+{
+        struct fx *f = *state;
+        Lockstep__Command c;
+        Lockstep__StatusRequest st;
+        Lockstep__Reply *rep = NULL;
+        lserr err = {0};
+
+        status_cmd(&c, &st);
+        f->clock_off_us = 600 * 1000000LL;
+        assert_int_equal(agentlink_call(f->link, &c, 5000, &rep, &err), 0);
+        assert_int_equal(rep->code, LOCKSTEP__ERROR_CODE__E_REJECTED);
+        assert_int_equal(rep->reject_reason, LS_EEXPIRED);
+        assert_true(clockskew_refused(rep));
+        if (!strstr(rep->message, "agent \"" AGENT "\": clock is 600 s ahead of lockstepd's (STATUS refused: "
+                                  "command issued 600") ||
+            !strstr(rep->message, " ms ago, outside the 30 s window); fix the host's time (NTP)"))
+                fail_msg("unexpected message: %s", rep->message);
+        lockstep__reply__free_unpacked(rep, NULL);
+
+        f->clock_off_us = -600 * 1000000LL;
+        assert_int_equal(agentlink_call(f->link, &c, 5000, &rep, &err), 0);
+        assert_int_equal(rep->reject_reason, LS_EFUTURE);
+        if (!strstr(rep->message, "agent \"" AGENT "\": clock is 600 s behind lockstepd's (STATUS refused: "
+                                  "command issued 5999") ||
+            !strstr(rep->message, " ms in the future, outside the 30 s window); fix the host's time (NTP)"))
+                fail_msg("unexpected message: %s", rep->message);
+        lockstep__reply__free_unpacked(rep, NULL);
+
+        /* Within the window: no refusal, nothing rewritten. */
+        f->clock_off_us = 20 * 1000000LL;
+        assert_int_equal(agentlink_call(f->link, &c, 5000, &rep, &err), 0);
+        assert_int_equal(rep->code, LOCKSTEP__ERROR_CODE__OK);
+        assert_string_equal(rep->message, "");
+        lockstep__reply__free_unpacked(rep, NULL);
+}
+
+/* The offset takes the round trip out; a command late in transit to an agent
+ * whose clock agrees is not blamed on the clock; other refusals are not the clock's. */
+static void test_clockskew_words(void **state)
+{
+        Lockstep__Reply rep = LOCKSTEP__REPLY__INIT;
+        long long off = 0, unsure = 0;
+        char out[LSERR_MSG_MAX];
+
+        (void)state;
+        /* Sent at 1000 s, answered at 1002 s; the agent signed at 1601 s: 600 s ahead, +-1 s. */
+        assert_int_equal(clockskew_offset(1601000000LL, 1000000000LL, 1002000000LL, &off, &unsure), 0);
+        assert_true(off == 600000000LL && unsure == 1000000LL);
+        assert_int_equal(clockskew_offset(0, 1000000000LL, 1002000000LL, &off, &unsure), -ENODATA);
+        assert_int_equal(clockskew_offset(5, 1002000000LL, 1000000000LL, &off, &unsure), -ENODATA);
+
+        clockskew_refusal_text("host-a", "FREEZE",
+                               "host-a: command refused: command issued 600012 ms ago, outside the 30 s window",
+                               600012000LL, 2000, out, sizeof(out));
+        assert_string_equal(out, "agent \"host-a\": clock is 600 s ahead of lockstepd's (FREEZE refused: command "
+                                 "issued 600012 ms ago, outside the 30 s window); fix the host's time (NTP)");
+        clockskew_refusal_text("host-b", "DECIDE", "other words", -599600000LL, 2000, out, sizeof(out));
+        assert_string_equal(out, "agent \"host-b\": clock is 600 s behind lockstepd's (DECIDE refused: other "
+                                 "words); fix the host's time (NTP)");
+        clockskew_refusal_text("host-a", "SNAPSHOT",
+                               "host-a: command refused: command issued 31000 ms ago, outside the 30 s window",
+                               300000LL, 15000000LL, out, sizeof(out));
+        assert_string_equal(out, "agent \"host-a\": SNAPSHOT refused for its time (command issued 31000 ms ago, "
+                                 "outside the 30 s window), but its clock agrees with lockstepd's within 16000 ms: "
+                                 "the command was that late in transit (a slow or stalled link or process)");
+
+        clockskew_warning(14000000LL, out, sizeof(out));
+        assert_string_equal(out, "");
+        clockskew_warning(-20400000LL, out, sizeof(out));
+        assert_string_equal(out, "clock is 20 s behind lockstepd's, over half the agents' default 30 s time window: "
+                                 "its commands are refused once it is past its window; fix the host's time (NTP)");
+
+        rep.code = LOCKSTEP__ERROR_CODE__E_REJECTED;
+        rep.reject_reason = LS_EFUTURE;
+        assert_true(clockskew_refused(&rep));
+        rep.reject_reason = LS_EROLE;
+        assert_false(clockskew_refused(&rep));
+        rep.code = LOCKSTEP__ERROR_CODE__OK;
+        rep.reject_reason = LS_EEXPIRED;
+        assert_false(clockskew_refused(&rep));
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -372,6 +465,8 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_other_replies_not_resent, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_refusal_of_another_command_ignored, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_unsigned_refusal_is_a_failure, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_clock_refusal_says_so, setup, teardown),
+                cmocka_unit_test(test_clockskew_words),
         };
         int rc = cmocka_run_group_tests(tests, NULL, NULL);
 

@@ -198,6 +198,65 @@ static void test_every_name_taken(void **state)
         free(target);
 }
 
+/* LOCKSTEP_CLOCK_OFFSET_S: whole seconds within the bound, nothing else. */
+static void test_clock_offset_parse(void **state)
+{
+        static const struct {
+                const char *in;
+                int ok;
+                long long want;
+        } cases[] = {
+                {"600", 1, 600},   {"-600", 1, -600}, {"+600", 1, 600},   {"0", 1, 0},
+                {"315360000", 1, FSUTIL_CLOCK_OFFSET_MAX_S}, {"-315360000", 1, -FSUTIL_CLOCK_OFFSET_MAX_S},
+                {"315360001", 0, 0}, {"-315360001", 0, 0}, {"99999999999999999999", 0, 0},
+                {"", 0, 0},        {"10min", 0, 0},    {"1.5", 0, 0},     {"600 ", 0, 0}, {"0x10", 0, 0},
+        };
+
+        (void)state;
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                long long v = 42;
+                lserr err = {0};
+                int r = fsutil_clock_offset_parse(cases[i].in, &v, &err);
+                if (cases[i].ok) {
+                        assert_int_equal(r, 0);
+                        assert_true(v == cases[i].want);
+                } else {
+                        assert_int_equal(r, -EINVAL);
+                        assert_true(v == 42); /* untouched on failure */
+                        assert_non_null(strstr(err.msg, "LOCKSTEP_CLOCK_OFFSET_S=\""));
+                        assert_non_null(strstr(err.msg, "is not a whole number of seconds in -315360000..315360000"));
+                }
+        }
+}
+
+/* Set, it shifts Unix time and never the monotonic clock, in a test build; a
+ * release build ignores it. A bad value is refused and shifts nothing. */
+static void test_clock_offset_env(void **state)
+{
+        long long s = 0, before = fsutil_now_us(), mono = fsutil_mono_us();
+        lserr err = {0};
+
+        (void)state;
+        assert_int_equal(setenv("LOCKSTEP_CLOCK_OFFSET_S", "bogus", 1), 0);
+#ifdef LOCKSTEP_FAILPOINTS
+        assert_int_equal(fsutil_clock_offset_env(&s, &err), -EINVAL);
+        assert_true(llabs(fsutil_now_us() - before) < 60 * 1000000LL);
+        assert_int_equal(setenv("LOCKSTEP_CLOCK_OFFSET_S", "-600", 1), 0);
+        assert_int_equal(fsutil_clock_offset_env(&s, &err), 1);
+        assert_true(s == -600);
+        assert_true(llabs(fsutil_now_us() - (before - 600 * 1000000LL)) < 60 * 1000000LL);
+        assert_true(llabs(fsutil_mono_us() - mono) < 60 * 1000000LL); /* never shifted */
+        assert_int_equal(setenv("LOCKSTEP_CLOCK_OFFSET_S", "0", 1), 0);
+        assert_int_equal(fsutil_clock_offset_env(&s, &err), 1);
+#else
+        assert_int_equal(fsutil_clock_offset_env(&s, &err), 0);
+        assert_true(s == 0);
+        (void)mono;
+#endif
+        assert_true(llabs(fsutil_now_us() - before) < 60 * 1000000LL);
+        unsetenv("LOCKSTEP_CLOCK_OFFSET_S");
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -205,6 +264,8 @@ int main(void)
                 cmocka_unit_test(test_precreated_symlink_not_followed),
                 cmocka_unit_test(test_temp_mode_and_name),
                 cmocka_unit_test(test_every_name_taken),
+                cmocka_unit_test(test_clock_offset_parse),
+                cmocka_unit_test(test_clock_offset_env),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

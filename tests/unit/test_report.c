@@ -180,7 +180,7 @@ static void test_revert_json_undone(void **state)
 }
 
 static const struct engine_check_member check_rows[] = {
-        {.vm = "web1", .agent = "host-a", .ok = 1, .code = "OK"},
+        {.vm = "web1", .agent = "host-a", .ok = 1, .code = "OK", .clock_known = 1, .clock_offset_ms = -12},
         {.vm = "db1", .agent = "host-b", .ok = 0, .code = "E_NO_GUEST_AGENT",
          .message = "db1@host-b: validate: guest agent not connected"},
         {.vm = "app1", .agent = "host-c", .ok = 0, .code = "UNREACHABLE",
@@ -211,9 +211,30 @@ static void test_check_json(void **state)
         (void)state;
         assert_string_equal(s,
                             "{\"group\":\"shop\",\"ok\":false,\"members\":["
-                            "{\"vm\":\"web1\",\"agent\":\"host-a\",\"ok\":true,\"code\":\"OK\",\"message\":\"\"},"
+                            "{\"vm\":\"web1\",\"agent\":\"host-a\",\"ok\":true,\"code\":\"OK\",\"message\":\"\","
+                            "\"clock_offset_ms\":-12},"
                             "{\"vm\":\"db1\",\"agent\":\"host-b\",\"ok\":false,\"code\":\"E_NO_GUEST_AGENT\","
-                            "\"message\":\"db1@host-b: validate: guest agent not connected\"}]}\n");
+                            "\"message\":\"db1@host-b: validate: guest agent not connected\",\"clock_offset_ms\":null}]}\n");
+        free(s);
+}
+
+/* An agent that refused for its clock: code CLOCK, the offset as a number, and the
+ * text line says it. */
+static void test_check_clock(void **state)
+{
+        const struct engine_check_member c = {
+                .vm = "web1", .agent = "host-a", .ok = 0, .code = "CLOCK", .clock_known = 1,
+                .clock_offset_ms = 600012,
+                .message = "agent \"host-a\": clock is 600 s ahead of lockstepd's (CHECK refused: command issued "
+                           "600012 ms ago, outside the 30 s window); fix the host's time (NTP)"};
+        char *s = render_check(&c, 1, 1);
+
+        (void)state;
+        assert_non_null(strstr(s, "\"code\":\"CLOCK\""));
+        assert_non_null(strstr(s, "\"clock_offset_ms\":600012}"));
+        free(s);
+        s = render_check(&c, 1, 0);
+        assert_non_null(strstr(s, "FAIL  web1@host-a" "                  " "CLOCK: agent \"host-a\": clock is 600 s ahead"));
         free(s);
 }
 
@@ -289,6 +310,7 @@ int main(void)
                 cmocka_unit_test(test_revert_json_undone),
                 cmocka_unit_test(test_check_text),
                 cmocka_unit_test(test_check_json),
+                cmocka_unit_test(test_check_clock),
                 cmocka_unit_test(test_agent_text_escaped),
                 cmocka_unit_test(test_escape_bounds),
         };
