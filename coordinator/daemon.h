@@ -83,6 +83,7 @@ struct daemon {
         struct op *ops[MAX_OPS];
         unsigned next_op;
         int stop;
+        int recovered; /* the recovery at start is done (stop_lock, stop_cond) */
         pthread_mutex_t stop_lock;
         pthread_cond_t stop_cond;
 };

@@ -22,10 +22,32 @@
 #define HEALTH_INTERVAL_S 10
 #define CONTROL_MAX (256 * 1024)
 
+/* What a previous run left unresolved: settled first, on this thread, so the
+ * control socket serves (and SIGTERM is heard) while an agent is unreachable.
+ * Operations wait for it (ops.c); status and listings do not. */
+static void recover_at_start(struct daemon *d)
+{
+        unsigned left = 0;
+        lserr err = {0};
+
+        pthread_rwlock_rdlock(&d->gen);
+        if (engine_recover(d->eng, NULL, NULL, &left, &err) < 0)
+                log_err("recover at start: %s", err.msg);
+        else if (left)
+                log_warn("recover at start: %u transaction(s) wait for unreachable agents; retrying every %d s", left,
+                         HEALTH_INTERVAL_S);
+        pthread_rwlock_unlock(&d->gen);
+        pthread_mutex_lock(&d->stop_lock);
+        d->recovered = 1;
+        pthread_cond_broadcast(&d->stop_cond);
+        pthread_mutex_unlock(&d->stop_lock);
+}
+
 static void *health_main(void *p)
 {
         struct daemon *d = p;
 
+        recover_at_start(d);
         pthread_mutex_lock(&d->stop_lock);
         while (!d->stop) {
                 struct timespec ts;
@@ -161,19 +183,6 @@ static int open_state(struct daemon *d)
         return GO_ON;
 }
 
-/* What a previous run left unresolved is finished before anything new. */
-static void recover_at_start(struct daemon *d)
-{
-        unsigned left = 0;
-        lserr err = {0};
-
-        if (engine_recover(d->eng, NULL, NULL, &left, &err) < 0)
-                log_err("recover at start: %s", err.msg);
-        else if (left)
-                log_warn("recover at start: %u transaction(s) wait for unreachable agents; retrying every %d s", left,
-                         HEALTH_INTERVAL_S);
-}
-
 /* Serves the control socket and starts the health and schedule threads. */
 static int serve(struct daemon *d, struct running *run)
 {
@@ -193,8 +202,12 @@ static int serve(struct daemon *d, struct running *run)
                 log_err("control socket: %s", err.msg);
                 return 1;
         }
-        if (pthread_create(&run->health, NULL, health_main, d) == 0)
-                run->health_started = 1;
+        if (pthread_create(&run->health, NULL, health_main, d) != 0) {
+                /* Without it nothing is recovered and operations wait for that. */
+                log_err("cannot start the health and recovery thread");
+                return 1;
+        }
+        run->health_started = 1;
         if (pthread_create(&run->sched, NULL, service_sched_main, d) == 0)
                 run->sched_started = 1;
         notify_ready(st);
@@ -288,7 +301,6 @@ int main(int argc, char **argv)
         }
         if (rc == GO_ON) {
                 service_groups_to_catalog(&d, d.cfg);
-                recover_at_start(&d);
                 /* Everything that reads d.cfg unlocked happens before the control
                  * socket serves: from then on a reload may swap it. */
                 service_sched_build(&d, d.cfg);

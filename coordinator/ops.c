@@ -315,6 +315,20 @@ static void record_txn(struct daemon *d, struct gen *gn, struct op *op, int r, c
         }
 }
 
+/* What the previous run left undone is settled before anything new starts. */
+static void wait_start_recovery(struct daemon *d, struct op *op)
+{
+        pthread_mutex_lock(&d->stop_lock);
+        if (!d->recovered && !d->stop) {
+                pthread_mutex_unlock(&d->stop_lock);
+                ops_progress(op, "WAIT     lockstepd first settles what its previous run left undone");
+                pthread_mutex_lock(&d->stop_lock);
+        }
+        while (!d->recovered && !d->stop)
+                pthread_cond_wait(&d->stop_cond, &d->stop_lock);
+        pthread_mutex_unlock(&d->stop_lock);
+}
+
 static void *op_main(void *p)
 {
         struct op *op = p;
@@ -324,6 +338,7 @@ static void *op_main(void *p)
         char *text = NULL, *json = NULL, *error = NULL;
         int r;
 
+        wait_start_recovery(d, op);
         /* A reference, not the lock: a reload need not wait for this op. */
         struct gen *gn = ops_gen_get(d);
         op->started_us = fsutil_now_us();
