@@ -25,6 +25,9 @@ enum {
 /* lockstepd holds each poll until there is news (long poll, up to 1 s), so
  * this is only the pause after a poll that brought some. */
 #define POLL_US 0
+/* How long one progress poll may take, and how many may fail in a row. */
+#define POLL_CALL_MS 10000
+#define POLL_MISSES 6
 
 static void usage(FILE *f)
 {
@@ -89,6 +92,7 @@ struct client {
         nng_socket sock;
         const char *url;
         char url_buf[512]; /* the URL when the config file does not load */
+        int quiet;         /* the caller says what a failed call means */
 };
 
 /* One control call. *ret is the caller's. */
@@ -105,7 +109,8 @@ static int call(struct client *c, Lockstep__ControlRequest *q, int timeout_ms, L
         r = transport_call(c->sock, buf, n, timeout_ms, &resp, &rn, &err);
         free(buf);
         if (r < 0) {
-                fprintf(stderr, "lockstep: lockstepd at %s: %s (is lockstepd running?)\n", c->url, err.msg);
+                if (!c->quiet)
+                        fprintf(stderr, "lockstep: lockstepd at %s: %s (is lockstepd running?)\n", c->url, err.msg);
                 return EXIT_UNREACHABLE;
         }
         *ret = lockstep__control_reply__unpack(NULL, rn, resp);
@@ -164,12 +169,26 @@ static int snapshot_create(struct client *c, Lockstep__ControlRequest *q, int as
         poll.command = "op.poll";
         poll.n_args = 1;
         poll.args = &op;
-        for (;;) {
-                r = call(c, &poll, 10000, &rep);
+        for (int missed = 0;;) {
+                c->quiet = 1;
+                r = call(c, &poll, POLL_CALL_MS, &rep);
+                c->quiet = 0;
+                /* A lockstepd that stalls (stopped, swapping) goes on with the
+                 * operation: follow it a while longer before giving up. */
+                if (r && ++missed < POLL_MISSES) {
+                        fprintf(stderr, "lockstep: lockstepd at %s does not answer; still following operation %s\n",
+                                c->url, op);
+                        sleep(1);
+                        continue;
+                }
                 if (r) {
+                        fprintf(stderr, "lockstep: lockstepd at %s gave no answer %d times in a row; operation %s "
+                                        "goes on there (lockstep snapshot list shows its result)\n",
+                                c->url, POLL_MISSES, op);
                         free(op);
                         return r;
                 }
+                missed = 0;
                 for (size_t i = 0; i < rep->n_events; i++)
                         if (live)
                                 print_escaped(stdout, "  ", rep->events[i]);
