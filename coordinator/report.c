@@ -144,8 +144,93 @@ static void window(const struct cat_member *m, size_t n, double *ret_window_ms, 
         *ret_max_frozen_ms = max_frozen;
 }
 
+/* The reply to the SENT row au[i]: the next answer (or refused answer) of
+ * that agent for that step before the step is sent to it again; -1 if none. */
+static long long reply_to(const struct cat_audit *au, size_t na, size_t i)
+{
+        for (size_t k = i + 1; k < na; k++) {
+                if (strcmp(au[k].agent, au[i].agent) || strcmp(au[k].step, au[i].step))
+                        continue;
+                if (au[k].dir == CAT_SENT)
+                        return -1;
+                if (au[k].dir == CAT_RECEIVED || au[k].dir == CAT_IGNORED)
+                        return (long long)k;
+        }
+        return -1;
+}
+
+/* Each command sent to an agent and how long its answer took (null: none
+ * came), from the audit: where a slow or lossy link shows. */
+static void replies_json(struct json *j, const struct cat_audit *au, size_t na)
+{
+        json_arr_begin(j, "replies");
+        for (size_t i = 0; i < na; i++) {
+                long long k;
+                if (au[i].dir != CAT_SENT)
+                        continue;
+                k = reply_to(au, na, i);
+                json_obj_begin(j, NULL);
+                json_str(j, "agent", au[i].agent);
+                json_str(j, "step", au[i].step);
+                if (k >= 0)
+                        json_double(j, "ms", (double)(au[k].at_us - au[i].at_us) / 1000.0);
+                else
+                        json_str(j, "ms", NULL);
+                json_str(j, "code", k >= 0 && au[k].dir == CAT_RECEIVED ? report_code_name(au[k].code)
+                                    : k >= 0                          ? "IGNORED"
+                                                                      : NULL);
+                json_obj_end(j);
+        }
+        json_arr_end(j);
+}
+
+/* Per step, in the order the steps were sent: how many answers, the fastest
+ * and the slowest (named), and how many commands got none: one line per
+ * step, whatever the number of agents. */
+static void replies_text(FILE *f, const struct cat_audit *au, size_t na)
+{
+        _cleanup_(esc_done) struct esc e = {0};
+
+        for (size_t s = 0; s < na; s++) {
+                size_t got = 0, none = 0, slow = 0;
+                double lo = 0, hi = -1;
+                int first = 1;
+                if (au[s].dir != CAT_SENT)
+                        continue;
+                for (size_t p = 0; p < s && first; p++)
+                        first = !(au[p].dir == CAT_SENT && !strcmp(au[p].step, au[s].step));
+                if (!first)
+                        continue;
+                for (size_t i = s; i < na; i++) {
+                        long long k;
+                        double ms;
+                        if (au[i].dir != CAT_SENT || strcmp(au[i].step, au[s].step))
+                                continue;
+                        k = reply_to(au, na, i);
+                        if (k < 0) {
+                                none++;
+                                continue;
+                        }
+                        ms = (double)(au[k].at_us - au[i].at_us) / 1000.0;
+                        if (!got++ || ms < lo)
+                                lo = ms;
+                        if (ms > hi) {
+                                hi = ms;
+                                slow = i;
+                        }
+                }
+                fprintf(f, "  %-8s replies: %zu", au[s].step, got);
+                if (got)
+                        fprintf(f, ", %.1f to %.1f ms (slowest %s)", lo, hi, esc(&e, au[slow].agent));
+                if (none)
+                        fprintf(f, ", %zu without an answer", none);
+                fputc('\n', f);
+                esc_done(&e);
+        }
+}
+
 static void cut_json(struct json *j, const struct cat_txn *t, const struct cat_member *m, size_t nm,
-                     const struct cat_image *im, size_t ni)
+                     const struct cat_image *im, size_t ni, const struct cat_audit *au, size_t na)
 {
         char ts[128];
         double win, skew, maxf;
@@ -198,6 +283,7 @@ static void cut_json(struct json *j, const struct cat_txn *t, const struct cat_m
                 json_obj_end(j);
         }
         json_arr_end(j);
+        replies_json(j, au, na);
         json_obj_end(j);
 }
 
@@ -207,7 +293,7 @@ static const char *member_result(const struct cat_member *m)
 }
 
 static void cut_text(FILE *f, const struct cat_txn *t, const struct cat_member *m, size_t nm,
-                     const struct cat_image *im, size_t ni)
+                     const struct cat_image *im, size_t ni, const struct cat_audit *au, size_t na)
 {
         _cleanup_(esc_done) struct esc e = {0};
         char ts[128];
@@ -257,19 +343,20 @@ static void cut_text(FILE *f, const struct cat_txn *t, const struct cat_member *
                         esc(&e, im[k].disk), esc(&e, im[k].before), esc(&e, im[k].after));
                 esc_done(&e);
         }
+        replies_text(f, au, na);
 }
 
 void report_cut_rows(const struct cat_txn *t, const struct cat_member *m, size_t nm, const struct cat_image *im,
-                     size_t ni, int as_json, FILE *out)
+                     size_t ni, const struct cat_audit *au, size_t na, int as_json, FILE *out)
 {
         struct json j;
 
         if (!as_json) {
-                cut_text(out, t, m, nm, im, ni);
+                cut_text(out, t, m, nm, im, ni, au, na);
                 return;
         }
         json_init(&j, out);
-        cut_json(&j, t, m, nm, im, ni);
+        cut_json(&j, t, m, nm, im, ni, au, na);
         json_end(&j);
 }
 
@@ -278,7 +365,8 @@ int report_cut(struct catalog *cat, const char *txid, int as_json, FILE *out, ls
         struct cat_txn t;
         struct cat_member *m = NULL;
         struct cat_image *im = NULL;
-        size_t nm = 0, ni = 0;
+        struct cat_audit *au = NULL;
+        size_t nm = 0, ni = 0, na = 0;
         int r = cat_txn_get(cat, txid, &t, err);
 
         if (r < 0)
@@ -286,10 +374,14 @@ int report_cut(struct catalog *cat, const char *txid, int as_json, FILE *out, ls
         r = cat_members(cat, txid, &m, &nm, err);
         if (r >= 0)
                 r = cat_images(cat, txid, &im, &ni, err);
+        /* The audit may have been trimmed: a report without replies then. */
+        if (r >= 0 && cat_audit_list(cat, txid, REPORT_AUDIT_MAX, &au, &na, &(lserr){0}) < 0)
+                na = 0;
         if (r >= 0)
-                report_cut_rows(&t, m, nm, im, ni, as_json, out);
+                report_cut_rows(&t, m, nm, im, ni, au, na, as_json, out);
         free(m);
         free(im);
+        free(au);
         return r;
 }
 

@@ -26,7 +26,19 @@ static char *render_cut(const struct cat_txn *t, const struct cat_member *m, siz
         FILE *f = open_memstream(&buf, &len);
 
         assert_non_null(f);
-        report_cut_rows(t, m, nm, im, ni, as_json, f);
+        report_cut_rows(t, m, nm, im, ni, NULL, 0, as_json, f);
+        fclose(f);
+        return buf;
+}
+
+static char *render_cut_audit(const struct cat_txn *t, const struct cat_audit *au, size_t na, int as_json)
+{
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+
+        assert_non_null(f);
+        report_cut_rows(t, NULL, 0, NULL, 0, au, na, as_json, f);
         fclose(f);
         return buf;
 }
@@ -125,7 +137,40 @@ static void test_cut_json(void **state)
                             "\"code\":\"OK\",\"message\":\"\",\"freeze_ms\":1.500,\"snapshot_ms\":20.000,\"thaw_ms\":0.800,"
                             "\"frozen_ms\":50.000,\"frozen_at_us\":1767225600010000,\"thawed_at_us\":1767225600060000,"
                             "\"disks\":[{\"disk\":\"vda\",\"image\":\"/img/web1.qcow2\","
-                            "\"overlay\":\"/img/web1.qcow2." CUT "\"}]}]}\n");
+                            "\"overlay\":\"/img/web1.qcow2." CUT "\"}]}],\"replies\":[]}\n");
+        free(s);
+}
+
+/* Each command's answer time, from the audit: host-b's link is slow, and
+ * SNAPSHOT to it got no answer; a retry is a command of its own. */
+static const struct cat_audit replies_audit[] = {
+        {.at_us = T0, .agent = "host-a", .step = "FREEZE", .dir = CAT_SENT},
+        {.at_us = T0, .agent = "host-b", .step = "FREEZE", .dir = CAT_SENT},
+        {.at_us = T0 + 12000, .agent = "host-a", .step = "FREEZE", .dir = CAT_RECEIVED},
+        {.at_us = T0 + 312500, .agent = "host-b", .step = "FREEZE", .dir = CAT_RECEIVED},
+        {.at_us = T0 + 400000, .agent = "host-a", .step = "SNAPSHOT", .dir = CAT_SENT},
+        {.at_us = T0 + 400000, .agent = "host-b", .step = "SNAPSHOT", .dir = CAT_SENT},
+        {.at_us = T0 + 420000, .agent = "host-a", .step = "SNAPSHOT", .dir = CAT_RECEIVED},
+        {.at_us = T0 + 9000000, .agent = "host-b", .step = "SNAPSHOT", .dir = CAT_SENT},
+        {.at_us = T0 + 9001000, .agent = "host-b", .step = "SNAPSHOT", .dir = CAT_IGNORED, .code = -5},
+};
+
+static void test_cut_replies(void **state)
+{
+        struct cat_txn t = cut_txn();
+        size_t n = sizeof(replies_audit) / sizeof(replies_audit[0]);
+        char *s = render_cut_audit(&t, replies_audit, n, 1);
+
+        (void)state;
+        assert_non_null(strstr(s, "\"replies\":[{\"agent\":\"host-a\",\"step\":\"FREEZE\",\"ms\":12.000,\"code\":\"OK\"},"
+                                  "{\"agent\":\"host-b\",\"step\":\"FREEZE\",\"ms\":312.500,\"code\":\"OK\"},"
+                                  "{\"agent\":\"host-a\",\"step\":\"SNAPSHOT\",\"ms\":20.000,\"code\":\"OK\"},"
+                                  "{\"agent\":\"host-b\",\"step\":\"SNAPSHOT\",\"ms\":null,\"code\":null},"
+                                  "{\"agent\":\"host-b\",\"step\":\"SNAPSHOT\",\"ms\":1.000,\"code\":\"IGNORED\"}]}"));
+        free(s);
+        s = render_cut_audit(&t, replies_audit, n, 0);
+        assert_non_null(strstr(s, "  FREEZE   replies: 2, 12.0 to 312.5 ms (slowest host-b)\n"
+                                  "  SNAPSHOT replies: 2, 1.0 to 20.0 ms (slowest host-a), 1 without an answer\n"));
         free(s);
 }
 
@@ -175,7 +220,7 @@ static void test_revert_json_undone(void **state)
                             "\"mode\":\"revert\",\"state\":\"undone\",\"reason\":\"\","
                             "\"started_at\":\"2026-01-01T00:00:00.000Z\",\"decided_at\":\"2026-01-01T00:00:01.500Z\","
                             "\"lease_ms\":0,\"group_window_ms\":0.000,\"freeze_skew_ms\":0.000,\"max_frozen_ms\":0.000,"
-                            "\"members\":[]}\n");
+                            "\"members\":[],\"replies\":[]}\n");
         free(s);
 }
 
@@ -306,6 +351,7 @@ int main(void)
                 cmocka_unit_test(test_cut_text),
                 cmocka_unit_test(test_cut_aborted_text),
                 cmocka_unit_test(test_cut_json),
+                cmocka_unit_test(test_cut_replies),
                 cmocka_unit_test(test_revert_text),
                 cmocka_unit_test(test_revert_json_undone),
                 cmocka_unit_test(test_check_text),
