@@ -73,12 +73,12 @@ restart_agent host-a 20
 out=$(ls_cli check pair --json) && rc=0 || rc=$?
 check "20 s ahead: check still passes" [ "$rc" = 0 ]
 check "20 s ahead: check warns of host-a's clock" \
-        [ "$(jq '[.members[] | select(.agent == "host-a") | .ok and .code == "OK" and (.message | contains("clock is 20 s ahead of lockstepd")) and (.clock_offset_ms / 1000 | round) == 20] | all' <<<"$out")" = true ]
+        [ "$(jq '[.members[] | select(.agent == "host-a") | .ok and .code == "OK" and (.message | test("clock is (19|20|21) s ahead of lockstepd")) and (.clock_offset_ms - 20000 | fabs) < 2000] | all' <<<"$out")" = true ]
 check "20 s ahead: host-b has no clock warning" \
         [ "$(jq '[.members[] | select(.agent == "host-b") | (.message | contains("clock") | not) and (.clock_offset_ms | fabs) < 5000] | all' <<<"$out")" = true ]
 ls_cli agents > /dev/null # a status poll now
 check "20 s ahead: the status poll warns of host-a's clock in lockstepd's log" \
-        grep -q 'agent "host-a": clock is 20 s ahead of lockstepd'"'"'s, over half the agents'"'"' default 30 s time window' "$T/lockstepd.log"
+        grep -Eq 'agent "host-a": clock is (19|20|21) s ahead of lockstepd'"'"'s, over half the agents'"'"' default 30 s time window' "$T/lockstepd.log"
 out=$(ls_cli snapshot create pair --name small --json) && rc=0 || rc=$?
 check "20 s ahead: a cut commits" [ "$rc" = 0 ]
 restart_agent host-a
