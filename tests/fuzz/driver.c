@@ -64,9 +64,19 @@ int main(int argc, char **argv)
 
         for (int i = 1; i < argc; i++)
                 bad |= run_path(argv[i], &count) < 0;
-        printf("%u inputs replayed\n", count);
+        unsigned noted, accepted;
+
+        fuzz_counts(&noted, &accepted);
+        printf("%u inputs replayed, %u of %u parser results accepted\n", count, accepted, noted);
         if (count == 0) {
                 fprintf(stderr, "no inputs found\n");
+                return 1;
+        }
+        /* Seeds are inputs the code itself reads: if none gets through, the
+         * harness stops before the parser (as when the memfd's mode was
+         * refused) and fuzzing it would test nothing. */
+        if (noted && !accepted) {
+                fprintf(stderr, "no input was accepted: the harness does not reach the parser (FUZZ_DEBUG=1 says why)\n");
                 return 1;
         }
         return bad ? 1 : 0;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -35,6 +36,10 @@ int fuzz_memfd(const uint8_t *data, size_t size, char path[64])
 
         if (fd < 0)
                 die("memfd_create");
+        /* A memfd is made 0777; the config loaders refuse a file others may
+         * write, and would refuse every input before parsing a byte. */
+        if (fchmod(fd, 0600) < 0)
+                die("memfd fchmod");
         while (off < size) {
                 ssize_t w = write(fd, data + off, size - off);
                 if (w <= 0)
@@ -107,9 +112,20 @@ const struct keys_secret *fuzz_key(void)
         return key;
 }
 
+static unsigned n_noted, n_accepted;
+
+void fuzz_counts(unsigned *noted, unsigned *accepted)
+{
+        *noted = n_noted;
+        *accepted = n_accepted;
+}
+
 void fuzz_note(const char *what, int r, const lserr *err)
 {
         static int debug = -1;
+
+        n_noted++;
+        n_accepted += r >= 0;
 
         if (debug < 0)
                 debug = getenv("FUZZ_DEBUG") != NULL;

@@ -23,3 +23,5 @@ const struct keys_secret *fuzz_key(void);
 /* With FUZZ_DEBUG set, prints what a parser said of the input (r and err): how
  * to check that a seed gets as deep as it should. */
 void fuzz_note(const char *what, int r, const lserr *err);
+/* How many results fuzz_note saw, and how many of them were accepted (>= 0). */
+void fuzz_counts(unsigned *noted, unsigned *accepted);
