@@ -263,9 +263,12 @@ static void hex(const uint8_t *b, size_t n, char *out)
 
 /* The audit is a record, not the transaction: a failure to write it is
  * logged here, the one place that knows, and the step goes on. */
-static void audit(struct engine *e, const struct item *it, enum cat_dir dir, int code, const char *detail)
+/* at_us 0: now. An answer is stamped when it came, not when it is recorded
+ * (after the whole round): the report's reply times come from these rows. */
+static void audit_at(struct engine *e, const struct item *it, enum cat_dir dir, int code, const char *detail,
+                     long long at_us)
 {
-        struct cat_audit a = {.at_us = fsutil_now_us(), .dir = dir, .code = code};
+        struct cat_audit a = {.at_us = at_us ? at_us : fsutil_now_us(), .dir = dir, .code = code};
         lserr err = {0};
 
         snprintf(a.txid, sizeof(a.txid), "%s", it->cmd.txid ? it->cmd.txid : "");
@@ -275,6 +278,11 @@ static void audit(struct engine *e, const struct item *it, enum cat_dir dir, int
         hex(it->req.hash, ENV_HASH_LEN, a.hash_hex);
         if (cat_audit_add(e->cat, &a, &err) < 0)
                 log_err("audit: %s", err.msg);
+}
+
+static void audit(struct engine *e, const struct item *it, enum cat_dir dir, int code, const char *detail)
+{
+        audit_at(e, it, dir, code, detail, 0);
 }
 
 /* Seals an item's command into call c and records the send. On failure the
@@ -310,12 +318,12 @@ static void fan_out_round(struct engine *e, struct item *items, size_t n, struct
                 it->recv_us = c->done_us;
                 if (c->rc < 0) {
                         agentlink_fail(it->link, &it->cmd, c->rc, &it->err);
-                        audit(e, it, CAT_IGNORED, c->rc, it->err.msg);
+                        audit_at(e, it, CAT_IGNORED, c->rc, it->err.msg, c->done_us);
                 } else if (agentlink_accept(it->link, &it->cmd, &it->req, c->resp, c->resp_len, c->done_us, &it->rep,
                                             &it->err) < 0) {
-                        audit(e, it, CAT_IGNORED, it->err.code, it->err.msg);
+                        audit_at(e, it, CAT_IGNORED, it->err.code, it->err.msg, c->done_us);
                 } else {
-                        audit(e, it, CAT_RECEIVED, it->rep->code, it->rep->message);
+                        audit_at(e, it, CAT_RECEIVED, it->rep->code, it->rep->message, c->done_us);
                 }
                 free(c->resp);
         }
