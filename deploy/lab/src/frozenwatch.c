@@ -41,8 +41,12 @@ struct watch {
         bool held, in_unknown;
         uint64_t held_since_ms, max_held_ms;
         uint64_t unknown_since_ms, max_unknown_ms;
+        uint64_t agent_quiet_until_ms; /* after a failed agent call: leave it alone */
         enum obs last;
 };
+
+/* How long a guest agent that failed a status call is not asked again. */
+#define AGENT_QUIET_MS 5000
 
 static struct watch watches[MAX_VMS];
 static int n_watches;
@@ -122,12 +126,18 @@ static void watch_answered(struct watch *w)
 static enum obs agent_freeze_state(struct watch *w, virDomainPtr dom)
 {
         const char *cmd = "{\"execute\":\"guest-fsfreeze-status\"}";
-        char *reply = virDomainQemuAgentCommand(dom, cmd, (int)agent_timeout_s, 0);
         enum obs o = OBS_UNKNOWN;
         const char *p;
+        char *reply;
 
+        /* libvirt runs one agent command per domain at a time: polling a hung
+         * guest agent would keep lockstep's own calls waiting behind ours. */
+        if (now_ms() < w->agent_quiet_until_ms)
+                return OBS_UNKNOWN;
+        reply = virDomainQemuAgentCommand(dom, cmd, (int)agent_timeout_s, 0);
         if (!reply) {
                 watch_fail(w, "guest-fsfreeze-status");
+                w->agent_quiet_until_ms = now_ms() + AGENT_QUIET_MS;
                 return OBS_UNKNOWN;
         }
         p = strstr(reply, "\"return\"");
