@@ -22,6 +22,8 @@ packages=(
         qemu-guest-agent busybox-static e2fsprogs cpio kmod iproute2 libc6-dev gzip
         # tests
         openssl jq procps psmisc sqlite3 util-linux python3-minimal
+        # the lab's fault tests: packet loss on a lab host's link
+        iptables
         # systemd-analyze, for the units' hardening score (libvirt-daemon-system
         # pulls systemd in already; installing it starts nothing in a container)
         systemd

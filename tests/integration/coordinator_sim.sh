@@ -145,6 +145,7 @@ kill9_lockstepd
 wait "$bg" || true
 check "... the agents hold the cut pending" bash -c "ls $T/host-*/sim/img/*.${f7id:-none}.qcow2 | wc -l | grep -qx 15"
 start_lockstepd
+ls_cli recover >/dev/null || true # recovery at start runs beside the control socket: wait for it
 check "... restart: presumed abort" [ "$(ls_cli snapshot list shop --json | jq -r '.[] | select(.name=="f7") | .state')" = aborted ]
 check "... agents discarded their overlays" bash -c "! ls $T/host-*/sim/img/*.$(idof f7).qcow2 2>/dev/null"
 check "... nothing frozen" nothing_frozen
@@ -160,6 +161,7 @@ wait "$bg" || true
 r=$(send host-a status)
 check "... agents hold it in doubt, snapped" [ "$(jq -r '[.in_doubt[] | .state] | unique | join(",")' <<<"$r")" = TXN_SNAPPED ]
 start_lockstepd
+ls_cli recover >/dev/null || true
 check "... restart: commit completes" [ "$(ls_cli snapshot list shop --json | jq -r '.[] | select(.name=="f8") | .state')" = committed ]
 check "... overlays kept on every agent" bash -c "ls $T/host-*/sim/img/*.$(idof f8).qcow2 | wc -l | grep -qx 15"
 check "... nothing in doubt" [ "$(ls_cli agents --json | jq '[.[].in_doubt] | add')" = 0 ]
