@@ -548,12 +548,22 @@ static void tell_fill(struct item *it, const void *ctx)
                 it->pl.decide.decision = d;
 }
 
+/* An agent forgets an ended transaction after a while (TXN_KEEP_*), never one
+ * in doubt: a decision it no longer knows reached it before, and asking again
+ * would never end. (An abort it never knew it answers OK itself.) */
+static int forgotten(const struct item *it)
+{
+        return it->rep && it->rep->code == LOCKSTEP__ERROR_CODE__E_UNKNOWN_TXN;
+}
+
 static void tell_say(const struct round *rd, const struct item *it, const char *why)
 {
         const struct tell_ctx *c = rd->ctx;
         const char *id = agentlink_id(it->link);
 
-        if (why)
+        if (forgotten(it))
+                engine_emit(rd->p, "DECIDE   %-12s no longer keeps it: it ended there before", id);
+        else if (why)
                 engine_emit(rd->p, "DECIDE   %-12s not confirmed (try %d of %d): %s", id, c->attempt + 1, DECIDE_TRIES,
                             why);
         else if (c->commit)
@@ -589,7 +599,7 @@ size_t engine_tell(struct engine *e, const char *txid, struct agentlink *const *
                         while (i < n && links[i] != sub.v[j].link)
                                 i++;
                         assert(i < n);
-                        if (item_ok(&sub.v[j])) {
+                        if (item_ok(&sub.v[j]) || forgotten(&sub.v[j])) {
                                 done[i] = 1;
                                 left--;
                         }

@@ -33,6 +33,7 @@ enum vote {
         NOBODY,     /* no socket at the agent's URL */
         WRONG_KEY,  /* every command answered with the unsigned unknown-key code */
         FLIPPED,    /* FREEZE answered with a signed refusal of another txid */
+        FORGOT,     /* a commit answered "unknown transaction": it ended here and was forgotten */
 };
 
 struct seen {
@@ -140,6 +141,12 @@ static int handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, size
                 rep.code = LOCKSTEP__ERROR_CODE__E_REJECTED;
                 rep.reject_reason = LS_EROLE;
                 rep.message = "host-b: command refused: role";
+                rep.n_members = 0;
+        }
+        if (a->vote == FORGOT && cmd->step == LOCKSTEP__STEP__STEP_DECIDE &&
+            cmd->decide->decision == LOCKSTEP__DECISION__DECISION_COMMIT) {
+                rep.code = LOCKSTEP__ERROR_CODE__E_UNKNOWN_TXN;
+                rep.message = "host-b: DECIDE: unknown transaction";
                 rep.n_members = 0;
         }
         r = env_seal_reply(a->key, &rep, ret, ret_len, &err);
@@ -573,6 +580,23 @@ static void test_cut_unreachable_waits_for_recovery(void **state)
         }
 }
 
+/* An agent keeps an ended transaction only a while, and nothing in doubt is
+ * forgotten: a commit it no longer knows was told before. Resent after that
+ * (recovery, a restarted lockstepd), it is done, not retried forever. */
+static void test_cut_commit_forgotten_is_told(void **state)
+{
+        struct fx *f = *state;
+        struct cat_txn t;
+        char steps[200];
+
+        f->agents[1].vote = FORGOT;
+        cut(f, 0, &t);
+        assert_true(t.committed);
+        assert_int_equal(t.state, CAT_TXN_DONE);
+        steps_of(&f->agents[1], steps, sizeof(steps));
+        assert_string_equal(steps, "FREEZE SNAPSHOT DECIDE:commit");
+}
+
 /* A refusal before anything is sent is the caller's to log: err filled
  * once, nothing begun. */
 static void test_cut_refused_fills_err_once(void **state)
@@ -606,6 +630,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_cut_one_no_aborts_all, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_cut_silent_aborts, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_cut_unreachable_waits_for_recovery, setup_nobody, teardown),
+                cmocka_unit_test_setup_teardown(test_cut_commit_forgotten_is_told, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_cut_refused_fills_err_once, setup, teardown),
         };
 
