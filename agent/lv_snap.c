@@ -67,6 +67,20 @@ static int check_memory(const struct lv *lv, const char *vm, const char *txid, c
         return 0;
 }
 
+/* A paused guest cannot be frozen; QEMU pauses one itself when a write fails
+ * (a full disk, by default): then say what an operator has to do. */
+static int paused_refusal(virDomainPtr d, lserr *err)
+{
+        int state = 0, reason = 0;
+
+        if (virDomainGetState(d, &state, &reason, 0) == 0 && state == VIR_DOMAIN_PAUSED &&
+            reason == VIR_DOMAIN_PAUSED_IOERROR)
+                return lserr_set(err, LS_EPAUSED, "validate: domain was paused by an I/O error (a full disk?): "
+                                                  "resume it once the disk has room (virsh resume); fsfreeze "
+                                                  "cannot run in it");
+        return lserr_set(err, LS_EPAUSED, "validate: domain is paused: fsfreeze cannot run in it");
+}
+
 int lv_snap_check(void *be, const char *vm, const char *txid, unsigned flags, lserr *err)
 {
         struct lv *lv = be;
@@ -84,7 +98,7 @@ int lv_snap_check(void *be, const char *vm, const char *txid, unsigned flags, ls
         if ((flags & HV_CHECK_MEMORY) && virDomainGetInfo(d, &info) < 0)
                 return lv_err_fail(err, "validate: domain info");
         if (dom.state == HV_PAUSED && (flags & HV_CHECK_QUIESCE))
-                return lserr_set(err, LS_EPAUSED, "validate: domain is paused: fsfreeze cannot run in it");
+                return paused_refusal(d, err);
         if (dom.state != HV_RUNNING && dom.state != HV_PAUSED)
                 return lserr_set(err, LS_ENOTRUNNING, "validate: domain is not running");
         if (dom.n_disks == 0)
