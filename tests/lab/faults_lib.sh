@@ -36,7 +36,7 @@ f_setup() {
         export LOCKSTEP_FAILPOINT_DIR=$FP
         export LOCKSTEP_LAB_SMALL_IMAGES=host-b:192
         t_up_product --vms 4
-        trap '[ -z "$WPID" ] || kill "$WPID" 2> /dev/null; [ -z "$DPID" ] || kill "$DPID" 2> /dev/null; t_down; rm -rf "$T_LOG" "$FP" "$W"' EXIT
+        trap 'for p in $WPID $DPID; do kill "$p" 2> /dev/null || true; done; t_down; rm -rf "$T_LOG" "$FP" "$W"' EXIT
         # A hung guest agent must be given up on (the member votes no, named)
         # before lockstepd's step deadline gives up on its whole host.
         for h in $(lab_hosts); do
@@ -369,9 +369,13 @@ s_disk-full() {
                 t_fail "$S: host-b is not named in the cut's result"
         rm -f "$dir/.filler"
         # A guest that wrote while the disk was full was paused by QEMU (I/O
-        # error), not by lockstep: resumed as an operator would, and excused.
+        # error), not by lockstep: check says so, then it is resumed as an
+        # operator would, and excused.
         for vm in $(host_vms host-b); do
                 if "$LAB" virsh "$vm" domstate "$vm" --reason | grep -q 'paused (I/O error)'; then
+                        ls_cli check shop --json > "$W/check.json" 2>> "$T_LOG" || true
+                        jq -e --arg v "$vm" '.members[] | select(.vm == $v) | .message | test("paused by an I/O error")' \
+                                "$W/check.json" > /dev/null || t_fail "$S: check does not say $vm was paused by an I/O error: $(jq -c --arg v "$vm" '.members[] | select(.vm == $v)' "$W/check.json")"
                         "$LAB" virsh "$vm" resume "$vm" > /dev/null || t_fail "$S: $vm does not resume"
                         EXCUSE+=" $vm"
                         t_info "$S: $vm was paused by QEMU for the full disk (I/O error): resumed"
@@ -453,6 +457,7 @@ s_delay-loss() {
         t_lockstepd_restart
         kill "$DPID"
         wait "$DPID" || true
+        DPID=""
 }
 
 # db1's guest agent hangs (SIGSTOP inside the guest) before it answers the
