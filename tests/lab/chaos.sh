@@ -48,8 +48,12 @@ between() {
                 rv=$(ls_cli snapshot revert "$id" --yes --json) || t_fail "round $r: revert to $id: $(jq -r .reason <<< "$rv")"
                 un=$(ls_cli snapshot revert --undo "$(jq -r .id <<< "$rv")" --yes --json) ||
                         t_fail "round $r: undo of the revert to $id: $(jq -r .reason <<< "$un")"
+                # The undo keeps the reverted-to state as a branch: deleted, so
+                # that the image directories again hold the VMs' chains only.
+                ls_cli snapshot delete "$(jq -r .id <<< "$un")" > "$W/op.out" 2>&1 ||
+                        { cat "$W/op.out"; t_fail "round $r: delete of the branch the undo kept failed"; }
                 t_ring_flows
-                t_info "round $r: reverted to $id and undid it"
+                t_info "round $r: reverted to $id, undid it, deleted the branch it kept"
         fi
 }
 
