@@ -373,7 +373,13 @@ s_disk-full() {
         # operator would, and excused.
         for vm in $(host_vms host-b); do
                 if "$LAB" virsh "$vm" domstate "$vm" --reason | grep -q 'paused (I/O error)'; then
-                        ls_cli check shop --json > "$W/check.json" 2>> "$T_LOG" || true
+                        # The agent may still be busy undoing the cut on the full disk.
+                        for _ in $(seq 1 15); do
+                                ls_cli check shop --json > "$W/check.json" 2>> "$T_LOG" || true
+                                jq -e --arg v "$vm" '.members[] | select(.vm == $v) | .code != "UNREACHABLE"' \
+                                        "$W/check.json" > /dev/null && break
+                                sleep 2
+                        done
                         jq -e --arg v "$vm" '.members[] | select(.vm == $v) | .message | test("paused by an I/O error")' \
                                 "$W/check.json" > /dev/null || t_fail "$S: check does not say $vm was paused by an I/O error: $(jq -c --arg v "$vm" '.members[] | select(.vm == $v)' "$W/check.json")"
                         "$LAB" virsh "$vm" resume "$vm" > /dev/null || t_fail "$S: $vm does not resume"
