@@ -20,6 +20,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fsutil.h"
+#include "lserr.h"
+
 #define CHUNK_MAX (64 * 1024)
 /* Past this many queued bytes a direction stops reading: TCP's own flow control
  * then slows the sender instead of our memory growing. */
@@ -411,29 +414,14 @@ static int parse_u64(const char *opt, const char *s, uint64_t max, uint64_t *ret
         return 0;
 }
 
-/* Writes the port to a temporary file and renames it to path: a reader that
- * sees the file sees the whole number. */
+/* The port, whole or not at all, for a test to read (fsutil_write_atomic). */
 static int write_port_file(const char *path, unsigned port)
 {
-        char tmp[PATH_MAX];
-        FILE *f;
-        int r;
+        char buf[16];
+        lserr err = {0};
+        int n = snprintf(buf, sizeof(buf), "%u\n", port);
 
-        r = snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
-        if (r < 0 || (size_t)r >= sizeof(tmp))
-                return -ENAMETOOLONG;
-        f = fopen(tmp, "w");
-        if (!f)
-                return -errno;
-        fprintf(f, "%u\n", port);
-        r = fflush(f) == 0 && fsync(fileno(f)) == 0 ? 0 : -errno;
-        if (fclose(f) != 0 && r == 0)
-                r = -errno;
-        if (r == 0 && rename(tmp, path) < 0)
-                r = -errno;
-        if (r < 0)
-                unlink(tmp);
-        return r;
+        return fsutil_write_atomic(path, buf, (size_t)n, 0644, 0, &err);
 }
 
 static int listen_on(const struct sockaddr_storage *a, socklen_t len, unsigned *ret_port)

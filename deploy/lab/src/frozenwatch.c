@@ -18,6 +18,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fsutil.h"
+#include "lserr.h"
+
 #define MAX_VMS 64
 #define VM_NAME_MAX 64
 #define ERR_MAX 256
@@ -308,19 +311,17 @@ static void json_vm(FILE *f, const struct watch *w, uint64_t t)
                 w->reconnects, w->samples ? obs_names[w->last] : "unknown");
 }
 
-/* Writes the report to a temporary file next to path and renames it over path,
- * so a reader sees the old file or the whole new one. */
+/* The report, whole or not at all (fsutil_write_atomic): a reader sees the
+ * old file or the new one. */
 static int write_report(const char *path)
 {
-        char tmp[PATH_MAX];
+        char *buf = NULL;
+        size_t len = 0;
         uint64_t t = now_ms();
-        FILE *f;
+        lserr err = {0};
+        FILE *f = open_memstream(&buf, &len);
         int r;
 
-        r = snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
-        if (r < 0 || (size_t)r >= sizeof(tmp))
-                return -ENAMETOOLONG;
-        f = fopen(tmp, "w");
         if (!f)
                 return -errno;
         fprintf(f, "{\"interval_ms\":%u,\"agent_timeout_s\":%u,\"duration_ms\":%" PRIu64 ",\"vms\":[",
@@ -331,13 +332,8 @@ static int write_report(const char *path)
                 json_vm(f, &watches[i], t);
         }
         fputs("]}\n", f);
-        r = fflush(f) == 0 && fsync(fileno(f)) == 0 ? 0 : -errno;
-        if (fclose(f) != 0 && r == 0)
-                r = -errno;
-        if (r == 0 && rename(tmp, path) < 0)
-                r = -errno;
-        if (r < 0)
-                unlink(tmp);
+        r = fclose(f) == 0 ? fsutil_write_atomic(path, buf, len, 0644, 0, &err) : -ENOMEM;
+        free(buf);
         return r;
 }
 
