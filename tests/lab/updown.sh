@@ -127,4 +127,31 @@ grep -q 'removing a dead lab' "$T_LOG" || t_fail "lab up did not say it removed 
 after=$(machine_state)
 diff <(echo "$before") <(echo "$after") || t_fail "down after reaping a dead lab left something behind"
 t_ok "up over a dead lab (its processes killed): removes it, comes up, then down leaves nothing"
+
+# A dead lab of another LOCKSTEP_LAB_DIR (a killed session's) is removed by the
+# next down here too, so that tests that start with down start clean.
+other=$(mktemp -d /tmp/lab-other.XXXXXX)
+rmdir "$other"
+LOCKSTEP_LAB_DIR=$other "$LAB" up --hosts 1 --vms 1 > /dev/null 2>> "$T_LOG" || t_fail "other lab up failed"
+pids=()
+for f in "$other"/pids/*.pid "$other"/hosts/*/*.pid "$other"/hosts/*/run/libvirt/qemu/*.pid; do
+        [ -e "$f" ] && pids+=("$(cat "$f")")
+done
+kill -KILL "${pids[@]}" 2> /dev/null || true
+for _ in $(seq 100); do kill -0 "${pids[@]}" 2> /dev/null || break; sleep 0.1; done
+"$LAB" down 2>> "$T_LOG" || t_fail "lab down beside a dead lab of another dir failed"
+grep -q "removing a dead lab in $other" "$T_LOG" || t_fail "lab down did not say it removed the dead lab in $other"
+after=$(machine_state)
+diff <(echo "$before") <(echo "$after") || t_fail "down beside a dead lab of another dir left something behind"
+[ ! -e "$other" ] || t_fail "down left the dead lab's dir $other"
+t_ok "down removes a dead lab another LOCKSTEP_LAB_DIR left (its processes killed)"
+
+# Only its network left (the dir gone too): down removes the bridge and namespace.
+ip link add lsbr0 type bridge
+ip link set lsbr0 alias "lockstep-lab $other"
+ip netns add lslab-host-z
+"$LAB" down 2>> "$T_LOG" || t_fail "lab down beside a dead lab's network failed"
+after=$(machine_state)
+diff <(echo "$before") <(echo "$after") || t_fail "down left a dead lab's network behind"
+t_ok "down removes the network of a dead lab whose dir is gone"
 rm -f "$T_LOG"

@@ -58,6 +58,36 @@ reap_dead_lab() { # lab dir
         LOCKSTEP_LAB_DIR=$dir "$LAB_SELF" down || die "could not remove the dead lab in $dir"
 }
 
+# A lab that another LOCKSTEP_LAB_DIR left behind when its session was killed:
+# the bridge names its dir. Removed when none of its processes runs; a live one
+# is left alone. When that dir is gone too, only the network is left: the lab
+# namespaces are removed when no process runs in them.
+reap_foreign_lab() {
+        local owner ns
+        owner=$(sed -n 's/^lockstep-lab //p' "/sys/class/net/$LAB_BRIDGE/ifalias" 2>/dev/null || true)
+        [ -n "$owner" ] && [ "$owner" != "$LAB_DIR" ] || return 0
+        if [ -e "$owner/$LAB_MARKER" ]; then
+                reap_dead_lab "$owner" || say "down: the lab in $owner is up (it holds $LAB_BRIDGE); left alone"
+                return 0
+        fi
+        for ns in $(ip netns list | awk '{ print $1 }'); do
+                case "$ns" in "$LAB_NETNS_PREFIX"*) ;; *) continue ;; esac
+                if [ -n "$(ip netns pids "$ns" 2>/dev/null)" ]; then
+                        say "down: $ns still has processes; the network of the lab in $owner is left alone"
+                        return 0
+                fi
+        done
+        say "down: removing the network of a lab whose dir $owner is gone"
+        for ns in $(ip netns list | awk '{ print $1 }'); do
+                case "$ns" in "$LAB_NETNS_PREFIX"*)
+                        ip netns del "$ns" || warn "ip netns del $ns failed"
+                        ! ip link show "lsv-${ns#"$LAB_NETNS_PREFIX"}" > /dev/null 2>&1 ||
+                                ip link del "lsv-${ns#"$LAB_NETNS_PREFIX"}" || true ;;
+                esac
+        done
+        ip link del "$LAB_BRIDGE" || warn "ip link del $LAB_BRIDGE failed"
+}
+
 # Refuses to start over anything that is already there, ours or not.
 check_free() {
         local h owner
@@ -623,7 +653,8 @@ lab_down() {
                 if [ -e "$LAB_DIR" ]; then
                         die "$LAB_DIR has no $LAB_MARKER: not a lab dir, leaving it alone"
                 fi
-                say "down: no lab in $LAB_DIR, nothing to do"
+                say "down: no lab in $LAB_DIR"
+                reap_foreign_lab
                 return 0
         fi
         stop_pidfile "$LAB_DIR/pids/lockstepd.pid" lockstepd lockstepd
@@ -649,6 +680,7 @@ lab_down() {
         findmnt -rn -o TARGET | awk -v p="$LAB_DIR/" 'index($0, p) == 1' | sort -r |
                 while read -r m; do umount "$m" || umount -l "$m" || warn "umount $m failed"; done
         rm -rf --one-file-system "$LAB_DIR"
+        reap_foreign_lab
         say "lab down in $(($(now_ms) - t0)) ms"
 }
 
