@@ -302,6 +302,9 @@ static void recover_one(void *arg, const Lockstep__JournalTxn *jt)
                 recover_revert(rc->mg, t);
         else
                 recover_cut(rc->mg, t);
+        /* Up to TXN_KEEP_MAX finished ones are read back: holding all their
+         * members at once cost the agent ~140 KiB each after a restart. */
+        txn_compact(t);
         pthread_mutex_lock(&rc->mg->lock);
         t->next = rc->mg->list;
         rc->mg->list = t;

@@ -20,11 +20,11 @@ void txn_expire_lease(struct txn_mgr *mg, struct txn *t)
 }
 
 /* A decided transaction only answers resends from its stored replies: its
- * members (tens of KiB each) go a second later, so an hour of remembered
- * transactions stays small. */
-static void compact(struct txn *t, long long now)
+ * members (tens of KiB each) go, so an hour of remembered transactions stays
+ * small. Not while a guest of it is still frozen or paused. */
+void txn_compact(struct txn *t)
 {
-        if (!t->m || !t->finished_mono || !t->decided || now - t->finished_mono <= TXN_COMPACT_US)
+        if (!t->m || !t->finished_mono || !t->decided)
                 return;
         for (size_t i = 0; i < t->n; i++)
                 if (t->m[i].quiesced || t->m[i].paused)
@@ -48,7 +48,9 @@ static void tick_one(struct txn_mgr *mg, struct txn *t, long long now)
                     t->state != LOCKSTEP__JOURNAL_STATE__J_FREEZING && t->state != LOCKSTEP__JOURNAL_STATE__J_SNAPPING &&
                     txn_undo_member(mg, t, &t->m[i], 0) == 0)
                         txn_persist_or_log(mg, t);
-        compact(t, now);
+        /* A second after the end: a late resend still finds its members. */
+        if (t->finished_mono && now - t->finished_mono > TXN_COMPACT_US)
+                txn_compact(t);
 }
 
 /* Whether a finished transaction is forgotten now; kept counts the finished

@@ -161,6 +161,9 @@ struct txn *txn_from_journal(const Lockstep__JournalTxn *jt);
 
 /* Thaws a frozen transaction whose lease is over: it can only abort. */
 void txn_expire_lease(struct txn_mgr *mg, struct txn *t);
+/* Frees a decided, finished transaction's members (t->lock held or t unlisted);
+ * it answers from its stored replies alone. Not while one is frozen or paused. */
+void txn_compact(struct txn *t);
 /* One pass of the lease thread: expired leases, retried thaws, pruning. */
 void txn_lease_tick(struct txn_mgr *mg);
 int txn_lease_start(struct txn_mgr *mg, lserr *err);

@@ -8,15 +8,23 @@
 #
 #   soak_sim.sh [--cuts N] [--agents A] [--vms M] [--disks D] [--keep K]
 #               [--every S] [--memory-every E] [--abort-every F] [--out FILE]
+#               [--restart-at R] [--resume DIR]
 #
 # Every E-th cut (default 10) is a memory cut (a .mem file per VM beside the
 # overlays); after every F-th cut (default 100) one extra cut is made to abort
 # (an injected snapshot failure on one VM), so pending overlays get
 # discarded. Either is off with 0. N counts the committed cuts only.
+# After cut R (default N/4, 0: never) lockstepd and every agent are stopped
+# and started again on their catalog and journals.
 # CI runs the default (1000 cuts); `--cuts 100000` is the run by hand.
 # Samples (every S cuts, at 25/50/75/100 % and after the first cut) go to
 # $T/soak.jsonl, one JSON object per line, and to FILE with --out.
-window=5 cuts=1000 agents=3 vms=3 disks=1 keep=3 every=50 mem_every=10 abort_every=100 out_file=
+# --resume DIR goes on with the group of an earlier run kept in DIR (KEEP=1),
+# e.g. one killed half-way: its daemons are started again on their catalog,
+# journals and sim images, and cuts are counted on from its last sample (the
+# same --agents/--vms/--disks/--keep as that run). Bounds are checked over the
+# resumed part; the earlier run's samples stay in DIR/soak.jsonl.
+window=5 cuts=1000 agents=3 vms=3 disks=1 keep=3 every=50 mem_every=10 abort_every=100 out_file= resume= restart_at=
 while [ $# -gt 0 ]; do
         case $1 in
         --cuts) cuts=$2; shift 2 ;;
@@ -28,17 +36,36 @@ while [ $# -gt 0 ]; do
         --memory-every) mem_every=$2; shift 2 ;;
         --abort-every) abort_every=$2; shift 2 ;;
         --out) out_file=$2; shift 2 ;;
-        -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
+        --restart-at) restart_at=$2; shift 2 ;;
+        --resume) resume=$(cd "$2" && pwd); shift 2 ;;
+        -h | --help) sed -n '2,27p' "$0"; exit 0 ;;
         *) echo "soak_sim: unknown option $1" >&2; exit 2 ;;
         esac
 done
 for v in cuts agents vms disks keep every; do
         [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "soak_sim: --$v needs a positive integer" >&2; exit 2; }
 done
-[[ $mem_every =~ ^[0-9]+$ && $abort_every =~ ^[0-9]+$ ]] || { echo "soak_sim: --memory-every/--abort-every need an integer" >&2; exit 2; }
+restart_at=${restart_at:-$((cuts / 4))}
+[[ $mem_every =~ ^[0-9]+$ && $abort_every =~ ^[0-9]+$ && $restart_at =~ ^[0-9]+$ ]] ||
+        { echo "soak_sim: --memory-every/--abort-every/--restart-at need an integer" >&2; exit 2; }
 [ "$cuts" -ge 4 ] || { echo "soak_sim: --cuts must be at least 4" >&2; exit 2; }
 
 . "$(dirname "$0")/lib.sh"
+
+start_cut=0
+if [ -n "$resume" ]; then
+        [ -f "$resume/coordinator.yaml" ] && [ -f "$resume/soak.jsonl" ] ||
+                { echo "soak_sim: $resume is not a kept soak_sim dir (no coordinator.yaml or soak.jsonl)" >&2; exit 2; }
+        for a in $(seq 1 "$agents"); do
+                [ -f "$resume/h$a/agent.yaml" ] || { echo "soak_sim: $resume has no agent h$a (was it run with --agents $agents?)" >&2; exit 2; }
+        done
+        # Not the fresh dir lib.sh made: the kept one, kept again at the end.
+        rm -rf "$T"
+        T=$resume KEEP=1
+        start_cut=$(jq -r 'select(.cut != null) | .cut' "$T/soak.jsonl" | tail -n 1)
+        [[ $start_cut =~ ^[0-9]+$ ]] && [ "$start_cut" -lt "$cuts" ] ||
+                { echo "soak_sim: $T/soak.jsonl's last sample (cut '${start_cut}') leaves nothing to do for --cuts $cuts" >&2; exit 2; }
+fi
 
 command -v sqlite3 >/dev/null || { echo "# sqlite3 missing (deploy/install-deps.sh installs it): skipped"; exit 77; }
 
@@ -59,10 +86,16 @@ for a in $(seq 1 "$agents"); do
                 doms+=("domain ${h}vm$v disks=$disk_list")
                 members+=("${h}vm$v@$h")
         done
-        sim_agent "$h" "${doms[@]}" "latency freeze=0 snapshot=0 thaw=0 check=0 ga_ping=0 discard=0"
-        # Two windows (10 s) is how long an agent keeps every finished
-        # transaction before TXN_KEEP_MAX applies (agent/txn.h).
-        echo "time_window_s: $window" >> "$T/$h/agent.yaml"
+        if [ -z "$resume" ]; then
+                sim_agent "$h" "${doms[@]}" "latency freeze=0 snapshot=0 thaw=0 check=0 ga_ping=0 discard=0"
+                # Two windows (10 s) is how long an agent keeps every finished
+                # transaction before TXN_KEEP_MAX applies (agent/txn.h).
+                echo "time_window_s: $window" >> "$T/$h/agent.yaml"
+        else
+                # An injected failure the killed run had not taken back yet.
+                sed -i '/^fail /d' "$T/$h/sim.txt"
+                STARTED[$h]=1
+        fi
         start_agent "$h"
         hosts+=("$h")
 done
@@ -74,6 +107,7 @@ GROUP_YAML="  - name: soak
     lease_s: 30
     retention: {keep_last: $keep}"
 mport=$(free_port)
+[ -z "$resume" ] || mport=$(sed -n 's|^metrics: http://127.0.0.1:||p' "$T/coordinator.yaml")
 # Small history bounds, so that 1,000 cuts show them hold (defaults: 10000,
 # 200000, 200000).
 history_keep=50 audit_keep=2000 events_keep=200
@@ -81,7 +115,7 @@ COORD_EXTRA="metrics: http://127.0.0.1:$mport
 history_keep: $history_keep
 audit_keep: $audit_keep
 events_keep: $events_keep"
-coordinator "${hosts[@]}"
+[ -n "$resume" ] || coordinator "${hosts[@]}"
 start_lockstepd
 lsd_pid=$(cat "$T/lockstepd.pid")
 # The agents' rows (and their /metrics series) now, not at the first health poll.
@@ -113,6 +147,20 @@ metrics_series() {
                 printf 'GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
                 cat <&3) 2>/dev/null) || { echo -1; return; }
         sed '1,/^\r\{0,1\}$/d' <<<"$body" | grep -c '^lockstep_' || true
+}
+
+# Every daemon stopped and started again: what it remembers comes back from its
+# catalog and journals (a restarted agent reads up to TXN_KEEP_MAX of them).
+restarts=0 restart_fail=
+restart_all() {
+        local a
+        kill -TERM "$lsd_pid"
+        wait "$lsd_pid" 2>/dev/null || true
+        for a in "${hosts[@]}"; do stop_agent "$a"; done
+        for a in "${hosts[@]}"; do start_agent "$a" || { restart_fail="agent $a did not come back"; return 1; }; done
+        start_lockstepd || { restart_fail="lockstepd did not come back"; return 1; }
+        lsd_pid=$(cat "$T/lockstepd.pid")
+        restarts=$((restarts + 1))
 }
 
 live_cuts() { sql "SELECT txid FROM txns WHERE kind = 'snapshot' AND committed = 1 AND cut_status <> 'deleted'"; }
@@ -250,16 +298,17 @@ check_sample() {
 }
 
 # ---- the soak ------------------------------------------------------------------------
-q1=$((cuts / 4)) q2=$((cuts / 2)) q3=$((cuts * 3 / 4))
+span=$((cuts - start_cut))
+q1=$((start_cut + span / 4)) q2=$((start_cut + span / 2)) q3=$((start_cut + span * 3 / 4))
 create_ms=() prune_ms=()
 failed_cuts=0 failed_prunes=0 consecutive=0 first_fail= done_cuts=0 aborts_tried=0 aborts_ok=0 first_abort_fail=
 last_host=${hosts[-1]} last_vm=${hosts[-1]}vm$vms
-printf '# soak: %s cuts, %s agents x %s VMs x %s disk(s), keep_last %s%s\n' "$cuts" "$agents" "$vms" "$disks" "$keep" \
-        "$([ $asan = 1 ] && echo ', ASan build')"
+printf '# soak: %s cuts, %s agents x %s VMs x %s disk(s), keep_last %s%s%s\n' "$cuts" "$agents" "$vms" "$disks" "$keep" \
+        "$([ $asan = 1 ] && echo ', ASan build')" "${resume:+, resumed after cut $start_cut in $resume}"
 printf '%7s %8s %7s %6s %7s %7s %7s %7s %6s %6s %5s %5s %5s %6s %6s %8s %8s %5s %7s\n' cut db_KiB wal_KiB txns \
         members images audit events lsdMiB agtMiB chain ovl stale jfiles branch lsdlogK agtlogK mser ms/cut
 t_start=$EPOCHREALTIME
-for i in $(seq 1 "$cuts"); do
+for i in $(seq $((start_cut + 1)) "$cuts"); do
         mode=()
         [ "$mem_every" = 0 ] || [ $((i % mem_every)) != 0 ] || mode=(--mode memory)
         t0=$EPOCHREALTIME
@@ -290,12 +339,15 @@ for i in $(seq 1 "$cuts"); do
         create_ms+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", (b - a) * 1000}')")
         prune_ms+=("$(awk -v a="$t1" -v b="$t2" 'BEGIN {printf "%.1f", (b - a) * 1000}')")
         done_cuts=$i
-        if [ "$i" = 1 ] || [ $((i % every)) = 0 ] || [ "$i" = "$q1" ] || [ "$i" = "$q2" ] || [ "$i" = "$q3" ] || [ "$i" = "$cuts" ]; then
+        if [ "$i" = $((start_cut + 1)) ] || [ $((i % every)) = 0 ] || [ "$i" = "$q1" ] || [ "$i" = "$q2" ] || [ "$i" = "$q3" ] || [ "$i" = "$cuts" ]; then
                 n=${#create_ms[@]}; from=$((n > every ? n - every : 0))
                 recent_ms=$(printf '%s\n' "${create_ms[@]:$from}" "${prune_ms[@]:$from}" |
                         awk -v n=$((n - from)) '{s += $1} END {printf "%.1f", s / n}')
                 sample "$i"
                 check_sample
+        fi
+        if [ "$i" = "$restart_at" ] && [ "$i" != "$cuts" ]; then
+                restart_all || { echo "# restart after cut $i failed: $restart_fail"; break; }
         fi
         # A chain that is full or an agent that is gone fails every cut from
         # then on: say so once instead of spending the budget on it.
@@ -317,6 +369,8 @@ check "every cut commits ($done_cuts of $cuts ran, $failed_cuts failed${first_fa
         [ "$failed_cuts" = 0 -a "$done_cuts" = "$cuts" ]
 check "every cut with an injected snapshot failure aborts ($aborts_ok of $aborts_tried${first_abort_fail:+; first: $first_abort_fail})" \
         [ "$aborts_ok" = "$aborts_tried" ]
+[ "$restart_at" = 0 ] || [ "$restart_at" -le "$start_cut" ] || [ "$restart_at" -ge "$cuts" ] ||
+        check "lockstepd and every agent restarted after cut $restart_at (${restarts}x${restart_fail:+: $restart_fail})" [ "$restarts" = 1 ]
 check "every prune exits 0 ($failed_prunes failed${first_prune_fail:+; first: $first_prune_fail})" [ "$failed_prunes" = 0 ]
 check "retention keeps exactly keep_last=$keep live cuts at the end (catalog: $(fin live_cuts))" [ "$(fin live_cuts)" = "$keep" ]
 check "sim chain depth per disk <= K+2 = $max_depth at every sample${viol_chain:+ (${viol_chain[0]}, ${#viol_chain[@]} violations)}" \
@@ -421,9 +475,9 @@ mean() { printf '%s\n' "$@" | awk '{s += $1; n++} END {printf "%.1f", n ? s / n 
 n=${#create_ms[@]}; h=$((n < 100 ? n : 100))
 echo "# per-cut wall time (ms), mean of the first/last $h cuts: snapshot create $(mean "${create_ms[@]:0:$h}") / $(mean "${create_ms[@]:$((n - h))}")," \
         "prune $(mean "${prune_ms[@]:0:$h}") / $(mean "${prune_ms[@]:$((n - h))}")"
-echo "# total $(awk -v a="$t_start" -v b="$t_end" 'BEGIN {printf "%.1f", b - a}') s for $done_cuts cuts; samples in $T/soak.jsonl"
-printf '{"summary":{"cuts":%s,"failed":%s,"aborted_on_purpose":%s,"seconds":%s,"create_ms_first":%s,"create_ms_last":%s,"prune_ms_first":%s,"prune_ms_last":%s,"asan":%s}}\n' \
-        "$done_cuts" "$failed_cuts" "$aborts_ok" "$(awk -v a="$t_start" -v b="$t_end" 'BEGIN {printf "%.1f", b - a}')" \
+echo "# total $(awk -v a="$t_start" -v b="$t_end" 'BEGIN {printf "%.1f", b - a}') s for $((done_cuts - start_cut)) cuts; samples in $T/soak.jsonl"
+printf '{"summary":{"resumed_after":%s,"cuts":%s,"failed":%s,"aborted_on_purpose":%s,"seconds":%s,"create_ms_first":%s,"create_ms_last":%s,"prune_ms_first":%s,"prune_ms_last":%s,"asan":%s}}\n' \
+        "$start_cut" "$done_cuts" "$failed_cuts" "$aborts_ok" "$(awk -v a="$t_start" -v b="$t_end" 'BEGIN {printf "%.1f", b - a}')" \
         "$(mean "${create_ms[@]:0:$h}")" "$(mean "${create_ms[@]:$((n - h))}")" "$(mean "${prune_ms[@]:0:$h}")" \
         "$(mean "${prune_ms[@]:$((n - h))}")" "$asan" >> "$T/soak.jsonl"
 [ -z "$out_file" ] || cp "$T/soak.jsonl" "$out_file"
