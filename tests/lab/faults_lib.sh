@@ -331,9 +331,20 @@ s_kill-libvirtd() {
         arm host-a agent-reply-FREEZE
         cut_bg
         held_wait host-a agent-reply-FREEZE
-        kill -9 "$(cat "$D/hosts/host-a/libvirtd.pid")"
+        local lvd
+        lvd=$(cat "$D/hosts/host-a/libvirtd.pid")
+        kill -9 "$lvd"
         release host-a agent-reply-FREEZE
-        "$LAB" libvirtd-restart host-a > /dev/null 2>> "$T_LOG" || t_fail "$S: libvirtd did not start again"
+        # Gone before it is started again: a loaded machine takes a while to
+        # reap it, and libvirtd-restart refuses while the old one still runs.
+        for _ in $(seq 300); do
+                [ -e "/proc/$lvd" ] && ! grep -q '^State:.*Z' "/proc/$lvd/status" 2> /dev/null || break
+                sleep 0.1
+        done
+        "$LAB" libvirtd-restart host-a > /dev/null 2>> "$T_LOG" || {
+                tail -n 3 "$T_LOG"
+                t_fail "$S: libvirtd did not start again"
+        }
         cut_wait
 }
 
