@@ -39,7 +39,9 @@ static int do_thaw(const struct simcfg *c, const char *vm, const struct simdom *
 {
         int was = st->frozen;
 
-        (void)err;
+        /* As libvirt: no guest agent to ask in a domain that does not run. */
+        if (st->state != HV_RUNNING)
+                return lserr_set(err, LS_ENOTRUNNING, "fsthaw: domain is not running");
         st->frozen = 0;
         if (sim_config_has_line(c, "thaw_early", vm, NULL))
                 return 0;

@@ -97,6 +97,10 @@ int sim_state_change(struct sim *s, const char *vm, const char *op, sim_change_f
         sim_state_read(&c, vm, &d, &st);
         r = fn(&c, vm, &d, &st, err);
         w = sim_state_write(&c, vm, &d, &st, err);
+        /* "lost OP VM": done, but the answer never came back (the connection to
+         * the hypervisor broke under it): the caller cannot tell it happened. */
+        if (w >= 0 && r >= 0 && sim_config_has_line(&c, "lost", op, vm))
+                return lserr_set(err, LS_EHV, "%s: connection to the hypervisor lost before its answer", op);
         return w < 0 ? w : r;
 }
 

@@ -272,10 +272,14 @@ static int do_check(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t **
         snprintf(t->cut, sizeof(t->cut), "%s", cmd->txid);
         pthread_mutex_lock(&mg->lock);
         for (size_t i = 0; i < t->n; i++) {
-                struct txn *h = txn_holder(mg, t->m[i].vm);
+                int thawing = 0;
+                struct txn *h = txn_holder(mg, t->m[i].vm, &thawing);
                 if (h)
                         txn_member_fail(mg, &t->m[i], LOCKSTEP__ERROR_CODE__E_BUSY,
-                                        "check: held by transaction %s; a cut now would be refused", h->txid);
+                                        thawing ? "check: its thaw after transaction %s failed and is being retried; "
+                                                  "a cut now would be refused"
+                                                : "check: held by transaction %s; a cut now would be refused",
+                                        h->txid);
         }
         pthread_mutex_unlock(&mg->lock);
         for (unsigned tier = 0; tier <= txn_max_tier(t); tier++)

@@ -65,12 +65,28 @@ int txn_any_failed(const struct txn *t)
         return txn_first_code(t) != LOCKSTEP__ERROR_CODE__OK;
 }
 
+/* A domain that is shut off holds no frozen filesystem and no paused vCPU
+ * of ours any more: its QEMU went, and that state with it. (libvirt says "not
+ * running" of a paused domain too, which still needs its thaw.) */
+static int gone_off(struct txn_mgr *mg, const char *vm)
+{
+        struct hv_domain d;
+        lserr err = {0};
+
+        return hv_lookup(mg->hv, vm, &d, &err) == 0 && d.state == HV_SHUTOFF;
+}
+
 /* Thaws (thaw) or resumes a member; 0 when nothing of ours is left of it. */
 static int undo_one(struct txn_mgr *mg, struct txn *t, struct member *mb, int thaw, int report_early)
 {
         lserr err = {0};
         int r = thaw ? hv_thaw(mg->hv, mb->vm, &err) : hv_resume(mg->hv, mb->vm, &err);
 
+        if (r == LS_ENOTRUNNING && gone_off(mg, mb->vm)) {
+                log_warn("txid=%s vm=%s shut off while %s: nothing left to undo", t->txid, mb->vm,
+                         thaw ? "frozen" : "paused");
+                r = LS_ENODOMAIN;
+        }
         if (r < 0 && r != LS_ENODOMAIN) {
                 txn_member_fail(mg, mb, LOCKSTEP__ERROR_CODE__E_THAW_FAILED, "%s", err.msg);
                 if (thaw)

@@ -67,14 +67,23 @@ struct txn *txn_find(struct txn_mgr *mg, const char *txid)
         return NULL;
 }
 
-struct txn *txn_holder(struct txn_mgr *mg, const char *vm)
+struct txn *txn_holder(struct txn_mgr *mg, const char *vm, int *ret_thawing)
 {
         for (struct txn *t = mg->list; t; t = t->next) {
-                if (!hold_members(t->state, t->decided))
-                        continue;
-                for (size_t i = 0; i < t->n; i++)
-                        if (!strcmp(t->m[i].vm, vm))
+                int held = hold_members(t->state, t->decided);
+                for (size_t i = 0; i < t->n; i++) {
+                        if (strcmp(t->m[i].vm, vm) != 0)
+                                continue;
+                        /* A thaw (or resume) that failed is retried by the lease
+                         * thread until it succeeds: a new cut's freeze would be
+                         * undone under it. Its answer may have been lost with
+                         * the connection, so the guest may well run already. */
+                        if (held || t->m[i].quiesced || t->m[i].paused) {
+                                if (ret_thawing)
+                                        *ret_thawing = !held;
                                 return t;
+                        }
+                }
         }
         return NULL;
 }
@@ -97,12 +106,17 @@ int txn_enlist(struct txn_mgr *mg, struct txn *t, Lockstep__JournalState state, 
                                 step, t->txid);
         busy = late;
         for (size_t i = 0; !late && i < t->n; i++) {
-                struct txn *h = txn_holder(mg, t->m[i].vm);
-                if (h) {
+                int thawing = 0;
+                struct txn *h = txn_holder(mg, t->m[i].vm, &thawing);
+                if (h && thawing)
+                        txn_member_fail(mg, &t->m[i], LOCKSTEP__ERROR_CODE__E_BUSY,
+                                        "%s: its thaw after transaction %s failed and is being retried (the "
+                                        "hypervisor did not answer); try again when it succeeds",
+                                        step, h->txid);
+                else if (h)
                         txn_member_fail(mg, &t->m[i], LOCKSTEP__ERROR_CODE__E_BUSY,
                                         "%s: held by transaction %s; try again when it is finished", step, h->txid);
-                        busy = 1;
-                }
+                busy |= h != NULL;
         }
         pthread_mutex_lock(&t->lock);
         t->state = busy ? LOCKSTEP__JOURNAL_STATE__J_ABORTED : state;

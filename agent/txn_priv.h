@@ -93,8 +93,9 @@ static inline void txn_freep(struct txn **t)
 
 /* The transaction txid or NULL (mg->lock held). */
 struct txn *txn_find(struct txn_mgr *mg, const char *txid);
-/* Which open transaction holds vm, if any (mg->lock held). */
-struct txn *txn_holder(struct txn_mgr *mg, const char *vm);
+/* Which open transaction holds vm, if any (mg->lock held); also one that
+ * ended but still retries a failed thaw or resume of it (*ret_thawing 1). */
+struct txn *txn_holder(struct txn_mgr *mg, const char *vm, int *ret_thawing);
 /* Adds t to the open ones, taking its members: a member that another open
  * transaction holds is marked E_BUSY ("<step>: held by ..."), every member of
  * a txid already decided here (txn_note_decided) E_BAD_STATE. Returns with

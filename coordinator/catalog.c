@@ -108,6 +108,9 @@ void cat_unlockp(struct catalog **c)
 
 int cat_begin(struct catalog *c)
 {
+        /* A batch takes single-row writes only: its transaction is not to be
+         * committed or rolled back by a function that joins it. */
+        assert(!c->batch);
         return sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
 }
 
@@ -118,8 +121,48 @@ int cat_commit(struct catalog *c)
 
 void cat_rollbackp(struct catalog **c)
 {
-        if (*c && (*c)->db && !sqlite3_get_autocommit((*c)->db))
+        if (*c && (*c)->db && !(*c)->batch && !sqlite3_get_autocommit((*c)->db))
                 sqlite3_exec((*c)->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+int cat_batch_begin(struct catalog *c, lserr *err)
+{
+        int rc;
+
+        cat_lock(c);
+        assert(!c->batch);
+        rc = sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+        if (rc != SQLITE_OK) {
+                /* The rows go one by one then, each its own transaction. */
+                lserr_set(err, cat_rc_errno(rc), "catalog \"%s\": begin a batch of records: %s", c->path,
+                          cat_why(c, rc));
+                pthread_mutex_unlock(&c->lock);
+                return err->code;
+        }
+        c->batch = 1;
+        return 0;
+}
+
+int cat_batch_end(struct catalog *c, lserr *err)
+{
+        __attribute__((unused)) _cleanup_(cat_unlockp) struct catalog *locked = c;
+        int rc = SQLITE_OK;
+
+        assert(c->batch);
+        c->batch = 0;
+        /* A full disk or an I/O error makes SQLite roll the whole transaction
+         * back itself: the rows after it were written one by one. */
+        if (sqlite3_get_autocommit(c->db))
+                return lserr_set(err, -EIO, "catalog \"%s\": a batch of records was rolled back by SQLite (full "
+                                 "disk or I/O error?): some of its rows are missing", c->path);
+        rc = sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL);
+        if (rc != SQLITE_OK) {
+                lserr_set(err, cat_rc_errno(rc), "catalog \"%s\": commit a batch of records: %s", c->path,
+                          cat_why(c, rc));
+                sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+                return err->code;
+        }
+        return 0;
 }
 
 /* ---- the statement helper --------------------------------------------------- */
@@ -175,20 +218,68 @@ static int prepare_v(struct catalog *c, sqlite3_stmt **ret, const char *sql, con
         return SQLITE_OK;
 }
 
+/* The cached statement for sql (a literal: its address is the key), or NULL. */
+static sqlite3_stmt *cache_get(struct catalog *c, const char *sql)
+{
+        for (unsigned i = 0; i < CAT_STMT_CACHE; i++)
+                if (c->cache_sql[i] == sql)
+                        return c->cache_st[i];
+        return NULL;
+}
+
+/* Keeps st for sql, in place of the oldest one kept. */
+static void cache_put(struct catalog *c, const char *sql, sqlite3_stmt *st)
+{
+        unsigned i = c->cache_next++ % CAT_STMT_CACHE;
+
+        sqlite3_finalize(c->cache_st[i]);
+        c->cache_sql[i] = sql;
+        c->cache_st[i] = st;
+}
+
+static void cache_clear(struct catalog *c)
+{
+        for (unsigned i = 0; i < CAT_STMT_CACHE; i++) {
+                sqlite3_finalize(c->cache_st[i]);
+                c->cache_st[i] = NULL;
+                c->cache_sql[i] = NULL;
+        }
+}
+
+static int bind_all(sqlite3_stmt *st, const char *fmt, va_list *ap)
+{
+        /* A format that does not match the SQL is this program's bug. */
+        assert(sqlite3_bind_parameter_count(st) == (int)strlen(fmt));
+        for (int i = 0; fmt[i]; i++) {
+                int rc = bind_one(st, i + 1, fmt[i], ap);
+                if (rc != SQLITE_OK)
+                        return rc;
+        }
+        return SQLITE_OK;
+}
+
 int cat_exec(struct catalog *c, const char *sql, const char *fmt, ...)
 {
-        _cleanup_(cat_stmt_finalizep) sqlite3_stmt *st = NULL;
+        sqlite3_stmt *st = cache_get(c, sql);
         va_list ap;
-        int rc;
+        int rc = SQLITE_OK;
 
+        if (!st) {
+                rc = sqlite3_prepare_v2(c->db, sql, -1, &st, NULL);
+                if (rc != SQLITE_OK)
+                        return rc;
+                cache_put(c, sql, st);
+        }
         va_start(ap, fmt);
-        rc = prepare_v(c, &st, sql, fmt, &ap);
+        rc = bind_all(st, fmt, &ap);
         va_end(ap);
-        if (rc != SQLITE_OK)
-                return rc;
-        rc = sqlite3_step(st);
+        if (rc == SQLITE_OK)
+                rc = sqlite3_step(st);
         /* A statement that returns rows belongs in cat_query_row or cat_query_list. */
         assert(rc != SQLITE_ROW);
+        /* Its bound text is the caller's: nothing may point at it after this. */
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
         return rc;
 }
 
@@ -358,7 +449,11 @@ int cat_open(const char *path, struct catalog **ret, lserr *err)
         c = calloc(1, sizeof(*c));
         if (!c)
                 return -ENOMEM;
-        r = pthread_mutex_init(&c->lock, NULL);
+        pthread_mutexattr_t attr;
+        pthread_mutexattr_init(&attr);
+        pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+        r = pthread_mutex_init(&c->lock, &attr);
+        pthread_mutexattr_destroy(&attr);
         if (r != 0) {
                 free(TAKE_PTR(c));
                 return lserr_set(err, -r, "catalog \"%s\": mutex: %s", path, strerror(r));
@@ -391,6 +486,7 @@ struct catalog *cat_close(struct catalog *c)
                 return NULL;
         /* Every statement is finalized by the function that prepared it, so the
          * close is immediate; the WAL stays for the next open to check in. */
+        cache_clear(c);
         sqlite3_close_v2(c->db);
         pthread_mutex_destroy(&c->lock);
         free(c->path);

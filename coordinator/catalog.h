@@ -19,6 +19,15 @@ struct catalog;
 int cat_open(const char *path, struct catalog **ret, lserr *err);
 struct catalog *cat_close(struct catalog *c);
 
+/* Groups this thread's single-row writes that follow (cat_put_member,
+ * cat_put_image, cat_audit_add, cat_agent_put) into one SQLite transaction:
+ * one sync to disk instead of one per row. Other threads' catalog calls wait
+ * until cat_batch_end, so a batch holds records already in memory, never a
+ * network round. A row that fails is reported by its own call; the others stay. */
+int cat_batch_begin(struct catalog *c, lserr *err);
+/* Commits the batch and lets other threads in again; always ends it. */
+int cat_batch_end(struct catalog *c, lserr *err);
+
 /* ---- transactions (the decision log) ---------------------------------- */
 
 enum cat_txn_state {

@@ -19,12 +19,21 @@
 
 #define CAT_N_WORDS(a) (sizeof(a) / sizeof((a)[0]))
 
+/* Prepared single-row writes kept for reuse: preparing costs more than the
+ * insert itself when a cut records thousands of rows. */
+#define CAT_STMT_CACHE 16
+
 struct catalog {
         /* One connection, used by one thread at a time: SQLite's own mutexes are
-         * not enough because sqlite3_errmsg must be read before anyone else runs. */
+         * not enough because sqlite3_errmsg must be read before anyone else runs.
+         * Recursive: cat_batch_begin holds it while the same thread writes. */
         pthread_mutex_t lock;
         sqlite3 *db;
         char *path;
+        int batch; /* a cat_batch_begin transaction is open */
+        const char *cache_sql[CAT_STMT_CACHE]; /* the literal's address is the key */
+        sqlite3_stmt *cache_st[CAT_STMT_CACHE];
+        unsigned cache_next;
 };
 
 long long cat_now_us(void);
@@ -79,7 +88,8 @@ void cat_rollbackp(struct catalog **c);
 
 /* Prepares, binds and runs a statement that returns no rows. SQLITE_DONE, or
  * the failure; sqlite3_changes() and sqlite3_last_insert_rowid() tell the
- * rest while the lock is held. */
+ * rest while the lock is held. sql must be a string literal: the prepared
+ * statement is kept for reuse under its address. */
 int cat_exec(struct catalog *c, const char *sql, const char *fmt, ...);
 
 /* Decodes the current row into row; < 0 when a value cannot be decoded. */

@@ -16,10 +16,10 @@
 #include "cron.h"
 #include "names.h"
 
-#define AGENTS_MAX 1024
+#define AGENTS_MAX 10000
 #define GROUPS_MAX 1024
 #define TIERS_MAX 16
-#define MEMBERS_MAX 1024 /* per list, and per group across its tiers */
+#define MEMBERS_MAX 10000 /* per list, and per group across its tiers: 10,000 VMs in one cut */
 #define RETENTION_MAX 100000
 
 #define REQ_STR CFGLOAD_REQ_STR

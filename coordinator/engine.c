@@ -46,12 +46,54 @@ void engine_emit(const struct progress *p, const char *fmt, ...)
                 p->fn(p->arg, line);
 }
 
+/* FNV-1a: agent ids are short, and a fleet's are not chosen to collide. */
+static size_t id_hash(const char *s)
+{
+        uint64_t h = 14695981039346656037ULL;
+
+        for (; *s; s++)
+                h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+        return (size_t)h;
+}
+
+long engine_link_index(const struct engine *e, const char *agent)
+{
+        if (!e->hash_size)
+                return -1;
+        for (size_t i = id_hash(agent) & (e->hash_size - 1);; i = (i + 1) & (e->hash_size - 1)) {
+                unsigned v = e->link_hash[i];
+                if (!v)
+                        return -1;
+                if (!strcmp(agentlink_id(e->links[v - 1]), agent))
+                        return (long)v - 1;
+        }
+}
+
 struct agentlink *engine_link_of(struct engine *e, const char *agent)
 {
-        for (size_t i = 0; i < e->n_links; i++)
-                if (!strcmp(agentlink_id(e->links[i]), agent))
-                        return e->links[i];
-        return NULL;
+        long i = engine_link_index(e, agent);
+
+        return i < 0 ? NULL : e->links[i];
+}
+
+/* Every agent's index under its id: a round of a fleet looks each one up. */
+static int hash_links(struct engine *e)
+{
+        size_t size = 8;
+
+        while (size < 2 * e->n_links)
+                size *= 2;
+        e->link_hash = calloc(size, sizeof(*e->link_hash));
+        if (!e->link_hash)
+                return -ENOMEM;
+        e->hash_size = size;
+        for (size_t k = 0; k < e->n_links; k++) {
+                size_t i = id_hash(agentlink_id(e->links[k])) & (size - 1);
+                while (e->link_hash[i])
+                        i = (i + 1) & (size - 1);
+                e->link_hash[i] = (unsigned)k + 1;
+        }
+        return 0;
 }
 
 int engine_step_ms(const struct engine *e)
@@ -78,7 +120,8 @@ int engine_new(const struct cfg_coord *cfg, const struct keys_secret *key, struc
         e->ctr = ctr;
         e->slots = slots;
         e->links = calloc(cfg->n_agents ? cfg->n_agents : 1, sizeof(*e->links));
-        if (!e->links)
+        e->fingerprints = calloc(cfg->n_agents ? cfg->n_agents : 1, sizeof(*e->fingerprints));
+        if (!e->links || !e->fingerprints)
                 return -ENOMEM;
         for (unsigned i = 0; i < cfg->n_agents; i++) {
                 const struct cfg_peer *peer = &cfg->agents[i];
@@ -88,11 +131,14 @@ int engine_new(const struct cfg_coord *cfg, const struct keys_secret *key, struc
                 r = keys_load_public(peer->pubkey, &pub, &e2);
                 if (r < 0)
                         return lserr_set(err, r, "agent \"%s\": public key: %s", peer->id, e2.msg);
+                keys_fingerprint(pub.id, e->fingerprints[i]);
                 r = agentlink_open(peer->id, peer->url, &pub, key, e->ctr, &tls, &e->links[i], err);
                 if (r < 0)
                         return r;
                 e->n_links++;
         }
+        if (hash_links(e) < 0)
+                return -ENOMEM;
         *ret = TAKE_PTR(e);
         return 0;
 }
@@ -104,153 +150,10 @@ struct engine *engine_free(struct engine *e)
         for (size_t i = 0; i < e->n_links; i++)
                 agentlink_close(e->links[i]);
         free(e->links);
+        free(e->link_hash);
+        free(e->fingerprints);
         free(e);
         return NULL;
-}
-
-/* ---- items ------------------------------------------------------------------ */
-
-int items_alloc(struct items *its, size_t cap)
-{
-        its->v = calloc(cap ? cap : 1, sizeof(*its->v));
-        its->n = 0;
-        return its->v ? 0 : -ENOMEM;
-}
-
-void items_free(struct items *its)
-{
-        for (size_t i = 0; its->v && i < its->n; i++) {
-                struct item *it = &its->v[i];
-                free(it->req.buf);
-                free(it->members);
-                free(it->memberp);
-                free(it->mdisks);
-                free(it->mdiskp);
-                free(it->dimgs);
-                free(it->dimgp);
-                if (it->rep)
-                        lockstep__reply__free_unpacked(it->rep, NULL);
-        }
-        free(its->v);
-        its->v = NULL;
-        its->n = 0;
-}
-
-int item_members_alloc(struct item *it, size_t n)
-{
-        it->members = calloc(n ? n : 1, sizeof(*it->members));
-        it->memberp = calloc(n ? n : 1, sizeof(*it->memberp));
-        return it->members && it->memberp ? 0 : -ENOMEM;
-}
-
-/* The caller sized the arrays for every member it adds. */
-void item_add_member(struct item *it, const char *vm, unsigned tier, int crash)
-{
-        Lockstep__Member *mm = &it->members[it->n_members];
-
-        lockstep__member__init(mm);
-        mm->vm = (char *)vm;
-        mm->tier = tier;
-        mm->consistency = crash ? LOCKSTEP__CONSISTENCY__CONSISTENCY_CRASH : LOCKSTEP__CONSISTENCY__CONSISTENCY_QUIESCE;
-        it->memberp[it->n_members++] = mm;
-}
-
-/* Points cmd at the payload's live member; the step picks it. */
-static void item_wire(struct item *it)
-{
-        Lockstep__Command *c = &it->cmd;
-        struct payload *pl = &it->pl;
-
-        switch (pl->step) {
-        case LOCKSTEP__STEP__STEP_FREEZE:
-                lockstep__freeze_request__init(&pl->freeze);
-                c->payload_case = LOCKSTEP__COMMAND__PAYLOAD_FREEZE;
-                c->freeze = &pl->freeze;
-                break;
-        case LOCKSTEP__STEP__STEP_SNAPSHOT:
-                lockstep__snapshot_request__init(&pl->snapshot);
-                c->payload_case = LOCKSTEP__COMMAND__PAYLOAD_SNAPSHOT;
-                c->snapshot = &pl->snapshot;
-                break;
-        case LOCKSTEP__STEP__STEP_DECIDE:
-                lockstep__decide_request__init(&pl->decide);
-                c->payload_case = LOCKSTEP__COMMAND__PAYLOAD_DECIDE;
-                c->decide = &pl->decide;
-                break;
-        case LOCKSTEP__STEP__STEP_DELETE:
-                lockstep__delete_request__init(&pl->del);
-                c->payload_case = LOCKSTEP__COMMAND__PAYLOAD_DELETE;
-                c->delete_ = &pl->del;
-                break;
-        case LOCKSTEP__STEP__STEP_REVERT_PREPARE:
-                lockstep__revert_prepare_request__init(&pl->rprep);
-                c->payload_case = LOCKSTEP__COMMAND__PAYLOAD_REVERT_PREPARE;
-                c->revert_prepare = &pl->rprep;
-                break;
-        case LOCKSTEP__STEP__STEP_REVERT_STOP:
-                lockstep__revert_stop_request__init(&pl->rstop);
-                c->payload_case = LOCKSTEP__COMMAND__PAYLOAD_REVERT_STOP;
-                c->revert_stop = &pl->rstop;
-                break;
-        case LOCKSTEP__STEP__STEP_REVERT_SWITCH:
-                lockstep__revert_switch_request__init(&pl->rswitch);
-                c->payload_case = LOCKSTEP__COMMAND__PAYLOAD_REVERT_SWITCH;
-                c->revert_switch = &pl->rswitch;
-                break;
-        case LOCKSTEP__STEP__STEP_REVERT_START:
-                lockstep__revert_start_request__init(&pl->rstart);
-                c->payload_case = LOCKSTEP__COMMAND__PAYLOAD_REVERT_START;
-                c->revert_start = &pl->rstart;
-                break;
-        case LOCKSTEP__STEP__STEP_REVERT_DECIDE:
-                lockstep__revert_decide_request__init(&pl->rdecide);
-                c->payload_case = LOCKSTEP__COMMAND__PAYLOAD_REVERT_DECIDE;
-                c->revert_decide = &pl->rdecide;
-                break;
-        case LOCKSTEP__STEP__STEP_CHECK:
-                lockstep__check_request__init(&pl->check);
-                c->payload_case = LOCKSTEP__COMMAND__PAYLOAD_CHECK;
-                c->check = &pl->check;
-                break;
-        case LOCKSTEP__STEP__STEP_STATUS:
-                lockstep__status_request__init(&pl->status);
-                c->payload_case = LOCKSTEP__COMMAND__PAYLOAD_STATUS;
-                c->status = &pl->status;
-                break;
-        default:
-                assert(!"a step the engine never sends");
-        }
-}
-
-void item_step(struct item *it, const char *txid, Lockstep__Step step)
-{
-        lockstep__command__init(&it->cmd);
-        it->cmd.txid = (char *)txid;
-        it->cmd.step = step;
-        it->pl.step = step;
-        item_wire(it);
-        if (it->rep)
-                lockstep__reply__free_unpacked(it->rep, NULL);
-        it->rep = NULL;
-}
-
-int item_ok(const struct item *it)
-{
-        return it->rep && it->rep->code == LOCKSTEP__ERROR_CODE__OK;
-}
-
-void item_why(const struct item *it, char *out, size_t n)
-{
-        if (!it->rep) {
-                snprintf(out, n, "%s", it->err.msg);
-                return;
-        }
-        for (size_t i = 0; i < it->rep->n_members; i++)
-                if (it->rep->members[i]->code != LOCKSTEP__ERROR_CODE__OK && it->rep->members[i]->message[0]) {
-                        snprintf(out, n, "%s", it->rep->members[i]->message);
-                        return;
-                }
-        snprintf(out, n, "%s", it->rep->message[0] ? it->rep->message : "refused");
 }
 
 /* ---- fan-out ------------------------------------------------------------- */
@@ -261,33 +164,42 @@ static void hex(const uint8_t *b, size_t n, char *out)
                 snprintf(out + 2 * i, 3, "%02x", b[i]);
 }
 
-/* The audit is a record, not the transaction: a failure to write it is
- * logged here, the one place that knows, and the step goes on. */
-/* at_us 0: now. An answer is stamped when it came, not when it is recorded
- * (after the whole round): the report's reply times come from these rows. */
-static void audit_at(struct engine *e, const struct item *it, enum cat_dir dir, int code, const char *detail,
-                     long long at_us)
+/* The audit is a record, not the transaction: a row that cannot be kept is
+ * logged here, the one place that knows, and the step goes on. at_us 0: now.
+ * An answer is stamped when it came, not when it is written (after the round,
+ * or after the frozen window): the report's reply times come from these rows. */
+static void audit_at(struct item *it, enum cat_dir dir, int code, const char *detail, long long at_us)
 {
-        struct cat_audit a = {.at_us = at_us ? at_us : fsutil_now_us(), .dir = dir, .code = code};
-        lserr err = {0};
+        struct cat_audit *a;
 
-        snprintf(a.txid, sizeof(a.txid), "%s", it->cmd.txid ? it->cmd.txid : "");
-        snprintf(a.agent, sizeof(a.agent), "%s", agentlink_id(it->link));
-        snprintf(a.step, sizeof(a.step), "%s", env_step_name(it->cmd.step));
-        snprintf(a.detail, sizeof(a.detail), "%s", detail ? detail : "");
-        hex(it->req.hash, ENV_HASH_LEN, a.hash_hex);
-        if (cat_audit_add(e->cat, &a, &err) < 0)
-                log_err("audit: %s", err.msg);
+        if (it->n_aud == it->cap_aud) {
+                size_t cap = it->cap_aud ? 2 * it->cap_aud : 4;
+                struct cat_audit *v = reallocarray(it->aud, cap, sizeof(*v));
+                if (!v) {
+                        log_err("audit: %s %s of agent \"%s\": out of memory", it->cmd.txid ? it->cmd.txid : "",
+                                env_step_name(it->cmd.step), agentlink_id(it->link));
+                        return;
+                }
+                it->aud = v;
+                it->cap_aud = cap;
+        }
+        a = &it->aud[it->n_aud++];
+        *a = (struct cat_audit){.at_us = at_us ? at_us : fsutil_now_us(), .dir = dir, .code = code};
+        snprintf(a->txid, sizeof(a->txid), "%s", it->cmd.txid ? it->cmd.txid : "");
+        snprintf(a->agent, sizeof(a->agent), "%s", agentlink_id(it->link));
+        snprintf(a->step, sizeof(a->step), "%s", env_step_name(it->cmd.step));
+        snprintf(a->detail, sizeof(a->detail), "%s", detail ? detail : "");
+        hex(it->req.hash, ENV_HASH_LEN, a->hash_hex);
 }
 
-static void audit(struct engine *e, const struct item *it, enum cat_dir dir, int code, const char *detail)
+static void audit(struct item *it, enum cat_dir dir, int code, const char *detail)
 {
-        audit_at(e, it, dir, code, detail, 0);
+        audit_at(it, dir, code, detail, 0);
 }
 
 /* Seals an item's command into call c and records the send. On failure the
  * item's err says why and c is not to be sent. */
-static int fan_out_seal(struct engine *e, struct item *it, struct transport_call *c)
+static int fan_out_seal(struct item *it, struct transport_call *c)
 {
         int r;
 
@@ -296,7 +208,7 @@ static int fan_out_seal(struct engine *e, struct item *it, struct transport_call
         r = agentlink_seal(it->link, &it->cmd, &it->req, &it->err);
         if (r < 0)
                 return r;
-        audit(e, it, CAT_SENT, 0, NULL);
+        audit(it, CAT_SENT, 0, NULL);
         *c = (struct transport_call){.sock = agentlink_socket(it->link), .req = it->req.buf, .len = it->req.len};
         it->call = c;
         return 0;
@@ -305,8 +217,7 @@ static int fan_out_seal(struct engine *e, struct item *it, struct transport_call
 /* Sends the k sealed calls at once and gives every item that had one its
  * verified reply or the reason it has none. The reason is the item's to
  * report (a round's progress line, an agent's last error): not logged here. */
-static void fan_out_round(struct engine *e, struct item *items, size_t n, struct transport_call *calls, size_t k,
-                          int timeout_ms)
+static void fan_out_round(struct item *items, size_t n, struct transport_call *calls, size_t k, int timeout_ms)
 {
         transport_call_all_until(calls, k, timeout_ms, &stopping);
         for (size_t i = 0; i < n; i++) {
@@ -318,12 +229,12 @@ static void fan_out_round(struct engine *e, struct item *items, size_t n, struct
                 it->recv_us = c->done_us;
                 if (c->rc < 0) {
                         agentlink_fail(it->link, &it->cmd, c->rc, &it->err);
-                        audit_at(e, it, CAT_IGNORED, c->rc, it->err.msg, c->done_us);
+                        audit_at(it, CAT_IGNORED, c->rc, it->err.msg, c->done_us);
                 } else if (agentlink_accept(it->link, &it->cmd, &it->req, c->resp, c->resp_len, c->done_us, &it->rep,
                                             &it->err) < 0) {
-                        audit_at(e, it, CAT_IGNORED, it->err.code, it->err.msg, c->done_us);
+                        audit_at(it, CAT_IGNORED, it->err.code, it->err.msg, c->done_us);
                 } else {
-                        audit_at(e, it, CAT_RECEIVED, it->rep->code, it->rep->message, c->done_us);
+                        audit_at(it, CAT_RECEIVED, it->rep->code, it->rep->message, c->done_us);
                 }
                 free(c->resp);
         }
@@ -334,7 +245,7 @@ static void fan_out_round(struct engine *e, struct item *items, size_t n, struct
  * only. That round has a deadline of its own: a slow agent may have used up
  * the first. Once only: a second stale-counter refusal is the item's reply,
  * so a peer cannot keep a step looping. */
-void engine_fan_out(struct engine *e, struct item *items, size_t n, int timeout_ms)
+void engine_fan_out(struct item *items, size_t n, int timeout_ms)
 {
         _cleanup_free_ struct transport_call *calls = calloc(n ? n : 1, sizeof(*calls));
         size_t k = 0;
@@ -347,10 +258,10 @@ void engine_fan_out(struct engine *e, struct item *items, size_t n, int timeout_
         for (size_t i = 0; i < n; i++) {
                 lserr_clear(&items[i].err);
                 items[i].rep = NULL;
-                if (fan_out_seal(e, &items[i], &calls[k]) == 0)
+                if (fan_out_seal(&items[i], &calls[k]) == 0)
                         k++;
         }
-        fan_out_round(e, items, n, calls, k, timeout_ms);
+        fan_out_round(items, n, calls, k, timeout_ms);
         k = 0;
         for (size_t i = 0; i < n; i++) {
                 struct item *it = &items[i];
@@ -364,14 +275,14 @@ void engine_fan_out(struct engine *e, struct item *items, size_t n, int timeout_
                          * command to it fails the same way until an operator
                          * looks. An error for the log, beyond this step. */
                         log_err("%s", it->err.msg);
-                        audit(e, it, CAT_IGNORED, r, it->err.msg);
+                        audit(it, CAT_IGNORED, r, it->err.msg);
                         continue;
                 }
-                if (fan_out_seal(e, it, &calls[k]) == 0)
+                if (fan_out_seal(it, &calls[k]) == 0)
                         k++;
         }
         if (k)
-                fan_out_round(e, items, n, calls, k, timeout_ms);
+                fan_out_round(items, n, calls, k, timeout_ms);
 }
 
 /* ---- catalog records ------------------------------------------------------- */
@@ -404,17 +315,22 @@ static void record_images(struct engine *e, const char *txid, const char *agent,
         }
 }
 
-void engine_record_reply(struct engine *e, const char *txid, const struct item *it, const struct cfg_group *g)
+/* An agent's reply rep to the item's command: each member's outcome, with its
+ * tier as the item has it (the agent's own members, not the whole group). */
+static void record_reply(struct engine *e, const char *txid, const struct item *it, const Lockstep__Reply *rep,
+                         const struct cfg_group *g)
 {
-        for (size_t i = 0; it->rep && i < it->rep->n_members; i++) {
-                const Lockstep__MemberResult *mr = it->rep->members[i];
+        for (size_t i = 0; i < rep->n_members; i++) {
+                const Lockstep__MemberResult *mr = rep->members[i];
                 struct cat_member m = {0};
                 snprintf(m.agent, sizeof(m.agent), "%s", agentlink_id(it->link));
                 snprintf(m.vm, sizeof(m.vm), "%s", mr->vm);
-                for (unsigned k = 0; k < g->n_members; k++)
-                        if (!strcmp(g->members[k].vm, mr->vm) && !strcmp(g->members[k].agent, m.agent)) {
-                                m.tier = g->members[k].tier;
-                                snprintf(m.tier_name, sizeof(m.tier_name), "%s", g->tiers[m.tier]);
+                for (size_t k = 0; k < it->n_members; k++)
+                        if (!strcmp(it->memberp[k]->vm, mr->vm)) {
+                                m.tier = it->memberp[k]->tier;
+                                snprintf(m.tier_name, sizeof(m.tier_name), "%s",
+                                         m.tier < g->n_tiers ? g->tiers[m.tier] : "");
+                                break;
                         }
                 m.code = mr->code;
                 snprintf(m.message, sizeof(m.message), "%s", mr->message);
@@ -430,14 +346,12 @@ void engine_record_reply(struct engine *e, const char *txid, const struct item *
                 record_images(e, txid, m.agent, mr);
         }
         /* A refused command names no member: each of the agent's gets the why. */
-        for (size_t i = 0; it->rep && !it->rep->n_members && it->rep->code != LOCKSTEP__ERROR_CODE__OK &&
-                           i < it->n_members;
-             i++) {
-                struct cat_member m = {.tier = it->memberp[i]->tier, .code = it->rep->code};
+        for (size_t i = 0; !rep->n_members && rep->code != LOCKSTEP__ERROR_CODE__OK && i < it->n_members; i++) {
+                struct cat_member m = {.tier = it->memberp[i]->tier, .code = rep->code};
                 snprintf(m.agent, sizeof(m.agent), "%s", agentlink_id(it->link));
                 snprintf(m.vm, sizeof(m.vm), "%s", it->memberp[i]->vm);
                 snprintf(m.tier_name, sizeof(m.tier_name), "%s", m.tier < g->n_tiers ? g->tiers[m.tier] : "");
-                snprintf(m.message, sizeof(m.message), "%s", it->rep->message);
+                snprintf(m.message, sizeof(m.message), "%s", rep->message);
                 put_member(e, txid, &m);
         }
 }
@@ -457,10 +371,46 @@ void engine_record_silence(struct engine *e, const char *txid, const struct item
         }
 }
 
+void engine_record_items(struct engine *e, const char *txid, struct item *items, size_t n,
+                         const struct cfg_group *g)
+{
+        lserr err = {0};
+        /* Without a batch the rows still go, one transaction each. */
+        int batch = cat_batch_begin(e->cat, &err) == 0;
+
+        if (!batch)
+                log_err("%s", err.msg);
+        for (size_t i = 0; i < n; i++) {
+                struct item *it = &items[i];
+                for (size_t k = 0; k < it->n_aud; k++) {
+                        lserr e2 = {0};
+                        if (cat_audit_add(e->cat, &it->aud[k], &e2) < 0)
+                                log_err("audit: %s", e2.msg);
+                }
+                it->n_aud = 0;
+                for (size_t k = 0; k < it->n_held; k++) {
+                        if (g)
+                                record_reply(e, txid, it, it->held[k], g);
+                        lockstep__reply__free_unpacked(it->held[k], NULL);
+                }
+                it->n_held = 0;
+                it->keep_rep = 0;
+                if (it->rep && g)
+                        record_reply(e, txid, it, it->rep, g);
+                else if (!it->rep && it->silent_pending)
+                        engine_record_silence(e, txid, it);
+                it->silent_pending = 0;
+        }
+        lserr_clear(&err);
+        if (batch && cat_batch_end(e->cat, &err) < 0)
+                log_err("%s", err.msg);
+}
+
 /* ---- the round ------------------------------------------------------------- */
 
 int engine_round(struct round *rd, struct item *items, size_t n)
 {
+        size_t yes_n = 0;
         int yes = 1;
 
         for (size_t i = 0; i < n; i++) {
@@ -468,17 +418,21 @@ int engine_round(struct round *rd, struct item *items, size_t n)
                 if (rd->fill)
                         rd->fill(&items[i], rd->ctx);
         }
-        engine_fan_out(rd->e, items, n, rd->timeout_ms);
+        engine_fan_out(items, n, rd->timeout_ms);
+        for (size_t i = 0; i < n; i++) {
+                items[i].silent_pending = !items[i].rep && rd->pending;
+                items[i].keep_rep = rd->defer && rd->g;
+        }
+        if (!rd->defer)
+                engine_record_items(rd->e, rd->txid, items, n, rd->g);
         for (size_t i = 0; i < n; i++) {
                 const struct item *it = &items[i];
                 char why[ENGINE_REASON_MAX];
-                if (it->rep && rd->g)
-                        engine_record_reply(rd->e, rd->txid, it, rd->g);
-                else if (!it->rep && rd->pending)
-                        engine_record_silence(rd->e, rd->txid, it);
                 if (item_ok(it)) {
-                        if (rd->say)
+                        /* A fleet's yes lines would drown its one no. */
+                        if (rd->say && n <= ENGINE_SAY_MAX)
                                 rd->say(rd, it, NULL);
+                        yes_n++;
                         continue;
                 }
                 item_why(it, why, sizeof(why));
@@ -487,6 +441,8 @@ int engine_round(struct round *rd, struct item *items, size_t n)
                         rd->say(rd, it, why);
                 yes = 0;
         }
+        if (rd->say && n > ENGINE_SAY_MAX)
+                engine_emit(rd->p, "%-8s %zu of %zu agent(s) yes", env_step_name(rd->step), yes_n, n);
         return yes;
 }
 
@@ -658,19 +614,26 @@ static int take_slot(struct engine *e, const char *group, const char *const *vm,
         _cleanup_free_ const char **members = calloc(n ? n : 1, sizeof(*members));
         _cleanup_free_ const char **agents = calloc(n ? n : 1, sizeof(*agents));
         _cleanup_free_ char *buf = calloc(n ? n : 1, MEMBER_ID_MAX);
+        _cleanup_free_ unsigned char *seen = calloc(e->n_links ? e->n_links : 1, 1);
         struct slots_need need = {.group = group, .agents = agents, .members = members, .n_members = n};
         lserr why = {0};
         int r;
 
-        if (!members || !agents || !buf)
+        if (!members || !agents || !buf || !seen)
                 return -ENOMEM;
         for (size_t i = 0; i < n; i++) {
                 char *m = buf + i * MEMBER_ID_MAX;
+                long li = engine_link_index(e, agent[i]);
                 int dup = 0;
                 snprintf(m, MEMBER_ID_MAX, "%s@%s", vm[i], agent[i]);
                 members[i] = m;
-                for (size_t k = 0; k < need.n_agents; k++)
-                        dup |= !strcmp(agents[k], agent[i]);
+                if (li >= 0) {
+                        dup = seen[li];
+                        seen[li] = 1;
+                } else { /* a recorded member whose agent is no longer configured: rare */
+                        for (size_t k = 0; k < need.n_agents; k++)
+                                dup |= !strcmp(agents[k], agent[i]);
+                }
                 if (!dup)
                         agents[need.n_agents++] = agent[i];
         }

@@ -88,3 +88,6 @@ int engine_recover(struct engine *e, engine_event_fn ev, void *arg, unsigned *re
 
 /* Asks every agent for its status at once and records it in the catalog. */
 int engine_poll_agents(struct engine *e, lserr *err);
+/* The health thread's pass: one status poll of every agent, recorded, then
+ * engine_recover with the in-doubt lists of that same poll. */
+int engine_health(struct engine *e, unsigned *ret_left, lserr *err);

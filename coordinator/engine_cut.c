@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "clockskew.h"
+#include "log.h"
 #include "names.h"
 #include "report.h"
 #include "slots.h"
@@ -22,29 +23,39 @@ struct cut_spec {
         unsigned lease_ms;
 };
 
-/* One item per agent holding members of g. */
+/* One item per agent holding members of g, in the order the group first
+ * names them; each sized for its own members (a fleet's group has thousands). */
 static int build_items(struct engine *e, const struct cfg_group *g, struct items *ret, lserr *err)
 {
         _cleanup_(items_freep) struct items its = {0};
+        _cleanup_free_ size_t *count = calloc(e->n_links ? e->n_links : 1, sizeof(*count));
+        _cleanup_free_ long *slot = calloc(e->n_links ? e->n_links : 1, sizeof(*slot));
+        _cleanup_free_ long *link_of = calloc(g->n_members ? g->n_members : 1, sizeof(*link_of));
+        size_t n_items = 0;
 
-        if (items_alloc(&its, g->n_members) < 0)
+        if (!count || !slot || !link_of)
                 return -ENOMEM;
         for (unsigned i = 0; i < g->n_members; i++) {
                 const struct cfg_member *m = &g->members[i];
-                struct item *it = NULL;
-                for (size_t k = 0; k < its.n && !it; k++)
-                        if (!strcmp(agentlink_id(its.v[k].link), m->agent))
-                                it = &its.v[k];
-                if (!it) {
-                        it = &its.v[its.n++];
-                        it->link = engine_link_of(e, m->agent);
-                        if (!it->link)
-                                return lserr_set(err, -EINVAL, "group \"%s\": member %s@%s: agent not configured",
-                                                 g->name, m->vm, m->agent);
-                        if (item_members_alloc(it, g->n_members) < 0)
+                link_of[i] = engine_link_index(e, m->agent);
+                if (link_of[i] < 0)
+                        return lserr_set(err, -EINVAL, "group \"%s\": member %s@%s: agent not configured", g->name,
+                                         m->vm, m->agent);
+                n_items += count[link_of[i]]++ == 0;
+                slot[link_of[i]] = -1;
+        }
+        if (items_alloc(&its, n_items) < 0)
+                return -ENOMEM;
+        for (unsigned i = 0; i < g->n_members; i++) {
+                const struct cfg_member *m = &g->members[i];
+                long li = link_of[i];
+                if (slot[li] < 0) {
+                        slot[li] = (long)its.n++;
+                        its.v[slot[li]].link = e->links[li];
+                        if (item_members_alloc(&its.v[slot[li]], count[li]) < 0)
                                 return -ENOMEM;
                 }
-                item_add_member(it, m->vm, m->tier, m->crash);
+                item_add_member(&its.v[slot[li]], m->vm, m->tier, m->crash);
         }
         *ret = its;
         its = (struct items){0};
@@ -125,11 +136,16 @@ static int cut_begin(struct engine *e, struct cat_txn *t, const struct cut_spec 
 {
         const struct cfg_group *g = s->g;
         int r = engine_begin(e, t, ret_txid, err);
+        lserr why = {0};
+        int batch;
 
         if (r < 0)
                 return r;
+        batch = cat_batch_begin(e->cat, &why) == 0;
         for (size_t i = 0; i < its->n; i++)
                 engine_record_silence(e, t->txid, &its->v[i]); /* placeholders until each agent answers */
+        if (batch && cat_batch_end(e->cat, &why) < 0)
+                log_err("%s", why.msg);
         engine_emit(p, "BEGIN    %s: group %s, %u member(s) on %zu agent(s), mode %s, lease %u s", t->txid, g->name,
                     g->n_members, its->n, mode_wire_name(s->mode), s->lease_ms / 1000);
         return 0;
@@ -137,12 +153,14 @@ static int cut_begin(struct engine *e, struct cat_txn *t, const struct cut_spec 
 
 /* Phase 1, every agent validates and freezes its members and votes; phase 2,
  * only once every member is frozen, the snapshots; then the decision, durable
- * before any agent hears it. */
+ * before any agent hears it. Nothing is written to the catalog between the
+ * first FREEZE sent and the last thaw: both rounds' records wait until then
+ * (a crash meanwhile leaves the placeholders, and presumed abort). */
 static int cut_run(struct engine *e, const struct cat_txn *t, const struct cut_spec *s, struct items *its,
                    const struct progress *p, lserr *err)
 {
         struct round rd = {.e = e, .txid = t->txid, .timeout_ms = engine_step_ms(e), .g = s->g, .pending = 1,
-                           .ctx = s, .p = p};
+                           .defer = 1, .ctx = s, .p = p};
         int commit, r;
 
         rd.step = LOCKSTEP__STEP__STEP_FREEZE;
@@ -156,6 +174,7 @@ static int cut_run(struct engine *e, const struct cat_txn *t, const struct cut_s
                 rd.say = snapshot_say;
                 commit = engine_round(&rd, its->v, its->n);
         }
+        engine_record_items(e, t->txid, its->v, its->n, s->g);
         failpoint_stop("after-snapshot");
         r = engine_log_decision(e, t->txid, commit, rd.reason, p, err);
         if (r < 0)

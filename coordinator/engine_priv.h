@@ -22,7 +22,14 @@ struct engine {
         struct slots *slots;      /* borrowed, as the counter */
         struct agentlink **links; /* one per cfg->agents[i] */
         size_t n_links;
+        unsigned *link_hash; /* open addressing on the agent id: index + 1, 0 empty */
+        size_t hash_size;    /* a power of two, at least twice n_links */
+        char (*fingerprints)[KEYS_FPR_LEN];   /* of each link's public key */
 };
+
+/* Above this many agents in a round, only refusals get a progress line of
+ * their own; the rest are counted in one. */
+#define ENGINE_SAY_MAX 40
 
 /* Where progress lines go: the daemon's log and, when fn is set, a live display. */
 struct progress {
@@ -70,6 +77,14 @@ struct item {
         Lockstep__Reply *rep;        /* verified reply, or NULL */
         long long recv_us;           /* our Unix time when it came in: its now_us is read against it */
         lserr err;                   /* why there is none */
+        /* Not yet in the catalog: audit rows of the sends and answers, and the
+         * replies of deferred rounds (struct round's defer), in order. */
+        struct cat_audit *aud;
+        size_t n_aud, cap_aud;
+        Lockstep__Reply *held[4];
+        size_t n_held;
+        int keep_rep;       /* the next item_step moves rep to held instead of freeing it */
+        int silent_pending; /* its last round had no answer and records its members as pending */
 };
 
 /* An owned array of items. */
@@ -97,15 +112,23 @@ int item_members_alloc(struct item *it, size_t n);
 void item_add_member(struct item *it, const char *vm, unsigned tier, int crash);
 
 struct agentlink *engine_link_of(struct engine *e, const char *agent);
+/* The index of agent in e->links, -1 when it is not configured. */
+long engine_link_index(const struct engine *e, const char *agent);
 int engine_step_ms(const struct engine *e);
 
 /* Sends every item's command at once and collects verified replies; every
- * item without one has err set. Records each send and answer in the audit. */
-void engine_fan_out(struct engine *e, struct item *items, size_t n, int timeout_ms);
+ * item without one has err set. Each send and answer gets an audit row in the
+ * item (it->aud), for engine_record_items to write. */
+void engine_fan_out(struct item *items, size_t n, int timeout_ms);
 
-/* Stores an agent's reply (members with tiers from g, timings, images) and,
- * for an agent that gave none, its members as pending with the reason. */
-void engine_record_reply(struct engine *e, const char *txid, const struct item *it, const struct cfg_group *g);
+/* Writes what the items hold for the catalog, in one SQLite transaction: their
+ * audit rows, then (g set) the replies of deferred rounds and the last one's,
+ * and the members of an agent that gave no answer as pending. */
+void engine_record_items(struct engine *e, const char *txid, struct item *items, size_t n,
+                         const struct cfg_group *g);
+
+/* For an agent that gave no answer (yet), its members as pending with the
+ * reason (it->err). */
 void engine_record_silence(struct engine *e, const char *txid, const struct item *it);
 
 /* One step run on every agent at once: fill builds each item's payload after
@@ -119,6 +142,9 @@ struct round {
         int timeout_ms;
         const struct cfg_group *g;
         int pending;
+        /* Nothing is written to the catalog by the round: its records wait in
+         * the items for engine_record_items (a cut's frozen window). */
+        int defer;
         void (*fill)(struct item *it, const void *ctx);
         void (*say)(const struct round *rd, const struct item *it, const char *why);
         const void *ctx; /* for fill and say */

@@ -100,20 +100,19 @@ static int poll_status(struct engine *e, struct items *ret)
                 item_step(&ret->v[i], "", LOCKSTEP__STEP__STEP_STATUS);
         }
         ret->n = e->n_links;
-        engine_fan_out(e, ret->v, ret->n, STATUS_TIMEOUT_MS);
+        engine_fan_out(ret->v, ret->n, STATUS_TIMEOUT_MS);
         return 0;
 }
 
 /* What agents hold in doubt that the catalog has already settled, or never
- * heard of (presumed abort). Adds how many could not be settled now to
- * *ret_left. */
-static int settle_in_doubt(struct engine *e, const struct progress *p, unsigned *ret_left)
+ * heard of (presumed abort), from a poll of every agent. Adds how many could
+ * not be settled now to *ret_left. */
+static void settle_in_doubt(struct engine *e, const struct items *its_, const struct progress *p,
+                            unsigned *ret_left)
 {
-        _cleanup_(items_freep) struct items its = {0};
+        const struct items its = *its_;
         unsigned left = 0;
 
-        if (poll_status(e, &its) < 0)
-                return -ENOMEM;
         for (size_t i = 0; i < its.n; i++) {
                 struct agentlink *l = its.v[i].link;
                 for (size_t k = 0; its.v[i].rep && k < its.v[i].rep->n_in_doubt; k++) {
@@ -133,39 +132,6 @@ static int settle_in_doubt(struct engine *e, const struct progress *p, unsigned 
                 }
         }
         *ret_left += left;
-        return 0;
-}
-
-int engine_recover(struct engine *e, engine_event_fn ev, void *arg, unsigned *ret_left, lserr *err)
-{
-        const struct progress p = {ev, arg};
-        _cleanup_free_ struct cat_txn *ts = NULL;
-        size_t n = 0;
-        unsigned left = 0;
-        int r = cat_txn_unresolved(e->cat, &ts, &n, err);
-
-        if (r < 0)
-                return r;
-        for (size_t i = 0; i < n; i++) {
-                lserr why = {0};
-                /* A cut still running in this process is not ours to settle. */
-                if (slots_busy(e->slots, ts[i].group))
-                        continue;
-                r = settle(e, &ts[i], &p, &why);
-                if (r == 0)
-                        continue;
-                left++;
-                /* Said in the progress, which the daemon logs: recovery goes
-                 * on with the next transaction. */
-                if (r < 0)
-                        engine_emit(&p, "RECOVER  %s: %s", ts[i].txid, why.msg);
-        }
-        r = settle_in_doubt(e, &p, &left);
-        if (r < 0)
-                return lserr_set(err, r, "recover: agents in doubt: out of memory");
-        if (ret_left)
-                *ret_left = left;
-        return 0;
 }
 
 /* A clock drifting off while its commands still pass: said before the window
@@ -182,39 +148,120 @@ static void warn_drift(const struct item *it)
                 log_warn("agent \"%s\": %s", agentlink_id(it->link), warn);
 }
 
+/* One agent's row from its status answer; its item is e->links[i]'s. */
+static void record_agent(struct engine *e, const struct item *it)
+{
+        long i = engine_link_index(e, agentlink_id(it->link));
+        const struct cfg_peer *peer = i < 0 ? NULL : &e->cfg->agents[i];
+        struct cat_agent a = {0};
+        lserr err = {0};
+
+        assert(peer); /* every link was opened from the configuration */
+        warn_drift(it);
+        snprintf(a.id, sizeof(a.id), "%s", peer->id);
+        snprintf(a.url, sizeof(a.url), "%s", peer->url);
+        snprintf(a.fingerprint, sizeof(a.fingerprint), "%s", e->fingerprints[i]);
+        a.checked_us = fsutil_now_us();
+        a.reachable = item_ok(it);
+        if (it->rep) {
+                snprintf(a.version, sizeof(a.version), "%s", it->rep->version);
+                a.in_doubt = (unsigned)it->rep->n_in_doubt;
+                a.last_seen_us = a.checked_us;
+                if (!a.reachable)
+                        snprintf(a.last_error, sizeof(a.last_error), "%s", it->rep->message);
+        } else {
+                snprintf(a.last_error, sizeof(a.last_error), "%s", it->err.msg);
+        }
+        /* A health record: nobody else hears of a failure to write it. */
+        if (cat_agent_put(e->cat, &a, &err) < 0)
+                log_err("%s", err.msg);
+}
+
+/* Status polls are not transactions: only the ones that failed are worth an
+ * audit row (each agent's row says when it last answered). One SQLite
+ * transaction for the whole fleet's rows. */
+static void record_poll(struct engine *e, struct items *its, int agents)
+{
+        lserr err = {0};
+        int batch = cat_batch_begin(e->cat, &err) == 0;
+
+        if (!batch)
+                log_err("%s", err.msg);
+        for (size_t i = 0; i < its->n; i++) {
+                struct item *it = &its->v[i];
+                for (size_t k = 0; !item_ok(it) && k < it->n_aud; k++) {
+                        lserr e2 = {0};
+                        if (cat_audit_add(e->cat, &it->aud[k], &e2) < 0)
+                                log_err("audit: %s", e2.msg);
+                }
+                it->n_aud = 0;
+                if (agents)
+                        record_agent(e, it);
+        }
+        lserr_clear(&err);
+        if (batch && cat_batch_end(e->cat, &err) < 0)
+                log_err("%s", err.msg);
+}
+
+/* Unresolved transactions first, then what the polled agents hold in doubt. */
+static int recover_with(struct engine *e, const struct items *polled, const struct progress *p, unsigned *ret_left,
+                        lserr *err)
+{
+        _cleanup_free_ struct cat_txn *ts = NULL;
+        size_t n = 0;
+        unsigned left = 0;
+        int r = cat_txn_unresolved(e->cat, &ts, &n, err);
+
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                lserr why = {0};
+                /* A cut still running in this process is not ours to settle. */
+                if (slots_busy(e->slots, ts[i].group))
+                        continue;
+                r = settle(e, &ts[i], p, &why);
+                if (r == 0)
+                        continue;
+                left++;
+                /* Said in the progress, which the daemon logs: recovery goes
+                 * on with the next transaction. */
+                if (r < 0)
+                        engine_emit(p, "RECOVER  %s: %s", ts[i].txid, why.msg);
+        }
+        settle_in_doubt(e, polled, p, &left);
+        if (ret_left)
+                *ret_left = left;
+        return 0;
+}
+
+int engine_recover(struct engine *e, engine_event_fn ev, void *arg, unsigned *ret_left, lserr *err)
+{
+        const struct progress p = {ev, arg};
+        _cleanup_(items_freep) struct items its = {0};
+
+        if (poll_status(e, &its) < 0)
+                return lserr_set(err, -ENOMEM, "recover: agents in doubt: out of memory");
+        record_poll(e, &its, 0);
+        return recover_with(e, &its, &p, ret_left, err);
+}
+
 int engine_poll_agents(struct engine *e, lserr *err)
 {
         _cleanup_(items_freep) struct items its = {0};
 
         if (poll_status(e, &its) < 0)
                 return lserr_set(err, -ENOMEM, "agent status: out of memory");
-        for (size_t i = 0; i < its.n; i++) {
-                const struct item *it = &its.v[i];
-                const struct cfg_peer *peer = cfg_coord_agent(e->cfg, agentlink_id(it->link));
-                struct cat_agent a = {0};
-                struct keys_public pub;
-                lserr e2 = {0};
-                assert(peer); /* every link was opened from the configuration */
-                warn_drift(it);
-                snprintf(a.id, sizeof(a.id), "%s", peer->id);
-                snprintf(a.url, sizeof(a.url), "%s", peer->url);
-                if (keys_load_public(peer->pubkey, &pub, &e2) == 0)
-                        keys_fingerprint(pub.id, a.fingerprint);
-                a.checked_us = fsutil_now_us();
-                a.reachable = item_ok(it);
-                if (it->rep) {
-                        snprintf(a.version, sizeof(a.version), "%s", it->rep->version);
-                        a.in_doubt = (unsigned)it->rep->n_in_doubt;
-                        a.last_seen_us = a.checked_us;
-                        if (!a.reachable)
-                                snprintf(a.last_error, sizeof(a.last_error), "%s", it->rep->message);
-                } else {
-                        snprintf(a.last_error, sizeof(a.last_error), "%s", it->err.msg);
-                }
-                /* A health record: nobody else hears of a failure to write it. */
-                lserr_clear(&e2);
-                if (cat_agent_put(e->cat, &a, &e2) < 0)
-                        log_err("%s", e2.msg);
-        }
+        record_poll(e, &its, 1);
         return 0;
+}
+
+int engine_health(struct engine *e, unsigned *ret_left, lserr *err)
+{
+        const struct progress p = {NULL, NULL};
+        _cleanup_(items_freep) struct items its = {0};
+
+        if (poll_status(e, &its) < 0)
+                return lserr_set(err, -ENOMEM, "agent status: out of memory");
+        record_poll(e, &its, 1);
+        return recover_with(e, &its, &p, ret_left, err);
 }

@@ -60,10 +60,9 @@ static void *health_main(void *p)
                 lserr err = {0};
                 unsigned left = 0;
                 pthread_rwlock_rdlock(&d->gen);
-                engine_poll_agents(d->eng, &err);
-                /* Settles what agents hold in doubt and decisions not yet heard. */
-                if (engine_recover(d->eng, NULL, NULL, &left, &err) < 0)
-                        log_err("recover: %s", err.msg);
+                /* Also settles what agents hold in doubt and decisions not yet heard. */
+                if (engine_health(d->eng, &left, &err) < 0)
+                        log_err("health: %s", err.msg);
                 pthread_rwlock_unlock(&d->gen);
                 pthread_rwlock_rdlock(&d->gen);
                 ops_trim_catalog(d, d->cfg);

@@ -693,6 +693,49 @@ static void test_audit_migration_keeps_rows(void **state)
         assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_schema WHERE name = 'audit_v5'"), 0);
 }
 
+/* A batch is one transaction: a second connection sees none of its rows until
+ * it ends, then all of them; a row that fails (no such transaction) is refused
+ * by its own call and the others stay; writes after the batch commit alone. */
+static void test_batch_one_transaction(void **state)
+{
+        struct fixture *f = *state;
+        struct cat_txn t = txn("t1", CAT_KIND_SNAPSHOT, "web", 0);
+        struct cat_member m = {.agent = "host-a", .code = CAT_PENDING};
+        struct cat_audit a = {.dir = CAT_SENT, .txid = "t1", .agent = "host-a", .step = "FREEZE"};
+        struct catalog *other = NULL;
+        struct cat_member *mv = NULL;
+        size_t n = 0;
+        lserr err = {0};
+
+        assert_int_equal(cat_txn_begin(f->c, &t, &err), 0);
+        assert_int_equal(cat_open(f->path, &other, &err), 0);
+        assert_int_equal(cat_batch_begin(f->c, &err), 0);
+        for (int i = 0; i < 2000; i++) {
+                snprintf(m.vm, sizeof(m.vm), "vm%d", i);
+                assert_int_equal(cat_put_member(f->c, "t1", &m, &err), 0);
+                a.at_us = 1000 + i;
+                assert_int_equal(cat_audit_add(f->c, &a, &err), 0);
+        }
+        assert_int_equal(cat_put_member(f->c, "no-such-txn", &m, &err), -ENOENT);
+        assert_non_null(strstr(err.msg, "no such transaction"));
+        lserr_clear(&err);
+        assert_int_equal(cat_members(other, "t1", &mv, &n, &err), 0);
+        assert_int_equal(n, 0);
+        free(mv);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM audit"), 0);
+        assert_int_equal(cat_batch_end(f->c, &err), 0);
+        assert_int_equal(cat_members(other, "t1", &mv, &n, &err), 0);
+        assert_int_equal(n, 2000);
+        free(mv);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM audit"), 2000);
+        /* Outside a batch again: each write is its own, seen at once. */
+        snprintf(m.vm, sizeof(m.vm), "after");
+        assert_int_equal(cat_put_member(f->c, "t1", &m, &err), 0);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM members WHERE vm = 'after'"), 1);
+        assert_int_equal(cat_txn_decide(f->c, "t1", 1, NULL, &err), 0);
+        cat_close(other);
+}
+
 static void test_decision_visible_to_second_connection(void **state)
 {
         struct fixture *f = *state;
@@ -1179,6 +1222,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_audit_list_with_limit, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_audit_control_peer, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_audit_migration_keeps_rows, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_batch_one_transaction, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_decision_visible_to_second_connection, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_decision_survives_dying_process, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_concurrent_threads, setup, teardown),

@@ -1366,6 +1366,49 @@ static void test_coord_defaults(void **state)
         cfg_coord_free(c);
 }
 
+/* A fleet's group: 1,000 agents and 10,000 members in one group load; one
+ * member more is refused, naming the limit. */
+static char *fleet_yaml(unsigned agents, unsigned members)
+{
+        size_t cap = 256 + (size_t)agents * 96 + (size_t)members * 32, off = 0;
+        char *s = malloc(cap);
+
+        assert_non_null(s);
+        off += (size_t)snprintf(s + off, cap - off, "control: ipc:///run/ls.sock\nkey: /k\ncatalog: /c.db\nagents:\n");
+        for (unsigned a = 0; a < agents; a++)
+                off += (size_t)snprintf(s + off, cap - off, "  - {id: h%u, url: \"tcp://10.1.%u.%u:7400\", pubkey: /p%u}\n",
+                                        a, a / 250, a % 250 + 1, a);
+        off += (size_t)snprintf(s + off, cap - off, "groups:\n  - name: fleet\n    members:\n");
+        for (unsigned m = 0; m < members; m++)
+                off += (size_t)snprintf(s + off, cap - off, "      - v%u@h%u\n", m, m % agents);
+        assert_true(off < cap);
+        return s;
+}
+
+static void test_coord_fleet_size(void **state)
+{
+        char path[PATH_MAX];
+        struct cfg_coord *c = NULL;
+        lserr err = { 0 };
+        char *yaml = fleet_yaml(1000, 10000);
+
+        (void)state;
+        write_cfg(path, "fleet.yaml", yaml);
+        free(yaml);
+        if (cfg_coord_load(path, &c, &err) < 0)
+                fail_msg("%s", err.msg);
+        assert_int_equal(c->n_agents, 1000);
+        assert_int_equal(c->groups[0].n_members, 10000);
+        c = cfg_coord_free(c);
+
+        yaml = fleet_yaml(1000, 10001);
+        write_cfg(path, "fleet-over.yaml", yaml);
+        free(yaml);
+        assert_int_equal(cfg_coord_load(path, &c, &err), LS_ECONFIG);
+        assert_null(c);
+        assert_non_null(strstr(err.msg, "at most 10000"));
+}
+
 /* /metrics: loopback hosts as written, no host is 127.0.0.1, another address only
  * with metrics_public. */
 static void test_coord_metrics(void **state)
@@ -1620,6 +1663,7 @@ int main(void)
                 cmocka_unit_test(test_coord_defaults),
                 cmocka_unit_test(test_coord_no_groups),
                 cmocka_unit_test(test_coord_metrics),
+                cmocka_unit_test(test_coord_fleet_size),
                 cmocka_unit_test(test_examples),
                 cmocka_unit_test(test_missing_file),
                 cmocka_unit_test(test_mode_and_owner),

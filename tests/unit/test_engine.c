@@ -43,6 +43,8 @@ struct seen {
 
 struct fake {
         char id[16], vm[16], url[600];
+        struct catalog *cat; /* the engine's: looked at when SNAPSHOT comes */
+        long audit_at_snapshot, pending_at_snapshot; /* -1: no SNAPSHOT seen */
         struct keys_secret *key;
         struct replay *rp;
         struct env_verifier *v;
@@ -105,6 +107,28 @@ static void note(struct fake *a, const Lockstep__Command *cmd)
         a->n_seen++;
 }
 
+/* What the catalog holds of txid while every guest is frozen (the engine
+ * waits for this SNAPSHOT's answer meanwhile): audit rows, and members still
+ * pending from BEGIN. */
+static void look_at_catalog(struct fake *a, const char *txid)
+{
+        struct cat_audit *au = NULL;
+        struct cat_member *m = NULL;
+        size_t na = 0, nm = 0;
+        lserr err = {0};
+
+        a->audit_at_snapshot = a->pending_at_snapshot = -2;
+        if (!a->cat || cat_audit_list(a->cat, txid, 1000, &au, &na, &err) < 0 ||
+            cat_members(a->cat, txid, &m, &nm, &err) < 0)
+                return;
+        a->audit_at_snapshot = (long)na;
+        a->pending_at_snapshot = 0;
+        for (size_t i = 0; i < nm; i++)
+                a->pending_at_snapshot += m[i].code == CAT_PENDING;
+        free(au);
+        free(m);
+}
+
 /* Runs on a server thread, where cmocka cannot fail a test: anything odd gets
  * no answer, and the engine's deadline shows in the test instead. */
 static int handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, size_t *ret_len)
@@ -124,6 +148,8 @@ static int handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, size
             env_verify_command(a->v, req, len, fsutil_now_us(), &cmd, &key, NULL, &err) < 0)
                 goto out;
         note(a, cmd);
+        if (cmd->step == LOCKSTEP__STEP__STEP_SNAPSHOT)
+                look_at_catalog(a, cmd->txid);
         if (a->vote == SILENT && cmd->step == LOCKSTEP__STEP__STEP_FREEZE)
                 goto out;
         if (a->vote == WRONG_KEY) {
@@ -235,6 +261,10 @@ static int setup_with(void **state, int reach)
         load_config(f, reach);
         snprintf(path, sizeof(path), "%s/catalog.db", f->dir);
         assert_int_equal(cat_open(path, &f->cat, &err), 0);
+        for (int i = 0; i < N_AGENTS; i++) {
+                f->agents[i].cat = f->cat;
+                f->agents[i].audit_at_snapshot = f->agents[i].pending_at_snapshot = -1;
+        }
         snprintf(path, sizeof(path), "%s/coord.counter", f->dir);
         assert_int_equal(counter_open(path, &f->ctr, &err), 0);
         assert_int_equal(slots_new(0, 0, &f->slots), 0);
@@ -526,6 +556,50 @@ static void test_cut_all_yes_commits(void **state)
         }
 }
 
+static int step_rank(const char *step)
+{
+        return !strcmp(step, "FREEZE") ? 0 : !strcmp(step, "SNAPSHOT") ? 1 : 2;
+}
+
+/* Between the first FREEZE and the last thaw the catalog is not written: when
+ * SNAPSHOT reaches an agent, the cut's members are the placeholders of BEGIN
+ * and no audit row of it is written yet. After the cut, everything is: each
+ * agent's FREEZE, SNAPSHOT and DECIDE sent and received, every member's
+ * outcome with its timings. */
+static void test_cut_no_catalog_write_while_frozen(void **state)
+{
+        struct fx *f = *state;
+        _cleanup_free_ struct cat_audit *au = NULL;
+        _cleanup_free_ struct cat_member *m = NULL;
+        size_t na = 0, nm = 0, sent = 0, recv = 0;
+        lserr err = {0};
+        struct cat_txn t;
+
+        cut(f, 0, &t);
+        for (int i = 0; i < N_AGENTS; i++) {
+                assert_int_equal(f->agents[i].audit_at_snapshot, 0);
+                assert_int_equal(f->agents[i].pending_at_snapshot, N_AGENTS);
+        }
+        assert_int_equal(cat_audit_list(f->cat, t.txid, 1000, &au, &na, &err), 0);
+        for (size_t i = 0; i < na; i++) {
+                sent += au[i].dir == CAT_SENT;
+                recv += au[i].dir == CAT_RECEIVED;
+        }
+        assert_int_equal(sent, 3 * N_AGENTS);
+        assert_int_equal(recv, 3 * N_AGENTS);
+        /* Stamped when sent or answered, not when written (agent by agent,
+         * after the thaw): in time order every FREEZE row comes before every
+         * SNAPSHOT row, and those before the DECIDE rows. */
+        for (size_t i = 1; i < na; i++)
+                assert_true(step_rank(au[i].step) >= step_rank(au[i - 1].step));
+        assert_int_equal(cat_members(f->cat, t.txid, &m, &nm, &err), 0);
+        assert_int_equal(nm, N_AGENTS);
+        for (size_t i = 0; i < nm; i++) {
+                assert_int_equal(m[i].code, LOCKSTEP__ERROR_CODE__OK);
+                assert_int_equal(m[i].freeze_us, 2000);
+        }
+}
+
 /* One no and nobody takes a snapshot: every agent hears ABORT, the one that
  * said no too (it may hold a frozen member). */
 static void test_cut_one_no_aborts_all(void **state)
@@ -627,6 +701,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_round_refusal_of_other_txn_ignored, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_check_wrong_key_and_unreachable, setup_nobody, teardown),
                 cmocka_unit_test_setup_teardown(test_cut_all_yes_commits, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_cut_no_catalog_write_while_frozen, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_cut_one_no_aborts_all, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_cut_silent_aborts, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_cut_unreachable_waits_for_recovery, setup_nobody, teardown),

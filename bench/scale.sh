@@ -1,0 +1,224 @@
+#!/usr/bin/env bash
+# bench/scale.sh: one lockstepd against N agents on the sim backend (real
+# lockstep-agent processes, one per host: real keys, journals and nng over TCP
+# on loopback), one group of N x M members, a few cuts. Per cut: end to end
+# (CLI start to result), lockstepd's own CPU time and RSS, the agents' RSS,
+# catalog growth, the group window and each member's frozen time, and when
+# each phase's last answer came.
+#
+#   bench/scale.sh --agents N --vms M [--cuts C] [--latency freeze=45,snapshot=17,thaw=6]
+#                  [--json] [--out FILE] [--keep] [--build DIR]
+#   bench/scale.sh --plot FILE.jsonl...   (round time against N, SVG beside the first file)
+#
+# --json prints one object per cut (agents, vms, state, e2e_ms, lockstepd_ms,
+# lockstepd_rss_mb, ...); --out appends them to FILE. lockstepd_ms is the CPU
+# time lockstepd used during the cut (utime + stime, 10 ms ticks): on this
+# 2-core machine the agents' own work shares the cores, so wall time says
+# little about lockstepd's part; on a fleet each agent has its own host.
+# Root is not needed; 1,000 agents need about 3 processes and 30 threads each
+# (kernel.pid_max is raised to 4194304 when root and lower).
+set -euo pipefail
+
+BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$BENCH/.." && pwd)
+BUILD=${LOCKSTEP_BUILD_DIR:-$REPO/build}
+AGENTS=10 VMS=10 CUTS=3 LATENCY= JSON=0 OUT= KEEP=0 PLOT=0
+say() { printf 'scale: %s\n' "$*" >&2; }
+die() { printf 'scale: error: %s\n' "$*" >&2; exit 1; }
+
+while (($#)); do
+        case $1 in
+        --agents) AGENTS=$2; shift 2 ;;
+        --vms) VMS=$2; shift 2 ;;
+        --cuts) CUTS=$2; shift 2 ;;
+        --latency) LATENCY=$2; shift 2 ;;
+        --json) JSON=1; shift ;;
+        --out) OUT=$2; shift 2 ;;
+        --keep) KEEP=1; shift ;;
+        --build) BUILD=$2; shift 2 ;;
+        --plot) PLOT=1; shift; break ;;
+        -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
+        *) echo "scale: unknown option $1 (--help)" >&2; exit 2 ;;
+        esac
+done
+
+# ---- the plot -------------------------------------------------------------------
+if [ "$PLOT" = 1 ]; then
+        (($#)) || die "--plot needs the JSONL files of runs"
+        command -v gnuplot > /dev/null || die "gnuplot missing (apt-get install gnuplot-nox)"
+        svg=${1%.jsonl}.svg dat=$(mktemp)
+        # One line per (latency, agents): medians of e2e and lockstepd's CPU time.
+        cat "$@" | jq -rs 'map(select(.state == "committed")) | group_by([.latency, .agents])[] |
+                (map(.e2e_ms) | sort | .[length / 2 | floor]) as $e |
+                (map(.lockstepd_ms) | sort | .[length / 2 | floor]) as $l |
+                "\(.[0].latency) \(.[0].agents) \(.[0].members) \($e) \($l)"' | sort -k1,1 -k2n > "$dat"
+        gnuplot << EOF
+set terminal svg size 900,520 dynamic
+set output '$svg'
+set title 'lockstep: one cut of N agents x 10 VMs (sim backend, 2 cores shared by all)'
+set xlabel 'agents (N)'
+set ylabel 'ms'
+set logscale xy
+set key top left
+set grid
+plot '< grep "^zero " $dat' using 2:4 with linespoints title 'end to end, zero sim latency', \
+     '< grep "^zero " $dat' using 2:5 with linespoints title 'lockstepd CPU, zero sim latency', \
+     '< grep "^lab " $dat' using 2:4 with linespoints title 'end to end, lab latencies', \
+     '< grep "^lab " $dat' using 2:5 with linespoints title 'lockstepd CPU, lab latencies'
+EOF
+        rm -f "$dat"
+        say "plot: $svg"
+        exit 0
+fi
+
+for v in AGENTS VMS CUTS; do
+        [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "--${v,,} needs a positive integer"
+done
+members=$((AGENTS * VMS))
+[ "$members" -le 10000 ] || die "$AGENTS x $VMS = $members members: a group holds at most 10000"
+for b in coordinator/lockstepd coordinator/lockstep agent/lockstep-agent; do
+        [ -x "$BUILD/$b" ] || die "$BUILD/$b missing: build first (deploy/build.sh $BUILD) or set --build"
+done
+command -v jq > /dev/null || die "jq missing"
+lat_name=zero sim_lat="latency freeze=0 snapshot=0 thaw=0 check=0 ga_ping=0 discard=0"
+if [ -n "$LATENCY" ]; then
+        [[ $LATENCY =~ ^([a-z_]+=[0-9]+,?)+$ ]] || die "--latency: like freeze=45,snapshot=17,thaw=6"
+        lat_name=lab sim_lat="latency check=0 ga_ping=0 discard=0 ${LATENCY//,/ }"
+fi
+need_pids=$((AGENTS * 40 + 2000))
+if [ "$(cat /proc/sys/kernel/pid_max)" -lt "$need_pids" ]; then
+        [ "$(id -u)" = 0 ] || die "kernel.pid_max $(cat /proc/sys/kernel/pid_max) < $need_pids for $AGENTS agents (run as root to raise it)"
+        say "raising kernel.pid_max to 4194304 ($AGENTS agents need about $need_pids)"
+        echo 4194304 > /proc/sys/kernel/pid_max
+fi
+ulimit -n 65536 2> /dev/null || true
+
+T=$(mktemp -d "${TMPDIR:-/var/tmp}/lockstep-scale.XXXXXX")
+PIDS=()
+cleanup() {
+        local p
+        for p in "${PIDS[@]}"; do kill -TERM "$p" 2> /dev/null || true; done
+        for p in "${PIDS[@]}"; do wait "$p" 2> /dev/null || true; done
+        if [ "$KEEP" = 1 ]; then say "kept $T"; else rm -rf "$T"; fi
+}
+trap cleanup EXIT
+
+LS=$BUILD/coordinator/lockstep
+"$LS" keygen --out "$T/coord" > /dev/null
+"$LS" keygen --out "$T/reader" > /dev/null
+
+# Ports in a row from a base nobody listens on, below the ephemeral range.
+port_base=$((20000 + RANDOM % 2000))
+t0=$EPOCHREALTIME
+say "$AGENTS agents x $VMS VMs ($lat_name latency): writing keys and configs"
+for a in $(seq 1 "$AGENTS"); do
+        id=a$a d=$T/$id
+        mkdir -p "$d"
+        "$LS" keygen --out "$T/$id" > /dev/null
+        {
+                echo "state_dir $d/sim"
+                for v in $(seq 1 "$VMS"); do echo "domain ${id}v$v disks=vda"; done
+                echo "$sim_lat"
+        } > "$d/sim.txt"
+        cat > "$d/agent.yaml" << YAML
+id: $id
+listen: tcp://127.0.0.1:$((port_base + a))
+key: $T/$id.key
+authorized:
+  - name: coordinator
+    pubkey: $T/coord.pub
+    roles: [snapshot, revert, delete, admin]
+backend: sim
+sim_config: $d/sim.txt
+journal_dir: $d/journal
+lease_max_s: 300
+guest_agent_timeout_s: 5
+YAML
+done
+say "starting $AGENTS agents"
+for a in $(seq 1 "$AGENTS"); do
+        "$BUILD/agent/lockstep-agent" -c "$T/a$a/agent.yaml" >> "$T/a$a/agent.log" 2>&1 &
+        PIDS+=("$!")
+        echo $! > "$T/a$a/pid"
+done
+for a in $(seq 1 "$AGENTS"); do
+        for _ in $(seq 1 1200); do
+                grep -q 'listening on' "$T/a$a/agent.log" 2> /dev/null && break
+                kill -0 "$(cat "$T/a$a/pid")" 2> /dev/null || die "agent a$a died: $(tail -n 2 "$T/a$a/agent.log")"
+                sleep 0.05
+        done
+        grep -q 'listening on' "$T/a$a/agent.log" || die "agent a$a did not come up in 60 s"
+done
+say "agents up in $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.1f", b - a}') s"
+
+{
+        echo "control: ipc://$T/control.sock"
+        echo "key: $T/coord.key"
+        echo "catalog: $T/catalog.db"
+        echo "counter_file: $T/coord.counter"
+        echo "step_timeout_s: 60"
+        echo "agents:"
+        for a in $(seq 1 "$AGENTS"); do
+                printf '  - {id: a%s, url: "tcp://127.0.0.1:%s", pubkey: %s}\n' "$a" $((port_base + a)) "$T/a$a.pub"
+        done
+        echo "groups:"
+        echo "  - name: big"
+        echo "    lease_s: 300"
+        echo "    members:"
+        for a in $(seq 1 "$AGENTS"); do
+                for v in $(seq 1 "$VMS"); do echo "      - a${a}v$v@a$a"; done
+        done
+} > "$T/coordinator.yaml"
+"$BUILD/coordinator/lockstepd" -c "$T/coordinator.yaml" >> "$T/lockstepd.log" 2>&1 &
+lsd=$!
+PIDS+=("$lsd")
+for _ in $(seq 1 600); do
+        [ -S "$T/control.sock" ] && "$LS" -c "$T/coordinator.yaml" groups > /dev/null 2>&1 && break
+        sleep 0.1
+done
+"$LS" -c "$T/coordinator.yaml" groups > /dev/null || die "lockstepd did not come up: $(tail -n 3 "$T/lockstepd.log")"
+
+cpu_ms() { awk '{print ($14 + $15) * 10}' "/proc/$1/stat"; } # 100 ticks a second
+rss_mb() { awk -v k="$2" '$1 == k":" {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
+fsize() { stat -c %s "$1" 2> /dev/null || echo 0; }
+cat_bytes() { echo $(($(fsize "$T/catalog.db") + $(fsize "$T/catalog.db-wal"))); }
+agents_rss_mb() { # mean over the agents of executor + network half + guardian
+        local total=0 a p
+        for a in $(seq 1 "$AGENTS"); do
+                for p in $(cat "$T/a$a/pid") $(pgrep -P "$(cat "$T/a$a/pid")" || true); do
+                        total=$((total + $(awk '$1 == "VmRSS:" {print $2}' "/proc/$p/status" 2> /dev/null || echo 0)))
+                done
+        done
+        awk -v t="$total" -v n="$AGENTS" 'BEGIN {printf "%.1f", t / n / 1024}'
+}
+
+say "lockstepd up; $CUTS cut(s) of $members members"
+rc_all=0
+for c in $(seq 1 "$CUTS"); do
+        cpu0=$(cpu_ms "$lsd") cat0=$(cat_bytes) t1=$EPOCHREALTIME
+        out=$("$LS" -c "$T/coordinator.yaml" snapshot create big --json 2> "$T/create.err") && rc=0 || rc=$?
+        t2=$EPOCHREALTIME
+        cpu1=$(cpu_ms "$lsd") cat1=$(cat_bytes)
+        state=$(jq -r '.state // "none"' <<< "$out" 2> /dev/null || echo none)
+        [ "$state" = committed ] || { rc_all=1; say "cut $c: $state (exit $rc): $(head -c 300 "$T/create.err")"; }
+        row=$(jq -c --arg lat "$lat_name" --arg latency "$LATENCY" \
+                --argjson agents "$AGENTS" --argjson vms "$VMS" --argjson cut "$c" \
+                --argjson e2e "$(awk -v a="$t1" -v b="$t2" 'BEGIN {printf "%.1f", (b - a) * 1000}')" \
+                --argjson lsd_ms "$((cpu1 - cpu0))" --argjson rss "$(rss_mb "$lsd" VmRSS)" \
+                --argjson hwm "$(rss_mb "$lsd" VmHWM)" --argjson agt "$(agents_rss_mb)" \
+                --argjson growth "$((cat1 - cat0))" '
+                def pct(p): if length == 0 then null else sort | .[((length - 1) * p) | floor] end;
+                def last(s): [.replies[]? | select(.step == s) | .ms] | max;
+                {agents: $agents, vms: $vms, members: ($agents * $vms), latency: $lat, sim_latency: $latency,
+                 cut: $cut, state: (.state // "none"), e2e_ms: $e2e, lockstepd_ms: $lsd_ms,
+                 lockstepd_rss_mb: $rss, lockstepd_peak_rss_mb: $hwm, agent_rss_mb: $agt,
+                 catalog_growth_bytes: $growth, group_window_ms: .group_window_ms,
+                 max_frozen_ms: .max_frozen_ms, frozen_ms_p50: ([.members[]?.frozen_ms] | pct(0.5)),
+                 last_reply_ms: {freeze: last("FREEZE"), snapshot: last("SNAPSHOT"), decide: last("DECIDE")}}' \
+                <<< "${out:-{\}}")
+        if [ "$JSON" = 1 ]; then echo "$row"; else
+                jq -r '"cut \(.cut): \(.state) e2e \(.e2e_ms) ms, lockstepd \(.lockstepd_ms) ms CPU, rss \(.lockstepd_rss_mb) MB (peak \(.lockstepd_peak_rss_mb)), window \(.group_window_ms) ms, max frozen \(.max_frozen_ms) ms, catalog +\(.catalog_growth_bytes) B, agents \(.agent_rss_mb) MB each"' <<< "$row"
+        fi
+        [ -z "$OUT" ] || echo "$row" >> "$OUT"
+done
+exit "$rc_all"

@@ -1,0 +1,157 @@
+/* engine_item: one agent's part of an engine step: its members, the command
+ * for the step in flight, and the answer (or why there is none). */
+#include "engine_priv.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+int items_alloc(struct items *its, size_t cap)
+{
+        its->v = calloc(cap ? cap : 1, sizeof(*its->v));
+        its->n = 0;
+        return its->v ? 0 : -ENOMEM;
+}
+
+void items_free(struct items *its)
+{
+        for (size_t i = 0; its->v && i < its->n; i++) {
+                struct item *it = &its->v[i];
+                free(it->req.buf);
+                free(it->members);
+                free(it->memberp);
+                free(it->mdisks);
+                free(it->mdiskp);
+                free(it->dimgs);
+                free(it->dimgp);
+                free(it->aud);
+                for (size_t k = 0; k < it->n_held; k++)
+                        lockstep__reply__free_unpacked(it->held[k], NULL);
+                if (it->rep)
+                        lockstep__reply__free_unpacked(it->rep, NULL);
+        }
+        free(its->v);
+        its->v = NULL;
+        its->n = 0;
+}
+
+int item_members_alloc(struct item *it, size_t n)
+{
+        it->members = calloc(n ? n : 1, sizeof(*it->members));
+        it->memberp = calloc(n ? n : 1, sizeof(*it->memberp));
+        return it->members && it->memberp ? 0 : -ENOMEM;
+}
+
+/* The caller sized the arrays for every member it adds. */
+void item_add_member(struct item *it, const char *vm, unsigned tier, int crash)
+{
+        Lockstep__Member *mm = &it->members[it->n_members];
+
+        lockstep__member__init(mm);
+        mm->vm = (char *)vm;
+        mm->tier = tier;
+        mm->consistency = crash ? LOCKSTEP__CONSISTENCY__CONSISTENCY_CRASH : LOCKSTEP__CONSISTENCY__CONSISTENCY_QUIESCE;
+        it->memberp[it->n_members++] = mm;
+}
+
+/* Points cmd at the payload's live member; the step picks it. */
+static void item_wire(struct item *it)
+{
+        Lockstep__Command *c = &it->cmd;
+        struct payload *pl = &it->pl;
+
+        switch (pl->step) {
+        case LOCKSTEP__STEP__STEP_FREEZE:
+                lockstep__freeze_request__init(&pl->freeze);
+                c->payload_case = LOCKSTEP__COMMAND__PAYLOAD_FREEZE;
+                c->freeze = &pl->freeze;
+                break;
+        case LOCKSTEP__STEP__STEP_SNAPSHOT:
+                lockstep__snapshot_request__init(&pl->snapshot);
+                c->payload_case = LOCKSTEP__COMMAND__PAYLOAD_SNAPSHOT;
+                c->snapshot = &pl->snapshot;
+                break;
+        case LOCKSTEP__STEP__STEP_DECIDE:
+                lockstep__decide_request__init(&pl->decide);
+                c->payload_case = LOCKSTEP__COMMAND__PAYLOAD_DECIDE;
+                c->decide = &pl->decide;
+                break;
+        case LOCKSTEP__STEP__STEP_DELETE:
+                lockstep__delete_request__init(&pl->del);
+                c->payload_case = LOCKSTEP__COMMAND__PAYLOAD_DELETE;
+                c->delete_ = &pl->del;
+                break;
+        case LOCKSTEP__STEP__STEP_REVERT_PREPARE:
+                lockstep__revert_prepare_request__init(&pl->rprep);
+                c->payload_case = LOCKSTEP__COMMAND__PAYLOAD_REVERT_PREPARE;
+                c->revert_prepare = &pl->rprep;
+                break;
+        case LOCKSTEP__STEP__STEP_REVERT_STOP:
+                lockstep__revert_stop_request__init(&pl->rstop);
+                c->payload_case = LOCKSTEP__COMMAND__PAYLOAD_REVERT_STOP;
+                c->revert_stop = &pl->rstop;
+                break;
+        case LOCKSTEP__STEP__STEP_REVERT_SWITCH:
+                lockstep__revert_switch_request__init(&pl->rswitch);
+                c->payload_case = LOCKSTEP__COMMAND__PAYLOAD_REVERT_SWITCH;
+                c->revert_switch = &pl->rswitch;
+                break;
+        case LOCKSTEP__STEP__STEP_REVERT_START:
+                lockstep__revert_start_request__init(&pl->rstart);
+                c->payload_case = LOCKSTEP__COMMAND__PAYLOAD_REVERT_START;
+                c->revert_start = &pl->rstart;
+                break;
+        case LOCKSTEP__STEP__STEP_REVERT_DECIDE:
+                lockstep__revert_decide_request__init(&pl->rdecide);
+                c->payload_case = LOCKSTEP__COMMAND__PAYLOAD_REVERT_DECIDE;
+                c->revert_decide = &pl->rdecide;
+                break;
+        case LOCKSTEP__STEP__STEP_CHECK:
+                lockstep__check_request__init(&pl->check);
+                c->payload_case = LOCKSTEP__COMMAND__PAYLOAD_CHECK;
+                c->check = &pl->check;
+                break;
+        case LOCKSTEP__STEP__STEP_STATUS:
+                lockstep__status_request__init(&pl->status);
+                c->payload_case = LOCKSTEP__COMMAND__PAYLOAD_STATUS;
+                c->status = &pl->status;
+                break;
+        default:
+                assert(!"a step the engine never sends");
+        }
+}
+
+void item_step(struct item *it, const char *txid, Lockstep__Step step)
+{
+        lockstep__command__init(&it->cmd);
+        it->cmd.txid = (char *)txid;
+        it->cmd.step = step;
+        it->pl.step = step;
+        item_wire(it);
+        /* A deferred round's reply is still to be recorded. */
+        if (it->rep && it->keep_rep && it->n_held < sizeof(it->held) / sizeof(it->held[0]))
+                it->held[it->n_held++] = it->rep;
+        else if (it->rep)
+                lockstep__reply__free_unpacked(it->rep, NULL);
+        it->rep = NULL;
+        it->keep_rep = 0;
+}
+
+int item_ok(const struct item *it)
+{
+        return it->rep && it->rep->code == LOCKSTEP__ERROR_CODE__OK;
+}
+
+void item_why(const struct item *it, char *out, size_t n)
+{
+        if (!it->rep) {
+                snprintf(out, n, "%s", it->err.msg);
+                return;
+        }
+        for (size_t i = 0; i < it->rep->n_members; i++)
+                if (it->rep->members[i]->code != LOCKSTEP__ERROR_CODE__OK && it->rep->members[i]->message[0]) {
+                        snprintf(out, n, "%s", it->rep->members[i]->message);
+                        return;
+                }
+        snprintf(out, n, "%s", it->rep->message[0] ? it->rep->message : "refused");
+}
+
