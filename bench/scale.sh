@@ -205,13 +205,13 @@ for c in $(seq 1 "$CUTS"); do
                 --argjson agents "$AGENTS" --argjson vms "$VMS" --argjson cut "$c" \
                 --argjson e2e "$(awk -v a="$t1" -v b="$t2" 'BEGIN {printf "%.1f", (b - a) * 1000}')" \
                 --argjson lsd_ms "$((cpu1 - cpu0))" --argjson rss "$(rss_mb "$lsd" VmRSS)" \
-                --argjson hwm "$(rss_mb "$lsd" VmHWM)" --argjson agt "$(agents_rss_mb)" \
+                --argjson hwm "$(rss_mb "$lsd" VmHWM)" --argjson anon "$(rss_mb "$lsd" RssAnon)" --argjson agt "$(agents_rss_mb)" \
                 --argjson growth "$((cat1 - cat0))" '
                 def pct(p): if length == 0 then null else sort | .[((length - 1) * p) | floor] end;
                 def last(s): [.replies[]? | select(.step == s) | .ms] | max;
                 {agents: $agents, vms: $vms, members: ($agents * $vms), latency: $lat, sim_latency: $latency,
                  cut: $cut, state: (.state // "none"), e2e_ms: $e2e, lockstepd_ms: $lsd_ms,
-                 lockstepd_rss_mb: $rss, lockstepd_peak_rss_mb: $hwm, agent_rss_mb: $agt,
+                 lockstepd_rss_mb: $rss, lockstepd_anon_mb: $anon, lockstepd_peak_rss_mb: $hwm, agent_rss_mb: $agt,
                  catalog_growth_bytes: $growth, group_window_ms: .group_window_ms,
                  max_frozen_ms: .max_frozen_ms, frozen_ms_p50: ([.members[]?.frozen_ms] | pct(0.5)),
                  last_reply_ms: {freeze: last("FREEZE"), snapshot: last("SNAPSHOT"), decide: last("DECIDE")}}' \

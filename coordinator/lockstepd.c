@@ -4,6 +4,7 @@
  * polls agents' health. */
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -286,6 +287,9 @@ int main(int argc, char **argv)
                 return rc;
         log_setup("lockstepd", a.level);
         failpoint_scope("lockstepd");
+        /* Each operation is a thread: without a cap, glibc gives threads
+         * arenas of their own, up to 8 per core, each keeping freed memory. */
+        mallopt(M_ARENA_MAX, 2);
         daemon_self = &d;
         init_sync(&d);
         rc = load_config(&d, a.path, a.check_only);

@@ -3,6 +3,7 @@
 #include "daemon.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -360,6 +361,9 @@ static void *op_main(void *p)
         op->done = 1;
         pthread_cond_broadcast(&d->op_changed);
         pthread_mutex_unlock(&d->lock);
+        /* A fleet's cut allocates per agent and member, then frees it all:
+         * give the pages back, or the daemon keeps its largest cut's size. */
+        malloc_trim(0);
         return NULL;
 }
 
