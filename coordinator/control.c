@@ -9,6 +9,7 @@
 #include "log.h"
 #include "prune.h"
 #include "report.h"
+#include "timeline.h"
 #include "transport.h"
 
 static const char *option(const Lockstep__ControlRequest *q, const char *key)
@@ -203,6 +204,41 @@ static void recover_event(void *arg, const char *line)
         fprintf(f, "%s\n", esc);
 }
 
+/* snapshot show ID --timeline [--width N] [--color]: the chart, text only. */
+static int timeline_reply(struct daemon *d, const Lockstep__ControlRequest *q, Lockstep__ControlReply *rep,
+                          char **owned, char **text)
+{
+        const char *w = option(q, "width");
+        char *end = NULL;
+        long long width = w ? strtoll(w, &end, 10) : TIMELINE_DEFAULT_WIDTH;
+        size_t tl = 0;
+        lserr err = {0};
+        FILE *f;
+        int r;
+
+        rep->done = 1;
+        if (q->n_args != 1) {
+                reply_error(rep, 2, "usage: snapshot show ID --timeline [--width N]", owned);
+                return 0;
+        }
+        r = w && (!*w || *end) ? lserr_set(&err, -EINVAL, "timeline: width \"%.32s\" is not a number", w)
+                               : timeline_check_width(width, &err);
+        if (r < 0) {
+                reply_error(rep, 2, err.msg, owned);
+                return 0;
+        }
+        f = open_memstream(text, &tl);
+        if (!f)
+                return -ENOMEM;
+        r = report_timeline(d->cat, q->args[0], (unsigned)width, option(q, "color") != NULL, f, &err);
+        fclose(f);
+        if (r < 0)
+                reply_error(rep, 2, err.msg, owned);
+        else
+                rep->text = *text;
+        return 0;
+}
+
 /* Commands that read the running configuration or use its engine; they hold
  * gen so that a reload waits for them. */
 static int control_gen(struct daemon *d, const Lockstep__ControlRequest *q, Lockstep__ControlReply *rep,
@@ -214,6 +250,8 @@ static int control_gen(struct daemon *d, const Lockstep__ControlRequest *q, Lock
         if (!strcmp(q->command, "snapshot.create") || !strcmp(q->command, "snapshot.delete") ||
             !strcmp(q->command, "snapshot.revert")) {
                 r = start_snapshot(d, q, rep, owned);
+        } else if (!strcmp(q->command, "snapshot.show") && option(q, "timeline")) {
+                r = timeline_reply(d, q, rep, owned, text);
         } else if (!strcmp(q->command, "snapshot.list") || !strcmp(q->command, "snapshot.show") ||
                    !strcmp(q->command, "agents") || !strcmp(q->command, "groups") ||
                    !strcmp(q->command, "schedules")) {

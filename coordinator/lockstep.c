@@ -7,12 +7,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "coord_config.h"
 #include "keys.h"
 #include "lockstep.pb-c.h"
 #include "report.h"
+#include "timeline.h"
 #include "transport.h"
 
 enum {
@@ -37,6 +39,7 @@ static void usage(FILE *f)
                 "  snapshot create GROUP [--name N] [--mode quiesce|pause|memory] [--lease S] [--json]\n"
                 "  snapshot list [GROUP] [--json]\n"
                 "  snapshot show ID [--json]\n"
+                "  snapshot show ID --timeline [--width N]      the cut as a chart: freeze, frozen, snapshot, thaw\n"
                 "  snapshot delete ID [--json]                  merge a cut into its images, VMs keep running\n"
                 "  snapshot revert ID [--yes] [--json]          put the whole group back on cut ID\n"
                 "  snapshot revert --undo REVERT_ID [--yes]     back to what revert REVERT_ID replaced\n"
@@ -270,8 +273,8 @@ static int events(struct client *c, Lockstep__ControlRequest *q, int as_json, in
 /* What the command line asked for, besides the command and its arguments. */
 struct cli {
         const char *path;
-        int as_json, yes, follow;
-        /* name=, mode=, lease=, limit=, undo=1, dry_run=1: each at most once. */
+        int as_json, yes, follow, timeline;
+        /* name=, mode=, lease=, limit=, undo=1, dry_run=1, timeline=1, width=, color=1: each at most once. */
         char *options[4];
         char opt_buf[4][96];
         size_t n_opt;
@@ -292,11 +295,12 @@ static int add_option(struct cli *o, int c, const char *arg)
                 return EXIT_USAGE;
         }
         buf = o->opt_buf[o->n_opt];
-        if (c == 'u' || c == 'D')
-                snprintf(buf, sizeof(o->opt_buf[0]), "%s", c == 'u' ? "undo=1" : "dry_run=1");
+        if (c == 'u' || c == 'D' || c == 't' || c == 'C')
+                snprintf(buf, sizeof(o->opt_buf[0]), "%s",
+                         c == 'u' ? "undo=1" : c == 'D' ? "dry_run=1" : c == 't' ? "timeline=1" : "color=1");
         else
                 snprintf(buf, sizeof(o->opt_buf[0]), "%s=%.80s",
-                         c == 'n' ? "name" : c == 'm' ? "mode" : c == 'l' ? "lease" : "limit", arg);
+                         c == 'n' ? "name" : c == 'm' ? "mode" : c == 'l' ? "lease" : c == 'W' ? "width" : "limit", arg);
         for (size_t i = 0; i < o->n_opt; i++)
                 if (!strncmp(o->options[i], buf, strcspn(buf, "=") + 1)) {
                         fprintf(stderr, "lockstep: an option is given twice\n");
@@ -316,6 +320,7 @@ static int parse_options(int argc, char **argv, struct cli *o)
                 {"version", no_argument, NULL, 'V'},      {"yes", no_argument, NULL, 'y'},
                 {"undo", no_argument, NULL, 'u'},         {"dry-run", no_argument, NULL, 'D'},
                 {"follow", no_argument, NULL, 'f'},       {"limit", required_argument, NULL, 'L'},
+                {"timeline", no_argument, NULL, 't'},     {"width", required_argument, NULL, 'W'},
                 {0},
         };
         int c, r;
@@ -330,6 +335,9 @@ static int parse_options(int argc, char **argv, struct cli *o)
                 case 'u':
                 case 'D':
                 case 'L':
+                case 't':
+                case 'W':
+                        o->timeline |= c == 't';
                         r = add_option(o, c, optarg);
                         if (r != GO_ON)
                                 return r;
@@ -389,6 +397,8 @@ static int option_fits(const char *cmd, const char *o)
                 return !strncmp(o, "limit=", 6);
         if (!strcmp(cmd, "check"))
                 return !strncmp(o, "mode=", 5) || !strncmp(o, "lease=", 6);
+        if (!strcmp(cmd, "snapshot.show"))
+                return !strcmp(o, "timeline=1") || !strncmp(o, "width=", 6);
         return 0;
 }
 
@@ -398,7 +408,7 @@ static int check_options(const struct cli *o, const char *cmd)
                 if (!option_fits(cmd, o->options[i])) {
                         fprintf(stderr, "lockstep: --name, --mode and --lease go with snapshot create (--mode and "
                                         "--lease also with check), --undo with revert, --dry-run with prune, --limit "
-                                        "with events and audit\n");
+                                        "with events and audit, --timeline and --width with snapshot show\n");
                         return EXIT_USAGE;
                 }
         if (o->follow && strcmp(cmd, "events") != 0) {
@@ -406,6 +416,52 @@ static int check_options(const struct cli *o, const char *cmd)
                 return EXIT_USAGE;
         }
         return GO_ON;
+}
+
+/* --timeline: the width checked here (the terminal's when on one, so that
+ * lockstepd draws to fit), and colour only on a terminal. */
+static int timeline_options(struct cli *o)
+{
+        struct winsize ws;
+        long long width = TIMELINE_DEFAULT_WIDTH;
+        char *end = NULL;
+        const char *given = NULL;
+        lserr err = {0};
+        char num[32];
+        int r;
+
+        for (size_t i = 0; i < o->n_opt; i++)
+                if (!strncmp(o->options[i], "width=", 6))
+                        given = o->options[i] + 6;
+        if (given && !o->timeline) {
+                fprintf(stderr, "lockstep: --width goes with --timeline\n");
+                return EXIT_USAGE;
+        }
+        if (!o->timeline)
+                return GO_ON;
+        if (o->as_json) {
+                fprintf(stderr, "lockstep: --timeline is a chart for the terminal; --json gives the timings\n");
+                return EXIT_USAGE;
+        }
+        if (given) {
+                width = strtoll(given, &end, 10);
+                if (!*given || *end || timeline_check_width(width, &err) < 0) {
+                        fprintf(stderr, "lockstep: --width %s: %s\n", given,
+                                err.msg[0] ? err.msg : "not a number of columns");
+                        return EXIT_USAGE;
+                }
+        } else {
+                /* A terminal narrower than a chart can be gets the narrowest chart. */
+                if (isatty(STDOUT_FILENO) && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+                        width = ws.ws_col < TIMELINE_MIN_WIDTH   ? TIMELINE_MIN_WIDTH
+                                : ws.ws_col > TIMELINE_MAX_WIDTH ? TIMELINE_MAX_WIDTH
+                                                                 : ws.ws_col;
+                snprintf(num, sizeof(num), "%lld", width);
+        }
+        r = given ? GO_ON : add_option(o, 'W', num);
+        if (r == GO_ON && isatty(STDOUT_FILENO) && !getenv("NO_COLOR"))
+                r = add_option(o, 'C', NULL);
+        return r;
 }
 
 /* A revert stops every VM of the group: never without a yes. */
@@ -508,6 +564,8 @@ int main(int argc, char **argv)
                 r = pick_command(argv + optind, argc - optind, &q);
         if (r == GO_ON)
                 r = check_options(&o, q.command);
+        if (r == GO_ON)
+                r = timeline_options(&o);
         if (r == GO_ON)
                 r = confirm_revert(&o, &q);
         if (r != GO_ON)

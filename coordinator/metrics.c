@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "timeline.h"
+
 /* Seconds: a freeze of a TCG guest is ~50 ms, a group window ~200 ms, a slow
  * guest agent several seconds. */
 static const double bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
@@ -30,7 +32,7 @@ struct metrics {
         pthread_mutex_t lock;
         struct cut_count *cuts;
         size_t n_cuts;
-        struct histogram freeze, snapshot, thaw, window;
+        struct histogram freeze, snapshot, thaw, frozen, window;
         nng_http_server *srv;
         nng_http_handler *h;
         metrics_gauges_fn gauges;
@@ -72,8 +74,8 @@ static void observe(struct histogram *h, double s)
 
 void metrics_cut(struct metrics *m, const char *group, const char *outcome, const struct cat_member *mb, size_t n)
 {
-        long long first = 0, last = 0;
         struct cut_count *c = NULL;
+        struct timeline_window w;
 
         pthread_mutex_lock(&m->lock);
         for (size_t i = 0; i < m->n_cuts; i++)
@@ -99,13 +101,13 @@ void metrics_cut(struct metrics *m, const char *group, const char *outcome, cons
                         observe(&m->snapshot, (double)mb[i].snapshot_us / 1e6);
                 if (mb[i].thaw_us)
                         observe(&m->thaw, (double)mb[i].thaw_us / 1e6);
-                if (mb[i].frozen_at_us > 0 && (!first || mb[i].frozen_at_us < first))
-                        first = mb[i].frozen_at_us;
-                if (mb[i].thawed_at_us > last)
-                        last = mb[i].thawed_at_us;
+                if (mb[i].frozen_for_us)
+                        observe(&m->frozen, (double)mb[i].frozen_for_us / 1e6);
         }
-        if (first && last > first)
-                observe(&m->window, (double)(last - first) / 1e6);
+        /* The report's window, not a second definition of it. */
+        timeline_window(mb, n, &w);
+        if (w.window_ms > 0)
+                observe(&m->window, w.window_ms / 1e3);
         pthread_mutex_unlock(&m->lock);
 }
 
@@ -150,6 +152,7 @@ void metrics_write(struct metrics *m, metrics_gauges_fn gauges, void *arg, FILE 
         histogram(out, "lockstep_freeze_seconds", "Time to freeze one member.", &m->freeze);
         histogram(out, "lockstep_snapshot_seconds", "Time to snapshot one member's disks.", &m->snapshot);
         histogram(out, "lockstep_thaw_seconds", "Time to thaw one member.", &m->thaw);
+        histogram(out, "lockstep_frozen_seconds", "How long one member stayed frozen, freeze to thaw.", &m->frozen);
         histogram(out, "lockstep_group_window_seconds", "First freeze to last thaw of a cut.", &m->window);
         pthread_mutex_unlock(&m->lock);
         if (gauges)

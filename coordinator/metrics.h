@@ -19,7 +19,8 @@ int metrics_new(struct metrics **ret);
 void metrics_free(struct metrics *m);
 
 /* One finished cut: counted by group and outcome ("committed", "aborted",
- * "failed"), its members' step times and its group window observed. */
+ * "failed"), its members' step times and frozen times and its group window
+ * (timeline_window's) observed. */
 void metrics_cut(struct metrics *m, const char *group, const char *outcome, const struct cat_member *mb, size_t n);
 
 /* The whole exposition, gauges included, into out. */

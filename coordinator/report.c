@@ -11,6 +11,7 @@
 #include "lockstep.pb-c.h"
 #include "prune.h"
 #include "report_priv.h"
+#include "timeline.h"
 
 void report_iso_time(long long us, char *out, size_t n)
 {
@@ -119,29 +120,17 @@ const char *report_code_name(int code)
         return v ? v->name : "UNKNOWN";
 }
 
-/* First freeze to last thaw, and first freeze to last freeze, over the members
- * that have both times. */
+/* The group window as timeline.c defines it: one definition for the report,
+ * the timeline and their JSON. */
 static void window(const struct cat_member *m, size_t n, double *ret_window_ms, double *ret_skew_ms,
                    double *ret_max_frozen_ms)
 {
-        long long first = 0, last_freeze = 0, last_thaw = 0;
-        double max_frozen = 0;
+        struct timeline_window w;
 
-        for (size_t i = 0; i < n; i++) {
-                if (!m[i].frozen_at_us)
-                        continue;
-                if (!first || m[i].frozen_at_us < first)
-                        first = m[i].frozen_at_us;
-                if (m[i].frozen_at_us > last_freeze)
-                        last_freeze = m[i].frozen_at_us;
-                if (m[i].thawed_at_us > last_thaw)
-                        last_thaw = m[i].thawed_at_us;
-                if ((double)m[i].frozen_for_us / 1000.0 > max_frozen)
-                        max_frozen = (double)m[i].frozen_for_us / 1000.0;
-        }
-        *ret_window_ms = first && last_thaw > first ? (double)(last_thaw - first) / 1000.0 : 0;
-        *ret_skew_ms = first ? (double)(last_freeze - first) / 1000.0 : 0;
-        *ret_max_frozen_ms = max_frozen;
+        timeline_window(m, n, &w);
+        *ret_window_ms = w.window_ms;
+        *ret_skew_ms = w.skew_ms;
+        *ret_max_frozen_ms = w.max_frozen_ms;
 }
 
 /* The reply to the SENT row au[i]: the next answer (or refused answer) of
@@ -383,6 +372,32 @@ int report_cut(struct catalog *cat, const char *txid, int as_json, FILE *out, ls
         free(im);
         free(au);
         return r;
+}
+
+int report_timeline(struct catalog *cat, const char *txid, unsigned width, int color, FILE *out, lserr *err)
+{
+        struct timeline_opts o = {.width = width, .color = color, .code_name = report_code_name};
+        _cleanup_free_ struct cat_member *m = NULL;
+        char title[512];
+        _cleanup_(esc_done) struct esc e = {0};
+        struct cat_txn t;
+        size_t nm = 0;
+        int r = cat_txn_get(cat, txid, &t, err);
+
+        if (r >= 0)
+                r = timeline_check_width(width, err);
+        if (r < 0)
+                return r;
+        if (t.kind != CAT_KIND_SNAPSHOT)
+                return lserr_set(err, -EINVAL, "%s: timeline: it is a %s, not a cut: nothing was frozen in it",
+                                 esc(&e, txid), kind_name(&t));
+        r = cat_members(cat, txid, &m, &nm, err);
+        if (r < 0)
+                return r;
+        snprintf(title, sizeof(title), "cut %s  group %s  name %s  mode %s  %s", esc(&e, t.txid), esc(&e, t.group),
+                 esc(&e, t.name), esc(&e, t.mode), report_state_name(&t));
+        o.title = title;
+        return timeline_render(m, nm, &o, out, err);
 }
 
 int report_cuts(struct catalog *cat, const char *group, int as_json, FILE *out, lserr *err)

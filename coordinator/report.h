@@ -12,6 +12,11 @@
 /* One cut with its members, timings and images. */
 int report_cut(struct catalog *cat, const char *txid, int as_json, FILE *out, lserr *err);
 
+/* One cut as a Gantt chart (timeline.h) width columns wide, after a line
+ * naming it; ANSI colours when color. -EINVAL for a revert or a delete, or a
+ * width out of range: nothing written then. */
+int report_timeline(struct catalog *cat, const char *txid, unsigned width, int color, FILE *out, lserr *err);
+
 /* Cuts of a group (NULL: all), newest first. */
 int report_cuts(struct catalog *cat, const char *group, int as_json, FILE *out, lserr *err);
 

@@ -448,9 +448,9 @@ else
 fi
 check "lockstepd fds stay flat (cut $q1 -> $last: $(at "$q1" lsd_fds) -> $(fin lsd_fds), <= +4)" \
         [ $(($(fin lsd_fds) - $(at "$q1" lsd_fds))) -le 4 ]
-# /metrics: 4 histograms of 14 series, agent_up and agent_in_doubt per agent,
+# /metrics: 5 histograms of 14 series (freeze, snapshot, thaw, frozen, group window), agent_up and agent_in_doubt per agent,
 # 4 single gauges, cuts_total per group and outcome (committed, aborted, failed).
-mser_bound=$((4 * 14 + 2 * agents + 4 + 3))
+mser_bound=$((5 * 14 + 2 * agents + 4 + 3))
 check "/metrics series <= $mser_bound, not growing with cuts (cut $q1 -> $last: $(at "$q1" metrics_series) -> $(fin metrics_series))" \
         [ "$(at "$q1" metrics_series)" -gt 0 -a "$(fin metrics_series)" -le "$mser_bound" ]
 
