@@ -270,20 +270,30 @@ static int do_check(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t **
         t->mode = cr->mode;
         snprintf(t->hook, sizeof(t->hook), "%s", cr->hook);
         snprintf(t->cut, sizeof(t->cut), "%s", cmd->txid);
+        _cleanup_free_ char(*thawing_after)[LS_NAME_MAX + 1] = calloc(t->n, sizeof(*thawing_after));
+        if (!thawing_after)
+                return -ENOMEM;
         pthread_mutex_lock(&mg->lock);
         for (size_t i = 0; i < t->n; i++) {
                 int thawing = 0;
                 struct txn *h = txn_holder(mg, t->m[i].vm, &thawing);
-                if (h)
+                if (h && thawing)
+                        snprintf(thawing_after[i], sizeof(thawing_after[i]), "%s", h->txid);
+                else if (h)
                         txn_member_fail(mg, &t->m[i], LOCKSTEP__ERROR_CODE__E_BUSY,
-                                        thawing ? "check: its thaw after transaction %s failed and is being retried; "
-                                                  "a cut now would be refused"
-                                                : "check: held by transaction %s; a cut now would be refused",
-                                        h->txid);
+                                        "check: held by transaction %s; a cut now would be refused", h->txid);
         }
         pthread_mutex_unlock(&mg->lock);
         for (unsigned tier = 0; tier <= txn_max_tier(t); tier++)
                 txn_run_tier(mg, t, tier, validate_member);
+        /* After validation: why the thaw keeps failing (a paused domain, a full
+         * disk) says more than that it does. */
+        for (size_t i = 0; i < t->n; i++)
+                if (thawing_after[i][0])
+                        txn_member_fail(mg, &t->m[i], LOCKSTEP__ERROR_CODE__E_BUSY,
+                                        "check: its thaw after transaction %s failed and is being retried; a cut "
+                                        "now would be refused",
+                                        thawing_after[i]);
         /* FREEZE would quietly shorten a longer lease: the operator should know
          * first, on every member it would hold. */
         for (size_t i = 0; cr->lease_ms > mg->cfg->lease_max_s * 1000u && i < t->n; i++)

@@ -29,6 +29,8 @@ out=$(ls_cli snapshot create solo --name second --json) && rc=0 || rc=$?
 check "a cut while vm1's thaw is retried aborts (exit $rc)" bash -c '[ "$1" = 1 ] && [ "$(jq -r .state <<< "$2")" = aborted ]' _ "$rc" "$out"
 check "it names vm1 and the thaw of $first" bash -c 'jq -r ".reason" <<< "$1" | grep -q "vm1.*thaw.*$2\|vm1.*$2.*thaw"' _ "$out" "$first"
 check "nothing frozen by it" nothing_frozen
+out=$(ls_cli check solo --json) && rc=0 || rc=$?
+check "check names vm1's pending thaw (exit $rc)" bash -c '[ "$1" = 1 ] && jq -e "[.members[] | select(.vm == \"vm1\") | .code == \"E_BUSY\" and (.message | test(\"thaw after transaction $2 failed and is being retried\"))] | all and length == 1" <<< "$3" > /dev/null' _ "$rc" "$first" "$out"
 
 # 3. The hypervisor answers again: the retry succeeds, and the next cut commits
 # with both members.
