@@ -93,7 +93,9 @@ int sim_snap_create(void *be, const char *vm, const char *txid, int with_memory,
         r = make_img_dir(&c, err);
         fd = sim_state_lock(&c);
         sim_state_read(&c, vm, &d, &st);
-        if (r == 0 && st.state != HV_RUNNING && st.state != HV_PAUSED)
+        /* As libvirt: a disk-only external snapshot of a shut-off domain is
+         * taken offline, a memory state needs a running one. */
+        if (r == 0 && with_memory && st.state != HV_RUNNING && st.state != HV_PAUSED)
                 r = lserr_set(err, LS_ENOTRUNNING, "snapshot: domain is not running");
         if (r == 0)
                 r = make_overlays(vm, txid, &d, &st, ret, err);

@@ -82,7 +82,9 @@ static int undo_one(struct txn_mgr *mg, struct txn *t, struct member *mb, int th
         lserr err = {0};
         int r = thaw ? hv_thaw(mg->hv, mb->vm, &err) : hv_resume(mg->hv, mb->vm, &err);
 
-        if (r == LS_ENOTRUNNING && gone_off(mg, mb->vm)) {
+        /* In a cut's own thaw (report_early) a domain that went is the
+         * member's failure: the cut must not commit without it. */
+        if (r == LS_ENOTRUNNING && !report_early && gone_off(mg, mb->vm)) {
                 log_warn("txid=%s vm=%s shut off while %s: nothing left to undo", t->txid, mb->vm,
                          thaw ? "frozen" : "paused");
                 r = LS_ENODOMAIN;

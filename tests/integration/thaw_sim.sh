@@ -59,4 +59,19 @@ check "a cut of the shut-off vm1 says it does not run, not that a thaw is pendin
 sed -i '/^lost thaw vm1$/d' "$sim"
 set_state 0
 check "vm1 running again: a cut commits with both members" wait_for 20 ok_cut
+
+# 5. A member whose QEMU dies between its freeze and its snapshot: its disk can
+# still be copied offline, but the cut must not commit without the member it
+# froze running: it aborts, naming vm1.
+echo "hold snapshot vm1" >> "$sim"
+ls_cli snapshot create solo --json > "$T/died.json" 2> /dev/null &
+cut_pid=$!
+check "the cut reaches vm1's snapshot" wait_for 20 test -e "$T/host-a/sim/held.snapshot.vm1"
+set_state 2
+sed -i '/^hold snapshot vm1$/d' "$sim"
+wait "$cut_pid" || true
+check "a cut whose member shut off after its freeze aborts, naming vm1" \
+        bash -c '[ "$(jq -r .state "$1")" = aborted ] && jq -r .reason "$1" | grep -q vm1' _ "$T/died.json"
+set_state 0
+check "vm1 running again: the next cut commits" wait_for 20 ok_cut
 finish
