@@ -15,6 +15,7 @@
 #include "cleanup.h"
 #include "cron.h"
 #include "names.h"
+#include "strset.h"
 
 #define AGENTS_MAX 10000
 #define GROUPS_MAX 1024
@@ -204,16 +205,15 @@ static bool has_prefix(const char *s, const char *prefix)
 
 /* ---- groups ---- */
 
-static const struct raw_peer *raw_peer_find(const struct raw_coord *rc, const char *id)
-{
-        for (unsigned i = 0; i < rc->n_agents; i++)
-                if (strcmp(rc->agents[i].id, id) == 0)
-                        return &rc->agents[i];
-        return NULL;
-}
+/* Names looked up while a config is built: a fleet's thousands of members are
+ * each checked against the agents and the group's other members. */
+struct names_index {
+        const struct strset *agents; /* agent id, "" -> its index */
+        struct strset *members;      /* vm, agent of this group so far */
+};
 
 /* g->members has room for cap members, counted from the lists beforehand. */
-static int group_add_member(const struct cfgload *ld, const struct raw_coord *rc, struct cfg_group *g,
+static int group_add_member(const struct cfgload *ld, const struct names_index *ix, struct cfg_group *g,
                             unsigned cap, const char *field, const char *s, unsigned tier)
 {
         const char *at = strchr(s, '@');
@@ -230,13 +230,9 @@ static int group_add_member(const struct cfgload *ld, const struct raw_coord *rc
         if (!names_valid(at + 1))
                 return cfgload_bad(ld, field, "invalid agent id in member %s (1-64 of A-Z a-z 0-9 . _ -)",
                                    cfgload_quote(qb, s));
-        if (!raw_peer_find(rc, at + 1))
+        if (strset_get(ix->agents, at + 1, "") < 0)
                 return cfgload_bad(ld, field, "member %s names agent %s, which is not listed under agents",
                                    cfgload_quote(qb, s), cfgload_quote(qb2, at + 1));
-        for (unsigned k = 0; k < g->n_members; k++)
-                if (strlen(g->members[k].vm) == vlen && strncmp(g->members[k].vm, s, vlen) == 0 &&
-                    strcmp(g->members[k].agent, at + 1) == 0)
-                        return cfgload_bad(ld, field, "member %s is listed twice in this group", cfgload_quote(qb, s));
         /* Counted before the copies so that a failed copy is still freed with the group. */
         assert(g->n_members < cap);
         m = &g->members[g->n_members++];
@@ -245,6 +241,8 @@ static int group_add_member(const struct cfgload *ld, const struct raw_coord *rc
         m->agent = strdup(at + 1);
         if (!m->vm || !m->agent)
                 return cfgload_nomem(ld);
+        if (strset_add(ix->members, m->vm, m->agent, g->n_members - 1) >= 0)
+                return cfgload_bad(ld, field, "member %s is listed twice in this group", cfgload_quote(qb, s));
         return 0;
 }
 
@@ -293,25 +291,27 @@ static int group_tiers(const struct cfgload *ld, const struct raw_group *rg, uns
         return 0;
 }
 
-static int group_members(const struct cfgload *ld, const struct raw_coord *rc, unsigned i, struct cfg_group *g,
-                         unsigned total)
+static int group_members(const struct cfgload *ld, const struct raw_coord *rc, const struct strset *agents,
+                         unsigned i, struct cfg_group *g, unsigned total)
 {
         const struct raw_group *rg = &rc->groups[i];
+        _cleanup_(strset_freep) struct strset *members = strset_new(total);
+        const struct names_index ix = {.agents = agents, .members = members};
         char f[FIELD_MAX];
         int r;
 
         g->members = calloc(total, sizeof(*g->members));
-        if (!g->members)
+        if (!g->members || !members)
                 return cfgload_nomem(ld);
         for (unsigned j = 0; rg->members && j < rg->n_members; j++) {
-                r = group_add_member(ld, rc, g, total, cfgload_field(f, "groups[%u].members[%u]", i, j),
+                r = group_add_member(ld, &ix, g, total, cfgload_field(f, "groups[%u].members[%u]", i, j),
                                      rg->members[j], 0);
                 if (r < 0)
                         return r;
         }
         for (unsigned t = 0; !rg->members && t < rg->n_tiers; t++) {
                 for (unsigned j = 0; j < rg->tiers[t].n_members; j++) {
-                        r = group_add_member(ld, rc, g, total,
+                        r = group_add_member(ld, &ix, g, total,
                                              cfgload_field(f, "groups[%u].tiers[%u].members[%u]", i, t, j),
                                              rg->tiers[t].members[j], t);
                         if (r < 0)
@@ -441,7 +441,8 @@ static int group_mode(const struct cfgload *ld, const struct raw_group *rg, unsi
 
 /* Builds group i into g, which the caller frees (with the whole config) even when
  * this fails half way. */
-static int group_build(const struct cfgload *ld, const struct raw_coord *rc, unsigned i, struct cfg_group *g)
+static int group_build(const struct cfgload *ld, const struct raw_coord *rc, const struct strset *agents, unsigned i,
+                       struct cfg_group *g)
 {
         const struct raw_group *rg = &rc->groups[i];
         char f[FIELD_MAX], qb[Q_MAX];
@@ -462,7 +463,7 @@ static int group_build(const struct cfgload *ld, const struct raw_coord *rc, uns
         r = group_tiers(ld, rg, i, g, &total);
         if (r < 0)
                 return r;
-        r = group_members(ld, rc, i, g, total);
+        r = group_members(ld, rc, agents, i, g, total);
         if (r < 0)
                 return r;
         r = group_crash(ld, rg, i, g);
@@ -661,7 +662,7 @@ static int agent_tls(const struct cfgload *ld, const struct raw_coord *rc, unsig
         return oom ? cfgload_nomem(ld) : 0;
 }
 
-static int coord_agents(const struct cfgload *ld, const struct raw_coord *rc, struct cfg_coord *c)
+static int coord_agents(const struct cfgload *ld, const struct raw_coord *rc, struct strset *ids, struct cfg_coord *c)
 {
         char f[FIELD_MAX], qb[Q_MAX];
         bool oom = false;
@@ -677,10 +678,10 @@ static int coord_agents(const struct cfgload *ld, const struct raw_coord *rc, st
                 r = cfgload_check_name(ld, cfgload_field(f, "agents[%u].id", i), rp->id);
                 if (r < 0)
                         return r;
-                for (unsigned j = 0; j < i; j++)
-                        if (strcmp(rc->agents[j].id, rp->id) == 0)
-                                return cfgload_bad(ld, f, "duplicate agent id %s (also agents[%u])",
-                                                   cfgload_quote(qb, rp->id), j);
+                long j = strset_add(ids, rp->id, "", (long)i);
+                if (j >= 0)
+                        return cfgload_bad(ld, f, "duplicate agent id %s (also agents[%ld])", cfgload_quote(qb, rp->id),
+                                           j);
                 r = cfgload_check_url(ld, cfgload_field(f, "agents[%u].url", i), rp->url, true);
                 if (r < 0)
                         return r;
@@ -697,7 +698,8 @@ static int coord_agents(const struct cfgload *ld, const struct raw_coord *rc, st
         return oom ? cfgload_nomem(ld) : 0;
 }
 
-static int coord_groups(const struct cfgload *ld, const struct raw_coord *rc, struct cfg_coord *c)
+static int coord_groups(const struct cfgload *ld, const struct raw_coord *rc, const struct strset *agents,
+                        struct cfg_coord *c)
 {
         int r;
 
@@ -708,7 +710,7 @@ static int coord_groups(const struct cfgload *ld, const struct raw_coord *rc, st
                 return cfgload_nomem(ld);
         c->n_groups = rc->n_groups;
         for (unsigned i = 0; i < rc->n_groups; i++) {
-                r = group_build(ld, rc, i, &c->groups[i]);
+                r = group_build(ld, rc, agents, i, &c->groups[i]);
                 if (r < 0)
                         return r;
         }
@@ -718,19 +720,20 @@ static int coord_groups(const struct cfgload *ld, const struct raw_coord *rc, st
 static int coord_build(const struct cfgload *ld, const struct raw_coord *rc, struct cfg_coord **ret)
 {
         _cleanup_(cfg_coord_freep) struct cfg_coord *c = NULL;
+        _cleanup_(strset_freep) struct strset *ids = strset_new(rc->n_agents);
         bool oom = false;
         int r;
 
         c = calloc(1, sizeof(*c));
-        if (!c)
+        if (!c || !ids)
                 return cfgload_nomem(ld);
         r = coord_settings(ld, rc, c);
         if (r < 0)
                 return r;
-        r = coord_agents(ld, rc, c);
+        r = coord_agents(ld, rc, ids, c);
         if (r < 0)
                 return r;
-        r = coord_groups(ld, rc, c);
+        r = coord_groups(ld, rc, ids, c);
         if (r < 0)
                 return r;
         c->control = cfgload_strdup(rc->control, &oom);

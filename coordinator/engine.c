@@ -16,6 +16,7 @@
 #include "log.h"
 #include "names.h"
 #include "slots.h"
+#include "strset.h"
 #include "transport.h"
 
 #define DECIDE_TRIES 3
@@ -46,27 +47,9 @@ void engine_emit(const struct progress *p, const char *fmt, ...)
                 p->fn(p->arg, line);
 }
 
-/* FNV-1a: agent ids are short, and a fleet's are not chosen to collide. */
-static size_t id_hash(const char *s)
-{
-        uint64_t h = 14695981039346656037ULL;
-
-        for (; *s; s++)
-                h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-        return (size_t)h;
-}
-
 long engine_link_index(const struct engine *e, const char *agent)
 {
-        if (!e->hash_size)
-                return -1;
-        for (size_t i = id_hash(agent) & (e->hash_size - 1);; i = (i + 1) & (e->hash_size - 1)) {
-                unsigned v = e->link_hash[i];
-                if (!v)
-                        return -1;
-                if (!strcmp(agentlink_id(e->links[v - 1]), agent))
-                        return (long)v - 1;
-        }
+        return e->link_set ? strset_get(e->link_set, agent, "") : -1;
 }
 
 struct agentlink *engine_link_of(struct engine *e, const char *agent)
@@ -76,29 +59,20 @@ struct agentlink *engine_link_of(struct engine *e, const char *agent)
         return i < 0 ? NULL : e->links[i];
 }
 
-/* Every agent's index under its id: a round of a fleet looks each one up. */
-static int hash_links(struct engine *e)
-{
-        size_t size = 8;
-
-        while (size < 2 * e->n_links)
-                size *= 2;
-        e->link_hash = calloc(size, sizeof(*e->link_hash));
-        if (!e->link_hash)
-                return -ENOMEM;
-        e->hash_size = size;
-        for (size_t k = 0; k < e->n_links; k++) {
-                size_t i = id_hash(agentlink_id(e->links[k])) & (size - 1);
-                while (e->link_hash[i])
-                        i = (i + 1) & (size - 1);
-                e->link_hash[i] = (unsigned)k + 1;
-        }
-        return 0;
-}
-
 int engine_step_ms(const struct engine *e)
 {
         return (int)e->cfg->step_timeout_s * 1000;
+}
+
+/* Every agent's index under its id: a round of a fleet looks each one up. */
+static int index_links(struct engine *e)
+{
+        e->link_set = strset_new(e->n_links);
+        if (!e->link_set)
+                return -ENOMEM;
+        for (size_t k = 0; k < e->n_links; k++)
+                strset_add(e->link_set, agentlink_id(e->links[k]), "", (long)k);
+        return 0;
 }
 
 static void engine_freep(struct engine **e)
@@ -137,7 +111,7 @@ int engine_new(const struct cfg_coord *cfg, const struct keys_secret *key, struc
                         return r;
                 e->n_links++;
         }
-        if (hash_links(e) < 0)
+        if (index_links(e) < 0)
                 return -ENOMEM;
         *ret = TAKE_PTR(e);
         return 0;
@@ -150,7 +124,7 @@ struct engine *engine_free(struct engine *e)
         for (size_t i = 0; i < e->n_links; i++)
                 agentlink_close(e->links[i]);
         free(e->links);
-        free(e->link_hash);
+        strset_free(e->link_set);
         free(e->fingerprints);
         free(e);
         return NULL;

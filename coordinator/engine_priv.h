@@ -11,6 +11,7 @@
 #include "cleanup.h"
 #include "engine.h"
 #include "lockstep.pb-c.h"
+#include "strset.h"
 
 #define ENGINE_REASON_MAX 700
 
@@ -22,8 +23,7 @@ struct engine {
         struct slots *slots;      /* borrowed, as the counter */
         struct agentlink **links; /* one per cfg->agents[i] */
         size_t n_links;
-        unsigned *link_hash; /* open addressing on the agent id: index + 1, 0 empty */
-        size_t hash_size;    /* a power of two, at least twice n_links */
+        struct strset *link_set; /* agent id -> index in links */
         char (*fingerprints)[KEYS_FPR_LEN];   /* of each link's public key */
 };
 
