@@ -221,4 +221,12 @@ for c in $(seq 1 "$CUTS"); do
         fi
         [ -z "$OUT" ] || echo "$row" >> "$OUT"
 done
+# How long lockstepd takes to stop with a fleet connected (the health thread
+# may be polling every agent).
+t1=$EPOCHREALTIME
+kill -TERM "$lsd"
+wait "$lsd" 2> /dev/null || true
+stop_ms=$(awk -v a="$t1" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.0f", (b - a) * 1000}')
+say "lockstepd stopped ${stop_ms} ms after SIGTERM"
+[ -z "$OUT" ] || printf '{"agents":%s,"vms":%s,"latency":"%s","lockstepd_stop_ms":%s}\n' "$AGENTS" "$VMS" "$lat_name" "$stop_ms" >> "$OUT"
 exit "$rc_all"
