@@ -370,12 +370,10 @@ static int do_snapshot(struct txn_mgr *mg, struct txn *t, const Lockstep__Comman
                 snprintf(message, sizeof(message), "%s: snapshot: journal cannot be written; thawed", mg->cfg->id);
                 return txn_finish_step(mg, t, cmd->step, 0, LOCKSTEP__ERROR_CODE__E_INTERNAL, message, ret, ret_len);
         }
-        /* Back tiers first; one member at a time, each thawed right after its own
-         * snapshot. */
+        /* Back tiers first; a tier's members at once (parallel_per_host), each
+         * thawed right after its own snapshot, not after the others'. */
         for (unsigned tier = txn_max_tier(t) + 1; tier-- > 0;)
-                for (size_t i = 0; i < t->n; i++)
-                        if (t->m[i].tier == tier)
-                                snapshot_member(mg, t, &t->m[i]);
+                txn_run_tier(mg, t, tier, snapshot_member);
         failed = txn_any_failed(t);
         txn_undo_all(mg, t); /* anything a failure left frozen */
         t->state = LOCKSTEP__JOURNAL_STATE__J_SNAPPED;

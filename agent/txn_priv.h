@@ -11,7 +11,8 @@
 #include "names.h"
 #include "txn.h"
 
-#define TXN_MAX_PARALLEL 16
+/* parallel_per_host's ceiling (agent_config.c checks the same bound). */
+#define TXN_POOL_MAX 64
 #define TXN_MSG_MAX 600
 
 struct member {
@@ -119,12 +120,26 @@ int txn_any_failed(const struct txn *t);
 int txn_undo_member(struct txn_mgr *mg, struct txn *t, struct member *mb, int report_early);
 void txn_undo_all(struct txn_mgr *mg, struct txn *t);
 typedef int (*txn_member_fn)(struct txn_mgr *, struct txn *, struct member *);
-/* Runs fn on every member of tier `tier`, up to TXN_MAX_PARALLEL at once. */
+/* Runs fn on every member of tier `tier`, up to parallel_per_host at once. */
 void txn_run_tier(struct txn_mgr *mg, struct txn *t, unsigned tier, txn_member_fn fn);
 unsigned txn_max_tier(const struct txn *t);
 /* Removes a cut's overlays of mb (ABORT, recovery); kept on failure so a
  * resent ABORT tries again. */
 int txn_discard_member(struct txn_mgr *mg, struct txn *t, struct member *mb);
+
+/* ---- txn_pool.c: a step on many members at once ---- */
+
+/* Whether a member takes part (arg: what the caller chose, e.g. a tier). */
+typedef int (*txn_member_pick)(const struct member *mb, unsigned arg);
+/* How many members are worked on at once: parallel_per_host, 1 when unset. */
+unsigned txn_pool_size(const struct txn_mgr *mg);
+/* Runs fn on every member that pick chooses, at most txn_pool_size at once;
+ * the caller's thread is one of the workers, so a pool of 1 runs them in
+ * order (reverse: last member first) on the caller's thread. The caller holds
+ * t->lock; fn may change its own member only, never t, and must not journal:
+ * the caller persists once the phase is over. Returns when all are done. */
+void txn_pool_run(struct txn_mgr *mg, struct txn *t, txn_member_pick pick, unsigned arg, int reverse,
+                  txn_member_fn fn);
 
 /* ---- txn_reply.c: replies, stored and resent ---- */
 
