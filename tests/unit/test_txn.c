@@ -79,6 +79,8 @@ static int setup(void **state)
         F.cfg.lease_max_s = 60;
         F.cfg.guest_agent_timeout_s = 1;
         F.cfg.min_free_mb = 1;
+        /* Members through the pool, as an agent on a multi-CPU host runs them. */
+        F.cfg.parallel_per_host = 4;
         F.cfg.vms = vms;
         F.cfg.n_vms = sizeof(vms) / sizeof(vms[0]);
         assert_int_equal(hv_open(&F.cfg, &F.hv, &err), 0);
