@@ -644,11 +644,16 @@ int txn_step(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t **ret, si
         t = txn_find(mg, cmd->txid);
         pthread_mutex_unlock(&mg->lock);
         if (!t)
-                return step_new(mg, cmd, ret, ret_len);
-        /* Lists are only ever prepended and pruned by the reaper under both
-         * locks, so t stays valid while we wait for its lock. */
-        pthread_mutex_lock(&t->lock);
-        r = step_open(mg, t, cmd, ret, ret_len);
-        pthread_mutex_unlock(&t->lock);
+                r = step_new(mg, cmd, ret, ret_len);
+        else {
+                /* Lists are only ever prepended and pruned by the reaper under
+                 * both locks, so t stays valid while we wait for its lock. */
+                pthread_mutex_lock(&t->lock);
+                r = step_open(mg, t, cmd, ret, ret_len);
+                pthread_mutex_unlock(&t->lock);
+        }
+        /* A lease to watch, a thaw to retry, members to free: the lease
+         * thread, idle until now, looks again. */
+        txn_lease_kick(mg);
         return r;
 }

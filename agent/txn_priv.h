@@ -77,6 +77,7 @@ struct txn_mgr {
         pthread_t reaper;
         pthread_cond_t wake;
         int stop, reaper_started;
+        int kicked; /* a step ran since the lease thread last looked (under lock) */
 };
 
 /* ---- txn_mgr.c: transactions and the list of open ones ---- */
@@ -179,8 +180,13 @@ void txn_expire_lease(struct txn_mgr *mg, struct txn *t);
 /* Frees a decided, finished transaction's members (t->lock held or t unlisted);
  * it answers from its stored replies alone. Not while one is frozen or paused. */
 void txn_compact(struct txn *t);
-/* One pass of the lease thread: expired leases, retried thaws, pruning. */
-void txn_lease_tick(struct txn_mgr *mg);
+/* One pass of the lease thread: expired leases, retried thaws, pruning.
+ * Returns when the next pass is due: TXN_TICK_US while a lease runs, a step
+ * is in progress, a thaw is retried or members wait to be freed; else
+ * TXN_IDLE_US (pruning is by the hour). */
+long long txn_lease_tick(struct txn_mgr *mg);
+/* A step ran: the lease thread looks at once (it may be sleeping idle). */
+void txn_lease_kick(struct txn_mgr *mg);
 int txn_lease_start(struct txn_mgr *mg, lserr *err);
 void txn_lease_stop(struct txn_mgr *mg);
 

@@ -699,6 +699,24 @@ static void finished_ago(long long us)
         pthread_mutex_unlock(&F.mg->lock);
 }
 
+/* The lease thread ticks only while there is lease work: an idle agent's
+ * thread sleeps (TXN_IDLE_US, or until a step kicks it). */
+static void test_lease_idle(void **state)
+{
+        (void)state;
+        assert_int_equal(txn_lease_tick(F.mg), TXN_IDLE_US);
+        expect(freeze("i1", LOCKSTEP__MODE__MODE_QUIESCE, 10000, "web1:0 db1:1"), LOCKSTEP__ERROR_CODE__OK,
+               LOCKSTEP__TXN_STATE__TXN_FROZEN);
+        assert_int_equal(txn_lease_tick(F.mg), TXN_TICK_US); /* a lease runs */
+        expect(snapshot("i1"), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_SNAPPED);
+        assert_int_equal(txn_lease_tick(F.mg), TXN_IDLE_US); /* all thawed, the decision is a step */
+        expect(decide("i1", 1), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_COMMITTED);
+        assert_int_equal(txn_lease_tick(F.mg), TXN_TICK_US); /* members to free in a second */
+        finished_ago(TXN_COMPACT_US + 1);
+        assert_int_equal(txn_lease_tick(F.mg), TXN_IDLE_US);
+        assert_null(live("i1")->m);
+}
+
 static size_t n_remembered(void)
 {
         size_t n = 0;
@@ -1290,6 +1308,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_freeze_no, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_abort, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_lease, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_lease_idle, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_keep_bound, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_check, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_hook_unknown, setup, teardown),
