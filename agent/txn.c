@@ -405,8 +405,9 @@ static int do_decide(struct txn_mgr *mg, struct txn *t, const Lockstep__Command 
                 log_info("txid=%s step=DECIDE committed", t->txid);
         } else {
                 txn_undo_all(mg, t);
+                txn_discard_all(mg, t);
                 for (size_t i = 0; i < t->n; i++)
-                        failed |= txn_discard_member(mg, t, &t->m[i]) < 0;
+                        failed |= t->m[i].n_imgs != 0; /* an overlay left: its discard failed */
                 if (failed) {
                         /* Not stored: a resent ABORT must try again. */
                         txn_persist_or_log(mg, t);

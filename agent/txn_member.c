@@ -152,6 +152,17 @@ int txn_discard_member(struct txn_mgr *mg, struct txn *t, struct member *mb)
         return 0;
 }
 
+static int has_overlays(const struct member *mb, unsigned unused)
+{
+        (void)unused;
+        return mb->n_imgs != 0;
+}
+
+void txn_discard_all(struct txn_mgr *mg, struct txn *t)
+{
+        txn_pool_run(mg, t, has_overlays, 0, 0, txn_discard_member);
+}
+
 static int in_tier(const struct member *mb, unsigned tier)
 {
         return mb->tier == tier;

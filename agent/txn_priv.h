@@ -127,6 +127,9 @@ unsigned txn_max_tier(const struct txn *t);
 /* Removes a cut's overlays of mb (ABORT, recovery); kept on failure so a
  * resent ABORT tries again. */
 int txn_discard_member(struct txn_mgr *mg, struct txn *t, struct member *mb);
+/* txn_discard_member on every member with overlays, through the pool; a
+ * member whose discard failed keeps its n_imgs. */
+void txn_discard_all(struct txn_mgr *mg, struct txn *t);
 
 /* ---- txn_pool.c: a step on many members at once ---- */
 
