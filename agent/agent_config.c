@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cfgload.h"
 #include "cleanup.h"
@@ -12,6 +13,8 @@
 
 #define AUTHORIZED_MAX 64
 #define ROLES_MAX 16
+/* More members at once than this only queue on libvirtd and the disks. */
+#define PARALLEL_MAX 64
 
 #define REQ_STR CFGLOAD_REQ_STR
 #define OPT_STR CFGLOAD_OPT_STR
@@ -41,6 +44,7 @@ struct raw_agent {
         char *time_window_s;
         char *guest_agent_timeout_s;
         char *min_free_mb;
+        char *parallel_per_host;
         char *tls_cert;
         char *tls_key;
         char *privsep_user;
@@ -75,6 +79,7 @@ static const cyaml_schema_field_t agent_fields[] = {
         OPT_STR("time_window_s", struct raw_agent, time_window_s),
         OPT_STR("guest_agent_timeout_s", struct raw_agent, guest_agent_timeout_s),
         OPT_STR("min_free_mb", struct raw_agent, min_free_mb),
+        OPT_STR("parallel_per_host", struct raw_agent, parallel_per_host),
         OPT_STR("tls_cert", struct raw_agent, tls_cert),
         OPT_STR("tls_key", struct raw_agent, tls_key),
         OPT_STR("privsep_user", struct raw_agent, privsep_user),
@@ -175,6 +180,15 @@ static int agent_backend(const struct cfgload *ld, const struct raw_agent *ra)
         return opt_text(ld, "libvirt_uri", ra->libvirt_uri);
 }
 
+/* One member per online CPU: most of a member's time is waiting on the guest
+ * agent or libvirtd, so this is a floor, not a ceiling. */
+static unsigned default_parallel(void)
+{
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+        return n < 1 ? 1u : n > PARALLEL_MAX ? (unsigned)PARALLEL_MAX : (unsigned)n;
+}
+
 static int agent_numbers(const struct cfgload *ld, const struct raw_agent *ra, struct cfg_agent *c)
 {
         int r;
@@ -189,7 +203,11 @@ static int agent_numbers(const struct cfgload *ld, const struct raw_agent *ra, s
                               &c->guest_agent_timeout_s);
         if (r < 0)
                 return r;
-        return cfgload_check_num(ld, "min_free_mb", ra->min_free_mb, 64, 1, 1048576, &c->min_free_mb);
+        r = cfgload_check_num(ld, "min_free_mb", ra->min_free_mb, 64, 1, 1048576, &c->min_free_mb);
+        if (r < 0)
+                return r;
+        return cfgload_check_num(ld, "parallel_per_host", ra->parallel_per_host, default_parallel(), 1, PARALLEL_MAX,
+                                 &c->parallel_per_host);
 }
 
 /* A certificate next to a plain tcp:// listener would look like TLS and not be. */

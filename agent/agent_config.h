@@ -27,6 +27,7 @@ struct cfg_agent {
         unsigned time_window_s; /* default 30, 1..3600 */
         unsigned guest_agent_timeout_s; /* default 10, 1..300 */
         unsigned min_free_mb;  /* free space a new overlay needs; default 64, 1..1048576 */
+        unsigned parallel_per_host; /* members worked on at once; default the online CPUs, 1..64 */
         char *tls_cert;        /* required for tls+tcp://, refused otherwise */
         char *tls_key;         /* likewise; a regular file only its owner may read */
         char *privsep_user;    /* the network half runs as this user; default "nobody" */

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include <libvirt/virterror.h>
+#include <libxml/parser.h>
 
 #include "cleanup.h"
 #include "lv_conn.h"
@@ -27,6 +28,12 @@ int lv_conn_open(const struct cfg_agent *cfg, void **ret, lserr *err)
         if (!lv)
                 return -ENOMEM;
         virSetErrorFunc(NULL, quiet);
+        /* Members are worked on from several threads (parallel_per_host) and
+         * libxml2 2.9 wants its one initialisation done before that. One
+         * virConnect serves them all: libvirt's connections are thread-safe,
+         * its errors are per thread (virGetLastError), and lv_conn_get hands
+         * each call its own reference. */
+        xmlInitParser();
         lv->uri = strdup(cfg->libvirt_uri ? cfg->libvirt_uri : "qemu:///system");
         lv->ga_timeout_s = cfg->guest_agent_timeout_s ? cfg->guest_agent_timeout_s : 10;
         lv->min_free = (unsigned long long)(cfg->min_free_mb ? cfg->min_free_mb : 64) * 1024 * 1024;

@@ -384,12 +384,10 @@ static int do_snapshot(struct txn_mgr *mg, struct txn *t, const Lockstep__Comman
                 snprintf(message, sizeof(message), "%s: snapshot: journal cannot be written; thawed", mg->cfg->id);
                 return txn_finish_step(mg, t, cmd->step, 0, LOCKSTEP__ERROR_CODE__E_INTERNAL, message, ret, ret_len);
         }
-        /* Back tiers first; one member at a time, each thawed right after its own
-         * snapshot. */
+        /* Back tiers first; a tier's members at once (parallel_per_host), each
+         * thawed right after its own snapshot, not after the others'. */
         for (unsigned tier = txn_max_tier(t) + 1; tier-- > 0;)
-                for (size_t i = 0; i < t->n; i++)
-                        if (t->m[i].tier == tier)
-                                snapshot_member(mg, t, &t->m[i]);
+                txn_run_tier(mg, t, tier, snapshot_member);
         failed = txn_any_failed(t);
         txn_undo_all(mg, t); /* anything a failure left frozen */
         t->state = LOCKSTEP__JOURNAL_STATE__J_SNAPPED;
@@ -421,8 +419,9 @@ static int do_decide(struct txn_mgr *mg, struct txn *t, const Lockstep__Command 
                 log_info("txid=%s step=DECIDE committed", t->txid);
         } else {
                 txn_undo_all(mg, t);
+                txn_discard_all(mg, t);
                 for (size_t i = 0; i < t->n; i++)
-                        failed |= txn_discard_member(mg, t, &t->m[i]) < 0;
+                        failed |= t->m[i].n_imgs != 0; /* an overlay left: its discard failed */
                 if (failed) {
                         /* Not stored: a resent ABORT must try again. */
                         txn_persist_or_log(mg, t);
@@ -660,11 +659,16 @@ int txn_step(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t **ret, si
         t = txn_find(mg, cmd->txid);
         pthread_mutex_unlock(&mg->lock);
         if (!t)
-                return step_new(mg, cmd, ret, ret_len);
-        /* Lists are only ever prepended and pruned by the reaper under both
-         * locks, so t stays valid while we wait for its lock. */
-        pthread_mutex_lock(&t->lock);
-        r = step_open(mg, t, cmd, ret, ret_len);
-        pthread_mutex_unlock(&t->lock);
+                r = step_new(mg, cmd, ret, ret_len);
+        else {
+                /* Lists are only ever prepended and pruned by the reaper under
+                 * both locks, so t stays valid while we wait for its lock. */
+                pthread_mutex_lock(&t->lock);
+                r = step_open(mg, t, cmd, ret, ret_len);
+                pthread_mutex_unlock(&t->lock);
+        }
+        /* A lease to watch, a thaw to retry, members to free: the lease
+         * thread, idle until now, looks again. */
+        txn_lease_kick(mg);
         return r;
 }

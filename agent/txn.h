@@ -57,8 +57,11 @@ int txn_was_decided(struct txn_mgr *m, const char *txid);
 int txn_in_doubt(struct txn_mgr *m, Lockstep__InDoubt ***ret, size_t *ret_n);
 void txn_in_doubt_free(Lockstep__InDoubt **v, size_t n);
 
-/* Lease checks run every this many microseconds. */
+/* Lease checks run every this many microseconds... */
 #define TXN_TICK_US 100000LL
+/* ... while there is lease work; with none (no open cut, nothing to thaw or
+ * free), this often, or when a step runs. */
+#define TXN_IDLE_US (10LL * 1000000LL)
 /* Finished transactions are remembered this long for resent commands (with
  * their journal files)... */
 #define TXN_KEEP_US (3600LL * 1000000LL)

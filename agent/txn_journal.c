@@ -322,6 +322,9 @@ static void recover_bad(void *arg, const char *path, const char *why)
 int txn_mgr_recover(struct txn_mgr *mg, lserr *err)
 {
         struct recover_ctx rc = {.mg = mg};
+        int r = journal_load(mg->cfg->journal_dir, recover_one, recover_bad, &rc, err);
 
-        return journal_load(mg->cfg->journal_dir, recover_one, recover_bad, &rc, err);
+        /* What recovery left (a thaw to retry) is the lease thread's now. */
+        txn_lease_kick(mg);
+        return r;
 }

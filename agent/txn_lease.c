@@ -53,6 +53,18 @@ static void tick_one(struct txn_mgr *mg, struct txn *t, long long now)
                 txn_compact(t);
 }
 
+/* Whether t gives the lease thread work within a tick: a lease running, a
+ * guest to thaw again, members to free a second after the end. */
+static int needs_tick(const struct txn *t)
+{
+        if (t->state == LOCKSTEP__JOURNAL_STATE__J_FROZEN)
+                return 1;
+        for (size_t i = 0; i < t->n; i++)
+                if (t->m[i].quiesced || t->m[i].paused)
+                        return 1;
+        return t->finished_mono && t->decided && t->m;
+}
+
 /* Whether a finished transaction is forgotten now; kept counts the finished
  * ones seen so far, newest first (the list's order). */
 static int forget(const struct txn_mgr *mg, const struct txn *t, long long now, size_t *kept)
@@ -66,21 +78,25 @@ static int forget(const struct txn_mgr *mg, const struct txn *t, long long now, 
                (*kept > TXN_KEEP_MAX && age > 2LL * mg->cfg->time_window_s * 1000000LL);
 }
 
-void txn_lease_tick(struct txn_mgr *mg)
+long long txn_lease_tick(struct txn_mgr *mg)
 {
         long long now = fsutil_mono_us();
         size_t kept = 0;
         struct txn **pp;
+        int busy = 0;
 
         pthread_mutex_lock(&mg->lock);
         for (pp = &mg->list; *pp;) {
                 struct txn *t = *pp;
-                /* A step in progress checks the lease itself. */
+                /* A step in progress checks the lease itself; what it leaves
+                 * is seen on the next tick. */
                 if (pthread_mutex_trylock(&t->lock) != 0) {
+                        busy = 1;
                         pp = &t->next;
                         continue;
                 }
                 tick_one(mg, t, now);
+                busy |= needs_tick(t);
                 if (forget(mg, t, now, &kept)) {
                         lserr err = {0};
                         *pp = t->next;
@@ -93,6 +109,30 @@ void txn_lease_tick(struct txn_mgr *mg)
                 pp = &t->next;
         }
         pthread_mutex_unlock(&mg->lock);
+        return busy ? TXN_TICK_US : TXN_IDLE_US;
+}
+
+void txn_lease_kick(struct txn_mgr *mg)
+{
+        pthread_mutex_lock(&mg->lock);
+        mg->kicked = 1;
+        pthread_cond_signal(&mg->wake);
+        pthread_mutex_unlock(&mg->lock);
+}
+
+/* The realtime clock `us` from now, for pthread_cond_timedwait. */
+static struct timespec after_us(long long us)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += (time_t)(us / 1000000);
+        ts.tv_nsec += (long)(us % 1000000) * 1000;
+        if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+        }
+        return ts;
 }
 
 static void *reaper_main(void *p)
@@ -100,22 +140,21 @@ static void *reaper_main(void *p)
         struct txn_mgr *mg = p;
         /* The systemd watchdog watches this loop: it is the one that ends
          * leases, so a stall here is what must get the agent restarted. */
-        long long wd_us = (long long)notify_watchdog_ms() * 500, last_ping = 0;
+        long long wd_us = (long long)notify_watchdog_ms() * 500, last_ping = 0, next = TXN_TICK_US;
 
         pthread_mutex_lock(&mg->lock);
         while (!mg->stop) {
-                struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_nsec += TXN_TICK_US * 1000;
-                if (ts.tv_nsec >= 1000000000L) {
-                        ts.tv_sec++;
-                        ts.tv_nsec -= 1000000000L;
-                }
-                pthread_cond_timedwait(&mg->wake, &mg->lock, &ts);
+                /* Idle, it sleeps until a step kicks it (or the watchdog is
+                 * due): an idle agent takes no CPU. A kick while it ticked is
+                 * not lost: it ticks again at once. */
+                struct timespec ts = after_us(wd_us && wd_us < next ? wd_us : next);
+                if (!mg->kicked)
+                        pthread_cond_timedwait(&mg->wake, &mg->lock, &ts);
+                mg->kicked = 0;
                 if (mg->stop)
                         break;
                 pthread_mutex_unlock(&mg->lock);
-                txn_lease_tick(mg);
+                next = txn_lease_tick(mg);
                 if (wd_us && fsutil_mono_us() - last_ping >= wd_us) {
                         notify_watchdog();
                         last_ping = fsutil_mono_us();

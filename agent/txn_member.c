@@ -1,5 +1,5 @@
 /* txn_member: what every step does to a member: its result and message, thaw
- * and resume, discard, and running a tier's members in parallel. */
+ * and resume, discard, and a tier's members run through the pool. */
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -132,11 +132,22 @@ int txn_undo_member(struct txn_mgr *mg, struct txn *t, struct member *mb, int re
         return rc;
 }
 
+static int held(const struct member *mb, unsigned unused)
+{
+        (void)unused;
+        return mb->quiesced || mb->paused;
+}
+
+static int undo_held(struct txn_mgr *mg, struct txn *t, struct member *mb)
+{
+        return txn_undo_member(mg, t, mb, 0);
+}
+
 void txn_undo_all(struct txn_mgr *mg, struct txn *t)
 {
-        for (size_t i = t->n; i-- > 0;)
-                if (t->m[i].quiesced || t->m[i].paused)
-                        txn_undo_member(mg, t, &t->m[i], 0);
+        /* Every tier at once: an undo makes no cut, so no order to keep, and
+         * the sooner each guest runs again the better. */
+        txn_pool_run(mg, t, held, 0, 1, undo_held);
 }
 
 int txn_discard_member(struct txn_mgr *mg, struct txn *t, struct member *mb)
@@ -159,42 +170,25 @@ int txn_discard_member(struct txn_mgr *mg, struct txn *t, struct member *mb)
         return 0;
 }
 
-struct job {
-        struct txn_mgr *mg;
-        struct txn *t;
-        struct member *mb;
-        txn_member_fn fn;
-        int result;
-};
-
-static void *job_main(void *p)
+static int has_overlays(const struct member *mb, unsigned unused)
 {
-        struct job *j = p;
+        (void)unused;
+        return mb->n_imgs != 0;
+}
 
-        j->result = j->fn(j->mg, j->t, j->mb);
-        return NULL;
+void txn_discard_all(struct txn_mgr *mg, struct txn *t)
+{
+        txn_pool_run(mg, t, has_overlays, 0, 0, txn_discard_member);
+}
+
+static int in_tier(const struct member *mb, unsigned tier)
+{
+        return mb->tier == tier;
 }
 
 void txn_run_tier(struct txn_mgr *mg, struct txn *t, unsigned tier, txn_member_fn fn)
 {
-        struct job jobs[TXN_MAX_PARALLEL];
-        pthread_t th[TXN_MAX_PARALLEL];
-        size_t i = 0;
-
-        while (i < t->n) {
-                int k = 0;
-                for (; i < t->n && k < TXN_MAX_PARALLEL; i++) {
-                        if (t->m[i].tier != tier)
-                                continue;
-                        jobs[k] = (struct job){.mg = mg, .t = t, .mb = &t->m[i], .fn = fn};
-                        if (pthread_create(&th[k], NULL, job_main, &jobs[k]) != 0)
-                                job_main(&jobs[k]), th[k] = 0;
-                        k++;
-                }
-                for (int j = 0; j < k; j++)
-                        if (th[j])
-                                pthread_join(th[j], NULL);
-        }
+        txn_pool_run(mg, t, in_tier, tier, 0, fn);
 }
 
 unsigned txn_max_tier(const struct txn *t)

@@ -11,7 +11,8 @@
 #include "names.h"
 #include "txn.h"
 
-#define TXN_MAX_PARALLEL 16
+/* parallel_per_host's ceiling (agent_config.c checks the same bound). */
+#define TXN_POOL_MAX 64
 #define TXN_MSG_MAX 600
 
 struct member {
@@ -76,6 +77,7 @@ struct txn_mgr {
         pthread_t reaper;
         pthread_cond_t wake;
         int stop, reaper_started;
+        int kicked; /* a step ran since the lease thread last looked (under lock) */
 };
 
 /* ---- txn_mgr.c: transactions and the list of open ones ---- */
@@ -120,12 +122,29 @@ int txn_any_failed(const struct txn *t);
 int txn_undo_member(struct txn_mgr *mg, struct txn *t, struct member *mb, int report_early);
 void txn_undo_all(struct txn_mgr *mg, struct txn *t);
 typedef int (*txn_member_fn)(struct txn_mgr *, struct txn *, struct member *);
-/* Runs fn on every member of tier `tier`, up to TXN_MAX_PARALLEL at once. */
+/* Runs fn on every member of tier `tier`, up to parallel_per_host at once. */
 void txn_run_tier(struct txn_mgr *mg, struct txn *t, unsigned tier, txn_member_fn fn);
 unsigned txn_max_tier(const struct txn *t);
 /* Removes a cut's overlays of mb (ABORT, recovery); kept on failure so a
  * resent ABORT tries again. */
 int txn_discard_member(struct txn_mgr *mg, struct txn *t, struct member *mb);
+/* txn_discard_member on every member with overlays, through the pool; a
+ * member whose discard failed keeps its n_imgs. */
+void txn_discard_all(struct txn_mgr *mg, struct txn *t);
+
+/* ---- txn_pool.c: a step on many members at once ---- */
+
+/* Whether a member takes part (arg: what the caller chose, e.g. a tier). */
+typedef int (*txn_member_pick)(const struct member *mb, unsigned arg);
+/* How many members are worked on at once: parallel_per_host, 1 when unset. */
+unsigned txn_pool_size(const struct txn_mgr *mg);
+/* Runs fn on every member that pick chooses, at most txn_pool_size at once;
+ * the caller's thread is one of the workers, so a pool of 1 runs them in
+ * order (reverse: last member first) on the caller's thread. The caller holds
+ * t->lock; fn may change its own member only, never t, and must not journal:
+ * the caller persists once the phase is over. Returns when all are done. */
+void txn_pool_run(struct txn_mgr *mg, struct txn *t, txn_member_pick pick, unsigned arg, int reverse,
+                  txn_member_fn fn);
 
 /* ---- txn_reply.c: replies, stored and resent ---- */
 
@@ -165,8 +184,13 @@ void txn_expire_lease(struct txn_mgr *mg, struct txn *t);
 /* Frees a decided, finished transaction's members (t->lock held or t unlisted);
  * it answers from its stored replies alone. Not while one is frozen or paused. */
 void txn_compact(struct txn *t);
-/* One pass of the lease thread: expired leases, retried thaws, pruning. */
-void txn_lease_tick(struct txn_mgr *mg);
+/* One pass of the lease thread: expired leases, retried thaws, pruning.
+ * Returns when the next pass is due: TXN_TICK_US while a lease runs, a step
+ * is in progress, a thaw is retried or members wait to be freed; else
+ * TXN_IDLE_US (pruning is by the hour). */
+long long txn_lease_tick(struct txn_mgr *mg);
+/* A step ran: the lease thread looks at once (it may be sleeping idle). */
+void txn_lease_kick(struct txn_mgr *mg);
 int txn_lease_start(struct txn_mgr *mg, lserr *err);
 void txn_lease_stop(struct txn_mgr *mg);
 

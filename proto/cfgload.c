@@ -23,8 +23,8 @@
 #define DEPTH_MAX 16 /* the schemas nest 6 deep */
 #define FIELD_MAX CFGLOAD_FIELD_MAX
 #define WALK_PATH_MAX (DEPTH_MAX * (KEY_MAX + 16))
-#define WHY_MAX 320
-#define KNOWN_MAX 200
+#define WHY_MAX 448
+#define KNOWN_MAX 320 /* agent.yaml's keys are 207 characters */
 #define Q_MAX CFGLOAD_Q_MAX
 
 _Static_assert(FIELD_MAX <= WALK_PATH_MAX, "a field path must fit the walker's path");

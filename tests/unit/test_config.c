@@ -334,6 +334,18 @@ static const struct refusal refusals[] = {
           AGENT_MIN
           "min_free_mb: 0\n",
           9, "min_free_mb", "\"0\" is out of range (1..1048576)" },
+        { "parallel-zero", AGENT,
+          AGENT_MIN
+          "parallel_per_host: 0\n",
+          9, "parallel_per_host", "\"0\" is out of range (1..64)" },
+        { "parallel-too-big", AGENT,
+          AGENT_MIN
+          "parallel_per_host: 65\n",
+          9, "parallel_per_host", "\"65\" is out of range (1..64)" },
+        { "parallel-not-a-number", AGENT,
+          AGENT_MIN
+          "parallel_per_host: all\n",
+          9, "parallel_per_host", "expected a whole number, got \"all\"" },
         { "range-huge", AGENT,
           AGENT_MIN
           "lease_max_s: 99999999999999999999999\n",
@@ -958,7 +970,7 @@ static void test_refusal_unknown_key_whole(void **state)
         snprintf(want, sizeof(want),
                  "%s:9: lease_max: unknown key \"lease_max\" (known: id, listen, key, authorized, vms, libvirt_uri, "
                  "backend, sim_config, journal_dir, state_dir, lease_max_s, time_window_s, guest_agent_timeout_s, "
-                 "min_free_mb, tls_cert, tls_key, privsep_user)",
+                 "min_free_mb, parallel_per_host, tls_cert, tls_key, privsep_user)",
                  path);
         assert_string_equal(err.msg, want);
 }
@@ -1031,6 +1043,7 @@ static void test_agent_full(void **state)
                   "time_window_s: 1\n"
                   "guest_agent_timeout_s: 300\n"
                   "min_free_mb: 2048\n"
+                  "parallel_per_host: 64\n"
                   "tls_cert: /etc/lockstep/agent.crt\n"
                   "tls_key: %s\n"
                   "vms:\n"
@@ -1067,6 +1080,7 @@ static void test_agent_full(void **state)
         assert_int_equal(c->time_window_s, 1);
         assert_int_equal(c->guest_agent_timeout_s, 300);
         assert_int_equal(c->min_free_mb, 2048);
+        assert_int_equal(c->parallel_per_host, 64);
         assert_string_equal(c->tls_cert, "/etc/lockstep/agent.crt");
         assert_string_equal(c->tls_key, key);
         assert_int_equal(c->n_vms, 2);
@@ -1177,6 +1191,9 @@ static void test_agent_defaults(void **state)
         assert_int_equal(c->time_window_s, 30);
         assert_int_equal(c->guest_agent_timeout_s, 10);
         assert_int_equal(c->min_free_mb, 64);
+        /* One member per online CPU, within the key's range. */
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        assert_int_equal(c->parallel_per_host, cpus < 1 ? 1 : cpus > 64 ? 64 : cpus);
         assert_null(c->tls_cert);
         assert_null(c->tls_key);
         assert_string_equal(c->privsep_user, "nobody");
