@@ -25,6 +25,28 @@ now_ms() { date +%s%3N; }
 # starts read it; the agent's network half runs as nobody and writes its
 # ".held" files there too), host-b's images on a file system of their own, and
 # lockstepd's step deadline above the cuts' lease.
+# A failed run's evidence, before lab down takes it: the cuts' results, every
+# log of the lab (lockstepd, agents, libvirtd, QEMU, relay), the catalog and the
+# test's own log. The newest EVIDENCE_KEEP runs are kept.
+EVIDENCE_DIR=${LOCKSTEP_FAULTS_EVIDENCE:-/var/tmp/lockstep-faults-evidence}
+EVIDENCE_KEEP=5
+f_keep_evidence() {
+        local e f
+        e=$EVIDENCE_DIR/$(date -u +%Y%m%dT%H%M%S)-${T_NAME:-faults}
+        mkdir -p "$e" || return 0
+        cp -a "$W" "$e/work" 2> /dev/null || true
+        cp "$T_LOG" "$e/test.log" 2> /dev/null || true
+        if [ -n "${D:-}" ] && [ -d "$D" ]; then
+                (cd "$D" && find . \( -name '*.log' -o -name 'catalog.db*' -o -name '*.yaml' -o -name lab.state \) \
+                        -size -64M -print0 | cpio -0pdm --quiet "$e/lab") 2> /dev/null || true
+                for f in "$D"/hosts/*/run/libvirt/qemu/*.xml; do
+                        [ -e "$f" ] && cp "$f" "$e/" 2> /dev/null || true
+                done
+        fi
+        echo "     $T_NAME: evidence kept in $e"
+        ls -1d "$EVIDENCE_DIR"/*/ 2> /dev/null | sort | head -n -"$EVIDENCE_KEEP" | xargs -r rm -rf
+}
+
 f_setup() {
         t_need_failpoints
         t_need_lab
@@ -36,7 +58,8 @@ f_setup() {
         export LOCKSTEP_FAILPOINT_DIR=$FP
         export LOCKSTEP_LAB_SMALL_IMAGES=host-b:192
         t_up_product --vms 4
-        trap 'for p in $WPID $DPID; do kill "$p" 2> /dev/null || true; done; t_down; rm -rf "$T_LOG" "$FP" "$W"' EXIT
+        trap 'f_rc=$?; for p in $WPID $DPID; do kill "$p" 2> /dev/null || true; done
+              [ "$f_rc" = 0 ] || f_keep_evidence; t_down; rm -rf "$T_LOG" "$FP" "$W"' EXIT
         # A hung guest agent must be given up on (the member votes no, named)
         # before lockstepd's step deadline gives up on its whole host.
         for h in $(lab_hosts); do
@@ -188,8 +211,9 @@ check_next_cut() {
         local j rc=0
         j=$("$LAB" lockstep-cut --json 2>> "$T_LOG") || rc=$?
         [ -n "$j" ] && jq -e . > /dev/null 2>&1 <<< "$j" || { tail -n 20 "$T_LOG"; t_fail "$S: the next cut gave no result (exit $rc)"; }
+        echo "$j" > "$W/next-$S.json"
         ((rc == 0)) && [ "$(jq -r .orphans <<< "$j")" = 0 ] && [ "$(jq -r '.intact and .in_time' <<< "$j")" = true ] ||
-                t_fail "$S: the next cut: exit $rc, $(jq -c '{orphans, intact, in_time}' <<< "$j")"
+                t_fail "$S: the next cut: exit $rc, $(jq -c '{orphans, orphan_ids, intact, in_time}' <<< "$j") (whole result: $W/next-$S.json)"
         NEXT_WINDOW=$(jq -r '.timings_ms.window_ms' <<< "$j")
 }
 
