@@ -215,6 +215,20 @@ static void take_msg(struct guardian_entry *a, const char *buf, ssize_t len, int
                 log_err("%s", err.msg);
 }
 
+/* Connects to the hypervisor when a member is armed, not when its lease ends:
+ * opening a connection takes a while on a loaded host, and that wait would be
+ * a frozen guest's. The connection is kept for the next cuts. */
+static void connect_when_armed(const struct cfg_agent *cfg, struct hv **hv, const struct guardian_entry *a)
+{
+        lserr err = {0};
+        int armed = 0;
+
+        for (int i = 0; i < GUARDIAN_MAX_ARMED && !armed; i++)
+                armed = a[i].used;
+        if (armed && !*hv && hv_open(cfg, hv, &err) < 0)
+                log_err("guardian: cannot reach the hypervisor yet, will retry at the lease's end: %s", err.msg);
+}
+
 /* Serves the agent: undoes members whose lease ended, takes its messages,
  * and returns when its end of the socket closes. */
 static void serve_agent(const struct cfg_agent *cfg, int fd, struct hv **hv, struct guardian_entry *a)
@@ -233,6 +247,7 @@ static void serve_agent(const struct cfg_agent *cfg, int fd, struct hv **hv, str
                 if (len <= 0)
                         return;
                 take_msg(a, msg, len, len >= (ssize_t)sizeof(msg));
+                connect_when_armed(cfg, hv, a);
         }
 }
 
