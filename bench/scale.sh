@@ -7,7 +7,7 @@
 # each phase's last answer came.
 #
 #   bench/scale.sh --agents N --vms M [--cuts C] [--latency freeze=45,snapshot=17,thaw=6]
-#                  [--json] [--out FILE] [--keep] [--build DIR]
+#                  [--groups G [--minutes W] [--max-cuts K]] [--json] [--out FILE] [--keep] [--build DIR]
 #   bench/scale.sh --plot FILE.jsonl...   (round time against N, SVG beside the first file)
 #
 # --json prints one object per cut (agents, vms, state, e2e_ms, lockstepd_ms,
@@ -15,6 +15,10 @@
 # time lockstepd used during the cut (utime + stime, 10 ms ticks): on this
 # 2-core machine the agents' own work shares the cores, so wall time says
 # little about lockstepd's part; on a fleet each agent has its own host.
+# --groups G: instead of one big group, G groups (group i: agent i's M VMs),
+# all scheduled every minute, for W whole minutes (default 2) under lockstepd's
+# max_cuts K (default 8): one object with the committed cuts per minute, the
+# schedule lag of every run (started against due) and the skipped runs.
 # Root is not needed; 1,000 agents need about 3 processes and 30 threads each
 # (kernel.pid_max is raised to 4194304 when root and lower).
 set -euo pipefail
@@ -22,7 +26,7 @@ set -euo pipefail
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$BENCH/.." && pwd)
 BUILD=${LOCKSTEP_BUILD_DIR:-$REPO/build}
-AGENTS=10 VMS=10 CUTS=3 LATENCY= JSON=0 OUT= KEEP=0 PLOT=0
+AGENTS=10 VMS=10 CUTS=3 LATENCY= JSON=0 OUT= KEEP=0 PLOT=0 NGROUPS=0 MINUTES=2 MAX_CUTS=
 say() { printf 'scale: %s\n' "$*" >&2; }
 die() { printf 'scale: error: %s\n' "$*" >&2; exit 1; }
 
@@ -36,8 +40,11 @@ while (($#)); do
         --out) OUT=$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
         --build) BUILD=$2; shift 2 ;;
+        --groups) NGROUPS=$2; shift 2 ;;
+        --minutes) MINUTES=$2; shift 2 ;;
+        --max-cuts) MAX_CUTS=$2; shift 2 ;;
         --plot) PLOT=1; shift; break ;;
-        -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "scale: unknown option $1 (--help)" >&2; exit 2 ;;
         esac
 done
@@ -71,9 +78,11 @@ EOF
         exit 0
 fi
 
-for v in AGENTS VMS CUTS; do
+for v in AGENTS VMS CUTS MINUTES; do
         [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "--${v,,} needs a positive integer"
 done
+[[ $NGROUPS =~ ^[0-9]+$ ]] && [ "$NGROUPS" -le "$AGENTS" ] || die "--groups needs 0..--agents (group i is agent i's VMs)"
+[ -z "$MAX_CUTS" ] || [[ $MAX_CUTS =~ ^[1-9][0-9]*$ ]] || die "--max-cuts needs a positive integer"
 members=$((AGENTS * VMS))
 [ "$members" -le 10000 ] || die "$AGENTS x $VMS = $members members: a group holds at most 10000"
 for b in coordinator/lockstepd coordinator/lockstep agent/lockstep-agent; do
@@ -157,16 +166,24 @@ say "agents up in $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.1f", 
         echo "catalog: $T/catalog.db"
         echo "counter_file: $T/coord.counter"
         echo "step_timeout_s: 60"
+        [ -z "$MAX_CUTS" ] || echo "max_cuts: $MAX_CUTS"
         echo "agents:"
         for a in $(seq 1 "$AGENTS"); do
                 printf '  - {id: a%s, url: "tcp://127.0.0.1:%s", pubkey: %s}\n' "$a" $((port_base + a)) "$T/a$a.pub"
         done
         echo "groups:"
-        echo "  - name: big"
-        echo "    lease_s: 300"
-        echo "    members:"
-        for a in $(seq 1 "$AGENTS"); do
-                for v in $(seq 1 "$VMS"); do echo "      - a${a}v$v@a$a"; done
+        if [ "$NGROUPS" = 0 ]; then
+                echo "  - name: big"
+                echo "    lease_s: 300"
+                echo "    members:"
+                for a in $(seq 1 "$AGENTS"); do
+                        for v in $(seq 1 "$VMS"); do echo "      - a${a}v$v@a$a"; done
+                done
+        fi
+        for g in $(seq 1 "$NGROUPS"); do
+                echo "  - name: g$g"
+                echo "    schedule: \"* * * * *\""
+                echo "    members: [$(for v in $(seq 1 "$VMS"); do printf '%sa%sv%s@a%s' "$([ "$v" = 1 ] || echo ', ')" "$g" "$v" "$g"; done)]"
         done
 } > "$T/coordinator.yaml"
 "$BUILD/coordinator/lockstepd" -c "$T/coordinator.yaml" >> "$T/lockstepd.log" 2>&1 &
@@ -192,9 +209,48 @@ agents_rss_mb() { # mean over the agents of executor + network half + guardian
         awk -v t="$total" -v n="$AGENTS" 'BEGIN {printf "%.1f", t / n / 1024}'
 }
 
-say "lockstepd up; $CUTS cut(s) of $members members"
+if [ "$NGROUPS" -gt 0 ]; then
+        # Whole minutes from the next one on, then what every schedule did.
+        now=$(date +%s)
+        start=$(((now / 60 + 1) * 60))
+        say "$NGROUPS groups of $VMS VMs scheduled every minute; measuring $MINUTES minute(s) from $(date -u -d "@$start" +%H:%M)"
+        cpu0=$(cpu_ms "$lsd")
+        sleep $((start + MINUTES * 60 - now))
+        # Runs still going finish first; none may start after the window.
+        for _ in $(seq 1 600); do
+                "$LS" -c "$T/coordinator.yaml" schedules --json > "$T/sched.json" 2> /dev/null &&
+                        [ "$(jq '[.[] | select(.running)] | length' "$T/sched.json")" = 0 ] && break
+                sleep 1
+        done
+        cpu1=$(cpu_ms "$lsd")
+        "$LS" -c "$T/coordinator.yaml" snapshot list --json > "$T/cuts.json"
+        row=$(jq -c --slurpfile sched "$T/sched.json" --arg lat "$lat_name" --argjson agents "$AGENTS" \
+                --argjson vms "$VMS" --argjson groups "$NGROUPS" --argjson minutes "$MINUTES" --argjson start "$start" \
+                --argjson lsd_ms "$((cpu1 - cpu0))" --argjson max_cuts "${MAX_CUTS:-8}" --argjson rss "$(rss_mb "$lsd" VmRSS)" '
+                def pct(p): if length == 0 then null else sort | .[((length - 1) * p) | floor] end;
+                # Scheduled cuts are named sched-YYYYMMDDTHHMM after their due minute.
+                [.[] | select(.name | startswith("sched-")) |
+                 {state, due: (.name[6:] + "00Z" | strptime("%Y%m%dT%H%M%SZ") | mktime),
+                  started: (.started_at | capture("^(?<s>[^.]*)(\\.(?<f>[0-9]+))?Z$") |
+                            (.s + "Z" | fromdateiso8601) + ("0." + (.f // "0") | tonumber))}
+                 | select(.due >= $start and .due < $start + 60 * $minutes)] as $runs |
+                {agents: $agents, vms: $vms, groups: $groups, latency: $lat, minutes: $minutes, max_cuts: $max_cuts,
+                 due_runs: ($groups * $minutes), committed: ([$runs[] | select(.state == "committed")] | length),
+                 committed_per_minute: (([$runs[] | select(.state == "committed")] | length) / $minutes),
+                 lag_s_p50: ([$runs[] | .started - .due] | pct(0.5)), lag_s_max: ([$runs[] | .started - .due] | max),
+                 skipped_total: ([$sched[0][] | .skipped] | add), lockstepd_ms: $lsd_ms, lockstepd_rss_mb: $rss}' \
+                "$T/cuts.json")
+        if [ "$JSON" = 1 ]; then echo "$row"; else
+                jq -r '"\(.groups) groups x \(.vms) VMs, \(.minutes) min, max_cuts \(.max_cuts): \(.committed) of \(.due_runs) due runs committed (\(.committed_per_minute)/min), lag p50 \(.lag_s_p50) s max \(.lag_s_max) s, \(.skipped_total) skipped, lockstepd \(.lockstepd_ms) ms CPU"' <<< "$row"
+        fi
+        [ -z "$OUT" ] || echo "$row" >> "$OUT"
+        CUTS=0
+fi
+
+[ "$CUTS" = 0 ] || say "lockstepd up; $CUTS cut(s) of $members members"
 rc_all=0
 for c in $(seq 1 "$CUTS"); do
+        [ "$CUTS" -gt 0 ] || break
         cpu0=$(cpu_ms "$lsd") cat0=$(cat_bytes) t1=$EPOCHREALTIME
         out=$("$LS" -c "$T/coordinator.yaml" snapshot create big --json 2> "$T/create.err") && rc=0 || rc=$?
         t2=$EPOCHREALTIME
