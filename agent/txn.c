@@ -341,9 +341,15 @@ static int snapshot_member(struct txn_mgr *mg, struct txn *t, struct member *mb)
                         snprintf(mb->msg, sizeof(mb->msg), "post-thaw hook failed: %.400s", hook_err.msg);
                 }
         }
-        log_info("txid=%s step=SNAPSHOT vm=%s %s snap_ms=%.1f thaw_ms=%.1f frozen_ms=%.1f", t->txid, mb->vm,
-                 mb->code == LOCKSTEP__ERROR_CODE__OK ? "ok" : "failed", (double)mb->snapshot_us / 1000.0,
-                 (double)mb->thaw_us / 1000.0, (double)(mb->thaw_done_mono - mb->freeze_start_mono) / 1000.0);
+        /* A member still frozen (its thaw is being retried) has no frozen time yet. */
+        if (mb->quiesced || mb->paused)
+                log_info("txid=%s step=SNAPSHOT vm=%s %s snap_ms=%.1f, still frozen: its thaw is retried", t->txid,
+                         mb->vm, mb->code == LOCKSTEP__ERROR_CODE__OK ? "ok" : "failed",
+                         (double)mb->snapshot_us / 1000.0);
+        else
+                log_info("txid=%s step=SNAPSHOT vm=%s %s snap_ms=%.1f thaw_ms=%.1f frozen_ms=%.1f", t->txid, mb->vm,
+                         mb->code == LOCKSTEP__ERROR_CODE__OK ? "ok" : "failed", (double)mb->snapshot_us / 1000.0,
+                         (double)mb->thaw_us / 1000.0, (double)(mb->thaw_done_mono - mb->freeze_start_mono) / 1000.0);
         return r;
 }
 
