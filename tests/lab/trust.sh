@@ -59,8 +59,10 @@ r=$(send "$H" delete td1 tr1 tr1 evil1) || t_fail "delete for evil1 failed: $r"
 [ "$(md5sum < "$layer")" = "$layer_sum" ] || t_fail "web1's layer $layer changed"
 [ "$(disk_of web1 vda)" = "$top" ] || t_fail "web1 runs on $(disk_of web1 vda), not $top"
 [ "$(md5sum < "$evil")" = "$evil_sum" ] || t_fail "evil1's raw disk was rewritten"
-"$LAB" virsh web1 dumpxml --inactive evil1 | grep -q "<driver name='qemu' type='raw'/>" ||
-        t_fail "evil1's disk was re-typed: $("$LAB" virsh web1 dumpxml --inactive evil1 | grep '<driver')"
+# Read whole first: with pipefail, grep -q leaving early can fail the pipeline.
+xml=$("$LAB" virsh web1 dumpxml --inactive evil1)
+grep -q "<driver name='qemu' type='raw'/>" <<< "$xml" ||
+        t_fail "evil1's disk was re-typed: $(grep '<driver' <<< "$xml")"
 t_ok "a raw disk's guest-written qcow2 header is never followed: DELETE merged nothing, web1's layer and evil1's disk unchanged"
 
 # 4. REVERT_PREPARE of cut tr1 for evil1. Its raw disk holds no layer of tr1
@@ -73,7 +75,7 @@ unchanged() {
         local ed
         ed=$("$LAB" virsh web1 domblklist evil1 | awk '$1 == "vda" { print $2 }') # evil1 is not a lab VM: on web1's host
         [ "$ed" = "$evil" ] || t_fail "$1: evil1's disk is now $ed"
-        "$LAB" virsh web1 dumpxml --inactive evil1 | grep -q "<driver name='qemu' type='raw'/>" ||
+        grep -q "<driver name='qemu' type='raw'/>" <<< "$("$LAB" virsh web1 dumpxml --inactive evil1)" ||
                 t_fail "$1: evil1's disk was re-typed"
         [ "$("$LAB" virsh web1 domstate evil1)" = "shut off" ] || t_fail "$1: evil1 is not shut off"
 }

@@ -80,8 +80,12 @@ ip netns exec lslab-host-a busybox ping -c 1 -W 2 10.77.0.3 > /dev/null ||
 t_ok "network: host-a reaches host-b on 10.77.0.0/24, no default route"
 
 # Each host's libvirtd is its own: host-b's does not know host-a's guests.
-"$LAB" virsh host-b list --all --name | grep -qx web1 && t_fail "host-b's libvirtd knows web1"
-"$LAB" virsh host-a list --all --name | grep -qx web1 || t_fail "host-a's libvirtd does not know web1"
+# Read whole first: with pipefail, grep -q leaving early can make virsh die of
+# SIGPIPE and the pipeline fail although the name was there.
+doms_b=$("$LAB" virsh host-b list --all --name) || t_fail "virsh list on host-b failed"
+doms_a=$("$LAB" virsh host-a list --all --name) || t_fail "virsh list on host-a failed"
+grep -qx web1 <<< "$doms_b" && t_fail "host-b's libvirtd knows web1"
+grep -qx web1 <<< "$doms_a" || t_fail "host-a's libvirtd does not know web1 (it lists: $(echo $doms_a))"
 t_ok "isolation: each lab host has its own libvirtd"
 
 during=$(machine_state)
