@@ -11,6 +11,7 @@
 #include "lockstep.pb-c.h"
 #include "prune.h"
 #include "report_priv.h"
+#include "strset.h"
 #include "timeline.h"
 
 void report_iso_time(long long us, char *out, size_t n)
@@ -133,13 +134,26 @@ static void window(const struct cat_member *m, size_t n, double *ret_window_ms, 
         *ret_max_frozen_ms = w.max_frozen_ms;
 }
 
+/* For each audit row, the next row of the same agent and step (-1: none): a
+ * fleet's thousands of commands are matched to their answers in one pass.
+ * NULL when out of memory. */
+static long *next_same_step(const struct cat_audit *au, size_t na)
+{
+        _cleanup_free_ long *next = malloc((na ? na : 1) * sizeof(*next));
+        _cleanup_(strset_freep) struct strset *last = strset_new(na);
+
+        if (!next || !last)
+                return NULL;
+        for (size_t i = na; i-- > 0;)
+                next[i] = strset_put(last, au[i].agent, au[i].step, (long)i);
+        return TAKE_PTR(next);
+}
+
 /* The reply to the SENT row au[i]: the next answer (or refused answer) of
  * that agent for that step before the step is sent to it again; -1 if none. */
-static long long reply_to(const struct cat_audit *au, size_t na, size_t i)
+static long long reply_to(const struct cat_audit *au, const long *next, size_t i)
 {
-        for (size_t k = i + 1; k < na; k++) {
-                if (strcmp(au[k].agent, au[i].agent) || strcmp(au[k].step, au[i].step))
-                        continue;
+        for (long k = next[i]; k >= 0; k = next[k]) {
                 if (au[k].dir == CAT_SENT)
                         return -1;
                 if (au[k].dir == CAT_RECEIVED || au[k].dir == CAT_IGNORED)
@@ -152,12 +166,14 @@ static long long reply_to(const struct cat_audit *au, size_t na, size_t i)
  * came), from the audit: where a slow or lossy link shows. */
 static void replies_json(struct json *j, const struct cat_audit *au, size_t na)
 {
+        _cleanup_free_ long *next = next_same_step(au, na);
+
         json_arr_begin(j, "replies");
-        for (size_t i = 0; i < na; i++) {
+        for (size_t i = 0; next && i < na; i++) {
                 long long k;
                 if (au[i].dir != CAT_SENT)
                         continue;
-                k = reply_to(au, na, i);
+                k = reply_to(au, next, i);
                 json_obj_begin(j, NULL);
                 json_str(j, "agent", au[i].agent);
                 json_str(j, "step", au[i].step);
@@ -179,23 +195,21 @@ static void replies_json(struct json *j, const struct cat_audit *au, size_t na)
 static void replies_text(FILE *f, const struct cat_audit *au, size_t na)
 {
         _cleanup_(esc_done) struct esc e = {0};
+        _cleanup_free_ long *next = next_same_step(au, na);
+        _cleanup_(strset_freep) struct strset *steps = strset_new(na);
 
-        for (size_t s = 0; s < na; s++) {
+        for (size_t s = 0; next && steps && s < na; s++) {
                 size_t got = 0, none = 0, slow = 0;
                 double lo = 0, hi = -1;
-                int first = 1;
-                if (au[s].dir != CAT_SENT)
-                        continue;
-                for (size_t p = 0; p < s && first; p++)
-                        first = !(au[p].dir == CAT_SENT && !strcmp(au[p].step, au[s].step));
-                if (!first)
+                /* Once per step, at its first command. */
+                if (au[s].dir != CAT_SENT || strset_add(steps, au[s].step, "", (long)s) != -1)
                         continue;
                 for (size_t i = s; i < na; i++) {
                         long long k;
                         double ms;
                         if (au[i].dir != CAT_SENT || strcmp(au[i].step, au[s].step))
                                 continue;
-                        k = reply_to(au, na, i);
+                        k = reply_to(au, next, i);
                         if (k < 0) {
                                 none++;
                                 continue;
@@ -241,6 +255,12 @@ static void cut_json(struct json *j, const struct cat_txn *t, const struct cat_m
         json_double(j, "group_window_ms", win);
         json_double(j, "freeze_skew_ms", skew);
         json_double(j, "max_frozen_ms", maxf);
+        _cleanup_free_ long *img_next = malloc((ni ? ni : 1) * sizeof(*img_next));
+        _cleanup_(strset_freep) struct strset *first_img = strset_new(ni);
+
+        /* Each member's images by one lookup, not a scan of the cut's images. */
+        for (size_t k = ni; img_next && first_img && k-- > 0;)
+                img_next[k] = strset_put(first_img, im[k].vm, im[k].agent, (long)k);
         json_arr_begin(j, "members");
         for (size_t i = 0; i < nm; i++) {
                 json_obj_begin(j, NULL);
@@ -259,9 +279,8 @@ static void cut_json(struct json *j, const struct cat_txn *t, const struct cat_m
                 json_int(j, "frozen_at_us", m[i].frozen_at_us);
                 json_int(j, "thawed_at_us", m[i].thawed_at_us);
                 json_arr_begin(j, "disks");
-                for (size_t k = 0; k < ni; k++) {
-                        if (strcmp(im[k].vm, m[i].vm) || strcmp(im[k].agent, m[i].agent))
-                                continue;
+                for (long k = img_next && first_img ? strset_get(first_img, m[i].vm, m[i].agent) : -1; k >= 0;
+                     k = img_next[k]) {
                         json_obj_begin(j, NULL);
                         json_str(j, "disk", im[k].disk);
                         json_str(j, "image", im[k].before);

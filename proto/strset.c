@@ -78,6 +78,19 @@ long strset_add(struct strset *s, const char *a, const char *b, long v)
         return -1;
 }
 
+long strset_put(struct strset *s, const char *a, const char *b, long v)
+{
+        struct slot *x = find(s, a, b);
+        long old;
+
+        if (x->a) {
+                old = x->v;
+                x->v = v;
+                return old;
+        }
+        return strset_add(s, a, b, v);
+}
+
 long strset_get(const struct strset *s, const char *a, const char *b)
 {
         const struct slot *x = find(s, a, b);

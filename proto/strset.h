@@ -19,5 +19,8 @@ static inline void strset_freep(struct strset **s)
 /* Adds (a, b) with value v, unless it is there: then its value (>= 0) is
  * returned and nothing changes. -1 when added, -2 when the set is full. */
 long strset_add(struct strset *s, const char *a, const char *b, long v);
+/* Sets (a, b) to v, adding it when absent: its old value, -1 when it was
+ * added, -2 when the set is full. */
+long strset_put(struct strset *s, const char *a, const char *b, long v);
 /* The value of (a, b), -1 when absent. */
 long strset_get(const struct strset *s, const char *a, const char *b);

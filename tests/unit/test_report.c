@@ -174,6 +174,66 @@ static void test_cut_replies(void **state)
         free(s);
 }
 
+/* A fleet's cut: 2,000 members with 2 disks each, the images in the reverse of
+ * the members' order, 3 steps sent to 500 agents. Each member lists exactly
+ * its own disks, in the catalog's order, and every command its answer. */
+static void test_cut_fleet(void **state)
+{
+        enum { NM = 2000, NA = 500 };
+        struct cat_txn t = cut_txn();
+        struct cat_member *m = calloc(NM, sizeof(*m));
+        struct cat_image *im = calloc(2 * NM, sizeof(*im));
+        struct cat_audit *au = calloc(6 * NA, sizeof(*au));
+        static const char *steps[] = {"FREEZE", "SNAPSHOT", "DECIDE"};
+        char *buf = NULL, want[400];
+        size_t len = 0, n = 0;
+        FILE *f = open_memstream(&buf, &len);
+
+        (void)state;
+        assert_true(m && im && au && f);
+        for (int i = 0; i < NM; i++) {
+                snprintf(m[i].vm, sizeof(m[i].vm), "v%d", i);
+                snprintf(m[i].agent, sizeof(m[i].agent), "h%d", i % NA);
+                for (int d = 0; d < 2; d++) {
+                        struct cat_image *x = &im[2 * (NM - 1 - i) + d];
+                        snprintf(x->vm, sizeof(x->vm), "v%d", i);
+                        snprintf(x->agent, sizeof(x->agent), "h%d", i % NA);
+                        snprintf(x->disk, sizeof(x->disk), "vd%c", 'a' + d);
+                        snprintf(x->before, sizeof(x->before), "/img/v%d-vd%c", i, 'a' + d);
+                }
+        }
+        for (int s = 0; s < 3; s++)
+                for (int dir = 0; dir < 2; dir++)
+                        for (int a = 0; a < NA; a++, n++) {
+                                au[n].at_us = T0 + s * 1000000 + dir * (a + 1) * 100;
+                                au[n].dir = dir ? CAT_RECEIVED : CAT_SENT;
+                                snprintf(au[n].agent, sizeof(au[n].agent), "h%d", a);
+                                snprintf(au[n].step, sizeof(au[n].step), "%s", steps[s]);
+                        }
+        report_cut_rows(&t, m, NM, im, 2 * NM, au, n, 1, f);
+        fclose(f);
+        for (int i = 0; i < NM; i += 199) {
+                snprintf(want, sizeof(want),
+                         "\"vm\":\"v%d\",\"agent\":\"h%d\",", i, i % NA);
+                assert_non_null(strstr(buf, want));
+                snprintf(want, sizeof(want),
+                         "\"disks\":[{\"disk\":\"vda\",\"image\":\"/img/v%d-vda\",\"overlay\":\"\"},"
+                         "{\"disk\":\"vdb\",\"image\":\"/img/v%d-vdb\",\"overlay\":\"\"}]}",
+                         i, i);
+                assert_non_null(strstr(strstr(buf, "\"members\""), want));
+        }
+        /* Every command answered, none twice: 1,500 replies with a time. */
+        assert_null(strstr(buf, "\"ms\":null"));
+        n = 0;
+        for (const char *p = buf; (p = strstr(p, "\"code\":\"OK\"}")) != NULL; p++)
+                n++;
+        assert_int_equal(n, 3 * NA);
+        free(buf);
+        free(m);
+        free(im);
+        free(au);
+}
+
 static struct cat_txn revert_txn(void)
 {
         struct cat_txn t = {.txid = REV, .kind = CAT_KIND_REVERT, .group = "shop", .name = CUT, .mode = "revert",
@@ -352,6 +412,7 @@ int main(void)
                 cmocka_unit_test(test_cut_aborted_text),
                 cmocka_unit_test(test_cut_json),
                 cmocka_unit_test(test_cut_replies),
+                cmocka_unit_test(test_cut_fleet),
                 cmocka_unit_test(test_revert_text),
                 cmocka_unit_test(test_revert_json_undone),
                 cmocka_unit_test(test_check_text),

@@ -30,8 +30,12 @@ static void test_add_get_duplicate(void **state)
         assert_int_equal(strset_add(s, "ab", "", 1), -1);
         assert_int_equal(strset_get(s, "a", "b"), -1);
         assert_int_equal(strset_add(s, "a", "b", 2), -1);
+        /* put replaces a value and says the old one. */
+        assert_int_equal(strset_put(s, "vm1", "host-b", 80), 8);
+        assert_int_equal(strset_get(s, "vm1", "host-b"), 80);
         /* Full: the fifth pair is refused, the four stay. */
         assert_int_equal(strset_add(s, "x", "y", 3), -2);
+        assert_int_equal(strset_put(s, "x", "y", 3), -2);
         assert_int_equal(strset_get(s, "x", "y"), -1);
         assert_int_equal(strset_get(s, "ab", ""), 1);
         assert_null(strset_free(s));
