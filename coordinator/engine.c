@@ -652,24 +652,16 @@ int engine_take_slot_cat(struct engine *e, const char *group, const struct cat_m
 
 /* ---- items of a recorded transaction ------------------------------------------ */
 
-/* Whether the group's config lists vm@agent in crash_consistent. */
-static int crash_member(const struct cfg_group *g, const char *vm, const char *agent)
+/* The group's crash-consistent members (vm, agent -> 1), for a recorded
+ * transaction's thousands of members to look up. NULL without a group. */
+static struct strset *crash_members(const struct cfg_group *g)
 {
-        for (unsigned i = 0; g && i < g->n_members; i++)
-                if (!strcmp(g->members[i].vm, vm) && !strcmp(g->members[i].agent, agent))
-                        return g->members[i].crash;
-        return 0;
-}
+        struct strset *s = g ? strset_new(g->n_members) : NULL;
 
-/* The item of link l in its, added (with room for nm members) if new. */
-static struct item *item_of_link(struct items *its, struct agentlink *l, size_t nm)
-{
-        for (size_t k = 0; k < its->n; k++)
-                if (its->v[k].link == l)
-                        return &its->v[k];
-        struct item *it = &its->v[its->n++];
-        it->link = l;
-        return item_members_alloc(it, nm) < 0 ? NULL : it;
+        for (unsigned i = 0; s && i < g->n_members; i++)
+                if (g->members[i].crash)
+                        strset_add(s, g->members[i].vm, g->members[i].agent, 1);
+        return s;
 }
 
 int engine_items_of(struct engine *e, const char *txid, const struct cfg_group *g, struct cat_member **ret_m,
@@ -677,23 +669,37 @@ int engine_items_of(struct engine *e, const char *txid, const struct cfg_group *
 {
         _cleanup_free_ struct cat_member *m = NULL;
         _cleanup_(items_freep) struct items its = {0};
-        size_t nm = 0;
+        _cleanup_(strset_freep) struct strset *crash = crash_members(g);
+        _cleanup_free_ size_t *count = calloc(e->n_links ? e->n_links : 1, sizeof(*count));
+        _cleanup_free_ long *slot = calloc(e->n_links ? e->n_links : 1, sizeof(*slot));
+        size_t nm = 0, n_items = 0;
         int r = cat_members(e->cat, txid, &m, &nm, err);
 
         if (r < 0)
                 return r;
-        if (items_alloc(&its, nm) < 0)
+        if (!count || !slot || (g && !crash))
                 return -ENOMEM;
+        /* First how many members each agent has: items sized for their own. */
         for (size_t i = 0; i < nm; i++) {
-                struct agentlink *l = engine_link_of(e, m[i].agent);
-                struct item *it;
-                if (!l)
+                long li = engine_link_index(e, m[i].agent);
+                if (li < 0)
                         return lserr_set(err, -EINVAL, "%s: member %s@%s: agent no longer configured", txid, m[i].vm,
                                          m[i].agent);
-                it = item_of_link(&its, l, nm);
-                if (!it)
-                        return -ENOMEM;
-                item_add_member(it, m[i].vm, m[i].tier, crash_member(g, m[i].vm, m[i].agent));
+                n_items += count[li]++ == 0;
+                slot[li] = -1;
+        }
+        if (items_alloc(&its, n_items) < 0)
+                return -ENOMEM;
+        for (size_t i = 0; i < nm; i++) {
+                long li = engine_link_index(e, m[i].agent);
+                if (slot[li] < 0) {
+                        slot[li] = (long)its.n++;
+                        its.v[slot[li]].link = e->links[li];
+                        if (item_members_alloc(&its.v[slot[li]], count[li]) < 0)
+                                return -ENOMEM;
+                }
+                item_add_member(&its.v[slot[li]], m[i].vm, m[i].tier,
+                                crash && strset_get(crash, m[i].vm, m[i].agent) == 1);
         }
         *ret_m = TAKE_PTR(m);
         *ret_nm = nm;
@@ -702,11 +708,39 @@ int engine_items_of(struct engine *e, const char *txid, const struct cfg_group *
         return 0;
 }
 
-/* One item's member disks: the images of im that are its agent's. */
-static int attach_item_images(struct item *it, const struct cat_image *im, size_t ni)
-{
-        size_t nm = it->n_members, nd = 0;
+/* The images of a cut by member: first[vm, agent] is the first one's index
+ * in im, next[k] the same member's next one (-1: none). */
+struct image_index {
+        struct strset *first;
+        long *next;
+};
 
+static void image_index_free(struct image_index *x)
+{
+        strset_free(x->first);
+        free(x->next);
+}
+
+static int image_index_build(struct image_index *x, const struct cat_image *im, size_t ni)
+{
+        x->first = strset_new(ni);
+        x->next = malloc((ni ? ni : 1) * sizeof(*x->next));
+        if (!x->first || !x->next)
+                return -ENOMEM;
+        for (size_t k = ni; k-- > 0;)
+                x->next[k] = strset_put(x->first, im[k].vm, im[k].agent, (long)k);
+        return 0;
+}
+
+/* One item's member disks: the images of im that are its agent's. */
+static int attach_item_images(struct item *it, const struct cat_image *im, const struct image_index *x)
+{
+        const char *agent = agentlink_id(it->link);
+        size_t nm = it->n_members, nd = 0, ni = 0;
+
+        for (size_t k = 0; k < nm; k++)
+                for (long q = strset_get(x->first, it->memberp[k]->vm, agent); q >= 0; q = x->next[q])
+                        ni++;
         it->mdisks = calloc(nm ? nm : 1, sizeof(*it->mdisks));
         it->mdiskp = calloc(nm ? nm : 1, sizeof(*it->mdiskp));
         it->dimgs = calloc(ni ? ni : 1, sizeof(*it->dimgs));
@@ -718,9 +752,7 @@ static int attach_item_images(struct item *it, const struct cat_image *im, size_
                 lockstep__member_disks__init(md);
                 md->vm = it->memberp[k]->vm;
                 md->disks = &it->dimgp[nd];
-                for (size_t q = 0; q < ni; q++) {
-                        if (strcmp(im[q].vm, md->vm) || strcmp(im[q].agent, agentlink_id(it->link)))
-                                continue;
+                for (long q = strset_get(x->first, md->vm, agent); q >= 0; q = x->next[q]) {
                         /* (agent, vm) is unique among an item's members, so
                          * every image lands in one member at most. */
                         assert(nd < ni);
@@ -743,6 +775,7 @@ static int attach_item_images(struct item *it, const struct cat_image *im, size_
 int engine_attach_cut_images(struct engine *e, const char *txid, struct items *its, struct cat_image **ret_im,
                              lserr *err)
 {
+        _cleanup_(image_index_free) struct image_index x = {0};
         struct cat_image *im = NULL;
         size_t ni = 0;
         int r = cat_images(e->cat, txid, &im, &ni, err);
@@ -750,8 +783,10 @@ int engine_attach_cut_images(struct engine *e, const char *txid, struct items *i
         if (r < 0)
                 return r;
         *ret_im = im;
+        if (image_index_build(&x, im, ni) < 0)
+                return lserr_set(err, -ENOMEM, "revert of %s: out of memory", txid);
         for (size_t i = 0; i < its->n; i++)
-                if (attach_item_images(&its->v[i], im, ni) < 0)
+                if (attach_item_images(&its->v[i], im, &x) < 0)
                         return lserr_set(err, -ENOMEM, "revert of %s: out of memory", txid);
         return 0;
 }
