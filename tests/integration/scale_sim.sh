@@ -32,7 +32,13 @@ for c in 1 2; do
         out=$(ls_cli snapshot create fleet --json 2> "$T/create.err") && rc=0 || rc=$?
         check "cut $c of $n members commits (exit $rc$([ "$rc" = 0 ] || echo ": $(head -c 300 "$T/create.err")"))" \
                 [ "$rc" = 0 -a "$(jqr .state <<< "$out")" = committed ]
+        [ "$c" = 2 ] || first=$(jqr .id <<< "$out")
 done
+# A delete works on the recorded members and images of every agent.
+del=$(ls_cli snapshot delete "$first" --json 2> "$T/delete.err") && rc=0 || rc=$?
+check "the first cut's delete on $AGENTS agents succeeds (exit $rc)" [ "$rc" = 0 ]
+check "it is deleted in the catalog" \
+        [ "$(ls_cli snapshot list --json | jq -r --arg id "$first" '.[] | select(.id == $id) | .state')" = deleted ]
 id=$(jqr .id <<< "$out")
 show=$(ls_cli snapshot show "$id" --json)
 check "every member is in the catalog, OK, with its timings and one image" \
