@@ -135,17 +135,21 @@ static int cut_begin(struct engine *e, struct cat_txn *t, const struct cut_spec 
                      const struct progress *p, char ret_txid[65], lserr *err)
 {
         const struct cfg_group *g = s->g;
-        int r = engine_begin(e, t, ret_txid, err);
         lserr why = {0};
-        int batch;
+        /* The transaction and its members' placeholders in one SQLite
+         * transaction: one sync to disk before anything is sent. */
+        int batch = cat_batch_begin(e->cat, &why) == 0, r = engine_begin(e, t, ret_txid, err);
 
+        for (size_t i = 0; r == 0 && i < its->n; i++)
+                engine_record_silence(e, t->txid, &its->v[i]); /* placeholders until each agent answers */
+        lserr_clear(&why);
+        if (batch && cat_batch_end(e->cat, &why) < 0 && r == 0) {
+                /* Not durable: nothing may be sent. */
+                ret_txid[0] = '\0';
+                return lserr_set(err, why.code, "%s", why.msg);
+        }
         if (r < 0)
                 return r;
-        batch = cat_batch_begin(e->cat, &why) == 0;
-        for (size_t i = 0; i < its->n; i++)
-                engine_record_silence(e, t->txid, &its->v[i]); /* placeholders until each agent answers */
-        if (batch && cat_batch_end(e->cat, &why) < 0)
-                log_err("%s", why.msg);
         engine_emit(p, "BEGIN    %s: group %s, %u member(s) on %zu agent(s), mode %s, lease %u s", t->txid, g->name,
                     g->n_members, its->n, mode_wire_name(s->mode), s->lease_ms / 1000);
         return 0;
