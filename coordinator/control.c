@@ -268,8 +268,13 @@ static int control_gen(struct daemon *d, const Lockstep__ControlRequest *q, Lock
                 } else {
                         if (fn == ops_r_agents)
                                 engine_poll_agents(d->eng, &err);
-                        *text = ops_render(fn, d, a, 0, &err);
-                        *json = ops_render(fn, d, a, 1, &err);
+                        if (fn == ops_r_cut) {
+                                if (report_cut_both(d->cat, a, text, json, &err) < 0)
+                                        *text = *json = NULL;
+                        } else {
+                                *text = ops_render(fn, d, a, 0, &err);
+                                *json = ops_render(fn, d, a, 1, &err);
+                        }
                         rep->text = *text;
                         rep->json = *json;
                         if (!*text || !*json)

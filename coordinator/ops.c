@@ -296,10 +296,8 @@ static void record_txn(struct daemon *d, struct gen *gn, struct op *op, int r, c
          * revert's is the revert (its pre-revert branch). */
         const char *shown = op->is_delete ? op->target : txid;
 
-        if (txid[0]) {
-                *text = ops_render(ops_r_cut, d, shown, 0, err);
-                *json = ops_render(ops_r_cut, d, shown, 1, err);
-        }
+        if (txid[0] && report_cut_both(d->cat, shown, text, json, err) < 0)
+                *text = *json = NULL;
         if (txid[0] && !op->is_delete && !op->is_revert)
                 cut_metrics(d, op, r, txid);
         if (op->is_delete)
