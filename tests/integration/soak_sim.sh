@@ -318,12 +318,18 @@ for i in $(seq $((start_cut + 1)) "$cuts"); do
         if [ "$rc" != 0 ] || [ "$state" != committed ]; then
                 failed_cuts=$((failed_cuts + 1)) consecutive=$((consecutive + 1))
                 [ -n "$first_fail" ] || first_fail="cut $i: exit $rc, state '${state}': $(jq -r '.reason // empty' <<<"$out" 2>/dev/null | head -c 300) $(head -c 300 "$T/create.err")"
+                [ "$failed_cuts" -gt 5 ] || { echo "$out"; cat "$T/create.err"; } > "$T/cut-failed-$i.out"
         else
                 consecutive=0
         fi
         ls_cli prune soak --json >"$T/prune.out" 2>&1 && prc=0 || prc=$?
         t2=$EPOCHREALTIME
-        [ "$prc" = 0 ] || { failed_prunes=$((failed_prunes + 1)); [ -n "${first_prune_fail:-}" ] || first_prune_fail="cut $i: exit $prc: $(head -c 300 "$T/prune.out")"; }
+        if [ "$prc" != 0 ]; then
+                failed_prunes=$((failed_prunes + 1))
+                [ -n "${first_prune_fail:-}" ] || first_prune_fail="cut $i: exit $prc: $(head -c 300 "$T/prune.out")"
+                # The whole answer of the first few, to see which item failed and why.
+                [ "$failed_prunes" -gt 5 ] || cp "$T/prune.out" "$T/prune-failed-$i.out"
+        fi
         # One extra cut that must abort: the others' pending overlays are discarded.
         if [ "$abort_every" != 0 ] && [ $((i % abort_every)) = 0 ]; then
                 echo "fail snapshot $last_vm" >> "$T/$last_host/sim.txt"
@@ -468,7 +474,8 @@ check "agent log bytes per cut do not grow (cuts $q1..$q2: $lq B/cut, $q3..$last
 check "no other file written by lockstep under the test dir" bash -c "! find '$T' -type f \
         ! -path '$T/*/sim/*' ! -path '$T/*/journal/*' ! -name '*.key' ! -name '*.pub' ! -name '*.counter' \
         ! -name 'catalog.db*' ! -name '*.log' ! -name '*.yaml' ! -name 'sim.txt' ! -name pid ! -name port \
-        ! -name lockstepd.pid ! -name soak.jsonl ! -name create.err ! -name prune.out | grep ."
+        ! -name lockstepd.pid ! -name soak.jsonl ! -name create.err ! -name prune.out \
+        ! -name 'prune-failed-*.out' ! -name 'cut-failed-*.out' | grep ."
 
 # ---- per-cut time: reported, not asserted --------------------------------------------
 mean() { printf '%s\n' "$@" | awk '{s += $1; n++} END {printf "%.1f", n ? s / n : 0}'; }
