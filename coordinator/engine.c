@@ -345,6 +345,16 @@ void engine_record_silence(struct engine *e, const char *txid, const struct item
         }
 }
 
+void engine_write_audit(struct engine *e, struct item *it, int keep)
+{
+        for (size_t k = 0; keep && k < it->n_aud; k++) {
+                lserr err = {0};
+                if (cat_audit_add(e->cat, &it->aud[k], &err) < 0)
+                        log_err("audit: %s", err.msg);
+        }
+        it->n_aud = 0;
+}
+
 void engine_record_items(struct engine *e, const char *txid, struct item *items, size_t n,
                          const struct cfg_group *g)
 {
@@ -356,12 +366,7 @@ void engine_record_items(struct engine *e, const char *txid, struct item *items,
                 log_err("%s", err.msg);
         for (size_t i = 0; i < n; i++) {
                 struct item *it = &items[i];
-                for (size_t k = 0; k < it->n_aud; k++) {
-                        lserr e2 = {0};
-                        if (cat_audit_add(e->cat, &it->aud[k], &e2) < 0)
-                                log_err("audit: %s", e2.msg);
-                }
-                it->n_aud = 0;
+                engine_write_audit(e, it, 1);
                 for (size_t k = 0; k < it->n_held; k++) {
                         if (g)
                                 record_reply(e, txid, it, it->held[k], g);
@@ -664,43 +669,35 @@ static struct strset *crash_members(const struct cfg_group *g)
         return s;
 }
 
+static const char *cat_member_agent(const void *ctx, size_t i)
+{
+        return ((const struct cat_member *)ctx)[i].agent;
+}
+
 int engine_items_of(struct engine *e, const char *txid, const struct cfg_group *g, struct cat_member **ret_m,
                     size_t *ret_nm, struct items *ret, lserr *err)
 {
         _cleanup_free_ struct cat_member *m = NULL;
         _cleanup_(items_freep) struct items its = {0};
         _cleanup_(strset_freep) struct strset *crash = crash_members(g);
-        _cleanup_free_ size_t *count = calloc(e->n_links ? e->n_links : 1, sizeof(*count));
-        _cleanup_free_ long *slot = calloc(e->n_links ? e->n_links : 1, sizeof(*slot));
-        size_t nm = 0, n_items = 0;
+        _cleanup_free_ size_t *item = NULL;
+        size_t nm = 0, bad = 0;
         int r = cat_members(e->cat, txid, &m, &nm, err);
 
         if (r < 0)
                 return r;
-        if (!count || !slot || (g && !crash))
+        item = calloc(nm ? nm : 1, sizeof(*item));
+        if (!item || (g && !crash))
                 return -ENOMEM;
-        /* First how many members each agent has: items sized for their own. */
-        for (size_t i = 0; i < nm; i++) {
-                long li = engine_link_index(e, m[i].agent);
-                if (li < 0)
-                        return lserr_set(err, -EINVAL, "%s: member %s@%s: agent no longer configured", txid, m[i].vm,
-                                         m[i].agent);
-                n_items += count[li]++ == 0;
-                slot[li] = -1;
-        }
-        if (items_alloc(&its, n_items) < 0)
-                return -ENOMEM;
-        for (size_t i = 0; i < nm; i++) {
-                long li = engine_link_index(e, m[i].agent);
-                if (slot[li] < 0) {
-                        slot[li] = (long)its.n++;
-                        its.v[slot[li]].link = e->links[li];
-                        if (item_members_alloc(&its.v[slot[li]], count[li]) < 0)
-                                return -ENOMEM;
-                }
-                item_add_member(&its.v[slot[li]], m[i].vm, m[i].tier,
+        r = items_by_agent(e, nm, cat_member_agent, m, &its, item, &bad);
+        if (r == -ENOENT)
+                return lserr_set(err, -EINVAL, "%s: member %s@%s: agent no longer configured", txid, m[bad].vm,
+                                 m[bad].agent);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < nm; i++)
+                item_add_member(&its.v[item[i]], m[i].vm, m[i].tier,
                                 crash && strset_get(crash, m[i].vm, m[i].agent) == 1);
-        }
         *ret_m = TAKE_PTR(m);
         *ret_nm = nm;
         *ret = its;

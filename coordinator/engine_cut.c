@@ -23,40 +23,29 @@ struct cut_spec {
         unsigned lease_ms;
 };
 
-/* One item per agent holding members of g, in the order the group first
- * names them; each sized for its own members (a fleet's group has thousands). */
+static const char *cfg_member_agent(const void *ctx, size_t i)
+{
+        return ((const struct cfg_group *)ctx)->members[i].agent;
+}
+
+/* One item per agent holding members of g. */
 static int build_items(struct engine *e, const struct cfg_group *g, struct items *ret, lserr *err)
 {
         _cleanup_(items_freep) struct items its = {0};
-        _cleanup_free_ size_t *count = calloc(e->n_links ? e->n_links : 1, sizeof(*count));
-        _cleanup_free_ long *slot = calloc(e->n_links ? e->n_links : 1, sizeof(*slot));
-        _cleanup_free_ long *link_of = calloc(g->n_members ? g->n_members : 1, sizeof(*link_of));
-        size_t n_items = 0;
+        _cleanup_free_ size_t *item = calloc(g->n_members ? g->n_members : 1, sizeof(*item));
+        size_t bad = 0;
+        int r;
 
-        if (!count || !slot || !link_of)
+        if (!item)
                 return -ENOMEM;
-        for (unsigned i = 0; i < g->n_members; i++) {
-                const struct cfg_member *m = &g->members[i];
-                link_of[i] = engine_link_index(e, m->agent);
-                if (link_of[i] < 0)
-                        return lserr_set(err, -EINVAL, "group \"%s\": member %s@%s: agent not configured", g->name,
-                                         m->vm, m->agent);
-                n_items += count[link_of[i]]++ == 0;
-                slot[link_of[i]] = -1;
-        }
-        if (items_alloc(&its, n_items) < 0)
-                return -ENOMEM;
-        for (unsigned i = 0; i < g->n_members; i++) {
-                const struct cfg_member *m = &g->members[i];
-                long li = link_of[i];
-                if (slot[li] < 0) {
-                        slot[li] = (long)its.n++;
-                        its.v[slot[li]].link = e->links[li];
-                        if (item_members_alloc(&its.v[slot[li]], count[li]) < 0)
-                                return -ENOMEM;
-                }
-                item_add_member(&its.v[slot[li]], m->vm, m->tier, m->crash);
-        }
+        r = items_by_agent(e, g->n_members, cfg_member_agent, g, &its, item, &bad);
+        if (r == -ENOENT)
+                return lserr_set(err, -EINVAL, "group \"%s\": member %s@%s: agent not configured", g->name,
+                                 g->members[bad].vm, g->members[bad].agent);
+        if (r < 0)
+                return r;
+        for (unsigned i = 0; i < g->n_members; i++)
+                item_add_member(&its.v[item[i]], g->members[i].vm, g->members[i].tier, g->members[i].crash);
         *ret = its;
         its = (struct items){0};
         return 0;

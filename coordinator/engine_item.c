@@ -155,3 +155,40 @@ void item_why(const struct item *it, char *out, size_t n)
         snprintf(out, n, "%s", it->rep->message[0] ? it->rep->message : "refused");
 }
 
+
+int items_by_agent(struct engine *e, size_t n, const char *(*agent)(const void *ctx, size_t i), const void *ctx,
+                   struct items *ret, size_t *ret_item, size_t *ret_bad)
+{
+        _cleanup_(items_freep) struct items its = {0};
+        _cleanup_free_ size_t *count = calloc(e->n_links ? e->n_links : 1, sizeof(*count));
+        _cleanup_free_ long *slot = calloc(e->n_links ? e->n_links : 1, sizeof(*slot));
+        size_t n_items = 0;
+
+        if (!count || !slot)
+                return -ENOMEM;
+        /* First how many members each agent has: items sized for their own. */
+        for (size_t i = 0; i < n; i++) {
+                long li = engine_link_index(e, agent(ctx, i));
+                if (li < 0) {
+                        *ret_bad = i;
+                        return -ENOENT;
+                }
+                n_items += count[li]++ == 0;
+                slot[li] = -1;
+        }
+        if (items_alloc(&its, n_items) < 0)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                long li = engine_link_index(e, agent(ctx, i));
+                if (slot[li] < 0) {
+                        slot[li] = (long)its.n++;
+                        its.v[slot[li]].link = e->links[li];
+                        if (item_members_alloc(&its.v[slot[li]], count[li]) < 0)
+                                return -ENOMEM;
+                }
+                ret_item[i] = (size_t)slot[li];
+        }
+        *ret = its;
+        its = (struct items){0};
+        return 0;
+}

@@ -110,6 +110,12 @@ void item_why(const struct item *it, char *out, size_t n);
 /* Room for n members in it (members, memberp); then item_add_member. */
 int item_members_alloc(struct item *it, size_t n);
 void item_add_member(struct item *it, const char *vm, unsigned tier, int crash);
+/* Items for n members whose agents are agent(ctx, i): one per agent, in the
+ * order the members first name them, each with room for its own members only;
+ * ret_item[i] is member i's item, to item_add_member to. -ENOENT with *ret_bad
+ * the first member whose agent is not configured. */
+int items_by_agent(struct engine *e, size_t n, const char *(*agent)(const void *ctx, size_t i), const void *ctx,
+                   struct items *ret, size_t *ret_item, size_t *ret_bad);
 
 struct agentlink *engine_link_of(struct engine *e, const char *agent);
 /* The index of agent in e->links, -1 when it is not configured. */
@@ -121,6 +127,8 @@ int engine_step_ms(const struct engine *e);
  * item (it->aud), for engine_record_items to write. */
 void engine_fan_out(struct item *items, size_t n, int timeout_ms);
 
+/* Writes the item's pending audit rows (keep 0: drops them) and empties them. */
+void engine_write_audit(struct engine *e, struct item *it, int keep);
 /* Writes what the items hold for the catalog, in one SQLite transaction: their
  * audit rows, then (g set) the replies of deferred rounds and the last one's,
  * and the members of an agent that gave no answer as pending. */

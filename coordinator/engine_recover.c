@@ -189,12 +189,7 @@ static void record_poll(struct engine *e, struct items *its, int agents)
                 log_err("%s", err.msg);
         for (size_t i = 0; i < its->n; i++) {
                 struct item *it = &its->v[i];
-                for (size_t k = 0; !item_ok(it) && k < it->n_aud; k++) {
-                        lserr e2 = {0};
-                        if (cat_audit_add(e->cat, &it->aud[k], &e2) < 0)
-                                log_err("audit: %s", e2.msg);
-                }
-                it->n_aud = 0;
+                engine_write_audit(e, it, !item_ok(it));
                 if (agents)
                         record_agent(e, it);
         }
@@ -234,15 +229,23 @@ static int recover_with(struct engine *e, const struct items *polled, const stru
         return 0;
 }
 
-int engine_recover(struct engine *e, engine_event_fn ev, void *arg, unsigned *ret_left, lserr *err)
+/* One status poll of every agent, recorded (agents: their rows too), then
+ * recovery with that poll's in-doubt lists. */
+static int poll_and_recover(struct engine *e, const struct progress *p, int agents, unsigned *ret_left, lserr *err)
 {
-        const struct progress p = {ev, arg};
         _cleanup_(items_freep) struct items its = {0};
 
         if (poll_status(e, &its) < 0)
-                return lserr_set(err, -ENOMEM, "recover: agents in doubt: out of memory");
-        record_poll(e, &its, 0);
-        return recover_with(e, &its, &p, ret_left, err);
+                return lserr_set(err, -ENOMEM, "agent status: out of memory");
+        record_poll(e, &its, agents);
+        return recover_with(e, &its, p, ret_left, err);
+}
+
+int engine_recover(struct engine *e, engine_event_fn ev, void *arg, unsigned *ret_left, lserr *err)
+{
+        const struct progress p = {ev, arg};
+
+        return poll_and_recover(e, &p, 0, ret_left, err);
 }
 
 int engine_poll_agents(struct engine *e, lserr *err)
@@ -258,10 +261,6 @@ int engine_poll_agents(struct engine *e, lserr *err)
 int engine_health(struct engine *e, unsigned *ret_left, lserr *err)
 {
         const struct progress p = {NULL, NULL};
-        _cleanup_(items_freep) struct items its = {0};
 
-        if (poll_status(e, &its) < 0)
-                return lserr_set(err, -ENOMEM, "agent status: out of memory");
-        record_poll(e, &its, 1);
-        return recover_with(e, &its, &p, ret_left, err);
+        return poll_and_recover(e, &p, 1, ret_left, err);
 }
