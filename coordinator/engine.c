@@ -93,6 +93,7 @@ int engine_new(const struct cfg_coord *cfg, const struct keys_secret *key, struc
         e->cat = cat;
         e->ctr = ctr;
         e->slots = slots;
+        e->make_txid = engine_make_txid;
         e->links = calloc(cfg->n_agents ? cfg->n_agents : 1, sizeof(*e->links));
         e->fingerprints = calloc(cfg->n_agents ? cfg->n_agents : 1, sizeof(*e->fingerprints));
         if (!e->links || !e->fingerprints)
@@ -440,12 +441,27 @@ void engine_make_txid(char out[65])
                  tm.tm_hour, tm.tm_min, tm.tm_sec, rnd[0], rnd[1], rnd[2]);
 }
 
+/* A txid that no logged transaction has. Its random part is 24 bits, so two
+ * of the same second collide about once in 200,000 transactions (a soak of
+ * 100,000 cuts and prunes met one): a taken one is drawn again. */
+void engine_fresh_txid(struct engine *e, char out[65])
+{
+        for (int tries = 0; tries < 16; tries++) {
+                struct cat_txn old;
+                lserr err = {0};
+                e->make_txid(out);
+                if (cat_txn_get(e->cat, out, &old, &err) == -ENOENT)
+                        return;
+        }
+        /* A catalog that cannot answer: the begin reports it. */
+}
+
 int engine_begin(struct engine *e, struct cat_txn *t, char ret_txid[65], lserr *err)
 {
         int r;
 
         if (!t->txid[0])
-                engine_make_txid(t->txid);
+                engine_fresh_txid(e, t->txid);
         t->started_us = fsutil_now_us();
         r = cat_txn_begin(e->cat, t, err);
         if (r < 0)

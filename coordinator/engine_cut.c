@@ -194,7 +194,7 @@ int engine_snapshot(struct engine *e, const struct engine_cut_req *req, engine_e
         r = engine_take_slot_cfg(e, g, &p, err);
         if (r < 0)
                 return r;
-        engine_make_txid(t.txid);
+        engine_fresh_txid(e, t.txid);
         t.kind = CAT_KIND_SNAPSHOT;
         snprintf(t.group, sizeof(t.group), "%s", g->name);
         snprintf(t.name, sizeof(t.name), "%s", req->name ? req->name : t.txid);

@@ -25,6 +25,7 @@ struct engine {
         size_t n_links;
         struct strset *link_set; /* agent id -> index in links */
         char (*fingerprints)[KEYS_FPR_LEN];   /* of each link's public key */
+        void (*make_txid)(char out[65]);      /* engine_make_txid; a test may repeat ids */
 };
 
 /* Above this many agents in a round, only refusals get a progress line of
@@ -168,6 +169,7 @@ int engine_round(struct round *rd, struct item *items, size_t n);
  * txid once it is logged. */
 int engine_begin(struct engine *e, struct cat_txn *t, char ret_txid[65], lserr *err);
 void engine_make_txid(char out[65]);
+void engine_fresh_txid(struct engine *e, char out[65]);
 
 /* Logs the decision durably (before any agent hears it). < 0 when it could
  * not: nothing was decided and recovery tells the agents ABORT. */

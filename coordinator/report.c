@@ -758,11 +758,12 @@ int report_audit(const struct cat_audit *a, size_t n, int as_json, FILE *out)
 int report_prune(const char *group, const struct prune_item *it, size_t n, int dry_run, int as_json, FILE *out)
 {
         char ts[40];
-        size_t keep = 0, branches = 0;
+        size_t keep = 0, branches = 0, failed = 0;
 
         for (size_t i = 0; i < n; i++) {
                 keep += it[i].keep ? 1 : 0;
                 branches += it[i].branch ? 1 : 0;
+                failed += !dry_run && !it[i].keep && !it[i].done ? 1 : 0;
         }
         if (as_json) {
                 struct json j;
@@ -771,7 +772,10 @@ int report_prune(const char *group, const struct prune_item *it, size_t n, int d
                 json_str(&j, "group", group);
                 json_bool(&j, "dry_run", dry_run);
                 json_uint(&j, "kept", keep);
-                json_uint(&j, "removed", n - keep);
+                /* A dry run's removed is what would go; a prune's is what
+                 * went, and failed what was meant to go and did not. */
+                json_uint(&j, "removed", n - keep - failed);
+                json_uint(&j, "failed", failed);
                 json_arr_begin(&j, "cuts");
                 for (size_t i = 0; i < n; i++) {
                         json_obj_begin(&j, NULL);
@@ -790,8 +794,12 @@ int report_prune(const char *group, const struct prune_item *it, size_t n, int d
                 json_end(&j);
                 return 0;
         }
-        fprintf(out, "group %s: %zu cut(s) and %zu pre-revert branch(es), %zu kept, %zu %s\n", group, n - branches,
-                branches, keep, n - keep, dry_run ? "would be removed" : "removed or failed");
+        if (dry_run)
+                fprintf(out, "group %s: %zu cut(s) and %zu pre-revert branch(es), %zu kept, %zu would be removed\n",
+                        group, n - branches, branches, keep, n - keep);
+        else
+                fprintf(out, "group %s: %zu cut(s) and %zu pre-revert branch(es), %zu kept, %zu removed, %zu failed\n",
+                        group, n - branches, branches, keep, n - keep - failed, failed);
         for (size_t i = 0; i < n; i++) {
                 struct esc e = {0};
                 report_iso_time(it[i].started_us, ts, sizeof(ts));

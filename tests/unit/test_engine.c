@@ -600,6 +600,37 @@ static void test_cut_no_catalog_write_while_frozen(void **state)
         }
 }
 
+/* The first draws of the txid all give one id, as two cuts of one second
+ * may (24 random bits); then the real generator. */
+static int same_txid_left;
+static void same_txid(char out[65])
+{
+        if (same_txid_left > 0) {
+                same_txid_left--;
+                snprintf(out, 65, "ls-20991231T235959-abcdef");
+        } else {
+                engine_make_txid(out);
+        }
+}
+
+/* A txid that is already logged is drawn again: the second cut, whose first
+ * three draws give the first cut's id, commits under an id of its own (in
+ * the 100,000-cut soak a prune's delete drew a cut's id and failed). */
+static void test_cut_txid_taken_is_drawn_again(void **state)
+{
+        struct fx *f = *state;
+        struct cat_txn a, b;
+
+        f->e->make_txid = same_txid;
+        same_txid_left = 4;
+        cut(f, 0, &a);
+        assert_string_equal(a.txid, "ls-20991231T235959-abcdef");
+        cut(f, 0, &b);
+        assert_int_equal(same_txid_left, 0);
+        assert_true(b.committed);
+        assert_string_not_equal(b.txid, a.txid);
+}
+
 /* One no and nobody takes a snapshot: every agent hears ABORT, the one that
  * said no too (it may hold a frozen member). */
 static void test_cut_one_no_aborts_all(void **state)
@@ -702,6 +733,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_check_wrong_key_and_unreachable, setup_nobody, teardown),
                 cmocka_unit_test_setup_teardown(test_cut_all_yes_commits, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_cut_no_catalog_write_while_frozen, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_cut_txid_taken_is_drawn_again, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_cut_one_no_aborts_all, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_cut_silent_aborts, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_cut_unreachable_waits_for_recovery, setup_nobody, teardown),

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "lockstep.pb-c.h"
+#include "prune.h"
 #include "report.h"
 #include "report_priv.h"
 
@@ -349,6 +350,47 @@ static void test_check_clock(void **state)
  * and stays valid UTF-8. */
 static const char evil[] = "frozen\x1b[2J\x1b[31mOK\x1b]0;pwned\x07 \xc2\x9b" "1m\x7f\nFAKE \xff\xc3 caf\xc3\xa9";
 
+static char *render_prune(const struct prune_item *it, size_t n, int dry_run, int as_json)
+{
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+
+        assert_non_null(f);
+        assert_int_equal(report_prune("shop", it, n, dry_run, as_json, f), 0);
+        fclose(f);
+        return buf;
+}
+
+/* A prune counts what went and what failed apart: a delete that failed is not
+ * "removed" (the soak's prune at cut 74,535 said removed 1 of a cut that had
+ * failed); a dry run counts what would go. */
+static void test_prune_counts(void **state)
+{
+        const struct prune_item it[] = {
+                {.txid = "ls-3", .name = "c", .keep = 1, .why = "last 1"},
+                {.txid = "ls-2", .name = "b", .done = 1, .why = "beyond keep_last 1"},
+                {.txid = "ls-1", .name = "a", .why = "beyond keep_last 1", .error = "begin: transaction already logged"},
+        };
+        char *s = render_prune(it, 3, 0, 1);
+
+        (void)state;
+        assert_non_null(strstr(s, "\"kept\":1,\"removed\":1,\"failed\":1,"));
+        assert_non_null(strstr(s, "\"action\":\"failed\",\"why\":\"beyond keep_last 1\","
+                                  "\"error\":\"begin: transaction already logged\""));
+        free(s);
+        s = render_prune(it, 3, 0, 0);
+        assert_non_null(strstr(s, "group shop: 3 cut(s) and 0 pre-revert branch(es), 1 kept, 1 removed, 1 failed\n"));
+        assert_non_null(strstr(s, "FAILED "));
+        free(s);
+        s = render_prune(it, 3, 1, 1);
+        assert_non_null(strstr(s, "\"kept\":1,\"removed\":2,\"failed\":0,"));
+        free(s);
+        s = render_prune(it, 3, 1, 0);
+        assert_non_null(strstr(s, "1 kept, 2 would be removed\n"));
+        free(s);
+}
+
 static void test_agent_text_escaped(void **state)
 {
         struct cat_member m = members[0];
@@ -418,6 +460,7 @@ int main(void)
                 cmocka_unit_test(test_check_text),
                 cmocka_unit_test(test_check_json),
                 cmocka_unit_test(test_check_clock),
+                cmocka_unit_test(test_prune_counts),
                 cmocka_unit_test(test_agent_text_escaped),
                 cmocka_unit_test(test_escape_bounds),
         };
