@@ -128,6 +128,7 @@ static int freeze_member(struct txn_mgr *mg, struct txn *t, struct member *mb)
         if (r < 0)
                 return r;
         mb->freeze_us = fsutil_mono_us() - mb->freeze_start_mono;
+        mb->held = 1;
         /* Said in the result, so the report shows how each member was held. */
         if (mb->crash)
                 snprintf(mb->msg, sizeof(mb->msg), "paused, not frozen (consistency: crash, no guest agent)");
@@ -163,9 +164,11 @@ static struct txn *freeze_txn(struct txn_mgr *mg, const Lockstep__Command *cmd)
 }
 
 /* Validates every member, journals the intent, then freezes tier by tier
- * (front tiers first, one tier's members in parallel). 0 when every member is
- * held; the why of a refusal that is no member's goes into message. */
-static int freeze_members(struct txn_mgr *mg, struct txn *t, unsigned lease_ms, char *message, size_t n)
+ * (front tiers first, one tier's members in parallel), or only tier `only`
+ * (>= 0: a FREEZE by tier, the others come in FREEZEs of their own). 0 when
+ * every member asked for is held; the why of a refusal that is no member's
+ * goes into message. */
+static int freeze_members(struct txn_mgr *mg, struct txn *t, unsigned lease_ms, int only, char *message, size_t n)
 {
         int failed = txn_any_failed(t);
 
@@ -181,11 +184,69 @@ static int freeze_members(struct txn_mgr *mg, struct txn *t, unsigned lease_ms, 
                 return -1;
         }
         for (unsigned tier = 0; tier <= txn_max_tier(t); tier++) {
+                if (only >= 0 && tier != (unsigned)only)
+                        continue;
                 txn_run_tier(mg, t, tier, freeze_member);
                 if (txn_any_failed(t))
                         return -1;
         }
         return 0;
+}
+
+/* A FREEZE that voted no or could not go on: what it froze is undone. */
+static void freeze_abort(struct txn_mgr *mg, struct txn *t, char *message, size_t n, const char *why)
+{
+        txn_undo_all(mg, t);
+        t->state = LOCKSTEP__JOURNAL_STATE__J_ABORTED;
+        t->finished_mono = fsutil_mono_us();
+        if (!message[0])
+                snprintf(message, n, "%s: freeze: %s", mg->cfg->id, why);
+        log_warn("txid=%s step=FREEZE %s", t->txid, why);
+}
+
+/* A FREEZE by tier after the first one of its transaction: the members of
+ * that tier only, while the front tiers stay frozen. Validation, the lease
+ * and the journal's list of members came with the first. */
+static int do_freeze_tier(struct txn_mgr *mg, struct txn *t, const Lockstep__Command *cmd, uint8_t **ret,
+                          size_t *ret_len)
+{
+        const unsigned tier = cmd->freeze->tier;
+        char message[TXN_MSG_MAX] = "";
+        Lockstep__ErrorCode code = LOCKSTEP__ERROR_CODE__OK;
+
+        if (!cmd->freeze->by_tier || t->revert || t->state != LOCKSTEP__JOURNAL_STATE__J_FROZEN) {
+                snprintf(message, sizeof(message), "%s: freeze: tier %u: transaction %s is not frozen by tier",
+                         mg->cfg->id, tier, t->txid);
+                return txn_plain_reply(t->txid, cmd->step, LOCKSTEP__ERROR_CODE__E_BAD_STATE, message, ret, ret_len);
+        }
+        if (t->lease_expired || fsutil_mono_us() >= t->lease_deadline_mono) {
+                txn_expire_lease(mg, t);
+                snprintf(message, sizeof(message),
+                         "%s: freeze: tier %u: lease expired: members were thawed, the cut can only abort",
+                         mg->cfg->id, tier);
+                return txn_finish_step(mg, t, cmd->step, tier, LOCKSTEP__ERROR_CODE__E_LEASE_EXPIRED, message, ret,
+                                       ret_len);
+        }
+        /* The journal says every member may be frozen while this tier freezes:
+         * a crash in between leaves a restart that thaws them all. */
+        t->state = LOCKSTEP__JOURNAL_STATE__J_FREEZING;
+        if (txn_persist_or_log(mg, t) < 0) {
+                snprintf(message, sizeof(message), "%s: freeze: tier %u: journal cannot be written; thawed",
+                         mg->cfg->id, tier);
+                freeze_abort(mg, t, message, sizeof(message), "journal cannot be written");
+                return txn_finish_step(mg, t, cmd->step, tier, LOCKSTEP__ERROR_CODE__E_INTERNAL, message, ret,
+                                       ret_len);
+        }
+        txn_run_tier(mg, t, tier, freeze_member);
+        if (txn_any_failed(t)) {
+                snprintf(message, sizeof(message), "%s: freeze: tier %u: voted no", mg->cfg->id, tier);
+                freeze_abort(mg, t, message, sizeof(message), "voted no");
+                code = LOCKSTEP__ERROR_CODE__E_FREEZE_FAILED;
+        } else {
+                t->state = LOCKSTEP__JOURNAL_STATE__J_FROZEN;
+                log_info("txid=%s step=FREEZE tier=%u voted yes", t->txid, tier);
+        }
+        return txn_finish_step(mg, t, cmd->step, tier, code, message, ret, ret_len);
 }
 
 /* Fields 5 and 6 of FreezeRequest were hook command text, from a coordinator
@@ -227,20 +288,17 @@ static int do_freeze(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t *
                 return txn_plain_reply(cmd->txid, cmd->step, LOCKSTEP__ERROR_CODE__E_BUSY,
                                        "freeze: this transaction is being prepared; resend", ret, ret_len);
         struct txn *listed = TAKE_PTR(t); /* the manager's now */
-        failed = failed || freeze_members(mg, listed, lease_ms, message, sizeof(message)) < 0;
+        const int only = cmd->freeze->by_tier ? (int)cmd->freeze->tier : -1;
+        failed = failed || freeze_members(mg, listed, lease_ms, only, message, sizeof(message)) < 0;
         if (failed) {
                 /* A partial freeze is undone before voting no. */
-                txn_undo_all(mg, listed);
-                listed->state = LOCKSTEP__JOURNAL_STATE__J_ABORTED;
-                listed->finished_mono = fsutil_mono_us();
-                if (!message[0])
-                        snprintf(message, sizeof(message), "%s: freeze: voted no", mg->cfg->id);
-                log_warn("txid=%s step=FREEZE voted no", listed->txid);
+                freeze_abort(mg, listed, message, sizeof(message), "voted no");
         } else {
                 listed->state = LOCKSTEP__JOURNAL_STATE__J_FROZEN;
-                log_info("txid=%s step=FREEZE voted yes members=%zu lease_ms=%u", listed->txid, listed->n, lease_ms);
+                log_info("txid=%s step=FREEZE voted yes members=%zu lease_ms=%u%s", listed->txid, listed->n, lease_ms,
+                         only >= 0 ? " (first tier)" : "");
         }
-        r = txn_finish_step(mg, listed, cmd->step, 0,
+        r = txn_finish_step(mg, listed, cmd->step, only >= 0 ? (uint32_t)only : 0,
                             failed ? LOCKSTEP__ERROR_CODE__E_FREEZE_FAILED : LOCKSTEP__ERROR_CODE__OK, message, ret,
                             ret_len);
         pthread_mutex_unlock(&listed->lock);
@@ -382,6 +440,17 @@ static int do_snapshot(struct txn_mgr *mg, struct txn *t, const Lockstep__Comman
         if (t->state != LOCKSTEP__JOURNAL_STATE__J_FROZEN || t->lease_expired ||
             fsutil_mono_us() >= t->lease_deadline_mono)
                 return snapshot_refused(mg, t, cmd, ret, ret_len);
+        /* A cut by tier whose FREEZE of some tier never came: a snapshot of a
+         * running guest is no part of a consistent cut. */
+        for (size_t i = 0; i < t->n; i++) {
+                if (t->m[i].held)
+                        continue;
+                snprintf(message, sizeof(message),
+                         "%s: snapshot: refused: member %s (tier %u) was never frozen (no FREEZE of its tier); thawed",
+                         mg->cfg->id, t->m[i].vm, t->m[i].tier);
+                freeze_abort(mg, t, message, sizeof(message), "snapshot refused: a tier was never frozen");
+                return txn_finish_step(mg, t, cmd->step, 0, LOCKSTEP__ERROR_CODE__E_BAD_STATE, message, ret, ret_len);
+        }
         t->state = LOCKSTEP__JOURNAL_STATE__J_SNAPPING;
         if (txn_persist_or_log(mg, t) < 0) {
                 txn_undo_all(mg, t);
@@ -593,9 +662,12 @@ static int step_new(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t **
         return txn_plain_reply(cmd->txid, cmd->step, LOCKSTEP__ERROR_CODE__E_UNKNOWN_TXN, message, ret, ret_len);
 }
 
-/* The tier a revert STOP/START acts on: it keys the stored reply. */
+/* The tier a revert STOP/START or a FREEZE by tier acts on: it keys the
+ * stored reply. */
 static uint32_t step_sub(const Lockstep__Command *cmd)
 {
+        if (cmd->step == LOCKSTEP__STEP__STEP_FREEZE)
+                return cmd->freeze->by_tier ? cmd->freeze->tier : 0;
         if (cmd->step == LOCKSTEP__STEP__STEP_REVERT_STOP)
                 return cmd->revert_stop->tier;
         if (cmd->step == LOCKSTEP__STEP__STEP_REVERT_START)
@@ -647,6 +719,8 @@ static int step_open(struct txn_mgr *mg, struct txn *t, const Lockstep__Command 
         }
         if (t->revert && is_revert_step(cmd->step))
                 return txn_revert_step(mg, t, cmd, ret, ret_len);
+        if (cmd->step == LOCKSTEP__STEP__STEP_FREEZE)
+                return do_freeze_tier(mg, t, cmd, ret, ret_len);
         if (!t->revert && cmd->step == LOCKSTEP__STEP__STEP_SNAPSHOT)
                 return do_snapshot(mg, t, cmd, ret, ret_len);
         if (!t->revert && cmd->step == LOCKSTEP__STEP__STEP_DECIDE)

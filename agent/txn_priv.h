@@ -24,6 +24,7 @@ struct member {
         int want_pause;  /* vCPUs are suspended for this member's cut */
         int quiesced;    /* frozen by us and not yet thawed */
         int paused;      /* paused by us and not yet resumed */
+        int held;        /* was frozen/paused for this cut: SNAPSHOT needs every member held */
         struct hv_image imgs[HV_MAX_DISKS];
         size_t n_imgs;
         long long freeze_us, snapshot_us, thaw_us, frozen_at_us, thawed_at_us;

@@ -1,6 +1,7 @@
 /* floor: the baseline lockstep's cuts are measured against. One process calls
- * libvirt's API directly: freeze every VM at once (a thread each), then take
- * each VM's external disk-only snapshot and thaw it right after; no agents,
+ * libvirt's API directly: freeze every VM at once (a thread each; with --tier,
+ * one tier at a time, front first), then take each VM's external disk-only
+ * snapshot and thaw it right after (back tiers first); no agents,
  * votes, leases, journal or catalog. Prints one JSON object per round, then puts
  * the disks back on their images (active block commit + pivot) so that rounds do
  * not pile up overlays. --discard does only that last part, for a cut another
@@ -61,6 +62,7 @@ struct start {
 
 struct member {
         const char *vm;
+        unsigned tier; /* --tier: frozen after the tiers before it */
         struct conn *conn;
         virDomainPtr dom;
         struct disks cut;
@@ -76,7 +78,7 @@ struct round {
         char snap[SNAP_MAX];
         char started_at[40];
         long long t0, t_prepared, t_end, cleanup_ns;
-        int ok, per_host;
+        int ok, per_host, by_tier;
         char cleanup_err[ERR_MAX];
 };
 
@@ -373,15 +375,16 @@ struct lane {
         size_t n;
         const struct conn *conn;
         const char *snap;
-        int failed; /* no snapshot after a failure, only thaws */
+        int failed;  /* no snapshot after a failure, only thaws */
+        int reverse; /* back tiers first: members are sorted by tier */
 };
 
 static void *snap_thaw(void *arg)
 {
         struct lane *l = arg;
 
-        for (size_t i = 0; i < l->n; i++) {
-                struct member *m = &l->ms[i];
+        for (size_t j = 0; j < l->n; j++) {
+                struct member *m = &l->ms[l->reverse ? l->n - 1 - j : j];
                 if (l->conn && m->conn != l->conn)
                         continue;
                 if (!l->failed && snapshot_member(m, l->snap) < 0)
@@ -394,7 +397,7 @@ static void *snap_thaw(void *arg)
 
 /* One lane per libvirt connection, in parallel, as lockstep's agents work one
  * per host. A lane that cannot get a thread runs here, so every guest is thawed. */
-static void snap_thaw_per_host(struct member *ms, size_t n, const char *snap, int failed)
+static void snap_thaw_per_host(struct member *ms, size_t n, const char *snap, int failed, int reverse)
 {
         struct lane lanes[MAX_MEMBERS];
         pthread_t th[MAX_MEMBERS];
@@ -406,7 +409,8 @@ static void snap_thaw_per_host(struct member *ms, size_t n, const char *snap, in
                 for (size_t j = 0; j < k; j++)
                         seen |= lanes[j].conn == ms[i].conn;
                 if (!seen)
-                        lanes[k++] = (struct lane){.ms = ms, .n = n, .conn = ms[i].conn, .snap = snap, .failed = failed};
+                        lanes[k++] = (struct lane){.ms = ms, .n = n, .conn = ms[i].conn, .snap = snap, .failed = failed,
+                                                   .reverse = reverse};
         }
         for (size_t j = 0; j < k; j++)
                 running[j] = pthread_create(&th[j], NULL, snap_thaw, &lanes[j]) == 0;
@@ -451,14 +455,23 @@ static int round_run(struct member *ms, size_t n, struct round *rd)
         sigaddset(&block, SIGHUP);
         sigaddset(&block, SIGQUIT);
         pthread_sigmask(SIG_BLOCK, &block, &old);
-        started = freeze_all(ms, n);
-        failed = started != n;
-        for (size_t i = 0; i < n; i++)
-                failed |= ms[i].err[0] != '\0';
+        /* By tier: each tier (a run of the sorted members) at once, the next
+         * once it is all frozen; a failure freezes no further tier. */
+        started = 0;
+        for (size_t i = 0; i < n && started == i && !failed;) {
+                size_t j = i;
+                while (j < n && (!rd->by_tier || ms[j].tier == ms[i].tier))
+                        j++;
+                started += freeze_all(&ms[i], j - i);
+                for (size_t k = i; k < j; k++)
+                        failed |= ms[k].err[0] != '\0';
+                i = j;
+        }
+        failed |= started != n;
         if (rd->per_host)
-                snap_thaw_per_host(ms, n, rd->snap, failed);
+                snap_thaw_per_host(ms, n, rd->snap, failed, rd->by_tier);
         else
-                snap_thaw(&(struct lane){.ms = ms, .n = n, .snap = rd->snap, .failed = failed});
+                snap_thaw(&(struct lane){.ms = ms, .n = n, .snap = rd->snap, .failed = failed, .reverse = rd->by_tier});
         rd->t_end = mono_ns();
         pthread_sigmask(SIG_SETMASK, &old, NULL);
 
@@ -627,8 +640,8 @@ static void print_round(FILE *f, const struct member *ms, size_t n, const struct
                 if (m->thaw_t1 - m->freeze_t0 > max_frozen)
                         max_frozen = m->thaw_t1 - m->freeze_t0;
         }
-        fprintf(f, "{\"method\":\"floor\",\"order\":\"%s\",\"round\":%u,\"snapshot\":",
-                rd->per_host ? "per-host" : "serial", rd->index);
+        fprintf(f, "{\"method\":\"%s\",\"order\":\"%s\",\"round\":%u,\"snapshot\":",
+                rd->by_tier ? "floor-tiers" : "floor", rd->per_host ? "per-host" : "serial", rd->index);
         json_str(f, rd->snap);
         fprintf(f, ",\"ok\":%s,\"error\":", rd->ok ? "true" : "false");
         json_str(f, error);
@@ -646,7 +659,7 @@ static void print_round(FILE *f, const struct member *ms, size_t n, const struct
                 json_str(f, m->vm);
                 fputs(",\"uri\":", f);
                 json_str(f, m->conn->uri);
-                fprintf(f, ",\"ok\":%s,\"error\":", m->err[0] ? "false" : "true");
+                fprintf(f, ",\"tier\":%u,\"ok\":%s,\"error\":", m->tier, m->err[0] ? "false" : "true");
                 json_str(f, m->err);
                 fprintf(f,
                         ",\"frozen_fs\":%d,\"thawed_fs\":%d,\"freeze_at_ms\":%.3f,\"freeze_ms\":%.3f,"
@@ -685,6 +698,9 @@ static void usage(FILE *f)
                 "  -k, --keep             keep each cut's overlays (no discard)\n"
                 "  -P, --per-host         snapshot + thaw the members of each URI in turn, URIs in\n"
                 "                         parallel (default: all members in turn)\n"
+                "  -T, --tier N           the members after it are in tier N (0 = front, the default):\n"
+                "                         tiers are frozen one at a time, front first, and\n"
+                "                         snapshotted back tiers first, as lockstep does\n"
                 "  -d, --discard SNAP     take no cut; discard snapshot SNAP's overlays on the members\n"
                 "One JSON object per round (or per discard) on stdout.\n");
 }
@@ -740,9 +756,10 @@ static void iso_now(char out[40])
 
 struct opts {
         unsigned rounds, ga_timeout_s, gap_ms;
-        int keep, per_host;
+        int keep, per_host, by_tier;
         const char *prefix, *discard;
         char *member_arg[MAX_MEMBERS];
+        unsigned member_tier[MAX_MEMBERS];
         const char *member_uri[MAX_MEMBERS];
         size_t n_members;
 };
@@ -754,13 +771,15 @@ static int parse_args(int argc, char **argv, struct opts *o)
                 {"ga-timeout", required_argument, NULL, 't'}, {"prefix", required_argument, NULL, 'p'},
                 {"gap-ms", required_argument, NULL, 'g'},  {"keep", no_argument, NULL, 'k'},
                 {"discard", required_argument, NULL, 'd'}, {"per-host", no_argument, NULL, 'P'},
-                {"help", no_argument, NULL, 'h'},          {0},
+                {"tier", required_argument, NULL, 'T'},    {"help", no_argument, NULL, 'h'},
+                {0},
         };
         const char *uri = NULL;
+        unsigned tier = 0;
         int c;
 
         /* "-" first: member names come back in order, each with the --uri before it. */
-        while ((c = getopt_long(argc, argv, "-u:n:t:p:g:kd:Ph", longs, NULL)) != -1) {
+        while ((c = getopt_long(argc, argv, "-u:n:t:p:g:kd:PT:h", longs, NULL)) != -1) {
                 switch (c) {
                 case 1: {
                         char *eq = strchr(optarg, '=');
@@ -775,6 +794,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
                                         optarg);
                                 return -EINVAL;
                         }
+                        o->member_tier[o->n_members] = tier;
                         o->member_arg[o->n_members] = optarg;
                         o->member_uri[o->n_members++] = eq ? eq + 1 : uri;
                         break;
@@ -795,6 +815,11 @@ static int parse_args(int argc, char **argv, struct opts *o)
                 case 'p': o->prefix = optarg; break;
                 case 'k': o->keep = 1; break;
                 case 'P': o->per_host = 1; break;
+                case 'T':
+                        if (parse_uint(optarg, 64, &tier) < 0)
+                                return -EINVAL;
+                        o->by_tier |= tier > 0;
+                        break;
                 case 'd': o->discard = optarg; break;
                 case 'h': usage(stdout); exit(0);
                 default: return -EINVAL;
@@ -818,7 +843,7 @@ static int run_rounds(struct member *ms, size_t n, const struct opts *o)
         gmtime_r(&now, &tm);
         strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%S", &tm);
         for (unsigned i = 1; i <= o->rounds && rc == 0; i++) {
-                struct round rd = {.index = i, .per_host = o->per_host};
+                struct round rd = {.index = i, .per_host = o->per_host, .by_tier = o->by_tier};
                 unsigned k = 0;
                 long long c0;
                 snprintf(rd.snap, sizeof(rd.snap), "%s-%s-%ld-%u", o->prefix, stamp, (long)getpid(), i);
@@ -877,6 +902,15 @@ int main(int argc, char **argv)
         }
         for (; n < o.n_members; n++) {
                 struct member *m = &ms[n];
+                /* Sorted by tier as they come (insertion, stable): a tier is a run. */
+                size_t at = n;
+                while (at > 0 && ms[at - 1].tier > o.member_tier[n]) {
+                        ms[at] = ms[at - 1];
+                        at--;
+                }
+                m = &ms[at];
+                memset(m, 0, sizeof(*m));
+                m->tier = o.member_tier[n];
                 m->vm = o.member_arg[n];
                 m->conn = conn_for(conns, &n_conns, o.member_uri[n]);
                 m->dom = m->conn ? virDomainLookupByName(m->conn->c, m->vm) : NULL;

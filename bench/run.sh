@@ -210,6 +210,17 @@ while read -r _ vm _ host _; do
 done < <(awk '$1 == "vm"' "$LAB/lab.state")
 ((${#MEMBERS[@]})) || die "no VMs in $LAB/lab.state"
 
+# The same VMs with their tier in $GROUP (--tier T VM=URI), for a floor that
+# freezes tier by tier as lockstep does a group of several tiers.
+TIER_MEMBERS=()
+groups_json=$("$LOCKSTEP" -c "$CONFIG" groups --json) || die "lockstep groups --json failed"
+if [ "$(jq --arg g "$GROUP" '[.[] | select(.name == $g)][0].tiers | length' <<< "$groups_json")" -gt 1 ]; then
+        while read -r t vm host; do
+                TIER_MEMBERS+=(--tier "$t" "$vm=qemu+unix:///system?socket=$LAB/hosts/$host/run/libvirt/libvirt-sock")
+        done < <(jq -r --arg g "$GROUP" '[.[] | select(.name == $g)][0].tiers | to_entries[]
+                | .key as $t | .value.members[] | "\($t) \(split("@")[0]) \(split("@")[1])"' <<< "$groups_json")
+fi
+
 # The flat group: every member in one tier, so the agents freeze them all at once
 # as the floor does. It needs lockstepd restarted on a config that has it, which
 # is done only to a lab this script brought up.
@@ -262,16 +273,17 @@ RAW=$WORK/rounds.jsonl
 : > "$RAW"
 
 # One floor round (the floor discards its own overlays after the timed part).
-floor_round() { # pair warmup
-        local out t0 t1
+floor_round() { # method pair warmup member-arg...
+        local out t0 t1 m=$1 pair=$2 warm=$3
+        shift 3
         t0=$(now_us)
-        out=$("$FLOOR" --rounds 1 --prefix bench-floor ${FLOOR_ORDER:+"$FLOOR_ORDER"} "${MEMBERS[@]}") || {
+        out=$("$FLOOR" --rounds 1 --prefix bench-floor ${FLOOR_ORDER:+"$FLOOR_ORDER"} "$@") || {
                 printf '%s\n' "$out" >&2
                 return 1
         }
         t1=$(now_us)
-        jq -c --argjson pair "$1" --argjson warm "$2" --argjson t0 "$t0" --argjson t1 "$t1" \
-                '. + {pair: $pair, warmup: $warm, process_wall_ms: (($t1 - $t0) / 1000),
+        jq -c --arg m "$m" --argjson pair "$pair" --argjson warm "$warm" --argjson t0 "$t0" --argjson t1 "$t1" \
+                '. + {method: $m, pair: $pair, warmup: $warm, process_wall_ms: (($t1 - $t0) / 1000),
                       phases: {before_first_freeze: (.e2e_ms - .group_window_ms), freeze_all: .all_frozen_ms,
                                frozen_to_first_snapshot: 0,
                                snapshots_and_thaws: (.group_window_ms - .all_frozen_ms), after_last_thaw: 0}
@@ -354,7 +366,9 @@ lockstep_round() { # method group pair warmup
                   discard: $disc, cut: .}' <<< "$out" >> "$RAW"
 }
 
-METHODS=(floor lockstep)
+METHODS=(floor)
+((${#TIER_MEMBERS[@]})) && METHODS+=(floor-tiers)
+METHODS+=(lockstep)
 ((FLAT)) && METHODS+=(lockstep-flat)
 total=$((WARMUP + ROUNDS))
 say "$total rounds of ${METHODS[*]} (the first $WARMUP a warm-up), interleaved, ${GAP}s apart"
@@ -364,7 +378,8 @@ for ((i = 1; i <= total; i++)); do
         ((i <= WARMUP)) && warm=true
         for m in "${METHODS[@]}"; do
                 case $m in
-                floor) floor_round "$i" "$warm" || failed=1 ;;
+                floor) floor_round floor "$i" "$warm" "${MEMBERS[@]}" || failed=1 ;;
+                floor-tiers) floor_round floor-tiers "$i" "$warm" "${TIER_MEMBERS[@]}" || failed=1 ;;
                 lockstep) lockstep_round lockstep "$GROUP" "$i" "$warm" || failed=1 ;;
                 lockstep-flat) lockstep_round lockstep-flat "$FLAT_GROUP" "$i" "$warm" || failed=1 ;;
                 esac
@@ -425,11 +440,14 @@ def stats: map(select(. != null)) | {median: (median | r3), p90: (p90 | r3), min
           reduce ($x[0].breakdown | keys_unsorted[]) as $k ({}; .[$k] = ([$x[].breakdown[$k]] | stats)) end)
       })
 | . as $s
-| .ratios = (reduce (keys[] | select(. != "floor")) as $m ({};
-    .[$m + "/floor"] = (reduce ("group_window_ms", "freeze_skew_ms", "all_frozen_ms", "max_frozen_ms",
+# Each lockstep method against the floor that freezes as it does: the tiered
+# group against floor-tiers when there is one, the flat group against floor.
+| .ratios = (reduce (keys[] | select(startswith("lockstep"))) as $m ({};
+    (if $m == "lockstep" and ($s | has("floor-tiers")) then "floor-tiers" else "floor" end) as $b
+    | .[$m + "/" + $b] = (reduce ("group_window_ms", "freeze_skew_ms", "all_frozen_ms", "max_frozen_ms",
                                 "e2e_ms", "freeze_ms", "snapshot_ms", "thaw_ms", "frozen_ms") as $k ({};
-      .[$k] = (if ($s.floor[$k].median // 0) > 0 and $s[$m][$k].median != null
-               then ($s[$m][$k].median / $s.floor[$k].median | r2) else null end)))))'
+      .[$k] = (if ($s[$b][$k].median // 0) > 0 and $s[$m][$k].median != null
+               then ($s[$m][$k].median / $s[$b][$k].median | r2) else null end)))))'
 
 summary=$(jq -s "$SUMMARY_JQ" "$RAW")
 [ -n "$OUT" ] || OUT=$BENCH/results/$(date -u +%Y-%m-%dT%H%M%SZ).json
@@ -439,20 +457,23 @@ jq -s --argjson machine "$machine" --argjson params "$params" --argjson summary 
         '{measured_at: $at, machine: $machine, params: $params, summary: $summary, rounds: .}' "$RAW" > "$OUT"
 ((REFERENCE)) && cp "$OUT" "$BENCH/results/reference.json"
 
-# The tables: median (p90) per method; each lockstep method's ratio to the floor's
-# median and what it adds to it.
+# The tables: median (p90) per method; each lockstep method's ratio to its
+# floor's median (floor-tiers for the tiered group, when measured) and what it
+# adds to it.
 jq -r --argjson p "$params" -n '"\($p.rounds) rounds, \($p.vms) guests on \($p.hosts) host(s) [\($p.placement)]; ms, median (p90)"'
 jq -r --argjson s "$summary" -n '
 def f: if . == null then "-" else (. * 10 | round / 10 | tostring) end;
 def cell($m; $k): "\($s[$m][$k].median | f) (\($s[$m][$k].p90 | f))";
-def ratio($m; $k): if ($s.floor[$k].median // 0) < 1 then "-" else "x\($s.ratios[$m + "/floor"][$k])" end;
-def plus($m; $k): ($s[$m][$k].median - $s.floor[$k].median) | if . >= 0 then "+\(f)" else f end;
+def base($m): if $m == "lockstep" and ($s | has("floor-tiers")) then "floor-tiers" else "floor" end;
+def ratio($m; $k): if ($s[base($m)][$k].median // 0) < 1 then "-" else "x\($s.ratios[$m + "/" + base($m)][$k])" end;
+def plus($m; $k): ($s[$m][$k].median - $s[base($m)][$k].median) | if . >= 0 then "+\(f)" else f end;
 ($s | keys | map(select(startswith("lockstep")))) as $ms
-| (["metric", "floor"] + ($ms | map(., "ratio", "added")) | @tsv),
+| ($s | keys | map(select(startswith("floor")))) as $fs
+| (["metric"] + $fs + ($ms | map(., "ratio vs " + base(.), "added")) | @tsv),
   (["group window", "group_window_ms"], ["freeze skew", "freeze_skew_ms"], ["all frozen after", "all_frozen_ms"],
    ["max frozen (a VM)", "max_frozen_ms"], ["freeze (per VM)", "freeze_ms"], ["snapshot (per VM)", "snapshot_ms"],
    ["thaw (per VM)", "thaw_ms"], ["frozen (per VM)", "frozen_ms"], ["end-to-end", "e2e_ms"]) as [$name, $k]
-  | [$name, cell("floor"; $k)] + [$ms[] | cell(.; $k), ratio(.; $k), plus(.; $k)] | @tsv' | column -t -s $'\t'
+  | [$name] + [$fs[] | cell(.; $k)] + [$ms[] | cell(.; $k), ratio(.; $k), plus(.; $k)] | @tsv' | column -t -s $'\t'
 if [ "$(jq -r '.lockstep.phases_ms != null' <<< "$summary")" = true ]; then
         echo
         echo "end-to-end by phase, ms, median (the floor has no votes and no result to wait for):"

@@ -409,6 +409,7 @@ int engine_round(struct round *rd, struct item *items, size_t n)
                 const struct item *it = &items[i];
                 char why[ENGINE_REASON_MAX];
                 if (item_ok(it)) {
+                        items[i].said_yes = 1;
                         /* A fleet's yes lines would drown its one no. */
                         if (rd->say && n <= ENGINE_SAY_MAX)
                                 rd->say(rd, it, NULL);
@@ -567,7 +568,10 @@ size_t engine_tell(struct engine *e, const char *txid, struct agentlink *const *
  * fixed. */
 static int never_held(const struct item *it)
 {
-        return it->rep && it->rep->step == LOCKSTEP__STEP__STEP_FREEZE && clockskew_refused(it->rep);
+        /* By tier, a refusal of a later tier's FREEZE comes after a yes: that
+         * agent holds the front tiers. */
+        return it->rep && it->rep->step == LOCKSTEP__STEP__STEP_FREEZE && clockskew_refused(it->rep) &&
+               !it->said_yes;
 }
 
 void engine_tell_items(struct engine *e, const char *txid, const struct item *items, size_t n, int commit,

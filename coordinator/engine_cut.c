@@ -21,6 +21,8 @@ struct cut_spec {
         const char *snap; /* the snapshot name: overlay file suffix */
         Lockstep__Mode mode;
         unsigned lease_ms;
+        int by_tier;   /* several tiers: one FREEZE round per tier, front first */
+        unsigned tier; /* the tier of the FREEZE round in flight */
 };
 
 static const char *cfg_member_agent(const void *ctx, size_t i)
@@ -63,10 +65,13 @@ static void freeze_fill(struct item *it, const void *ctx)
         f->hook = s->g->hook ? s->g->hook : (char *)"";
         f->n_members = it->n_members;
         f->members = it->memberp;
+        f->by_tier = s->by_tier;
+        f->tier = s->tier;
 }
 
 static void freeze_say(const struct round *rd, const struct item *it, const char *why)
 {
+        const struct cut_spec *s = rd->ctx;
         char detail[512] = "";
         size_t off = 0;
 
@@ -74,14 +79,23 @@ static void freeze_say(const struct round *rd, const struct item *it, const char
                 engine_emit(rd->p, "FREEZE   %-12s NO: %s", agentlink_id(it->link), why);
                 return;
         }
-        /* "vm1 12 ms, vm2 9 ms": how long each member took to freeze. */
+        /* "vm1 12 ms, vm2 9 ms": how long each member took to freeze (by
+         * tier: the members of this round's tier; the agent answers for its
+         * members in the order they were sent). */
         for (size_t k = 0; k < it->rep->n_members && off < sizeof(detail) - 1; k++) {
                 const Lockstep__MemberResult *mr = it->rep->members[k];
                 double ms = mr->timings ? (double)mr->timings->freeze_us / 1000.0 : 0.0;
-                off += (size_t)snprintf(detail + off, sizeof(detail) - off, k ? ", %s %.0f ms" : "%s %.0f ms", mr->vm,
-                                        ms);
+                if (s->by_tier && k < it->n_members && !strcmp(it->memberp[k]->vm, mr->vm) &&
+                    it->memberp[k]->tier != s->tier)
+                        continue;
+                off += (size_t)snprintf(detail + off, sizeof(detail) - off, off ? ", %s %.0f ms" : "%s %.0f ms",
+                                        mr->vm, ms);
         }
-        engine_emit(rd->p, "FREEZE   %-12s yes (%s)", agentlink_id(it->link), detail);
+        if (s->by_tier)
+                engine_emit(rd->p, "FREEZE   %-12s tier %u yes (%s)", agentlink_id(it->link), s->tier,
+                            off ? detail : "none of its members");
+        else
+                engine_emit(rd->p, "FREEZE   %-12s yes (%s)", agentlink_id(it->link), detail);
 }
 
 static void snapshot_say(const struct round *rd, const struct item *it, const char *why)
@@ -119,6 +133,16 @@ static int cut_spec_of(const struct engine *e, const struct engine_cut_req *req,
         return 0;
 }
 
+static unsigned max_tier(const struct cfg_group *g)
+{
+        unsigned mx = 0;
+
+        for (unsigned i = 0; i < g->n_members; i++)
+                if (g->members[i].tier > mx)
+                        mx = g->members[i].tier;
+        return mx;
+}
+
 /* Logs the cut as begun and the placeholders of its members. */
 static int cut_begin(struct engine *e, struct cat_txn *t, const struct cut_spec *s, const struct items *its,
                      const struct progress *p, char ret_txid[65], lserr *err)
@@ -149,17 +173,26 @@ static int cut_begin(struct engine *e, struct cat_txn *t, const struct cut_spec 
  * before any agent hears it. Nothing is written to the catalog between the
  * first FREEZE sent and the last thaw: both rounds' records wait until then
  * (a crash meanwhile leaves the placeholders, and presumed abort). */
-static int cut_run(struct engine *e, const struct cat_txn *t, const struct cut_spec *s, struct items *its,
+static int cut_run(struct engine *e, const struct cat_txn *t, struct cut_spec *s, struct items *its,
                    const struct progress *p, lserr *err)
 {
         struct round rd = {.e = e, .txid = t->txid, .timeout_ms = engine_step_ms(e), .g = s->g, .pending = 1,
                            .defer = 1, .ctx = s, .p = p};
+        unsigned last;
         int commit, r;
 
         rd.step = LOCKSTEP__STEP__STEP_FREEZE;
         rd.fill = freeze_fill;
         rd.say = freeze_say;
-        commit = engine_round(&rd, its->v, its->n);
+        /* Tiers: front first, every agent at once within a tier, the next
+         * tier only once the whole tier before it is frozen everywhere. */
+        commit = 1;
+        for (s->tier = 0, last = max_tier(s->g); commit && s->tier <= last; s->tier++) {
+                commit = engine_round(&rd, its->v, its->n);
+                if (commit && s->by_tier)
+                        engine_emit(p, "FREEZE   tier %u (%s) frozen", s->tier,
+                                    s->tier < s->g->n_tiers ? s->g->tiers[s->tier] : "-");
+        }
         failpoint_stop("after-freeze");
         if (commit) {
                 rd.step = LOCKSTEP__STEP__STEP_SNAPSHOT;
@@ -200,7 +233,8 @@ int engine_snapshot(struct engine *e, const struct engine_cut_req *req, engine_e
         snprintf(t.name, sizeof(t.name), "%s", req->name ? req->name : t.txid);
         snprintf(t.mode, sizeof(t.mode), "%s", cfg_mode_name((enum cfg_mode)mode));
         t.lease_ms = lease_s * 1000;
-        s = (struct cut_spec){.g = g, .snap = t.name, .mode = (Lockstep__Mode)mode, .lease_ms = t.lease_ms};
+        s = (struct cut_spec){.g = g, .snap = t.name, .mode = (Lockstep__Mode)mode, .lease_ms = t.lease_ms,
+                              .by_tier = max_tier(g) > 0};
         r = build_items(e, g, &its, err);
         if (r == 0)
                 r = cut_begin(e, &t, &s, &its, &p, ret_txid, err);

@@ -127,8 +127,12 @@ void item_step(struct item *it, const char *txid, Lockstep__Step step)
         it->cmd.step = step;
         it->pl.step = step;
         item_wire(it);
-        /* A deferred round's reply is still to be recorded. */
-        if (it->rep && it->keep_rep && it->n_held < sizeof(it->held) / sizeof(it->held[0]))
+        /* A deferred round's reply is still to be recorded. The newest wins a
+         * full table (a cut of many tiers): an agent's later reply says all
+         * that its earlier ones of the cut said. */
+        if (it->rep && it->keep_rep && it->n_held == sizeof(it->held) / sizeof(it->held[0]))
+                lockstep__reply__free_unpacked(it->held[--it->n_held], NULL);
+        if (it->rep && it->keep_rep)
                 it->held[it->n_held++] = it->rep;
         else if (it->rep)
                 lockstep__reply__free_unpacked(it->rep, NULL);

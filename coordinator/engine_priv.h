@@ -86,6 +86,7 @@ struct item {
         size_t n_held;
         int keep_rep;       /* the next item_step moves rep to held instead of freeing it */
         int silent_pending; /* its last round had no answer and records its members as pending */
+        int said_yes;       /* some round of the transaction had its yes (a FREEZE by tier may follow) */
 };
 
 /* An owned array of items. */

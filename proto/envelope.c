@@ -277,6 +277,26 @@ static const Lockstep__Command__PayloadCase step_payload[] = {
         [LOCKSTEP__STEP__STEP_CHECK] = LOCKSTEP__COMMAND__PAYLOAD_CHECK,
 };
 
+static int check_freeze(const Lockstep__FreezeRequest *fr, lserr *err)
+{
+        int r = check_name("freeze.snapshot", fr->snapshot, 0, err);
+
+        if (r < 0)
+                return r;
+        if ((unsigned)fr->mode > LOCKSTEP__MODE__MODE_MEMORY)
+                return lserr_set(err, LS_EMALFORMED, "field freeze.mode: unknown mode %d", fr->mode);
+        r = check_name("freeze.hook", fr->hook, 1, err);
+        if (r < 0)
+                return r;
+        if (fr->tier > MAX_TIER || (!fr->by_tier && fr->tier))
+                return lserr_set(err, LS_EMALFORMED, "field freeze.tier: %u out of range (0..%u, with by_tier)",
+                                 fr->tier, MAX_TIER);
+        if (fr->lease_ms == 0 || fr->lease_ms > MAX_LEASE_MS)
+                return lserr_set(err, LS_EMALFORMED, "field freeze.lease_ms: %u out of range (1..%u)", fr->lease_ms,
+                                 MAX_LEASE_MS);
+        return check_members(fr->n_members, fr->members, err);
+}
+
 /* Every field a peer controls, checked before anything reads it. */
 static int check_command_fields(const Lockstep__Command *c, lserr *err)
 {
@@ -300,18 +320,7 @@ static int check_command_fields(const Lockstep__Command *c, lserr *err)
                 return r;
         switch (c->payload_case) {
         case LOCKSTEP__COMMAND__PAYLOAD_FREEZE:
-                r = check_name("freeze.snapshot", c->freeze->snapshot, 0, err);
-                if (r < 0)
-                        return r;
-                if ((unsigned)c->freeze->mode > LOCKSTEP__MODE__MODE_MEMORY)
-                        return lserr_set(err, LS_EMALFORMED, "field freeze.mode: unknown mode %d", c->freeze->mode);
-                r = check_name("freeze.hook", c->freeze->hook, 1, err);
-                if (r < 0)
-                        return r;
-                if (c->freeze->lease_ms == 0 || c->freeze->lease_ms > MAX_LEASE_MS)
-                        return lserr_set(err, LS_EMALFORMED, "field freeze.lease_ms: %u out of range (1..%u)",
-                                         c->freeze->lease_ms, MAX_LEASE_MS);
-                return check_members(c->freeze->n_members, c->freeze->members, err);
+                return check_freeze(c->freeze, err);
         case LOCKSTEP__COMMAND__PAYLOAD_DECIDE:
                 return check_decision(c->decide->decision, err);
         case LOCKSTEP__COMMAND__PAYLOAD_REVERT_DECIDE:

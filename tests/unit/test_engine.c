@@ -39,7 +39,11 @@ enum vote {
 struct seen {
         Lockstep__Step step;
         int decision; /* DECIDE: Lockstep__Decision */
+        int tier;     /* FREEZE by tier: its tier, else -1 */
+        unsigned seq; /* order of arrival over all agents */
 };
+
+static unsigned seen_seq; /* atomically: the fakes answer on their own threads */
 
 struct fake {
         char id[16], vm[16], url[600];
@@ -102,6 +106,10 @@ static void note(struct fake *a, const Lockstep__Command *cmd)
         if (a->n_seen >= MAX_SEEN)
                 return;
         a->seen[a->n_seen].step = cmd->step;
+        a->seen[a->n_seen].seq = __atomic_add_fetch(&seen_seq, 1, __ATOMIC_SEQ_CST);
+        a->seen[a->n_seen].tier = -1;
+        if (cmd->payload_case == LOCKSTEP__COMMAND__PAYLOAD_FREEZE && cmd->freeze->by_tier)
+                a->seen[a->n_seen].tier = (int)cmd->freeze->tier;
         if (cmd->payload_case == LOCKSTEP__COMMAND__PAYLOAD_DECIDE)
                 a->seen[a->n_seen].decision = cmd->decide->decision;
         a->n_seen++;
@@ -237,7 +245,9 @@ static void load_config(struct fx *f, int reach)
                              "    tiers:\n"
                              "      - {name: web, members: [vm1@host-a]}\n"
                              "      - {name: app, members: [vm2@host-b]}\n"
-                             "      - {name: db, members: [vm3@host-c]}\n",
+                             "      - {name: db, members: [vm3@host-c]}\n"
+                             "  - name: flat\n"
+                             "    members: [vm1@host-a, vm2@host-b, vm3@host-c]\n",
                              f->dir, f->agents[0].url, f->agents[1].url, reach ? f->agents[2].url : nobody) > 0);
         path = tu_write(f->dir, "coordinator.yaml", yaml, 0600);
         assert_int_equal(cfg_coord_load(path, &f->cfg, &err), 0);
@@ -513,7 +523,8 @@ static void test_check_wrong_key_and_unreachable(void **state)
         }
 }
 
-/* Which steps agent a saw, as one string ("FREEZE SNAPSHOT DECIDE:commit"). */
+/* Which steps agent a saw, as one string ("FREEZE:0 FREEZE:1 SNAPSHOT
+ * DECIDE:commit"; a FREEZE by tier says its tier). */
 static void steps_of(const struct fake *a, char *out, size_t n)
 {
         size_t off = 0;
@@ -525,20 +536,28 @@ static void steps_of(const struct fake *a, char *out, size_t n)
                         off += (size_t)snprintf(out + off, n - off, i ? " DECIDE:%s" : "DECIDE:%s",
                                                 a->seen[i].decision == LOCKSTEP__DECISION__DECISION_COMMIT ? "commit"
                                                                                                           : "abort");
+                else if (a->seen[i].tier >= 0)
+                        off += (size_t)snprintf(out + off, n - off, i ? " %s:%d" : "%s:%d", s, a->seen[i].tier);
                 else
                         off += (size_t)snprintf(out + off, n - off, i ? " %s" : "%s", s);
         }
 }
 
-static void cut(struct fx *f, int want_r, struct cat_txn *ret)
+static void cut_group(struct fx *f, const char *group, int want_r, struct cat_txn *ret)
 {
-        struct engine_cut_req req = {.group = "shop", .name = NULL, .mode = -1};
+        struct engine_cut_req req = {.group = group, .name = NULL, .mode = -1};
         char txid[65] = "";
         lserr err = {0};
 
         assert_int_equal(engine_snapshot(f->e, &req, NULL, NULL, txid, &err), want_r);
         assert_string_equal(err.msg, "");
         assert_int_equal(cat_txn_get(f->cat, txid, ret, &err), 0);
+}
+
+/* A cut of "shop": three tiers, one member each on host-a, -b, -c. */
+static void cut(struct fx *f, int want_r, struct cat_txn *ret)
+{
+        cut_group(f, "shop", want_r, ret);
 }
 
 static void test_cut_all_yes_commits(void **state)
@@ -552,7 +571,7 @@ static void test_cut_all_yes_commits(void **state)
         assert_true(t.committed);
         for (int i = 0; i < N_AGENTS; i++) {
                 steps_of(&f->agents[i], steps, sizeof(steps));
-                assert_string_equal(steps, "FREEZE SNAPSHOT DECIDE:commit");
+                assert_string_equal(steps, "FREEZE:0 FREEZE:1 FREEZE:2 SNAPSHOT DECIDE:commit");
         }
 }
 
@@ -585,8 +604,9 @@ static void test_cut_no_catalog_write_while_frozen(void **state)
                 sent += au[i].dir == CAT_SENT;
                 recv += au[i].dir == CAT_RECEIVED;
         }
-        assert_int_equal(sent, 3 * N_AGENTS);
-        assert_int_equal(recv, 3 * N_AGENTS);
+        /* Three FREEZEs (one per tier), SNAPSHOT and DECIDE each. */
+        assert_int_equal(sent, 5 * N_AGENTS);
+        assert_int_equal(recv, 5 * N_AGENTS);
         /* Stamped when sent or answered, not when written (agent by agent,
          * after the thaw): in time order every FREEZE row comes before every
          * SNAPSHOT row, and those before the DECIDE rows. */
@@ -597,6 +617,46 @@ static void test_cut_no_catalog_write_while_frozen(void **state)
         for (size_t i = 0; i < nm; i++) {
                 assert_int_equal(m[i].code, LOCKSTEP__ERROR_CODE__OK);
                 assert_int_equal(m[i].freeze_us, 2000);
+        }
+}
+
+/* Tiers are frozen one at a time across all agents: every agent's FREEZE of
+ * tier k is answered before any agent hears of tier k + 1 (host-c's db may
+ * only freeze once web and app are frozen everywhere). */
+static void test_cut_tiers_in_order(void **state)
+{
+        struct fx *f = *state;
+        unsigned last_of[3] = {0}, first_of[3] = {~0u, ~0u, ~0u};
+        struct cat_txn t;
+
+        cut(f, 0, &t);
+        assert_true(t.committed);
+        for (int i = 0; i < N_AGENTS; i++)
+                for (size_t k = 0; k < f->agents[i].n_seen; k++) {
+                        const struct seen *x = &f->agents[i].seen[k];
+                        if (x->step != LOCKSTEP__STEP__STEP_FREEZE)
+                                continue;
+                        assert_in_range(x->tier, 0, 2);
+                        last_of[x->tier] = x->seq > last_of[x->tier] ? x->seq : last_of[x->tier];
+                        first_of[x->tier] = x->seq < first_of[x->tier] ? x->seq : first_of[x->tier];
+                }
+        assert_true(last_of[0] < first_of[1]);
+        assert_true(last_of[1] < first_of[2]);
+}
+
+/* A group of one tier is frozen in one FREEZE per agent, as before tiers
+ * were rounds of their own. */
+static void test_cut_one_tier_one_freeze(void **state)
+{
+        struct fx *f = *state;
+        struct cat_txn t;
+        char steps[200];
+
+        cut_group(f, "flat", 0, &t);
+        assert_true(t.committed);
+        for (int i = 0; i < N_AGENTS; i++) {
+                steps_of(&f->agents[i], steps, sizeof(steps));
+                assert_string_equal(steps, "FREEZE SNAPSHOT DECIDE:commit");
         }
 }
 
@@ -646,7 +706,7 @@ static void test_cut_one_no_aborts_all(void **state)
         assert_string_equal(t.reason, "vm2@host-b: freeze: guest agent not connected");
         for (int i = 0; i < N_AGENTS; i++) {
                 steps_of(&f->agents[i], steps, sizeof(steps));
-                assert_string_equal(steps, "FREEZE DECIDE:abort");
+                assert_string_equal(steps, "FREEZE:0 DECIDE:abort");
         }
 }
 
@@ -664,7 +724,7 @@ static void test_cut_silent_aborts(void **state)
         assert_non_null(strstr(t.reason, "no answer before the deadline"));
         for (int i = 0; i < N_AGENTS; i++) {
                 steps_of(&f->agents[i], steps, sizeof(steps));
-                assert_string_equal(steps, "FREEZE DECIDE:abort");
+                assert_string_equal(steps, "FREEZE:0 DECIDE:abort");
         }
 }
 
@@ -681,7 +741,7 @@ static void test_cut_unreachable_waits_for_recovery(void **state)
         assert_non_null(strstr(t.reason, "agent \"host-c\""));
         for (int i = 0; i < 2; i++) {
                 steps_of(&f->agents[i], steps, sizeof(steps));
-                assert_string_equal(steps, "FREEZE DECIDE:abort");
+                assert_string_equal(steps, "FREEZE:0 DECIDE:abort");
         }
 }
 
@@ -699,7 +759,7 @@ static void test_cut_commit_forgotten_is_told(void **state)
         assert_true(t.committed);
         assert_int_equal(t.state, CAT_TXN_DONE);
         steps_of(&f->agents[1], steps, sizeof(steps));
-        assert_string_equal(steps, "FREEZE SNAPSHOT DECIDE:commit");
+        assert_string_equal(steps, "FREEZE:0 FREEZE:1 FREEZE:2 SNAPSHOT DECIDE:commit");
 }
 
 /* A refusal before anything is sent is the caller's to log: err filled
@@ -734,6 +794,8 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_cut_all_yes_commits, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_cut_no_catalog_write_while_frozen, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_cut_txid_taken_is_drawn_again, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_cut_tiers_in_order, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_cut_one_tier_one_freeze, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_cut_one_no_aborts_all, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_cut_silent_aborts, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_cut_unreachable_waits_for_recovery, setup_nobody, teardown),

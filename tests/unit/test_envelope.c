@@ -661,6 +661,20 @@ static void test_bad_fields(void **state)
         assert_non_null(strstr(err.msg, "lease_ms"));
         free(buf);
 
+        /* A tier only by tier, and at most 64 of them. */
+        for (int k = 0; k < 2; k++) {
+                freeze_cmd(&c, SELF);
+                fz.by_tier = k;
+                fz.tier = k ? 65 : 1;
+                seal(f, &c, &buf, &len);
+                lserr_clear(&err);
+                assert_int_equal(verify(f, buf, len, NOW, &err), LS_EMALFORMED);
+                assert_non_null(strstr(err.msg, "freeze.tier"));
+                free(buf);
+        }
+        fz.by_tier = 0;
+        fz.tier = 0;
+
         freeze_cmd(&c, SELF);
         c.txid = "";
         seal(f, &c, &buf, &len);

@@ -38,6 +38,7 @@ struct fx {
         uint8_t *last; /* the packed bytes of the last reply */
         size_t last_len;
         const char *hook; /* the hook FREEZE and CHECK name; NULL for none */
+        int by_tier;      /* FREEZE by tier: 1 + the tier of the next freeze(); 0 not by tier */
 };
 
 /* agent.yaml's guest hooks: db1 and web1 have "flush" (each its own argv),
@@ -222,6 +223,8 @@ static Lockstep__Reply *freeze(const char *txid, Lockstep__Mode mode, unsigned l
         fr.n_members = ms.n;
         if (F.hook)
                 fr.hook = (char *)F.hook;
+        fr.by_tier = F.by_tier > 0;
+        fr.tier = F.by_tier > 0 ? (unsigned)F.by_tier - 1 : 0;
         c.payload_case = LOCKSTEP__COMMAND__PAYLOAD_FREEZE;
         c.freeze = &fr;
         return send(&c, txid, LOCKSTEP__STEP__STEP_FREEZE);
@@ -589,6 +592,70 @@ static void test_freeze_no(void **state)
         assert_string_equal(rep->message, "host-a: decide: unknown transaction, nothing to undo");
         expect(rep, LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_IDLE);
         assert_null(journaled("nope"));
+}
+
+/* A cut of several tiers comes as one FREEZE per tier: the first validates
+ * every member and freezes its tier only, each later one freezes its own
+ * tier; a resend of a tier gets its own stored reply. SNAPSHOT needs every
+ * member frozen, and a later tier that fails thaws the front tiers too. */
+static void test_freeze_by_tier(void **state)
+{
+        Lockstep__Reply *rep;
+        uint8_t *first;
+        size_t first_len;
+
+        (void)state;
+        F.by_tier = 1;
+        expect(freeze("bt1", LOCKSTEP__MODE__MODE_QUIESCE, 10000, "web1:0 db1:1"), LOCKSTEP__ERROR_CODE__OK,
+               LOCKSTEP__TXN_STATE__TXN_FROZEN);
+        assert_true(frozen("web1"));
+        assert_false(frozen("db1"));
+        journal_is("bt1", LOCKSTEP__JOURNAL_STATE__J_FROZEN);
+        first = malloc(F.last_len);
+        memcpy(first, F.last, F.last_len);
+        first_len = F.last_len;
+        F.by_tier = 2;
+        expect(freeze("bt1", LOCKSTEP__MODE__MODE_QUIESCE, 10000, "web1:0 db1:1"), LOCKSTEP__ERROR_CODE__OK,
+               LOCKSTEP__TXN_STATE__TXN_FROZEN);
+        assert_true(frozen("web1") && frozen("db1"));
+        F.by_tier = 1;
+        lockstep__reply__free_unpacked(freeze("bt1", LOCKSTEP__MODE__MODE_QUIESCE, 10000, "web1:0 db1:1"), NULL);
+        assert_int_equal(F.last_len, first_len);
+        assert_memory_equal(F.last, first, first_len);
+        free(first);
+        expect(snapshot("bt1"), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_SNAPPED);
+        assert_false(frozen("web1") || frozen("db1"));
+        expect(decide("bt1", 1), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_COMMITTED);
+
+        /* Tier 1's FREEZE never came: no snapshot of a running db1. */
+        F.by_tier = 1;
+        expect(freeze("bt2", LOCKSTEP__MODE__MODE_QUIESCE, 10000, "web1:0 db1:1"), LOCKSTEP__ERROR_CODE__OK,
+               LOCKSTEP__TXN_STATE__TXN_FROZEN);
+        rep = snapshot("bt2");
+        assert_string_equal(rep->message, "host-a: snapshot: refused: member db1 (tier 1) was never frozen (no "
+                                          "FREEZE of its tier); thawed");
+        expect(rep, LOCKSTEP__ERROR_CODE__E_BAD_STATE, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+        assert_false(frozen("web1"));
+        expect(decide("bt2", 0), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+
+        /* db1's freeze fails in tier 1's FREEZE: web1, frozen by tier 0, is thawed. */
+        sim_add("fail freeze db1");
+        F.by_tier = 1;
+        expect(freeze("bt3", LOCKSTEP__MODE__MODE_QUIESCE, 10000, "web1:0 db1:1"), LOCKSTEP__ERROR_CODE__OK,
+               LOCKSTEP__TXN_STATE__TXN_FROZEN);
+        F.by_tier = 2;
+        rep = freeze("bt3", LOCKSTEP__MODE__MODE_QUIESCE, 10000, "web1:0 db1:1");
+        assert_string_equal(rep->message, "host-a: freeze: tier 1: voted no");
+        assert_true(starts_with(member_of(rep, "db1")->message, "db1@host-a: freeze: injected failure"));
+        expect(rep, LOCKSTEP__ERROR_CODE__E_FREEZE_FAILED, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+        assert_false(frozen("web1") || frozen("db1"));
+        journal_is("bt3", LOCKSTEP__JOURNAL_STATE__J_ABORTED);
+
+        /* A tier's FREEZE for a transaction that is no longer frozen. */
+        F.by_tier = 3;
+        rep = freeze("bt3", LOCKSTEP__MODE__MODE_QUIESCE, 10000, "web1:0 db1:1");
+        assert_string_equal(rep->message, "host-a: freeze: tier 2: transaction bt3 is not frozen by tier");
+        expect(rep, LOCKSTEP__ERROR_CODE__E_BAD_STATE, LOCKSTEP__TXN_STATE__TXN_IDLE);
 }
 
 static void test_abort(void **state)
@@ -1308,6 +1375,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_freeze_snapshot_commit, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_freeze_no, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_freeze_by_tier, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_abort, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_lease, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_lease_idle, setup, teardown),
