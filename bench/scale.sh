@@ -12,7 +12,9 @@
 #
 # --json prints one object per cut (agents, vms, state, e2e_ms, lockstepd_ms,
 # lockstepd_rss_mb, ...); --out appends them to FILE. lockstepd_ms is the CPU
-# time lockstepd used during the cut (utime + stime, 10 ms ticks): on this
+# time lockstepd used during the cut (utime + stime, 10 ms ticks; all its
+# threads), lockstepd_op_ms the cut's own thread (signing, reply checks,
+# catalog, report; lockstepd logs it as thread_cpu_ms): on this
 # 2-core machine the agents' own work shares the cores, so wall time says
 # little about lockstepd's part; on a fleet each agent has its own host.
 # --groups G: instead of one big group, G groups (group i: agent i's M VMs),
@@ -257,23 +259,26 @@ for c in $(seq 1 "$CUTS"); do
         cpu1=$(cpu_ms "$lsd") cat1=$(cat_bytes)
         state=$(jq -r '.state // "none"' <<< "$out" 2> /dev/null || echo none)
         [ "$state" = committed ] || { rc_all=1; say "cut $c: $state (exit $rc): $(head -c 300 "$T/create.err")"; }
+        # The cut's own thread, as lockstepd logs it when the operation ends.
+        id=$(jq -r '.id // empty' <<< "$out" 2> /dev/null || true)
+        op_ms=$(sed -n "s/.* txid=${id:-none} thread_cpu_ms=\([0-9.]*\) .*/\1/p" "$T/lockstepd.log" | tail -n 1)
         row=$(jq -c --arg lat "$lat_name" --arg latency "$LATENCY" \
                 --argjson agents "$AGENTS" --argjson vms "$VMS" --argjson cut "$c" \
                 --argjson e2e "$(awk -v a="$t1" -v b="$t2" 'BEGIN {printf "%.1f", (b - a) * 1000}')" \
-                --argjson lsd_ms "$((cpu1 - cpu0))" --argjson rss "$(rss_mb "$lsd" VmRSS)" \
+                --argjson lsd_ms "$((cpu1 - cpu0))" --argjson op_ms "${op_ms:-null}" --argjson rss "$(rss_mb "$lsd" VmRSS)" \
                 --argjson hwm "$(rss_mb "$lsd" VmHWM)" --argjson anon "$(rss_mb "$lsd" RssAnon)" --argjson agt "$(agents_rss_mb)" \
                 --argjson growth "$((cat1 - cat0))" '
                 def pct(p): if length == 0 then null else sort | .[((length - 1) * p) | floor] end;
                 def last(s): [.replies[]? | select(.step == s) | .ms] | max;
                 {agents: $agents, vms: $vms, members: ($agents * $vms), latency: $lat, sim_latency: $latency,
-                 cut: $cut, state: (.state // "none"), e2e_ms: $e2e, lockstepd_ms: $lsd_ms,
+                 cut: $cut, state: (.state // "none"), e2e_ms: $e2e, lockstepd_ms: $lsd_ms, lockstepd_op_ms: $op_ms,
                  lockstepd_rss_mb: $rss, lockstepd_anon_mb: $anon, lockstepd_peak_rss_mb: $hwm, agent_rss_mb: $agt,
                  catalog_growth_bytes: $growth, group_window_ms: .group_window_ms,
                  max_frozen_ms: .max_frozen_ms, frozen_ms_p50: ([.members[]?.frozen_ms] | pct(0.5)),
                  last_reply_ms: {freeze: last("FREEZE"), snapshot: last("SNAPSHOT"), decide: last("DECIDE")}}' \
                 <<< "${out:-{\}}")
         if [ "$JSON" = 1 ]; then echo "$row"; else
-                jq -r '"cut \(.cut): \(.state) e2e \(.e2e_ms) ms, lockstepd \(.lockstepd_ms) ms CPU, rss \(.lockstepd_rss_mb) MB (peak \(.lockstepd_peak_rss_mb)), window \(.group_window_ms) ms, max frozen \(.max_frozen_ms) ms, catalog +\(.catalog_growth_bytes) B, agents \(.agent_rss_mb) MB each"' <<< "$row"
+                jq -r '"cut \(.cut): \(.state) e2e \(.e2e_ms) ms, lockstepd \(.lockstepd_ms) ms CPU (\(.lockstepd_op_ms) ms on the cut'"'"'s thread), rss \(.lockstepd_rss_mb) MB (peak \(.lockstepd_peak_rss_mb)), window \(.group_window_ms) ms, max frozen \(.max_frozen_ms) ms, catalog +\(.catalog_growth_bytes) B, agents \(.agent_rss_mb) MB each"' <<< "$row"
         fi
         [ -z "$OUT" ] || echo "$row" >> "$OUT"
 done

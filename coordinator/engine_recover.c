@@ -90,16 +90,42 @@ static int settle(struct engine *e, struct cat_txn *t, const struct progress *p,
         return cat_txn_finish(e->cat, t->txid, err);
 }
 
-/* Every agent's status, asked at once. */
-static int poll_status(struct engine *e, struct items *ret)
+/* Marks busy[i] for each agent e->links[i] that has a member in a group
+ * whose cut, delete or revert is running in this process. */
+static void mark_busy_agents(struct engine *e, char *busy)
 {
-        if (items_alloc(ret, e->n_links) < 0)
-                return -ENOMEM;
-        for (size_t i = 0; i < e->n_links; i++) {
-                ret->v[i].link = e->links[i];
-                item_step(&ret->v[i], "", LOCKSTEP__STEP__STEP_STATUS);
+        for (unsigned g = 0; g < e->cfg->n_groups; g++) {
+                const struct cfg_group *grp = &e->cfg->groups[g];
+                if (!slots_busy(e->slots, grp->name))
+                        continue;
+                for (unsigned m = 0; m < grp->n_members; m++) {
+                        long i = engine_link_index(e, grp->members[m].agent);
+                        if (i >= 0)
+                                busy[i] = 1;
+                }
         }
-        ret->n = e->n_links;
+}
+
+/* Every agent's status, asked at once. skip_busy: not the agents of a
+ * running operation, which answer its own rounds (a fleet's cut would pay
+ * for a second round of signatures and checks in its frozen window); the
+ * next pass polls them. */
+static int poll_status(struct engine *e, struct items *ret, int skip_busy)
+{
+        _cleanup_free_ char *busy = calloc(e->n_links ? e->n_links : 1, 1);
+        size_t k = 0;
+
+        if (!busy || items_alloc(ret, e->n_links) < 0)
+                return -ENOMEM;
+        if (skip_busy)
+                mark_busy_agents(e, busy);
+        for (size_t i = 0; i < e->n_links; i++) {
+                if (busy[i])
+                        continue;
+                ret->v[k].link = e->links[i];
+                item_step(&ret->v[k++], "", LOCKSTEP__STEP__STEP_STATUS);
+        }
+        ret->n = k;
         engine_fan_out(ret->v, ret->n, STATUS_TIMEOUT_MS);
         return 0;
 }
@@ -229,13 +255,14 @@ static int recover_with(struct engine *e, const struct items *polled, const stru
         return 0;
 }
 
-/* One status poll of every agent, recorded (agents: their rows too), then
- * recovery with that poll's in-doubt lists. */
+/* One status poll of every agent (but the busy ones for the periodic health
+ * pass), recorded (agents: their rows too), then recovery with that poll's
+ * in-doubt lists. */
 static int poll_and_recover(struct engine *e, const struct progress *p, int agents, unsigned *ret_left, lserr *err)
 {
         _cleanup_(items_freep) struct items its = {0};
 
-        if (poll_status(e, &its) < 0)
+        if (poll_status(e, &its, agents) < 0)
                 return lserr_set(err, -ENOMEM, "agent status: out of memory");
         record_poll(e, &its, agents);
         return recover_with(e, &its, p, ret_left, err);
@@ -252,7 +279,7 @@ int engine_poll_agents(struct engine *e, lserr *err)
 {
         _cleanup_(items_freep) struct items its = {0};
 
-        if (poll_status(e, &its) < 0)
+        if (poll_status(e, &its, 0) < 0)
                 return lserr_set(err, -ENOMEM, "agent status: out of memory");
         record_poll(e, &its, 1);
         return 0;

@@ -48,6 +48,8 @@ static unsigned seen_seq; /* atomically: the fakes answer on their own threads *
 struct fake {
         char id[16], vm[16], url[600];
         struct catalog *cat; /* the engine's: looked at when SNAPSHOT comes */
+        struct engine *health; /* set: a health pass runs when SNAPSHOT comes */
+        int health_r;
         long audit_at_snapshot, pending_at_snapshot; /* -1: no SNAPSHOT seen */
         struct keys_secret *key;
         struct replay *rp;
@@ -158,6 +160,11 @@ static int handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, size
         note(a, cmd);
         if (cmd->step == LOCKSTEP__STEP__STEP_SNAPSHOT)
                 look_at_catalog(a, cmd->txid);
+        if (cmd->step == LOCKSTEP__STEP__STEP_SNAPSHOT && a->health) {
+                unsigned left = 0;
+                lserr herr = {0};
+                a->health_r = engine_health(a->health, &left, &herr);
+        }
         if (a->vote == SILENT && cmd->step == LOCKSTEP__STEP__STEP_FREEZE)
                 goto out;
         if (a->vote == WRONG_KEY) {
@@ -660,6 +667,38 @@ static void test_cut_one_tier_one_freeze(void **state)
         }
 }
 
+static size_t seen_of(const struct fake *a, Lockstep__Step step)
+{
+        size_t n = 0;
+
+        for (size_t k = 0; k < a->n_seen; k++)
+                n += a->seen[k].step == step;
+        return n;
+}
+
+/* The periodic health pass does not poll the agents of a running cut (their
+ * rounds answer for them; a fleet's cut would pay twice for signatures in its
+ * frozen window): run while every guest is frozen, it sends no STATUS. Once
+ * the cut is over, it polls every agent. */
+static void test_health_skips_agents_in_a_cut(void **state)
+{
+        struct fx *f = *state;
+        unsigned left = 0;
+        lserr err = {0};
+        struct cat_txn t;
+
+        f->agents[0].health = f->e;
+        cut(f, 0, &t);
+        assert_true(t.committed);
+        assert_int_equal(f->agents[0].health_r, 0);
+        for (int i = 0; i < N_AGENTS; i++)
+                assert_int_equal(seen_of(&f->agents[i], LOCKSTEP__STEP__STEP_STATUS), 0);
+        f->agents[0].health = NULL;
+        assert_int_equal(engine_health(f->e, &left, &err), 0);
+        for (int i = 0; i < N_AGENTS; i++)
+                assert_int_equal(seen_of(&f->agents[i], LOCKSTEP__STEP__STEP_STATUS), 1);
+}
+
 /* The first draws of the txid all give one id, as two cuts of one second
  * may (24 random bits); then the real generator. */
 static int same_txid_left;
@@ -795,6 +834,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_cut_no_catalog_write_while_frozen, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_cut_txid_taken_is_drawn_again, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_cut_tiers_in_order, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_health_skips_agents_in_a_cut, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_cut_one_tier_one_freeze, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_cut_one_no_aborts_all, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_cut_silent_aborts, setup, teardown),
