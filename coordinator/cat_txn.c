@@ -92,9 +92,11 @@ static int decode_state(sqlite3_stmt *st, void *row)
 
 /* Inside a write transaction: reads txid's state for `step` (decide, finish),
  * -ENOENT when it is unknown. */
+/* Takes the write lock (BEGIN IMMEDIATE), or joins the caller's batch: then
+ * the one write that follows commits with it. */
 static int read_state(struct catalog *c, const char *step, const char *txid, struct txn_state *ret, lserr *err)
 {
-        int rc = cat_begin(c);
+        int rc = c->batch ? SQLITE_OK : cat_begin(c);
 
         if (rc != SQLITE_OK)
                 return lserr_set(err, cat_rc_errno(rc), "catalog \"%s\": %s \"%s\": take the write lock: %s", c->path,
@@ -137,8 +139,9 @@ int cat_txn_decide(struct catalog *c, const char *txid, int commit, const char *
         rc = cat_exec(c,
                       "UPDATE txns SET state = ?2, committed = ?3, reason = ?4, decided_us = ?5 WHERE txid = ?1",
                       "ssiTL", txid, want, !!commit, reason, CAT_REASON_FIELD, cat_now_us());
+        /* In a batch, the batch's commit makes it durable (engine_record_and_decide). */
         if (rc == SQLITE_DONE)
-                rc = cat_commit(c);
+                rc = c->batch ? SQLITE_OK : cat_commit(c);
         if (rc != SQLITE_OK)
                 return lserr_set(err, cat_rc_errno(rc), "catalog \"%s\": decide \"%s\": log %s: %s", c->path, txid,
                                  want, cat_why(c, rc));
@@ -167,7 +170,7 @@ int cat_txn_finish(struct catalog *c, const char *txid, lserr *err)
         rc = cat_exec(c, "UPDATE txns SET state = 'done', finished_us = ?2 WHERE txid = ?1", "sL", txid,
                       cat_now_us());
         if (rc == SQLITE_DONE)
-                rc = cat_commit(c);
+                rc = c->batch ? SQLITE_OK : cat_commit(c);
         if (rc != SQLITE_OK)
                 return lserr_set(err, cat_rc_errno(rc), "catalog \"%s\": finish \"%s\": %s", c->path, txid,
                                  cat_why(c, rc));

@@ -20,7 +20,8 @@ int cat_open(const char *path, struct catalog **ret, lserr *err);
 struct catalog *cat_close(struct catalog *c);
 
 /* Groups this thread's single-row writes that follow (cat_put_member,
- * cat_put_image, cat_audit_add, cat_agent_put) into one SQLite transaction:
+ * cat_put_image, cat_audit_add, cat_agent_put, cat_txn_decide,
+ * cat_txn_finish: each one statement) into one SQLite transaction:
  * one sync to disk instead of one per row. Other threads' catalog calls wait
  * until cat_batch_end, so a batch holds records already in memory, never a
  * network round. A row that fails is reported by its own call; the others stay. */

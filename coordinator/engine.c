@@ -356,15 +356,10 @@ void engine_write_audit(struct engine *e, struct item *it, int keep)
         it->n_aud = 0;
 }
 
-void engine_record_items(struct engine *e, const char *txid, struct item *items, size_t n,
+/* The items' records, in the caller's batch (or one transaction each). */
+static void record_items(struct engine *e, const char *txid, struct item *items, size_t n,
                          const struct cfg_group *g)
 {
-        lserr err = {0};
-        /* Without a batch the rows still go, one transaction each. */
-        int batch = cat_batch_begin(e->cat, &err) == 0;
-
-        if (!batch)
-                log_err("%s", err.msg);
         for (size_t i = 0; i < n; i++) {
                 struct item *it = &items[i];
                 engine_write_audit(e, it, 1);
@@ -381,9 +376,48 @@ void engine_record_items(struct engine *e, const char *txid, struct item *items,
                         engine_record_silence(e, txid, it);
                 it->silent_pending = 0;
         }
+}
+
+void engine_record_items(struct engine *e, const char *txid, struct item *items, size_t n,
+                         const struct cfg_group *g)
+{
+        lserr err = {0};
+        /* Without a batch the rows still go, one transaction each. */
+        int batch = cat_batch_begin(e->cat, &err) == 0;
+
+        if (!batch)
+                log_err("%s", err.msg);
+        record_items(e, txid, items, n, g);
         lserr_clear(&err);
         if (batch && cat_batch_end(e->cat, &err) < 0)
                 log_err("%s", err.msg);
+}
+
+int engine_record_and_decide(struct engine *e, const char *txid, struct item *items, size_t n,
+                             const struct cfg_group *g, int commit, const char *reason, const struct progress *p,
+                             lserr *err)
+{
+        lserr why = {0};
+        int r;
+
+        if (cat_batch_begin(e->cat, &why) < 0) {
+                /* No batch: the records one by one, then the decision alone. */
+                log_err("%s", why.msg);
+                record_items(e, txid, items, n, g);
+                return engine_log_decision(e, txid, commit, reason, p, err);
+        }
+        record_items(e, txid, items, n, g);
+        r = cat_txn_decide(e->cat, txid, commit, commit ? "" : reason, err);
+        /* The decision is logged once the batch is on disk, not before. */
+        lserr_clear(&why);
+        if (cat_batch_end(e->cat, &why) < 0 && r == 0)
+                r = lserr_set(err, why.code, "%s", why.msg);
+        if (r < 0) {
+                engine_emit(p, "DECIDE   cannot log the decision: agents hear ABORT from recovery");
+                return r;
+        }
+        engine_emit(p, "DECIDE   %s logged", commit ? "COMMIT" : "ABORT");
+        return 0;
 }
 
 /* ---- the round ------------------------------------------------------------- */

@@ -200,9 +200,10 @@ static int cut_run(struct engine *e, const struct cat_txn *t, struct cut_spec *s
                 rd.say = snapshot_say;
                 commit = engine_round(&rd, its->v, its->n);
         }
-        engine_record_items(e, t->txid, its->v, its->n, s->g);
+        /* Replies in, nothing written or decided: the records and the
+         * decision go in one transaction. */
         failpoint_stop("after-snapshot");
-        r = engine_log_decision(e, t->txid, commit, rd.reason, p, err);
+        r = engine_record_and_decide(e, t->txid, its->v, its->n, s->g, commit, rd.reason, p, err);
         if (r < 0)
                 return r;
         failpoint_stop("after-decide");

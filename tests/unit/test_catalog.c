@@ -736,6 +736,34 @@ static void test_batch_one_transaction(void **state)
         cat_close(other);
 }
 
+/* A decision in a batch (a cut's records and its decision, one sync) joins
+ * it: another connection sees it only once the batch is committed, and so
+ * does the next finish in the same batch. */
+static void test_decision_in_a_batch(void **state)
+{
+        struct fixture *f = *state;
+        struct cat_txn t = txn("t1", CAT_KIND_SNAPSHOT, "web", 0), got;
+        struct cat_member m = {.agent = "host-a", .vm = "web1", .code = 0};
+        struct catalog *other = NULL;
+        lserr err = {0};
+
+        assert_int_equal(cat_txn_begin(f->c, &t, &err), 0);
+        assert_int_equal(cat_open(f->path, &other, &err), 0);
+        assert_int_equal(cat_batch_begin(f->c, &err), 0);
+        assert_int_equal(cat_put_member(f->c, "t1", &m, &err), 0);
+        assert_int_equal(cat_txn_decide(f->c, "t1", 1, NULL, &err), 0);
+        assert_int_equal(cat_txn_get(other, "t1", &got, &err), 0);
+        assert_int_equal(got.state, CAT_TXN_STARTED);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM members WHERE vm = 'web1'"), 0);
+        assert_int_equal(cat_txn_finish(f->c, "t1", &err), 0);
+        assert_int_equal(cat_batch_end(f->c, &err), 0);
+        assert_int_equal(cat_txn_get(other, "t1", &got, &err), 0);
+        assert_int_equal(got.state, CAT_TXN_DONE);
+        assert_true(got.committed);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM members WHERE vm = 'web1'"), 1);
+        cat_close(other);
+}
+
 static void test_decision_visible_to_second_connection(void **state)
 {
         struct fixture *f = *state;
@@ -1223,6 +1251,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_audit_control_peer, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_audit_migration_keeps_rows, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_batch_one_transaction, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_decision_in_a_batch, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_decision_visible_to_second_connection, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_decision_survives_dying_process, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_concurrent_threads, setup, teardown),
