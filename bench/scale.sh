@@ -7,7 +7,7 @@
 # each phase's last answer came.
 #
 #   bench/scale.sh --agents N --vms M [--cuts C] [--latency freeze=45,snapshot=17,thaw=6]
-#                  [--groups G [--minutes W] [--max-cuts K]] [--json] [--out FILE] [--keep] [--build DIR]
+#                  [--groups G [--minutes W] [--max-cuts K]] [--idle S] [--json] [--out FILE] [--keep] [--build DIR]
 #   bench/scale.sh --plot FILE.jsonl...   (round time against N, SVG beside the first file)
 #
 # --json prints one object per cut (agents, vms, state, e2e_ms, lockstepd_ms,
@@ -21,6 +21,8 @@
 # all scheduled every minute, for W whole minutes (default 2) under lockstepd's
 # max_cuts K (default 8): one object with the committed cuts per minute, the
 # schedule lag of every run (started against due) and the skipped runs.
+# --idle S: before any cut, the agents' memory (RSS and PSS, executor + network
+# half + guardian) and their CPU over S idle seconds.
 # Root is not needed; 1,000 agents need about 3 processes and 30 threads each
 # (kernel.pid_max is raised to 4194304 when root and lower).
 set -euo pipefail
@@ -28,9 +30,26 @@ set -euo pipefail
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$BENCH/.." && pwd)
 BUILD=${LOCKSTEP_BUILD_DIR:-$REPO/build}
-AGENTS=10 VMS=10 CUTS=3 LATENCY= JSON=0 OUT= KEEP=0 PLOT=0 NGROUPS=0 MINUTES=2 MAX_CUTS=
+AGENTS=10 VMS=10 CUTS=3 LATENCY= JSON=0 OUT= KEEP=0 PLOT=0 NGROUPS=0 MINUTES=2 MAX_CUTS= IDLE=0
 say() { printf 'scale: %s\n' "$*" >&2; }
 die() { printf 'scale: error: %s\n' "$*" >&2; exit 1; }
+
+# Mean over the agents of executor + network half + guardian: RSS (VmRSS, which
+# counts each shared library page in every process that maps it: libvirt's
+# library tree is ~13 MiB of those in the executor and in the guardian) or
+# PSS (Pss, each shared page split among the processes that map it).
+agents_mem_mb() { # VmRSS: (from status) | Pss: (from smaps_rollup)
+        local total=0 a p file=status
+        [ "$1" = VmRSS: ] || file=smaps_rollup
+        for a in $(seq 1 "$AGENTS"); do
+                for p in $(cat "$T/a$a/pid") $(pgrep -P "$(cat "$T/a$a/pid")" || true); do
+                        total=$((total + $(awk -v k="$1" '$1 == k {print $2}' "/proc/$p/$file" 2> /dev/null || echo 0)))
+                done
+        done
+        awk -v t="$total" -v n="$AGENTS" 'BEGIN {printf "%.1f", t / n / 1024}'
+}
+agents_rss_mb() { agents_mem_mb VmRSS:; }
+agents_pss_mb() { agents_mem_mb Pss:; }
 
 while (($#)); do
         case $1 in
@@ -45,6 +64,7 @@ while (($#)); do
         --groups) NGROUPS=$2; shift 2 ;;
         --minutes) MINUTES=$2; shift 2 ;;
         --max-cuts) MAX_CUTS=$2; shift 2 ;;
+        --idle) IDLE=$2; shift 2 ;;
         --plot) PLOT=1; shift; break ;;
         -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "scale: unknown option $1 (--help)" >&2; exit 2 ;;
@@ -161,6 +181,21 @@ for a in $(seq 1 "$AGENTS"); do
         grep -q 'listening on' "$T/a$a/agent.log" || die "agent a$a did not come up in 60 s"
 done
 say "agents up in $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.1f", b - a}') s"
+agents_ticks() {
+        local a p t=0
+        for a in $(seq 1 "$AGENTS"); do
+                for p in $(cat "$T/a$a/pid") $(pgrep -P "$(cat "$T/a$a/pid")" || true); do
+                        t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2> /dev/null || echo 0)))
+                done
+        done
+        echo "$t"
+}
+if [ "$IDLE" -gt 0 ]; then
+        k0=$(agents_ticks)
+        sleep "$IDLE"
+        k1=$(agents_ticks)
+        say "idle agents over ${IDLE} s: $(agents_rss_mb) MB RSS, $(agents_pss_mb) MB PSS each (executor + network half + guardian), CPU $(awk -v d="$((k1 - k0))" -v s="$IDLE" -v n="$AGENTS" 'BEGIN {printf "%.2f", d / s / n}') % each"
+fi
 
 {
         echo "control: ipc://$T/control.sock"
@@ -201,15 +236,6 @@ cpu_ms() { awk '{print ($14 + $15) * 10}' "/proc/$1/stat"; } # 100 ticks a secon
 rss_mb() { awk -v k="$2" '$1 == k":" {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
 fsize() { stat -c %s "$1" 2> /dev/null || echo 0; }
 cat_bytes() { echo $(($(fsize "$T/catalog.db") + $(fsize "$T/catalog.db-wal"))); }
-agents_rss_mb() { # mean over the agents of executor + network half + guardian
-        local total=0 a p
-        for a in $(seq 1 "$AGENTS"); do
-                for p in $(cat "$T/a$a/pid") $(pgrep -P "$(cat "$T/a$a/pid")" || true); do
-                        total=$((total + $(awk '$1 == "VmRSS:" {print $2}' "/proc/$p/status" 2> /dev/null || echo 0)))
-                done
-        done
-        awk -v t="$total" -v n="$AGENTS" 'BEGIN {printf "%.1f", t / n / 1024}'
-}
 
 if [ "$NGROUPS" -gt 0 ]; then
         # Whole minutes from the next one on, then what every schedule did.
@@ -266,19 +292,19 @@ for c in $(seq 1 "$CUTS"); do
                 --argjson agents "$AGENTS" --argjson vms "$VMS" --argjson cut "$c" \
                 --argjson e2e "$(awk -v a="$t1" -v b="$t2" 'BEGIN {printf "%.1f", (b - a) * 1000}')" \
                 --argjson lsd_ms "$((cpu1 - cpu0))" --argjson op_ms "${op_ms:-null}" --argjson rss "$(rss_mb "$lsd" VmRSS)" \
-                --argjson hwm "$(rss_mb "$lsd" VmHWM)" --argjson anon "$(rss_mb "$lsd" RssAnon)" --argjson agt "$(agents_rss_mb)" \
+                --argjson hwm "$(rss_mb "$lsd" VmHWM)" --argjson anon "$(rss_mb "$lsd" RssAnon)" --argjson agt "$(agents_rss_mb)" --argjson agp "$(agents_pss_mb)" \
                 --argjson growth "$((cat1 - cat0))" '
                 def pct(p): if length == 0 then null else sort | .[((length - 1) * p) | floor] end;
                 def last(s): [.replies[]? | select(.step == s) | .ms] | max;
                 {agents: $agents, vms: $vms, members: ($agents * $vms), latency: $lat, sim_latency: $latency,
                  cut: $cut, state: (.state // "none"), e2e_ms: $e2e, lockstepd_ms: $lsd_ms, lockstepd_op_ms: $op_ms,
-                 lockstepd_rss_mb: $rss, lockstepd_anon_mb: $anon, lockstepd_peak_rss_mb: $hwm, agent_rss_mb: $agt,
+                 lockstepd_rss_mb: $rss, lockstepd_anon_mb: $anon, lockstepd_peak_rss_mb: $hwm, agent_rss_mb: $agt, agent_pss_mb: $agp,
                  catalog_growth_bytes: $growth, group_window_ms: .group_window_ms,
                  max_frozen_ms: .max_frozen_ms, frozen_ms_p50: ([.members[]?.frozen_ms] | pct(0.5)),
                  last_reply_ms: {freeze: last("FREEZE"), snapshot: last("SNAPSHOT"), decide: last("DECIDE")}}' \
                 <<< "${out:-{\}}")
         if [ "$JSON" = 1 ]; then echo "$row"; else
-                jq -r '"cut \(.cut): \(.state) e2e \(.e2e_ms) ms, lockstepd \(.lockstepd_ms) ms CPU (\(.lockstepd_op_ms) ms on the cut'"'"'s thread), rss \(.lockstepd_rss_mb) MB (peak \(.lockstepd_peak_rss_mb)), window \(.group_window_ms) ms, max frozen \(.max_frozen_ms) ms, catalog +\(.catalog_growth_bytes) B, agents \(.agent_rss_mb) MB each"' <<< "$row"
+                jq -r '"cut \(.cut): \(.state) e2e \(.e2e_ms) ms, lockstepd \(.lockstepd_ms) ms CPU (\(.lockstepd_op_ms) ms on the cut'"'"'s thread), rss \(.lockstepd_rss_mb) MB (peak \(.lockstepd_peak_rss_mb)), window \(.group_window_ms) ms, max frozen \(.max_frozen_ms) ms, catalog +\(.catalog_growth_bytes) B, agents \(.agent_rss_mb) MB RSS / \(.agent_pss_mb) MB PSS each"' <<< "$row"
         fi
         [ -z "$OUT" ] || echo "$row" >> "$OUT"
 done
