@@ -184,35 +184,51 @@ static int fan_out_seal(struct item *it, struct transport_call *c)
         if (r < 0)
                 return r;
         audit(it, CAT_SENT, 0, NULL);
-        *c = (struct transport_call){.sock = agentlink_socket(it->link), .req = it->req.buf, .len = it->req.len};
+        *c = (struct transport_call){
+                .sock = agentlink_socket(it->link), .req = it->req.buf, .len = it->req.len, .user = it};
         it->call = c;
         return 0;
 }
 
+/* The item's call ended: its reply verified, or the reason it has none. */
+static void take_reply(struct item *it)
+{
+        struct transport_call *c = it->call;
+
+        it->call = NULL;
+        it->recv_us = c->done_us;
+        if (c->rc < 0) {
+                agentlink_fail(it->link, &it->cmd, c->rc, &it->err);
+                audit_at(it, CAT_IGNORED, c->rc, it->err.msg, c->done_us);
+        } else if (agentlink_accept(it->link, &it->cmd, &it->req, c->resp, c->resp_len, c->done_us, &it->rep,
+                                    &it->err) < 0) {
+                audit_at(it, CAT_IGNORED, it->err.code, it->err.msg, c->done_us);
+        } else {
+                audit_at(it, CAT_RECEIVED, it->rep->code, it->rep->message, c->done_us);
+        }
+        free(c->resp);
+        c->resp = NULL;
+}
+
+static void take_reply_of(void *arg, struct transport_call *c)
+{
+        (void)arg;
+        take_reply(c->user);
+}
+
 /* Sends the k sealed calls at once and gives every item that had one its
- * verified reply or the reason it has none. The reason is the item's to
- * report (a round's progress line, an agent's last error): not logged here. */
+ * verified reply or the reason it has none. Each reply is checked as it comes
+ * in, while the round waits for the slowest agent: a fleet's thousand
+ * signature checks are not added after the last answer. The reason is the
+ * item's to report (a round's progress line, an agent's last error): not
+ * logged here. */
 static void fan_out_round(struct item *items, size_t n, struct transport_call *calls, size_t k, int timeout_ms)
 {
-        transport_call_all_until(calls, k, timeout_ms, &stopping);
-        for (size_t i = 0; i < n; i++) {
-                struct item *it = &items[i];
-                struct transport_call *c = it->call;
-                it->call = NULL;
-                if (!c)
-                        continue;
-                it->recv_us = c->done_us;
-                if (c->rc < 0) {
-                        agentlink_fail(it->link, &it->cmd, c->rc, &it->err);
-                        audit_at(it, CAT_IGNORED, c->rc, it->err.msg, c->done_us);
-                } else if (agentlink_accept(it->link, &it->cmd, &it->req, c->resp, c->resp_len, c->done_us, &it->rep,
-                                            &it->err) < 0) {
-                        audit_at(it, CAT_IGNORED, it->err.code, it->err.msg, c->done_us);
-                } else {
-                        audit_at(it, CAT_RECEIVED, it->rep->code, it->rep->message, c->done_us);
-                }
-                free(c->resp);
-        }
+        transport_call_all_each(calls, k, timeout_ms, &stopping, take_reply_of, NULL);
+        /* The calls that never started, if any. */
+        for (size_t i = 0; i < n; i++)
+                if (items[i].call)
+                        take_reply(&items[i]);
 }
 
 /* An agent that refused its command for a stale counter gets it once more,

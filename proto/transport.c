@@ -426,6 +426,8 @@ struct call_group {
         size_t pending;
         long long deadline_us;
         atomic_int cancel; /* the caller stops: no call starts its receive */
+        struct transport_call **ended; /* each's queue: calls in the order they ended (NULL: no each) */
+        size_t n_ended;
 };
 
 static void call_done(struct transport_call *c, int rc)
@@ -435,6 +437,8 @@ static void call_done(struct transport_call *c, int rc)
         c->rc = rc;
         c->done_us = fsutil_now_us();
         pthread_mutex_lock(&g->lock);
+        if (g->ended)
+                g->ended[g->n_ended++] = c;
         g->pending--;
         pthread_cond_signal(&g->done);
         pthread_mutex_unlock(&g->lock);
@@ -476,10 +480,20 @@ static void call_step(void *arg)
 /* Waits for every call of g; once *stop is set, cancels those still out, again
  * each tenth of a second (a call between its send and its receive misses one
  * cancel). g->lock held. */
-static void wait_calls(struct call_group *g, struct transport_call *calls, size_t n, const atomic_int *stop)
+static void wait_calls(struct call_group *g, struct transport_call *calls, size_t n, const atomic_int *stop,
+                       transport_each_fn each, void *arg)
 {
-        while (g->pending) {
+        size_t taken = 0;
+
+        while (g->pending || taken < g->n_ended) {
                 struct timespec ts;
+                if (each && taken < g->n_ended) {
+                        struct transport_call *c = g->ended[taken++];
+                        pthread_mutex_unlock(&g->lock);
+                        each(arg, c);
+                        pthread_mutex_lock(&g->lock);
+                        continue;
+                }
                 if (!stop) {
                         pthread_cond_wait(&g->done, &g->lock);
                         continue;
@@ -509,8 +523,22 @@ int transport_call_all(struct transport_call *calls, size_t n, int timeout_ms)
 
 int transport_call_all_until(struct transport_call *calls, size_t n, int timeout_ms, const atomic_int *stop)
 {
+        return transport_call_all_each(calls, n, timeout_ms, stop, NULL, NULL);
+}
+
+int transport_call_all_each(struct transport_call *calls, size_t n, int timeout_ms, const atomic_int *stop,
+                            transport_each_fn each, void *arg)
+{
         struct call_group g = {.pending = 0, .deadline_us = fsutil_mono_us() + (long long)timeout_ms * 1000};
 
+        if (each) {
+                g.ended = calloc(n ? n : 1, sizeof(*g.ended));
+                for (size_t i = 0; !g.ended && i < n; i++)
+                        calls[i] = (struct transport_call){.sock = calls[i].sock, .req = calls[i].req,
+                                                           .len = calls[i].len, .user = calls[i].user, .rc = -ENOMEM};
+                if (!g.ended)
+                        return -ENOMEM;
+        }
         pthread_mutex_init(&g.lock, NULL);
         pthread_cond_init(&g.done, NULL);
         for (size_t i = 0; i < n; i++) {
@@ -540,7 +568,7 @@ int transport_call_all_until(struct transport_call *calls, size_t n, int timeout
                 nng_ctx_send(c->ctx, c->aio);
         }
         pthread_mutex_lock(&g.lock);
-        wait_calls(&g, calls, n, stop);
+        wait_calls(&g, calls, n, stop, each, arg);
         pthread_mutex_unlock(&g.lock);
         for (size_t i = 0; i < n; i++) {
                 if (!calls[i].aio)
@@ -551,6 +579,7 @@ int transport_call_all_until(struct transport_call *calls, size_t n, int timeout
         }
         pthread_cond_destroy(&g.done);
         pthread_mutex_destroy(&g.lock);
+        free(g.ended);
         return 0;
 }
 

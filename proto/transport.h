@@ -58,6 +58,7 @@ struct transport_call {
         uint8_t *resp;   /* malloc'd, the caller's */
         size_t resp_len;
         long long done_us; /* Unix time (fsutil_now_us) it ended: a reply's clock is read against it */
+        void *user;        /* the caller's, untouched (transport_call_all_each) */
         /* private */
         nng_ctx ctx;
         nng_aio *aio;
@@ -72,6 +73,13 @@ int transport_call_all(struct transport_call *calls, size_t n, int timeout_ms);
 /* The same, cut short once *stop is set: the calls still out end with an error
  * (a daemon that stops does not wait out a step's deadline). */
 int transport_call_all_until(struct transport_call *calls, size_t n, int timeout_ms, const atomic_int *stop);
+/* The same, with each(arg, call) run on the caller's thread for every call
+ * that ended (in the order they end) while the others are still out: a
+ * caller that checks each reply does it while it waits for the slowest. A
+ * call that could not be started is not passed to each (its rc says why). */
+typedef void (*transport_each_fn)(void *arg, struct transport_call *c);
+int transport_call_all_each(struct transport_call *calls, size_t n, int timeout_ms, const atomic_int *stop,
+                            transport_each_fn each, void *arg);
 
 /* Handler for one request: fills *ret (malloc'd; the server frees it) or
  * returns < 0 to send nothing. Runs on a worker thread. */

@@ -162,6 +162,52 @@ static void test_tcp_deadline_and_parallel(void **state)
         stop(&s);
 }
 
+struct each_log {
+        pthread_t caller;
+        int on_caller, n;
+        char seen[4][8];
+};
+
+/* Opens the gate once the fast call is in: the slow call can only end after
+ * each ran for the fast one, while the slow one was still out. */
+static void each_open_gate(void *arg, struct transport_call *c)
+{
+        struct each_log *l = arg;
+
+        l->on_caller += pthread_equal(pthread_self(), l->caller) != 0;
+        snprintf(l->seen[l->n++], sizeof(l->seen[0]), "%.*s", (int)c->resp_len, c->resp ? (char *)c->resp : "");
+        assert_ptr_equal(c->user, l); /* the caller's pointer, untouched */
+        free(c->resp);
+        c->resp = NULL;
+        pthread_mutex_lock(&gate_lock);
+        gate_open = 1;
+        pthread_cond_broadcast(&gate_cond);
+        pthread_mutex_unlock(&gate_lock);
+}
+
+/* transport_call_all_each hands each call to the caller's thread as it ends,
+ * in the order they end, while the others are still out. */
+static void test_call_all_each_in_order(void **state)
+{
+        struct srv s = {0};
+        struct each_log l = {.caller = pthread_self()};
+        struct transport_call calls[2];
+
+        (void)state;
+        start(&s, NULL, TRANSPORT_MAX_DEFAULT);
+        slow_inside = gate_open = 0;
+        calls[0] = (struct transport_call){.sock = s.req, .req = (const uint8_t *)"slow", .len = 4, .user = &l};
+        calls[1] = (struct transport_call){.sock = s.req, .req = (const uint8_t *)"fast", .len = 4, .user = &l};
+        assert_int_equal(transport_call_all_each(calls, 2, 60000, NULL, each_open_gate, &l), 0);
+        assert_int_equal(l.n, 2);
+        assert_string_equal(l.seen[0], "fast");
+        assert_string_equal(l.seen[1], "slow");
+        assert_int_equal(l.on_caller, 2);
+        assert_int_equal(calls[0].rc, 0);
+        assert_int_equal(calls[1].rc, 0);
+        stop(&s);
+}
+
 static void test_oversize_dropped(void **state)
 {
         struct srv s = {0};
@@ -347,6 +393,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_ipc_call_and_permissions),
                 cmocka_unit_test(test_tcp_deadline_and_parallel),
+                cmocka_unit_test(test_call_all_each_in_order),
                 cmocka_unit_test(test_oversize_dropped),
                 cmocka_unit_test(test_bad_urls),
                 cmocka_unit_test(test_tls_verified),
