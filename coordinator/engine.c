@@ -247,6 +247,8 @@ void engine_fan_out(struct item *items, size_t n, int timeout_ms)
                 return;
         }
         for (size_t i = 0; i < n; i++) {
+                if (items[i].idle)
+                        continue;
                 lserr_clear(&items[i].err);
                 items[i].rep = NULL;
                 if (fan_out_seal(&items[i], &calls[k]) == 0)
@@ -256,7 +258,7 @@ void engine_fan_out(struct item *items, size_t n, int timeout_ms)
         k = 0;
         for (size_t i = 0; i < n; i++) {
                 struct item *it = &items[i];
-                int r = it->rep ? agentlink_heal_counter(it->link, &it->cmd, it->rep, &it->err) : 0;
+                int r = it->rep && !it->idle ? agentlink_heal_counter(it->link, &it->cmd, it->rep, &it->err) : 0;
                 if (r == 0)
                         continue;
                 lockstep__reply__free_unpacked(it->rep, NULL);
@@ -444,12 +446,17 @@ int engine_round(struct round *rd, struct item *items, size_t n)
         int yes = 1;
 
         for (size_t i = 0; i < n; i++) {
+                items[i].idle = rd->skip && rd->skip(&items[i], rd->ctx);
+                if (items[i].idle)
+                        continue;
                 item_step(&items[i], rd->txid, rd->step);
                 if (rd->fill)
                         rd->fill(&items[i], rd->ctx);
         }
         engine_fan_out(items, n, rd->timeout_ms);
         for (size_t i = 0; i < n; i++) {
+                if (items[i].idle)
+                        continue;
                 items[i].silent_pending = !items[i].rep && rd->pending;
                 items[i].keep_rep = rd->defer && rd->g;
         }
@@ -458,6 +465,11 @@ int engine_round(struct round *rd, struct item *items, size_t n)
         for (size_t i = 0; i < n; i++) {
                 const struct item *it = &items[i];
                 char why[ENGINE_REASON_MAX];
+                if (it->idle) {
+                        yes_n++; /* its yes of an earlier round stands */
+                        items[i].idle = 0;
+                        continue;
+                }
                 if (item_ok(it)) {
                         items[i].said_yes = 1;
                         /* A fleet's yes lines would drown its one no. */

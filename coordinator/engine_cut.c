@@ -69,6 +69,20 @@ static void freeze_fill(struct item *it, const void *ctx)
         f->tier = s->tier;
 }
 
+/* A FREEZE round of tier k > 0 goes only to the agents with a member in it:
+ * every agent had tier 0's, where it validated all its members. */
+static int freeze_skip(const struct item *it, const void *ctx)
+{
+        const struct cut_spec *s = ctx;
+
+        if (!s->by_tier || s->tier == 0)
+                return 0;
+        for (size_t k = 0; k < it->n_members; k++)
+                if (it->memberp[k]->tier == s->tier)
+                        return 0;
+        return 1;
+}
+
 static void freeze_say(const struct round *rd, const struct item *it, const char *why)
 {
         const struct cut_spec *s = rd->ctx;
@@ -184,6 +198,7 @@ static int cut_run(struct engine *e, const struct cat_txn *t, struct cut_spec *s
         rd.step = LOCKSTEP__STEP__STEP_FREEZE;
         rd.fill = freeze_fill;
         rd.say = freeze_say;
+        rd.skip = freeze_skip;
         /* Tiers: front first, every agent at once within a tier, the next
          * tier only once the whole tier before it is frozen everywhere. */
         commit = 1;
@@ -197,6 +212,7 @@ static int cut_run(struct engine *e, const struct cat_txn *t, struct cut_spec *s
         if (commit) {
                 rd.step = LOCKSTEP__STEP__STEP_SNAPSHOT;
                 rd.fill = NULL;
+                rd.skip = NULL;
                 rd.say = snapshot_say;
                 commit = engine_round(&rd, its->v, its->n);
         }

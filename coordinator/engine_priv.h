@@ -87,6 +87,7 @@ struct item {
         int keep_rep;       /* the next item_step moves rep to held instead of freeing it */
         int silent_pending; /* its last round had no answer and records its members as pending */
         int said_yes;       /* some round of the transaction had its yes (a FREEZE by tier may follow) */
+        int idle;           /* sits this round out (struct round's skip): engine_fan_out sends it nothing */
 };
 
 /* An owned array of items. */
@@ -157,7 +158,10 @@ struct round {
         int defer;
         void (*fill)(struct item *it, const void *ctx);
         void (*say)(const struct round *rd, const struct item *it, const char *why);
-        const void *ctx; /* for fill and say */
+        /* Set: an item it says yes to sits the round out (sends nothing, its
+         * last answer stands: a FREEZE round of a tier it has no member in). */
+        int (*skip)(const struct item *it, const void *ctx);
+        const void *ctx; /* for fill, say and skip */
         const struct progress *p;
         char reason[ENGINE_REASON_MAX]; /* out: the last agent's why not */
 };

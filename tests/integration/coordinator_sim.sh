@@ -63,6 +63,10 @@ check "15 members recorded" [ "$(jq '.members | length' <<<"$out")" = 15 ]
 check "every member ok with timings" [ "$(jq '[.members[] | .code == "OK" and .frozen_ms > 0 and .snapshot_ms > 0] | all' <<<"$out")" = true ]
 check "every member has its overlay" [ "$(jq '[.members[] | (.disks | length) == 1] | all' <<<"$out")" = true ]
 check "group window and skew reported" [ "$(jq '.group_window_ms > 0 and .freeze_skew_ms >= 0' <<<"$out")" = true ]
+# One FREEZE round per tier across the group: every member of a tier was
+# frozen (on every host) before any member of the next one began to freeze.
+check "tiers frozen in order across all hosts" [ "$(jq '[.members[] | {tier, s: .frozen_at_us, e: (.frozen_at_us + .freeze_ms * 1000)}]
+        | [range(0; 2) as $k | ([.[] | select(.tier == $k) | .e] | max) <= ([.[] | select(.tier == $k + 1) | .s] | min)] | all' <<<"$out")" = true ]
 id=$(jqr .id <<<"$out")
 check "snapshot show returns the same cut" [ "$(ls_cli snapshot show "$id" --json | jq -c '[.id,.state,(.members|length)]')" = "[\"$id\",\"committed\",15]" ]
 check "snapshot list has it" [ "$(ls_cli snapshot list shop --json | jq -r '.[0].id')" = "$id" ]
