@@ -139,8 +139,9 @@ int guardian_table_apply(struct guardian_entry *a, const struct guardian_msg *m,
         return 0;
 }
 
-/* Undoes one member; 0 when it is thawed and running again. */
-static int undo(struct hv *hv, struct guardian_entry *e)
+/* Undoes one member; 0 when it is thawed and running again. again: a failed
+ * thaw is tried once more at once (see act). */
+static int undo(struct hv *hv, struct guardian_entry *e, int again)
 {
         lserr err = {0};
         int r = 0;
@@ -148,7 +149,8 @@ static int undo(struct hv *hv, struct guardian_entry *e)
         if (e->thaw) {
                 r = hv_thaw(hv, e->vm, &err);
                 if (r < 0 && r != LS_ENODOMAIN) {
-                        log_err("guardian: txid=%s vm=%s thaw failed, will retry: %s", e->txid, e->vm, err.msg);
+                        log_err("guardian: txid=%s vm=%s thaw failed, %s: %s", e->txid, e->vm,
+                                again ? "trying again at once" : "will retry", err.msg);
                         return r;
                 }
                 log_warn("guardian: txid=%s vm=%s lease ended or agent gone: thawed (%d filesystems)", e->txid,
@@ -182,9 +184,13 @@ static int act(const struct cfg_agent *cfg, struct hv **hv, struct guardian_entr
                 if (all || e->deadline <= now) {
                         lserr err = {0};
                         /* The connection is opened only when there is work. */
+                        /* A connection kept from an earlier cut may have died
+                         * with libvirtd (restarted since): its first call fails
+                         * and the next one connects again. So once more at
+                         * once, not after RETRY_US of a guest's frozen time. */
                         if (!*hv && hv_open(cfg, hv, &err) < 0)
                                 log_err("guardian: cannot reach the hypervisor, will retry: %s", err.msg);
-                        else if (undo(*hv, e) == 0) {
+                        else if (undo(*hv, e, 1) == 0 || undo(*hv, e, 0) == 0) {
                                 e->used = 0;
                                 continue;
                         }

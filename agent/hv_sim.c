@@ -8,6 +8,7 @@
  *   domain NAME [group=G] [tier=T] [disks=vda,vdb] [state=running|paused|shutoff] [ga=yes|no]
  *   latency OP=MS ...              OP: check ga_ping freeze thaw snapshot discard suspend resume
  *   fail OP VM                     OP returns an error for VM
+ *   fail_once OP VM                its first call fails (a connection that died), then it works
  *   hang OP VM                     OP takes longer than the guest agent deadline
  *   hold OP VM                     OP waits, with state_dir/held.OP.VM there, until the line goes
  *   thaw_early VM                  the guest thaws on its own: thaw finds nothing frozen

@@ -198,6 +198,24 @@ static int hold(struct sim *s, struct simcfg *cfg, const char *vm, const char *o
         return r;
 }
 
+/* "fail_once OP VM": the first such call fails as a call on a connection that
+ * died does (libvirtd restarted since it was opened); <state_dir>/failed.OP.VM
+ * remembers it, for every process of the host. */
+static int fail_once(const struct simcfg *cfg, const char *vm, const char *op)
+{
+        char marker[HV_PATH_MAX + 2 * LS_NAME_MAX + 16];
+        int fd;
+
+        if (!sim_config_has_line(cfg, "fail_once", op, vm))
+                return 0;
+        snprintf(marker, sizeof(marker), "%s/failed.%s.%s", cfg->state_dir, op, vm);
+        fd = open(marker, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd < 0)
+                return 0; /* failed once already */
+        close(fd);
+        return 1;
+}
+
 int sim_config_enter(struct sim *s, struct simcfg *c, struct simdom *d, const char *vm, const char *op, lserr *err)
 {
         _cleanup_simcfg_ struct simcfg cfg = {0};
@@ -221,6 +239,8 @@ int sim_config_enter(struct sim *s, struct simcfg *c, struct simdom *d, const ch
         }
         if (sim_config_has_line(&cfg, "fail", op, vm))
                 return lserr_set(err, LS_EHV, "%s: injected failure", op);
+        if (fail_once(&cfg, vm, op))
+                return lserr_set(err, LS_EHV, "%s: Cannot write data: Broken pipe (injected: the connection died)", op);
         *c = cfg;
         cfg.text = NULL;
         return 0;
