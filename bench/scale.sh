@@ -38,15 +38,19 @@ die() { printf 'scale: error: %s\n' "$*" >&2; exit 1; }
 # counts each shared library page in every process that maps it: libvirt's
 # library tree is ~13 MiB of those in the executor and in the guardian) or
 # PSS (Pss, each shared page split among the processes that map it).
+AGENT_PIDS=() # every agent's executor, network half and guardian (agent_pids)
+agent_pids() {
+        local list
+        list=$(cat "$T"/a*/pid | tr '\n' ' ')
+        mapfile -t AGENT_PIDS < <(ps -e -o pid=,ppid= | awk -v list="$list" '
+                BEGIN { n = split(list, a, " "); for (i = 1; i <= n; i++) e[a[i]] = 1 }
+                ($1 in e) || ($2 in e) { print $1 }')
+}
 agents_mem_mb() { # VmRSS: (from status) | Pss: (from smaps_rollup)
-        local total=0 a p file=status
+        local file=status
         [ "$1" = VmRSS: ] || file=smaps_rollup
-        for a in $(seq 1 "$AGENTS"); do
-                for p in $(cat "$T/a$a/pid") $(pgrep -P "$(cat "$T/a$a/pid")" || true); do
-                        total=$((total + $(awk -v k="$1" '$1 == k {print $2}' "/proc/$p/$file" 2> /dev/null || echo 0)))
-                done
-        done
-        awk -v t="$total" -v n="$AGENTS" 'BEGIN {printf "%.1f", t / n / 1024}'
+        printf "/proc/%s/$file\n" "${AGENT_PIDS[@]}" | xargs cat 2> /dev/null |
+                awk -v k="$1" -v n="$AGENTS" '$1 == k { t += $2 } END { printf "%.1f", t / n / 1024 }'
 }
 agents_rss_mb() { agents_mem_mb VmRSS:; }
 agents_pss_mb() { agents_mem_mb Pss:; }
@@ -181,14 +185,9 @@ for a in $(seq 1 "$AGENTS"); do
         grep -q 'listening on' "$T/a$a/agent.log" || die "agent a$a did not come up in 60 s"
 done
 say "agents up in $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.1f", b - a}') s"
+agent_pids
 agents_ticks() {
-        local a p t=0
-        for a in $(seq 1 "$AGENTS"); do
-                for p in $(cat "$T/a$a/pid") $(pgrep -P "$(cat "$T/a$a/pid")" || true); do
-                        t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2> /dev/null || echo 0)))
-                done
-        done
-        echo "$t"
+        printf "/proc/%s/stat\n" "${AGENT_PIDS[@]}" | xargs cat 2> /dev/null | awk '{ t += $14 + $15 } END { print t + 0 }'
 }
 if [ "$IDLE" -gt 0 ]; then
         k0=$(agents_ticks)
