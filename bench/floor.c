@@ -886,6 +886,9 @@ int main(int argc, char **argv)
         size_t n_conns = 0, n = 0;
         int rc = 0;
 
+        /* A libvirtd that dies under a call must fail the call, not kill us
+         * with SIGPIPE while guests are frozen. */
+        signal(SIGPIPE, SIG_IGN);
         if (parse_args(argc, argv, &o) < 0) {
                 usage(stderr);
                 return EXIT_USAGE;

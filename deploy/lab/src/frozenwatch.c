@@ -489,6 +489,9 @@ int main(int argc, char **argv)
 
         if (parse_args(argc, argv, &out) < 0)
                 return 2;
+        /* A write to a libvirtd that died raises SIGPIPE: the call must fail
+         * (and the watcher reconnect), not the process die of it. */
+        signal(SIGPIPE, SIG_IGN);
         virSetErrorFunc(NULL, quiet_errors);
         if (virInitialize() < 0 || virEventRegisterDefaultImpl() < 0) {
                 fprintf(stderr, "lab-frozenwatch: libvirt: initialize: %s\n", virGetLastErrorMessage());
