@@ -90,10 +90,9 @@ static int decode_state(sqlite3_stmt *st, void *row)
         return s->state < 0 ? -EIO : 0;
 }
 
-/* Inside a write transaction: reads txid's state for `step` (decide, finish),
- * -ENOENT when it is unknown. */
-/* Takes the write lock (BEGIN IMMEDIATE), or joins the caller's batch: then
- * the one write that follows commits with it. */
+/* Reads txid's state for `step` (decide, finish) in a write transaction it
+ * begins (BEGIN IMMEDIATE), or in the caller's batch, which the one write that
+ * follows then joins; -ENOENT when it is unknown. */
 static int read_state(struct catalog *c, const char *step, const char *txid, struct txn_state *ret, lserr *err)
 {
         int rc = c->batch ? SQLITE_OK : cat_begin(c);

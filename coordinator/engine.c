@@ -416,21 +416,19 @@ int engine_record_and_decide(struct engine *e, const char *txid, struct item *it
                              lserr *err)
 {
         lserr why = {0};
-        int r;
+        /* Without a batch: the records one by one, then the decision alone. */
+        int batch = cat_batch_begin(e->cat, &why) == 0, r;
 
-        if (cat_batch_begin(e->cat, &why) < 0) {
-                /* No batch: the records one by one, then the decision alone. */
+        if (!batch)
                 log_err("%s", why.msg);
-                record_items(e, txid, items, n, g);
-                return engine_log_decision(e, txid, commit, reason, p, err);
-        }
         record_items(e, txid, items, n, g);
         r = cat_txn_decide(e->cat, txid, commit, commit ? "" : reason, err);
         /* The decision is logged once the batch is on disk, not before. */
         lserr_clear(&why);
-        if (cat_batch_end(e->cat, &why) < 0 && r == 0)
+        if (batch && cat_batch_end(e->cat, &why) < 0 && r == 0)
                 r = lserr_set(err, why.code, "%s", why.msg);
         if (r < 0) {
+                /* The why is in err, for the daemon to log once. */
                 engine_emit(p, "DECIDE   cannot log the decision: agents hear ABORT from recovery");
                 return r;
         }
@@ -509,14 +507,16 @@ void engine_make_txid(char out[65])
  * 100,000 cuts and prunes met one): a taken one is drawn again. */
 void engine_fresh_txid(struct engine *e, char out[65])
 {
+        struct cat_txn old;
+        lserr err = {0};
+
+        /* Until the catalog has no such txid (or cannot say: the begin reports it). */
         for (int tries = 0; tries < 16; tries++) {
-                struct cat_txn old;
-                lserr err = {0};
                 e->make_txid(out);
-                if (cat_txn_get(e->cat, out, &old, &err) == -ENOENT)
+                if (cat_txn_get(e->cat, out, &old, &err) != 0)
                         return;
+                lserr_clear(&err);
         }
-        /* A catalog that cannot answer: the begin reports it. */
 }
 
 int engine_begin(struct engine *e, struct cat_txn *t, char ret_txid[65], lserr *err)
@@ -536,15 +536,7 @@ int engine_begin(struct engine *e, struct cat_txn *t, char ret_txid[65], lserr *
 int engine_log_decision(struct engine *e, const char *txid, int commit, const char *reason,
                         const struct progress *p, lserr *err)
 {
-        int r = cat_txn_decide(e->cat, txid, commit, commit ? "" : reason, err);
-
-        if (r < 0) {
-                /* The why is in err, for the daemon to log once. */
-                engine_emit(p, "DECIDE   cannot log the decision: agents hear ABORT from recovery");
-                return r;
-        }
-        engine_emit(p, "DECIDE   %s logged", commit ? "COMMIT" : "ABORT");
-        return 0;
+        return engine_record_and_decide(e, txid, NULL, 0, NULL, commit, reason, p, err);
 }
 
 struct tell_ctx {

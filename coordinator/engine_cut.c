@@ -21,7 +21,7 @@ struct cut_spec {
         const char *snap; /* the snapshot name: overlay file suffix */
         Lockstep__Mode mode;
         unsigned lease_ms;
-        int by_tier;   /* several tiers: one FREEZE round per tier, front first */
+        int by_tier;   /* several tiers (g->n_tiers): one FREEZE round per tier, front first */
         unsigned tier; /* the tier of the FREEZE round in flight */
 };
 
@@ -147,16 +147,6 @@ static int cut_spec_of(const struct engine *e, const struct engine_cut_req *req,
         return 0;
 }
 
-static unsigned max_tier(const struct cfg_group *g)
-{
-        unsigned mx = 0;
-
-        for (unsigned i = 0; i < g->n_members; i++)
-                if (g->members[i].tier > mx)
-                        mx = g->members[i].tier;
-        return mx;
-}
-
 /* Logs the cut as begun and the placeholders of its members. */
 static int cut_begin(struct engine *e, struct cat_txn *t, const struct cut_spec *s, const struct items *its,
                      const struct progress *p, char ret_txid[65], lserr *err)
@@ -192,7 +182,6 @@ static int cut_run(struct engine *e, const struct cat_txn *t, struct cut_spec *s
 {
         struct round rd = {.e = e, .txid = t->txid, .timeout_ms = engine_step_ms(e), .g = s->g, .pending = 1,
                            .defer = 1, .ctx = s, .p = p};
-        unsigned last;
         int commit, r;
 
         rd.step = LOCKSTEP__STEP__STEP_FREEZE;
@@ -202,11 +191,10 @@ static int cut_run(struct engine *e, const struct cat_txn *t, struct cut_spec *s
         /* Tiers: front first, every agent at once within a tier, the next
          * tier only once the whole tier before it is frozen everywhere. */
         commit = 1;
-        for (s->tier = 0, last = max_tier(s->g); commit && s->tier <= last; s->tier++) {
+        for (s->tier = 0; commit && s->tier < s->g->n_tiers; s->tier++) {
                 commit = engine_round(&rd, its->v, its->n);
                 if (commit && s->by_tier)
-                        engine_emit(p, "FREEZE   tier %u (%s) frozen", s->tier,
-                                    s->tier < s->g->n_tiers ? s->g->tiers[s->tier] : "-");
+                        engine_emit(p, "FREEZE   tier %u (%s) frozen", s->tier, s->g->tiers[s->tier]);
         }
         failpoint_stop("after-freeze");
         if (commit) {
@@ -251,7 +239,7 @@ int engine_snapshot(struct engine *e, const struct engine_cut_req *req, engine_e
         snprintf(t.mode, sizeof(t.mode), "%s", cfg_mode_name((enum cfg_mode)mode));
         t.lease_ms = lease_s * 1000;
         s = (struct cut_spec){.g = g, .snap = t.name, .mode = (Lockstep__Mode)mode, .lease_ms = t.lease_ms,
-                              .by_tier = max_tier(g) > 0};
+                              .by_tier = g->n_tiers > 1};
         r = build_items(e, g, &its, err);
         if (r == 0)
                 r = cut_begin(e, &t, &s, &its, &p, ret_txid, err);

@@ -176,14 +176,14 @@ int engine_begin(struct engine *e, struct cat_txn *t, char ret_txid[65], lserr *
 void engine_make_txid(char out[65]);
 void engine_fresh_txid(struct engine *e, char out[65]);
 
-/* Logs the decision durably (before any agent hears it). < 0 when it could
- * not: nothing was decided and recovery tells the agents ABORT. */
-/* engine_record_items and engine_log_decision in one SQLite transaction: one
- * sync to disk after the last thaw instead of two. The decision counts as
- * logged only once that transaction is on disk. */
+/* engine_record_items and the decision in one SQLite transaction: one sync to
+ * disk after the last thaw instead of two. The decision counts as logged only
+ * once that transaction is on disk. */
 int engine_record_and_decide(struct engine *e, const char *txid, struct item *items, size_t n,
                              const struct cfg_group *g, int commit, const char *reason, const struct progress *p,
                              lserr *err);
+/* Logs the decision durably (before any agent hears it). < 0 when it could
+ * not: nothing was decided and recovery tells the agents ABORT. */
 int engine_log_decision(struct engine *e, const char *txid, int commit, const char *reason,
                         const struct progress *p, lserr *err);
 /* Tells the n agents of links the decision (DECIDE, or REVERT_DECIDE for a
