@@ -183,11 +183,11 @@ static int act(const struct cfg_agent *cfg, struct hv **hv, struct guardian_entr
                         continue;
                 if (all || e->deadline <= now) {
                         lserr err = {0};
-                        /* The connection is opened only when there is work. */
-                        /* A connection kept from an earlier cut may have died
-                         * with libvirtd (restarted since): its first call fails
-                         * and the next one connects again. So once more at
-                         * once, not after RETRY_US of a guest's frozen time. */
+                        /* The connection is opened only when there is work. One
+                         * kept from an earlier cut may have died with libvirtd
+                         * (restarted since): its first call fails and the next
+                         * connects again, so once more at once, not after
+                         * RETRY_US of a guest's frozen time. */
                         if (!*hv && hv_open(cfg, hv, &err) < 0)
                                 log_err("guardian: cannot reach the hypervisor, will retry: %s", err.msg);
                         else if (undo(*hv, e, 1) == 0 || undo(*hv, e, 0) == 0) {

@@ -477,9 +477,10 @@ static void call_step(void *arg)
         call_done(c, c->resp ? 0 : -ENOMEM);
 }
 
-/* Waits for every call of g; once *stop is set, cancels those still out, again
- * each tenth of a second (a call between its send and its receive misses one
- * cancel). g->lock held. */
+/* Waits for every call of g, handing each one that ended to each (lock let
+ * go meanwhile); once *stop is set, cancels those still out, again each tenth
+ * of a second (a call between its send and its receive misses one cancel).
+ * g->lock held. */
 static void wait_calls(struct call_group *g, struct transport_call *calls, size_t n, const atomic_int *stop,
                        transport_each_fn each, void *arg)
 {
@@ -531,13 +532,11 @@ int transport_call_all_each(struct transport_call *calls, size_t n, int timeout_
 {
         struct call_group g = {.pending = 0, .deadline_us = fsutil_mono_us() + (long long)timeout_ms * 1000};
 
-        if (each) {
-                g.ended = calloc(n ? n : 1, sizeof(*g.ended));
-                for (size_t i = 0; !g.ended && i < n; i++)
-                        calls[i] = (struct transport_call){.sock = calls[i].sock, .req = calls[i].req,
-                                                           .len = calls[i].len, .user = calls[i].user, .rc = -ENOMEM};
-                if (!g.ended)
-                        return -ENOMEM;
+        if (each && !(g.ended = calloc(n ? n : 1, sizeof(*g.ended)))) {
+                /* None started: each call says so, as one that could not start. */
+                for (size_t i = 0; i < n; i++)
+                        calls[i].rc = -ENOMEM;
+                return -ENOMEM;
         }
         pthread_mutex_init(&g.lock, NULL);
         pthread_cond_init(&g.done, NULL);
