@@ -172,8 +172,11 @@ static int freeze_members(struct txn_mgr *mg, struct txn *t, unsigned lease_ms, 
 {
         int failed = txn_any_failed(t);
 
-        for (unsigned tier = 0; !failed && tier <= txn_max_tier(t); tier++)
-                txn_run_tier(mg, t, tier, validate_member);
+        /* Validation binds no tier order: every member at once, so a host's
+         * tiered members are not checked one after another before the first
+         * freeze. */
+        if (!failed)
+                txn_run_all(mg, t, validate_member);
         if (failed || txn_any_failed(t))
                 return -1;
         t->lease_deadline_mono = fsutil_mono_us() + (long long)lease_ms * 1000;
@@ -342,8 +345,7 @@ static int do_check(struct txn_mgr *mg, const Lockstep__Command *cmd, uint8_t **
                                         "check: held by transaction %s; a cut now would be refused", h->txid);
         }
         pthread_mutex_unlock(&mg->lock);
-        for (unsigned tier = 0; tier <= txn_max_tier(t); tier++)
-                txn_run_tier(mg, t, tier, validate_member);
+        txn_run_all(mg, t, validate_member);
         /* After validation: why the thaw keeps failing (a paused domain, a full
          * disk) says more than that it does. */
         for (size_t i = 0; i < t->n; i++)

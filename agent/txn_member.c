@@ -191,6 +191,18 @@ void txn_run_tier(struct txn_mgr *mg, struct txn *t, unsigned tier, txn_member_f
         txn_pool_run(mg, t, in_tier, tier, 0, fn);
 }
 
+static int any_member(const struct member *mb, unsigned unused)
+{
+        (void)mb;
+        (void)unused;
+        return 1;
+}
+
+void txn_run_all(struct txn_mgr *mg, struct txn *t, txn_member_fn fn)
+{
+        txn_pool_run(mg, t, any_member, 0, 0, fn);
+}
+
 unsigned txn_max_tier(const struct txn *t)
 {
         unsigned mx = 0;

@@ -125,6 +125,9 @@ void txn_undo_all(struct txn_mgr *mg, struct txn *t);
 typedef int (*txn_member_fn)(struct txn_mgr *, struct txn *, struct member *);
 /* Runs fn on every member of tier `tier`, up to parallel_per_host at once. */
 void txn_run_tier(struct txn_mgr *mg, struct txn *t, unsigned tier, txn_member_fn fn);
+/* Runs fn on every member whatever its tier, up to parallel_per_host at once:
+ * for steps that no tier order binds (validation). */
+void txn_run_all(struct txn_mgr *mg, struct txn *t, txn_member_fn fn);
 unsigned txn_max_tier(const struct txn *t);
 /* Removes a cut's overlays of mb (ABORT, recovery); kept on failure so a
  * resent ABORT tries again. */

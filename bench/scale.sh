@@ -21,7 +21,7 @@
 # all scheduled every minute, for W whole minutes (default 2) under lockstepd's
 # max_cuts K (default 8): one object with the committed cuts per minute, the
 # schedule lag of every run (started against due) and the skipped runs.
-# --idle S: before any cut, the agents' memory (RSS and PSS, executor + network
+# --idle S: before any cut, the agents' memory (RSS, PSS and USS, executor + network
 # half + guardian) and their CPU over S idle seconds.
 # Root is not needed; 1,000 agents need about 3 processes and 30 threads each
 # (kernel.pid_max is raised to 4194304 when root and lower).
@@ -36,8 +36,9 @@ die() { printf 'scale: error: %s\n' "$*" >&2; exit 1; }
 
 # Mean over the agents of executor + network half + guardian: RSS (VmRSS, which
 # counts each shared library page in every process that maps it: libvirt's
-# library tree is ~13 MiB of those in the executor and in the guardian) or
-# PSS (Pss, each shared page split among the processes that map it).
+# library tree is ~13 MiB of those in the executor and in the guardian), PSS
+# (Pss, each shared page split among the processes that map it) or USS
+# (Private_Clean + Private_Dirty: what the host gets back when the agent ends).
 AGENT_PIDS=() # every agent's executor, network half and guardian (agent_pids)
 agent_pids() {
         local list
@@ -46,14 +47,15 @@ agent_pids() {
                 BEGIN { n = split(list, a, " "); for (i = 1; i <= n; i++) e[a[i]] = 1 }
                 ($1 in e) || ($2 in e) { print $1 }')
 }
-agents_mem_mb() { # VmRSS: (from status) | Pss: (from smaps_rollup)
+agents_mem_mb() { # the keys, as a regex: VmRSS (from status), or smaps_rollup's
         local file=status
-        [ "$1" = VmRSS: ] || file=smaps_rollup
+        [ "$1" = '^VmRSS:$' ] || file=smaps_rollup
         printf "/proc/%s/$file\n" "${AGENT_PIDS[@]}" | xargs cat 2> /dev/null |
-                awk -v k="$1" -v n="$AGENTS" '$1 == k { t += $2 } END { printf "%.1f", t / n / 1024 }'
+                awk -v k="$1" -v n="$AGENTS" '$1 ~ k { t += $2 } END { printf "%.1f", t / n / 1024 }'
 }
-agents_rss_mb() { agents_mem_mb VmRSS:; }
-agents_pss_mb() { agents_mem_mb Pss:; }
+agents_rss_mb() { agents_mem_mb '^VmRSS:$'; }
+agents_pss_mb() { agents_mem_mb '^Pss:$'; }
+agents_uss_mb() { agents_mem_mb '^Private_(Clean|Dirty):$'; }
 
 while (($#)); do
         case $1 in
@@ -193,7 +195,7 @@ if [ "$IDLE" -gt 0 ]; then
         k0=$(agents_ticks)
         sleep "$IDLE"
         k1=$(agents_ticks)
-        say "idle agents over ${IDLE} s: $(agents_rss_mb) MB RSS, $(agents_pss_mb) MB PSS each (executor + network half + guardian), CPU $(awk -v d="$((k1 - k0))" -v s="$IDLE" -v n="$AGENTS" 'BEGIN {printf "%.2f", d / s / n}') % each"
+        say "idle agents over ${IDLE} s: $(agents_rss_mb) MB RSS, $(agents_pss_mb) MB PSS, $(agents_uss_mb) MB USS each (executor + network half + guardian), CPU $(awk -v d="$((k1 - k0))" -v s="$IDLE" -v n="$AGENTS" 'BEGIN {printf "%.2f", d / s / n}') % each"
 fi
 
 {

@@ -4,6 +4,7 @@
  * decide either way, undo, branch delete). After each step the journal record
  * is read back and must describe the live transaction exactly; crashes are
  * simulated by dropping the manager and recovering a fresh one. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -108,6 +109,28 @@ static void sim_add(const char *line)
 
         assert_non_null(f);
         fprintf(f, "%s\n", line);
+        fclose(f);
+}
+
+/* Takes every line equal to `line` out of the sim's configuration. */
+static void sim_drop(const char *line)
+{
+        char buf[8192], out[8192] = "", *tok, *save = NULL;
+        FILE *f = fopen(F.simcfg, "r");
+        size_t n;
+
+        assert_non_null(f);
+        n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        for (tok = strtok_r(buf, "\n", &save); tok; tok = strtok_r(NULL, "\n", &save))
+                if (strcmp(tok, line) != 0) {
+                        strncat(out, tok, sizeof(out) - strlen(out) - 2);
+                        strcat(out, "\n");
+                }
+        f = fopen(F.simcfg, "w");
+        assert_non_null(f);
+        fputs(out, f);
         fclose(f);
 }
 
@@ -542,6 +565,77 @@ static void test_freeze_snapshot_commit(void **state)
         expect(rep, LOCKSTEP__ERROR_CODE__E_BAD_STATE, LOCKSTEP__TXN_STATE__TXN_IDLE);
         /* Committed overlays stay. */
         assert_true(exists(overlay(base("web1", "vda"), "web1", "vda", "t1")));
+}
+
+/* A FREEZE in a thread of its own, so the test can watch it from outside. */
+struct bg_freeze {
+        Lockstep__Command c;
+        Lockstep__FreezeRequest fr;
+        struct members ms;
+        uint8_t *rep;
+        size_t rep_len;
+        int r;
+};
+
+static void *bg_freeze_main(void *arg)
+{
+        struct bg_freeze *b = arg;
+
+        b->r = txn_step(F.mg, &b->c, &b->rep, &b->rep_len);
+        return NULL;
+}
+
+/* Waits up to 10 s for the sim's marker of a held call (an event, not a
+ * timing: the guard only ends a wait that would never end). */
+static int held(const char *op, const char *vm)
+{
+        char path[HV_PATH_MAX + 2 * LS_NAME_MAX + 16];
+
+        snprintf(path, sizeof(path), "%s/held.%s.%s", F.simdir, op, vm);
+        for (int i = 0; i < 1000; i++) {
+                if (exists(path))
+                        return 1;
+                usleep(10 * 1000);
+        }
+        return 0;
+}
+
+/* Validation binds no tier order: a host's tier-1 member is checked while its
+ * tier-0 member's check is still running, before either is frozen. */
+static void test_freeze_validates_tiers_at_once(void **state)
+{
+        struct bg_freeze b = {.c = LOCKSTEP__COMMAND__INIT, .fr = LOCKSTEP__FREEZE_REQUEST__INIT};
+        Lockstep__Reply *rep;
+        pthread_t th;
+        int both;
+
+        (void)state;
+        sim_add("hold check web1");
+        sim_add("hold check db1");
+        members(&b.ms, "web1:0 db1:1");
+        b.fr.snapshot = "s1";
+        b.fr.mode = LOCKSTEP__MODE__MODE_QUIESCE;
+        b.fr.lease_ms = 10000;
+        b.fr.members = b.ms.p;
+        b.fr.n_members = b.ms.n;
+        b.c.txid = "va1";
+        b.c.step = LOCKSTEP__STEP__STEP_FREEZE;
+        b.c.payload_case = LOCKSTEP__COMMAND__PAYLOAD_FREEZE;
+        b.c.freeze = &b.fr;
+        assert_int_equal(pthread_create(&th, NULL, bg_freeze_main, &b), 0);
+        both = held("check", "web1") && held("check", "db1");
+        assert_false(frozen("web1") || frozen("db1"));
+        sim_drop("hold check web1");
+        sim_drop("hold check db1");
+        pthread_join(th, NULL);
+        assert_true(both);
+        assert_int_equal(b.r, 0);
+        rep = lockstep__reply__unpack(NULL, b.rep_len, b.rep);
+        free(b.rep);
+        expect(rep, LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_FROZEN);
+        assert_true(frozen("web1") && frozen("db1"));
+        expect(decide("va1", 0), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+        assert_false(frozen("web1") || frozen("db1"));
 }
 
 static void test_freeze_no(void **state)
@@ -1374,6 +1468,7 @@ int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_freeze_snapshot_commit, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_freeze_validates_tiers_at_once, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_freeze_no, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_freeze_by_tier, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_abort, setup, teardown),

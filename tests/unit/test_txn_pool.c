@@ -1,6 +1,7 @@
 /* test_txn_pool: the agent's member pool runs each chosen member once, never
  * more of them at once than parallel_per_host, all of them at once when they
- * fit, and a pool of one in order on the caller's thread. */
+ * fit, and a pool of one in order on the caller's thread; txn_run_all (the
+ * validation's walk) takes every tier at once. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -117,6 +118,33 @@ static void test_pool_all_at_once(void **state)
         assert_int_equal(S.max_active, N / 2);
 }
 
+/* Validation is not held to tier order: members of N tiers, all at once. */
+static void test_run_all_ignores_tiers(void **state)
+{
+        struct cfg_agent cfg = {.id = (char *)"host-a", .parallel_per_host = 64};
+        struct txn_mgr mg = {.cfg = &cfg};
+        struct txn *t = txn_new("all", N);
+
+        (void)state;
+        assert_non_null(t);
+        for (size_t i = 0; i < N; i++)
+                t->m[i].tier = (unsigned)i;
+        pthread_mutex_lock(&S.lock);
+        memset(S.runs, 0, sizeof(S.runs));
+        S.size = 64;
+        S.picked = N;
+        S.started = S.active = S.max_active = 0;
+        S.timed_out = 0;
+        pthread_mutex_unlock(&S.lock);
+        txn_run_all(&mg, t, run);
+        assert_false(S.timed_out);
+        assert_int_equal(S.started, N);
+        assert_int_equal(S.max_active, N);
+        for (size_t i = 0; i < N; i++)
+                assert_int_equal(S.runs[i], 1);
+        txn_free(t);
+}
+
 static void test_pool_size(void **state)
 {
         struct cfg_agent cfg = {0};
@@ -136,6 +164,7 @@ int main(void)
                 cmocka_unit_test(test_pool_of_one_is_serial),
                 cmocka_unit_test(test_pool_bounded),
                 cmocka_unit_test(test_pool_all_at_once),
+                cmocka_unit_test(test_run_all_ignores_tiers),
                 cmocka_unit_test(test_pool_size),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
