@@ -280,7 +280,7 @@ static void guardian_main(const struct cfg_agent *cfg, int fd)
         hv_close(hv);
 }
 
-int guardian_start(const char *config_path, struct guardian **ret, lserr *err)
+int guardian_start(const struct cfg_agent *cfg, struct guardian **ret, lserr *err)
 {
         _cleanup_free_ struct guardian *g = NULL;
         _cleanup_close_ int agent_fd = -1, guardian_fd = -1;
@@ -298,15 +298,15 @@ int guardian_start(const char *config_path, struct guardian **ret, lserr *err)
         if (pid < 0)
                 return lserr_set(err, -errno, "guardian: fork: %m");
         if (pid == 0) {
-                char fd[16];
-                /* A fresh image: no inherited state, and its command line says
-                 * what it is, so a "pkill -f" aimed at the agent spares it. */
-                int cfd = fcntl(guardian_fd, F_DUPFD, 3); /* without FD_CLOEXEC */
-                snprintf(fd, sizeof(fd), "%d", cfd);
-                /* Signals meant for the agent's process group do not stop it. */
+                /* Forked, not executed again: the libraries' pages stay the
+                 * agent's (an executed copy faulted in libvirt's whole tree for
+                 * itself, ~13 MiB); libvirt itself is first touched here when a
+                 * thaw is due. Signals meant for the agent's process group do
+                 * not reach it. */
+                close(agent_fd);
                 setsid();
-                execl("/proc/self/exe", "lockstep-agent", "--guardian", fd, "-c", config_path, (char *)NULL);
-                _exit(127);
+                guardian_run(cfg, guardian_fd);
+                _exit(0);
         }
         g->fd = agent_fd;
         agent_fd = -1;
@@ -320,7 +320,11 @@ void guardian_run(const struct cfg_agent *cfg, int fd)
         signal(SIGINT, SIG_IGN);
         signal(SIGHUP, SIG_IGN);
         signal(SIGPIPE, SIG_IGN);
-        prctl(PR_SET_NAME, "ls-guardian");
+        /* Its name (/proc/PID/comm) is how ps, tests and a "pkill -x
+         * lockstep-agent" tell it from the agent: its command line is the
+         * agent's. */
+        prctl(PR_SET_NAME, GUARDIAN_COMM);
+        log_rename("lockstep-agent[guardian]");
         guardian_main(cfg, fd);
 }
 

@@ -11,11 +11,17 @@
 
 struct guardian;
 
-/* Starts the guardian: this same program re-executed as
- * "lockstep-agent --guardian FD -c CONFIG". Call before any thread is started. */
-int guardian_start(const char *config_path, struct guardian **ret, lserr *err);
+/* The guardian's process name (/proc/PID/comm). */
+#define GUARDIAN_COMM "ls-guardian"
 
-/* The guardian's main loop, for "--guardian FD"; returns when its work is done. */
+/* Starts the guardian: a child forked from this process, in a session of its
+ * own. Call before any thread is started and before any secret is read (the
+ * child has a copy of this process's memory); cfg must stay valid in the
+ * child, which runs guardian_run and exits. Returns in the parent only. */
+int guardian_start(const struct cfg_agent *cfg, struct guardian **ret, lserr *err);
+
+/* The guardian's main loop, in the child guardian_start forked; returns when
+ * its work is done. */
 void guardian_run(const struct cfg_agent *cfg, int fd);
 
 /* deadline_mono_us is on CLOCK_MONOTONIC. thaw/resume say what undoing takes. */

@@ -111,7 +111,7 @@ static void agent_done(struct agent *a)
 
 struct options {
         const char *path;
-        int check_only, level, guardian_fd;
+        int check_only, level;
 };
 
 /* -1 to go on, else the exit code. */
@@ -120,10 +120,8 @@ static int parse_options(int argc, char **argv, struct options *o)
         static const struct option opts[] = {
                 {"config", required_argument, NULL, 'c'}, {"check-config", no_argument, NULL, 'C'},
                 {"verbose", no_argument, NULL, 'v'},      {"version", no_argument, NULL, 'V'},
-                {"help", no_argument, NULL, 'h'},         {"guardian", required_argument, NULL, 'G'},
-                {0},
+                {"help", no_argument, NULL, 'h'},         {0},
         };
-        char *end;
         int c;
 
         while ((c = getopt_long(argc, argv, "c:vh", opts, NULL)) != -1) {
@@ -133,13 +131,6 @@ static int parse_options(int argc, char **argv, struct options *o)
                 case 'v': o->level = LOG_DEBUG; break;
                 case 'V': printf("lockstep-agent %s\n", LOCKSTEP_VERSION); return 0;
                 case 'h': usage(stdout); return 0;
-                case 'G':
-                        o->guardian_fd = (int)strtol(optarg, &end, 10);
-                        if (*end || end == optarg || o->guardian_fd < 0) {
-                                usage(stderr);
-                                return 2;
-                        }
-                        break;
                 default: usage(stderr); return 2;
                 }
         }
@@ -377,17 +368,9 @@ static int clock_offset(lserr *err)
         return r;
 }
 
-/* "--guardian FD": this process is the lease holder, not the agent. */
-static int run_guardian(struct cfg_agent *cfg, int fd)
-{
-        guardian_run(cfg, fd);
-        cfg_agent_free(cfg);
-        return 0;
-}
-
 int main(int argc, char **argv)
 {
-        struct options o = {.path = "/etc/lockstep/agent.yaml", .level = LOG_INFO, .guardian_fd = -1};
+        struct options o = {.path = "/etc/lockstep/agent.yaml", .level = LOG_INFO};
         _cleanup_(agent_done) struct agent a = {0};
         sigset_t set;
         lserr err = {0};
@@ -397,14 +380,21 @@ int main(int argc, char **argv)
                 return r;
         a.path = o.path;
         a.level = o.level;
-        log_setup(o.guardian_fd >= 0 ? "lockstep-agent[guardian]" : "lockstep-agent", o.level);
+        log_setup("lockstep-agent", o.level);
         r = clock_offset(&err);
         if (r >= 0)
                 r = cfg_agent_load(a.path, &a.cfg, &err);
         if (r >= 0)
                 failpoint_scope(a.cfg->id);
-        if (r >= 0 && o.guardian_fd >= 0)
-                return run_guardian(TAKE_PTR(a.cfg), o.guardian_fd);
+        if (r >= 0 && !o.check_only) {
+                /* The lease holder is forked first: before any thread, and
+                 * before the key is read, so no copy of it is in the guardian. */
+                r = guardian_start(a.cfg, &a.g, &err);
+                if (r < 0) {
+                        log_err("agent \"%s\": %s", a.cfg->id, err.msg);
+                        return 1;
+                }
+        }
         if (r >= 0)
                 r = load_keys(&a, &err);
         if (r >= 0)
@@ -417,12 +407,7 @@ int main(int argc, char **argv)
                 printf("%s: configuration and keys OK (agent \"%s\", key %s)\n", a.path, a.cfg->id, a.fpr);
                 return 0;
         }
-        /* The lease holder and the network half are forked before any thread. */
-        r = guardian_start(a.path, &a.g, &err);
-        if (r < 0) {
-                log_err("agent \"%s\": %s", a.cfg->id, err.msg);
-                return 1;
-        }
+        /* The network half is forked before any thread, as the guardian was. */
         block_signals(&set);
         r = split(&a, &err);
         if (r < 0) {

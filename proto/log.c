@@ -19,6 +19,11 @@ void log_setup(const char *ident, int level)
         log_tty = isatty(STDERR_FILENO);
 }
 
+void log_rename(const char *ident)
+{
+        log_ident = ident;
+}
+
 void log_at(int prio, const char *fmt, ...)
 {
         static const char *const names[] = {"emerg", "alert", "crit", "error", "warning", "notice", "info", "debug"};

@@ -7,6 +7,8 @@
 
 /* ident is kept by pointer. level: LOG_ERR..LOG_DEBUG, lines above it are dropped. */
 void log_setup(const char *ident, int level);
+/* Another ident, the level kept (a forked child that is another program). */
+void log_rename(const char *ident);
 void log_at(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define log_err(...) log_at(LOG_ERR, __VA_ARGS__)

@@ -11,15 +11,18 @@ LOCKSTEPD_BIN=$BUILD/coordinator/lockstepd
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/ls-it-XXXXXX")
 PIDS=()
-GUARDIANS=() # lockstep-agent --guardian children of the agents we started
+GUARDIANS=() # the guardians (comm ls-guardian) of the agents we started
 declare -A STARTED=() # agent ids that came up once (their port is in use by configs)
 fails=0
 
-# ours_guardian PID: PID is still one of our guardians (not a reused PID).
+# ours_guardian PID: PID is still one of our guardians (not a reused PID): a
+# guardian by its name, forked from one of our agents (its command line).
 ours_guardian() {
-        local cmd
+        local cmd comm
+        comm=$(cat "/proc/$1/comm" 2> /dev/null) || return 1
+        [ "$comm" = ls-guardian ] || return 1
         cmd=$(tr '\0' ' ' < "/proc/$1/cmdline" 2> /dev/null) || return 1
-        grep -q -- "--guardian [0-9]* -c $T/" <<< "$cmd"
+        grep -q -- "-c $T/" <<< "$cmd"
 }
 
 cleanup() {

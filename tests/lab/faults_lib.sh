@@ -141,7 +141,7 @@ agent_pids() {
         p=$(cat "$D/hosts/$1/agent.pid")
         echo "$p"
         for c in $(pgrep -P "$p"); do
-                tr '\0' ' ' < "/proc/$c/cmdline" | grep -q -- --guardian || echo "$c"
+                [ "$(cat "/proc/$c/comm" 2> /dev/null)" = ls-guardian ] || echo "$c"
         done
 }
 link() { ip -n "$(host_ns "$1")" link set eth0 "$2"; }

@@ -1,6 +1,7 @@
 /* test_guardian: the guardian's line protocol, its table of armed members, and
- * the real process (this binary re-executed with --guardian, as the agent does)
- * thawing and resuming sim guests when a lease ends or the agent's end closes. */
+ * the real process (forked from this test, as from the agent) thawing and
+ * resuming sim guests when a lease ends or the agent's end closes. */
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -224,9 +225,20 @@ static int setup(void **state)
         fclose(c);
         assert_int_equal(cfg_agent_load(f->cfg_path, &f->cfg, &err), 0);
         assert_int_equal(hv_open(f->cfg, &f->hv, &err), 0);
-        /* The guardian logs to the file the re-executed binary opens. */
-        setenv("TEST_GUARDIAN_LOG", f->log_path, 1);
-        assert_int_equal(guardian_start(f->cfg_path, &f->g, &err), 0);
+        /* The guardian logs to its stderr: the forked child gets the log
+         * file as its stderr, the test keeps its own. */
+        {
+                int saved = dup(STDERR_FILENO), logfd = open(f->log_path, O_WRONLY | O_CREAT | O_APPEND, 0600), r;
+                assert_true(saved >= 0 && logfd >= 0);
+                fflush(stderr);
+                dup2(logfd, STDERR_FILENO);
+                log_setup("test-guardian", LOG_DEBUG);
+                r = guardian_start(f->cfg, &f->g, &err);
+                dup2(saved, STDERR_FILENO);
+                close(saved);
+                close(logfd);
+                assert_int_equal(r, 0);
+        }
         f->pid = guardian_pid(f->g);
         *state = f;
         return 0;
@@ -394,29 +406,7 @@ static void test_thaw_again_at_once(void **state)
         assert_int_equal(log_count(f, "vm=web1 lease ended or agent gone: thawed"), 1);
 }
 
-/* "lockstep-agent --guardian FD -c CONFIG", as guardian_start runs it. */
-static int guardian_child(int argc, char **argv)
-{
-        struct cfg_agent *cfg = NULL;
-        const char *logp = getenv("TEST_GUARDIAN_LOG");
-        lserr err = {0};
-
-        if (argc != 5 || strcmp(argv[3], "-c") != 0)
-                return 2;
-        if (logp && !freopen(logp, "a", stderr))
-                return 2;
-        setvbuf(stderr, NULL, _IOLBF, 0);
-        log_setup("test-guardian", LOG_DEBUG);
-        if (cfg_agent_load(argv[4], &cfg, &err) < 0) {
-                log_err("%s", err.msg);
-                return 2;
-        }
-        guardian_run(cfg, atoi(argv[2]));
-        cfg_agent_free(cfg);
-        return 0;
-}
-
-int main(int argc, char **argv)
+int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_parse_valid),
@@ -429,7 +419,5 @@ int main(int argc, char **argv)
                 cmocka_unit_test_setup_teardown(test_thaw_again_at_once, setup, teardown),
         };
 
-        if (argc > 1 && !strcmp(argv[1], "--guardian"))
-                return guardian_child(argc, argv);
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
