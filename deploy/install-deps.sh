@@ -15,6 +15,7 @@ packages=(
         libnng-dev libprotobuf-c-dev protobuf-c-compiler libsodium-dev
         libcyaml-dev libyaml-dev libsqlite3-dev libvirt-dev libxml2-dev libcmocka-dev
         libsystemd-dev libseccomp-dev
+        libcurl4-openssl-dev libjson-c-dev # the etcd client (coordinator high availability)
         # packaging (.deb with CPack) and the man pages' check
         dpkg-dev file man-db groff-base
         # run: the agent's hypervisor and the lab's guests
@@ -22,6 +23,7 @@ packages=(
         qemu-guest-agent busybox-static e2fsprogs cpio kmod iproute2 libc6-dev gzip
         # tests
         openssl jq procps psmisc sqlite3 util-linux python3-minimal
+        etcd-server # test_etcd starts one of its own
         # the lab's fault tests: packet loss on a lab host's link
         iptables
         # systemd-analyze, for the units' hardening score (libvirt-daemon-system
