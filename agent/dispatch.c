@@ -171,6 +171,9 @@ static int refuse(struct dispatch *d, int code, const lserr *why, const struct e
          * refused until it restarts. */
         if (code == LS_ECOUNTER)
                 rep.counter_seen = rf->counter_seen;
+        /* A deposed leader learns the epoch that replaced it. */
+        if (code == LS_EEPOCH)
+                rep.epoch_seen = rf->epoch_seen;
         return sign_reply(d, &rep, hash, 1, ret, ret_len, err);
 }
 

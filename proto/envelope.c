@@ -434,9 +434,15 @@ int env_verify_command(struct env_verifier *v, const uint8_t *buf, size_t len, l
         r = replay_check_nonce(v->rp, cmd->nonce.data, now_us, err);
         if (r >= 0)
                 r = replay_check_counter(v->rp, key->pub.id, cmd->counter, &rf.counter_seen, err);
+        if (r >= 0)
+                r = replay_check_epoch(v->rp, cmd->epoch, &rf.epoch_seen, err);
         if (r >= 0 && !(env_step_roles(cmd->step) & key->roles))
                 r = lserr_set(err, LS_EROLE, "key \"%s\" has no role that allows step %s", key->name,
                               env_step_name(cmd->step));
+        /* The epoch first: a counter used up by a command the fence then
+         * refused would make the leader resend for nothing. */
+        if (r >= 0)
+                r = replay_commit_epoch(v->rp, cmd->epoch, err);
         if (r >= 0)
                 r = replay_commit(v->rp, key->pub.id, cmd->nonce.data, cmd->issued_at_us, cmd->counter, now_us,
                                   err);

@@ -74,6 +74,8 @@ struct env_refusal {
         /* LS_ECOUNTER: the highest counter accepted from the signing key, so the
          * coordinator can move past it. */
         uint64_t counter_seen;
+        /* LS_EEPOCH: the highest leader epoch the agent obeyed. */
+        uint64_t epoch_seen;
 };
 
 /* Thread-safe. On success *ret_cmd (free with lockstep__command__free_unpacked)

@@ -57,6 +57,7 @@ static const char *const names[] = {
         [LS_ECORRUPT - LS_E_BASE] = "image-corrupt",
         [LS_EHV - LS_E_BASE] = "hypervisor",
         [LS_EREFUSED - LS_E_BASE] = "refused-unverified",
+        [LS_EEPOCH - LS_E_BASE] = "stale-epoch",
 };
 
 const char *lserr_name(int code)

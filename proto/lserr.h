@@ -40,6 +40,7 @@ enum {
         LS_ECORRUPT,       /* an image fails its check */
         LS_EHV,            /* other hypervisor failure */
         LS_EREFUSED,       /* agent refused the command before its signature verified */
+        LS_EEPOCH,         /* command from a leader older than one the agent obeyed */
         LS_E_LAST,
 };
 

@@ -28,6 +28,8 @@ struct replay {
         struct nonce_entry *ring;
         size_t cap, head, count;
         struct key_counter *keys;
+        uint64_t epoch; /* the highest leader epoch accepted */
+        int epoch_loaded;
 };
 
 int replay_open(const char *state_dir, size_t max_nonces, long long window_us, struct replay **ret, lserr *err)
@@ -164,6 +166,70 @@ int replay_check_counter(struct replay *r, const uint8_t key_id[KEYS_ID_LEN], ui
         if (e < 0 && ret_highest)
                 *ret_highest = k->highest;
         return e;
+}
+
+/* The stored epoch, read once. */
+static int load_epoch(struct replay *r, lserr *err)
+{
+        char path[4200], *buf = NULL, *end;
+        size_t len;
+        int e;
+
+        if (r->epoch_loaded)
+                return 0;
+        snprintf(path, sizeof(path), "%s/epoch", r->dir);
+        e = fsutil_read_all(path, 64, &buf, &len, NULL);
+        if (e == -ENOENT) {
+                r->epoch = 0;
+        } else if (e < 0) {
+                return lserr_set(err, e, "leader epoch \"%s\": cannot read: %s", path, strerror(-e));
+        } else {
+                errno = 0;
+                r->epoch = strtoull(buf, &end, 10);
+                e = errno || end == buf || (*end && *end != '\n') || buf[0] == '-';
+                free(buf);
+                if (e)
+                        return lserr_set(err, -EINVAL, "leader epoch \"%s\": not a number; refusing to guess", path);
+        }
+        r->epoch_loaded = 1;
+        return 0;
+}
+
+int replay_check_epoch(struct replay *r, uint64_t epoch, uint64_t *ret_highest, lserr *err)
+{
+        int e = load_epoch(r, err);
+
+        if (e < 0)
+                return e;
+        if (epoch >= r->epoch)
+                return 0;
+        if (ret_highest)
+                *ret_highest = r->epoch;
+        if (epoch == 0)
+                return lserr_set(err, LS_EEPOCH,
+                                 "command without a leader epoch, and this agent obeys leaders from epoch %" PRIu64
+                                 " on (a lockstepd without high availability, in a fleet that has it)",
+                                 r->epoch);
+        return lserr_set(err, LS_EEPOCH,
+                         "command of leader epoch %" PRIu64 ", below the %" PRIu64
+                         " this agent obeys: from a lockstepd that is no longer the leader",
+                         epoch, r->epoch);
+}
+
+int replay_commit_epoch(struct replay *r, uint64_t epoch, lserr *err)
+{
+        char path[4200], text[32];
+        int e = replay_check_epoch(r, epoch, NULL, err), len;
+
+        if (e < 0 || epoch == r->epoch)
+                return e;
+        snprintf(path, sizeof(path), "%s/epoch", r->dir);
+        len = snprintf(text, sizeof(text), "%" PRIu64 "\n", epoch);
+        e = fsutil_write_atomic(path, text, (size_t)len, 0600, 0, err);
+        if (e < 0)
+                return e;
+        r->epoch = epoch;
+        return 0;
 }
 
 int replay_commit(struct replay *r, const uint8_t key_id[KEYS_ID_LEN], const uint8_t nonce[REPLAY_NONCE_LEN],

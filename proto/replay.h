@@ -35,6 +35,14 @@ int replay_check_nonce(struct replay *r, const uint8_t nonce[REPLAY_NONCE_LEN], 
 int replay_check_counter(struct replay *r, const uint8_t key_id[KEYS_ID_LEN], uint64_t counter,
                          uint64_t *ret_highest, lserr *err);
 
+/* High availability's fence: the highest leader epoch accepted, from any
+ * coordinator key, kept in <state_dir>/epoch. A lower epoch is a deposed
+ * leader's: LS_EEPOCH, and *ret_highest (may be NULL) gets the stored one.
+ * Epoch 0 (a coordinator without HA) passes only while none was ever seen. */
+int replay_check_epoch(struct replay *r, uint64_t epoch, uint64_t *ret_highest, lserr *err);
+/* Remembers epoch when it is above the stored one: on disk before it returns. */
+int replay_commit_epoch(struct replay *r, uint64_t epoch, lserr *err);
+
 /* Remembers the nonce (until issued_at + window) and the counter; a new highest
  * counter is on disk before this returns. On failure nothing is remembered. */
 int replay_commit(struct replay *r, const uint8_t key_id[KEYS_ID_LEN], const uint8_t nonce[REPLAY_NONCE_LEN],

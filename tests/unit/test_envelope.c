@@ -460,6 +460,52 @@ static void test_counter_window(void **state)
         free(b3);
 }
 
+/* The leader epoch fence: a command of a lower epoch (or none, once an epoch
+ * was obeyed) is refused with the epoch that replaced it, and its counter is
+ * not used up: the same counter passes again at the current epoch. */
+static void test_epoch_fence(void **state)
+{
+        struct fx *f = *state;
+        Lockstep__Command c, *out = NULL;
+        const struct env_trusted *key = NULL;
+        struct env_refusal rf;
+        uint8_t *buf;
+        size_t len;
+        lserr err = {0};
+
+        freeze_cmd(&c, SELF);
+        c.epoch = 5;
+        seal_with(f->coord, &c, 7000, NOW, &buf, &len);
+        assert_int_equal(verify(f, buf, len, NOW, &err), 0);
+        free(buf);
+        for (uint64_t e = 0; e <= 4; e += 4) {
+                c.epoch = e;
+                seal_with(f->coord, &c, 7001, NOW, &buf, &len);
+                rf.epoch_seen = 42;
+                lserr_clear(&err);
+                assert_int_equal(env_verify_command(f->v, buf, len, NOW, &out, &key, &rf, &err), LS_EEPOCH);
+                assert_null(out);
+                assert_int_equal(rf.epoch_seen, 5);
+                assert_true(rf.answerable);
+                free(buf);
+        }
+        c.epoch = 5;
+        seal_with(f->coord, &c, 7001, NOW, &buf, &len);
+        lserr_clear(&err);
+        assert_int_equal(verify(f, buf, len, NOW, &err), 0);
+        free(buf);
+        /* A later leader moves the fence on for every key. */
+        c.epoch = 6;
+        seal_with(f->coord, &c, 7002, NOW, &buf, &len);
+        assert_int_equal(verify(f, buf, len, NOW, &err), 0);
+        free(buf);
+        c.epoch = 5;
+        seal_with(f->coord, &c, 7003, NOW, &buf, &len);
+        lserr_clear(&err);
+        assert_int_equal(verify(f, buf, len, NOW, &err), LS_EEPOCH);
+        free(buf);
+}
+
 /* A counter refusal says how far the key got, so its coordinator can move past
  * it; no other refusal does, the role check still comes after the counter, and
  * nothing of the refused command is remembered. */
@@ -771,6 +817,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_counter_survives_restart_and_clock_jumps, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_counter_window, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_counter_refusal_reports_highest, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_epoch_fence, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_reply_passed_off_as_command, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_oversize_and_truncated, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_random_bytes, setup, teardown),

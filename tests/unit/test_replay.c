@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -95,6 +96,58 @@ static void test_counter_refusal_reports_highest(void **state)
         assert_int_equal(replay_check_counter(r, id, 899, &seen, &err), LS_ECOUNTER);
         assert_int_equal(seen, 900);
         assert_non_null(strstr(err.msg, "900"));
+        replay_free(r);
+        tu_rmtree(dir);
+}
+
+/* The leader epoch: never below the highest accepted, stored across a
+ * restart, 0 refused once an epoch was seen, a corrupt file refused. */
+static void test_epoch_fence(void **state)
+{
+        char *dir = tu_mkdtemp(), *f;
+        struct replay *r = NULL;
+        uint64_t seen = 42;
+        lserr err = {0};
+
+        (void)state;
+        assert_int_equal(replay_open(dir, 16, W, &r, &err), 0);
+        /* No HA yet: 0 passes, and is not stored. */
+        assert_int_equal(replay_commit_epoch(r, 0, &err), 0);
+        {
+                char path[4200];
+                snprintf(path, sizeof(path), "%s/epoch", dir);
+                assert_int_equal(access(path, F_OK), -1);
+        }
+        assert_int_equal(replay_check_epoch(r, 7, &seen, &err), 0);
+        assert_int_equal(seen, 42);
+        assert_int_equal(replay_commit_epoch(r, 7, &err), 0);
+        assert_int_equal(replay_check_epoch(r, 7, &seen, &err), 0); /* the same leader again */
+        assert_int_equal(replay_check_epoch(r, 6, &seen, &err), LS_EEPOCH);
+        assert_int_equal(seen, 7);
+        assert_non_null(strstr(err.msg, "epoch 6, below the 7"));
+        replay_free(r);
+
+        /* After a restart: the stored epoch holds, a later leader moves it on. */
+        assert_int_equal(replay_open(dir, 16, W, &r, &err), 0);
+        lserr_clear(&err);
+        assert_int_equal(replay_check_epoch(r, 0, &seen, &err), LS_EEPOCH);
+        assert_non_null(strstr(err.msg, "without a leader epoch"));
+        assert_int_equal(replay_commit_epoch(r, 3, &err), LS_EEPOCH);
+        lserr_clear(&err);
+        assert_int_equal(replay_commit_epoch(r, 9, &err), 0);
+        replay_free(r);
+        assert_int_equal(replay_open(dir, 16, W, &r, &err), 0);
+        lserr_clear(&err);
+        assert_int_equal(replay_check_epoch(r, 8, &seen, &err), LS_EEPOCH);
+        assert_int_equal(seen, 9);
+        replay_free(r);
+
+        f = tu_write(dir, "epoch", "-3\n", 0600);
+        assert_int_equal(replay_open(dir, 16, W, &r, &err), 0);
+        lserr_clear(&err);
+        assert_int_equal(replay_check_epoch(r, 10, &seen, &err), -EINVAL);
+        assert_non_null(strstr(err.msg, f));
+        free(f);
         replay_free(r);
         tu_rmtree(dir);
 }
@@ -206,6 +259,7 @@ int main(void)
                 cmocka_unit_test(test_nonce_cache_bounded_and_expiring),
                 cmocka_unit_test(test_counter_file_corrupt_refused),
                 cmocka_unit_test(test_counter_refusal_reports_highest),
+                cmocka_unit_test(test_epoch_fence),
                 cmocka_unit_test(test_coordinator_counter),
                 cmocka_unit_test(test_coordinator_counter_advance),
         };
