@@ -1,7 +1,7 @@
 /* envelope: signing and verifying lockstep messages. A command is checked in a
  * fixed order, each refusal with its own code: size -> envelope unpack -> known
  * key -> signature -> body unpack and field checks -> target -> time window ->
- * nonce -> counter -> role. Nothing is remembered for a refused command. A
+ * nonce -> counter -> leader epoch -> role. Nothing is remembered for a refused command. A
  * refusal before the signature verified is answered with an unsigned envelope
  * that carries only a Refusal code (env_seal_refusal). */
 #pragma once
