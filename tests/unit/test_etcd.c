@@ -3,29 +3,24 @@
  * keys and binary values, prefixes and limits, guarded transactions, leases,
  * status and compaction, failover along the endpoints, and the limits checked
  * before anything is sent; then the answers' parsers on malformed input. */
-#include <fcntl.h>
 #include <setjmp.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "etcd.h"
 #include "testutil.h"
-
-#define ETCD_BIN "/usr/bin/etcd"
+#include "tu_etcd.h"
 
 static struct {
-        pid_t pid;
-        char *dir;
-        char url[64];
+        struct tu_etcd d;
+        const char *url;
         struct etcd *c;
 } E;
 
@@ -37,46 +32,16 @@ static void open_client(const char *const *eps, size_t n, struct etcd **ret)
         assert_int_equal(etcd_open(&o, ret, &err), 0);
 }
 
-/* One etcd member of our own; waits (20 s at most) until it answers. */
 static int group_setup(void **state)
 {
-        char data[4200], client[64], peer[64], cluster[80], logp[4200];
-        struct etcd_status st;
         const char *ep[1];
-        lserr err = {0};
-        int ok = 0;
 
         (void)state;
-        if (access(ETCD_BIN, X_OK) != 0)
+        if (tu_etcd_start(&E.d) != 0)
                 return 0;
-        E.dir = tu_mkdtemp();
-        snprintf(data, sizeof(data), "%s/data", E.dir);
-        snprintf(logp, sizeof(logp), "%s/etcd.log", E.dir);
-        snprintf(client, sizeof(client), "http://127.0.0.1:%d", tu_tcp_port());
-        snprintf(peer, sizeof(peer), "http://127.0.0.1:%d", tu_tcp_port());
-        snprintf(cluster, sizeof(cluster), "t=%s", peer);
-        snprintf(E.url, sizeof(E.url), "%s", client);
-        E.pid = fork();
-        assert_true(E.pid >= 0);
-        if (E.pid == 0) {
-                int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND, 0600);
-                dup2(fd, 1);
-                dup2(fd, 2);
-                execl(ETCD_BIN, "etcd", "--name", "t", "--data-dir", data, "--listen-client-urls", client,
-                      "--advertise-client-urls", client, "--listen-peer-urls", peer, "--initial-advertise-peer-urls",
-                      peer, "--initial-cluster", cluster, "--logger", "zap", "--log-outputs", "stderr",
-                      "--log-level", "error", (char *)NULL);
-                _exit(127);
-        }
+        E.url = E.d.url;
         ep[0] = E.url;
         open_client(ep, 1, &E.c);
-        for (int i = 0; i < 200 && !ok; i++) {
-                lserr_clear(&err);
-                ok = etcd_status(E.c, &st, &err) == 0;
-                if (!ok)
-                        usleep(100 * 1000);
-        }
-        assert_true(ok);
         return 0;
 }
 
@@ -84,19 +49,14 @@ static int group_teardown(void **state)
 {
         (void)state;
         E.c = etcd_close(E.c);
-        if (E.pid > 0) {
-                kill(E.pid, SIGTERM);
-                waitpid(E.pid, NULL, 0);
-        }
-        if (E.dir)
-                tu_rmtree(E.dir);
+        tu_etcd_stop(&E.d);
         return 0;
 }
 
 static void need_etcd(void)
 {
         if (!E.c) {
-                print_message("skipped: %s not installed (Debian: apt-get install etcd-server)\n", ETCD_BIN);
+                print_message("skipped: %s not installed (Debian: apt-get install etcd-server)\n", TU_ETCD_BIN);
                 skip();
         }
 }

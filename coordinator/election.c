@@ -1,0 +1,257 @@
+/* election: the campaign thread (lease, renewals, create-if-absent of the
+ * leader key) and the view other threads read under its lock. */
+#include "election.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cleanup.h"
+#include "fsutil.h"
+#include "log.h"
+
+/* Leadership ends this long before the lease's end as we last renewed it:
+ * room for our clock against etcd's, and for a command in flight. */
+#define MARGIN_US 500000LL
+
+struct election {
+        struct etcd *c;
+        char key[ETCD_KEY_MAX + 1], value[ELECTION_VALUE_MAX];
+        unsigned ttl_s;
+        pthread_t thread;
+        int started;
+
+        pthread_mutex_t lock;
+        pthread_cond_t changed;
+        int stop, resign;
+        /* Under lock: the view, and until when our leadership holds. */
+        struct election_view v;
+        long long valid_until_us; /* CLOCK_MONOTONIC */
+        int64_t lease;            /* the campaign thread's own */
+};
+
+static void set_error(struct election *e, const lserr *err)
+{
+        pthread_mutex_lock(&e->lock);
+        snprintf(e->v.error, sizeof(e->v.error), "%s", err ? err->msg : "");
+        pthread_mutex_unlock(&e->lock);
+}
+
+static void lost(struct election *e, const char *why)
+{
+        pthread_mutex_lock(&e->lock);
+        if (e->v.leading)
+                log_warn("election: no longer the leader (epoch %llu): %s", (unsigned long long)e->v.epoch, why);
+        e->v.leading = 0;
+        e->v.epoch = 0;
+        pthread_cond_broadcast(&e->changed);
+        pthread_mutex_unlock(&e->lock);
+}
+
+/* Grants a lease, or renews ours; 0 with the lease valid until *until. */
+static int hold_lease(struct election *e, long long *until, lserr *err)
+{
+        long long sent = fsutil_mono_us();
+        int64_t ttl = 0;
+        int r;
+
+        if (!e->lease) {
+                r = etcd_lease_grant(e->c, e->ttl_s, &e->lease, err);
+                ttl = e->ttl_s;
+        } else {
+                r = etcd_lease_keepalive(e->c, e->lease, &ttl, err);
+                if (r == 0 && ttl == 0) {
+                        /* Expired while we could not renew it: a new one, and
+                         * the key it held is gone with it. */
+                        e->lease = 0;
+                        lost(e, "the lease expired");
+                        return hold_lease(e, until, err);
+                }
+        }
+        if (r == 0)
+                *until = sent + ttl * 1000000LL - MARGIN_US;
+        return r;
+}
+
+/* Creates the key with our lease unless somebody holds it; reads it either
+ * way. 1 when it is ours. */
+static int campaign(struct election *e, long long until, lserr *err)
+{
+        struct etcd_cmp absent = {.key = e->key, .target = ETCD_CREATE, .result = ETCD_EQUAL, .num = 0};
+        struct etcd_op put = {.kind = ETCD_OP_PUT, .key = e->key, .value = e->value, .value_len = strlen(e->value),
+                              .lease = e->lease};
+        struct etcd_op get = {.kind = ETCD_OP_RANGE, .key = e->key};
+        struct etcd_txn_result t = {0};
+        int r = etcd_txn(e->c, &absent, 1, &put, 1, &get, 1, &t, err), mine;
+
+        if (r < 0)
+                return r;
+        pthread_mutex_lock(&e->lock);
+        if (t.succeeded) {
+                snprintf(e->v.holder, sizeof(e->v.holder), "%s", e->value);
+                e->v.holder_epoch = (uint64_t)t.revision;
+        } else if (t.n_ranges == 1 && t.n_kvs[0] == 1) {
+                snprintf(e->v.holder, sizeof(e->v.holder), "%s", (char *)t.kvs[0][0].value);
+                e->v.holder_epoch = (uint64_t)t.kvs[0][0].create_revision;
+        }
+        /* Ours: created now, or earlier with this same lease. */
+        mine = t.succeeded || (t.n_ranges == 1 && t.n_kvs[0] == 1 && t.kvs[0][0].lease == e->lease);
+        if (mine && !e->v.leading) {
+                e->v.leading = 1;
+                e->v.epoch = e->v.holder_epoch;
+                log_info("election: leader, epoch %llu", (unsigned long long)e->v.epoch);
+        } else if (!mine && e->v.leading) {
+                e->v.leading = 0;
+                e->v.epoch = 0;
+                log_warn("election: the leader key is no longer ours");
+        }
+        if (mine)
+                e->valid_until_us = until;
+        pthread_cond_broadcast(&e->changed);
+        pthread_mutex_unlock(&e->lock);
+        etcd_txn_result_free(&t);
+        return mine;
+}
+
+static void *campaign_main(void *arg)
+{
+        struct election *e = arg;
+        long long tick_us = (long long)e->ttl_s * 1000000LL / 3;
+
+        for (;;) {
+                long long until = 0;
+                lserr err = {0};
+                struct timespec ts;
+                int r = hold_lease(e, &until, &err);
+
+                if (r == 0)
+                        r = campaign(e, until, &err);
+                set_error(e, r < 0 ? &err : NULL);
+                if (r < 0)
+                        log_warn("election: %s", err.msg);
+                pthread_mutex_lock(&e->lock);
+                clock_gettime(CLOCK_MONOTONIC, &ts);
+                ts.tv_sec += tick_us / 1000000;
+                ts.tv_nsec += (tick_us % 1000000) * 1000;
+                if (ts.tv_nsec >= 1000000000L) {
+                        ts.tv_sec++;
+                        ts.tv_nsec -= 1000000000L;
+                }
+                while (!e->stop && pthread_cond_timedwait(&e->changed, &e->lock, &ts) == 0)
+                        ;
+                r = e->stop;
+                pthread_mutex_unlock(&e->lock);
+                if (r)
+                        break;
+        }
+        return NULL;
+}
+
+int election_start(const struct election_opts *o, struct election **ret, lserr *err)
+{
+        _cleanup_free_ struct election *e = NULL;
+        pthread_condattr_t ca;
+        int r;
+
+        if (!o->key || !*o->key || strlen(o->key) > ETCD_KEY_MAX)
+                return lserr_set(err, -EINVAL, "election: the leader key must be 1..%d bytes", ETCD_KEY_MAX);
+        if (!o->value || strlen(o->value) >= ELECTION_VALUE_MAX)
+                return lserr_set(err, -EINVAL, "election: our value must be under %d bytes", ELECTION_VALUE_MAX);
+        if (o->ttl_s < 2 || o->ttl_s > 60)
+                return lserr_set(err, -EINVAL, "election: a lease TTL of %u s is out of range (2..60)", o->ttl_s);
+        e = calloc(1, sizeof(*e));
+        if (!e)
+                return -ENOMEM;
+        snprintf(e->key, sizeof(e->key), "%s", o->key);
+        snprintf(e->value, sizeof(e->value), "%s", o->value);
+        e->ttl_s = o->ttl_s;
+        r = etcd_open(o->etcd, &e->c, err);
+        if (r < 0)
+                return r;
+        pthread_mutex_init(&e->lock, NULL);
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&e->changed, &ca);
+        pthread_condattr_destroy(&ca);
+        if (pthread_create(&e->thread, NULL, campaign_main, e) != 0) {
+                e->c = etcd_close(e->c);
+                return lserr_set(err, -EAGAIN, "election: cannot start its thread");
+        }
+        e->started = 1;
+        *ret = TAKE_PTR(e);
+        return 0;
+}
+
+struct election *election_stop(struct election *e, int resign)
+{
+        lserr err = {0};
+
+        if (!e)
+                return NULL;
+        pthread_mutex_lock(&e->lock);
+        e->stop = 1;
+        pthread_cond_broadcast(&e->changed);
+        pthread_mutex_unlock(&e->lock);
+        if (e->started)
+                pthread_join(e->thread, NULL);
+        /* Revoked, the key goes now: the next leader need not wait the TTL. */
+        if (resign && e->lease && etcd_lease_revoke(e->c, e->lease, &err) < 0)
+                log_warn("election: resign: %s", err.msg);
+        etcd_close(e->c);
+        pthread_cond_destroy(&e->changed);
+        pthread_mutex_destroy(&e->lock);
+        free(e);
+        return NULL;
+}
+
+/* Under lock: leading by our clock. */
+static int leading_now(const struct election *e)
+{
+        return e->v.leading && fsutil_mono_us() < e->valid_until_us;
+}
+
+int election_leading(struct election *e, uint64_t *epoch)
+{
+        int r;
+
+        pthread_mutex_lock(&e->lock);
+        r = leading_now(e);
+        if (epoch)
+                *epoch = r ? e->v.epoch : 0;
+        pthread_mutex_unlock(&e->lock);
+        return r;
+}
+
+void election_view(struct election *e, struct election_view *ret)
+{
+        pthread_mutex_lock(&e->lock);
+        *ret = e->v;
+        ret->leading = leading_now(e);
+        if (!ret->leading)
+                ret->epoch = 0;
+        pthread_mutex_unlock(&e->lock);
+}
+
+int election_wait_leading(struct election *e, unsigned timeout_ms, uint64_t *epoch)
+{
+        long long deadline = fsutil_mono_us() + (long long)timeout_ms * 1000;
+        int r;
+
+        pthread_mutex_lock(&e->lock);
+        while (!(r = leading_now(e)) && fsutil_mono_us() < deadline) {
+                struct timespec ts;
+                clock_gettime(CLOCK_MONOTONIC, &ts);
+                ts.tv_nsec += 50 * 1000000L;
+                if (ts.tv_nsec >= 1000000000L) {
+                        ts.tv_sec++;
+                        ts.tv_nsec -= 1000000000L;
+                }
+                pthread_cond_timedwait(&e->changed, &e->lock, &ts);
+        }
+        if (epoch)
+                *epoch = r ? e->v.epoch : 0;
+        pthread_mutex_unlock(&e->lock);
+        return r;
+}
