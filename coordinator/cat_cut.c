@@ -9,6 +9,8 @@
 /* Cuts (transactions of kind SNAPSHOT) and reverts, newest first. */
 int cat_cuts(struct catalog *c, const char *group, struct cat_txn **ret, size_t *ret_n, lserr *err)
 {
+        if (c->be)
+                return c->be->cuts(c->be_impl, group, ret, ret_n, err);
         void *v = NULL;
         size_t n = 0;
         int rc;
@@ -51,6 +53,8 @@ static int decode_newest_revert(sqlite3_stmt *st, void *row)
 
 int cat_reverts_since(struct catalog *c, const char *cut_txid, long long since_us, char ret_txid[65], lserr *err)
 {
+        if (c->be)
+                return c->be->reverts_since(c->be_impl, cut_txid, since_us, ret_txid, err);
         struct newest_revert nr = {"", 0};
         int rc;
 
@@ -78,6 +82,8 @@ int cat_reverts_since(struct catalog *c, const char *cut_txid, long long since_u
 
 int cat_put_member(struct catalog *c, const char *txid, const struct cat_member *m, lserr *err)
 {
+        if (c->be)
+                return c->be->put_member(c->be_impl, txid, m, err);
         int rc;
 
         if (!cat_id_fits(txid, CAT_ID_FIELD, 0))
@@ -117,6 +123,8 @@ int cat_put_member(struct catalog *c, const char *txid, const struct cat_member 
 
 int cat_put_image(struct catalog *c, const char *txid, const struct cat_image *im, lserr *err)
 {
+        if (c->be)
+                return c->be->put_image(c->be_impl, txid, im, err);
         int rc;
 
         if (!cat_id_fits(txid, CAT_ID_FIELD, 0))
@@ -170,6 +178,8 @@ static int decode_member(sqlite3_stmt *st, void *row)
 /* In freeze order (tier), then by agent and VM. An unknown txid is an empty list. */
 int cat_members(struct catalog *c, const char *txid, struct cat_member **ret, size_t *ret_n, lserr *err)
 {
+        if (c->be)
+                return c->be->members(c->be_impl, txid, ret, ret_n, err);
         void *v = NULL;
         size_t n = 0;
         int rc;
@@ -207,6 +217,8 @@ static int decode_image(sqlite3_stmt *st, void *row)
 /* By agent, VM and disk. An unknown txid is an empty list. */
 int cat_images(struct catalog *c, const char *txid, struct cat_image **ret, size_t *ret_n, lserr *err)
 {
+        if (c->be)
+                return c->be->images(c->be_impl, txid, ret, ret_n, err);
         void *v = NULL;
         size_t n = 0;
         int rc;
@@ -232,6 +244,8 @@ int cat_images(struct catalog *c, const char *txid, struct cat_image **ret, size
 
 int cat_cut_set_status(struct catalog *c, const char *txid, const char *status, const char *reason, lserr *err)
 {
+        if (c->be)
+                return c->be->cut_set_status(c->be_impl, txid, status, reason, err);
         int rc;
 
         if (!cat_id_fits(txid, CAT_ID_FIELD, 0))
@@ -252,6 +266,8 @@ int cat_cut_set_status(struct catalog *c, const char *txid, const char *status, 
 
 int cat_branch_set_status(struct catalog *c, const char *txid, const char *status, const char *reason, lserr *err)
 {
+        if (c->be)
+                return c->be->branch_set_status(c->be_impl, txid, status, reason, err);
         int rc;
 
         if (!cat_id_fits(txid, CAT_ID_FIELD, 0))
@@ -277,6 +293,8 @@ int cat_branch_set_status(struct catalog *c, const char *txid, const char *statu
 int cat_cuts_on_image(struct catalog *c, const char *agent, const char *vm, const char *path, char (**ret)[65],
                       size_t *ret_n, lserr *err)
 {
+        if (c->be)
+                return c->be->cuts_on_image(c->be_impl, agent, vm, path, ret, ret_n, err);
         void *v = NULL;
         size_t n = 0;
         int rc;
@@ -297,6 +315,8 @@ int cat_cuts_on_image(struct catalog *c, const char *agent, const char *vm, cons
 
 int cat_reverts_to(struct catalog *c, const char *cut_txid, char (**ret)[65], size_t *ret_n, lserr *err)
 {
+        if (c->be)
+                return c->be->reverts_to(c->be_impl, cut_txid, ret, ret_n, err);
         void *v = NULL;
         size_t n = 0;
         int rc;
@@ -323,6 +343,8 @@ static int decode_count(sqlite3_stmt *st, void *row)
 int cat_image_users(struct catalog *c, const char *agent, const char *vm, const char *path, const char *except_txid,
                     lserr *err)
 {
+        if (c->be)
+                return c->be->image_users(c->be_impl, agent, vm, path, except_txid, err);
         int rc, n = 0;
 
         CAT_LOCK_SCOPE(c);
@@ -340,6 +362,8 @@ int cat_image_users(struct catalog *c, const char *agent, const char *vm, const 
 int cat_image_repath(struct catalog *c, const char *agent, const char *vm, const char *old_path, const char *new_path,
                      lserr *err)
 {
+        if (c->be)
+                return c->be->image_repath(c->be_impl, agent, vm, old_path, new_path, err);
         int rc;
 
         CAT_LOCK_SCOPE(c);

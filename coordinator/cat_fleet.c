@@ -10,6 +10,8 @@
 
 int cat_agent_put(struct catalog *c, const struct cat_agent *a, lserr *err)
 {
+        if (c->be)
+                return c->be->agent_put(c->be_impl, a, err);
         int rc;
 
         if (!cat_id_fits(a->id, sizeof(a->id), 0))
@@ -58,6 +60,8 @@ static int decode_agent(sqlite3_stmt *st, void *row)
 /* By id. */
 int cat_agents(struct catalog *c, struct cat_agent **ret, size_t *ret_n, lserr *err)
 {
+        if (c->be)
+                return c->be->agents(c->be_impl, ret, ret_n, err);
         CAT_LOCK_SCOPE(c);
         void *v = NULL;
         size_t n = 0;
@@ -113,6 +117,8 @@ static int group_check(struct catalog *c, const char *name, const char *mode, co
 int cat_group_put(struct catalog *c, const char *name, const char *mode, const char *const *members, size_t n,
                   lserr *err)
 {
+        if (c->be)
+                return c->be->group_put(c->be_impl, name, mode, members, n, err);
         int rc, r;
 
         if (!mode)
@@ -170,6 +176,8 @@ static int decode_sched(sqlite3_stmt *st, void *row)
 
 int cat_sched_get(struct catalog *c, const char *group, struct cat_sched *ret, lserr *err)
 {
+        if (c->be)
+                return c->be->sched_get(c->be_impl, group, ret, err);
         int rc;
 
         if (!cat_id_fits(group, sizeof(ret->group), 0))
@@ -189,6 +197,8 @@ int cat_sched_get(struct catalog *c, const char *group, struct cat_sched *ret, l
 
 int cat_sched_put(struct catalog *c, const struct cat_sched *s, lserr *err)
 {
+        if (c->be)
+                return c->be->sched_put(c->be_impl, s, err);
         int rc;
 
         if (!cat_id_fits(s->group, sizeof(s->group), 0) || !cat_id_fits(s->outcome, sizeof(s->outcome), 1) ||

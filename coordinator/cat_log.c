@@ -23,6 +23,8 @@ static long long limit_ll(size_t limit)
  * that never existed, and that is exactly what the audit must keep. */
 int cat_audit_add(struct catalog *c, const struct cat_audit *a, lserr *err)
 {
+        if (c->be)
+                return c->be->audit_add(c->be_impl, a, err);
         int rc;
 
         if (!cat_id_fits(a->txid, sizeof(a->txid), 1) || !cat_id_fits(a->agent, sizeof(a->agent), 1) ||
@@ -73,6 +75,8 @@ static int decode_audit(sqlite3_stmt *st, void *row)
 int cat_audit_list(struct catalog *c, const char *txid, size_t limit, struct cat_audit **ret, size_t *ret_n,
                    lserr *err)
 {
+        if (c->be)
+                return c->be->audit_list(c->be_impl, txid, limit, ret, ret_n, err);
         void *v = NULL;
         size_t n = 0;
         int rc;
@@ -101,6 +105,8 @@ int cat_audit_list(struct catalog *c, const char *txid, size_t limit, struct cat
 
 int cat_audit_recent(struct catalog *c, size_t limit, struct cat_audit **ret, size_t *ret_n, lserr *err)
 {
+        if (c->be)
+                return c->be->audit_recent(c->be_impl, limit, ret, ret_n, err);
         void *v = NULL;
         size_t n = 0;
         int rc;
@@ -122,6 +128,8 @@ int cat_audit_recent(struct catalog *c, size_t limit, struct cat_audit **ret, si
 
 int cat_event_add(struct catalog *c, const struct cat_event *ev, long long *ret_id, lserr *err)
 {
+        if (c->be)
+                return c->be->event_add(c->be_impl, ev, ret_id, err);
         int rc;
 
         if (!cat_id_fits(ev->kind, sizeof(ev->kind), 0) || !cat_id_fits(ev->group, sizeof(ev->group), 1) ||
@@ -155,6 +163,8 @@ static int decode_event(sqlite3_stmt *st, void *row)
 int cat_events(struct catalog *c, long long after_id, size_t limit, int newest, struct cat_event **ret,
                size_t *ret_n, lserr *err)
 {
+        if (c->be)
+                return c->be->events(c->be_impl, after_id, limit, newest, ret, ret_n, err);
         CAT_LOCK_SCOPE(c);
         void *v = NULL;
         size_t n = 0;
@@ -206,6 +216,8 @@ static int trim_rows(struct catalog *c, long long keep_txns, long long keep_audi
 
 int cat_history_trim(struct catalog *c, long long keep_txns, long long keep_audit, lserr *err)
 {
+        if (c->be)
+                return c->be->history_trim(c->be_impl, keep_txns, keep_audit, err);
         CAT_LOCK_SCOPE(c);
         CAT_ROLLBACK_SCOPE(c);
         int rc, gone;
@@ -222,6 +234,8 @@ int cat_history_trim(struct catalog *c, long long keep_txns, long long keep_audi
 
 int cat_events_trim(struct catalog *c, long long keep, lserr *err)
 {
+        if (c->be)
+                return c->be->events_trim(c->be_impl, keep, err);
         CAT_LOCK_SCOPE(c);
         int rc;
 

@@ -48,6 +48,8 @@ int cat_decode_txn(sqlite3_stmt *st, void *row)
  * and lease_ms; the state is always STARTED. A txid already logged is -EEXIST. */
 int cat_txn_begin(struct catalog *c, const struct cat_txn *t, lserr *err)
 {
+        if (c->be)
+                return c->be->txn_begin(c->be_impl, t, err);
         int rc;
 
         if (!cat_id_fits(t->txid, sizeof(t->txid), 0))
@@ -113,6 +115,8 @@ static int read_state(struct catalog *c, const char *step, const char *txid, str
  * repeated decision keeps the first one's reason and time. */
 int cat_txn_decide(struct catalog *c, const char *txid, int commit, const char *reason, lserr *err)
 {
+        if (c->be)
+                return c->be->txn_decide(c->be_impl, txid, commit, reason, err);
         const char *want = commit ? "commit" : "abort";
         struct txn_state s;
         int rc, r;
@@ -151,6 +155,8 @@ int cat_txn_decide(struct catalog *c, const char *txid, int commit, const char *
  * before agents can have answered it. */
 int cat_txn_finish(struct catalog *c, const char *txid, lserr *err)
 {
+        if (c->be)
+                return c->be->txn_finish(c->be_impl, txid, err);
         struct txn_state s;
         int rc, r;
 
@@ -178,6 +184,8 @@ int cat_txn_finish(struct catalog *c, const char *txid, lserr *err)
 
 int cat_txn_get(struct catalog *c, const char *txid, struct cat_txn *ret, lserr *err)
 {
+        if (c->be)
+                return c->be->txn_get(c->be_impl, txid, ret, err);
         struct cat_txn t = {0};
         int rc;
 
@@ -197,6 +205,8 @@ int cat_txn_get(struct catalog *c, const char *txid, struct cat_txn *ret, lserr 
 
 int cat_txn_unresolved(struct catalog *c, struct cat_txn **ret, size_t *ret_n, lserr *err)
 {
+        if (c->be)
+                return c->be->txn_unresolved(c->be_impl, ret, ret_n, err);
         CAT_LOCK_SCOPE(c);
         void *v = NULL;
         size_t n = 0;

@@ -127,6 +127,8 @@ void cat_rollbackp(struct catalog **c)
 
 int cat_batch_begin(struct catalog *c, lserr *err)
 {
+        if (c->be)
+                return c->be->batch_begin(c->be_impl, err);
         int rc;
 
         cat_lock(c);
@@ -145,6 +147,8 @@ int cat_batch_begin(struct catalog *c, lserr *err)
 
 int cat_batch_end(struct catalog *c, lserr *err)
 {
+        if (c->be)
+                return c->be->batch_end(c->be_impl, err);
         __attribute__((unused)) _cleanup_(cat_unlockp) struct catalog *locked = c;
         int rc = SQLITE_OK;
 
@@ -439,6 +443,50 @@ static void cat_closep(struct catalog **c)
         *c = cat_close(*c);
 }
 
+/* A struct catalog with its lock; NULL and err filled on failure. */
+static struct catalog *cat_new(const char *what, lserr *err)
+{
+        struct catalog *c = calloc(1, sizeof(*c));
+        pthread_mutexattr_t attr;
+        int r;
+
+        if (!c) {
+                lserr_set(err, -ENOMEM, "catalog %s: out of memory", what);
+                return NULL;
+        }
+        pthread_mutexattr_init(&attr);
+        pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+        r = pthread_mutex_init(&c->lock, &attr);
+        pthread_mutexattr_destroy(&attr);
+        if (r != 0) {
+                free(c);
+                lserr_set(err, -r, "catalog %s: mutex: %s", what, strerror(r));
+                return NULL;
+        }
+        return c;
+}
+
+int cat_open_backend(const struct cat_backend *be, void *impl, struct catalog **ret, lserr *err)
+{
+        struct catalog *c = cat_new(be->name, err);
+
+        if (!c) {
+                be->close(impl);
+                return err && err->code ? err->code : -ENOMEM;
+        }
+        c->be = be;
+        c->be_impl = impl;
+        *ret = c;
+        return 0;
+}
+
+int cat_set_fence(struct catalog *c, const char *leader_key, uint64_t epoch, lserr *err)
+{
+        if (c->be)
+                return c->be->set_fence(c->be_impl, leader_key, epoch, err);
+        return 0;
+}
+
 int cat_open(const char *path, struct catalog **ret, lserr *err)
 {
         _cleanup_(cat_closep) struct catalog *c = NULL;
@@ -446,18 +494,9 @@ int cat_open(const char *path, struct catalog **ret, lserr *err)
 
         if (!path || !*path)
                 return lserr_set(err, -EINVAL, "catalog: empty file name");
-        c = calloc(1, sizeof(*c));
+        c = cat_new(path, err);
         if (!c)
-                return -ENOMEM;
-        pthread_mutexattr_t attr;
-        pthread_mutexattr_init(&attr);
-        pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
-        r = pthread_mutex_init(&c->lock, &attr);
-        pthread_mutexattr_destroy(&attr);
-        if (r != 0) {
-                free(TAKE_PTR(c));
-                return lserr_set(err, -r, "catalog \"%s\": mutex: %s", path, strerror(r));
-        }
+                return err && err->code ? err->code : -ENOMEM;
         c->path = strdup(path);
         if (!c->path)
                 return -ENOMEM;
@@ -484,6 +523,8 @@ struct catalog *cat_close(struct catalog *c)
 {
         if (!c)
                 return NULL;
+        if (c->be)
+                c->be->close(c->be_impl);
         /* Every statement is finalized by the function that prepared it, so the
          * close is immediate; the WAL stays for the next open to check in. */
         cache_clear(c);

@@ -29,6 +29,12 @@ int cat_batch_begin(struct catalog *c, lserr *err);
 /* Commits the batch and lets other threads in again; always ends it. */
 int cat_batch_end(struct catalog *c, lserr *err);
 
+/* High availability (an etcd catalog): from now on every write holds only
+ * while etcd's key leader_key has create revision epoch (this lockstepd still
+ * leads); a write that does not fails with -ESTALE and changes nothing. A
+ * no-op for an SQLite catalog, which has one writer. */
+int cat_set_fence(struct catalog *c, const char *leader_key, uint64_t epoch, lserr *err);
+
 /* ---- transactions (the decision log) ---------------------------------- */
 
 enum cat_txn_state {

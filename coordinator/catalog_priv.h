@@ -34,6 +34,9 @@ struct catalog {
         const char *cache_sql[CAT_STMT_CACHE]; /* the literal's address is the key */
         sqlite3_stmt *cache_st[CAT_STMT_CACHE];
         unsigned cache_next;
+        /* Another backend (NULL: this SQLite file): every call goes there. */
+        const struct cat_backend *be;
+        void *be_impl;
 };
 
 long long cat_now_us(void);
@@ -130,3 +133,49 @@ int cat_schema_migrate(struct catalog *c, lserr *err);
 
 /* Decodes CAT_TXN_COLUMNS into a struct cat_txn (cat_txn.c). */
 int cat_decode_txn(sqlite3_stmt *st, void *row);
+
+/* ---- another backend -------------------------------------------------------- */
+
+/* A catalog kept elsewhere than in SQLite (cat_etcd.c): every public cat_*
+ * function hands its call on, with the backend's own state (impl), and keeps
+ * its documented meaning. */
+struct cat_backend {
+        const char *name;
+        void (*close)(void *impl);
+        int (*set_fence)(void *impl, const char *leader_key, uint64_t epoch, lserr *err);
+        int (*batch_begin)(void *impl, lserr *err);
+        int (*batch_end)(void *impl, lserr *err);
+        int (*txn_begin)(void *impl, const struct cat_txn *t, lserr *err);
+        int (*txn_decide)(void *impl, const char *txid, int commit, const char *reason, lserr *err);
+        int (*txn_finish)(void *impl, const char *txid, lserr *err);
+        int (*txn_get)(void *impl, const char *txid, struct cat_txn *ret, lserr *err);
+        int (*txn_unresolved)(void *impl, struct cat_txn **ret, size_t *ret_n, lserr *err);
+        int (*put_member)(void *impl, const char *txid, const struct cat_member *m, lserr *err);
+        int (*put_image)(void *impl, const char *txid, const struct cat_image *im, lserr *err);
+        int (*members)(void *impl, const char *txid, struct cat_member **ret, size_t *ret_n, lserr *err);
+        int (*images)(void *impl, const char *txid, struct cat_image **ret, size_t *ret_n, lserr *err);
+        int (*reverts_since)(void *impl, const char *cut_txid, long long since_us, char ret_txid[65], lserr *err);
+        int (*cut_set_status)(void *impl, const char *txid, const char *status, const char *reason, lserr *err);
+        int (*branch_set_status)(void *impl, const char *txid, const char *status, const char *reason, lserr *err);
+        int (*cuts_on_image)(void *impl, const char *agent, const char *vm, const char *path, char (**ret)[65], size_t *ret_n, lserr *err);
+        int (*reverts_to)(void *impl, const char *cut_txid, char (**ret)[65], size_t *ret_n, lserr *err);
+        int (*image_users)(void *impl, const char *agent, const char *vm, const char *path, const char *except_txid, lserr *err);
+        int (*image_repath)(void *impl, const char *agent, const char *vm, const char *old_path, const char *new_path, lserr *err);
+        int (*cuts)(void *impl, const char *group, struct cat_txn **ret, size_t *ret_n, lserr *err);
+        int (*agent_put)(void *impl, const struct cat_agent *a, lserr *err);
+        int (*agents)(void *impl, struct cat_agent **ret, size_t *ret_n, lserr *err);
+        int (*group_put)(void *impl, const char *name, const char *mode, const char *const *members, size_t n, lserr *err);
+        int (*audit_add)(void *impl, const struct cat_audit *a, lserr *err);
+        int (*audit_list)(void *impl, const char *txid, size_t limit, struct cat_audit **ret, size_t *ret_n, lserr *err);
+        int (*audit_recent)(void *impl, size_t limit, struct cat_audit **ret, size_t *ret_n, lserr *err);
+        int (*event_add)(void *impl, const struct cat_event *ev, long long *ret_id, lserr *err);
+        int (*events)(void *impl, long long after_id, size_t limit, int newest, struct cat_event **ret, size_t *ret_n, lserr *err);
+        int (*history_trim)(void *impl, long long keep_txns, long long keep_audit, lserr *err);
+        int (*events_trim)(void *impl, long long keep, lserr *err);
+        int (*sched_get)(void *impl, const char *group, struct cat_sched *ret, lserr *err);
+        int (*sched_put)(void *impl, const struct cat_sched *s, lserr *err);
+};
+
+/* A struct catalog whose calls go to be (impl is the backend's, freed by its
+ * close). */
+int cat_open_backend(const struct cat_backend *be, void *impl, struct catalog **ret, lserr *err);
