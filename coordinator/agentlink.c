@@ -22,6 +22,7 @@ struct agentlink {
          * kept to tell a refused certificate from an agent that is down. */
         char *tls_ca;
         char *server_name;
+        const struct agentlink_fence *fence;
 };
 
 int agentlink_open(const char *agent_id, const char *url, const struct keys_public *pinned,
@@ -92,6 +93,11 @@ int agentlink_fail(const struct agentlink *l, const Lockstep__Command *cmd, int 
                          env_step_name(cmd->step));
 }
 
+void agentlink_set_fence(struct agentlink *l, const struct agentlink_fence *f)
+{
+        l->fence = f;
+}
+
 const char *agentlink_id(const struct agentlink *l)
 {
         return l->id;
@@ -116,6 +122,12 @@ int agentlink_seal(struct agentlink *l, Lockstep__Command *cmd, struct agentlink
 
         if (!cmd->target || !cmd->target[0])
                 cmd->target = l->id;
+        cmd->epoch = 0;
+        /* Asked at each command: a leader that lost etcd stops at once, not
+         * at the end of the round. */
+        if (l->fence && !l->fence->leading(l->fence->arg, &cmd->epoch))
+                return lserr_set(err, -ESTALE, "agent \"%s\": %s: not sent: this lockstepd is not the leader", l->id,
+                                 env_step_name(cmd->step));
         r = counter_next(l->ctr, &counter, &e);
         if (r >= 0)
                 r = env_seal_command(l->key, cmd, counter, fsutil_now_us(), nonce, &ret->buf, &ret->len, ret->hash, &e);

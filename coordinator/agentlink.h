@@ -13,6 +13,14 @@
 
 struct agentlink;
 
+/* High availability: whether this lockstepd leads now, and its epoch (see
+ * election.h). Every command sealed carries the epoch; none is sealed while
+ * leading() says 0. */
+struct agentlink_fence {
+        int (*leading)(void *arg, uint64_t *epoch);
+        void *arg;
+};
+
 /* Borrows key and ctr (shared by every link of a coordinator); copies the rest. */
 int agentlink_open(const char *agent_id, const char *url, const struct keys_public *pinned,
                    const struct keys_secret *key, struct counter *ctr, const struct transport_tls *tls,
@@ -27,6 +35,10 @@ struct agentlink *agentlink_close(struct agentlink *l);
 int agentlink_fail(const struct agentlink *l, const Lockstep__Command *cmd, int rc, lserr *err);
 
 const char *agentlink_id(const struct agentlink *l);
+
+/* From now on l seals commands only while f says we lead, with its epoch
+ * (borrowed; NULL: no fence, epoch 0). A refused seal is -ESTALE. */
+void agentlink_set_fence(struct agentlink *l, const struct agentlink_fence *f);
 
 /* Sends cmd (its time, nonce and counter are filled in here, its target too
  * unless set) and waits

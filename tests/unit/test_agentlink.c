@@ -115,6 +115,8 @@ static int handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, size
                         rep.step = rf.step;
                         if (r == LS_ECOUNTER)
                                 rep.counter_seen = rf.counter_seen;
+                        if (r == LS_EEPOCH)
+                                rep.epoch_seen = rf.epoch_seen;
                 } else {
                         rep.code = LOCKSTEP__ERROR_CODE__OK;
                         rep.message = "";
@@ -238,6 +240,54 @@ static void test_stale_counter_heals(void **state)
         assert_int_equal(counter_next(again, &next, &err), 0);
         assert_true(next > f->counters[2]);
         counter_free(again);
+}
+
+static int fence_says(void *arg, uint64_t *epoch)
+{
+        const uint64_t *e = arg;
+
+        *epoch = *e;
+        return *e != 0;
+}
+
+/* The leader's fence: every command carries its epoch, the agent keeps the
+ * highest, a lower one is refused there, and nothing is sealed while it does
+ * not lead. */
+static void test_fence(void **state)
+{
+        struct fx *f = *state;
+        Lockstep__Command c;
+        Lockstep__StatusRequest st;
+        Lockstep__Reply *rep = NULL;
+        uint64_t epoch = 9;
+        struct agentlink_fence fence = {.leading = fence_says, .arg = &epoch};
+        struct agentlink_req req = {0};
+        lserr err = {0};
+        size_t seen;
+
+        agentlink_set_fence(f->link, &fence);
+        status_cmd(&c, &st);
+        assert_int_equal(agentlink_call(f->link, &c, 5000, &rep, &err), 0);
+        assert_int_equal(rep->code, LOCKSTEP__ERROR_CODE__OK);
+        lockstep__reply__free_unpacked(rep, NULL);
+        assert_int_equal(c.epoch, 9);
+        /* A deposed leader's epoch: the agent refuses it, naming the newer. */
+        epoch = 8;
+        assert_int_equal(agentlink_call(f->link, &c, 5000, &rep, &err), 0);
+        assert_int_equal(rep->code, LOCKSTEP__ERROR_CODE__E_REJECTED);
+        assert_int_equal(rep->reject_reason, LS_EEPOCH);
+        assert_int_equal(rep->epoch_seen, 9);
+        lockstep__reply__free_unpacked(rep, NULL);
+        /* Not leading: nothing sealed, nothing sent. */
+        epoch = 0;
+        seen = f->n_seen;
+        assert_int_equal(agentlink_seal(f->link, &c, &req, &err), -ESTALE);
+        assert_non_null(strstr(err.msg, "not the leader"));
+        assert_null(req.buf);
+        lserr_clear(&err);
+        assert_int_equal(agentlink_call(f->link, &c, 5000, &rep, &err), -ESTALE);
+        assert_int_equal(f->n_seen, seen);
+        agentlink_set_fence(f->link, NULL);
 }
 
 /* An agent that keeps saying stale is answered once; its second refusal is the
@@ -460,6 +510,7 @@ int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_stale_counter_heals, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_fence, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_second_refusal_stands, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_huge_counter_seen_refused, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_other_replies_not_resent, setup, teardown),
