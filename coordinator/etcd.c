@@ -282,30 +282,44 @@ static int check_key(const char *key, const char *what, lserr *err)
         return 0;
 }
 
-int etcd_range(struct etcd *c, const char *key, int prefix, size_t limit, struct etcd_kv **ret, size_t *ret_n,
-               int *ret_more, int64_t *rev, lserr *err)
+/* A request on key, or on every key under it (prefix): its JSON in *ret (the
+ * caller's, also on failure) and its name for errors in what. */
+static int key_request(const char *op, const char *key, int prefix, struct json_object **ret, char *what, size_t n,
+                       lserr *err)
 {
-        _cleanup_(json_putp) struct json_object *q = json_object_new_object();
-        char what[ETCD_KEY_MAX + 40];
-        lserr pe = {0};
         int r;
 
-        what_of(what, sizeof(what), "range", key);
+        what_of(what, n, op, key);
         r = check_key(key, what, err);
         if (r < 0)
                 return r;
-        if (!q || etcd_json_range(q, key, prefix) < 0 || (limit && add(q, "limit", etcd_json_i64((int64_t)limit)) < 0))
+        *ret = json_object_new_object();
+        if (!*ret || etcd_json_range(*ret, key, prefix) < 0)
                 return -ENOMEM;
-        r = post(c, "/v3/kv/range", q, what, err);
+        return 0;
+}
+
+int etcd_range(struct etcd *c, const char *key, int prefix, size_t limit, struct etcd_kv **ret, size_t *ret_n,
+               int *ret_more, int64_t *rev, lserr *err)
+{
+        _cleanup_(json_putp) struct json_object *q = NULL;
+        char what[ETCD_KEY_MAX + 40];
+        lserr pe = {0};
+        int r = key_request("range", key, prefix, &q, what, sizeof(what), err);
+
+        if (r == 0 && limit)
+                r = add(q, "limit", etcd_json_i64((int64_t)limit));
+        if (r == 0)
+                r = post(c, "/v3/kv/range", q, what, err);
         if (r == 0 && (r = etcd_parse_range(c->body, c->len, ret, ret_n, ret_more, rev, &pe)) < 0)
                 return bad_answer(c, what, r, &pe, err);
         return r;
 }
 
-/* A PutRequest's fields, into o. */
-static int put_fields(struct json_object *o, const char *key, const void *value, size_t len, int64_t lease)
+/* A PutRequest's value and lease, into o (which has its key). */
+static int put_value(struct json_object *o, const void *value, size_t len, int64_t lease)
 {
-        if (etcd_json_range(o, key, 0) < 0 || add(o, "value", etcd_json_b64(value, len)) < 0)
+        if (add(o, "value", etcd_json_b64(value, len)) < 0)
                 return -ENOMEM;
         if (lease && add(o, "lease", etcd_json_i64(lease)) < 0)
                 return -ENOMEM;
@@ -314,33 +328,26 @@ static int put_fields(struct json_object *o, const char *key, const void *value,
 
 int etcd_put(struct etcd *c, const char *key, const void *value, size_t len, int64_t lease, lserr *err)
 {
-        _cleanup_(json_putp) struct json_object *q = json_object_new_object();
+        _cleanup_(json_putp) struct json_object *q = NULL;
         char what[ETCD_KEY_MAX + 40];
-        int r;
+        int r = key_request("put", key, 0, &q, what, sizeof(what), err);
 
-        what_of(what, sizeof(what), "put", key);
-        r = check_key(key, what, err);
-        if (r < 0)
-                return r;
-        if (!q || put_fields(q, key, value, len, lease) < 0)
-                return -ENOMEM;
-        return post(c, "/v3/kv/put", q, what, err);
+        if (r == 0)
+                r = put_value(q, value, len, lease);
+        if (r == 0)
+                r = post(c, "/v3/kv/put", q, what, err);
+        return r;
 }
 
 int etcd_delete(struct etcd *c, const char *key, int prefix, int64_t *deleted, lserr *err)
 {
-        _cleanup_(json_putp) struct json_object *q = json_object_new_object();
+        _cleanup_(json_putp) struct json_object *q = NULL;
         char what[ETCD_KEY_MAX + 40];
         lserr pe = {0};
-        int r;
+        int r = key_request("delete", key, prefix, &q, what, sizeof(what), err);
 
-        what_of(what, sizeof(what), "delete", key);
-        r = check_key(key, what, err);
-        if (r < 0)
-                return r;
-        if (!q || etcd_json_range(q, key, prefix) < 0)
-                return -ENOMEM;
-        r = post(c, "/v3/kv/deleterange", q, what, err);
+        if (r == 0)
+                r = post(c, "/v3/kv/deleterange", q, what, err);
         if (r == 0 && (r = etcd_parse_deleted(c->body, c->len, deleted, &pe)) < 0)
                 return bad_answer(c, what, r, &pe, err);
         return r;
@@ -381,8 +388,9 @@ static struct json_object *op_json(const struct etcd_op *op)
         int r = o && req ? 0 : -ENOMEM;
 
         if (r == 0)
-                r = op->kind == ETCD_OP_PUT ? put_fields(req, op->key, op->value, op->value_len, op->lease)
-                                            : etcd_json_range(req, op->key, op->prefix);
+                r = etcd_json_range(req, op->key, op->kind != ETCD_OP_PUT && op->prefix);
+        if (r == 0 && op->kind == ETCD_OP_PUT)
+                r = put_value(req, op->value, op->value_len, op->lease);
         if (r == 0) {
                 r = add(o, kinds[op->kind], req);
                 req = NULL;
