@@ -280,17 +280,34 @@ static void guardian_main(const struct cfg_agent *cfg, int fd)
         hv_close(hv);
 }
 
+static void become_guardian(void)
+{
+        signal(SIGINT, SIG_IGN);
+        signal(SIGHUP, SIG_IGN);
+        signal(SIGPIPE, SIG_IGN);
+        /* Its name (/proc/PID/comm) is how ps, tests and a "pkill -x
+         * lockstep-agent" tell it from the agent: its command line is the
+         * agent's. */
+        prctl(PR_SET_NAME, GUARDIAN_COMM);
+        log_rename("lockstep-agent[guardian]");
+}
+
 int guardian_start(const struct cfg_agent *cfg, struct guardian **ret, lserr *err)
 {
         _cleanup_free_ struct guardian *g = NULL;
-        _cleanup_close_ int agent_fd = -1, guardian_fd = -1;
-        int sv[2];
+        _cleanup_close_ int agent_fd = -1, guardian_fd = -1, ready_r = -1, ready_w = -1;
+        int sv[2], p[2];
+        char byte;
         pid_t pid;
 
         if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
                 return lserr_set(err, -errno, "guardian: socketpair: %m");
         agent_fd = sv[0];
         guardian_fd = sv[1];
+        if (pipe2(p, O_CLOEXEC) < 0)
+                return lserr_set(err, -errno, "guardian: pipe: %m");
+        ready_r = p[0];
+        ready_w = p[1];
         g = calloc(1, sizeof(*g));
         if (!g)
                 return lserr_set(err, -ENOMEM, "guardian: out of memory");
@@ -304,10 +321,21 @@ int guardian_start(const struct cfg_agent *cfg, struct guardian **ret, lserr *er
                  * thaw is due. Signals meant for the agent's process group do
                  * not reach it. */
                 close(agent_fd);
+                close(ready_r);
                 setsid();
-                guardian_run(cfg, guardian_fd);
+                become_guardian();
+                /* Named now: whoever lists the agent's processes from here on
+                 * tells the guardian apart. */
+                if (write(ready_w, "g", 1) != 1)
+                        _exit(1);
+                close(ready_w);
+                guardian_main(cfg, guardian_fd);
                 _exit(0);
         }
+        close(ready_w);
+        ready_w = -1;
+        if (read(ready_r, &byte, 1) != 1)
+                return lserr_set(err, -EIO, "guardian: pid %d did not start", (int)pid);
         g->fd = agent_fd;
         agent_fd = -1;
         g->pid = pid;
@@ -315,18 +343,6 @@ int guardian_start(const struct cfg_agent *cfg, struct guardian **ret, lserr *er
         return 0;
 }
 
-void guardian_run(const struct cfg_agent *cfg, int fd)
-{
-        signal(SIGINT, SIG_IGN);
-        signal(SIGHUP, SIG_IGN);
-        signal(SIGPIPE, SIG_IGN);
-        /* Its name (/proc/PID/comm) is how ps, tests and a "pkill -x
-         * lockstep-agent" tell it from the agent: its command line is the
-         * agent's. */
-        prctl(PR_SET_NAME, GUARDIAN_COMM);
-        log_rename("lockstep-agent[guardian]");
-        guardian_main(cfg, fd);
-}
 
 static int send_msg(struct guardian *g, const char *msg)
 {

@@ -15,14 +15,11 @@ struct guardian;
 #define GUARDIAN_COMM "ls-guardian"
 
 /* Starts the guardian: a child forked from this process, in a session of its
- * own. Call before any thread is started and before any secret is read (the
- * child has a copy of this process's memory); cfg must stay valid in the
- * child, which runs guardian_run and exits. Returns in the parent only. */
+ * own, named GUARDIAN_COMM before this returns. Call before any thread is
+ * started and before any secret is read (the child has a copy of this
+ * process's memory); the child works from cfg until nothing is armed and the
+ * agent is gone, then exits. Returns in the parent only. */
 int guardian_start(const struct cfg_agent *cfg, struct guardian **ret, lserr *err);
-
-/* The guardian's main loop, in the child guardian_start forked; returns when
- * its work is done. */
-void guardian_run(const struct cfg_agent *cfg, int fd);
 
 /* deadline_mono_us is on CLOCK_MONOTONIC. thaw/resume say what undoing takes. */
 int guardian_arm(struct guardian *g, const char *txid, const char *vm, long long deadline_mono_us, int thaw,

@@ -443,36 +443,35 @@ static void cat_closep(struct catalog **c)
         *c = cat_close(*c);
 }
 
-/* A struct catalog with its lock; NULL and err filled on failure. */
-static struct catalog *cat_new(const char *what, lserr *err)
+/* A struct catalog with its lock. */
+static int cat_new(const char *what, struct catalog **ret, lserr *err)
 {
         struct catalog *c = calloc(1, sizeof(*c));
         pthread_mutexattr_t attr;
         int r;
 
-        if (!c) {
-                lserr_set(err, -ENOMEM, "catalog %s: out of memory", what);
-                return NULL;
-        }
+        if (!c)
+                return lserr_set(err, -ENOMEM, "catalog %s: out of memory", what);
         pthread_mutexattr_init(&attr);
         pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
         r = pthread_mutex_init(&c->lock, &attr);
         pthread_mutexattr_destroy(&attr);
         if (r != 0) {
                 free(c);
-                lserr_set(err, -r, "catalog %s: mutex: %s", what, strerror(r));
-                return NULL;
+                return lserr_set(err, -r, "catalog %s: mutex: %s", what, strerror(r));
         }
-        return c;
+        *ret = c;
+        return 0;
 }
 
 int cat_open_backend(const struct cat_backend *be, void *impl, struct catalog **ret, lserr *err)
 {
-        struct catalog *c = cat_new(be->name, err);
+        struct catalog *c = NULL;
+        int r = cat_new(be->name, &c, err);
 
-        if (!c) {
+        if (r < 0) {
                 be->close(impl);
-                return err && err->code ? err->code : -ENOMEM;
+                return r;
         }
         c->be = be;
         c->be_impl = impl;
@@ -494,9 +493,9 @@ int cat_open(const char *path, struct catalog **ret, lserr *err)
 
         if (!path || !*path)
                 return lserr_set(err, -EINVAL, "catalog: empty file name");
-        c = cat_new(path, err);
-        if (!c)
-                return err && err->code ? err->code : -ENOMEM;
+        r = cat_new(path, &c, err);
+        if (r < 0)
+                return r;
         c->path = strdup(path);
         if (!c->path)
                 return -ENOMEM;

@@ -16,6 +16,16 @@
  * room for our clock against etcd's, and for a command in flight. */
 #define MARGIN_US 500000LL
 
+/* Leadership is timed on CLOCK_BOOTTIME: it goes on while the host is
+ * suspended, as etcd's lease does, where CLOCK_MONOTONIC stops. */
+static long long boot_us(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_BOOTTIME, &ts);
+        return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 struct election {
         struct etcd *c;
         char key[ETCD_KEY_MAX + 1], value[ELECTION_VALUE_MAX];
@@ -28,14 +38,15 @@ struct election {
         int stop, resign;
         /* Under lock: the view, and until when our leadership holds. */
         struct election_view v;
-        long long valid_until_us; /* CLOCK_MONOTONIC */
+        long long valid_until_us; /* CLOCK_BOOTTIME */
         int64_t lease;            /* the campaign thread's own */
 };
 
+/* A failure, for the view; a campaign that reached etcd clears it. */
 static void set_error(struct election *e, const lserr *err)
 {
         pthread_mutex_lock(&e->lock);
-        snprintf(e->v.error, sizeof(e->v.error), "%s", err ? err->msg : "");
+        snprintf(e->v.error, sizeof(e->v.error), "%s", err->msg);
         pthread_mutex_unlock(&e->lock);
 }
 
@@ -53,13 +64,14 @@ static void lost(struct election *e, const char *why)
 /* Grants a lease, or renews ours; 0 with the lease valid until *until. */
 static int hold_lease(struct election *e, long long *until, lserr *err)
 {
-        long long sent = fsutil_mono_us();
+        long long sent = boot_us();
         int64_t ttl = 0;
         int r;
 
         if (!e->lease) {
-                r = etcd_lease_grant(e->c, e->ttl_s, &e->lease, err);
-                ttl = e->ttl_s;
+                /* What etcd granted counts, not what we asked: it may raise a
+                 * short TTL to its minimum. */
+                r = etcd_lease_grant(e->c, e->ttl_s, &e->lease, &ttl, err);
         } else {
                 r = etcd_lease_keepalive(e->c, e->lease, &ttl, err);
                 if (r == 0 && ttl == 0) {
@@ -85,20 +97,27 @@ static int campaign(struct election *e, long long until, lserr *err)
         struct etcd_op get = {.kind = ETCD_OP_RANGE, .key = e->key};
         struct etcd_txn_result t = {0};
         int r = etcd_txn(e->c, &absent, 1, &put, 1, &get, 1, &t, err), mine;
+        int found = r == 0 && t.n_ranges == 1 && t.n_kvs[0] == 1;
+        int64_t rev = t.succeeded ? t.revision : found ? t.kvs[0][0].create_revision : 1;
 
-        if (r < 0)
+        if (r == 0 && rev <= 0)
+                r = lserr_set(err, -EPROTO, "election: %s: etcd gave the key a revision of %lld", e->key,
+                              (long long)rev);
+        if (r < 0) {
+                etcd_txn_result_free(&t);
                 return r;
+        }
         pthread_mutex_lock(&e->lock);
-        if (t.succeeded) {
-                snprintf(e->v.holder, sizeof(e->v.holder), "%s", e->value);
-                e->v.holder_epoch = (uint64_t)t.revision;
-        } else if (t.n_ranges == 1 && t.n_kvs[0] == 1) {
-                snprintf(e->v.holder, sizeof(e->v.holder), "%s", (char *)t.kvs[0][0].value);
-                e->v.holder_epoch = (uint64_t)t.kvs[0][0].create_revision;
+        e->v.error[0] = '\0';
+        if (t.succeeded || found) {
+                snprintf(e->v.holder, sizeof(e->v.holder), "%s", t.succeeded ? e->value : (char *)t.kvs[0][0].value);
+                e->v.holder_epoch = (uint64_t)rev;
         }
         /* Ours: created now, or earlier with this same lease. */
-        mine = t.succeeded || (t.n_ranges == 1 && t.n_kvs[0] == 1 && t.kvs[0][0].lease == e->lease);
-        if (mine && !e->v.leading) {
+        mine = t.succeeded || (found && t.kvs[0][0].lease == e->lease);
+        if (mine && e->v.epoch != e->v.holder_epoch) {
+                /* Led before, the key was removed and is ours again: a new
+                 * epoch, which the catalog's fence must follow. */
                 e->v.leading = 1;
                 e->v.epoch = e->v.holder_epoch;
                 log_info("election: leader, epoch %llu", (unsigned long long)e->v.epoch);
@@ -128,9 +147,10 @@ static void *campaign_main(void *arg)
 
                 if (r == 0)
                         r = campaign(e, until, &err);
-                set_error(e, r < 0 ? &err : NULL);
-                if (r < 0)
+                if (r < 0) {
+                        set_error(e, &err);
                         log_warn("election: %s", err.msg);
+                }
                 pthread_mutex_lock(&e->lock);
                 clock_gettime(CLOCK_MONOTONIC, &ts);
                 ts.tv_sec += tick_us / 1000000;
@@ -152,6 +172,7 @@ static void *campaign_main(void *arg)
 int election_start(const struct election_opts *o, struct election **ret, lserr *err)
 {
         _cleanup_free_ struct election *e = NULL;
+        struct etcd_opts eo;
         pthread_condattr_t ca;
         int r;
 
@@ -163,11 +184,16 @@ int election_start(const struct election_opts *o, struct election **ret, lserr *
                 return lserr_set(err, -EINVAL, "election: a lease TTL of %u s is out of range (2..60)", o->ttl_s);
         e = calloc(1, sizeof(*e));
         if (!e)
-                return -ENOMEM;
+                return lserr_set(err, -ENOMEM, "election: out of memory");
         snprintf(e->key, sizeof(e->key), "%s", o->key);
         snprintf(e->value, sizeof(e->value), "%s", o->value);
         e->ttl_s = o->ttl_s;
-        r = etcd_open(o->etcd, &e->c, err);
+        /* No request may outlast a third of the lease: one hung endpoint
+         * must not cost the leadership the others could keep. */
+        eo = *o->etcd;
+        if (!eo.timeout_ms || eo.timeout_ms > o->ttl_s * 1000u / 3)
+                eo.timeout_ms = o->ttl_s * 1000u / 3;
+        r = etcd_open(&eo, &e->c, err);
         if (r < 0)
                 return r;
         pthread_mutex_init(&e->lock, NULL);
@@ -175,9 +201,12 @@ int election_start(const struct election_opts *o, struct election **ret, lserr *
         pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
         pthread_cond_init(&e->changed, &ca);
         pthread_condattr_destroy(&ca);
-        if (pthread_create(&e->thread, NULL, campaign_main, e) != 0) {
+        r = pthread_create(&e->thread, NULL, campaign_main, e);
+        if (r != 0) {
                 e->c = etcd_close(e->c);
-                return lserr_set(err, -EAGAIN, "election: cannot start its thread");
+                pthread_cond_destroy(&e->changed);
+                pthread_mutex_destroy(&e->lock);
+                return lserr_set(err, -r, "election: cannot start its thread: %s", strerror(r));
         }
         e->started = 1;
         *ret = TAKE_PTR(e);
@@ -209,7 +238,7 @@ struct election *election_stop(struct election *e, int resign)
 /* Under lock: leading by our clock. */
 static int leading_now(const struct election *e)
 {
-        return e->v.leading && fsutil_mono_us() < e->valid_until_us;
+        return e->v.leading && boot_us() < e->valid_until_us;
 }
 
 int election_leading(struct election *e, uint64_t *epoch)

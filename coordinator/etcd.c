@@ -119,16 +119,16 @@ int etcd_open(const struct etcd_opts *o, struct etcd **ret, lserr *err)
                 return lserr_set(err, -EIO, "etcd: libcurl: %s", curl_easy_strerror(global_rc));
         c = calloc(1, sizeof(*c));
         if (!c)
-                return -ENOMEM;
+                return lserr_set(err, -ENOMEM, "etcd: out of memory");
         c->timeout_ms = o->timeout_ms ? o->timeout_ms : 5000;
         c->endpoints = calloc(o->n_endpoints, sizeof(*c->endpoints));
         c->h = curl_easy_init();
         if (!c->endpoints || !c->h)
-                return -ENOMEM;
+                return lserr_set(err, -ENOMEM, "etcd: out of memory for the HTTP client");
         for (size_t i = 0; i < o->n_endpoints; i++) {
                 c->endpoints[i] = strdup(o->endpoints[i]);
                 if (!c->endpoints[i])
-                        return -ENOMEM;
+                        return lserr_set(err, -ENOMEM, "etcd: out of memory");
                 c->n_endpoints++;
         }
         r = set_options(c, o);
@@ -179,12 +179,18 @@ static void error_text(const struct etcd *c, char *out, size_t n)
         json_object_put(o);
 }
 
-/* A failure to reach this endpoint (try the next), not an answer. */
-static int unreachable(CURLcode rc)
+/* This endpoint could not be reached and has not seen the request: the next
+ * one may be asked. A request that may have reached etcd is never sent again
+ * elsewhere (a txn or a lease grant would then happen twice): its outcome is
+ * unknown, and the caller is told so. */
+static int unreachable(CURL *h, CURLcode rc)
 {
-        return rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST || rc == CURLE_OPERATION_TIMEDOUT ||
-               rc == CURLE_RECV_ERROR || rc == CURLE_SEND_ERROR || rc == CURLE_GOT_NOTHING ||
-               rc == CURLE_SSL_CONNECT_ERROR;
+        long sent = 0;
+
+        if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST || rc == CURLE_SSL_CONNECT_ERROR)
+                return 1;
+        return rc == CURLE_OPERATION_TIMEDOUT && curl_easy_getinfo(h, CURLINFO_REQUEST_SIZE, &sent) == CURLE_OK &&
+               sent == 0;
 }
 
 /* POSTs json to path on the current endpoint, then on the others in turn
@@ -215,7 +221,7 @@ static int post(struct etcd *c, const char *path, struct json_object *json, cons
                 if (c->body)
                         c->body[0] = '\0';
                 rc = curl_easy_perform(c->h);
-                if (!unreachable(rc))
+                if (!unreachable(c->h, rc))
                         break;
                 if (tried + 1 < c->n_endpoints)
                         c->cur = (c->cur + 1) % c->n_endpoints;
@@ -223,9 +229,13 @@ static int post(struct etcd *c, const char *path, struct json_object *json, cons
         if (c->too_long)
                 return lserr_set(err, -EMSGSIZE, "etcd %s: %s: answer over %u bytes", c->endpoints[c->cur], what,
                                  ETCD_REPLY_MAX);
+        if (rc != CURLE_OK && unreachable(c->h, rc))
+                return lserr_set(err, -EHOSTUNREACH, "etcd %s: %s: %s", c->endpoints[c->cur], what,
+                                 c->curl_err[0] ? c->curl_err : curl_easy_strerror(rc));
         if (rc != CURLE_OK)
-                return lserr_set(err, unreachable(rc) ? -EHOSTUNREACH : -EIO, "etcd %s: %s: %s",
-                                 c->endpoints[c->cur], what, c->curl_err[0] ? c->curl_err : curl_easy_strerror(rc));
+                return lserr_set(err, rc == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT : -EIO,
+                                 "etcd %s: %s: %s (whether etcd applied it is not known)", c->endpoints[c->cur], what,
+                                 c->curl_err[0] ? c->curl_err : curl_easy_strerror(rc));
         curl_easy_getinfo(c->h, CURLINFO_RESPONSE_CODE, &status);
         if (status == 200 && c->body)
                 return 0;
@@ -313,6 +323,11 @@ int etcd_range(struct etcd *c, const char *key, int prefix, size_t limit, struct
                 r = post(c, "/v3/kv/range", q, what, err);
         if (r == 0 && (r = etcd_parse_range(c->body, c->len, ret, ret_n, ret_more, rev, &pe)) < 0)
                 return bad_answer(c, what, r, &pe, err);
+        if (r == 0 && limit && *ret_n > limit) {
+                etcd_kvs_free(*ret, *ret_n);
+                return lserr_set(err, -EPROTO, "etcd %s: %s: %zu keys in the answer, %zu asked for", etcd_endpoint(c),
+                                 what, *ret_n, limit);
+        }
         return r;
 }
 
@@ -475,19 +490,25 @@ static int id_request(struct etcd *c, const char *path, const char *what, int64_
         return post(c, path, q, what, err);
 }
 
-int etcd_lease_grant(struct etcd *c, int64_t ttl_s, int64_t *ret_id, lserr *err)
+int etcd_lease_grant(struct etcd *c, int64_t ttl_s, int64_t *ret_id, int64_t *ret_ttl, lserr *err)
 {
+        int64_t id = 0, ttl = 0;
         lserr pe = {0};
-        int64_t ttl = 0;
         int r;
 
         if (ttl_s <= 0)
                 return lserr_set(err, -EINVAL, "etcd: lease grant: a TTL of %lld s", (long long)ttl_s);
         r = id_request(c, "/v3/lease/grant", "lease grant", 0, ttl_s, err);
-        if (r == 0 && (r = etcd_parse_lease(c->body, c->len, ret_id, &ttl, &pe)) < 0)
+        if (r == 0 && (r = etcd_parse_lease(c->body, c->len, &id, &ttl, &pe)) < 0)
                 return bad_answer(c, "lease grant", r, &pe, err);
-        if (r == 0 && *ret_id == 0)
-                return lserr_set(err, -EPROTO, "etcd %s: lease grant: answer has no lease ID", etcd_endpoint(c));
+        if (r == 0 && (id <= 0 || ttl <= 0))
+                return lserr_set(err, -EPROTO, "etcd %s: lease grant: answer has no lease ID or TTL",
+                                 etcd_endpoint(c));
+        if (r == 0) {
+                *ret_id = id;
+                if (ret_ttl)
+                        *ret_ttl = ttl;
+        }
         return r;
 }
 

@@ -16,8 +16,9 @@
 /* Longest endpoint URL and key we send. */
 #define ETCD_URL_MAX 256
 #define ETCD_KEY_MAX 512
-/* An answer larger than this is refused (a range is paged by its caller). */
-#define ETCD_REPLY_MAX (64u << 20)
+/* An answer larger than this is refused (a range is paged by its caller, so
+ * no answer needs more; json-c's tree of one is several times its size). */
+#define ETCD_REPLY_MAX (16u << 20)
 
 struct etcd_opts {
         const char *const *endpoints; /* "http://10.0.0.1:2379" or https://; tried in order */
@@ -97,7 +98,8 @@ int etcd_txn(struct etcd *c, const struct etcd_cmp *cmp, size_t n_cmp, const str
              const struct etcd_op *otherwise, size_t n_otherwise, struct etcd_txn_result *ret, lserr *err);
 void etcd_txn_result_free(struct etcd_txn_result *r);
 
-int etcd_lease_grant(struct etcd *c, int64_t ttl_s, int64_t *ret_id, lserr *err);
+/* *ret_ttl (may be NULL): the TTL etcd granted, which may be above ttl_s. */
+int etcd_lease_grant(struct etcd *c, int64_t ttl_s, int64_t *ret_id, int64_t *ret_ttl, lserr *err);
 /* *ret_ttl: seconds left after the renewal, 0 when the lease is gone. */
 int etcd_lease_keepalive(struct etcd *c, int64_t id, int64_t *ret_ttl, lserr *err);
 int etcd_lease_revoke(struct etcd *c, int64_t id, lserr *err);

@@ -49,11 +49,17 @@ int etcd_json_range(struct json_object *o, const char *key, int prefix)
         if (!prefix)
                 return 0;
         /* The range [key, key with its last byte + 1): every key it starts.
-         * Keys are ours and text: no byte is 0xff. */
+         * Trailing 0xff bytes cannot be raised: dropped first; a key of only
+         * those has every key after it ("\0", etcd's "to the end"). */
         if (n == 0 || n > ETCD_KEY_MAX)
                 return -EINVAL;
         memcpy(buf, key, n);
-        buf[n - 1]++;
+        while (n > 0 && (unsigned char)buf[n - 1] == 0xff)
+                n--;
+        if (n == 0)
+                buf[n++] = '\0';
+        else
+                buf[n - 1]++;
         end = etcd_json_b64(buf, n);
         if (!end || json_object_object_add(o, "range_end", end) < 0) {
                 json_object_put(end);

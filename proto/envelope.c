@@ -2,6 +2,7 @@
  * pipeline an agent runs before it acts on anything. */
 #include "envelope.h"
 
+#include <inttypes.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
@@ -309,6 +310,11 @@ static int check_command_fields(const Lockstep__Command *c, lserr *err)
         r = check_name("target", c->target, 0, err);
         if (r < 0)
                 return r;
+        /* etcd revisions stay far below this; a larger one would only lock
+         * every later leader out. */
+        if (c->epoch > ENV_EPOCH_MAX)
+                return lserr_set(err, LS_EMALFORMED, "field epoch: %" PRIu64 " is beyond %" PRIu64, c->epoch,
+                                 (uint64_t)ENV_EPOCH_MAX);
         if (step == 0 || step >= sizeof(step_payload) / sizeof(step_payload[0]))
                 return lserr_set(err, LS_EMALFORMED, "field step: unknown step %u", step);
         if (c->payload_case != step_payload[step])
@@ -379,6 +385,17 @@ static void refusal_names(const Lockstep__Command *cmd, struct env_refusal *rf)
                 rf->step = cmd->step;
 }
 
+/* The leader-epoch fence holds every command but a read-only one without an
+ * epoch (a status probe, monitoring, `lockstep check` of a lockstepd without
+ * high availability): those change nothing an old leader could misuse. */
+static int fenced(const Lockstep__Command *cmd)
+{
+        int read_only = cmd->step == LOCKSTEP__STEP__STEP_STATUS || cmd->step == LOCKSTEP__STEP__STEP_DISCOVER ||
+                        cmd->step == LOCKSTEP__STEP__STEP_CHECK;
+
+        return !(read_only && cmd->epoch == 0);
+}
+
 int env_verify_command(struct env_verifier *v, const uint8_t *buf, size_t len, long long now_us,
                        Lockstep__Command **ret_cmd, const struct env_trusted **ret_key,
                        struct env_refusal *ret_refusal, lserr *err)
@@ -432,16 +449,17 @@ int env_verify_command(struct env_verifier *v, const uint8_t *buf, size_t len, l
         }
         pthread_mutex_lock(&v->lock);
         r = replay_check_nonce(v->rp, cmd->nonce.data, now_us, err);
+        /* The epoch before the counter: a deposed leader hears that it is
+         * deposed, not that its counter is stale (which it would heal and
+         * send again for nothing). */
+        if (r >= 0 && fenced(cmd))
+                r = replay_check_epoch(v->rp, cmd->epoch, &rf.epoch_seen, err);
         if (r >= 0)
                 r = replay_check_counter(v->rp, key->pub.id, cmd->counter, &rf.counter_seen, err);
-        if (r >= 0)
-                r = replay_check_epoch(v->rp, cmd->epoch, &rf.epoch_seen, err);
         if (r >= 0 && !(env_step_roles(cmd->step) & key->roles))
                 r = lserr_set(err, LS_EROLE, "key \"%s\" has no role that allows step %s", key->name,
                               env_step_name(cmd->step));
-        /* The epoch first: a counter used up by a command the fence then
-         * refused would make the leader resend for nothing. */
-        if (r >= 0)
+        if (r >= 0 && fenced(cmd))
                 r = replay_commit_epoch(v->rp, cmd->epoch, err);
         if (r >= 0)
                 r = replay_commit(v->rp, key->pub.id, cmd->nonce.data, cmd->issued_at_us, cmd->counter, now_us,

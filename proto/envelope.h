@@ -22,6 +22,8 @@
 #define ENV_HASH_LEN 32
 #define ENV_SIG_LEN 64
 #define ENV_WINDOW_DEFAULT_US (30LL * 1000000LL)
+/* The largest leader epoch a command may carry (2^53: far above any etcd revision). */
+#define ENV_EPOCH_MAX (1ULL << 53)
 
 enum env_kind {
         ENV_COMMAND,

@@ -504,6 +504,35 @@ static void test_epoch_fence(void **state)
         lserr_clear(&err);
         assert_int_equal(verify(f, buf, len, NOW, &err), LS_EEPOCH);
         free(buf);
+        /* A deposed leader whose counter is stale too hears of its epoch. */
+        seal_with(f->coord, &c, 7000, NOW, &buf, &len);
+        lserr_clear(&err);
+        assert_int_equal(verify(f, buf, len, NOW, &err), LS_EEPOCH);
+        free(buf);
+        /* No epoch is fine on a read-only step (a status probe), not on others;
+         * a read-only step with an epoch is fenced like any. */
+        Lockstep__StatusRequest st = LOCKSTEP__STATUS_REQUEST__INIT;
+        Lockstep__Command s = LOCKSTEP__COMMAND__INIT;
+        s.target = SELF;
+        s.txid = "";
+        s.step = LOCKSTEP__STEP__STEP_STATUS;
+        s.payload_case = LOCKSTEP__COMMAND__PAYLOAD_STATUS;
+        s.status = &st;
+        seal_with(f->coord, &s, 7004, NOW, &buf, &len);
+        lserr_clear(&err);
+        assert_int_equal(verify(f, buf, len, NOW, &err), 0);
+        free(buf);
+        s.epoch = 5;
+        seal_with(f->coord, &s, 7005, NOW, &buf, &len);
+        assert_int_equal(verify(f, buf, len, NOW, &err), LS_EEPOCH);
+        free(buf);
+        /* Nor may an epoch be so large that no later leader could pass it. */
+        c.epoch = ENV_EPOCH_MAX + 1;
+        seal_with(f->coord, &c, 7006, NOW, &buf, &len);
+        lserr_clear(&err);
+        assert_int_equal(verify(f, buf, len, NOW, &err), LS_EMALFORMED);
+        assert_non_null(strstr(err.msg, "field epoch"));
+        free(buf);
 }
 
 /* A counter refusal says how far the key got, so its coordinator can move past

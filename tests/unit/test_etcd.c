@@ -215,7 +215,9 @@ static void test_lease(void **state)
 
         (void)state;
         need_etcd();
-        assert_int_equal(etcd_lease_grant(E.c, 5, &id, &err), 0);
+        int64_t granted = 0;
+        assert_int_equal(etcd_lease_grant(E.c, 5, &id, &granted, &err), 0);
+        assert_int_equal(granted, 5);
         assert_true(id != 0);
         assert_int_equal(campaign("leased", id, &t), 0);
         assert_true(t.succeeded);
@@ -368,7 +370,10 @@ static void test_parse_refused(void **state)
                                      "\"count\":\"1\"}",
                                      &err),
                          0);
-        assert_int_equal(etcd_parse_txn("{\"header\":{},\"succeeded\":1}", 26, &t, &err), -EPROTO);
+        const char *txn_bad = "{\"header\":{},\"succeeded\":1}";
+        lserr_clear(&err);
+        assert_int_equal(etcd_parse_txn(txn_bad, strlen(txn_bad), &t, &err), -EPROTO);
+        assert_non_null(strstr(err.msg, "\"succeeded\" is not a boolean"));
         assert_int_equal(etcd_parse_lease("{\"result\":{\"error\":\"gone\"}}", 27, &id, &ttl, &err), -EIO);
         assert_int_equal(etcd_parse_lease("{\"result\":[]}", 13, &id, &ttl, &err), -EPROTO);
         lserr_clear(&err);
