@@ -80,19 +80,6 @@ int cat_agents(struct catalog *c, struct cat_agent **ret, size_t *ret_n, lserr *
 
 /* ---- groups ----------------------------------------------------------------------- */
 
-/* "vm@agent", each side a non-empty identifier that fits its field. */
-static int member_ok(const char *s)
-{
-        const char *at;
-
-        if (!s || !cat_id_fits(s, 2 * CAT_ID_FIELD, 0))
-                return 0;
-        at = strchr(s, '@');
-        if (!at || strchr(at + 1, '@'))
-                return 0;
-        return at > s && (size_t)(at - s) < CAT_ID_FIELD && at[1] && strlen(at + 1) < CAT_ID_FIELD;
-}
-
 static int group_check(struct catalog *c, const char *name, const char *mode, const char *const *members, size_t n,
                        lserr *err)
 {
@@ -106,7 +93,7 @@ static int group_check(struct catalog *c, const char *name, const char *mode, co
                 return lserr_set(err, -EINVAL, "catalog \"%s\": record group \"%s\": %zu members but no list",
                                  c->path, name, n);
         for (size_t i = 0; i < n; i++)
-                if (!member_ok(members[i]))
+                if (!cat_member_ok(members[i]))
                         return lserr_set(err, -EINVAL,
                                          "catalog \"%s\": record group \"%s\": member %zu is not \"vm@agent\" with "
                                          "both names of 1 to %zu bytes",

@@ -4,24 +4,11 @@
 
 #include "cleanup.h"
 
-static const char *const kind_words[] = {
-        [CAT_KIND_SNAPSHOT] = "snapshot",
-        [CAT_KIND_REVERT] = "revert",
-        [CAT_KIND_DELETE] = "delete",
-};
-
-static const char *const state_words[] = {
-        [CAT_TXN_STARTED] = "started",
-        [CAT_TXN_COMMIT] = "commit",
-        [CAT_TXN_ABORT] = "abort",
-        [CAT_TXN_DONE] = "done",
-};
-
 int cat_decode_txn(sqlite3_stmt *st, void *row)
 {
         struct cat_txn *t = row;
-        int kind = cat_word_index(kind_words, CAT_N_WORDS(kind_words), sqlite3_column_text(st, 1));
-        int state = cat_word_index(state_words, CAT_N_WORDS(state_words), sqlite3_column_text(st, 5));
+        int kind = cat_word_index(cat_kind_words, CAT_N_WORDS(cat_kind_words), sqlite3_column_text(st, 1));
+        int state = cat_word_index(cat_state_words, CAT_N_WORDS(cat_state_words), sqlite3_column_text(st, 5));
 
         if (kind < 0 || state < 0)
                 return -EIO;
@@ -55,7 +42,7 @@ int cat_txn_begin(struct catalog *c, const struct cat_txn *t, lserr *err)
         if (!cat_id_fits(t->txid, sizeof(t->txid), 0))
                 return lserr_set(err, -EINVAL, "catalog \"%s\": begin: transaction id empty or longer than %zu bytes",
                                  c->path, sizeof(t->txid) - 1);
-        if ((unsigned)t->kind >= CAT_N_WORDS(kind_words))
+        if ((unsigned)t->kind >= CAT_N_WORDS(cat_kind_words))
                 return lserr_set(err, -EINVAL, "catalog \"%s\": begin \"%s\": unknown kind %d", c->path, t->txid,
                                  (int)t->kind);
         if (!cat_id_fits(t->group, sizeof(t->group), 1) || !cat_id_fits(t->name, sizeof(t->name), 1) ||
@@ -67,7 +54,7 @@ int cat_txn_begin(struct catalog *c, const struct cat_txn *t, lserr *err)
         rc = cat_exec(c,
                       "INSERT INTO txns (txid, kind, group_name, name, mode, state, started_us, lease_ms)"
                       " VALUES (?1, ?2, ?3, ?4, ?5, 'started', ?6, ?7)",
-                      "sssssLL", t->txid, kind_words[t->kind], t->group, t->name, t->mode,
+                      "sssssLL", t->txid, cat_kind_words[t->kind], t->group, t->name, t->mode,
                       t->started_us ? t->started_us : cat_now_us(), (long long)t->lease_ms);
         if (rc == SQLITE_CONSTRAINT_PRIMARYKEY)
                 return lserr_set(err, -EEXIST, "catalog \"%s\": begin \"%s\": transaction already logged", c->path,
@@ -87,7 +74,7 @@ static int decode_state(sqlite3_stmt *st, void *row)
 {
         struct txn_state *s = row;
 
-        s->state = cat_word_index(state_words, CAT_N_WORDS(state_words), sqlite3_column_text(st, 0));
+        s->state = cat_word_index(cat_state_words, CAT_N_WORDS(cat_state_words), sqlite3_column_text(st, 0));
         s->committed = sqlite3_column_int(st, 1) != 0;
         return s->state < 0 ? -EIO : 0;
 }

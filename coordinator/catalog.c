@@ -28,6 +28,31 @@ long long cat_now_us(void)
         return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+const char *const cat_kind_words[CAT_KIND_DELETE + 1] = {
+        [CAT_KIND_SNAPSHOT] = "snapshot",
+        [CAT_KIND_REVERT] = "revert",
+        [CAT_KIND_DELETE] = "delete",
+};
+
+const char *const cat_state_words[CAT_TXN_DONE + 1] = {
+        [CAT_TXN_STARTED] = "started",
+        [CAT_TXN_COMMIT] = "commit",
+        [CAT_TXN_ABORT] = "abort",
+        [CAT_TXN_DONE] = "done",
+};
+
+int cat_member_ok(const char *s)
+{
+        const char *at;
+
+        if (!s || !cat_id_fits(s, 2 * CAT_ID_FIELD, 0))
+                return 0;
+        at = strchr(s, '@');
+        if (!at || strchr(at + 1, '@'))
+                return 0;
+        return at > s && (size_t)(at - s) < CAT_ID_FIELD && at[1] && strlen(at + 1) < CAT_ID_FIELD;
+}
+
 int cat_word_index(const char *const *words, size_t n, const unsigned char *s)
 {
         if (!s)

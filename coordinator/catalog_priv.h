@@ -45,6 +45,13 @@ long long cat_now_us(void);
  * txid or VM name would silently name something else. */
 int cat_id_fits(const char *s, size_t field, int may_be_empty);
 
+/* The words for enum cat_kind and enum cat_txn_state, as both backends store them. */
+extern const char *const cat_kind_words[CAT_KIND_DELETE + 1];
+extern const char *const cat_state_words[CAT_TXN_DONE + 1];
+
+/* "vm@agent", each side a non-empty identifier that fits its field. */
+int cat_member_ok(const char *s);
+
 /* The index of s in words, -1 when absent (or NULL). */
 int cat_word_index(const char *const *words, size_t n, const unsigned char *s);
 

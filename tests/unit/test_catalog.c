@@ -1,6 +1,9 @@
-/* test_catalog: the coordinator's SQLite catalog: schema versioning, the decision
- * log's transitions, durability across connections and a dying process, and
- * concurrent use. */
+/* test_catalog: the coordinator's catalog: schema versioning, the decision log's
+ * transitions, durability across connections and a dying process, and
+ * concurrent use. Built twice: on SQLite (test_catalog) and, with
+ * CAT_TEST_ETCD, on an etcd of its own (test_catalog_etcd), where tests of the
+ * SQLite file itself are skipped and tests of the etcd layout (the fence,
+ * batches over etcd's limits, a decision race, trims that compact) are added. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,12 +22,108 @@
 #include "catalog.h"
 #include "catalog_priv.h"
 #include "testutil.h"
+#ifdef CAT_TEST_ETCD
+#include <time.h>
+
+#include "cat_etcd.h"
+#include "cat_etcd_priv.h"
+#include "etcd.h"
+#include "tu_etcd.h"
+#endif
 
 struct fixture {
         char *dir;
-        char *path;
+        char *path; /* the SQLite file, or the etcd key prefix */
         struct catalog *c;
 };
+
+#ifdef CAT_TEST_ETCD
+/* One etcd for the whole run; each test has a key prefix of its own. */
+static struct tu_etcd D;
+static struct etcd *raw_etcd;
+static unsigned n_prefix;
+
+/* The test's own connection to its etcd, for what the catalog does not show. */
+static struct etcd *raw(void)
+{
+        const char *eps[] = {D.url};
+        struct etcd_opts o = {.endpoints = eps, .n_endpoints = 1, .timeout_ms = 5000};
+        lserr err = {0};
+
+        if (!raw_etcd && etcd_open(&o, &raw_etcd, &err) < 0)
+                fail_msg("%s", err.msg);
+        return raw_etcd;
+}
+
+static int open_catalog(const struct fixture *f, struct catalog **ret, lserr *err)
+{
+        const char *eps[] = {D.url};
+        struct etcd_opts eo = {.endpoints = eps, .n_endpoints = 1, .timeout_ms = 5000};
+        struct cat_etcd_opts o = {.etcd = &eo, .prefix = f->path};
+
+        return cat_open_etcd(&o, ret, err);
+}
+
+/* How many keys there are under the prefix + sub. */
+static long long count_keys(const struct fixture *f, const char *sub)
+{
+        struct etcd_kv *kvs = NULL;
+        size_t n = 0;
+        char key[600];
+        lserr err = {0};
+
+        snprintf(key, sizeof(key), "%s%s", f->path, sub);
+        if (etcd_range(raw(), key, 1, 0, &kvs, &n, NULL, NULL, &err) < 0)
+                fail_msg("%s", err.msg);
+        etcd_kvs_free(kvs, n);
+        return (long long)n;
+}
+
+/* Whether the value of prefix + key holds needle. */
+static long long value_has(const struct fixture *f, const char *key, const char *needle)
+{
+        struct etcd_kv *kvs = NULL;
+        size_t n = 0;
+        char k[600];
+        lserr err = {0};
+        int has;
+
+        snprintf(k, sizeof(k), "%s%s", f->path, key);
+        if (etcd_range(raw(), k, 0, 0, &kvs, &n, NULL, NULL, &err) < 0)
+                fail_msg("%s", err.msg);
+        has = n == 1 && strstr((const char *)kvs[0].value, needle) != NULL;
+        etcd_kvs_free(kvs, n);
+        return has;
+}
+
+static void raw_put(const struct fixture *f, const char *key, const char *value)
+{
+        char k[600];
+        lserr err = {0};
+
+        snprintf(k, sizeof(k), "%s%s", f->path, key);
+        if (etcd_put(raw(), k, value, strlen(value), 0, &err) < 0)
+                fail_msg("%s", err.msg);
+}
+
+/* Rows of the SQLite file, keys under the etcd prefix. */
+#define ROWS(f, sql, keys) count_keys(f, keys)
+#define HAS(f, sql, key, needle) value_has(f, key, needle)
+#define SQLITE_ONLY(why)                                                                                             \
+        do {                                                                                                        \
+                print_message("skipped on etcd: %s\n", why);                                                        \
+                skip();                                                                                             \
+        } while (0)
+#else
+static int open_catalog(const struct fixture *f, struct catalog **ret, lserr *err)
+{
+        return cat_open(f->path, ret, err);
+}
+
+#define ROWS(f, sql, keys) raw_int((f)->path, sql)
+#define HAS(f, sql, key, needle) raw_int((f)->path, sql)
+#define SQLITE_ONLY(why) (void)0
+#endif
 
 static int setup(void **state)
 {
@@ -33,8 +132,12 @@ static int setup(void **state)
 
         assert_non_null(f);
         f->dir = tu_mkdtemp();
+#ifdef CAT_TEST_ETCD
+        assert_true(asprintf(&f->path, "/test-catalog/%d-%u/", (int)getpid(), ++n_prefix) > 0);
+#else
         assert_true(asprintf(&f->path, "%s/catalog.db", f->dir) > 0);
-        if (cat_open(f->path, &f->c, &err) < 0)
+#endif
+        if (open_catalog(f, &f->c, &err) < 0)
                 fail_msg("%s", err.msg);
         *state = f;
         return 0;
@@ -45,6 +148,10 @@ static int teardown(void **state)
         struct fixture *f = *state;
 
         cat_close(f->c);
+#ifdef CAT_TEST_ETCD
+        /* The test's keys go: the etcd serves every test of the run. */
+        etcd_delete(raw(), f->path, 1, NULL, NULL);
+#endif
         free(f->path);
         tu_rmtree(f->dir);
         free(f);
@@ -98,10 +205,14 @@ static void test_open_reopen_keeps_data(void **state)
         assert_int_equal(cat_txn_decide(f->c, "t1", 1, NULL, &err), 0);
         f->c = cat_close(f->c);
         assert_null(f->c);
+#ifndef CAT_TEST_ETCD
         /* Nobody but the owner reads what was sent where. */
         assert_int_equal(stat(f->path, &sb), 0);
         assert_int_equal(sb.st_mode & 0777, 0600);
-        assert_int_equal(cat_open(f->path, &f->c, &err), 0);
+#else
+        (void)sb;
+#endif
+        assert_int_equal(open_catalog(f, &f->c, &err), 0);
         assert_int_equal(cat_txn_get(f->c, "t1", &got, &err), 0);
         assert_string_equal(got.txid, "t1");
         assert_int_equal(got.kind, CAT_KIND_SNAPSHOT);
@@ -123,6 +234,8 @@ static void test_schema_version_and_pragmas(void **state)
 {
         struct fixture *f = *state;
 
+        SQLITE_ONLY("the SQLite file's schema version and pragmas");
+
         assert_int_equal(raw_int(f->path, "SELECT max(version) FROM schema_version"), CAT_SCHEMA_VERSION);
         assert_int_equal(raw_int(f->path, "SELECT count(*) FROM schema_version"), CAT_SCHEMA_VERSION);
         /* The journal mode is a property of the file, seen by any connection. */
@@ -140,6 +253,7 @@ static void test_newer_or_foreign_file_refused(void **state)
         char want[64], *junk, *other;
         lserr err = {0};
 
+        SQLITE_ONLY("a newer or foreign SQLite file (test_etcd_newer_layout_refused is etcd's)");
         f->c = cat_close(f->c);
         raw_exec(f->path, "INSERT INTO schema_version (version, applied_us) VALUES (99, 0)");
         assert_int_equal(cat_open(f->path, &c, &err), -EINVAL);
@@ -315,9 +429,17 @@ static void test_unknown_stored_value_refused(void **state)
         lserr err = {0};
 
         /* A value only a newer program would write (checks bypassed to get it in). */
+#ifdef CAT_TEST_ETCD
+        raw_put(f, "txn/t9", "{\"txid\":\"t9\",\"kind\":\"migrate\",\"group\":\"web\",\"name\":\"n\","
+                             "\"mode\":\"pause\",\"state\":\"started\",\"committed\":0,\"reason\":\"\","
+                             "\"started_us\":1,\"decided_us\":0,\"finished_us\":0,\"lease_ms\":1,\"cut_status\":\"\","
+                             "\"cut_status_reason\":\"\",\"branch_status\":\"\",\"branch_reason\":\"\"}");
+        raw_put(f, "open/t9", "t9");
+#else
         raw_exec(f->path, "PRAGMA ignore_check_constraints = ON;"
                           "INSERT INTO txns (txid, kind, group_name, name, mode, state, started_us, lease_ms)"
                           " VALUES ('t9', 'migrate', 'web', 'n', 'pause', 'started', 1, 1)");
+#endif
         assert_int_equal(cat_txn_get(f->c, "t9", &got, &err), -EIO);
         assert_non_null(strstr(err.msg, "\"t9\""));
         assert_non_null(strstr(err.msg, "does not know"));
@@ -545,22 +667,22 @@ static void test_group_put_replaces(void **state)
         lserr err = {0};
 
         assert_int_equal(cat_group_put(f->c, "web", "quiesce", three, 3, &err), 0);
-        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM group_members WHERE group_name = 'web'"), 3);
+        assert_int_equal(ROWS(f, "SELECT count(*) FROM group_members WHERE group_name = 'web'", "gmember/web/"), 3);
         assert_int_equal(cat_group_put(f->c, "web", "pause", one, 1, &err), 0);
-        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM group_members WHERE group_name = 'web'"), 1);
-        assert_int_equal(raw_int(f->path, "SELECT mode = 'pause' FROM groups WHERE name = 'web'"), 1);
+        assert_int_equal(ROWS(f, "SELECT count(*) FROM group_members WHERE group_name = 'web'", "gmember/web/"), 1);
+        assert_int_equal(HAS(f, "SELECT mode = 'pause' FROM groups WHERE name = 'web'", "group/web", "\"pause\""), 1);
 
         assert_int_equal(cat_group_put(f->c, "web", "quiesce", bad, 1, &err), -EINVAL);
         lserr_clear(&err);
         /* A refused replacement leaves the old list whole. */
         assert_int_equal(cat_group_put(f->c, "web", "quiesce", twice, 2, &err), -EINVAL);
         assert_non_null(strstr(err.msg, "listed twice"));
-        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM group_members WHERE group_name = 'web'"), 1);
-        assert_int_equal(raw_int(f->path, "SELECT mode = 'pause' FROM groups WHERE name = 'web'"), 1);
+        assert_int_equal(ROWS(f, "SELECT count(*) FROM group_members WHERE group_name = 'web'", "gmember/web/"), 1);
+        assert_int_equal(HAS(f, "SELECT mode = 'pause' FROM groups WHERE name = 'web'", "group/web", "\"pause\""), 1);
         lserr_clear(&err);
         /* An empty group is a group. */
         assert_int_equal(cat_group_put(f->c, "empty", "memory", NULL, 0, &err), 0);
-        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM groups"), 2);
+        assert_int_equal(ROWS(f, "SELECT count(*) FROM groups", "group/"), 2);
 }
 
 static void test_audit_list_with_limit(void **state)
@@ -640,8 +762,10 @@ static void test_audit_control_peer(void **state)
         assert_true(v[2].has_peer);
         assert_int_equal(v[2].peer_pid, -1);
         free(v);
+#ifndef CAT_TEST_ETCD
         assert_int_equal(raw_int(f->path, "SELECT peer_uid FROM audit WHERE dir = 'control' ORDER BY id LIMIT 1"), 1000);
         assert_int_equal(raw_int(f->path, "SELECT peer_uid FROM audit WHERE dir = 'sent'"), -1);
+#endif
 
         assert_int_equal(cat_audit_recent(f->c, 2, &v, &n, &err), 0);
         assert_int_equal(n, 2);
@@ -661,6 +785,7 @@ static void test_audit_migration_keeps_rows(void **state)
         size_t n = 0;
         lserr err = {0};
 
+        SQLITE_ONLY("a migration of the SQLite schema");
         f->c = cat_close(f->c);
         /* Version 4's audit table, as shipped, with a row in it. */
         raw_exec(f->path,
@@ -708,7 +833,7 @@ static void test_batch_one_transaction(void **state)
         lserr err = {0};
 
         assert_int_equal(cat_txn_begin(f->c, &t, &err), 0);
-        assert_int_equal(cat_open(f->path, &other, &err), 0);
+        assert_int_equal(open_catalog(f, &other, &err), 0);
         assert_int_equal(cat_batch_begin(f->c, &err), 0);
         for (int i = 0; i < 2000; i++) {
                 snprintf(m.vm, sizeof(m.vm), "vm%d", i);
@@ -722,16 +847,16 @@ static void test_batch_one_transaction(void **state)
         assert_int_equal(cat_members(other, "t1", &mv, &n, &err), 0);
         assert_int_equal(n, 0);
         free(mv);
-        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM audit"), 0);
+        assert_int_equal(ROWS(f, "SELECT count(*) FROM audit", "audit/id/"), 0);
         assert_int_equal(cat_batch_end(f->c, &err), 0);
         assert_int_equal(cat_members(other, "t1", &mv, &n, &err), 0);
         assert_int_equal(n, 2000);
         free(mv);
-        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM audit"), 2000);
+        assert_int_equal(ROWS(f, "SELECT count(*) FROM audit", "audit/id/"), 2000);
         /* Outside a batch again: each write is its own, seen at once. */
         snprintf(m.vm, sizeof(m.vm), "after");
         assert_int_equal(cat_put_member(f->c, "t1", &m, &err), 0);
-        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM members WHERE vm = 'after'"), 1);
+        assert_int_equal(ROWS(f, "SELECT count(*) FROM members WHERE vm = 'after'", "mem/t1/host-a/after"), 1);
         assert_int_equal(cat_txn_decide(f->c, "t1", 1, NULL, &err), 0);
         cat_close(other);
 }
@@ -748,19 +873,19 @@ static void test_decision_in_a_batch(void **state)
         lserr err = {0};
 
         assert_int_equal(cat_txn_begin(f->c, &t, &err), 0);
-        assert_int_equal(cat_open(f->path, &other, &err), 0);
+        assert_int_equal(open_catalog(f, &other, &err), 0);
         assert_int_equal(cat_batch_begin(f->c, &err), 0);
         assert_int_equal(cat_put_member(f->c, "t1", &m, &err), 0);
         assert_int_equal(cat_txn_decide(f->c, "t1", 1, NULL, &err), 0);
         assert_int_equal(cat_txn_get(other, "t1", &got, &err), 0);
         assert_int_equal(got.state, CAT_TXN_STARTED);
-        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM members WHERE vm = 'web1'"), 0);
+        assert_int_equal(ROWS(f, "SELECT count(*) FROM members WHERE vm = 'web1'", "mem/t1/host-a/web1"), 0);
         assert_int_equal(cat_txn_finish(f->c, "t1", &err), 0);
         assert_int_equal(cat_batch_end(f->c, &err), 0);
         assert_int_equal(cat_txn_get(other, "t1", &got, &err), 0);
         assert_int_equal(got.state, CAT_TXN_DONE);
         assert_true(got.committed);
-        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM members WHERE vm = 'web1'"), 1);
+        assert_int_equal(ROWS(f, "SELECT count(*) FROM members WHERE vm = 'web1'", "mem/t1/host-a/web1"), 1);
         cat_close(other);
 }
 
@@ -771,7 +896,7 @@ static void test_decision_visible_to_second_connection(void **state)
         struct catalog *other = NULL;
         lserr err = {0};
 
-        assert_int_equal(cat_open(f->path, &other, &err), 0);
+        assert_int_equal(open_catalog(f, &other, &err), 0);
         assert_int_equal(cat_txn_begin(f->c, &t, &err), 0);
         assert_int_equal(cat_txn_get(other, "t1", &got, &err), 0);
         assert_int_equal(got.state, CAT_TXN_STARTED);
@@ -800,7 +925,7 @@ static void test_decision_survives_dying_process(void **state)
                 struct catalog *c = NULL;
                 struct cat_txn t = txn("t1", CAT_KIND_SNAPSHOT, "web", 0);
 
-                if (cat_open(f->path, &c, NULL) < 0 || cat_txn_begin(c, &t, NULL) < 0 ||
+                if (open_catalog(f, &c, NULL) < 0 || cat_txn_begin(c, &t, NULL) < 0 ||
                     cat_txn_decide(c, "t1", 1, NULL, NULL) < 0)
                         _exit(1);
                 /* No close, no checkpoint: the decision lives only in the WAL. */
@@ -809,7 +934,7 @@ static void test_decision_survives_dying_process(void **state)
         assert_int_equal(waitpid(pid, &status, 0), pid);
         assert_true(WIFEXITED(status));
         assert_int_equal(WEXITSTATUS(status), 0);
-        assert_int_equal(cat_open(f->path, &f->c, &err), 0);
+        assert_int_equal(open_catalog(f, &f->c, &err), 0);
         assert_int_equal(cat_txn_get(f->c, "t1", &got, &err), 0);
         assert_int_equal(got.state, CAT_TXN_COMMIT);
 }
@@ -869,7 +994,7 @@ static void test_concurrent_threads(void **state)
 
         /* Two threads per connection and two connections: the mutex serializes a
          * connection, the busy timeout the two connections. */
-        assert_int_equal(cat_open(f->path, &other, &err), 0);
+        assert_int_equal(open_catalog(f, &other, &err), 0);
         for (int i = 0; i < THREADS; i++) {
                 w[i] = (struct worker){.c = i < THREADS / 2 ? f->c : other, .id = i};
                 assert_int_equal(pthread_create(&th[i], NULL, work, &w[i]), 0);
@@ -883,8 +1008,8 @@ static void test_concurrent_threads(void **state)
         assert_int_equal(cat_txn_unresolved(f->c, &v, &n, &err), 0);
         assert_int_equal(n, THREADS * PER_THREAD);
         free(v);
-        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM members"), THREADS * PER_THREAD);
-        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM audit"), THREADS * PER_THREAD);
+        assert_int_equal(ROWS(f, "SELECT count(*) FROM members", "mem/"), THREADS * PER_THREAD);
+        assert_int_equal(ROWS(f, "SELECT count(*) FROM audit", "audit/id/"), THREADS * PER_THREAD);
 }
 
 /* The event log pages oldest first from an id, or gives the newest page; a
@@ -933,7 +1058,7 @@ static void test_events_schedules_reverts(void **state)
         cs.skipped = 1;
         assert_int_equal(cat_sched_put(f->c, &cs, &err), 0);
         cat_close(f->c);
-        assert_int_equal(cat_open(f->path, &f->c, &err), 0);
+        assert_int_equal(open_catalog(f, &f->c, &err), 0);
         assert_int_equal(cat_sched_get(f->c, "shop", &back, &err), 0);
         assert_int_equal(back.last_due_s, 1767262500);
         assert_int_equal(back.last_run_us, 1767262500123456LL);
@@ -1095,10 +1220,20 @@ static void test_history_trim_keeps_what_lives(void **state)
 
         /* 121 ended, 30 kept: 91 go, with their members, images and audit. */
         assert_int_equal(cat_history_trim(f->c, 30, 100000, &err), 91);
-        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM txns"), 30 + 3);
-        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM members"), 30 + 2);
-        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM images"), 30 + 2);
-        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM audit"), 2 * (30 + 2));
+        assert_int_equal(ROWS(f, "SELECT count(*) FROM txns", "txn/"), 30 + 3);
+        assert_int_equal(ROWS(f, "SELECT count(*) FROM members", "mem/"), 30 + 2);
+        assert_int_equal(ROWS(f, "SELECT count(*) FROM images", "img/"), 30 + 2);
+        assert_int_equal(ROWS(f, "SELECT count(*) FROM audit", "audit/id/"), 2 * (30 + 2));
+#ifdef CAT_TEST_ETCD
+        /* The indexes went with what they point at. */
+        assert_int_equal(count_keys(f, "vmimg/"), 30 + 2);
+        assert_int_equal(count_keys(f, "audit/tx/"), 2 * (30 + 2));
+        assert_int_equal(count_keys(f, "audit/at/"), 2 * (30 + 2));
+        assert_int_equal(count_keys(f, "dec/"), 30 + 2);
+        assert_int_equal(count_keys(f, "open/"), 1);
+        assert_int_equal(count_keys(f, "cut/"), 30 * 2 / 3 + 3);
+        assert_int_equal(count_keys(f, "revert/"), 1);
+#endif
         assert_int_equal(cat_txn_get(f->c, "live-cut", &got, &err), 0);
         assert_int_equal(cat_txn_get(f->c, "live-rev", &got, &err), 0);
         assert_int_equal(cat_txn_get(f->c, "open", &got, &err), 0);
@@ -1108,8 +1243,12 @@ static void test_history_trim_keeps_what_lives(void **state)
         /* Again: nothing more to do. The audit cap keeps the newest rows. */
         assert_int_equal(cat_history_trim(f->c, 30, 100000, &err), 0);
         assert_int_equal(cat_history_trim(f->c, 30, 10, &err), 0);
-        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM audit"), 10);
-        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM audit WHERE txid = 'ab-39'"), 2);
+        assert_int_equal(ROWS(f, "SELECT count(*) FROM audit", "audit/id/"), 10);
+        assert_int_equal(ROWS(f, "SELECT count(*) FROM audit WHERE txid = 'ab-39'", "audit/tx/ab-39/"), 2);
+#ifdef CAT_TEST_ETCD
+        assert_int_equal(count_keys(f, "audit/tx/"), 10);
+        assert_int_equal(count_keys(f, "audit/at/"), 10);
+#endif
 }
 
 /* The same cut applies to what became of a cut and of a branch. */
@@ -1161,6 +1300,7 @@ static void test_statement_helper(void **state)
         size_t n = 99;
         char id[65];
 
+        SQLITE_ONLY("SQLite's statement helper");
         /* 'T' cuts free text on a character boundary to what its field reads back. */
         assert_int_equal(cat_exec(c, "INSERT INTO events (at_us, kind, group_name, txid, message)"
                                      " VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -1224,12 +1364,390 @@ static void test_failures_release_lock_and_transaction(void **state)
         assert_int_equal(cat_txn_decide(f->c, "t1", 0, "late", &err), -EBUSY);
         assert_int_equal(cat_group_put(f->c, "g", "quiesce", dup, 2, &err), -EINVAL);
         assert_int_equal(cat_txn_begin(f->c, &t, &err), -EEXIST);
+#ifdef CAT_TEST_ETCD
+        /* The etcd backend's own lock, and no write left buffered. */
+        struct cat_etcd *e = f->c->be_impl;
+        assert_int_equal(pthread_mutex_trylock(&e->lock), 0);
+        pthread_mutex_unlock(&e->lock);
+        assert_int_equal(e->n_units, 0);
+#else
         assert_int_equal(pthread_mutex_trylock(&f->c->lock), 0);
         pthread_mutex_unlock(&f->c->lock);
         assert_true(sqlite3_get_autocommit(f->c->db));
+#endif
         /* The refused group left nothing behind: its upsert was rolled back too. */
-        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM groups"), 0);
+        assert_int_equal(ROWS(f, "SELECT count(*) FROM groups", "group/"), 0);
 }
+
+#ifdef CAT_TEST_ETCD
+/* ---- etcd only --------------------------------------------------------------------- */
+
+static int64_t raw_create_revision(const char *key)
+{
+        struct etcd_kv *kvs = NULL;
+        size_t n = 0;
+        lserr err = {0};
+        int64_t rev;
+
+        if (etcd_range(raw(), key, 0, 0, &kvs, &n, NULL, NULL, &err) < 0)
+                fail_msg("%s", err.msg);
+        assert_int_equal(n, 1);
+        rev = kvs[0].create_revision;
+        etcd_kvs_free(kvs, n);
+        return rev;
+}
+
+/* After cat_set_fence every write holds only while the leader key keeps its
+ * epoch: once another lockstepd's key replaced it, each write (a batch's at
+ * its end) fails with -ESTALE naming the epoch, and nothing is written; with
+ * the new epoch writes go again. */
+static void test_etcd_fence(void **state)
+{
+        struct fixture *f = *state;
+        struct cat_txn t = txn("t1", CAT_KIND_SNAPSHOT, "web", 0), t2 = txn("t2", CAT_KIND_SNAPSHOT, "web", 0), got;
+        struct cat_member m = {.agent = "host-a", .vm = "web1"};
+        struct cat_audit a = {.txid = "t1", .agent = "host-a", .step = "FREEZE", .dir = CAT_SENT};
+        struct cat_event ev = {.kind = "cut"};
+        const char *one[] = {"web1@host-a"};
+        char leader[128], want[64];
+        int64_t epoch, epoch2;
+        long long keys;
+        lserr err = {0};
+
+        snprintf(leader, sizeof(leader), "/test-leader%s", f->path);
+        assert_int_equal(etcd_put(raw(), leader, "a", 1, 0, &err), 0);
+        epoch = raw_create_revision(leader);
+        assert_int_equal(cat_set_fence(f->c, leader, (uint64_t)epoch, &err), 0);
+        assert_int_equal(cat_txn_begin(f->c, &t, &err), 0);
+        assert_int_equal(cat_put_member(f->c, "t1", &m, &err), 0);
+
+        /* Another lockstepd leads: the key went and came back as its own. */
+        assert_int_equal(etcd_delete(raw(), leader, 0, NULL, &err), 0);
+        assert_int_equal(etcd_put(raw(), leader, "b", 1, 0, &err), 0);
+        epoch2 = raw_create_revision(leader);
+        assert_true(epoch2 > epoch);
+        keys = count_keys(f, "");
+        snprintf(want, sizeof(want), "not %lld", (long long)epoch);
+        assert_int_equal(cat_txn_begin(f->c, &t2, &err), -ESTALE);
+        assert_non_null(strstr(err.msg, want));
+        assert_non_null(strstr(err.msg, "nothing written"));
+        lserr_clear(&err);
+        assert_int_equal(cat_txn_decide(f->c, "t1", 1, NULL, &err), -ESTALE);
+        lserr_clear(&err);
+        assert_int_equal(cat_put_member(f->c, "t1", &m, &err), -ESTALE);
+        lserr_clear(&err);
+        assert_int_equal(cat_event_add(f->c, &ev, NULL, &err), -ESTALE);
+        lserr_clear(&err);
+        assert_int_equal(cat_group_put(f->c, "web", "quiesce", one, 1, &err), -ESTALE);
+        lserr_clear(&err);
+        assert_int_equal(cat_batch_begin(f->c, &err), 0);
+        for (int i = 0; i < 300; i++) {
+                snprintf(m.vm, sizeof(m.vm), "vm%d", i);
+                assert_int_equal(cat_put_member(f->c, "t1", &m, &err), 0);
+                assert_int_equal(cat_audit_add(f->c, &a, &err), 0);
+        }
+        assert_int_equal(cat_txn_decide(f->c, "t1", 0, "late", &err), 0);
+        assert_int_equal(cat_batch_end(f->c, &err), -ESTALE);
+        assert_non_null(strstr(err.msg, want));
+        lserr_clear(&err);
+        assert_int_equal(count_keys(f, ""), keys);
+        assert_int_equal(cat_txn_get(f->c, "t2", &got, NULL), -ENOENT);
+        assert_int_equal(cat_txn_get(f->c, "t1", &got, &err), 0);
+        assert_int_equal(got.state, CAT_TXN_STARTED);
+
+        /* As the new leader it writes again. */
+        assert_int_equal(cat_set_fence(f->c, leader, (uint64_t)epoch2, &err), 0);
+        assert_int_equal(cat_txn_decide(f->c, "t1", 1, NULL, &err), 0);
+        /* A fence names a key and an epoch; NULL lifts it. */
+        assert_int_equal(cat_set_fence(f->c, "", 1, &err), -EINVAL);
+        lserr_clear(&err);
+        assert_int_equal(cat_set_fence(f->c, NULL, 0, &err), 0);
+        assert_int_equal(etcd_delete(raw(), leader, 0, NULL, &err), 0);
+        assert_int_equal(cat_txn_finish(f->c, "t1", &err), 0);
+}
+
+static double ms_since(const struct timespec *t0)
+{
+        struct timespec t;
+
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        return (double)(t.tv_sec - t0->tv_sec) * 1e3 + (double)(t.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/* A 1,000-member cut's records in one batch (far over etcd's 128 operations
+ * per transaction): written at its end, decision last, and read back whole. */
+static void test_etcd_big_batch(void **state)
+{
+        struct fixture *f = *state;
+        struct cat_txn t = txn("big", CAT_KIND_SNAPSHOT, "fleet", 0), got;
+        struct cat_member m = {.code = 0}, *mv = NULL;
+        struct cat_image im = {.disk = "vda"}, *iv = NULL;
+        struct cat_audit a = {.txid = "big", .step = "FREEZE", .dir = CAT_SENT};
+        struct timespec t0;
+        size_t n = 0;
+        lserr err = {0};
+
+        assert_int_equal(cat_txn_begin(f->c, &t, &err), 0);
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        assert_int_equal(cat_batch_begin(f->c, &err), 0);
+        for (int i = 0; i < 1000; i++) {
+                snprintf(m.agent, sizeof(m.agent), "host-%02d", i % 50);
+                snprintf(m.vm, sizeof(m.vm), "vm%04d", i);
+                m.tier = (unsigned)(i % 3);
+                m.freeze_us = 1000 + (uint64_t)i;
+                snprintf(m.message, sizeof(m.message), "ok");
+                assert_int_equal(cat_put_member(f->c, "big", &m, &err), 0);
+                memcpy(im.agent, m.agent, sizeof(im.agent));
+                memcpy(im.vm, m.vm, sizeof(im.vm));
+                snprintf(im.before, sizeof(im.before), "/var/lib/libvirt/images/%s-vda.qcow2", m.vm);
+                snprintf(im.after, sizeof(im.after), "/var/lib/libvirt/images/%s-vda.big.qcow2", m.vm);
+                assert_int_equal(cat_put_image(f->c, "big", &im, &err), 0);
+        }
+        for (int i = 0; i < 100; i++) {
+                snprintf(a.agent, sizeof(a.agent), "host-%02d", i / 2);
+                a.dir = i % 2 ? CAT_RECEIVED : CAT_SENT;
+                assert_int_equal(cat_audit_add(f->c, &a, &err), 0);
+        }
+        assert_int_equal(cat_txn_decide(f->c, "big", 1, NULL, &err), 0);
+        assert_int_equal(cat_batch_end(f->c, &err), 0);
+        print_message("a 1,000-member cut's records on etcd (1,000 members, 1,000 images, 100 audit rows and the "
+                      "decision, one batch): %.0f ms\n", ms_since(&t0));
+
+        assert_int_equal(cat_members(f->c, "big", &mv, &n, &err), 0);
+        assert_int_equal(n, 1000);
+        for (size_t i = 1; i < n; i++)
+                assert_true(mv[i - 1].tier < mv[i].tier ||
+                            (mv[i - 1].tier == mv[i].tier && strcmp(mv[i - 1].agent, mv[i].agent) <= 0));
+        assert_string_equal(mv[0].vm, "vm0000");
+        assert_int_equal(mv[0].freeze_us, 1000);
+        free(mv);
+        assert_int_equal(cat_images(f->c, "big", &iv, &n, &err), 0);
+        assert_int_equal(n, 1000);
+        free(iv);
+        assert_int_equal(cat_txn_get(f->c, "big", &got, &err), 0);
+        assert_int_equal(got.state, CAT_TXN_COMMIT);
+        assert_int_equal(count_keys(f, "mem/big/"), 1000);
+        assert_int_equal(count_keys(f, "vmimg/"), 1000);
+        assert_int_equal(count_keys(f, "audit/id/"), 100);
+        assert_int_equal(cat_image_users(f->c, "host-07", "vm0007", "/var/lib/libvirt/images/vm0007-vda.qcow2", "",
+                                         &err), 1);
+}
+
+struct racer {
+        struct catalog *c;
+        pthread_barrier_t *go;
+        char txid[32];
+        int commit, r;
+};
+
+static void *race(void *arg)
+{
+        struct racer *w = arg;
+        lserr err = {0};
+
+        pthread_barrier_wait(w->go);
+        w->r = cat_txn_decide(w->c, w->txid, w->commit, w->commit ? NULL : "lost the race", &err);
+        return NULL;
+}
+
+/* Two lockstepd on one prefix decide a transaction the two ways at once: one
+ * decision stands, the other is refused with -EBUSY. */
+static void test_etcd_decide_race(void **state)
+{
+        struct fixture *f = *state;
+        struct catalog *other = NULL;
+        int wins[2] = {0, 0};
+        lserr err = {0};
+
+        assert_int_equal(open_catalog(f, &other, &err), 0);
+        for (int i = 0; i < 20; i++) {
+                struct racer a = {.c = f->c, .commit = 1}, b = {.c = other, .commit = 0};
+                struct cat_txn t, got;
+                pthread_barrier_t go;
+                pthread_t ta, tb;
+
+                snprintf(a.txid, sizeof(a.txid), "race-%d", i);
+                memcpy(b.txid, a.txid, sizeof(b.txid));
+                t = txn(a.txid, CAT_KIND_SNAPSHOT, "web", 0);
+                assert_int_equal(cat_txn_begin(f->c, &t, &err), 0);
+                assert_int_equal(pthread_barrier_init(&go, NULL, 2), 0);
+                a.go = b.go = &go;
+                assert_int_equal(pthread_create(&ta, NULL, race, &a), 0);
+                assert_int_equal(pthread_create(&tb, NULL, race, &b), 0);
+                pthread_join(ta, NULL);
+                pthread_join(tb, NULL);
+                pthread_barrier_destroy(&go);
+                assert_true((a.r == 0 && b.r == -EBUSY) || (a.r == -EBUSY && b.r == 0));
+                assert_int_equal(cat_txn_get(other, a.txid, &got, &err), 0);
+                assert_int_equal(got.state, a.r == 0 ? CAT_TXN_COMMIT : CAT_TXN_ABORT);
+                wins[a.r == 0]++;
+        }
+        print_message("decide race: commit won %d, abort won %d of 20\n", wins[1], wins[0]);
+        cat_close(other);
+}
+
+/* The trims keep the store bounded: the keys under the prefix stay at what
+ * the catalog keeps, and etcd's history before them is compacted away. */
+static void test_etcd_trims_compact(void **state)
+{
+        struct fixture *f = *state;
+        struct cat_event ev = {.kind = "cut"}, *got = NULL;
+        struct etcd_status st;
+        long long most = 0;
+        size_t n = 0;
+        char id[16];
+        lserr err = {0};
+
+        for (int i = 1; i <= 500; i++) {
+                snprintf(ev.message, sizeof(ev.message), "event %d", i);
+                assert_int_equal(cat_event_add(f->c, &ev, NULL, &err), 0);
+                if (i % 50)
+                        continue;
+                assert_int_equal(cat_events_trim(f->c, 50, &err), i == 50 ? 0 : 50);
+                if (count_keys(f, "") > most)
+                        most = count_keys(f, "");
+        }
+        /* The layout's key, the counter and 50 events, at every trim. */
+        assert_int_equal(most, 52);
+        assert_int_equal(count_keys(f, "event/id/"), 50);
+        assert_int_equal(cat_events(f->c, 0, 100, 0, &got, &n, &err), 0);
+        assert_int_equal(n, 50);
+        assert_int_equal(got[0].id, 451);
+        assert_string_equal(got[49].message, "event 500");
+        free(got);
+        assert_int_equal(etcd_status(raw(), &st, &err), 0);
+        assert_true(etcd_compact(raw(), st.revision - 1, &err) < 0);
+        assert_non_null(strstr(err.msg, "compacted"));
+        lserr_clear(&err);
+
+        for (int i = 0; i < 60; i++) {
+                snprintf(id, sizeof(id), "h-%02d", i);
+                done_txn(f, id, CAT_KIND_DELETE, 1000 + i, 1);
+        }
+        assert_int_equal(cat_history_trim(f->c, 5, 10, &err), 55);
+        assert_int_equal(count_keys(f, "txn/"), 5);
+        assert_int_equal(count_keys(f, "dec/"), 5);
+        assert_int_equal(count_keys(f, "mem/"), 5);
+        assert_int_equal(count_keys(f, "img/"), 5);
+        assert_int_equal(count_keys(f, "vmimg/"), 5);
+        assert_int_equal(count_keys(f, "audit/id/"), 10);
+        assert_int_equal(count_keys(f, "audit/tx/"), 10);
+        assert_int_equal(count_keys(f, "audit/at/"), 10);
+        assert_int_equal(etcd_status(raw(), &st, &err), 0);
+        assert_true(etcd_compact(raw(), st.revision - 1, &err) < 0);
+        assert_non_null(strstr(err.msg, "compacted"));
+        print_message("etcd after the trims: revision %lld, database %lld bytes, %lld keys under the prefix\n",
+                      (long long)st.revision, (long long)st.db_size, count_keys(f, ""));
+        lserr_clear(&err);
+        assert_int_equal(cat_etcd_defragment(f->c, &err), 0);
+}
+
+/* Long listings: one transaction's audit read in pages (over etcd's ranges of
+ * 2,048 keys here), in time order with ties in the order added; the newest
+ * rows across id windows and the gaps a history trim leaves; events across a
+ * window's edge. */
+static void test_etcd_long_listings(void **state)
+{
+        struct fixture *f = *state;
+        struct cat_audit a = {.txid = "p", .agent = "host-a", .step = "STATUS", .dir = CAT_SENT}, *v = NULL;
+        struct cat_event ev = {.kind = "cut"}, *got = NULL;
+        size_t n = 0;
+        long long id = 0;
+        lserr err = {0};
+
+        assert_int_equal(cat_batch_begin(f->c, &err), 0);
+        for (int i = 0; i < 2500; i++) {
+                /* Two rows per microsecond, added newest first by time. */
+                a.at_us = 100000 - i / 2;
+                a.code = i;
+                assert_int_equal(cat_audit_add(f->c, &a, &err), 0);
+        }
+        assert_int_equal(cat_batch_end(f->c, &err), 0);
+        assert_int_equal(cat_audit_list(f->c, "p", SIZE_MAX, &v, &n, &err), 0);
+        assert_int_equal(n, 2500);
+        for (size_t i = 1; i < n; i++)
+                assert_true(v[i - 1].at_us < v[i].at_us ||
+                            (v[i - 1].at_us == v[i].at_us && v[i - 1].code < v[i].code));
+        assert_int_equal(v[0].code, 2498);
+        free(v);
+        assert_int_equal(cat_audit_list(f->c, "p", 2100, &v, &n, &err), 0);
+        assert_int_equal(n, 2100);
+        assert_int_equal(v[2099].at_us, 100000 - 1249 + 1049);
+        free(v);
+        assert_int_equal(cat_audit_list(f->c, NULL, 3, &v, &n, &err), 0);
+        assert_int_equal(n, 3);
+        assert_int_equal(v[0].code, 2498);
+        free(v);
+        /* The newest 1,200 by id, across two id windows, oldest first by time. */
+        assert_int_equal(cat_audit_recent(f->c, 1200, &v, &n, &err), 0);
+        assert_int_equal(n, 1200);
+        assert_int_equal(v[0].code, 2498);
+        assert_int_equal(v[1199].code, 1301);
+        free(v);
+        /* A transaction's rows trimmed out of the middle of the ids. */
+        done_txn(f, "gone", CAT_KIND_DELETE, 5, 1);
+        for (int i = 0; i < 3; i++)
+                assert_int_equal(cat_audit_add(f->c, &a, &err), 0);
+        assert_int_equal(cat_history_trim(f->c, 0, 1000000, &err), 1);
+        assert_int_equal(cat_audit_recent(f->c, 5, &v, &n, &err), 0);
+        assert_int_equal(n, 5);
+        for (size_t i = 0; i < n; i++)
+                assert_string_equal(v[i].txid, "p");
+        free(v);
+
+        for (int i = 1; i <= 1050; i++) {
+                snprintf(ev.message, sizeof(ev.message), "event %d", i);
+                assert_int_equal(cat_event_add(f->c, &ev, &id, &err), 0);
+        }
+        assert_int_equal(id, 1050);
+        assert_int_equal(cat_events(f->c, 990, 20, 0, &got, &n, &err), 0);
+        assert_int_equal(n, 20);
+        assert_int_equal(got[0].id, 991);
+        assert_int_equal(got[19].id, 1010);
+        free(got);
+        assert_int_equal(cat_events_trim(f->c, 30, &err), 1020);
+        assert_int_equal(cat_events(f->c, 0, 10, 0, &got, &n, &err), 0);
+        assert_int_equal(n, 10);
+        assert_int_equal(got[0].id, 1021);
+        free(got);
+        assert_int_equal(cat_events(f->c, 1049, 10, 1, &got, &n, &err), 0);
+        assert_int_equal(n, 1);
+        assert_string_equal(got[0].message, "event 1050");
+        free(got);
+}
+
+/* A prefix that does not end in '/', a layout written by a newer program, a
+ * key that is not a catalog's and an etcd that does not answer are refused,
+ * *ret untouched. */
+static void test_etcd_newer_layout_refused(void **state)
+{
+        struct fixture *f = *state;
+        struct catalog *c = (struct catalog *)0x1;
+        const char *eps[] = {"http://127.0.0.1:1"};
+        struct etcd_opts eo = {.endpoints = eps, .n_endpoints = 1, .timeout_ms = 500};
+        struct cat_etcd_opts o = {.etcd = &eo, .prefix = "/no-slash"};
+        lserr err = {0};
+
+        assert_int_equal(cat_open_etcd(&o, &c, &err), -EINVAL);
+        lserr_clear(&err);
+        o.prefix = f->path;
+        assert_true(cat_open_etcd(&o, &c, &err) < 0);
+        assert_non_null(strstr(err.msg, f->path));
+        lserr_clear(&err);
+        f->c = cat_close(f->c);
+        raw_put(f, "meta", "{\"layout\":99}");
+        assert_int_equal(open_catalog(f, &c, &err), -EINVAL);
+        assert_non_null(strstr(err.msg, "99"));
+        assert_non_null(strstr(err.msg, "newer"));
+        lserr_clear(&err);
+        raw_put(f, "meta", "not json");
+        assert_int_equal(open_catalog(f, &c, &err), -EINVAL);
+        assert_non_null(strstr(err.msg, "not a lockstep catalog"));
+        assert_ptr_equal(c, (struct catalog *)0x1);
+        assert_null(cat_close(NULL));
+}
+#endif
+
 
 int main(void)
 {
@@ -1261,6 +1779,28 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_status_reasons_cut_on_character, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_statement_helper, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_failures_release_lock_and_transaction, setup, teardown),
+#ifdef CAT_TEST_ETCD
+                cmocka_unit_test_setup_teardown(test_etcd_fence, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_etcd_big_batch, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_etcd_decide_race, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_etcd_trims_compact, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_etcd_long_listings, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_etcd_newer_layout_refused, setup, teardown),
+#endif
         };
+#ifdef CAT_TEST_ETCD
+        int r;
+
+        if (tu_etcd_start(&D) != 0) {
+                printf("test_catalog_etcd: skipped: %s not installed (Debian: apt-get install etcd-server)\n",
+                       TU_ETCD_BIN);
+                return 0;
+        }
+        r = cmocka_run_group_tests(tests, NULL, NULL);
+        etcd_close(raw_etcd);
+        tu_etcd_stop(&D);
+        return r;
+#else
         return cmocka_run_group_tests(tests, NULL, NULL);
+#endif
 }

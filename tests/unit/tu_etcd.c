@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -44,6 +45,8 @@ int tu_etcd_start(struct tu_etcd *e)
                 abort();
         if (e->pid == 0) {
                 int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND, 0600);
+                /* Dies with the test, even one that crashed. */
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
                 dup2(fd, 1);
                 dup2(fd, 2);
                 execl(TU_ETCD_BIN, "etcd", "--name", "t", "--data-dir", data, "--listen-client-urls", e->url,
