@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json.h"
 #include "log.h"
 #include "prune.h"
 #include "report.h"
@@ -266,7 +267,9 @@ static int control_gen(struct daemon *d, const Lockstep__ControlRequest *q, Lock
                         rep->exit_code = 2;
                         rep->error = (char *)"usage: snapshot show ID";
                 } else {
-                        if (fn == ops_r_agents)
+                        /* Only the leader may talk to agents; a follower shows the
+                         * leader's last poll. */
+                        if (fn == ops_r_agents && (!d->ha || ha_leading(d->ha, NULL)))
                                 engine_poll_agents(d->eng, &err);
                         if (fn == ops_r_cut) {
                                 if (report_cut_both(d->cat, a, text, json, &err) < 0)
@@ -311,7 +314,8 @@ static int control_gen(struct daemon *d, const Lockstep__ControlRequest *q, Lock
 static int reads_only(const Lockstep__ControlRequest *q)
 {
         static const char *const readers[] = {"op.poll", "events",    "snapshot.list", "snapshot.show",
-                                              "agents",  "groups",    "schedules",     "audit"};
+                                              "agents",  "groups",    "schedules",     "audit",
+                                              "cluster.status"};
 
         for (size_t i = 0; q && i < sizeof(readers) / sizeof(readers[0]); i++)
                 if (!strcmp(q->command, readers[i]))
@@ -330,7 +334,8 @@ static void audit_request(struct daemon *d, const Lockstep__ControlRequest *q, c
         size_t o = 0;
         lserr err = {0};
 
-        if (reads_only(q))
+        /* A follower writes nothing to the catalog: its fence is shut. */
+        if (reads_only(q) || (d->ha && !ha_leading(d->ha, NULL)))
                 return;
         a.has_peer = transport_request_peer(&a.peer_uid, &a.peer_pid) == 0;
         snprintf(a.step, sizeof(a.step), "%s", q ? q->command : "(does not unpack)");
@@ -377,6 +382,68 @@ static int audit_reply(struct daemon *d, const Lockstep__ControlRequest *q, Lock
         return 0;
 }
 
+/* lockstep cluster status: this lockstepd, the leader it sees, etcd. */
+static void cluster_reply(struct daemon *d, Lockstep__ControlReply *rep, char **text, char **json)
+{
+        struct election_view v = {0};
+        size_t tl = 0, jl = 0;
+        FILE *tf, *jf;
+
+        rep->done = 1;
+        if (!d->ha) {
+                rep->exit_code = 2;
+                rep->error = (char *)"this lockstepd runs alone: coordinator.yaml has no ha: section";
+                return;
+        }
+        ha_view(d->ha, &v);
+        /* A leader by the election is one to us once its catalog is fenced:
+         * what ha_leading says, and what operations wait for. */
+        v.leading = ha_leading(d->ha, &v.epoch);
+        tf = open_memstream(text, &tl);
+        jf = open_memstream(json, &jl);
+        if (tf) {
+                fprintf(tf, "this lockstepd: %s, %s", ha_config(d->ha)->name, v.leading ? "leader" : "follower");
+                if (v.leading)
+                        fprintf(tf, ", epoch %llu", (unsigned long long)v.epoch);
+                fprintf(tf, "\nleader: %s", v.holder[0] ? v.holder : "(none known)");
+                if (v.holder[0])
+                        fprintf(tf, " (epoch %llu)", (unsigned long long)v.holder_epoch);
+                fprintf(tf, "\netcd: %s (%u endpoint(s), keys under %s)\n", v.error[0] ? v.error : "ok",
+                        ha_config(d->ha)->n_etcd, ha_config(d->ha)->prefix);
+                fclose(tf);
+        }
+        if (jf) {
+                struct json j;
+                json_init(&j, jf);
+                json_obj_begin(&j, NULL);
+                json_str(&j, "name", ha_config(d->ha)->name);
+                json_str(&j, "role", v.leading ? "leader" : "follower");
+                json_uint(&j, "epoch", v.epoch);
+                json_str(&j, "leader", v.holder[0] ? v.holder : NULL);
+                json_uint(&j, "leader_epoch", v.holder_epoch);
+                json_str(&j, "etcd_error", v.error[0] ? v.error : NULL);
+                json_str(&j, "prefix", ha_config(d->ha)->prefix);
+                json_obj_end(&j);
+                json_end(&j);
+                fclose(jf);
+        }
+        rep->text = *text;
+        rep->json = *json;
+}
+
+/* A follower changes nothing: it says who does. */
+static void follower_refusal(struct daemon *d, Lockstep__ControlReply *rep, char **owned)
+{
+        struct election_view v = {0};
+        char msg[LSERR_MSG_MAX + ELECTION_VALUE_MAX];
+
+        ha_view(d->ha, &v);
+        snprintf(msg, sizeof(msg), "this lockstepd (%s) is a follower; the leader is %s: run lockstep on its host",
+                 ha_config(d->ha)->name, v.holder[0] ? v.holder : "not known yet (an election is on)");
+        reply_error(rep, 1, msg, owned);
+        rep->done = 1;
+}
+
 int control_handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, size_t *ret_len)
 {
         struct daemon *d = arg;
@@ -398,6 +465,10 @@ int control_handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, siz
         } else if (!strcmp(q->command, "audit")) {
                 if (audit_reply(d, q, &rep, &text, &json, &err) < 0)
                         reply_error(&rep, 2, err.msg, &owned);
+        } else if (!strcmp(q->command, "cluster.status")) {
+                cluster_reply(d, &rep, &text, &json);
+        } else if (d->ha && !reads_only(q) && strcmp(q->command, "reload") && !ha_leading(d->ha, NULL)) {
+                follower_refusal(d, &rep, &owned);
         } else if (!strcmp(q->command, "reload")) {
                 int applied = 0;
                 size_t tl = 0;

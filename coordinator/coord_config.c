@@ -13,6 +13,7 @@
 
 #include "cfgload.h"
 #include "cleanup.h"
+#include "coord_ha.h"
 #include "cron.h"
 #include "names.h"
 #include "strset.h"
@@ -92,6 +93,7 @@ struct raw_coord {
         char *metrics;
         char *metrics_public;
         char *tls_ca;
+        struct raw_ha *ha;
         struct raw_peer *agents;
         unsigned n_agents;
         struct raw_group *groups;
@@ -167,7 +169,7 @@ static const cyaml_schema_value_t group_entry = {
 static const cyaml_schema_field_t coord_fields[] = {
         REQ_STR("control", struct raw_coord, control),
         REQ_STR("key", struct raw_coord, key),
-        REQ_STR("catalog", struct raw_coord, catalog),
+        OPT_STR("catalog", struct raw_coord, catalog), /* required without ha: */
         OPT_STR("counter_file", struct raw_coord, counter_file),
         OPT_STR("step_timeout_s", struct raw_coord, step_timeout_s),
         OPT_STR("max_cuts", struct raw_coord, max_cuts),
@@ -178,6 +180,7 @@ static const cyaml_schema_field_t coord_fields[] = {
         OPT_STR("metrics", struct raw_coord, metrics),
         OPT_STR("metrics_public", struct raw_coord, metrics_public),
         OPT_STR("tls_ca", struct raw_coord, tls_ca),
+        CYAML_FIELD_MAPPING_PTR("ha", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, struct raw_coord, ha, coord_ha_fields),
         CYAML_FIELD_SEQUENCE_COUNT("agents", CYAML_FLAG_POINTER, struct raw_coord, agents, n_agents,
                                    &peer_entry, 1, AGENTS_MAX),
         /* "groups:" left empty means none, as when groups come from libvirt metadata. */
@@ -589,7 +592,15 @@ static int coord_settings(const struct cfgload *ld, const struct raw_coord *rc, 
         r = cfgload_check_text(ld, "key", rc->key);
         if (r < 0)
                 return r;
-        r = cfgload_check_text(ld, "catalog", rc->catalog);
+        /* With ha: the catalog is in etcd, and no file names the counter. */
+        if (!rc->ha && !rc->catalog)
+                return cfgload_bad(ld, "catalog", "missing: the SQLite file of the catalog (or an ha: section)");
+        if (rc->ha && rc->catalog)
+                return cfgload_bad(ld, "catalog", "with ha: the catalog is in etcd; remove catalog:");
+        if (rc->ha && !rc->counter_file)
+                return cfgload_bad_at(ld, "ha", "counter_file",
+                                      "missing: with ha: this lockstepd's command counter needs a file of its own");
+        r = rc->catalog ? cfgload_check_text(ld, "catalog", rc->catalog) : 0;
         if (r < 0)
                 return r;
         if (rc->counter_file) {
@@ -738,6 +749,11 @@ static int coord_build(const struct cfgload *ld, const struct raw_coord *rc, str
                 return r;
         c->control = cfgload_strdup(rc->control, &oom);
         c->key = cfgload_strdup(rc->key, &oom);
+        if (rc->ha) {
+                r = coord_ha_build(ld, rc->ha, &c->ha);
+                if (r < 0)
+                        return r;
+        }
         c->catalog = cfgload_strdup(rc->catalog, &oom);
         if (rc->counter_file)
                 c->counter_file = cfgload_strdup(rc->counter_file, &oom);
@@ -798,6 +814,7 @@ struct cfg_coord *cfg_coord_free(struct cfg_coord *c)
         free(c->key);
         free(c->catalog);
         free(c->counter_file);
+        cfg_ha_free(c->ha);
         free(c->metrics);
         free(c);
         return NULL;

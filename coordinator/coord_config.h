@@ -4,6 +4,8 @@
 
 #include "lserr.h"
 
+struct cfg_ha;
+
 enum cfg_mode {
         CFG_MODE_QUIESCE = 0,
         CFG_MODE_PAUSE = 1,
@@ -58,7 +60,7 @@ struct cfg_group {
 struct cfg_coord {
         char *control;    /* ipc:// URL of the control socket */
         char *key;        /* path of the coordinator's secret key */
-        char *catalog;    /* SQLite file path */
+        char *catalog;    /* SQLite file path; NULL with ha */
         char *counter_file; /* default: catalog path + ".counter" */
         unsigned step_timeout_s; /* default 30, 1..3600 */
         unsigned max_cuts;           /* cuts running at once in the fleet, default 8 */
@@ -72,6 +74,7 @@ struct cfg_coord {
         unsigned n_agents;
         struct cfg_group *groups;
         unsigned n_groups;
+        struct cfg_ha *ha; /* high availability on etcd; NULL: one lockstepd, SQLite */
 };
 
 /* Loads and checks path. On success *ret is owned by the caller (free with

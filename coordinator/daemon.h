@@ -11,6 +11,7 @@
 #include "coord_config.h"
 #include "counter.h"
 #include "engine.h"
+#include "ha.h"
 #include "keys.h"
 #include "lockstep.pb-c.h"
 #include "lserr.h"
@@ -70,6 +71,7 @@ struct daemon {
         struct cfg_coord *pending_cfg; /* a validated reload waiting for running ops */
         struct engine *pending_eng;
         struct catalog *cat;
+        struct ha *ha; /* high availability (cfg->ha); NULL: this lockstepd alone */
         struct keys_secret *key;
         struct counter *ctr; /* outlive reloads, shared by every engine */
         struct slots *slots;

@@ -80,6 +80,12 @@ static void engine_freep(struct engine **e)
         engine_free(*e);
 }
 
+void engine_set_fence(struct engine *e, const struct agentlink_fence *f)
+{
+        for (size_t i = 0; i < e->n_links; i++)
+                agentlink_set_fence(e->links[i], f);
+}
+
 int engine_new(const struct cfg_coord *cfg, const struct keys_secret *key, struct catalog *cat, struct counter *ctr,
                struct slots *slots, struct engine **ret, lserr *err)
 {

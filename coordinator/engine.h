@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 
+#include "agentlink.h"
 #include "catalog.h"
 #include "counter.h"
 #include "coord_config.h"
@@ -22,6 +23,10 @@ struct engine;
  * Opens one link per configured agent. */
 int engine_new(const struct cfg_coord *cfg, const struct keys_secret *key, struct catalog *cat, struct counter *ctr,
                struct slots *slots, struct engine **ret, lserr *err);
+/* High availability: every command of e's links carries the fence's epoch,
+ * and none is sent while it says we do not lead (agentlink_set_fence). f is
+ * borrowed and outlives e. */
+void engine_set_fence(struct engine *e, const struct agentlink_fence *f);
 struct engine *engine_free(struct engine *e);
 /* lockstepd stops: every engine's calls in flight end now and none is retried
  * (the catalog keeps what is undone for recovery). Once, for good. */

@@ -53,6 +53,7 @@ static void usage(FILE *f)
                 "                                               the uid and pid that sent them (newest N)\n"
                 "  reload                                       re-read coordinator.yaml (as SIGHUP does)\n"
                 "  recover                                      finish unresolved transactions now\n"
+                "  cluster status [--json]                      high availability: this lockstepd, the leader, etcd\n"
                 "exit: 0 ok/committed, 1 aborted, 2 usage/config, 3 coordinator unreachable\n");
 }
 
@@ -357,6 +358,7 @@ static int parse_options(int argc, char **argv, struct cli *o)
 static int pick_command(char **args, int nargs, Lockstep__ControlRequest *q)
 {
         static const char *const snapshot_verbs[] = {"create", "list", "show", "delete", "revert"};
+        static const char *const cluster_verbs[] = {"status"};
         static const char *const commands[] = {"agents", "groups",  "recover", "schedules",
                                                "prune",  "events",  "reload",  "check", "audit"};
         static char cmd[32];
@@ -371,6 +373,13 @@ static int pick_command(char **args, int nargs, Lockstep__ControlRequest *q)
                         q->command = cmd;
                         q->args = args + 2;
                         q->n_args = (size_t)(nargs - 2);
+                        return GO_ON;
+                }
+        for (size_t i = 0; i < sizeof(cluster_verbs) / sizeof(cluster_verbs[0]); i++)
+                if (!strcmp(args[0], "cluster") && nargs == 2 && !strcmp(args[1], cluster_verbs[i])) {
+                        snprintf(cmd, sizeof(cmd), "cluster.%s", args[1]);
+                        q->command = cmd;
+                        q->n_args = 0;
                         return GO_ON;
                 }
         for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)

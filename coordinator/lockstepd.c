@@ -44,30 +44,62 @@ static void recover_at_start(struct daemon *d)
         pthread_mutex_unlock(&d->stop_lock);
 }
 
+/* High availability: one look at the election. The moment this lockstepd
+ * leads, it settles what the last leader left (commit what has its decision
+ * logged, abort the rest: recover_at_start). 1 when it leads. */
+static int ha_look(struct daemon *d)
+{
+        lserr err = {0};
+        int r = ha_step(d->ha, d->cat, &err);
+
+        if (r < 0)
+                log_err("ha: %s", err.msg);
+        if (r == 1) {
+                ops_event(d, "leader", NULL, NULL, "%s leads: settling what the last leader left",
+                          ha_config(d->ha)->name);
+                pthread_rwlock_rdlock(&d->gen);
+                service_groups_to_catalog(d, d->cfg);
+                pthread_rwlock_unlock(&d->gen);
+                recover_at_start(d);
+        }
+        return ha_leading(d->ha, NULL);
+}
+
 static void *health_main(void *p)
 {
         struct daemon *d = p;
+        /* A cluster member looks at the election every second: a takeover
+         * waits for no health period. */
+        int tick_s = d->ha ? 1 : HEALTH_INTERVAL_S, waited = 0;
 
-        recover_at_start(d);
+        if (!d->ha)
+                recover_at_start(d);
+        else
+                ha_look(d);
         pthread_mutex_lock(&d->stop_lock);
         while (!d->stop) {
                 struct timespec ts;
                 clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_sec += HEALTH_INTERVAL_S;
+                ts.tv_sec += tick_s;
                 pthread_cond_timedwait(&d->stop_cond, &d->stop_lock, &ts);
                 if (d->stop)
                         break;
                 pthread_mutex_unlock(&d->stop_lock);
-                lserr err = {0};
-                unsigned left = 0;
-                pthread_rwlock_rdlock(&d->gen);
-                /* Also settles what agents hold in doubt and decisions not yet heard. */
-                if (engine_health(d->eng, &left, &err) < 0)
-                        log_err("health: %s", err.msg);
-                pthread_rwlock_unlock(&d->gen);
-                pthread_rwlock_rdlock(&d->gen);
-                ops_trim_catalog(d, d->cfg);
-                pthread_rwlock_unlock(&d->gen);
+                int leads = !d->ha || ha_look(d);
+                waited += tick_s;
+                if (leads && waited >= HEALTH_INTERVAL_S) {
+                        lserr err = {0};
+                        unsigned left = 0;
+                        waited = 0;
+                        pthread_rwlock_rdlock(&d->gen);
+                        /* Also settles what agents hold in doubt and decisions not yet heard. */
+                        if (engine_health(d->eng, &left, &err) < 0)
+                                log_err("health: %s", err.msg);
+                        pthread_rwlock_unlock(&d->gen);
+                        pthread_rwlock_rdlock(&d->gen);
+                        ops_trim_catalog(d, d->cfg);
+                        pthread_rwlock_unlock(&d->gen);
+                }
                 pthread_mutex_lock(&d->stop_lock);
         }
         pthread_mutex_unlock(&d->stop_lock);
@@ -163,7 +195,10 @@ static int open_state(struct daemon *d)
         lserr err = {0};
         int r;
 
-        r = cat_open(d->cfg->catalog, &d->cat, &err);
+        if (d->cfg->ha)
+                r = ha_open(d->cfg->ha, d->cfg->control, &d->cat, &d->ha, &err);
+        else
+                r = cat_open(d->cfg->catalog, &d->cat, &err);
         if (r >= 0)
                 r = counter_open(d->cfg->counter_file, &d->ctr, &err);
         if (r >= 0)
@@ -172,6 +207,8 @@ static int open_state(struct daemon *d)
                 r = metrics_new(&d->metrics);
         if (r >= 0)
                 r = engine_new(d->cfg, d->key, d->cat, d->ctr, d->slots, &d->eng, &err);
+        if (r >= 0 && d->ha)
+                engine_set_fence(d->eng, ha_fence(d->ha));
         if (r >= 0 && !(d->cur = calloc(1, sizeof(*d->cur))))
                 r = -ENOMEM;
         if (r < 0) {
@@ -193,8 +230,13 @@ static int serve(struct daemon *d, struct running *run)
 
         snprintf(st, sizeof(st), "%u agents, %u groups, %zu scheduled", d->cfg->n_agents, d->cfg->n_groups,
                  d->n_sched);
-        log_info("lockstepd %s: control %s, catalog %s, %s", LOCKSTEP_VERSION, d->cfg->control, d->cfg->catalog,
-                 st);
+        if (d->ha)
+                log_info("lockstepd %s: control %s, catalog in etcd (%s, %u endpoint(s)) as \"%s\", %s",
+                         LOCKSTEP_VERSION, d->cfg->control, d->cfg->ha->prefix, d->cfg->ha->n_etcd, d->cfg->ha->name,
+                         st);
+        else
+                log_info("lockstepd %s: control %s, catalog %s, %s", LOCKSTEP_VERSION, d->cfg->control,
+                         d->cfg->catalog, st);
         r = transport_listen(d->cfg->control, CONTROL_MAX, 0660, NULL, &sock, &err);
         if (r >= 0)
                 r = transport_serve(sock, 4, control_handle, d, &run->srv, &err);
@@ -267,6 +309,8 @@ static void stop_and_free(struct daemon *d, struct running *run)
         metrics_free(d->metrics);
         slots_free(d->slots);
         counter_free(d->ctr);
+        /* Resigned first: the next leader need not wait out our lease. */
+        ha_close(d->ha);
         cat_close(d->cat);
         keys_secret_free(d->key);
         free(d->sched);
@@ -303,7 +347,9 @@ int main(int argc, char **argv)
                 rc = open_state(&d);
         }
         if (rc == GO_ON) {
-                service_groups_to_catalog(&d, d.cfg);
+                /* A cluster member records its groups when it leads. */
+                if (!d.ha)
+                        service_groups_to_catalog(&d, d.cfg);
                 /* Everything that reads d.cfg unlocked happens before the control
                  * socket serves: from then on a reload may swap it. */
                 service_sched_build(&d, d.cfg);

@@ -335,6 +335,26 @@ int service_apply_pending(struct daemon *d)
 /* What the process opened at start (its key, catalog, counter and control
  * socket) does not change with a reload: a file that changes it is refused,
  * rather than reported as applied while the old values stay in use. */
+static int same_str(const char *a, const char *b)
+{
+        return a == b || (a && b && !strcmp(a, b));
+}
+
+/* The same cluster, reached the same way. */
+static int same_ha(const struct cfg_ha *a, const struct cfg_ha *b)
+{
+        if (!a || !b)
+                return a == b;
+        if (a->n_etcd != b->n_etcd || a->lease_ttl_s != b->lease_ttl_s || !same_str(a->name, b->name) ||
+            !same_str(a->prefix, b->prefix) || !same_str(a->etcd_ca, b->etcd_ca) ||
+            !same_str(a->etcd_cert, b->etcd_cert) || !same_str(a->etcd_key, b->etcd_key))
+                return 0;
+        for (unsigned i = 0; i < a->n_etcd; i++)
+                if (!same_str(a->etcd[i], b->etcd[i]))
+                        return 0;
+        return 1;
+}
+
 static int fixed_unchanged(struct daemon *d, const struct cfg_coord *c, lserr *err)
 {
         const char *what = NULL;
@@ -342,8 +362,10 @@ static int fixed_unchanged(struct daemon *d, const struct cfg_coord *c, lserr *e
         pthread_rwlock_rdlock(&d->gen);
         if (strcmp(c->key, d->cfg->key))
                 what = "key";
-        else if (strcmp(c->catalog, d->cfg->catalog))
+        else if (!same_str(c->catalog, d->cfg->catalog))
                 what = "catalog";
+        else if (!same_ha(c->ha, d->cfg->ha))
+                what = "ha";
         else if (strcmp(c->counter_file, d->cfg->counter_file))
                 what = "counter_file";
         else if (strcmp(c->control, d->cfg->control))
@@ -364,6 +386,8 @@ int service_reload(struct daemon *d, int wait_ms, int *ret_applied, lserr *err)
                 r = fixed_unchanged(d, cfg, err);
         if (r >= 0)
                 r = engine_new(cfg, d->key, d->cat, d->ctr, d->slots, &eng, err);
+        if (r >= 0 && d->ha)
+                engine_set_fence(eng, ha_fence(d->ha));
         if (r < 0) {
                 cfg_coord_free(cfg);
                 log_err("reload of %s refused: %s", d->cfg_path, err->msg);
@@ -406,9 +430,13 @@ void *service_sched_main(void *p)
                         break;
                 pthread_mutex_unlock(&d->stop_lock);
                 service_apply_pending(d);
-                pthread_rwlock_rdlock(&d->gen);
-                sched_tick(d);
-                pthread_rwlock_unlock(&d->gen);
+                /* Only the leader runs schedules: a follower that took over
+                 * finds each one's last run in the catalog (catch-up rules). */
+                if (!d->ha || ha_leading(d->ha, NULL)) {
+                        pthread_rwlock_rdlock(&d->gen);
+                        sched_tick(d);
+                        pthread_rwlock_unlock(&d->gen);
+                }
                 if (wd_ms)
                         notify_watchdog();
                 pthread_mutex_lock(&d->stop_lock);

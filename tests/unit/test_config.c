@@ -18,6 +18,7 @@
 
 #include "agent_config.h"
 #include "coord_config.h"
+#include "coord_ha.h"
 
 /* Where deploy/config lives: the build may say; otherwise it is found from this
  * file's own path (absolute under CMake, relative to the source tree by hand). */
@@ -907,6 +908,97 @@ static const struct refusal refusals[] = {
           "step_timeout_s: 0\n"
           "agents: [{id: host-a, url: tcp://10.77.0.2:7400, pubkey: /a.pub}]\n",
           4, "step_timeout_s", "\"0\" is out of range (1..3600)" },
+        { "ha-with-catalog", COORD,
+          "control: ipc:///run/lockstep/control.sock\n"
+          "key: /k\n"
+          "catalog: /c\n"
+          "counter_file: /var/lib/lockstep/counter\n"
+          "agents: [{id: host-a, url: tcp://10.77.0.2:7400, pubkey: /a.pub}]\n"
+          "ha:\n"
+          "  name: coord-a\n"
+          "  etcd: [http://10.77.0.20:2379]\n",
+          3, "catalog", "with ha: the catalog is in etcd" },
+        { "ha-no-counter-file", COORD,
+          "control: ipc:///run/lockstep/control.sock\n"
+          "key: /k\n"
+          "agents: [{id: host-a, url: tcp://10.77.0.2:7400, pubkey: /a.pub}]\n"
+          "ha:\n"
+          "  name: coord-a\n"
+          "  etcd: [http://10.77.0.20:2379]\n",
+          4, "counter_file", "needs a file of its own" },
+        { "no-catalog", COORD,
+          "control: ipc:///run/lockstep/control.sock\n"
+          "key: /k\n"
+          "agents: [{id: host-a, url: tcp://10.77.0.2:7400, pubkey: /a.pub}]\n",
+          1, "catalog", "missing: the SQLite file of the catalog (or an ha: section)" },
+        { "ha-etcd-not-url", COORD,
+          "control: ipc:///run/lockstep/control.sock\n"
+          "key: /k\n"
+          "counter_file: /var/lib/lockstep/counter\n"
+          "agents: [{id: host-a, url: tcp://10.77.0.2:7400, pubkey: /a.pub}]\n"
+          "ha:\n"
+          "  name: coord-a\n"
+          "  etcd: [10.77.0.20:2379]\n",
+          7, "ha.etcd[0]", "expected an http:// or https:// URL" },
+        { "ha-etcd-mixed", COORD,
+          "control: ipc:///run/lockstep/control.sock\n"
+          "key: /k\n"
+          "counter_file: /var/lib/lockstep/counter\n"
+          "agents: [{id: host-a, url: tcp://10.77.0.2:7400, pubkey: /a.pub}]\n"
+          "ha:\n"
+          "  name: coord-a\n"
+          "  etcd: [https://10.77.0.20:2379, http://10.77.0.21:2379]\n"
+          "  etcd_ca: /ca.pem\n",
+          7, "ha.etcd[1]", "every endpoint is http:// or every one https://" },
+        { "ha-https-no-ca", COORD,
+          "control: ipc:///run/lockstep/control.sock\n"
+          "key: /k\n"
+          "counter_file: /var/lib/lockstep/counter\n"
+          "agents: [{id: host-a, url: tcp://10.77.0.2:7400, pubkey: /a.pub}]\n"
+          "ha:\n"
+          "  name: coord-a\n"
+          "  etcd: [https://10.77.0.20:2379]\n",
+          7, "ha.etcd", "https:// endpoints need ha.etcd_ca" },
+        { "ha-cert-no-key", COORD,
+          "control: ipc:///run/lockstep/control.sock\n"
+          "key: /k\n"
+          "counter_file: /var/lib/lockstep/counter\n"
+          "agents: [{id: host-a, url: tcp://10.77.0.2:7400, pubkey: /a.pub}]\n"
+          "ha:\n"
+          "  name: coord-a\n"
+          "  etcd: [https://10.77.0.20:2379]\n"
+          "  etcd_ca: /ca.pem\n"
+          "  etcd_cert: /c.pem\n",
+          9, "ha.etcd_key", "etcd_cert and etcd_key go together" },
+        { "ha-prefix", COORD,
+          "control: ipc:///run/lockstep/control.sock\n"
+          "key: /k\n"
+          "counter_file: /var/lib/lockstep/counter\n"
+          "agents: [{id: host-a, url: tcp://10.77.0.2:7400, pubkey: /a.pub}]\n"
+          "ha:\n"
+          "  name: coord-a\n"
+          "  etcd: [http://10.77.0.20:2379]\n"
+          "  prefix: lockstep\n",
+          8, "ha.prefix", "expected a key prefix such as /lockstep/" },
+        { "ha-ttl", COORD,
+          "control: ipc:///run/lockstep/control.sock\n"
+          "key: /k\n"
+          "counter_file: /var/lib/lockstep/counter\n"
+          "agents: [{id: host-a, url: tcp://10.77.0.2:7400, pubkey: /a.pub}]\n"
+          "ha:\n"
+          "  name: coord-a\n"
+          "  etcd: [http://10.77.0.20:2379]\n"
+          "  lease_ttl_s: 1\n",
+          8, "ha.lease_ttl_s", "\"1\" is out of range (2..60)" },
+        { "ha-name", COORD,
+          "control: ipc:///run/lockstep/control.sock\n"
+          "key: /k\n"
+          "counter_file: /var/lib/lockstep/counter\n"
+          "agents: [{id: host-a, url: tcp://10.77.0.2:7400, pubkey: /a.pub}]\n"
+          "ha:\n"
+          "  name: coord a\n"
+          "  etcd: [http://10.77.0.20:2379]\n",
+          6, "ha.name", "" },
 };
 
 static void test_refusal(void **state)
@@ -1170,6 +1262,41 @@ static void test_coord_tls(void **state)
         assert_string_equal(c->agents[1].server_name, "fd00::3");
         assert_null(c->agents[2].tls_ca);
         assert_null(c->agents[2].server_name);
+        cfg_coord_free(c);
+}
+
+static void test_coord_ha(void **state)
+{
+        char path[PATH_MAX];
+        struct cfg_coord *c = NULL;
+        lserr err = { 0 };
+
+        (void)state;
+        write_cfg(path, "coord-ha.yaml",
+                  "control: ipc:///run/lockstep/control.sock\n"
+                  "key: /etc/lockstep/coordinator.key\n"
+                  "counter_file: /var/lib/lockstep/coordinator.counter\n"
+                  "ha:\n"
+                  "  name: coord-a\n"
+                  "  etcd: [https://10.77.0.20:2379, https://10.77.0.21:2379, https://10.77.0.22:2379]\n"
+                  "  etcd_ca: /etc/lockstep/etcd-ca.pem\n"
+                  "  etcd_cert: /etc/lockstep/etcd-client.pem\n"
+                  "  etcd_key: /etc/lockstep/etcd-client.key\n"
+                  "agents:\n"
+                  "  - id: host-a\n"
+                  "    url: tcp://10.77.0.2:7400\n"
+                  "    pubkey: /etc/lockstep/host-a.pub\n"
+                  "groups:\n");
+        assert_int_equal(cfg_coord_load(path, &c, &err), 0);
+        assert_null(c->catalog);
+        assert_non_null(c->ha);
+        assert_string_equal(c->ha->name, "coord-a");
+        assert_int_equal(c->ha->n_etcd, 3);
+        assert_string_equal(c->ha->etcd[2], "https://10.77.0.22:2379");
+        assert_string_equal(c->ha->etcd_key, "/etc/lockstep/etcd-client.key");
+        assert_string_equal(c->ha->prefix, "/lockstep/");
+        assert_int_equal(c->ha->lease_ttl_s, 5);
+        assert_string_equal(c->counter_file, "/var/lib/lockstep/coordinator.counter");
         cfg_coord_free(c);
 }
 
@@ -1674,6 +1801,7 @@ int main(void)
                 cmocka_unit_test(test_agent_full),
                 cmocka_unit_test(test_agent_tls_key),
                 cmocka_unit_test(test_coord_tls),
+                cmocka_unit_test(test_coord_ha),
                 cmocka_unit_test(test_agent_defaults),
                 cmocka_unit_test(test_agent_sim),
                 cmocka_unit_test(test_coord_full),

@@ -1,0 +1,140 @@
+/* ha: the etcd catalog and the election of a lockstepd in a cluster, and the
+ * fences: the catalog's (an etcd compare on the leader key) and the agents'
+ * (the epoch in every command). */
+#include "ha.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cat_etcd.h"
+#include "cleanup.h"
+#include "envelope.h"
+#include "log.h"
+
+struct ha {
+        const struct cfg_ha *cfg;
+        struct election *el;
+        struct agentlink_fence fence;
+        char leader_key[CFG_HA_PREFIX_MAX + 16];
+        pthread_mutex_t lock;
+        uint64_t fenced; /* the epoch the catalog is fenced on; 0: shut */
+};
+
+static int fence_leading(void *arg, uint64_t *epoch)
+{
+        return ha_leading(arg, epoch);
+}
+
+static void etcd_opts_of(const struct cfg_ha *c, struct etcd_opts *o)
+{
+        *o = (struct etcd_opts){.endpoints = (const char *const *)c->etcd, .n_endpoints = c->n_etcd,
+                                .ca_file = c->etcd_ca, .cert_file = c->etcd_cert, .key_file = c->etcd_key};
+}
+
+int ha_open(const struct cfg_ha *cfg, const char *control, struct catalog **ret_cat, struct ha **ret, lserr *err)
+{
+        _cleanup_free_ struct ha *h = calloc(1, sizeof(*h));
+        struct catalog *cat = NULL;
+        struct etcd_opts eo;
+        struct cat_etcd_opts co;
+        struct election_opts el;
+        char value[ELECTION_VALUE_MAX];
+        int r;
+
+        if (!h)
+                return lserr_set(err, -ENOMEM, "ha: out of memory");
+        h->cfg = cfg;
+        snprintf(h->leader_key, sizeof(h->leader_key), "%sleader", cfg->prefix);
+        etcd_opts_of(cfg, &eo);
+        co = (struct cat_etcd_opts){.etcd = &eo, .prefix = cfg->prefix};
+        r = cat_open_etcd(&co, &cat, err);
+        /* Shut until we lead: no epoch of etcd's is this large. */
+        if (r == 0)
+                r = cat_set_fence(cat, h->leader_key, ENV_EPOCH_MAX + 1, err);
+        snprintf(value, sizeof(value), "%s pid=%d control=%s", cfg->name, (int)getpid(), control);
+        el = (struct election_opts){.etcd = &eo, .key = h->leader_key, .value = value, .ttl_s = cfg->lease_ttl_s};
+        if (r == 0)
+                r = election_start(&el, &h->el, err);
+        if (r < 0) {
+                cat_close(cat);
+                return r;
+        }
+        pthread_mutex_init(&h->lock, NULL);
+        h->fence = (struct agentlink_fence){.leading = fence_leading, .arg = h};
+        *ret_cat = cat;
+        *ret = TAKE_PTR(h);
+        return 0;
+}
+
+struct ha *ha_close(struct ha *h)
+{
+        if (!h)
+                return NULL;
+        election_stop(h->el, 1);
+        pthread_mutex_destroy(&h->lock);
+        free(h);
+        return NULL;
+}
+
+const struct agentlink_fence *ha_fence(struct ha *h)
+{
+        return &h->fence;
+}
+
+int ha_leading(struct ha *h, uint64_t *epoch)
+{
+        uint64_t e = 0;
+        int r = election_leading(h->el, &e);
+
+        pthread_mutex_lock(&h->lock);
+        r = r && e == h->fenced;
+        pthread_mutex_unlock(&h->lock);
+        if (epoch)
+                *epoch = r ? e : 0;
+        return r;
+}
+
+int ha_step(struct ha *h, struct catalog *cat, lserr *err)
+{
+        uint64_t e = 0, was;
+        int r;
+
+        pthread_mutex_lock(&h->lock);
+        was = h->fenced;
+        pthread_mutex_unlock(&h->lock);
+        if (!election_leading(h->el, &e)) {
+                if (was)
+                        log_warn("ha: %s no longer leads (epoch %llu): following", h->cfg->name,
+                                 (unsigned long long)was);
+                pthread_mutex_lock(&h->lock);
+                h->fenced = 0;
+                pthread_mutex_unlock(&h->lock);
+                return 0;
+        }
+        if (e == was)
+                return 0;
+        /* A new epoch: the catalog takes writes of this one only, before any
+         * command carries it. */
+        r = cat_set_fence(cat, h->leader_key, e, err);
+        if (r < 0)
+                return r;
+        pthread_mutex_lock(&h->lock);
+        h->fenced = e;
+        pthread_mutex_unlock(&h->lock);
+        log_info("ha: %s leads, epoch %llu", h->cfg->name, (unsigned long long)e);
+        return 1;
+}
+
+void ha_view(struct ha *h, struct election_view *ret)
+{
+        election_view(h->el, ret);
+}
+
+const struct cfg_ha *ha_config(const struct ha *h)
+{
+        return h->cfg;
+}
