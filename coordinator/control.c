@@ -382,11 +382,66 @@ static int audit_reply(struct daemon *d, const Lockstep__ControlRequest *q, Lock
         return 0;
 }
 
-/* lockstep cluster status: this lockstepd, the leader it sees, etcd. */
+/* lockstep cluster status, as text. */
+static void cluster_text(FILE *f, const struct ha *ha, const struct election_view *v, const struct ha_member *m,
+                         size_t n, const struct etcd_status *st, const char *etcd_error)
+{
+        const struct cfg_ha *c = ha_config(ha);
+
+        fprintf(f, "this lockstepd: %s, %s", c->name, v->leading ? "leader" : "follower");
+        if (v->leading)
+                fprintf(f, ", epoch %llu", (unsigned long long)v->epoch);
+        fprintf(f, "\nleader: %s", v->holder[0] ? v->holder : "(none known)");
+        if (v->holder[0])
+                fprintf(f, " (epoch %llu)", (unsigned long long)v->holder_epoch);
+        fprintf(f, "\nmembers:\n");
+        for (size_t i = 0; i < n; i++)
+                fprintf(f, "  %-60s %s\n", m[i].value, !strcmp(m[i].value, v->holder) ? "leader" : "follower");
+        if (etcd_error[0])
+                fprintf(f, "etcd: %s\n", etcd_error);
+        else
+                fprintf(f, "etcd: ok, version %s, revision %lld, %.1f MB (%u endpoint(s), keys under %s)\n", st->version,
+                        (long long)st->revision, (double)st->db_size / 1e6, c->n_etcd, c->prefix);
+}
+
+static void cluster_json(FILE *f, const struct ha *ha, const struct election_view *v, const struct ha_member *m,
+                         size_t n, const struct etcd_status *st, const char *etcd_error)
+{
+        struct json j;
+
+        json_init(&j, f);
+        json_obj_begin(&j, NULL);
+        json_str(&j, "name", ha_config(ha)->name);
+        json_str(&j, "role", v->leading ? "leader" : "follower");
+        json_uint(&j, "epoch", v->epoch);
+        json_str(&j, "leader", v->holder[0] ? v->holder : NULL);
+        json_uint(&j, "leader_epoch", v->holder_epoch);
+        json_arr_begin(&j, "members");
+        for (size_t i = 0; i < n; i++) {
+                json_obj_begin(&j, NULL);
+                json_str(&j, "member", m[i].value);
+                json_str(&j, "role", !strcmp(m[i].value, v->holder) ? "leader" : "follower");
+                json_obj_end(&j);
+        }
+        json_arr_end(&j);
+        json_str(&j, "etcd_error", etcd_error[0] ? etcd_error : NULL);
+        json_str(&j, "etcd_version", etcd_error[0] ? NULL : st->version);
+        json_int(&j, "etcd_revision", etcd_error[0] ? 0 : st->revision);
+        json_int(&j, "etcd_db_bytes", etcd_error[0] ? 0 : st->db_size);
+        json_str(&j, "prefix", ha_config(ha)->prefix);
+        json_obj_end(&j);
+        json_end(&j);
+}
+
+/* lockstep cluster status: this lockstepd, the leader it sees, every member
+ * whose lease lives, etcd. */
 static void cluster_reply(struct daemon *d, Lockstep__ControlReply *rep, char **text, char **json)
 {
         struct election_view v = {0};
-        size_t tl = 0, jl = 0;
+        struct etcd_status st = {0};
+        struct ha_member *m = NULL;
+        size_t n = 0, tl = 0, jl = 0;
+        lserr err = {0};
         FILE *tf, *jf;
 
         rep->done = 1;
@@ -399,34 +454,19 @@ static void cluster_reply(struct daemon *d, Lockstep__ControlReply *rep, char **
         /* A leader by the election is one to us once its catalog is fenced:
          * what ha_leading says, and what operations wait for. */
         v.leading = ha_leading(d->ha, &v.epoch);
+        if (ha_members(d->ha, &m, &n, &st, &err) < 0)
+                rep->exit_code = 1;
         tf = open_memstream(text, &tl);
         jf = open_memstream(json, &jl);
         if (tf) {
-                fprintf(tf, "this lockstepd: %s, %s", ha_config(d->ha)->name, v.leading ? "leader" : "follower");
-                if (v.leading)
-                        fprintf(tf, ", epoch %llu", (unsigned long long)v.epoch);
-                fprintf(tf, "\nleader: %s", v.holder[0] ? v.holder : "(none known)");
-                if (v.holder[0])
-                        fprintf(tf, " (epoch %llu)", (unsigned long long)v.holder_epoch);
-                fprintf(tf, "\netcd: %s (%u endpoint(s), keys under %s)\n", v.error[0] ? v.error : "ok",
-                        ha_config(d->ha)->n_etcd, ha_config(d->ha)->prefix);
+                cluster_text(tf, d->ha, &v, m, n, &st, err.msg);
                 fclose(tf);
         }
         if (jf) {
-                struct json j;
-                json_init(&j, jf);
-                json_obj_begin(&j, NULL);
-                json_str(&j, "name", ha_config(d->ha)->name);
-                json_str(&j, "role", v.leading ? "leader" : "follower");
-                json_uint(&j, "epoch", v.epoch);
-                json_str(&j, "leader", v.holder[0] ? v.holder : NULL);
-                json_uint(&j, "leader_epoch", v.holder_epoch);
-                json_str(&j, "etcd_error", v.error[0] ? v.error : NULL);
-                json_str(&j, "prefix", ha_config(d->ha)->prefix);
-                json_obj_end(&j);
-                json_end(&j);
+                cluster_json(jf, d->ha, &v, m, n, &st, err.msg);
                 fclose(jf);
         }
+        free(m);
         rep->text = *text;
         rep->json = *json;
 }

@@ -28,7 +28,7 @@ static long long boot_us(void)
 
 struct election {
         struct etcd *c;
-        char key[ETCD_KEY_MAX + 1], value[ELECTION_VALUE_MAX];
+        char key[ETCD_KEY_MAX + 1], value[ELECTION_VALUE_MAX], member[ETCD_KEY_MAX + 1];
         unsigned ttl_s;
         pthread_t thread;
         int started;
@@ -40,6 +40,7 @@ struct election {
         struct election_view v;
         long long valid_until_us; /* CLOCK_BOOTTIME */
         int64_t lease;            /* the campaign thread's own */
+        int member_put;           /* member key put with this lease */
 };
 
 /* A failure, for the view; a campaign that reached etcd clears it. */
@@ -72,6 +73,7 @@ static int hold_lease(struct election *e, long long *until, lserr *err)
                 /* What etcd granted counts, not what we asked: it may raise a
                  * short TTL to its minimum. */
                 r = etcd_lease_grant(e->c, e->ttl_s, &e->lease, &ttl, err);
+                e->member_put = 0;
         } else {
                 r = etcd_lease_keepalive(e->c, e->lease, &ttl, err);
                 if (r == 0 && ttl == 0) {
@@ -84,6 +86,12 @@ static int hold_lease(struct election *e, long long *until, lserr *err)
         }
         if (r == 0)
                 *until = sent + ttl * 1000000LL - MARGIN_US;
+        /* Our entry among the members goes with the lease: put again with a
+         * new one (or until a put works). */
+        if (r == 0 && e->member[0] && !e->member_put) {
+                r = etcd_put(e->c, e->member, e->value, strlen(e->value), e->lease, err);
+                e->member_put = r == 0;
+        }
         return r;
 }
 
@@ -180,6 +188,8 @@ int election_start(const struct election_opts *o, struct election **ret, lserr *
                 return lserr_set(err, -EINVAL, "election: the leader key must be 1..%d bytes", ETCD_KEY_MAX);
         if (!o->value || strlen(o->value) >= ELECTION_VALUE_MAX)
                 return lserr_set(err, -EINVAL, "election: our value must be under %d bytes", ELECTION_VALUE_MAX);
+        if (o->member_key && (!*o->member_key || strlen(o->member_key) > ETCD_KEY_MAX))
+                return lserr_set(err, -EINVAL, "election: the member key must be 1..%d bytes", ETCD_KEY_MAX);
         if (o->ttl_s < 2 || o->ttl_s > 60)
                 return lserr_set(err, -EINVAL, "election: a lease TTL of %u s is out of range (2..60)", o->ttl_s);
         e = calloc(1, sizeof(*e));
@@ -187,6 +197,7 @@ int election_start(const struct election_opts *o, struct election **ret, lserr *
                 return lserr_set(err, -ENOMEM, "election: out of memory");
         snprintf(e->key, sizeof(e->key), "%s", o->key);
         snprintf(e->value, sizeof(e->value), "%s", o->value);
+        snprintf(e->member, sizeof(e->member), "%s", o->member_key ? o->member_key : "");
         e->ttl_s = o->ttl_s;
         /* No request may outlast a third of the lease: one hung endpoint
          * must not cost the leadership the others could keep. */

@@ -20,6 +20,9 @@ struct election_opts {
         const char *key;   /* e.g. "/lockstep/leader" */
         const char *value; /* who we are (name, address, pid), for the others to read */
         unsigned ttl_s;    /* the lease's TTL; 2..60 */
+        /* NULL, or a key put with value under the same lease: this process's
+         * entry among the cluster's members, gone with the lease. */
+        const char *member_key;
 };
 
 struct election_view {

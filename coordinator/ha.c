@@ -20,6 +20,9 @@ struct ha {
         struct election *el;
         struct agentlink_fence fence;
         char leader_key[CFG_HA_PREFIX_MAX + 16];
+        char members[CFG_HA_PREFIX_MAX + 16];     /* their keys' prefix */
+        char member_key[CFG_HA_PREFIX_MAX + 96];  /* ours */
+        struct etcd *q; /* for cluster status, under lock */
         pthread_mutex_t lock;
         uint64_t fenced; /* the epoch the catalog is fenced on; 0: shut */
 };
@@ -49,6 +52,8 @@ int ha_open(const struct cfg_ha *cfg, const char *control, struct catalog **ret_
                 return lserr_set(err, -ENOMEM, "ha: out of memory");
         h->cfg = cfg;
         snprintf(h->leader_key, sizeof(h->leader_key), "%sleader", cfg->prefix);
+        snprintf(h->members, sizeof(h->members), "%smembers/", cfg->prefix);
+        snprintf(h->member_key, sizeof(h->member_key), "%s%s", h->members, cfg->name);
         etcd_opts_of(cfg, &eo);
         co = (struct cat_etcd_opts){.etcd = &eo, .prefix = cfg->prefix};
         r = cat_open_etcd(&co, &cat, err);
@@ -56,10 +61,14 @@ int ha_open(const struct cfg_ha *cfg, const char *control, struct catalog **ret_
         if (r == 0)
                 r = cat_set_fence(cat, h->leader_key, ENV_EPOCH_MAX + 1, err);
         snprintf(value, sizeof(value), "%s pid=%d control=%s", cfg->name, (int)getpid(), control);
-        el = (struct election_opts){.etcd = &eo, .key = h->leader_key, .value = value, .ttl_s = cfg->lease_ttl_s};
+        el = (struct election_opts){.etcd = &eo, .key = h->leader_key, .value = value, .ttl_s = cfg->lease_ttl_s,
+                                    .member_key = h->member_key};
+        if (r == 0)
+                r = etcd_open(&eo, &h->q, err);
         if (r == 0)
                 r = election_start(&el, &h->el, err);
         if (r < 0) {
+                h->q = etcd_close(h->q);
                 cat_close(cat);
                 return r;
         }
@@ -75,6 +84,7 @@ struct ha *ha_close(struct ha *h)
         if (!h)
                 return NULL;
         election_stop(h->el, 1);
+        etcd_close(h->q);
         pthread_mutex_destroy(&h->lock);
         free(h);
         return NULL;
@@ -132,6 +142,33 @@ int ha_step(struct ha *h, struct catalog *cat, lserr *err)
 void ha_view(struct ha *h, struct election_view *ret)
 {
         election_view(h->el, ret);
+}
+
+int ha_members(struct ha *h, struct ha_member **ret, size_t *ret_n, struct etcd_status *st, lserr *err)
+{
+        struct etcd_kv *kvs = NULL;
+        struct ha_member *m;
+        size_t n = 0;
+        int r;
+
+        pthread_mutex_lock(&h->lock);
+        r = etcd_status(h->q, st, err);
+        if (r == 0)
+                r = etcd_range(h->q, h->members, 1, 0, &kvs, &n, NULL, NULL, err);
+        pthread_mutex_unlock(&h->lock);
+        if (r < 0)
+                return r;
+        m = calloc(n ? n : 1, sizeof(*m));
+        if (!m) {
+                etcd_kvs_free(kvs, n);
+                return lserr_set(err, -ENOMEM, "ha: out of memory");
+        }
+        for (size_t i = 0; i < n; i++)
+                snprintf(m[i].value, sizeof(m[i].value), "%s", (char *)kvs[i].value);
+        etcd_kvs_free(kvs, n);
+        *ret = m;
+        *ret_n = n;
+        return 0;
 }
 
 const struct cfg_ha *ha_config(const struct ha *h)

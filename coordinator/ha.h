@@ -37,4 +37,13 @@ int ha_step(struct ha *h, struct catalog *cat, lserr *err);
 int ha_leading(struct ha *h, uint64_t *epoch);
 /* The election as last seen, for `lockstep cluster status`. */
 void ha_view(struct ha *h, struct election_view *ret);
+
+/* A lockstepd of the cluster, from its entry (held by its lease). */
+struct ha_member {
+        char value[ELECTION_VALUE_MAX]; /* "NAME pid=PID control=URL" */
+};
+
+/* Every member whose lease lives (*ret the caller's), and etcd's status as
+ * the endpoint in use gives it. */
+int ha_members(struct ha *h, struct ha_member **ret, size_t *ret_n, struct etcd_status *st, lserr *err);
 const struct cfg_ha *ha_config(const struct ha *h);

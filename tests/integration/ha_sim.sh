@@ -87,6 +87,10 @@ if leads c1; then L=c1 F=c2; else L=c2 F=c1; fi
 check "... and the other follows, naming it" \
         bash -c "[ \"\$($LOCKSTEP_BIN -c $T/$F.yaml cluster status --json | jq -r .leader)\" != null ]"
 check "... the leader's epoch is in its status" [ "$(cli "$L" cluster status --json | jq -r .epoch)" -gt 0 ]
+check "both members listed, with their roles" \
+        [ "$(cli "$F" cluster status --json | jq -r '[.members[] | (.member | split(" ")[0]) + ":" + .role] | sort | join(",")')" = \
+          "$(printf '%s\n' "$L:leader" "$F:follower" | sort | paste -sd,)" ]
+check "... and etcd's health" [ "$(cli "$F" cluster status --json | jq -r '.etcd_error == null and .etcd_revision > 0')" = true ]
 
 check "a cut through the leader commits" bash -c "$LOCKSTEP_BIN -c $T/$L.yaml snapshot create shop --name h1 > /dev/null"
 out=$("$LOCKSTEP_BIN" -c "$T/$F.yaml" snapshot create shop --name h2 2>&1) && rc=0 || rc=$?
@@ -102,6 +106,7 @@ t0=$SECONDS
 check "the follower takes over" wait_for $((TTL + 10)) leads "$F"
 check "... within the lease + 5 s" [ $((SECONDS - t0)) -le $((TTL + 5)) ]
 check "... with a higher epoch" [ "$(cli "$F" cluster status --json | jq -r .epoch)" -gt "$epoch1" ]
+check "... the dead one leaves the members with its lease" wait_for $((TTL + 10)) bash -c "[ \"\$($LOCKSTEP_BIN -c $T/$F.yaml cluster status --json | jq -r '[.members[].member | split(\" \")[0]] | join(\",\")')\" = $F ]"
 check "... and cuts" bash -c "$LOCKSTEP_BIN -c $T/$F.yaml snapshot create shop --name h3 > /dev/null"
 check "... the agents obey the new epoch only" [ "$(cat "$T/host-a/journal/replay/epoch")" -gt "$epoch1" ]
 
