@@ -61,6 +61,11 @@ static int ha_look(struct daemon *d)
                 service_groups_to_catalog(d, d->cfg);
                 pthread_rwlock_unlock(&d->gen);
                 recover_at_start(d);
+                /* The schedules as the catalog has them now: the last leader's
+                 * runs and claims count (a slot it began is not run again). */
+                pthread_rwlock_rdlock(&d->gen);
+                service_sched_build(d, d->cfg);
+                pthread_rwlock_unlock(&d->gen);
         }
         return ha_leading(d->ha, NULL);
 }
@@ -352,7 +357,9 @@ int main(int argc, char **argv)
                         service_groups_to_catalog(&d, d.cfg);
                 /* Everything that reads d.cfg unlocked happens before the control
                  * socket serves: from then on a reload may swap it. */
-                service_sched_build(&d, d.cfg);
+                /* A cluster member plans its schedules when it leads. */
+                if (!d.ha)
+                        service_sched_build(&d, d.cfg);
                 service_metrics_apply(&d);
                 rc = serve(&d, &run);
         }

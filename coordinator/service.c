@@ -129,6 +129,39 @@ void service_metrics_apply(struct daemon *d)
 
 /* ---- schedules ----------------------------------------------------------- */
 
+/* A scheduled cut's name: its due time, so that a cut of a slot is found by it. */
+static void sched_name(long long due_s, char *out, size_t n)
+{
+        time_t due = (time_t)due_s;
+        struct tm tm;
+
+        gmtime_r(&due, &tm);
+        snprintf(out, n, "sched-%04d%02d%02dT%02d%02d", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                 tm.tm_min);
+}
+
+/* High availability: a slot claimed by a leader that died before its cut
+ * began was not run; one whose cut began was (the takeover settled the cut).
+ * 1 when a cut of the slot is in the catalog. */
+static int slot_began(struct daemon *d, const char *group, long long due_s)
+{
+        struct cat_txn *t = NULL;
+        char name[64];
+        size_t n = 0;
+        lserr err = {0};
+        int found = 0;
+
+        sched_name(due_s, name, sizeof(name));
+        if (cat_cuts(d->cat, group, &t, &n, &err) < 0) {
+                log_err("%s", err.msg);
+                return 1; /* unknown: never run a slot twice */
+        }
+        for (size_t i = 0; i < n && !found; i++)
+                found = !strcmp(t[i].name, name);
+        free(t);
+        return found;
+}
+
 /* Plans every scheduled group of cfg; replaces d->sched. Caller holds gen. */
 void service_sched_build(struct daemon *d, const struct cfg_coord *cfg)
 {
@@ -146,6 +179,10 @@ void service_sched_build(struct daemon *d, const struct cfg_coord *cfg)
                 pthread_mutex_lock(&d->sched_rows);
                 int gr = cat_sched_get(d->cat, g->name, &last, &err);
                 have = gr == 0;
+                /* A claim whose cut never began: the slot is still to run
+                 * (the catch-up rules say how). */
+                if (have && !strcmp(last.outcome, "claimed") && !slot_began(d, g->name, last.last_due_s))
+                        last.last_due_s--;
                 /* Only a group that never ran gets a fresh record: a read
                  * error must not overwrite its history. */
                 if (gr == -ENOENT) {
@@ -208,6 +245,29 @@ static void sched_skip(struct daemon *d, const struct schedule *sc, const char *
         ops_event(d, "schedule", sc->group, "", "run due %s skipped: %s", due, why);
 }
 
+/* The slot's claim: its due time as the group's last, before anything runs. */
+static int sched_claim(struct daemon *d, const struct schedule *sc)
+{
+        struct cat_sched cs = {0};
+        lserr err = {0};
+        int r;
+
+        pthread_mutex_lock(&d->sched_rows);
+        if (cat_sched_get(d->cat, sc->group, &cs, &err) < 0)
+                snprintf(cs.group, sizeof(cs.group), "%s", sc->group);
+        cs.last_due_s = sc->due_s;
+        cs.last_run_us = 0;
+        snprintf(cs.outcome, sizeof(cs.outcome), "claimed");
+        cs.txid[0] = '\0';
+        snprintf(cs.reason, sizeof(cs.reason), "claimed by %s", ha_config(d->ha)->name);
+        lserr_clear(&err);
+        r = cat_sched_put(d->cat, &cs, &err);
+        pthread_mutex_unlock(&d->sched_rows);
+        if (r < 0)
+                log_warn("schedule of group %s: slot not claimed, not run: %s", sc->group, err.msg);
+        return r;
+}
+
 /* Starts what is due. Caller holds gen for reading. */
 static void sched_tick(struct daemon *d)
 {
@@ -235,19 +295,21 @@ static void sched_tick(struct daemon *d)
                 }
                 struct op *op = calloc(1, sizeof(*op));
                 lserr err = {0};
-                struct tm tm;
-                time_t due = (time_t)sc.due_s;
                 if (!op) {
                         sched_skip(d, &sc, "out of memory");
                         continue;
                 }
-                gmtime_r(&due, &tm);
                 op->scheduled = 1;
                 op->due_s = sc.due_s;
                 op->mode = -1;
                 snprintf(op->group, sizeof(op->group), "%s", sc.group);
-                snprintf(op->name, sizeof(op->name), "sched-%04d%02d%02dT%02d%02d", tm.tm_year + 1900, tm.tm_mon + 1,
-                         tm.tm_mday, tm.tm_hour, tm.tm_min);
+                sched_name(sc.due_s, op->name, sizeof(op->name));
+                /* In a cluster the slot is claimed (a fenced write) before its
+                 * cut begins: a leader that takes over runs it no second time. */
+                if (d->ha && sched_claim(d, &sc) < 0) {
+                        free(op);
+                        continue;
+                }
                 ops_event(d, "schedule", sc.group, "", "%s run due %s starts (%lld s after its due time)",
                       sc.catch_up_run ? "catch-up" : "scheduled", op->name + 6, now - sc.due_s);
                 if (ops_launch(d, op, NULL, &err) < 0)
@@ -318,8 +380,11 @@ int service_apply_pending(struct daemon *d)
         pthread_mutex_unlock(&d->lock);
         slots_set_limits(d->slots, d->cfg->max_cuts, d->cfg->max_cuts_per_agent);
         service_metrics_apply(d);
-        service_groups_to_catalog(d, d->cfg);
-        service_sched_build(d, d->cfg);
+        /* A follower writes nothing: it records and plans when it leads. */
+        if (!d->ha || ha_leading(d->ha, NULL)) {
+                service_groups_to_catalog(d, d->cfg);
+                service_sched_build(d, d->cfg);
+        }
         ops_event(d, "reload", NULL, NULL, "configuration %s applied: %u agents, %u groups, %zu scheduled", d->cfg_path,
               d->cfg->n_agents, d->cfg->n_groups, d->n_sched);
         pthread_rwlock_unlock(&d->gen);

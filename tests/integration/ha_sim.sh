@@ -54,6 +54,8 @@ agents:
     pubkey: $T/host-b.pub
 groups:
   - name: shop
+    schedule: "* * * * *"
+    catch_up: true
     tiers:
       - name: web
         members: [web1@host-a]
@@ -67,8 +69,12 @@ coord_yaml c1 coord
 coord_yaml c2 coordb
 
 # start_coord NAME [FAILPOINT]: starts lockstepd NAME, waits for its control socket.
+CLOCK_FILE=$T/clock
+# clock TIME: both lockstepd's clock (renamed into place, never half written).
+clock() { date -u -d "$1" +%s > "$CLOCK_FILE.new" && mv "$CLOCK_FILE.new" "$CLOCK_FILE"; }
+clock "2026-01-01T10:00:30Z"
 start_coord() {
-        LOCKSTEP_FAILPOINT=${2:-} "$LOCKSTEPD_BIN" -c "$T/$1.yaml" >> "$T/$1.log" 2>&1 &
+        LOCKSTEP_CLOCK_FILE=$CLOCK_FILE LOCKSTEP_FAILPOINT=${2:-} "$LOCKSTEPD_BIN" -c "$T/$1.yaml" >> "$T/$1.log" 2>&1 &
         echo $! > "$T/$1.pid"
         PIDS+=("$!")
         wait_for 20 bash -c "$LOCKSTEP_BIN -c $T/$1.yaml groups > /dev/null 2>&1" || { echo "lockstepd $1 did not come up"; cat "$T/$1.log"; return 1; }
@@ -109,6 +115,29 @@ check "... with a higher epoch" [ "$(cli "$F" cluster status --json | jq -r .epo
 check "... the dead one leaves the members with its lease" wait_for $((TTL + 10)) bash -c "[ \"\$($LOCKSTEP_BIN -c $T/$F.yaml cluster status --json | jq -r '[.members[].member | split(\" \")[0]] | join(\",\")')\" = $F ]"
 check "... and cuts" bash -c "$LOCKSTEP_BIN -c $T/$F.yaml snapshot create shop --name h3 > /dev/null"
 check "... the agents obey the new epoch only" [ "$(cat "$T/host-a/journal/replay/epoch")" -gt "$epoch1" ]
+
+# A per-minute schedule across a failover: each slot runs once, by whoever
+# leads when it falls due. The leader dies inside its 10:01 cut (held in
+# FREEZE on host-a's sim lock): the next leader settles that cut and does not
+# run the slot again, because it was claimed in etcd before the cut began.
+slot() { cli "$1" snapshot list shop --json | jq -r --arg n "$2" '[.[] | select(.name == $n)] | length'; }
+start_coord "$L"
+hold_sim host-a
+clock "2026-01-01T10:01:00Z"
+check "the 10:01 slot starts on the leader ($F), held in FREEZE" wait_for 30 sim_blocked host-a
+kill9_coord "$F"
+release_sim
+check "after a failover ($L leads)" wait_for $((TTL + 10)) leads "$L"
+check "... the 10:01 cut is settled (aborted: no decision was logged)" \
+        wait_for 30 bash -c "[ \"\$($LOCKSTEP_BIN -c $T/$L.yaml snapshot list shop --json | jq -r '.[] | select(.name==\"sched-20260101T1001\") | .state')\" = aborted ]"
+clock "2026-01-01T10:02:00Z"
+check "... and the 10:02 slot runs once, on $L" wait_for 30 bash -c "[ \"\$($LOCKSTEP_BIN -c $T/$L.yaml snapshot list shop --json | jq -r '.[] | select(.name==\"sched-20260101T1002\") | .state')\" = committed ]"
+check "... once" [ "$(slot "$L" sched-20260101T1002)" = 1 ]
+check "... and the 10:01 slot was not run again (claimed by the dead leader)" [ "$(slot "$L" sched-20260101T1001)" = 1 ]
+start_coord "$F"
+# Back to the roles the next part expects: F leads, L is down.
+kill9_coord "$L"
+wait_for $((TTL + 10)) leads "$F"
 
 # A leader killed -9 right after logging COMMIT: the other takes over and the
 # cut commits as the log says. The one to be killed runs with the failpoint.
