@@ -223,23 +223,33 @@ void service_sched_build(struct daemon *d, const struct cfg_coord *cfg)
         pthread_mutex_unlock(&d->lock);
 }
 
-static void sched_skip(struct daemon *d, const struct schedule *sc, const char *why)
+/* Records that sc's slot was skipped or claimed, with why, as the group's last. */
+static int sched_mark(struct daemon *d, const struct schedule *sc, const char *outcome, const char *why, lserr *err)
 {
         struct cat_sched cs = {0};
-        lserr err = {0};
+        lserr e = {0};
+        int r;
 
         pthread_mutex_lock(&d->sched_rows);
-        if (cat_sched_get(d->cat, sc->group, &cs, &err) < 0)
+        if (cat_sched_get(d->cat, sc->group, &cs, &e) < 0)
                 snprintf(cs.group, sizeof(cs.group), "%s", sc->group);
         cs.last_due_s = sc->due_s;
         cs.last_run_us = 0;
-        snprintf(cs.outcome, sizeof(cs.outcome), "skipped");
+        snprintf(cs.outcome, sizeof(cs.outcome), "%s", outcome);
         cs.txid[0] = '\0';
         snprintf(cs.reason, sizeof(cs.reason), "%s", why);
-        cs.skipped++;
-        if (cat_sched_put(d->cat, &cs, &err) < 0)
-                log_err("%s", err.msg);
+        cs.skipped += !strcmp(outcome, "skipped");
+        r = cat_sched_put(d->cat, &cs, err);
         pthread_mutex_unlock(&d->sched_rows);
+        return r;
+}
+
+static void sched_skip(struct daemon *d, const struct schedule *sc, const char *why)
+{
+        lserr err = {0};
+
+        if (sched_mark(d, sc, "skipped", why, &err) < 0)
+                log_err("%s", err.msg);
         char due[40];
         report_iso_time(sc->due_s * 1000000, due, sizeof(due));
         ops_event(d, "schedule", sc->group, "", "run due %s skipped: %s", due, why);
@@ -248,21 +258,12 @@ static void sched_skip(struct daemon *d, const struct schedule *sc, const char *
 /* The slot's claim: its due time as the group's last, before anything runs. */
 static int sched_claim(struct daemon *d, const struct schedule *sc)
 {
-        struct cat_sched cs = {0};
+        char why[LS_NAME_MAX + 16];
         lserr err = {0};
         int r;
 
-        pthread_mutex_lock(&d->sched_rows);
-        if (cat_sched_get(d->cat, sc->group, &cs, &err) < 0)
-                snprintf(cs.group, sizeof(cs.group), "%s", sc->group);
-        cs.last_due_s = sc->due_s;
-        cs.last_run_us = 0;
-        snprintf(cs.outcome, sizeof(cs.outcome), "claimed");
-        cs.txid[0] = '\0';
-        snprintf(cs.reason, sizeof(cs.reason), "claimed by %s", ha_config(d->ha)->name);
-        lserr_clear(&err);
-        r = cat_sched_put(d->cat, &cs, &err);
-        pthread_mutex_unlock(&d->sched_rows);
+        snprintf(why, sizeof(why), "claimed by %s", ha_config(d->ha)->name);
+        r = sched_mark(d, sc, "claimed", why, &err);
         if (r < 0)
                 log_warn("schedule of group %s: slot not claimed, not run: %s", sc->group, err.msg);
         return r;
