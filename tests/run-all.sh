@@ -8,6 +8,8 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 
 "$top/deploy/install-deps.sh"
+# install-deps put etcd-server here: the HA tests may not skip for want of it.
+export LOCKSTEP_REQUIRE_ETCD=1
 
 step() { printf '\n== %s ==\n' "$*"; }
 

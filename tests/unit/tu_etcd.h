@@ -13,7 +13,8 @@ struct tu_etcd {
 };
 
 /* Starts it and waits (20 s at most) until it answers: 0, or 1 when etcd is
- * not installed (the caller skips, saying so). Aborts on any other failure. */
+ * not installed (the caller skips, saying so; with LOCKSTEP_REQUIRE_ETCD set,
+ * as tests/run-all.sh does, that aborts instead). Aborts on any other failure. */
 int tu_etcd_start(struct tu_etcd *e);
 /* Stops what tu_etcd_start started (only that PID) and removes its data. */
 void tu_etcd_stop(struct tu_etcd *e);
