@@ -189,7 +189,7 @@ static int freeze_members(struct txn_mgr *mg, struct txn *t, unsigned lease_ms, 
         for (unsigned tier = 0; tier <= txn_max_tier(t); tier++) {
                 if (only >= 0 && tier != (unsigned)only)
                         continue;
-                txn_run_tier(mg, t, tier, freeze_member);
+                txn_run_tier_wide(mg, t, tier, freeze_member);
                 if (txn_any_failed(t))
                         return -1;
         }
@@ -240,7 +240,7 @@ static int do_freeze_tier(struct txn_mgr *mg, struct txn *t, const Lockstep__Com
                 return txn_finish_step(mg, t, cmd->step, tier, LOCKSTEP__ERROR_CODE__E_INTERNAL, message, ret,
                                        ret_len);
         }
-        txn_run_tier(mg, t, tier, freeze_member);
+        txn_run_tier_wide(mg, t, tier, freeze_member);
         if (txn_any_failed(t)) {
                 snprintf(message, sizeof(message), "%s: freeze: tier %u: voted no", mg->cfg->id, tier);
                 freeze_abort(mg, t, message, sizeof(message), "voted no");

@@ -145,9 +145,10 @@ static int undo_held(struct txn_mgr *mg, struct txn *t, struct member *mb)
 
 void txn_undo_all(struct txn_mgr *mg, struct txn *t)
 {
-        /* Every tier at once: an undo makes no cut, so no order to keep, and
-         * the sooner each guest runs again the better. */
-        txn_pool_run(mg, t, held, 0, 1, undo_held);
+        /* Every member at once, whatever parallel_per_host: an undo makes no
+         * cut, so no order to keep; thaws and resumes are guest-agent and
+         * monitor calls, and the sooner each guest runs again the better. */
+        txn_pool_run(mg, t, held, 0, 1, TXN_POOL_WIDE, undo_held);
 }
 
 int txn_discard_member(struct txn_mgr *mg, struct txn *t, struct member *mb)
@@ -178,7 +179,7 @@ static int has_overlays(const struct member *mb, unsigned unused)
 
 void txn_discard_all(struct txn_mgr *mg, struct txn *t)
 {
-        txn_pool_run(mg, t, has_overlays, 0, 0, txn_discard_member);
+        txn_pool_run(mg, t, has_overlays, 0, 0, 0, txn_discard_member);
 }
 
 static int in_tier(const struct member *mb, unsigned tier)
@@ -188,7 +189,12 @@ static int in_tier(const struct member *mb, unsigned tier)
 
 void txn_run_tier(struct txn_mgr *mg, struct txn *t, unsigned tier, txn_member_fn fn)
 {
-        txn_pool_run(mg, t, in_tier, tier, 0, fn);
+        txn_pool_run(mg, t, in_tier, tier, 0, 0, fn);
+}
+
+void txn_run_tier_wide(struct txn_mgr *mg, struct txn *t, unsigned tier, txn_member_fn fn)
+{
+        txn_pool_run(mg, t, in_tier, tier, 0, TXN_POOL_WIDE, fn);
 }
 
 static int any_member(const struct member *mb, unsigned unused)
@@ -200,7 +206,7 @@ static int any_member(const struct member *mb, unsigned unused)
 
 void txn_run_all(struct txn_mgr *mg, struct txn *t, txn_member_fn fn)
 {
-        txn_pool_run(mg, t, any_member, 0, 0, fn);
+        txn_pool_run(mg, t, any_member, 0, 0, TXN_POOL_WIDE, fn);
 }
 
 unsigned txn_max_tier(const struct txn *t)

@@ -1,6 +1,6 @@
-/* txn_pool: runs one step on many members of a transaction at once, at most
- * parallel_per_host of them, so a host with many VMs keeps each one's frozen
- * time near what its own freeze, snapshot and thaw take. */
+/* txn_pool: runs one step on many members of a transaction at once (snapshots
+ * and thaws at most parallel_per_host of them, guest-agent waits all), so a host
+ * with many VMs keeps each one's frozen time near what its own steps take. */
 #include <stdatomic.h>
 
 #include "txn_priv.h"
@@ -48,8 +48,9 @@ unsigned txn_pool_size(const struct txn_mgr *mg)
 }
 
 void txn_pool_run(struct txn_mgr *mg, struct txn *t, txn_member_pick pick, unsigned arg, int reverse,
-                  txn_member_fn fn)
+                  unsigned width, txn_member_fn fn)
 {
+        const unsigned bound = width == TXN_POOL_WIDE ? TXN_POOL_MAX : txn_pool_size(mg);
         struct pool p = {.mg = mg, .t = t, .fn = fn, .pick = pick, .arg = arg, .reverse = reverse};
         pthread_t th[TXN_POOL_MAX];
         size_t want = 0, started = 0;
@@ -57,8 +58,8 @@ void txn_pool_run(struct txn_mgr *mg, struct txn *t, txn_member_pick pick, unsig
         atomic_init(&p.next, 0);
         for (size_t i = 0; i < t->n; i++)
                 want += pick(&t->m[i], arg) != 0;
-        if (want > txn_pool_size(mg))
-                want = txn_pool_size(mg);
+        if (want > bound)
+                want = bound;
         /* The caller is one of the workers: a pool of one starts no thread and
          * walks the members in order, as a serial loop would. A thread that
          * cannot be started leaves its share to the others. */

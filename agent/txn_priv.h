@@ -3,6 +3,7 @@
  * the unit tests. */
 #pragma once
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,10 +124,15 @@ int txn_any_failed(const struct txn *t);
 int txn_undo_member(struct txn_mgr *mg, struct txn *t, struct member *mb, int report_early);
 void txn_undo_all(struct txn_mgr *mg, struct txn *t);
 typedef int (*txn_member_fn)(struct txn_mgr *, struct txn *, struct member *);
-/* Runs fn on every member of tier `tier`, up to parallel_per_host at once. */
+/* Runs fn on every member of tier `tier`, up to parallel_per_host at once
+ * (snapshots and thaws: they load the host's disks and CPUs). */
 void txn_run_tier(struct txn_mgr *mg, struct txn *t, unsigned tier, txn_member_fn fn);
-/* Runs fn on every member whatever its tier, up to parallel_per_host at once:
- * for steps that no tier order binds (validation). */
+/* Runs fn on every member of tier `tier` at once (up to TXN_POOL_MAX): for
+ * freezes, which wait on each guest's agent and load the host little; bounding
+ * them by parallel_per_host held the whole group frozen longer. */
+void txn_run_tier_wide(struct txn_mgr *mg, struct txn *t, unsigned tier, txn_member_fn fn);
+/* Runs fn on every member whatever its tier, all at once (up to TXN_POOL_MAX):
+ * for steps that no tier order binds and that only read (validation). */
 void txn_run_all(struct txn_mgr *mg, struct txn *t, txn_member_fn fn);
 unsigned txn_max_tier(const struct txn *t);
 /* Removes a cut's overlays of mb (ABORT, recovery); kept on failure so a
@@ -142,13 +148,16 @@ void txn_discard_all(struct txn_mgr *mg, struct txn *t);
 typedef int (*txn_member_pick)(const struct member *mb, unsigned arg);
 /* How many members are worked on at once: parallel_per_host, 1 when unset. */
 unsigned txn_pool_size(const struct txn_mgr *mg);
-/* Runs fn on every member that pick chooses, at most txn_pool_size at once;
+/* txn_pool_run's width: every chosen member at once, up to TXN_POOL_MAX. */
+#define TXN_POOL_WIDE UINT_MAX
+/* Runs fn on every member that pick chooses, at most txn_pool_size at once
+ * (width 0) or all of them (TXN_POOL_WIDE);
  * the caller's thread is one of the workers, so a pool of 1 runs them in
  * order (reverse: last member first) on the caller's thread. The caller holds
  * t->lock; fn may change its own member only, never t, and must not journal:
  * the caller persists once the phase is over. Returns when all are done. */
 void txn_pool_run(struct txn_mgr *mg, struct txn *t, txn_member_pick pick, unsigned arg, int reverse,
-                  txn_member_fn fn);
+                  unsigned width, txn_member_fn fn);
 
 /* ---- txn_reply.c: replies, stored and resent ---- */
 

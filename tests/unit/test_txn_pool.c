@@ -1,7 +1,8 @@
 /* test_txn_pool: the agent's member pool runs each chosen member once, never
  * more of them at once than parallel_per_host, all of them at once when they
- * fit, and a pool of one in order on the caller's thread; txn_run_all (the
- * validation's walk) takes every tier at once. */
+ * fit or when the step is wide (freezes, thaws of an undo, validation), and a
+ * pool of one in order on the caller's thread; txn_run_all (the validation's
+ * walk) takes every tier at once. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -62,8 +63,8 @@ static int run(struct txn_mgr *mg, struct txn *t, struct member *mb)
         return 0;
 }
 
-/* Runs the pool of `size` over N members, half of them chosen. */
-static void run_pool(unsigned size, int reverse)
+/* Runs the pool of `size` over N members, half of them chosen, `width` wide. */
+static void run_pool_width(unsigned size, int reverse, unsigned width)
 {
         struct cfg_agent cfg = {.id = (char *)"host-a", .parallel_per_host = size};
         struct txn_mgr mg = {.cfg = &cfg};
@@ -74,17 +75,22 @@ static void run_pool(unsigned size, int reverse)
                 t->m[i].tier = (unsigned)i;
         pthread_mutex_lock(&S.lock);
         memset(S.runs, 0, sizeof(S.runs));
-        S.size = size;
+        S.size = width == TXN_POOL_WIDE ? TXN_POOL_MAX : size;
         S.picked = N / 2;
         S.started = S.active = S.max_active = 0;
         S.timed_out = 0;
         pthread_mutex_unlock(&S.lock);
-        txn_pool_run(&mg, t, pick_odd_tier, 1, reverse, run);
+        txn_pool_run(&mg, t, pick_odd_tier, 1, reverse, width, run);
         assert_false(S.timed_out);
         assert_int_equal(S.started, N / 2);
         for (size_t i = 0; i < N; i++)
                 assert_int_equal(S.runs[i], i % 2 == 1 ? 1 : 0);
         txn_free(t);
+}
+
+static void run_pool(unsigned size, int reverse)
+{
+        run_pool_width(size, reverse, 0);
 }
 
 static void test_pool_of_one_is_serial(void **state)
@@ -118,10 +124,21 @@ static void test_pool_all_at_once(void **state)
         assert_int_equal(S.max_active, N / 2);
 }
 
+/* Freezes wait on guest agents: a pool of 1 or 2 still freezes every chosen
+ * member at once (and the walk still takes each member once). */
+static void test_wide_ignores_pool_size(void **state)
+{
+        (void)state;
+        run_pool_width(1, 0, TXN_POOL_WIDE);
+        assert_int_equal(S.max_active, N / 2);
+        run_pool_width(2, 1, TXN_POOL_WIDE);
+        assert_int_equal(S.max_active, N / 2);
+}
+
 /* Validation is not held to tier order: members of N tiers, all at once. */
 static void test_run_all_ignores_tiers(void **state)
 {
-        struct cfg_agent cfg = {.id = (char *)"host-a", .parallel_per_host = 64};
+        struct cfg_agent cfg = {.id = (char *)"host-a", .parallel_per_host = 2};
         struct txn_mgr mg = {.cfg = &cfg};
         struct txn *t = txn_new("all", N);
 
@@ -164,6 +181,7 @@ int main(void)
                 cmocka_unit_test(test_pool_of_one_is_serial),
                 cmocka_unit_test(test_pool_bounded),
                 cmocka_unit_test(test_pool_all_at_once),
+                cmocka_unit_test(test_wide_ignores_pool_size),
                 cmocka_unit_test(test_run_all_ignores_tiers),
                 cmocka_unit_test(test_pool_size),
         };

@@ -135,6 +135,8 @@ unix_sock_admin_perms = "0700"
 auth_unix_ro = "none"
 auth_unix_rw = "none"
 log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
+# The agent freezes every member of a host at once over one connection.
+max_client_requests = 32
 EOF
         cat > "$d/etc/libvirt/virtlogd.conf" << 'EOF'
 log_outputs = "3:file:/var/log/libvirt/virtlogd.log"
