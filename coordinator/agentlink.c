@@ -2,11 +2,13 @@
 #include "agentlink.h"
 
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "clockskew.h"
+#include "failpoint.h"
 #include "fsutil.h"
 #include "log.h"
 #include "names.h"
@@ -23,6 +25,7 @@ struct agentlink {
         char *tls_ca;
         char *server_name;
         const struct agentlink_fence *fence;
+        _Atomic uint64_t last_epoch; /* the last epoch a command went out with */
 };
 
 int agentlink_open(const char *agent_id, const char *url, const struct keys_public *pinned,
@@ -125,9 +128,17 @@ int agentlink_seal(struct agentlink *l, Lockstep__Command *cmd, struct agentlink
         cmd->epoch = 0;
         /* Asked at each command: a leader that lost etcd stops at once, not
          * at the end of the round. */
-        if (l->fence && !l->fence->leading(l->fence->arg, &cmd->epoch))
-                return lserr_set(err, -ESTALE, "agent \"%s\": %s: not sent: this lockstepd is not the leader", l->id,
-                                 env_step_name(cmd->step));
+        if (l->fence && !l->fence->leading(l->fence->arg, &cmd->epoch)) {
+                /* Test builds only: a deposed leader that sends anyway, with
+                 * the epoch it last held, so tests see the agents refuse it. */
+                if (!failpoint_on("send-when-deposed") || !(cmd->epoch = atomic_load(&l->last_epoch)))
+                        return lserr_set(err, -ESTALE, "agent \"%s\": %s: not sent: this lockstepd is not the leader",
+                                         l->id, env_step_name(cmd->step));
+                log_warn("agent \"%s\": %s: failpoint send-when-deposed: sent with stale epoch %llu", l->id,
+                         env_step_name(cmd->step), (unsigned long long)cmd->epoch);
+        }
+        if (cmd->epoch)
+                atomic_store(&l->last_epoch, cmd->epoch);
         r = counter_next(l->ctr, &counter, &e);
         if (r >= 0)
                 r = env_seal_command(l->key, cmd, counter, fsutil_now_us(), nonce, &ret->buf, &ret->len, ret->hash, &e);

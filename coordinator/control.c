@@ -325,28 +325,37 @@ static int reads_only(const Lockstep__ControlRequest *q)
 
 /* Who asked for what and what came of it: the control socket takes unsigned
  * requests from any local process that can reach it, so each one that changes
- * something is recorded with the uid and pid the kernel gives for its sender. The
+ * something is recorded with the uid and pid the kernel gives for its sender
+ * (for a forwarded one, the follower's kernel, and the follower's name). The
  * record is not the operation: a failure to write it is logged and the reply goes. */
-static void audit_request(struct daemon *d, const Lockstep__ControlRequest *q, const Lockstep__ControlReply *rep)
+static void audit_request(struct daemon *d, const Lockstep__ControlRequest *q, const Lockstep__ControlReply *rep,
+                          const struct forward_caller *who)
 {
         struct cat_audit a = {.dir = CAT_CONTROL, .code = rep->exit_code};
         const char *op = rep->op && rep->op[0] ? rep->op : NULL, *why = rep->error && rep->error[0] ? rep->error : NULL;
+        char detail[sizeof(a.detail)] = "";
         size_t o = 0;
         lserr err = {0};
 
         /* A follower writes nothing to the catalog: its fence is shut. */
         if (reads_only(q) || (d->ha && !ha_leading(d->ha, NULL)))
                 return;
-        a.has_peer = transport_request_peer(&a.peer_uid, &a.peer_pid) == 0;
+        a.has_peer = who->uid >= 0;
+        a.peer_uid = who->uid;
+        a.peer_pid = who->pid;
         snprintf(a.step, sizeof(a.step), "%s", q ? q->command : "(does not unpack)");
-        for (size_t i = 0; q && i < q->n_args + q->n_options && o < sizeof(a.detail); i++) {
+        for (size_t i = 0; q && i < q->n_args + q->n_options && o < sizeof(detail); i++) {
                 int is_arg = i < q->n_args;
-                o += (size_t)snprintf(a.detail + o, sizeof(a.detail) - o, "%s%s%s", o ? " " : "", is_arg ? "" : "--",
+                o += (size_t)snprintf(detail + o, sizeof(detail) - o, "%s%s%s", o ? " " : "", is_arg ? "" : "--",
                                       is_arg ? q->args[i] : q->options[i - q->n_args]);
         }
-        if (o < sizeof(a.detail) && (op || why))
-                snprintf(a.detail + o, sizeof(a.detail) - o, "%s%s%s", o ? ": " : "", op ? "started op " : "",
+        if (o < sizeof(detail) && (op || why))
+                snprintf(detail + o, sizeof(detail) - o, "%s%s%s", o ? ": " : "", op ? "started op " : "",
                          op ? op : why);
+        if (who->via)
+                snprintf(a.detail, sizeof(a.detail), "forwarded from %s: %s", who->via, detail);
+        else
+                memcpy(a.detail, detail, sizeof(a.detail));
         if (cat_audit_add(d->cat, &a, &err) < 0)
                 log_err("audit of control request \"%s\": %s", a.step, err.msg);
 }
@@ -484,11 +493,113 @@ static void follower_refusal(struct daemon *d, Lockstep__ControlReply *rep, char
         rep->done = 1;
 }
 
-int control_handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, size_t *ret_len)
+/* What a follower hands to the leader: what changes something (but reload:
+ * each lockstepd reads its own file) and op.poll (operations run on the
+ * leader). A leader takes no other forward. */
+static int forwarded_kind(const Lockstep__ControlRequest *q)
+{
+        return !strcmp(q->command, "op.poll") || (!reads_only(q) && strcmp(q->command, "reload") != 0);
+}
+
+/* A forward of what followers keep to themselves. */
+static void not_forwarded(const Lockstep__ControlRequest *q, const struct forward_caller *who,
+                          Lockstep__ControlReply *rep, char **owned)
+{
+        char cmd[4 * 32 + 1], msg[LSERR_MSG_MAX];
+
+        report_escape(cmd, sizeof(cmd), q->command);
+        snprintf(msg, sizeof(msg), "forward from %s: \"%.32s\" is not a request followers forward", who->via, cmd);
+        reply_error(rep, 2, msg, owned);
+        rep->done = 1;
+}
+
+/* This lockstepd follows, forwards, and q is the leader's to handle: never a
+ * request that was forwarded to us (no loops), nor a poll of our own op. */
+static int follower_forwards(struct daemon *d, const Lockstep__ControlRequest *q, const struct forward_caller *who)
+{
+        if (!d->fwd || who->via || !forwarded_kind(q))
+                return 0;
+        if (!strcmp(q->command, "op.poll") && q->n_args == 1 && ops_known(d, q->args[0]))
+                return 0;
+        return !ha_leading(d->ha, NULL);
+}
+
+/* How long the leader may take over a forwarded request, under what the CLI
+ * waits for its own call (lockstep.c) so that its user reads our error rather
+ * than a timeout: op.poll waits up to OPS_POLL_WAIT_MS there; check and
+ * recover talk to agents (the CLI waits 600 s); the rest start an operation. */
+static int forward_timeout_ms(const Lockstep__ControlRequest *q)
+{
+        if (!strcmp(q->command, "check") || !strcmp(q->command, "recover"))
+                return 570 * 1000;
+        return OPS_POLL_WAIT_MS + 4000;
+}
+
+/* The leader's answer to q in *ret (its reply is what the CLI gets); else rep
+ * says why not: no leader known, one that takes no forwards (the usual
+ * refusal), or one that did not answer. */
+static void forward_or_refuse(struct daemon *d, const Lockstep__ControlRequest *q, const struct forward_caller *who,
+                              Lockstep__ControlReply *rep, char **owned, Lockstep__ForwardReply **ret)
+{
+        struct election_view v = {0};
+        char name[LS_NAME_MAX + 1], url[CFG_HA_URL_MAX + 1], msg[LSERR_MSG_MAX];
+        lserr err = {0};
+
+        ha_view(d->ha, &v);
+        rep->done = 1;
+        if (!v.holder[0]) {
+                reply_error(rep, 1, "forwarding: no leader is known (an election is on): try again in a moment",
+                            owned);
+        } else if (forward_leader_of(v.holder, name, url) < 0) {
+                follower_refusal(d, rep, owned);
+        } else if (!strcmp(name, ha_config(d->ha)->name)) {
+                snprintf(msg, sizeof(msg), "this lockstepd (%s) is taking over as the leader: try again in a moment",
+                         name);
+                reply_error(rep, 1, msg, owned);
+        } else if (forward_call(d->fwd, name, url, q, who, forward_timeout_ms(q), ret, &err) < 0) {
+                reply_error(rep, 1, err.msg, owned);
+        }
+}
+
+/* One reply, packed into *ret. */
+static int pack_reply(const Lockstep__ControlReply *rep, uint8_t **ret, size_t *ret_len)
+{
+        size_t n = lockstep__control_reply__get_packed_size(rep);
+
+        *ret = malloc(n ? n : 1);
+        if (!*ret)
+                return -ENOMEM;
+        lockstep__control_reply__pack(rep, *ret);
+        *ret_len = n;
+        return 0;
+}
+
+static void reload_reply(struct daemon *d, Lockstep__ControlReply *rep, char **owned, char **text)
+{
+        int applied = 0;
+        size_t tl = 0;
+        lserr err = {0};
+        FILE *f;
+
+        /* Not under gen: the reload itself has to take it. */
+        if (service_reload(d, 5000, &applied, &err) < 0) {
+                reply_error(rep, 1, err.msg, owned);
+        } else if ((f = open_memstream(text, &tl))) {
+                fprintf(f, applied ? "configuration %s reloaded\n"
+                                   : "configuration %s is valid; it applies within a few seconds\n",
+                        d->cfg_path);
+                fclose(f);
+                rep->text = *text;
+        }
+        rep->done = 1;
+}
+
+int control_request(void *arg, const Lockstep__ControlRequest *q, const struct forward_caller *who, uint8_t **ret,
+                    size_t *ret_len)
 {
         struct daemon *d = arg;
         Lockstep__ControlReply rep = LOCKSTEP__CONTROL_REPLY__INIT;
-        Lockstep__ControlRequest *q = lockstep__control_request__unpack(NULL, len, req);
+        Lockstep__ForwardReply *answer = NULL;
         char *owned = NULL, *text = NULL, *json = NULL, **strs = NULL;
         size_t n_strs = 0;
         lserr err = {0};
@@ -497,6 +608,10 @@ int control_handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, siz
         if (!q) {
                 rep.exit_code = 2;
                 rep.error = (char *)"control request does not unpack";
+        } else if (who->via && !forwarded_kind(q)) {
+                not_forwarded(q, who, &rep, &owned);
+        } else if (follower_forwards(d, q, who)) {
+                forward_or_refuse(d, q, who, &rep, &owned, &answer);
         } else if (!strcmp(q->command, "op.poll")) {
                 r = ops_poll(d, q, &rep, &strs, &n_strs);
         } else if (!strcmp(q->command, "events")) {
@@ -510,43 +625,38 @@ int control_handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, siz
         } else if (d->ha && !reads_only(q) && strcmp(q->command, "reload") && !ha_leading(d->ha, NULL)) {
                 follower_refusal(d, &rep, &owned);
         } else if (!strcmp(q->command, "reload")) {
-                int applied = 0;
-                size_t tl = 0;
-                FILE *f;
-                /* Not under gen: the reload itself has to take it. */
-                if (service_reload(d, 5000, &applied, &err) < 0) {
-                        reply_error(&rep, 1, err.msg, &owned);
-                } else if ((f = open_memstream(&text, &tl))) {
-                        fprintf(f, applied ? "configuration %s reloaded\n"
-                                           : "configuration %s is valid; it applies within a few seconds\n",
-                                d->cfg_path);
-                        fclose(f);
-                        rep.text = text;
-                }
-                rep.done = 1;
+                reload_reply(d, &rep, &owned, &text);
         } else {
                 pthread_rwlock_rdlock(&d->gen);
                 r = control_gen(d, q, &rep, &owned, &text, &json);
                 pthread_rwlock_unlock(&d->gen);
         }
+        /* A follower records nothing: the leader audits what it forwarded. */
+        if (r >= 0 && !answer)
+                audit_request(d, q, &rep, who);
         if (r >= 0)
-                audit_request(d, q, &rep);
-        if (r >= 0) {
-                size_t n = lockstep__control_reply__get_packed_size(&rep);
-                *ret = malloc(n ? n : 1);
-                if (*ret) {
-                        lockstep__control_reply__pack(&rep, *ret);
-                        *ret_len = n;
-                } else {
-                        r = -ENOMEM;
-                }
-        }
+                r = pack_reply(answer ? answer->reply : &rep, ret, ret_len);
+        if (answer)
+                lockstep__forward_reply__free_unpacked(answer, NULL);
         for (size_t i = 0; i < n_strs; i++)
                 free(strs[i]);
         free(strs);
         free(owned);
         free(text);
         free(json);
+        return r;
+}
+
+int control_handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, size_t *ret_len)
+{
+        struct forward_caller who = {.uid = -1, .pid = -1};
+        Lockstep__ControlRequest *q = lockstep__control_request__unpack(NULL, len, req);
+        int r;
+
+        /* The kernel's word on the sender (ipc://): the audit names it, and a
+         * forward carries it to the leader. */
+        (void)transport_request_peer(&who.uid, &who.pid);
+        r = control_request(arg, q, &who, ret, ret_len);
         if (q)
                 lockstep__control_request__free_unpacked(q, NULL);
         return r;

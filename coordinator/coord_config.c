@@ -17,6 +17,7 @@
 #include "cron.h"
 #include "names.h"
 #include "strset.h"
+#include "transport.h"
 
 #define AGENTS_MAX 10000
 #define GROUPS_MAX 1024
@@ -617,15 +618,12 @@ static int coord_settings(const struct cfgload *ld, const struct raw_coord *rc, 
 /* The host of a tcp:// URL already checked by cfgload_check_url, brackets off. */
 static char *url_host(const char *url, bool *oom)
 {
-        const char *rest = strstr(url, "://") + 3, *colon = strrchr(rest, ':');
-        size_t n = (size_t)(colon - rest);
+        char host[CFGLOAD_STR_MAX + 1];
+        int r = transport_url_host(url, host, sizeof(host));
         char *h;
 
-        if (rest[0] == '[') {
-                rest++;
-                n -= 2;
-        }
-        h = strndup(rest, n);
+        assert(r == 0); /* cfgload_check_url saw a host, no longer than the URL */
+        h = strdup(host);
         if (!h)
                 *oom = true;
         return h;
@@ -750,7 +748,7 @@ static int coord_build(const struct cfgload *ld, const struct raw_coord *rc, str
         c->control = cfgload_strdup(rc->control, &oom);
         c->key = cfgload_strdup(rc->key, &oom);
         if (rc->ha) {
-                r = coord_ha_build(ld, rc->ha, &c->ha);
+                r = coord_ha_build(ld, rc->ha, rc->control, &c->ha);
                 if (r < 0)
                         return r;
         }

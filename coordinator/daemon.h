@@ -11,6 +11,7 @@
 #include "coord_config.h"
 #include "counter.h"
 #include "engine.h"
+#include "forward.h"
 #include "ha.h"
 #include "keys.h"
 #include "lockstep.pb-c.h"
@@ -23,6 +24,8 @@
 #define MAX_OPS 64
 #define MAX_EVENTS 4096
 #define EVENTS_PAGE 500
+/* op.poll waits this long for news of its op before it answers. */
+#define OPS_POLL_WAIT_MS 1000
 
 /* A long operation the CLI follows by polling. */
 struct op {
@@ -46,6 +49,8 @@ struct op {
         int started;           /* thread created: join it */
         int pollers;           /* op.poll calls waiting on it: not to be replaced */
         unsigned seq;          /* launch order, to replace the oldest finished op */
+        long long done_mono_us; /* when it finished (opkeep: how long its result stays) */
+        size_t bytes;           /* its result's size, once done */
 };
 
 /* One configuration and the engine built on it. An operation holds a
@@ -72,6 +77,7 @@ struct daemon {
         struct engine *pending_eng;
         struct catalog *cat;
         struct ha *ha; /* high availability (cfg->ha); NULL: this lockstepd alone */
+        struct forward *fwd; /* the link to the other lockstepd (ha.listen); NULL: none */
         struct keys_secret *key;
         struct counter *ctr; /* outlive reloads, shared by every engine */
         struct slots *slots;
@@ -127,6 +133,9 @@ int ops_launch(struct daemon *d, struct op *op, char ret_id[24], lserr *err);
 void ops_free(struct op *op);
 /* Whether an operation of the group is running (or waits for its slot). */
 int ops_group_running(struct daemon *d, const char *group);
+/* Whether this lockstepd has the op of that id (a follower forwards a poll of
+ * one it does not have: it runs on the leader). */
+int ops_known(struct daemon *d, const char *id);
 /* op.poll: events from q->from on, and the result once done. */
 int ops_poll(struct daemon *d, const Lockstep__ControlRequest *q, Lockstep__ControlReply *rep, char ***strs,
              size_t *n_strs);
@@ -153,3 +162,10 @@ int service_r_schedules(struct daemon *d, const void *a, int j, FILE *f, lserr *
 
 /* The control socket's handler (transport_serve). */
 int control_handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, size_t *ret_len);
+/* One control request (NULL: its bytes did not unpack) from who, arg the
+ * daemon: what control_handle runs, and the leader's handler of forwards (a
+ * forward_handle_fn). A follower hands what only the leader may do to it
+ * (d->fwd), unless who->via says it was forwarded already. *ret is a packed
+ * ControlReply, malloc'd, the caller's. */
+int control_request(void *arg, const Lockstep__ControlRequest *q, const struct forward_caller *who, uint8_t **ret,
+                    size_t *ret_len);

@@ -184,6 +184,7 @@ static int cut_run(struct engine *e, const struct cat_txn *t, struct cut_spec *s
                            .defer = 1, .ctx = s, .p = p};
         int commit, r;
 
+        failpoint_stop("before-freeze");
         rd.step = LOCKSTEP__STEP__STEP_FREEZE;
         rd.fill = freeze_fill;
         rd.say = freeze_say;
@@ -212,6 +213,7 @@ static int cut_run(struct engine *e, const struct cat_txn *t, struct cut_spec *s
                 return r;
         failpoint_stop("after-decide");
         engine_tell_items(e, t->txid, its->v, its->n, commit, 0, p);
+        failpoint_stop("after-tell");
         return commit ? 0 : 1;
 }
 

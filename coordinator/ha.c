@@ -15,6 +15,9 @@
 #include "envelope.h"
 #include "log.h"
 
+/* coord_ha.c checks that the value fits, against its own bound. */
+_Static_assert(CFG_HA_VALUE_MAX <= ELECTION_VALUE_MAX, "a member value that passed the config must fit");
+
 struct ha {
         const struct cfg_ha *cfg;
         struct election *el;
@@ -60,11 +63,22 @@ int ha_open(const struct cfg_ha *cfg, const char *control, struct catalog **ret_
         /* Shut until we lead: no epoch of etcd's is this large. */
         if (r == 0)
                 r = cat_set_fence(cat, h->leader_key, ENV_EPOCH_MAX + 1, err);
-        snprintf(value, sizeof(value), "%s pid=%d control=%s", cfg->name, (int)getpid(), control);
+        /* peer= last: a follower forwards there (forward.c reads it back). */
+        if (cfg->listen)
+                snprintf(value, sizeof(value), "%s pid=%d control=%s peer=%s", cfg->name, (int)getpid(), control,
+                         cfg->listen);
+        else
+                snprintf(value, sizeof(value), "%s pid=%d control=%s", cfg->name, (int)getpid(), control);
         el = (struct election_opts){.etcd = &eo, .key = h->leader_key, .value = value, .ttl_s = cfg->lease_ttl_s,
                                     .member_key = h->member_key};
-        if (r == 0)
-                r = etcd_open(&eo, &h->q, err);
+        if (r == 0) {
+                /* cluster status asks etcd through q: an operator on a
+                 * lockstepd cut off from etcd wants its answer in seconds
+                 * (at most 1.5 s per endpoint), not the CLI's timeout. */
+                struct etcd_opts qo = eo;
+                qo.timeout_ms = 1500;
+                r = etcd_open(&qo, &h->q, err);
+        }
         if (r == 0)
                 r = election_start(&el, &h->el, err);
         if (r < 0) {

@@ -40,7 +40,7 @@ void ha_view(struct ha *h, struct election_view *ret);
 
 /* A lockstepd of the cluster, from its entry (held by its lease). */
 struct ha_member {
-        char value[ELECTION_VALUE_MAX]; /* "NAME pid=PID control=URL" */
+        char value[ELECTION_VALUE_MAX]; /* "NAME pid=PID control=URL[ peer=URL]" */
 };
 
 /* Every member whose lease lives (*ret the caller's), and etcd's status as

@@ -7,6 +7,7 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,10 @@
 
 #define HEALTH_INTERVAL_S 10
 #define CONTROL_MAX (256 * 1024)
+/* A forward is a control request in a signed envelope; its answer a control
+ * reply, as large as the CLI takes one (lockstep.c), in another. */
+#define FORWARD_REQUEST_MAX (CONTROL_MAX + 4096)
+#define FORWARD_REPLY_MAX (16 * 1024 * 1024 + 4096)
 
 /* What a previous run left unresolved: settled first, on this thread, so the
  * control socket serves (and SIGTERM is heard) while an agent is unreachable.
@@ -204,6 +209,13 @@ static int open_state(struct daemon *d)
                 r = ha_open(d->cfg->ha, d->cfg->control, &d->cat, &d->ha, &err);
         else
                 r = cat_open(d->cfg->catalog, &d->cat, &err);
+        if (r >= 0 && d->cfg->ha && d->cfg->ha->listen)
+                r = forward_new(d->cfg->ha, d->key, FORWARD_REQUEST_MAX, FORWARD_REPLY_MAX, &d->fwd, &err);
+        /* Op ids are polled through followers, which forward a poll of an id
+         * they do not have: a cluster member's ids start at random, so that one
+         * is never another lockstepd's. */
+        if (d->ha)
+                d->next_op = randombytes_random();
         if (r >= 0)
                 r = counter_open(d->cfg->counter_file, &d->ctr, &err);
         if (r >= 0)
@@ -249,6 +261,12 @@ static int serve(struct daemon *d, struct running *run)
                 log_err("control socket: %s", err.msg);
                 return 1;
         }
+        if (d->fwd && forward_serve(d->fwd, 4, control_request, d, &err) < 0) {
+                log_err("ha.listen: %s", err.msg);
+                return 1;
+        }
+        if (d->fwd)
+                log_info("forwards: served on %s, sent to the leader's", d->cfg->ha->listen);
         if (pthread_create(&run->health, NULL, health_main, d) != 0) {
                 /* Without it nothing is recovered and operations wait for that. */
                 log_err("cannot start the health and recovery thread");
@@ -290,6 +308,8 @@ static void wait_for_stop(struct daemon *d, sigset_t *set, const char *path)
 static void stop_and_free(struct daemon *d, struct running *run)
 {
         transport_server_stop(run->srv);
+        /* No forward comes in or goes out from here on. */
+        d->fwd = forward_free(d->fwd);
         /* Operations waiting for a slot give up now, so the joins below are quick. */
         if (d->slots)
                 slots_cancel(d->slots);
@@ -342,6 +362,10 @@ int main(int argc, char **argv)
         daemon_self = &d;
         init_sync(&d);
         rc = load_config(&d, a.path, a.check_only);
+        /* Three lockstepd of a cluster on one machine (the lab, tests) are
+         * armed apart: by their names. */
+        if (rc == GO_ON && d.cfg->ha)
+                failpoint_scope(d.cfg->ha->name);
         if (rc == GO_ON) {
                 sigemptyset(&set);
                 sigaddset(&set, SIGTERM);

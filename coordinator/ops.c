@@ -11,6 +11,7 @@
 
 #include "fsutil.h"
 #include "log.h"
+#include "opkeep.h"
 #include "prune.h"
 #include "report.h"
 
@@ -329,6 +330,43 @@ static void wait_start_recovery(struct daemon *d, struct op *op)
         pthread_mutex_unlock(&d->stop_lock);
 }
 
+/* Takes out of the table (d->lock held) the finished ops whose results opkeep
+ * lets go; the caller frees the n returned after unlocking (ops_free joins). */
+static size_t ops_evict(struct daemon *d, struct op *out[MAX_OPS])
+{
+        struct opkeep_entry e[MAX_OPS];
+        size_t idx[MAX_OPS], n;
+
+        for (int i = 0; i < MAX_OPS; i++) {
+                const struct op *op = d->ops[i];
+                e[i] = op ? (struct opkeep_entry){.present = 1, .done = op->done, .polled = op->pollers > 0,
+                                                  .done_us = op->done_mono_us, .bytes = op->bytes, .seq = op->seq}
+                          : (struct opkeep_entry){0};
+        }
+        n = opkeep_pick(e, MAX_OPS, fsutil_mono_us(), idx);
+        for (size_t k = 0; k < n; k++) {
+                out[k] = d->ops[idx[k]];
+                d->ops[idx[k]] = NULL;
+        }
+        return n;
+}
+
+static void ops_free_all(struct op **v, size_t n)
+{
+        for (size_t k = 0; k < n; k++)
+                ops_free(v[k]);
+}
+
+static size_t result_bytes(const struct op *op)
+{
+        size_t b = (op->text ? strlen(op->text) : 0) + (op->json ? strlen(op->json) : 0) +
+                   (op->error ? strlen(op->error) : 0) + op->n_events * sizeof(char *);
+
+        for (size_t i = 0; i < op->n_events; i++)
+                b += strlen(op->events[i]) + 1;
+        return b;
+}
+
 static void *op_main(void *p)
 {
         struct op *op = p;
@@ -367,8 +405,13 @@ static void *op_main(void *p)
         op->error = error;
         op->exit_code = r == 0 ? 0 : r == 1 ? 1 : 2;
         op->done = 1;
+        op->done_mono_us = fsutil_mono_us();
+        op->bytes = result_bytes(op);
         pthread_cond_broadcast(&d->op_changed);
+        struct op *gone[MAX_OPS];
+        size_t n_gone = ops_evict(d, gone); /* never this one: it is not 30 s done */
         pthread_mutex_unlock(&d->lock);
+        ops_free_all(gone, n_gone);
         /* A fleet's cut allocates per agent and member, then frees it all:
          * give the pages back, or the daemon keeps its largest cut's size. */
         malloc_trim(0);
@@ -395,8 +438,11 @@ void ops_free(struct op *op)
 int ops_launch(struct daemon *d, struct op *op, char ret_id[24], lserr *err)
 {
         int slot = -1;
+        struct op *gone[MAX_OPS];
+        size_t n_gone;
 
         pthread_mutex_lock(&d->lock);
+        n_gone = ops_evict(d, gone);
         /* An empty entry, else the oldest finished op nobody is polling: the
          * table bounds running operations, not how many ran. */
         for (int i = 0; i < MAX_OPS && slot < 0; i++)
@@ -409,6 +455,7 @@ int ops_launch(struct daemon *d, struct op *op, char ret_id[24], lserr *err)
                                 slot = i;
         if (slot < 0) {
                 pthread_mutex_unlock(&d->lock);
+                ops_free_all(gone, n_gone);
                 free(op);
                 return lserr_set(err, -EBUSY, "too many operations running (%d)", MAX_OPS);
         }
@@ -420,6 +467,7 @@ int ops_launch(struct daemon *d, struct op *op, char ret_id[24], lserr *err)
         d->ops[slot] = op;
         pthread_mutex_unlock(&d->lock);
         ops_free(old);
+        ops_free_all(gone, n_gone);
         /* Set before the thread exists: it may finish and be replaced at once. */
         op->started = 1;
         if (pthread_create(&op->thread, NULL, op_main, op) != 0) {
@@ -446,6 +494,19 @@ int ops_group_running(struct daemon *d, const char *group)
         return r;
 }
 
+_Static_assert(OPS_POLL_WAIT_MS % 1000 == 0, "ops_poll waits whole seconds");
+
+int ops_known(struct daemon *d, const char *id)
+{
+        int found = 0;
+
+        pthread_mutex_lock(&d->lock);
+        for (int i = 0; i < MAX_OPS && !found; i++)
+                found = d->ops[i] && !strcmp(d->ops[i]->id, id);
+        pthread_mutex_unlock(&d->lock);
+        return found;
+}
+
 /* op.poll: events from `from` on, and the result once done. Strings are copied
  * so the op may be replaced while the reply is packed. */
 int ops_poll(struct daemon *d, const Lockstep__ControlRequest *q, Lockstep__ControlReply *rep, char ***strs,
@@ -461,14 +522,17 @@ int ops_poll(struct daemon *d, const Lockstep__ControlRequest *q, Lockstep__Cont
         if (!op) {
                 pthread_mutex_unlock(&d->lock);
                 rep->exit_code = 2;
-                rep->error = (char *)"no such operation";
+                rep->done = 1; /* the CLI stops following it */
+                rep->error = (char *)"no such operation (a finished one's result is kept 30 s to 10 min; in a "
+                                     "cluster, one the last leader ran ended with it; lockstep snapshot list shows "
+                                     "its cut)";
                 return 0;
         }
         /* A long poll: the CLI hears of each step as it happens, not on a tick. */
         {
                 struct timespec ts;
                 clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_sec += 1;
+                ts.tv_sec += OPS_POLL_WAIT_MS / 1000;
                 /* While it waits the lock is let go: a launch must not replace the op. */
                 op->pollers++;
                 while (!op->done && q->from >= op->n_events &&

@@ -373,6 +373,14 @@ int service_apply_pending(struct daemon *d)
                 return 1;
         }
         old = d->cur;
+        /* ha.c keeps the ha: section it was opened with, and the new one is
+         * the same (fixed_unchanged): the first stays in use, whatever frees
+         * the old configuration. */
+        if (d->ha) {
+                struct cfg_ha *t = g->cfg->ha;
+                g->cfg->ha = old->cfg->ha;
+                old->cfg->ha = t;
+        }
         d->cur = g;
         d->cfg = g->cfg;
         d->eng = g->eng;
@@ -417,6 +425,15 @@ static int same_ha(const struct cfg_ha *a, const struct cfg_ha *b)
                 return 0;
         for (unsigned i = 0; i < a->n_etcd; i++)
                 if (!same_str(a->etcd[i], b->etcd[i]))
+                        return 0;
+        /* Forwarding: the listener and the keys were set up at start. */
+        if (!same_str(a->listen, b->listen) || !same_str(a->tls_cert, b->tls_cert) ||
+            !same_str(a->tls_key, b->tls_key) || !same_str(a->tls_ca, b->tls_ca) ||
+            a->n_coordinators != b->n_coordinators)
+                return 0;
+        for (unsigned i = 0; i < a->n_coordinators; i++)
+                if (!same_str(a->coordinators[i].name, b->coordinators[i].name) ||
+                    !same_str(a->coordinators[i].pubkey, b->coordinators[i].pubkey))
                         return 0;
         return 1;
 }

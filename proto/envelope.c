@@ -2,6 +2,7 @@
  * pipeline an agent runs before it acts on anything. */
 #include "envelope.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <sodium.h>
 #include <stdlib.h>
@@ -9,6 +10,8 @@
 
 #define TAG_COMMAND "lockstep/v1/command"
 #define TAG_REPLY "lockstep/v1/reply"
+#define TAG_FORWARD "lockstep/v1/forward"
+#define TAG_FORWARD_REPLY "lockstep/v1/forward-reply"
 #define MAX_MEMBERS 1024
 #define MAX_TIER 64
 #define MAX_LEASE_MS (3600u * 1000u)
@@ -25,18 +28,33 @@ struct env_verifier {
         pthread_mutex_t lock; /* serialises the replay state */
 };
 
-/* Tags include their NUL so no tag is a prefix of another message. */
-static void tag_of(enum env_kind kind, const uint8_t **ret, size_t *ret_len)
-{
-        const char *t = kind == ENV_COMMAND ? TAG_COMMAND : TAG_REPLY;
+/* Each kind's tag and its name in messages. Tags include their NUL so no tag
+ * is a prefix of another message. */
+static const struct {
+        const char *tag, *name;
+} kinds[] = {
+        [ENV_COMMAND] = {TAG_COMMAND, "command"},
+        [ENV_REPLY] = {TAG_REPLY, "reply"},
+        [ENV_FORWARD] = {TAG_FORWARD, "forward"},
+        [ENV_FORWARD_REPLY] = {TAG_FORWARD_REPLY, "forward reply"},
+};
 
-        *ret = (const uint8_t *)t;
-        *ret_len = strlen(t) + 1;
+static const char *kind_name(enum env_kind kind)
+{
+        assert((size_t)kind < sizeof(kinds) / sizeof(kinds[0]));
+        return kinds[kind].name;
 }
 
-static void hash_body(const uint8_t *body, size_t len, uint8_t out[ENV_HASH_LEN])
+static void tag_of(enum env_kind kind, const uint8_t **ret, size_t *ret_len)
 {
-        crypto_generichash(out, ENV_HASH_LEN, body, len, NULL, 0);
+        assert((size_t)kind < sizeof(kinds) / sizeof(kinds[0]));
+        *ret = (const uint8_t *)kinds[kind].tag;
+        *ret_len = strlen(kinds[kind].tag) + 1;
+}
+
+void env_hash_body(const uint8_t *body, size_t len, uint8_t ret[ENV_HASH_LEN])
+{
+        crypto_generichash(ret, ENV_HASH_LEN, body, len, NULL, 0);
 }
 
 int env_seal(enum env_kind kind, const struct keys_secret *key, const uint8_t *body, size_t body_len,
@@ -70,8 +88,8 @@ int env_seal(enum env_kind kind, const struct keys_secret *key, const uint8_t *b
         return 0;
 }
 
-static int seal_message(enum env_kind kind, const struct keys_secret *key, const ProtobufCMessage *msg,
-                        uint8_t **ret, size_t *ret_len, uint8_t *ret_hash, lserr *err)
+int env_seal_message(enum env_kind kind, const struct keys_secret *key, const ProtobufCMessage *msg, uint8_t **ret,
+                     size_t *ret_len, uint8_t *ret_hash, lserr *err)
 {
         size_t n = protobuf_c_message_get_packed_size(msg);
         uint8_t *body = malloc(n ? n : 1);
@@ -82,7 +100,7 @@ static int seal_message(enum env_kind kind, const struct keys_secret *key, const
         protobuf_c_message_pack(msg, body);
         r = env_seal(kind, key, body, n, ret, ret_len, err);
         if (r == 0 && ret_hash)
-                hash_body(body, n, ret_hash);
+                env_hash_body(body, n, ret_hash);
         free(body);
         return r;
 }
@@ -96,13 +114,13 @@ int env_seal_command(const struct keys_secret *key, Lockstep__Command *cmd, uint
         cmd->nonce.data = nonce_buf;
         cmd->nonce.len = REPLAY_NONCE_LEN;
         cmd->counter = counter;
-        return seal_message(ENV_COMMAND, key, &cmd->base, ret, ret_len, ret_hash, err);
+        return env_seal_message(ENV_COMMAND, key, &cmd->base, ret, ret_len, ret_hash, err);
 }
 
 int env_seal_reply(const struct keys_secret *key, const Lockstep__Reply *reply, uint8_t **ret, size_t *ret_len,
                    lserr *err)
 {
-        return seal_message(ENV_REPLY, key, &reply->base, ret, ret_len, NULL, err);
+        return env_seal_message(ENV_REPLY, key, &reply->base, ret, ret_len, NULL, err);
 }
 
 int env_trusted_unique(const struct env_trusted *keys, size_t n, lserr *err)
@@ -165,7 +183,7 @@ struct env_verifier *env_verifier_free(struct env_verifier *v)
 }
 
 /* An unsigned refusal where a reply was expected: a failure, never a reply. */
-static int refusal_failure(Lockstep__Envelope *env, lserr *err)
+static int refusal_failure(enum env_kind kind, Lockstep__Envelope *env, lserr *err)
 {
         Lockstep__Refusal why = env->refusal;
         int alone = env->version == 0 && env->key_id.len == 0 && env->body.len == 0 && env->signature.len == 0;
@@ -173,14 +191,14 @@ static int refusal_failure(Lockstep__Envelope *env, lserr *err)
         lockstep__envelope__free_unpacked(env, NULL);
         if (!alone)
                 return lserr_set(err, LS_EMALFORMED, "envelope carries a refusal code and a signed message");
-        return lserr_set(err, LS_EREFUSED, "refused the command before checking its signature (%s, unsigned)",
-                         env_refusal_name(why));
+        return lserr_set(err, LS_EREFUSED, "refused the %s before checking its signature (%s, unsigned)",
+                         kind == ENV_FORWARD_REPLY ? "forward" : "command", env_refusal_name(why));
 }
 
-/* Size, envelope unpack and the fixed-size fields, common to both directions.
- * Only a reply may be an unsigned refusal (LS_EREFUSED). */
-static int open_envelope(enum env_kind kind, const uint8_t *buf, size_t len, size_t max_size,
-                         Lockstep__Envelope **ret, lserr *err)
+/* Size, envelope unpack and the fixed-size fields, common to every kind. Only
+ * a reply may be an unsigned refusal (LS_EREFUSED). */
+int env_open(enum env_kind kind, const uint8_t *buf, size_t len, size_t max_size, Lockstep__Envelope **ret,
+             lserr *err)
 {
         Lockstep__Envelope *env;
 
@@ -190,8 +208,8 @@ static int open_envelope(enum env_kind kind, const uint8_t *buf, size_t len, siz
         env = lockstep__envelope__unpack(NULL, len, buf);
         if (!env)
                 return lserr_set(err, LS_EMALFORMED, "envelope does not unpack");
-        if (kind == ENV_REPLY && env->refusal != LOCKSTEP__REFUSAL__REFUSAL_NONE)
-                return refusal_failure(env, err);
+        if ((kind == ENV_REPLY || kind == ENV_FORWARD_REPLY) && env->refusal != LOCKSTEP__REFUSAL__REFUSAL_NONE)
+                return refusal_failure(kind, env, err);
         if (env->key_id.len != KEYS_ID_LEN || env->signature.len != ENV_SIG_LEN) {
                 lockstep__envelope__free_unpacked(env, NULL);
                 return lserr_set(err, LS_EMALFORMED, "envelope: key id or signature has the wrong length");
@@ -206,8 +224,15 @@ static int open_envelope(enum env_kind kind, const uint8_t *buf, size_t len, siz
         return 0;
 }
 
-static int check_signature(enum env_kind kind, const Lockstep__Envelope *env, const struct keys_public *pub,
-                           lserr *err)
+const struct env_trusted *env_find_key(const Lockstep__Envelope *env, const struct env_trusted *keys, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                if (memcmp(keys[i].pub.id, env->key_id.data, KEYS_ID_LEN) == 0)
+                        return &keys[i];
+        return NULL;
+}
+
+int env_check_signature(enum env_kind kind, const Lockstep__Envelope *env, const struct keys_public *pub, lserr *err)
 {
         const uint8_t *tag;
         size_t tag_len, n;
@@ -225,8 +250,7 @@ static int check_signature(enum env_kind kind, const Lockstep__Envelope *env, co
         ok = crypto_sign_verify_detached(env->signature.data, msg, n, pub->pk) == 0;
         free(msg);
         if (!ok)
-                return lserr_set(err, LS_EBADSIG, "signature does not verify for this %s",
-                                 kind == ENV_COMMAND ? "command" : "reply");
+                return lserr_set(err, LS_EBADSIG, "signature does not verify for this %s", kind_name(kind));
         return 0;
 }
 
@@ -407,21 +431,19 @@ int env_verify_command(struct env_verifier *v, const uint8_t *buf, size_t len, l
         char fpr[KEYS_FPR_LEN];
         int r;
 
-        r = open_envelope(ENV_COMMAND, buf, len, v->max_size, &env, err);
+        r = env_open(ENV_COMMAND, buf, len, v->max_size, &env, err);
         if (r < 0) {
                 if (ret_refusal)
                         *ret_refusal = rf;
                 return r;
         }
-        for (size_t i = 0; i < v->n_keys; i++)
-                if (memcmp(v->keys[i].pub.id, env->key_id.data, KEYS_ID_LEN) == 0)
-                        key = &v->keys[i];
+        key = env_find_key(env, v->keys, v->n_keys);
         if (!key) {
                 keys_fingerprint(env->key_id.data, fpr);
                 r = lserr_set(err, LS_EUNKNOWNKEY, "command signed by unknown key %s", fpr);
                 goto out;
         }
-        r = check_signature(ENV_COMMAND, env, &key->pub, err);
+        r = env_check_signature(ENV_COMMAND, env, &key->pub, err);
         if (r < 0)
                 goto out;
         cmd = lockstep__command__unpack(NULL, env->body.len, env->body.data);
@@ -534,14 +556,14 @@ int env_verify_reply(const uint8_t *buf, size_t len, size_t max_size, const stru
         Lockstep__Reply *rep = NULL;
         int r;
 
-        r = open_envelope(ENV_REPLY, buf, len, max_size, &env, err);
+        r = env_open(ENV_REPLY, buf, len, max_size, &env, err);
         if (r < 0)
                 return r;
         if (memcmp(env->key_id.data, pinned->id, KEYS_ID_LEN) != 0) {
                 r = lserr_set(err, LS_EUNKNOWNKEY, "reply from \"%s\" is not signed by its pinned key", agent_id);
                 goto out;
         }
-        r = check_signature(ENV_REPLY, env, pinned, err);
+        r = env_check_signature(ENV_REPLY, env, pinned, err);
         if (r < 0)
                 goto out;
         rep = lockstep__reply__unpack(NULL, env->body.len, env->body.data);
@@ -575,7 +597,7 @@ int env_body_hash(const uint8_t *buf, size_t len, size_t max_size, uint8_t ret_h
         env = lockstep__envelope__unpack(NULL, len, buf);
         if (!env)
                 return LS_EMALFORMED;
-        hash_body(env->body.data, env->body.len, ret_hash);
+        env_hash_body(env->body.data, env->body.len, ret_hash);
         lockstep__envelope__free_unpacked(env, NULL);
         return 0;
 }

@@ -25,9 +25,14 @@
 /* The largest leader epoch a command may carry (2^53: far above any etcd revision). */
 #define ENV_EPOCH_MAX (1ULL << 53)
 
+/* Each kind signs under a tag of its own, so no signed message of one kind
+ * verifies as another: an agent's command is never a forward between
+ * coordinators, nor the reverse. */
 enum env_kind {
-        ENV_COMMAND,
-        ENV_REPLY,
+        ENV_COMMAND,       /* coordinator -> agent */
+        ENV_REPLY,         /* agent -> coordinator */
+        ENV_FORWARD,       /* follower lockstepd -> leader (coordinator/forward.c) */
+        ENV_FORWARD_REPLY, /* leader -> follower */
 };
 
 /* A coordinator key an agent trusts, with the roles it holds (enum cfg_role bits). */
@@ -41,6 +46,25 @@ struct env_trusted {
  * caller's. */
 int env_seal(enum env_kind kind, const struct keys_secret *key, const uint8_t *body, size_t body_len,
              uint8_t **ret, size_t *ret_len, lserr *err);
+/* Packs msg and seals it as env_seal does; ret_hash (may be NULL) gets the
+ * hash of the packed body, the one an answer to it carries. */
+int env_seal_message(enum env_kind kind, const struct keys_secret *key, const ProtobufCMessage *msg, uint8_t **ret,
+                     size_t *ret_len, uint8_t *ret_hash, lserr *err);
+/* The hash a reply carries of the body it answers (BLAKE2b-256). */
+void env_hash_body(const uint8_t *body, size_t len, uint8_t ret[ENV_HASH_LEN]);
+
+/* The steps of any signed message, for verifiers of their own (forwards): */
+/* Size, unpack, the lengths of key id and signature, version: what is checked
+ * before a key is looked up. An unsigned refusal where a reply kind
+ * (ENV_REPLY, ENV_FORWARD_REPLY) was expected is LS_EREFUSED. *ret is the
+ * caller's (lockstep__envelope__free_unpacked); untouched on failure. */
+int env_open(enum env_kind kind, const uint8_t *buf, size_t len, size_t max_size, Lockstep__Envelope **ret,
+             lserr *err);
+/* The key among keys[n] whose id env carries, or NULL. */
+const struct env_trusted *env_find_key(const Lockstep__Envelope *env, const struct env_trusted *keys, size_t n);
+/* 0 when env's signature verifies under pub over kind's tag and the body;
+ * else LS_EBADSIG (also for a message of another kind). */
+int env_check_signature(enum env_kind kind, const Lockstep__Envelope *env, const struct keys_public *pub, lserr *err);
 
 /* Fills cmd's issue time (now_us), a fresh random nonce (stored in nonce_buf,
  * which must outlive the pack) and counter, then packs and seals it. ret_hash

@@ -3,9 +3,11 @@
  * environment: a release build has no failpoint. */
 #pragma once
 
-/* Names in use: lockstepd "after-freeze" (every vote in, no SNAPSHOT sent),
+/* Names in use: lockstepd "before-freeze" (the cut logged as begun, no FREEZE
+ * sent), "after-freeze" (every vote in, no SNAPSHOT sent),
  * "after-snapshot" (replies in, nothing decided), "after-decide" (decision
- * logged, not yet sent), "revert-after-switch" (disks switched, nothing started
+ * logged, not yet sent), "after-tell" (COMMIT or ABORT sent and answered, the
+ * cut's end not yet logged), "revert-after-switch" (disks switched, nothing started
  * or decided); the agent "agent-mid-switch" (one member switched, the others
  * not) and "agent-reply-STEP" (STEP done and its reply signed, not yet sent:
  * agent-reply-FREEZE, agent-reply-SNAPSHOT, ...).
@@ -22,10 +24,13 @@
  *   waits; the rest of the daemon goes on. */
 void failpoint_stop(const char *name);
 
-/* The scope of this process's run-time failpoints (call once at start). */
+/* The scope of this process's run-time failpoints: "lockstepd" (a cluster
+ * member: its ha name) or the agent's id. */
 void failpoint_scope(const char *scope);
 
 /* A test-only switch: true when <dir>/<scope>.<name> exists. In use: the
  * agent's "no-lease" (neither the lease thread nor the guardian thaws a frozen
- * guest: the fault tests show that their checks see a guest left frozen). */
+ * guest: the fault tests show that their checks see a guest left frozen);
+ * lockstepd's "send-when-deposed" (a leader that lost its lease still signs
+ * commands, with the last epoch it held: agents must refuse them). */
 int failpoint_on(const char *name);

@@ -1,6 +1,7 @@
 /* replay: nonce cache and durable per-key counters with a small acceptance window. */
 #include "replay.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,15 +40,15 @@ int replay_open(const char *state_dir, size_t max_nonces, long long window_us, s
 
         if (max_nonces == 0 || max_nonces > (1u << 20))
                 return lserr_set(err, -EINVAL, "replay cache: %zu nonces is out of range (1..1048576)", max_nonces);
-        e = fsutil_mkdir_p(state_dir, 0700, err);
+        e = state_dir ? fsutil_mkdir_p(state_dir, 0700, err) : 0;
         if (e < 0)
                 return e;
         r = calloc(1, sizeof(*r));
         if (!r)
                 return -ENOMEM;
-        r->dir = strdup(state_dir);
+        r->dir = state_dir ? strdup(state_dir) : NULL;
         r->ring = calloc(max_nonces, sizeof(*r->ring));
-        if (!r->dir || !r->ring) {
+        if ((state_dir && !r->dir) || !r->ring) {
                 replay_free(r);
                 return -ENOMEM;
         }
@@ -111,6 +112,7 @@ static int key_state(struct replay *r, const uint8_t id[KEYS_ID_LEN], struct key
         size_t len;
         int e;
 
+        assert(r->dir); /* not a nonce-only cache */
         for (k = r->keys; k; k = k->next)
                 if (memcmp(k->id, id, KEYS_ID_LEN) == 0) {
                         *ret = k;
@@ -177,6 +179,7 @@ static int load_epoch(struct replay *r, lserr *err)
 
         if (r->epoch_loaded)
                 return 0;
+        assert(r->dir); /* not a nonce-only cache */
         snprintf(path, sizeof(path), "%s/epoch", r->dir);
         e = fsutil_read_all(path, 64, &buf, &len, NULL);
         if (e == -ENOENT) {
@@ -232,11 +235,24 @@ int replay_commit_epoch(struct replay *r, uint64_t epoch, lserr *err)
         return 0;
 }
 
+/* After replay_check_nonce passed: there is room. */
+static void remember_nonce(struct replay *r, const uint8_t nonce[REPLAY_NONCE_LEN], long long issued_at_us,
+                           long long now_us)
+{
+        struct nonce_entry *n;
+
+        assert(r->count < r->cap);
+        n = &r->ring[(r->head + r->count) % r->cap];
+        memcpy(n->nonce, nonce, REPLAY_NONCE_LEN);
+        /* A message issued in the future stays valid until issued + window. */
+        n->expires_us = (issued_at_us > now_us ? issued_at_us : now_us) + r->window_us;
+        r->count++;
+}
+
 int replay_commit(struct replay *r, const uint8_t key_id[KEYS_ID_LEN], const uint8_t nonce[REPLAY_NONCE_LEN],
                   long long issued_at_us, uint64_t counter, long long now_us, lserr *err)
 {
         struct key_counter *k;
-        struct nonce_entry *n;
         int e = replay_check_counter(r, key_id, counter, NULL, err);
 
         if (e < 0)
@@ -262,10 +278,17 @@ int replay_commit(struct replay *r, const uint8_t key_id[KEYS_ID_LEN], const uin
         } else {
                 k->seen |= 1ULL << (k->highest - counter);
         }
-        n = &r->ring[(r->head + r->count) % r->cap];
-        memcpy(n->nonce, nonce, REPLAY_NONCE_LEN);
-        /* A command issued in the future stays valid until issued + window. */
-        n->expires_us = (issued_at_us > now_us ? issued_at_us : now_us) + r->window_us;
-        r->count++;
+        remember_nonce(r, nonce, issued_at_us, now_us);
+        return 0;
+}
+
+int replay_commit_nonce(struct replay *r, const uint8_t nonce[REPLAY_NONCE_LEN], long long issued_at_us,
+                        long long now_us, lserr *err)
+{
+        int e = replay_check_nonce(r, nonce, now_us, err);
+
+        if (e < 0)
+                return e;
+        remember_nonce(r, nonce, issued_at_us, now_us);
         return 0;
 }

@@ -23,7 +23,9 @@
 
 struct replay;
 
-/* state_dir holds one file per key ("counter-<hex id>"); max_nonces bounds memory. */
+/* state_dir holds one file per key ("counter-<hex id>"); max_nonces bounds memory.
+ * state_dir NULL: nonces only, in memory (replay_check_nonce and
+ * replay_commit_nonce; the counter and epoch calls are then not to be made). */
 int replay_open(const char *state_dir, size_t max_nonces, long long window_us, struct replay **ret, lserr *err);
 struct replay *replay_free(struct replay *r);
 
@@ -42,6 +44,12 @@ int replay_check_counter(struct replay *r, const uint8_t key_id[KEYS_ID_LEN], ui
 int replay_check_epoch(struct replay *r, uint64_t epoch, uint64_t *ret_highest, lserr *err);
 /* Remembers epoch when it is above the stored one: on disk before it returns. */
 int replay_commit_epoch(struct replay *r, uint64_t epoch, lserr *err);
+
+/* Remembers the nonce alone, until issued_at (or now_us, if later) + window:
+ * LS_EREPLAY when seen, LS_ENONCEFULL when the cache holds max_nonces unexpired
+ * nonces (nothing is dropped early: that would let its message in again). */
+int replay_commit_nonce(struct replay *r, const uint8_t nonce[REPLAY_NONCE_LEN], long long issued_at_us,
+                        long long now_us, lserr *err);
 
 /* Remembers the nonce (until issued_at + window) and the counter; a new highest
  * counter is on disk before this returns. On failure nothing is remembered. */

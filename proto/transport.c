@@ -36,7 +36,13 @@ struct transport_server {
 
 static int nng_fail(lserr *err, int rv, const char *url, const char *step)
 {
-        int code = rv == NNG_ETIMEDOUT ? LS_ETIMEDOUT : rv == NNG_EMSGSIZE ? LS_EOVERSIZE : -EIO;
+        /* Refused and missing say "nobody serves there" (a dead daemon), apart
+         * from a peer that is slow to answer. */
+        int code = rv == NNG_ETIMEDOUT      ? LS_ETIMEDOUT
+                   : rv == NNG_EMSGSIZE     ? LS_EOVERSIZE
+                   : rv == NNG_ECONNREFUSED ? -ECONNREFUSED
+                   : rv == NNG_ENOENT       ? -ENOENT
+                                            : -EIO;
 
         return lserr_set(err, code, "\"%s\": %s: %s", url, step, nng_strerror(rv));
 }
@@ -131,6 +137,31 @@ static int make_tls(const char *url, const struct transport_tls *tls, int server
                 return r;
         }
         *ret = cfg;
+        return 0;
+}
+
+int transport_url_host(const char *url, char *ret, size_t ret_size)
+{
+        const char *rest = strstr(url, "://"), *colon;
+        size_t n;
+
+        if (!rest || strncmp(url, "ipc://", 6) == 0)
+                return -EINVAL;
+        rest += 3;
+        colon = strrchr(rest, ':');
+        if (!colon || colon == rest)
+                return -EINVAL;
+        n = (size_t)(colon - rest);
+        if (rest[0] == '[') {
+                if (n < 3 || colon[-1] != ']')
+                        return -EINVAL;
+                rest++;
+                n -= 2;
+        }
+        if (n >= ret_size)
+                return -ENAMETOOLONG;
+        memcpy(ret, rest, n);
+        ret[n] = '\0';
         return 0;
 }
 
@@ -267,7 +298,7 @@ static int probe_fail(lserr *err, int rv, const char *url, const struct transpor
 {
         if (rv == NNG_EPEERAUTH || rv == NNG_ECRYPTO)
                 return lserr_set(err, -EACCES,
-                                 "\"%s\": TLS: the agent's certificate was refused (%s): it is not signed by CA "
+                                 "\"%s\": TLS: the peer's certificate was refused (%s): it is not signed by CA "
                                  "\"%s\" or does not name \"%s\"",
                                  url, nng_strerror(rv), tls->ca, tls->server_name);
         return nng_fail(err, rv, url, "connect");

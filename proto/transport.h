@@ -38,6 +38,12 @@ int transport_dial(const char *url, size_t max_recv, const struct transport_tls 
  * when its certificate was refused; else why it could not be reached. */
 int transport_probe(const char *url, const struct transport_tls *tls, int timeout_ms, lserr *err);
 
+/* The host of a tcp:// or tls+tcp:// URL into ret (brackets of an IPv6
+ * address taken off): the name a tls+tcp:// peer's certificate must carry when
+ * nothing else names it. -EINVAL when url has no host and port, -ENAMETOOLONG
+ * when the host does not fit ret_size; ret is then untouched. */
+int transport_url_host(const char *url, char *ret, size_t ret_size);
+
 /* 0 when path is a regular file that only its owner may read; else err says
  * what is wrong with it and how to fix it. */
 int transport_tls_key_mode(const char *path, lserr *err);

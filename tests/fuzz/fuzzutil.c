@@ -83,18 +83,18 @@ void fuzz_dir_clear(void)
         closedir(d);
 }
 
-const struct keys_secret *fuzz_key(void)
+/* A key from the seed first, first + 1, ..., loaded through a key file as a
+ * daemon loads its own. */
+static struct keys_secret *key_from(uint8_t first)
 {
-        static struct keys_secret *key;
+        struct keys_secret *key = NULL;
         uint8_t seed[32];
         char b64[64], path[128];
         lserr err = {0};
         FILE *f = NULL;
 
-        if (key)
-                return key;
         for (int i = 0; i < 32; i++)
-                seed[i] = (uint8_t)(i + 1);
+                seed[i] = (uint8_t)(first + i);
         if (sodium_init() < 0)
                 die("sodium_init");
         sodium_bin2base64(b64, sizeof(b64), seed, sizeof(seed), sodium_base64_VARIANT_ORIGINAL);
@@ -109,6 +109,24 @@ const struct keys_secret *fuzz_key(void)
                 abort();
         }
         unlink(path);
+        return key;
+}
+
+const struct keys_secret *fuzz_key(void)
+{
+        static struct keys_secret *key;
+
+        if (!key)
+                key = key_from(1);
+        return key;
+}
+
+const struct keys_secret *fuzz_key2(void)
+{
+        static struct keys_secret *key;
+
+        if (!key)
+                key = key_from(33);
         return key;
 }
 

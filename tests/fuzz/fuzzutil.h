@@ -20,6 +20,8 @@ const char *fuzz_dir(void);
 void fuzz_dir_clear(void);
 /* The fuzzers' fixed Ed25519 key (seed 0x01..0x20), loaded once. A test key only. */
 const struct keys_secret *fuzz_key(void);
+/* A second fixed key (seed 0x21..0x40), for messages between two signers. */
+const struct keys_secret *fuzz_key2(void);
 /* With FUZZ_DEBUG set, prints what a parser said of the input (r and err): how
  * to check that a seed gets as deep as it should. */
 void fuzz_note(const char *what, int r, const lserr *err);

@@ -310,6 +310,90 @@ static void control_seeds(void)
         }
 }
 
+/* fuzz_forward's: a forward and an answer, as bodies (signed by the harness)
+ * and as envelopes; an agent's command where a forward goes, an unsigned
+ * refusal where an answer does; leader values. */
+static void put_forward_env(const char *name, int mode, enum env_kind kind, const struct keys_secret *key,
+                            const ProtobufCMessage *msg)
+{
+        size_t n = protobuf_c_message_get_packed_size(msg), len = 0;
+        uint8_t *body = malloc(n ? n : 1), *env = NULL, *buf;
+        lserr err = {0};
+
+        protobuf_c_message_pack(msg, body);
+        if (env_seal(kind, key, body, n, &env, &len, &err) < 0 || !(buf = malloc(len + 1))) {
+                fprintf(stderr, "seal: %s\n", err.msg);
+                exit(1);
+        }
+        buf[0] = (uint8_t)mode;
+        memcpy(buf + 1, env, len);
+        put("forward", name, buf, len + 1);
+        free(buf);
+        free(env);
+        free(body);
+}
+
+/* An unsigned refusal where the follower waits for an answer (mode 2). */
+static void put_refusal_seed(void)
+{
+        uint8_t *ref = NULL, *buf;
+        size_t len = 0;
+        lserr err = {0};
+
+        if (env_seal_refusal(LS_EUNKNOWNKEY, &ref, &len, &err) < 0 || !(buf = malloc(len + 1)))
+                exit(1);
+        buf[0] = 2;
+        memcpy(buf + 1, ref, len);
+        put("forward", "answer-refusal", buf, len + 1);
+        free(buf);
+        free(ref);
+}
+
+static void forward_seeds(void)
+{
+        static uint8_t nonce[REPLAY_NONCE_LEN] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+        static uint8_t hash[ENV_HASH_LEN];
+        static const char *const values[] = {"c1 pid=12 control=ipc:///run/lockstep/control.sock "
+                                             "peer=tls+tcp://10.77.0.101:7500",
+                                             "c1 pid=12 control=ipc:///run/lockstep/control.sock"};
+        char *args[] = {(char *)"web"}, *opts[] = {(char *)"name=nightly"}, v[200];
+        Lockstep__ControlRequest q = LOCKSTEP__CONTROL_REQUEST__INIT;
+        Lockstep__ControlReply rep = LOCKSTEP__CONTROL_REPLY__INIT;
+        Lockstep__Forward fw = LOCKSTEP__FORWARD__INIT;
+        Lockstep__ForwardReply fr = LOCKSTEP__FORWARD_REPLY__INIT;
+
+        q.command = (char *)"snapshot.create";
+        q.n_args = 1;
+        q.args = args;
+        q.n_options = 1;
+        q.options = opts;
+        fw.from = (char *)"c2";
+        fw.issued_us = FUZZ_NOW_US;
+        fw.nonce.data = nonce;
+        fw.nonce.len = sizeof(nonce);
+        fw.request = &q;
+        fw.caller_uid = 1000;
+        fw.caller_pid = 4242;
+        put_msg("forward", "forward-body", &fw.base, 1);
+        put_forward_env("forward-envelope", 0, ENV_FORWARD, fuzz_key(), &fw.base);
+        put_forward_env("forward-as-command", 0, ENV_COMMAND, fuzz_key(), &fw.base);
+        memset(hash, FUZZ_CMD_HASH_BYTE, sizeof(hash));
+        rep.op = (char *)"op-1";
+        fr.request_hash.data = hash;
+        fr.request_hash.len = sizeof(hash);
+        fr.reply = &rep;
+        fr.leader = (char *)"c1";
+        put_msg("forward", "answer-body", &fr.base, 3);
+        put_forward_env("answer-envelope", 2, ENV_FORWARD_REPLY, fuzz_key2(), &fr.base);
+        put_refusal_seed();
+        for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+                char name[32];
+                int n = snprintf(v, sizeof(v), "%c%s", 0, values[i]);
+                snprintf(name, sizeof(name), "leader-value-%zu", i);
+                put("forward", name, (const uint8_t *)v, (size_t)n);
+        }
+}
+
 int main(int argc, char **argv)
 {
         if (argc != 2) {
@@ -322,5 +406,6 @@ int main(int argc, char **argv)
         journal_seeds();
         guardian_seeds();
         control_seeds();
+        forward_seeds();
         return 0;
 }

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # ha_sim: two lockstepd in a cluster on one etcd (their catalog in it, one
 # leads), two sim agents that trust both keys: one leads and the other refuses
-# operations naming it but reads the same catalog; the leader killed -9, the
-# other takes over within the lease and cuts; the leader killed -9 right after
-# logging a decision, the other settles the cut as the log says.
+# operations naming it but reads the same catalog; then both serve forwards
+# (ha.listen on tls+tcp://, a test CA): the follower hands the leader what it
+# may not do, says so clearly when the leader cannot be reached, and forwards
+# to the new leader after a failover; the leader killed -9, the other takes
+# over within the lease and cuts; the leader killed -9 right after logging a
+# decision, the other settles the cut as the log says.
 . "$(dirname "$0")/lib.sh"
 
 ETCD=/usr/bin/etcd
@@ -35,7 +38,45 @@ for h in host-a host-b; do
         start_agent "$h"
 done
 
-# coord_yaml NAME KEY: lockstepd NAME's configuration (T/NAME.yaml).
+# Each lockstepd's port for forwards, and its certificate from a test CA,
+# naming it as the lab's do (DNS:NAME, the name a follower checks, and its
+# address); wrong-ca signed neither.
+peer_port_c1=$(free_port) peer_port_c2=$(free_port)
+peer_port() { eval echo "\$peer_port_$1"; }
+pki() {
+        (
+                set -e
+                cd "$T"
+                umask 077
+                for ca in ca wrong-ca; do
+                        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+                                -subj "/CN=$ca" -keyout "$ca.key" -out "$ca.pem"
+                done
+                for n in c1 c2; do
+                        openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=$n" \
+                                -keyout "$n-tls.key" -out "$n.csr"
+                        printf 'subjectAltName=DNS:%s,IP:127.0.0.1\n' "$n" > "$n.ext"
+                        openssl x509 -req -in "$n.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+                                -extfile "$n.ext" -out "$n-tls.pem"
+                done
+        ) > "$T/pki.log" 2>&1 || { echo "openssl failed:"; cat "$T/pki.log"; exit 1; }
+}
+# forward_yaml NAME: the ha: lines that make NAME serve and send forwards
+# (FWD_CA: the CA it checks the leader's certificate with, default ca).
+forward_yaml() {
+        cat << YAML
+  listen: tls+tcp://127.0.0.1:$(peer_port "$1")
+  tls_cert: $T/$1-tls.pem
+  tls_key: $T/$1-tls.key
+  tls_ca: $T/${FWD_CA:-ca}.pem
+  coordinators:
+    - {name: c1, pubkey: $T/coord.pub}
+    - {name: c2, pubkey: $T/coordb.pub}
+YAML
+}
+
+# coord_yaml NAME KEY: lockstepd NAME's configuration (T/NAME.yaml); with FWD=1
+# it forwards.
 coord_yaml() {
         cat > "$T/$1.yaml" << YAML
 control: ipc://$T/$1.sock
@@ -47,6 +88,7 @@ ha:
   etcd: [http://127.0.0.1:$etcd_client]
   prefix: /ha-sim/
   lease_ttl_s: $TTL
+$([ -z "${FWD:-}" ] || forward_yaml "$1")
 agents:
   - id: host-a
     url: tcp://127.0.0.1:$(cat "$T/host-a/port")
@@ -82,6 +124,7 @@ start_coord() {
         wait_for 20 bash -c "$LOCKSTEP_BIN -c $T/$1.yaml groups > /dev/null 2>&1" || { echo "lockstepd $1 did not come up"; cat "$T/$1.log"; return 1; }
 }
 kill9_coord() { kill -9 "$(cat "$T/$1.pid")"; wait "$(cat "$T/$1.pid")" 2>/dev/null || true; rm -f "$T/$1.sock"; }
+stop_coord() { kill -TERM "$(cat "$T/$1.pid")"; wait "$(cat "$T/$1.pid")" 2>/dev/null || true; }
 cli() { local n=$1; shift; "$LOCKSTEP_BIN" -c "$T/$n.yaml" "$@" 2> /dev/null; }
 role() { cli "$1" cluster status --json | jq -r .role; }
 leads() { [ "$(role "$1")" = leader ]; }
@@ -105,6 +148,78 @@ out=$("$LOCKSTEP_BIN" -c "$T/$F.yaml" snapshot create shop --name h2 2>&1) && rc
 check "the follower refuses an operation (exit 1)" [ "$rc" = 1 ]
 check "... naming the leader" grep -q "is a follower; the leader is $L" <<< "$out"
 check "the follower reads the same catalog" [ "$(state_of "$F" h1)" = committed ]
+check "nothing frozen" nothing_frozen
+
+# Forwarding. The configurations gain ha.listen and ha.coordinators; the
+# follower first, so that for a while it forwards and its leader takes none.
+pki
+FWD=1 coord_yaml c1 coord
+FWD=1 coord_yaml c2 coordb
+stop_coord "$F"
+start_coord "$F"
+sees_leader() { [ "$(cli "$1" cluster status --json | jq -r .leader)" != null ]; }
+wait_for 10 sees_leader "$F"
+out=$("$LOCKSTEP_BIN" -c "$T/$F.yaml" snapshot create shop --name f0 2>&1) && rc=0 || rc=$?
+check "a follower that forwards, with a leader that takes none, refuses as before (exit 1)" [ "$rc" = 1 ]
+check "... naming the leader" grep -q "is a follower; the leader is $L pid=[0-9]* control=[^ ]*sock: run" <<< "$out"
+# Now the leader: it resigns as it stops, the other leads, it comes back as
+# the follower.
+stop_coord "$L"
+check "the other one leads" wait_for $((TTL + 10)) leads "$F"
+start_coord "$L"
+L0=$L L=$F F=$L0
+# The follower sees the leader's value, and in it where the leader takes forwards.
+follower_sees_peer() {
+        [ "$(cli "$F" cluster status --json | jq -r .leader | sed -n 's/.* peer=//p')" = \
+          "tls+tcp://127.0.0.1:$(peer_port "$L")" ]
+}
+check "the leader's value names where it takes forwards" wait_for 10 follower_sees_peer
+
+# A cut asked of the follower: the leader makes it; the CLI's uid and pid are
+# in the leader's audit, with the follower that forwarded it.
+"$LOCKSTEP_BIN" -c "$T/$F.yaml" snapshot create shop --name f1 > "$T/f1.out" 2>&1 &
+cli_pid=$!
+wait "$cli_pid" && rc=0 || rc=$?
+check "a cut asked of the follower commits (exit 0)" [ "$rc" = 0 ]
+check "... made by the leader" [ "$(state_of "$L" f1)" = committed ]
+check "... whose log shows the forward" grep -q "forward from $F: \"snapshot.create\" (uid $(id -u), pid $cli_pid)" "$T/$L.log"
+f1_audit() { cli "$L" audit --json --limit 500 | jq -c '[.[] | select(.step == "snapshot.create" and (.detail | startswith("forwarded from '"$F"': shop --name=f1")))][0]'; }
+check "... and whose audit names the follower, the CLI's uid and pid" \
+        [ "$(f1_audit | jq -r '"\(.peer_uid) \(.peer_pid)"')" = "$(id -u) $cli_pid" ]
+check "the follower lists it (snapshot list --json)" [ "$(state_of "$F" f1)" = committed ]
+check "nothing frozen" nothing_frozen
+
+# The follower cannot verify the leader (its CA is the wrong one): a clear
+# error within the deadline, naming the leader, and nothing cut.
+key_of() { if [ "$1" = c1 ]; then echo coord; else echo coordb; fi; }
+FWD=1 FWD_CA=wrong-ca coord_yaml "$F" "$(key_of "$F")"
+stop_coord "$F"
+start_coord "$F"
+wait_for 10 follower_sees_peer
+t0=$SECONDS
+out=$("$LOCKSTEP_BIN" -c "$T/$F.yaml" snapshot create shop --name f2 2>&1) && rc=0 || rc=$?
+check "a follower that cannot verify its leader fails (exit 1)" [ "$rc" = 1 ]
+check "... within the deadline (5 s, and 1 s to ask why)" [ $((SECONDS - t0)) -le 8 ]
+check "... naming the leader and the step" \
+        grep -q "forwarding to leader $L at tls+tcp://127.0.0.1:$(peer_port "$L"): .*TLS: the peer's certificate was refused" <<< "$out"
+check "... and what to do" grep -q "run lockstep on the leader's host" <<< "$out"
+check "... nothing was cut" [ -z "$(state_of "$L" f2)" ]
+FWD=1 coord_yaml "$F" "$(key_of "$F")"
+stop_coord "$F"
+start_coord "$F"
+wait_for 10 follower_sees_peer
+
+# A failover: the follower that took over takes forwards, and the other one,
+# back as a follower, sends them there.
+kill9_coord "$L"
+check "after a failover the follower leads" wait_for $((TTL + 10)) leads "$F"
+start_coord "$L"
+L0=$L L=$F F=$L0
+wait_for 10 follower_sees_peer
+check "the one back forwards a cut to the new leader, which commits it" \
+        bash -c "$LOCKSTEP_BIN -c $T/$F.yaml snapshot create shop --name f3 > /dev/null"
+check "... and its audit names the follower" \
+        [ "$(cli "$L" audit --json --limit 500 | jq '[.[] | select(.detail | startswith("forwarded from '"$F"': shop --name=f3"))] | length')" -ge 1 ]
 check "nothing frozen" nothing_frozen
 
 # The leader dies: the other leads within the lease, and cuts.

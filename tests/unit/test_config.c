@@ -174,6 +174,21 @@ static void expect_refusal(const char *file, enum kind kind, const char *yaml, u
                 fail_msg("message \"%s\"\n  does not say \"%s\"", err.msg, why);
 }
 
+/* A coordinator.yaml up to its ha: section's etcd line 7, for the forwarding
+ * refusals; and two coordinators, c1 and c2. */
+#define HA_HEAD                                                                   \
+        "control: ipc:///run/lockstep/control.sock\n"                              \
+        "key: /k\n"                                                                \
+        "counter_file: /var/lib/lockstep/counter\n"                                \
+        "agents: [{id: host-a, url: tcp://10.77.0.2:7400, pubkey: /a.pub}]\n"      \
+        "ha:\n"                                                                    \
+        "  name: c1\n"                                                             \
+        "  etcd: [http://10.77.0.20:2379]\n"
+#define HA_TWO                                                                    \
+        "  coordinators:\n"                                                        \
+        "    - {name: c1, pubkey: /c1.pub}\n"                                      \
+        "    - {name: c2, pubkey: /c2.pub}\n"
+
 static const struct refusal refusals[] = {
         /* ---- agent.yaml ---- */
         { "syntax-unclosed-list", AGENT,
@@ -990,6 +1005,83 @@ static const struct refusal refusals[] = {
           "  etcd: [http://10.77.0.20:2379]\n"
           "  lease_ttl_s: 1\n",
           8, "ha.lease_ttl_s", "\"1\" is out of range (2..60)" },
+        /* ha: forwarding between coordinators (ha.listen, ha.coordinators) */
+        { "ha-listen-tcp", COORD,
+          HA_HEAD
+          "  listen: tcp://10.77.0.21:7500\n",
+          8, "ha.listen", "expected tls+tcp://HOST:PORT (or ipc://PATH on one machine)" },
+        { "ha-listen-wildcard", COORD,
+          HA_HEAD
+          "  listen: tls+tcp://0.0.0.0:7500\n",
+          8, "ha.listen", "the others dial this URL, so give this host's address, not a wildcard" },
+        { "ha-listen-tls-no-cert", COORD,
+          HA_HEAD
+          "  listen: tls+tcp://10.77.0.21:7500\n"
+          HA_TWO,
+          8, "ha.tls_cert", "required when ha.listen is a tls+tcp:// URL" },
+        { "ha-listen-tls-key-missing", COORD,
+          HA_HEAD
+          "  listen: tls+tcp://10.77.0.21:7500\n"
+          "  tls_cert: /nonexistent/c1.pem\n"
+          "  tls_key: /nonexistent/c1.key\n"
+          "  tls_ca: /nonexistent/ca.pem\n"
+          HA_TWO,
+          10, "ha.tls_key", "TLS key \"/nonexistent/c1.key\": No such file or directory" },
+        { "ha-listen-ipc-with-ca", COORD,
+          HA_HEAD
+          "  listen: ipc:///run/lockstep/peer.sock\n"
+          "  tls_ca: /ca.pem\n"
+          HA_TWO,
+          9, "ha.tls_ca", "only used when ha.listen is a tls+tcp:// URL" },
+        { "ha-tls-without-listen", COORD,
+          HA_HEAD
+          "  tls_ca: /ca.pem\n",
+          8, "ha.tls_ca", "only used with ha.listen" },
+        { "ha-coordinators-without-listen", COORD,
+          HA_HEAD
+          HA_TWO,
+          8, "ha.coordinators", "only used with ha.listen" },
+        { "ha-listen-no-coordinators", COORD,
+          HA_HEAD
+          "  listen: ipc:///run/lockstep/peer.sock\n",
+          8, "ha.coordinators", "required with ha.listen: the name and public key of every lockstepd" },
+        { "ha-coordinators-dup-name", COORD,
+          HA_HEAD
+          "  listen: ipc:///run/lockstep/peer.sock\n"
+          "  coordinators:\n"
+          "    - {name: c1, pubkey: /c1.pub}\n"
+          "    - {name: c1, pubkey: /c2.pub}\n",
+          11, "ha.coordinators[1].name", "duplicate name \"c1\" (also ha.coordinators[0])" },
+        { "ha-coordinators-dup-key", COORD,
+          HA_HEAD
+          "  listen: ipc:///run/lockstep/peer.sock\n"
+          "  coordinators:\n"
+          "    - {name: c1, pubkey: /c1.pub}\n"
+          "    - {name: c2, pubkey: /c1.pub}\n",
+          11, "ha.coordinators[1].pubkey", "the same key as ha.coordinators[0] (\"c1\"): one key each" },
+        { "ha-coordinators-bad-name", COORD,
+          HA_HEAD
+          "  listen: ipc:///run/lockstep/peer.sock\n"
+          "  coordinators:\n"
+          "    - {name: c 1, pubkey: /c1.pub}\n",
+          10, "ha.coordinators[0].name", "" },
+        { "ha-coordinators-self-missing", COORD,
+          HA_HEAD
+          "  listen: ipc:///run/lockstep/peer.sock\n"
+          "  coordinators:\n"
+          "    - {name: c2, pubkey: /c2.pub}\n",
+          9, "ha.coordinators", "this lockstepd (ha.name \"c1\") is not listed" },
+        { "ha-value-too-long", COORD,
+          "control: ipc:///run/lockstep/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock\n"
+          "key: /k\n"
+          "counter_file: /var/lib/lockstep/counter\n"
+          "agents: [{id: host-a, url: tcp://10.77.0.2:7400, pubkey: /a.pub}]\n"
+          "ha:\n"
+          "  name: c1\n"
+          "  etcd: [http://10.77.0.20:2379]\n"
+          "  listen: ipc:///run/lockstep/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb.sock\n"
+          HA_TWO,
+          8, "ha.listen", "ha.name, control and ha.listen make a member value of up to" },
         { "ha-name", COORD,
           "control: ipc:///run/lockstep/control.sock\n"
           "key: /k\n"
@@ -1296,7 +1388,33 @@ static void test_coord_ha(void **state)
         assert_string_equal(c->ha->etcd_key, "/etc/lockstep/etcd-client.key");
         assert_string_equal(c->ha->prefix, "/lockstep/");
         assert_int_equal(c->ha->lease_ttl_s, 5);
+        assert_null(c->ha->listen);
+        assert_int_equal(c->ha->n_coordinators, 0);
         assert_string_equal(c->counter_file, "/var/lib/lockstep/coordinator.counter");
+        cfg_coord_free(c);
+        c = NULL;
+
+        /* Forwarding on one machine: ipc://, no TLS files. */
+        write_cfg(path, "coord-ha-forward.yaml",
+                  "control: ipc:///run/lockstep/control.sock\n"
+                  "key: /etc/lockstep/coordinator.key\n"
+                  "counter_file: /var/lib/lockstep/coordinator.counter\n"
+                  "ha:\n"
+                  "  name: c2\n"
+                  "  etcd: [http://10.77.0.20:2379]\n"
+                  "  listen: ipc:///run/lockstep/peer.sock\n"
+                  "  coordinators:\n"
+                  "    - name: c1\n"
+                  "      pubkey: /etc/lockstep/c1.pub\n"
+                  "    - {name: c2, pubkey: \"lockstep-pub-v1 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"}\n"
+                  "agents: [{id: host-a, url: tcp://10.77.0.2:7400, pubkey: /a.pub}]\n");
+        assert_int_equal(cfg_coord_load(path, &c, &err), 0);
+        assert_string_equal(c->ha->listen, "ipc:///run/lockstep/peer.sock");
+        assert_null(c->ha->tls_ca);
+        assert_int_equal(c->ha->n_coordinators, 2);
+        assert_string_equal(c->ha->coordinators[0].name, "c1");
+        assert_string_equal(c->ha->coordinators[0].pubkey, "/etc/lockstep/c1.pub");
+        assert_string_equal(c->ha->coordinators[1].name, "c2");
         cfg_coord_free(c);
 }
 

@@ -178,8 +178,17 @@ lab_lockstep_cut() { # [--json] [--from FILE]
         need_lab
         lab_tools
         [ -x "$(lockstep_bin)" ] || die "lockstep-cut: $(lockstep_bin) is not built"
-        pid_alive "$LAB_DIR/pids/lockstepd.pid" lockstepd > /dev/null ||
-                die "lockstep-cut: lockstepd does not run in this lab (built after lab up? run lab down, lab up)"
+        # --from checks a cut taken before: no lockstepd needed. With
+        # coordinators, the lab's coordinator.yaml is c1's.
+        if [ -n "$from" ]; then
+                :
+        elif coords_on; then
+                pid_alive "$(coord_pidfile c1)" lockstepd > /dev/null ||
+                        die "lockstep-cut: c1's lockstepd does not run (deploy/lab/lab coord-start c1)"
+        else
+                pid_alive "$LAB_DIR/pids/lockstepd.pid" lockstepd > /dev/null ||
+                        die "lockstep-cut: lockstepd does not run in this lab (built after lab up? run lab down, lab up)"
+        fi
         command -v jq > /dev/null || die "lockstep-cut: jq is missing (run: deploy/lab/lab deps)"
         # --from: a cut already taken (a fault test's), only checked here.
         if [ -n "$from" ]; then

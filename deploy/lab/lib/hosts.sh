@@ -41,6 +41,8 @@ lab_is_dead() { # lab dir
                 case "$f" in
                 */relay.pid) prog=lab-relay ;;
                 */agent.pid) prog=lockstep-agent ;;
+                */etcd-*.pid) prog=etcd ;;
+                */lockstepd-*.pid) prog=lockstepd ;;
                 */qemu/*.pid) prog=qemu-system ;;
                 *) prog=$(basename "$f" .pid) ;;
                 esac
@@ -199,23 +201,40 @@ host_wait_libvirt() { # host, seconds
         die "$h: libvirtd did not answer on $(host_sock "$h") within ${secs}s (log: $d/log/libvirt/libvirtd.log)"
 }
 
+# One lab host's network namespace, its eth0 on the bridge at ip.
+netns_make() { # name ip
+        local ns
+        ns=$(host_netns "$1")
+        ip netns add "$ns"
+        ip link add "lsv-$1" type veth peer name eth0 netns "$ns"
+        ip link set "lsv-$1" master "$LAB_BRIDGE" up
+        ip -n "$ns" addr add "$2/24" dev eth0
+        ip -n "$ns" link set eth0 up
+        ip -n "$ns" link set lo up
+}
+
+netns_remove() { # name
+        local ns
+        ns=$(host_netns "$1")
+        if ip netns list | awk '{ print $1 }' | grep -qx "$ns"; then
+                ip netns del "$ns" || warn "$1: ip netns del $ns failed"
+        fi
+        ! ip link show "lsv-$1" > /dev/null 2>&1 || ip link del "lsv-$1" || true
+}
+
+# The bridge, and a namespace for each host and coordinator.
 net_up() {
-        local i h ns veth
+        local i c
         ip link add "$LAB_BRIDGE" type bridge
         # Names the lab dir that owns the bridge, for the next up to find a dead lab.
         ip link set "$LAB_BRIDGE" alias "lockstep-lab $LAB_DIR"
         ip addr add "$LAB_NET_PREFIX.1/24" dev "$LAB_BRIDGE"
         ip link set "$LAB_BRIDGE" up
         for ((i = 0; i < LAB_N_HOSTS; i++)); do
-                h=$(host_name "$i")
-                ns=$(host_netns "$h")
-                veth=lsv-$h
-                ip netns add "$ns"
-                ip link add "$veth" type veth peer name eth0 netns "$ns"
-                ip link set "$veth" master "$LAB_BRIDGE" up
-                ip -n "$ns" addr add "$(host_ip "$i")/24" dev eth0
-                ip -n "$ns" link set eth0 up
-                ip -n "$ns" link set lo up
+                netns_make "$(host_name "$i")" "$(host_ip "$i")"
+        done
+        for c in $(state_coords); do
+                netns_make "$c" "$(state_coord_ip "$c")"
         done
 }
 
@@ -409,6 +428,9 @@ authorized:
   - name: coordinator
     pubkey: $(yaml_q "$LAB_DIR/keys/coordinator.pub")
     roles: [snapshot, revert, delete, admin]
+$(for c in $(state_coords); do
+        printf '  - name: %s\n    pubkey: %s\n    roles: [snapshot, revert, delete, admin]\n' "$c" "$(yaml_q "$LAB_DIR/keys/$c.pub")"
+done)
 libvirt_uri: $(yaml_q "$(host_uri "$h")")
 backend: libvirt
 journal_dir: $(yaml_q "$(host_dir "$h")/journal")
@@ -465,7 +487,7 @@ make_keys() {
                 say "keys: skipped ($(lockstep_bin) is not built yet)"
                 return 0
         fi
-        for name in coordinator $(state_hosts); do
+        for name in coordinator $(state_coords) $(state_hosts); do
                 "$(lockstep_bin)" keygen --out "$LAB_DIR/keys/$name" > /dev/null ||
                         die "keys: lockstep keygen --out $LAB_DIR/keys/$name failed"
         done
@@ -500,6 +522,10 @@ agents_start() {
 }
 
 lockstepd_start() {
+        if coords_on; then
+                coords_start
+                return 0
+        fi
         if [ ! -x "$(lockstepd_bin)" ]; then
                 say "lockstepd: skipped ($(lockstepd_bin) is not built yet)"
                 return 0
@@ -524,7 +550,7 @@ lab_up() {
         need_root "lab up"
         LAB_N_HOSTS=2 LAB_N_VMS=3
         LAB_SEND_MS=${LOCKSTEP_LAB_SEND_MS:-100} LAB_TICK_MS=${LOCKSTEP_LAB_TICK_MS:-100}
-        local app_vdb=1 daemons=${LOCKSTEP_LAB_DAEMONS:-1}
+        local app_vdb=1 daemons=${LOCKSTEP_LAB_DAEMONS:-1} ncoords=0
         while (($#)); do
                 case "$1" in
                 --hosts) LAB_N_HOSTS=${2:?--hosts needs a number}; shift 2 ;;
@@ -533,6 +559,7 @@ lab_up() {
                 --tick-ms) LAB_TICK_MS=${2:?}; shift 2 ;;
                 --no-vdb) app_vdb=0; shift ;;
                 --no-daemons) daemons=0; shift ;;
+                --coordinators) ncoords=${2:?--coordinators needs a number}; shift 2 ;;
                 *) die "up: unknown option '$1' (see: deploy/lab/lab help)" ;;
                 esac
         done
@@ -543,6 +570,7 @@ lab_up() {
                 die "up: --vms must be 1..30"
         fi
         [[ $LAB_SEND_MS =~ ^[0-9]+$ && $LAB_TICK_MS =~ ^[0-9]+$ ]] || die "up: --send-ms/--tick-ms must be numbers"
+        coords_check "$ncoords"
         check_tools
         check_free
         # Unix socket paths are limited to 107 bytes; the longest the lab makes:
@@ -574,6 +602,7 @@ lab_up() {
                 printf 'image %s %s\n' "$LAB_KERNEL" "$LAB_INITRD"
                 printf 'tools %s %s\n' "$LAB_RELAY" "$LAB_CHECK"
                 if [ "$LAB_TLS" = 0 ]; then echo 'tls off'; else echo 'tls on'; fi
+                coords_state "$ncoords"
         } > "$LAB_STATE"
 
         say "network: bridge $LAB_BRIDGE $LAB_NET_PREFIX.1/24, hosts $(state_hosts | tr '\n' ' ')"
@@ -609,6 +638,7 @@ lab_up() {
 
         make_tls
         write_configs
+        coords_on && coords_write_configs
         make_keys
         if ((daemons)); then
                 agents_start
@@ -660,18 +690,15 @@ lab_down() {
                 return 0
         fi
         stop_pidfile "$LAB_DIR/pids/lockstepd.pid" lockstepd lockstepd
+        coords_stop
         stop_pidfile "$LAB_DIR/pids/relay.pid" lab-relay lab-relay 5
         # Hosts in parallel: each one's guests take a while to die.
         for h in $(state_hosts); do
                 host_stop "$h" &
         done
         wait
-        for h in $(state_hosts); do
-                ns=$(host_netns "$h")
-                if ip netns list | awk '{ print $1 }' | grep -qx "$ns"; then
-                        ip netns del "$ns" || warn "$h: ip netns del $ns failed"
-                fi
-                ! ip link show "lsv-$h" > /dev/null 2>&1 || ip link del "lsv-$h" || true
+        for h in $(state_hosts) $(state_coords); do
+                netns_remove "$h"
         done
         if grep -q "^bridge $LAB_BRIDGE\$" "$LAB_STATE" 2>/dev/null &&
                 ip link show "$LAB_BRIDGE" > /dev/null 2>&1; then
@@ -699,7 +726,9 @@ lab_status() {
                 echo "relay: NOT running"
                 rc=1
         fi
-        if [ -x "$(lockstepd_bin)" ]; then
+        if coords_on; then
+                coords_status
+        elif [ -x "$(lockstepd_bin)" ]; then
                 pid_alive "$LAB_DIR/pids/lockstepd.pid" lockstepd > /dev/null &&
                         echo "lockstepd: running" || echo "lockstepd: not running"
         else

@@ -15,12 +15,12 @@ agent_url() { # host index
         printf '%s://%s:%s' "$scheme" "$(host_ip "$1")" "$LAB_AGENT_PORT"
 }
 
-tls_make_cert() { # dir host ip
-        local d=$1 h=$2 ip=$3
+tls_make_cert() { # dir host ip [extendedKeyUsage]
+        local d=$1 h=$2 ip=$3 eku=${4:-serverAuth}
         openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=$h" \
                 -keyout "$d/$h.key" -out "$d/$h.csr"
         printf '%s\n' "subjectAltName=DNS:$h,IP:$ip" "basicConstraints=CA:FALSE" \
-                "keyUsage=digitalSignature" "extendedKeyUsage=serverAuth" > "$d/$h.ext"
+                "keyUsage=digitalSignature" "extendedKeyUsage=$eku" > "$d/$h.ext"
         openssl x509 -req -in "$d/$h.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 30 \
                 -extfile "$d/$h.ext" -out "$d/$h.pem"
         rm -f "$d/$h.csr" "$d/$h.ext"
@@ -44,8 +44,13 @@ make_tls() {
                 for h in $(state_hosts); do
                         tls_make_cert "$d" "$h" "$(state_host_ip "$h")"
                 done
+                # A coordinator's certificate serves its etcd member and its
+                # lockstepd's peer port, and is its client certificate for both.
+                for h in $(state_coords); do
+                        tls_make_cert "$d" "$h" "$(state_coord_ip "$h")" serverAuth,clientAuth
+                done
         ) >> "$LAB_DIR/logs/tls.log" 2>&1 || die "tls: openssl failed (log: $LAB_DIR/logs/tls.log)"
-        say "tls: lab CA $d/ca.pem, a server certificate per host ($(state_hosts | tr '\n' ' '))"
+        say "tls: lab CA $d/ca.pem, a certificate per host ($(state_hosts | tr '\n' ' ')$(state_coords | tr '\n' ' '))"
 }
 
 # The agent.yaml lines of one host's certificate, none without TLS.
