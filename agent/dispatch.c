@@ -140,6 +140,9 @@ static int handle_exec(struct dispatch *d, const Lockstep__Command *cmd, uint8_t
         if (!rep)
                 return lserr_set(err, LS_EMALFORMED, "txid=%s step=%s: the executor's reply does not unpack",
                                  cmd->txid, env_step_name(cmd->step));
+        /* The epoch this command passed the fence with: the leader learns that
+         * this agent keeps the fence. */
+        rep->epoch_obeyed = failpoint_on("agent-predates-epoch") ? 0 : cmd->epoch;
         r = sign_reply(d, rep, hash, 1, ret, ret_len, err);
         /* sign_reply pointed these at our memory: unhook before freeing. */
         rep->agent = NULL;

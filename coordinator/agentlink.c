@@ -198,6 +198,17 @@ int agentlink_accept(struct agentlink *l, const Lockstep__Command *cmd, const st
                 lockstep__reply__free_unpacked(rep, NULL);
                 return r;
         }
+        /* A leader's command carries its epoch; an agent whose reply does not
+         * echo it predates the fence, and would obey a deposed leader too. */
+        if (cmd->epoch && rep->code != LOCKSTEP__ERROR_CODE__E_REJECTED && rep->epoch_obeyed != cmd->epoch) {
+                r = lserr_set(err, LS_EPEER,
+                              "agent \"%s\": %s: its lockstep-agent does not keep the leader epoch fence (its reply "
+                              "carries no epoch): with coordinators in a cluster every agent must; upgrade "
+                              "lockstep-agent on that host",
+                              l->id, env_step_name(cmd->step));
+                lockstep__reply__free_unpacked(rep, NULL);
+                return r;
+        }
         if (clockskew_refused(rep)) {
                 clock_words(l, cmd, recv_us, rep);
                 log_warn("%s", rep->message);

@@ -510,13 +510,16 @@ static int coord_numbers(const struct cfgload *ld, const struct raw_coord *rc, s
         r = cfgload_check_num(ld, "max_cuts_per_agent", rc->max_cuts_per_agent, 2, 1, 64, &c->max_cuts_per_agent);
         if (r < 0)
                 return r;
-        r = cfgload_check_num(ld, "history_keep", rc->history_keep, 10000, 10, 10000000, &c->history_keep);
+        /* The defaults suit SQLite; etcd's store (2 GiB quota by default, every
+         * row three keys or more) gets a tenth of them. */
+        const unsigned tenth = rc->ha ? 10 : 1;
+        r = cfgload_check_num(ld, "history_keep", rc->history_keep, 10000 / tenth, 10, 10000000, &c->history_keep);
         if (r < 0)
                 return r;
-        r = cfgload_check_num(ld, "audit_keep", rc->audit_keep, 200000, 100, 100000000, &c->audit_keep);
+        r = cfgload_check_num(ld, "audit_keep", rc->audit_keep, 200000 / tenth, 100, 100000000, &c->audit_keep);
         if (r < 0)
                 return r;
-        return cfgload_check_num(ld, "events_keep", rc->events_keep, 200000, 100, 100000000, &c->events_keep);
+        return cfgload_check_num(ld, "events_keep", rc->events_keep, 200000 / tenth, 100, 100000000, &c->events_keep);
 }
 
 /* Whether host (as in a URL: a name, an IPv4 address or a bracketed IPv6 one) is

@@ -31,6 +31,7 @@ void failpoint_scope(const char *scope);
 /* A test-only switch: true when <dir>/<scope>.<name> exists. In use: the
  * agent's "no-lease" (neither the lease thread nor the guardian thaws a frozen
  * guest: the fault tests show that their checks see a guest left frozen);
- * lockstepd's "send-when-deposed" (a leader that lost its lease still signs
+ * the agent's "agent-predates-epoch" (its replies do not echo the command's epoch, as
+ * an agent older than the fence); lockstepd's "send-when-deposed" (a leader that lost its lease still signs
  * commands, with the last epoch it held: agents must refuse them). */
 int failpoint_on(const char *name);

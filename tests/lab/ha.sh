@@ -1,7 +1,7 @@
 #!/bin/bash
 # lab test "ha": three lockstepd on a 3-member etcd cluster (lab up
 # --coordinators 3), real guests on 2 hosts. A follower forwards a cut to the
-# leader over TLS. The leader is killed -9 before
+# leader over TLS; an agent older than the epoch fence fails a cut, named. The leader is killed -9 before
 # FREEZE, after FREEZE, after the decision is logged and after COMMIT was sent:
 # each time another one leads within the lease TTL + 5 s, settles the cut as the
 # log says (abort, abort, commit, commit), every guest is thawed and its next cut
@@ -125,6 +125,22 @@ grep -q "forward from $F: \"snapshot.create\"" "$D/coords/$L/lockstepd.log" ||
         t_fail "$S: $L's log has no forward from $F"
 ! grep -q 'BEGIN ' "$D/coords/$F/lockstepd.log" || t_fail "$S: the follower $F began a cut itself"
 t_ok "$S: a cut asked of the follower $F was forwarded over TLS to $L, which made it (committed, 0 orphans)"
+
+# ---- an agent older than the fence is refused, not trusted ------------------------
+S=old-agent
+touch "$FP/host-b.agent-predates-epoch" # its replies stop echoing the epoch
+rc=0
+ccli "$L" snapshot create shop --json > "$W/cut-$S.json" 2> "$W/cut-$S.err" || rc=$?
+[ "$rc" != 0 ] && [ "$(jq -r .state "$W/cut-$S.json" 2> /dev/null)" != committed ] ||
+        t_fail "$S: a cut with host-b's agent predating the fence: exit $rc, $(jq -r .state "$W/cut-$S.json" 2> /dev/null)"
+grep -q 'host-b.*does not keep the leader epoch fence' "$W/cut-$S.json" "$W/cut-$S.err" ||
+        t_fail "$S: the failed cut does not name host-b's agent as predating the fence: $(head -c 400 "$W/cut-$S.json")"
+all_thawed
+rm -f "$FP/host-b.agent-predates-epoch"
+id=$(jq -r .id "$W/cut-$S.json")
+wait_cut_state "$L" "$id" aborted 30 > /dev/null
+next_cut "$L"
+t_ok "$S: an agent whose replies carry no epoch (older than the fence) fails the cut, named; guests thawed; once it keeps the fence the next cut commits"
 
 # ---- kill -9 the leader at each step of a cut ------------------------------------
 # before-freeze: the cut is logged as begun, no FREEZE sent; after-freeze: every

@@ -30,6 +30,7 @@ enum mode {
         OTHER_TXID,   /* a signed refusal naming another transaction (a flipped bit) */
         OTHER_STEP,   /* a signed refusal naming another step */
         UNSIGNED,     /* the unsigned refusal code for an unknown key */
+        PREDATES_EPOCH, /* REAL, but its replies do not echo the epoch (an agent older than the fence) */
 };
 
 struct fx {
@@ -106,6 +107,7 @@ static int handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, size
         rep.now_us = fsutil_now_us() + f->clock_off_us;
         switch (f->mode) {
         case REAL:
+        case PREDATES_EPOCH:
                 r = env_verify_command(f->v, req, len, rep.now_us, &cmd, &key, &rf, &err);
                 if (r < 0) {
                         snprintf(msg, sizeof(msg), "%s: command refused: %s", AGENT, err.msg);
@@ -122,6 +124,8 @@ static int handle(void *arg, const uint8_t *req, size_t len, uint8_t **ret, size
                         rep.message = "";
                         rep.txid = cmd->txid;
                         rep.step = cmd->step;
+                        /* As dispatch does: the epoch it passed the fence with. */
+                        rep.epoch_obeyed = f->mode == REAL ? cmd->epoch : 0;
                 }
                 break;
         case ALWAYS_STALE:
@@ -288,6 +292,33 @@ static void test_fence(void **state)
         assert_int_equal(agentlink_call(f->link, &c, 5000, &rep, &err), -ESTALE);
         assert_int_equal(f->n_seen, seen);
         agentlink_set_fence(f->link, NULL);
+}
+
+/* An agent older than the fence takes the epoch as an unknown field and obeys
+ * anyone: a leader refuses its replies, naming it, instead of counting on a
+ * fence that is not there. Without an epoch (no cluster) it is answered. */
+static void test_agent_predates_fence(void **state)
+{
+        struct fx *f = *state;
+        Lockstep__Command c;
+        Lockstep__StatusRequest st;
+        Lockstep__Reply *rep = NULL;
+        uint64_t epoch = 12;
+        struct agentlink_fence fence = {.leading = fence_says, .arg = &epoch};
+        lserr err = {0};
+
+        f->mode = PREDATES_EPOCH;
+        agentlink_set_fence(f->link, &fence);
+        status_cmd(&c, &st);
+        assert_int_equal(agentlink_call(f->link, &c, 5000, &rep, &err), LS_EPEER);
+        assert_null(rep);
+        assert_non_null(strstr(err.msg, "agent \"host-a\": STATUS: its lockstep-agent does not keep the leader epoch"));
+        agentlink_set_fence(f->link, NULL);
+        lserr_clear(&err);
+        assert_int_equal(agentlink_call(f->link, &c, 5000, &rep, &err), 0);
+        assert_int_equal(rep->code, LOCKSTEP__ERROR_CODE__OK);
+        lockstep__reply__free_unpacked(rep, NULL);
+        f->mode = REAL;
 }
 
 /* An agent that keeps saying stale is answered once; its second refusal is the
@@ -511,6 +542,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_stale_counter_heals, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_fence, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_agent_predates_fence, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_second_refusal_stands, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_huge_counter_seen_refused, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_other_replies_not_resent, setup, teardown),

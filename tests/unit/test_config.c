@@ -1391,6 +1391,10 @@ static void test_coord_ha(void **state)
         assert_null(c->ha->listen);
         assert_int_equal(c->ha->n_coordinators, 0);
         assert_string_equal(c->counter_file, "/var/lib/lockstep/coordinator.counter");
+        /* The catalog in etcd keeps a tenth of SQLite's history by default. */
+        assert_int_equal(c->history_keep, 1000);
+        assert_int_equal(c->audit_keep, 20000);
+        assert_int_equal(c->events_keep, 20000);
         cfg_coord_free(c);
         c = NULL;
 
@@ -1613,6 +1617,7 @@ static void test_coord_defaults(void **state)
         assert_int_equal(c->max_cuts_per_agent, 2);
         assert_int_equal(c->history_keep, 10000);
         assert_int_equal(c->audit_keep, 200000);
+        assert_int_equal(c->events_keep, 200000);
         assert_null(c->metrics);
         assert_int_equal(c->groups[0].random_delay_s, 0);
         assert_int_equal(c->groups[0].catch_up, 1);

@@ -325,6 +325,34 @@ static void test_accepted(void **state)
         assert_int_equal(status_in_doubt(f), 1);
 }
 
+/* A reply echoes the leader epoch its command passed the fence with (0 from a
+ * lockstepd without high availability), so a leader can tell this agent keeps
+ * the fence. */
+static void test_epoch_echoed(void **state)
+{
+        struct fx *f = *state;
+        struct cmd k;
+        uint8_t *buf;
+        size_t len;
+        Lockstep__Reply *rep;
+
+        status_cmd(&k);
+        k.c.epoch = 7;
+        seal(f->coord, &k, ++f->counter, fsutil_now_us(), &buf, &len);
+        rep = handle(f, buf, len);
+        free(buf);
+        assert_int_equal(rep->code, LOCKSTEP__ERROR_CODE__OK);
+        assert_int_equal(rep->epoch_obeyed, 7);
+        lockstep__reply__free_unpacked(rep, NULL);
+        status_cmd(&k);
+        seal(f->coord, &k, ++f->counter, fsutil_now_us(), &buf, &len);
+        rep = handle(f, buf, len);
+        free(buf);
+        assert_int_equal(rep->code, LOCKSTEP__ERROR_CODE__OK);
+        assert_int_equal(rep->epoch_obeyed, 0);
+        lockstep__reply__free_unpacked(rep, NULL);
+}
+
 /* An envelope with the body but no signature, and one with a zero signature. */
 static void test_unsigned(void **state)
 {
@@ -718,6 +746,7 @@ int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_accepted, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_epoch_echoed, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_unsigned, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_bad_signature, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_replayed, setup, teardown),
