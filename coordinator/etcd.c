@@ -193,6 +193,16 @@ static int unreachable(CURL *h, CURLcode rc)
                sent == 0;
 }
 
+/* A member that took the request and then stalled (a timeout) or said it
+ * cannot serve (503, 504) is left for the next request: this one is not sent
+ * again (its outcome is unknown), but a member cut off from its cluster, or
+ * whose gateway cannot reach its own server, must not hold every later
+ * request, lease renewals included. */
+static void next_endpoint(struct etcd *c)
+{
+        c->cur = (c->cur + 1) % c->n_endpoints;
+}
+
 /* POSTs json to path on the current endpoint, then on the others in turn
  * while they cannot be reached; on 200 the answer is in c->body. what names
  * the request in errors. */
@@ -232,16 +242,22 @@ static int post(struct etcd *c, const char *path, struct json_object *json, cons
         if (rc != CURLE_OK && unreachable(c->h, rc))
                 return lserr_set(err, -EHOSTUNREACH, "etcd %s: %s: %s", c->endpoints[c->cur], what,
                                  c->curl_err[0] ? c->curl_err : curl_easy_strerror(rc));
-        if (rc != CURLE_OK)
-                return lserr_set(err, rc == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT : -EIO,
-                                 "etcd %s: %s: %s (whether etcd applied it is not known)", c->endpoints[c->cur], what,
-                                 c->curl_err[0] ? c->curl_err : curl_easy_strerror(rc));
+        if (rc != CURLE_OK) {
+                int r = lserr_set(err, rc == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT : -EIO,
+                                  "etcd %s: %s: %s (whether etcd applied it is not known)", c->endpoints[c->cur],
+                                  what, c->curl_err[0] ? c->curl_err : curl_easy_strerror(rc));
+                next_endpoint(c);
+                return r;
+        }
         curl_easy_getinfo(c->h, CURLINFO_RESPONSE_CODE, &status);
         if (status == 200 && c->body)
                 return 0;
         error_text(c, why, sizeof(why));
-        return lserr_set(err, status == 429 ? -ENOSPC : status == 503 || status == 504 ? -EAGAIN : -EIO,
-                         "etcd %s: %s: HTTP %ld: %s", c->endpoints[c->cur], what, status, why);
+        int r = lserr_set(err, status == 429 ? -ENOSPC : status == 503 || status == 504 ? -EAGAIN : -EIO,
+                          "etcd %s: %s: HTTP %ld: %s", c->endpoints[c->cur], what, status, why);
+        if (status == 503 || status == 504)
+                next_endpoint(c);
+        return r;
 }
 
 static void json_putp(struct json_object **o)

@@ -153,16 +153,6 @@ static int finish(Lockstep__ControlReply *rep, int as_json)
         return code;
 }
 
-/* Whether nobody listens at the control URL any more (refused or no socket
- * file), as opposed to a lockstepd that is slow or stopped. */
-static int daemon_gone(struct client *c)
-{
-        lserr err = {0};
-        int r = transport_probe(c->url, NULL, 1000, &err);
-
-        return r == -ECONNREFUSED || r == -ENOENT;
-}
-
 /* snapshot create / delete: start it, then follow its progress. */
 static int snapshot_create(struct client *c, Lockstep__ControlRequest *q, int as_json)
 {
@@ -187,17 +177,6 @@ static int snapshot_create(struct client *c, Lockstep__ControlRequest *q, int as
                 c->quiet = 1;
                 r = call(c, &poll, POLL_CALL_MS, &rep);
                 c->quiet = 0;
-                /* A lockstepd that is gone (nothing listens on its socket)
-                 * took the operation with it: say so now, not after a minute
-                 * of retries. */
-                if (r && daemon_gone(c)) {
-                        fprintf(stderr, "lockstep: lockstepd at %s is not running any more; operation %s ended with "
-                                        "it: its cut is settled when lockstepd (in a cluster: the next leader) runs "
-                                        "again; lockstep snapshot list shows it\n",
-                                c->url, op);
-                        free(op);
-                        return r;
-                }
                 /* A lockstepd that stalls (stopped, swapping) goes on with the
                  * operation: follow it a while longer before giving up. */
                 if (r && ++missed < POLL_MISSES) {

@@ -12,6 +12,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <cmocka.h>
 
 #include "etcd.h"
@@ -289,6 +293,46 @@ static void test_failover(void **state)
         etcd_close(c);
 }
 
+/* A member that takes the request and never answers (its gateway cut off from
+ * its server, as iptables in the lab does): that request's outcome is unknown
+ * and is not sent again, but the next request goes to the next endpoint,
+ * instead of every later one (lease renewals too) timing out on it. */
+static void test_stalled_endpoint(void **state)
+{
+        char stalled[64];
+        const char *eps[2] = {stalled, NULL};
+        struct etcd_opts o = {.endpoints = eps, .n_endpoints = 2, .timeout_ms = 400};
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t al = sizeof(a);
+        struct etcd *c = NULL;
+        struct etcd_kv *kvs;
+        lserr err = {0};
+        size_t n;
+        int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+        (void)state;
+        need_etcd();
+        /* Listens, so connections and requests go through; never reads. */
+        assert_true(s >= 0);
+        assert_int_equal(bind(s, (struct sockaddr *)&a, sizeof(a)), 0);
+        assert_int_equal(listen(s, 8), 0);
+        assert_int_equal(getsockname(s, (struct sockaddr *)&a, &al), 0);
+        snprintf(stalled, sizeof(stalled), "http://127.0.0.1:%d", ntohs(a.sin_port));
+        eps[1] = E.url;
+        assert_int_equal(etcd_open(&o, &c, &err), 0);
+        assert_int_equal(etcd_put(c, "/t/stalled", "v", 1, 0, &err), -ETIMEDOUT);
+        assert_non_null(strstr(err.msg, "not known"));
+        assert_non_null(strstr(err.msg, stalled));
+        lserr_clear(&err);
+        assert_string_equal(etcd_endpoint(c), E.url);
+        /* Not sent again elsewhere: the put did not happen. */
+        assert_int_equal(etcd_range(c, "/t/stalled", 0, 0, &kvs, &n, NULL, NULL, &err), 0);
+        assert_int_equal(n, 0);
+        etcd_kvs_free(kvs, n);
+        etcd_close(c);
+        close(s);
+}
+
 /* Refused before anything is sent: no etcd needed. */
 static void test_limits(void **state)
 {
@@ -389,6 +433,7 @@ int main(void)
                 cmocka_unit_test(test_put_get),      cmocka_unit_test(test_prefix_and_limit),
                 cmocka_unit_test(test_txn_guarded),  cmocka_unit_test(test_lease),
                 cmocka_unit_test(test_status_compact), cmocka_unit_test(test_failover),
+                cmocka_unit_test(test_stalled_endpoint),
                 cmocka_unit_test(test_limits),       cmocka_unit_test(test_parse_refused),
         };
 
