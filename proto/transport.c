@@ -15,6 +15,7 @@
 
 #include "cleanup.h"
 #include "fsutil.h"
+#include "transport_priv.h"
 
 struct worker {
         struct transport_server *srv;
@@ -32,7 +33,9 @@ struct transport_server {
         void *arg;
         unsigned n;
         struct worker *workers;
+        struct transport_guard *guard; /* ipc:// only (transport_guard.c) */
 };
+
 
 static int nng_fail(lserr *err, int rv, const char *url, const char *step)
 {
@@ -180,27 +183,16 @@ int transport_tls_key_mode(const char *path, lserr *err)
         return 0;
 }
 
-int transport_listen(const char *url, size_t max_recv, int ipc_mode, const struct transport_tls *tls,
-                     nng_socket *ret, lserr *err)
+int transport_start_listener(nng_socket s, const char *url, int ipc_mode, const struct transport_tls *tls,
+                          nng_listener *ret, lserr *err)
 {
-        nng_socket s = NNG_SOCKET_INITIALIZER;
         nng_listener l;
         nng_tls_config *cfg = NULL;
-        int rv, r;
+        int rv, r = 0;
 
-        r = check_scheme(url, err);
-        if (r < 0)
-                return r;
-        rv = nng_rep0_open(&s);
+        rv = nng_listener_create(&l, s, url);
         if (rv)
-                return nng_fail(err, rv, url, "open rep socket");
-        rv = nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, max_recv);
-        if (!rv)
-                rv = nng_listener_create(&l, s, url);
-        if (rv) {
-                r = nng_fail(err, rv, url, "listen");
-                goto out;
-        }
+                return nng_fail(err, rv, url, "listen");
         if (ipc_mode && strncmp(url, "ipc://", 6) == 0) {
                 rv = nng_listener_set_int(l, NNG_OPT_IPC_PERMISSIONS, ipc_mode);
                 if (rv) {
@@ -224,11 +216,36 @@ int transport_listen(const char *url, size_t max_recv, int ipc_mode, const struc
                 r = nng_fail(err, rv, url, "listen");
                 goto out;
         }
-        *ret = s;
+        *ret = l;
         return 0;
 out:
-        nng_close(s);
+        nng_listener_close(l);
         return r;
+}
+
+int transport_listen(const char *url, size_t max_recv, int ipc_mode, const struct transport_tls *tls,
+                     nng_socket *ret, lserr *err)
+{
+        nng_socket s = NNG_SOCKET_INITIALIZER;
+        nng_listener l;
+        int rv, r;
+
+        r = check_scheme(url, err);
+        if (r < 0)
+                return r;
+        rv = nng_rep0_open(&s);
+        if (rv)
+                return nng_fail(err, rv, url, "open rep socket");
+        rv = nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, max_recv);
+        r = rv ? nng_fail(err, rv, url, "listen") : transport_start_listener(s, url, ipc_mode, tls, &l, err);
+        if (r < 0) {
+                nng_close(s);
+                return r;
+        }
+        if (strncmp(url, "ipc://", 6) == 0)
+                transport_guard_note(s, l, url, ipc_mode);
+        *ret = s;
+        return 0;
 }
 
 int transport_dial(const char *url, size_t max_recv, const struct transport_tls *tls, nng_socket *ret,
@@ -627,6 +644,12 @@ static void *worker_main(void *p)
                         break;
                 if (rv)
                         continue;
+                /* The guard's ping comes back as it is, past the handler. */
+                if (transport_guard_is_ping(nng_msg_body(msg), nng_msg_len(msg))) {
+                        if (ctx_send(w->ctx, msg, 5000) != 0)
+                                nng_msg_free(msg);
+                        continue;
+                }
                 current_pipe = nng_msg_get_pipe(msg);
                 rv = w->srv->handler(w->srv->arg, nng_msg_body(msg), nng_msg_len(msg), &resp, &resp_len);
                 current_pipe = (nng_pipe)NNG_PIPE_INITIALIZER;
@@ -689,6 +712,8 @@ int transport_serve(nng_socket s, unsigned n_workers, transport_handler h, void 
                 }
                 w->started = 1;
         }
+        if (r == 0)
+                r = transport_guard_start(s, &srv->guard, err);
         if (r < 0) {
                 /* The socket stays the caller's: close only our contexts. */
                 for (unsigned i = 0; i < n_workers; i++)
@@ -708,6 +733,7 @@ struct transport_server *transport_server_stop(struct transport_server *srv)
 {
         if (!srv)
                 return NULL;
+        srv->guard = transport_guard_stop(srv->guard);
         /* Contexts first, socket last: nng 1.5 can free the socket under a
          * worker still inside nng_ctx_send when the socket is closed first
          * (a panic in nni_ctx_rele), so no worker may be in nng by then. */

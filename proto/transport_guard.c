@@ -1,0 +1,193 @@
+/* transport_guard: keeps an ipc:// server listening. nng 1.5.2 (Debian 12):
+ * once a client hangs up before the SP handshake (nng issue 1518, fixed in
+ * 1.6), an ipc:// listener still shakes hands but delivers no request any
+ * more: one connect-and-close made lockstepd's control socket deaf. A new
+ * listener on the same socket serves again. So a guard pings through the
+ * listener every GUARD_MS (the workers answer the ping themselves, never the
+ * handler); two unanswered in a row, and the listener is made again. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
+
+#include "log.h"
+#include "transport_priv.h"
+
+struct transport_guard {
+        nng_socket sock;
+        int slot; /* in ipc_listeners */
+        pthread_t thread;
+        int stopping;
+        pthread_mutex_t lock;
+        pthread_cond_t wake;
+};
+
+#define GUARD_MS 1000
+static const uint8_t ping_magic[16] = "\0lockstep-ping\0";
+static struct {
+        int used;
+        uint32_t sock_id;
+        nng_listener l;
+        int mode;
+        char url[256];
+} ipc_listeners[TRANSPORT_GUARD_MAX];
+static pthread_mutex_t ipc_listeners_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void transport_guard_note(nng_socket s, nng_listener l, const char *url, int ipc_mode)
+{
+        if (strlen(url) >= sizeof(ipc_listeners[0].url))
+                return;
+        pthread_mutex_lock(&ipc_listeners_lock);
+        for (size_t i = 0; i < TRANSPORT_GUARD_MAX; i++)
+                if (!ipc_listeners[i].used) {
+                        ipc_listeners[i].used = 1;
+                        ipc_listeners[i].sock_id = (uint32_t)nng_socket_id(s);
+                        ipc_listeners[i].l = l;
+                        ipc_listeners[i].mode = ipc_mode;
+                        snprintf(ipc_listeners[i].url, sizeof(ipc_listeners[i].url), "%s", url);
+                        break;
+                }
+        pthread_mutex_unlock(&ipc_listeners_lock);
+}
+
+bool transport_guard_is_ping(const void *body, size_t len)
+{
+        return len == sizeof(ping_magic) && memcmp(body, ping_magic, len) == 0;
+}
+
+/* One ping through url: 0 when it came back within GUARD_MS. */
+static int ping(const char *url)
+{
+        nng_socket r;
+        void *buf = NULL;
+        size_t n = 0;
+        int rv = nng_req0_open(&r);
+
+        if (rv)
+                return rv;
+        rv = nng_socket_set_ms(r, NNG_OPT_RECVTIMEO, GUARD_MS);
+        if (!rv)
+                rv = nng_socket_set_ms(r, NNG_OPT_SENDTIMEO, GUARD_MS);
+        if (!rv)
+                rv = nng_dial(r, url, NULL, 0);
+        if (!rv)
+                rv = nng_send(r, (void *)ping_magic, sizeof(ping_magic), 0);
+        if (!rv)
+                rv = nng_recv(r, &buf, &n, NNG_FLAG_ALLOC);
+        if (!rv && (n != sizeof(ping_magic) || memcmp(buf, ping_magic, n) != 0))
+                rv = NNG_EPROTO;
+        if (buf)
+                nng_free(buf, n);
+        nng_close(r);
+        return rv;
+}
+
+/* Closes the guarded listener and starts a new one on the same socket. */
+static void relisten(struct transport_guard *g)
+{
+        nng_listener l;
+        lserr e = {0};
+
+        pthread_mutex_lock(&ipc_listeners_lock);
+        nng_listener_close(ipc_listeners[g->slot].l);
+        if (transport_start_listener(g->sock, ipc_listeners[g->slot].url, ipc_listeners[g->slot].mode, NULL,
+                           &l, &e) == 0) {
+                ipc_listeners[g->slot].l = l;
+                log_warn("%s: requests stopped coming through (nng 1.5 after a client hung up before its "
+                         "handshake): listening again",
+                         ipc_listeners[g->slot].url);
+        } else {
+                log_err("%s: requests stopped coming through, and listening again failed: %s",
+                        ipc_listeners[g->slot].url, e.msg);
+        }
+        pthread_mutex_unlock(&ipc_listeners_lock);
+}
+
+static void *guard_main(void *p)
+{
+        struct transport_guard *g = p;
+        char url[sizeof(ipc_listeners[0].url)];
+        unsigned missed = 0;
+
+        pthread_mutex_lock(&ipc_listeners_lock);
+        snprintf(url, sizeof(url), "%s", ipc_listeners[g->slot].url);
+        pthread_mutex_unlock(&ipc_listeners_lock);
+        pthread_mutex_lock(&g->lock);
+        for (;;) {
+                struct timespec ts;
+
+                clock_gettime(CLOCK_MONOTONIC, &ts);
+                ts.tv_sec += GUARD_MS / 1000;
+                while (!g->stopping && pthread_cond_timedwait(&g->wake, &g->lock, &ts) == 0)
+                        ;
+                if (g->stopping)
+                        break;
+                pthread_mutex_unlock(&g->lock);
+                missed = ping(url) ? missed + 1 : 0;
+                pthread_mutex_lock(&g->lock);
+                if (missed >= 2 && !g->stopping) {
+                        relisten(g);
+                        missed = 0;
+                }
+        }
+        pthread_mutex_unlock(&g->lock);
+        return NULL;
+}
+
+int transport_guard_start(nng_socket s, struct transport_guard **ret, lserr *err)
+{
+        struct transport_guard *g;
+        pthread_condattr_t ca;
+        int slot = -1;
+
+        *ret = NULL;
+        pthread_mutex_lock(&ipc_listeners_lock);
+        for (int i = 0; i < TRANSPORT_GUARD_MAX; i++)
+                if (ipc_listeners[i].used && ipc_listeners[i].sock_id == (uint32_t)nng_socket_id(s))
+                        slot = i;
+        pthread_mutex_unlock(&ipc_listeners_lock);
+        if (slot < 0)
+                return 0;
+        g = calloc(1, sizeof(*g));
+        if (!g)
+                return -ENOMEM;
+        g->sock = s;
+        g->slot = slot;
+        pthread_mutex_init(&g->lock, NULL);
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&g->wake, &ca);
+        pthread_condattr_destroy(&ca);
+        if (pthread_create(&g->thread, NULL, guard_main, g) != 0) {
+                pthread_mutex_destroy(&g->lock);
+                pthread_cond_destroy(&g->wake);
+                free(g);
+                return lserr_set(err, -EAGAIN, "server: cannot start the listener's guard thread");
+        }
+        *ret = g;
+        return 0;
+}
+
+struct transport_guard *transport_guard_stop(struct transport_guard *g)
+{
+        if (!g)
+                return NULL;
+        pthread_mutex_lock(&g->lock);
+        g->stopping = 1;
+        pthread_cond_broadcast(&g->wake);
+        pthread_mutex_unlock(&g->lock);
+        pthread_join(g->thread, NULL);
+        pthread_mutex_destroy(&g->lock);
+        pthread_cond_destroy(&g->wake);
+        pthread_mutex_lock(&ipc_listeners_lock);
+        ipc_listeners[g->slot].used = 0;
+        pthread_mutex_unlock(&ipc_listeners_lock);
+        free(g);
+        return NULL;
+}

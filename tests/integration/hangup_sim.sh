@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# hangup_sim: clients that connect and hang up before nng's handshake (a port
+# scan, a probe that gave up) do not leave a daemon deaf: an agent on tcp://
+# answers after 100 of them (10 while its network half was stopped), and
+# lockstepd's ipc:// control socket, which nng 1.5.2 leaves delivering nothing
+# after one (nng issue 1518), is listened on again by the transport's guard
+# within seconds.
+. "$(dirname "$0")/lib.sh"
+sim_agent host-a "domain web1"
+start_agent host-a
+GROUP_YAML="  - name: g
+    members: [web1@host-a]"
+coordinator host-a
+start_lockstepd
+port=$(cat "$T/host-a/port")
+sock=$T/control.sock
+# hang KIND N [header]: N connect-and-close on the agent's port ("tcp") or the
+# control socket ("ipc"), after sending the SP header when asked.
+hang() {
+        python3 - "$1" "$2" "${3:-}" "$port" "$sock" << 'PY'
+import socket, sys
+kind, n, hdr, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5]
+for _ in range(n):
+    if kind == "tcp":
+        s = socket.create_connection(("127.0.0.1", port))
+    else:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+    if hdr:
+        s.sendall(b"\x00SP\x00\x00\x30\x00\x00")
+    s.close()
+PY
+}
+agent_answers() { SEND_TIMEOUT=10000 KEY=reader send host-a status > /dev/null; }
+cli_answers() { timeout 8 "$LOCKSTEP_BIN" -c "$T/coordinator.yaml" groups > /dev/null 2>&1; }
+
+hang tcp 50
+check "agent: answers after 50 connect-and-hang-ups" agent_answers
+hang tcp 50 header
+check "agent: answers after 50 hang-ups right after the SP header" agent_answers
+net=$(net_half host-a)
+kill -STOP "$net"
+hang tcp 5
+hang tcp 5 header
+kill -CONT "$net"
+check "agent: answers after hang-ups while its network half was stopped" agent_answers
+
+check "lockstepd: answers before" cli_answers
+hang ipc 1
+# Until the guard's two missed pings (about 2 s) the socket may be deaf.
+check "lockstepd: answers again within 15 s of a hang-up" wait_for 15 cli_answers
+check "... and says it listened again" grep -q 'listening again' "$T/lockstepd.log"
+hang ipc 5 header
+check "lockstepd: answers again within 15 s of hang-ups after the header" wait_for 15 cli_answers
+check "lockstepd: a burst of CLI calls all answered afterwards" \
+        bash -c "for i in 1 2 3 4 5; do timeout 8 '$LOCKSTEP_BIN' -c '$T/coordinator.yaml' groups > /dev/null || exit 1; done"
+finish
