@@ -39,13 +39,7 @@ struct transport_server {
 
 static int nng_fail(lserr *err, int rv, const char *url, const char *step)
 {
-        /* Refused and missing say "nobody serves there" (a dead daemon), apart
-         * from a peer that is slow to answer. */
-        int code = rv == NNG_ETIMEDOUT      ? LS_ETIMEDOUT
-                   : rv == NNG_EMSGSIZE     ? LS_EOVERSIZE
-                   : rv == NNG_ECONNREFUSED ? -ECONNREFUSED
-                   : rv == NNG_ENOENT       ? -ENOENT
-                                            : -EIO;
+        int code = rv == NNG_ETIMEDOUT ? LS_ETIMEDOUT : rv == NNG_EMSGSIZE ? LS_EOVERSIZE : -EIO;
 
         return lserr_set(err, code, "\"%s\": %s: %s", url, step, nng_strerror(rv));
 }
