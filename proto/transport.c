@@ -34,6 +34,7 @@ struct transport_server {
         unsigned n;
         struct worker *workers;
         struct transport_guard *guard; /* ipc:// only (transport_guard.c) */
+        struct transport_activity act;
 };
 
 
@@ -632,8 +633,13 @@ static void *worker_main(void *p)
         for (;;) {
                 uint8_t *resp = NULL;
                 size_t resp_len = 0;
-                int rv = ctx_recv(w->ctx, &msg, -1);
+                int rv;
 
+                atomic_fetch_add(&w->srv->act.idle, 1);
+                rv = ctx_recv(w->ctx, &msg, -1);
+                if (rv == 0)
+                        atomic_fetch_add(&w->srv->act.received, 1);
+                atomic_fetch_sub(&w->srv->act.idle, 1);
                 if (rv == NNG_ECLOSED)
                         break;
                 if (rv)
@@ -707,7 +713,7 @@ int transport_serve(nng_socket s, unsigned n_workers, transport_handler h, void 
                 w->started = 1;
         }
         if (r == 0)
-                r = transport_guard_start(s, &srv->guard, err);
+                r = transport_guard_start(s, &srv->act, &srv->guard, err);
         if (r < 0) {
                 /* The socket stays the caller's: close only our contexts. */
                 for (unsigned i = 0; i < n_workers; i++)

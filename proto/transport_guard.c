@@ -4,7 +4,8 @@
  * more: one connect-and-close made lockstepd's control socket deaf. A new
  * listener on the same socket serves again. So a guard pings through the
  * listener every GUARD_MS (the workers answer the ping themselves, never the
- * handler); two unanswered in a row, and the listener is made again. */
+ * handler); two unanswered in a row while a worker sat idle, and the listener
+ * is made again. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -21,9 +22,11 @@
 
 struct transport_guard {
         nng_socket sock;
-        int slot; /* in ipc_listeners */
+        const struct transport_activity *act; /* the server's */
+        int slot;                             /* in ipc_listeners */
         pthread_t thread;
         int stopping;
+        unsigned busy; /* pings in a row that waited behind busy workers */
         pthread_mutex_t lock;
         pthread_cond_t wake;
 };
@@ -109,6 +112,27 @@ static void relisten(struct transport_guard *g)
         pthread_mutex_unlock(&ipc_listeners_lock);
 }
 
+/* The count of misses after one more ping. All workers busy (long polls,
+ * slow handlers) keeps a ping waiting in the queue: that proves nothing, so
+ * only a miss while a worker waited and took nothing counts. */
+static unsigned ping_missed(struct transport_guard *g, const char *url, unsigned missed)
+{
+        uint_fast64_t before = atomic_load(&g->act->received);
+        int idle = atomic_load(&g->act->idle);
+
+        if (ping(url) == 0) {
+                g->busy = 0;
+                return 0;
+        }
+        if (idle > 0 && atomic_load(&g->act->received) == before)
+                return missed + 1;
+        /* Said once a streak: an operator sees the workers saturated. */
+        if (++g->busy == 2)
+                log_info("%s: every worker busy for %d s (requests wait their turn; the listener is fine)", url,
+                         2 * GUARD_MS / 1000);
+        return missed;
+}
+
 static void *guard_main(void *p)
 {
         struct transport_guard *g = p;
@@ -129,7 +153,7 @@ static void *guard_main(void *p)
                 if (g->stopping)
                         break;
                 pthread_mutex_unlock(&g->lock);
-                missed = ping(url) ? missed + 1 : 0;
+                missed = ping_missed(g, url, missed);
                 pthread_mutex_lock(&g->lock);
                 if (missed >= 2 && !g->stopping) {
                         relisten(g);
@@ -140,7 +164,8 @@ static void *guard_main(void *p)
         return NULL;
 }
 
-int transport_guard_start(nng_socket s, struct transport_guard **ret, lserr *err)
+int transport_guard_start(nng_socket s, const struct transport_activity *act, struct transport_guard **ret,
+                          lserr *err)
 {
         struct transport_guard *g;
         pthread_condattr_t ca;
@@ -158,6 +183,7 @@ int transport_guard_start(nng_socket s, struct transport_guard **ret, lserr *err
         if (!g)
                 return -ENOMEM;
         g->sock = s;
+        g->act = act;
         g->slot = slot;
         pthread_mutex_init(&g->lock, NULL);
         pthread_condattr_init(&ca);

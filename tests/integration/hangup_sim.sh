@@ -4,13 +4,22 @@
 # answers after 100 of them (10 while its network half was stopped), and
 # lockstepd's ipc:// control socket, which nng 1.5.2 leaves delivering nothing
 # after one (nng issue 1518), is listened on again by the transport's guard
-# within seconds.
+# within seconds. The guard does not take workers that are all busy (long
+# polls of cuts held in FREEZE) for a deaf listener.
 . "$(dirname "$0")/lib.sh"
-sim_agent host-a "domain web1"
-start_agent host-a
+BUSY=12
+doms=("domain web1")
 GROUP_YAML="  - name: g
     members: [web1@host-a]"
-coordinator host-a
+for i in $(seq 1 $BUSY); do
+        doms+=("domain busy$i")
+        GROUP_YAML+="
+  - name: b$i
+    members: [busy$i@host-a]"
+done
+sim_agent host-a "${doms[@]}"
+start_agent host-a
+STEP_TIMEOUT=60 coordinator host-a
 start_lockstepd
 port=$(cat "$T/host-a/port")
 sock=$T/control.sock
@@ -49,9 +58,33 @@ check "lockstepd: answers before" cli_answers
 hang ipc 1
 # Until the guard's two missed pings (about 2 s) the socket may be deaf.
 check "lockstepd: answers again within 15 s of a hang-up" wait_for 15 cli_answers
-check "... and says it listened again" grep -q 'listening again' "$T/lockstepd.log"
+check "... and says it listened again" wait_for 5 grep -q 'listening again' "$T/lockstepd.log"
 hang ipc 5 header
 check "lockstepd: answers again within 15 s of hang-ups after the header" wait_for 15 cli_answers
 check "lockstepd: a burst of CLI calls all answered afterwards" \
         bash -c "for i in 1 2 3 4 5; do timeout 8 '$LOCKSTEP_BIN' -c '$T/coordinator.yaml' groups > /dev/null || exit 1; done"
+
+# 12 cuts held in FREEZE, each CLI polling its operation (a poll waits up to
+# 1 s): lockstepd's 4 control workers stay busy and the guard's pings wait in
+# the queue for seconds. That is no deaf listener: nothing is listened again
+# and every CLI follows its cut to the end without a missed poll.
+check "a cut of g commits" bash -c "'$LOCKSTEP_BIN' -c '$T/coordinator.yaml' snapshot create g > /dev/null"
+relistens=$(grep -c 'listening again' "$T/lockstepd.log")
+hold_sim host-a
+pids=()
+for i in $(seq 1 $BUSY); do
+        (exec {HOLD_FD}>&-; exec "$LOCKSTEP_BIN" -c "$T/coordinator.yaml" snapshot create "b$i" --json > "$T/b$i.json" 2> "$T/b$i.err") &
+        pids+=($!)
+done
+# Two run (max_cuts_per_agent 2), the rest wait for a slot: all are polled.
+all_started() { [ "$(grep -oE '(BEGIN .*group |WAIT +group ")b[0-9]+' "$T/lockstepd.log" | grep -oE 'b[0-9]+$' | sort -u | wc -l)" -ge "$BUSY" ]; }
+check "busy: all $BUSY cuts started or waiting" wait_for 20 all_started
+check "... agent held inside a step" wait_for 20 sim_blocked host-a
+check "... lockstepd says its workers are all busy" wait_for 20 grep -q 'every worker busy' "$T/lockstepd.log"
+release_sim
+ok=0
+for p in "${pids[@]}"; do wait "$p" || ok=1; done
+check "... every held cut committed" [ "$ok" = 0 ]
+check "... no CLI missed a poll" bash -c "! grep -l . '$T'/b*.err"
+check "... the busy listener was not taken for deaf" [ "$(grep -c 'listening again' "$T/lockstepd.log")" = "$relistens" ]
 finish

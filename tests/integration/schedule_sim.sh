@@ -134,12 +134,13 @@ check "prune: removes it" [ "$rc:$(jq -r '.removed' <<<"$out"):$(committed s1)" 
 for h in "${hosts[@]}"; do echo "latency freeze=300" >> "$T/$h/sim.txt"; done
 pids=()
 for i in $(seq 0 19); do
-        ls_cli snapshot create "f$i" --json > "$T/f$i.json" 2>&1 &
+        ls_cli snapshot create "f$i" --json > "$T/f$i.json" 2> "$T/f$i.err" &
         pids+=($!)
 done
 all=0
 for p in "${pids[@]}"; do wait "$p" || all=1; done
 check "20 concurrent groups over 5 agents: all commit, no deadlock" [ "$all" = 0 ]
+check "... every CLI followed its cut without a missed poll" bash -c "! grep -l . '$T'/f*.err"
 for h in "${hosts[@]}"; do sed -i '/latency freeze=300/d' "$T/$h/sim.txt"; done
 # Each cut's [started, decided] interval lies inside its slot: overlaps show a limit broken.
 for i in $(seq 0 19); do jq -c '{g: .group, s: .started_at, d: .decided_at, a: ([.members[].agent] | unique), v: [.members[] | "\(.vm)@\(.agent)"]}' "$T/f$i.json"; done > "$T/iv.jsonl"
