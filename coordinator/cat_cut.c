@@ -374,3 +374,37 @@ int cat_image_repath(struct catalog *c, const char *agent, const char *vm, const
                                  agent, cat_why(c, rc));
         return 0;
 }
+
+void cat_cut_free(struct cat_cut *c)
+{
+        free(c->m);
+        free(c->im);
+        free(c->au);
+        *c = (struct cat_cut){0};
+}
+
+int cat_cut_read(struct catalog *c, const char *txid, size_t audit_limit, struct cat_cut *ret, lserr *err)
+{
+        int r = 0;
+
+        *ret = (struct cat_cut){0};
+        if (c->be && c->be->cut_read) {
+                r = c->be->cut_read(c->be_impl, txid, audit_limit, ret, err);
+                if (r != 0) {
+                        if (r < 0)
+                                cat_cut_free(ret);
+                        return r < 0 ? r : 0;
+                }
+        }
+        r = cat_txn_get(c, txid, &ret->t, err);
+        if (r >= 0)
+                r = cat_members(c, txid, &ret->m, &ret->nm, err);
+        if (r >= 0)
+                r = cat_images(c, txid, &ret->im, &ret->ni, err);
+        /* The report stands without its audit rows. */
+        if (r >= 0 && cat_audit_list(c, txid, audit_limit, &ret->au, &ret->na, &(lserr){0}) < 0)
+                ret->na = 0;
+        if (r < 0)
+                cat_cut_free(ret);
+        return r < 0 ? r : 0;
+}

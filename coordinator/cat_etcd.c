@@ -439,6 +439,9 @@ int ce_txn(struct cat_etcd *e, const char *what, const struct etcd_cmp *cmps, si
         for (size_t i = 0; i < n; i++)
                 reads[i] = (struct etcd_op){.kind = ETCD_OP_RANGE, .key = c[i].key};
         r = etcd_txn(e->etcd, c, n, ops, n_ops, reads, n, &t, &why);
+        /* A write that failed may leave a cached header behind the store. */
+        if (r < 0 || !t.succeeded)
+                ce_hcache_clear(e);
         if (r < 0)
                 return ce_fail(e, err, r, what, why.msg);
         if (!t.succeeded)
@@ -494,6 +497,8 @@ static int ce_set_fence(void *impl, const char *leader_key, uint64_t epoch, lser
         struct cat_etcd *e = impl;
         CE_LOCK_SCOPE(e);
 
+        /* Another leader may have written meanwhile. */
+        ce_hcache_clear(e);
         if (!leader_key) {
                 e->fence_epoch = 0;
                 e->fence_key[0] = '\0';
@@ -582,6 +587,7 @@ static const struct cat_backend ce_backend = {
         .group_put = ce_be_group_put,
         .audit_add = ce_be_audit_add,
         .audit_list = ce_be_audit_list,
+        .cut_read = ce_be_cut_read,
         .audit_recent = ce_be_audit_recent,
         .event_add = ce_be_event_add,
         .events = ce_be_events,
@@ -636,5 +642,17 @@ int cat_etcd_defragment(struct catalog *c, lserr *err)
         r = etcd_defragment(e->etcd, &why);
         if (r < 0)
                 return ce_fail(e, err, r, "defragment", why.msg);
+        return 0;
+}
+
+int cat_etcd_stats(struct catalog *c, struct etcd_stats *ret)
+{
+        struct cat_etcd *e;
+
+        if (!c || c->be != &ce_backend)
+                return -EINVAL;
+        e = c->be_impl;
+        CE_LOCK_SCOPE(e);
+        etcd_stats(e->etcd, ret);
         return 0;
 }

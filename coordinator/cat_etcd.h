@@ -27,3 +27,7 @@ int cat_open_etcd(const struct cat_etcd_opts *o, struct catalog **ret, lserr *er
  * for a while: a maintenance step, apart from the trims. -EINVAL when c is
  * not an etcd catalog. */
 int cat_etcd_defragment(struct catalog *c, lserr *err);
+
+/* The requests the catalog sent to etcd since it was opened, and their time
+ * (what HA costs a cut). -EINVAL when c is not an etcd catalog. */
+int cat_etcd_stats(struct catalog *c, struct etcd_stats *ret);

@@ -114,6 +114,82 @@ void ce_units_free(struct cat_etcd *e)
         free(e->units);
         e->units = NULL;
         e->n_units = e->cap_units = e->n_records = 0;
+        e->puts = strset_free(e->puts);
+        e->puts_cap = 0;
+}
+
+/* A record whose only guard is that its transaction is logged: its puts may
+ * replace an earlier record's of the same key, whose guard is the same. */
+static int plain_record(const struct ce_unit *u)
+{
+        if (u->decision || u->audit)
+                return 0;
+        for (size_t i = 0; i < u->n_guards; i++)
+                if (u->guards[i].tag != CE_G_TXN)
+                        return 0;
+        return 1;
+}
+
+/* Notes unit k's puts in e->puts, made again twice as large when full. */
+static int index_puts(struct cat_etcd *e, size_t k)
+{
+        const struct ce_unit *u = &e->units[k];
+
+        for (size_t i = 0; i < u->n_ops; i++) {
+                if (u->ops[i].kind != ETCD_OP_PUT)
+                        continue;
+                while (!e->puts || strset_put(e->puts, u->ops[i].key, "", (long)(k * CE_UNIT_OPS + i)) == -2) {
+                        size_t cap = e->puts_cap ? 2 * e->puts_cap : 256;
+                        struct strset *s = strset_new(cap);
+                        if (!s)
+                                return -ENOMEM;
+                        strset_free(e->puts);
+                        e->puts = s;
+                        e->puts_cap = cap;
+                        for (size_t j = 0; j < k; j++)
+                                if (plain_record(&e->units[j]))
+                                        for (size_t o = 0; o < e->units[j].n_ops; o++)
+                                                if (e->units[j].ops[o].kind == ETCD_OP_PUT &&
+                                                    strset_put(s, e->units[j].ops[o].key, "",
+                                                               (long)(j * CE_UNIT_OPS + o)) == -2)
+                                                        return -ENOMEM;
+                }
+        }
+        return 0;
+}
+
+static int same_guards(const struct ce_unit *a, const struct ce_unit *b)
+{
+        if (a->n_guards != b->n_guards)
+                return 0;
+        for (size_t i = 0; i < a->n_guards; i++)
+                if (a->guards[i].target != b->guards[i].target || a->guards[i].result != b->guards[i].result ||
+                    a->guards[i].num != b->guards[i].num || strcmp(a->guards[i].key, b->guards[i].key) != 0)
+                        return 0;
+        return 1;
+}
+
+/* Moves u's puts of keys a buffered plain record under the same guards
+ * already puts into that record (the later value stands); what is left of
+ * u stays in u. */
+static void coalesce(struct cat_etcd *e, struct ce_unit *u)
+{
+        size_t k = 0;
+
+        for (size_t i = 0; i < u->n_ops; i++) {
+                struct ce_op *op = &u->ops[i];
+                long at = op->kind == ETCD_OP_PUT && e->puts ? strset_get(e->puts, op->key, "") : -1;
+                if (at < 0 || !same_guards(&e->units[(size_t)at / CE_UNIT_OPS], u)) {
+                        u->ops[k++] = *op;
+                        continue;
+                }
+                struct ce_op *old = &e->units[(size_t)at / CE_UNIT_OPS].ops[(size_t)at % CE_UNIT_OPS];
+                free(old->value);
+                old->value = op->value;
+                old->len = op->len;
+                free(op->key);
+        }
+        u->n_ops = k;
 }
 
 /* Drops the written units: the records only, or all. */
@@ -129,6 +205,9 @@ static void drop_units(struct cat_etcd *e, int records_only)
         }
         e->n_units = k;
         e->n_records = 0;
+        /* Only records are indexed, and none is left. */
+        e->puts = strset_free(e->puts);
+        e->puts_cap = 0;
 }
 
 struct ce_unit *ce_buffered_decision(struct cat_etcd *e, const char *txid)
@@ -164,6 +243,15 @@ static void merge(struct ce_unit *d, struct ce_unit *u)
 
 static int push(struct cat_etcd *e, struct ce_unit *u)
 {
+        int plain = e->batch && plain_record(u);
+
+        if (plain) {
+                coalesce(e, u);
+                if (u->n_ops == 0) {
+                        ce_unit_clear(u);
+                        return 0;
+                }
+        }
         if (e->n_units == e->cap_units) {
                 size_t cap = e->cap_units ? 2 * e->cap_units : 64;
                 struct ce_unit *v = reallocarray(e->units, cap, sizeof(*v));
@@ -176,7 +264,7 @@ static int push(struct cat_etcd *e, struct ce_unit *u)
         if (!u->decision)
                 e->n_records++;
         memset(u, 0, sizeof(*u));
-        return 0;
+        return plain ? index_puts(e, e->n_units - 1) : 0;
 }
 
 /* ---- chunks ----------------------------------------------------------------------- */
@@ -201,6 +289,19 @@ static int key_taken(const struct chunk *c, const struct ce_unit *u)
         return 0;
 }
 
+/* A record's guard that its transaction is logged is left out when the
+ * transaction's begin is in the same etcd transaction: compares see the
+ * store before it, and the begin's own guard stands for both. */
+static int needless(const struct chunk *c, const struct ce_guard *g)
+{
+        if (g->tag != CE_G_TXN)
+                return 0;
+        for (size_t i = 0; i < c->n_ops; i++)
+                if (c->ops[i].kind == ETCD_OP_PUT && strcmp(c->ops[i].key, g->key) == 0)
+                        return 1;
+        return 0;
+}
+
 static int fits(const struct chunk *c, const struct ce_unit *u)
 {
         size_t seq = u->audit && !c->n_audit, cmps = seq;
@@ -208,7 +309,7 @@ static int fits(const struct chunk *c, const struct ce_unit *u)
         if (c->n_units == 0)
                 return 1;
         for (size_t i = 0; i < u->n_guards; i++)
-                cmps += !has_cmp(c, &u->guards[i]);
+                cmps += !has_cmp(c, &u->guards[i]) && !needless(c, &u->guards[i]);
         /* Audit keys are made at the write, after the fixed operations. */
         return c->n_ops + AUDIT_OPS * c->n_audit + unit_ops(u) + seq + (c->n_audit > 0) <= ETCD_TXN_OPS_MAX &&
                c->n_cmps + (c->n_audit > 0) + cmps <= ETCD_TXN_OPS_MAX - 1 /* the fence */ &&
@@ -221,7 +322,7 @@ static void add(struct chunk *c, struct ce_unit *u)
         c->bytes += unit_bytes(u);
         for (size_t i = 0; i < u->n_guards; i++) {
                 const struct ce_guard *g = &u->guards[i];
-                if (has_cmp(c, g))
+                if (has_cmp(c, g) || needless(c, g))
                         continue;
                 c->cmps[c->n_cmps] = (struct etcd_cmp){.key = g->key, .target = g->target, .result = g->result,
                                                        .num = g->num};
@@ -294,6 +395,8 @@ static int guard_failed(struct cat_etcd *e, const struct ce_unit *u, enum ce_tag
                 return ce_fail(e, err, -ENOENT, what, "no such transaction");
         case CE_G_UNDECIDED:
                 return ce_fail(e, err, -EBUSY, what, "another writer logged a decision meanwhile");
+        case CE_G_ABSENT:
+                return ce_fail(e, err, -EEXIST, what, "transaction already logged");
         default:
                 return ce_fail(e, err, -EAGAIN, what, "another writer changed it meanwhile");
         }
@@ -323,6 +426,9 @@ static int write_chunk(struct cat_etcd *e, struct chunk *c, enum ce_tag *ret_tag
                         e->audit_seq.last += (int64_t)c->n_audit;
                         e->audit_seq.mod = rev;
                 }
+                for (size_t i = 0; r == 0 && i < c->n_units; i++)
+                        if (c->units[i]->hdr)
+                                ce_hcache_put(e, c->units[i]->ops[0].value, c->units[i]->ops[0].len, rev);
                 if (r <= 0)
                         return r;
                 if (c->tags[r - 1] == CE_G_SEQ && tries + 1 < CE_TRIES) {
@@ -347,11 +453,25 @@ static void chunk_freep(struct chunk **c)
         }
 }
 
-/* Writes the buffered records (decisions 0) or decisions (1), in order. */
-static int write_kind(struct cat_etcd *e, int decisions, enum ce_tag *ret_tag, lserr *err)
+/* The next unit to write from *at on: the records in order, then (when
+ * passes is 2) the decisions; NULL when none is left. */
+static struct ce_unit *next_unit(struct cat_etcd *e, size_t at[2], size_t passes)
+{
+        for (; at[0] < passes; at[0]++, at[1] = 0)
+                for (; at[1] < e->n_units; at[1]++)
+                        if (e->units[at[1]].decision == (int)at[0])
+                                return &e->units[at[1]];
+        return NULL;
+}
+
+/* Writes the buffered records, then (passes 2) the decisions, in as few
+ * transactions as fit: a decision shares the last records' transaction when
+ * there is room, so it is durable with them, never before. */
+static int write_units(struct cat_etcd *e, size_t passes, enum ce_tag *ret_tag, lserr *err)
 {
         _cleanup_(chunk_freep) struct chunk *c = calloc(1, sizeof(*c));
-        size_t i = 0;
+        size_t at[2] = {0, 0};
+        struct ce_unit *u;
         int r;
 
         if (!c || !(c->gen = calloc(4 * ETCD_TXN_OPS_MAX, sizeof(*c->gen))))
@@ -359,13 +479,9 @@ static int write_kind(struct cat_etcd *e, int decisions, enum ce_tag *ret_tag, l
         ce_key_raw(e, c->seq_key, "audit/seq", "");
         for (;;) {
                 c->n_units = c->n_ops = c->n_cmps = c->n_audit = c->bytes = 0;
-                for (; i < e->n_units; i++) {
-                        struct ce_unit *u = &e->units[i];
-                        if (u->decision != decisions)
-                                continue;
-                        if (!fits(c, u))
-                                break;
+                while ((u = next_unit(e, at, passes)) && fits(c, u)) {
                         add(c, u);
+                        at[1]++;
                 }
                 if (c->n_units == 0)
                         return 0;
@@ -379,10 +495,8 @@ static int write_kind(struct cat_etcd *e, int decisions, enum ce_tag *ret_tag, l
  * them; on a failure every buffered write is dropped. */
 static int flush(struct cat_etcd *e, int records_only, enum ce_tag *ret_tag, lserr *err)
 {
-        int r = write_kind(e, 0, ret_tag, err);
+        int r = write_units(e, records_only ? 1 : 2, ret_tag, err);
 
-        if (r == 0 && !records_only)
-                r = write_kind(e, 1, ret_tag, err);
         drop_units(e, r == 0 && records_only);
         if (r == -ENOMEM)
                 lserr_set(err, r, "catalog etcd \"%s\": write buffered records: out of memory", e->prefix);

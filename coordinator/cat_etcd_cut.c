@@ -24,7 +24,9 @@ static int logged_in_batch(struct cat_etcd *e, const char *txid, const char *wha
         char key[CE_KEY_SIZE];
         int r;
 
-        if (!e->batch || strcmp(e->known_txid, txid) == 0)
+        struct ce_hdr cached;
+
+        if (!e->batch || strcmp(e->known_txid, txid) == 0 || ce_hcache_get(e, txid, &cached))
                 return 0;
         if (ce_key(e, key, 0, "txn/", txid, NULL) < 0)
                 return ce_fail(e, err, -EINVAL, what, "transaction id too long for an etcd key");
@@ -345,6 +347,102 @@ int ce_be_images(void *impl, const char *txid, struct cat_image **ret, size_t *r
         return 0;
 }
 
+/* ---- a cut at once ------------------------------------------------------------------ */
+
+static void txn_resultp(struct etcd_txn_result *t)
+{
+        etcd_txn_result_free(t);
+}
+
+/* The decoded records of one range of a cut_read, into a new array. */
+static int decode_all(const struct etcd_kv *kvs, size_t n, size_t size, int (*decode)(const struct etcd_kv *, void *),
+                      void **ret)
+{
+        char *v = n ? calloc(n, size) : NULL;
+
+        if (n && !v)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                if (decode(&kvs[i], v + i * size) < 0) {
+                        free(v);
+                        return -EIO;
+                }
+        *ret = v;
+        return 0;
+}
+
+static int decode_audit(const struct etcd_kv *kv, void *row)
+{
+        return ce_audit_decode(kv, row);
+}
+
+/* The header and every record of a cut in one etcd request (a report's read
+ * after each cut). 0 when a range is longer than CE_PAGE keys: then the
+ * caller reads it by parts, paged. */
+int ce_be_cut_read(void *impl, const char *txid, size_t audit_limit, struct cat_cut *ret, lserr *err)
+{
+        _cleanup_(txn_resultp) struct etcd_txn_result t = {0};
+        _cleanup_free_ struct image *im = NULL;
+        struct cat_etcd *e = impl;
+        char hk[CE_KEY_SIZE], mk[CE_KEY_SIZE], ik[CE_KEY_SIZE], ak[CE_KEY_SIZE], what[96];
+        size_t audit_page = audit_limit && audit_limit < CE_PAGE ? audit_limit : CE_PAGE;
+        struct ce_hdr h;
+        lserr why = {0};
+        void *v = NULL;
+        int r;
+
+        if (!cat_id_fits(txid, CAT_ID_FIELD, 0))
+                return lserr_set(err, -EINVAL, "catalog etcd \"%s\": get: transaction id empty or longer than %zu "
+                                 "bytes", e->prefix, CAT_ID_FIELD - 1);
+        snprintf(what, sizeof(what), "get \"%s\"", txid);
+        if (ce_key(e, hk, 0, "txn/", txid, NULL) < 0 || ce_key(e, mk, 1, "mem/", txid, NULL) < 0 ||
+            ce_key(e, ik, 1, "img/", txid, NULL) < 0 || ce_key(e, ak, 1, "audit/tx/", txid, NULL) < 0)
+                return ce_fail(e, err, -EINVAL, what, "transaction id too long for an etcd key");
+        const struct etcd_op ops[4] = {
+                {.kind = ETCD_OP_RANGE, .key = hk},
+                {.kind = ETCD_OP_RANGE, .key = mk, .prefix = 1, .limit = CE_PAGE},
+                {.kind = ETCD_OP_RANGE, .key = ik, .prefix = 1, .limit = CE_PAGE},
+                {.kind = ETCD_OP_RANGE, .key = ak, .prefix = 1, .limit = audit_page},
+        };
+        CE_LOCK_SCOPE(e);
+        r = ce_settle(e, err);
+        if (r < 0)
+                return r;
+        r = etcd_txn(e->etcd, NULL, 0, ops, 4, NULL, 0, &t, &why);
+        if (r < 0)
+                return ce_fail(e, err, r, what, why.msg);
+        if (!t.succeeded || t.n_ranges != 4)
+                return ce_fail(e, err, -EPROTO, what, "etcd answered a read with another number of ranges");
+        if (t.more[1] || t.more[2] || (t.more[3] && audit_page < audit_limit))
+                return 0;
+        if (t.n_kvs[0] == 0)
+                return ce_fail(e, err, -ENOENT, what, "no such transaction");
+        if (ce_hdr_decode(t.kvs[0][0].value, t.kvs[0][0].value_len, &h) < 0)
+                return ce_fail(e, err, -EIO, what, CE_WHY_BAD);
+        ret->t = h.t;
+        r = decode_all(t.kvs[1], t.n_kvs[1], sizeof(struct cat_member), decode_member, &v);
+        ret->m = v;
+        ret->nm = r == 0 ? t.n_kvs[1] : 0;
+        if (r == 0 && (r = decode_all(t.kvs[2], t.n_kvs[2], sizeof(struct image), image_decode, &v)) == 0)
+                im = v;
+        if (r == 0 && t.n_kvs[2] > 1)
+                qsort(im, t.n_kvs[2], sizeof(*im), by_disk);
+        if (r == 0 && t.n_kvs[2] && !(ret->im = calloc(t.n_kvs[2], sizeof(*ret->im))))
+                r = -ENOMEM;
+        for (size_t i = 0; r == 0 && i < t.n_kvs[2]; i++)
+                ret->im[ret->ni++] = im[i].im;
+        /* As cat_audit_list's, unreadable rows leave the report without them. */
+        if (r == 0 && decode_all(t.kvs[3], t.n_kvs[3], sizeof(struct cat_audit), decode_audit, &v) == 0) {
+                ret->au = v;
+                ret->na = t.n_kvs[3];
+        }
+        if (r < 0)
+                return ce_fail(e, err, r, what, r == -ENOMEM ? "out of memory" : CE_WHY_BAD);
+        if (ret->nm > 1)
+                qsort(ret->m, ret->nm, sizeof(*ret->m), by_tier);
+        return 1;
+}
+
 /* ---- what became of cuts and branches ------------------------------------------------ */
 
 /* Sets the status of txid's cut (branch 0) or branch, if it is a transaction
@@ -379,6 +477,7 @@ static int set_status(struct cat_etcd *e, const char *txid, int branch, const ch
                         return ce_fail(e, err, r, what, "out of memory");
                 struct etcd_cmp same = {.key = key, .target = ETCD_MOD, .result = ETCD_EQUAL, .num = h.mod};
                 struct etcd_op put = {.kind = ETCD_OP_PUT, .key = key, .value = text, .value_len = len};
+                ce_hcache_drop(e, txid);
                 r = ce_txn(e, what, &same, 1, &put, 1, NULL, NULL, err);
                 if (r <= 0)
                         return r;

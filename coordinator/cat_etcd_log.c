@@ -234,23 +234,12 @@ struct audit_list {
         size_t n, cap;
 };
 
-static int collect_audit(void *ctx, size_t range, const struct etcd_kv *kv)
+int ce_audit_decode(const struct etcd_kv *kv, struct cat_audit *a)
 {
-        struct audit_list *l = ctx;
-        struct cat_audit *a;
         struct ce_in in;
         int dir, r;
 
-        if (l->n == l->cap) {
-                size_t cap = l->cap ? 2 * l->cap : 16;
-                struct audit_row *v = reallocarray(l->v, cap, sizeof(*v));
-                if (!v)
-                        return -ENOMEM;
-                l->v = v;
-                l->cap = cap;
-        }
-        memset(&l->v[l->n], 0, sizeof(l->v[l->n]));
-        a = &l->v[l->n].a;
+        memset(a, 0, sizeof(*a));
         r = ce_in_begin(&in, kv->value, kv->value_len);
         if (r < 0)
                 return r;
@@ -269,6 +258,25 @@ static int collect_audit(void *ctx, size_t range, const struct etcd_kv *kv)
         if (r < 0)
                 return r;
         a->dir = (enum cat_dir)dir;
+        return 0;
+}
+
+static int collect_audit(void *ctx, size_t range, const struct etcd_kv *kv)
+{
+        struct audit_list *l = ctx;
+        int r;
+
+        if (l->n == l->cap) {
+                size_t cap = l->cap ? 2 * l->cap : 16;
+                struct audit_row *v = reallocarray(l->v, cap, sizeof(*v));
+                if (!v)
+                        return -ENOMEM;
+                l->v = v;
+                l->cap = cap;
+        }
+        r = ce_audit_decode(kv, &l->v[l->n].a);
+        if (r < 0)
+                return r;
         l->v[l->n++].id = ce_id_of(kv->key);
         return 0;
 }

@@ -12,6 +12,7 @@
 #include "catalog_priv.h"
 #include "cleanup.h"
 #include "etcd.h"
+#include "strset.h"
 
 #define CE_KEY_SIZE (ETCD_KEY_MAX + 1)
 /* The layout of keys and values (kept in <prefix>meta); a newer one is refused. */
@@ -36,6 +37,7 @@ enum ce_tag {
         CE_G_MOD,       /* the key is as we read it: another writer came between */
         CE_G_UNDECIDED, /* no decision is logged: another writer decided */
         CE_G_SEQ,       /* a counter is as we read it: take the next ids again */
+        CE_G_ABSENT,    /* a begin's header is not there yet: -EEXIST */
 };
 
 /* An etcd operation and a compare that own their strings. */
@@ -55,7 +57,7 @@ struct ce_guard {
         enum ce_tag tag;
 };
 
-#define CE_UNIT_OPS 3
+#define CE_UNIT_OPS 4 /* a revert's begin */
 #define CE_UNIT_GUARDS 2
 
 /* One write of a public call: its operations go into one etcd transaction
@@ -68,11 +70,30 @@ struct ce_unit {
         size_t n_ops;
         struct ce_guard guards[CE_UNIT_GUARDS];
         size_t n_guards;
+        int hdr;                   /* ops[0] puts txid's header (begin, decision) */
         /* An audit row (ops[0].value, no key yet): its three keys take the
          * counter's next id when it is written. */
         int audit;
         char *txkey;               /* its transaction id as a key part */
         char at[CE_ID_DIGITS + 1]; /* its time as a key part */
+};
+
+/* A transaction's header key as read: the record and its revisions (the create
+ * revision orders transactions logged in the same microsecond, as a rowid). */
+struct ce_hdr {
+        struct cat_txn t;
+        int64_t create, mod;
+};
+
+/* Headers this catalog wrote last. While it leads it is their only writer
+ * (its fence refuses any other), so a read-modify-write of one (decide,
+ * finish) starts from here instead of a read; the compare of the header's
+ * revision still guards the write. Emptied on any failed write and when
+ * the fence changes. */
+#define CE_HCACHE 32
+struct ce_hcache {
+        struct ce_hdr h; /* h.t.txid[0] == '\0': unused */
+        uint64_t used;
 };
 
 /* A counter of ids (audit rows, events) as last read or written. */
@@ -95,7 +116,14 @@ struct cat_etcd {
         int batch;
         struct ce_unit *units;
         size_t n_units, cap_units, n_records;
-        char known_txid[CAT_ID_FIELD]; /* seen logged during this batch */
+        /* The keys the buffered records put, to their (unit, op): a later put
+         * of the same key replaces the value (etcd writes a key once a
+         * transaction, and only the last value would stand). */
+        struct strset *puts;
+        size_t puts_cap;
+        char known_txid[CAT_ID_FIELD]; /* seen logged, or begun, during this batch */
+        struct ce_hcache hcache[CE_HCACHE];
+        uint64_t hcache_tick;
         lserr batch_err;               /* a write of the batch that failed early */
 };
 
@@ -220,17 +248,18 @@ void ce_units_free(struct cat_etcd *e);
 
 /* ---- transaction headers (cat_etcd_txn.c) --------------------------------------- */
 
-/* A transaction's header key as read: the record and its revisions (the create
- * revision orders transactions logged in the same microsecond, as a rowid). */
-struct ce_hdr {
-        struct cat_txn t;
-        int64_t create, mod;
-};
-
 int ce_hdr_decode(const void *value, size_t len, struct ce_hdr *ret);
 int ce_hdr_encode(const struct cat_txn *t, char **ret, size_t *ret_len);
 /* txid's header: 1 and *ret, 0 when not logged. */
 int ce_hdr_get(struct cat_etcd *e, const char *txid, struct ce_hdr *ret, const char *what, lserr *err);
+/* An audit row's value (its key's id aside). */
+int ce_audit_decode(const struct etcd_kv *kv, struct cat_audit *a);
+/* The header cache: 1 and *ret when txid's is there. */
+int ce_hcache_get(const struct cat_etcd *e, const char *txid, struct ce_hdr *ret);
+/* Notes the header a write put at revision rev (value as written). */
+void ce_hcache_put(struct cat_etcd *e, const void *value, size_t len, int64_t rev);
+void ce_hcache_drop(struct cat_etcd *e, const char *txid);
+void ce_hcache_clear(struct cat_etcd *e);
 /* The headers of the transactions named (those not logged are left out). */
 int ce_hdrs_of(struct cat_etcd *e, const char *const *txids, size_t n, struct ce_hdr **ret, size_t *ret_n,
                const char *what, lserr *err);
@@ -280,6 +309,7 @@ int ce_be_put_member(void *impl, const char *txid, const struct cat_member *m, l
 int ce_be_put_image(void *impl, const char *txid, const struct cat_image *im, lserr *err);
 int ce_be_members(void *impl, const char *txid, struct cat_member **ret, size_t *ret_n, lserr *err);
 int ce_be_images(void *impl, const char *txid, struct cat_image **ret, size_t *ret_n, lserr *err);
+int ce_be_cut_read(void *impl, const char *txid, size_t audit_limit, struct cat_cut *ret, lserr *err);
 int ce_be_reverts_since(void *impl, const char *cut_txid, long long since_us, char ret_txid[65], lserr *err);
 int ce_be_cut_set_status(void *impl, const char *txid, const char *status, const char *reason, lserr *err);
 int ce_be_branch_set_status(void *impl, const char *txid, const char *status, const char *reason, lserr *err);

@@ -172,6 +172,7 @@ static int drop_txn(struct cat_etcd *e, const struct ce_hdr *h, lserr *err)
         for (int i = 0; i < 8; i++)
                 ops[i] = (struct etcd_op){.kind = ETCD_OP_DELETE, .key = keys[i], .prefix = i < 3};
         struct etcd_cmp same = {.key = keys[7], .target = ETCD_MOD, .result = ETCD_EQUAL, .num = h->mod};
+        ce_hcache_drop(e, h->t.txid);
         r = ce_txn(e, what, &same, 1, ops, 8, NULL, NULL, err);
         return r < 0 ? r : r == 0;
 }

@@ -91,6 +91,61 @@ int ce_hdr_get(struct cat_etcd *e, const char *txid, struct ce_hdr *ret, const c
         return 1;
 }
 
+/* ---- the header cache --------------------------------------------------------------- */
+
+static struct ce_hcache *hcache_find(const struct cat_etcd *e, const char *txid)
+{
+        for (size_t i = 0; i < CE_HCACHE; i++)
+                if (e->hcache[i].h.t.txid[0] && strcmp(e->hcache[i].h.t.txid, txid) == 0)
+                        return (struct ce_hcache *)&e->hcache[i];
+        return NULL;
+}
+
+int ce_hcache_get(const struct cat_etcd *e, const char *txid, struct ce_hdr *ret)
+{
+        const struct ce_hcache *c = hcache_find(e, txid);
+
+        if (!c)
+                return 0;
+        *ret = c->h;
+        return 1;
+}
+
+void ce_hcache_put(struct cat_etcd *e, const void *value, size_t len, int64_t rev)
+{
+        struct ce_hcache *c, *old;
+        struct ce_hdr h;
+
+        if (ce_hdr_decode(value, len, &h) < 0)
+                return;
+        c = hcache_find(e, h.t.txid);
+        if (!c) {
+                /* The least recently written goes. */
+                c = old = &e->hcache[0];
+                for (size_t i = 1; i < CE_HCACHE; i++)
+                        if (e->hcache[i].used < old->used)
+                                c = old = &e->hcache[i];
+                c->h.create = rev;
+        }
+        h.create = c->h.create;
+        h.mod = rev;
+        c->h = h;
+        c->used = ++e->hcache_tick;
+}
+
+void ce_hcache_drop(struct cat_etcd *e, const char *txid)
+{
+        struct ce_hcache *c = hcache_find(e, txid);
+
+        if (c)
+                memset(c, 0, sizeof(*c));
+}
+
+void ce_hcache_clear(struct cat_etcd *e)
+{
+        memset(e->hcache, 0, sizeof(e->hcache));
+}
+
 /* ---- many headers ------------------------------------------------------------------ */
 
 struct hdr_list {
@@ -250,6 +305,40 @@ static int begin_check(struct cat_etcd *e, const struct cat_txn *t, lserr *err)
         return 0;
 }
 
+/* In a batch the begin is buffered with the records that follow it (a cut's
+ * placeholders): one etcd transaction for both. A txid already logged is
+ * then refused at the batch's end (-EEXIST), with everything of the batch. */
+static int begin_buffered(struct cat_etcd *e, const struct cat_txn *h, const struct etcd_op *ops, size_t n,
+                          const char *what, lserr *err)
+{
+        _cleanup_(ce_unit_clear) struct ce_unit u = {0};
+        int r = 0;
+
+        u.hdr = 1;
+        memcpy(u.txid, h->txid, sizeof(u.txid));
+        u.what = strdup(what);
+        if (!u.what)
+                r = -ENOMEM;
+        for (size_t i = 0; r == 0 && i < n; i++) {
+                char *v = malloc(ops[i].value_len + 1);
+                if (!v) {
+                        r = -ENOMEM;
+                        break;
+                }
+                memcpy(v, ops[i].value, ops[i].value_len);
+                v[ops[i].value_len] = '\0';
+                r = ce_unit_op(&u, ETCD_OP_PUT, ops[i].key, v, ops[i].value_len);
+        }
+        if (r == 0)
+                r = ce_unit_guard(&u, ops[0].key, ETCD_CREATE, ETCD_EQUAL, 0, CE_G_ABSENT);
+        if (r < 0)
+                return ce_fail(e, err, r, what, "out of memory");
+        r = ce_write(e, &u, NULL, err);
+        if (r == 0)
+                snprintf(e->known_txid, sizeof(e->known_txid), "%s", h->txid);
+        return r;
+}
+
 /* Reads only the identity, started_us (0: now) and lease_ms. One etcd
  * transaction: the header (if absent), the index of open transactions, and
  * for cuts and reverts the group's and the reverts' indexes. */
@@ -261,6 +350,7 @@ int ce_be_txn_begin(void *impl, const struct cat_txn *t, lserr *err)
         struct cat_txn h = {0};
         struct etcd_op ops[4];
         size_t len = 0, n = 0;
+        int64_t rev = 0;
         int r = begin_check(e, t, err);
 
         if (r < 0)
@@ -290,11 +380,15 @@ int ce_be_txn_begin(void *impl, const struct cat_txn *t, lserr *err)
                                             .value_len = strlen(h.txid)};
         struct etcd_cmp absent = {.key = hk, .target = ETCD_CREATE, .result = ETCD_EQUAL, .num = 0};
         CE_LOCK_SCOPE(e);
+        if (e->batch)
+                return begin_buffered(e, &h, ops, n, what, err);
         r = ce_settle(e, err);
         if (r == 0)
-                r = ce_txn(e, what, &absent, 1, ops, n, NULL, NULL, err);
+                r = ce_txn(e, what, &absent, 1, ops, n, &rev, NULL, err);
         if (r > 0)
                 return ce_fail(e, err, -EEXIST, what, "transaction already logged");
+        if (r == 0)
+                ce_hcache_put(e, text, len, rev);
         return r;
 }
 
@@ -312,6 +406,17 @@ static int read_for_write(struct cat_etcd *e, const char *txid, const char *what
                 ret->mod = d->guards[0].num;
                 return 0;
         }
+        /* A begin still buffered is written first: a decision compares the
+         * header's revision, which only its write gives. */
+        for (size_t i = 0; e->batch && i < e->n_units; i++)
+                if (e->units[i].hdr && !e->units[i].decision && strcmp(e->units[i].txid, txid) == 0) {
+                        r = ce_settle(e, err);
+                        if (r < 0)
+                                return r;
+                        break;
+                }
+        if (ce_hcache_get(e, txid, ret))
+                return 0;
         r = ce_hdr_get(e, txid, ret, what, err);
         if (r == 0)
                 return ce_fail(e, err, -ENOENT, what, "no such transaction");
@@ -328,6 +433,7 @@ static int decision_unit(struct cat_etcd *e, struct ce_unit *u, const struct cat
         int r;
 
         u->decision = 1;
+        u->hdr = 1;
         memcpy(u->txid, h->txid, sizeof(u->txid));
         u->what = strdup(what);
         if (!u->what || ce_key(e, key, 0, "txn/", h->txid, NULL) < 0)

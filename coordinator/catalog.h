@@ -210,6 +210,21 @@ int cat_audit_list(struct catalog *c, const char *txid, size_t limit, struct cat
 /* The newest limit audit rows of all transactions, oldest first. */
 int cat_audit_recent(struct catalog *c, size_t limit, struct cat_audit **ret, size_t *ret_n, lserr *err);
 
+/* A transaction and what it holds, as one cut's report shows it: read at
+ * once (on etcd, one request when it is small). The arrays are the caller's
+ * (cat_cut_free). */
+struct cat_cut {
+        struct cat_txn t;
+        struct cat_member *m; /* as cat_members */
+        struct cat_image *im; /* as cat_images */
+        struct cat_audit *au; /* as cat_audit_list, at most audit_limit; none when they cannot be read */
+        size_t nm, ni, na;
+};
+/* 0, or < 0 as cat_txn_get (and cat_members, cat_images) fail; *ret is
+ * empty on failure. */
+int cat_cut_read(struct catalog *c, const char *txid, size_t audit_limit, struct cat_cut *ret, lserr *err);
+void cat_cut_free(struct cat_cut *c);
+
 /* ---- events and schedules ------------------------------------------------- */
 
 /* One line of the daemon's event log (cuts, schedules, prunes, reloads). */

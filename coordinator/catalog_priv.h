@@ -175,6 +175,9 @@ struct cat_backend {
         int (*audit_add)(void *impl, const struct cat_audit *a, lserr *err);
         int (*audit_list)(void *impl, const char *txid, size_t limit, struct cat_audit **ret, size_t *ret_n, lserr *err);
         int (*audit_recent)(void *impl, size_t limit, struct cat_audit **ret, size_t *ret_n, lserr *err);
+        /* May be NULL: cat_cut_read then makes its four calls. 1 when it
+         * read all of it; 0 when it cannot in one go (read again by parts). */
+        int (*cut_read)(void *impl, const char *txid, size_t audit_limit, struct cat_cut *ret, lserr *err);
         int (*event_add)(void *impl, const struct cat_event *ev, long long *ret_id, lserr *err);
         int (*events)(void *impl, long long after_id, size_t limit, int newest, struct cat_event **ret, size_t *ret_n, lserr *err);
         int (*history_trim)(void *impl, long long keep_txns, long long keep_audit, lserr *err);

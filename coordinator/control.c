@@ -272,7 +272,7 @@ static int control_gen(struct daemon *d, const Lockstep__ControlRequest *q, Lock
                         if (fn == ops_r_agents && (!d->ha || ha_leading(d->ha, NULL)))
                                 engine_poll_agents(d->eng, &err);
                         if (fn == ops_r_cut) {
-                                if (report_cut_both(d->cat, a, text, json, &err) < 0)
+                                if (report_cut_both(d->cat, a, text, json, NULL, &err) < 0)
                                         *text = *json = NULL;
                         } else {
                                 *text = ops_render(fn, d, a, 0, &err);

@@ -402,8 +402,10 @@ static void record_items(struct engine *e, const char *txid, struct item *items,
         }
 }
 
-void engine_record_items(struct engine *e, const char *txid, struct item *items, size_t n,
-                         const struct cfg_group *g)
+/* The items' records in one batch and, when finish, the transaction's
+ * finish with them (on etcd one transaction for both). Failures are logged. */
+static void record_batch(struct engine *e, const char *txid, struct item *items, size_t n, const struct cfg_group *g,
+                         int finish)
 {
         lserr err = {0};
         /* Without a batch the rows still go, one transaction each. */
@@ -413,8 +415,17 @@ void engine_record_items(struct engine *e, const char *txid, struct item *items,
                 log_err("%s", err.msg);
         record_items(e, txid, items, n, g);
         lserr_clear(&err);
+        if (finish && cat_txn_finish(e->cat, txid, &err) < 0)
+                log_err("%s", err.msg);
+        lserr_clear(&err);
         if (batch && cat_batch_end(e->cat, &err) < 0)
                 log_err("%s", err.msg);
+}
+
+void engine_record_items(struct engine *e, const char *txid, struct item *items, size_t n,
+                         const struct cfg_group *g)
+{
+        record_batch(e, txid, items, n, g, 0);
 }
 
 int engine_record_and_decide(struct engine *e, const char *txid, struct item *items, size_t n,
@@ -508,31 +519,19 @@ void engine_make_txid(char out[65])
                  tm.tm_hour, tm.tm_min, tm.tm_sec, rnd[0], rnd[1], rnd[2]);
 }
 
-/* A txid that no logged transaction has. Its random part is 24 bits, so two
- * of the same second collide about once in 200,000 transactions (a soak of
- * 100,000 cuts and prunes met one): a taken one is drawn again. */
-void engine_fresh_txid(struct engine *e, char out[65])
-{
-        struct cat_txn old;
-        lserr err = {0};
-
-        /* Until the catalog has no such txid (or cannot say: the begin reports it). */
-        for (int tries = 0; tries < 16; tries++) {
-                e->make_txid(out);
-                if (cat_txn_get(e->cat, out, &old, &err) != 0)
-                        return;
-                lserr_clear(&err);
-        }
-}
-
 int engine_begin(struct engine *e, struct cat_txn *t, char ret_txid[65], lserr *err)
 {
-        int r;
+        int fresh = !t->txid[0], r;
 
-        if (!t->txid[0])
-                engine_fresh_txid(e, t->txid);
-        t->started_us = fsutil_now_us();
-        r = cat_txn_begin(e->cat, t, err);
+        for (int tries = 0;; tries++) {
+                if (fresh)
+                        e->make_txid(t->txid);
+                t->started_us = fsutil_now_us();
+                r = cat_txn_begin(e->cat, t, err);
+                if (r != -EEXIST || !fresh || tries + 1 >= ENGINE_TXID_DRAWS)
+                        break;
+                lserr_clear(err);
+        }
         if (r < 0)
                 return r;
         snprintf(ret_txid, 65, "%s", t->txid);
@@ -587,12 +586,14 @@ static void tell_say(const struct round *rd, const struct item *it, const char *
 }
 
 size_t engine_tell(struct engine *e, const char *txid, struct agentlink *const *links, size_t n, int commit,
-                   int revert, const struct progress *p)
+                   int revert, int finish, const struct progress *p)
 {
         _cleanup_free_ int *done = calloc(n ? n : 1, sizeof(*done));
         struct tell_ctx c = {.commit = commit, .revert = revert};
+        /* Each try's audit rows are written after it, with the finish once
+         * every agent confirmed. */
         struct round rd = {.e = e, .txid = txid, .timeout_ms = engine_step_ms(e), .fill = tell_fill,
-                           .say = tell_say, .ctx = &c, .p = p,
+                           .say = tell_say, .ctx = &c, .p = p, .defer = 1,
                            .step = revert ? LOCKSTEP__STEP__STEP_REVERT_DECIDE : LOCKSTEP__STEP__STEP_DECIDE};
         size_t left = n;
 
@@ -616,7 +617,10 @@ size_t engine_tell(struct engine *e, const char *txid, struct agentlink *const *
                                 left--;
                         }
                 }
+                record_batch(e, txid, sub.v, sub.n, NULL, finish && left == 0);
         }
+        if (n == 0 && finish) /* nobody to tell */
+                record_batch(e, txid, NULL, 0, NULL, 1);
         return left;
 }
 
@@ -639,7 +643,6 @@ void engine_tell_items(struct engine *e, const char *txid, const struct item *it
 {
         _cleanup_free_ struct agentlink **links = calloc(n ? n : 1, sizeof(*links));
         size_t left = n, k = 0;
-        lserr err = {0};
 
         if (links) {
                 for (size_t i = 0; i < n; i++) {
@@ -649,16 +652,12 @@ void engine_tell_items(struct engine *e, const char *txid, const struct item *it
                         else
                                 links[k++] = items[i].link;
                 }
-                left = engine_tell(e, txid, links, k, commit, revert, p);
+                /* Decided and told: an unfinished row only makes recovery tell again. */
+                left = engine_tell(e, txid, links, k, commit, revert, 1, p);
         }
-        if (left) {
+        if (left)
                 engine_emit(p, "DECIDE   %zu agent(s) did not confirm; lockstepd keeps retrying (lockstep recover)",
                             left);
-                return;
-        }
-        /* Decided and told: an unfinished row only makes recovery tell again. */
-        if (cat_txn_finish(e->cat, txid, &err) < 0)
-                log_err("%s", err.msg);
 }
 
 /* ---- slots ------------------------------------------------------------------ */

@@ -148,8 +148,8 @@ static int cut_spec_of(const struct engine *e, const struct engine_cut_req *req,
 }
 
 /* Logs the cut as begun and the placeholders of its members. */
-static int cut_begin(struct engine *e, struct cat_txn *t, const struct cut_spec *s, const struct items *its,
-                     const struct progress *p, char ret_txid[65], lserr *err)
+static int cut_begin_once(struct engine *e, struct cat_txn *t, const struct cut_spec *s, const struct items *its,
+                          const struct progress *p, char ret_txid[65], lserr *err)
 {
         const struct cfg_group *g = s->g;
         lserr why = {0};
@@ -170,6 +170,22 @@ static int cut_begin(struct engine *e, struct cat_txn *t, const struct cut_spec 
         engine_emit(p, "BEGIN    %s: group %s, %u member(s) on %zu agent(s), mode %s, lease %u s", t->txid, g->name,
                     g->n_members, its->n, mode_wire_name(s->mode), s->lease_ms / 1000);
         return 0;
+}
+
+/* A txid found taken (on etcd only at the batch's end) is drawn again, and
+ * the name with it when the name is the txid. */
+static int cut_begin(struct engine *e, struct cat_txn *t, const struct cut_spec *s, const struct items *its,
+                     const struct progress *p, char ret_txid[65], lserr *err)
+{
+        for (int tries = 1;; tries++) {
+                int r = cut_begin_once(e, t, s, its, p, ret_txid, err), named = strcmp(t->name, t->txid) == 0;
+                if (r != -EEXIST || tries >= ENGINE_TXID_DRAWS)
+                        return r;
+                lserr_clear(err);
+                e->make_txid(t->txid);
+                if (named)
+                        snprintf(t->name, sizeof(t->name), "%s", t->txid);
+        }
 }
 
 /* Phase 1, every agent validates and freezes its members and votes; phase 2,
@@ -234,7 +250,7 @@ int engine_snapshot(struct engine *e, const struct engine_cut_req *req, engine_e
         r = engine_take_slot_cfg(e, g, &p, err);
         if (r < 0)
                 return r;
-        engine_fresh_txid(e, t.txid);
+        e->make_txid(t.txid);
         t.kind = CAT_KIND_SNAPSHOT;
         snprintf(t.group, sizeof(t.group), "%s", g->name);
         snprintf(t.name, sizeof(t.name), "%s", req->name ? req->name : t.txid);

@@ -174,7 +174,12 @@ int engine_round(struct round *rd, struct item *items, size_t n);
  * txid once it is logged. */
 int engine_begin(struct engine *e, struct cat_txn *t, char ret_txid[65], lserr *err);
 void engine_make_txid(char out[65]);
-void engine_fresh_txid(struct engine *e, char out[65]);
+/* A txid is drawn without asking the catalog first (on etcd that is a round
+ * trip per cut). Its random part is 24 bits, so two of the same second
+ * collide about once in 200,000 transactions (a soak of 100,000 cuts and
+ * prunes met one): the begin refuses a taken one (-EEXIST) and it is drawn
+ * again, up to this many times. */
+#define ENGINE_TXID_DRAWS 16
 
 /* engine_record_items and the decision in one SQLite transaction: one sync to
  * disk after the last thaw instead of two. The decision counts as logged only
@@ -187,9 +192,11 @@ int engine_record_and_decide(struct engine *e, const char *txid, struct item *it
 int engine_log_decision(struct engine *e, const char *txid, int commit, const char *reason,
                         const struct progress *p, lserr *err);
 /* Tells the n agents of links the decision (DECIDE, or REVERT_DECIDE for a
- * revert), retrying those that do not confirm. Returns how many never did. */
+ * revert), retrying those that do not confirm. Returns how many never did.
+ * With finish, the transaction is finished once all did, in the batch of
+ * the last try's audit rows. */
 size_t engine_tell(struct engine *e, const char *txid, struct agentlink *const *links, size_t n, int commit,
-                   int revert, const struct progress *p);
+                   int revert, int finish, const struct progress *p);
 /* engine_tell to the items' agents; finishes the transaction when all
  * confirmed, else says lockstepd keeps retrying. */
 void engine_tell_items(struct engine *e, const char *txid, const struct item *items, size_t n, int commit,

@@ -85,7 +85,7 @@ static int settle(struct engine *e, struct cat_txn *t, const struct progress *p,
         if (r < 0)
                 return r;
         engine_emit(p, "RECOVER  %s: sending %s to %zu agent(s)", t->txid, commit ? "COMMIT" : "ABORT", n);
-        if (engine_tell(e, t->txid, links, n, commit, t->kind == CAT_KIND_REVERT, p))
+        if (engine_tell(e, t->txid, links, n, commit, t->kind == CAT_KIND_REVERT, 0, p))
                 return 1;
         return cat_txn_finish(e->cat, t->txid, err);
 }
@@ -153,7 +153,7 @@ static void settle_in_doubt(struct engine *e, const struct items *its_, const st
                         }
                         engine_emit(p, "RECOVER  %s in doubt on %s: sending %s", d->txid, agentlink_id(l),
                                     commit ? "COMMIT" : "ABORT");
-                        if (engine_tell(e, d->txid, &l, 1, commit, d->revert, p))
+                        if (engine_tell(e, d->txid, &l, 1, commit, d->revert, 0, p))
                                 left++;
                 }
         }

@@ -8,8 +8,10 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cleanup.h"
+#include "log.h"
 
 struct etcd {
         CURL *h;
@@ -21,6 +23,7 @@ struct etcd {
         size_t len, cap;
         int too_long;
         char curl_err[CURL_ERROR_SIZE];
+        struct etcd_stats stats;
 };
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
@@ -158,6 +161,11 @@ void etcd_closep(struct etcd **c)
         *c = etcd_close(*c);
 }
 
+void etcd_stats(const struct etcd *c, struct etcd_stats *ret)
+{
+        *ret = c->stats;
+}
+
 const char *etcd_endpoint(const struct etcd *c)
 {
         return c->endpoints[c->cur];
@@ -203,6 +211,27 @@ static void next_endpoint(struct etcd *c)
         c->cur = (c->cur + 1) % c->n_endpoints;
 }
 
+static double now_ms(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* One HTTP exchange, counted and timed: etcd's cost is what HA adds to a cut. */
+static CURLcode perform(struct etcd *c, const char *what)
+{
+        double t0 = now_ms(), ms;
+        CURLcode rc = curl_easy_perform(c->h);
+
+        ms = now_ms() - t0;
+        c->stats.requests++;
+        c->stats.ms += ms;
+        log_debug("etcd %s: %s: %.1f ms", c->endpoints[c->cur], what, ms);
+        return rc;
+}
+
 /* POSTs json to path on the current endpoint, then on the others in turn
  * while they cannot be reached; on 200 the answer is in c->body. what names
  * the request in errors. */
@@ -230,7 +259,7 @@ static int post(struct etcd *c, const char *path, struct json_object *json, cons
                 c->curl_err[0] = '\0';
                 if (c->body)
                         c->body[0] = '\0';
-                rc = curl_easy_perform(c->h);
+                rc = perform(c, what);
                 if (!unreachable(c->h, rc))
                         break;
                 if (tried + 1 < c->n_endpoints)
@@ -422,6 +451,8 @@ static struct json_object *op_json(const struct etcd_op *op)
                 r = etcd_json_range(req, op->key, op->kind != ETCD_OP_PUT && op->prefix);
         if (r == 0 && op->kind == ETCD_OP_PUT)
                 r = put_value(req, op->value, op->value_len, op->lease);
+        if (r == 0 && op->kind == ETCD_OP_RANGE && op->limit)
+                r = add(req, "limit", etcd_json_i64((int64_t)op->limit));
         if (r == 0) {
                 r = add(o, kinds[op->kind], req);
                 req = NULL;

@@ -42,6 +42,12 @@ struct etcd;
 int etcd_open(const struct etcd_opts *o, struct etcd **ret, lserr *err);
 struct etcd *etcd_close(struct etcd *c);
 void etcd_closep(struct etcd **c);
+/* Requests sent since open (each try of each endpoint) and their time. */
+struct etcd_stats {
+        uint64_t requests;
+        double ms;
+};
+void etcd_stats(const struct etcd *c, struct etcd_stats *ret);
 /* The endpoint the last request went to (the first one before any). */
 const char *etcd_endpoint(const struct etcd *c);
 
@@ -81,6 +87,7 @@ struct etcd_op {
         const void *value;
         size_t value_len;
         int64_t lease;
+        size_t limit; /* RANGE: at most this many keys (0: all) */
 };
 
 /* The branch a transaction took, and what its RANGE operations read (in
@@ -91,6 +98,7 @@ struct etcd_txn_result {
         size_t n_ranges;
         struct etcd_kv **kvs; /* per RANGE */
         size_t *n_kvs;
+        int *more; /* per RANGE: its limit left keys out */
 };
 
 /* If every compare holds, the `then` operations, else the `otherwise` ones,

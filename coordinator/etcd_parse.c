@@ -279,6 +279,7 @@ void etcd_txn_result_free(struct etcd_txn_result *t)
                 etcd_kvs_free(t->kvs[i], t->n_kvs[i]);
         free(t->kvs);
         free(t->n_kvs);
+        free(t->more);
         *t = (struct etcd_txn_result){0};
 }
 
@@ -290,7 +291,8 @@ static int txn_ranges(struct json_object *a, struct etcd_txn_result *t, lserr *e
 
         t->kvs = calloc(n ? n : 1, sizeof(*t->kvs));
         t->n_kvs = calloc(n ? n : 1, sizeof(*t->n_kvs));
-        if (!t->kvs || !t->n_kvs)
+        t->more = calloc(n ? n : 1, sizeof(*t->more));
+        if (!t->kvs || !t->n_kvs || !t->more)
                 return -ENOMEM;
         for (size_t i = 0; r == 0 && i < n; i++) {
                 struct json_object *op = json_object_array_get_idx(a, i), *rg;
@@ -300,7 +302,7 @@ static int txn_ranges(struct json_object *a, struct etcd_txn_result *t, lserr *e
                         continue;
                 if (!json_object_is_type(rg, json_type_object))
                         return lserr_set(err, -EPROTO, "a txn range response is not an object");
-                r = range_of(rg, &t->kvs[k], &t->n_kvs[k], NULL, err);
+                r = range_of(rg, &t->kvs[k], &t->n_kvs[k], &t->more[k], err);
                 if (r == 0)
                         t->n_ranges = ++k;
         }

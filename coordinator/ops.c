@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cleanup.h"
 #include "fsutil.h"
 #include "log.h"
 #include "opkeep.h"
@@ -242,17 +243,6 @@ static int run_txn(struct gen *gn, struct op *op, char txid[65], lserr *err)
         return engine_snapshot(gn->eng, &req, ops_progress, op, txid, err);
 }
 
-/* A cut's timings, per member, into the metrics. */
-static void cut_metrics(struct daemon *d, const struct op *op, int r, const char *txid)
-{
-        struct cat_member *mb = NULL;
-        size_t nm = 0;
-        lserr e2 = {0};
-
-        if (cat_members(d->cat, txid, &mb, &nm, &e2) == 0)
-                metrics_cut(d->metrics, op->group, outcome_word(r), mb, nm);
-        free(mb);
-}
 
 /* The event of a delete: the catalog knows the cut's group and why it stays. */
 static void delete_event(struct daemon *d, const struct op *op, int r, const lserr *err)
@@ -272,19 +262,18 @@ static void delete_event(struct daemon *d, const struct op *op, int r, const lse
                 ops_event(d, "delete", group, op->target, "not deleted");
 }
 
-/* The event of a cut or revert; the engine's error is logged here, once. */
-static void txn_event(struct daemon *d, const struct op *op, int r, const char *txid, const lserr *err)
+/* The event of a cut or revert (t: its row, NULL when it cannot be read);
+ * the engine's error is logged here, once. */
+static void txn_event(struct daemon *d, const struct op *op, int r, const char *txid, const struct cat_txn *t,
+                      const lserr *err)
 {
-        struct cat_txn t;
-        lserr e2 = {0};
-        int have = cat_txn_get(d->cat, txid, &t, &e2) == 0;
         /* For a revert, op->group holds the ID it was given: the catalog knows the group. */
-        const char *kind = op->is_revert ? "revert" : "cut", *group = have ? t.group : op->group;
+        const char *kind = op->is_revert ? "revert" : "cut", *group = t ? t->group : op->group;
 
         if (r < 0)
                 ops_event(d, kind, group, txid, "failed: %s", err->msg);
-        else if (have && t.reason[0])
-                ops_event(d, kind, group, txid, "%s: %s", outcome_word(r), t.reason);
+        else if (t && t->reason[0])
+                ops_event(d, kind, group, txid, "%s: %s", outcome_word(r), t->reason);
         else
                 ops_event(d, kind, group, txid, "%s", outcome_word(r));
 }
@@ -297,23 +286,28 @@ static void record_txn(struct daemon *d, struct gen *gn, struct op *op, int r, c
         /* A delete's result is the cut it deleted, as it stands now; a
          * revert's is the revert (its pre-revert branch). */
         const char *shown = op->is_delete ? op->target : txid;
+        /* One read of the rows for the result, the metrics and the event. */
+        _cleanup_(cat_cut_free) struct cat_cut rows = {0};
+        int have = 0;
+        lserr e2 = {0};
 
-        if (txid[0] && report_cut_both(d->cat, shown, text, json, err) < 0)
+        if (txid[0] && report_cut_both(d->cat, shown, text, json, &rows, &e2) == 0)
+                have = 1;
+        else if (txid[0]) {
                 *text = *json = NULL;
-        if (txid[0] && !op->is_delete && !op->is_revert)
-                cut_metrics(d, op, r, txid);
+                log_err("result of %s: %s", shown, e2.msg);
+        }
+        /* A delete's rows are the cut it deleted, not its own. */
+        if (have && op->is_delete)
+                have = 0;
+        if (txid[0] && !op->is_delete && !op->is_revert && have)
+                metrics_cut(d->metrics, op->group, outcome_word(r), rows.m, rows.nm);
         if (op->is_delete)
                 delete_event(d, op, r, err);
         else if (txid[0])
-                txn_event(d, op, r, txid, err);
-        if (op->scheduled) {
-                struct cat_txn t;
-                lserr e2 = {0};
-                const char *why = r < 0 ? err->msg : "";
-                if (r == 1 && cat_txn_get(d->cat, txid, &t, &e2) == 0)
-                        why = t.reason;
-                after_scheduled(d, gn, op, r, txid, why);
-        }
+                txn_event(d, op, r, txid, have ? &rows.t : NULL, err);
+        if (op->scheduled)
+                after_scheduled(d, gn, op, r, txid, r < 0 ? err->msg : r == 1 && have ? rows.t.reason : "");
 }
 
 /* What the previous run left undone is settled before anything new starts. */

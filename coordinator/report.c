@@ -369,50 +369,23 @@ void report_cut_rows(const struct cat_txn *t, const struct cat_member *m, size_t
 }
 
 /* A cut's rows; the audit may have been trimmed: a report without replies then. */
-struct cut_rows {
-        struct cat_txn t;
-        struct cat_member *m;
-        struct cat_image *im;
-        struct cat_audit *au;
-        size_t nm, ni, na;
-};
-
-static void cut_rows_free(struct cut_rows *c)
-{
-        free(c->m);
-        free(c->im);
-        free(c->au);
-}
-
-static int cut_rows_read(struct catalog *cat, const char *txid, struct cut_rows *c, lserr *err)
-{
-        int r = cat_txn_get(cat, txid, &c->t, err);
-
-        if (r >= 0)
-                r = cat_members(cat, txid, &c->m, &c->nm, err);
-        if (r >= 0)
-                r = cat_images(cat, txid, &c->im, &c->ni, err);
-        if (r >= 0 && cat_audit_list(cat, txid, REPORT_AUDIT_MAX, &c->au, &c->na, &(lserr){0}) < 0)
-                c->na = 0;
-        return r;
-}
-
 int report_cut(struct catalog *cat, const char *txid, int as_json, FILE *out, lserr *err)
 {
-        _cleanup_(cut_rows_free) struct cut_rows c = {0};
-        int r = cut_rows_read(cat, txid, &c, err);
+        _cleanup_(cat_cut_free) struct cat_cut c = {0};
+        int r = cat_cut_read(cat, txid, REPORT_AUDIT_MAX, &c, err);
 
         if (r >= 0)
                 report_cut_rows(&c.t, c.m, c.nm, c.im, c.ni, c.au, c.na, as_json, out);
         return r;
 }
 
-int report_cut_both(struct catalog *cat, const char *txid, char **ret_text, char **ret_json, lserr *err)
+int report_cut_both(struct catalog *cat, const char *txid, char **ret_text, char **ret_json, struct cat_cut *ret_rows,
+                    lserr *err)
 {
-        _cleanup_(cut_rows_free) struct cut_rows c = {0};
+        _cleanup_(cat_cut_free) struct cat_cut c = {0};
         char *buf[2] = {NULL, NULL};
         size_t len[2];
-        int r = cut_rows_read(cat, txid, &c, err);
+        int r = cat_cut_read(cat, txid, REPORT_AUDIT_MAX, &c, err);
 
         for (int j = 0; r >= 0 && j < 2; j++) {
                 FILE *f = open_memstream(&buf[j], &len[j]);
@@ -430,6 +403,10 @@ int report_cut_both(struct catalog *cat, const char *txid, char **ret_text, char
         }
         *ret_text = buf[0];
         *ret_json = buf[1];
+        if (ret_rows) {
+                *ret_rows = c;
+                c = (struct cat_cut){0};
+        }
         return 0;
 }
 

@@ -12,8 +12,10 @@
 /* One cut with its members, timings and images. */
 int report_cut(struct catalog *cat, const char *txid, int as_json, FILE *out, lserr *err);
 /* Both renderings of a cut (text, JSON; malloc'd, the caller's) from one read
- * of its rows: a fleet's cut has thousands of them. */
-int report_cut_both(struct catalog *cat, const char *txid, char **ret_text, char **ret_json, lserr *err);
+ * of its rows: a fleet's cut has thousands of them. The rows go to *ret_rows
+ * when not NULL (the caller's, cat_cut_free), for what else needs them. */
+int report_cut_both(struct catalog *cat, const char *txid, char **ret_text, char **ret_json, struct cat_cut *ret_rows,
+                    lserr *err);
 
 /* One cut as a Gantt chart (timeline.h) width columns wide, after a line
  * naming it; ANSI colours when color. -EINVAL for a revert or a delete, or a

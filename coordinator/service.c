@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cat_etcd.h"
 #include "cleanup.h"
 #include "log.h"
 #include "notify.h"
@@ -105,6 +106,14 @@ static void gauges(void *arg, FILE *out)
                         fprintf(out, "lockstep_schedule_skipped_total{group=\"%s\"} %u\n", groups[i], cs.skipped);
         }
         free(groups);
+        struct etcd_stats st;
+        if (cat_etcd_stats(d->cat, &st) == 0)
+                fprintf(out, "# HELP lockstep_etcd_requests_total Requests the catalog sent to etcd.\n"
+                             "# TYPE lockstep_etcd_requests_total counter\nlockstep_etcd_requests_total %llu\n"
+                             "# HELP lockstep_etcd_request_seconds_total Time the catalog waited for etcd.\n"
+                             "# TYPE lockstep_etcd_request_seconds_total counter\n"
+                             "lockstep_etcd_request_seconds_total %.6f\n",
+                        (unsigned long long)st.requests, st.ms / 1e3);
 }
 
 /* Serves /metrics where the configuration says, moving it on a reload. */

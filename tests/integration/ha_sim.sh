@@ -43,6 +43,10 @@ done
 # address); wrong-ca signed neither.
 peer_port_c1=$(free_port) peer_port_c2=$(free_port)
 peer_port() { eval echo "\$peer_port_$1"; }
+metrics_port_c1=$(free_port) metrics_port_c2=$(free_port)
+metrics_port() { eval echo "\$metrics_port_$1"; }
+# etcd_requests NAME: the requests NAME's catalog sent to etcd (its /metrics).
+etcd_requests() { curl -sf "http://127.0.0.1:$(metrics_port "$1")/metrics" | awk '$1 == "lockstep_etcd_requests_total" {print $2}'; }
 pki() {
         (
                 set -e
@@ -83,6 +87,7 @@ control: ipc://$T/$1.sock
 key: $T/$2.key
 counter_file: $T/$1.counter
 step_timeout_s: 5
+metrics: http://127.0.0.1:$(metrics_port "$1")
 ha:
   name: $1
   etcd: [http://127.0.0.1:$etcd_client]
@@ -143,7 +148,10 @@ check "both members listed, with their roles" \
           "$(printf '%s\n' "$L:leader" "$F:follower" | sort | paste -sd,)" ]
 check "... and etcd's health" [ "$(cli "$F" cluster status --json | jq -r '.etcd_error == null and .etcd_revision > 0')" = true ]
 
+before=$(etcd_requests "$L")
 check "a cut through the leader commits" bash -c "$LOCKSTEP_BIN -c $T/$L.yaml snapshot create shop --name h1 > /dev/null"
+check "... its etcd requests are counted in /metrics ($before, then $(etcd_requests "$L"))" \
+        [ "$(etcd_requests "$L")" -gt "${before:-0}" ]
 out=$("$LOCKSTEP_BIN" -c "$T/$F.yaml" snapshot create shop --name h2 2>&1) && rc=0 || rc=$?
 check "the follower refuses an operation (exit 1)" [ "$rc" = 1 ]
 check "... naming the leader" grep -q "is a follower; the leader is $L" <<< "$out"

@@ -1379,6 +1379,184 @@ static void test_failures_release_lock_and_transaction(void **state)
         assert_int_equal(ROWS(f, "SELECT count(*) FROM groups", "group/"), 0);
 }
 
+
+/* etcd requests the catalog sent so far (0 on SQLite, which sends none). */
+static unsigned long long requests(const struct fixture *f)
+{
+#ifdef CAT_TEST_ETCD
+        struct etcd_stats st;
+
+        assert_int_equal(cat_etcd_stats(f->c, &st), 0);
+        return st.requests;
+#else
+        (void)f;
+        return 0;
+#endif
+}
+
+/* One member written three times in a batch (placeholder, freeze, snapshot,
+ * as a cut's records go): the last one stands, and the batch with its images,
+ * audit rows and decision is one etcd request. */
+static void test_batch_rewrite_keeps_last(void **state)
+{
+        struct fixture *f = *state;
+        struct cat_txn t = txn("rw", CAT_KIND_SNAPSHOT, "web", 0), got;
+        struct cat_member m = {.agent = "host-a", .vm = "web1", .code = CAT_PENDING}, *mv = NULL;
+        struct cat_image im = {.agent = "host-a", .vm = "web1", .disk = "vda", .before = "/i/a", .after = "/i/b"};
+        struct cat_audit a = {.dir = CAT_SENT, .txid = "rw", .agent = "host-a", .step = "FREEZE"};
+        unsigned long long before;
+        size_t n = 0;
+        lserr err = {0};
+
+        assert_int_equal(cat_txn_begin(f->c, &t, &err), 0);
+        /* The audit counter is read once per connection, before its first row. */
+        assert_int_equal(cat_audit_add(f->c, &a, &err), 0);
+        before = requests(f);
+        assert_int_equal(cat_batch_begin(f->c, &err), 0);
+        assert_int_equal(cat_put_member(f->c, "rw", &m, &err), 0);
+        m.code = 0;
+        m.freeze_us = 5;
+        snprintf(m.message, sizeof(m.message), "frozen");
+        assert_int_equal(cat_put_member(f->c, "rw", &m, &err), 0);
+        assert_int_equal(cat_audit_add(f->c, &a, &err), 0);
+        m.snapshot_us = 7;
+        snprintf(m.message, sizeof(m.message), "snapshot taken");
+        assert_int_equal(cat_put_member(f->c, "rw", &m, &err), 0);
+        assert_int_equal(cat_put_image(f->c, "rw", &im, &err), 0);
+        assert_int_equal(cat_audit_add(f->c, &a, &err), 0);
+        assert_int_equal(cat_txn_decide(f->c, "rw", 1, NULL, &err), 0);
+        assert_int_equal(cat_batch_end(f->c, &err), 0);
+#ifdef CAT_TEST_ETCD
+        assert_int_equal(requests(f) - before, 1);
+#else
+        (void)before;
+#endif
+        assert_int_equal(cat_members(f->c, "rw", &mv, &n, &err), 0);
+        assert_int_equal(n, 1);
+        assert_string_equal(mv[0].message, "snapshot taken");
+        assert_int_equal(mv[0].freeze_us, 5);
+        assert_int_equal(mv[0].snapshot_us, 7);
+        free(mv);
+        assert_int_equal(cat_txn_get(f->c, "rw", &got, &err), 0);
+        assert_int_equal(got.state, CAT_TXN_COMMIT);
+}
+
+/* A begin in a batch goes with the records after it (a cut's placeholders:
+ * one etcd request); a txid already logged is refused, by the begin or at
+ * the batch's end, and nothing of that batch is written. */
+static void test_batch_begin_with_records(void **state)
+{
+        struct fixture *f = *state;
+        struct cat_txn t = txn("bb", CAT_KIND_SNAPSHOT, "web", 0), got;
+        struct cat_member m = {.agent = "host-a", .code = CAT_PENDING}, *mv = NULL;
+        unsigned long long before = requests(f);
+        size_t n = 0;
+        lserr err = {0};
+        int r;
+
+        assert_int_equal(cat_batch_begin(f->c, &err), 0);
+        assert_int_equal(cat_txn_begin(f->c, &t, &err), 0);
+        for (int i = 0; i < 3; i++) {
+                snprintf(m.vm, sizeof(m.vm), "vm%d", i);
+                assert_int_equal(cat_put_member(f->c, "bb", &m, &err), 0);
+        }
+        assert_int_equal(cat_batch_end(f->c, &err), 0);
+#ifdef CAT_TEST_ETCD
+        assert_int_equal(requests(f) - before, 1);
+#else
+        (void)before;
+#endif
+        assert_int_equal(cat_txn_get(f->c, "bb", &got, &err), 0);
+        assert_int_equal(got.state, CAT_TXN_STARTED);
+        assert_int_equal(cat_members(f->c, "bb", &mv, &n, &err), 0);
+        assert_int_equal(n, 3);
+        free(mv);
+
+        /* Taken: SQLite refuses the begin itself, etcd the batch's end. */
+        assert_int_equal(cat_batch_begin(f->c, &err), 0);
+        r = cat_txn_begin(f->c, &t, &err);
+        snprintf(m.vm, sizeof(m.vm), "late");
+        if (r == 0)
+                assert_int_equal(cat_put_member(f->c, "bb", &m, &err), 0);
+        else
+                assert_int_equal(r, -EEXIST);
+        lserr_clear(&err);
+        assert_int_equal(cat_batch_end(f->c, &err), r == 0 ? -EEXIST : 0);
+        if (r == 0)
+                assert_non_null(strstr(err.msg, "already logged"));
+        assert_int_equal(cat_members(f->c, "bb", &mv, &n, &err), 0);
+        assert_int_equal(n, 3);
+        free(mv);
+
+        /* Begun, recorded, decided and finished in one batch. */
+        t = txn("bd", CAT_KIND_SNAPSHOT, "web", 0);
+        assert_int_equal(cat_batch_begin(f->c, &err), 0);
+        assert_int_equal(cat_txn_begin(f->c, &t, &err), 0);
+        assert_int_equal(cat_put_member(f->c, "bd", &m, &err), 0);
+        assert_int_equal(cat_txn_decide(f->c, "bd", 1, NULL, &err), 0);
+        assert_int_equal(cat_txn_finish(f->c, "bd", &err), 0);
+        assert_int_equal(cat_batch_end(f->c, &err), 0);
+        assert_int_equal(cat_txn_get(f->c, "bd", &got, &err), 0);
+        assert_int_equal(got.state, CAT_TXN_DONE);
+        assert_true(got.committed);
+        assert_int_equal(cat_members(f->c, "bd", &mv, &n, &err), 0);
+        assert_int_equal(n, 1);
+        free(mv);
+}
+
+/* cat_cut_read gives what the four reads give: the header, the members in
+ * freeze order, the images and the audit rows; an unknown txid is -ENOENT.
+ * On etcd it is one request. */
+static void test_cut_read(void **state)
+{
+        struct fixture *f = *state;
+        struct cat_txn t = txn("cr", CAT_KIND_SNAPSHOT, "web", 0);
+        struct cat_member m = {.agent = "host-b", .vm = "db1", .tier = 1};
+        struct cat_image im = {.agent = "host-a", .vm = "web1", .disk = "vdb", .before = "/i/1", .after = "/i/2"};
+        struct cat_audit a = {.dir = CAT_SENT, .txid = "cr", .agent = "host-a", .step = "FREEZE", .at_us = 10};
+        struct cat_cut c;
+        unsigned long long before;
+        lserr err = {0};
+
+        assert_int_equal(cat_txn_begin(f->c, &t, &err), 0);
+        assert_int_equal(cat_put_member(f->c, "cr", &m, &err), 0);
+        m = (struct cat_member){.agent = "host-a", .vm = "web1", .tier = 0};
+        assert_int_equal(cat_put_member(f->c, "cr", &m, &err), 0);
+        assert_int_equal(cat_put_image(f->c, "cr", &im, &err), 0);
+        snprintf(im.disk, sizeof(im.disk), "vda");
+        assert_int_equal(cat_put_image(f->c, "cr", &im, &err), 0);
+        assert_int_equal(cat_audit_add(f->c, &a, &err), 0);
+        a.at_us = 11;
+        a.dir = CAT_RECEIVED;
+        assert_int_equal(cat_audit_add(f->c, &a, &err), 0);
+        assert_int_equal(cat_txn_decide(f->c, "cr", 0, "no", &err), 0);
+        before = requests(f);
+        assert_int_equal(cat_cut_read(f->c, "cr", 100, &c, &err), 0);
+#ifdef CAT_TEST_ETCD
+        assert_int_equal(requests(f) - before, 1);
+#else
+        (void)before;
+#endif
+        assert_string_equal(c.t.txid, "cr");
+        assert_string_equal(c.t.reason, "no");
+        assert_int_equal(c.nm, 2);
+        assert_string_equal(c.m[0].vm, "web1");
+        assert_string_equal(c.m[1].vm, "db1");
+        assert_int_equal(c.ni, 2);
+        assert_string_equal(c.im[0].disk, "vda");
+        assert_string_equal(c.im[1].disk, "vdb");
+        assert_int_equal(c.na, 2);
+        assert_int_equal(c.au[0].at_us, 10);
+        assert_int_equal(c.au[1].dir, CAT_RECEIVED);
+        cat_cut_free(&c);
+        assert_int_equal(cat_cut_read(f->c, "cr", 1, &c, &err), 0);
+        assert_int_equal(c.na, 1);
+        cat_cut_free(&c);
+        assert_int_equal(cat_cut_read(f->c, "none", 100, &c, &err), -ENOENT);
+        assert_int_equal(c.nm, 0);
+        assert_null(c.m);
+}
+
 #ifdef CAT_TEST_ETCD
 /* ---- etcd only --------------------------------------------------------------------- */
 
@@ -1531,6 +1709,55 @@ static void test_etcd_big_batch(void **state)
         assert_int_equal(count_keys(f, "audit/id/"), 100);
         assert_int_equal(cat_image_users(f->c, "host-07", "vm0007", "/var/lib/libvirt/images/vm0007-vda.qcow2", "",
                                          &err), 1);
+}
+
+/* A header this catalog wrote is not read again before its next write
+ * (decide, finish); when another writer changed it meanwhile, the write's
+ * compare fails, the header is read again and nothing of the other's is
+ * lost. */
+static void test_etcd_cached_header_guarded(void **state)
+{
+        struct fixture *f = *state;
+        struct cat_txn t = txn("hc", CAT_KIND_SNAPSHOT, "web", 0), got;
+        struct catalog *other = NULL;
+        unsigned long long before;
+        lserr err = {0};
+
+        assert_int_equal(cat_txn_begin(f->c, &t, &err), 0);
+        before = requests(f);
+        assert_int_equal(cat_txn_decide(f->c, "hc", 1, NULL, &err), 0);
+        assert_int_equal(requests(f) - before, 1);
+        assert_int_equal(open_catalog(f, &other, &err), 0);
+        assert_int_equal(cat_cut_set_status(other, "hc", "deleted", "by the other", &err), 0);
+        assert_int_equal(cat_txn_finish(f->c, "hc", &err), 0);
+        assert_int_equal(cat_txn_get(other, "hc", &got, &err), 0);
+        assert_int_equal(got.state, CAT_TXN_DONE);
+        assert_string_equal(got.cut_status, "deleted");
+        assert_string_equal(got.cut_status_reason, "by the other");
+        cat_close(other);
+}
+
+/* A cut of more members than one page (CE_PAGE) is read by parts, whole. */
+static void test_etcd_cut_read_paged(void **state)
+{
+        struct fixture *f = *state;
+        struct cat_txn t = txn("pg", CAT_KIND_SNAPSHOT, "fleet", 0);
+        struct cat_member m = {.code = 0};
+        struct cat_cut c;
+        lserr err = {0};
+
+        assert_int_equal(cat_txn_begin(f->c, &t, &err), 0);
+        assert_int_equal(cat_batch_begin(f->c, &err), 0);
+        for (int i = 0; i < CE_PAGE + 5; i++) {
+                snprintf(m.agent, sizeof(m.agent), "host-%02d", i % 50);
+                snprintf(m.vm, sizeof(m.vm), "vm%05d", i);
+                assert_int_equal(cat_put_member(f->c, "pg", &m, &err), 0);
+        }
+        assert_int_equal(cat_batch_end(f->c, &err), 0);
+        assert_int_equal(cat_cut_read(f->c, "pg", 100, &c, &err), 0);
+        assert_int_equal(c.nm, CE_PAGE + 5);
+        assert_string_equal(c.t.txid, "pg");
+        cat_cut_free(&c);
 }
 
 struct racer {
@@ -1779,7 +2006,12 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_status_reasons_cut_on_character, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_statement_helper, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_failures_release_lock_and_transaction, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_batch_rewrite_keeps_last, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_batch_begin_with_records, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_cut_read, setup, teardown),
 #ifdef CAT_TEST_ETCD
+                cmocka_unit_test_setup_teardown(test_etcd_cached_header_guarded, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_etcd_cut_read_paged, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_etcd_fence, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_etcd_big_batch, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_etcd_decide_race, setup, teardown),
