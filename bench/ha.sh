@@ -146,7 +146,7 @@ fi
 if [ -n "$OUT" ]; then
         jq -n --argjson cuts "$CUTS" --argjson s_e2e "$s_e2e" --argjson s_own "$s_own" --argjson e_e2e "$e_e2e" \
                 --argjson e_own "$e_own" --argjson cost "$cost" \
-                --argjson failovers "$(awk '{ printf "%s[%s,%s,%s]", NR > 1 ? "," : "[", $1, $2, $3 } END { print NR ? "]" : "[]" }' "$W/failover" 2> /dev/null || echo '[]')" \
+                --argjson failovers "$(awk '{ printf "%s[%s,%s,%s]", (NR > 1 ? "," : "["), $1, $2, $3 } END { print (NR ? "]" : "[]") }' "$W/failover" 2> /dev/null || echo '[]')" \
                 --arg rev "$(git -C "$REPO" rev-parse --short HEAD 2> /dev/null || echo unknown)" \
                 '{rev: $rev, cuts: $cuts, sqlite: {e2e_ms: $s_e2e, lockstepd_ms: $s_own},
                   etcd: {e2e_ms: $e_e2e, lockstepd_ms: $e_own}, etcd_cost_ms: $cost,
