@@ -15,6 +15,10 @@
 /* Leadership ends this long before the lease's end as we last renewed it:
  * room for our clock against etcd's, and for a command in flight. */
 #define MARGIN_US 500000LL
+/* A follower tries for the key this often, not once a lease renewal: a dead
+ * leader's key goes when its lease ends, and the wait after that (up to a
+ * third of the TTL before) is failover time. */
+#define FOLLOWER_TRY_US 250000LL
 
 /* Leadership is timed on CLOCK_BOOTTIME: it goes on while the host is
  * suspended, as etcd's lease does, where CLOCK_MONOTONIC stops. */
@@ -145,24 +149,37 @@ static int campaign(struct election *e, long long until, lserr *err)
 static void *campaign_main(void *arg)
 {
         struct election *e = arg;
-        long long tick_us = (long long)e->ttl_s * 1000000LL / 3;
+        long long tick_us = (long long)e->ttl_s * 1000000LL / 3, until = 0, renew_at = 0;
 
         for (;;) {
-                long long until = 0;
                 lserr err = {0};
                 struct timespec ts;
-                int r = hold_lease(e, &until, &err);
+                long long wait_us;
+                int r = 0, leading;
 
+                /* The lease is renewed a third of its TTL apart; a follower
+                 * campaigns in between as well. */
+                if (!e->lease || boot_us() >= renew_at) {
+                        r = hold_lease(e, &until, &err);
+                        renew_at = boot_us() + tick_us;
+                }
                 if (r == 0)
                         r = campaign(e, until, &err);
                 if (r < 0) {
                         set_error(e, &err);
                         log_warn("election: %s", err.msg);
+                        renew_at = 0;
                 }
                 pthread_mutex_lock(&e->lock);
+                leading = e->v.leading;
+                wait_us = r < 0 ? tick_us : renew_at - boot_us();
+                if (r == 0 && !leading && wait_us > FOLLOWER_TRY_US)
+                        wait_us = FOLLOWER_TRY_US;
+                if (wait_us < 0)
+                        wait_us = 0;
                 clock_gettime(CLOCK_MONOTONIC, &ts);
-                ts.tv_sec += tick_us / 1000000;
-                ts.tv_nsec += (tick_us % 1000000) * 1000;
+                ts.tv_sec += wait_us / 1000000;
+                ts.tv_nsec += (wait_us % 1000000) * 1000;
                 if (ts.tv_nsec >= 1000000000L) {
                         ts.tv_sec++;
                         ts.tv_nsec -= 1000000000L;
