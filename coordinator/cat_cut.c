@@ -383,20 +383,13 @@ void cat_cut_free(struct cat_cut *c)
         *c = (struct cat_cut){0};
 }
 
-int cat_cut_read(struct catalog *c, const char *txid, size_t audit_limit, struct cat_cut *ret, lserr *err)
+/* The four reads, for a backend that cannot do them at once (SQLite: they are
+ * local) or a cut too long for one request. */
+static int cut_read_by_parts(struct catalog *c, const char *txid, size_t audit_limit, struct cat_cut *ret,
+                             lserr *err)
 {
-        int r = 0;
+        int r = cat_txn_get(c, txid, &ret->t, err);
 
-        *ret = (struct cat_cut){0};
-        if (c->be && c->be->cut_read) {
-                r = c->be->cut_read(c->be_impl, txid, audit_limit, ret, err);
-                if (r != 0) {
-                        if (r < 0)
-                                cat_cut_free(ret);
-                        return r < 0 ? r : 0;
-                }
-        }
-        r = cat_txn_get(c, txid, &ret->t, err);
         if (r >= 0)
                 r = cat_members(c, txid, &ret->m, &ret->nm, err);
         if (r >= 0)
@@ -404,6 +397,19 @@ int cat_cut_read(struct catalog *c, const char *txid, size_t audit_limit, struct
         /* The report stands without its audit rows. */
         if (r >= 0 && cat_audit_list(c, txid, audit_limit, &ret->au, &ret->na, &(lserr){0}) < 0)
                 ret->na = 0;
+        return r;
+}
+
+int cat_cut_read(struct catalog *c, const char *txid, size_t audit_limit, struct cat_cut *ret, lserr *err)
+{
+        int r = 0;
+
+        *ret = (struct cat_cut){0};
+        /* 1: read whole; 0: not in one request, read by parts. */
+        if (c->be && c->be->cut_read)
+                r = c->be->cut_read(c->be_impl, txid, audit_limit, ret, err);
+        if (r == 0)
+                r = cut_read_by_parts(c, txid, audit_limit, ret, err);
         if (r < 0)
                 cat_cut_free(ret);
         return r < 0 ? r : 0;

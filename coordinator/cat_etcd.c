@@ -275,16 +275,11 @@ int ce_list(struct cat_etcd *e, const char *prefix, size_t limit, struct etcd_kv
         return 0;
 }
 
-static void txn_resultp(struct etcd_txn_result *t)
-{
-        etcd_txn_result_free(t);
-}
-
 int ce_ranges(struct cat_etcd *e, const struct etcd_op *ranges, size_t n, ce_kv_fn fn, void *ctx, const char *what,
               lserr *err)
 {
         for (size_t i = 0; i < n; i += ETCD_TXN_OPS_MAX) {
-                _cleanup_(txn_resultp) struct etcd_txn_result t = {0};
+                _cleanup_(etcd_txn_resultp) struct etcd_txn_result t = {0};
                 size_t m = n - i < ETCD_TXN_OPS_MAX ? n - i : ETCD_TXN_OPS_MAX;
                 lserr why = {0};
                 int r = etcd_txn(e->etcd, NULL, 0, ranges + i, m, NULL, 0, &t, &why);
@@ -423,7 +418,7 @@ static int failed_compare(struct cat_etcd *e, const struct etcd_cmp *c, size_t n
 int ce_txn(struct cat_etcd *e, const char *what, const struct etcd_cmp *cmps, size_t n_cmps, const struct etcd_op *ops,
            size_t n_ops, int64_t *ret_rev, struct etcd_kv *ret_failed, lserr *err)
 {
-        _cleanup_(txn_resultp) struct etcd_txn_result t = {0};
+        _cleanup_(etcd_txn_resultp) struct etcd_txn_result t = {0};
         struct etcd_cmp c[ETCD_TXN_OPS_MAX];
         struct etcd_op reads[ETCD_TXN_OPS_MAX];
         size_t n = n_cmps;

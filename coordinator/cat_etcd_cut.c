@@ -24,9 +24,7 @@ static int logged_in_batch(struct cat_etcd *e, const char *txid, const char *wha
         char key[CE_KEY_SIZE];
         int r;
 
-        struct ce_hdr cached;
-
-        if (!e->batch || strcmp(e->known_txid, txid) == 0 || ce_hcache_get(e, txid, &cached))
+        if (!e->batch || strcmp(e->known_txid, txid) == 0 || ce_hcache_get(e, txid, NULL))
                 return 0;
         if (ce_key(e, key, 0, "txn/", txid, NULL) < 0)
                 return ce_fail(e, err, -EINVAL, what, "transaction id too long for an etcd key");
@@ -156,6 +154,24 @@ static int by_tier(const void *pa, const void *pb)
         return c ? c : strcmp(a->vm, b->vm);
 }
 
+/* Records as read, decoded into a new array of elements of size bytes (NULL
+ * when none); -ENOMEM, or -EIO when one does not decode. */
+static int decode_all(const struct etcd_kv *kvs, size_t n, size_t size, int (*decode)(const struct etcd_kv *, void *),
+                      void **ret)
+{
+        char *v = n ? calloc(n, size) : NULL;
+
+        if (n && !v)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                if (decode(&kvs[i], v + i * size) < 0) {
+                        free(v);
+                        return -EIO;
+                }
+        *ret = v;
+        return 0;
+}
+
 /* Every key under the prefix tx's dir holds, decoded into a new array of
  * elements of size bytes (NULL when none). */
 static int read_records(struct cat_etcd *e, const char *dir, const char *txid, size_t size,
@@ -164,7 +180,6 @@ static int read_records(struct cat_etcd *e, const char *dir, const char *txid, s
 {
         struct etcd_kv *kvs = NULL;
         char key[CE_KEY_SIZE];
-        char *v = NULL;
         size_t n = 0;
         int r = ce_key(e, key, 1, dir, txid, NULL);
 
@@ -173,19 +188,12 @@ static int read_records(struct cat_etcd *e, const char *dir, const char *txid, s
         r = ce_settle(e, err);
         if (r == 0)
                 r = ce_list(e, key, 0, &kvs, &n, NULL, what, err);
-        if (r == 0 && n && !(v = calloc(n, size)))
-                r = ce_fail(e, err, -ENOMEM, what, "out of memory");
-        for (size_t i = 0; r == 0 && i < n; i++)
-                if (decode(&kvs[i], v + i * size) < 0)
-                        r = ce_fail(e, err, -EIO, what, CE_WHY_BAD);
+        if (r == 0 && (r = decode_all(kvs, n, size, decode, ret)) < 0)
+                r = ce_fail(e, err, r, what, r == -ENOMEM ? "out of memory" : CE_WHY_BAD);
         etcd_kvs_free(kvs, n);
-        if (r < 0) {
-                free(v);
-                return r;
-        }
-        *ret = v;
-        *ret_n = n;
-        return 0;
+        if (r == 0)
+                *ret_n = n;
+        return r;
 }
 
 static int decode_member(const struct etcd_kv *kv, void *row)
@@ -349,28 +357,6 @@ int ce_be_images(void *impl, const char *txid, struct cat_image **ret, size_t *r
 
 /* ---- a cut at once ------------------------------------------------------------------ */
 
-static void txn_resultp(struct etcd_txn_result *t)
-{
-        etcd_txn_result_free(t);
-}
-
-/* The decoded records of one range of a cut_read, into a new array. */
-static int decode_all(const struct etcd_kv *kvs, size_t n, size_t size, int (*decode)(const struct etcd_kv *, void *),
-                      void **ret)
-{
-        char *v = n ? calloc(n, size) : NULL;
-
-        if (n && !v)
-                return -ENOMEM;
-        for (size_t i = 0; i < n; i++)
-                if (decode(&kvs[i], v + i * size) < 0) {
-                        free(v);
-                        return -EIO;
-                }
-        *ret = v;
-        return 0;
-}
-
 static int decode_audit(const struct etcd_kv *kv, void *row)
 {
         return ce_audit_decode(kv, row);
@@ -381,7 +367,7 @@ static int decode_audit(const struct etcd_kv *kv, void *row)
  * caller reads it by parts, paged. */
 int ce_be_cut_read(void *impl, const char *txid, size_t audit_limit, struct cat_cut *ret, lserr *err)
 {
-        _cleanup_(txn_resultp) struct etcd_txn_result t = {0};
+        _cleanup_(etcd_txn_resultp) struct etcd_txn_result t = {0};
         _cleanup_free_ struct image *im = NULL;
         struct cat_etcd *e = impl;
         char hk[CE_KEY_SIZE], mk[CE_KEY_SIZE], ik[CE_KEY_SIZE], ak[CE_KEY_SIZE], what[96];

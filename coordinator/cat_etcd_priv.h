@@ -254,7 +254,7 @@ int ce_hdr_encode(const struct cat_txn *t, char **ret, size_t *ret_len);
 int ce_hdr_get(struct cat_etcd *e, const char *txid, struct ce_hdr *ret, const char *what, lserr *err);
 /* An audit row's value (its key's id aside). */
 int ce_audit_decode(const struct etcd_kv *kv, struct cat_audit *a);
-/* The header cache: 1 and *ret when txid's is there. */
+/* The header cache: 1 (and *ret, unless NULL) when txid's is there. */
 int ce_hcache_get(const struct cat_etcd *e, const char *txid, struct ce_hdr *ret);
 /* Notes the header a write put at revision rev (value as written). */
 void ce_hcache_put(struct cat_etcd *e, const void *value, size_t len, int64_t rev);

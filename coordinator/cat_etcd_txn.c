@@ -107,13 +107,14 @@ int ce_hcache_get(const struct cat_etcd *e, const char *txid, struct ce_hdr *ret
 
         if (!c)
                 return 0;
-        *ret = c->h;
+        if (ret)
+                *ret = c->h;
         return 1;
 }
 
 void ce_hcache_put(struct cat_etcd *e, const void *value, size_t len, int64_t rev)
 {
-        struct ce_hcache *c, *old;
+        struct ce_hcache *c;
         struct ce_hdr h;
 
         if (ce_hdr_decode(value, len, &h) < 0)
@@ -121,10 +122,10 @@ void ce_hcache_put(struct cat_etcd *e, const void *value, size_t len, int64_t re
         c = hcache_find(e, h.t.txid);
         if (!c) {
                 /* The least recently written goes. */
-                c = old = &e->hcache[0];
+                c = &e->hcache[0];
                 for (size_t i = 1; i < CE_HCACHE; i++)
-                        if (e->hcache[i].used < old->used)
-                                c = old = &e->hcache[i];
+                        if (e->hcache[i].used < c->used)
+                                c = &e->hcache[i];
                 c->h.create = rev;
         }
         h.create = c->h.create;
@@ -319,15 +320,10 @@ static int begin_buffered(struct cat_etcd *e, const struct cat_txn *h, const str
         u.what = strdup(what);
         if (!u.what)
                 r = -ENOMEM;
+        /* The values are text: the header's JSON and the txid. */
         for (size_t i = 0; r == 0 && i < n; i++) {
-                char *v = malloc(ops[i].value_len + 1);
-                if (!v) {
-                        r = -ENOMEM;
-                        break;
-                }
-                memcpy(v, ops[i].value, ops[i].value_len);
-                v[ops[i].value_len] = '\0';
-                r = ce_unit_op(&u, ETCD_OP_PUT, ops[i].key, v, ops[i].value_len);
+                char *v = strndup(ops[i].value, ops[i].value_len);
+                r = v ? ce_unit_op(&u, ETCD_OP_PUT, ops[i].key, v, ops[i].value_len) : -ENOMEM;
         }
         if (r == 0)
                 r = ce_unit_guard(&u, ops[0].key, ETCD_CREATE, ETCD_EQUAL, 0, CE_G_ABSENT);

@@ -8,9 +8,9 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cleanup.h"
+#include "fsutil.h"
 #include "log.h"
 
 struct etcd {
@@ -211,21 +211,14 @@ static void next_endpoint(struct etcd *c)
         c->cur = (c->cur + 1) % c->n_endpoints;
 }
 
-static double now_ms(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 /* One HTTP exchange, counted and timed: etcd's cost is what HA adds to a cut. */
 static CURLcode perform(struct etcd *c, const char *what)
 {
-        double t0 = now_ms(), ms;
+        long long t0 = fsutil_mono_us();
+        double ms;
         CURLcode rc = curl_easy_perform(c->h);
 
-        ms = now_ms() - t0;
+        ms = (double)(fsutil_mono_us() - t0) / 1e3;
         c->stats.requests++;
         c->stats.ms += ms;
         log_debug("etcd %s: %s: %.1f ms", c->endpoints[c->cur], what, ms);
@@ -263,7 +256,7 @@ static int post(struct etcd *c, const char *path, struct json_object *json, cons
                 if (!unreachable(c->h, rc))
                         break;
                 if (tried + 1 < c->n_endpoints)
-                        c->cur = (c->cur + 1) % c->n_endpoints;
+                        next_endpoint(c);
         }
         if (c->too_long)
                 return lserr_set(err, -EMSGSIZE, "etcd %s: %s: answer over %u bytes", c->endpoints[c->cur], what,

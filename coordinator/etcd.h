@@ -106,6 +106,10 @@ struct etcd_txn_result {
 int etcd_txn(struct etcd *c, const struct etcd_cmp *cmp, size_t n_cmp, const struct etcd_op *then, size_t n_then,
              const struct etcd_op *otherwise, size_t n_otherwise, struct etcd_txn_result *ret, lserr *err);
 void etcd_txn_result_free(struct etcd_txn_result *r);
+static inline void etcd_txn_resultp(struct etcd_txn_result *r)
+{
+        etcd_txn_result_free(r);
+}
 
 /* *ret_ttl (may be NULL): the TTL etcd granted, which may be above ttl_s. */
 int etcd_lease_grant(struct etcd *c, int64_t ttl_s, int64_t *ret_id, int64_t *ret_ttl, lserr *err);

@@ -244,20 +244,23 @@ static int run_txn(struct gen *gn, struct op *op, char txid[65], lserr *err)
 }
 
 
-/* The event of a delete: the catalog knows the cut's group and why it stays. */
-static void delete_event(struct daemon *d, const struct op *op, int r, const lserr *err)
+/* The event of a delete: the catalog knows the cut's group and why it stays
+ * (t: the cut's row as read for the result, NULL when it was not). */
+static void delete_event(struct daemon *d, const struct op *op, int r, const struct cat_txn *t, const lserr *err)
 {
-        struct cat_txn t;
+        struct cat_txn own;
         lserr e2 = {0};
-        int have = cat_txn_get(d->cat, op->target, &t, &e2) == 0;
-        const char *group = have ? t.group : NULL;
+
+        if (!t && cat_txn_get(d->cat, op->target, &own, &e2) == 0)
+                t = &own;
+        const char *group = t ? t->group : NULL;
 
         if (r == 0)
                 ops_event(d, "delete", group, op->target, "deleted");
         else if (r < 0)
                 ops_event(d, "delete", group, op->target, "not deleted: %s", err->msg);
-        else if (have && t.cut_status_reason[0])
-                ops_event(d, "delete", group, op->target, "not deleted: %s", t.cut_status_reason);
+        else if (t && t->cut_status_reason[0])
+                ops_event(d, "delete", group, op->target, "not deleted: %s", t->cut_status_reason);
         else
                 ops_event(d, "delete", group, op->target, "not deleted");
 }
@@ -286,28 +289,25 @@ static void record_txn(struct daemon *d, struct gen *gn, struct op *op, int r, c
         /* A delete's result is the cut it deleted, as it stands now; a
          * revert's is the revert (its pre-revert branch). */
         const char *shown = op->is_delete ? op->target : txid;
-        /* One read of the rows for the result, the metrics and the event. */
+        /* One read of the rows (of shown) for the result, the metrics and the event. */
         _cleanup_(cat_cut_free) struct cat_cut rows = {0};
-        int have = 0;
+        const struct cat_txn *t = NULL;
         lserr e2 = {0};
 
-        if (txid[0] && report_cut_both(d->cat, shown, text, json, &rows, &e2) == 0)
-                have = 1;
-        else if (txid[0]) {
+        if (txid[0] && report_cut_both(d->cat, shown, text, json, &rows, &e2) == 0) {
+                t = &rows.t;
+        } else if (txid[0]) {
                 *text = *json = NULL;
                 log_err("result of %s: %s", shown, e2.msg);
         }
-        /* A delete's rows are the cut it deleted, not its own. */
-        if (have && op->is_delete)
-                have = 0;
-        if (txid[0] && !op->is_delete && !op->is_revert && have)
+        if (t && !op->is_delete && !op->is_revert)
                 metrics_cut(d->metrics, op->group, outcome_word(r), rows.m, rows.nm);
         if (op->is_delete)
-                delete_event(d, op, r, err);
+                delete_event(d, op, r, t, err);
         else if (txid[0])
-                txn_event(d, op, r, txid, have ? &rows.t : NULL, err);
+                txn_event(d, op, r, txid, t, err);
         if (op->scheduled)
-                after_scheduled(d, gn, op, r, txid, r < 0 ? err->msg : r == 1 && have ? rows.t.reason : "");
+                after_scheduled(d, gn, op, r, txid, r < 0 ? err->msg : r == 1 && t ? t->reason : "");
 }
 
 /* What the previous run left undone is settled before anything new starts. */
