@@ -38,10 +38,34 @@ static int run_hook(struct txn_mgr *mg, struct member *mb, char *const *argv, ls
         return hv_guest_run(mg->hv, mb->vm, mb->hook->name, argv, mb->hook->timeout_s * 1000u, err);
 }
 
+/* A guest-ping beside the member's hv_check: both are waits on libvirtd (the
+ * ping on the guest's agent, the check on its XML and the host's disks), and
+ * in turn they were most of the time from FREEZE to the first freeze. */
+struct ping {
+        struct txn_mgr *mg;
+        const char *vm;
+        int r;
+        long long us;
+        lserr err;
+};
+
+static void *ping_main(void *arg)
+{
+        struct ping *p = arg;
+        long long t0 = fsutil_mono_us();
+
+        p->r = hv_ga_ping(p->mg->hv, p->vm, (int)p->mg->cfg->guest_agent_timeout_s, &p->err);
+        p->us = fsutil_mono_us() - t0;
+        return NULL;
+}
+
 static int validate_member(struct txn_mgr *mg, struct txn *t, struct member *mb)
 {
+        struct ping p = {.mg = mg, .vm = mb->vm};
         lserr err = {0};
-        int r;
+        pthread_t th;
+        int r, pinging = 0;
+        long long t0;
 
         r = validate_hook(mg, t, mb);
         if (r < 0)
@@ -49,28 +73,38 @@ static int validate_member(struct txn_mgr *mg, struct txn *t, struct member *mb)
 
         mb->want_pause = mb->crash || t->mode != LOCKSTEP__MODE__MODE_QUIESCE;
         mb->want_freeze = !mb->crash && t->mode != LOCKSTEP__MODE__MODE_MEMORY;
+        /* A thread that cannot start leaves the ping to after the check. */
+        if (mb->want_freeze)
+                pinging = pthread_create(&th, NULL, ping_main, &p) == 0;
         /* Every file the cut will create is checked here, before any guest of
          * this agent is frozen: a cut that cannot succeed freezes nobody. */
+        t0 = fsutil_mono_us();
         r = hv_check(mg->hv, mb->vm, t->txid,
                      (mb->want_freeze ? HV_CHECK_QUIESCE : 0u) |
                              (t->mode == LOCKSTEP__MODE__MODE_MEMORY ? HV_CHECK_MEMORY : 0u),
                      &err);
+        mb->check_us = fsutil_mono_us() - t0;
+        if (pinging)
+                pthread_join(th, NULL);
+        else if (mb->want_freeze && r == 0)
+                ping_main(&p);
+        mb->ping_us = p.us;
+        /* The check's refusal says more than the ping's (a missing domain
+         * fails both). */
         if (r < 0) {
                 txn_member_fail(mg, mb, txn_wire_code(r), "%s", err.msg);
                 return r;
         }
         if (!mb->want_freeze)
                 return 0;
-        lserr_clear(&err);
-        r = hv_ga_ping(mg->hv, mb->vm, (int)mg->cfg->guest_agent_timeout_s, &err);
-        if (r < 0 && t->mode == LOCKSTEP__MODE__MODE_PAUSE) {
+        if (p.r < 0 && t->mode == LOCKSTEP__MODE__MODE_PAUSE) {
                 /* Pause mode freezes filesystems only where a guest agent answers. */
                 mb->want_freeze = 0;
                 return 0;
         }
-        if (r < 0)
-                txn_member_fail(mg, mb, txn_wire_code(r), "%s", err.msg);
-        return r;
+        if (p.r < 0)
+                txn_member_fail(mg, mb, txn_wire_code(p.r), "%s", p.err.msg);
+        return p.r;
 }
 
 /* Freezes (fsfreeze) and/or pauses a member, as validate_member chose. */
@@ -163,6 +197,22 @@ static struct txn *freeze_txn(struct txn_mgr *mg, const Lockstep__Command *cmd)
         return TAKE_PTR(t);
 }
 
+/* What stood between the FREEZE and the first freeze, for an operator who
+ * wonders where a window's first milliseconds went. */
+static void log_validated(const struct txn *t, long long validate_us, long long journal_us)
+{
+        long long check = 0, ping = 0;
+
+        for (size_t i = 0; i < t->n; i++) {
+                check = t->m[i].check_us > check ? t->m[i].check_us : check;
+                ping = t->m[i].ping_us > ping ? t->m[i].ping_us : ping;
+        }
+        log_info("txid=%s step=FREEZE validated %zu member(s) in %.1f ms (longest check %.1f ms, guest-ping %.1f ms), "
+                 "journal %.1f ms",
+                 t->txid, t->n, (double)validate_us / 1000.0, (double)check / 1000.0, (double)ping / 1000.0,
+                 (double)journal_us / 1000.0);
+}
+
 /* Validates every member, journals the intent, then freezes tier by tier
  * (front tiers first, one tier's members in parallel), or only tier `only`
  * (>= 0: a FREEZE by tier, the others come in FREEZEs of their own). 0 when
@@ -171,6 +221,7 @@ static struct txn *freeze_txn(struct txn_mgr *mg, const Lockstep__Command *cmd)
 static int freeze_members(struct txn_mgr *mg, struct txn *t, unsigned lease_ms, int only, char *message, size_t n)
 {
         int failed = txn_any_failed(t);
+        long long t0 = fsutil_mono_us(), t1;
 
         /* Validation binds no tier order: every member at once, so a host's
          * tiered members are not checked one after another before the first
@@ -179,13 +230,15 @@ static int freeze_members(struct txn_mgr *mg, struct txn *t, unsigned lease_ms, 
                 txn_run_all(mg, t, validate_member);
         if (failed || txn_any_failed(t))
                 return -1;
-        t->lease_deadline_mono = fsutil_mono_us() + (long long)lease_ms * 1000;
+        t1 = fsutil_mono_us();
+        t->lease_deadline_mono = t1 + (long long)lease_ms * 1000;
         t->lease_deadline_unix = fsutil_now_us() + (long long)lease_ms * 1000;
         t->state = LOCKSTEP__JOURNAL_STATE__J_FREEZING;
         if (txn_persist_or_log(mg, t) < 0) {
                 snprintf(message, n, "%s: freeze: journal cannot be written; nothing frozen", mg->cfg->id);
                 return -1;
         }
+        log_validated(t, t1 - t0, fsutil_mono_us() - t1);
         for (unsigned tier = 0; tier <= txn_max_tier(t); tier++) {
                 if (only >= 0 && tier != (unsigned)only)
                         continue;

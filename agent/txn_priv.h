@@ -30,6 +30,7 @@ struct member {
         size_t n_imgs;
         long long freeze_us, snapshot_us, thaw_us, frozen_at_us, thawed_at_us;
         long long freeze_start_mono, thaw_done_mono;
+        long long check_us, ping_us; /* validation's parts, for the FREEZE's log line */
         int code; /* Lockstep__ErrorCode */
         char msg[TXN_MSG_MAX];
         int was_running; /* revert: running at PREPARE, started again */

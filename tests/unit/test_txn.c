@@ -605,11 +605,64 @@ static int held(const char *op, const char *vm)
         return 0;
 }
 
+/* Starts a quiesce FREEZE of list ("vm:tier ...") on a thread of its own. */
+static void bg_freeze_start(struct bg_freeze *b, pthread_t *th, const char *txid, const char *list)
+{
+        *b = (struct bg_freeze){.c = LOCKSTEP__COMMAND__INIT, .fr = LOCKSTEP__FREEZE_REQUEST__INIT};
+        members(&b->ms, list);
+        b->fr.snapshot = "s1";
+        b->fr.mode = LOCKSTEP__MODE__MODE_QUIESCE;
+        b->fr.lease_ms = 10000;
+        b->fr.members = b->ms.p;
+        b->fr.n_members = b->ms.n;
+        b->c.txid = (char *)txid;
+        b->c.step = LOCKSTEP__STEP__STEP_FREEZE;
+        b->c.payload_case = LOCKSTEP__COMMAND__PAYLOAD_FREEZE;
+        b->c.freeze = &b->fr;
+        assert_int_equal(pthread_create(th, NULL, bg_freeze_main, b), 0);
+}
+
+/* A member's guest-ping runs beside its check, not after it: both are held
+ * at once, and nothing is frozen until both answered. */
+static void test_freeze_pings_beside_check(void **state)
+{
+        struct bg_freeze b;
+        Lockstep__Reply *rep;
+        pthread_t th;
+        int both, any_frozen;
+
+        (void)state;
+        sim_add("hold check web1");
+        sim_add("hold ga_ping web1");
+        bg_freeze_start(&b, &th, "vp1", "web1:0");
+        both = held("check", "web1") && held("ga_ping", "web1");
+        any_frozen = frozen("web1");
+        sim_drop("hold check web1");
+        sim_drop("hold ga_ping web1");
+        pthread_join(th, NULL);
+        assert_true(both);
+        assert_false(any_frozen);
+        assert_int_equal(b.r, 0);
+        rep = lockstep__reply__unpack(NULL, b.rep_len, b.rep);
+        free(b.rep);
+        expect(rep, LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_FROZEN);
+        assert_true(frozen("web1"));
+        expect(decide("vp1", 0), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+
+        /* A member whose check and ping both fail is refused for the check. */
+        sim_add("fail check web1");
+        sim_add("fail ga_ping web1");
+        rep = freeze("vp2", LOCKSTEP__MODE__MODE_QUIESCE, 10000, "web1:0");
+        assert_true(starts_with(member_of(rep, "web1")->message, "web1@host-a: check: injected failure"));
+        expect(rep, LOCKSTEP__ERROR_CODE__E_FREEZE_FAILED, LOCKSTEP__TXN_STATE__TXN_ABORTED);
+        assert_false(frozen("web1"));
+}
+
 /* Validation binds no tier order: a host's tier-1 member is checked while its
  * tier-0 member's check is still running, before either is frozen. */
 static void test_freeze_validates_tiers_at_once(void **state)
 {
-        struct bg_freeze b = {.c = LOCKSTEP__COMMAND__INIT, .fr = LOCKSTEP__FREEZE_REQUEST__INIT};
+        struct bg_freeze b;
         Lockstep__Reply *rep;
         pthread_t th;
         int both, any_frozen;
@@ -617,17 +670,7 @@ static void test_freeze_validates_tiers_at_once(void **state)
         (void)state;
         sim_add("hold check web1");
         sim_add("hold check db1");
-        members(&b.ms, "web1:0 db1:1");
-        b.fr.snapshot = "s1";
-        b.fr.mode = LOCKSTEP__MODE__MODE_QUIESCE;
-        b.fr.lease_ms = 10000;
-        b.fr.members = b.ms.p;
-        b.fr.n_members = b.ms.n;
-        b.c.txid = "va1";
-        b.c.step = LOCKSTEP__STEP__STEP_FREEZE;
-        b.c.payload_case = LOCKSTEP__COMMAND__PAYLOAD_FREEZE;
-        b.c.freeze = &b.fr;
-        assert_int_equal(pthread_create(&th, NULL, bg_freeze_main, &b), 0);
+        bg_freeze_start(&b, &th, "va1", "web1:0 db1:1");
         both = held("check", "web1") && held("check", "db1");
         any_frozen = frozen("web1") || frozen("db1");
         /* Let go before any assert: a failed one must not leave the FREEZE
@@ -1477,6 +1520,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_freeze_snapshot_commit, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_freeze_validates_tiers_at_once, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_freeze_pings_beside_check, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_freeze_no, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_freeze_by_tier, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_abort, setup, teardown),
