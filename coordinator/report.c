@@ -24,8 +24,11 @@ void report_iso_time(long long us, char *out, size_t n)
                 return;
         }
         gmtime_r(&s, &tm);
-        snprintf(out, n, "%04d-%02d-%02dT%02d:%02d:%02d.%03lldZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                 tm.tm_hour, tm.tm_min, tm.tm_sec, (us % 1000000) / 1000);
+        /* A year past 9999 does not fit the callers' buffers: no half a time. */
+        int w = snprintf(out, n, "%04d-%02d-%02dT%02d:%02d:%02d.%03lldZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                         tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (us % 1000000) / 1000);
+        if (w < 0 || (size_t)w >= n)
+                snprintf(out, n, "-");
 }
 
 /* Text that came from an agent (messages, versions, errors, paths) reaches the

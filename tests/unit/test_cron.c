@@ -492,7 +492,7 @@ static void gen_field(char *out, size_t cap, int lo, int hi, const char *const *
         for (int i = 0; i < items; i++) {
                 int a = lo + (int)rnd((uint32_t)(hi - lo + 1)), b = a + (int)rnd((uint32_t)(hi - a + 1));
                 int step = 1 + (int)rnd((uint32_t)hi), kind = (int)rnd(8);
-                char va[8], vb[8];
+                char va[12], vb[12]; /* an int in decimal */
 
                 if (names && rnd(2) && a - lo < (hi == 7 ? 7 : 12) && b - lo < (hi == 7 ? 7 : 12)) {
                         snprintf(va, sizeof(va), "%s", names[a - lo]);
