@@ -177,13 +177,7 @@ static void *campaign_main(void *arg)
                         wait_us = FOLLOWER_TRY_US;
                 if (wait_us < 0)
                         wait_us = 0;
-                clock_gettime(CLOCK_MONOTONIC, &ts);
-                ts.tv_sec += wait_us / 1000000;
-                ts.tv_nsec += (wait_us % 1000000) * 1000;
-                if (ts.tv_nsec >= 1000000000L) {
-                        ts.tv_sec++;
-                        ts.tv_nsec -= 1000000000L;
-                }
+                ts = fsutil_mono_after(wait_us);
                 while (!e->stop && pthread_cond_timedwait(&e->changed, &e->lock, &ts) == 0)
                         ;
                 r = e->stop;
@@ -198,7 +192,6 @@ int election_start(const struct election_opts *o, struct election **ret, lserr *
 {
         _cleanup_free_ struct election *e = NULL;
         struct etcd_opts eo;
-        pthread_condattr_t ca;
         int r;
 
         if (!o->key || !*o->key || strlen(o->key) > ETCD_KEY_MAX)
@@ -225,10 +218,7 @@ int election_start(const struct election_opts *o, struct election **ret, lserr *
         if (r < 0)
                 return r;
         pthread_mutex_init(&e->lock, NULL);
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&e->changed, &ca);
-        pthread_condattr_destroy(&ca);
+        fsutil_cond_init_mono(&e->changed);
         r = pthread_create(&e->thread, NULL, campaign_main, e);
         if (r != 0) {
                 e->c = etcd_close(e->c);
@@ -298,13 +288,7 @@ int election_wait_leading(struct election *e, unsigned timeout_ms, uint64_t *epo
 
         pthread_mutex_lock(&e->lock);
         while (!(r = leading_now(e)) && fsutil_mono_us() < deadline) {
-                struct timespec ts;
-                clock_gettime(CLOCK_MONOTONIC, &ts);
-                ts.tv_nsec += 50 * 1000000L;
-                if (ts.tv_nsec >= 1000000000L) {
-                        ts.tv_sec++;
-                        ts.tv_nsec -= 1000000000L;
-                }
+                struct timespec ts = fsutil_mono_after(50 * 1000);
                 pthread_cond_timedwait(&e->changed, &e->lock, &ts);
         }
         if (epoch)

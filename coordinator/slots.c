@@ -7,6 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "fsutil.h"
+
 struct holder {
         char *group;
         char **agents;
@@ -35,16 +37,12 @@ struct slots {
 int slots_new(unsigned fleet_max, unsigned agent_max, struct slots **ret)
 {
         struct slots *s = calloc(1, sizeof(*s));
-        pthread_condattr_t ca;
 
         if (!s)
                 return -ENOMEM;
         pthread_mutex_init(&s->lock, NULL);
         /* Deadlines on the monotonic clock: a clock step must not stretch a wait. */
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&s->changed, &ca);
-        pthread_condattr_destroy(&ca);
+        fsutil_cond_init_mono(&s->changed);
         s->fleet_max = fleet_max;
         s->agent_max = agent_max;
         *ret = s;
@@ -203,13 +201,7 @@ int slots_take(struct slots *s, const struct slots_need *need, int wait_ms, lser
         struct waiter me = {.need = need}, **pp;
         const struct waiter *rival;
 
-        clock_gettime(CLOCK_MONOTONIC, &deadline);
-        deadline.tv_sec += wait_ms / 1000;
-        deadline.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-        if (deadline.tv_nsec >= 1000000000L) {
-                deadline.tv_sec++;
-                deadline.tv_nsec -= 1000000000L;
-        }
+        deadline = fsutil_mono_after(wait_ms * 1000LL);
         pthread_mutex_lock(&s->lock);
         s->waiting++;
         for (pp = &s->waiters; *pp; pp = &(*pp)->next)

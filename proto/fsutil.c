@@ -224,3 +224,27 @@ long long fsutil_mono_us(void)
 {
         return clock_us(CLOCK_MONOTONIC);
 }
+
+void fsutil_cond_init_mono(pthread_cond_t *c)
+{
+        pthread_condattr_t ca;
+
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(c, &ca);
+        pthread_condattr_destroy(&ca);
+}
+
+struct timespec fsutil_mono_after(long long us)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += us / 1000000;
+        ts.tv_nsec += (us % 1000000) * 1000;
+        if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+        }
+        return ts;
+}

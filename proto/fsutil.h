@@ -2,6 +2,7 @@
  * coordinator's counter and the agent's journal. */
 #pragma once
 
+#include <pthread.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -28,6 +29,11 @@ int fsutil_mkdir_p(const char *dir, mode_t mode, lserr *err);
  * kept in journals): a test build may shift it, never the monotonic clock. */
 long long fsutil_now_us(void);
 long long fsutil_mono_us(void);
+
+/* A condition variable whose timed waits run on the monotonic clock (a clock
+ * step must not stretch or cut a wait), and a deadline us from now on it. */
+void fsutil_cond_init_mono(pthread_cond_t *c);
+struct timespec fsutil_mono_after(long long us);
 
 /* Test builds only (-DLOCKSTEP_FAILPOINTS=ON): LOCKSTEP_CLOCK_OFFSET_S=N shifts
  * fsutil_now_us by N seconds, as a host whose clock is N s ahead (N < 0:

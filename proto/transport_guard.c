@@ -17,6 +17,7 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 
+#include "fsutil.h"
 #include "log.h"
 #include "transport_priv.h"
 
@@ -144,10 +145,8 @@ static void *guard_main(void *p)
         pthread_mutex_unlock(&ipc_listeners_lock);
         pthread_mutex_lock(&g->lock);
         for (;;) {
-                struct timespec ts;
+                struct timespec ts = fsutil_mono_after(GUARD_MS * 1000LL);
 
-                clock_gettime(CLOCK_MONOTONIC, &ts);
-                ts.tv_sec += GUARD_MS / 1000;
                 while (!g->stopping && pthread_cond_timedwait(&g->wake, &g->lock, &ts) == 0)
                         ;
                 if (g->stopping)
@@ -168,7 +167,6 @@ int transport_guard_start(nng_socket s, const struct transport_activity *act, st
                           lserr *err)
 {
         struct transport_guard *g;
-        pthread_condattr_t ca;
         int slot = -1;
 
         *ret = NULL;
@@ -186,10 +184,7 @@ int transport_guard_start(nng_socket s, const struct transport_activity *act, st
         g->act = act;
         g->slot = slot;
         pthread_mutex_init(&g->lock, NULL);
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&g->wake, &ca);
-        pthread_condattr_destroy(&ca);
+        fsutil_cond_init_mono(&g->wake);
         if (pthread_create(&g->thread, NULL, guard_main, g) != 0) {
                 pthread_mutex_destroy(&g->lock);
                 pthread_cond_destroy(&g->wake);
