@@ -7,7 +7,8 @@
 # each phase's last answer came.
 #
 #   bench/scale.sh --agents N --vms M [--cuts C] [--latency freeze=45,snapshot=17,thaw=6]
-#                  [--groups G [--minutes W] [--max-cuts K]] [--idle S] [--json] [--out FILE] [--keep] [--build DIR]
+#                  [--groups G [--minutes W] [--max-cuts K]] [--retain R] [--idle S] [--json] [--out FILE] [--keep]
+#                  [--build DIR]
 #   bench/scale.sh --plot FILE.jsonl...   (round time against N, SVG beside the first file)
 #
 # --json prints one object per cut (agents, vms, state, e2e_ms, lockstepd_ms,
@@ -21,6 +22,10 @@
 # all scheduled every minute, for W whole minutes (default 2) under lockstepd's
 # max_cuts K (default 8): one object with the committed cuts per minute, the
 # schedule lag of every run (started against due) and the skipped runs.
+# --retain R: the big group keeps its last R cuts (retention keep_last, default
+# 8; 0 keeps every one) and each cut past R is followed by `lockstep prune`,
+# timed apart (prune_ms, prune_lockstepd_ms): a long run's chains stay short, as
+# a fleet's do (the sim's chain holds 32 links, as a real one would grow).
 # --idle S: before any cut, the agents' memory (RSS, PSS and USS, executor + network
 # half + guardian) and their CPU over S idle seconds.
 # Root is not needed; 1,000 agents need about 3 processes and 30 threads each
@@ -30,7 +35,7 @@ set -euo pipefail
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$BENCH/.." && pwd)
 BUILD=${LOCKSTEP_BUILD_DIR:-$REPO/build}
-AGENTS=10 VMS=10 CUTS=3 LATENCY= JSON=0 OUT= KEEP=0 PLOT=0 NGROUPS=0 MINUTES=2 MAX_CUTS= IDLE=0
+AGENTS=10 VMS=10 CUTS=3 LATENCY= JSON=0 OUT= KEEP=0 PLOT=0 NGROUPS=0 MINUTES=2 MAX_CUTS= IDLE=0 RETAIN=8
 say() { printf 'scale: %s\n' "$*" >&2; }
 die() { printf 'scale: error: %s\n' "$*" >&2; exit 1; }
 
@@ -71,8 +76,9 @@ while (($#)); do
         --minutes) MINUTES=$2; shift 2 ;;
         --max-cuts) MAX_CUTS=$2; shift 2 ;;
         --idle) IDLE=$2; shift 2 ;;
+        --retain) RETAIN=$2; shift 2 ;;
         --plot) PLOT=1; shift; break ;;
-        -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h | --help) awk 'NR > 1 && /^set -e/ {exit} NR > 1' "$0"; exit 0 ;;
         *) echo "scale: unknown option $1 (--help)" >&2; exit 2 ;;
         esac
 done
@@ -110,6 +116,7 @@ for v in AGENTS VMS CUTS MINUTES; do
         [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "--${v,,} needs a positive integer"
 done
 [[ $NGROUPS =~ ^[0-9]+$ ]] && [ "$NGROUPS" -le "$AGENTS" ] || die "--groups needs 0..--agents (group i is agent i's VMs)"
+[[ $RETAIN =~ ^[0-9]+$ ]] || die "--retain needs 0 or a positive integer"
 [ -z "$MAX_CUTS" ] || [[ $MAX_CUTS =~ ^[1-9][0-9]*$ ]] || die "--max-cuts needs a positive integer"
 members=$((AGENTS * VMS))
 [ "$members" -le 10000 ] || die "$AGENTS x $VMS = $members members: a group holds at most 10000"
@@ -213,6 +220,7 @@ fi
         if [ "$NGROUPS" = 0 ]; then
                 echo "  - name: big"
                 echo "    lease_s: 300"
+                [ "$RETAIN" = 0 ] || echo "    retention: {keep_last: $RETAIN}"
                 echo "    members:"
                 for a in $(seq 1 "$AGENTS"); do
                         for v in $(seq 1 "$VMS"); do echo "      - a${a}v$v@a$a"; done
@@ -289,12 +297,25 @@ for c in $(seq 1 "$CUTS"); do
         # The cut's own thread, as lockstepd logs it when the operation ends.
         id=$(jq -r '.id // empty' <<< "$out" 2> /dev/null || true)
         op_ms=$(sed -n "s/.* txid=${id:-none} thread_cpu_ms=\([0-9.]*\) .*/\1/p" "$T/lockstepd.log" | tail -n 1)
+        prune_ms=null prune_cpu=null pruned=null
+        if [ "$RETAIN" -gt 0 ] && [ "$c" -gt "$RETAIN" ]; then
+                p0=$EPOCHREALTIME pc0=$(cpu_ms "$lsd")
+                pout=$("$LS" -c "$T/coordinator.yaml" prune big --json 2>> "$T/create.err") ||
+                        { rc_all=1; say "cut $c: prune failed: $(tail -c 300 "$T/create.err")"; }
+                prune_ms=$(awk -v a="$p0" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.1f", (b - a) * 1000}')
+                prune_cpu=$(($(cpu_ms "$lsd") - pc0))
+                pruned=$(jq '[.. | objects | select(.action? == "removed")] | length' <<< "${pout:-{\}}" 2> /dev/null ||
+                        echo null)
+                ! jq -e '[.. | objects | select(.action? == "failed")] | length > 0' <<< "${pout:-{\}}" > /dev/null 2>&1 ||
+                        { rc_all=1; say "cut $c: prune left cuts: $(jq -c '[.. | objects | select(.action? == "failed") | .error]' <<< "$pout")"; }
+        fi
         row=$(jq -c --arg lat "$lat_name" --arg latency "$LATENCY" \
                 --argjson agents "$AGENTS" --argjson vms "$VMS" --argjson cut "$c" \
                 --argjson e2e "$(awk -v a="$t1" -v b="$t2" 'BEGIN {printf "%.1f", (b - a) * 1000}')" \
                 --argjson lsd_ms "$((cpu1 - cpu0))" --argjson op_ms "${op_ms:-null}" --argjson rss "$(rss_mb "$lsd" VmRSS)" \
                 --argjson hwm "$(rss_mb "$lsd" VmHWM)" --argjson anon "$(rss_mb "$lsd" RssAnon)" --argjson agt "$(agents_rss_mb)" --argjson agp "$(agents_pss_mb)" \
-                --argjson growth "$((cat1 - cat0))" '
+                --argjson growth "$((cat1 - cat0))" --argjson prune_ms "$prune_ms" --argjson prune_cpu "$prune_cpu" \
+                --argjson pruned "$pruned" '
                 def pct(p): if length == 0 then null else sort | .[((length - 1) * p) | floor] end;
                 def last(s): [.replies[]? | select(.step == s) | .ms] | max;
                 {agents: $agents, vms: $vms, members: ($agents * $vms), latency: $lat, sim_latency: $latency,
@@ -302,7 +323,8 @@ for c in $(seq 1 "$CUTS"); do
                  lockstepd_rss_mb: $rss, lockstepd_anon_mb: $anon, lockstepd_peak_rss_mb: $hwm, agent_rss_mb: $agt, agent_pss_mb: $agp,
                  catalog_growth_bytes: $growth, group_window_ms: .group_window_ms,
                  max_frozen_ms: .max_frozen_ms, frozen_ms_p50: ([.members[]?.frozen_ms] | pct(0.5)),
-                 last_reply_ms: {freeze: last("FREEZE"), snapshot: last("SNAPSHOT"), decide: last("DECIDE")}}' \
+                 last_reply_ms: {freeze: last("FREEZE"), snapshot: last("SNAPSHOT"), decide: last("DECIDE")},
+                 prune_ms: $prune_ms, prune_lockstepd_ms: $prune_cpu, pruned: $pruned}' \
                 <<< "${out:-{\}}")
         if [ "$JSON" = 1 ]; then echo "$row"; else
                 jq -r '"cut \(.cut): \(.state) e2e \(.e2e_ms) ms, lockstepd \(.lockstepd_ms) ms CPU (\(.lockstepd_op_ms) ms on the cut'"'"'s thread), rss \(.lockstepd_rss_mb) MB (peak \(.lockstepd_peak_rss_mb)), window \(.group_window_ms) ms, max frozen \(.max_frozen_ms) ms, catalog +\(.catalog_growth_bytes) B, agents \(.agent_rss_mb) MB RSS / \(.agent_pss_mb) MB PSS each"' <<< "$row"
