@@ -133,6 +133,9 @@ int ops_launch(struct daemon *d, struct op *op, char ret_id[24], lserr *err);
 void ops_free(struct op *op);
 /* Whether an operation of the group is running (or waits for its slot). */
 int ops_group_running(struct daemon *d, const char *group);
+/* Whether ops_launch would find room in the table now (a hint: a request may
+ * take it first). */
+int ops_room(struct daemon *d);
 /* Whether this lockstepd has the op of that id (a follower forwards a poll of
  * one it does not have: it runs on the leader). */
 int ops_known(struct daemon *d, const char *id);

@@ -475,6 +475,17 @@ int ops_launch(struct daemon *d, struct op *op, char ret_id[24], lserr *err)
         return 0;
 }
 
+int ops_room(struct daemon *d)
+{
+        int room = 0;
+
+        pthread_mutex_lock(&d->lock);
+        for (int i = 0; i < MAX_OPS && !room; i++)
+                room = !d->ops[i] || (d->ops[i]->done && !d->ops[i]->pollers);
+        pthread_mutex_unlock(&d->lock);
+        return room;
+}
+
 /* Whether an operation of the group is running (or waits for its slot). */
 int ops_group_running(struct daemon *d, const char *group)
 {

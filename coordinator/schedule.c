@@ -72,4 +72,5 @@ void schedule_advance(struct schedule *s, long long now_s)
         s->start_s = s->due_s < 0 ? -1 : with_delay(s, s->due_s);
         s->catch_up_run = 0;
         s->missed = 0;
+        s->waiting_room = 0;
 }

@@ -17,6 +17,7 @@ struct schedule {
         int catch_up_run;  /* this run makes up for runs missed while down */
         unsigned missed;   /* cron times that passed while lockstepd was down */
         long long missed_last_s; /* the latest of them */
+        int waiting_room;  /* this run waits for room in the operations table */
 };
 
 /* Plans the first run of a scheduled group at start or after a reload. With

@@ -278,6 +278,35 @@ static int sched_claim(struct daemon *d, const struct schedule *sc)
         return r;
 }
 
+/* sc (as read before it was advanced, entry i) found the operations table
+ * full: it is put back to be tried again at the next tick, until the group's
+ * next run falls due (then it is skipped, as a run that could not start). A
+ * thousand groups due in one minute wait their turn instead of being lost. */
+static void sched_defer(struct daemon *d, size_t i, const struct schedule *sc, long long now)
+{
+        long long next = cron_next(&sc->cron, sc->due_s);
+        int first = 0;
+
+        if (next >= 0 && next <= now) {
+                sched_skip(d, sc, "no room among the operations lockstepd runs at once before the next run fell due");
+                return;
+        }
+        pthread_mutex_lock(&d->lock);
+        /* A reload may have planned the table again meanwhile: then its plan stands. */
+        if (i < d->n_sched && !strcmp(d->sched[i].group, sc->group) && d->sched[i].due_s == next) {
+                d->sched[i] = *sc;
+                first = !sc->waiting_room;
+                d->sched[i].waiting_room = 1;
+        }
+        pthread_mutex_unlock(&d->lock);
+        if (first) {
+                char due[40];
+                report_iso_time(sc->due_s * 1000000, due, sizeof(due));
+                ops_event(d, "schedule", sc->group, "", "run due %s waits for room: lockstepd runs %d operations at once",
+                          due, MAX_OPS);
+        }
+}
+
 /* Starts what is due. Caller holds gen for reading. */
 static void sched_tick(struct daemon *d)
 {
@@ -303,8 +332,13 @@ static void sched_tick(struct daemon *d)
                         sched_skip(d, &sc, "the previous cut of the group is still running");
                         continue;
                 }
+                if (!ops_room(d)) {
+                        sched_defer(d, i, &sc, now);
+                        continue;
+                }
                 struct op *op = calloc(1, sizeof(*op));
                 lserr err = {0};
+                int r;
                 if (!op) {
                         sched_skip(d, &sc, "out of memory");
                         continue;
@@ -322,7 +356,11 @@ static void sched_tick(struct daemon *d)
                 }
                 ops_event(d, "schedule", sc.group, "", "%s run due %s starts (%lld s after its due time)",
                       sc.catch_up_run ? "catch-up" : "scheduled", op->name + 6, now - sc.due_s);
-                if (ops_launch(d, op, NULL, &err) < 0)
+                r = ops_launch(d, op, NULL, &err);
+                /* A request took the last room since ops_room said there was. */
+                if (r == -EBUSY)
+                        sched_defer(d, i, &sc, now);
+                else if (r < 0)
                         sched_skip(d, &sc, err.msg);
         }
 }

@@ -3,7 +3,8 @@
 # backend), with a clock the test moves (LOCKSTEP_CLOCK_FILE): schedules fire,
 # skip while the last cut runs, catch up once after downtime; retention prunes;
 # fleet limits hold with 20 groups over 5 agents; SIGHUP with a bad file keeps
-# the running configuration.
+# the running configuration; 90 groups due at once, more than lockstepd runs
+# operations at once (64), all run.
 . "$(dirname "$0")/lib.sh"
 need_failpoints
 
@@ -30,6 +31,14 @@ for i in $(seq 0 19); do
         GROUP_YAML+="
   - name: f$i
     members: [${a#host-}vm$v@$a, ${b#host-}vm$v@$b, ${a#host-}vm8@$a]"
+done
+# 90 groups due at 12:30 each day, one VM each (VMs shared among them).
+for i in $(seq 0 89); do
+        h=${hosts[$((i % 5))]}
+        GROUP_YAML+="
+  - name: b$i
+    members: [${h#host-}vm$((1 + (i / 5) % 8))@$h]
+    schedule: \"30 12 * * *\""
 done
 MPORT=$(free_port)
 COORD_EXTRA="max_cuts: 3
@@ -197,5 +206,17 @@ ls_cli snapshot create added > /dev/null
 check "... and shows the next cut as it happens" wait_for 10 followed 2
 kill "$follower"; wait "$follower" 2> /dev/null || true
 check "... nocatch's missed run still counted once after the reload" is "0 1" sched nocatch '"\(.runs) \(.skipped)"'
+
+# 7. 90 groups fall due at 12:30, more than the 64 operations lockstepd runs at
+# once: a run that finds no room waits for it (said once) instead of being
+# skipped, and every one commits.
+clock "2026-01-01T12:30:00Z"
+bursts() { ls_cli schedules --json | jq "[.[] | select(.group | test(\"^b[0-9]+\$\")) | $1]"; }
+bursts_committed() { bursts 'select(.runs == 1 and .last_outcome == "committed")' | jq length; }
+bursts_skipped() { bursts .skipped | jq add; }
+waited_for_room() { ls_cli events --limit 1000 --json | jq -s -e 'any(.[]; .kind == "schedule" and (.message | test("waits for room: lockstepd runs 64 operations at once")))' > /dev/null; }
+check "90 groups due at once: every run commits" wait_for 120 is 90 bursts_committed
+check "... none skipped" is 0 bursts_skipped
+check "... those that found no room said they wait for it" waited_for_room
 
 finish
