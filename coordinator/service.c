@@ -280,23 +280,27 @@ static int sched_claim(struct daemon *d, const struct schedule *sc)
 
 /* sc (as read before it was advanced, entry i) found the operations table
  * full: it is put back to be tried again at the next tick, until the group's
- * next run falls due (then it is skipped, as a run that could not start). A
- * thousand groups due in one minute wait their turn instead of being lost. */
+ * next run falls due; then it is skipped, as a run that could not start, and
+ * the next one takes its place at once. A thousand groups due in one minute
+ * wait their turn instead of being lost. */
 static void sched_defer(struct daemon *d, size_t i, const struct schedule *sc, long long now)
 {
-        long long next = cron_next(&sc->cron, sc->due_s);
-        int first = 0;
+        long long next = cron_next(&sc->cron, sc->due_s), advanced = cron_next(&sc->cron, now);
+        int first = 0, late = next >= 0 && next <= now;
 
-        if (next >= 0 && next <= now) {
+        if (late)
                 sched_skip(d, sc, "no room among the operations lockstepd runs at once before the next run fell due");
-                return;
-        }
         pthread_mutex_lock(&d->lock);
         /* A reload may have planned the table again meanwhile: then its plan stands. */
-        if (i < d->n_sched && !strcmp(d->sched[i].group, sc->group) && d->sched[i].due_s == next) {
+        if (i < d->n_sched && !strcmp(d->sched[i].group, sc->group) && d->sched[i].due_s == advanced) {
                 d->sched[i] = *sc;
-                first = !sc->waiting_room;
-                d->sched[i].waiting_room = 1;
+                if (late) {
+                        /* The tick moved past the next run, which is due already. */
+                        schedule_advance(&d->sched[i], sc->due_s);
+                } else {
+                        first = !sc->waiting_room;
+                        d->sched[i].waiting_room = 1;
+                }
         }
         pthread_mutex_unlock(&d->lock);
         if (first) {

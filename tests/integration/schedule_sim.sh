@@ -219,4 +219,26 @@ check "90 groups due at once: every run commits" wait_for 120 is 90 bursts_commi
 check "... none skipped" is 0 bursts_skipped
 check "... those that found no room said they wait for it" waited_for_room
 
+# 8. A run still waiting for room when its group's next run falls due is
+# skipped, says why, and the next run takes its place. Every agent is held in
+# its sim lock, so lockstepd's table stays full (3 cuts held in FREEZE, the rest
+# waiting for a slot) while the clock moves a day, then another.
+holds=()
+for h in "${hosts[@]}"; do
+        exec {fd}<> "$T/$h/sim/.lock"
+        flock -x "$fd"
+        holds+=("$fd")
+done
+event_any() { ls_cli events --limit 1000 --json | jq -s -e --arg re "$1" 'any(.[]; .kind == "schedule" and (.message | test($re)))' > /dev/null; }
+clock "2026-01-02T12:30:00Z"
+check "a day later, with every agent held: runs wait for room" wait_for 30 event_any "run due 2026-01-02T12:30:00.000Z waits for room"
+clock "2026-01-03T12:30:00Z"
+check "... still waiting when the next run fell due: skipped, saying why" wait_for 30 event_any "run due 2026-01-02T12:30:00.000Z skipped: no room among the operations lockstepd runs at once before the next run fell due"
+check "... and the next run waits in its place" wait_for 30 event_any "run due 2026-01-03T12:30:00.000Z waits for room"
+for fd in "${holds[@]}"; do exec {fd}>&-; done
+ran_twice() { bursts 'select(.runs == 2 and .last_outcome == "committed")' | jq length; }
+skipped_once() { bursts 'select(.skipped == 1)' | jq length; }
+check "released: every group ran once more (one of the two days each), and committed" wait_for 120 is 90 ran_twice
+check "... and skipped the other day once" is 90 skipped_once
+
 finish
