@@ -22,6 +22,9 @@
 #include "slots.h"
 
 #define MAX_OPS 64
+/* Entries of the table the scheduler leaves to the operator: a fleet whose
+ * schedules wait for room still takes a `lockstep snapshot create`. */
+#define OPS_KEPT_FOR_REQUESTS 8
 #define MAX_EVENTS 4096
 #define EVENTS_PAGE 500
 /* op.poll waits this long for news of its op before it answers. */
@@ -133,8 +136,8 @@ int ops_launch(struct daemon *d, struct op *op, char ret_id[24], lserr *err);
 void ops_free(struct op *op);
 /* Whether an operation of the group is running (or waits for its slot). */
 int ops_group_running(struct daemon *d, const char *group);
-/* Whether ops_launch would find room in the table now (a hint: a request may
- * take it first). */
+/* Whether a scheduled run may start now: more than OPS_KEPT_FOR_REQUESTS
+ * entries of the table are free (a hint: a request may take one first). */
 int ops_room(struct daemon *d);
 /* Whether this lockstepd has the op of that id (a follower forwards a poll of
  * one it does not have: it runs on the leader). */

@@ -477,13 +477,13 @@ int ops_launch(struct daemon *d, struct op *op, char ret_id[24], lserr *err)
 
 int ops_room(struct daemon *d)
 {
-        int room = 0;
+        int n = 0;
 
         pthread_mutex_lock(&d->lock);
-        for (int i = 0; i < MAX_OPS && !room; i++)
-                room = !d->ops[i] || (d->ops[i]->done && !d->ops[i]->pollers);
+        for (int i = 0; i < MAX_OPS && n <= OPS_KEPT_FOR_REQUESTS; i++)
+                n += !d->ops[i] || (d->ops[i]->done && !d->ops[i]->pollers);
         pthread_mutex_unlock(&d->lock);
-        return room;
+        return n > OPS_KEPT_FOR_REQUESTS;
 }
 
 /* Whether an operation of the group is running (or waits for its slot). */

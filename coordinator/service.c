@@ -306,8 +306,9 @@ static void sched_defer(struct daemon *d, size_t i, const struct schedule *sc, l
         if (first) {
                 char due[40];
                 report_iso_time(sc->due_s * 1000000, due, sizeof(due));
-                ops_event(d, "schedule", sc->group, "", "run due %s waits for room: lockstepd runs %d operations at once",
-                          due, MAX_OPS);
+                ops_event(d, "schedule", sc->group, "", "run due %s waits for room: lockstepd runs %d operations at once, "
+                          "%d of them kept for requests",
+                          due, MAX_OPS, OPS_KEPT_FOR_REQUESTS);
         }
 }
 

@@ -214,7 +214,7 @@ clock "2026-01-01T12:30:00Z"
 bursts() { ls_cli schedules --json | jq "[.[] | select(.group | test(\"^b[0-9]+\$\")) | $1]"; }
 bursts_committed() { bursts 'select(.runs == 1 and .last_outcome == "committed")' | jq length; }
 bursts_skipped() { bursts .skipped | jq add; }
-waited_for_room() { ls_cli events --limit 1000 --json | jq -s -e 'any(.[]; .kind == "schedule" and (.message | test("waits for room: lockstepd runs 64 operations at once")))' > /dev/null; }
+waited_for_room() { ls_cli events --limit 1000 --json | jq -s -e 'any(.[]; .kind == "schedule" and (.message | test("waits for room: lockstepd runs 64 operations at once, 8 of them kept for requests")))' > /dev/null; }
 check "90 groups due at once: every run commits" wait_for 120 is 90 bursts_committed
 check "... none skipped" is 0 bursts_skipped
 check "... those that found no room said they wait for it" waited_for_room
@@ -232,10 +232,16 @@ done
 event_any() { ls_cli events --limit 1000 --json | jq -s -e --arg re "$1" 'any(.[]; .kind == "schedule" and (.message | test($re)))' > /dev/null; }
 clock "2026-01-02T12:30:00Z"
 check "a day later, with every agent held: runs wait for room" wait_for 30 event_any "run due 2026-01-02T12:30:00.000Z waits for room"
+# The operator still gets a cut in: the scheduler leaves 8 entries to requests.
+(for fd in "${holds[@]}"; do exec {fd}>&-; done
+        exec "$LOCKSTEP_BIN" -c "$T/coordinator.yaml" snapshot create f0 --json > "$T/manual.json" 2> "$T/manual.err") &
+manual=$!
 clock "2026-01-03T12:30:00Z"
 check "... still waiting when the next run fell due: skipped, saying why" wait_for 30 event_any "run due 2026-01-02T12:30:00.000Z skipped: no room among the operations lockstepd runs at once before the next run fell due"
 check "... and the next run waits in its place" wait_for 30 event_any "run due 2026-01-03T12:30:00.000Z waits for room"
 for fd in "${holds[@]}"; do exec {fd}>&-; done
+wait "$manual" && rc=0 || rc=$?
+check "... and the operator's cut started among them commits ($(head -c 200 "$T/manual.err"))" [ "$rc:$(jq -r .state "$T/manual.json" 2> /dev/null)" = "0:committed" ]
 ran_twice() { bursts 'select(.runs == 2 and .last_outcome == "committed")' | jq length; }
 skipped_once() { bursts 'select(.skipped == 1)' | jq length; }
 check "released: every group ran once more (one of the two days each), and committed" wait_for 120 is 90 ran_twice
