@@ -98,9 +98,15 @@ static void watch_fail(struct watch *w, const char *step)
         }
 }
 
+/* One virConnectOpen at a time: the first ones set up libxml2's globals inside
+ * libvirt, and two at once leak one of its mutexes (LeakSanitizer, now and then). */
+static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static int watch_connect(struct watch *w)
 {
+        pthread_mutex_lock(&open_lock);
         w->conn = virConnectOpen(w->uri);
+        pthread_mutex_unlock(&open_lock);
         if (!w->conn) {
                 watch_fail(w, "open");
                 return -1;
