@@ -427,6 +427,12 @@ void ops_free(struct op *op)
         free(op);
 }
 
+/* A finished op nobody is polling: its table entry may take a new one. */
+static int replaceable(const struct op *op)
+{
+        return op->done && !op->pollers;
+}
+
 /* Starts op in its own thread; the daemon owns it from here on, also on
  * failure. */
 int ops_launch(struct daemon *d, struct op *op, char ret_id[24], lserr *err)
@@ -444,7 +450,7 @@ int ops_launch(struct daemon *d, struct op *op, char ret_id[24], lserr *err)
                         slot = i;
         if (slot < 0)
                 for (int i = 0; i < MAX_OPS; i++)
-                        if (d->ops[i]->done && !d->ops[i]->pollers &&
+                        if (replaceable(d->ops[i]) &&
                             (slot < 0 || d->ops[i]->seq - d->ops[slot]->seq > (1u << 31)))
                                 slot = i;
         if (slot < 0) {
@@ -481,7 +487,7 @@ int ops_room(struct daemon *d)
 
         pthread_mutex_lock(&d->lock);
         for (int i = 0; i < MAX_OPS && n <= OPS_KEPT_FOR_REQUESTS; i++)
-                n += !d->ops[i] || (d->ops[i]->done && !d->ops[i]->pollers);
+                n += !d->ops[i] || replaceable(d->ops[i]);
         pthread_mutex_unlock(&d->lock);
         return n > OPS_KEPT_FOR_REQUESTS;
 }

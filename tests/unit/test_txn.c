@@ -622,29 +622,44 @@ static void bg_freeze_start(struct bg_freeze *b, pthread_t *th, const char *txid
         assert_int_equal(pthread_create(th, NULL, bg_freeze_main, b), 0);
 }
 
+/* A quiesce FREEZE of list on a thread of its own while call op_a on vm_a and
+ * op_b on vm_b are held: *caught says whether both were seen held at once
+ * with neither VM frozen. The holds are let go before the caller asserts (a
+ * failed assert must not leave the FREEZE thread held while teardown frees
+ * what it uses); returns the FREEZE's reply. */
+static Lockstep__Reply *freeze_while_held(const char *txid, const char *list, const char *op_a, const char *vm_a,
+                                          const char *op_b, const char *vm_b, int *caught)
+{
+        char hold_a[64], hold_b[64];
+        struct bg_freeze b;
+        pthread_t th;
+        Lockstep__Reply *rep;
+
+        snprintf(hold_a, sizeof(hold_a), "hold %s %s", op_a, vm_a);
+        snprintf(hold_b, sizeof(hold_b), "hold %s %s", op_b, vm_b);
+        sim_add(hold_a);
+        sim_add(hold_b);
+        bg_freeze_start(&b, &th, txid, list);
+        *caught = held(op_a, vm_a) && held(op_b, vm_b) && !frozen(vm_a) && !frozen(vm_b);
+        sim_drop(hold_a);
+        sim_drop(hold_b);
+        pthread_join(th, NULL);
+        assert_int_equal(b.r, 0);
+        rep = lockstep__reply__unpack(NULL, b.rep_len, b.rep);
+        free(b.rep);
+        return rep;
+}
+
 /* A member's guest-ping runs beside its check, not after it: both are held
  * at once, and nothing is frozen until both answered. */
 static void test_freeze_pings_beside_check(void **state)
 {
-        struct bg_freeze b;
         Lockstep__Reply *rep;
-        pthread_t th;
-        int both, any_frozen;
+        int caught;
 
         (void)state;
-        sim_add("hold check web1");
-        sim_add("hold ga_ping web1");
-        bg_freeze_start(&b, &th, "vp1", "web1:0");
-        both = held("check", "web1") && held("ga_ping", "web1");
-        any_frozen = frozen("web1");
-        sim_drop("hold check web1");
-        sim_drop("hold ga_ping web1");
-        pthread_join(th, NULL);
-        assert_true(both);
-        assert_false(any_frozen);
-        assert_int_equal(b.r, 0);
-        rep = lockstep__reply__unpack(NULL, b.rep_len, b.rep);
-        free(b.rep);
+        rep = freeze_while_held("vp1", "web1:0", "check", "web1", "ga_ping", "web1", &caught);
+        assert_true(caught);
         expect(rep, LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_FROZEN);
         assert_true(frozen("web1"));
         expect(decide("vp1", 0), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_ABORTED);
@@ -662,27 +677,12 @@ static void test_freeze_pings_beside_check(void **state)
  * tier-0 member's check is still running, before either is frozen. */
 static void test_freeze_validates_tiers_at_once(void **state)
 {
-        struct bg_freeze b;
         Lockstep__Reply *rep;
-        pthread_t th;
-        int both, any_frozen;
+        int caught;
 
         (void)state;
-        sim_add("hold check web1");
-        sim_add("hold check db1");
-        bg_freeze_start(&b, &th, "va1", "web1:0 db1:1");
-        both = held("check", "web1") && held("check", "db1");
-        any_frozen = frozen("web1") || frozen("db1");
-        /* Let go before any assert: a failed one must not leave the FREEZE
-         * thread held while teardown frees what it uses. */
-        sim_drop("hold check web1");
-        sim_drop("hold check db1");
-        pthread_join(th, NULL);
-        assert_true(both);
-        assert_false(any_frozen);
-        assert_int_equal(b.r, 0);
-        rep = lockstep__reply__unpack(NULL, b.rep_len, b.rep);
-        free(b.rep);
+        rep = freeze_while_held("va1", "web1:0 db1:1", "check", "web1", "check", "db1", &caught);
+        assert_true(caught);
         expect(rep, LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_FROZEN);
         assert_true(frozen("web1") && frozen("db1"));
         expect(decide("va1", 0), LOCKSTEP__ERROR_CODE__OK, LOCKSTEP__TXN_STATE__TXN_ABORTED);
