@@ -72,7 +72,10 @@ int sim_state_write(const struct simcfg *c, const char *vm, const struct simdom 
         for (unsigned k = 0; k < st->n_links; k++)
                 n += snprintf(text + n, cap - (size_t)n, "backing %s %s\n", st->link[k], st->backing[k]);
         snprintf(path, sizeof(path), "%s/%s.state", c->state_dir, vm);
-        return fsutil_write_atomic(path, text, (size_t)n, 0600, 0, err);
+        /* A hypervisor's state outlives the agent, not the machine: no fsync,
+         * which on a shared disk under a host-wide lock put the rig's I/O in
+         * every member's freeze at scale. */
+        return fsutil_write_atomic(path, text, (size_t)n, 0600, FSUTIL_NOSYNC, err);
 }
 
 void sim_state_peek(const struct simcfg *c, const char *vm, const struct simdom *d, struct simstate *st)

@@ -318,12 +318,23 @@ for c in $(seq 1 "$CUTS"); do
                 --argjson pruned "$pruned" '
                 def pct(p): if length == 0 then null else sort | .[((length - 1) * p) | floor] end;
                 def last(s): [.replies[]? | select(.step == s) | .ms] | max;
+                # The own time of an agent: its freeze round (first freeze begun
+                # to last frozen) plus its snapshot round (first snapshot begun
+                # to last thaw done), on the clocks of its members; that of the
+                # slowest agent is what a cut cannot beat.
+                def own: (map(.frozen_at_us + .freeze_ms * 1000) | max) - (map(.frozen_at_us) | min)
+                        + (map(.thawed_at_us) | max)
+                        - (map(.thawed_at_us - (.snapshot_ms + .thaw_ms) * 1000) | min);
+                ([.members[]? | select(.frozen_at_us > 0 and .thawed_at_us > 0)] | group_by(.agent)
+                        | map(own) | max | if . == null then null else . / 1000 | floor end) as $slowest |
                 {agents: $agents, vms: $vms, members: ($agents * $vms), latency: $lat, sim_latency: $latency,
                  cut: $cut, state: (.state // "none"), reason: (.reason // null), e2e_ms: $e2e, lockstepd_ms: $lsd_ms, lockstepd_op_ms: $op_ms,
                  lockstepd_rss_mb: $rss, lockstepd_anon_mb: $anon, lockstepd_peak_rss_mb: $hwm, agent_rss_mb: $agt, agent_pss_mb: $agp,
                  catalog_growth_bytes: $growth, group_window_ms: .group_window_ms,
                  max_frozen_ms: .max_frozen_ms, frozen_ms_p50: ([.members[]?.frozen_ms] | pct(0.5)),
                  last_reply_ms: {freeze: last("FREEZE"), snapshot: last("SNAPSHOT"), decide: last("DECIDE")},
+                 slowest_agent_ms: $slowest,
+                 e2e_over_slowest_agent: (if $slowest then ($e2e / $slowest * 1000 | round) / 1000 else null end),
                  prune_ms: $prune_ms, prune_lockstepd_ms: $prune_cpu, pruned: $pruned}' \
                 <<< "${out:-{\}}")
         if [ "$JSON" = 1 ]; then echo "$row"; else

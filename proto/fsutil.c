@@ -54,8 +54,9 @@ static int create_tmp(const char *path, mode_t mode, char tmp[static 4096], lser
         return lserr_set(err, -EEXIST, "\"%s\": create a temporary file: every name tried exists", path);
 }
 
-int fsutil_write_atomic(const char *path, const void *buf, size_t len, mode_t mode, int excl, lserr *err)
+int fsutil_write_atomic(const char *path, const void *buf, size_t len, mode_t mode, int flags, lserr *err)
 {
+        int excl = flags & FSUTIL_EXCL;
         char tmp[4096];
         int fd = -1, r;
         size_t off = 0;
@@ -81,7 +82,7 @@ int fsutil_write_atomic(const char *path, const void *buf, size_t len, mode_t mo
                 }
                 off += (size_t)n;
         }
-        if (fsync(fd) < 0) {
+        if (!(flags & FSUTIL_NOSYNC) && fsync(fd) < 0) {
                 r = lserr_set(err, -errno, "\"%s\": fsync: %m", tmp);
                 goto out;
         }
@@ -91,6 +92,8 @@ int fsutil_write_atomic(const char *path, const void *buf, size_t len, mode_t mo
                 r = lserr_set(err, -errno, "\"%s\": rename into place: %m", path);
                 goto out;
         }
+        if (flags & FSUTIL_NOSYNC)
+                return 0;
         r = fsync_dir_of(path);
         if (r < 0)
                 lserr_set(err, r, "\"%s\": fsync of directory: %s", path, strerror(-r));

@@ -8,10 +8,14 @@
 
 #include "lserr.h"
 
+#define FSUTIL_EXCL 1   /* an existing path is refused with -EEXIST */
+#define FSUTIL_NOSYNC 2 /* whole or not at all for readers, but no fsync: for
+                         * state that must outlive a process, not the machine */
+
 /* Writes buf to path through a temporary file, fsync, rename and fsync of the
- * directory, so a crash leaves either the old or the new content. With excl, an
- * existing path is refused with -EEXIST. */
-int fsutil_write_atomic(const char *path, const void *buf, size_t len, mode_t mode, int excl, lserr *err);
+ * directory, so a crash leaves either the old or the new content. flags: 0 or
+ * FSUTIL_EXCL, FSUTIL_NOSYNC. */
+int fsutil_write_atomic(const char *path, const void *buf, size_t len, mode_t mode, int flags, lserr *err);
 
 /* Reads a whole regular file of at most max bytes into a NUL-terminated buffer
  * owned by the caller (free()). Larger files are refused with -EFBIG. */

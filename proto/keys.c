@@ -119,7 +119,7 @@ int keys_write(const char *prefix, const struct keys_secret *k, lserr *err)
         if (n < 0)
                 return -ENOMEM;
         snprintf(path, sizeof(path), "%s.key", prefix);
-        r = fsutil_write_atomic(path, text, (size_t)n, 0600, 1, err);
+        r = fsutil_write_atomic(path, text, (size_t)n, 0600, FSUTIL_EXCL, err);
         sodium_memzero(text, (size_t)n);
         free(text);
         text = NULL;
@@ -132,7 +132,7 @@ int keys_write(const char *prefix, const struct keys_secret *k, lserr *err)
         if (n < 0)
                 return -ENOMEM;
         snprintf(path, sizeof(path), "%s.pub", prefix);
-        r = fsutil_write_atomic(path, text, (size_t)n, 0644, 1, err);
+        r = fsutil_write_atomic(path, text, (size_t)n, 0644, FSUTIL_EXCL, err);
         free(text);
         return r;
 }

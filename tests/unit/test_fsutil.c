@@ -1,5 +1,6 @@
 /* test_fsutil: fsutil_write_atomic's temporary file, which another local user must
  * not be able to prepare in advance (a file or symlink at its name). */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -36,6 +37,7 @@ void __wrap_randombytes_buf(void *buf, size_t size)
  * (--wrap=fsync): its mode then and the name it had. */
 static mode_t synced_mode;
 static char synced_name[4096];
+static unsigned n_fsync; /* every fsync, of files and directories */
 
 int __real_fsync(int fd);
 int __wrap_fsync(int fd)
@@ -44,6 +46,7 @@ int __wrap_fsync(int fd)
         char proc[64];
         ssize_t n;
 
+        n_fsync++;
         if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
                 synced_mode = st.st_mode & 07777;
                 snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
@@ -97,7 +100,7 @@ static void test_precreated_temp_not_used(void **state)
         assert_int_equal(symlink(stolen, guess1), 0);
         free(tu_write(dir, "coord.key.tmp.3333333344444444", "", 0666));
 
-        assert_int_equal(fsutil_write_atomic(target, secret, strlen(secret), 0600, 1, &err), 0);
+        assert_int_equal(fsutil_write_atomic(target, secret, strlen(secret), 0600, FSUTIL_EXCL, &err), 0);
         assert_string_equal(err.msg, "");
         assert_content(target, secret);
         assert_int_equal(lstat(target, &st), 0);
@@ -170,6 +173,45 @@ static void test_temp_mode_and_name(void **state)
                 assert_int_equal(st.st_mode & 07777, modes[i]);
         }
         umask(um);
+        tu_rmtree(dir);
+        free(target);
+}
+
+static int entries(const char *dir)
+{
+        DIR *d = opendir(dir);
+        struct dirent *e;
+        int n = 0;
+
+        assert_non_null(d);
+        while ((e = readdir(d)) != NULL)
+                n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+        closedir(d);
+        return n;
+}
+
+/* FSUTIL_NOSYNC: the content replaced whole, the temporary gone, no fsync of
+ * the file or its directory; with FSUTIL_EXCL as well, an existing path is still
+ * refused. Without it, both are synced. */
+static void test_nosync(void **state)
+{
+        char *dir = tu_mkdtemp(), *target = path_of(dir, "f");
+        lserr err = {0};
+
+        (void)state;
+        n_script = next_script = 0;
+        n_fsync = 0;
+        assert_int_equal(fsutil_write_atomic(target, "one", 3, 0600, FSUTIL_NOSYNC, &err), 0);
+        assert_int_equal(fsutil_write_atomic(target, "two", 3, 0600, FSUTIL_NOSYNC, &err), 0);
+        assert_int_equal(n_fsync, 0);
+        assert_content(target, "two");
+        assert_true(fsutil_write_atomic(target, "three", 5, 0600, FSUTIL_EXCL | FSUTIL_NOSYNC, &err) == -EEXIST);
+        assert_non_null(strstr(err.msg, target));
+        assert_content(target, "two");
+        assert_int_equal(fsutil_write_atomic(target, "four", 4, 0600, 0, &err), 0);
+        assert_int_equal(n_fsync, 2);
+        assert_content(target, "four");
+        assert_int_equal(entries(dir), 1); /* no temporary left beside it */
         tu_rmtree(dir);
         free(target);
 }
@@ -264,6 +306,7 @@ int main(void)
                 cmocka_unit_test(test_precreated_symlink_not_followed),
                 cmocka_unit_test(test_temp_mode_and_name),
                 cmocka_unit_test(test_every_name_taken),
+                cmocka_unit_test(test_nosync),
                 cmocka_unit_test(test_clock_offset_parse),
                 cmocka_unit_test(test_clock_offset_env),
         };
