@@ -7,7 +7,8 @@
 # each phase's last answer came.
 #
 #   bench/scale.sh --agents N --vms M [--cuts C] [--latency freeze=45,snapshot=17,thaw=6]
-#                  [--groups G [--minutes W] [--max-cuts K]] [--retain R] [--idle S] [--json] [--out FILE] [--keep]
+#                  [--groups G [--minutes W] [--max-cuts K]] [--retain R] [--history-members H]
+#                  [--idle S] [--json] [--out FILE] [--keep]
 #                  [--build DIR]
 #   bench/scale.sh --plot FILE.jsonl...   (round time against N, SVG beside the first file)
 #
@@ -26,6 +27,9 @@
 # 8; 0 keeps every one) and each cut past R is followed by `lockstep prune`,
 # timed apart (prune_ms, prune_lockstepd_ms): a long run's chains stay short, as
 # a fleet's do (the sim's chain holds 32 links, as a real one would grow).
+# --history-members H: lockstepd's history_keep_members (default 1,000,000);
+# each cut's object says how many member rows the catalog holds
+# (catalog_member_rows), read after the cut and its prune.
 # --idle S: before any cut, the agents' memory (RSS, PSS and USS, executor + network
 # half + guardian) and their CPU over S idle seconds.
 # Root is not needed; 1,000 agents need about 3 processes and 30 threads each
@@ -35,7 +39,7 @@ set -euo pipefail
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$BENCH/.." && pwd)
 BUILD=${LOCKSTEP_BUILD_DIR:-$REPO/build}
-AGENTS=10 VMS=10 CUTS=3 LATENCY= JSON=0 OUT= KEEP=0 PLOT=0 NGROUPS=0 MINUTES=2 MAX_CUTS= IDLE=0 RETAIN=8
+AGENTS=10 VMS=10 CUTS=3 LATENCY= JSON=0 OUT= KEEP=0 PLOT=0 NGROUPS=0 MINUTES=2 MAX_CUTS= IDLE=0 RETAIN=8 HIST_MEMBERS=
 say() { printf 'scale: %s\n' "$*" >&2; }
 die() { printf 'scale: error: %s\n' "$*" >&2; exit 1; }
 
@@ -77,6 +81,7 @@ while (($#)); do
         --max-cuts) MAX_CUTS=$2; shift 2 ;;
         --idle) IDLE=$2; shift 2 ;;
         --retain) RETAIN=$2; shift 2 ;;
+        --history-members) HIST_MEMBERS=$2; shift 2 ;;
         --plot) PLOT=1; shift; break ;;
         -h | --help) awk 'NR > 1 && /^set -e/ {exit} NR > 1' "$0"; exit 0 ;;
         *) echo "scale: unknown option $1 (--help)" >&2; exit 2 ;;
@@ -212,6 +217,7 @@ fi
         echo "counter_file: $T/coord.counter"
         echo "step_timeout_s: 60"
         [ -z "$MAX_CUTS" ] || echo "max_cuts: $MAX_CUTS"
+        [ -z "$HIST_MEMBERS" ] || echo "history_keep_members: $HIST_MEMBERS"
         echo "agents:"
         for a in $(seq 1 "$AGENTS"); do
                 printf '  - {id: a%s, url: "tcp://127.0.0.1:%s", pubkey: %s}\n' "$a" $((port_base + a)) "$T/a$a.pub"
@@ -245,6 +251,8 @@ cpu_ms() { awk '{print ($14 + $15) * 10}' "/proc/$1/stat"; } # 100 ticks a secon
 rss_mb() { awk -v k="$2" '$1 == k":" {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
 fsize() { stat -c %s "$1" 2> /dev/null || echo 0; }
 cat_bytes() { echo $(($(fsize "$T/catalog.db") + $(fsize "$T/catalog.db-wal"))); }
+# Read beside lockstepd (WAL: a reader does not block it); null when busy.
+member_rows() { sqlite3 -readonly "file:$T/catalog.db?mode=ro" 'SELECT count(*) FROM members' 2> /dev/null || echo null; }
 
 if [ "$NGROUPS" -gt 0 ]; then
         # Whole minutes from the next one on, then what every schedule did.
@@ -315,7 +323,7 @@ for c in $(seq 1 "$CUTS"); do
                 --argjson lsd_ms "$((cpu1 - cpu0))" --argjson op_ms "${op_ms:-null}" --argjson rss "$(rss_mb "$lsd" VmRSS)" \
                 --argjson hwm "$(rss_mb "$lsd" VmHWM)" --argjson anon "$(rss_mb "$lsd" RssAnon)" --argjson agt "$(agents_rss_mb)" --argjson agp "$(agents_pss_mb)" \
                 --argjson growth "$((cat1 - cat0))" --argjson prune_ms "$prune_ms" --argjson prune_cpu "$prune_cpu" \
-                --argjson pruned "$pruned" '
+                --argjson pruned "$pruned" --argjson mrows "$(member_rows)" '
                 def pct(p): if length == 0 then null else sort | .[((length - 1) * p) | floor] end;
                 def last(s): [.replies[]? | select(.step == s) | .ms] | max;
                 # The own time of an agent: its freeze round (first freeze begun
@@ -335,7 +343,7 @@ for c in $(seq 1 "$CUTS"); do
                  last_reply_ms: {freeze: last("FREEZE"), snapshot: last("SNAPSHOT"), decide: last("DECIDE")},
                  slowest_agent_ms: $slowest,
                  e2e_over_slowest_agent: (if $slowest then ($e2e / $slowest * 1000 | round) / 1000 else null end),
-                 prune_ms: $prune_ms, prune_lockstepd_ms: $prune_cpu, pruned: $pruned}' \
+                 prune_ms: $prune_ms, prune_lockstepd_ms: $prune_cpu, pruned: $pruned, catalog_member_rows: $mrows}' \
                 <<< "${out:-{\}}")
         if [ "$JSON" = 1 ]; then echo "$row"; else
                 jq -r '"cut \(.cut): \(.state) e2e \(.e2e_ms) ms, lockstepd \(.lockstepd_ms) ms CPU (\(.lockstepd_op_ms) ms on the cut'"'"'s thread), rss \(.lockstepd_rss_mb) MB (peak \(.lockstepd_peak_rss_mb)), window \(.group_window_ms) ms, max frozen \(.max_frozen_ms) ms, catalog +\(.catalog_growth_bytes) B, agents \(.agent_rss_mb) MB RSS / \(.agent_pss_mb) MB PSS each"' <<< "$row"

@@ -212,6 +212,11 @@ int64_t ce_in_i64(struct ce_in *in, const char *name)
         return v ? json_object_get_int64(v) : 0;
 }
 
+int64_t ce_in_i64_or(struct ce_in *in, const char *name, int64_t def)
+{
+        return json_object_object_get_ex(in->o, name, NULL) ? ce_in_i64(in, name) : def;
+}
+
 int ce_in_word(struct ce_in *in, const char *name, const char *const *words, size_t n)
 {
         struct json_object *v = in_field(in, name, json_type_string);

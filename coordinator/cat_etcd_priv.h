@@ -173,6 +173,9 @@ struct ce_in {
 int ce_in_begin(struct ce_in *in, const void *value, size_t len);
 void ce_in_str(struct ce_in *in, const char *name, char *dst, size_t size);
 int64_t ce_in_i64(struct ce_in *in, const char *name);
+/* As ce_in_i64, but a missing field is def: one that records written by an
+ * older lockstepd lack. */
+int64_t ce_in_i64_or(struct ce_in *in, const char *name, int64_t def);
 /* The index of the field's word in words (a word not there is bad). */
 int ce_in_word(struct ce_in *in, const char *name, const char *const *words, size_t n);
 /* 0, or -EIO when a field was bad; frees the object. */
@@ -331,7 +334,7 @@ int ce_be_audit_recent(void *impl, size_t limit, struct cat_audit **ret, size_t 
 int ce_be_event_add(void *impl, const struct cat_event *ev, long long *ret_id, lserr *err);
 int ce_be_events(void *impl, long long after_id, size_t limit, int newest, struct cat_event **ret, size_t *ret_n,
                  lserr *err);
-int ce_be_history_trim(void *impl, long long keep_txns, long long keep_audit, lserr *err);
+int ce_be_history_trim(void *impl, long long keep_txns, long long keep_members, long long keep_audit, lserr *err);
 int ce_be_events_trim(void *impl, long long keep, lserr *err);
 int ce_be_sched_get(void *impl, const char *group, struct cat_sched *ret, lserr *err);
 int ce_be_sched_put(void *impl, const struct cat_sched *s, lserr *err);

@@ -252,14 +252,16 @@ static int trim_audit(struct cat_etcd *e, long long keep, lserr *err)
 
 /* ---- the calls -------------------------------------------------------------------- */
 
-/* Keeps the newest keep_txns ended transactions; then the newest keep_audit
- * audit rows; then compacts. Returns how many transactions went. */
-int ce_be_history_trim(void *impl, long long keep_txns, long long keep_audit, lserr *err)
+/* Keeps the newest ended transactions, at most keep_txns and keep_members
+ * members of them; then the newest keep_audit audit rows; then compacts.
+ * Returns how many transactions went. */
+int ce_be_history_trim(void *impl, long long keep_txns, long long keep_members, long long keep_audit, lserr *err)
 {
         _cleanup_free_ struct ce_hdr *h = NULL;
         struct cat_etcd *e = impl;
         const char *what = "trim history";
         size_t n = 0, k = 0;
+        long long members = 0;
         int r, gone = 0;
 
         CE_LOCK_SCOPE(e);
@@ -272,7 +274,10 @@ int ce_be_history_trim(void *impl, long long keep_txns, long long keep_audit, ls
                 if (ended(&h[i].t))
                         h[k++] = h[i];
         ce_hdrs_sort(h, k, 1);
-        for (size_t i = keep_txns > 0 ? (size_t)keep_txns : 0; r >= 0 && i < k; i++) {
+        for (size_t i = 0; r >= 0 && i < k; i++) {
+                members += h[i].t.members;
+                if ((long long)i < keep_txns && members <= keep_members)
+                        continue;
                 r = drop_txn(e, &h[i], err);
                 gone += r > 0;
         }

@@ -36,6 +36,7 @@ int ce_hdr_encode(const struct cat_txn *t, char **ret, size_t *ret_len)
         ce_rec_text(&w, "cut_status_reason", t->cut_status_reason, sizeof(t->cut_status_reason));
         ce_rec_text(&w, "branch_status", t->branch_status, STATUS_FIELD);
         ce_rec_text(&w, "branch_reason", t->branch_reason, sizeof(t->branch_reason));
+        ce_rec_i64(&w, "members", t->members);
         return ce_rec_end(&w, ret, ret_len);
 }
 
@@ -65,6 +66,7 @@ int ce_hdr_decode(const void *value, size_t len, struct ce_hdr *ret)
         ce_in_str(&in, "cut_status_reason", t->cut_status_reason, sizeof(t->cut_status_reason));
         ce_in_str(&in, "branch_status", t->branch_status, sizeof(t->branch_status));
         ce_in_str(&in, "branch_reason", t->branch_reason, sizeof(t->branch_reason));
+        t->members = (unsigned)ce_in_i64_or(&in, "members", 0);
         r = ce_in_end(&in);
         if (r < 0)
                 return r;
@@ -335,7 +337,7 @@ static int begin_buffered(struct cat_etcd *e, const struct cat_txn *h, const str
         return r;
 }
 
-/* Reads only the identity, started_us (0: now) and lease_ms. One etcd
+/* Reads only the identity, started_us (0: now), lease_ms and members. One etcd
  * transaction: the header (if absent), the index of open transactions, and
  * for cuts and reverts the group's and the reverts' indexes. */
 int ce_be_txn_begin(void *impl, const struct cat_txn *t, lserr *err)
@@ -360,6 +362,7 @@ int ce_be_txn_begin(void *impl, const struct cat_txn *t, lserr *err)
         h.state = CAT_TXN_STARTED;
         h.started_us = t->started_us ? t->started_us : cat_now_us();
         h.lease_ms = t->lease_ms;
+        h.members = t->members;
         if (ce_key(e, hk, 0, "txn/", h.txid, NULL) < 0 || ce_key(e, ok, 0, "open/", h.txid, NULL) < 0 ||
             ce_key(e, ck, 0, "cut/", h.group, h.txid, NULL) < 0 || ce_key(e, rk, 0, "revert/", h.txid, NULL) < 0)
                 return ce_fail(e, err, -EINVAL, what, "names too long for an etcd key");

@@ -186,24 +186,26 @@ int cat_events(struct catalog *c, long long after_id, size_t limit, int newest, 
 
 /* ---- trimming ---------------------------------------------------------------------- */
 
-/* Transactions that are only history now: nothing lives on them. */
+/* Transactions that are only history now (nothing lives on them), past the
+ * newest ?1 of them or past ?2 members counted from the newest. */
 #define ENDED_TXNS                                                                                                    \
-        "SELECT txid FROM txns WHERE state = 'done' AND (kind = 'delete'"                                            \
+        "SELECT txid FROM (SELECT txid, row_number() OVER w AS n, sum(members) OVER w AS m FROM txns"                \
+        " WHERE state = 'done' AND (kind = 'delete'"                                                                  \
         " OR (kind = 'snapshot' AND (committed = 0 OR cut_status = 'deleted'))"                                       \
         " OR (kind = 'revert' AND (committed = 0 OR branch_status IN ('undone', 'deleted'))))"                         \
-        " ORDER BY started_us DESC LIMIT -1 OFFSET ?1"
+        " WINDOW w AS (ORDER BY started_us DESC ROWS UNBOUNDED PRECEDING)) WHERE n > ?1 OR m > ?2"
 
 /* Inside the caller's write transaction: the deletes of a history trim. The
  * number of transactions removed, or the SQLite failure as a negative number. */
-static int trim_rows(struct catalog *c, long long keep_txns, long long keep_audit)
+static int trim_rows(struct catalog *c, long long keep_txns, long long keep_members, long long keep_audit)
 {
         int rc, gone;
 
         /* Audit rows go with their transaction (members and images cascade). */
-        rc = cat_exec(c, "DELETE FROM audit WHERE txid IN (" ENDED_TXNS ")", "L", keep_txns);
+        rc = cat_exec(c, "DELETE FROM audit WHERE txid IN (" ENDED_TXNS ")", "LL", keep_txns, keep_members);
         if (rc != SQLITE_DONE)
                 return -rc;
-        rc = cat_exec(c, "DELETE FROM txns WHERE txid IN (" ENDED_TXNS ")", "L", keep_txns);
+        rc = cat_exec(c, "DELETE FROM txns WHERE txid IN (" ENDED_TXNS ")", "LL", keep_txns, keep_members);
         if (rc != SQLITE_DONE)
                 return -rc;
         gone = sqlite3_changes(c->db);
@@ -214,10 +216,11 @@ static int trim_rows(struct catalog *c, long long keep_txns, long long keep_audi
         return gone;
 }
 
-int cat_history_trim(struct catalog *c, long long keep_txns, long long keep_audit, lserr *err)
+int cat_history_trim(struct catalog *c, long long keep_txns, long long keep_members, long long keep_audit,
+                     lserr *err)
 {
         if (c->be)
-                return c->be->history_trim(c->be_impl, keep_txns, keep_audit, err);
+                return c->be->history_trim(c->be_impl, keep_txns, keep_members, keep_audit, err);
         CAT_LOCK_SCOPE(c);
         CAT_ROLLBACK_SCOPE(c);
         int rc, gone;
@@ -225,7 +228,7 @@ int cat_history_trim(struct catalog *c, long long keep_txns, long long keep_audi
         rc = cat_begin(c);
         if (rc != SQLITE_OK)
                 return lserr_set(err, cat_rc_errno(rc), "catalog \"%s\": trim history: %s", c->path, cat_why(c, rc));
-        gone = trim_rows(c, keep_txns, keep_audit);
+        gone = trim_rows(c, keep_txns, keep_members, keep_audit);
         rc = gone < 0 ? -gone : cat_commit(c);
         if (rc != SQLITE_OK)
                 return lserr_set(err, cat_rc_errno(rc), "catalog \"%s\": trim history: %s", c->path, cat_why(c, rc));

@@ -145,6 +145,11 @@ static const char *const migrations[] = {
         "DROP TABLE audit;\n"
         "ALTER TABLE audit_v5 RENAME TO audit;\n"
         "CREATE INDEX audit_txid ON audit (txid, at_us);\n",
+        /* 6: how many members each transaction was begun for, so that the
+         * history is bounded in member rows too (a 10,000-member cut is as
+         * much history as 10,000 small ones); counted for those already there. */
+        ("ALTER TABLE txns ADD COLUMN members INTEGER NOT NULL DEFAULT 0;\n"
+         "UPDATE txns SET members = (SELECT count(*) FROM members m WHERE m.txid = txns.txid);\n"),
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == CAT_SCHEMA_VERSION,

@@ -28,11 +28,12 @@ int cat_decode_txn(sqlite3_stmt *st, void *row)
         cat_col_str(st, 13, t->cut_status_reason, sizeof(t->cut_status_reason));
         cat_col_str(st, 14, t->branch_status, sizeof(t->branch_status));
         cat_col_str(st, 15, t->branch_reason, sizeof(t->branch_reason));
+        t->members = (unsigned)sqlite3_column_int64(st, 16);
         return 0;
 }
 
-/* Reads only the identity (txid, kind, group, name, mode), started_us (0: now)
- * and lease_ms; the state is always STARTED. A txid already logged is -EEXIST. */
+/* Reads only the identity (txid, kind, group, name, mode), started_us (0: now),
+ * lease_ms and members; the state is always STARTED. A txid already logged is -EEXIST. */
 int cat_txn_begin(struct catalog *c, const struct cat_txn *t, lserr *err)
 {
         if (c->be)
@@ -52,10 +53,10 @@ int cat_txn_begin(struct catalog *c, const struct cat_txn *t, lserr *err)
                                  t->txid);
         CAT_LOCK_SCOPE(c);
         rc = cat_exec(c,
-                      "INSERT INTO txns (txid, kind, group_name, name, mode, state, started_us, lease_ms)"
-                      " VALUES (?1, ?2, ?3, ?4, ?5, 'started', ?6, ?7)",
-                      "sssssLL", t->txid, cat_kind_words[t->kind], t->group, t->name, t->mode,
-                      t->started_us ? t->started_us : cat_now_us(), (long long)t->lease_ms);
+                      "INSERT INTO txns (txid, kind, group_name, name, mode, state, started_us, lease_ms, members)"
+                      " VALUES (?1, ?2, ?3, ?4, ?5, 'started', ?6, ?7, ?8)",
+                      "sssssLLL", t->txid, cat_kind_words[t->kind], t->group, t->name, t->mode,
+                      t->started_us ? t->started_us : cat_now_us(), (long long)t->lease_ms, (long long)t->members);
         if (rc == SQLITE_CONSTRAINT_PRIMARYKEY)
                 return lserr_set(err, -EEXIST, "catalog \"%s\": begin \"%s\": transaction already logged", c->path,
                                  t->txid);

@@ -10,7 +10,7 @@
 
 #include "lserr.h"
 
-#define CAT_SCHEMA_VERSION 5
+#define CAT_SCHEMA_VERSION 6
 
 struct catalog;
 
@@ -65,6 +65,8 @@ struct cat_txn {
         char cut_status_reason[512];
         char branch_status[16];      /* reverts: "" (kept), "undone", "deleted", "delete-failed" */
         char branch_reason[512];
+        unsigned members;            /* the members it was begun for: at least as many as its
+                                      * member rows (0 when begun before schema 6 counted them) */
 };
 
 /* Logs a new transaction in state STARTED, durably, before any agent hears of it. */
@@ -243,12 +245,15 @@ int cat_event_add(struct catalog *c, const struct cat_event *ev, long long *ret_
 int cat_events(struct catalog *c, long long after_id, size_t limit, int newest, struct cat_event **ret,
                size_t *ret_n, lserr *err);
 
-/* Keeps the newest keep_txns transactions that are only history (deletes,
- * aborted or deleted cuts, aborted, undone or deleted reverts), with their
- * members, images and audit; removes older ones. Live ones (committed cuts,
- * kept branches, anything unresolved) are never touched. Then keeps the newest
- * keep_audit audit rows. Returns how many transactions went. */
-int cat_history_trim(struct catalog *c, long long keep_txns, long long keep_audit, lserr *err);
+/* Keeps the newest transactions that are only history (deletes, aborted or
+ * deleted cuts, aborted, undone or deleted reverts), with their members,
+ * images and audit, as long as there are at most keep_txns of them and their
+ * members (struct cat_txn's members) add up to at most keep_members; removes
+ * older ones. Live ones (committed cuts, kept branches, anything unresolved)
+ * are never touched. Then keeps the newest keep_audit audit rows. Returns how
+ * many transactions went. */
+int cat_history_trim(struct catalog *c, long long keep_txns, long long keep_members, long long keep_audit,
+                     lserr *err);
 
 /* Keeps the newest `keep` events; returns how many went. */
 int cat_events_trim(struct catalog *c, long long keep, lserr *err);

@@ -136,7 +136,7 @@ int cat_schema_migrate(struct catalog *c, lserr *err);
 
 #define CAT_TXN_COLUMNS                                                                                               \
         "txid, kind, group_name, name, mode, state, committed, reason, started_us, decided_us, finished_us, lease_ms, " \
-        "cut_status, cut_status_reason, branch_status, branch_reason"
+        "cut_status, cut_status_reason, branch_status, branch_reason, members"
 
 /* Decodes CAT_TXN_COLUMNS into a struct cat_txn (cat_txn.c). */
 int cat_decode_txn(sqlite3_stmt *st, void *row);
@@ -180,7 +180,8 @@ struct cat_backend {
         int (*cut_read)(void *impl, const char *txid, size_t audit_limit, struct cat_cut *ret, lserr *err);
         int (*event_add)(void *impl, const struct cat_event *ev, long long *ret_id, lserr *err);
         int (*events)(void *impl, long long after_id, size_t limit, int newest, struct cat_event **ret, size_t *ret_n, lserr *err);
-        int (*history_trim)(void *impl, long long keep_txns, long long keep_audit, lserr *err);
+        int (*history_trim)(void *impl, long long keep_txns, long long keep_members, long long keep_audit,
+                            lserr *err);
         int (*events_trim)(void *impl, long long keep, lserr *err);
         int (*sched_get)(void *impl, const char *group, struct cat_sched *ret, lserr *err);
         int (*sched_put)(void *impl, const struct cat_sched *s, lserr *err);

@@ -89,6 +89,7 @@ struct raw_coord {
         char *max_cuts;
         char *max_cuts_per_agent;
         char *history_keep;
+        char *history_keep_members;
         char *audit_keep;
         char *events_keep;
         char *metrics;
@@ -176,6 +177,7 @@ static const cyaml_schema_field_t coord_fields[] = {
         OPT_STR("max_cuts", struct raw_coord, max_cuts),
         OPT_STR("max_cuts_per_agent", struct raw_coord, max_cuts_per_agent),
         OPT_STR("history_keep", struct raw_coord, history_keep),
+        OPT_STR("history_keep_members", struct raw_coord, history_keep_members),
         OPT_STR("audit_keep", struct raw_coord, audit_keep),
         OPT_STR("events_keep", struct raw_coord, events_keep),
         OPT_STR("metrics", struct raw_coord, metrics),
@@ -514,6 +516,11 @@ static int coord_numbers(const struct cfgload *ld, const struct raw_coord *rc, s
          * row three keys or more) gets a tenth of them. */
         const unsigned tenth = rc->ha ? 10 : 1;
         r = cfgload_check_num(ld, "history_keep", rc->history_keep, 10000 / tenth, 10, 10000000, &c->history_keep);
+        if (r < 0)
+                return r;
+        /* At least one transaction of the largest group (10,000 members). */
+        r = cfgload_check_num(ld, "history_keep_members", rc->history_keep_members, 1000000 / tenth, 10000,
+                              1000000000, &c->history_keep_members);
         if (r < 0)
                 return r;
         r = cfgload_check_num(ld, "audit_keep", rc->audit_keep, 200000 / tenth, 100, 100000000, &c->audit_keep);

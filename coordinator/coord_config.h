@@ -66,6 +66,7 @@ struct cfg_coord {
         unsigned max_cuts;           /* cuts running at once in the fleet, default 8 */
         unsigned max_cuts_per_agent; /* ... that involve one agent, default 2 */
         unsigned history_keep;       /* ended transactions kept in the catalog, default 10000 */
+        unsigned history_keep_members; /* ... and their members, at most; default 1000000 */
         unsigned audit_keep;         /* audit rows kept, default 200000 */
         unsigned events_keep;        /* event log rows kept, default 200000 */
         char *metrics;               /* http://HOST:PORT of the /metrics endpoint; NULL: off */

@@ -519,9 +519,14 @@ void engine_make_txid(char out[65])
                  tm.tm_hour, tm.tm_min, tm.tm_sec, rnd[0], rnd[1], rnd[2]);
 }
 
-int engine_begin(struct engine *e, struct cat_txn *t, char ret_txid[65], lserr *err)
+int engine_begin(struct engine *e, struct cat_txn *t, const struct items *its, char ret_txid[65], lserr *err)
 {
         int fresh = !t->txid[0], r;
+
+        /* The history is bounded in member rows too (history_keep_members). */
+        t->members = 0;
+        for (size_t i = 0; i < its->n; i++)
+                t->members += (unsigned)its->v[i].n_members;
 
         for (int tries = 0;; tries++) {
                 if (fresh)

@@ -155,7 +155,7 @@ static int cut_begin_once(struct engine *e, struct cat_txn *t, const struct cut_
         lserr why = {0};
         /* The transaction and its members' placeholders in one SQLite
          * transaction: one sync to disk before anything is sent. */
-        int batch = cat_batch_begin(e->cat, &why) == 0, r = engine_begin(e, t, ret_txid, err);
+        int batch = cat_batch_begin(e->cat, &why) == 0, r = engine_begin(e, t, its, ret_txid, err);
 
         for (size_t i = 0; r == 0 && i < its->n; i++)
                 engine_record_silence(e, t->txid, &its->v[i]); /* placeholders until each agent answers */

@@ -187,7 +187,7 @@ static int delete_branch_locked(struct engine *e, const struct cat_txn *rev, str
         snprintf(t.group, sizeof(t.group), "%s", rev->group);
         snprintf(t.name, sizeof(t.name), "%s", rev->txid);
         snprintf(t.mode, sizeof(t.mode), "branch");
-        r = engine_begin(e, &t, ret_txid, err);
+        r = engine_begin(e, &t, its, ret_txid, err);
         if (r < 0)
                 return r;
         engine_emit(p, "DELETE   %s: pre-revert branch of revert %s (group %s) on %zu agent(s)", t.txid, rev->txid,
@@ -356,7 +356,7 @@ static int delete_cut_locked(struct engine *e, const struct cat_txn *cut, struct
         snprintf(t.group, sizeof(t.group), "%s", cut->group);
         snprintf(t.name, sizeof(t.name), "%s", cut->txid); /* the cut it deletes */
         snprintf(t.mode, sizeof(t.mode), "%s", cut->mode);
-        r = engine_begin(e, &t, ret_txid, err);
+        r = engine_begin(e, &t, its, ret_txid, err);
         if (r < 0)
                 return r;
         engine_emit(p, "DELETE   %s: cut %s (%s) of group %s on %zu agent(s)", t.txid, cut->txid, cut->name, cut->group,

@@ -169,10 +169,10 @@ struct round {
 /* Returns 1 when every agent said yes, 0 when not (rd->reason says why). */
 int engine_round(struct round *rd, struct item *items, size_t n);
 
-/* Logs *t as begun (txid made here unless set, start time now) before
- * anything is sent: from here on a crash is presumed abort. ret_txid gets the
- * txid once it is logged. */
-int engine_begin(struct engine *e, struct cat_txn *t, char ret_txid[65], lserr *err);
+/* Logs *t as begun (txid made here unless set, start time now, members those
+ * of its) before anything is sent: from here on a crash is presumed abort.
+ * ret_txid gets the txid once it is logged. */
+int engine_begin(struct engine *e, struct cat_txn *t, const struct items *its, char ret_txid[65], lserr *err);
 void engine_make_txid(char out[65]);
 /* A txid is drawn without asking the catalog first (on etcd that is a round
  * trip per cut). Its random part is 24 bits, so two of the same second

@@ -209,7 +209,7 @@ static int revert_begin(struct engine *e, struct revert_job *j, struct cat_txn *
         snprintf(t->group, sizeof(t->group), "%s", tg->group);
         snprintf(t->name, sizeof(t->name), "%s", tg->txid);
         snprintf(t->mode, sizeof(t->mode), "%s", j->undo ? "undo" : "revert");
-        r = engine_begin(e, t, ret_txid, err);
+        r = engine_begin(e, t, &j->its, ret_txid, err);
         if (r < 0)
                 return r;
         if (j->undo)

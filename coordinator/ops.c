@@ -28,7 +28,7 @@ void ops_trim_catalog(struct daemon *d, const struct cfg_coord *cfg)
         if (cat_events_trim(d->cat, cfg->events_keep, &err) < 0)
                 log_err("%s", err.msg);
         lserr_clear(&err);
-        if (cat_history_trim(d->cat, cfg->history_keep, cfg->audit_keep, &err) < 0)
+        if (cat_history_trim(d->cat, cfg->history_keep, cfg->history_keep_members, cfg->audit_keep, &err) < 0)
                 log_err("%s", err.msg);
 }
 

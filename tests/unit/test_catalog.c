@@ -183,6 +183,9 @@ static void raw_exec(const char *path, const char *sql)
         sqlite3_close(db);
 }
 
+/* A history trim's member bound that bounds nothing. */
+#define ANY_MEMBERS 1000000000LL
+
 static struct cat_txn txn(const char *txid, enum cat_kind kind, const char *group, long long started_us)
 {
         struct cat_txn t = {.kind = kind, .started_us = started_us, .lease_ms = 30000};
@@ -797,7 +800,8 @@ static void test_audit_migration_keeps_rows(void **state)
                  "CREATE INDEX audit_txid ON audit (txid, at_us);"
                  "INSERT INTO audit (at_us, txid, agent, step, dir, code, detail, hash_hex)"
                  " VALUES (42, 'old', 'host-a', 'FREEZE', 'received', 3, 'from v4', 'abcd');"
-                 "DELETE FROM schema_version WHERE version = 5;");
+                 "ALTER TABLE txns DROP COLUMN members;"
+                 "DELETE FROM schema_version WHERE version >= 5;");
         assert_int_equal(raw_int(f->path, "SELECT max(version) FROM schema_version"), 4);
         assert_int_equal(cat_open(f->path, &f->c, &err), 0);
         assert_int_equal(raw_int(f->path, "SELECT max(version) FROM schema_version"), CAT_SCHEMA_VERSION);
@@ -816,6 +820,29 @@ static void test_audit_migration_keeps_rows(void **state)
         free(v);
         assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_schema WHERE name = 'audit_txid'"), 1);
         assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_schema WHERE name = 'audit_v5'"), 0);
+}
+
+/* A catalog of schema 5 opens with each transaction's members counted from
+ * its member rows, so the history's member bound holds for what was there. */
+static void test_members_migration_counts(void **state)
+{
+        struct fixture *f = *state;
+        struct cat_txn t = txn("t5", CAT_KIND_SNAPSHOT, "web", 0), got;
+        struct cat_member m = {.agent = "host-a", .code = CAT_PENDING};
+        lserr err = {0};
+
+        SQLITE_ONLY("a migration of the SQLite schema");
+        assert_int_equal(cat_txn_begin(f->c, &t, &err), 0);
+        for (int i = 0; i < 3; i++) {
+                snprintf(m.vm, sizeof(m.vm), "vm%d", i);
+                assert_int_equal(cat_put_member(f->c, "t5", &m, &err), 0);
+        }
+        f->c = cat_close(f->c);
+        raw_exec(f->path, "ALTER TABLE txns DROP COLUMN members; DELETE FROM schema_version WHERE version = 6;");
+        assert_int_equal(cat_open(f->path, &f->c, &err), 0);
+        assert_int_equal(raw_int(f->path, "SELECT max(version) FROM schema_version"), CAT_SCHEMA_VERSION);
+        assert_int_equal(cat_txn_get(f->c, "t5", &got, &err), 0);
+        assert_int_equal(got.members, 3);
 }
 
 /* A batch is one transaction: a second connection sees none of its rows until
@@ -1219,7 +1246,7 @@ static void test_history_trim_keeps_what_lives(void **state)
         assert_int_equal(cat_txn_begin(f->c, &open, &err), 0);
 
         /* 121 ended, 30 kept: 91 go, with their members, images and audit. */
-        assert_int_equal(cat_history_trim(f->c, 30, 100000, &err), 91);
+        assert_int_equal(cat_history_trim(f->c, 30, ANY_MEMBERS, 100000, &err), 91);
         assert_int_equal(ROWS(f, "SELECT count(*) FROM txns", "txn/"), 30 + 3);
         assert_int_equal(ROWS(f, "SELECT count(*) FROM members", "mem/"), 30 + 2);
         assert_int_equal(ROWS(f, "SELECT count(*) FROM images", "img/"), 30 + 2);
@@ -1241,14 +1268,56 @@ static void test_history_trim_keeps_what_lives(void **state)
         assert_int_equal(cat_txn_get(f->c, "cut-00", &got, NULL), -ENOENT);
         assert_int_equal(cat_txn_get(f->c, "ab-39", &got, &err), 0); /* the newest history stays */
         /* Again: nothing more to do. The audit cap keeps the newest rows. */
-        assert_int_equal(cat_history_trim(f->c, 30, 100000, &err), 0);
-        assert_int_equal(cat_history_trim(f->c, 30, 10, &err), 0);
+        assert_int_equal(cat_history_trim(f->c, 30, ANY_MEMBERS, 100000, &err), 0);
+        assert_int_equal(cat_history_trim(f->c, 30, ANY_MEMBERS, 10, &err), 0);
         assert_int_equal(ROWS(f, "SELECT count(*) FROM audit", "audit/id/"), 10);
         assert_int_equal(ROWS(f, "SELECT count(*) FROM audit WHERE txid = 'ab-39'", "audit/tx/ab-39/"), 2);
 #ifdef CAT_TEST_ETCD
         assert_int_equal(count_keys(f, "audit/tx/"), 10);
         assert_int_equal(count_keys(f, "audit/at/"), 10);
 #endif
+}
+
+/* The history bounded in members too: ended transactions of 4,000 members
+ * each, kept newest first while their members add up to at most the bound;
+ * a live cut, however big, is neither counted nor touched; the count comes
+ * back from the catalog as it was begun. */
+static void test_history_trim_by_members(void **state)
+{
+        struct fixture *f = *state;
+        struct cat_txn t, got;
+        lserr err = {0};
+        char id[16];
+
+        for (int i = 0; i < 10; i++) {
+                snprintf(id, sizeof(id), "old-%d", i);
+                t = txn(id, CAT_KIND_SNAPSHOT, "big", 1000 + i);
+                t.members = 4000;
+                assert_int_equal(cat_txn_begin(f->c, &t, &err), 0);
+                assert_int_equal(cat_txn_decide(f->c, id, 0, "no", &err), 0);
+                assert_int_equal(cat_txn_finish(f->c, id, &err), 0);
+        }
+        t = txn("live", CAT_KIND_SNAPSHOT, "big", 10);
+        t.members = 1000000;
+        assert_int_equal(cat_txn_begin(f->c, &t, &err), 0);
+        assert_int_equal(cat_txn_decide(f->c, "live", 1, "", &err), 0);
+        assert_int_equal(cat_txn_finish(f->c, "live", &err), 0);
+        assert_int_equal(cat_txn_get(f->c, "old-9", &got, &err), 0);
+        assert_int_equal(got.members, 4000);
+
+        /* 10,000 members: the newest two (8,000) stay, a third would make 12,000. */
+        assert_int_equal(cat_history_trim(f->c, 1000, 10000, 100000, &err), 8);
+        assert_int_equal(ROWS(f, "SELECT count(*) FROM txns", "txn/"), 3);
+        assert_int_equal(cat_txn_get(f->c, "old-9", &got, &err), 0);
+        assert_int_equal(cat_txn_get(f->c, "old-8", &got, &err), 0);
+        assert_int_equal(cat_txn_get(f->c, "old-7", &got, NULL), -ENOENT);
+        assert_int_equal(cat_txn_get(f->c, "live", &got, &err), 0);
+        assert_int_equal(got.members, 1000000);
+        /* The count bound still applies beside it; exactly at the bound stays. */
+        assert_int_equal(cat_history_trim(f->c, 1, 10000, 100000, &err), 1);
+        assert_int_equal(cat_txn_get(f->c, "old-8", &got, NULL), -ENOENT);
+        assert_int_equal(cat_history_trim(f->c, 1000, 4000, 100000, &err), 0);
+        assert_int_equal(cat_txn_get(f->c, "old-9", &got, &err), 0);
 }
 
 /* The same cut applies to what became of a cut and of a branch. */
@@ -1851,7 +1920,7 @@ static void test_etcd_trims_compact(void **state)
                 snprintf(id, sizeof(id), "h-%02d", i);
                 done_txn(f, id, CAT_KIND_DELETE, 1000 + i, 1);
         }
-        assert_int_equal(cat_history_trim(f->c, 5, 10, &err), 55);
+        assert_int_equal(cat_history_trim(f->c, 5, ANY_MEMBERS, 10, &err), 55);
         assert_int_equal(count_keys(f, "txn/"), 5);
         assert_int_equal(count_keys(f, "dec/"), 5);
         assert_int_equal(count_keys(f, "mem/"), 5);
@@ -1915,7 +1984,7 @@ static void test_etcd_long_listings(void **state)
         done_txn(f, "gone", CAT_KIND_DELETE, 5, 1);
         for (int i = 0; i < 3; i++)
                 assert_int_equal(cat_audit_add(f->c, &a, &err), 0);
-        assert_int_equal(cat_history_trim(f->c, 0, 1000000, &err), 1);
+        assert_int_equal(cat_history_trim(f->c, 0, ANY_MEMBERS, 1000000, &err), 1);
         assert_int_equal(cat_audit_recent(f->c, 5, &v, &n, &err), 0);
         assert_int_equal(n, 5);
         for (size_t i = 0; i < n; i++)
@@ -1946,6 +2015,35 @@ static void test_etcd_long_listings(void **state)
 /* A prefix that does not end in '/', a layout written by a newer program, a
  * key that is not a catalog's and an etcd that does not answer are refused,
  * *ret untouched. */
+/* A header written before transactions counted their members (no "members"
+ * field) is read as 0 members, not refused as malformed. */
+static void test_etcd_header_without_members(void **state)
+{
+        struct cat_txn t = txn("h1", CAT_KIND_SNAPSHOT, "web", 5);
+        struct ce_hdr h;
+        char *text = NULL, *at, *end;
+        size_t len = 0;
+
+        (void)state;
+        t.members = 7;
+        assert_int_equal(ce_hdr_encode(&t, &text, &len), 0);
+        assert_int_equal(ce_hdr_decode(text, len, &h), 0);
+        assert_int_equal(h.t.members, 7);
+        at = strstr(text, "\"members\"");
+        assert_non_null(at);
+        end = at + strcspn(at, ",}");
+        if (*end == ',')
+                end++;
+        else if (at[-1] == ',')
+                at--;
+        memmove(at, end, strlen(end) + 1);
+        assert_null(strstr(text, "members"));
+        assert_int_equal(ce_hdr_decode(text, strlen(text), &h), 0);
+        assert_int_equal(h.t.members, 0);
+        assert_string_equal(h.t.txid, "h1");
+        free(text);
+}
+
 static void test_etcd_newer_layout_refused(void **state)
 {
         struct fixture *f = *state;
@@ -1995,6 +2093,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_audit_list_with_limit, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_audit_control_peer, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_audit_migration_keeps_rows, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_members_migration_counts, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_batch_one_transaction, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_decision_in_a_batch, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_decision_visible_to_second_connection, setup, teardown),
@@ -2003,6 +2102,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_events_schedules_reverts, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_branch_drops_cuts_on_its_images, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_history_trim_keeps_what_lives, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_history_trim_by_members, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_status_reasons_cut_on_character, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_statement_helper, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_failures_release_lock_and_transaction, setup, teardown),
@@ -2018,6 +2118,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_etcd_trims_compact, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_etcd_long_listings, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_etcd_newer_layout_refused, setup, teardown),
+                cmocka_unit_test(test_etcd_header_without_members),
 #endif
         };
 #ifdef CAT_TEST_ETCD

@@ -869,6 +869,12 @@ static const struct refusal refusals[] = {
           "  - name: solo\n"
           "    members: [vm1@host-a]\n",
           1, "history_keep", "\"5\" is out of range (10..10000000)" },
+        { "history-keep-members-low", COORD,
+          "history_keep_members: 9999\n"
+          COORD_MIN
+          "  - name: solo\n"
+          "    members: [vm1@host-a]\n",
+          1, "history_keep_members", "\"9999\" is out of range (10000..1000000000)" },
         { "control-not-ipc", COORD,
           "control: tcp://127.0.0.1:7300\n"
           "key: /k\n"
@@ -1393,6 +1399,7 @@ static void test_coord_ha(void **state)
         assert_string_equal(c->counter_file, "/var/lib/lockstep/coordinator.counter");
         /* The catalog in etcd keeps a tenth of SQLite's history by default. */
         assert_int_equal(c->history_keep, 1000);
+        assert_int_equal(c->history_keep_members, 100000);
         assert_int_equal(c->audit_keep, 20000);
         assert_int_equal(c->events_keep, 20000);
         cfg_coord_free(c);
@@ -1616,6 +1623,7 @@ static void test_coord_defaults(void **state)
         assert_int_equal(c->max_cuts, 8);
         assert_int_equal(c->max_cuts_per_agent, 2);
         assert_int_equal(c->history_keep, 10000);
+        assert_int_equal(c->history_keep_members, 1000000);
         assert_int_equal(c->audit_keep, 200000);
         assert_int_equal(c->events_keep, 200000);
         assert_null(c->metrics);

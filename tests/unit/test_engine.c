@@ -369,13 +369,17 @@ static int freeze_round(struct fx *f, struct cat_txn *t, struct round *rd, struc
         snprintf(t->group, sizeof(t->group), "shop");
         snprintf(t->name, sizeof(t->name), "unit");
         snprintf(t->mode, sizeof(t->mode), "quiesce");
-        assert_int_equal(engine_begin(f->e, t, txid, &err), 0);
+        shop_items(f, &its);
+        assert_int_equal(engine_begin(f->e, t, &its, txid, &err), 0);
         assert_string_equal(txid, t->txid);
+        /* Logged with its members, which bound the history (history_keep_members). */
+        struct cat_txn logged;
+        assert_int_equal(cat_txn_get(f->cat, t->txid, &logged, &err), 0);
+        assert_int_equal(logged.members, cfg_coord_group(f->cfg, "shop")->n_members);
         *p = (struct progress){collect, s};
         *rd = (struct round){.e = f->e, .txid = t->txid, .step = LOCKSTEP__STEP__STEP_FREEZE, .timeout_ms = 1000,
                              .g = cfg_coord_group(f->cfg, "shop"), .pending = 1, .fill = freeze_fill, .say = say,
                              .ctx = "unit", .p = p};
-        shop_items(f, &its);
         return engine_round(rd, its.v, its.n);
 }
 
