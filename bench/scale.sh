@@ -342,7 +342,7 @@ for c in $(seq 1 "$CUTS"); do
                  max_frozen_ms: .max_frozen_ms, frozen_ms_p50: ([.members[]?.frozen_ms] | pct(0.5)),
                  last_reply_ms: {freeze: last("FREEZE"), snapshot: last("SNAPSHOT"), decide: last("DECIDE")},
                  slowest_agent_ms: $slowest,
-                 e2e_over_slowest_agent: (if $slowest then ($e2e / $slowest * 1000 | round) / 1000 else null end),
+                 e2e_over_slowest_agent: (if ($slowest // 0) > 0 then ($e2e / $slowest * 1000 | round) / 1000 else null end),
                  prune_ms: $prune_ms, prune_lockstepd_ms: $prune_cpu, pruned: $pruned, catalog_member_rows: $mrows}' \
                 <<< "${out:-{\}}")
         if [ "$JSON" = 1 ]; then echo "$row"; else

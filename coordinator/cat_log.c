@@ -187,33 +187,47 @@ int cat_events(struct catalog *c, long long after_id, size_t limit, int newest, 
 /* ---- trimming ---------------------------------------------------------------------- */
 
 /* Transactions that are only history now (nothing lives on them), past the
- * newest ?1 of them or past ?2 members counted from the newest. */
+ * newest ?1 of them or past ?2 members counted from the newest: the oldest ?3
+ * of those. */
 #define ENDED_TXNS                                                                                                    \
         "SELECT txid FROM (SELECT txid, row_number() OVER w AS n, sum(members) OVER w AS m FROM txns"                \
         " WHERE state = 'done' AND (kind = 'delete'"                                                                  \
         " OR (kind = 'snapshot' AND (committed = 0 OR cut_status = 'deleted'))"                                       \
         " OR (kind = 'revert' AND (committed = 0 OR branch_status IN ('undone', 'deleted'))))"                         \
-        " WINDOW w AS (ORDER BY started_us DESC ROWS UNBOUNDED PRECEDING)) WHERE n > ?1 OR m > ?2"
+        " WINDOW w AS (ORDER BY started_us DESC ROWS UNBOUNDED PRECEDING)) WHERE n > ?1 OR m > ?2"                     \
+        " ORDER BY n DESC LIMIT ?3"
 
-/* Inside the caller's write transaction: the deletes of a history trim. The
- * number of transactions removed, or the SQLite failure as a negative number. */
-static int trim_rows(struct catalog *c, long long keep_txns, long long keep_members, long long keep_audit)
+/* Transactions removed per SQLite transaction: a trim with much to remove (the
+ * first after an upgrade, or after the bounds were lowered) lets the cuts'
+ * writes in between its batches instead of holding the catalog for minutes
+ * (16 cuts of 10,000 members are ~300,000 rows with their images). */
+#define TRIM_BATCH 16
+
+/* One batch in its own write transaction: the number of transactions removed
+ * (TRIM_BATCH: maybe more to do). */
+static int trim_batch(struct catalog *c, long long keep_txns, long long keep_members, lserr *err)
 {
-        int rc, gone;
+        CAT_LOCK_SCOPE(c);
+        CAT_ROLLBACK_SCOPE(c);
+        int rc = cat_begin(c), gone = 0;
 
+        if (rc != SQLITE_OK)
+                goto fail;
         /* Audit rows go with their transaction (members and images cascade). */
-        rc = cat_exec(c, "DELETE FROM audit WHERE txid IN (" ENDED_TXNS ")", "LL", keep_txns, keep_members);
+        rc = cat_exec(c, "DELETE FROM audit WHERE txid IN (" ENDED_TXNS ")", "LLi", keep_txns, keep_members,
+                      TRIM_BATCH);
         if (rc != SQLITE_DONE)
-                return -rc;
-        rc = cat_exec(c, "DELETE FROM txns WHERE txid IN (" ENDED_TXNS ")", "LL", keep_txns, keep_members);
+                goto fail;
+        rc = cat_exec(c, "DELETE FROM txns WHERE txid IN (" ENDED_TXNS ")", "LLi", keep_txns, keep_members,
+                      TRIM_BATCH);
         if (rc != SQLITE_DONE)
-                return -rc;
+                goto fail;
         gone = sqlite3_changes(c->db);
-        /* Status polls and the audit of live transactions: the newest keep_audit rows. */
-        rc = cat_exec(c, "DELETE FROM audit WHERE id <= (SELECT max(id) FROM audit) - ?1", "L", keep_audit);
-        if (rc != SQLITE_DONE)
-                return -rc;
-        return gone;
+        rc = cat_commit(c);
+        if (rc == SQLITE_OK)
+                return gone;
+fail:
+        return lserr_set(err, cat_rc_errno(rc), "catalog \"%s\": trim history: %s", c->path, cat_why(c, rc));
 }
 
 int cat_history_trim(struct catalog *c, long long keep_txns, long long keep_members, long long keep_audit,
@@ -221,17 +235,19 @@ int cat_history_trim(struct catalog *c, long long keep_txns, long long keep_memb
 {
         if (c->be)
                 return c->be->history_trim(c->be_impl, keep_txns, keep_members, keep_audit, err);
-        CAT_LOCK_SCOPE(c);
-        CAT_ROLLBACK_SCOPE(c);
-        int rc, gone;
+        int rc, gone = 0, n = TRIM_BATCH;
 
-        rc = cat_begin(c);
-        if (rc != SQLITE_OK)
-                return lserr_set(err, cat_rc_errno(rc), "catalog \"%s\": trim history: %s", c->path, cat_why(c, rc));
-        gone = trim_rows(c, keep_txns, keep_members, keep_audit);
-        rc = gone < 0 ? -gone : cat_commit(c);
-        if (rc != SQLITE_OK)
-                return lserr_set(err, cat_rc_errno(rc), "catalog \"%s\": trim history: %s", c->path, cat_why(c, rc));
+        while (n == TRIM_BATCH) {
+                n = trim_batch(c, keep_txns, keep_members, err);
+                if (n < 0)
+                        return n;
+                gone += n;
+        }
+        /* Status polls and the audit of live transactions: the newest keep_audit rows. */
+        CAT_LOCK_SCOPE(c);
+        rc = cat_exec(c, "DELETE FROM audit WHERE id <= (SELECT max(id) FROM audit) - ?1", "L", keep_audit);
+        if (rc != SQLITE_DONE)
+                return lserr_set(err, cat_rc_errno(rc), "catalog \"%s\": trim audit: %s", c->path, cat_why(c, rc));
         return gone;
 }
 
