@@ -5,9 +5,13 @@
  * listener on the same socket serves again. So a guard pings through the
  * listener every GUARD_MS (the workers answer the ping themselves, never the
  * handler); two unanswered in a row while a worker sat idle, and the listener
- * is made again. */
+ * is made again. Each ping runs on a thread of its own that the guard does not
+ * wait for beyond its answer: nng 1.5.2's nng_close of a REQ socket can hang
+ * for ever (nng issue 648; once in ~5,000 pings under 1,000 agents' load),
+ * and a guard stuck in it kept lockstepd from stopping on SIGTERM. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +21,7 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 
+#include "failpoint.h"
 #include "fsutil.h"
 #include "log.h"
 #include "transport_priv.h"
@@ -27,12 +32,18 @@ struct transport_guard {
         int slot;                             /* in ipc_listeners */
         pthread_t thread;
         int stopping;
-        unsigned busy; /* pings in a row that waited behind busy workers */
+        unsigned busy;  /* pings in a row that waited behind busy workers */
+        unsigned stuck; /* rounds in a row without a ping (STUCK_MAX closing) */
         pthread_mutex_t lock;
         pthread_cond_t wake;
 };
 
 #define GUARD_MS 1000
+/* Ping threads still closing their socket (stuck in nng_close, or about to
+ * be): at this many the guard pings no more until one ends, so a hang that
+ * repeats costs a few threads, not one a second. */
+#define STUCK_MAX 4
+static atomic_int closing;
 static const uint8_t ping_magic[16] = "\0lockstep-ping\0";
 static struct {
         int used;
@@ -65,21 +76,43 @@ bool transport_guard_is_ping(const void *body, size_t len)
         return len == sizeof(ping_magic) && memcmp(body, ping_magic, len) == 0;
 }
 
-/* One ping through url: 0 when it came back within GUARD_MS. */
-static int ping(const char *url)
+/* One ping through url, its answer handed over before the socket is closed. */
+struct ping_call {
+        pthread_mutex_t lock;
+        pthread_cond_t done_cv;
+        int done, rv;
+        int refs; /* the guard's and the ping thread's */
+        char url[sizeof(ipc_listeners[0].url)];
+};
+
+static void ping_call_unref(struct ping_call *c)
 {
+        int last;
+
+        pthread_mutex_lock(&c->lock);
+        last = --c->refs == 0;
+        pthread_mutex_unlock(&c->lock);
+        if (!last)
+                return;
+        pthread_mutex_destroy(&c->lock);
+        pthread_cond_destroy(&c->done_cv);
+        free(c);
+}
+
+static void *ping_main(void *p)
+{
+        struct ping_call *c = p;
         nng_socket r;
         void *buf = NULL;
         size_t n = 0;
-        int rv = nng_req0_open(&r);
+        int rv = nng_req0_open(&r), opened = rv == 0;
 
-        if (rv)
-                return rv;
-        rv = nng_socket_set_ms(r, NNG_OPT_RECVTIMEO, GUARD_MS);
+        if (!rv)
+                rv = nng_socket_set_ms(r, NNG_OPT_RECVTIMEO, GUARD_MS);
         if (!rv)
                 rv = nng_socket_set_ms(r, NNG_OPT_SENDTIMEO, GUARD_MS);
         if (!rv)
-                rv = nng_dial(r, url, NULL, 0);
+                rv = nng_dial(r, c->url, NULL, 0);
         if (!rv)
                 rv = nng_send(r, (void *)ping_magic, sizeof(ping_magic), 0);
         if (!rv)
@@ -88,7 +121,55 @@ static int ping(const char *url)
                 rv = NNG_EPROTO;
         if (buf)
                 nng_free(buf, n);
-        nng_close(r);
+        atomic_fetch_add(&closing, 1);
+        pthread_mutex_lock(&c->lock);
+        c->rv = rv;
+        c->done = 1;
+        pthread_cond_signal(&c->done_cv);
+        pthread_mutex_unlock(&c->lock);
+        ping_call_unref(c);
+        if (opened) {
+                /* Where nng_close hangs, the tests stop too. */
+                failpoint_stop("guard-ping-close");
+                nng_close(r);
+        }
+        atomic_fetch_sub(&closing, 1);
+        return NULL;
+}
+
+/* One ping through url: 0 when it came back within GUARD_MS; -EAGAIN when
+ * none was sent (pings stuck in nng_close, or no thread for one). */
+static int ping(const char *url)
+{
+        struct ping_call *c;
+        struct timespec ts;
+        pthread_attr_t attr;
+        pthread_t t;
+        int rv;
+
+        if (atomic_load(&closing) >= STUCK_MAX || !(c = calloc(1, sizeof(*c))))
+                return -EAGAIN;
+        pthread_mutex_init(&c->lock, NULL);
+        fsutil_cond_init_mono(&c->done_cv);
+        snprintf(c->url, sizeof(c->url), "%s", url);
+        c->refs = 2;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        rv = pthread_create(&t, &attr, ping_main, c);
+        pthread_attr_destroy(&attr);
+        if (rv != 0) {
+                c->refs = 1;
+                ping_call_unref(c);
+                return -EAGAIN;
+        }
+        /* Dial, send and receive each give up after GUARD_MS. */
+        ts = fsutil_mono_after(4 * GUARD_MS * 1000LL);
+        pthread_mutex_lock(&c->lock);
+        while (!c->done && pthread_cond_timedwait(&c->done_cv, &c->lock, &ts) == 0)
+                ;
+        rv = c->done ? c->rv : NNG_ETIMEDOUT;
+        pthread_mutex_unlock(&c->lock);
+        ping_call_unref(c);
         return rv;
 }
 
@@ -119,11 +200,20 @@ static void relisten(struct transport_guard *g)
 static unsigned ping_missed(struct transport_guard *g, const char *url, unsigned missed)
 {
         uint_fast64_t before = atomic_load(&g->act->received);
-        int idle = atomic_load(&g->act->idle);
+        int idle = atomic_load(&g->act->idle), rv = ping(url);
 
-        if (ping(url) == 0) {
+        if (rv == 0) {
                 g->busy = 0;
+                g->stuck = 0;
                 return 0;
+        }
+        if (rv == -EAGAIN) {
+                /* No ping, no verdict. Said once a streak. */
+                if (!g->stuck++)
+                        log_warn("%s: %d of the listener guard's pings are stuck closing their socket (nng_close; "
+                                 "nng issue 648): no more pings until one ends",
+                                 url, atomic_load(&closing));
+                return missed;
         }
         if (idle > 0 && atomic_load(&g->act->received) == before)
                 return missed + 1;

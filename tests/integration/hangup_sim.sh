@@ -5,7 +5,8 @@
 # lockstepd's ipc:// control socket, which nng 1.5.2 leaves delivering nothing
 # after one (nng issue 1518), is listened on again by the transport's guard
 # within seconds. The guard does not take workers that are all busy (long
-# polls of cuts held in FREEZE) for a deaf listener.
+# polls of cuts held in FREEZE) for a deaf listener. A guard whose pings hang
+# in nng_close does not keep lockstepd from stopping.
 . "$(dirname "$0")/lib.sh"
 BUSY=12
 doms=("domain web1")
@@ -87,4 +88,26 @@ for p in "${pids[@]}"; do wait "$p" || ok=1; done
 check "... every held cut committed" [ "$ok" = 0 ]
 check "... no CLI missed a poll" bash -c "! grep -l . '$T'/b*.err"
 check "... the busy listener was not taken for deaf" [ "$(grep -c 'listening again' "$T/lockstepd.log")" = "$relistens" ]
+
+# nng 1.5.2's nng_close of a REQ socket can hang for ever (nng issue 648): a
+# guard stuck there once kept lockstepd from stopping on SIGTERM for 18 min.
+# Every ping's close stopped at a failpoint: lockstepd still answers, stops
+# pinging after 4 stuck ones (saying so), and stops at once on SIGTERM.
+if [ "${LOCKSTEP_FAILPOINTS:-OFF}" = ON ]; then
+        pid=$(cat "$T/lockstepd.pid")
+        kill -TERM "$pid"
+        wait "$pid" 2> /dev/null || true
+        start_lockstepd guard-ping-close
+        pid=$(cat "$T/lockstepd.pid")
+        check "stuck pings: lockstepd says its guard's pings are stuck" \
+                wait_for 30 grep -q 'pings are stuck closing their socket' "$T/lockstepd.log"
+        check "... 4 of them, no more" [ "$(grep -c 'failpoint guard-ping-close reached' "$T/lockstepd.log")" = 4 ]
+        check "... and it answers" cli_answers
+        check "... still 4" [ "$(grep -c 'failpoint guard-ping-close reached' "$T/lockstepd.log")" = 4 ]
+        gone() { local st; st=$(ps -o stat= -p "$1" 2> /dev/null); [ -z "$st" ] || [[ $st == Z* ]]; }
+        kill -TERM "$pid"
+        check "... it stops within 10 s of SIGTERM" wait_for 10 gone "$pid"
+else
+        echo "# skipped: stuck pings need a build with -DLOCKSTEP_FAILPOINTS=ON"
+fi
 finish
