@@ -10,7 +10,9 @@
  * cut's end not yet logged), "revert-after-switch" (disks switched, nothing started
  * or decided); the agent "agent-mid-switch" (one member switched, the others
  * not) and "agent-reply-STEP" (STEP done and its reply signed, not yet sent:
- * agent-reply-FREEZE, agent-reply-SNAPSHOT, ...).
+ * agent-reply-FREEZE, agent-reply-SNAPSHOT, ...); both daemons'
+ * "guard-ping-close" (a listener guard's ping answered, its socket about to
+ * be closed: where nng_close can hang).
  *
  * Two ways to arm one:
  * - LOCKSTEP_FAILPOINT=<name> at start: the daemon logs it and sleeps there
