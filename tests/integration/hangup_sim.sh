@@ -94,9 +94,9 @@ check "... the busy listener was not taken for deaf" [ "$(grep -c 'listening aga
 # Every ping's close stopped at a failpoint: lockstepd still answers, stops
 # pinging after 4 stuck ones (saying so), and stops at once on SIGTERM.
 if [ "${LOCKSTEP_FAILPOINTS:-OFF}" = ON ]; then
-        pid=$(cat "$T/lockstepd.pid")
-        kill -TERM "$pid"
-        wait "$pid" 2> /dev/null || true
+        # Killed: after the hang-ups above, nng 1.5.2 cannot free the deafened
+        # listeners' pipes, and LeakSanitizer would report them at a clean exit.
+        kill9_lockstepd
         start_lockstepd guard-ping-close
         pid=$(cat "$T/lockstepd.pid")
         check "stuck pings: lockstepd says its guard's pings are stuck" \
