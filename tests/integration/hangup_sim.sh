@@ -104,9 +104,8 @@ if [ "${LOCKSTEP_FAILPOINTS:-OFF}" = ON ]; then
         check "... 4 of them, no more" [ "$(grep -c 'failpoint guard-ping-close reached' "$T/lockstepd.log")" = 4 ]
         check "... and it answers" cli_answers
         check "... still 4" [ "$(grep -c 'failpoint guard-ping-close reached' "$T/lockstepd.log")" = 4 ]
-        gone() { local st; st=$(ps -o stat= -p "$1" 2> /dev/null); [ -z "$st" ] || [[ $st == Z* ]]; }
         kill -TERM "$pid"
-        check "... it stops within 10 s of SIGTERM" wait_for 10 gone "$pid"
+        check "... it stops within 10 s of SIGTERM" wait_for 10 pid_gone "$pid"
 else
         echo "# skipped: stuck pings need a build with -DLOCKSTEP_FAILPOINTS=ON"
 fi
