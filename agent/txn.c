@@ -49,21 +49,20 @@ struct ping {
         lserr err;
 };
 
-static void *ping_main(void *arg)
+static void ping_main(void *arg)
 {
         struct ping *p = arg;
         long long t0 = fsutil_mono_us();
 
         p->r = hv_ga_ping(p->mg->hv, p->vm, (int)p->mg->cfg->guest_agent_timeout_s, &p->err);
         p->us = fsutil_mono_us() - t0;
-        return NULL;
 }
 
 static int validate_member(struct txn_mgr *mg, struct txn *t, struct member *mb)
 {
         struct ping p = {.mg = mg, .vm = mb->vm};
         lserr err = {0};
-        pthread_t th;
+        struct workers_task th;
         int r, pinging = 0;
         long long t0;
 
@@ -75,7 +74,7 @@ static int validate_member(struct txn_mgr *mg, struct txn *t, struct member *mb)
         mb->want_freeze = !mb->crash && t->mode != LOCKSTEP__MODE__MODE_MEMORY;
         /* A thread that cannot start leaves the ping to after the check. */
         if (mb->want_freeze)
-                pinging = pthread_create(&th, NULL, ping_main, &p) == 0;
+                pinging = workers_spawn(mg->workers, &th, ping_main, &p) == 0;
         /* Every file the cut will create is checked here, before any guest of
          * this agent is frozen: a cut that cannot succeed freezes nobody. */
         t0 = fsutil_mono_us();
@@ -85,7 +84,7 @@ static int validate_member(struct txn_mgr *mg, struct txn *t, struct member *mb)
                      &err);
         mb->check_us = fsutil_mono_us() - t0;
         if (pinging)
-                pthread_join(th, NULL);
+                workers_join(&th);
         else if (mb->want_freeze && r == 0)
                 ping_main(&p);
         mb->ping_us = p.us;

@@ -145,6 +145,10 @@ int txn_mgr_new(const struct cfg_agent *cfg, struct hv *hv, struct guardian *g, 
          * issued before the decision, which was accepted no earlier than its
          * own issue time - window: twice the window covers it. */
         r = decided_open(cfg->journal_dir, 2LL * cfg->time_window_s * 1000000LL, fsutil_now_us(), &mg->decided, err);
+        /* A wide step (every member's freeze, and its guest-ping beside the
+         * check) may want two threads per member; they go after a while idle. */
+        if (r >= 0 && workers_new(2 * TXN_POOL_MAX, TXN_WORKER_IDLE_MS, &mg->workers) < 0)
+                r = lserr_set(err, -ENOMEM, "agent: out of memory");
         if (r >= 0)
                 r = txn_lease_start(mg, err);
         if (r < 0) {
@@ -182,6 +186,7 @@ struct txn_mgr *txn_mgr_free(struct txn_mgr *mg)
                 txn_free(t);
         }
         decided_free(mg->decided);
+        workers_free(mg->workers);
         pthread_cond_destroy(&mg->wake);
         pthread_mutex_destroy(&mg->lock);
         free(mg);

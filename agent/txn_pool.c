@@ -31,10 +31,9 @@ static void drain(struct pool *p)
         }
 }
 
-static void *worker_main(void *arg)
+static void worker_main(void *arg)
 {
         drain(arg);
-        return NULL;
 }
 
 unsigned txn_pool_size(const struct txn_mgr *mg)
@@ -52,7 +51,7 @@ void txn_pool_run(struct txn_mgr *mg, struct txn *t, txn_member_pick pick, unsig
 {
         const unsigned bound = width == TXN_POOL_WIDE ? TXN_POOL_MAX : txn_pool_size(mg);
         struct pool p = {.mg = mg, .t = t, .fn = fn, .pick = pick, .arg = arg, .reverse = reverse};
-        pthread_t th[TXN_POOL_MAX];
+        struct workers_task th[TXN_POOL_MAX];
         size_t want = 0, started = 0;
 
         atomic_init(&p.next, 0);
@@ -64,9 +63,9 @@ void txn_pool_run(struct txn_mgr *mg, struct txn *t, txn_member_pick pick, unsig
          * walks the members in order, as a serial loop would. A thread that
          * cannot be started leaves its share to the others. */
         for (; want > 1 && started < want - 1; started++)
-                if (pthread_create(&th[started], NULL, worker_main, &p) != 0)
+                if (workers_spawn(mg->workers, &th[started], worker_main, &p) < 0)
                         break;
         drain(&p);
         for (size_t i = 0; i < started; i++)
-                pthread_join(th[i], NULL);
+                workers_join(&th[i]);
 }

@@ -11,9 +11,13 @@
 #include "decided.h"
 #include "names.h"
 #include "txn.h"
+#include "workers.h"
 
 /* parallel_per_host's ceiling (agent_config.c checks the same bound). */
 #define TXN_POOL_MAX 64
+/* How long a member step's thread waits for the next step before it ends:
+ * longer than a cut's rounds, shorter than a schedule's minute. */
+#define TXN_WORKER_IDLE_MS 20000
 #define TXN_MSG_MAX 600
 
 struct member {
@@ -74,6 +78,7 @@ struct txn_mgr {
         const struct cfg_agent *cfg;
         struct hv *hv;
         struct guardian *g;
+        struct workers *workers; /* the pool's threads, kept between steps (NULL: one per task) */
         struct decided *decided; /* txids decided before they were seen open (under lock) */
         pthread_mutex_t lock; /* the list, member ownership and decided */
         struct txn *list;

@@ -248,6 +248,8 @@ done
 "$LS" -c "$T/coordinator.yaml" groups > /dev/null || die "lockstepd did not come up: $(tail -n 3 "$T/lockstepd.log")"
 
 cpu_ms() { awk '{print ($14 + $15) * 10}' "/proc/$1/stat"; } # 100 ticks a second
+# Every agent process's CPU (executor, network half, guardian), in ms.
+agents_cpu_ms() { printf '/proc/%s/stat\n' "${AGENT_PIDS[@]}" | xargs cat 2> /dev/null | awk '{t += $14 + $15} END {print t * 10}'; }
 rss_mb() { awk -v k="$2" '$1 == k":" {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
 fsize() { stat -c %s "$1" 2> /dev/null || echo 0; }
 cat_bytes() { echo $(($(fsize "$T/catalog.db") + $(fsize "$T/catalog.db-wal"))); }
@@ -296,10 +298,10 @@ fi
 rc_all=0
 for c in $(seq 1 "$CUTS"); do
         [ "$CUTS" -gt 0 ] || break
-        cpu0=$(cpu_ms "$lsd") cat0=$(cat_bytes) t1=$EPOCHREALTIME
+        cpu0=$(cpu_ms "$lsd") cat0=$(cat_bytes) acpu0=$(agents_cpu_ms) t1=$EPOCHREALTIME
         out=$("$LS" -c "$T/coordinator.yaml" snapshot create big --json 2> "$T/create.err") && rc=0 || rc=$?
         t2=$EPOCHREALTIME
-        cpu1=$(cpu_ms "$lsd") cat1=$(cat_bytes)
+        cpu1=$(cpu_ms "$lsd") cat1=$(cat_bytes) acpu1=$(agents_cpu_ms)
         state=$(jq -r '.state // "none"' <<< "$out" 2> /dev/null || echo none)
         [ "$state" = committed ] || { rc_all=1; say "cut $c: $state (exit $rc): $(head -c 300 "$T/create.err")"; }
         # The cut's own thread, as lockstepd logs it when the operation ends.
@@ -320,7 +322,7 @@ for c in $(seq 1 "$CUTS"); do
         row=$(jq -c --arg lat "$lat_name" --arg latency "$LATENCY" \
                 --argjson agents "$AGENTS" --argjson vms "$VMS" --argjson cut "$c" \
                 --argjson e2e "$(awk -v a="$t1" -v b="$t2" 'BEGIN {printf "%.1f", (b - a) * 1000}')" \
-                --argjson lsd_ms "$((cpu1 - cpu0))" --argjson op_ms "${op_ms:-null}" --argjson rss "$(rss_mb "$lsd" VmRSS)" \
+                --argjson lsd_ms "$((cpu1 - cpu0))" --argjson acpu "$((acpu1 - acpu0))" --argjson op_ms "${op_ms:-null}" --argjson rss "$(rss_mb "$lsd" VmRSS)" \
                 --argjson hwm "$(rss_mb "$lsd" VmHWM)" --argjson anon "$(rss_mb "$lsd" RssAnon)" --argjson agt "$(agents_rss_mb)" --argjson agp "$(agents_pss_mb)" \
                 --argjson growth "$((cat1 - cat0))" --argjson prune_ms "$prune_ms" --argjson prune_cpu "$prune_cpu" \
                 --argjson pruned "$pruned" --argjson mrows "$(member_rows)" '
@@ -337,6 +339,7 @@ for c in $(seq 1 "$CUTS"); do
                         | map(own) | max | if . == null then null else . / 1000 | floor end) as $slowest |
                 {agents: $agents, vms: $vms, members: ($agents * $vms), latency: $lat, sim_latency: $latency,
                  cut: $cut, state: (.state // "none"), reason: (.reason // null), e2e_ms: $e2e, lockstepd_ms: $lsd_ms, lockstepd_op_ms: $op_ms,
+                 agents_cpu_ms: $acpu, agent_cpu_ms: ($acpu / $agents | round),
                  lockstepd_rss_mb: $rss, lockstepd_anon_mb: $anon, lockstepd_peak_rss_mb: $hwm, agent_rss_mb: $agt, agent_pss_mb: $agp,
                  catalog_growth_bytes: $growth, group_window_ms: .group_window_ms,
                  max_frozen_ms: .max_frozen_ms, frozen_ms_p50: ([.members[]?.frozen_ms] | pct(0.5)),

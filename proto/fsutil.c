@@ -156,6 +156,11 @@ int fsutil_mkdir_p(const char *dir, mode_t mode, lserr *err)
         if (n == 0 || n >= sizeof(path))
                 return lserr_set(err, -EINVAL, "\"%s\": bad directory path", dir);
         memcpy(path, dir, n + 1);
+        /* The common case, a directory that is there, costs one call. */
+        if (mkdir(path, mode) == 0 || errno == EEXIST)
+                return 0;
+        if (errno != ENOENT)
+                return lserr_set(err, -errno, "\"%s\": mkdir: %m", path);
         for (char *p = path + 1; *p; p++) {
                 if (*p != '/')
                         continue;

@@ -63,11 +63,15 @@ static int run(struct txn_mgr *mg, struct txn *t, struct member *mb)
         return 0;
 }
 
+/* The thread cache the pool runs on; NULL (one thread per worker) but in
+ * test_pool_on_kept_threads. */
+static struct workers *W;
+
 /* Runs the pool of `size` over N members, half of them chosen, `width` wide. */
 static void run_pool_width(unsigned size, int reverse, unsigned width)
 {
         struct cfg_agent cfg = {.id = (char *)"host-a", .parallel_per_host = size};
-        struct txn_mgr mg = {.cfg = &cfg};
+        struct txn_mgr mg = {.cfg = &cfg, .workers = W};
         struct txn *t = txn_new("pool", N);
 
         assert_non_null(t);
@@ -162,6 +166,29 @@ static void test_run_all_ignores_tiers(void **state)
         txn_free(t);
 }
 
+/* The agent's pool runs on kept threads: bounds and widths hold the same,
+ * and a second wide step starts no thread when the first one's wait. */
+static void test_pool_on_kept_threads(void **state)
+{
+        const struct timespec ms = {0, 1000000L};
+
+        (void)state;
+        assert_int_equal(workers_new(2 * TXN_POOL_MAX, 60000, &W), 0);
+        run_pool(3, 0);
+        assert_int_equal(S.max_active, 3);
+        run_pool_width(1, 0, TXN_POOL_WIDE);
+        assert_int_equal(S.max_active, N / 2);
+        /* The caller is one of the N / 2 workers. */
+        for (int i = 0; i < 10000 && workers_idle(W) < N / 2 - 1; i++)
+                nanosleep(&ms, NULL);
+        assert_int_equal(workers_idle(W), N / 2 - 1);
+        assert_int_equal(workers_created(W), N / 2 - 1);
+        run_pool_width(2, 1, TXN_POOL_WIDE);
+        assert_int_equal(S.max_active, N / 2);
+        assert_int_equal(workers_created(W), N / 2 - 1);
+        W = workers_free(W);
+}
+
 static void test_pool_size(void **state)
 {
         struct cfg_agent cfg = {0};
@@ -183,6 +210,7 @@ int main(void)
                 cmocka_unit_test(test_pool_all_at_once),
                 cmocka_unit_test(test_wide_ignores_pool_size),
                 cmocka_unit_test(test_run_all_ignores_tiers),
+                cmocka_unit_test(test_pool_on_kept_threads),
                 cmocka_unit_test(test_pool_size),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
