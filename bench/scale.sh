@@ -8,7 +8,7 @@
 #
 #   bench/scale.sh --agents N --vms M [--cuts C] [--latency freeze=45,snapshot=17,thaw=6]
 #                  [--groups G [--minutes W] [--max-cuts K]] [--retain R] [--history-members H]
-#                  [--idle S] [--json] [--out FILE] [--keep]
+#                  [--idle S] [--time-window S] [--json] [--out FILE] [--keep]
 #                  [--build DIR]
 #   bench/scale.sh --plot FILE.jsonl...   (round time against N, SVG beside the first file)
 #
@@ -30,6 +30,9 @@
 # --history-members H: lockstepd's history_keep_members (default 1,000,000);
 # each cut's object says how many member rows the catalog holds
 # (catalog_member_rows), read after the cut and its prune.
+# --time-window S: the agents' time_window_s (default 30): on this 2-core rig,
+# 1,000 agents' FREEZEs can reach the last of them more than 30 s after issue,
+# which it then refuses as too old; a fleet's agents each have their own cores.
 # --idle S: before any cut, the agents' memory (RSS, PSS and USS, executor + network
 # half + guardian) and their CPU over S idle seconds.
 # Root is not needed; 1,000 agents need about 3 processes and 30 threads each
@@ -39,7 +42,7 @@ set -euo pipefail
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$BENCH/.." && pwd)
 BUILD=${LOCKSTEP_BUILD_DIR:-$REPO/build}
-AGENTS=10 VMS=10 CUTS=3 LATENCY= JSON=0 OUT= KEEP=0 PLOT=0 NGROUPS=0 MINUTES=2 MAX_CUTS= IDLE=0 RETAIN=8 HIST_MEMBERS=
+AGENTS=10 VMS=10 CUTS=3 LATENCY= TIME_WINDOW=30 JSON=0 OUT= KEEP=0 PLOT=0 NGROUPS=0 MINUTES=2 MAX_CUTS= IDLE=0 RETAIN=8 HIST_MEMBERS=
 say() { printf 'scale: %s\n' "$*" >&2; }
 die() { printf 'scale: error: %s\n' "$*" >&2; exit 1; }
 
@@ -72,6 +75,7 @@ while (($#)); do
         --vms) VMS=$2; shift 2 ;;
         --cuts) CUTS=$2; shift 2 ;;
         --latency) LATENCY=$2; shift 2 ;;
+        --time-window) TIME_WINDOW=$2; shift 2 ;;
         --json) JSON=1; shift ;;
         --out) OUT=$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
@@ -182,6 +186,7 @@ sim_config: $d/sim.txt
 journal_dir: $d/journal
 lease_max_s: 300
 guest_agent_timeout_s: 5
+time_window_s: $TIME_WINDOW
 YAML
 done
 say "starting $AGENTS agents"
@@ -322,7 +327,7 @@ for c in $(seq 1 "$CUTS"); do
         row=$(jq -c --arg lat "$lat_name" --arg latency "$LATENCY" \
                 --argjson agents "$AGENTS" --argjson vms "$VMS" --argjson cut "$c" \
                 --argjson e2e "$(awk -v a="$t1" -v b="$t2" 'BEGIN {printf "%.1f", (b - a) * 1000}')" \
-                --argjson lsd_ms "$((cpu1 - cpu0))" --argjson acpu "$((acpu1 - acpu0))" --argjson op_ms "${op_ms:-null}" --argjson rss "$(rss_mb "$lsd" VmRSS)" \
+                --argjson lsd_ms "$((cpu1 - cpu0))" --argjson acpu "$((acpu1 - acpu0))" --argjson tw "$TIME_WINDOW" --argjson op_ms "${op_ms:-null}" --argjson rss "$(rss_mb "$lsd" VmRSS)" \
                 --argjson hwm "$(rss_mb "$lsd" VmHWM)" --argjson anon "$(rss_mb "$lsd" RssAnon)" --argjson agt "$(agents_rss_mb)" --argjson agp "$(agents_pss_mb)" \
                 --argjson growth "$((cat1 - cat0))" --argjson prune_ms "$prune_ms" --argjson prune_cpu "$prune_cpu" \
                 --argjson pruned "$pruned" --argjson mrows "$(member_rows)" '
@@ -339,7 +344,7 @@ for c in $(seq 1 "$CUTS"); do
                         | map(own) | max | if . == null then null else . / 1000 | floor end) as $slowest |
                 {agents: $agents, vms: $vms, members: ($agents * $vms), latency: $lat, sim_latency: $latency,
                  cut: $cut, state: (.state // "none"), reason: (.reason // null), e2e_ms: $e2e, lockstepd_ms: $lsd_ms, lockstepd_op_ms: $op_ms,
-                 agents_cpu_ms: $acpu, agent_cpu_ms: ($acpu / $agents | round),
+                 agents_cpu_ms: $acpu, agent_cpu_ms: ($acpu / $agents | round), agent_time_window_s: $tw,
                  lockstepd_rss_mb: $rss, lockstepd_anon_mb: $anon, lockstepd_peak_rss_mb: $hwm, agent_rss_mb: $agt, agent_pss_mb: $agp,
                  catalog_growth_bytes: $growth, group_window_ms: .group_window_ms,
                  max_frozen_ms: .max_frozen_ms, frozen_ms_p50: ([.members[]?.frozen_ms] | pct(0.5)),
