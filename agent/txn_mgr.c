@@ -180,13 +180,14 @@ struct txn_mgr *txn_mgr_free(struct txn_mgr *mg)
         if (!mg)
                 return NULL;
         txn_lease_stop(mg);
+        /* No member step outlives the transactions it works on. */
+        mg->workers = workers_free(mg->workers);
         while (mg->list) {
                 struct txn *t = mg->list;
                 mg->list = t->next;
                 txn_free(t);
         }
         decided_free(mg->decided);
-        workers_free(mg->workers);
         pthread_cond_destroy(&mg->wake);
         pthread_mutex_destroy(&mg->lock);
         free(mg);

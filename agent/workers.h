@@ -19,7 +19,8 @@ struct workers_task {
 /* At most max_idle threads wait for work, each for idle_ms at most, then
  * exit: an idle agent keeps no thread (nor its stack's pages) past that. */
 int workers_new(unsigned max_idle, unsigned idle_ms, struct workers **ret);
-/* Waits for every thread to finish its task and exit; no spawn may race it. */
+/* Waits for every thread to finish its task and let go of w (a detached
+ * thread may still be on its way out, touching nothing); no spawn may race it. */
 struct workers *workers_free(struct workers *w);
 
 /* Runs fn(arg) on a waiting thread, or on a new one. w NULL: always a new
@@ -29,7 +30,8 @@ int workers_spawn(struct workers *w, struct workers_task *t, void (*fn)(void *ar
 /* Waits for a spawned task's fn to return. */
 void workers_join(struct workers_task *t);
 
-/* Threads started since workers_new, alive now, and waiting for work (tests). */
+/* Threads started since workers_new, alive now, and waiting for work (tests;
+ * w not NULL). */
 unsigned long workers_created(struct workers *w);
 unsigned workers_live(struct workers *w);
 unsigned workers_idle(struct workers *w);

@@ -176,6 +176,10 @@ static void test_pool_on_kept_threads(void **state)
         assert_int_equal(workers_new(2 * TXN_POOL_MAX, 60000, &W), 0);
         run_pool(3, 0);
         assert_int_equal(S.max_active, 3);
+        /* Two threads besides the caller; both wait before the next step. */
+        for (int i = 0; i < 10000 && workers_idle(W) < 2; i++)
+                nanosleep(&ms, NULL);
+        assert_int_equal(workers_created(W), 2);
         run_pool_width(1, 0, TXN_POOL_WIDE);
         assert_int_equal(S.max_active, N / 2);
         /* The caller is one of the N / 2 workers. */

@@ -21,6 +21,7 @@ struct gate {
         pthread_cond_t cond;
         unsigned arrived, want;
         int runs[K];
+        int timed_out; /* the tasks never ran all at once */
 };
 
 struct job {
@@ -42,8 +43,10 @@ static void meet(void *arg)
         j->g->arrived++;
         pthread_cond_broadcast(&j->g->cond);
         while (j->g->arrived < j->g->want)
-                if (pthread_cond_timedwait(&j->g->cond, &j->g->lock, &until) != 0)
+                if (pthread_cond_timedwait(&j->g->cond, &j->g->lock, &until) != 0) {
+                        j->g->timed_out = 1;
                         break;
+                }
         pthread_mutex_unlock(&j->g->lock);
 }
 
@@ -61,6 +64,7 @@ static void run_batch(struct workers *w)
         for (unsigned i = 0; i < K; i++)
                 workers_join(&t[i]);
         assert_int_equal(g.arrived, K);
+        assert_false(g.timed_out);
         for (unsigned i = 0; i < K; i++)
                 assert_int_equal(g.runs[i], 1);
 }
@@ -124,13 +128,29 @@ static void test_idle_threads_end(void **state)
         workers_free(w);
 }
 
-/* Freed with threads waiting, and right after a batch: every one ends first
- * (under ASan, a thread left behind would touch freed memory). */
+static void late_flag(void *arg)
+{
+        const struct timespec ms = {0, 20000000L};
+
+        nanosleep(&ms, NULL);
+        *(int *)arg = 1;
+}
+
+/* Freed with a task still running, with threads waiting, and right after a
+ * batch: every task ends first (under ASan, a thread left behind would touch
+ * freed memory). */
 static void test_free_waits_for_threads(void **state)
 {
         struct workers *w = NULL;
+        struct workers_task t;
+        int flag = 0;
 
         (void)state;
+        assert_int_equal(workers_new(2 * K, 60000, &w), 0);
+        assert_int_equal(workers_spawn(w, &t, late_flag, &flag), 0);
+        assert_null(workers_free(w));
+        assert_int_equal(flag, 1);
+        workers_join(&t);
         assert_int_equal(workers_new(2 * K, 60000, &w), 0);
         run_batch(w);
         assert_null(workers_free(w));
