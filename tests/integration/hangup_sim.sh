@@ -57,14 +57,14 @@ check "agent: answers after hang-ups while its network half was stopped" agent_a
 
 check "lockstepd: answers before" cli_answers
 hang ipc 1
-# Until the guard's two missed pings (about 2 s) the socket may be deaf. A CLI
-# call can still get through before the hang-up deafens it, so the re-listen is
-# waited for first, on its own clock (under ASan on a slow machine it came
-# more than 15 s after the hang-up).
-check "lockstepd: says it listened again after a hang-up" wait_for 60 grep -q 'listening again' "$T/lockstepd.log"
-check "... and answers within 15 s" wait_for 15 cli_answers
+# Until the guard's two missed pings (about 2 s) the socket may be deaf.
+check "lockstepd: answers again within 15 s of a hang-up" wait_for 15 cli_answers
 hang ipc 5 header
 check "lockstepd: answers again within 15 s of hang-ups after the header" wait_for 15 cli_answers
+# nng 1.5.2 does not go deaf on every hang-up (under ASan on a slower machine a
+# single one never did, three runs in a row), so the guard's re-listen is asked
+# of the six hang-ups together.
+check "... and says it listened again" wait_for 60 grep -q 'listening again' "$T/lockstepd.log"
 check "lockstepd: a burst of CLI calls all answered afterwards" \
         bash -c "for i in 1 2 3 4 5; do timeout 8 '$LOCKSTEP_BIN' -c '$T/coordinator.yaml' groups > /dev/null || exit 1; done"
 
