@@ -36,9 +36,10 @@ void sim_state_read(const struct simcfg *c, const char *vm, const struct simdom 
         st->frozen = 0;
         st->n_links = 0;
         for (unsigned i = 0; i < HV_MAX_DISKS; i++)
-                st->cur[i][0] = '\0';
-        for (unsigned i = 0; i < d->n_disks; i++)
-                snprintf(st->cur[i], HV_PATH_MAX, "%.600s/img/%s-%s.qcow2", c->state_dir, vm, d->disks[i]);
+                if (i < d->n_disks)
+                        snprintf(st->cur[i], HV_PATH_MAX, "%.600s/img/%s-%s.qcow2", c->state_dir, vm, d->disks[i]);
+                else
+                        st->cur[i][0] = '\0';
         snprintf(path, sizeof(path), "%s/%s.state", c->state_dir, vm);
         if (fsutil_read_all(path, 1 << 20, &buf, &len, NULL) < 0)
                 return;

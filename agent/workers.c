@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "fsutil.h"
+
 /* A thread waiting for work; it lives on that thread's stack. */
 struct idle {
         struct idle *next;
@@ -37,17 +39,6 @@ static void task_done(struct workers_task *t)
         pthread_mutex_unlock(&t->lock);
 }
 
-static void deadline_after(struct timespec *ts, unsigned ms)
-{
-        clock_gettime(CLOCK_MONOTONIC, ts);
-        ts->tv_sec += ms / 1000;
-        ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-        if (ts->tv_nsec >= 1000000000L) {
-                ts->tv_sec++;
-                ts->tv_nsec -= 1000000000L;
-        }
-}
-
 static void unlink_idle(struct workers *w, struct idle *self)
 {
         for (struct idle **p = &w->idle; *p; p = &(*p)->next)
@@ -69,7 +60,7 @@ static struct workers_task *wait_task(struct workers *w, struct idle *self)
         self->next = w->idle;
         w->idle = self;
         w->n_idle++;
-        deadline_after(&until, w->idle_ms);
+        until = fsutil_mono_after((long long)w->idle_ms * 1000);
         while (!self->task && !w->stopping)
                 if (pthread_cond_timedwait(&self->cond, &w->lock, &until) == ETIMEDOUT)
                         break;
@@ -85,13 +76,9 @@ static void *worker_main(void *arg)
         struct workers *w = s.w;
         struct workers_task *t = s.task;
         struct idle self = {0};
-        pthread_condattr_t ca;
 
         free(arg);
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&self.cond, &ca);
-        pthread_condattr_destroy(&ca);
+        fsutil_cond_init_mono(&self.cond);
         while (t) {
                 t->fn(t->arg);
                 task_done(t);
@@ -212,32 +199,12 @@ void workers_join(struct workers_task *t)
         pthread_mutex_destroy(&t->lock);
 }
 
-unsigned long workers_created(struct workers *w)
+struct workers_counts workers_counts(struct workers *w)
 {
-        unsigned long n;
+        struct workers_counts c;
 
         pthread_mutex_lock(&w->lock);
-        n = w->created;
+        c = (struct workers_counts){.created = w->created, .live = w->live, .idle = w->n_idle};
         pthread_mutex_unlock(&w->lock);
-        return n;
-}
-
-unsigned workers_live(struct workers *w)
-{
-        unsigned n;
-
-        pthread_mutex_lock(&w->lock);
-        n = w->live;
-        pthread_mutex_unlock(&w->lock);
-        return n;
-}
-
-unsigned workers_idle(struct workers *w)
-{
-        unsigned n;
-
-        pthread_mutex_lock(&w->lock);
-        n = w->n_idle;
-        pthread_mutex_unlock(&w->lock);
-        return n;
+        return c;
 }

@@ -31,7 +31,9 @@ int workers_spawn(struct workers *w, struct workers_task *t, void (*fn)(void *ar
 void workers_join(struct workers_task *t);
 
 /* Threads started since workers_new, alive now, and waiting for work (tests;
- * w not NULL). */
-unsigned long workers_created(struct workers *w);
-unsigned workers_live(struct workers *w);
-unsigned workers_idle(struct workers *w);
+ * w not NULL), read together. */
+struct workers_counts {
+        unsigned long created;
+        unsigned live, idle;
+};
+struct workers_counts workers_counts(struct workers *w);

@@ -177,19 +177,19 @@ static void test_pool_on_kept_threads(void **state)
         run_pool(3, 0);
         assert_int_equal(S.max_active, 3);
         /* Two threads besides the caller; both wait before the next step. */
-        for (int i = 0; i < 10000 && workers_idle(W) < 2; i++)
+        for (int i = 0; i < 10000 && workers_counts(W).idle < 2; i++)
                 nanosleep(&ms, NULL);
-        assert_int_equal(workers_created(W), 2);
+        assert_int_equal(workers_counts(W).created, 2);
         run_pool_width(1, 0, TXN_POOL_WIDE);
         assert_int_equal(S.max_active, N / 2);
         /* The caller is one of the N / 2 workers. */
-        for (int i = 0; i < 10000 && workers_idle(W) < N / 2 - 1; i++)
+        for (int i = 0; i < 10000 && workers_counts(W).idle < N / 2 - 1; i++)
                 nanosleep(&ms, NULL);
-        assert_int_equal(workers_idle(W), N / 2 - 1);
-        assert_int_equal(workers_created(W), N / 2 - 1);
+        assert_int_equal(workers_counts(W).idle, N / 2 - 1);
+        assert_int_equal(workers_counts(W).created, N / 2 - 1);
         run_pool_width(2, 1, TXN_POOL_WIDE);
         assert_int_equal(S.max_active, N / 2);
-        assert_int_equal(workers_created(W), N / 2 - 1);
+        assert_int_equal(workers_counts(W).created, N / 2 - 1);
         W = workers_free(W);
 }
 

@@ -69,13 +69,17 @@ static void run_batch(struct workers *w)
                 assert_int_equal(g.runs[i], 1);
 }
 
-/* Polls fn(w) until it equals want, for 10 s at most. */
-static int until_count(struct workers *w, unsigned (*fn)(struct workers *), unsigned want)
+enum which { LIVE, IDLE };
+
+/* Polls the live or idle count until it equals want, for 10 s at most. */
+static int until_count(struct workers *w, enum which which, unsigned want)
 {
         const struct timespec ms = {0, 1000000L};
 
         for (int i = 0; i < 10000; i++) {
-                if (fn(w) == want)
+                struct workers_counts c = workers_counts(w);
+
+                if ((which == LIVE ? c.live : c.idle) == want)
                         return 1;
                 nanosleep(&ms, NULL);
         }
@@ -89,13 +93,13 @@ static void test_threads_are_reused(void **state)
         (void)state;
         assert_int_equal(workers_new(2 * K, 60000, &w), 0);
         run_batch(w);
-        assert_int_equal(workers_created(w), K);
+        assert_int_equal(workers_counts(w).created, K);
         for (int round = 0; round < 3; round++) {
-                assert_true(until_count(w, workers_idle, K));
+                assert_true(until_count(w, IDLE, K));
                 run_batch(w);
         }
-        assert_int_equal(workers_created(w), K);
-        assert_int_equal(workers_live(w), K);
+        assert_int_equal(workers_counts(w).created, K);
+        assert_int_equal(workers_counts(w).live, K);
         workers_free(w);
 }
 
@@ -107,10 +111,10 @@ static void test_idle_bound(void **state)
         assert_int_equal(workers_new(3, 60000, &w), 0);
         run_batch(w);
         /* K finished, 3 may wait: the others end. */
-        assert_true(until_count(w, workers_live, 3));
-        assert_int_equal(workers_idle(w), 3);
+        assert_true(until_count(w, LIVE, 3));
+        assert_int_equal(workers_counts(w).idle, 3);
         run_batch(w);
-        assert_int_equal(workers_created(w), K + (K - 3));
+        assert_int_equal(workers_counts(w).created, K + (K - 3));
         workers_free(w);
 }
 
@@ -121,10 +125,10 @@ static void test_idle_threads_end(void **state)
         (void)state;
         assert_int_equal(workers_new(2 * K, 20, &w), 0);
         run_batch(w);
-        assert_true(until_count(w, workers_live, 0));
-        assert_int_equal(workers_idle(w), 0);
+        assert_true(until_count(w, LIVE, 0));
+        assert_int_equal(workers_counts(w).idle, 0);
         run_batch(w);
-        assert_int_equal(workers_created(w), 2 * K);
+        assert_int_equal(workers_counts(w).created, 2 * K);
         workers_free(w);
 }
 
@@ -156,7 +160,7 @@ static void test_free_waits_for_threads(void **state)
         assert_null(workers_free(w));
         assert_int_equal(workers_new(2 * K, 60000, &w), 0);
         run_batch(w);
-        assert_true(until_count(w, workers_idle, K));
+        assert_true(until_count(w, IDLE, K));
         assert_null(workers_free(w));
 }
 
