@@ -20,7 +20,7 @@ packages=(
         dpkg-dev file man-db groff-base
         # run: the agent's hypervisor and the lab's guests
         libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
-        qemu-guest-agent busybox-static e2fsprogs cpio kmod iproute2 libc6-dev gzip
+        qemu-guest-agent busybox-static e2fsprogs cpio kmod iproute2 libc6-dev gzip xz-utils
         # tests
         openssl jq procps psmisc sqlite3 util-linux python3-minimal
         etcd-server # test_etcd starts one of its own

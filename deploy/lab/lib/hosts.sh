@@ -268,7 +268,7 @@ domain_xml() { # vm tier host noga
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>$LAB_KERNEL</kernel>
     <initrd>$LAB_INITRD</initrd>
-    <cmdline>console=ttyS0 loglevel=4 lslab.vm=$vm lslab.tier=$tier lslab.noga=$noga lslab.send_ms=$LAB_SEND_MS lslab.tick_ms=$LAB_TICK_MS</cmdline>
+    <cmdline>console=ttyS0 loglevel=4 $LAB_GUEST_BOOT_ARGS lslab.vm=$vm lslab.tier=$tier lslab.noga=$noga lslab.send_ms=$LAB_SEND_MS lslab.tick_ms=$LAB_TICK_MS</cmdline>
   </os>
   <features><acpi/></features>
   <clock offset='utc'/>
@@ -563,7 +563,7 @@ lockstepd_start() {
 }
 
 lab_up() {
-        local i vm tier hi t0 t1 h
+        local i vm tier hi t0 t1 h cache_lock
         need_root "lab up"
         LAB_N_HOSTS=2 LAB_N_VMS=3
         LAB_SEND_MS=${LOCKSTEP_LAB_SEND_MS:-100} LAB_TICK_MS=${LOCKSTEP_LAB_TICK_MS:-100}
@@ -596,8 +596,13 @@ lab_up() {
         t0=$(now_ms)
         trap 'rc=$?; ((rc == 0)) || warn "lab up failed; what it made is in $LAB_DIR (console logs under hosts/*/console); clean up with: deploy/lab/lab down"' EXIT
 
+        # Labs in other dirs share the cache: one builds, another waits and reuses.
+        mkdir -p "$LAB_CACHE"
+        exec {cache_lock}> "$LAB_CACHE/.build.lock"
+        flock "$cache_lock"
         image_build
         tools_build
+        exec {cache_lock}>&-
 
         # The marker and the state come first, so that "lab down" can undo a
         # half-finished "lab up" from them.

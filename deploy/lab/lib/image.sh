@@ -98,6 +98,37 @@ copy_with_libs() { # program, root
         done
 }
 
+# The kernel ELF inside a bzImage, for QEMU to boot by its PVH entry: under TCG
+# that skips the firmware's real-mode path and the in-guest decompression (a
+# lab guest reached init in 2.2 s instead of 5.3 s). Leaves nothing when the
+# kernel has no PVH entry or the payload is not xz/gzip/zstd: the bzImage boots.
+kernel_pvh() { # bzImage config out
+        local bz=$1 config=$2 out=$3 setup off len magic
+        grep -qx 'CONFIG_PVH=y' "$config" 2>/dev/null || return 0
+        # boot protocol: setup_sects at 0x1f1; payload_offset/length at 0x248/0x24c,
+        # counted from the protected-mode code after the setup sectors.
+        setup=$(od -An -tu1 -j $((0x1f1)) -N1 "$bz" | tr -d ' ')
+        ((setup)) || setup=4
+        read -r off len < <(od -An -tu4 -j $((0x248)) -N8 "$bz")
+        off=$(((setup + 1) * 512 + off))
+        magic=$(od -An -tx1 -j "$off" -N4 "$bz" | tr -d ' ')
+        local unpack
+        case "$magic" in
+        fd377a58) unpack=(xz -dc --single-stream) ;;
+        1f8b*) unpack=(gzip -dc) ;;
+        28b52ffd) unpack=(zstd -dcq) ;;
+        *) return 0 ;;
+        esac
+        command -v "${unpack[0]}" > /dev/null || return 0
+        if dd if="$bz" iflag=skip_bytes,count_bytes skip="$off" count="$len" bs=64K status=none |
+                "${unpack[@]}" > "$out.tmp" 2> /dev/null &&
+                [ "$(od -An -tx1 -N4 "$out.tmp" | tr -d ' ')" = 7f454c46 ]; then
+                mv "$out.tmp" "$out"
+        else
+                rm -f "$out.tmp"
+        fi
+}
+
 # Builds (or finds) the guest image; sets LAB_KERNEL and LAB_INITRD.
 image_build() {
         local t0 pkg kroot kver h dir stage mod prog
@@ -116,6 +147,7 @@ image_build() {
         dir=$LAB_CACHE/image-$h
         if [ -f "$dir/.done" ]; then
                 LAB_KERNEL=$dir/vmlinuz
+                [ ! -f "$dir/vmlinux" ] || LAB_KERNEL=$dir/vmlinux
                 LAB_INITRD=$dir/initrd.img
                 LAB_IMAGE_MS=$(($(now_ms) - t0))
                 return 0
@@ -152,6 +184,7 @@ image_build() {
         [ -s "$stage/lib/modules/load.order" ] || die "image: no modules found in $kroot for ${LAB_MODULES[*]}"
 
         cp "$kroot/boot/vmlinuz-$kver" "$dir/vmlinuz"
+        kernel_pvh "$dir/vmlinuz" "$kroot/boot/config-$kver" "$dir/vmlinux"
         (cd "$stage" && find . -mindepth 1 | LC_ALL=C sort |
                 cpio --quiet -o -H newc --reproducible) | gzip -6n > "$dir/initrd.img"
         rm -rf "$stage"
@@ -161,7 +194,8 @@ image_build() {
         rm -rf "$kroot"
         cache_prune image- "$dir"
         LAB_KERNEL=$dir/vmlinuz
+        [ ! -f "$dir/vmlinux" ] || LAB_KERNEL=$dir/vmlinux
         LAB_INITRD=$dir/initrd.img
         LAB_IMAGE_MS=$(($(now_ms) - t0))
-        say "image: built in $((LAB_IMAGE_MS / 1000)).$((LAB_IMAGE_MS % 1000 / 100)) s ($(du -h "$dir/initrd.img" | cut -f1) initramfs)"
+        say "image: built in $((LAB_IMAGE_MS / 1000)).$((LAB_IMAGE_MS % 1000 / 100)) s ($(du -h "$dir/initrd.img" | cut -f1) initramfs, boots $(basename "$LAB_KERNEL"))"
 }
