@@ -155,6 +155,10 @@ cleanup() {
         if [ "$KEEP" = 1 ]; then say "kept $T"; else rm -rf "$T"; fi
 }
 trap cleanup EXIT
+# bash skips the EXIT trap on a signal it does not trap: a run stopped with
+# kill or ^C left its agents' dirs behind.
+trap 'exit 143' TERM
+trap 'exit 130' INT
 
 LS=$BUILD/coordinator/lockstep
 "$LS" keygen --out "$T/coord" > /dev/null
