@@ -105,11 +105,8 @@ t_up_product() { # [lab up args]
 
 # The QEMU process of a guest (its pid tells a restart from a running guest).
 # Read from this lab's libvirtd: another lab may run a guest of the same name.
-qpid() {
-        local f
-        f=$(ls "$D"/hosts/*/run/libvirt/qemu/"$1".pid 2> /dev/null | head -1)
-        [ -z "$f" ] || cat "$f" 2> /dev/null || true
-}
+# A guest runs on one host: at most one pid file; none prints nothing.
+qpid() { cat "$D"/hosts/*/run/libvirt/qemu/"$1".pid 2> /dev/null || true; }
 
 # Drives one lab agent with signed commands (lockstep-send), with lockstepd's
 # own key and a counter file of the test's: when both sign, lockstepd moves its

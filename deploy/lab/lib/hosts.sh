@@ -353,23 +353,15 @@ vm_start() { # vm
                 die "$vm@$h: virsh start failed (log: $(host_dir "$h")/log/libvirt/qemu/$vm.log)"
 }
 
+# Prints libvirt's error when the guest agent does not answer.
 ga_ping() { # vm
-        hvirsh "$(vm_host "$1")" qemu-agent-command "$1" '{"execute":"guest-ping"}' > /dev/null 2>&1
-}
-
-# libvirt 9.0: an agent call in flight when QEMU died marks the agent failed,
-# sometimes only after the next start has begun, and the mark outlives that
-# start (every call: "not available due to an error") until the domain stops
-# again. Seen only once this boot's qemu-ga is up, so it is judged then.
-ga_stale_error() { # vm
-        hvirsh "$(vm_host "$1")" qemu-agent-command "$1" '{"execute":"guest-ping"}' 2>&1 > /dev/null |
-                grep -q "not available due to an error"
+        hvirsh "$(vm_host "$1")" qemu-agent-command "$1" '{"execute":"guest-ping"}' 2>&1 > /dev/null
 }
 
 # Waits until every VM given answers guest-ping (or, for a VM started without
 # qemu-ga, until its workload runs); prints each VM's boot time.
 vms_wait_ready() { # seconds vm...
-        local secs=$1 vm t0 con boot
+        local secs=$1 vm t0 con boot err
         shift
         local -A pending=() started=() restarts=()
         t0=$(now_ms)
@@ -383,12 +375,17 @@ vms_wait_ready() { # seconds vm...
                         boot=$(tail -c +$(($(cat "$LAB_DIR/tmp/console-offset.$vm" 2>/dev/null || echo 0) + 1)) "$con" 2>/dev/null || true)
                         if grep -q "lslab: .*qemu-ga not started" <<< "$boot"; then
                                 grep -q "lab-workload: $vm: running" <<< "$boot" || continue
-                        elif ! ga_ping "$vm"; then
+                        elif ! err=$(ga_ping "$vm"); then
                                 if [ "$(hvirsh "$(vm_host "$vm")" domstate "$vm" 2>/dev/null)" != running ]; then
                                         die "$vm@$(vm_host "$vm"): the domain stopped while booting (console: $con)"
                                 fi
-                                if grep -q "lslab: .*ready vm=$vm" <<< "$boot" && ((${restarts[$vm]:-0} < 2)) &&
-                                        ga_stale_error "$vm"; then
+                                # libvirt 9.0: an agent call in flight when QEMU died marks the
+                                # agent failed, sometimes only after the next start has begun,
+                                # and the mark outlives that start ("not available due to an
+                                # error") until the domain stops again. Judged once this boot's
+                                # qemu-ga is up.
+                                if [[ $err == *"not available due to an error"* ]] &&
+                                        grep -q "lslab: .*ready vm=$vm" <<< "$boot" && ((${restarts[$vm]:-0} < 2)); then
                                         restarts[$vm]=$((${restarts[$vm]:-0} + 1))
                                         say "  $vm@$(vm_host "$vm"): libvirt kept a guest-agent error from the QEMU before; starting it once more"
                                         hvirsh "$(vm_host "$vm")" destroy "$vm" > /dev/null 2>&1 || true
@@ -768,7 +765,7 @@ lab_status() {
                 h=$(vm_host "$vm")
                 state=$(hvirsh "$h" domstate "$vm" 2>/dev/null || echo unknown)
                 ga=no
-                ga_ping "$vm" && ga=yes
+                ga_ping "$vm" > /dev/null && ga=yes
                 printf 'vm %s@%s (%s, %s): %s, guest agent %s, disks %s\n' "$vm" "$h" \
                         "$(vm_tier "$vm")" "$(vm_disks "$vm" | tr ' ' ,)" "${state:-unknown}" "$ga" \
                         "$(hvirsh "$h" domblklist "$vm" 2>/dev/null | awk '{ printf "%s=%s ", $1, $2 }')"

@@ -103,7 +103,7 @@ copy_with_libs() { # program, root
 # lab guest reached init in 2.2 s instead of 5.3 s). Leaves nothing when the
 # kernel has no PVH entry or the payload is not xz/gzip/zstd: the bzImage boots.
 kernel_pvh() { # bzImage config out
-        local bz=$1 config=$2 out=$3 setup off len magic
+        local bz=$1 config=$2 out=$3 setup off len magic unpack
         grep -qx 'CONFIG_PVH=y' "$config" 2>/dev/null || return 0
         # boot protocol: setup_sects at 0x1f1; payload_offset/length at 0x248/0x24c,
         # counted from the protected-mode code after the setup sectors.
@@ -112,7 +112,6 @@ kernel_pvh() { # bzImage config out
         read -r off len < <(od -An -tu4 -j $((0x248)) -N8 "$bz")
         off=$(((setup + 1) * 512 + off))
         magic=$(od -An -tx1 -j "$off" -N4 "$bz" | tr -d ' ')
-        local unpack
         case "$magic" in
         fd377a58) unpack=(xz -dc --single-stream) ;;
         1f8b*) unpack=(gzip -dc) ;;
@@ -127,6 +126,13 @@ kernel_pvh() { # bzImage config out
         else
                 rm -f "$out.tmp"
         fi
+}
+
+# The guest image's files in one built image dir: the PVH ELF when there is one.
+image_set_paths() { # dir
+        LAB_KERNEL=$1/vmlinuz
+        [ ! -f "$1/vmlinux" ] || LAB_KERNEL=$1/vmlinux
+        LAB_INITRD=$1/initrd.img
 }
 
 # Builds (or finds) the guest image; sets LAB_KERNEL and LAB_INITRD.
@@ -146,9 +152,7 @@ image_build() {
         } | sha256sum | cut -c1-16)
         dir=$LAB_CACHE/image-$h
         if [ -f "$dir/.done" ]; then
-                LAB_KERNEL=$dir/vmlinuz
-                [ ! -f "$dir/vmlinux" ] || LAB_KERNEL=$dir/vmlinux
-                LAB_INITRD=$dir/initrd.img
+                image_set_paths "$dir"
                 LAB_IMAGE_MS=$(($(now_ms) - t0))
                 return 0
         fi
@@ -193,9 +197,7 @@ image_build() {
         # The unpacked kernel is 400 MB and only needed here; the .deb stays.
         rm -rf "$kroot"
         cache_prune image- "$dir"
-        LAB_KERNEL=$dir/vmlinuz
-        [ ! -f "$dir/vmlinux" ] || LAB_KERNEL=$dir/vmlinux
-        LAB_INITRD=$dir/initrd.img
+                image_set_paths "$dir"
         LAB_IMAGE_MS=$(($(now_ms) - t0))
         say "image: built in $((LAB_IMAGE_MS / 1000)).$((LAB_IMAGE_MS % 1000 / 100)) s ($(du -h "$dir/initrd.img" | cut -f1) initramfs, boots $(basename "$LAB_KERNEL"))"
 }
