@@ -20,6 +20,7 @@ struct agentlink {
         const struct keys_secret *key;
         struct counter *ctr;
         nng_socket sock;
+        struct transport_pipes pipes; /* the socket's connections */
         /* tls+tcp:// only: what the agent's certificate is verified against,
          * kept to tell a refused certificate from an agent that is down. */
         char *tls_ca;
@@ -43,6 +44,7 @@ int agentlink_open(const char *agent_id, const char *url, const struct keys_publ
                 free(l);
                 return -ENOMEM;
         }
+        transport_pipes_init(&l->pipes);
         snprintf(l->id, sizeof(l->id), "%s", agent_id);
         l->pinned = *pinned;
         l->key = key;
@@ -52,7 +54,7 @@ int agentlink_open(const char *agent_id, const char *url, const struct keys_publ
                 agentlink_close(l);
                 return -ENOMEM;
         }
-        r = transport_dial(url, ENV_MAX_DEFAULT, tls, &l->sock, &e);
+        r = transport_dial_counted(url, ENV_MAX_DEFAULT, tls, &l->pipes, &l->sock, &e);
         if (r < 0) {
                 agentlink_close(l);
                 return lserr_set(err, r, "agent \"%s\": %s", agent_id, e.msg);
@@ -66,7 +68,8 @@ struct agentlink *agentlink_close(struct agentlink *l)
         if (!l)
                 return NULL;
         if (nng_socket_id(l->sock) > 0)
-                nng_close(l->sock);
+                nng_close(l->sock); /* no pipe event after it */
+        transport_pipes_destroy(&l->pipes);
         free(l->url);
         free(l->tls_ca);
         free(l->server_name);
@@ -94,6 +97,25 @@ int agentlink_fail(const struct agentlink *l, const Lockstep__Command *cmd, int 
                                  env_step_name(cmd->step));
         return lserr_set(err, rc, "agent \"%s\" (%s): %s: connection failed", l->id, l->url,
                          env_step_name(cmd->step));
+}
+
+int agentlink_wait_connected(struct agentlink *l, long long deadline_us)
+{
+        return transport_pipes_wait(&l->pipes, deadline_us);
+}
+
+int agentlink_unconnected(const struct agentlink *l, int probe, lserr *err)
+{
+        struct transport_tls tls = {.ca = l->tls_ca, .server_name = l->server_name};
+        lserr e = {0};
+        int r;
+
+        if (!probe)
+                return lserr_set(err, -ENOTCONN, "agent \"%s\" (%s): not connected", l->id, l->url);
+        r = transport_probe(l->url, l->tls_ca ? &tls : NULL, PROBE_MS, &e);
+        if (r == 0) /* it answers a connect now: err stays empty */
+                return 0;
+        return lserr_set(err, r, "agent \"%s\": not connected: %s", l->id, e.msg);
 }
 
 void agentlink_set_fence(struct agentlink *l, const struct agentlink_fence *f)

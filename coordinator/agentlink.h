@@ -34,6 +34,15 @@ struct agentlink *agentlink_close(struct agentlink *l);
  * failed". Each names the agent and cmd's step. */
 int agentlink_fail(const struct agentlink *l, const Lockstep__Command *cmd, int rc, lserr *err);
 
+/* 1 once the agent has a live connection (nng connects in the background),
+ * 0 when it still has none at deadline_us (fsutil_mono_us's clock). */
+int agentlink_wait_connected(struct agentlink *l, long long deadline_us);
+/* Why the agent has no connection, into err: with probe, one connect of our
+ * own (up to 1 s) says why (refused, no route, its certificate), and 0 with
+ * err untouched when that connect went through; else only that it has none.
+ * Returns err's code. */
+int agentlink_unconnected(const struct agentlink *l, int probe, lserr *err);
+
 const char *agentlink_id(const struct agentlink *l);
 
 /* From now on l seals commands only while f says we lead, with its epoch

@@ -634,9 +634,11 @@ size_t engine_tell(struct engine *e, const char *txid, struct agentlink *const *
  * it never ran, and no copy of it went out again (no resends; a counter heal
  * seals a new one, and only after a refusal). Told the decision, it would
  * refuse that too, and the cut would stay undecided for us until its clock is
- * fixed. */
+ * fixed. Nor does an agent nothing was sent to (it->unsent). */
 static int never_held(const struct item *it)
 {
+        if (it->unsent)
+                return 1;
         /* By tier, a refusal of a later tier's FREEZE comes after a yes: that
          * agent holds the front tiers. */
         return it->rep && it->rep->step == LOCKSTEP__STEP__STEP_FREEZE && clockskew_refused(it->rep) &&
@@ -647,16 +649,20 @@ void engine_tell_items(struct engine *e, const char *txid, const struct item *it
                        int revert, const struct progress *p)
 {
         _cleanup_free_ struct agentlink **links = calloc(n ? n : 1, sizeof(*links));
-        size_t left = n, k = 0;
+        size_t left = n, k = 0, unsent = 0;
 
         if (links) {
                 for (size_t i = 0; i < n; i++) {
-                        if (never_held(&items[i]))
+                        if (items[i].unsent)
+                                unsent++;
+                        else if (never_held(&items[i]))
                                 engine_emit(p, "DECIDE   %-12s nothing to tell: it refused FREEZE for its clock",
                                             agentlink_id(items[i].link));
                         else
                                 links[k++] = items[i].link;
                 }
+                if (unsent)
+                        engine_emit(p, "DECIDE   nothing to tell %zu agent(s): nothing was sent to them", unsent);
                 /* Decided and told: an unfinished row only makes recovery tell again. */
                 left = engine_tell(e, txid, links, k, commit, revert, 1, p);
         }

@@ -188,6 +188,41 @@ static int cut_begin(struct engine *e, struct cat_txn *t, const struct cut_spec 
         }
 }
 
+/* Some agent has no connection (engine_reach): the cut ends before FREEZE,
+ * nothing sent to any agent, so nobody was frozen for it and there is nobody
+ * to tell. Its members say why; the abort is logged and finished at once. */
+static int cut_unsent(struct engine *e, const struct cat_txn *t, struct round *rd, struct items *its,
+                      const struct progress *p, lserr *err)
+{
+        const char *first = NULL;
+        size_t down = 0;
+        int r;
+
+        for (size_t i = 0; i < its->n; i++) {
+                struct item *it = &its->v[i];
+                it->unsent = it->silent_pending = 1;
+                if (!it->err.msg[0])
+                        continue;
+                /* A fleet's every line would drown the first. */
+                if (down++ == 0 || its->n <= ENGINE_SAY_MAX)
+                        rd->say(rd, it, it->err.msg);
+                if (!first) {
+                        first = agentlink_id(it->link);
+                        snprintf(rd->reason, sizeof(rd->reason), "%s; nothing was sent, nothing frozen",
+                                 it->err.msg);
+                }
+        }
+        engine_emit(p, "FREEZE   not sent: %zu of %zu agent(s) not connected, nothing frozen", down, its->n);
+        for (size_t i = 0; i < its->n; i++)
+                if (!its->v[i].err.msg[0])
+                        lserr_set(&its->v[i].err, -ENOTCONN, "not sent: agent \"%s\" is not connected", first);
+        r = engine_record_and_decide(e, t->txid, its->v, its->n, rd->g, 0, rd->reason, p, err);
+        if (r < 0)
+                return r;
+        engine_tell_items(e, t->txid, its->v, its->n, 0, 0, p);
+        return 1;
+}
+
 /* Phase 1, every agent validates and freezes its members and votes; phase 2,
  * only once every member is frozen, the snapshots; then the decision, durable
  * before any agent hears it. Nothing is written to the catalog between the
@@ -205,6 +240,8 @@ static int cut_run(struct engine *e, const struct cat_txn *t, struct cut_spec *s
         rd.fill = freeze_fill;
         rd.say = freeze_say;
         rd.skip = freeze_skip;
+        if (engine_reach(e, its->v, its->n) > 0)
+                return cut_unsent(e, t, &rd, its, p, err);
         /* Tiers: front first, every agent at once within a tier, the next
          * tier only once the whole tier before it is frozen everywhere. */
         commit = 1;
@@ -332,6 +369,15 @@ static void check_result(const struct item *it, const Lockstep__Member *m, struc
                  agentlink_id(it->link));
 }
 
+/* An agent engine_reach found without a connection (its err says why) is
+ * not waited for: its members are UNREACHABLE at once, not after the step's
+ * deadline. */
+static int check_skip(const struct item *it, const void *ctx)
+{
+        (void)ctx;
+        return it->err.msg[0] != '\0';
+}
+
 int engine_check(struct engine *e, const char *group, int mode, unsigned lease_s, struct engine_check_member **ret,
                  size_t *ret_n, lserr *err)
 {
@@ -361,6 +407,8 @@ int engine_check(struct engine *e, const char *group, int mode, unsigned lease_s
         /* A guest agent ping may take its whole deadline on a hung guest. */
         rd.txid = txid;
         rd.timeout_ms = engine_step_ms(e);
+        rd.skip = check_skip;
+        engine_reach(e, its.v, its.n);
         engine_round(&rd, its.v, its.n);
         for (size_t i = 0; i < its.n; i++)
                 for (size_t m = 0; m < its.v[i].n_members; m++) {

@@ -2,8 +2,11 @@
  * for the step in flight, and the answer (or why there is none). */
 #include "engine_priv.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+
+#include "fsutil.h"
 
 int items_alloc(struct items *its, size_t cap)
 {
@@ -195,4 +198,45 @@ int items_by_agent(struct engine *e, size_t n, const char *(*agent)(const void *
         *ret = its;
         its = (struct items){0};
         return 0;
+}
+
+/* Above the dialer's longest back-off between tries (2 s, transport_dial). */
+#define REACH_WAIT_MS 3000
+/* Only the first few agents without a connection get a probe (up to 1 s
+ * each): a fleet with a hundred hosts down is not kept a hundred seconds. */
+#define REACH_PROBES 3
+
+size_t engine_reach(struct engine *e, struct item *items, size_t n)
+{
+        int wait_ms = engine_step_ms(e) < REACH_WAIT_MS ? engine_step_ms(e) : REACH_WAIT_MS;
+        long long deadline = fsutil_mono_us() + (long long)wait_ms * 1000;
+        size_t down = 0, probes = 0;
+
+        for (size_t i = 0; i < n; i++) {
+                struct agentlink *l = items[i].link;
+                int probed = 0;
+                if (agentlink_wait_connected(l, 0))
+                        continue;
+                /* A refused connect or certificate is known at once: no wait
+                 * for it. One that goes through: nng's next try will too. */
+                if (probes < REACH_PROBES) {
+                        probes++;
+                        if (agentlink_unconnected(l, 1, &items[i].err) < 0) {
+                                down++;
+                                continue;
+                        }
+                        probed = 1;
+                }
+                if (agentlink_wait_connected(l, probed ? fsutil_mono_us() + wait_ms * 1000LL : deadline))
+                        continue;
+                if (probed)
+                        lserr_set(&items[i].err, -ENOTCONN,
+                                  "agent \"%s\" (%s): not connected: a connect of lockstepd's own gets through, "
+                                  "but its link did not reconnect within %d ms",
+                                  agentlink_id(l), agentlink_url(l), wait_ms);
+                else
+                        agentlink_unconnected(l, 0, &items[i].err);
+                down++;
+        }
+        return down;
 }

@@ -88,6 +88,7 @@ struct item {
         int silent_pending; /* its last round had no answer and records its members as pending */
         int said_yes;       /* some round of the transaction had its yes (a FREEZE by tier may follow) */
         int idle;           /* sits this round out (struct round's skip): engine_fan_out sends it nothing */
+        int unsent;         /* nothing of the transaction was sent to it: nothing to tell it either */
 };
 
 /* An owned array of items. */
@@ -119,6 +120,14 @@ void item_add_member(struct item *it, const char *vm, unsigned tier, int crash);
  * the first member whose agent is not configured. */
 int items_by_agent(struct engine *e, size_t n, const char *(*agent)(const void *ctx, size_t i), const void *ctx,
                    struct items *ret, size_t *ret_item, size_t *ret_bad);
+
+/* Returns how many of the items' agents have no connection, each with it->err
+ * saying why. The first few without one are probed (a refused connect or
+ * certificate fails at once, unreachable within 1 s); one that answers the
+ * probe, or is not probed, gets up to 3 s (the step's deadline if shorter) to
+ * connect. Before a cut's FREEZE: an agent that is not connected would only
+ * time it out while the others hold their guests frozen. */
+size_t engine_reach(struct engine *e, struct item *items, size_t n);
 
 struct agentlink *engine_link_of(struct engine *e, const char *agent);
 /* The index of agent in e->links, -1 when it is not configured. */

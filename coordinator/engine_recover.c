@@ -126,7 +126,14 @@ static int poll_status(struct engine *e, struct items *ret, int skip_busy)
                 item_step(&ret->v[k++], "", LOCKSTEP__STEP__STEP_STATUS);
         }
         ret->n = k;
+        /* An agent found without a connection is not waited for (its err
+         * says why): a down host costs a pass a refused connect, not 5 s. */
+        engine_reach(e, ret->v, ret->n);
+        for (size_t i = 0; i < ret->n; i++)
+                ret->v[i].idle = ret->v[i].err.msg[0] != '\0';
         engine_fan_out(ret->v, ret->n, STATUS_TIMEOUT_MS);
+        for (size_t i = 0; i < ret->n; i++)
+                ret->v[i].idle = 0;
         return 0;
 }
 

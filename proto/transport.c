@@ -243,8 +243,54 @@ int transport_listen(const char *url, size_t max_recv, int ipc_mode, const struc
         return 0;
 }
 
+void transport_pipes_init(struct transport_pipes *p)
+{
+        p->n = 0;
+        pthread_mutex_init(&p->lock, NULL);
+        fsutil_cond_init_mono(&p->cond); /* the deadline is on fsutil_mono_us's clock */
+}
+
+void transport_pipes_destroy(struct transport_pipes *p)
+{
+        pthread_cond_destroy(&p->cond);
+        pthread_mutex_destroy(&p->lock);
+}
+
+int transport_pipes_wait(struct transport_pipes *p, long long deadline_us)
+{
+        struct timespec ts = {.tv_sec = deadline_us / 1000000, .tv_nsec = (deadline_us % 1000000) * 1000};
+        int n;
+
+        pthread_mutex_lock(&p->lock);
+        while (p->n <= 0 && fsutil_mono_us() < deadline_us)
+                if (pthread_cond_timedwait(&p->cond, &p->lock, &ts) == ETIMEDOUT)
+                        break;
+        n = p->n;
+        pthread_mutex_unlock(&p->lock);
+        return n > 0;
+}
+
+/* Counted from ADD_PRE (the handshake done, TLS verified): nng runs REM_POST
+ * for every pipe that got an ADD_PRE, also one refused before ADD_POST. */
+static void pipe_event(nng_pipe pipe, nng_pipe_ev ev, void *arg)
+{
+        struct transport_pipes *p = arg;
+
+        (void)pipe;
+        pthread_mutex_lock(&p->lock);
+        p->n += ev == NNG_PIPE_EV_ADD_PRE ? 1 : -1;
+        pthread_cond_broadcast(&p->cond);
+        pthread_mutex_unlock(&p->lock);
+}
+
 int transport_dial(const char *url, size_t max_recv, const struct transport_tls *tls, nng_socket *ret,
                    lserr *err)
+{
+        return transport_dial_counted(url, max_recv, tls, NULL, ret, err);
+}
+
+int transport_dial_counted(const char *url, size_t max_recv, const struct transport_tls *tls,
+                           struct transport_pipes *pipes, nng_socket *ret, lserr *err)
 {
         nng_socket s = NNG_SOCKET_INITIALIZER;
         nng_dialer d;
@@ -264,6 +310,10 @@ int transport_dial(const char *url, size_t max_recv, const struct transport_tls 
                 rv = nng_socket_set_ms(s, NNG_OPT_RECONNMINT, 50);
         if (!rv)
                 rv = nng_socket_set_ms(s, NNG_OPT_RECONNMAXT, 2000);
+        if (!rv && pipes)
+                rv = nng_pipe_notify(s, NNG_PIPE_EV_ADD_PRE, pipe_event, pipes);
+        if (!rv && pipes)
+                rv = nng_pipe_notify(s, NNG_PIPE_EV_REM_POST, pipe_event, pipes);
         if (!rv)
                 rv = nng_dialer_create(&d, s, url);
         if (rv) {

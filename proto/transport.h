@@ -4,6 +4,7 @@
 #pragma once
 
 #include <nng/nng.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -32,6 +33,26 @@ int transport_listen(const char *url, size_t max_recv, int ipc_mode, const struc
  * fails it is never connected, so calls to it time out: transport_probe says why. */
 int transport_dial(const char *url, size_t max_recv, const struct transport_tls *tls, nng_socket *ret,
                    lserr *err);
+
+/* How many connections a dialed socket has now. nng connects and reconnects in
+ * the background and a call to a peer it cannot reach only times out, so a
+ * caller that must not start what it cannot finish (a cut's FREEZE) asks here
+ * first. Lives as long as the socket: nng_close it before destroying this. */
+struct transport_pipes {
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        int n;
+};
+void transport_pipes_init(struct transport_pipes *p);
+void transport_pipes_destroy(struct transport_pipes *p);
+/* 1 once p's socket has a connection, 0 when it has none at deadline_us
+ * (fsutil_mono_us's clock). */
+int transport_pipes_wait(struct transport_pipes *p, long long deadline_us);
+
+/* transport_dial that keeps *pipes (initialised, the caller's) counting the
+ * socket's connections from before its first one. */
+int transport_dial_counted(const char *url, size_t max_recv, const struct transport_tls *tls,
+                           struct transport_pipes *pipes, nng_socket *ret, lserr *err);
 
 /* Connects once to url within timeout_ms, TLS handshake included, and hangs up.
  * 0 when the peer answered (and, for tls+tcp://, passed verification); -EACCES

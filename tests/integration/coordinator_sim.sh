@@ -268,6 +268,15 @@ check "check with a lease above lease_max_s 60: exit 1, saying so on every membe
 stop_agent host-c
 out=$(ls_cli check shop --json) && rc=0 || rc=$?
 check "check with host-c down: exit 1, its members UNREACHABLE" [ "$rc/$(jq '[.members[] | select(.agent == "host-c") | .code == "UNREACHABLE"] | all' <<<"$out")/$(jq '[.members[] | select(.agent != "host-c") | .ok] | all' <<<"$out")" = 1/true/true ]
+# A cut with host-c down ends before any FREEZE: the others' guests are not
+# held frozen while host-c's FREEZE times out.
+out=$(ls_cli snapshot create shop --name cdown --json) && rc=0 || rc=$?
+check "cut with host-c down: exit 1, aborted and finished (not \"aborting\"), the reason names host-c and says nothing was frozen" [ "$rc/$(jqr .state <<<"$out")/$(jq '.reason | test("agent \"host-c\": not connected: .*nothing was sent, nothing frozen")' <<<"$out")" = 1/aborted/true ]
+aud=$(ls_cli audit --limit 1000 --json)
+check "... not one command sent for it (the cuts before it: some)" [ "$(jq --arg t "$(jqr .id <<<"$out")" '[.[] | select(.dir == "sent" and .txid == $t)] | length' <<<"$aud")/$(jq '[.[] | select(.dir == "sent")] | length > 0' <<<"$aud")" = 0/true ]
+check "... nothing frozen" nothing_frozen
+ls_cli recover >/dev/null 2>&1 || true
+check "agents after a health pass with host-c down: host-c unreachable, not connected (refused), the others reachable" [ "$(ls_cli agents --json | jq -c '[.[] | [.id, .reachable, (.last_error | test("not connected: .*refused"; "i"))]]')" = '[["host-a",true,false],["host-b",true,false],["host-c",false,true]]' ]
 start_agent host-c
 ls_cli check nosuch >/dev/null 2>&1 && rc=0 || rc=$?
 check "check of an unknown group: exit 2" [ "$rc" = 2 ]

@@ -1,8 +1,8 @@
 #!/bin/bash
 # lab test "tls": the lab's agents listen on tls+tcp:// with certificates from
 # the lab CA made at up, and lockstepd verifies them: a cut over TLS commits,
-# intact with 0 orphans; with another CA for host-b, the cut is refused with an
-# error that names host-b and its certificate, and no guest is left frozen.
+# intact with 0 orphans; with another CA for host-b, the cut is refused before
+# any FREEZE is sent, with an error that names host-b and its certificate.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 t_up_product
@@ -44,15 +44,27 @@ sed -i "/^    server_name: host-b\$/a\\    tls_ca: \"$other/ca.pem\"" "$D/coordi
 grep -q "tls_ca: \"$other/ca.pem\"" "$D/coordinator.yaml" || t_fail "could not give host-b another CA"
 t_lockstepd_restart
 rc=0
-out=$(ls_cli snapshot create shop 2>&1) || rc=$?
+t0=$(date +%s%N)
+out=$(ls_cli snapshot create shop --json 2>> "$T_LOG") || rc=$?
+ms=$((($(date +%s%N) - t0) / 1000000))
 ((rc != 0)) || t_fail "a cut committed while host-b's certificate cannot be verified: $out"
-grep -q 'agent "host-b"' <<< "$out" && grep -q "certificate was refused" <<< "$out" || {
+why=$(jq -r .reason <<< "$out") || t_fail "wrong CA: no JSON result (exit $rc): $out"
+grep -q 'agent "host-b"' <<< "$why" && grep -q "certificate was refused" <<< "$why" || {
         tail -n 20 "$D/logs/lockstepd.log"
-        t_fail "the refusal does not say host-b's certificate was refused: $out"
+        t_fail "the refusal does not say host-b's certificate was refused: $why"
 }
+# Refused before FREEZE: no agent was sent anything, so host-a never froze
+# web1 waiting for host-b's FREEZE to time out.
+grep -q "nothing was sent, nothing frozen" <<< "$why" || t_fail "wrong CA: the refusal does not say nothing was frozen: $why"
+txid=$(jq -r .id <<< "$out")
+aud=$(ls_cli audit --limit 500 --json)
+any=$(jq '[.[] | select(.dir == "sent")] | length' <<< "$aud")
+sent=$(jq --arg t "$txid" '[.[] | select(.dir == "sent" and .txid == $t)] | length' <<< "$aud")
+((any > 0)) || t_fail "audit: not one command on record, not even the first cut's"
+((sent == 0)) || t_fail "wrong CA: $sent command(s) sent to agents in $txid, want none"
 for vm in $vms; do
         st=$("$LAB" virsh "$vm" qemu-agent-command "$vm" '{"execute":"guest-fsfreeze-status"}' | jq -r .return)
         [ "$st" = thawed ] || t_fail "wrong CA: $vm is $st afterwards"
 done
-t_info "lockstep snapshot create: $(grep -m1 'agent "host-b"' <<< "$out")"
-t_ok "host-b under another CA: cut refused, the error names host-b and its certificate; every guest thawed"
+t_info "lockstep snapshot create ($ms ms, $(jq -r .state <<< "$out")): $why"
+t_ok "host-b under another CA: cut refused before FREEZE (no command sent), the error names host-b and its certificate; every guest thawed"

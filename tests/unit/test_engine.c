@@ -528,8 +528,9 @@ static void test_check_wrong_key_and_unreachable(void **state)
                                                     "its signature (unknown-key, unsigned)"))
                                 fail_msg("host-b: %s", out[i].message);
                 } else {
+                        /* Found without a connection before the round: not waited for. */
                         assert_string_equal(out[i].code, "UNREACHABLE");
-                        assert_non_null(strstr(out[i].message, "agent \"host-c\""));
+                        assert_non_null(strstr(out[i].message, "agent \"host-c\": not connected"));
                 }
         }
 }
@@ -776,21 +777,34 @@ static void test_cut_silent_aborts(void **state)
         }
 }
 
-/* An unreachable agent: the decision is logged and told to the others; the
- * transaction stays unfinished for recovery to tell the missing agent. */
-static void test_cut_unreachable_waits_for_recovery(void **state)
+/* An agent without a connection: the cut stops before FREEZE, nothing is sent
+ * to any agent (nobody is frozen waiting for it to time out), and the abort is
+ * logged and finished at once: nobody holds anything to be told. */
+static void test_cut_unconnected_sends_nothing(void **state)
 {
         struct fx *f = *state;
+        _cleanup_free_ struct cat_member *m = NULL;
         struct cat_txn t;
+        size_t nm = 0;
+        lserr err = {0};
         char steps[200];
 
         cut(f, 1, &t);
-        assert_int_equal(t.state, CAT_TXN_ABORT);
-        assert_non_null(strstr(t.reason, "agent \"host-c\""));
-        for (int i = 0; i < 2; i++) {
+        assert_int_equal(t.state, CAT_TXN_DONE);
+        assert_false(t.committed);
+        assert_non_null(strstr(t.reason, "agent \"host-c\": not connected"));
+        assert_non_null(strstr(t.reason, "nobody.sock"));
+        assert_non_null(strstr(t.reason, "nothing was sent, nothing frozen"));
+        for (int i = 0; i < N_AGENTS; i++) {
                 steps_of(&f->agents[i], steps, sizeof(steps));
-                assert_string_equal(steps, "FREEZE:0 DECIDE:abort");
+                assert_string_equal(steps, "");
         }
+        /* Every member says why it was not cut. */
+        assert_int_equal(cat_members(f->cat, t.txid, &m, &nm, &err), 0);
+        assert_int_equal(nm, 3);
+        assert_int_equal(member(m, nm, "vm3")->code, CAT_PENDING);
+        assert_non_null(strstr(member(m, nm, "vm3")->message, "not connected"));
+        assert_string_equal(member(m, nm, "vm1")->message, "not sent: agent \"host-c\" is not connected");
 }
 
 /* An agent keeps an ended transaction only a while, and nothing in doubt is
@@ -847,7 +861,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_cut_one_tier_one_freeze, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_cut_one_no_aborts_all, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_cut_silent_aborts, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_cut_unreachable_waits_for_recovery, setup_nobody, teardown),
+                cmocka_unit_test_setup_teardown(test_cut_unconnected_sends_nothing, setup_nobody, teardown),
                 cmocka_unit_test_setup_teardown(test_cut_commit_forgotten_is_told, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_cut_refused_fills_err_once, setup, teardown),
         };

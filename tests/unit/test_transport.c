@@ -388,6 +388,62 @@ static void test_tls_settings_refused(void **state)
         tls_stop(&t);
 }
 
+/* Waits (up to 10 s) for p to have no connection left. */
+static int pipes_gone(struct transport_pipes *p)
+{
+        struct timespec ts = fsutil_mono_after(10 * 1000000LL);
+        int n;
+
+        pthread_mutex_lock(&p->lock);
+        while (p->n > 0 && pthread_cond_timedwait(&p->cond, &p->lock, &ts) == 0)
+                ;
+        n = p->n;
+        pthread_mutex_unlock(&p->lock);
+        return n == 0;
+}
+
+/* The count follows the peer: up once it listens, down when it goes, up again
+ * when it is back (nng's own reconnect); never up for a refused certificate. */
+static void test_pipes_counted(void **state)
+{
+        struct transport_pipes p;
+        struct srv s = {0};
+        struct tls_srv t = {0};
+        struct transport_tls bad = {0};
+        nng_socket req;
+        lserr err = {0};
+
+        (void)state;
+        transport_pipes_init(&p);
+        snprintf(s.url, sizeof(s.url), "tcp://127.0.0.1:%d", tu_tcp_port());
+        assert_int_equal(transport_dial_counted(s.url, TRANSPORT_MAX_DEFAULT, NULL, &p, &req, &err), 0);
+        assert_int_equal(transport_pipes_wait(&p, fsutil_mono_us() + 100 * 1000), 0); /* nobody listens */
+        assert_int_equal(transport_listen(s.url, TRANSPORT_MAX_DEFAULT, 0, NULL, &s.rep, &err), 0);
+        assert_int_equal(transport_serve(s.rep, 1, echo, NULL, &s.server, &err), 0);
+        assert_int_equal(transport_pipes_wait(&p, fsutil_mono_us() + 10 * 1000000LL), 1);
+        transport_server_stop(s.server);
+        assert_true(pipes_gone(&p));
+        assert_int_equal(transport_listen(s.url, TRANSPORT_MAX_DEFAULT, 0, NULL, &s.rep, &err), 0);
+        assert_int_equal(transport_serve(s.rep, 1, echo, NULL, &s.server, &err), 0);
+        assert_int_equal(transport_pipes_wait(&p, fsutil_mono_us() + 10 * 1000000LL), 1);
+        nng_close(req);
+        transport_server_stop(s.server);
+        assert_int_equal(p.n, 0);
+
+        if (!tls_start(&t)) {
+                transport_pipes_destroy(&p);
+                skip(); /* openssl CLI not installed: cannot make test certificates */
+                return;
+        }
+        bad = (struct transport_tls){.ca = t.other_ca, .server_name = "agent-a"};
+        assert_int_equal(transport_dial_counted(t.s.url, TRANSPORT_MAX_DEFAULT, &bad, &p, &req, &err), 0);
+        /* Several of nng's tries (50 ms back-off, doubling up to 2 s) are refused. */
+        assert_int_equal(transport_pipes_wait(&p, fsutil_mono_us() + 1500 * 1000), 0);
+        nng_close(req);
+        tls_stop(&t);
+        transport_pipes_destroy(&p);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -399,6 +455,7 @@ int main(void)
                 cmocka_unit_test(test_tls_verified),
                 cmocka_unit_test(test_tls_refused),
                 cmocka_unit_test(test_tls_settings_refused),
+                cmocka_unit_test(test_pipes_counted),
         };
         int rc = cmocka_run_group_tests(tests, NULL, NULL);
 
