@@ -194,28 +194,11 @@ static int cut_begin(struct engine *e, struct cat_txn *t, const struct cut_spec 
 static int cut_unsent(struct engine *e, const struct cat_txn *t, struct round *rd, struct items *its,
                       const struct progress *p, lserr *err)
 {
-        const char *first = NULL;
-        size_t down = 0;
         int r;
 
-        for (size_t i = 0; i < its->n; i++) {
-                struct item *it = &its->v[i];
-                it->unsent = it->silent_pending = 1;
-                if (!it->err.msg[0])
-                        continue;
-                /* A fleet's every line would drown the first. */
-                if (down++ == 0 || its->n <= ENGINE_SAY_MAX)
-                        rd->say(rd, it, it->err.msg);
-                if (!first) {
-                        first = agentlink_id(it->link);
-                        snprintf(rd->reason, sizeof(rd->reason), "%s; nothing was sent, nothing frozen",
-                                 it->err.msg);
-                }
-        }
-        engine_emit(p, "FREEZE   not sent: %zu of %zu agent(s) not connected, nothing frozen", down, its->n);
+        engine_unsent(rd, its->v, its->n);
         for (size_t i = 0; i < its->n; i++)
-                if (!its->v[i].err.msg[0])
-                        lserr_set(&its->v[i].err, -ENOTCONN, "not sent: agent \"%s\" is not connected", first);
+                its->v[i].silent_pending = 1; /* the members' rows say why */
         r = engine_record_and_decide(e, t->txid, its->v, its->n, rd->g, 0, rd->reason, p, err);
         if (r < 0)
                 return r;

@@ -240,3 +240,31 @@ size_t engine_reach(struct engine *e, struct item *items, size_t n)
         }
         return down;
 }
+
+void engine_unsent(struct round *rd, struct item *items, size_t n)
+{
+        const char *first = NULL;
+        size_t down = 0;
+
+        for (size_t i = 0; i < n; i++) {
+                struct item *it = &items[i];
+                it->unsent = 1;
+                if (!it->err.msg[0])
+                        continue;
+                /* A fleet's every line would drown the first. */
+                if (rd->say && (down == 0 || n <= ENGINE_SAY_MAX))
+                        rd->say(rd, it, it->err.msg);
+                down++;
+                if (!first) {
+                        first = agentlink_id(it->link);
+                        snprintf(rd->reason, sizeof(rd->reason), "%s; nothing was sent, nothing %s", it->err.msg,
+                                 rd->step == LOCKSTEP__STEP__STEP_FREEZE ? "frozen" : "touched");
+                }
+        }
+        engine_emit(rd->p, "%-8s not sent: %zu of %zu agent(s) not connected, nothing %s", env_step_name(rd->step), down,
+                    n, rd->step == LOCKSTEP__STEP__STEP_FREEZE ? "frozen" : "touched");
+        for (size_t i = 0; i < n; i++)
+                if (!items[i].err.msg[0])
+                        lserr_set(&items[i].err, -ENOTCONN, "not sent: agent \"%s\" is not connected",
+                                  first ? first : "?");
+}

@@ -130,7 +130,16 @@ static int revert_steps(struct engine *e, const char *txid, struct revert_job *j
 {
         struct round rd = {.e = e, .txid = txid, .g = j->g, .ctx = j, .p = p, .step = LOCKSTEP__STEP__STEP_REVERT_PREPARE,
                            .fill = prepare_fill, .say = prepare_say, .timeout_ms = engine_step_ms(e)};
-        int ok = engine_round(&rd, j->its.v, j->its.n);
+        int ok;
+
+        /* An agent without a connection would time PREPARE out, and be told
+         * the abort until it is back: the revert ends here, nothing sent. */
+        if (engine_reach(e, j->its.v, j->its.n) > 0) {
+                engine_unsent(&rd, j->its.v, j->its.n);
+                snprintf(reason, ENGINE_REASON_MAX, "%s", rd.reason);
+                return 0;
+        }
+        ok = engine_round(&rd, j->its.v, j->its.n);
 
         rd.fill = tier_fill;
         rd.say = tier_say;

@@ -98,6 +98,17 @@ out=$(ls_cli snapshot revert "$C" --yes --json) && rc=0 || rc=$?
 check "corrupt cut image: exit 1, nothing touched" bash -c "[ $rc = 1 ] && [ '$(snapshot_disks | md5sum)' = '$(echo "$before" | md5sum)' ]"
 sed -i '/corrupt db1/d' "$T/host-a/sim.txt"
 
+# 3b. An agent down: the revert ends before PREPARE, nothing sent, nothing to
+# tell anyone afterwards (it does not wait out PREPARE's deadline, nor tell
+# host-b the abort until it is back).
+stop_agent host-b
+out=$(ls_cli snapshot revert "$C" --yes --json) && rc=0 || rc=$?
+check "agent down: exit 1, aborted and finished, the reason names host-b and says nothing was touched" [ "$rc/$(jqr .state <<<"$out")/$(jq '.reason | test("agent \"host-b\": not connected: .*nothing was sent, nothing touched")' <<<"$out")" = 1/aborted/true ]
+aud=$(ls_cli audit --limit 1000 --json)
+check "... not one command sent for it (the operations before it: some)" [ "$(jq --arg t "$(jqr .id <<<"$out")" '[.[] | select(.dir == "sent" and .txid == $t)] | length' <<<"$aud")/$(jq '[.[] | select(.dir == "sent")] | length > 0' <<<"$aud")" = 0/true ]
+check "... nothing touched, all running" bash -c "[ '$(snapshot_disks | md5sum)' = '$(echo "$before" | md5sum)' ] && for f in $T/host-*/sim/*.state; do grep -q '^state 0' \$f || exit 1; done"
+start_agent host-b
+
 # 4. A failure after SWITCH: every member back on its pre-revert branch.
 echo "fail start app1" >> "$T/host-a/sim.txt"
 out=$(ls_cli snapshot revert "$C" --yes --json) && rc=0 || rc=$?
