@@ -16,7 +16,9 @@
 # lockstepd_rss_mb, ...); --out appends them to FILE. lockstepd_ms is the CPU
 # time lockstepd used during the cut (utime + stime, 10 ms ticks; all its
 # threads), lockstepd_op_ms the cut's own thread (signing, reply checks,
-# catalog, report; lockstepd logs it as thread_cpu_ms): on this
+# catalog, report; lockstepd logs it as thread_cpu_ms), lockstepd_op_minflt the
+# page faults of that thread (fresh pages; costly where page tables are
+# virtualised): on this
 # 2-core machine the agents' own work shares the cores, so wall time says
 # little about lockstepd's part; on a fleet each agent has its own host.
 # --groups G: instead of one big group, G groups (group i: agent i's M VMs),
@@ -316,6 +318,7 @@ for c in $(seq 1 "$CUTS"); do
         # The cut's own thread, as lockstepd logs it when the operation ends.
         id=$(jq -r '.id // empty' <<< "$out" 2> /dev/null || true)
         op_ms=$(sed -n "s/.* txid=${id:-none} thread_cpu_ms=\([0-9.]*\) .*/\1/p" "$T/lockstepd.log" | tail -n 1)
+        op_flt=$(sed -n "s/.* txid=${id:-none} thread_cpu_ms=.* minflt=\([0-9]*\).*/\1/p" "$T/lockstepd.log" | tail -n 1)
         prune_ms=null prune_cpu=null pruned=null
         if [ "$RETAIN" -gt 0 ] && [ "$c" -gt "$RETAIN" ]; then
                 p0=$EPOCHREALTIME pc0=$(cpu_ms "$lsd")
@@ -331,7 +334,7 @@ for c in $(seq 1 "$CUTS"); do
         row=$(jq -c --arg lat "$lat_name" --arg latency "$LATENCY" \
                 --argjson agents "$AGENTS" --argjson vms "$VMS" --argjson cut "$c" \
                 --argjson e2e "$(awk -v a="$t1" -v b="$t2" 'BEGIN {printf "%.1f", (b - a) * 1000}')" \
-                --argjson lsd_ms "$((cpu1 - cpu0))" --argjson acpu "$((acpu1 - acpu0))" --argjson tw "$TIME_WINDOW" --argjson op_ms "${op_ms:-null}" --argjson rss "$(rss_mb "$lsd" VmRSS)" \
+                --argjson lsd_ms "$((cpu1 - cpu0))" --argjson acpu "$((acpu1 - acpu0))" --argjson tw "$TIME_WINDOW" --argjson op_ms "${op_ms:-null}" --argjson op_flt "${op_flt:-null}" --argjson rss "$(rss_mb "$lsd" VmRSS)" \
                 --argjson hwm "$(rss_mb "$lsd" VmHWM)" --argjson anon "$(rss_mb "$lsd" RssAnon)" --argjson agt "$(agents_rss_mb)" --argjson agp "$(agents_pss_mb)" \
                 --argjson growth "$((cat1 - cat0))" --argjson prune_ms "$prune_ms" --argjson prune_cpu "$prune_cpu" \
                 --argjson pruned "$pruned" --argjson mrows "$(member_rows)" '
@@ -347,7 +350,7 @@ for c in $(seq 1 "$CUTS"); do
                 ([.members[]? | select(.frozen_at_us > 0 and .thawed_at_us > 0)] | group_by(.agent)
                         | map(own) | max | if . == null then null else . / 1000 | floor end) as $slowest |
                 {agents: $agents, vms: $vms, members: ($agents * $vms), latency: $lat, sim_latency: $latency,
-                 cut: $cut, state: (.state // "none"), reason: (.reason // null), e2e_ms: $e2e, lockstepd_ms: $lsd_ms, lockstepd_op_ms: $op_ms,
+                 cut: $cut, state: (.state // "none"), reason: (.reason // null), e2e_ms: $e2e, lockstepd_ms: $lsd_ms, lockstepd_op_ms: $op_ms, lockstepd_op_minflt: $op_flt,
                  agents_cpu_ms: $acpu, agent_cpu_ms: ($acpu / $agents | round), agent_time_window_s: $tw,
                  lockstepd_rss_mb: $rss, lockstepd_anon_mb: $anon, lockstepd_peak_rss_mb: $hwm, agent_rss_mb: $agt, agent_pss_mb: $agp,
                  catalog_growth_bytes: $growth, group_window_ms: .group_window_ms,

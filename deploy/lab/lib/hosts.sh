@@ -361,7 +361,7 @@ ga_ping() { # vm
 # Waits until every VM given answers guest-ping (or, for a VM started without
 # qemu-ga, until its workload runs); prints each VM's boot time.
 vms_wait_ready() { # seconds vm...
-        local secs=$1 vm t0 con boot err
+        local secs=$1 vm t0 con boot err late
         shift
         local -A pending=() started=() restarts=()
         t0=$(now_ms)
@@ -370,6 +370,19 @@ vms_wait_ready() { # seconds vm...
                 started[$vm]=$(cat "$LAB_DIR/tmp/start.$vm" 2>/dev/null || echo "$t0")
         done
         while ((${#pending[@]})); do
+                # Each guest's time counts from its own virsh start (the daemons
+                # start while the guests boot), checked before its first ping.
+                late=()
+                for vm in "${!pending[@]}"; do
+                        (($(now_ms) - ${started[$vm]} <= secs * 1000)) || late+=("$vm")
+                done
+                if ((${#late[@]})); then
+                        for vm in "${late[@]}"; do
+                                warn "$vm@$(vm_host "$vm"): not ready ${secs}s after virsh start; console: $(vm_console "$vm")"
+                                tail -n 5 "$(vm_console "$vm")" >&2 2>/dev/null || true
+                        done
+                        die "boot: ${late[*]} did not come up"
+                fi
                 for vm in "${!pending[@]}"; do
                         con=$(vm_console "$vm")
                         boot=$(tail -c +$(($(cat "$LAB_DIR/tmp/console-offset.$vm" 2>/dev/null || echo 0) + 1)) "$con" 2>/dev/null || true)
@@ -399,13 +412,6 @@ vms_wait_ready() { # seconds vm...
                         unset "pending[$vm]"
                 done
                 ((${#pending[@]})) || break
-                if (($(now_ms) - t0 > secs * 1000)); then
-                        for vm in "${!pending[@]}"; do
-                                warn "$vm@$(vm_host "$vm"): not ready after ${secs}s; console: $(vm_console "$vm")"
-                                tail -n 5 "$(vm_console "$vm")" >&2 2>/dev/null || true
-                        done
-                        die "boot: ${!pending[*]} did not come up"
-                fi
                 sleep 0.25
         done
 }
