@@ -55,15 +55,23 @@ static void delete_say(const struct round *rd, const struct item *it, const char
                 engine_emit(rd->p, "DELETE   %-12s merged, %zu member(s)", id, it->rep->n_members);
 }
 
-/* Runs the DELETE round of transaction t; 1 when every agent succeeded. */
+/* Runs the DELETE round of transaction t; 1 when every agent succeeded, 0
+ * when some failed, -1 when nothing was sent: an agent had no connection, and
+ * a delete that merged on the other hosts only would leave the cut half gone. */
 static int delete_round(struct engine *e, const struct cat_txn *t, const struct del_spec *s, struct items *its,
                         const struct progress *p, char reason[ENGINE_REASON_MAX])
 {
         struct round rd = {.e = e, .txid = t->txid, .step = LOCKSTEP__STEP__STEP_DELETE, .fill = delete_fill,
                            .say = delete_say, .ctx = s, .p = p,
                            .timeout_ms = engine_step_ms(e) * DELETE_TIMEOUT_FACTOR};
-        int ok = engine_round(&rd, its->v, its->n);
+        int ok;
 
+        if (engine_reach(e, its->v, its->n) > 0) {
+                engine_unsent(&rd, its->v, its->n);
+                snprintf(reason, ENGINE_REASON_MAX, "%s", rd.reason);
+                return -1;
+        }
+        ok = engine_round(&rd, its->v, its->n);
         snprintf(reason, ENGINE_REASON_MAX, "%s", rd.reason);
         return ok;
 }
@@ -193,6 +201,13 @@ static int delete_branch_locked(struct engine *e, const struct cat_txn *rev, str
         engine_emit(p, "DELETE   %s: pre-revert branch of revert %s (group %s) on %zu agent(s)", t.txid, rev->txid,
                     rev->group, its->n);
         ok = delete_round(e, &t, &s, its, p, reason);
+        if (ok < 0) {
+                /* Nothing sent: the branch stays as it was, and the delete
+                 * could not run, as when its group is busy. */
+                delete_outcome(e, t.txid, 0, reason);
+                engine_emit(p, "DELETE   pre-revert branch of %s NOT deleted: %s", rev->txid, reason);
+                return lserr_set(err, -ENOTCONN, "pre-revert branch of %s not deleted: %s", rev->txid, reason);
+        }
         snprintf(why_gone, sizeof(why_gone), "its images were on the pre-revert branch of %s, deleted by %s", rev->txid,
                  t.txid);
         dropped = drop_cuts_on(e, its, why_gone, &removed);
@@ -362,6 +377,13 @@ static int delete_cut_locked(struct engine *e, const struct cat_txn *cut, struct
         engine_emit(p, "DELETE   %s: cut %s (%s) of group %s on %zu agent(s)", t.txid, cut->txid, cut->name, cut->group,
                     its->n);
         ok = delete_round(e, &t, &s, its, p, reason);
+        if (ok < 0) {
+                /* Nothing sent: the cut stays as it was, committed, and the
+                 * delete could not run, as when its group is busy. */
+                delete_outcome(e, t.txid, 0, reason);
+                engine_emit(p, "DELETE   cut %s NOT deleted: %s", cut->txid, reason);
+                return lserr_set(err, -ENOTCONN, "cut %s not deleted: %s", cut->txid, reason);
+        }
         repath_merged(e, its);
         delete_outcome(e, t.txid, ok, reason);
         set_status(e, 0, cut->txid, ok ? "deleted" : "delete-failed", ok ? "" : reason);

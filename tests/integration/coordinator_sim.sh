@@ -199,6 +199,17 @@ check "... deleting again finishes it" [ "$rc/$(jq -r .state <<<"$out")" = 0/del
 check "... no overlay of C left" bash -c "! ls $T/host-*/sim/img/*.$(idof dC).qcow2 2>/dev/null"
 ls_cli snapshot delete "$idC" >/dev/null 2>&1 && rc=0 || rc=$?
 check "deleting a deleted cut is refused: exit 2" [ "$rc" = 2 ]
+# A delete with host-c down merges nothing anywhere (the others' overlays
+# merged alone would leave the cut half gone): refused as a busy group is.
+ls_cli snapshot create shop --name dE >/dev/null
+idE=$(ls_cli snapshot list shop --json | jq -r '.[] | select(.name=="dE") | .id')
+stop_agent host-c
+ls_cli snapshot delete "$idE" 2>"$T/down.err" >/dev/null && rc=0 || rc=$?
+check "delete with host-c down: exit 2, the error names host-c and says nothing was touched" bash -c "[ $rc = 2 ] && grep -q 'agent \"host-c\": not connected: .*nothing was sent, nothing touched' $T/down.err"
+check "... the cut still committed, every overlay in place (nothing merged on host-a or host-b)" bash -c "[ \"\$('$LOCKSTEP_BIN' -c '$T/coordinator.yaml' snapshot show $idE --json | jq -r .state)\" = committed ] && ls $T/host-*/sim/img/*.$(idof dE).qcow2 | wc -l | grep -qx 15"
+start_agent host-c
+out=$(ls_cli snapshot delete "$idE" --json) && rc=0 || rc=$?
+check "... with host-c back, the delete goes through" [ "$rc/$(jq -r .state <<<"$out")" = 0/deleted ]
 # The cut dD is held in FREEZE on host-a's sim lock while the delete is asked.
 hold_sim host-a
 (exec {HOLD_FD}>&-; ls_cli snapshot create shop --name dD >/dev/null 2>&1 || true) &
