@@ -634,11 +634,9 @@ size_t engine_tell(struct engine *e, const char *txid, struct agentlink *const *
  * it never ran, and no copy of it went out again (no resends; a counter heal
  * seals a new one, and only after a refusal). Told the decision, it would
  * refuse that too, and the cut would stay undecided for us until its clock is
- * fixed. Nor does an agent nothing was sent to (it->unsent). */
+ * fixed. */
 static int never_held(const struct item *it)
 {
-        if (it->unsent)
-                return 1;
         /* By tier, a refusal of a later tier's FREEZE comes after a yes: that
          * agent holds the front tiers. */
         return it->rep && it->rep->step == LOCKSTEP__STEP__STEP_FREEZE && clockskew_refused(it->rep) &&

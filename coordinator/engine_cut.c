@@ -188,7 +188,7 @@ static int cut_begin(struct engine *e, struct cat_txn *t, const struct cut_spec 
         }
 }
 
-/* Some agent has no connection (engine_reach): the cut ends before FREEZE,
+/* Some agent has no connection (engine_reach_all): the cut ends before FREEZE,
  * nothing sent to any agent, so nobody was frozen for it and there is nobody
  * to tell. Its members say why; the abort is logged and finished at once. */
 static int cut_unsent(struct engine *e, const struct cat_txn *t, struct round *rd, struct items *its,
@@ -196,7 +196,6 @@ static int cut_unsent(struct engine *e, const struct cat_txn *t, struct round *r
 {
         int r;
 
-        engine_unsent(rd, its->v, its->n);
         for (size_t i = 0; i < its->n; i++)
                 its->v[i].silent_pending = 1; /* the members' rows say why */
         r = engine_record_and_decide(e, t->txid, its->v, its->n, rd->g, 0, rd->reason, p, err);
@@ -223,7 +222,7 @@ static int cut_run(struct engine *e, const struct cat_txn *t, struct cut_spec *s
         rd.fill = freeze_fill;
         rd.say = freeze_say;
         rd.skip = freeze_skip;
-        if (engine_reach(e, its->v, its->n) > 0)
+        if (!engine_reach_all(&rd, its->v, its->n))
                 return cut_unsent(e, t, &rd, its, p, err);
         /* Tiers: front first, every agent at once within a tier, the next
          * tier only once the whole tier before it is frozen everywhere. */

@@ -66,8 +66,7 @@ static int delete_round(struct engine *e, const struct cat_txn *t, const struct 
                            .timeout_ms = engine_step_ms(e) * DELETE_TIMEOUT_FACTOR};
         int ok;
 
-        if (engine_reach(e, its->v, its->n) > 0) {
-                engine_unsent(&rd, its->v, its->n);
+        if (!engine_reach_all(&rd, its->v, its->n)) {
                 snprintf(reason, ENGINE_REASON_MAX, "%s", rd.reason);
                 return -1;
         }

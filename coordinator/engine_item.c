@@ -241,7 +241,7 @@ size_t engine_reach(struct engine *e, struct item *items, size_t n)
         return down;
 }
 
-void engine_unsent(struct round *rd, struct item *items, size_t n)
+static void unsent(struct round *rd, struct item *items, size_t n)
 {
         const char *first = NULL;
         size_t down = 0;
@@ -267,4 +267,12 @@ void engine_unsent(struct round *rd, struct item *items, size_t n)
                 if (!items[i].err.msg[0])
                         lserr_set(&items[i].err, -ENOTCONN, "not sent: agent \"%s\" is not connected",
                                   first ? first : "?");
+}
+
+int engine_reach_all(struct round *rd, struct item *items, size_t n)
+{
+        if (engine_reach(rd->e, items, n) == 0)
+                return 1;
+        unsent(rd, items, n);
+        return 0;
 }

@@ -178,12 +178,12 @@ struct round {
 /* Returns 1 when every agent said yes, 0 when not (rd->reason says why). */
 int engine_round(struct round *rd, struct item *items, size_t n);
 
-/* After engine_reach found agents without a connection, before rd's step
- * (the transaction's first) is sent: every item is marked unsent (nothing to
- * tell it either), each one without a connection is said (the first only,
- * past ENGINE_SAY_MAX agents), rd->reason is the first one's why, and the
- * other items' err say what they were not sent for. */
-void engine_unsent(struct round *rd, struct item *items, size_t n);
+/* Before rd's step, a transaction's first: 1 when every item's agent has a
+ * connection (engine_reach). Else 0 and nothing may be sent: every item is
+ * marked unsent (nothing to tell it either), each one without a connection is
+ * said (the first only, past ENGINE_SAY_MAX agents), rd->reason is the first
+ * one's why, and the other items' err say what they were not sent for. */
+int engine_reach_all(struct round *rd, struct item *items, size_t n);
 
 /* Logs *t as begun (txid made here unless set, start time now, members those
  * of its) before anything is sent: from here on a crash is presumed abort.

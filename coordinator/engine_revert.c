@@ -134,8 +134,7 @@ static int revert_steps(struct engine *e, const char *txid, struct revert_job *j
 
         /* An agent without a connection would time PREPARE out, and be told
          * the abort until it is back: the revert ends here, nothing sent. */
-        if (engine_reach(e, j->its.v, j->its.n) > 0) {
-                engine_unsent(&rd, j->its.v, j->its.n);
+        if (!engine_reach_all(&rd, j->its.v, j->its.n)) {
                 snprintf(reason, ENGINE_REASON_MAX, "%s", rd.reason);
                 return 0;
         }
