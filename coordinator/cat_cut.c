@@ -2,6 +2,7 @@
  * a revert's pre-revert branch, with the image queries deletes rely on. */
 #include "catalog_priv.h"
 
+#include <stddef.h>
 #include <string.h>
 
 #include "cleanup.h"
@@ -131,9 +132,10 @@ int cat_put_image(struct catalog *c, const char *txid, const struct cat_image *i
                 return lserr_set(err, -EINVAL,
                                  "catalog \"%s\": record image: transaction id empty or longer than %zu bytes",
                                  c->path, CAT_ID_FIELD - 1);
+        const char *before = im->before ? im->before : "", *after = im->after ? im->after : "";
         if (!cat_id_fits(im->agent, sizeof(im->agent), 0) || !cat_id_fits(im->vm, sizeof(im->vm), 0) ||
-            !cat_id_fits(im->disk, sizeof(im->disk), 0) || !cat_id_fits(im->before, sizeof(im->before), 1) ||
-            !cat_id_fits(im->after, sizeof(im->after), 1))
+            !cat_id_fits(im->disk, sizeof(im->disk), 0) || !cat_id_fits(before, CAT_PATH_MAX, 1) ||
+            !cat_id_fits(after, CAT_PATH_MAX, 1))
                 return lserr_set(err, -EINVAL,
                                  "catalog \"%s\": record image of \"%s\": agent, VM or disk empty, or a name or "
                                  "path longer than its field",
@@ -144,7 +146,7 @@ int cat_put_image(struct catalog *c, const char *txid, const struct cat_image *i
                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
                       " ON CONFLICT (txid, agent, vm, disk) DO UPDATE SET before = excluded.before,"
                       "        after = excluded.after",
-                      "ssssss", txid, im->agent, im->vm, im->disk, im->before, im->after);
+                      "ssssss", txid, im->agent, im->vm, im->disk, before, after);
         if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
                 return lserr_set(err, -ENOENT,
                                  "catalog \"%s\": record image \"%s\" of \"%s@%s\" in \"%s\": no such transaction",
@@ -202,17 +204,19 @@ int cat_members(struct catalog *c, const char *txid, struct cat_member **ret, si
         return 0;
 }
 
-static int decode_image(sqlite3_stmt *st, void *row)
+static int decode_image(sqlite3_stmt *st, void *row, struct cat_strs *strs)
 {
         struct cat_image *im = row;
 
         cat_col_str(st, 0, im->agent, sizeof(im->agent));
         cat_col_str(st, 1, im->vm, sizeof(im->vm));
         cat_col_str(st, 2, im->disk, sizeof(im->disk));
-        cat_col_str(st, 3, im->before, sizeof(im->before));
-        cat_col_str(st, 4, im->after, sizeof(im->after));
+        im->before = cat_col_strp(st, 3, strs);
+        im->after = cat_col_strp(st, 4, strs);
         return 0;
 }
+
+const size_t cat_image_strs[2] = {offsetof(struct cat_image, before), offsetof(struct cat_image, after)};
 
 /* By agent, VM and disk. An unknown txid is an empty list. */
 int cat_images(struct catalog *c, const char *txid, struct cat_image **ret, size_t *ret_n, lserr *err)
@@ -228,7 +232,7 @@ int cat_images(struct catalog *c, const char *txid, struct cat_image **ret, size
                                  "catalog \"%s\": list images: transaction id empty or longer than %zu bytes", c->path,
                                  CAT_ID_FIELD - 1);
         CAT_LOCK_SCOPE(c);
-        rc = cat_query_list(c, sizeof(struct cat_image), decode_image, &v, &n,
+        rc = cat_query_rows(c, sizeof(struct cat_image), decode_image, cat_image_strs, 2, &v, &n,
                             "SELECT agent, vm, disk, before, after FROM images WHERE txid = ?1"
                             " ORDER BY agent, vm, disk",
                             "s", txid);

@@ -9,7 +9,7 @@
 
 #include "cleanup.h"
 
-#define PATH_FIELD sizeof(((struct cat_image *)0)->before)
+#define PATH_FIELD CAT_PATH_MAX
 /* As the SQLite catalog: the newest reverts to a cut, no more. */
 #define REVERTS_TO_MAX 1024
 
@@ -227,11 +227,39 @@ int ce_be_members(void *impl, const char *txid, struct cat_member **ret, size_t 
 
 /* ---- images --------------------------------------------------------------------- */
 
-/* An image as kept: its transaction too, for the copy found by VM. */
+/* An image as kept: its transaction too, for the copy found by VM. Its
+ * paths in place (im's are NULL): image_view points at them. */
 struct image {
         char txid[CAT_ID_FIELD];
         struct cat_image im;
+        char before[CAT_PATH_MAX], after[CAT_PATH_MAX];
 };
+
+/* i as a struct cat_image, valid while i stays where it is. */
+static struct cat_image image_view(const struct image *i)
+{
+        struct cat_image v = i->im;
+
+        v.before = i->before;
+        v.after = i->after;
+        return v;
+}
+
+/* n kept images as a list: one block (cat_rows_pack). */
+static int images_list(const struct image *v, size_t n, struct cat_image **ret)
+{
+        _cleanup_free_ struct cat_image *views = n ? calloc(n, sizeof(*views)) : NULL;
+        void *out = NULL;
+
+        if (n && !views)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                views[i] = image_view(&v[i]);
+        if (cat_rows_pack(views, n, sizeof(*views), cat_image_strs, 2, NULL, &out) < 0)
+                return -ENOMEM;
+        *ret = out;
+        return 0;
+}
 
 static int image_encode(const char *txid, const struct cat_image *im, char **ret, size_t *ret_len)
 {
@@ -242,8 +270,8 @@ static int image_encode(const char *txid, const struct cat_image *im, char **ret
         ce_rec_str(&w, "agent", im->agent);
         ce_rec_str(&w, "vm", im->vm);
         ce_rec_str(&w, "disk", im->disk);
-        ce_rec_str(&w, "before", im->before);
-        ce_rec_str(&w, "after", im->after);
+        ce_rec_str(&w, "before", im->before ? im->before : "");
+        ce_rec_str(&w, "after", im->after ? im->after : "");
         return ce_rec_end(&w, ret, ret_len);
 }
 
@@ -259,8 +287,8 @@ static int image_decode(const struct etcd_kv *kv, void *row)
         ce_in_str(&in, "agent", i->im.agent, sizeof(i->im.agent));
         ce_in_str(&in, "vm", i->im.vm, sizeof(i->im.vm));
         ce_in_str(&in, "disk", i->im.disk, sizeof(i->im.disk));
-        ce_in_str(&in, "before", i->im.before, sizeof(i->im.before));
-        ce_in_str(&in, "after", i->im.after, sizeof(i->im.after));
+        ce_in_str(&in, "before", i->before, sizeof(i->before));
+        ce_in_str(&in, "after", i->after, sizeof(i->after));
         return ce_in_end(&in);
 }
 
@@ -270,8 +298,8 @@ static int image_check(struct cat_etcd *e, const char *txid, const struct cat_im
                 return lserr_set(err, -EINVAL, "catalog etcd \"%s\": record image: transaction id empty or longer "
                                  "than %zu bytes", e->prefix, CAT_ID_FIELD - 1);
         if (!cat_id_fits(im->agent, sizeof(im->agent), 0) || !cat_id_fits(im->vm, sizeof(im->vm), 0) ||
-            !cat_id_fits(im->disk, sizeof(im->disk), 0) || !cat_id_fits(im->before, sizeof(im->before), 1) ||
-            !cat_id_fits(im->after, sizeof(im->after), 1))
+            !cat_id_fits(im->disk, sizeof(im->disk), 0) || !cat_id_fits(im->before ? im->before : "", PATH_FIELD, 1) ||
+            !cat_id_fits(im->after ? im->after : "", PATH_FIELD, 1))
                 return lserr_set(err, -EINVAL, "catalog etcd \"%s\": record image of \"%s\": agent, VM or disk "
                                  "empty, or a name or path longer than its field", e->prefix, txid);
         return 0;
@@ -346,10 +374,8 @@ int ce_be_images(void *impl, const char *txid, struct cat_image **ret, size_t *r
         v = raw;
         if (n > 1)
                 qsort(v, n, sizeof(*v), by_disk);
-        if (n && !(out = calloc(n, sizeof(*out))))
+        if (images_list(v, n, &out) < 0)
                 return ce_fail(e, err, -ENOMEM, what, "out of memory");
-        for (size_t i = 0; i < n; i++)
-                out[i] = v[i].im;
         *ret = out;
         *ret_n = n;
         return 0;
@@ -413,10 +439,10 @@ int ce_be_cut_read(void *impl, const char *txid, size_t audit_limit, struct cat_
                 im = v;
         if (r == 0 && t.n_kvs[2] > 1)
                 qsort(im, t.n_kvs[2], sizeof(*im), by_disk);
-        if (r == 0 && t.n_kvs[2] && !(ret->im = calloc(t.n_kvs[2], sizeof(*ret->im))))
+        if (r == 0 && images_list(im, t.n_kvs[2], &ret->im) < 0)
                 r = -ENOMEM;
-        for (size_t i = 0; r == 0 && i < t.n_kvs[2]; i++)
-                ret->im[ret->ni++] = im[i].im;
+        if (r == 0)
+                ret->ni = t.n_kvs[2];
         /* As cat_audit_list's, unreadable rows leave the report without them. */
         if (r == 0 && decode_all(t.kvs[3], t.n_kvs[3], sizeof(struct cat_audit), decode_audit, &v) == 0) {
                 ret->au = v;
@@ -692,7 +718,7 @@ static int images_on(struct cat_etcd *e, const char *agent, const char *vm, cons
         for (size_t i = 0; r == 0 && i < n; i++) {
                 if (image_decode(&kvs[i], &v[k].i) < 0)
                         r = ce_fail(e, err, -EIO, what, CE_WHY_BAD);
-                else if (strcmp(v[k].i.im.before, path) == 0)
+                else if (strcmp(v[k].i.before, path) == 0)
                         v[k++].mod = kvs[i].mod_revision;
         }
         etcd_kvs_free(kvs, n);
@@ -808,10 +834,11 @@ static int repath_write(struct cat_etcd *e, struct vm_image *v, size_t n, const 
                 for (size_t k = 0; r == 0 && k < m; k++) {
                         struct vm_image *im = &v[i + k];
                         size_t len = 0;
-                        snprintf(im->i.im.before, sizeof(im->i.im.before), "%s", new_path);
-                        r = image_keys(e, im->i.txid, &im->i.im, keys[2 * k], keys[2 * k + 1]);
+                        snprintf(im->i.before, sizeof(im->i.before), "%s", new_path);
+                        struct cat_image view = image_view(&im->i);
+                        r = image_keys(e, im->i.txid, &view, keys[2 * k], keys[2 * k + 1]);
                         if (r == 0)
-                                r = image_encode(im->i.txid, &im->i.im, &texts[k], &len);
+                                r = image_encode(im->i.txid, &view, &texts[k], &len);
                         ops[2 * k] = (struct etcd_op){.kind = ETCD_OP_PUT, .key = keys[2 * k], .value = texts[k],
                                                       .value_len = len};
                         ops[2 * k + 1] = (struct etcd_op){.kind = ETCD_OP_PUT, .key = keys[2 * k + 1],

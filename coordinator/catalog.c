@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -355,6 +356,118 @@ static int collect(sqlite3_stmt *st, size_t size, cat_row_fn decode, void **ret,
                 return rc;
         *ret = TAKE_PTR(v);
         *ret_n = n;
+        return rc;
+}
+
+const char *cat_strs_add(struct cat_strs *strs, const char *s)
+{
+        size_t n = strlen(s ? s : "") + 1, off = strs->len;
+
+        if (strs->len + n > strs->cap) {
+                size_t cap = strs->cap ? 2 * strs->cap : 4096;
+                char *p;
+
+                while (cap < strs->len + n)
+                        cap *= 2;
+                if (!(p = realloc(strs->p, cap))) {
+                        strs->failed = 1;
+                        return NULL;
+                }
+                strs->p = p;
+                strs->cap = cap;
+        }
+        memcpy(strs->p + off, s ? s : "", n);
+        strs->len += n;
+        return (const char *)(uintptr_t)off;
+}
+
+int cat_rows_pack(const void *rows, size_t n, size_t size, const size_t *offs, size_t n_offs,
+                  const struct cat_strs *strs, void **ret)
+{
+        size_t bytes = strs ? strs->len : 0;
+        char *block, *at;
+
+        *ret = NULL;
+        if (!n)
+                return 0;
+        for (size_t i = 0; !strs && i < n; i++)
+                for (size_t k = 0; k < n_offs; k++) {
+                        const char *s = *(const char *const *)((const char *)rows + i * size + offs[k]);
+                        bytes += strlen(s ? s : "") + 1;
+                }
+        if (!(block = malloc(n * size + bytes)))
+                return -ENOMEM;
+        memcpy(block, rows, n * size);
+        at = block + n * size;
+        if (strs)
+                memcpy(at, strs->p, strs->len);
+        for (size_t i = 0; i < n; i++)
+                for (size_t k = 0; k < n_offs; k++) {
+                        const char **f = (const char **)(block + i * size + offs[k]);
+                        if (strs) {
+                                *f = at + (uintptr_t)*f;
+                                continue;
+                        }
+                        size_t len = strlen(*f ? *f : "") + 1;
+                        memcpy(at, *f ? *f : "", len);
+                        *f = at;
+                        at += len;
+                }
+        *ret = block;
+        return 0;
+}
+
+const char *cat_col_strp(sqlite3_stmt *st, int i, struct cat_strs *strs)
+{
+        return cat_strs_add(strs, (const char *)sqlite3_column_text(st, i));
+}
+
+int cat_query_rows(struct catalog *c, size_t size, cat_row_s_fn decode, const size_t *offs, size_t n_offs,
+                   void **ret, size_t *ret_n, const char *sql, const char *fmt, ...)
+{
+        _cleanup_(cat_stmt_finalizep) sqlite3_stmt *st = NULL;
+        _cleanup_free_ char *v = NULL;
+        struct cat_strs strs = {0};
+        size_t n = 0, cap = 0;
+        va_list ap;
+        int rc;
+
+        va_start(ap, fmt);
+        rc = prepare_v(c, &st, sql, fmt, &ap);
+        va_end(ap);
+        if (rc != SQLITE_OK)
+                return rc;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                if (n == cap) {
+                        size_t ncap = cap ? 2 * cap : 64;
+                        char *nv = reallocarray(v, ncap, size);
+
+                        if (!nv) {
+                                rc = SQLITE_NOMEM;
+                                break;
+                        }
+                        v = nv;
+                        cap = ncap;
+                }
+                memset(v + n * size, 0, size);
+                if (decode(st, v + n * size, &strs) < 0) {
+                        rc = CAT_RC_BADROW;
+                        break;
+                }
+                if (strs.failed) {
+                        rc = SQLITE_NOMEM;
+                        break;
+                }
+                n++;
+        }
+        void *out = NULL;
+        if (rc == SQLITE_DONE && cat_rows_pack(v, n, size, offs, n_offs, &strs, &out) < 0)
+                rc = SQLITE_NOMEM;
+        if (rc == SQLITE_DONE) {
+                *ret = out;
+                *ret_n = n;
+        }
+        free(strs.p);
         return rc;
 }
 

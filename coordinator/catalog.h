@@ -102,12 +102,17 @@ struct cat_member {
         long long frozen_at_us, thawed_at_us;
 };
 
+/* A path's bytes with its NUL, at most. */
+#define CAT_PATH_MAX 1024
+
 struct cat_image {
         char agent[65];
         char vm[65];
         char disk[32];
-        char before[1024];    /* the cut's image */
-        char after[1024];     /* overlay the domain ran on after the cut */
+        /* Paths by pointer: a writer's own strings (NULL: ""); in a list read
+         * from the catalog, the list's block (one free: cat_images). */
+        const char *before;   /* the cut's image */
+        const char *after;    /* overlay the domain ran on after the cut */
 };
 
 /* Records (insert or replace by txid+agent+vm) one member's outcome. */

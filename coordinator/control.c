@@ -23,6 +23,13 @@ static const char *option(const Lockstep__ControlRequest *q, const char *key)
         return NULL;
 }
 
+unsigned control_want(const Lockstep__ControlRequest *q)
+{
+        const char *f = option(q, "format");
+
+        return !f ? REPORT_TEXT | REPORT_JSON : !strcmp(f, "json") ? REPORT_JSON : REPORT_TEXT;
+}
+
 static void reply_error(Lockstep__ControlReply *rep, int code, const char *msg, char **owned)
 {
         rep->exit_code = code;
@@ -53,6 +60,7 @@ static int start_snapshot(struct daemon *d, const Lockstep__ControlRequest *q, L
                 return -ENOMEM;
         op->is_delete = is_delete;
         op->is_revert = is_revert;
+        op->want = control_want(q);
         op->undo = option(q, "undo") != NULL;
         snprintf(op->target, sizeof(op->target), "%.64s", q->args[0]);
         snprintf(op->group, sizeof(op->group), "%.64s", q->args[0]);
@@ -141,6 +149,7 @@ static int prune_reply(struct daemon *d, const Lockstep__ControlRequest *q, Lock
                 if (!op)
                         return -ENOMEM;
                 op->is_prune = 1;
+                op->want = REPORT_TEXT | REPORT_JSON; /* a prune's list is small */
                 snprintf(op->group, sizeof(op->group), "%s", g->name);
                 return launch_reply(d, op, rep, owned);
         }
@@ -263,6 +272,7 @@ static int control_gen(struct daemon *d, const Lockstep__ControlRequest *q, Lock
                         : !strcmp(q->command, "schedules")     ? service_r_schedules
                                                                : ops_r_groups;
                 const char *a = q->n_args ? q->args[0] : NULL;
+                unsigned want = REPORT_TEXT | REPORT_JSON;
                 if (fn == ops_r_cut && !a) {
                         rep->exit_code = 2;
                         rep->error = (char *)"usage: snapshot show ID";
@@ -272,7 +282,8 @@ static int control_gen(struct daemon *d, const Lockstep__ControlRequest *q, Lock
                         if (fn == ops_r_agents && (!d->ha || ha_leading(d->ha, NULL)))
                                 engine_poll_agents(d->eng, &err);
                         if (fn == ops_r_cut) {
-                                if (report_cut_both(d->cat, a, text, json, NULL, &err) < 0)
+                                want = control_want(q);
+                                if (report_cut_render(d->cat, a, want, text, json, NULL, &err) < 0)
                                         *text = *json = NULL;
                         } else {
                                 *text = ops_render(fn, d, a, 0, &err);
@@ -280,7 +291,7 @@ static int control_gen(struct daemon *d, const Lockstep__ControlRequest *q, Lock
                         }
                         rep->text = *text;
                         rep->json = *json;
-                        if (!*text || !*json)
+                        if (((want & REPORT_TEXT) && !*text) || ((want & REPORT_JSON) && !*json))
                                 reply_error(rep, 2, err.msg[0] ? err.msg : "cannot render", owned);
                 }
                 rep->done = 1;
@@ -346,6 +357,9 @@ static void audit_request(struct daemon *d, const Lockstep__ControlRequest *q, c
         snprintf(a.step, sizeof(a.step), "%s", q ? q->command : "(does not unpack)");
         for (size_t i = 0; q && i < q->n_args + q->n_options && o < sizeof(detail); i++) {
                 int is_arg = i < q->n_args;
+                /* How the CLI shows the answer is not part of what was asked. */
+                if (!is_arg && !strncmp(q->options[i - q->n_args], "format=", 7))
+                        continue;
                 o += (size_t)snprintf(detail + o, sizeof(detail) - o, "%s%s%s", o ? " " : "", is_arg ? "" : "--",
                                       is_arg ? q->args[i] : q->options[i - q->n_args]);
         }

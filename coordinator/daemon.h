@@ -48,6 +48,11 @@ struct op {
         size_t n_events;
         int done, exit_code;
         char *text, *json, *error;
+        /* The renderings its result is made in (REPORT_TEXT, REPORT_JSON): the
+         * one its CLI asked for, none for a scheduled cut (a 10,000-member
+         * report costs as much as the cut's catalog writes). op.poll renders
+         * another from the catalog when asked. */
+        unsigned want;
         pthread_t thread;
         int started;           /* thread created: join it */
         int pollers;           /* op.poll calls waiting on it: not to be replaced */
@@ -143,6 +148,9 @@ int ops_room(struct daemon *d);
  * one it does not have: it runs on the leader). */
 int ops_known(struct daemon *d, const char *id);
 /* op.poll: events from q->from on, and the result once done. */
+/* The renderings a control request asks for: its format= option ("text",
+ * "json"), both when it has none (a CLI from before it). */
+unsigned control_want(const Lockstep__ControlRequest *q);
 int ops_poll(struct daemon *d, const Lockstep__ControlRequest *q, Lockstep__ControlReply *rep, char ***strs,
              size_t *n_strs);
 

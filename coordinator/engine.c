@@ -306,9 +306,8 @@ static void record_images(struct engine *e, const char *txid, const char *agent,
                 snprintf(im.vm, sizeof(im.vm), "%s", mr->vm);
                 snprintf(im.disk, sizeof(im.disk), "%s", mr->disks[d]->disk);
                 /* A revert records the pre-revert branch: what --undo goes back to. */
-                snprintf(im.before, sizeof(im.before), "%s",
-                         mr->disks[d]->branch[0] ? mr->disks[d]->branch : mr->disks[d]->before);
-                snprintf(im.after, sizeof(im.after), "%s", mr->disks[d]->after);
+                im.before = mr->disks[d]->branch[0] ? mr->disks[d]->branch : mr->disks[d]->before;
+                im.after = mr->disks[d]->after;
                 if (cat_put_image(e->cat, txid, &im, &err) < 0)
                         log_err("%s", err.msg);
         }

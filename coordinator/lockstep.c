@@ -53,6 +53,8 @@ static void usage(FILE *f)
                 "                                               the uid and pid that sent them (newest N)\n"
                 "  reload                                       re-read coordinator.yaml (as SIGHUP does)\n"
                 "  recover                                      finish unresolved transactions now\n"
+                "  op wait OP [--json]                          follow an operation lockstepd runs (its id is in\n"
+                "                                               the audit) to its end, and show its result\n"
                 "  cluster status [--json]                      high availability: this lockstepd, the leader, etcd\n"
                 "exit: 0 ok/committed, 1 aborted, 2 usage/config, 3 coordinator unreachable\n");
 }
@@ -153,26 +155,35 @@ static int finish(Lockstep__ControlReply *rep, int as_json)
         return code;
 }
 
-/* snapshot create / delete: start it, then follow its progress. */
-static int snapshot_create(struct client *c, Lockstep__ControlRequest *q, int as_json)
+/* Appends format= to q's options (opts: room for them and it): lockstepd
+ * renders a cut only as it is shown, and a fleet's cut has thousands of rows.
+ * The option it added. */
+static char *add_format(Lockstep__ControlRequest *q, char *opts[8], int as_json)
+{
+        static char text[] = "format=text", json[] = "format=json";
+        size_t n = q->n_options < 7 ? q->n_options : 7;
+
+        for (size_t i = 0; i < n; i++)
+                opts[i] = q->options[i];
+        opts[n] = as_json ? json : text;
+        q->options = opts;
+        q->n_options = n + 1;
+        return opts[n];
+}
+
+/* Follows operation op (lockstepd's id) to its end: its progress on a
+ * terminal, then its result as for as_json. */
+static int follow(struct client *c, char *op, int as_json)
 {
         Lockstep__ControlReply *rep = NULL;
         Lockstep__ControlRequest poll = LOCKSTEP__CONTROL_REQUEST__INIT;
-        char *op;
+        char *opts[8];
         int live = !as_json && isatty(STDOUT_FILENO), r;
 
-        r = call(c, q, 10000, &rep);
-        if (r)
-                return r;
-        if (!rep->op || !rep->op[0])
-                return finish(rep, as_json);
-        op = strdup(rep->op);
-        lockstep__control_reply__free_unpacked(rep, NULL);
-        if (!op)
-                return EXIT_UNREACHABLE;
         poll.command = "op.poll";
         poll.n_args = 1;
         poll.args = &op;
+        add_format(&poll, opts, as_json);
         for (int missed = 0;;) {
                 c->quiet = 1;
                 r = call(c, &poll, POLL_CALL_MS, &rep);
@@ -187,9 +198,9 @@ static int snapshot_create(struct client *c, Lockstep__ControlRequest *q, int as
                 }
                 if (r) {
                         fprintf(stderr, "lockstep: lockstepd at %s gave no answer %d times in a row; operation %s "
-                                        "goes on there (lockstep snapshot list shows its result)\n",
-                                c->url, POLL_MISSES, op);
-                        free(op);
+                                        "goes on there (lockstep op wait %s follows it again, lockstep snapshot list "
+                                        "shows its result)\n",
+                                c->url, POLL_MISSES, op, op);
                         return r;
                 }
                 missed = 0;
@@ -205,10 +216,31 @@ static int snapshot_create(struct client *c, Lockstep__ControlRequest *q, int as
                 if (POLL_US)
                         usleep(POLL_US);
         }
-        free(op);
         if (live)
                 printf("\n");
         return finish(rep, as_json);
+}
+
+/* snapshot create / delete / revert, prune: start it, then follow it. */
+static int snapshot_create(struct client *c, Lockstep__ControlRequest *q, int as_json)
+{
+        Lockstep__ControlReply *rep = NULL;
+        char *op, *opts[8];
+        int r;
+
+        add_format(q, opts, as_json);
+        r = call(c, q, 10000, &rep);
+        if (r)
+                return r;
+        if (!rep->op || !rep->op[0])
+                return finish(rep, as_json);
+        op = strdup(rep->op);
+        lockstep__control_reply__free_unpacked(rep, NULL);
+        if (!op)
+                return EXIT_UNREACHABLE;
+        r = follow(c, op, as_json);
+        free(op);
+        return r;
 }
 
 /* The control URL alone, from a file that does not load as a whole: the first
@@ -359,6 +391,7 @@ static int pick_command(char **args, int nargs, Lockstep__ControlRequest *q)
 {
         static const char *const snapshot_verbs[] = {"create", "list", "show", "delete", "revert"};
         static const char *const cluster_verbs[] = {"status"};
+        static const char *const op_verbs[] = {"wait"};
         static const char *const commands[] = {"agents", "groups",  "recover", "schedules",
                                                "prune",  "events",  "reload",  "check", "audit"};
         static char cmd[32];
@@ -380,6 +413,14 @@ static int pick_command(char **args, int nargs, Lockstep__ControlRequest *q)
                         snprintf(cmd, sizeof(cmd), "cluster.%s", args[1]);
                         q->command = cmd;
                         q->n_args = 0;
+                        return GO_ON;
+                }
+        for (size_t i = 0; i < sizeof(op_verbs) / sizeof(op_verbs[0]); i++)
+                if (!strcmp(args[0], "op") && nargs >= 2 && !strcmp(args[1], op_verbs[i])) {
+                        snprintf(cmd, sizeof(cmd), "op.%s", args[1]);
+                        q->command = cmd;
+                        q->args = args + 2;
+                        q->n_args = (size_t)(nargs - 2);
                         return GO_ON;
                 }
         for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
@@ -537,6 +578,7 @@ static int dispatch(struct client *cl, Lockstep__ControlRequest *q, const struct
 {
         Lockstep__ControlReply *rep = NULL;
         const char *cmd = q->command;
+        char *opts[8];
         int r;
 
         if (!strcmp(cmd, "snapshot.create") || !strcmp(cmd, "snapshot.delete") || !strcmp(cmd, "snapshot.revert"))
@@ -545,6 +587,15 @@ static int dispatch(struct client *cl, Lockstep__ControlRequest *q, const struct
                 return snapshot_create(cl, q, o->as_json); /* a prune runs deletes: followed like one */
         if (!strcmp(cmd, "events"))
                 return events(cl, q, o->as_json, o->follow);
+        if (!strcmp(cmd, "op.wait")) {
+                if (q->n_args != 1) {
+                        fprintf(stderr, "usage: lockstep op wait OP [--json]\n");
+                        return EXIT_USAGE;
+                }
+                return follow(cl, q->args[0], o->as_json);
+        }
+        if (!strcmp(cmd, "snapshot.show"))
+                add_format(q, opts, o->as_json);
         r = call(cl, q, !strcmp(cmd, "recover") || !strcmp(cmd, "check") ? 600000 : 30000, &rep);
         if (r == 0)
                 r = finish(rep, o->as_json);

@@ -282,6 +282,17 @@ static void txn_event(struct daemon *d, const struct op *op, int r, const char *
                 ops_event(d, kind, group, txid, "%s", outcome_word(r));
 }
 
+/* What a result nobody reads (a scheduled cut's) still needs: the state for
+ * the event, a cut's members for the metrics. */
+static int outcome_rows(struct catalog *cat, const struct op *op, const char *shown, struct cat_cut *rows, lserr *err)
+{
+        int r = cat_txn_get(cat, shown, &rows->t, err);
+
+        if (r >= 0 && !op->is_delete && !op->is_revert)
+                r = cat_members(cat, shown, &rows->m, &rows->nm, err);
+        return r < 0 ? r : 0;
+}
+
 /* After the engine answered a cut, revert or delete: its result for the CLI,
  * metrics, the event, and a scheduled cut's bookkeeping. */
 static void record_txn(struct daemon *d, struct gen *gn, struct op *op, int r, const char *txid, char **text,
@@ -295,7 +306,8 @@ static void record_txn(struct daemon *d, struct gen *gn, struct op *op, int r, c
         const struct cat_txn *t = NULL;
         lserr e2 = {0};
 
-        if (txid[0] && report_cut_both(d->cat, shown, text, json, &rows, &e2) == 0) {
+        if (txid[0] && (op->want ? report_cut_render(d->cat, shown, op->want, text, json, &rows, &e2)
+                                 : outcome_rows(d->cat, op, shown, &rows, &e2)) == 0) {
                 t = &rows.t;
         } else if (txid[0]) {
                 *text = *json = NULL;
@@ -569,6 +581,11 @@ int ops_poll(struct daemon *d, const Lockstep__ControlRequest *q, Lockstep__Cont
         rep->n_events = n;
         rep->next = (uint32_t)op->n_events;
         rep->done = op->done;
+        /* A rendering its launch did not ask for (another client's poll, a
+         * scheduled cut's): made now from the catalog. */
+        unsigned missing = op->done && !op->is_prune && op->txid[0] ? control_want(q) & ~op->want : 0;
+        char shown[65];
+        snprintf(shown, sizeof(shown), "%s", op->is_delete ? op->target : op->txid);
         if (op->done) {
                 rep->exit_code = op->exit_code;
                 rep->text = (*strs)[n] = strdup(op->text ? op->text : "");
@@ -577,6 +594,19 @@ int ops_poll(struct daemon *d, const Lockstep__ControlRequest *q, Lockstep__Cont
         }
         *n_strs = n + 3;
         pthread_mutex_unlock(&d->lock);
+        if (missing) {
+                char *text = NULL, *json = NULL;
+                if (report_cut_render(d->cat, shown, missing, &text, &json, NULL, &(lserr){0}) == 0) {
+                        if (text) {
+                                free((*strs)[n]);
+                                rep->text = (*strs)[n] = text;
+                        }
+                        if (json) {
+                                free((*strs)[n + 1]);
+                                rep->json = (*strs)[n + 1] = json;
+                        }
+                }
+        }
         /* A NULL among the strings would crash the packer: no reply instead. */
         for (size_t i = 0; i < n + (rep->done ? 3 : 0); i++)
                 if (!(*strs)[i])

@@ -286,8 +286,8 @@ static void cut_json(struct json *j, const struct cat_txn *t, const struct cat_m
                      k = img_next[k]) {
                         json_obj_begin(j, NULL);
                         json_str(j, "disk", im[k].disk);
-                        json_str(j, "image", im[k].before);
-                        json_str(j, "overlay", im[k].after);
+                        json_str(j, "image", im[k].before ? im[k].before : "");
+                        json_str(j, "overlay", im[k].after ? im[k].after : "");
                         json_obj_end(j);
                 }
                 json_arr_end(j);
@@ -351,7 +351,8 @@ static void cut_text(FILE *f, const struct cat_txn *t, const struct cat_member *
                                    : "  images (the cut's image, then the overlay the VM runs on since):\n");
         for (size_t k = 0; k < ni; k++) {
                 fprintf(f, "    %s@%s %s: %s\n      -> %s\n", esc(&e, im[k].vm), esc(&e, im[k].agent),
-                        esc(&e, im[k].disk), esc(&e, im[k].before), esc(&e, im[k].after));
+                        esc(&e, im[k].disk), esc(&e, im[k].before ? im[k].before : ""),
+                        esc(&e, im[k].after ? im[k].after : ""));
                 esc_done(&e);
         }
         replies_text(f, au, na);
@@ -382,8 +383,8 @@ int report_cut(struct catalog *cat, const char *txid, int as_json, FILE *out, ls
         return r;
 }
 
-int report_cut_both(struct catalog *cat, const char *txid, char **ret_text, char **ret_json, struct cat_cut *ret_rows,
-                    lserr *err)
+int report_cut_render(struct catalog *cat, const char *txid, unsigned want, char **ret_text, char **ret_json,
+                      struct cat_cut *ret_rows, lserr *err)
 {
         _cleanup_(cat_cut_free) struct cat_cut c = {0};
         char *buf[2] = {NULL, NULL};
@@ -391,6 +392,8 @@ int report_cut_both(struct catalog *cat, const char *txid, char **ret_text, char
         int r = cat_cut_read(cat, txid, REPORT_AUDIT_MAX, &c, err);
 
         for (int j = 0; r >= 0 && j < 2; j++) {
+                if (!(want & (j ? REPORT_JSON : REPORT_TEXT)))
+                        continue;
                 FILE *f = open_memstream(&buf[j], &len[j]);
                 if (!f) {
                         r = lserr_set(err, -ENOMEM, "report %s: out of memory", txid);

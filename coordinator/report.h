@@ -11,11 +11,15 @@
 
 /* One cut with its members, timings and images. */
 int report_cut(struct catalog *cat, const char *txid, int as_json, FILE *out, lserr *err);
-/* Both renderings of a cut (text, JSON; malloc'd, the caller's) from one read
- * of its rows: a fleet's cut has thousands of them. The rows go to *ret_rows
- * when not NULL (the caller's, cat_cut_free), for what else needs them. */
-int report_cut_both(struct catalog *cat, const char *txid, char **ret_text, char **ret_json, struct cat_cut *ret_rows,
-                    lserr *err);
+/* The renderings of a cut asked for in want (REPORT_TEXT, REPORT_JSON;
+ * malloc'd, the caller's; NULL when not asked for) from one read of its rows:
+ * a fleet's cut has thousands of them, and each rendering costs as much as
+ * the read. The rows go to *ret_rows when not NULL (the caller's,
+ * cat_cut_free), for what else needs them. */
+#define REPORT_TEXT 1u
+#define REPORT_JSON 2u
+int report_cut_render(struct catalog *cat, const char *txid, unsigned want, char **ret_text, char **ret_json,
+                      struct cat_cut *ret_rows, lserr *err);
 
 /* One cut as a Gantt chart (timeline.h) width columns wide, after a line
  * naming it; ANSI colours when color. -EINVAL for a revert or a delete, or a

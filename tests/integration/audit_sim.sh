@@ -60,4 +60,16 @@ check "lockstep audit names uid and pid" bash -c "'$LOCKSTEP_BIN' -c '$T/coordin
 id=$(ls_cli snapshot list --json | jq -r '.[0].id')
 check "audit TXID lists that cut's commands" \
         [ "$(ls_cli audit "$id" --json | jq --arg id "$id" 'length > 0 and all(.txid == $id)')" = true ]
+
+# 4. Another client follows that op by the id in the audit: lockstepd rendered
+# its result only as text (what its CLI asked for); --json is made from the
+# catalog when asked, and both agree with the cut.
+op=$(jq -r .detail <<<"$row" | sed -n 's/.*started op //p')
+check "the audit names the op ($op)" [ -n "$op" ]
+ls_cli op wait "$op" > "$T/wait.out"
+check "op wait shows the text its CLI printed" cmp -s "$T/wait.out" "$T/create.out"
+check "op wait --json shows the same cut as JSON" \
+        [ "$(ls_cli op wait "$op" --json | jq -r '[.id, .state, (.members | length)] | join(" ")')" = "$id committed 2" ]
+"$LOCKSTEP_BIN" -c "$T/coordinator.yaml" op wait op-no-such > "$T/nosuch.out" 2>&1 && rc=0 || rc=$?
+check "op wait of an unknown op: exit 2, says so" bash -c "[ $rc = 2 ] && grep -q 'no such operation' '$T/nosuch.out'"
 finish

@@ -197,6 +197,17 @@ static struct cat_txn txn(const char *txid, enum cat_kind kind, const char *grou
         return t;
 }
 
+/* Same names and paths (struct cat_image holds its paths by pointer). */
+static void assert_image_equal(const struct cat_image *got, const struct cat_image *want)
+{
+        assert_string_equal(got->agent, want->agent);
+        assert_string_equal(got->vm, want->vm);
+        assert_string_equal(got->disk, want->disk);
+        assert_string_equal(got->before, want->before ? want->before : "");
+        assert_string_equal(got->after, want->after ? want->after : "");
+}
+
+
 static void test_open_reopen_keeps_data(void **state)
 {
         struct fixture *f = *state;
@@ -532,13 +543,12 @@ static void test_members_and_images_upsert(void **state)
 
         assert_int_equal(cat_put_image(f->c, "t1", &im2, &err), 0);
         assert_int_equal(cat_put_image(f->c, "t1", &im, &err), 0);
-        memset(im.after, 0, sizeof(im.after));
-        snprintf(im.after, sizeof(im.after), "/v/web1.snap-t1-retry.qcow2");
+        im.after = "/v/web1.snap-t1-retry.qcow2";
         assert_int_equal(cat_put_image(f->c, "t1", &im, &err), 0);
         assert_int_equal(cat_images(f->c, "t1", &iv, &n, &err), 0);
         assert_int_equal(n, 2);
-        assert_memory_equal(&iv[0], &im, sizeof(im));
-        assert_memory_equal(&iv[1], &im2, sizeof(im2));
+        assert_image_equal(&iv[0], &im);
+        assert_image_equal(&iv[1], &im2);
         free(iv);
 
         /* Contents of a transaction never logged are refused. */
@@ -1162,11 +1172,11 @@ static void test_branch_drops_cuts_on_its_images(void **state)
         snprintf(im.agent, sizeof(im.agent), "host-a");
         snprintf(im.vm, sizeof(im.vm), "web1");
         snprintf(im.disk, sizeof(im.disk), "vda");
-        snprintf(im.before, sizeof(im.before), "/img/web1-vda.qcow2");
-        snprintf(im.after, sizeof(im.after), "/img/web1-vda.cut-X.qcow2");
+        im.before = "/img/web1-vda.qcow2";
+        im.after = "/img/web1-vda.cut-X.qcow2";
         assert_int_equal(cat_put_image(f->c, "cut-X", &im, &err), 0);
-        snprintf(im.before, sizeof(im.before), "/img/web1-vda.cut-X.qcow2");
-        snprintf(im.after, sizeof(im.after), "/img/web1-vda.cut-Y.qcow2");
+        im.before = "/img/web1-vda.cut-X.qcow2";
+        im.after = "/img/web1-vda.cut-Y.qcow2";
         assert_int_equal(cat_put_image(f->c, "cut-Y", &im, &err), 0);
         char(*ids)[65] = NULL;
         size_t n = 0;
@@ -1207,7 +1217,9 @@ static void done_txn(struct fixture *f, const char *txid, enum cat_kind kind, lo
         snprintf(im.agent, sizeof(im.agent), "host-a");
         snprintf(im.vm, sizeof(im.vm), "web1");
         snprintf(im.disk, sizeof(im.disk), "vda");
-        snprintf(im.before, sizeof(im.before), "/img/%s", txid);
+        char before[96];
+        snprintf(before, sizeof(before), "/img/%s", txid);
+        im.before = before;
         assert_int_equal(cat_put_image(f->c, txid, &im, &err), 0);
         snprintf(a.txid, sizeof(a.txid), "%s", txid);
         snprintf(a.agent, sizeof(a.agent), "host-a");
@@ -1746,8 +1758,11 @@ static void test_etcd_big_batch(void **state)
                 assert_int_equal(cat_put_member(f->c, "big", &m, &err), 0);
                 memcpy(im.agent, m.agent, sizeof(im.agent));
                 memcpy(im.vm, m.vm, sizeof(im.vm));
-                snprintf(im.before, sizeof(im.before), "/var/lib/libvirt/images/%s-vda.qcow2", m.vm);
-                snprintf(im.after, sizeof(im.after), "/var/lib/libvirt/images/%s-vda.big.qcow2", m.vm);
+                char before[128], after[128];
+                snprintf(before, sizeof(before), "/var/lib/libvirt/images/%s-vda.qcow2", m.vm);
+                snprintf(after, sizeof(after), "/var/lib/libvirt/images/%s-vda.big.qcow2", m.vm);
+                im.before = before;
+                im.after = after;
                 assert_int_equal(cat_put_image(f->c, "big", &im, &err), 0);
         }
         for (int i = 0; i < 100; i++) {

@@ -184,6 +184,7 @@ static void test_cut_fleet(void **state)
         struct cat_txn t = cut_txn();
         struct cat_member *m = calloc(NM, sizeof(*m));
         struct cat_image *im = calloc(2 * NM, sizeof(*im));
+        char(*paths)[32] = calloc(2 * NM, sizeof(*paths));
         struct cat_audit *au = calloc(6 * NA, sizeof(*au));
         static const char *steps[] = {"FREEZE", "SNAPSHOT", "DECIDE"};
         char *buf = NULL, want[400];
@@ -191,7 +192,7 @@ static void test_cut_fleet(void **state)
         FILE *f = open_memstream(&buf, &len);
 
         (void)state;
-        assert_true(m && im && au && f);
+        assert_true(m && im && paths && au && f);
         for (int i = 0; i < NM; i++) {
                 snprintf(m[i].vm, sizeof(m[i].vm), "v%d", i);
                 snprintf(m[i].agent, sizeof(m[i].agent), "h%d", i % NA);
@@ -200,7 +201,8 @@ static void test_cut_fleet(void **state)
                         snprintf(x->vm, sizeof(x->vm), "v%d", i);
                         snprintf(x->agent, sizeof(x->agent), "h%d", i % NA);
                         snprintf(x->disk, sizeof(x->disk), "vd%c", 'a' + d);
-                        snprintf(x->before, sizeof(x->before), "/img/v%d-vd%c", i, 'a' + d);
+                        snprintf(paths[2 * i + d], sizeof(paths[0]), "/img/v%d-vd%c", i, 'a' + d);
+                        x->before = paths[2 * i + d];
                 }
         }
         for (int s = 0; s < 3; s++)
@@ -232,6 +234,7 @@ static void test_cut_fleet(void **state)
         free(buf);
         free(m);
         free(im);
+        free(paths);
         free(au);
 }
 
@@ -402,7 +405,7 @@ static void test_agent_text_escaped(void **state)
         (void)state;
         snprintf(m.message, sizeof(m.message), "%s", evil);
         m.code = 5;
-        snprintf(im.after, sizeof(im.after), "/img/\x1b[8m");
+        im.after = "/img/\x1b[8m";
         snprintf(t.reason, sizeof(t.reason), "%s", evil);
         s = render_cut(&t, &m, 1, &im, 1, 0);
         assert_null(strchr(s, 0x1b));
