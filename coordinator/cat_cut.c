@@ -109,8 +109,8 @@ int cat_put_member(struct catalog *c, const char *txid, const struct cat_member 
                       "        snapshot_us = excluded.snapshot_us, thaw_us = excluded.thaw_us,"
                       "        frozen_for_us = excluded.frozen_for_us, frozen_at_us = excluded.frozen_at_us,"
                       "        thawed_at_us = excluded.thawed_at_us",
-                      "sssLsiTLLLLLL", txid, m->agent, m->vm, (long long)m->tier, m->tier_name, m->code, m->message,
-                      sizeof(m->message), (long long)m->freeze_us, (long long)m->snapshot_us, (long long)m->thaw_us,
+                      "sssLsiTLLLLLL", txid, m->agent, m->vm, (long long)m->tier, m->tier_name, m->code,
+                      m->message ? m->message : "", (size_t)CAT_MESSAGE_MAX, (long long)m->freeze_us, (long long)m->snapshot_us, (long long)m->thaw_us,
                       (long long)m->frozen_for_us, m->frozen_at_us, m->thawed_at_us);
         if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
                 return lserr_set(err, -ENOENT,
@@ -158,7 +158,7 @@ int cat_put_image(struct catalog *c, const char *txid, const struct cat_image *i
         return 0;
 }
 
-static int decode_member(sqlite3_stmt *st, void *row)
+static int decode_member(sqlite3_stmt *st, void *row, struct cat_strs *strs)
 {
         struct cat_member *m = row;
 
@@ -167,7 +167,7 @@ static int decode_member(sqlite3_stmt *st, void *row)
         m->tier = (unsigned)sqlite3_column_int64(st, 2);
         cat_col_str(st, 3, m->tier_name, sizeof(m->tier_name));
         m->code = sqlite3_column_int(st, 4);
-        cat_col_str(st, 5, m->message, sizeof(m->message));
+        m->message = cat_col_strp(st, 5, strs);
         m->freeze_us = (uint64_t)sqlite3_column_int64(st, 6);
         m->snapshot_us = (uint64_t)sqlite3_column_int64(st, 7);
         m->thaw_us = (uint64_t)sqlite3_column_int64(st, 8);
@@ -191,7 +191,7 @@ int cat_members(struct catalog *c, const char *txid, struct cat_member **ret, si
                                  "catalog \"%s\": list members: transaction id empty or longer than %zu bytes",
                                  c->path, CAT_ID_FIELD - 1);
         CAT_LOCK_SCOPE(c);
-        rc = cat_query_list(c, sizeof(struct cat_member), decode_member, &v, &n,
+        rc = cat_query_rows(c, sizeof(struct cat_member), decode_member, cat_member_strs, 1, &v, &n,
                             "SELECT agent, vm, tier, tier_name, code, message, freeze_us, snapshot_us, thaw_us,"
                             "       frozen_for_us, frozen_at_us, thawed_at_us"
                             " FROM members WHERE txid = ?1 ORDER BY tier, agent, vm",
@@ -216,6 +216,8 @@ static int decode_image(sqlite3_stmt *st, void *row, struct cat_strs *strs)
         return 0;
 }
 
+const size_t cat_member_strs[1] = {offsetof(struct cat_member, message)};
+const size_t cat_audit_strs[1] = {offsetof(struct cat_audit, detail)};
 const size_t cat_image_strs[2] = {offsetof(struct cat_image, before), offsetof(struct cat_image, after)};
 
 /* By agent, VM and disk. An unknown txid is an empty list. */

@@ -3,6 +3,7 @@
  * retention rely on. */
 #include "cat_etcd_priv.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,7 +85,7 @@ static int member_encode(const struct cat_member *m, char **ret, size_t *ret_len
         ce_rec_i64(&w, "tier", m->tier);
         ce_rec_str(&w, "tier_name", m->tier_name);
         ce_rec_i64(&w, "code", m->code);
-        ce_rec_text(&w, "message", m->message, sizeof(m->message));
+        ce_rec_text(&w, "message", m->message ? m->message : "", CAT_MESSAGE_MAX);
         /* Durations as signed 64 bits, as SQLite keeps them: back bit for bit. */
         ce_rec_i64(&w, "freeze_us", (int64_t)m->freeze_us);
         ce_rec_i64(&w, "snapshot_us", (int64_t)m->snapshot_us);
@@ -121,8 +122,15 @@ int ce_be_put_member(void *impl, const char *txid, const struct cat_member *m, l
         return ce_write(e, &u, NULL, err);
 }
 
-static int member_decode(const struct etcd_kv *kv, struct cat_member *m)
+/* A member as kept: its message in place (m's is NULL until members_list). */
+struct member {
+        struct cat_member m;
+        char message[CAT_MESSAGE_MAX];
+};
+
+static int member_decode(const struct etcd_kv *kv, struct member *mm)
 {
+        struct cat_member *m = &mm->m;
         struct ce_in in;
         int r = ce_in_begin(&in, kv->value, kv->value_len);
 
@@ -133,7 +141,7 @@ static int member_decode(const struct etcd_kv *kv, struct cat_member *m)
         m->tier = (unsigned)ce_in_i64(&in, "tier");
         ce_in_str(&in, "tier_name", m->tier_name, sizeof(m->tier_name));
         m->code = (int)ce_in_i64(&in, "code");
-        ce_in_str(&in, "message", m->message, sizeof(m->message));
+        ce_in_str(&in, "message", mm->message, sizeof(mm->message));
         m->freeze_us = (uint64_t)ce_in_i64(&in, "freeze_us");
         m->snapshot_us = (uint64_t)ce_in_i64(&in, "snapshot_us");
         m->thaw_us = (uint64_t)ce_in_i64(&in, "thaw_us");
@@ -145,7 +153,7 @@ static int member_decode(const struct etcd_kv *kv, struct cat_member *m)
 
 static int by_tier(const void *pa, const void *pb)
 {
-        const struct cat_member *a = pa, *b = pb;
+        const struct cat_member *a = &((const struct member *)pa)->m, *b = &((const struct member *)pb)->m;
         int c;
 
         if (a->tier != b->tier)
@@ -201,6 +209,16 @@ static int decode_member(const struct etcd_kv *kv, void *row)
         return member_decode(kv, row);
 }
 
+/* n kept members, sorted in freeze order, as a list: one block (cat_rows_pack). */
+static int members_list(struct member *v, size_t n, struct cat_member **ret)
+{
+        static const size_t strs[1] = {offsetof(struct member, message)};
+
+        if (n > 1)
+                qsort(v, n, sizeof(*v), by_tier);
+        return cat_rows_pack(v, n, sizeof(*v), sizeof(struct cat_member), cat_member_strs, strs, 1, (void **)ret);
+}
+
 /* In freeze order (tier), then by agent and VM. An unknown txid is an empty list. */
 int ce_be_members(void *impl, const char *txid, struct cat_member **ret, size_t *ret_n, lserr *err)
 {
@@ -215,12 +233,12 @@ int ce_be_members(void *impl, const char *txid, struct cat_member **ret, size_t 
                                  "than %zu bytes", e->prefix, CAT_ID_FIELD - 1);
         snprintf(what, sizeof(what), "list members of \"%s\"", txid);
         CE_LOCK_SCOPE(e);
-        r = read_records(e, "mem/", txid, sizeof(struct cat_member), decode_member, &v, &n, what, err);
+        r = read_records(e, "mem/", txid, sizeof(struct member), decode_member, &v, &n, what, err);
         if (r < 0)
                 return r;
-        if (n > 1)
-                qsort(v, n, sizeof(struct cat_member), by_tier);
-        *ret = v;
+        _cleanup_free_ struct member *kept = v;
+        if (members_list(kept, n, ret) < 0)
+                return ce_fail(e, err, -ENOMEM, what, "out of memory");
         *ret_n = n;
         return 0;
 }
@@ -230,8 +248,8 @@ int ce_be_members(void *impl, const char *txid, struct cat_member **ret, size_t 
 /* An image as kept: its transaction too, for the copy found by VM. Its
  * paths in place (im's are NULL): image_view points at them. */
 struct image {
-        char txid[CAT_ID_FIELD];
         struct cat_image im;
+        char txid[CAT_ID_FIELD];
         char before[CAT_PATH_MAX], after[CAT_PATH_MAX];
 };
 
@@ -248,17 +266,9 @@ static struct cat_image image_view(const struct image *i)
 /* n kept images as a list: one block (cat_rows_pack). */
 static int images_list(const struct image *v, size_t n, struct cat_image **ret)
 {
-        _cleanup_free_ struct cat_image *views = n ? calloc(n, sizeof(*views)) : NULL;
-        void *out = NULL;
+        static const size_t strs[2] = {offsetof(struct image, before), offsetof(struct image, after)};
 
-        if (n && !views)
-                return -ENOMEM;
-        for (size_t i = 0; i < n; i++)
-                views[i] = image_view(&v[i]);
-        if (cat_rows_pack(views, n, sizeof(*views), cat_image_strs, 2, NULL, &out) < 0)
-                return -ENOMEM;
-        *ret = out;
-        return 0;
+        return cat_rows_pack(v, n, sizeof(*v), sizeof(struct cat_image), cat_image_strs, strs, 2, (void **)ret);
 }
 
 static int image_encode(const char *txid, const struct cat_image *im, char **ret, size_t *ret_len)
@@ -383,11 +393,6 @@ int ce_be_images(void *impl, const char *txid, struct cat_image **ret, size_t *r
 
 /* ---- a cut at once ------------------------------------------------------------------ */
 
-static int decode_audit(const struct etcd_kv *kv, void *row)
-{
-        return ce_audit_decode(kv, row);
-}
-
 /* The header and every record of a cut in one etcd request (a report's read
  * after each cut). 0 when a range is longer than CE_PAGE keys: then the
  * caller reads it by parts, paged. */
@@ -432,9 +437,14 @@ int ce_be_cut_read(void *impl, const char *txid, size_t audit_limit, struct cat_
         if (ce_hdr_decode(t.kvs[0][0].value, t.kvs[0][0].value_len, &h) < 0)
                 return ce_fail(e, err, -EIO, what, CE_WHY_BAD);
         ret->t = h.t;
-        r = decode_all(t.kvs[1], t.n_kvs[1], sizeof(struct cat_member), decode_member, &v);
-        ret->m = v;
-        ret->nm = r == 0 ? t.n_kvs[1] : 0;
+        r = decode_all(t.kvs[1], t.n_kvs[1], sizeof(struct member), decode_member, &v);
+        if (r == 0) {
+                _cleanup_free_ struct member *kept = v;
+                if (members_list(kept, t.n_kvs[1], &ret->m) < 0)
+                        r = -ENOMEM;
+                else
+                        ret->nm = t.n_kvs[1];
+        }
         if (r == 0 && (r = decode_all(t.kvs[2], t.n_kvs[2], sizeof(struct image), image_decode, &v)) == 0)
                 im = v;
         if (r == 0 && t.n_kvs[2] > 1)
@@ -444,14 +454,10 @@ int ce_be_cut_read(void *impl, const char *txid, size_t audit_limit, struct cat_
         if (r == 0)
                 ret->ni = t.n_kvs[2];
         /* As cat_audit_list's, unreadable rows leave the report without them. */
-        if (r == 0 && decode_all(t.kvs[3], t.n_kvs[3], sizeof(struct cat_audit), decode_audit, &v) == 0) {
-                ret->au = v;
+        if (r == 0 && ce_audit_rows(t.kvs[3], t.n_kvs[3], &ret->au) == 0)
                 ret->na = t.n_kvs[3];
-        }
         if (r < 0)
                 return ce_fail(e, err, r, what, r == -ENOMEM ? "out of memory" : CE_WHY_BAD);
-        if (ret->nm > 1)
-                qsort(ret->m, ret->nm, sizeof(*ret->m), by_tier);
         return 1;
 }
 

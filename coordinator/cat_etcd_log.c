@@ -5,6 +5,7 @@
 
 #include <assert.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,7 +189,7 @@ static int audit_encode(const struct cat_audit *a, long long at_us, char **ret, 
         ce_rec_str(&w, "step", a->step);
         ce_rec_str(&w, "dir", dir_words[a->dir]);
         ce_rec_i64(&w, "code", a->code);
-        ce_rec_text(&w, "detail", a->detail, sizeof(a->detail));
+        ce_rec_text(&w, "detail", a->detail ? a->detail : "", CAT_DETAIL_MAX);
         ce_rec_str(&w, "hash_hex", a->hash_hex);
         ce_rec_i64(&w, "peer_uid", a->has_peer ? a->peer_uid : -1LL);
         ce_rec_i64(&w, "peer_pid", a->has_peer ? a->peer_pid : -1LL);
@@ -227,6 +228,7 @@ int ce_be_audit_add(void *impl, const struct cat_audit *a, lserr *err)
 struct audit_row {
         struct cat_audit a;
         int64_t id;
+        char detail[CAT_DETAIL_MAX];
 };
 
 struct audit_list {
@@ -234,7 +236,7 @@ struct audit_list {
         size_t n, cap;
 };
 
-int ce_audit_decode(const struct etcd_kv *kv, struct cat_audit *a)
+int ce_audit_decode(const struct etcd_kv *kv, struct cat_audit *a, char detail[CAT_DETAIL_MAX])
 {
         struct ce_in in;
         int dir, r;
@@ -249,7 +251,7 @@ int ce_audit_decode(const struct etcd_kv *kv, struct cat_audit *a)
         ce_in_str(&in, "step", a->step, sizeof(a->step));
         dir = ce_in_word(&in, "dir", dir_words, CAT_N_WORDS(dir_words));
         a->code = (int)ce_in_i64(&in, "code");
-        ce_in_str(&in, "detail", a->detail, sizeof(a->detail));
+        ce_in_str(&in, "detail", detail, CAT_DETAIL_MAX);
         ce_in_str(&in, "hash_hex", a->hash_hex, sizeof(a->hash_hex));
         a->peer_uid = ce_in_i64(&in, "peer_uid");
         a->peer_pid = ce_in_i64(&in, "peer_pid");
@@ -259,6 +261,19 @@ int ce_audit_decode(const struct etcd_kv *kv, struct cat_audit *a)
                 return r;
         a->dir = (enum cat_dir)dir;
         return 0;
+}
+
+int ce_audit_rows(const struct etcd_kv *kvs, size_t n, struct cat_audit **ret)
+{
+        static const size_t strs[1] = {offsetof(struct audit_row, detail)};
+        _cleanup_free_ struct audit_row *v = n ? calloc(n, sizeof(*v)) : NULL;
+
+        if (n && !v)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                if (ce_audit_decode(&kvs[i], &v[i].a, v[i].detail) < 0)
+                        return -EIO;
+        return cat_rows_pack(v, n, sizeof(*v), sizeof(struct cat_audit), cat_audit_strs, strs, 1, (void **)ret);
 }
 
 static int collect_audit(void *ctx, size_t range, const struct etcd_kv *kv)
@@ -274,7 +289,7 @@ static int collect_audit(void *ctx, size_t range, const struct etcd_kv *kv)
                 l->v = v;
                 l->cap = cap;
         }
-        r = ce_audit_decode(kv, &l->v[l->n].a);
+        r = ce_audit_decode(kv, &l->v[l->n].a, l->v[l->n].detail);
         if (r < 0)
                 return r;
         l->v[l->n++].id = ce_id_of(kv->key);
@@ -285,13 +300,12 @@ static int collect_audit(void *ctx, size_t range, const struct etcd_kv *kv)
 static int audit_out(struct cat_etcd *e, struct audit_list *l, struct cat_audit **ret, size_t *ret_n,
                      const char *what, lserr *err)
 {
-        struct cat_audit *v = NULL;
+        static const size_t strs[1] = {offsetof(struct audit_row, detail)};
+        void *out = NULL;
 
-        if (l->n && !(v = calloc(l->n, sizeof(*v))))
+        if (cat_rows_pack(l->v, l->n, sizeof(*l->v), sizeof(struct cat_audit), cat_audit_strs, strs, 1, &out) < 0)
                 return ce_fail(e, err, -ENOMEM, what, "out of memory");
-        for (size_t i = 0; i < l->n; i++)
-                v[i] = l->v[i].a;
-        *ret = v;
+        *ret = out;
         *ret_n = l->n;
         return 0;
 }

@@ -256,7 +256,11 @@ int ce_hdr_encode(const struct cat_txn *t, char **ret, size_t *ret_len);
 /* txid's header: 1 and *ret, 0 when not logged. */
 int ce_hdr_get(struct cat_etcd *e, const char *txid, struct ce_hdr *ret, const char *what, lserr *err);
 /* An audit row's value (its key's id aside). */
-int ce_audit_decode(const struct etcd_kv *kv, struct cat_audit *a);
+/* a's detail (a->detail NULL) goes to detail. */
+int ce_audit_decode(const struct etcd_kv *kv, struct cat_audit *a, char detail[CAT_DETAIL_MAX]);
+/* n audit records as a list (one block, as cat_audit_list's); -ENOMEM, or
+ * -EIO when one does not decode. */
+int ce_audit_rows(const struct etcd_kv *kvs, size_t n, struct cat_audit **ret);
 /* The header cache: 1 (and *ret, unless NULL) when txid's is there. */
 int ce_hcache_get(const struct cat_etcd *e, const char *txid, struct ce_hdr *ret);
 /* Notes the header a write put at revision rev (value as written). */

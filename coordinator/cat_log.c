@@ -40,7 +40,7 @@ int cat_audit_add(struct catalog *c, const struct cat_audit *a, lserr *err)
                       "INSERT INTO audit (at_us, txid, agent, step, dir, code, detail, hash_hex, peer_uid, peer_pid)"
                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                       "LssssiTsLL", a->at_us ? a->at_us : cat_now_us(), a->txid, a->agent, a->step, dir_words[a->dir],
-                      a->code, a->detail, sizeof(a->detail), a->hash_hex, a->has_peer ? a->peer_uid : -1LL,
+                      a->code, a->detail ? a->detail : "", (size_t)CAT_DETAIL_MAX, a->hash_hex, a->has_peer ? a->peer_uid : -1LL,
                       a->has_peer ? a->peer_pid : -1LL);
         if (rc != SQLITE_DONE)
                 return lserr_set(err, cat_rc_errno(rc), "catalog \"%s\": audit \"%s\" %s of \"%s\": %s", c->path,
@@ -48,7 +48,7 @@ int cat_audit_add(struct catalog *c, const struct cat_audit *a, lserr *err)
         return 0;
 }
 
-static int decode_audit(sqlite3_stmt *st, void *row)
+static int decode_audit(sqlite3_stmt *st, void *row, struct cat_strs *strs)
 {
         struct cat_audit *a = row;
         int dir = cat_word_index(dir_words, CAT_N_WORDS(dir_words), sqlite3_column_text(st, 4));
@@ -61,7 +61,7 @@ static int decode_audit(sqlite3_stmt *st, void *row)
         cat_col_str(st, 3, a->step, sizeof(a->step));
         a->dir = (enum cat_dir)dir;
         a->code = sqlite3_column_int(st, 5);
-        cat_col_str(st, 6, a->detail, sizeof(a->detail));
+        a->detail = cat_col_strp(st, 6, strs);
         cat_col_str(st, 7, a->hash_hex, sizeof(a->hash_hex));
         a->peer_uid = sqlite3_column_int64(st, 8);
         a->peer_pid = sqlite3_column_int64(st, 9);
@@ -88,11 +88,11 @@ int cat_audit_list(struct catalog *c, const char *txid, size_t limit, struct cat
                                  c->path, CAT_ID_FIELD - 1);
         CAT_LOCK_SCOPE(c);
         if (*txid)
-                rc = cat_query_list(c, sizeof(struct cat_audit), decode_audit, &v, &n,
+                rc = cat_query_rows(c, sizeof(struct cat_audit), decode_audit, cat_audit_strs, 1, &v, &n,
                                     "SELECT " AUDIT_COLUMNS " FROM audit WHERE txid = ?2 ORDER BY at_us, id LIMIT ?1",
                                     "Ls", limit_ll(limit), txid);
         else
-                rc = cat_query_list(c, sizeof(struct cat_audit), decode_audit, &v, &n,
+                rc = cat_query_rows(c, sizeof(struct cat_audit), decode_audit, cat_audit_strs, 1, &v, &n,
                                     "SELECT " AUDIT_COLUMNS " FROM audit ORDER BY at_us, id LIMIT ?1",
                                     "L", limit_ll(limit));
         if (rc != SQLITE_DONE)
@@ -112,7 +112,7 @@ int cat_audit_recent(struct catalog *c, size_t limit, struct cat_audit **ret, si
         int rc;
 
         CAT_LOCK_SCOPE(c);
-        rc = cat_query_list(c, sizeof(struct cat_audit), decode_audit, &v, &n,
+        rc = cat_query_rows(c, sizeof(struct cat_audit), decode_audit, cat_audit_strs, 1, &v, &n,
                             "SELECT * FROM (SELECT " AUDIT_COLUMNS ", id FROM audit ORDER BY at_us DESC, id DESC"
                             " LIMIT ?1) ORDER BY at_us, id",
                             "L", limit_ll(limit));

@@ -381,38 +381,33 @@ const char *cat_strs_add(struct cat_strs *strs, const char *s)
         return (const char *)(uintptr_t)off;
 }
 
-int cat_rows_pack(const void *rows, size_t n, size_t size, const size_t *offs, size_t n_offs,
-                  const struct cat_strs *strs, void **ret)
+int cat_rows_pack(const void *kept, size_t n, size_t kept_size, size_t size, const size_t *offs,
+                  const size_t *strs, size_t n_offs, void **ret)
 {
-        size_t bytes = strs ? strs->len : 0;
+        size_t bytes = 0;
         char *block, *at;
 
         *ret = NULL;
         if (!n)
                 return 0;
-        for (size_t i = 0; !strs && i < n; i++)
-                for (size_t k = 0; k < n_offs; k++) {
-                        const char *s = *(const char *const *)((const char *)rows + i * size + offs[k]);
-                        bytes += strlen(s ? s : "") + 1;
-                }
+        for (size_t i = 0; i < n; i++)
+                for (size_t k = 0; k < n_offs; k++)
+                        bytes += strlen((const char *)kept + i * kept_size + strs[k]) + 1;
         if (!(block = malloc(n * size + bytes)))
                 return -ENOMEM;
-        memcpy(block, rows, n * size);
         at = block + n * size;
-        if (strs)
-                memcpy(at, strs->p, strs->len);
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
+                const char *rec = (const char *)kept + i * kept_size;
+
+                memcpy(block + i * size, rec, size);
                 for (size_t k = 0; k < n_offs; k++) {
-                        const char **f = (const char **)(block + i * size + offs[k]);
-                        if (strs) {
-                                *f = at + (uintptr_t)*f;
-                                continue;
-                        }
-                        size_t len = strlen(*f ? *f : "") + 1;
-                        memcpy(at, *f ? *f : "", len);
-                        *f = at;
+                        size_t len = strlen(rec + strs[k]) + 1;
+
+                        memcpy(at, rec + strs[k], len);
+                        *(const char **)(block + i * size + offs[k]) = at;
                         at += len;
                 }
+        }
         *ret = block;
         return 0;
 }
@@ -460,11 +455,22 @@ int cat_query_rows(struct catalog *c, size_t size, cat_row_s_fn decode, const si
                 }
                 n++;
         }
-        void *out = NULL;
-        if (rc == SQLITE_DONE && cat_rows_pack(v, n, size, offs, n_offs, &strs, &out) < 0)
+        /* The strings go after the rows in the same block: grown in place
+         * (a large block is remapped, not copied), the rows not copied again. */
+        char *block = rc == SQLITE_DONE && n ? realloc(v, n * size + strs.len) : NULL;
+        if (rc == SQLITE_DONE && n && !block)
                 rc = SQLITE_NOMEM;
+        if (block) {
+                v = NULL;
+                memcpy(block + n * size, strs.p, strs.len);
+                for (size_t i = 0; i < n; i++)
+                        for (size_t k = 0; k < n_offs; k++) {
+                                const char **f = (const char **)(block + i * size + offs[k]);
+                                *f = block + n * size + (uintptr_t)*f;
+                        }
+        }
         if (rc == SQLITE_DONE) {
-                *ret = out;
+                *ret = block;
                 *ret_n = n;
         }
         free(strs.p);

@@ -91,19 +91,26 @@ int cat_txn_unresolved(struct catalog *c, struct cat_txn **ret, size_t *ret_n, l
 /* cat_member.code of a member whose agent has not answered (yet). */
 #define CAT_PENDING (-1)
 
+/* A member's message's (an audit row's detail's) bytes with its NUL, at most, as kept. */
+#define CAT_MESSAGE_MAX 600
+#define CAT_DETAIL_MAX 600
+
+/* A path's bytes with its NUL, at most. */
+#define CAT_PATH_MAX 1024
+
 struct cat_member {
         char agent[65];
         char vm[65];
         unsigned tier;
         char tier_name[65];
         int code;             /* Lockstep__ErrorCode of its last step, or CAT_PENDING */
-        char message[600];
+        /* By pointer, as struct cat_image's paths (NULL: ""); kept cut to
+         * CAT_MESSAGE_MAX - 1 bytes on a UTF-8 boundary. */
+        const char *message;
         uint64_t freeze_us, snapshot_us, thaw_us, frozen_for_us;
         long long frozen_at_us, thawed_at_us;
 };
 
-/* A path's bytes with its NUL, at most. */
-#define CAT_PATH_MAX 1024
 
 struct cat_image {
         char agent[65];
@@ -203,7 +210,9 @@ struct cat_audit {
         char step[32];
         enum cat_dir dir;
         int code;             /* reply code, or lserr code for CAT_IGNORED */
-        char detail[600];
+        /* By pointer, as struct cat_image's paths (NULL: ""); kept cut to
+         * CAT_DETAIL_MAX - 1 bytes on a UTF-8 boundary. */
+        const char *detail;
         char hash_hex[65];    /* command hash */
         int has_peer;         /* the control socket's peer is known (CAT_CONTROL) */
         long long peer_uid;   /* ... its uid and pid, from the kernel (SO_PEERCRED) */

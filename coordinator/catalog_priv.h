@@ -116,27 +116,30 @@ int cat_query_row(struct catalog *c, cat_row_fn decode, void *row, const char *s
 int cat_query_list(struct catalog *c, size_t size, cat_row_fn decode, void **ret, size_t *ret_n, const char *sql,
                    const char *fmt, ...);
 
-/* Rows with strings by pointer (struct cat_image's paths): a list read from
- * the catalog is one malloc'd block, its rows and then their strings, so one
- * free() lets all of it go and a 10,000-row list is a few hundred bytes a row
- * instead of its fields' largest sizes (fresh pages are most of a fleet-sized
- * report's cost). While rows are decoded their strings go to a cat_strs and
- * the fields hold offsets into it; cat_rows_pack makes them pointers. */
+/* Rows with strings by pointer (a member's message, an audit row's detail,
+ * an image's paths): a list read from the catalog is one malloc'd block, its
+ * rows and then their strings, so one free() lets all of it go and a
+ * 10,000-row list is a few hundred bytes a row instead of its fields' largest
+ * sizes (fresh pages are most of a fleet-sized report's cost). */
 struct cat_strs {
         char *p;
         size_t len, cap;
         int failed; /* out of memory: the list fails */
 };
-/* Copies s (NULL: "") into strs; the offset, stored as the field's value. */
+/* Copies s (NULL: "") into strs; its offset there, which cat_query_rows
+ * stores in the row's field until the block is made. */
 const char *cat_strs_add(struct cat_strs *strs, const char *s);
-/* One block of the n rows of `size` bytes at rows (NULL when n is 0), with
- * their fields at offs[0..n_offs) pointing at its own copies of their strings:
- * offsets into strs when strs is not NULL, else strings (NULL: "") owned
- * elsewhere. < 0 (-ENOMEM) with nothing allocated. */
-int cat_rows_pack(const void *rows, size_t n, size_t size, const size_t *offs, size_t n_offs,
-                  const struct cat_strs *strs, void **ret);
+/* The same block made from n records of kept_size bytes each (a backend's
+ * own, strings in place): a row of `size` bytes at the record's start, and
+ * the string its field at offs[k] is to point at, at strs[k] in the record.
+ * < 0 (-ENOMEM) with nothing allocated; *ret NULL when n is 0. */
+int cat_rows_pack(const void *kept, size_t n, size_t kept_size, size_t size, const size_t *offs,
+                  const size_t *strs, size_t n_offs, void **ret);
 
-/* struct cat_image's paths, for cat_rows_pack. */
+/* struct cat_member's message, struct cat_audit's detail and struct
+ * cat_image's paths, for cat_query_rows and cat_rows_pack. */
+extern const size_t cat_member_strs[1];
+extern const size_t cat_audit_strs[1];
 extern const size_t cat_image_strs[2];
 
 typedef int (*cat_row_s_fn)(sqlite3_stmt *st, void *row, struct cat_strs *strs);

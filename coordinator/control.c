@@ -344,7 +344,7 @@ static void audit_request(struct daemon *d, const Lockstep__ControlRequest *q, c
 {
         struct cat_audit a = {.dir = CAT_CONTROL, .code = rep->exit_code};
         const char *op = rep->op && rep->op[0] ? rep->op : NULL, *why = rep->error && rep->error[0] ? rep->error : NULL;
-        char detail[sizeof(a.detail)] = "";
+        char detail[CAT_DETAIL_MAX] = "", shown[CAT_DETAIL_MAX];
         size_t o = 0;
         lserr err = {0};
 
@@ -367,9 +367,8 @@ static void audit_request(struct daemon *d, const Lockstep__ControlRequest *q, c
                 snprintf(detail + o, sizeof(detail) - o, "%s%s%s", o ? ": " : "", op ? "started op " : "",
                          op ? op : why);
         if (who->via)
-                snprintf(a.detail, sizeof(a.detail), "forwarded from %s: %s", who->via, detail);
-        else
-                memcpy(a.detail, detail, sizeof(a.detail));
+                snprintf(shown, sizeof(shown), "forwarded from %s: %s", who->via, detail);
+        a.detail = who->via ? shown : detail;
         if (cat_audit_add(d->cat, &a, &err) < 0)
                 log_err("audit of control request \"%s\": %s", a.step, err.msg);
 }

@@ -169,7 +169,9 @@ static void audit_at(struct item *it, enum cat_dir dir, int code, const char *de
         snprintf(a->txid, sizeof(a->txid), "%s", it->cmd.txid ? it->cmd.txid : "");
         snprintf(a->agent, sizeof(a->agent), "%s", agentlink_id(it->link));
         snprintf(a->step, sizeof(a->step), "%s", env_step_name(it->cmd.step));
-        snprintf(a->detail, sizeof(a->detail), "%s", detail ? detail : "");
+        /* Most rows have none: no allocation for those. A detail that cannot
+         * be copied is left out, the row kept. */
+        a->detail = detail && detail[0] ? strdup(detail) : NULL;
         hex(it->req.hash, ENV_HASH_LEN, a->hash_hex);
 }
 
@@ -331,7 +333,7 @@ static void record_reply(struct engine *e, const char *txid, const struct item *
                                 break;
                         }
                 m.code = mr->code;
-                snprintf(m.message, sizeof(m.message), "%s", mr->message);
+                m.message = mr->message;
                 if (mr->timings) {
                         m.freeze_us = mr->timings->freeze_us;
                         m.snapshot_us = mr->timings->snapshot_us;
@@ -349,7 +351,7 @@ static void record_reply(struct engine *e, const char *txid, const struct item *
                 snprintf(m.agent, sizeof(m.agent), "%s", agentlink_id(it->link));
                 snprintf(m.vm, sizeof(m.vm), "%s", it->memberp[i]->vm);
                 snprintf(m.tier_name, sizeof(m.tier_name), "%s", m.tier < g->n_tiers ? g->tiers[m.tier] : "");
-                snprintf(m.message, sizeof(m.message), "%s", rep->message);
+                m.message = rep->message;
                 put_member(e, txid, &m);
         }
 }
@@ -364,17 +366,18 @@ void engine_record_silence(struct engine *e, const char *txid, const struct item
                 snprintf(m.vm, sizeof(m.vm), "%s", it->memberp[i]->vm);
                 m.tier = it->memberp[i]->tier;
                 m.code = CAT_PENDING;
-                snprintf(m.message, sizeof(m.message), "%s", it->err.msg);
+                m.message = it->err.msg;
                 put_member(e, txid, &m);
         }
 }
 
 void engine_write_audit(struct engine *e, struct item *it, int keep)
 {
-        for (size_t k = 0; keep && k < it->n_aud; k++) {
+        for (size_t k = 0; k < it->n_aud; k++) {
                 lserr err = {0};
-                if (cat_audit_add(e->cat, &it->aud[k], &err) < 0)
+                if (keep && cat_audit_add(e->cat, &it->aud[k], &err) < 0)
                         log_err("audit: %s", err.msg);
+                free((char *)it->aud[k].detail); /* audit_at's copy */
         }
         it->n_aud = 0;
 }

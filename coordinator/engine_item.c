@@ -26,6 +26,8 @@ void items_free(struct items *its)
                 free(it->mdiskp);
                 free(it->dimgs);
                 free(it->dimgp);
+                for (size_t k = 0; k < it->n_aud; k++)
+                        free((char *)it->aud[k].detail); /* audit_at's copies */
                 free(it->aud);
                 for (size_t k = 0; k < it->n_held; k++)
                         lockstep__reply__free_unpacked(it->held[k], NULL);

@@ -79,7 +79,8 @@ struct item {
         long long recv_us;           /* our Unix time when it came in: its now_us is read against it */
         lserr err;                   /* why there is none */
         /* Not yet in the catalog: audit rows of the sends and answers, and the
-         * replies of deferred rounds (struct round's defer), in order. */
+         * replies of deferred rounds (struct round's defer), in order. Each
+         * row's detail is its own copy (malloc'd; engine_write_audit frees it). */
         struct cat_audit *aud;
         size_t n_aud, cap_aud;
         Lockstep__Reply *held[4];

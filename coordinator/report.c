@@ -272,7 +272,7 @@ static void cut_json(struct json *j, const struct cat_txn *t, const struct cat_m
                 json_uint(j, "tier", m[i].tier);
                 json_str(j, "tier_name", m[i].tier_name);
                 json_str(j, "code", report_code_name(m[i].code));
-                json_str(j, "message", m[i].message);
+                json_str(j, "message", m[i].message ? m[i].message : "");
                 json_double(j, "freeze_ms", (double)m[i].freeze_us / 1000.0);
                 json_double(j, "snapshot_ms", (double)m[i].snapshot_us / 1000.0);
                 json_double(j, "thaw_ms", (double)m[i].thaw_us / 1000.0);
@@ -300,7 +300,7 @@ static void cut_json(struct json *j, const struct cat_txn *t, const struct cat_m
 
 static const char *member_result(const struct cat_member *m)
 {
-        return m->message[0] ? m->message : m->code == 0 ? "ok" : report_code_name(m->code);
+        return m->message && m->message[0] ? m->message : m->code == 0 ? "ok" : report_code_name(m->code);
 }
 
 static void cut_text(FILE *f, const struct cat_txn *t, const struct cat_member *m, size_t nm,
@@ -693,7 +693,7 @@ static void audit_json(const struct cat_audit *a, size_t n, FILE *out)
                 json_str(&j, "agent", a[i].agent[0] ? a[i].agent : NULL);
                 json_str(&j, "step", a[i].step);
                 json_int(&j, "code", a[i].code);
-                json_str(&j, "detail", a[i].detail);
+                json_str(&j, "detail", a[i].detail ? a[i].detail : "");
                 json_str(&j, "hash", a[i].hash_hex[0] ? a[i].hash_hex : NULL);
                 if (a[i].has_peer) {
                         json_int(&j, "peer_uid", a[i].peer_uid);
@@ -732,7 +732,7 @@ int report_audit(const struct cat_audit *a, size_t n, int as_json, FILE *out)
                         snprintf(by, sizeof(by), "uid %lld", a[i].peer_uid);
                 fprintf(out, "%-24s %-8s %-30s %-12s %-16s %6d %-20s %s\n", ts, audit_dir(a[i].dir),
                         a[i].txid[0] ? esc(&e, a[i].txid) : "-", a[i].agent[0] ? esc(&e, a[i].agent) : "-",
-                        esc(&e, a[i].step), a[i].code, by, esc(&e, a[i].detail));
+                        esc(&e, a[i].step), a[i].code, by, esc(&e, a[i].detail ? a[i].detail : ""));
                 esc_done(&e);
         }
         return 0;

@@ -174,13 +174,12 @@ static void put_wrapped(FILE *out, const char *text, unsigned width)
 static void put_reason(const struct chart *c, const char *label, const struct cat_member *m)
 {
         char why[700], shown[TIMELINE_MAX_WIDTH + 1];
-        const char *name = c->code_name ? c->code_name(m->code) : NULL;
+        const char *name = c->code_name ? c->code_name(m->code) : NULL, *msg = m->message ? m->message : "";
 
         if (name)
-                snprintf(why, sizeof(why), "no timings: %s%s%.600s", name, m->message[0] ? ": " : "", m->message);
+                snprintf(why, sizeof(why), "no timings: %s%s%.600s", name, msg[0] ? ": " : "", msg);
         else
-                snprintf(why, sizeof(why), "no timings: code %d%s%.600s", m->code, m->message[0] ? ": " : "",
-                         m->message);
+                snprintf(why, sizeof(why), "no timings: code %d%s%.600s", m->code, msg[0] ? ": " : "", msg);
         clip(shown, why, c->cols);
         put_label(c, label);
         fprintf(c->out, "%s\n", shown);

@@ -108,7 +108,7 @@ static void test_cut_aborted_text(void **state)
         t.committed = 0;
         snprintf(t.reason, sizeof(t.reason), "agent \"host-b\" (tcp://10.0.0.2:7400): FREEZE: no answer before the deadline");
         m[1].code = CAT_PENDING;
-        snprintf(m[1].message, sizeof(m[1].message), "%s", t.reason);
+        m[1].message = t.reason;
         m[1].frozen_at_us = m[1].thawed_at_us = 0;
         m[1].frozen_for_us = m[1].freeze_us = m[1].snapshot_us = m[1].thaw_us = 0;
         s = render_cut(&t, m, 2, NULL, 0, 0);
@@ -256,7 +256,7 @@ static void test_revert_text(void **state)
         char *s;
 
         (void)state;
-        snprintf(m[0].message, sizeof(m[0].message), "started, guest agent answers");
+        m[0].message = "started, guest agent answers";
         s = render_cut(&t, m, 2, &im, 1, 0);
         assert_string_equal(s,
                             "revert " REV "  group shop  to " CUT "  mode revert  committed\n"
@@ -403,7 +403,7 @@ static void test_agent_text_escaped(void **state)
         char *s;
 
         (void)state;
-        snprintf(m.message, sizeof(m.message), "%s", evil);
+        m.message = evil;
         m.code = 5;
         im.after = "/img/\x1b[8m";
         snprintf(t.reason, sizeof(t.reason), "%s", evil);
