@@ -330,8 +330,10 @@ int cat_query_row(struct catalog *c, cat_row_fn decode, void *row, const char *s
         return rc;
 }
 
-/* Steps st to its end, decoding each row into one growing array. */
-static int collect(sqlite3_stmt *st, size_t size, cat_row_fn decode, void **ret, size_t *ret_n)
+/* Steps st to its end, decoding each row into one growing array: with
+ * decode, or (strs not NULL) with decode_s, its strings into strs. */
+static int collect(sqlite3_stmt *st, size_t size, cat_row_fn decode, cat_row_s_fn decode_s, struct cat_strs *strs,
+                   void **ret, size_t *ret_n)
 {
         _cleanup_free_ char *v = NULL;
         size_t n = 0, cap = 0;
@@ -348,8 +350,10 @@ static int collect(sqlite3_stmt *st, size_t size, cat_row_fn decode, void **ret,
                         cap = ncap;
                 }
                 memset(v + n * size, 0, size);
-                if (decode(st, v + n * size) < 0)
+                if ((strs ? decode_s(st, v + n * size, strs) : decode(st, v + n * size)) < 0)
                         return CAT_RC_BADROW;
+                if (strs && strs->failed)
+                        return SQLITE_NOMEM;
                 n++;
         }
         if (rc != SQLITE_DONE)
@@ -421,9 +425,11 @@ int cat_query_rows(struct catalog *c, size_t size, cat_row_s_fn decode, const si
                    void **ret, size_t *ret_n, const char *sql, const char *fmt, ...)
 {
         _cleanup_(cat_stmt_finalizep) sqlite3_stmt *st = NULL;
-        _cleanup_free_ char *v = NULL;
+        _cleanup_free_ char *strs_p = NULL;
         struct cat_strs strs = {0};
-        size_t n = 0, cap = 0;
+        void *rows = NULL;
+        char *block;
+        size_t n = 0;
         va_list ap;
         int rc;
 
@@ -432,48 +438,28 @@ int cat_query_rows(struct catalog *c, size_t size, cat_row_s_fn decode, const si
         va_end(ap);
         if (rc != SQLITE_OK)
                 return rc;
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-                if (n == cap) {
-                        size_t ncap = cap ? 2 * cap : 64;
-                        char *nv = reallocarray(v, ncap, size);
-
-                        if (!nv) {
-                                rc = SQLITE_NOMEM;
-                                break;
-                        }
-                        v = nv;
-                        cap = ncap;
-                }
-                memset(v + n * size, 0, size);
-                if (decode(st, v + n * size, &strs) < 0) {
-                        rc = CAT_RC_BADROW;
-                        break;
-                }
-                if (strs.failed) {
-                        rc = SQLITE_NOMEM;
-                        break;
-                }
-                n++;
+        rc = collect(st, size, NULL, decode, &strs, &rows, &n);
+        strs_p = strs.p;
+        if (rc == SQLITE_DONE && !n) {
+                *ret = NULL;
+                *ret_n = 0;
         }
+        if (rc != SQLITE_DONE || !n)
+                return rc;
         /* The strings go after the rows in the same block: grown in place
          * (a large block is remapped, not copied), the rows not copied again. */
-        char *block = rc == SQLITE_DONE && n ? realloc(v, n * size + strs.len) : NULL;
-        if (rc == SQLITE_DONE && n && !block)
-                rc = SQLITE_NOMEM;
-        if (block) {
-                v = NULL;
-                memcpy(block + n * size, strs.p, strs.len);
-                for (size_t i = 0; i < n; i++)
-                        for (size_t k = 0; k < n_offs; k++) {
-                                const char **f = (const char **)(block + i * size + offs[k]);
-                                *f = block + n * size + (uintptr_t)*f;
-                        }
+        if (!(block = realloc(rows, n * size + strs.len))) {
+                free(rows);
+                return SQLITE_NOMEM;
         }
-        if (rc == SQLITE_DONE) {
-                *ret = block;
-                *ret_n = n;
-        }
-        free(strs.p);
+        memcpy(block + n * size, strs.p, strs.len);
+        for (size_t i = 0; i < n; i++)
+                for (size_t k = 0; k < n_offs; k++) {
+                        const char **f = (const char **)(block + i * size + offs[k]);
+                        *f = block + n * size + (uintptr_t)*f;
+                }
+        *ret = block;
+        *ret_n = n;
         return rc;
 }
 
@@ -489,7 +475,7 @@ int cat_query_list(struct catalog *c, size_t size, cat_row_fn decode, void **ret
         va_end(ap);
         if (rc != SQLITE_OK)
                 return rc;
-        return collect(st, size, decode, ret, ret_n);
+        return collect(st, size, decode, NULL, NULL, ret, ret_n);
 }
 
 void cat_col_str(sqlite3_stmt *st, int i, char *dst, size_t size)

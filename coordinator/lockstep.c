@@ -389,9 +389,10 @@ static int parse_options(int argc, char **argv, struct cli *o)
  * snapshot.create), with the words after it as its arguments. */
 static int pick_command(char **args, int nargs, Lockstep__ControlRequest *q)
 {
-        static const char *const snapshot_verbs[] = {"create", "list", "show", "delete", "revert"};
+        /* NOUN VERB ARGS...: the request's command is "noun.verb". */
+        static const char *const noun_verbs[] = {"snapshot.create", "snapshot.list",   "snapshot.show",
+                                                 "snapshot.delete", "snapshot.revert", "op.wait"};
         static const char *const cluster_verbs[] = {"status"};
-        static const char *const op_verbs[] = {"wait"};
         static const char *const commands[] = {"agents", "groups",  "recover", "schedules",
                                                "prune",  "events",  "reload",  "check", "audit"};
         static char cmd[32];
@@ -400,9 +401,9 @@ static int pick_command(char **args, int nargs, Lockstep__ControlRequest *q)
                 usage(stderr);
                 return EXIT_USAGE;
         }
-        for (size_t i = 0; i < sizeof(snapshot_verbs) / sizeof(snapshot_verbs[0]); i++)
-                if (!strcmp(args[0], "snapshot") && nargs >= 2 && !strcmp(args[1], snapshot_verbs[i])) {
-                        snprintf(cmd, sizeof(cmd), "snapshot.%s", args[1]);
+        snprintf(cmd, sizeof(cmd), "%.15s.%.15s", args[0], nargs >= 2 ? args[1] : "");
+        for (size_t i = 0; i < sizeof(noun_verbs) / sizeof(noun_verbs[0]); i++)
+                if (nargs >= 2 && !strcmp(cmd, noun_verbs[i])) {
                         q->command = cmd;
                         q->args = args + 2;
                         q->n_args = (size_t)(nargs - 2);
@@ -413,14 +414,6 @@ static int pick_command(char **args, int nargs, Lockstep__ControlRequest *q)
                         snprintf(cmd, sizeof(cmd), "cluster.%s", args[1]);
                         q->command = cmd;
                         q->n_args = 0;
-                        return GO_ON;
-                }
-        for (size_t i = 0; i < sizeof(op_verbs) / sizeof(op_verbs[0]); i++)
-                if (!strcmp(args[0], "op") && nargs >= 2 && !strcmp(args[1], op_verbs[i])) {
-                        snprintf(cmd, sizeof(cmd), "op.%s", args[1]);
-                        q->command = cmd;
-                        q->args = args + 2;
-                        q->n_args = (size_t)(nargs - 2);
                         return GO_ON;
                 }
         for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
