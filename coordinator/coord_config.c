@@ -86,6 +86,7 @@ struct raw_coord {
         char *catalog;
         char *counter_file;
         char *step_timeout_s;
+        char *stop_timeout_s;
         char *max_cuts;
         char *max_cuts_per_agent;
         char *history_keep;
@@ -174,6 +175,7 @@ static const cyaml_schema_field_t coord_fields[] = {
         OPT_STR("catalog", struct raw_coord, catalog), /* required without ha: */
         OPT_STR("counter_file", struct raw_coord, counter_file),
         OPT_STR("step_timeout_s", struct raw_coord, step_timeout_s),
+        OPT_STR("stop_timeout_s", struct raw_coord, stop_timeout_s),
         OPT_STR("max_cuts", struct raw_coord, max_cuts),
         OPT_STR("max_cuts_per_agent", struct raw_coord, max_cuts_per_agent),
         OPT_STR("history_keep", struct raw_coord, history_keep),
@@ -504,6 +506,9 @@ static int coord_numbers(const struct cfgload *ld, const struct raw_coord *rc, s
         int r;
 
         r = cfgload_check_num(ld, "step_timeout_s", rc->step_timeout_s, 30, 1, 3600, &c->step_timeout_s);
+        if (r < 0)
+                return r;
+        r = cfgload_check_num(ld, "stop_timeout_s", rc->stop_timeout_s, 30, 1, 3600, &c->stop_timeout_s);
         if (r < 0)
                 return r;
         r = cfgload_check_num(ld, "max_cuts", rc->max_cuts, 8, 1, 1024, &c->max_cuts);

@@ -63,6 +63,7 @@ struct cfg_coord {
         char *catalog;    /* SQLite file path; NULL with ha */
         char *counter_file; /* default: catalog path + ".counter" */
         unsigned step_timeout_s; /* default 30, 1..3600 */
+        unsigned stop_timeout_s; /* a stop that takes longer is cut short; default 30, 1..3600 */
         unsigned max_cuts;           /* cuts running at once in the fleet, default 8 */
         unsigned max_cuts_per_agent; /* ... that involve one agent, default 2 */
         unsigned history_keep;       /* ended transactions kept in the catalog, default 10000 */

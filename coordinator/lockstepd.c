@@ -7,6 +7,7 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -304,16 +305,71 @@ static void wait_for_stop(struct daemon *d, sigset_t *set, const char *path)
         }
 }
 
+/* Where a stop is: the line that cuts a stuck one short names it. */
+static _Atomic(const char *) stop_step = "starting";
+
+static void stop_at(const char *step)
+{
+        atomic_store(&stop_step, step);
+        failpoint_stop(step);
+}
+
+struct stop_watch {
+        sigset_t set;
+        unsigned timeout_s;
+};
+
+/* A stop that hangs (nng 1.5's close can, a catalog on a dead disk can) must
+ * not keep lockstepd up: another SIGTERM or SIGINT, or stop_timeout_s, ends it
+ * there. What it leaves is what a crash leaves: the next start settles the
+ * transactions, the agents' leases thaw their guests. */
+static void *stop_watch_main(void *p)
+{
+        const struct stop_watch *w = p;
+        struct timespec ts = {.tv_sec = w->timeout_s};
+        int sig;
+
+        do
+                sig = sigtimedwait(&w->set, NULL, &ts);
+        while (sig < 0 && errno == EINTR);
+        if (sig > 0)
+                log_err("signal %s while stopping (at: %s): exiting now, without a clean stop", strsignal(sig),
+                        atomic_load(&stop_step));
+        else
+                log_err("still stopping after %u s (stop_timeout_s; at: %s): exiting now, without a clean stop",
+                        w->timeout_s, atomic_load(&stop_step));
+        _exit(1);
+}
+
+static void watch_the_stop(const sigset_t *set, unsigned timeout_s)
+{
+        static struct stop_watch w;
+        pthread_attr_t attr;
+        pthread_t t;
+
+        w.set = *set;
+        sigdelset(&w.set, SIGHUP);
+        w.timeout_s = timeout_s;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&t, &attr, stop_watch_main, &w) != 0)
+                log_warn("stopping without a bound: cannot start the stop's watch");
+        pthread_attr_destroy(&attr);
+}
+
 /* Stops what run started and frees what d holds, however far the start got. */
 static void stop_and_free(struct daemon *d, struct running *run)
 {
+        stop_at("stop-control");
         transport_server_stop(run->srv);
         /* No forward comes in or goes out from here on. */
+        stop_at("stop-forward");
         d->fwd = forward_free(d->fwd);
         /* Operations waiting for a slot give up now, so the joins below are quick. */
         if (d->slots)
                 slots_cancel(d->slots);
         engine_stop_all();
+        stop_at("stop-threads");
         pthread_mutex_lock(&d->stop_lock);
         d->stop = 1;
         pthread_cond_broadcast(&d->stop_cond);
@@ -322,6 +378,7 @@ static void stop_and_free(struct daemon *d, struct running *run)
                 pthread_join(run->health, NULL);
         if (run->sched_started)
                 pthread_join(run->sched, NULL);
+        stop_at("stop-operations");
         for (int i = 0; i < MAX_OPS; i++)
                 ops_free(d->ops[i]);
         /* Every op was joined above and put its reference: only cur is left. */
@@ -335,7 +392,9 @@ static void stop_and_free(struct daemon *d, struct running *run)
         slots_free(d->slots);
         counter_free(d->ctr);
         /* Resigned first: the next leader need not wait out our lease. */
+        stop_at("stop-resign");
         ha_close(d->ha);
+        stop_at("stop-catalog");
         cat_close(d->cat);
         keys_secret_free(d->key);
         free(d->sched);
@@ -390,6 +449,11 @@ int main(int argc, char **argv)
         if (rc == GO_ON) {
                 wait_for_stop(&d, &set, a.path);
                 rc = 0;
+                unsigned stop_s;
+                pthread_rwlock_rdlock(&d.gen); /* a reload swaps cfg under it */
+                stop_s = d.cfg->stop_timeout_s;
+                pthread_rwlock_unlock(&d.gen);
+                watch_the_stop(&set, stop_s);
         }
         stop_and_free(&d, &run);
         return rc;

@@ -12,7 +12,9 @@
  * not) and "agent-reply-STEP" (STEP done and its reply signed, not yet sent:
  * agent-reply-FREEZE, agent-reply-SNAPSHOT, ...); both daemons'
  * "guard-ping-close" (a listener guard's ping answered, its socket about to
- * be closed: where nng_close can hang).
+ * be closed: where nng_close can hang); lockstepd's stop, before each of its
+ * steps: "stop-control", "stop-forward", "stop-threads", "stop-operations",
+ * "stop-resign", "stop-catalog".
  *
  * Two ways to arm one:
  * - LOCKSTEP_FAILPOINT=<name> at start: the daemon logs it and sleeps there

@@ -6,7 +6,8 @@
 # after one (nng issue 1518), is listened on again by the transport's guard
 # within seconds. The guard does not take workers that are all busy (long
 # polls of cuts held in FREEZE) for a deaf listener. A guard whose pings hang
-# in nng_close does not keep lockstepd from stopping.
+# in nng_close does not keep lockstepd from stopping; a stop stuck anywhere
+# ends at a second signal or after stop_timeout_s.
 . "$(dirname "$0")/lib.sh"
 BUSY=12
 doms=("domain web1")
@@ -109,7 +110,34 @@ if [ "${LOCKSTEP_FAILPOINTS:-OFF}" = ON ]; then
         check "... still 4" [ "$(grep -c 'failpoint guard-ping-close reached' "$T/lockstepd.log")" = 4 ]
         kill -TERM "$pid"
         check "... it stops within 10 s of SIGTERM" wait_for 10 pid_gone "$pid"
+
+        # A stop stuck anywhere (here: held at a failpoint on its way) is cut
+        # short by a second signal, or by stop_timeout_s, naming the step.
+        rm -f "$T/control.sock"
+        start_lockstepd stop-catalog
+        pid=$(cat "$T/lockstepd.pid")
+        kill -TERM "$pid"
+        check "stuck stop: held at the catalog's close" wait_for 20 grep -q 'failpoint stop-catalog reached' "$T/lockstepd.log"
+        kill -TERM "$pid"
+        check "... a second SIGTERM ends it within 5 s" wait_for 5 pid_gone "$pid"
+        rc=0
+        wait "$pid" || rc=$?
+        check "... with status 1" [ "$rc" = 1 ]
+        check "... saying where it was" grep -q 'signal Terminated while stopping (at: stop-catalog): exiting now' "$T/lockstepd.log"
+        rm -f "$T/control.sock"
+        sed -i 's/^step_timeout_s: .*/&\nstop_timeout_s: 2/' "$T/coordinator.yaml"
+        start_lockstepd stop-control
+        pid=$(cat "$T/lockstepd.pid")
+        t0=$SECONDS
+        kill -TERM "$pid"
+        check "stuck stop, one SIGTERM: ends by stop_timeout_s (2 s)" wait_for 20 pid_gone "$pid"
+        check "... not before it" [ $((SECONDS - t0)) -ge 2 ]
+        check "... saying so" grep -q 'still stopping after 2 s (stop_timeout_s; at: stop-control)' "$T/lockstepd.log"
+        rm -f "$T/control.sock"
+        sed -i '/^stop_timeout_s:/d' "$T/coordinator.yaml"
+        start_lockstepd
+        check "... and the next start serves" cli_answers
 else
-        echo "# skipped: stuck pings need a build with -DLOCKSTEP_FAILPOINTS=ON"
+        echo "# skipped: stuck pings and stops need a build with -DLOCKSTEP_FAILPOINTS=ON"
 fi
 finish

@@ -929,6 +929,13 @@ static const struct refusal refusals[] = {
           "step_timeout_s: 0\n"
           "agents: [{id: host-a, url: tcp://10.77.0.2:7400, pubkey: /a.pub}]\n",
           4, "step_timeout_s", "\"0\" is out of range (1..3600)" },
+        { "stop-timeout-range", COORD,
+          "control: ipc:///run/lockstep/control.sock\n"
+          "key: /k\n"
+          "catalog: /c\n"
+          "stop_timeout_s: 3601\n"
+          "agents: [{id: host-a, url: tcp://10.77.0.2:7400, pubkey: /a.pub}]\n",
+          4, "stop_timeout_s", "\"3601\" is out of range (1..3600)" },
         { "ha-with-catalog", COORD,
           "control: ipc:///run/lockstep/control.sock\n"
           "key: /k\n"
@@ -1498,6 +1505,7 @@ static void test_coord_full(void **state)
                   "catalog: /var/lib/lockstep/catalog.db\n"
                   "counter_file: /var/lib/lockstep/counter\n"
                   "step_timeout_s: 45\n"
+                  "stop_timeout_s: 12\n"
                   "max_cuts: 5\n"
                   "max_cuts_per_agent: 1\n"
                   "metrics: http://127.0.0.1:9464\n"
@@ -1536,6 +1544,7 @@ static void test_coord_full(void **state)
         assert_string_equal(c->catalog, "/var/lib/lockstep/catalog.db");
         assert_string_equal(c->counter_file, "/var/lib/lockstep/counter");
         assert_int_equal(c->step_timeout_s, 45);
+        assert_int_equal(c->stop_timeout_s, 12);
 
         assert_int_equal(c->n_agents, 2);
         assert_string_equal(c->agents[0].id, "host-a");
@@ -1620,6 +1629,7 @@ static void test_coord_defaults(void **state)
         assert_int_equal(cfg_coord_load(path, &c, &err), 0);
         assert_string_equal(c->counter_file, "/var/lib/lockstep/catalog.db.counter");
         assert_int_equal(c->step_timeout_s, 30);
+        assert_int_equal(c->stop_timeout_s, 30);
         assert_int_equal(c->max_cuts, 8);
         assert_int_equal(c->max_cuts_per_agent, 2);
         assert_int_equal(c->history_keep, 10000);
