@@ -85,6 +85,19 @@ t_ring_flows() {
         t_fail "the ring does not flow: some VM received 5 messages or fewer"
 }
 
+# Waits until every given VM's guest agent answers (a booted guest: one still
+# booting cannot be shut down through it); fails the test after SECONDS.
+t_ga_ready() { # seconds vm...
+        local end=$((SECONDS + $1)) vm
+        shift
+        for vm in "$@"; do
+                until "$LAB" virsh "$vm" qemu-agent-command "$vm" '{"execute":"guest-ping"}' > /dev/null 2>&1; do
+                        ((SECONDS < end)) || t_fail "$vm's guest agent does not answer"
+                        sleep 0.25
+                done
+        done
+}
+
 # Skips (one line) when one of the given build outputs is not built.
 t_need_built() {
         local b

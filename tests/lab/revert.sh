@@ -147,10 +147,12 @@ bg=$!
 for _ in $(seq 1 600); do grep -q 'failpoint agent-mid-switch reached' "$D/hosts/$H/agent.log" && break; sleep 0.1; done
 grep -q 'failpoint agent-mid-switch reached' "$D/hosts/$H/agent.log" || t_fail "the agent never reached the middle of SWITCH"
 kill -9 "$(cat "$D/hosts/$H/agent.pid")"
-wait "$bg" && t_fail "the revert went through although an agent died in SWITCH"
+# Back at once, while lockstepd decides: its ABORT waits for the agent's
+# connection instead of three step timeouts (90 s) of a dead one.
 ip netns exec "lslab-$H" setsid "$LOCKSTEP_BUILD_DIR/agent/lockstep-agent" -c "$D/hosts/$H/agent.yaml" \
         >> "$D/hosts/$H/agent.log" 2>&1 < /dev/null &
 echo $! > "$D/hosts/$H/agent.pid"
+wait "$bg" && t_fail "the revert went through although an agent died in SWITCH"
 for _ in $(seq 1 60); do ls_cli recover > /dev/null 2>&1 && break; sleep 1; done
 for vm in $VMS; do
         [ "$(disk_of "$vm")" = "${pre[$vm]}" ] || t_fail "$vm runs on $(disk_of "$vm") after the crash, not its pre-revert ${pre[$vm]}"
@@ -162,6 +164,9 @@ t_ok "agent killed during SWITCH: after its restart every member is back on its 
 # 5. kill -9 of lockstepd after SWITCH (members stopped, disks on the cut's new
 # overlays, nothing decided): its restart presumes abort, and every member is
 # back on its pre-revert disk and running.
+# Booted first: a guest still booting has no guest agent to shut it down
+# (and the lab's ignore ACPI), so its STOP would wait the 60 s shutdown timeout.
+t_ga_ready 120 $VMS
 for vm in $VMS; do pre[$vm]=$(disk_of "$vm"); done
 t_lockstepd_restart --nowait LOCKSTEP_FAILPOINT=revert-after-switch
 for _ in $(seq 1 50); do ls_cli groups > /dev/null 2>&1 && break; sleep 0.1; done
