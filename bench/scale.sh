@@ -37,6 +37,10 @@
 # which it then refuses as too old; a fleet's agents each have their own cores.
 # --idle S: before any cut, the agents' memory (RSS, PSS and USS, executor + network
 # half + guardian) and their CPU over S idle seconds.
+# Everything (keys, journals, the sim's state, the catalog) lives under
+# ${TMPDIR:-/var/tmp}: TMPDIR=/dev/shm takes the rig's disk out of the agents'
+# rounds (on an ext4 without a journal, each atomic write's new inode is a
+# search; bench/README.md, "A faster machine of the same kind").
 # Root is not needed; 1,000 agents need about 3 processes and 30 threads each
 # (kernel.pid_max is raised to 4194304 when root and lower).
 set -euo pipefail

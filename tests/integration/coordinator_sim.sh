@@ -140,12 +140,14 @@ check "... host-c's half was settled by recover" bash -c "! ls $T/host-c/sim/img
 
 # 7. lockstepd killed -9 right after SNAPSHOT: restart -> presumed abort, agents discard.
 kill9_lockstepd; start_lockstepd after-snapshot
-(ls_cli snapshot create shop --name f7 >/dev/null 2>&1 || true) &
+"$LOCKSTEP_BIN" -c "$T/coordinator.yaml" snapshot create shop --name f7 >/dev/null 2>&1 &
 bg=$!
 for _ in $(seq 1 600); do grep -q 'failpoint after-snapshot reached' "$T/lockstepd.log" && break; sleep 0.05; done
 check "coordinator stopped after SNAPSHOT, before deciding" grep -q 'failpoint after-snapshot reached' "$T/lockstepd.log"
 f7id=$(grep -o 'BEGIN    ls-[^:]*' "$T/lockstepd.log" | tail -1 | awk '{print $2}')
 kill9_lockstepd
+# The CLI would follow the dead lockstepd's operation for a minute more.
+kill "$bg" 2>/dev/null || true
 wait "$bg" || true
 check "... the agents hold the cut pending" bash -c "ls $T/host-*/sim/img/*.${f7id:-none}.qcow2 | wc -l | grep -qx 15"
 start_lockstepd
@@ -156,11 +158,13 @@ check "... nothing frozen" nothing_frozen
 
 # 8. lockstepd killed -9 right after logging COMMIT: restart -> commit completes.
 kill9_lockstepd; start_lockstepd after-decide
-(ls_cli snapshot create shop --name f8 >/dev/null 2>&1 || true) &
+"$LOCKSTEP_BIN" -c "$T/coordinator.yaml" snapshot create shop --name f8 >/dev/null 2>&1 &
 bg=$!
 for _ in $(seq 1 600); do grep -q 'failpoint after-decide reached' "$T/lockstepd.log" && break; sleep 0.05; done
 check "coordinator stopped after logging COMMIT, before sending it" grep -q 'DECIDE   COMMIT logged' "$T/lockstepd.log"
 kill9_lockstepd
+# The CLI would follow the dead lockstepd's operation for a minute more.
+kill "$bg" 2>/dev/null || true
 wait "$bg" || true
 r=$(send host-a status)
 check "... agents hold it in doubt, snapped" [ "$(jq -r '[.in_doubt[] | .state] | unique | join(",")' <<<"$r")" = TXN_SNAPPED ]

@@ -274,11 +274,13 @@ if [ "${LOCKSTEP_FAILPOINTS:-OFF}" = ON ]; then
         kill9_coord "$L"
         check "... and the other, with a failpoint, after it" wait_for $((TTL + 10)) leads "$F"
         start_coord "$L"
-        (cli "$F" snapshot create shop --name h4 > /dev/null || true) &
+        "$LOCKSTEP_BIN" -c "$T/$F.yaml" snapshot create shop --name h4 > /dev/null 2>&1 &
         bg=$!
         wait_for 30 grep -q 'failpoint after-decide reached' "$T/$F.log"
         check "leader stopped after logging COMMIT, before sending it" grep -q 'DECIDE   COMMIT logged' "$T/$F.log"
         kill9_coord "$F"
+        # Its CLI would follow the dead leader's operation for a minute more.
+        kill "$bg" 2> /dev/null || true
         wait "$bg" || true
         check "the other takes over" wait_for $((TTL + 10)) leads "$L"
         check "... and commits the cut" wait_for 30 bash -c "[ \"\$($LOCKSTEP_BIN -c $T/$L.yaml snapshot list shop --json | jq -r '.[] | select(.name==\"h4\") | .state')\" = committed ]"

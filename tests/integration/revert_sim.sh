@@ -129,10 +129,12 @@ echo "hold point_disks $last" >> "$T/host-a/sim.txt"
 bg=$!
 check "held in SWITCH on host-a" wait_for 60 test -e "$T/host-a/sim/held.point_disks.$last"
 kill9_agent host-a
-wait "$bg" || true
 sed -i "/hold point_disks $last/d" "$T/host-a/sim.txt"
 rm -f "$T/host-a/sim/held.point_disks.$last" # the killed agent could not remove it
+# Back while lockstepd decides: its ABORT reaches the restarted agent instead
+# of three step timeouts of a dead one.
 start_agent host-a
+wait "$bg" || true
 ls_cli recover >/dev/null || true
 check "agent killed in SWITCH: every member back on its pre-revert branch, no mix" [ "$(snapshot_disks)" = "$before" ]
 check "... all running" bash -c "for f in $T/host-*/sim/*.state; do grep -q '^state 0' \$f || exit 1; done"
@@ -142,12 +144,14 @@ check "... nothing in doubt" [ "$(ls_cli agents --json | jq '[.[].in_doubt] | ad
 # restart, presumed abort puts every member back on its branch and starts it.
 before=$(snapshot_disks)
 kill9_lockstepd; start_lockstepd revert-after-switch
-(ls_cli snapshot revert "$C" --yes >/dev/null 2>&1 || true) &
+"$LOCKSTEP_BIN" -c "$T/coordinator.yaml" snapshot revert "$C" --yes >/dev/null 2>&1 &
 bg=$!
 for _ in $(seq 1 200); do grep -q 'failpoint revert-after-switch reached' "$T/lockstepd.log" && break; sleep 0.05; done
 check "coordinator stopped after SWITCH" grep -q 'failpoint revert-after-switch reached' "$T/lockstepd.log"
 check "... members are off, on the cut's overlays" bash -c "[ '$(state_of host-a web1)' = 2 ] && [ '$(cur host-a web1)' != '$(echo "$before" | awk '$2=="web1" {print $3}')' ]"
 kill9_lockstepd
+# The CLI would follow the dead lockstepd's operation for a minute more.
+kill "$bg" 2>/dev/null || true
 wait "$bg" || true
 start_lockstepd
 ls_cli recover >/dev/null || true
