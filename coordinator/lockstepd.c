@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -314,47 +315,41 @@ static void stop_at(const char *step)
         failpoint_stop(step);
 }
 
-struct stop_watch {
-        sigset_t set;
-        unsigned timeout_s;
-};
-
 /* A stop that hangs (nng 1.5's close can, a catalog on a dead disk can) must
  * not keep lockstepd up: another SIGTERM or SIGINT, or stop_timeout_s, ends it
  * there. What it leaves is what a crash leaves: the next start settles the
- * transactions, the agents' leases thaw their guests. */
+ * transactions, the agents' leases thaw their guests. Both signals are blocked
+ * in every thread since start, so this one takes them. */
 static void *stop_watch_main(void *p)
 {
-        const struct stop_watch *w = p;
-        struct timespec ts = {.tv_sec = w->timeout_s};
+        unsigned timeout_s = (unsigned)(uintptr_t)p;
+        struct timespec ts = {.tv_sec = timeout_s};
+        sigset_t set;
         int sig;
 
+        sigemptyset(&set);
+        sigaddset(&set, SIGTERM);
+        sigaddset(&set, SIGINT);
         do
-                sig = sigtimedwait(&w->set, NULL, &ts);
+                sig = sigtimedwait(&set, NULL, &ts);
         while (sig < 0 && errno == EINTR);
         if (sig > 0)
                 log_err("signal %s while stopping (at: %s): exiting now, without a clean stop", strsignal(sig),
                         atomic_load(&stop_step));
         else
                 log_err("still stopping after %u s (stop_timeout_s; at: %s): exiting now, without a clean stop",
-                        w->timeout_s, atomic_load(&stop_step));
+                        timeout_s, atomic_load(&stop_step));
         _exit(1);
 }
 
-static void watch_the_stop(const sigset_t *set, unsigned timeout_s)
+static void watch_the_stop(unsigned timeout_s)
 {
-        static struct stop_watch w;
-        pthread_attr_t attr;
         pthread_t t;
 
-        w.set = *set;
-        sigdelset(&w.set, SIGHUP);
-        w.timeout_s = timeout_s;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        if (pthread_create(&t, &attr, stop_watch_main, &w) != 0)
+        if (pthread_create(&t, NULL, stop_watch_main, (void *)(uintptr_t)timeout_s) != 0)
                 log_warn("stopping without a bound: cannot start the stop's watch");
-        pthread_attr_destroy(&attr);
+        else
+                pthread_detach(t);
 }
 
 /* Stops what run started and frees what d holds, however far the start got. */
@@ -453,7 +448,7 @@ int main(int argc, char **argv)
                 pthread_rwlock_rdlock(&d.gen); /* a reload swaps cfg under it */
                 stop_s = d.cfg->stop_timeout_s;
                 pthread_rwlock_unlock(&d.gen);
-                watch_the_stop(&set, stop_s);
+                watch_the_stop(stop_s);
         }
         stop_and_free(&d, &run);
         return rc;
