@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "hv_backend.h"
+#include "hv_module.h"
 
 struct hv {
         const struct hv_ops *ops;
@@ -18,9 +19,11 @@ int hv_open(const struct cfg_agent *cfg, struct hv **ret, lserr *err)
         int r;
 
         /* The simulated backend only ever runs when asked for by name. */
-        if (!cfg->backend || strcmp(cfg->backend, "libvirt") == 0)
-                ops = &hv_libvirt_ops;
-        else if (strcmp(cfg->backend, "sim") == 0)
+        if (!cfg->backend || strcmp(cfg->backend, "libvirt") == 0) {
+                r = hv_module_libvirt(&ops, err);
+                if (r < 0)
+                        return r;
+        } else if (strcmp(cfg->backend, "sim") == 0)
                 ops = &hv_sim_ops;
         else
                 return lserr_set(err, -EINVAL, "backend \"%s\" is unknown (libvirt or sim)", cfg->backend);
@@ -35,6 +38,15 @@ int hv_open(const struct cfg_agent *cfg, struct hv **ret, lserr *err)
         }
         *ret = hv;
         return 0;
+}
+
+int hv_preload(const struct cfg_agent *cfg, lserr *err)
+{
+        const struct hv_ops *ops;
+
+        if (cfg->backend && strcmp(cfg->backend, "libvirt") != 0)
+                return 0;
+        return hv_module_libvirt(&ops, err);
 }
 
 struct hv *hv_close(struct hv *hv)

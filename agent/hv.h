@@ -60,6 +60,10 @@ struct hv;
 /* Opens the backend the config names. *ret is the caller's (hv_close). */
 int hv_open(const struct cfg_agent *cfg, struct hv **ret, lserr *err);
 struct hv *hv_close(struct hv *hv);
+
+/* Loads the backend's code, before the agent forks its guardian and network
+ * half: the libvirt backend's module (hv_module.h); the sim backend is built in. */
+int hv_preload(const struct cfg_agent *cfg, lserr *err);
 const char *hv_backend_name(const struct hv *hv);
 
 /* Every domain of the host (discover). *ret is malloc'd, the caller's. */

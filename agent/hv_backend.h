@@ -35,5 +35,14 @@ struct hv_ops {
                           const struct hv_delete_hints *hints, struct hv_image *ret, size_t *ret_n, lserr *err);
 };
 
+/* What the libvirt backend's shared object exports (hv_module.c loads it):
+ * the version and the size of struct hv_ops it was built with, so an agent
+ * refuses a module of another build. */
+struct hv_module {
+        const char *version;
+        size_t ops_size;
+        const struct hv_ops *ops;
+};
+
 extern const struct hv_ops hv_libvirt_ops;
 extern const struct hv_ops hv_sim_ops;

@@ -34,3 +34,10 @@ const struct hv_ops hv_libvirt_ops = {
         .guest_run = lv_ga_run,
         .restore = lv_power_restore,
 };
+
+/* The one symbol the shared object exports (its build hides the rest). */
+__attribute__((visibility("default"))) const struct hv_module hv_module = {
+        .version = LOCKSTEP_VERSION,
+        .ops_size = sizeof(struct hv_ops),
+        .ops = &hv_libvirt_ops,
+};

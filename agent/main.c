@@ -386,6 +386,10 @@ int main(int argc, char **argv)
                 r = cfg_agent_load(a.path, &a.cfg, &err);
         if (r >= 0)
                 failpoint_scope(a.cfg->id);
+        /* Before the forks: the three processes share the backend's pages, and
+         * the guardian has it at hand when a lease ends. */
+        if (r >= 0)
+                r = hv_preload(a.cfg, &err);
         if (r >= 0 && !o.check_only) {
                 /* The lease holder is forked first: before any thread, and
                  * before the key is read, so no copy of it is in the guardian. */

@@ -14,7 +14,8 @@ packages=(
         libclang-rt-14-dev # libFuzzer and the sanitizers for tests/fuzz (clang 14, Debian 12)
         libnng-dev libprotobuf-c-dev protobuf-c-compiler libsodium-dev
         libcyaml-dev libyaml-dev libsqlite3-dev libvirt-dev libxml2-dev libcmocka-dev
-        libsystemd-dev libseccomp-dev
+        libtirpc-dev # the agent's sanitizer builds load it at start (agent/CMakeLists.txt)
+        libseccomp-dev
         libcurl4-openssl-dev libjson-c-dev # the etcd client (coordinator high availability)
         # packaging (.deb with CPack) and the man pages' check
         dpkg-dev file man-db groff-base

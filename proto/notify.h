@@ -1,5 +1,5 @@
-/* notify: readiness, status and watchdog pings to systemd (Type=notify), through
- * libsystemd when built with it; without it, or outside systemd, no-ops. */
+/* notify: readiness, status and watchdog pings to systemd (Type=notify);
+ * outside systemd (no NOTIFY_SOCKET), no-ops. */
 #pragma once
 
 /* READY=1 with a one-line status. */

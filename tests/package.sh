@@ -38,6 +38,12 @@ for f in usr/sbin/lockstepd usr/bin/lockstep usr/lib/systemd/system/lockstepd.se
         check "lockstep-coordinator holds /$f" [ -s "$RC/$f" ]
 done
 check "lockstep-agent holds no coordinator program" [ ! -e "$RA/usr/sbin/lockstepd" ]
+# The libvirt backend is a module the agent finds from its own binary.
+rel=$(strings -n 8 "$RA/usr/sbin/lockstep-agent" | grep -m1 '/hv-libvirt\.so$' || true)
+check "lockstep-agent holds its libvirt backend where the agent looks for it (/usr/sbin/$rel)" \
+        bash -c "[ -n '$rel' ] && [ -s '$RA/usr/sbin/$rel' ]"
+check "lockstep-agent depends on libvirt0 (its backend module's library)" \
+        bash -c "dpkg-deb -f '$agent' Depends | grep -q 'libvirt0'"
 mkdir -p "$W/ctl" && dpkg-deb -e "$coord" "$W/ctl"
 check "lockstep-coordinator's postinst creates its user" grep -q 'systemd-sysusers lockstep.conf' "$W/ctl/postinst"
 check "lockstep-agent --version from the unpacked root" bash -c "'$RA/usr/sbin/lockstep-agent' --version | grep -qx 'lockstep-agent [0-9.]*'"
